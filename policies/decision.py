@@ -1,0 +1,86 @@
+"""Decision values: what the engine tells a session to do with one statement.
+
+Owns only the plain data types shared by policies/ (which produces them) and proxy/
+(which acts on them). No logic, no I/O: a decision must be printable, comparable and cacheable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Fixed reason codes (shared/DESIGN.md section 6); metrics use them as a bounded label.
+REASONS = (
+    "statement_not_allowed",
+    "table_denied",
+    "class_denied",
+    "masked_predicate",
+    "whole_row",
+    "masked_flow",
+    "function_denied",
+    "unparsable",
+    "outside_hours",
+    "row_budget",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnMask:
+    """How output column `index` of a result is treated before it reaches the client.
+
+    `action` is one of clear | mask | hash | fake | redact | null. `cls` is the data class the
+    column carries (None for unclassified columns, whose action is then `clear`). `sources` are
+    the fully qualified `schema.table.column` names the value derives from, for explain and audit.
+    """
+
+    index: int
+    name: str
+    cls: str | None
+    action: str
+    sources: tuple[str, ...] = ()
+    derived: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """Run the statement (possibly rewritten), then mask the result as described.
+
+    `columns` is positional over the result's columns; a column past its end, or an unknown
+    shape (e.g. a statement whose output the engine could not describe), gets `clear` only for
+    roles that see every class clear, and detector scanning always. `detect` is the set of
+    classes value detectors scan for in every text value and message the role receives.
+    `row_limit` is the number of rows the client may receive (None: no limit, e.g. DBA role).
+    """
+
+    kind: str
+    columns: tuple[ColumnMask, ...] = ()
+    row_limit: int | None = None
+    rewritten_sql: str | None = None
+    detect: frozenset[str] = frozenset()
+    tables: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()
+    # Session effects the proxy must track (e.g. a new search_path, or DDL that invalidates the schema).
+    search_path: tuple[str, ...] | None = None
+    schema_changed: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def allowed(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """Refuse the statement. `reason` is one of REASONS; `message` is safe to show the client."""
+
+    reason: str
+    message: str
+    tables: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()
+    kind: str = "unknown"
+
+    @property
+    def allowed(self) -> bool:
+        return False
+
+
+Decision = Allow | Block
