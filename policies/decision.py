@@ -62,6 +62,12 @@ class Allow:
     search_path: tuple[str, ...] | None = None
     schema_changed: bool = False
     notes: tuple[str, ...] = field(default=())
+    # A multi-statement string: one Allow per statement, in order (each with its own columns and
+    # row limit); `rewritten_sql` above is then the whole rewritten string. Empty for one statement.
+    statements: tuple[Allow, ...] = ()
+
+    def parts(self) -> tuple[Allow, ...]:
+        return self.statements or (self,)
 
     @property
     def allowed(self) -> bool:
