@@ -1,0 +1,84 @@
+"""The contract between protocol sessions and everything else: the Gate.
+
+Owns only the interface (and the plain records that cross it). A protocol session (PostgreSQL,
+MySQL, HTTP) knows nothing of policy files, SQL analysis, audit files or Prometheus: it asks the
+Gate to authenticate, decide and mask, and reports what happened. `proxy/guard.py` implements it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from policies.decision import Decision
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A person maskgate authenticated: their name, role and SCRAM verifier from the policy."""
+
+    user: str
+    role: str
+    verifier: str
+    # True when the role sees every class clear and may run anything: masking and detectors are
+    # skipped entirely on its results (fast path), but decisions and audit still apply.
+    unrestricted: bool = False
+
+
+@dataclass(slots=True)
+class StatementRecord:
+    """What a session reports after each statement (allowed or refused), for audit and metrics."""
+
+    protocol: str  # postgres | mysql | http
+    session: str
+    user: str
+    role: str
+    client: str
+    database: str
+    sql: str
+    decision: Decision
+    rows: int = 0
+    masked: int = 0
+    truncated: bool = False
+    duration_s: float = 0.0  # client-visible time from statement received to completion
+    overhead_s: float = 0.0  # time spent inside maskgate (decide + mask), excluding upstream waits
+    error: str | None = None  # upstream error SQLSTATE, if the database refused it
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Gate(Protocol):
+    """Everything a protocol session may ask for. Implementations must be cheap and non-blocking."""
+
+    masking_key: bytes
+
+    def lookup(self, user: str) -> Principal | None:
+        """The principal for a user name, or None (unknown users get the same error as bad passwords)."""
+        ...
+
+    def decide(
+        self, principal: Principal, sql: str, *, dialect: str, search_path: tuple[str, ...], database: str
+    ) -> Decision: ...
+
+    def value_masker(self, cls: str | None, action: str) -> Callable[[Any], Any]:
+        """Per-column masker (masking.make_masker with the configured key), cached."""
+        ...
+
+    def text_masker(self, classes: frozenset[str]) -> Callable[[str], str]:
+        """Value-detector masker for free text (masking.make_text_masker), cached. Returns the same
+        object when nothing is found."""
+        ...
+
+    def record(self, rec: StatementRecord) -> None:
+        """Audit + metrics for one statement. Must not block (audit writes are queued)."""
+        ...
+
+    def connection_opened(self, protocol: str) -> None: ...
+
+    def connection_closed(self, protocol: str) -> None: ...
+
+    def auth_failed(self, protocol: str) -> None: ...
+
+    def schema_changed(self, database: str) -> None:
+        """DDL passed through: reload the schema for that database soon."""
+        ...
