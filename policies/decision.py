@@ -20,6 +20,8 @@ REASONS = (
     "unparsable",
     "outside_hours",
     "row_budget",
+    # Not a policy verdict: `audit_required: true` and the audit log cannot be written.
+    "audit_unavailable",
 )
 
 
