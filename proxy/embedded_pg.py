@@ -88,7 +88,9 @@ class EmbeddedPostgres:
     def pgdata(self) -> Path:
         return self.datadir / "data"
 
-    def _pg(self, name: str, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    def _pg(
+        self, name: str, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
             [str(bin_dir() / name), *args],
             check=check,
@@ -139,7 +141,18 @@ class EmbeddedPostgres:
         opts = f"-h {self.host} -p {self.port} -k {self.socket_dir}"
         log = self.datadir / "postgres.log"
         res = self._pg(
-            "pg_ctl", "-D", str(self.pgdata), "-o", opts, "-l", str(log), "-w", "-t", "60", "start", check=False
+            "pg_ctl",
+            "-D",
+            str(self.pgdata),
+            "-o",
+            opts,
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            "60",
+            "start",
+            check=False,
         )
         if res.returncode != 0:
             tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""

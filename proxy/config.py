@@ -1,0 +1,228 @@
+"""The `maskgate serve` config file (shared/DESIGN.md §2): loading, `${VAR}` expansion, validation.
+
+Owns only turning YAML into a frozen `Config`; it opens no sockets and reads no policy. Unknown
+keys are errors (a typo in `audit_requred` must not silently turn auditing off).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import yaml
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """The config file cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    scheme: str
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+    params: dict[str, str] = field(default_factory=dict)
+
+    def dsn(self, database: str | None = None) -> str:
+        """A libpq-style DSN for the service account (schema loading uses it)."""
+        from urllib.parse import quote
+
+        db = database or self.database
+        auth = f"{quote(self.user, safe='')}:{quote(self.password, safe='')}@" if self.user else ""
+        query = "&".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.scheme}://{auth}{self.host}:{self.port}/{db}" + (f"?{query}" if query else "")
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class Listener:
+    listen: Endpoint
+    upstream: Upstream
+    tls: TLSFiles | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    policy: Path
+    audit_log: Path | None = None
+    audit_required: bool = False
+    metrics: Endpoint | None = None
+    postgres: Listener | None = None
+    mysql: Listener | None = None
+    http: Listener | None = None
+    masking_key: bytes = b""
+    timezone: str = "Asia/Shanghai"
+    schema_refresh_s: float = 300.0
+    idle_timeout_s: float = 0.0
+    auth_timeout_s: float = 30.0
+    max_message_bytes: int = 64 * 1024 * 1024
+
+
+_TOP_KEYS = {
+    "policy",
+    "audit_log",
+    "audit_required",
+    "metrics",
+    "postgres",
+    "mysql",
+    "http",
+    "masking_key",
+    "timezone",
+    "schema_refresh_s",
+    "idle_timeout_s",
+    "auth_timeout_s",
+    "max_message_bytes",
+}
+_LISTENER_KEYS = {"listen", "upstream", "tls"}
+_DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "http": 80, "https": 443}
+
+
+def expand_env(text: str, env: dict[str, str] | None = None, *, url: bool = False) -> str:
+    """Replace `${VAR}` / `${VAR:-default}`; an unset variable without default is an error.
+
+    With `url`, substituted values are percent-encoded: a password holding `@` or `/` must not
+    change where the upstream URL points.
+    """
+    from urllib.parse import quote
+
+    env = os.environ if env is None else env  # type: ignore[assignment]
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            value = env[name]
+        elif default is not None:
+            value = default
+        else:
+            raise ConfigError(f"environment variable {name} is not set")
+        return quote(value, safe="") if url else value
+
+    return _VAR.sub(sub, text)
+
+
+def _expand_tree(node: Any, env: dict[str, str] | None, key: str = "") -> Any:
+    if isinstance(node, dict):
+        return {k: _expand_tree(v, env, str(k)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_tree(v, env, key) for v in node]
+    if isinstance(node, str):
+        return expand_env(node, env, url=key == "upstream")
+    return node
+
+
+def parse_endpoint(value: object, where: str) -> Endpoint:
+    if not isinstance(value, str) or ":" not in value:
+        raise ConfigError(f"{where}: expected host:port, got {value!r}")
+    host, _, port = value.rpartition(":")
+    try:
+        return Endpoint(host.strip("[]") or "127.0.0.1", int(port))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: bad port in {value!r}") from exc
+
+
+def parse_upstream(value: object, where: str) -> Upstream:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a URL")
+    u = urlsplit(value)
+    if u.scheme not in _DEFAULT_PORTS:
+        raise ConfigError(f"{where}: unsupported scheme {u.scheme!r}")
+    params = dict(p.split("=", 1) for p in u.query.split("&") if "=" in p)
+    return Upstream(
+        scheme=u.scheme,
+        host=u.hostname or "127.0.0.1",
+        port=u.port or _DEFAULT_PORTS[u.scheme],
+        user=unquote(u.username or ""),
+        password=unquote(u.password or ""),
+        database=u.path.lstrip("/"),
+        params=params,
+    )
+
+
+def _listener(raw: Any, name: str, base: Path) -> Listener:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{name}: expected a mapping")
+    unknown = set(raw) - _LISTENER_KEYS
+    if unknown:
+        raise ConfigError(f"{name}: unknown key(s) {sorted(unknown)}")
+    for key in ("listen", "upstream"):
+        if key not in raw:
+            raise ConfigError(f"{name}: missing `{key}`")
+    tls = None
+    if raw.get("tls") is not None:
+        t = raw["tls"]
+        if not isinstance(t, dict) or set(t) != {"cert", "key"}:
+            raise ConfigError(f"{name}.tls: expected {{cert: FILE, key: FILE}}")
+        tls = TLSFiles(base / t["cert"], base / t["key"])
+    return Listener(
+        parse_endpoint(raw["listen"], f"{name}.listen"),
+        parse_upstream(raw["upstream"], f"{name}.upstream"),
+        tls,
+    )
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from exc
+    try:
+        raw = _expand_tree(yaml.safe_load(text), env)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    unknown = set(raw) - _TOP_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}")
+    if "policy" not in raw:
+        raise ConfigError(f"{path}: missing `policy`")
+    base = path.parent
+    try:
+        key = raw.get("masking_key") or ""
+        return Config(
+            path=path,
+            policy=base / str(raw["policy"]),
+            audit_log=base / str(raw["audit_log"]) if raw.get("audit_log") else None,
+            audit_required=bool(raw.get("audit_required", False)),
+            metrics=parse_endpoint(raw["metrics"], "metrics") if raw.get("metrics") else None,
+            postgres=_listener(raw["postgres"], "postgres", base) if raw.get("postgres") else None,
+            mysql=_listener(raw["mysql"], "mysql", base) if raw.get("mysql") else None,
+            http=_listener(raw["http"], "http", base) if raw.get("http") else None,
+            masking_key=str(key).encode(),
+            timezone=str(raw.get("timezone", "Asia/Shanghai")),
+            schema_refresh_s=float(raw.get("schema_refresh_s", 300.0)),
+            idle_timeout_s=float(raw.get("idle_timeout_s", 0.0)),
+            auth_timeout_s=float(raw.get("auth_timeout_s", 30.0)),
+            max_message_bytes=int(raw.get("max_message_bytes", 64 * 1024 * 1024)),
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

@@ -1,0 +1,201 @@
+"""The Gate implementation: joins the policy engine, masking, audit and metrics to protocol sessions.
+
+Owns the policy in force (swapped atomically on reload), the per-database schemas and engines,
+the cached maskers and the accounting of every statement. It opens no sockets; schema loads go
+through an injected loader so this module stays testable without a database.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import masking
+from policies import Engine, Schema
+from policies.decision import Allow, Block, Decision
+
+from .audit import AuditLog
+from .gate import Principal, StatementRecord
+from .metrics import Metrics
+
+SchemaLoader = Callable[[str], Schema]
+
+AUDIT_DOWN = Block(
+    "audit_unavailable", "the audit log cannot be written; statements are refused until it recovers"
+)
+
+
+def is_unrestricted(role: Any) -> bool:
+    """A role that may run anything and sees every class clear: masking can be skipped entirely."""
+    statements = set(getattr(role, "statements", ()) or ())
+    see = dict(getattr(role, "see", {}) or {})
+    if "all" not in statements:
+        return False
+    # Unnamed classes default to `mask`, so only an explicit clear for every class counts.
+    return all(see.get(c) == "clear" for c in masking.CLASSES)
+
+
+@dataclass
+class _PolicyState:
+    """Everything that changes together on a reload; replaced whole, never edited in place."""
+
+    policy: Any
+    engines: dict[str, Engine] = field(default_factory=dict)
+
+
+class Guard:
+    def __init__(
+        self,
+        policy: Any,
+        *,
+        metrics: Metrics,
+        audit: AuditLog | None = None,
+        schema_loader: SchemaLoader | None = None,
+        default_database: str = "",
+        masking_key: bytes = b"",
+        audit_required: bool = False,
+        dialect: str = "postgres",
+    ) -> None:
+        self.metrics = metrics
+        self.audit = audit
+        self.audit_required = audit_required
+        self.masking_key = masking_key or masking.DEFAULT_KEY
+        self.default_database = default_database
+        self._schema_loader = schema_loader
+        self._schemas: dict[str, Schema] = {}
+        self._stale: set[str] = set()
+        self._lock = threading.Lock()
+        self._value_maskers: dict[tuple[str | None, str], Callable[[Any], Any]] = {}
+        self._text_maskers: dict[frozenset[str], Callable[[str], str]] = {}
+        self._state = _PolicyState(policy)
+        metrics.set_policy_revision(policy.revision)
+
+    # -- policy and schema ---------------------------------------------------------------------
+
+    @property
+    def policy(self) -> Any:
+        return self._state.policy
+
+    def swap_policy(self, policy: Any) -> None:
+        """Install a validated policy. Engines are rebuilt lazily, so one reference swap suffices."""
+        self._state = _PolicyState(policy)
+        self.metrics.set_policy_revision(policy.revision)
+
+    def schema(self, database: str) -> Schema:
+        schema = self._schemas.get(database)
+        if schema is None or database in self._stale:
+            schema = self.load_schema(database, fallback=schema)
+        return schema
+
+    def load_schema(self, database: str, fallback: Schema | None = None) -> Schema:
+        with self._lock:
+            self._stale.discard(database)
+            if self._schema_loader is None:
+                schema = fallback or Schema.empty()
+            else:
+                try:
+                    schema = self._schema_loader(database)
+                    self.metrics.schema_reloads.labels(result="success").inc()
+                except Exception as exc:  # a schema load failure must not take sessions down
+                    self.metrics.schema_reloads.labels(result="failure").inc()
+                    print(f"maskgate: schema load for {database!r} failed: {exc}", file=sys.stderr)
+                    schema = fallback or Schema.empty()
+            self._schemas[database] = schema
+            # New schema, new engines (their caches describe the old columns).
+            state = self._state
+            state.engines.pop(database, None)
+            return schema
+
+    def refresh_schemas(self) -> None:
+        for database in list(self._schemas):
+            self.load_schema(database, fallback=self._schemas.get(database))
+
+    def engine(self, database: str) -> Engine:
+        state = self._state
+        engine = state.engines.get(database)
+        if engine is None or database in self._stale:
+            engine = Engine(state.policy, self.schema(database))
+            state.engines[database] = engine
+        return engine
+
+    def schema_changed(self, database: str) -> None:
+        self._stale.add(database)
+
+    # -- Gate ----------------------------------------------------------------------------------
+
+    def lookup(self, user: str) -> Principal | None:
+        policy = self._state.policy
+        u = policy.users.get(user)
+        if u is None:
+            return None
+        role = policy.roles.get(u.role)
+        return Principal(user=user, role=u.role, verifier=u.password, unrestricted=is_unrestricted(role))
+
+    def decide(
+        self, principal: Principal, sql: str, *, dialect: str, search_path: tuple[str, ...], database: str
+    ) -> Decision:
+        if self.audit_required and self.audit is not None and not self.audit.healthy:
+            return AUDIT_DOWN
+        engine = self.engine(database or self.default_database)
+        hits = engine.cache_hits
+        try:
+            decision = engine.decide(
+                principal.role, sql, dialect=dialect, search_path=search_path, database=database
+            )
+        except Exception as exc:  # fail closed: an engine bug is a refusal, never a pass
+            print(f"maskgate: decision failed: {exc!r}", file=sys.stderr)
+            decision = Block("unparsable", "the statement could not be analysed")
+        self.metrics.decision_cache.labels(result="hit" if engine.cache_hits > hits else "miss").inc()
+        return decision
+
+    def value_masker(self, cls: str | None, action: str) -> Callable[[Any], Any]:
+        key = (cls, action)
+        m = self._value_maskers.get(key)
+        if m is None:
+            m = self._value_maskers[key] = masking.make_masker(cls, action, key=self.masking_key)
+        return m
+
+    def text_masker(self, classes: frozenset[str]) -> Callable[[str], str]:
+        m = self._text_maskers.get(classes)
+        if m is None:
+            m = self._text_maskers[classes] = masking.make_text_masker(classes, "mask", key=self.masking_key)
+        return m
+
+    def record(self, rec: StatementRecord) -> None:
+        m = self.metrics
+        d = rec.decision
+        if isinstance(d, Block):
+            m.queries.labels(rec.protocol, rec.role, "block").inc()
+            m.blocked.labels(rec.protocol, rec.role, m.reason_label(d.reason)).inc()
+        else:
+            m.queries.labels(rec.protocol, rec.role, "error" if rec.error else "allow").inc()
+            if rec.rows:
+                m.rows_returned.labels(rec.role).inc(rec.rows)
+            if rec.truncated:
+                m.truncated.labels(rec.role).inc()
+            by_class = rec.extra.get("masked_by_class")
+            if by_class:
+                for cls, n in by_class.items():
+                    m.masked_values.labels(cls or "detected").inc(n)
+            elif rec.masked:
+                m.masked_values.labels(_main_class(d)).inc(rec.masked)
+        m.duration.labels("total").observe(rec.duration_s)
+        m.duration.labels("overhead").observe(rec.overhead_s)
+        if self.audit is not None:
+            self.audit.submit(rec, self._state.policy.revision)
+
+    def connection_opened(self, protocol: str) -> None:
+        self.metrics.connections.labels(protocol).inc()
+
+    def connection_closed(self, protocol: str) -> None:
+        self.metrics.connections.labels(protocol).dec()
+
+    def auth_failed(self, protocol: str) -> None:
+        self.metrics.auth_failures.labels(protocol).inc()
+
+
+def _main_class(d: Allow) -> str:
+    return d.classes[0] if d.classes else "detected"

@@ -1,0 +1,76 @@
+from pathlib import Path
+
+import pytest
+
+from proxy.config import ConfigError, expand_env, load_config
+
+FULL = """
+policy: policies/demo.yaml
+audit_log: var/audit.jsonl
+audit_required: true
+metrics: 127.0.0.1:9187
+postgres:
+  listen: 127.0.0.1:6432
+  upstream: postgresql://maskgate_svc:${UPSTREAM_PASSWORD}@127.0.0.1:5432/crm
+  tls: {cert: certs/server.crt, key: certs/server.key}
+mysql:
+  listen: 127.0.0.1:6033
+  upstream: mysql://maskgate_svc:${UPSTREAM_PASSWORD}@127.0.0.1:3306/crm
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "maskgate.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_full_config_resolves_paths_and_env(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, FULL), env={"UPSTREAM_PASSWORD": "s3cr:t@"})
+    assert cfg.policy == tmp_path / "policies/demo.yaml"
+    assert cfg.audit_log == tmp_path / "var/audit.jsonl"
+    assert cfg.audit_required is True
+    assert str(cfg.metrics) == "127.0.0.1:9187"
+    assert cfg.postgres is not None and cfg.postgres.tls is not None
+    up = cfg.postgres.upstream
+    assert (up.user, up.password, up.host, up.port, up.database) == (
+        "maskgate_svc",
+        "s3cr:t@",
+        "127.0.0.1",
+        5432,
+        "crm",
+    )
+    assert cfg.postgres.tls.cert == tmp_path / "certs/server.crt"
+    assert cfg.mysql is not None and cfg.mysql.upstream.port == 3306
+    assert cfg.http is None
+
+
+def test_dsn_quotes_credentials(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, FULL), env={"UPSTREAM_PASSWORD": "a b/c"})
+    assert cfg.postgres is not None
+    assert cfg.postgres.upstream.dsn("other") == "postgresql://maskgate_svc:a%20b%2Fc@127.0.0.1:5432/other"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("policy: p.yaml\naudit_requred: true\n", "unknown key"),
+        ("audit_log: a\n", "missing `policy`"),
+        ("policy: p.yaml\npostgres: {listen: 6432, upstream: postgresql://x@h/db}\n", "host:port"),
+        (
+            "policy: p.yaml\npostgres: {listen: '127.0.0.1:6432', upstream: 'ftp://h/db'}\n",
+            "unsupported scheme",
+        ),
+        ("policy: p.yaml\npostgres: {listen: '127.0.0.1:6432'}\n", "missing `upstream`"),
+        ("policy: ${NOPE}\n", "NOPE is not set"),
+        ("- a\n- b\n", "mapping"),
+    ],
+)
+def test_bad_configs_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(write(tmp_path, text), env={})
+    assert str(tmp_path) in str(info.value)
+
+
+def test_env_default() -> None:
+    assert expand_env("a ${X:-d} ${Y}", {"Y": "y"}) == "a d y"
