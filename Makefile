@@ -22,6 +22,9 @@ lint: install
 	$(BIN)/ruff check proxy policies masking tests bench
 	$(BIN)/ruff format --check proxy policies masking tests bench
 
+demo: install
+	$(BIN)/maskgate demo
+
 bench: install
 	$(BIN)/python -m bench
 

@@ -1,0 +1,160 @@
+"""`maskgate serve`: wires config, policy, guard, audit, metrics and the listeners into one process.
+
+Owns process lifetime: start-up order, the metrics endpoint, policy hot reload (file change and
+SIGHUP), the schema refresh timer and graceful shutdown on SIGTERM/SIGINT. Protocol logic lives
+in proxy/pg/ (and later proxy/mysql/, proxy/http/); policy logic in policies/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import ssl
+import sys
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from policies import Schema, load_policy
+
+from .audit import AuditLog
+from .config import Config, Listener
+from .guard import Guard
+from .metrics import Metrics
+from .reload import PolicyReloader
+
+
+def server_tls(listener: Listener) -> ssl.SSLContext | None:
+    if listener.tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(listener.tls.cert), str(listener.tls.key))
+    return ctx
+
+
+class App:
+    def __init__(self, config: Config, *, registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics(registry)
+        self.audit: AuditLog | None = None
+        self.guard: Guard | None = None
+        self.reloader: PolicyReloader | None = None
+        self.servers: list[Any] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._metrics_server: Any = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        cfg = self.config
+        # An invalid policy at start-up is fatal: there is no last good policy to fall back on.
+        policy = await asyncio.to_thread(load_policy, cfg.policy)
+        self.audit = AuditLog(cfg.audit_log, on_failure=self.metrics.audit_failures.inc)
+        pg = cfg.postgres
+        loader = None
+        if pg is not None:
+            upstream = pg.upstream
+
+            def loader(database: str) -> Schema:
+                return Schema.from_postgres(upstream.dsn(database))
+
+        self.guard = Guard(
+            policy,
+            metrics=self.metrics,
+            audit=self.audit,
+            schema_loader=loader,
+            default_database=pg.upstream.database if pg else "",
+            masking_key=cfg.masking_key,
+            audit_required=cfg.audit_required,
+        )
+        if pg is not None:
+            await asyncio.to_thread(self.guard.load_schema, pg.upstream.database)
+        self.reloader = PolicyReloader(self.guard, cfg.policy, self.metrics)
+        if cfg.metrics is not None:
+            self._metrics_server = start_http_server(
+                cfg.metrics.port, addr=cfg.metrics.host, registry=self.metrics.registry
+            )
+        if pg is not None:
+            from .pg.server import PostgresServer
+
+            server = PostgresServer(
+                self.guard,
+                listen_host=pg.listen.host,
+                listen_port=pg.listen.port,
+                upstream=pg.upstream,
+                tls=server_tls(pg),
+                auth_timeout=cfg.auth_timeout_s,
+                idle_timeout=cfg.idle_timeout_s or None,
+                max_message_bytes=cfg.max_message_bytes,
+            )
+            await server.start()
+            self.servers.append(server)
+        self._tasks.append(asyncio.create_task(self._watch_policy()))
+        if cfg.schema_refresh_s > 0 and loader is not None:
+            self._tasks.append(asyncio.create_task(self._refresh_schemas()))
+
+    async def _watch_policy(self) -> None:
+        assert self.reloader is not None
+        try:
+            await self.reloader.watch()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the watcher is a convenience; SIGHUP still works without it
+            print(f"maskgate: policy file watcher stopped: {exc}", file=sys.stderr)
+
+    async def _refresh_schemas(self) -> None:
+        assert self.guard is not None
+        while True:
+            await asyncio.sleep(self.config.schema_refresh_s)
+            await asyncio.to_thread(self.guard.refresh_schemas)
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self._sighup()))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopped.set)
+
+    async def _sighup(self) -> None:
+        if self.reloader is not None:
+            await self.reloader.reload()
+
+    async def wait(self) -> None:
+        await self._stopped.wait()
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    async def stop(self, grace: float = 10.0) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for server in self.servers:
+            await server.stop(grace)
+        if self._metrics_server is not None:
+            server, thread = self._metrics_server
+            server.shutdown()
+            thread.join(2)
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.close)
+
+    @property
+    def listen_addresses(self) -> dict[str, str]:
+        out = {}
+        if self.config.postgres is not None:
+            out["postgres"] = str(self.config.postgres.listen)
+        return out
+
+
+async def serve(config: Config) -> int:
+    app = App(config)
+    await app.start()
+    app.install_signal_handlers()
+    for proto, addr in app.listen_addresses.items():
+        print(f"maskgate: {proto} listening on {addr}", file=sys.stderr, flush=True)
+    await app.wait()
+    print("maskgate: shutting down", file=sys.stderr, flush=True)
+    await app.stop()
+    return 0

@@ -1,0 +1,193 @@
+"""`make demo`: the real proxy in front of an embedded PostgreSQL seeded with fake zh_CN customers.
+
+Owns the demo's set-up (database, service account, seed, config), the printed tour and the
+serving loop. It runs the same `App` as `maskgate serve`; nothing here is a mock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import socket
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from .embedded_pg import EmbeddedPostgres, bin_dir, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_POLICY = REPO / "policies" / "examples" / "demo.yaml"
+SERVICE_ACCOUNT = "maskgate_svc"
+USERS = {
+    "vendor": ("vendor_zhang", "vendor-pass"),
+    "desk": ("desk_li", "desk-pass"),
+    "dba": ("dba_wang", "dba-pass"),
+}
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def prepare_database(base: Path, customers: int) -> tuple[EmbeddedPostgres, str]:
+    """Start (or reuse) the embedded cluster, create the service account and seed `crm`."""
+    import psycopg
+
+    pg = EmbeddedPostgres(base / "pg").start()
+    secret_file = base / "upstream_password"
+    if not secret_file.exists():
+        secret_file.write_text(secrets.token_urlsafe(24))
+        secret_file.chmod(0o600)
+    password = secret_file.read_text().strip()
+    exists = pg.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{SERVICE_ACCOUNT}'")
+    verb = "ALTER" if exists.strip() else "CREATE"
+    pg.psql(f"{verb} ROLE {SERVICE_ACCOUNT} LOGIN PASSWORD '{password}'")
+    if not pg.psql("SELECT 1 FROM pg_database WHERE datname = 'crm'").strip():
+        pg.psql(f"CREATE DATABASE crm OWNER {SERVICE_ACCOUNT}")
+    from .demo_data import seed
+
+    with psycopg.connect(pg.dsn(SERVICE_ACCOUNT, password, "crm")) as conn:
+        seed(conn, customers)
+    return pg, password
+
+
+def write_config(base: Path, pg_port: int, listen_port: int, metrics_port: int) -> Path:
+    path = base / "maskgate.yaml"
+    path.write_text(
+        "# Written by `make demo`. The upstream password comes from the environment, never the file.\n"
+        f"policy: {DEMO_POLICY}\n"
+        "audit_log: audit.jsonl\n"
+        f"metrics: 127.0.0.1:{metrics_port}\n"
+        "postgres:\n"
+        f"  listen: 127.0.0.1:{listen_port}\n"
+        f"  upstream: postgresql://{SERVICE_ACCOUNT}:${{MASKGATE_UPSTREAM_PASSWORD}}@127.0.0.1:{pg_port}/crm\n"
+    )
+    return path
+
+
+def _query(port: int, who: str, sql: str) -> tuple[list[str], list[tuple[Any, ...]], list[str], str | None]:
+    """Run one statement through the proxy as a demo user: (columns, rows, notices, error)."""
+    import psycopg
+
+    user, password = USERS[who]
+    notices: list[str] = []
+    with psycopg.connect(host="127.0.0.1", port=port, user=user, password=password, dbname="crm") as conn:
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        try:
+            cur = conn.execute(sql)
+        except psycopg.Error as exc:
+            return [], [], notices, f"{exc.sqlstate}: {exc.diag.message_primary}"
+        cols = [d.name for d in cur.description or []]
+        return cols, cur.fetchall(), notices, None
+
+
+def _table(cols: list[str], rows: list[tuple[Any, ...]]) -> str:
+    cells = [cols] + [["NULL" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(_width(r[i]) for r in cells) for i in range(len(cols))]
+    lines = []
+    for n, r in enumerate(cells):
+        lines.append("  " + " | ".join(v + " " * (w - _width(v)) for v, w in zip(r, widths, strict=True)))
+        if n == 0:
+            lines.append("  " + "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _width(s: str) -> int:
+    # CJK characters take two columns in a terminal.
+    return sum(2 if ord(c) > 0x2E80 else 1 for c in s)
+
+
+def tour(port: int, metrics_port: int) -> str:
+    out: list[str] = []
+    say = out.append
+    same = "SELECT id, name, phone, id_card, email FROM customers ORDER BY id LIMIT 5"
+    say(f"\n== 1. The same query, as the DBA and as the outsourced vendor ==\n   {same}\n")
+    for who in ("dba", "vendor"):
+        cols, rows, _, err = _query(port, who, same)
+        say(f"-- as {USERS[who][0]} ({who})")
+        say(_table(cols, rows) if err is None else f"  refused: {err}")
+        say("")
+    refusals = [
+        ("SELECT name, bank_card FROM customers LIMIT 3", "a class the vendor may not see at all"),
+        ("SELECT id FROM customers WHERE phone LIKE '138%'", "guessing numbers through a predicate"),
+        (
+            "SELECT upper(phone) || '' AS p FROM customers LIMIT 3",
+            "laundering through an expression (redacted)",
+        ),
+        ("SELECT * FROM audit_trail", "a table outside the vendor's grant"),
+    ]
+    say("== 2. What the vendor cannot do ==")
+    for sql, why in refusals:
+        cols, rows, _, err = _query(port, "vendor", sql)
+        say(f"-- {why}\n   {sql}")
+        say(f"  refused: {err}" if err else _table(cols, rows))
+        say("")
+    say("== 3. A result cut at the role's row limit ==")
+    sql = "SELECT id, caller, started_at FROM call_records"
+    cols, rows, notices, err = _query(port, "vendor", sql)
+    say(f"   {sql}")
+    say(
+        f"  refused: {err}" if err else f"  {len(rows)} rows reached the vendor; notice: {'; '.join(notices)}"
+    )
+    say("")
+    say("== 4. What the metrics endpoint counted ==")
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(
+            (
+                "maskgate_blocked_queries_total",
+                "maskgate_masked_values_total",
+                "maskgate_truncated_results_total",
+            )
+        ) or line.startswith("maskgate_queries_total"):
+            say("  " + line)
+    return "\n".join(out)
+
+
+async def run(args: argparse.Namespace) -> int:
+    from .app import App
+    from .config import load_config
+
+    base = Path(args.dir).resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    print("maskgate demo: starting an embedded PostgreSQL and seeding `crm` with fake zh_CN customers…")
+    pg, password = await asyncio.to_thread(prepare_database, base, args.customers)
+    port = args.port if _port_free(args.port) else free_port()
+    metrics_port = 9187 if _port_free(9187) else free_port()
+    cfg_path = write_config(base, pg.port, port, metrics_port)
+    os.environ["MASKGATE_UPSTREAM_PASSWORD"] = password
+    config = load_config(cfg_path)
+    app = App(config)
+    await app.start()
+    print(
+        f"maskgate demo: proxy on 127.0.0.1:{port}, database on 127.0.0.1:{pg.port} "
+        f"(ready in {time.monotonic() - t0:.1f}s)"
+    )
+    try:
+        print(await asyncio.to_thread(tour, port, metrics_port))
+        psql = bin_dir() / "psql"
+        print("\n== Try it yourself ==")
+        for who, (user, pw) in USERS.items():
+            print(f"  PGPASSWORD={pw} {psql} -h 127.0.0.1 -p {port} -U {user} crm    # {who}")
+        print(f"  curl -s http://127.0.0.1:{metrics_port}/metrics | grep ^maskgate_")
+        print(f"  tail -f {base / 'audit.jsonl'}")
+        if args.no_wait:
+            return 0
+        print("\nmaskgate demo: serving until Ctrl-C.", flush=True)
+        app.install_signal_handlers()
+        await app.wait()
+    finally:
+        await app.stop()
+        pg.stop()
+        print("maskgate demo: stopped.", file=sys.stderr)
+    return 0
