@@ -1,0 +1,105 @@
+"""Incremental, sans-IO message framing for one direction of a PostgreSQL connection.
+
+Owns splitting a byte stream into messages and nothing else: no parsing of bodies, no state
+beyond the unfinished tail. Complete messages are reported as offsets into one immutable
+`bytes` object so callers can pass untouched runs of messages on as a single slice, without a
+copy per message.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+_I32 = struct.Struct("!i")
+
+DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024  # generous: large DataRows and COPY chunks are legitimate
+MAX_STARTUP_PACKET = 10_000  # PostgreSQL's own limit for the untyped startup packet
+
+
+class FramingError(ValueError):
+    """The stream is not a valid sequence of messages (bad length, oversized message)."""
+
+
+class Framer:
+    """Feed bytes in, iterate over complete messages.
+
+    `startup=True` frames untyped messages (length first, no type byte) until `typed()` is
+    called. `feed()` returns the buffer that the yielded (type, start, end) offsets refer to;
+    `type` is the type byte as bytes (b"" for untyped), `start..end` covers the whole message
+    including its header, the body starts at `start + header`.
+    """
+
+    __slots__ = ("_pending", "_startup", "max_message")
+
+    def __init__(self, *, startup: bool = False, max_message: int = DEFAULT_MAX_MESSAGE) -> None:
+        self._pending = bytearray()
+        self._startup = startup
+        self.max_message = max_message
+
+    @property
+    def header(self) -> int:
+        return 4 if self._startup else 5
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of an incomplete message held back (a TLS upgrade must find this empty)."""
+        return len(self._pending)
+
+    def typed(self) -> None:
+        self._startup = False
+
+    def feed(self, data: bytes | bytearray | memoryview) -> tuple[bytes, Iterator[tuple[bytes, int, int]]]:
+        if self._pending:
+            self._pending += data
+            if len(self._pending) < self._needed():
+                # A large message arriving in chunks: do not copy the buffer on every chunk.
+                return b"", iter(())
+            buf = bytes(self._pending)
+            self._pending.clear()
+        else:
+            buf = bytes(data) if not isinstance(data, bytes) else data
+        return buf, self._split(buf)
+
+    def _needed(self) -> int:
+        p = self._pending
+        h = self.header
+        if len(p) < h:
+            return h
+        length = _I32.unpack_from(p, 0 if self._startup else 1)[0]
+        limit = MAX_STARTUP_PACKET if self._startup else self.max_message
+        if length < 4 or length > limit:
+            return 0  # let _split raise the framing error
+        return length + (0 if self._startup else 1)
+
+    def _split(self, buf: bytes) -> Iterator[tuple[bytes, int, int]]:
+        pos = 0
+        end = len(buf)
+        unpack = _I32.unpack_from
+        while True:
+            # Re-read the mode each time: the consumer may switch to typed framing mid-buffer.
+            if self._startup:
+                if end - pos < 4:
+                    break
+                length = unpack(buf, pos)[0]
+                if length < 8 or length > MAX_STARTUP_PACKET:
+                    raise FramingError("invalid startup packet length")
+                if end - pos < length:
+                    break
+                yield b"", pos, pos + length
+                pos += length
+            else:
+                if end - pos < 5:
+                    break
+                length = unpack(buf, pos + 1)[0]
+                if length < 4:
+                    raise FramingError("invalid message length")
+                if length > self.max_message:
+                    raise FramingError("message too large")
+                stop = pos + 1 + length
+                if stop > end:
+                    break
+                yield buf[pos : pos + 1], pos, stop
+                pos = stop
+        if pos < end:
+            self._pending += memoryview(buf)[pos:]

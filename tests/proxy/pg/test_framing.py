@@ -1,0 +1,85 @@
+"""Framer: messages split at every byte boundary come out whole; bad lengths are errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.pg import messages as m
+from proxy.pg.framing import Framer, FramingError
+
+STREAM = b"".join(
+    x.serialize()
+    for x in (
+        m.Query("SELECT 1"),
+        m.Parse("a", "SELECT 2"),
+        m.Sync(),
+        m.DataRow((b"x" * 300, None)),
+        m.Terminate(),
+    )
+)
+
+
+def _collect(framer: Framer, chunks: list[bytes]) -> list[bytes]:
+    out = []
+    for c in chunks:
+        buf, it = framer.feed(c)
+        out.extend(buf[s:e] for _, s, e in it)
+    return out
+
+
+def test_whole_stream() -> None:
+    msgs = _collect(Framer(), [STREAM])
+    assert b"".join(msgs) == STREAM and len(msgs) == 5
+
+
+@pytest.mark.parametrize("cut", range(1, len(STREAM)))
+def test_split_at_every_byte(cut: int) -> None:
+    msgs = _collect(Framer(), [STREAM[:cut], STREAM[cut:]])
+    assert b"".join(msgs) == STREAM and len(msgs) == 5
+
+
+def test_byte_by_byte() -> None:
+    f = Framer()
+    msgs = _collect(f, [bytes([b]) for b in STREAM])
+    assert b"".join(msgs) == STREAM and f.buffered == 0
+
+
+def test_startup_then_typed() -> None:
+    startup = m.StartupMessage(m.PROTOCOL_3_0, (("user", "u"),)).serialize()
+    f = Framer(startup=True)
+    buf, it = f.feed(startup + m.Query("x").serialize())
+    mtype, s, e = next(it)
+    assert mtype == b"" and buf[s:e] == startup
+    f.typed()
+    mtype, s, e = next(it)
+    assert mtype == b"Q"
+
+
+def test_oversized_message() -> None:
+    f = Framer(max_message=1000)
+    with pytest.raises(FramingError):
+        _collect(f, [b"Q" + (2000).to_bytes(4, "big")])
+
+
+def test_oversized_message_after_partial_header() -> None:
+    f = Framer(max_message=1000)
+    with pytest.raises(FramingError):
+        _collect(f, [b"Q\x00", b"\x00\x10\x00" + b"x" * 10])
+
+
+@pytest.mark.parametrize("length", [0, 3, -1])
+def test_bad_length(length: int) -> None:
+    with pytest.raises(FramingError):
+        _collect(Framer(), [b"Q" + length.to_bytes(4, "big", signed=True)])
+
+
+def test_bad_startup_length() -> None:
+    with pytest.raises(FramingError):
+        _collect(Framer(startup=True), [(100_000).to_bytes(4, "big")])
+
+
+def test_large_message_in_chunks() -> None:
+    big = m.CopyData(b"z" * 200_000).serialize()
+    f = Framer()
+    chunks = [big[i : i + 1000] for i in range(0, len(big), 1000)]
+    assert _collect(f, chunks) == [big]
