@@ -1,0 +1,321 @@
+"""Owns per-value masking: display rules per class, the generic fallback, keyed hashing, and type plumbing.
+
+Display rules (PII.md §1.3, §2.5, §3.2, §5, §6): mobile 138****5678; ID first 3 + last 4 so the
+birth date is always hidden; bank card BIN + last 4; USCC first 8 + last 2; landline area code + last 4;
+email first character of the local part; names keep surname and (for 3+ chars) the last character;
+passports leading letters + last 2. A value that does not have its class's shape is masked by the
+generic rule instead, never passed through.
+
+A value "has the shape" when its characters are right even if checksums fail: the display rule then
+hides exactly what it hides for a valid value, and '*' counts as a digit so that masking is idempotent.
+
+Type preservation: str stays str; int stays int with hidden digits zeroed (13812345678 ->
+13800005678); bytes are masked as UTF-8 text and undecodable bytes are redacted whole. An int cannot
+carry a class prefix, so `hash` on an int yields an HMAC-derived integer with the same digit count.
+Types other than these are masked through str() and returned as str.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from masking.classes import CLASSES, DEFAULT_KEY, check_action
+from masking.fake import fake_generic, fake_str
+from masking.names import NAME_DOTS, is_cjk, split_name
+from masking.shapes import (
+    ALNUM_UPPER_STAR,
+    DIGITS_STAR,
+    GROUP_SEPARATORS,
+    PHONE_SEPARATORS,
+    canonical,
+    fold_same_length,
+    hide,
+    scan,
+)
+
+StrFn = Callable[[str], str]
+
+
+# -- generic ---------------------------------------------------------------------------------------
+
+
+def mask_generic(s: str) -> str:
+    """Keep first 3 and last 4 only when that still hides at least half, else hide everything."""
+    n = len(s)
+    if n >= 14:
+        return s[:3] + "*" * (n - 7) + s[-4:]
+    return "*" * n
+
+
+# -- display rules per class (None: the value does not have the class's shape) ---------------------
+
+
+def mask_mobile(s: str) -> str | None:
+    if len(s) == 11 and s.isascii() and s.isdigit() and s[0] == "1":
+        return s[:3] + "****" + s[7:]  # the column hot path
+    parsed = scan(s, DIGITS_STAR, PHONE_SEPARATORS)
+    if parsed is None:
+        return None
+    pos, d = parsed
+    n = len(d)
+    if n == 13 and d.startswith("14"):  # IoT number: keep 3 + last 4
+        return hide(s, pos, 3, n - 4)
+    if (n == 11 and d[0] == "1") or (n == 13 and d.startswith("861")) or (n == 15 and d.startswith("00861")):
+        return hide(s, pos, n - 8, n - 4)  # national digits 4-7
+    return None
+
+
+def mask_id_card(s: str) -> str | None:
+    parsed = scan(s, DIGITS_STAR | {"X", "x"}, GROUP_SEPARATORS)
+    if parsed is None:
+        return None
+    pos, d = parsed
+    body_ok = all(c in DIGITS_STAR for c in d[:-1])
+    if (len(d) == 18 and body_ok) or (len(d) == 15 and body_ok and d[-1] in DIGITS_STAR):
+        return hide(s, pos, 3, len(d) - 4)
+    return None
+
+
+def mask_bank_card(s: str) -> str | None:
+    parsed = scan(s, DIGITS_STAR, GROUP_SEPARATORS)
+    if parsed is None:
+        return None
+    pos, d = parsed
+    if 16 <= len(d) <= 19:
+        return hide(s, pos, 6, len(d) - 4)
+    if 12 <= len(d) <= 15:  # not a PAN length: show only the last 4
+        return hide(s, pos, 0, len(d) - 4)
+    return None
+
+
+def mask_uscc(s: str) -> str | None:
+    parsed = scan(s, ALNUM_UPPER_STAR, GROUP_SEPARATORS)
+    if parsed is None or len(parsed[1]) != 18:
+        return None
+    return hide(s, parsed[0], 8, 16)
+
+
+LANDLINE_SHAPE_RE = re.compile(
+    r"[ \t]*(?:(?:\+|00)86[ \t-]?(?:\(0?\)[ \t]?)?(?:10|2[0-9]|[3-9][0-9]{2})[ \t-]?"
+    r"|\(?0(?:10|2[0-9]|[3-9][0-9]{2})\)?[ \t-]?)?"
+    r"(?P<sub>[0-9*]{3,4}[ \t-]?[0-9*]{4})"
+    r"(?:[ \t]*(?:-|转|ext\.?|x|#)[ \t]*[0-9*]{1,6})?[ \t]*",
+    re.I | re.A,
+)
+
+
+def mask_landline(s: str) -> str | None:
+    folded = fold_same_length(s)
+    m = LANDLINE_SHAPE_RE.fullmatch(folded) if folded is not None else None
+    if m is None:
+        return None
+    lo, hi = m.span("sub")
+    pos = [i for i in range(lo, hi) if folded[i] in DIGITS_STAR]  # type: ignore[index]
+    return hide(s, pos, 0, len(pos) - 4)
+
+
+def mask_email(s: str) -> str | None:
+    folded = fold_same_length(s)
+    if folded is None:
+        return None
+    at = folded.rfind("@")
+    domain = folded[at + 1 :]
+    if at <= 0 or "." not in domain or any(c.isspace() for c in folded):
+        return None
+    return s[0] + "*" * (at - 1) + s[at:]
+
+
+def _mask_name_part(part: str) -> str:
+    surname, given = split_name(part)
+    if len(given) >= 2:
+        return surname + "*" * (len(given) - 1) + given[-1]
+    if given:
+        return surname + "*"
+    return "*" * len(part)
+
+
+def mask_person_name(s: str) -> str | None:
+    if not s or s != s.strip():
+        return None
+    if all(is_cjk(c) or c in NAME_DOTS or c == "*" for c in s):
+        if any(c in NAME_DOTS for c in s):
+            # Transliterated names (阿依古丽·买买提): each part keeps its first character.
+            out = []
+            for c in s:
+                out.append(c if c in NAME_DOTS or not out or out[-1] in NAME_DOTS else "*")
+            return "".join(out)
+        return _mask_name_part(s)
+    if all(c.isalpha() or c in " .-'*" for c in s):
+        # Latin-script names: each word keeps its initial.
+        return re.sub(r"(?<=[^\s.\-'])[^\s.\-']", "*", s)
+    return None
+
+
+def mask_passport(s: str) -> str | None:
+    parsed = scan(s, ALNUM_UPPER_STAR | frozenset("abcdefghijklmnopqrstuvwxyz"), GROUP_SEPARATORS)
+    if parsed is None:
+        return None
+    pos, d = parsed
+    letters = 0
+    while letters < min(2, len(d)) and d[letters].isalpha():
+        letters += 1
+    keep_first = max(letters, 1)
+    n = len(d)
+    if n < 7 or not any(c.isdigit() or c == "*" for c in d[letters:]):
+        return None
+    return hide(s, pos, keep_first, n - 2)
+
+
+DISPLAY: dict[str, Callable[[str], str | None]] = {
+    "mobile": mask_mobile,
+    "id_card": mask_id_card,
+    "bank_card": mask_bank_card,
+    "uscc": mask_uscc,
+    "landline": mask_landline,
+    "email": mask_email,
+    "person_name": mask_person_name,
+    "passport": mask_passport,
+}
+
+
+# -- hashing ---------------------------------------------------------------------------------------
+
+
+def _hmac_base(key: bytes) -> Any:
+    return hmac.new(key, digestmod=hashlib.sha256)
+
+
+def make_hash_str(cls: str | None, key: bytes) -> StrFn:
+    base = _hmac_base(key)
+    tag = cls or "value"
+
+    def hash_str(s: str) -> str:
+        h = base.copy()
+        h.update(f"{tag}|{canonical(s, cls)}".encode("utf-8", "surrogatepass"))
+        return f"{tag}_{h.hexdigest()[:32]}"
+
+    return hash_str
+
+
+def make_hash_int(cls: str | None, key: bytes) -> Callable[[int], int]:
+    base = _hmac_base(key)
+    tag = cls or "value"
+
+    def hash_int(v: int) -> int:
+        digits = str(abs(v))
+        h = base.copy()
+        h.update(f"{tag}|{digits}".encode())
+        n = len(digits)
+        x = int.from_bytes(h.digest(), "big")
+        out = x % 10**n
+        if n > 1:
+            # A leading zero would shorten the number; pin the first digit to 1-9.
+            out = (1 + (x >> 200) % 9) * 10 ** (n - 1) + out % 10 ** (n - 1)
+        return -out if v < 0 else out
+
+    return hash_int
+
+
+# -- building per-column functions -----------------------------------------------------------------
+
+
+def make_str_fn(cls: str | None, action: str, key: bytes) -> StrFn:
+    """str -> str for every action except clear/null (handled by the callers)."""
+    if action == "mask":
+        display = DISPLAY.get(cls) if cls else None
+        if display is None:
+            return mask_generic
+
+        def mask_str(s: str) -> str:
+            out = display(s)
+            return mask_generic(s) if out is None else out
+
+        return mask_str
+    if action == "redact":
+        return lambda s: "*" * len(s)
+    if action == "hash":
+        return make_hash_str(cls, key)
+    if action == "fake":
+        return lambda s: fake_str(s, cls, key)
+    raise ValueError(f"no string function for action {action!r}")
+
+
+def _to_int(s: str, like: int) -> int:
+    out = int("".join(c if c.isdigit() else "0" for c in s) or "0")
+    return -out if like < 0 else out
+
+
+def make_int_fn(cls: str | None, action: str, key: bytes) -> Callable[[int], int]:
+    if action == "redact":
+        return lambda v: 0  # every digit zeroed; a sign on zero is not representable
+    if action == "hash":
+        return make_hash_int(cls, key)
+    if action == "fake":
+
+        def fake_int(v: int) -> int:
+            s = str(abs(v))
+            out = fake_str(s, cls, key, digits_only=True)
+            if not (out.isascii() and out.isdigit() and len(out) == len(s)):
+                out = fake_generic(s, cls, key, digits_only=True)
+            return _to_int(out, v)
+
+        return fake_int
+    str_fn = make_str_fn(cls, action, key)
+    return lambda v: _to_int(str_fn(str(abs(v))), v)
+
+
+def _check_cls(cls: str | None) -> None:
+    if cls is not None and cls not in CLASSES:
+        raise ValueError(f"unknown PII class {cls!r}; known: {', '.join(CLASSES)}")
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _to_null(value: Any) -> None:
+    return None
+
+
+@lru_cache(maxsize=256)
+def make_masker(cls: str | None, action: str, *, key: bytes = DEFAULT_KEY) -> Callable[[Any], Any]:
+    """A function that masks one column's values; build it once per column and call it per row."""
+    _check_cls(cls)
+    check_action(action)
+    if action == "clear":
+        return _identity
+    if action == "null":
+        return _to_null
+    str_fn = make_str_fn(cls, action, key)
+    int_fn = make_int_fn(cls, action, key)
+
+    def masker(value: Any) -> Any:
+        t = type(value)
+        if t is str:
+            return str_fn(value)
+        if value is None:
+            return None
+        if t is int:
+            return int_fn(value)
+        if t is bytes or t is bytearray or t is memoryview:
+            raw = bytes(value)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                return b"*" * len(raw)
+            return str_fn(text).encode("utf-8")
+        return str_fn(str(value))
+
+    return masker
+
+
+def mask_value(
+    value: str | int | bytes | None, cls: str | None, action: str, *, key: bytes = DEFAULT_KEY
+) -> str | int | bytes | None:
+    """Mask one value of class `cls` (None: unclassified, generic rules) with `action`."""
+    return make_masker(cls, action, key=key)(value)

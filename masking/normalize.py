@@ -1,0 +1,65 @@
+"""Owns text normalisation for detection (NFKC + dash folding) and the offset map back to the original.
+
+Detectors match on normalised text but must report offsets into the text they were given, so
+every normalisation here is done per character and remembers where each output character came
+from. Imports nothing outside the standard library.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+# PII.md §0.1: dash variants that people (and word processors) put into phone and card numbers.
+DASHES = "‐‑‒–—―−－ー"
+
+
+class _FoldTable(dict[int, str]):
+    """str.translate table that computes and caches the per-character fold on first sight.
+
+    Per-character NFKC rather than whole-string NFKC: it loses canonical composition of
+    combining sequences, which no detector needs, and in exchange every output character has a
+    known source position.
+    """
+
+    def __missing__(self, cp: int) -> str:
+        ch = chr(cp)
+        folded = "-" if ch in DASHES else unicodedata.normalize("NFKC", ch)
+        if not folded:
+            folded = ch  # never let a character vanish: offsets rely on each char giving >= 1
+        self[cp] = folded
+        return folded
+
+
+_FOLD = _FoldTable()
+
+
+def fold_char(ch: str) -> str:
+    """The normalised form of one character (may be longer than one character)."""
+    return _FOLD[ord(ch)]
+
+
+def normalize(text: str) -> tuple[str, list[int] | None]:
+    """Return (normalised text, offsets).
+
+    `offsets` is None when the normalised text has the same length as the original, in which
+    case positions coincide. Otherwise offsets[i] is the index in `text` of the character that
+    produced normalised character i, with a final sentinel equal to len(text).
+    """
+    if text.isascii():
+        return text, None
+    folded = text.translate(_FOLD)
+    if len(folded) == len(text):
+        # Every character folds to at least one character, so equal length means one-to-one.
+        return folded, None
+    offsets: list[int] = []
+    for i, ch in enumerate(text):
+        offsets.extend([i] * len(_FOLD[ord(ch)]))
+    offsets.append(len(text))
+    return folded, offsets
+
+
+def to_original(offsets: list[int] | None, start: int, end: int) -> tuple[int, int]:
+    """Map a [start, end) range of the normalised text back to the original text."""
+    if offsets is None:
+        return start, end
+    return offsets[start], offsets[end - 1] + 1 if end > start else offsets[start]

@@ -1,0 +1,83 @@
+"""Owns masking of free text: every detected span is replaced, everything else is left byte-for-byte.
+
+`make_text_masker` is the proxy's per-value hot path. Most values hold no PII, so it returns the
+very same str object when nothing is found, and ASCII values without a digit or '@' (and, for names,
+without any CJK context) are rejected before any detector regex runs.
+
+Per span, `mask` applies the class display rule in place (separators and country prefixes stay:
+`+86 138-****-5678`), `hash` replaces the whole span with a class-prefixed token, `fake` writes a
+format-valid fake in place, `redact` writes '*' over every character, and `null` removes the span.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+
+from masking.classes import DEFAULT_KEY, check_action, resolve_classes
+from masking.detectors import DIGIT_CLASSES, find_candidates
+from masking.maskers import make_str_fn
+from masking.normalize import normalize, to_original
+
+_ASCII_TRIGGER = {
+    (True, True): re.compile(r"[0-9@]"),
+    (True, False): re.compile(r"[0-9]"),
+    (False, True): re.compile(r"@"),
+}
+
+
+def _identity(text: str) -> str:
+    return text
+
+
+@lru_cache(maxsize=128)
+def _build(wanted: frozenset[str], action: str, key: bytes) -> Callable[[str], str]:
+    check_action(action)
+    if action == "clear" or not wanted:
+        return _identity
+    if action == "null":
+        replacers: dict[str, Callable[[str], str]] = {cls: (lambda s: "") for cls in wanted}
+    else:
+        replacers = {cls: make_str_fn(cls, action, key) for cls in wanted}
+    need_digits = not wanted.isdisjoint(DIGIT_CLASSES)
+    need_at = "email" in wanted
+    # Names are found only next to CJK context words, so pure-ASCII text can skip them.
+    trigger = _ASCII_TRIGGER.get((need_digits, need_at))
+    search = trigger.search if trigger is not None else None
+
+    def mask(text: str) -> str:
+        if text.isascii():
+            if search is None or search(text) is None:
+                return text
+            norm, offsets = text, None
+        else:
+            norm, offsets = normalize(text)
+        cands = find_candidates(norm, wanted)
+        if not cands:
+            return text
+        parts = []
+        pos = 0
+        for start, end, cls, _conf in cands:
+            s, e = to_original(offsets, start, end)
+            parts.append(text[pos:s])
+            parts.append(replacers[cls](text[s:e]))
+            pos = e
+        parts.append(text[pos:])
+        return "".join(parts)
+
+    return mask
+
+
+def make_text_masker(
+    classes: Iterable[str] | None, action: str = "mask", *, key: bytes = DEFAULT_KEY
+) -> Callable[[str], str]:
+    """A function masking every detected span of `classes` (None: all) in a text value."""
+    return _build(resolve_classes(classes), action, key)
+
+
+def mask_text(
+    text: str, classes: Iterable[str] | None = None, action: str = "mask", *, key: bytes = DEFAULT_KEY
+) -> str:
+    """Mask every detected span of `classes` (None: all) in `text`, leaving the rest intact."""
+    return make_text_masker(classes, action, key=key)(text)
