@@ -10,6 +10,9 @@ it starts like a payment card (62 UnionPay, 4 Visa, 5 Mastercard, 9 legacy domes
 known BIN). A masking proxy should err toward masking, so such runs are hidden even without context;
 the price is that one in ten long order numbers starting 4/5/9/62 is masked too.
 
+Card runs need alphanumeric boundaries: a digit run glued to letters is a code (a USCC with a bad
+check character, a reference number), not a card.
+
 Landline spans cover area code and subscriber number only: an extension (转123) is left in the clear.
 """
 
@@ -67,7 +70,8 @@ ID15_RE = re.compile(
     r"(?<![0-9A-Za-z])[1-8][0-9]{7}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}(?![0-9A-Za-z])", _A
 )
 BANK_RE = re.compile(
-    r"(?<![0-9])(?:[0-9]{16,19}(?![0-9])|[0-9]{4}(?:[ -][0-9]{4}){3}(?:[ -]?[0-9]{1,3})?(?![0-9]|[ -][0-9]))",
+    r"(?<![0-9A-Za-z])(?:[0-9]{16,19}|[0-9]{4}(?:[ -][0-9]{4}){3}(?:[ -]?[0-9]{1,3})?(?![ -][0-9]))"
+    r"(?![0-9A-Za-z])",
     _A,
 )
 BANK_CONTEXT_RE = re.compile(

@@ -282,9 +282,13 @@ def _to_null(value: Any) -> None:
     return None
 
 
-@lru_cache(maxsize=256)
 def make_masker(cls: str | None, action: str, *, key: bytes = DEFAULT_KEY) -> Callable[[Any], Any]:
     """A function that masks one column's values; build it once per column and call it per row."""
+    return _build_masker(cls, action, key)
+
+
+@lru_cache(maxsize=256)
+def _build_masker(cls: str | None, action: str, key: bytes) -> Callable[[Any], Any]:
     _check_cls(cls)
     check_action(action)
     if action == "clear":
@@ -318,4 +322,4 @@ def mask_value(
     value: str | int | bytes | None, cls: str | None, action: str, *, key: bytes = DEFAULT_KEY
 ) -> str | int | bytes | None:
     """Mask one value of class `cls` (None: unclassified, generic rules) with `action`."""
-    return make_masker(cls, action, key=key)(value)
+    return _build_masker(cls, action, key)(value)
