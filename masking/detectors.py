@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from masking.checksums import luhn_valid, validate_id15, validate_id18, validate_uscc
+from masking.checksums import luhn_valid, org_code_check_char, validate_id15, validate_id18, validate_uscc
 from masking.classes import resolve_classes
 from masking.names import NAME_DOTS, SINGLE_SURNAMES, surname_length
 from masking.normalize import normalize, to_original
@@ -55,7 +55,7 @@ _A = re.ASCII
 MOBILE_RE = re.compile(
     r"""
     (?<![0-9+])
-    (?:(?:\([ \t]*)?(?:\+|00)?86(?:[ \t]*\))?[ \t-]?)?     # optional country code
+    (?:(?:\([ \t]*(?:\+|00)?86[ \t]*\)|(?:\+|00)?86)[ \t-]?)?   # optional country code
     (?P<nat>1[3-9][0-9][ \t-]?[0-9]{4}[ \t-]?[0-9]{4})      # 11-digit national number
     (?![0-9])
     """,
@@ -163,7 +163,10 @@ def _find_bank_card(norm: str, out: list[Candidate]) -> None:
 
 def _find_uscc(norm: str, out: list[Candidate]) -> None:
     for m in USCC_RE.finditer(norm):
-        if validate_uscc(m.group()):
+        code = m.group()
+        # 1 in 31 random 18-digit numbers passes the USCC check; an all-digit candidate must also
+        # pass the GB 11714 organisation-code check (PII.md §4.2), as real all-digit codes do.
+        if validate_uscc(code) and (not code.isdigit() or org_code_check_char(code[8:16]) == code[16]):
             out.append((m.start(), m.end(), "uscc", 0.9))
 
 

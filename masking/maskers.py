@@ -127,6 +127,8 @@ def mask_email(s: str) -> str | None:
     domain = folded[at + 1 :]
     if at <= 0 or "." not in domain or any(c.isspace() for c in folded):
         return None
+    if at == 1:
+        return "*" + s[at:]  # keeping the only character would hide nothing
     return s[0] + "*" * (at - 1) + s[at:]
 
 
@@ -139,8 +141,15 @@ def _mask_name_part(part: str) -> str:
     return "*" * len(part)
 
 
+_LATIN_NAME_RE = re.compile(
+    r"(?:[^\W\d_][^\W\d_'.-]*|[^\W\d_]\*+)(?:[ .'-]+(?:[^\W\d_][^\W\d_'.-]*|[^\W\d_]\*+))*"
+)
+
+
 def mask_person_name(s: str) -> str | None:
-    if not s or s != s.strip():
+    # Longer than the generic rule's threshold is not a name; the bound also keeps generic output
+    # (3 + stars + 4) from looking like a name, which idempotency needs.
+    if not s or s != s.strip() or len(s) >= 14:
         return None
     if all(is_cjk(c) or c in NAME_DOTS or c == "*" for c in s):
         if any(c in NAME_DOTS for c in s):
@@ -150,7 +159,7 @@ def mask_person_name(s: str) -> str | None:
                 out.append(c if c in NAME_DOTS or not out or out[-1] in NAME_DOTS else "*")
             return "".join(out)
         return _mask_name_part(s)
-    if all(c.isalpha() or c in " .-'*" for c in s):
+    if _LATIN_NAME_RE.fullmatch(s):
         # Latin-script names: each word keeps its initial.
         return re.sub(r"(?<=[^\s.\-'])[^\s.\-']", "*", s)
     return None
