@@ -1,0 +1,628 @@
+"""SQL analysis with sqlglot: what one parsed query reads, how, and where its output comes from.
+
+Owns: qualification of a query against the `Schema` (table resolution through the search_path,
+`*` expansion), output lineage through aliases, CTEs, derived tables, subqueries, LATERAL,
+set operations, table functions and views, and the *uses* of every base column (value,
+predicate, equality, null test, whole row). It knows nothing about roles or classes: it
+describes, policies/decide.py judges. Must not edit SQL text; rewrites live in policies/rewrite.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+from sqlglot.optimizer.qualify import qualify
+from sqlglot.optimizer.scope import Scope, traverse_scope
+from sqlglot.schema import MappingSchema
+
+from policies.dialects import DialectFacts
+from policies.names import ColumnName, TableName
+from policies.schema import Schema
+
+
+class AnalysisError(Exception):
+    """The statement cannot be described with confidence; the engine refuses it (fail closed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    """Where one output column's value comes from."""
+
+    name: str
+    sources: frozenset[ColumnName]
+    derived: bool
+    # Tables whose columns are unknown (not in the schema) that may feed this value.
+    opaque: frozenset[TableName] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Use:
+    """One read of base columns. `role` is value | predicate | eq_literal | eq_column | null_test |
+    whole_row. `partner` holds the other side's columns of an eq_column comparison."""
+
+    role: str
+    columns: frozenset[ColumnName]
+    partner: frozenset[ColumnName] = frozenset()
+    opaque: frozenset[TableName] = frozenset()
+    text: str = ""
+
+
+@dataclass
+class QueryAnalysis:
+    outputs: list[Lineage] | None  # None: the result's shape is unknown (e.g. * over an unknown table)
+    uses: list[Use] = field(default_factory=list)
+    tables: set[TableName] = field(default_factory=set)
+    functions: list[tuple[str | None, str, exp.Expression]] = field(default_factory=list)
+    unexpanded: set[TableName] = field(default_factory=set)
+
+
+# Nodes whose operands are compared, matched or ordered: a classified column inside one of
+# them reveals something about its value even when the result is masked.
+_COMPARISONS: tuple[type[exp.Expression], ...] = (
+    exp.Predicate,
+    exp.Nullif,
+    exp.StrPosition,
+    exp.Greatest,
+    exp.Least,
+)
+# Clause nodes (or arg names) whose whole content is a predicate.
+_PREDICATE_CLAUSES: tuple[type[exp.Expression], ...] = (
+    exp.Where,
+    exp.Having,
+    exp.Qualify,
+    exp.Group,
+    exp.Order,
+)
+_PREDICATE_ARGS = {
+    exp.Join: ("on", "using", "match_condition"),
+    exp.Window: ("partition_by", "order"),
+    exp.If: ("this",),
+    exp.Case: ("this",),
+    exp.Filter: ("expression",),
+}
+_LITERALS: tuple[type[exp.Expression], ...] = (
+    exp.Literal,
+    exp.Placeholder,
+    exp.Parameter,
+    exp.Null,
+    exp.Boolean,
+)
+_MAX_VIEW_DEPTH = 8
+
+
+def _is_literal(node: exp.Expression) -> bool:
+    while isinstance(node, exp.Paren | exp.Cast | exp.Neg):
+        node = node.this
+    return isinstance(node, _LITERALS)
+
+
+def _bare(node: exp.Expression) -> exp.Expression:
+    while isinstance(node, exp.Paren):
+        node = node.this
+    return node
+
+
+class Analyzer:
+    """Analyses queries for one (schema, dialect, search_path, database) context."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        facts: DialectFacts,
+        search_path: Sequence[str],
+        database: str | None,
+        mapping: MappingSchema | None = None,
+        view_cache: dict[TableName, list[Lineage] | None] | None = None,
+        depth: int = 0,
+    ) -> None:
+        self.schema = schema
+        self.facts = facts
+        self.database = database
+        # MySQL: the current database is the default schema.
+        path = tuple(search_path) or ((database,) if database else ())
+        self.search_path = path
+        self.mapping = mapping or MappingSchema(
+            schema.sqlglot_mapping(), dialect=facts.sqlglot, normalize=False
+        )
+        self.view_cache = view_cache if view_cache is not None else {}
+        self.view_tables: dict[TableName, set[TableName]] = {}
+        self.depth = depth
+
+    # --- tables ---------------------------------------------------------------------------
+
+    def resolve_table(self, node: exp.Table) -> TableName:
+        name = node.name
+        schema = node.db or None
+        catalog = node.catalog or None
+        if schema is None:
+            schema = self._search(name)
+        db = catalog or self.database
+        if self.facts.default_schema is None:  # MySQL: database and schema are one
+            db = schema or db
+        return TableName(db, schema, name)
+
+    def _search(self, name: str) -> str | None:
+        prefix = self.facts.implicit_catalog_prefix
+        if prefix and name.lower().startswith(prefix):
+            return "pg_catalog"
+        for s in self.search_path:
+            if self.schema.table(s, name) is not None:
+                return s
+        return self.search_path[0] if self.search_path else None
+
+    def is_catalog(self, table: TableName) -> bool:
+        return (table.schema or "").lower() in self.facts.catalog_schemas
+
+    def _prepare(self, tree: exp.Expression) -> exp.Expression:
+        """Fill in each real table's schema from the search_path so qualify and lineage agree."""
+        cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+        for table in tree.find_all(exp.Table):
+            if not isinstance(table.this, exp.Identifier) or table.db:
+                continue
+            if table.name in cte_names:
+                continue
+            schema = self._search(table.name)
+            if schema:
+                table.set("db", exp.to_identifier(schema))
+        return tree
+
+    # --- entry point ------------------------------------------------------------------------
+
+    def analyse_query(self, query: exp.Expression) -> QueryAnalysis:
+        """Describe a SELECT / set operation (already copied: it is qualified in place)."""
+        self._prepare(query)
+        try:
+            qualified = qualify(
+                query,
+                schema=self.mapping,
+                dialect=self.facts.sqlglot,
+                validate_qualify_columns=False,
+                quote_identifiers=False,
+                identify=False,
+                expand_stars=True,
+            )
+        except Exception as e:  # qualify raises several types; any of them means "cannot describe"
+            raise AnalysisError(f"cannot qualify the statement: {e}") from e
+        return _QueryWalk(self, qualified).run()
+
+    # --- views ----------------------------------------------------------------------------
+
+    def view_outputs(self, table: TableName) -> list[Lineage] | None:
+        if table in self.view_cache:
+            return self.view_cache[table]
+        t = self.schema.lookup(table)
+        if t is None or not t.definition or self.depth >= _MAX_VIEW_DEPTH:
+            raise AnalysisError(f"cannot expand view {table}")
+        import sqlglot
+
+        self.view_cache[table] = None  # cycle guard
+        try:
+            tree = sqlglot.parse_one(t.definition, read=self.facts.sqlglot)
+        except sqlglot.errors.SqlglotError as e:
+            raise AnalysisError(f"cannot parse the definition of view {table}") from e
+        sub = Analyzer(
+            self.schema,
+            self.facts,
+            (t.schema, *self.facts.default_search_path),
+            self.database,
+            self.mapping,
+            self.view_cache,
+            self.depth + 1,
+        )
+        result = sub.analyse_query(tree)
+        self.view_tables[table] = set(result.tables) | {x for v in sub.view_tables.values() for x in v}
+        self.view_cache[table] = result.outputs
+        return result.outputs
+
+
+class _QueryWalk:
+    """One pass over the scopes of a qualified query."""
+
+    def __init__(self, analyzer: Analyzer, tree: exp.Expression) -> None:
+        self.a = analyzer
+        self.tree = tree
+        self.result = QueryAnalysis(outputs=None)
+        self.outputs: dict[int, list[Lineage] | None] = {}
+        self.by_expr: dict[int, Scope] = {}
+
+    def run(self) -> QueryAnalysis:
+        scopes = traverse_scope(self.tree)
+        if not scopes:
+            raise AnalysisError("no query scope found")
+        for s in scopes:
+            self.by_expr[id(s.expression)] = s
+        # Post-order: children before their parents, so outputs are ready when needed.
+        for s in scopes:
+            self.outputs[id(s)] = self._scope_outputs(s)
+        for s in scopes:
+            self._collect_uses(s)
+        self._collect_functions()
+        self.result.outputs = self.outputs[id(scopes[-1])]
+        return self.result
+
+    # --- outputs ---------------------------------------------------------------------------
+
+    def _scope_outputs(self, scope: Scope) -> list[Lineage] | None:
+        for source in scope.sources.values():
+            if isinstance(source, exp.Table) and isinstance(source.this, exp.Identifier):
+                table = self.a.resolve_table(source)
+                self.result.tables.add(table)
+                t = self.a.schema.lookup(table)
+                if t is not None and t.is_view:
+                    self.a.view_outputs(table)
+                    self.result.tables.update(self.a.view_tables.get(table, ()))
+        node = scope.expression
+        if isinstance(node, exp.SetOperation):
+            return self._union_outputs(scope)
+        if isinstance(node, exp.Select):
+            outs: list[Lineage] = []
+            for projection in node.selects:
+                if isinstance(projection, exp.Star) or (
+                    isinstance(projection, exp.Column) and isinstance(projection.this, exp.Star)
+                ):
+                    # qualify could not expand it: the table is not in the schema.
+                    for src in self._star_sources(scope, projection):
+                        self.result.unexpanded.add(src)
+                    return None
+                outs.append(self._lineage_of(projection, scope, projection.alias_or_name))
+            return outs
+        if isinstance(node, exp.Lateral) and isinstance(node.this, exp.Subquery):
+            child = self.by_expr.get(id(node.this.this))
+            return self.outputs.get(id(child)) if child else None
+        # UDTF scopes (unnest(...), VALUES, table functions): every output derives from every
+        # column the expression mentions.
+        lin = self._lineage_of(node, scope, "", force_derived=True)
+        return [lin]
+
+    def _union_outputs(self, scope: Scope) -> list[Lineage] | None:
+        left = self.outputs.get(id(scope.set_operation_scopes[0]))
+        right = self.outputs.get(id(scope.set_operation_scopes[1]))
+        if left is None or right is None:
+            return None
+        outs = []
+        for i, lo in enumerate(left):
+            ro = right[i] if i < len(right) else None
+            if ro is None:
+                outs.append(lo)
+                continue
+            outs.append(
+                Lineage(
+                    lo.name,
+                    lo.sources | ro.sources,
+                    lo.derived or ro.derived,
+                    lo.opaque | ro.opaque,
+                )
+            )
+        return outs
+
+    def _star_sources(self, scope: Scope, star: exp.Expression) -> list[TableName]:
+        alias = star.table if isinstance(star, exp.Column) else ""
+        out = []
+        for name, source in scope.sources.items():
+            if alias and name != alias:
+                continue
+            if isinstance(source, exp.Table) and isinstance(source.this, exp.Identifier):
+                out.append(self.a.resolve_table(source))
+        return out
+
+    def _lineage_of(
+        self, node: exp.Expression, scope: Scope, name: str, force_derived: bool = False
+    ) -> Lineage:
+        inner = _bare(node.unalias() if isinstance(node, exp.Alias) else node)
+        if isinstance(inner, exp.Column) and not isinstance(inner.this, exp.Star) and not force_derived:
+            lin = self._resolve_column(inner, scope)
+            if lin is not None:
+                return Lineage(name, lin.sources, lin.derived, lin.opaque)
+        if isinstance(inner, exp.Subquery) and not force_derived:
+            child = self.by_expr.get(id(inner.this))
+            outs = self.outputs.get(id(child)) if child else None
+            if outs:
+                first = outs[0]
+                return Lineage(name, first.sources, first.derived, first.opaque)
+        sources: set[ColumnName] = set()
+        opaque: set[TableName] = set()
+        for sub in _walk_value(inner):
+            if isinstance(sub, exp.TableColumn) or (
+                isinstance(sub, exp.Column) and isinstance(sub.this, exp.Star)
+            ):
+                alias = sub.name if isinstance(sub, exp.TableColumn) else sub.table
+                lins = (
+                    [self._whole_row(scope, alias)]
+                    if alias
+                    else [self._whole_row(scope, a) for a in scope.sources]
+                )
+                for lin in lins:
+                    if lin is not None:
+                        sources |= lin.sources
+                        opaque |= lin.opaque
+            elif isinstance(sub, exp.Column):
+                lin = self._resolve_column(sub, scope)
+                if lin is not None:
+                    sources |= lin.sources
+                    opaque |= lin.opaque
+            elif isinstance(sub, exp.Query | exp.Subquery):
+                target = sub.this if isinstance(sub, exp.Subquery) else sub
+                child = self.by_expr.get(id(target))
+                outs = self.outputs.get(id(child)) if child else None
+                for o in outs or ():
+                    sources |= o.sources
+                    opaque |= o.opaque
+        return Lineage(name, frozenset(sources), True, frozenset(opaque))
+
+    # --- column resolution ---------------------------------------------------------------------
+
+    def _find_source(self, scope: Scope, alias: str) -> tuple[Scope, exp.Expression | Scope] | None:
+        s: Scope | None = scope
+        while s is not None:
+            if alias in s.sources:
+                return s, s.sources[alias]
+            s = s.parent
+        return None
+
+    def _source_lineage(self, owner: Scope, source: exp.Expression | Scope, column: str) -> Lineage | None:
+        if isinstance(source, Scope):
+            outs = self.outputs.get(id(source))
+            if outs is None:
+                # Unknown shape (e.g. its * could not be expanded): it may be any of its sources.
+                return self._opaque_scope(source)
+            for o in outs:
+                if o.name == column:
+                    return o
+            low = column.lower()
+            for o in outs:
+                if o.name.lower() == low:
+                    return o
+            if len(outs) == 1 and not outs[0].name:  # UDTF: one anonymous output feeds every name
+                return outs[0]
+            return None
+        if isinstance(source, exp.Table):
+            if not isinstance(source.this, exp.Identifier):
+                # A table function in FROM (generate_series(...) g): derived from its arguments.
+                return self._lineage_of(source.this, owner, column, force_derived=True)
+            table = self.a.resolve_table(source)
+            t = self.a.schema.lookup(table)
+            if t is not None and t.is_view:
+                outs = self.a.view_outputs(table)
+                if outs is None:
+                    return Lineage(column, frozenset(), True, frozenset({table}))
+                for o in outs:
+                    if o.name.lower() == column.lower():
+                        return o
+                return None
+            if t is None:
+                if self.a.is_catalog(table):
+                    return Lineage(column, frozenset(), False)
+                return Lineage(column, frozenset({ColumnName(table, column)}), False, frozenset({table}))
+            if column in t.columns:
+                return Lineage(column, frozenset({ColumnName(table, column)}), False)
+            low = column.lower()
+            for c in t.columns:
+                if c.lower() == low:
+                    # A spelling PostgreSQL would reject ("PHONE" vs phone) still counts as the column.
+                    return Lineage(column, frozenset({ColumnName(table, c)}), False)
+            return None
+        return None
+
+    def _opaque_scope(self, scope: Scope) -> Lineage:
+        sources: set[ColumnName] = set()
+        opaque: set[TableName] = set()
+        for name, src in scope.sources.items():
+            if isinstance(src, exp.Table) and isinstance(src.this, exp.Identifier):
+                opaque.add(self.a.resolve_table(src))
+            elif isinstance(src, Scope):
+                lin = self._whole_row(scope, name)
+                if lin is not None:
+                    sources |= lin.sources
+                    opaque |= lin.opaque
+        return Lineage("", frozenset(sources), True, frozenset(opaque))
+
+    def _resolve_column(self, col: exp.Column, scope: Scope) -> Lineage | None:
+        name = col.name
+        if col.table:
+            found = self._find_source(scope, col.table)
+            if found is None:
+                return None
+            return self._source_lineage(found[0], found[1], name)
+        # Unqualified after qualify: an output alias (ORDER BY), a column qualify could not
+        # place, or a bare table alias used as a whole-row value.
+        hits: list[Lineage] = []
+        s: Scope | None = scope
+        while s is not None and not hits:
+            for src in s.sources.values():
+                lin = self._source_lineage(s, src, name)
+                if lin is not None:
+                    hits.append(lin)
+            if not hits and isinstance(s.expression, exp.Select):
+                for p in s.expression.selects:
+                    if p.alias_or_name == name and not _inside(col, p):
+                        hits.append(self._lineage_of(p, s, name))
+            s = s.parent
+        if not hits:
+            return None
+        if len(hits) == 1:
+            return hits[0]
+        return Lineage(
+            name,
+            frozenset().union(*(h.sources for h in hits)),
+            any(h.derived for h in hits),
+            frozenset().union(*(h.opaque for h in hits)),
+        )
+
+    def _whole_row(self, scope: Scope, alias: str) -> Lineage | None:
+        """Every column of source `alias`, as one derived value (row_to_json(c), c.*, bare c)."""
+        found = self._find_source(scope, alias)
+        if found is None:
+            return None
+        owner, source = found
+        if isinstance(source, Scope):
+            outs = self.outputs.get(id(source))
+            if outs is None:
+                return self._opaque_scope(source)
+            return Lineage(
+                alias,
+                frozenset().union(*(o.sources for o in outs)) if outs else frozenset(),
+                True,
+                frozenset().union(*(o.opaque for o in outs)) if outs else frozenset(),
+            )
+        if isinstance(source, exp.Table):
+            if not isinstance(source.this, exp.Identifier):
+                return self._lineage_of(source.this, owner, alias, force_derived=True)
+            table = self.a.resolve_table(source)
+            t = self.a.schema.lookup(table)
+            if t is None:
+                if self.a.is_catalog(table):
+                    return Lineage(alias, frozenset(), True)
+                return Lineage(alias, frozenset(), True, frozenset({table}))
+            if t.is_view:
+                outs = self.a.view_outputs(table) or []
+                return Lineage(
+                    alias,
+                    frozenset().union(*(o.sources for o in outs)) if outs else frozenset(),
+                    True,
+                    frozenset({table}) if not outs else frozenset(),
+                )
+            return Lineage(alias, frozenset(ColumnName(table, c) for c in t.columns), True)
+        return None
+
+    def _is_whole_row_ref(self, col: exp.Column, scope: Scope) -> bool:
+        if isinstance(col.this, exp.Star):
+            return True
+        if col.table:
+            return False
+        found = self._find_source(scope, col.name)
+        if found is None:
+            return False
+        # PostgreSQL prefers a real column of that name over the table alias.
+        return self._resolve_column_strict(col, scope) is None
+
+    def _resolve_column_strict(self, col: exp.Column, scope: Scope) -> Lineage | None:
+        s: Scope | None = scope
+        while s is not None:
+            for src in s.sources.values():
+                lin = self._source_lineage(s, src, col.name)
+                if lin is not None and lin.sources and not lin.opaque:
+                    return lin
+            s = s.parent
+        return None
+
+    # --- uses ------------------------------------------------------------------------------
+
+    def _collect_uses(self, scope: Scope) -> None:
+        root = scope.expression
+        for node in scope.walk():
+            if isinstance(node, exp.Star) and not isinstance(node.parent, exp.Column):
+                parent = node.parent
+                if isinstance(parent, exp.Count) or (isinstance(root, exp.Select) and parent is root):
+                    continue
+                # `f(*)` other than count: a whole row of every source.
+                for alias in scope.sources:
+                    self._add_whole_row(scope, alias, node)
+                continue
+            if isinstance(node, exp.TableColumn):
+                # qualify's name for a bare table alias used as a value (row_to_json(c), SELECT c).
+                self._add_whole_row(scope, node.name, node)
+                continue
+            if not isinstance(node, exp.Column):
+                continue
+            if self._is_whole_row_ref(node, scope):
+                alias = node.table if isinstance(node.this, exp.Star) else node.name
+                if isinstance(node.this, exp.Star) and not alias:
+                    for a in scope.sources:
+                        self._add_whole_row(scope, a, node)
+                else:
+                    self._add_whole_row(scope, alias, node)
+                continue
+            lin = self._resolve_column(node, scope)
+            if lin is None or not (lin.sources or lin.opaque):
+                continue
+            role, partner = self._role_of(node, scope, root, lin)
+            self.result.uses.append(
+                Use(role, lin.sources, partner, lin.opaque, node.sql(dialect=self.a.facts.sqlglot))
+            )
+
+    def _add_whole_row(self, scope: Scope, alias: str, node: exp.Expression) -> None:
+        lin = self._whole_row(scope, alias)
+        if lin is not None:
+            self.result.uses.append(
+                Use("whole_row", lin.sources, frozenset(), lin.opaque, node.sql(dialect=self.a.facts.sqlglot))
+            )
+
+    def _role_of(
+        self, col: exp.Column, scope: Scope, root: exp.Expression, lin: Lineage
+    ) -> tuple[str, frozenset[ColumnName]]:
+        child: exp.Expression = col
+        node = col.parent
+        direct = True  # no function or operator between the column and the comparison
+        while node is not None and child is not root:
+            if isinstance(node, exp.Is) and direct and _is_literal(node.expression):
+                return "null_test", frozenset()
+            if isinstance(node, exp.EQ | exp.NullSafeEQ) and direct and not lin.derived:
+                other = node.expression if node.this is child else node.this
+                other = _bare(other)
+                if _is_literal(other):
+                    return "eq_literal", frozenset()
+                if isinstance(other, exp.Column):
+                    olin = self._resolve_column(other, scope)
+                    return "eq_column", olin.sources if olin else frozenset()
+                return "predicate", frozenset()
+            if isinstance(node, exp.In) and direct and node.this is child and not lin.derived:
+                query = node.args.get("query")
+                if query is not None:
+                    target = query.this if isinstance(query, exp.Subquery) else query
+                    sub = self.by_expr.get(id(target))
+                    outs = self.outputs.get(id(sub)) if sub else None
+                    if outs and len(outs) == 1 and not outs[0].derived:
+                        return "eq_column", outs[0].sources
+                    return "predicate", frozenset()
+                if all(_is_literal(e) for e in node.expressions):
+                    return "eq_literal", frozenset()
+                return "predicate", frozenset()
+            if isinstance(node, _COMPARISONS):
+                return "predicate", frozenset()
+            if isinstance(node, _PREDICATE_CLAUSES):
+                return "predicate", frozenset()
+            args = _PREDICATE_ARGS.get(type(node))
+            if args and child.arg_key in args:
+                return "predicate", frozenset()
+            if not isinstance(node, exp.Paren):
+                direct = False
+            child = node
+            node = node.parent
+        return "value", frozenset()
+
+    # --- functions -------------------------------------------------------------------------
+
+    def _collect_functions(self) -> None:
+        for node in self.tree.find_all(exp.Func):
+            schema: str | None = None
+            if isinstance(node.parent, exp.Dot) and node.parent.expression is node:
+                schema = node.parent.this.name.lower() if node.parent.this else None
+            name = node.name.lower() if isinstance(node, exp.Anonymous) else node.sql_name().lower()
+            self.result.functions.append((schema, name, node))
+
+
+def _inside(node: exp.Expression, ancestor: exp.Expression) -> bool:
+    n: exp.Expression | None = node
+    while n is not None:
+        if n is ancestor:
+            return True
+        n = n.parent
+    return False
+
+
+def _walk_value(node: exp.Expression) -> Iterable[exp.Expression]:
+    """Nodes that feed a value, skipping count() (its result says nothing about the values) and
+    not entering subqueries (their outputs are taken from their own scope)."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, exp.Count) or (isinstance(n, exp.Filter) and isinstance(n.this, exp.Count)):
+            continue
+        yield n
+        if isinstance(n, exp.Query | exp.Subquery) and n is not node:
+            continue
+        if isinstance(n, exp.Subquery) and n is node:
+            continue
+        stack.extend(n.iter_expressions())

@@ -1,0 +1,286 @@
+"""The pure decision: one described statement + one role → Allow or Block.
+
+Owns: the order and content of the rules in DESIGN.md §3 (statement kinds, functions, tables,
+classes, whole rows, predicates, flows) and the per-column masks of an allowed result. Pure: no
+parsing (policies/statements.py describes), no rewriting (policies/rewrite.py), no cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from policies.analysis import Lineage, Use
+from policies.decision import Allow, Block, ColumnMask
+from policies.dialects import DialectFacts
+from policies.model import ACTION_STRENGTH, Policy, Role
+from policies.names import ColumnName, TableName
+from policies.schema import Schema
+from policies.statements import Described
+
+# Settings set_config() may change for a restricted role (pg_dump and drivers use these).
+SAFE_SETTINGS = frozenset(
+    {
+        "search_path",
+        "statement_timeout",
+        "lock_timeout",
+        "idle_in_transaction_session_timeout",
+        "client_encoding",
+        "standard_conforming_strings",
+        "check_function_bodies",
+        "xmloption",
+        "client_min_messages",
+        "row_security",
+        "datestyle",
+        "intervalstyle",
+        "timezone",
+        "extra_float_digits",
+        "application_name",
+        "default_transaction_read_only",
+        "transaction_isolation",
+        "bytea_output",
+        "synchronous_commit",
+        "work_mem",
+        "jit",
+    }
+)
+
+
+class Judge:
+    """Applies one role's rules. Build one per (policy, role, schema, dialect)."""
+
+    def __init__(self, policy: Policy, role: Role, schema: Schema, facts: DialectFacts) -> None:
+        self.policy = policy
+        self.role = role
+        self.schema = schema
+        self.facts = facts
+        self.default_schema = facts.default_schema
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def cls(self, column: ColumnName) -> str | None:
+        return self.policy.classify(column, self.default_schema)
+
+    def action(self, column: ColumnName) -> str:
+        return self.role.action_for(self.cls(column))
+
+    def _non_clear(self, columns: Iterable[ColumnName]) -> list[tuple[ColumnName, str, str]]:
+        out = []
+        for c in columns:
+            cls = self.cls(c)
+            if cls is not None:
+                act = self.role.action_for(cls)
+                if act != "clear":
+                    out.append((c, cls, act))
+        return out
+
+    def _opaque_classified(self, tables: Iterable[TableName]) -> list[TableName]:
+        return [t for t in tables if self.policy.table_has_classes(t, self.default_schema)]
+
+    def _block(self, reason: str, message: str, d: Described, tables=(), classes=()) -> Block:
+        return Block(
+            reason, message, tuple(sorted(str(t) for t in tables)), tuple(sorted(set(classes))), d.kind
+        )
+
+    # --- the rules --------------------------------------------------------------------------
+
+    def judge(self, d: Described) -> Allow | Block:
+        role = self.role
+        tables = self._tables(d)
+        # 1. statement kind
+        if d.needs_all is not None and not role.unrestricted_statements:
+            reason, message = d.needs_all
+            if d.kind == "call":
+                name = next((n.split(":", 1)[1] for n in d.notes if n.startswith("call:")), "")
+                if name and (name in role.functions or name.rsplit(".", 1)[-1] in role.functions):
+                    reason = ""
+            if reason:
+                return self._block(reason, message, d, tables)
+        missing = sorted(k for k in d.required if not role.may(k))
+        if missing:
+            return self._block(
+                "statement_not_allowed",
+                f"{'/'.join(missing).upper()} statements are not allowed for this role",
+                d,
+            )
+        # 2. functions
+        if not role.unrestricted_statements:
+            for read in d.all_reads():
+                for schema, name, node in read.functions:
+                    refusal = self._function_refusal(schema, name, node)
+                    if refusal:
+                        return self._block("function_denied", refusal, d, tables)
+        # 3. tables
+        for t in sorted(tables):
+            if self._catalog_ok(t):
+                continue
+            if not role.table_allowed(t, self.default_schema):
+                return self._block("table_denied", f"table {t} is not allowed for this role", d, [t])
+        for t in sorted(d.filtered_writes):
+            if role.row_filters_for(t, self.default_schema) and not role.unrestricted_statements:
+                return self._block(
+                    "statement_not_allowed",
+                    f"{t} has a row filter for this role: {d.kind.upper()} cannot be filtered",
+                    d,
+                    [t],
+                )
+        uses = [u for read in d.all_reads() for u in read.uses]
+        # 4. whole rows
+        for u in uses:
+            if u.role != "whole_row":
+                continue
+            bad = self._non_clear(u.columns)
+            opaque = self._opaque_classified(u.opaque)
+            if bad or opaque:
+                what = ", ".join(sorted({str(c.table) for c, _, _ in bad} | {str(t) for t in opaque}))
+                return self._block(
+                    "whole_row",
+                    f"whole-row value `{u.text}` would carry classified columns of {what}; list the columns",
+                    d,
+                    tables,
+                    [cls for _, cls, _ in bad],
+                )
+        # 5. denied classes anywhere
+        outputs = [o for read in d.all_reads() for o in (read.outputs or [])]
+        for cols in [u.columns for u in uses] + [o.sources for o in outputs] + [f.sources for f in d.flows]:
+            for c, cls, act in self._non_clear(cols):
+                if act == "deny":
+                    return self._block(
+                        "class_denied", f"class {cls} ({c}) is denied for this role", d, tables, [cls]
+                    )
+        # 6. unexpanded stars over tables that may hold classified columns
+        for read in d.all_reads():
+            opaque = self._opaque_classified(read.unexpanded)
+            if opaque:
+                return self._block(
+                    "whole_row",
+                    f"cannot expand * over {', '.join(map(str, opaque))} (not in the schema); "
+                    "list the columns",
+                    d,
+                    opaque,
+                )
+        # 7. predicates
+        refusal = self._predicates(uses)
+        if refusal is not None:
+            text, classes = refusal
+            return self._block("masked_predicate", text, d, tables, classes)
+        # 8. flows into writes
+        for f in d.flows:
+            bad = self._non_clear(f.sources)
+            opaque = self._opaque_classified(f.opaque) if not f.sources else []
+            if bad or opaque:
+                classes = [cls for _, cls, _ in bad]
+                return self._block(
+                    "masked_flow",
+                    f"classified values ({', '.join(sorted(set(classes)) or ['unknown'])}) cannot flow into "
+                    f"{d.flow_target or 'a write'}",
+                    d,
+                    tables,
+                    classes,
+                )
+        return self._allow(d, tables, uses, outputs)
+
+    def _catalog_ok(self, t: TableName) -> bool:
+        if (t.schema or "").lower() not in self.facts.catalog_schemas:
+            return False
+        if self.role.unrestricted_statements:
+            return True
+        return f"{(t.schema or '').lower()}.{t.name.lower()}" not in self.facts.sensitive_catalog_tables
+
+    def _tables(self, d: Described) -> set[TableName]:
+        out = set(d.written) | set(d.touched)
+        for read in d.all_reads():
+            out |= read.tables
+        return out
+
+    def _function_refusal(self, schema: str | None, name: str, node) -> str | None:
+        allowed = self.role.functions
+        full = f"{schema}.{name}" if schema else name
+        if name in allowed or full in allowed:
+            return None
+        if name in self.facts.dangerous_functions or name == "pg_notify":
+            return (
+                f"function {name}() is not allowed (server files, network, large objects or SQL in a string)"
+            )
+        if name == "set_config":
+            args = node.expressions if hasattr(node, "expressions") else []
+            setting = args[0] if args else None
+            if setting is None or not setting.is_string or setting.name.lower() not in SAFE_SETTINGS:
+                return "set_config() may only change session settings such as search_path"
+            return None
+        if schema and schema not in self.facts.catalog_schemas:
+            return f"user-defined function {full}() is not allowed for this role"
+        if self.schema.is_user_function(schema, name):
+            return f"user-defined function {full}() is not allowed for this role"
+        return None
+
+    def _predicates(self, uses: list[Use]) -> tuple[str, list[str]] | None:
+        mode = self.role.masked_predicates
+        if mode == "allow":
+            return None
+        for u in uses:
+            if u.role in ("value", "whole_row", "null_test"):
+                continue
+            bad = self._non_clear(u.columns)
+            opaque = self._opaque_classified(u.opaque) if not u.columns else []
+            if not bad and not opaque:
+                continue
+            classes = [cls for _, cls, _ in bad]
+            if mode == "equality":
+                if u.role == "eq_literal":
+                    continue
+                if u.role == "eq_column" and u.partner:
+                    mine = {cls for _, cls, _ in bad}
+                    theirs = {self.cls(c) for c in u.partner}
+                    if theirs == mine:
+                        continue
+            how = "only equality with a value" if mode == "equality" else "no filtering, sorting or grouping"
+            return (
+                f"`{u.text}` uses classified {', '.join(sorted(set(classes))) or 'data'} in a condition "
+                f"({how} allowed for this role)",
+                classes,
+            )
+        return None
+
+    def _mask_for(self, index: int, lin: Lineage) -> ColumnMask:
+        bad = self._non_clear(lin.sources)
+        sources = tuple(sorted(str(c) for c in lin.sources))
+        if not bad:
+            if lin.opaque and self._opaque_classified(lin.opaque):
+                # A column of a table the schema does not describe, in a table the policy
+                # classifies: the class is unknown, so nothing of it is shown.
+                return ColumnMask(index, lin.name, None, "redact", sources, True)
+            first = next((self.cls(c) for c in lin.sources if self.cls(c)), None)
+            return ColumnMask(index, lin.name, first, "clear", sources, lin.derived)
+        classes = sorted({cls for _, cls, _ in bad})
+        strongest = max((act for _, _, act in bad), key=lambda a: ACTION_STRENGTH.get(a, 9))
+        if lin.derived or len(classes) > 1:
+            # A value computed from a classified column is redacted whole: partial masks of a
+            # transformed value (upper(phone), phone || '') would leak its remaining characters.
+            action = "redact" if ACTION_STRENGTH.get(strongest, 9) <= ACTION_STRENGTH["redact"] else strongest
+        else:
+            action = strongest
+        return ColumnMask(index, lin.name, classes[0], action, sources, lin.derived)
+
+    def _allow(self, d: Described, tables: set[TableName], uses: list[Use], outputs: list[Lineage]) -> Allow:
+        columns: tuple[ColumnMask, ...] = ()
+        if d.query is not None and d.result_rows and d.query.outputs is not None:
+            columns = tuple(self._mask_for(i, o) for i, o in enumerate(d.query.outputs))
+        classes = set()
+        for u in uses:
+            classes |= {cls for c in u.columns if (cls := self.cls(c))}
+        for o in outputs:
+            classes |= {cls for c in o.sources if (cls := self.cls(c))}
+        notes = list(d.notes)
+        if d.query is not None and d.result_rows and d.query.outputs is None:
+            notes.append("result shape unknown")
+        return Allow(
+            kind=d.kind,
+            columns=columns,
+            row_limit=self.role.max_rows,
+            detect=self.role.detect,
+            tables=tuple(sorted(str(t) for t in tables)),
+            classes=tuple(sorted(classes)),
+            search_path=d.search_path,
+            schema_changed=d.schema_changed,
+            notes=tuple(notes),
+        )

@@ -1,0 +1,178 @@
+"""AST rewrites of an allowed statement: row filters and the row limit.
+
+Owns: wrapping every read of a row-filtered table in a filtered derived table (alias kept),
+ANDing filters into UPDATE/DELETE targets, and adding or tightening LIMIT to max_rows+1 (one
+more than the client may see, so the proxy can tell that it truncated). Works on a copy of the
+parsed tree with `transform(copy=True)`; never edits SQL text.
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from policies.analysis import Analyzer
+from policies.model import Role
+from policies.statements import Described
+
+WRAP_ALIAS = "_maskgate"
+
+
+def _filter_for(role: Role, analyzer: Analyzer, table: exp.Table) -> exp.Expression | None:
+    if not isinstance(table.this, exp.Identifier):
+        return None
+    name = analyzer.resolve_table(table)
+    filters = role.row_filters_for(name, analyzer.facts.default_schema)
+    if not filters:
+        return None
+    cond: exp.Expression | None = None
+    for f in filters:
+        e = exp.paren(f.expression.copy(), copy=False)
+        cond = e if cond is None else exp.and_(cond, e, copy=False)
+    return cond
+
+
+def _source_position(node: exp.Table) -> bool:
+    parent = node.parent
+    if isinstance(parent, exp.From | exp.Join):
+        return True
+    return isinstance(parent, exp.Delete | exp.Merge) and node.arg_key == "using"
+
+
+def _qualify_filter(cond: exp.Expression, alias: str) -> exp.Expression:
+    """Prefix the filter's own columns (not those of its subqueries) with the target's alias."""
+
+    def fix(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Column) and not node.table and node.find_ancestor(exp.Query) is None:
+            return exp.column(node.this.copy(), table=alias)
+        return node
+
+    return cond.transform(fix, copy=True)
+
+
+def apply_row_filters(tree: exp.Expression, role: Role, analyzer: Analyzer) -> exp.Expression:
+    if not role.row_filters:
+        return tree
+    cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    targets: set[int] = set()
+    if isinstance(tree, exp.Update | exp.Delete | exp.Insert | exp.Merge):
+        t = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
+        targets.add(id(t))
+
+    def wrap(node: exp.Expression) -> exp.Expression:
+        if not isinstance(node, exp.Table) or id(node) in targets or not _source_position(node):
+            return node
+        if not node.db and node.name in cte_names:
+            return node
+        cond = _filter_for(role, analyzer, node)
+        if cond is None:
+            return node
+        bare = node.copy()
+        alias = bare.args.get("alias")
+        bare.set("alias", None)
+        inner = exp.Select(expressions=[exp.Star()]).from_(bare, copy=False).where(cond, copy=False)
+        new_alias = alias.copy() if alias is not None else exp.TableAlias(this=exp.to_identifier(node.name))
+        return exp.Subquery(this=inner, alias=new_alias)
+
+    # Row filter subqueries must not be wrapped again; transform does not descend into a
+    # node returned in place of the original.
+    tree = tree.transform(wrap, copy=True)
+    if isinstance(tree, exp.Update | exp.Delete):
+        target = tree.this
+        if isinstance(target, exp.Table):
+            cond = _filter_for(role, analyzer, target)
+            if cond is not None:
+                alias = target.alias or target.name
+                cond = _qualify_filter(cond, alias)
+                where = tree.args.get("where")
+                new = (
+                    exp.and_(exp.paren(where.this, copy=False), cond, copy=False)
+                    if where is not None
+                    else cond
+                )
+                tree.set("where", exp.Where(this=new))
+    if isinstance(tree, exp.Copy):
+        this = tree.this
+        cols: list[exp.Expression] = []
+        table = this
+        if isinstance(this, exp.Schema):
+            table, cols = this.this, [exp.column(i.name) for i in this.expressions]
+        if isinstance(table, exp.Table):
+            cond = _filter_for(role, analyzer, table)
+            if cond is not None:
+                inner = (
+                    exp.Select(expressions=cols or [exp.Star()]).from_(table.copy()).where(cond, copy=False)
+                )
+                tree.set("this", exp.Subquery(this=inner))
+    return tree
+
+
+def _literal_int(node: exp.Expression | None) -> int | None:
+    if isinstance(node, exp.Literal) and not node.is_string:
+        try:
+            return int(node.this)
+        except ValueError:
+            return None
+    return None
+
+
+def _limit_query(query: exp.Expression, n: int) -> exp.Expression:
+    """Add LIMIT n, or tighten an existing one; wrap when the existing limit is not a number."""
+    limit = query.args.get("limit")
+    if limit is None:
+        query.set("limit", exp.Limit(expression=exp.Literal.number(n)))
+        return query
+    if isinstance(limit, exp.Fetch):
+        count = _literal_int(limit.args.get("count"))
+        if count is not None:
+            if count > n:
+                limit.set("count", exp.Literal.number(n))
+            return query
+    else:
+        value = _literal_int(limit.expression)
+        if value is not None:
+            if value > n:
+                limit.set("expression", exp.Literal.number(n))
+            return query
+    # LIMIT $1, LIMIT ALL, FETCH FIRST $1 ROWS: the bound is not known here, so bound the whole.
+    wrapped = exp.Select(expressions=[exp.Star()]).from_(
+        exp.Subquery(this=query, alias=exp.TableAlias(this=exp.to_identifier(WRAP_ALIAS)))
+    )
+    wrapped.set("limit", exp.Limit(expression=exp.Literal.number(n)))
+    return wrapped
+
+
+def apply_limit(tree: exp.Expression, max_rows: int) -> exp.Expression:
+    n = max_rows + 1
+    if isinstance(tree, exp.Copy):
+        this = tree.this
+        if isinstance(this, exp.Subquery):
+            this.set("this", _limit_query(this.this, n))
+            return tree
+        cols: list[exp.Expression] = []
+        table = this
+        if isinstance(this, exp.Schema):
+            table, cols = this.this, [exp.column(i.name) for i in this.expressions]
+        inner = exp.Select(expressions=cols or [exp.Star()]).from_(table.copy())
+        inner.set("limit", exp.Limit(expression=exp.Literal.number(n)))
+        tree.set("this", exp.Subquery(this=inner))
+        return tree
+    if isinstance(tree, exp.Query):
+        return _limit_query(tree, n)
+    return tree
+
+
+def rewrite(d: Described, role: Role, analyzer: Analyzer) -> str | None:
+    """The SQL to send upstream, or None when the statement goes as written."""
+    if d.tree is None:
+        return None
+    tree = d.tree
+    original = tree.sql(dialect=analyzer.facts.sqlglot)
+    tree = apply_row_filters(tree, role, analyzer)
+    if d.limit_rows and role.max_rows is not None:
+        if tree is d.tree:
+            tree = tree.copy()
+        tree = apply_limit(tree, role.max_rows)
+    new = tree.sql(dialect=analyzer.facts.sqlglot)
+    if new == original:
+        return None
+    return d.prefix + new

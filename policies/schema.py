@@ -1,0 +1,200 @@
+"""What the engine knows about the upstream database: tables, column order, views, functions.
+
+Owns: the `Schema` value, its JSON file form, and reading it from a live PostgreSQL (psycopg).
+Column order matters: `SELECT *` is expanded with it and masks are applied by position. View
+definitions are kept so lineage can follow a view to its base columns. User-defined functions
+are listed so calls to them can be refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from policies.names import TableName
+
+FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    schema: str
+    name: str
+    columns: tuple[str, ...]
+    types: tuple[str, ...] = ()
+    kind: str = "table"  # table | view | matview | foreign
+    definition: str | None = None  # a view's SELECT
+
+    @property
+    def is_view(self) -> bool:
+        return self.kind in ("view", "matview") and bool(self.definition)
+
+
+@dataclass(frozen=True)
+class Schema:
+    database: str | None = None
+    dialect: str = "postgres"
+    tables: Mapping[tuple[str, str], Table] = field(default_factory=dict)
+    functions: frozenset[tuple[str, str]] = frozenset()  # user-defined (schema, name), lowercase
+
+    # --- questions ---
+    def table(self, schema: str | None, name: str) -> Table | None:
+        if schema is None:
+            return None
+        t = self.tables.get((schema, name))
+        if t is None:
+            t = self.tables.get((schema.lower(), name.lower()))
+        return t
+
+    def find(self, name: str, search_path: Iterable[str]) -> Table | None:
+        for s in search_path:
+            t = self.table(s, name)
+            if t is not None:
+                return t
+        return None
+
+    def lookup(self, table: TableName) -> Table | None:
+        return self.table(table.schema, table.name)
+
+    def is_user_function(self, schema: str | None, name: str) -> bool:
+        name = name.lower()
+        if schema is not None:
+            return (schema.lower(), name) in self.functions
+        return any(n == name for _, n in self.functions)
+
+    def sqlglot_mapping(self) -> dict[str, dict[str, dict[str, str]]]:
+        out: dict[str, dict[str, dict[str, str]]] = {}
+        for (s, n), t in self.tables.items():
+            types = t.types or ("text",) * len(t.columns)
+            out.setdefault(s, {})[n] = {c: (ty or "text") for c, ty in zip(t.columns, types, strict=False)}
+        return out
+
+    # --- files ---
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "database": self.database,
+            "dialect": self.dialect,
+            "tables": [
+                {
+                    "schema": t.schema,
+                    "name": t.name,
+                    "kind": t.kind,
+                    "columns": [
+                        {"name": c, "type": ty} for c, ty in zip(t.columns, t.types or (), strict=False)
+                    ]
+                    if t.types
+                    else list(t.columns),
+                    **({"definition": t.definition} if t.definition else {}),
+                }
+                for (_, _), t in sorted(self.tables.items())
+            ],
+            "functions": sorted(f"{s}.{n}" for s, n in self.functions),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Schema:
+        tables: dict[tuple[str, str], Table] = {}
+        for t in doc.get("tables", []):
+            cols, types = [], []
+            for col in t["columns"]:
+                if isinstance(col, str):
+                    cols.append(col)
+                    types.append("text")
+                else:
+                    cols.append(col["name"])
+                    types.append(col.get("type") or "text")
+            tables[(t["schema"], t["name"])] = Table(
+                t["schema"], t["name"], tuple(cols), tuple(types), t.get("kind", "table"), t.get("definition")
+            )
+        functions = frozenset(tuple(f.lower().rsplit(".", 1)) for f in doc.get("functions", []) if "." in f)
+        return cls(doc.get("database"), doc.get("dialect", "postgres"), tables, functions)  # type: ignore[arg-type]
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(
+            json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Schema:
+        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    @classmethod
+    def from_any(cls, source: str | Path | None) -> Schema:
+        """A DSN (postgresql://…), a saved JSON file, or None for an empty schema."""
+        if source is None:
+            return cls()
+        text = str(source)
+        if text.startswith(("postgresql://", "postgres://")) or ("=" in text and not Path(text).exists()):
+            return cls.from_postgres(text)
+        return cls.load(text)
+
+    # --- live PostgreSQL ---
+    @classmethod
+    def from_postgres(cls, conn_or_dsn: Any) -> Schema:
+        """Read tables, columns (in order), views and user functions of the current database."""
+        import psycopg  # imported here: only `check --schema DSN` and the proxy's startup need it
+
+        own = isinstance(conn_or_dsn, str)
+        conn = psycopg.connect(conn_or_dsn) if own else conn_or_dsn
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT current_database()")
+                database = cur.fetchone()[0]
+                cur.execute(_PG_COLUMNS)
+                rows = cur.fetchall()
+                cur.execute(_PG_FUNCTIONS)
+                funcs = cur.fetchall()
+        finally:
+            if own:
+                conn.close()
+        grouped: dict[tuple[str, str], dict[str, Any]] = {}
+        for schema, name, relkind, definition, column, typ in rows:
+            entry = grouped.setdefault(
+                (schema, name),
+                {"kind": _RELKINDS.get(relkind, "table"), "definition": definition, "cols": [], "types": []},
+            )
+            if column is not None:
+                entry["cols"].append(column)
+                entry["types"].append(typ)
+        tables = {
+            key: Table(
+                key[0], key[1], tuple(e["cols"]), tuple(e["types"]), e["kind"], _clean_view(e["definition"])
+            )
+            for key, e in grouped.items()
+        }
+        functions = frozenset((s.lower(), n.lower()) for s, n in funcs)
+        return cls(database, "postgres", tables, functions)
+
+
+def _clean_view(definition: str | None) -> str | None:
+    if definition is None:
+        return None
+    return definition.strip().rstrip(";").strip() or None
+
+
+_RELKINDS = {"r": "table", "p": "table", "v": "view", "m": "matview", "f": "foreign"}
+
+_PG_COLUMNS = """
+SELECT n.nspname, c.relname, c.relkind,
+       CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid, true) END,
+       a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_catalog.pg_attribute a
+       ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+  AND n.nspname NOT LIKE 'pg_temp_%' AND n.nspname NOT LIKE 'pg_toast_temp_%'
+ORDER BY n.nspname, c.relname, a.attnum
+"""
+
+_PG_FUNCTIONS = """
+SELECT n.nspname, p.proname
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+"""
