@@ -1,0 +1,114 @@
+"""A Gate test double for the protocol layer: canned decisions and simple, readable maskers.
+
+Not a policy engine: playbook and integration tests of proxy/pg only need a Gate that answers
+deterministically. Maskers follow the masking contract (type-preserving, `null` -> None, text
+masker returns the same object when nothing is found).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from policies.decision import Allow, Block, Decision
+from proxy.gate import Principal, StatementRecord
+from proxy.pg.auth import make_verifier
+
+MOBILE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
+ID_CARD = re.compile(r"(?<!\d)\d{17}[\dXx](?!\d)")
+
+
+def mask_text(s: str) -> str:
+    if len(s) <= 7:
+        return "*" * len(s)
+    return s[:3] + "*" * (len(s) - 7) + s[-4:]
+
+
+def mask_int(v: int) -> int:
+    digits = str(abs(v))
+    if len(digits) <= 7:
+        return 0
+    out = int(digits[:3] + "0" * (len(digits) - 7) + digits[-4:])
+    return -out if v < 0 else out
+
+
+def value_masker(cls: str | None, action: str) -> Callable[[Any], Any]:
+    def mask(v: Any) -> Any:
+        if v is None or action == "null":
+            return None
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, int):
+            return mask_int(v)
+        if isinstance(v, bytes):
+            return b"*" * len(v)
+        return mask_text(str(v))
+
+    return mask
+
+
+def text_masker(classes: frozenset[str]) -> Callable[[str], str]:
+    pats = [p for c, p in (("mobile", MOBILE), ("id_card", ID_CARD)) if c in classes]
+
+    def scan(s: str) -> str:
+        out = s
+        for p in pats:
+            out = p.sub(lambda mo: mask_text(mo.group(0)), out)
+        return s if out == s else out
+
+    return scan
+
+
+class FakeGate:
+    masking_key = b"k" * 32
+
+    def __init__(self, decide: Callable[[Principal, str], Decision] | None = None) -> None:
+        self.users: dict[str, Principal] = {}
+        self.records: list[StatementRecord] = []
+        self.auth_failures = 0
+        self.opened = 0
+        self.closed = 0
+        self.schema_changes: list[str] = []
+        self.decisions: list[tuple[str, str, tuple[str, ...], str]] = []
+        self._decide = decide or (lambda p, sql: Allow(kind="select"))
+
+    def add_user(
+        self, name: str, password: str, *, role: str = "vendor", unrestricted: bool = False
+    ) -> Principal:
+        p = Principal(name, role, make_verifier(password), unrestricted)
+        self.users[name] = p
+        return p
+
+    def lookup(self, user: str) -> Principal | None:
+        return self.users.get(user)
+
+    def decide(
+        self, principal: Principal, sql: str, *, dialect: str, search_path: tuple[str, ...], database: str
+    ) -> Decision:
+        self.decisions.append((principal.user, sql, search_path, database))
+        return self._decide(principal, sql)
+
+    def value_masker(self, cls: str | None, action: str) -> Callable[[Any], Any]:
+        return value_masker(cls, action)
+
+    def text_masker(self, classes: frozenset[str]) -> Callable[[str], str]:
+        return text_masker(classes)
+
+    def record(self, rec: StatementRecord) -> None:
+        self.records.append(rec)
+
+    def connection_opened(self, protocol: str) -> None:
+        self.opened += 1
+
+    def connection_closed(self, protocol: str) -> None:
+        self.closed += 1
+
+    def auth_failed(self, protocol: str) -> None:
+        self.auth_failures += 1
+
+    def schema_changed(self, database: str) -> None:
+        self.schema_changes.append(database)
+
+
+__all__ = ["Allow", "Block", "FakeGate"]
