@@ -134,7 +134,7 @@ def test_psycopg_masks_and_limits(proxy, binary: bool) -> None:
 
 
 def test_psycopg_prepared_statements(proxy) -> None:
-    server, gate = proxy
+    server, _ = proxy
     with psycopg.connect(dsn(server)) as conn, conn.cursor(binary=True) as cur:
         for i in (3, 4, 5, 6):
             cur.execute(SELECT + " WHERE id = %s", (i,), prepare=True)
@@ -146,7 +146,8 @@ def test_psycopg_prepared_statements(proxy) -> None:
 def test_refusal_keeps_connection_usable(proxy) -> None:
     server, _ = proxy
     with psycopg.connect(dsn(server), autocommit=True) as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="maskgate: table crm.public.secrets"):
+        refused = r"maskgate: table crm\.public\.secrets"
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match=refused):
             conn.execute("SELECT * FROM secrets")
         assert conn.execute("SELECT 1").fetchone() == (1,)
         # Extended protocol (parameters force Parse/Bind).
@@ -203,10 +204,14 @@ def test_named_cursor_and_copy(proxy) -> None:
                     csv_lines.append(bytes(data).decode())
             assert len(csv_lines) == LIMIT and all("138****" in x for x in csv_lines)
         conn.rollback()
-        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="binary COPY"), conn.cursor() as cur:
-            with cur.copy("COPY (SELECT id, phone FROM customers) TO STDOUT (FORMAT binary)") as copy:
-                for _ in copy:
-                    pass
+        binary_copy = "COPY (SELECT id, phone FROM customers) TO STDOUT (FORMAT binary)"
+        with (
+            pytest.raises(psycopg.errors.InsufficientPrivilege, match="binary COPY"),
+            conn.cursor() as cur,
+            cur.copy(binary_copy) as copy,
+        ):
+            for _ in copy:
+                pass
         conn.rollback()
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
