@@ -117,9 +117,11 @@ HONORIFIC_RE = re.compile(r"(?P<run>[\u3400-\u4dbf\u4e00-\u9fff]{1,3})(?:先生|
 _NAME_STOP = frozenset("的电手身先女小在是和与及于说已要来去住称为等办申联地号证卡账帐您你我他她了到从向给于")
 CONTEXT_WINDOW = 16
 
-# A digit class needs at least six ASCII digits once normalised; lines without them skip all
-# digit regexes (the common case for log and message text).
-_SIX_DIGITS_RE = re.compile(r"[0-9](?:[^0-9]*[0-9]){5}", _A)
+# Every digit class contains seven consecutive digits (USCC positions 2-8, passports, IDs, cards)
+# or a grouped number such as 138 1234 5678. Text without either skips every digit regex: the
+# common case for log and message text, whose dates, times and short ids fail this gate.
+_DIGIT_GATE_RE = re.compile(r"[0-9]{7}|[0-9]{2}[ \t()+-]{1,3}[0-9]{3,4}[ \t-][0-9]{4}", _A)
+_NAME_GATE_RE = re.compile(r"姓名|户名|客户|收款人|付款人|联系人|持卡人|收件人|患者|本人|先生|女士|小姐")
 DIGIT_CLASSES = frozenset({"mobile", "id_card", "bank_card", "uscc", "landline", "passport"})
 
 Candidate = tuple[int, int, str, float]  # start, end (normalised text), class, confidence
@@ -247,13 +249,13 @@ def _resolve(cands: list[Candidate]) -> list[Candidate]:
 def find_candidates(norm: str, wanted: frozenset[str]) -> list[Candidate]:
     """Validated, overlap-resolved candidates in normalised text for the `wanted` classes."""
     out: list[Candidate] = []
-    if not wanted.isdisjoint(DIGIT_CLASSES) and _SIX_DIGITS_RE.search(norm):
+    if not wanted.isdisjoint(DIGIT_CLASSES) and _DIGIT_GATE_RE.search(norm):
         for cls, finder in _FINDERS:
             if cls in wanted:
                 finder(norm, out)
     if "email" in wanted and "@" in norm:
         _find_email(norm, out)
-    if "person_name" in wanted and not norm.isascii():
+    if "person_name" in wanted and not norm.isascii() and _NAME_GATE_RE.search(norm):
         _find_person_name(norm, out)
     return _resolve(out)
 

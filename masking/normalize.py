@@ -1,5 +1,8 @@
 """Owns text normalisation for detection (NFKC + dash folding) and the offset map back to the original.
 
+Only characters whose fold a detector can see (digits, Latin letters, phone and e-mail symbols,
+spaces, dashes) trigger folding; text without them is returned as is.
+
 Detectors match on normalised text but must report offsets into the text they were given, so
 every normalisation here is done per character and remembers where each output character came
 from. Imports nothing outside the standard library.
@@ -7,6 +10,7 @@ from. Imports nothing outside the standard library.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 # PII.md §0.1: dash variants that people (and word processors) put into phone and card numbers.
@@ -38,6 +42,34 @@ def fold_char(ch: str) -> str:
     return _FOLD[ord(ch)]
 
 
+# Characters whose fold matters to a detector: ASCII letters, digits, separators and the symbols of
+# phone prefixes and e-mail addresses. Other folds (，-> , or CJK compatibility ideographs) change
+# nothing a detector looks at, so text containing none of these skips folding entirely.
+_RELEVANT = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ@+-().%_ \t")
+_foldable_re: re.Pattern[str] | None = None
+
+
+def _build_foldable_re() -> re.Pattern[str]:
+    """A character class of every non-ASCII BMP character whose fold yields a relevant character,
+    plus all astral characters (mathematical digits and the like); built once, on first use."""
+    chars = []
+    for cp in range(0x80, 0x10000):
+        if 0x4E00 <= cp <= 0x9FFF or 0xD800 <= cp <= 0xDFFF:
+            continue  # unified ideographs are NFKC-stable; surrogates are not characters
+        folded = _FOLD[cp]
+        if folded != chr(cp) and any(c in _RELEVANT for c in folded):
+            chars.append(re.escape(chr(cp)))
+    return re.compile("[" + "".join(chars) + "\U00010000-\U0010ffff]")
+
+
+def needs_folding(text: str) -> bool:
+    """True when folding `text` could change what a detector sees."""
+    global _foldable_re
+    if _foldable_re is None:
+        _foldable_re = _build_foldable_re()
+    return _foldable_re.search(text) is not None
+
+
 def normalize(text: str) -> tuple[str, list[int] | None]:
     """Return (normalised text, offsets).
 
@@ -45,7 +77,7 @@ def normalize(text: str) -> tuple[str, list[int] | None]:
     case positions coincide. Otherwise offsets[i] is the index in `text` of the character that
     produced normalised character i, with a final sentinel equal to len(text).
     """
-    if text.isascii():
+    if text.isascii() or not needs_folding(text):
         return text, None
     folded = text.translate(_FOLD)
     if len(folded) == len(text):
