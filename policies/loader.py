@@ -251,15 +251,19 @@ def _files(path: Path) -> list[Path]:
     return [path]
 
 
-def load_policy(path: str | Path) -> Policy:
-    """Load a policy file, or a directory whose *.yaml files are merged, or raise PolicyError."""
-    root = Path(path)
+def load_policy(path: str | Path | list[str | Path]) -> Policy:
+    """Load a policy file, a directory whose *.yaml files are merged, or a list of either;
+    raise PolicyError listing every problem."""
+    roots = [Path(p) for p in path] if isinstance(path, list | tuple) else [Path(path)]
     c = _Collector()
-    if not root.exists():
-        raise PolicyError([f"{root}:1:1: no such policy file or directory"])
-    files = [f for f in (_read_file(c, p) for p in _files(root)) if f is not None]
+    paths: list[Path] = []
+    for root in roots:
+        if not root.exists():
+            raise PolicyError([f"{root}:1:1: no such policy file or directory"])
+        paths += _files(root)
+    files = [f for f in (_read_file(c, p) for p in paths) if f is not None]
     if not files and not c.errors:
-        raise PolicyError([f"{root}:1:1: no *.yaml policy files found"])
+        raise PolicyError([f"{roots[0]}:1:1: no *.yaml policy files found"])
     return _compile(c, files)
 
 

@@ -571,11 +571,18 @@ class Describer:
         d.written.add(table)
         d.filtered_writes.add(table)
         source = tree.expression
-        if source is not None:
-            if isinstance(source, exp.Values):
-                sel = exp.Select(expressions=[exp.Star()]).from_(source.copy())
-            else:
-                sel = source.copy()
+        if isinstance(source, exp.Values):
+            # Each row that computes something (a subquery, a column) is read like a SELECT;
+            # rows of plain literals (bulk loads) carry nothing classified and are skipped.
+            for row in source.expressions:
+                values = row.expressions if isinstance(row, exp.Tuple) else [row]
+                if any(v.find(exp.Column, exp.Query) for v in values):
+                    analysis = self._query(exp.Select(expressions=[v.copy() for v in values]))
+                    d.reads.append(analysis)
+                    d.flows += self._flows_of(analysis)
+            d.flow_target = f"INSERT INTO {table}"
+        elif source is not None:
+            sel = source.copy()
             if tree.args.get("with_") is not None and isinstance(sel, exp.Query):
                 sel.set("with_", tree.args["with_"].copy())
             analysis = self._query(sel)

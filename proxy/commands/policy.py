@@ -1,0 +1,245 @@
+"""`maskgate check | explain | test | passwd`: the policy commands DBAs run by hand or in CI.
+
+Owns argument parsing and printing only; every judgement comes from policies/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from typing import Any
+
+from policies import Engine, PolicyError, Schema, load_policy
+from policies.analysis import AnalysisError, Analyzer
+from policies.cases import run_suite
+from policies.decision import Block, Decision
+from policies.dialects import dialect_facts
+from policies.names import ColumnName, TableName, column_matches, has_glob
+from policies.passwords import scram_verifier
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("check", help="validate a policy file or directory")
+    p.add_argument("policy")
+    p.add_argument(
+        "--schema", help="PostgreSQL DSN or saved schema JSON, to warn about missing columns and views"
+    )
+    p.set_defaults(func=cmd_check)
+
+    p = subparsers.add_parser("explain", help="show the decision for one SQL string")
+    p.add_argument("--policy", required=True)
+    p.add_argument("--user", required=True)
+    p.add_argument("--schema")
+    p.add_argument("--dialect", default="postgres", choices=["postgres", "mysql"])
+    p.add_argument("--database")
+    p.add_argument("--format", default="json", choices=["json", "table"])
+    p.add_argument("sql")
+    p.set_defaults(func=cmd_explain)
+
+    p = subparsers.add_parser("test", help="run DBA policy test cases")
+    p.add_argument("cases", nargs="+")
+    p.add_argument("--policy", help="override the suite's `policy:`")
+    p.add_argument("--schema", help="override the suite's `schema:`")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_test)
+
+    p = subparsers.add_parser("passwd", help="print a SCRAM-SHA-256 verifier for a password")
+    p.set_defaults(func=cmd_passwd)
+
+
+def _load(path: str) -> Any:
+    try:
+        return load_policy(path)
+    except PolicyError as e:
+        for err in e.errors:
+            print(err, file=sys.stderr)
+        return None
+
+
+def _schema(source: str | None) -> Schema:
+    return Schema.from_any(source) if source else Schema()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    policy = _load(args.policy)
+    if policy is None:
+        return 1
+    warnings: list[str] = []
+    if args.schema:
+        try:
+            schema = _schema(args.schema)
+        except Exception as e:
+            print(f"cannot load schema {args.schema}: {e}", file=sys.stderr)
+            return 1
+        warnings = schema_warnings(policy, schema)
+    for w in warnings:
+        print(f"warning: {w}")
+    print(
+        f"ok: revision {policy.revision}, {len(policy.roles)} roles, {len(policy.users)} users, "
+        f"{len(policy.columns)} classified column patterns"
+    )
+    return 0
+
+
+def schema_warnings(policy: Any, schema: Schema) -> list[str]:
+    facts = dialect_facts(schema.dialect or "postgres")
+    out: list[str] = []
+    columns = [
+        ColumnName(TableName(schema.database, t.schema, t.name), c)
+        for t in schema.tables.values()
+        for c in t.columns
+    ]
+    for rule in policy.columns:
+        if not any(column_matches(rule.pattern, c, facts.default_schema) for c in columns):
+            kind = "pattern matches no column" if has_glob(rule.text) else "column does not exist"
+            out.append(f"classified {rule.text} ({rule.cls}): {kind} in the schema")
+    analyzer = Analyzer(schema, facts, facts.default_search_path, schema.database)
+    for t in schema.tables.values():
+        if not t.is_view:
+            continue
+        name = TableName(schema.database, t.schema, t.name)
+        try:
+            outs = analyzer.view_outputs(name) or []
+        except AnalysisError as e:
+            out.append(f"view {name}: cannot analyse its definition ({e})")
+            continue
+        classes = sorted(
+            {c for o in outs for src in o.sources if (c := policy.classify(src, facts.default_schema))}
+        )
+        if classes:
+            out.append(
+                f"view {name} exposes classified columns ({', '.join(classes)}); its columns are "
+                "masked through the view, but check that roles listing it in `tables` should see them"
+            )
+    return out
+
+
+def _role_of(policy: Any, user: str) -> str | None:
+    u = policy.users.get(user)
+    if u is not None:
+        return u.role
+    return user if user in policy.roles else None
+
+
+def decision_json(decision: Decision) -> dict[str, Any]:
+    if isinstance(decision, Block):
+        return {
+            "decision": "block",
+            "reason": decision.reason,
+            "message": decision.message,
+            "rewritten_sql": None,
+            "columns": [],
+            "max_rows": None,
+            "kind": decision.kind,
+            "tables": list(decision.tables),
+            "classes": list(decision.classes),
+        }
+    parts = decision.parts()
+    doc: dict[str, Any] = {
+        "decision": "allow",
+        "reason": None,
+        "message": None,
+        "rewritten_sql": decision.rewritten_sql,
+        "columns": [
+            {
+                "name": c.name,
+                "class": c.cls,
+                "action": c.action,
+                "sources": list(c.sources),
+                "derived": c.derived,
+            }
+            for c in decision.columns or (parts[-1].columns if len(parts) > 1 else ())
+        ],
+        "max_rows": decision.row_limit,
+        "kind": decision.kind,
+        "tables": list(decision.tables),
+        "classes": list(decision.classes),
+        "detect": sorted(decision.detect),
+    }
+    if decision.search_path is not None:
+        doc["search_path"] = list(decision.search_path)
+    if decision.schema_changed:
+        doc["schema_changed"] = True
+    if len(parts) > 1:
+        doc["statements"] = [decision_json(p) for p in parts]
+    return doc
+
+
+def decision_table(decision: Decision) -> str:
+    if isinstance(decision, Block):
+        return f"decision: block ({decision.reason})\nmessage:  {decision.message}\n"
+    lines = [f"decision: allow ({decision.kind})", f"max_rows: {decision.row_limit or 'unlimited'}"]
+    if decision.rewritten_sql:
+        lines.append(f"upstream: {decision.rewritten_sql}")
+    for part in decision.parts():
+        for c in part.columns:
+            src = ", ".join(c.sources) or "-"
+            if c.derived and c.sources:
+                src = f"f({src})"
+            cls = f" [{c.cls}]" if c.cls else ""
+            lines.append(f"col {c.index + 1} {c.name} ← {src}{cls} → {c.action}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    policy = _load(args.policy)
+    if policy is None:
+        return 1
+    role = _role_of(policy, args.user)
+    if role is None:
+        print(f"unknown user {args.user}", file=sys.stderr)
+        return 1
+    try:
+        schema = _schema(args.schema)
+    except Exception as e:
+        print(f"cannot load schema {args.schema}: {e}", file=sys.stderr)
+        return 1
+    engine = Engine(policy, schema)
+    decision = engine.decide(role, args.sql, dialect=args.dialect, database=args.database)
+    if args.format == "table":
+        sys.stdout.write(decision_table(decision))
+    else:
+        print(json.dumps(decision_json(decision), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    total = failed = 0
+    for path in args.cases:
+        suite = run_suite(path, args.policy, args.schema)
+        if suite.error:
+            print(f"ERROR {suite.error}")
+            failed += 1
+            continue
+        for r in suite.results:
+            total += 1
+            if r.ok:
+                if args.verbose:
+                    print(f"ok    {r.location} {r.name}")
+            else:
+                failed += 1
+                print(f"FAIL  {r.location} {r.name}")
+                for p in r.problems:
+                    print(f"      {p}")
+    print(f"{total - failed if total >= failed else 0} passed, {failed} failed, {total} cases")
+    if total == 0:
+        print("no test cases found: an empty run proves nothing", file=sys.stderr)
+        return 1
+    return 1 if failed else 0
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("passwords do not match", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        print("empty password", file=sys.stderr)
+        return 1
+    print(scram_verifier(password))
+    return 0
