@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from policies.decision import Allow, ColumnMask
-from proxy.pg.messages import FieldDescription, parse_datarow_values, serialize_datarow
+from proxy.pg.messages import FieldDescription, MessageError
 
 # Type OIDs (pg_type.dat).
 BOOL, BYTEA, CHAR, NAME, INT8, INT2, INT4, TEXT, OID = 16, 17, 18, 19, 20, 21, 23, 25, 26
@@ -34,6 +34,8 @@ DATE, TIME, TIMESTAMP, TIMESTAMPTZ, INTERVAL, TIMETZ, NUMERIC, UUID, JSONB = (
 )
 
 TEXTLIKE = frozenset({TEXT, VARCHAR, BPCHAR, NAME, CHAR, UNKNOWN, XML})
+_I16 = struct.Struct("!h")
+_I32 = struct.Struct("!i")
 INTS = {INT2: struct.Struct("!h"), INT4: struct.Struct("!i"), INT8: struct.Struct("!q")}
 INT_RANGE = {INT2: 2**15, INT4: 2**31, INT8: 2**63}
 # Text-format values of these types cannot carry free text: detectors would only break them.
@@ -281,24 +283,59 @@ class RowPlan:
         self.fns = fns
         self.ncols = len(fns)
 
-    def apply(self, body: bytes | memoryview) -> tuple[bytes | None, int]:
-        """(new whole DataRow message or None if unchanged, number of values changed)."""
-        values = parse_datarow_values(body)
-        changed = 0
+    def apply(self, buf: bytes, start: int, end: int) -> tuple[bytes | None, int]:
+        """Mask the DataRow message at buf[start:end] (type byte included).
+
+        Returns (the new whole message, or None if no value changed; number of values changed).
+        Works on offsets: only values with a masker are sliced out, and the new message is the
+        untouched byte ranges spliced around the changed values.
+        """
+        i32 = _I32.unpack_from
+        if end - start < 7:
+            raise MessageError("truncated DataRow")
+        n = _I16.unpack_from(buf, start + 5)[0]
+        pos = start + 7
+        last = start + 5
         fns = self.fns
-        for i, v in enumerate(values):
-            if v is None or i >= self.ncols:
+        ncols = self.ncols
+        pieces: list[bytes] | None = None
+        changed = 0
+        for i in range(n):
+            if pos + 4 > end:
+                raise MessageError("truncated DataRow")
+            ln = i32(buf, pos)[0]
+            vstart = pos + 4
+            if ln < 0:
+                if ln != -1:
+                    raise MessageError("bad value length")
+                pos = vstart
                 continue
-            fn = fns[i]
-            if fn is None:
-                continue
-            out = fn(v)
-            if out is not v and out != v:
-                values[i] = out
-                changed += 1
-        if not changed:
+            vend = vstart + ln
+            if vend > end:
+                raise MessageError("truncated DataRow")
+            fn = fns[i] if i < ncols else None
+            if fn is not None:
+                v = buf[vstart:vend]
+                out = fn(v)
+                if out is not v and out != v:
+                    if pieces is None:
+                        pieces = []
+                    pieces.append(buf[last:pos])
+                    if out is None:
+                        pieces.append(b"\xff\xff\xff\xff")
+                    else:
+                        pieces.append(_I32.pack(len(out)))
+                        pieces.append(out)
+                    last = vend
+                    changed += 1
+            pos = vend
+        if pos != end:
+            raise MessageError("trailing bytes in DataRow")
+        if pieces is None:
             return None, 0
-        return serialize_datarow(values), changed
+        pieces.append(buf[last:end])
+        body = b"".join(pieces)
+        return b"D" + _I32.pack(len(body) + 4) + body, changed
 
 
 def plan_rows(

@@ -739,6 +739,9 @@ class PgSession:
         # are merged into one slice so a burst of rows costs one write, not one per row.
         run_start = run_end = -1
         queue = self.queue
+        res: Result | None = None
+        plan: RowPlan | None = None
+        limit: int | None = None
         for mtype, start, end in frames:
             if self.state is State.CLOSED:
                 break
@@ -755,41 +758,35 @@ class PgSession:
                 continue
             passthrough = False
             if mtype == b"D":
-                head = queue[0] if queue else None
-                res = self._current_result(head)
                 if res is None:
-                    raise ProtocolViolation("DataRow outside a result")
+                    # First row of a burst: the result, its plan and limit hold for the burst.
+                    head = queue[0] if queue else None
+                    res = self._current_result(head)
+                    if res is None:
+                        raise ProtocolViolation("DataRow outside a result")
+                    plan = None
+                    if self.restricted and res.refused is None:
+                        plan = self._plan(head, res)  # type: ignore[arg-type]
+                    limit = res.allow.row_limit
                 if res.refused is not None:
                     continue
-                limit = res.allow.row_limit
                 if limit is not None and res.sent >= limit:
                     res.truncated = True
                     continue
-                if self.restricted:
-                    plan = self._plan(head, res)  # type: ignore[arg-type]
-                    if res.refused is not None:
+                res.sent += 1
+                res.sent_call += 1
+                if plan is not None:
+                    new, n = plan.apply(buf, start, end)
+                    if new is not None:
+                        res.masked += n
+                        if run_start >= 0:
+                            self._client(mv[run_start:run_end])
+                            run_start = -1
+                        self._client(new)
                         continue
-                    if plan is not None:
-                        new, n = plan.apply(mv[start + 5 : end])
-                        res.sent += 1
-                        res.sent_call += 1
-                        if new is not None:
-                            res.masked += n
-                            if run_start >= 0:
-                                self._client(mv[run_start:run_end])
-                                run_start = -1
-                            self._client(new)
-                            continue
-                        passthrough = True
-                    else:
-                        res.sent += 1
-                        res.sent_call += 1
-                        passthrough = True
-                else:
-                    res.sent += 1
-                    res.sent_call += 1
-                    passthrough = True
+                passthrough = True
             else:
+                res = None
                 mark = len(self._to_client)
                 passthrough = self._on_upstream_message(mtype, mv[start + 5 : end])
                 if run_start >= 0 and len(self._to_client) > mark:

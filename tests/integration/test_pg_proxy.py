@@ -336,3 +336,70 @@ def test_pgbench(proxy, embedded_pg: EmbeddedPostgres, mode: str) -> None:
     )
     assert res.returncode == 0, res.stderr + res.stdout
     assert "number of failed transactions: 0" in res.stdout
+
+
+def test_cancel_is_mapped_to_the_upstream_backend(proxy) -> None:
+    server, _ = proxy
+    with psycopg.connect(dsn(server, "dba", "dba-pw")) as conn:
+        timer = threading.Timer(0.3, conn.cancel_safe)
+        timer.start()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT pg_sleep(10)")
+        timer.join()
+        conn.rollback()
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def _self_signed(tmp: str) -> dict[str, str]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    paths = {"cert": os.path.join(tmp, "server.crt"), "key": os.path.join(tmp, "server.key")}
+    with open(paths["cert"], "wb") as fh:
+        fh.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(paths["key"], "wb") as fh:
+        fh.write(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+    return paths
+
+
+def test_tls_listener(proxy, embedded_pg: EmbeddedPostgres, tmp_path) -> None:
+    _, gate = proxy
+    url = (
+        f"postgresql://maskgate_svc:{SVC_PASSWORD}@{embedded_pg.host}:{embedded_pg.port}/crm?sslmode=disable"
+    )
+
+    async def run() -> None:
+        server = await PgProxyServer(gate, "127.0.0.1", 0, url, tls=_self_signed(str(tmp_path))).start()
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                dsn(server).replace("sslmode=disable", "sslmode=require")
+            )
+            async with conn:
+                assert conn.info.pgconn.ssl_in_use
+                cur = await conn.execute("SELECT id, phone FROM customers WHERE id = 1")
+                assert await cur.fetchone() == (1, "138****0001")
+        finally:
+            await server.stop(1.0)
+
+    asyncio.run(run())

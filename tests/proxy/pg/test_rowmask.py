@@ -32,8 +32,9 @@ def masked(i: int, cls: str = "mobile", action: str = "mask") -> ColumnMask:
     return ColumnMask(i, f"c{i}", cls, action)
 
 
-def row(*vals: bytes | None) -> bytes:
-    return m.DataRow(tuple(vals)).serialize()[5:]
+def row(*vals: bytes | None) -> tuple[bytes, int, int]:
+    msg = m.DataRow(tuple(vals)).serialize()
+    return msg, 0, len(msg)
 
 
 @pytest.mark.parametrize(
@@ -58,17 +59,17 @@ def test_text_and_binary_int_columns() -> None:
     allow = Allow(kind="select", columns=(masked(0), masked(1)))
     plan = plan_rows((f("a", 25), f("b", 20)), (1,), allow, GATE)
     assert plan is not None
-    out, n = plan.apply(row(b"13800138000", struct.pack("!q", 13900139000)))
+    out, n = plan.apply(*row(b"13800138000", struct.pack("!q", 13900139000)))
     assert n == 2 and out == m.DataRow((b"138****8000", struct.pack("!q", 13900009000))).serialize()
     plan = plan_rows((f("b", 23),), None, Allow(kind="select", columns=(masked(0),)), GATE)
     assert plan is not None
-    assert plan.apply(row(b"12345678"))[0] == m.DataRow((b"12305678",)).serialize()
+    assert plan.apply(*row(b"12345678"))[0] == m.DataRow((b"12305678",)).serialize()
 
 
 def test_numeric_binary_column() -> None:
     plan = plan_rows((f("n", 1700, 1),), None, Allow(kind="select", columns=(masked(0),)), GATE)
     assert plan is not None
-    out, _ = plan.apply(row(numeric_to_binary("13800138000.50")))
+    out, _ = plan.apply(*row(numeric_to_binary("13800138000.50")))
     assert out is not None
     assert numeric_from_binary(m.DataRow.parse(out[5:]).values[0]) == "13800008000.00"  # type: ignore[arg-type]
 
@@ -78,7 +79,7 @@ def test_bytea_text_and_null_action() -> None:
     allow = Allow(kind="select", columns=(masked(0), masked(1, action="null")))
     plan = plan_rows((f("b", 17), f("t", 25)), None, allow, GATE)
     assert plan is not None
-    out, n = plan.apply(row(b"\\x4142", b"secret"))
+    out, n = plan.apply(*row(b"\\x4142", b"secret"))
     assert out == m.DataRow((b"\\x2a2a", None)).serialize() and n == 2
 
 
@@ -86,7 +87,7 @@ def test_jsonb_binary_scanned_by_detectors() -> None:
     allow = Allow(kind="select", detect=frozenset({"mobile"}))
     plan = plan_rows((f("j", 3802, 1),), None, allow, GATE)
     assert plan is not None
-    out, _ = plan.apply(row(b'\x01{"m": "13800138000"}'))
+    out, _ = plan.apply(*row(b'\x01{"m": "13800138000"}'))
     assert out == m.DataRow((b'\x01{"m": "138****8000"}',)).serialize()
 
 
@@ -116,3 +117,17 @@ def test_copy_text_and_csv() -> None:
     assert plan.apply(b'1,"13800138000"\n') == (b"1,138****8000\n", 1)
     with pytest.raises(Unmaskable):
         plan.apply(b"1|2|3\n")
+
+
+def test_datarow_rewrite_matches_reference() -> None:
+    allow = Allow(
+        kind="select", columns=(ColumnMask(0, "a", None, "clear"), masked(1), masked(2, action="null"))
+    )
+    plan = plan_rows((f("a", 25), f("b", 25), f("c", 25)), None, allow, GATE)
+    assert plan is not None
+    msg = m.DataRow((b"x", b"13800138000", b"y", b"extra")).serialize()
+    prefix = b"junk"
+    out, n = plan.apply(prefix + msg, len(prefix), len(prefix) + len(msg))
+    assert n == 2 and out == m.DataRow((b"x", b"138****8000", None, b"extra")).serialize()
+    with pytest.raises(m.MessageError):
+        plan.apply(msg[:-1], 0, len(msg) - 1)
