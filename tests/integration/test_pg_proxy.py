@@ -403,3 +403,14 @@ def test_tls_listener(proxy, embedded_pg: EmbeddedPostgres, tmp_path) -> None:
             await server.stop(1.0)
 
     asyncio.run(run())
+
+
+def test_named_cursor(proxy) -> None:
+    server, _ = proxy
+    with psycopg.connect(dsn(server)) as conn, conn.cursor("c1") as cur:
+        cur.itersize = 7
+        cur.execute("SELECT id, phone, note FROM customers ORDER BY id")
+        rows = cur.fetchmany(20)
+        # FETCH results carry no column decision from the canned gate: detectors still apply.
+        assert len(rows) == 20
+        assert all(re.fullmatch(r"138\*{4}\d{4}", r[1]) and "1370000" not in r[2] for r in rows)

@@ -451,3 +451,25 @@ def test_search_path_and_schema_changes_tracked() -> None:
     assert s.search_path == ("x", "public")
     s.client_data(m.Query("SELECT 1").serialize())
     assert gate.decisions[-1][2] == ("x", "public")
+
+
+def test_auth_timeout_and_shutdown() -> None:
+    s = PgSession(FakeGate(), CFG, session_id="t")
+    s.client_data(m.StartupMessage(m.PROTOCOL_3_0, (("user", "alice"),)).serialize())
+    out = s.auth_timeout()
+    assert m.ErrorResponse.parse(out[0].data[5:]).code == "08P01"  # type: ignore[union-attr]
+    assert out[1:] == [Close("authentication timeout")]
+    s2, _ = login()
+    assert s2.auth_timeout() == [] and s2.idle
+    out = s2.shutdown()
+    assert m.ErrorResponse.parse(out[0].data[5:]).code == "57P01"  # type: ignore[union-attr]
+
+
+def test_protocol_3_2_is_negotiated_down() -> None:
+    gate = FakeGate()
+    gate.add_user("alice", "pw")
+    s = PgSession(gate, CFG, session_id="t")
+    out = s.client_data(m.StartupMessage((3 << 16) | 2, (("user", "alice"), ("_pq_.x", "1"))).serialize())
+    assert out == [
+        client(b(m.NegotiateProtocolVersion(0, ("_pq_.x",)), m.AuthenticationSASL(("SCRAM-SHA-256",))))
+    ]
