@@ -76,17 +76,17 @@ class App:
                 cfg.metrics.port, addr=cfg.metrics.host, registry=self.metrics.registry
             )
         if pg is not None:
-            from .pg.server import PostgresServer
+            from .pg.server import PgProxyServer
 
-            server = PostgresServer(
+            server = PgProxyServer(
                 self.guard,
-                listen_host=pg.listen.host,
-                listen_port=pg.listen.port,
-                upstream=pg.upstream,
+                pg.listen.host,
+                pg.listen.port,
+                pg.upstream.dsn(),
                 tls=server_tls(pg),
                 auth_timeout=cfg.auth_timeout_s,
                 idle_timeout=cfg.idle_timeout_s or None,
-                max_message_bytes=cfg.max_message_bytes,
+                max_message=cfg.max_message_bytes,
             )
             await server.start()
             self.servers.append(server)

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import masking
-from policies import Engine, Schema
+from policies import Engine, Policy, Role, Schema
 from policies.decision import Allow, Block, Decision
 
 from .audit import AuditLog
 from .gate import Principal, StatementRecord
 from .metrics import Metrics
+
+_DETECTABLE = frozenset(masking.CLASSES)
 
 SchemaLoader = Callable[[str], Schema]
 
@@ -28,14 +30,12 @@ AUDIT_DOWN = Block(
 )
 
 
-def is_unrestricted(role: Any) -> bool:
-    """A role that may run anything and sees every class clear: masking can be skipped entirely."""
-    statements = set(getattr(role, "statements", ()) or ())
-    see = dict(getattr(role, "see", {}) or {})
-    if "all" not in statements:
+def is_unrestricted(policy: Policy, role: Role | None) -> bool:
+    """A role that may run anything, sees every classified column clear and scans nothing:
+    its results can skip masking entirely (decisions and audit still apply)."""
+    if role is None or "all" not in role.statements or role.detect:
         return False
-    # Unnamed classes default to `mask`, so only an explicit clear for every class counts.
-    return all(see.get(c) == "clear" for c in masking.CLASSES)
+    return all(role.action_for(rule.cls) == "clear" for rule in policy.columns)
 
 
 @dataclass
@@ -94,7 +94,7 @@ class Guard:
         with self._lock:
             self._stale.discard(database)
             if self._schema_loader is None:
-                schema = fallback or Schema.empty()
+                schema = fallback or Schema()
             else:
                 try:
                     schema = self._schema_loader(database)
@@ -102,7 +102,7 @@ class Guard:
                 except Exception as exc:  # a schema load failure must not take sessions down
                     self.metrics.schema_reloads.labels(result="failure").inc()
                     print(f"maskgate: schema load for {database!r} failed: {exc}", file=sys.stderr)
-                    schema = fallback or Schema.empty()
+                    schema = fallback or Schema()
             self._schemas[database] = schema
             # New schema, new engines (their caches describe the old columns).
             state = self._state
@@ -132,7 +132,9 @@ class Guard:
         if u is None:
             return None
         role = policy.roles.get(u.role)
-        return Principal(user=user, role=u.role, verifier=u.password, unrestricted=is_unrestricted(role))
+        return Principal(
+            user=user, role=u.role, verifier=u.password, unrestricted=is_unrestricted(policy, role)
+        )
 
     def decide(
         self, principal: Principal, sql: str, *, dialect: str, search_path: tuple[str, ...], database: str
@@ -155,13 +157,20 @@ class Guard:
         key = (cls, action)
         m = self._value_maskers.get(key)
         if m is None:
-            m = self._value_maskers[key] = masking.make_masker(cls, action, key=self.masking_key)
+            # A class the policy knows but masking has no display rule for (e.g. a site-defined
+            # class) still gets masked, by the generic rule, never passed clear.
+            known = cls if cls in masking.CLASSES else None
+            m = self._value_maskers[key] = masking.make_masker(known, action, key=self.masking_key)
         return m
 
     def text_masker(self, classes: frozenset[str]) -> Callable[[str], str]:
         m = self._text_maskers.get(classes)
         if m is None:
-            m = self._text_maskers[classes] = masking.make_text_masker(classes, "mask", key=self.masking_key)
+            # Only classes with a value detector can be scanned for; the rest are column-only.
+            detectable = classes & _DETECTABLE
+            m = self._text_maskers[classes] = masking.make_text_masker(
+                detectable, "mask", key=self.masking_key
+            )
         return m
 
     def record(self, rec: StatementRecord) -> None:

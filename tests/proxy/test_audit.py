@@ -1,0 +1,88 @@
+import json
+from pathlib import Path
+
+from policies.decision import Allow, Block
+from proxy.audit import AuditLog, fingerprint, scrub_sql
+from proxy.gate import StatementRecord
+
+
+def rec(sql: str, decision: Allow | Block) -> StatementRecord:
+    return StatementRecord(
+        protocol="postgres",
+        session="s1",
+        user="vendor_zhang",
+        role="vendor",
+        client="127.0.0.1:5555",
+        database="crm",
+        sql=sql,
+        decision=decision,
+        rows=3,
+        masked=2,
+        duration_s=0.0012,
+    )
+
+
+def test_fingerprint_ignores_literals_and_case() -> None:
+    a = fingerprint("SELECT * FROM customers WHERE phone = '13812345678'")
+    b = fingerprint("select *  from customers where phone = '13987654321'")
+    c = fingerprint("SELECT * FROM customers WHERE id = 1")
+    assert a == b != c
+
+
+def test_scrub_sql_masks_every_identifier() -> None:
+    out = scrub_sql("SELECT 1 FROM t WHERE phone = '13812345678' OR id_card = '11010519491231002X'")
+    assert "13812345678" not in out and "11010519491231002X" not in out
+    assert "138****5678" in out
+
+
+def test_records_are_jsonl_without_pii(tmp_path: Path) -> None:
+    path = tmp_path / "audit" / "audit.jsonl"
+    log = AuditLog(path)
+    log.submit(
+        rec(
+            "SELECT name FROM customers WHERE phone = '13812345678'",
+            Allow(kind="select", tables=("crm.public.customers",)),
+        ),
+        "rev1",
+    )
+    log.submit(
+        rec("SELECT bank_card FROM customers", Block("class_denied", "bank_card is denied", kind="select")),
+        "rev1",
+    )
+    log.close()
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [x["decision"] for x in lines] == ["allow", "block"]
+    assert lines[1]["reason"] == "class_denied"
+    assert lines[0]["policy_revision"] == "rev1" and lines[0]["duration_ms"] == 1.2
+    assert "13812345678" not in path.read_text()
+    for key in (
+        "ts",
+        "session",
+        "user",
+        "role",
+        "client",
+        "protocol",
+        "database",
+        "sql",
+        "fingerprint",
+        "decision",
+        "reason",
+        "tables",
+        "classes",
+        "rows",
+        "masked",
+        "truncated",
+        "duration_ms",
+    ):
+        assert key in lines[0]
+
+
+def test_unwritable_log_reports_unhealthy(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    failures: list[int] = []
+    log = AuditLog(blocker / "audit.jsonl", on_failure=lambda: failures.append(1))
+    assert not log.healthy and failures
+    log.submit(rec("SELECT 1", Allow(kind="select")), "r")
+    log.close()
+    assert not log.healthy
