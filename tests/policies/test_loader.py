@@ -1,0 +1,134 @@
+"""Policy loading: exact file:line:col errors, hints, merging and revision stability."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from policies import PolicyError, load_policy
+from policies.passwords import scram_verifier, verify_password
+
+EXAMPLES = Path(__file__).parents[2] / "policies" / "examples"
+PW = scram_verifier("pw", b"0123456789abcdef")
+
+
+def _write(tmp_path: Path, text: str, name: str = "p.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def _errors(path: Path) -> list[str]:
+    with pytest.raises(PolicyError) as exc:
+        load_policy(path)
+    return exc.value.errors
+
+
+def test_examples_load() -> None:
+    demo = load_policy(EXAMPLES / "demo.yaml")
+    assert set(demo.roles) == {"vendor", "service_desk", "dba"}
+    assert demo.users["vendor_zhang"].role == "vendor"
+    assert verify_password("vendor-pass", demo.users["vendor_zhang"].password)
+    assert verify_password("desk-pass", demo.users["desk_li"].password)
+    assert verify_password("dba-pass", demo.users["dba_wang"].password)
+    assert demo.roles["dba"].max_rows is None
+    assert demo.roles["vendor"].max_rows == 200
+    load_policy(EXAMPLES / "outsourced_vendor.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "version: 1\nroles:\n  r:\n    max_row: 5\n",
+            ":4:5: unknown key `max_row` in role `r` (did you mean `max_rows`?)",
+        ),
+        (
+            "version: 1\nroles:\n  r:\n    statements: [select, delet]\n",
+            ":4:26: unknown statement kind `delet` (did you mean `delete`?)",
+        ),
+        (
+            "version: 1\nroles:\n  r:\n    see: {mobile: maks}\n",
+            ":4:19: unknown action `maks` (did you mean `mask`?)",
+        ),
+        (
+            "version: 1\nroles:\n  r:\n    see: {mobil: mask}\n",
+            ":4:11: unknown class `mobil` (did you mean `mobile`?)",
+        ),
+        ("version: 1\ncolumns:\n  crm.customers.phone: mobil\n", ":3:24: unknown class `mobil`"),
+        ("version: 1\ncolumns:\n  crm.phone: mobile\n", ":3:3: bad pattern `crm.phone`"),
+        ('version: 1\nroles:\n  r:\n    tables: ["crm.[x"]\n', ":4:14: bad pattern `crm.[x`"),
+        (
+            'version: 1\nroles:\n  r:\n    row_filters:\n      crm.t: "branch_id = = 1"\n',
+            ":5:14: unparsable row filter",
+        ),
+        (
+            'version: 1\nroles:\n  r:\n    row_filters:\n      crm.t: "SELECT 1"\n',
+            ":5:14: row filter `SELECT 1` must be",
+        ),
+        ("version: 1\nroles:\n  r:\n    masked_predicates: sometimes\n", ":4:24: unknown masked_predicates"),
+        ("version: 1\nroles:\n  r:\n    max_rows: -3\n", ":4:15: `max_rows` must be a positive integer"),
+        ('version: 1\nroles:\n  r:\n    hours: ["Mon-Fry 09:00-18:00"]\n', ":4:13: bad day `mon-fry`"),
+        ("version: 1\nusers:\n  u: {role: nobody, password: x}\n", ":3:13: unknown role `nobody`"),
+        (
+            "version: 1\nroles: {r: {}}\nusers:\n  u: {role: r, password: plain}\n",
+            ":4:26: user `u`: password must be",
+        ),
+        ("version: 2\n", ":1:10: unsupported version `2`"),
+        ("roles: {}\n", ":1:1: missing `version: 1`"),
+        ("version: 1\nrole: {}\n", ":2:1: unknown key `role` in the policy (did you mean `roles`?)"),
+        ("version: 1\nroles:\n  r: {}\n  r: {}\n", ":4:3: duplicate key `r`"),
+        ("version: 1\nroles: [\n", ":3:1: YAML syntax error"),
+        ("version: 1\ntimezone: Mars/Base\n", ":2:11: unknown timezone `Mars/Base`"),
+    ],
+)
+def test_error_locations(tmp_path: Path, text: str, expected: str) -> None:
+    path = _write(tmp_path, text)
+    errors = _errors(path)
+    assert any(e.startswith(str(path)) and expected in e for e in errors), errors
+
+
+def test_all_errors_reported_at_once(tmp_path: Path) -> None:
+    path = _write(tmp_path, "version: 1\nroles:\n  a: {max_row: 1}\n  b: {see: {mobile: nope}}\n")
+    assert len(_errors(path)) == 2
+
+
+def test_directory_merge_and_conflicts(tmp_path: Path) -> None:
+    d = tmp_path / "pol"
+    d.mkdir()
+    _write(d, "version: 1\ncolumns: {crm.t.a: mobile}\nroles: {r: {tables: ['crm.*']}}\n", "a.yaml")
+    _write(d, f"version: 1\nusers: {{u: {{role: r, password: '{PW}'}}}}\n", "b.yaml")
+    policy = load_policy(d)
+    assert policy.users["u"].role == "r"
+    _write(d, "version: 1\nroles: {r: {}}\n", "c.yaml")
+    errors = _errors(d)
+    assert any("c.yaml:2:9: role `r` is defined twice" in e for e in errors), errors
+
+
+def test_revision_ignores_formatting_but_not_content(tmp_path: Path) -> None:
+    a = _write(tmp_path, "version: 1\nroles:\n  r: {max_rows: 5, statements: [select]}\n", "a.yaml")
+    b = _write(
+        tmp_path, "# comment\nversion: 1\nroles:\n  r:\n    statements: [select]\n    max_rows: 5\n", "b.yaml"
+    )
+    c = _write(tmp_path, "version: 1\nroles:\n  r: {max_rows: 6}\n", "c.yaml")
+    ra, rb, rc = (load_policy(p).revision for p in (a, b, c))
+    assert ra == rb != rc
+    assert len(ra) == 12
+
+
+def test_defaults(tmp_path: Path) -> None:
+    policy = load_policy(_write(tmp_path, "version: 1\nroles:\n  r: {see: {mobile: clear}}\n"))
+    r = policy.roles["r"]
+    assert r.statements == {"select"} and r.max_rows == 1000 and r.masked_predicates == "deny"
+    assert "mobile" not in r.detect and "bank_card" in r.detect
+    assert r.action_for("id_card") == "mask"
+
+
+def test_custom_classes(tmp_path: Path) -> None:
+    text = (
+        "version: 1\nclasses: [salary]\ncolumns: {hr.staff.pay: salary}\n"
+        "roles: {r: {see: {salary: redact}}}\n"
+    )
+    policy = load_policy(_write(tmp_path, text))
+    assert policy.roles["r"].action_for("salary") == "redact"
