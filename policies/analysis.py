@@ -46,7 +46,13 @@ class Use:
     columns: frozenset[ColumnName]
     partner: frozenset[ColumnName] = frozenset()
     opaque: frozenset[TableName] = frozenset()
-    text: str = ""
+    node: exp.Expression | None = field(default=None, compare=False, hash=False)
+    dialect: str = "postgres"
+
+    @property
+    def text(self) -> str:
+        # Generated only for messages: SQL generation costs more than the whole analysis.
+        return self.node.sql(dialect=self.dialect) if self.node is not None else ""
 
 
 @dataclass
@@ -538,15 +544,13 @@ class _QueryWalk:
             if lin is None or not (lin.sources or lin.opaque):
                 continue
             role, partner = self._role_of(node, scope, root, lin)
-            self.result.uses.append(
-                Use(role, lin.sources, partner, lin.opaque, node.sql(dialect=self.a.facts.sqlglot))
-            )
+            self.result.uses.append(Use(role, lin.sources, partner, lin.opaque, node, self.a.facts.sqlglot))
 
     def _add_whole_row(self, scope: Scope, alias: str, node: exp.Expression) -> None:
         lin = self._whole_row(scope, alias)
         if lin is not None:
             self.result.uses.append(
-                Use("whole_row", lin.sources, frozenset(), lin.opaque, node.sql(dialect=self.a.facts.sqlglot))
+                Use("whole_row", lin.sources, frozenset(), lin.opaque, node, self.a.facts.sqlglot)
             )
 
     def _role_of(

@@ -50,7 +50,10 @@ def _qualify_filter(cond: exp.Expression, alias: str) -> exp.Expression:
 
 
 def apply_row_filters(tree: exp.Expression, role: Role, analyzer: Analyzer) -> exp.Expression:
+    """A filtered copy of `tree`, or `tree` itself when no filter applies."""
     if not role.row_filters:
+        return tree
+    if not _filtered(tree, role, analyzer):
         return tree
     cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     targets: set[int] = set()
@@ -75,7 +78,7 @@ def apply_row_filters(tree: exp.Expression, role: Role, analyzer: Analyzer) -> e
 
     # Row filter subqueries must not be wrapped again; transform does not descend into a
     # node returned in place of the original.
-    tree = tree.transform(wrap, copy=True)
+    tree = tree.transform(wrap, copy=False)
     if isinstance(tree, exp.Update | exp.Delete):
         target = tree.this
         if isinstance(target, exp.Table):
@@ -106,6 +109,11 @@ def apply_row_filters(tree: exp.Expression, role: Role, analyzer: Analyzer) -> e
     return tree
 
 
+def _filtered(tree: exp.Expression, role: Role, analyzer: Analyzer) -> bool:
+    tables = (t for t in tree.find_all(exp.Table) if isinstance(t.this, exp.Identifier))
+    return any(_filter_for(role, analyzer, t) is not None for t in tables)
+
+
 def _literal_int(node: exp.Expression | None) -> int | None:
     if isinstance(node, exp.Literal) and not node.is_string:
         try:
@@ -115,6 +123,19 @@ def _literal_int(node: exp.Expression | None) -> int | None:
     return None
 
 
+def needs_limit(query: exp.Expression, n: int) -> bool:
+    """Whether `query` lacks a literal LIMIT/FETCH of at most n."""
+    if isinstance(query, exp.Copy):
+        return True
+    if not isinstance(query, exp.Query):
+        return False
+    limit = query.args.get("limit")
+    if limit is None:
+        return True
+    value = _literal_int(limit.args.get("count") if isinstance(limit, exp.Fetch) else limit.expression)
+    return value is None or value > n
+
+
 def _limit_query(query: exp.Expression, n: int) -> exp.Expression:
     """Add LIMIT n, or tighten an existing one; wrap when the existing limit is not a number."""
     limit = query.args.get("limit")
@@ -122,17 +143,12 @@ def _limit_query(query: exp.Expression, n: int) -> exp.Expression:
         query.set("limit", exp.Limit(expression=exp.Literal.number(n)))
         return query
     if isinstance(limit, exp.Fetch):
-        count = _literal_int(limit.args.get("count"))
-        if count is not None:
-            if count > n:
-                limit.set("count", exp.Literal.number(n))
+        if _literal_int(limit.args.get("count")) is not None:
+            limit.set("count", exp.Literal.number(n))
             return query
-    else:
-        value = _literal_int(limit.expression)
-        if value is not None:
-            if value > n:
-                limit.set("expression", exp.Literal.number(n))
-            return query
+    elif _literal_int(limit.expression) is not None:
+        limit.set("expression", exp.Literal.number(n))
+        return query
     # LIMIT $1, LIMIT ALL, FETCH FIRST $1 ROWS: the bound is not known here, so bound the whole.
     wrapped = exp.Select(expressions=[exp.Star()]).from_(
         exp.Subquery(this=query, alias=exp.TableAlias(this=exp.to_identifier(WRAP_ALIAS)))
@@ -165,14 +181,16 @@ def rewrite(d: Described, role: Role, analyzer: Analyzer) -> str | None:
     """The SQL to send upstream, or None when the statement goes as written."""
     if d.tree is None:
         return None
+    # d.tree was parsed for this decision alone (analysis works on its own copy), so it is
+    # rewritten in place: copying sqlglot trees costs more than the whole analysis.
     tree = d.tree
-    original = tree.sql(dialect=analyzer.facts.sqlglot)
-    tree = apply_row_filters(tree, role, analyzer)
-    if d.limit_rows and role.max_rows is not None:
-        if tree is d.tree:
-            tree = tree.copy()
+    changed = bool(role.row_filters) and _filtered(tree, role, analyzer)
+    if changed:
+        tree = apply_row_filters(tree, role, analyzer)
+    if d.limit_rows and role.max_rows is not None and needs_limit(tree, role.max_rows + 1):
         tree = apply_limit(tree, role.max_rows)
-    new = tree.sql(dialect=analyzer.facts.sqlglot)
-    if new == original:
+        changed = True
+    d.tree = None  # consumed
+    if not changed:
         return None
-    return d.prefix + new
+    return d.prefix + tree.sql(dialect=analyzer.facts.sqlglot, copy=False)

@@ -536,9 +536,7 @@ class Describer:
 
     def _value_lineage(self, analysis: QueryAnalysis) -> list[Lineage]:
         return [
-            Lineage(u.text, u.columns, True, u.opaque)
-            for u in analysis.uses
-            if u.role in ("value", "whole_row")
+            Lineage("", u.columns, True, u.opaque) for u in analysis.uses if u.role in ("value", "whole_row")
         ]
 
     def _flows_of(self, analysis: QueryAnalysis) -> list[Lineage]:
