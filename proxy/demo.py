@@ -113,7 +113,8 @@ def tour(port: int, metrics_port: int) -> str:
     say(f"\n== 1. The same query, as the DBA and as the outsourced vendor ==\n   {same}\n")
     for who in ("dba", "vendor"):
         cols, rows, _, err = _query(port, who, same)
-        say(f"-- as {USERS[who][0]} ({who})")
+        note = "   (row filter: only branch 12)" if who == "vendor" else ""
+        say(f"-- as {USERS[who][0]} ({who}){note}")
         say(_table(cols, rows) if err is None else f"  refused: {err}")
         say("")
     refusals = [
