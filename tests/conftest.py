@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 
 import pytest
 
 from proxy.embedded_pg import EmbeddedPostgres
-
-warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 
 @pytest.fixture(scope="session")
