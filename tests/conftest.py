@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,3 +18,21 @@ def embedded_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPo
         yield pg
     finally:
         pg.destroy()
+
+
+def start_crm(base: Path, service_password: str, customers: int) -> EmbeddedPostgres:
+    """A cluster of its own holding the demo `crm` database, owned by the service account.
+
+    Starting a cluster takes half a second, so integration modules that need the demo data get
+    one each rather than sharing (and colliding over) a `crm` in the session cluster.
+    """
+    import psycopg
+
+    from proxy.demo_data import seed
+
+    pg = EmbeddedPostgres(base).start()
+    pg.psql(f"CREATE ROLE maskgate_svc LOGIN PASSWORD '{service_password}'")
+    pg.psql("CREATE DATABASE crm OWNER maskgate_svc")
+    with psycopg.connect(pg.dsn("maskgate_svc", service_password, "crm")) as conn:
+        seed(conn, customers)
+    return pg

@@ -24,6 +24,7 @@ from prometheus_client import CollectorRegistry
 from proxy.app import App
 from proxy.config import load_config
 from proxy.embedded_pg import EmbeddedPostgres, bin_dir, free_port
+from tests.conftest import start_crm
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_POLICY = REPO / "policies" / "examples" / "demo.yaml"
@@ -54,15 +55,8 @@ class Running:
 
 @pytest.fixture(scope="module")
 def crm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    """A cluster of this module's own (starting one takes half a second), holding the demo `crm`."""
-    from proxy.demo_data import seed
-
-    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg-serve")).start()
+    pg = start_crm(tmp_path_factory.mktemp("pg-serve"), SVC_PW, 400)
     try:
-        pg.psql(f"CREATE ROLE maskgate_svc LOGIN PASSWORD '{SVC_PW}'")
-        pg.psql("CREATE DATABASE crm OWNER maskgate_svc")
-        with psycopg.connect(pg.dsn("maskgate_svc", SVC_PW, "crm")) as conn:
-            seed(conn, 400)
         yield pg
     finally:
         pg.destroy()

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from proxy.embedded_pg import EmbeddedPostgres, free_port, wait_port
+from tests.conftest import start_crm
 
 REPO = Path(__file__).resolve().parents[2]
 SVC_PW = "svc-process-secret"
@@ -23,14 +24,8 @@ SVC_PW = "svc-process-secret"
 
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    from proxy.demo_data import seed
-
-    pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg-process")).start()
+    pg = start_crm(tmp_path_factory.mktemp("pg-process"), SVC_PW, 300)
     try:
-        pg.psql(f"CREATE ROLE maskgate_svc LOGIN PASSWORD '{SVC_PW}'")
-        pg.psql("CREATE DATABASE crm OWNER maskgate_svc")
-        with psycopg.connect(pg.dsn("maskgate_svc", SVC_PW, "crm")) as conn:
-            seed(conn, 300)
         yield pg
     finally:
         pg.destroy()
