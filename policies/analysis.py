@@ -190,8 +190,42 @@ class Analyzer:
                 expand_stars=True,
             )
         except Exception as e:  # qualify raises several types; any of them means "cannot describe"
+            catalog = self._catalog_only(query)
+            if catalog is not None:
+                return catalog
             raise AnalysisError(f"cannot qualify the statement: {e}") from e
         return _QueryWalk(self, qualified).run()
+
+    def _catalog_only(self, query: exp.Expression) -> QueryAnalysis | None:
+        """The analysis of a query that reads catalog relations and nothing else, or None.
+
+        qualify gives up on correlated subqueries over relations the schema does not list
+        (pg_dump's `(SELECT ftserver FROM pg_foreign_table WHERE ftrelid = c.oid)`). When every
+        relation the query names is a catalog one, every column it can mean is a catalog column,
+        which carries no class: its outputs are clear and its uses irrelevant. Which catalog
+        tables and which functions it touches is still reported, so the judge refuses sensitive
+        catalogs (pg_stats, …) and dangerous functions as usual.
+        """
+        cte_names = {cte.alias_or_name for cte in query.find_all(exp.CTE)}
+        result = QueryAnalysis(outputs=None)
+        for table in query.find_all(exp.Table):
+            if not isinstance(table.this, exp.Identifier):
+                continue  # a table function: its arguments are columns of the same catalog sources
+            if not table.db and table.name in cte_names:
+                continue
+            name = self.resolve_table(table)
+            if not self.is_catalog(name):
+                return None
+            result.tables.add(name)
+        if not result.tables:
+            return None
+        if isinstance(query, exp.Select) and not any(
+            isinstance(p, exp.Star) or (isinstance(p, exp.Column) and isinstance(p.this, exp.Star))
+            for p in query.selects
+        ):
+            result.outputs = [Lineage(p.alias_or_name, frozenset(), True) for p in query.selects]
+        _collect_functions(query, result)
+        return result
 
     # --- views ----------------------------------------------------------------------------
 
@@ -232,6 +266,9 @@ class _QueryWalk:
         self.result = QueryAnalysis(outputs=None)
         self.outputs: dict[int, list[Lineage] | None] = {}
         self.by_expr: dict[int, Scope] = {}
+        # Table functions whose arguments are being resolved: an argument cannot mean the
+        # function's own output (`FROM pg_sequence, pg_get_sequence_data(seqrelid)`).
+        self.resolving: set[int] = set()
 
     def run(self) -> QueryAnalysis:
         scopes = traverse_scope(self.tree)
@@ -386,7 +423,7 @@ class _QueryWalk:
         if isinstance(source, exp.Table):
             if not isinstance(source.this, exp.Identifier):
                 # A table function in FROM (generate_series(...) g): derived from its arguments.
-                return self._lineage_of(source.this, owner, column, force_derived=True)
+                return self._table_function(source, owner, column)
             table = self.a.resolve_table(source)
             t = self.a.schema.lookup(table)
             if t is not None and t.is_view:
@@ -410,6 +447,15 @@ class _QueryWalk:
                     return Lineage(column, frozenset({ColumnName(table, c)}), False)
             return None
         return None
+
+    def _table_function(self, source: exp.Table, owner: Scope, name: str) -> Lineage | None:
+        if id(source) in self.resolving:
+            return None
+        self.resolving.add(id(source))
+        try:
+            return self._lineage_of(source.this, owner, name, force_derived=True)
+        finally:
+            self.resolving.discard(id(source))
 
     def _opaque_scope(self, scope: Scope) -> Lineage:
         sources: set[ColumnName] = set()
@@ -474,7 +520,7 @@ class _QueryWalk:
             )
         if isinstance(source, exp.Table):
             if not isinstance(source.this, exp.Identifier):
-                return self._lineage_of(source.this, owner, alias, force_derived=True)
+                return self._table_function(source, owner, alias)
             table = self.a.resolve_table(source)
             t = self.a.schema.lookup(table)
             if t is None:
@@ -599,12 +645,16 @@ class _QueryWalk:
     # --- functions -------------------------------------------------------------------------
 
     def _collect_functions(self) -> None:
-        for node in self.tree.find_all(exp.Func):
-            schema: str | None = None
-            if isinstance(node.parent, exp.Dot) and node.parent.expression is node:
-                schema = node.parent.this.name.lower() if node.parent.this else None
-            name = node.name.lower() if isinstance(node, exp.Anonymous) else node.sql_name().lower()
-            self.result.functions.append((schema, name, node))
+        _collect_functions(self.tree, self.result)
+
+
+def _collect_functions(tree: exp.Expression, result: QueryAnalysis) -> None:
+    for node in tree.find_all(exp.Func):
+        schema: str | None = None
+        if isinstance(node.parent, exp.Dot) and node.parent.expression is node:
+            schema = node.parent.this.name.lower() if node.parent.this else None
+        name = node.name.lower() if isinstance(node, exp.Anonymous) else node.sql_name().lower()
+        result.functions.append((schema, name, node))
 
 
 def _inside(node: exp.Expression, ancestor: exp.Expression) -> bool:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sqlglot import exp
+
 from policies.analysis import Lineage, Use
 from policies.decision import Allow, Block, ColumnMask
 from policies.dialects import DialectFacts
@@ -41,8 +43,59 @@ SAFE_SETTINGS = frozenset(
         "synchronous_commit",
         "work_mem",
         "jit",
+        # Only narrows what the session may read through views and foreign tables (pg_dump 17+
+        # sets it to 'view, foreign-table' as a hardening step).
+        "restrict_nonsystem_relation_kind",
     }
 )
+
+
+def _setting_rows_are_safe(setting, node) -> bool:
+    """`SELECT set_config(name, …) FROM pg_settings WHERE name = '<safe>'` (pg_dump's form): the
+    setting comes from pg_settings.name and the WHERE pins it to safe settings only.
+
+    Anything else (a join, another source, OR, a non-literal comparison) is refused: the WHERE
+    must be a conjunction one of whose terms is `name = '<safe>'` or `name IN ('<safe>', …)`.
+    """
+    select = node.find_ancestor(exp.Select)
+    if select is None or select.args.get("joins") or select.args.get("laterals"):
+        return False
+    frm = select.args.get("from_")
+    source = frm.this if frm is not None and not frm.expressions else None
+    if not isinstance(source, exp.Table) or not isinstance(source.this, exp.Identifier):
+        return False
+    if source.name.lower() != "pg_settings" or (source.db or "pg_catalog").lower() != "pg_catalog":
+        return False
+    alias = source.alias_or_name
+
+    def is_name(col: exp.Expression) -> bool:
+        return isinstance(col, exp.Column) and col.name.lower() == "name" and col.table in ("", alias)
+
+    if not is_name(setting):
+        return False
+    where = select.args.get("where")
+    if where is None:
+        return False
+    for term in where.this.flatten() if isinstance(where.this, exp.And) else [where.this]:
+        if isinstance(term, exp.EQ):
+            col, value = term.this, term.expression
+            if not is_name(col):
+                col, value = value, col
+            if is_name(col) and _safe_setting_literal(value):
+                return True
+        if (
+            isinstance(term, exp.In)
+            and is_name(term.this)
+            and not term.args.get("query")
+            and term.expressions
+            and all(_safe_setting_literal(v) for v in term.expressions)
+        ):
+            return True
+    return False
+
+
+def _safe_setting_literal(node: exp.Expression) -> bool:
+    return isinstance(node, exp.Literal) and node.is_string and node.name.lower() in SAFE_SETTINGS
 
 
 class Judge:
@@ -204,9 +257,11 @@ class Judge:
         if name == "set_config":
             args = node.expressions if hasattr(node, "expressions") else []
             setting = args[0] if args else None
-            if setting is None or not setting.is_string or setting.name.lower() not in SAFE_SETTINGS:
-                return "set_config() may only change session settings such as search_path"
-            return None
+            if setting is not None and setting.is_string and setting.name.lower() in SAFE_SETTINGS:
+                return None
+            if setting is not None and _setting_rows_are_safe(setting, node):
+                return None
+            return "set_config() may only change session settings such as search_path"
         if schema and schema not in self.facts.catalog_schemas:
             return f"user-defined function {full}() is not allowed for this role"
         if self.schema.is_user_function(schema, name):
@@ -273,10 +328,14 @@ class Judge:
         notes = list(d.notes)
         if d.query is not None and d.result_rows and d.query.outputs is None:
             notes.append("result shape unknown")
+        # The row budget bounds how much data leaves in one statement. A read of catalog
+        # relations only (sensitive ones are refused above) carries none, and pg_dump and GUI
+        # tools break when their catalog queries are cut short.
+        catalog_only = bool(tables) and all(self._catalog_ok(t) for t in tables) and not d.written
         return Allow(
             kind=d.kind,
             columns=columns,
-            row_limit=self.role.max_rows,
+            row_limit=None if catalog_only else self.role.max_rows,
             detect=self.role.detect,
             tables=tuple(sorted(str(t) for t in tables)),
             classes=tuple(sorted(classes)),

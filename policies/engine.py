@@ -140,7 +140,7 @@ class Engine:
                 verdict = judge.judge(d)
                 if isinstance(verdict, Block):
                     return verdict
-                new_sql = rewrite(d, role, analyzer)
+                new_sql = rewrite(d, role, analyzer, verdict.row_limit)
                 if new_sql is not None:
                     verdict = _with(verdict, rewritten_sql=new_sql)
                 parts.append(verdict)

@@ -177,8 +177,11 @@ def apply_limit(tree: exp.Expression, max_rows: int) -> exp.Expression:
     return tree
 
 
-def rewrite(d: Described, role: Role, analyzer: Analyzer) -> str | None:
-    """The SQL to send upstream, or None when the statement goes as written."""
+def rewrite(d: Described, role: Role, analyzer: Analyzer, row_limit: int | None = -1) -> str | None:
+    """The SQL to send upstream, or None when the statement goes as written.
+
+    `row_limit` is the decision's limit (None: unlimited); by default the role's max_rows."""
+    max_rows = role.max_rows if row_limit == -1 else row_limit
     if d.tree is None:
         return None
     # d.tree was parsed for this decision alone (analysis works on its own copy), so it is
@@ -187,8 +190,8 @@ def rewrite(d: Described, role: Role, analyzer: Analyzer) -> str | None:
     changed = bool(role.row_filters) and _filtered(tree, role, analyzer)
     if changed:
         tree = apply_row_filters(tree, role, analyzer)
-    if d.limit_rows and role.max_rows is not None and needs_limit(tree, role.max_rows + 1):
-        tree = apply_limit(tree, role.max_rows)
+    if d.limit_rows and max_rows is not None and needs_limit(tree, max_rows + 1):
+        tree = apply_limit(tree, max_rows)
         changed = True
     d.tree = None  # consumed
     if not changed:
