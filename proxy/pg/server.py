@@ -143,8 +143,8 @@ class _Connection(asyncio.Protocol):
     # -------------------------------------------------------------- client transport callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.client = transport
+        # uvloop's TCPTransport is not a subclass of asyncio.Transport, only duck-typed like one.
+        self.client = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
         srv = self.server
