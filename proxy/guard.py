@@ -150,7 +150,8 @@ class Guard:
         except Exception as exc:  # fail closed: an engine bug is a refusal, never a pass
             print(f"maskgate: decision failed: {exc!r}", file=sys.stderr)
             decision = Block("unparsable", "the statement could not be analysed")
-        self.metrics.decision_cache.labels(result="hit" if engine.cache_hits > hits else "miss").inc()
+        m = self.metrics
+        m.child(m.decision_cache, "hit" if engine.cache_hits > hits else "miss").inc()
         return decision
 
     def value_masker(self, cls: str | None, action: str) -> Callable[[Any], Any]:
@@ -175,35 +176,36 @@ class Guard:
 
     def record(self, rec: StatementRecord) -> None:
         m = self.metrics
+        c = m.child
         d = rec.decision
         if isinstance(d, Block):
-            m.queries.labels(rec.protocol, rec.role, "block").inc()
-            m.blocked.labels(rec.protocol, rec.role, m.reason_label(d.reason)).inc()
+            c(m.queries, rec.protocol, rec.role, "block").inc()
+            c(m.blocked, rec.protocol, rec.role, m.reason_label(d.reason)).inc()
         else:
-            m.queries.labels(rec.protocol, rec.role, "error" if rec.error else "allow").inc()
+            c(m.queries, rec.protocol, rec.role, "error" if rec.error else "allow").inc()
             if rec.rows:
-                m.rows_returned.labels(rec.role).inc(rec.rows)
+                c(m.rows_returned, rec.role).inc(rec.rows)
             if rec.truncated:
-                m.truncated.labels(rec.role).inc()
+                c(m.truncated, rec.role).inc()
             by_class = rec.extra.get("masked_by_class")
             if by_class:
                 for cls, n in by_class.items():
-                    m.masked_values.labels(cls or "detected").inc(n)
+                    c(m.masked_values, cls or "detected").inc(n)
             elif rec.masked:
-                m.masked_values.labels(_main_class(d)).inc(rec.masked)
-        m.duration.labels("total").observe(rec.duration_s)
-        m.duration.labels("overhead").observe(rec.overhead_s)
+                c(m.masked_values, _main_class(d)).inc(rec.masked)
+        c(m.duration, "total").observe(rec.duration_s)
+        c(m.duration, "overhead").observe(rec.overhead_s)
         if self.audit is not None:
             self.audit.submit(rec, self._state.policy.revision)
 
     def connection_opened(self, protocol: str) -> None:
-        self.metrics.connections.labels(protocol).inc()
+        self.metrics.child(self.metrics.connections, protocol).inc()
 
     def connection_closed(self, protocol: str) -> None:
-        self.metrics.connections.labels(protocol).dec()
+        self.metrics.child(self.metrics.connections, protocol).dec()
 
     def auth_failed(self, protocol: str) -> None:
-        self.metrics.auth_failures.labels(protocol).inc()
+        self.metrics.child(self.metrics.auth_failures, protocol).inc()
 
 
 def _main_class(d: Allow) -> str:

@@ -7,6 +7,8 @@ and read values with `get_sample_value`; the server uses the process-wide defaul
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from policies.decision import REASONS
@@ -79,6 +81,17 @@ class Metrics:
             "maskgate_schema_reloads", "Upstream schema loads", ["result"], registry=r
         )
         self._revision: str | None = None
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, cached: `.labels()` costs microseconds per call (argument
+        checks, a lock, a dict) and runs several times per statement. Labels are bounded, so is
+        the cache. Not for metrics whose children get removed (policy_info)."""
+        key = (id(metric), labels)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children[key] = metric.labels(*labels)
+        return c
 
     def set_policy_revision(self, revision: str) -> None:
         if self._revision is not None:
