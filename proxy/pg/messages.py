@@ -49,45 +49,56 @@ def frame(mtype: bytes, payload: Buffer) -> bytes:
 
 
 class _Reader:
-    """Cursor over a message body; every read checks bounds so malformed input raises MessageError."""
+    """Cursor over a message body; every read checks bounds so malformed input raises MessageError.
+
+    The body is copied into one `bytes` up front: C-level `find` and `unpack_from` then work in
+    place, where slicing a memoryview per field (and copying the rest to find a NUL) did not.
+    """
 
     __slots__ = ("buf", "pos")
 
     def __init__(self, buf: Buffer) -> None:
-        self.buf = memoryview(buf) if not isinstance(buf, memoryview) else buf
+        self.buf = buf if isinstance(buf, bytes) else bytes(buf)
         self.pos = 0
 
-    def _take(self, n: int) -> memoryview:
+    def _take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.buf):
             raise MessageError("truncated message")
         v = self.buf[self.pos : self.pos + n]
         self.pos += n
         return v
 
+    def _unpack(self, st: struct.Struct) -> tuple[int, ...]:
+        pos = self.pos
+        if pos + st.size > len(self.buf):
+            raise MessageError("truncated message")
+        self.pos = pos + st.size
+        return st.unpack_from(self.buf, pos)
+
     def i16(self) -> int:
-        return _I16.unpack(self._take(2))[0]
+        return self._unpack(_I16)[0]
 
     def i32(self) -> int:
-        return _I32.unpack(self._take(4))[0]
+        return self._unpack(_I32)[0]
 
     def u32(self) -> int:
-        return _U32.unpack(self._take(4))[0]
+        return self._unpack(_U32)[0]
 
     def byte(self) -> bytes:
-        return bytes(self._take(1))
+        return self._take(1)
 
     def raw(self, n: int) -> bytes:
-        return bytes(self._take(n))
+        return self._take(n)
 
     def rest(self) -> bytes:
-        return bytes(self._take(len(self.buf) - self.pos))
+        return self._take(len(self.buf) - self.pos)
 
     def cstr(self) -> str:
-        end = bytes(self.buf[self.pos :]).find(b"\0")
+        end = self.buf.find(b"\0", self.pos)
         if end < 0:
             raise MessageError("missing string terminator")
-        s = _dec(self.buf[self.pos : self.pos + end])
-        self.pos += end + 1
+        s = self.buf[self.pos : end].decode("utf-8", "surrogateescape")
+        self.pos = end + 1
         return s
 
     def value(self) -> bytes | None:
@@ -710,7 +721,7 @@ class RowDescription:
         fields = []
         for _ in range(r.count()):
             name = r.cstr()
-            fields.append(FieldDescription(name, *_FIELD.unpack(r._take(_FIELD.size))))
+            fields.append(FieldDescription(name, *r._unpack(_FIELD)))
         r.done()
         return cls(tuple(fields))
 

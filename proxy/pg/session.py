@@ -43,6 +43,7 @@ FORWARDED_PARAMS = frozenset(
 )
 
 _I32 = struct.Struct("!i")
+_CACHE_MAX = 64  # per-session caches of row descriptions and masking plans
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,6 +271,10 @@ class PgSession:
         self._ext_abort = False  # ...and the transaction must be failed upstream at that Sync
         self._unknown = Allow(kind="unknown")
         self._last_detect: frozenset[str] = frozenset()
+        # A repeated statement gets the same RowDescription and decision every time: parse the
+        # one and build the masking plan for the pair once (both bounded, cleared when full).
+        self._rd_cache: dict[bytes, tuple[m.FieldDescription, ...]] = {}
+        self._plans: dict[tuple[object, ...], tuple[object, Allow, RowPlan | None]] = {}
 
     # ------------------------------------------------------------------ plumbing
 
@@ -847,10 +852,34 @@ class PgSession:
             self._refuse_result(head, res, "result columns could not be described")
             return None
         try:
-            res.plan = plan_rows(fields, formats, res.allow, self.gate, self.encoding)
+            res.plan = self._plan_rows(fields, formats, res.allow)
         except Unmaskable as e:
             self._refuse_result(head, res, str(e))
         return res.plan
+
+    def _fields(self, body: memoryview) -> tuple[m.FieldDescription, ...]:
+        key = bytes(body)
+        fields = self._rd_cache.get(key)
+        if fields is None:
+            if len(self._rd_cache) >= _CACHE_MAX:
+                self._rd_cache.clear()
+            fields = self._rd_cache[key] = m.RowDescription.parse(key).fields
+        return fields
+
+    def _plan_rows(
+        self, fields: tuple[m.FieldDescription, ...], formats: tuple[int, ...] | None, allow: Allow
+    ) -> RowPlan | None:
+        """plan_rows, cached per (fields, formats, decision); raises Unmaskable (never cached)."""
+        key = (id(fields), formats, id(allow), self.encoding)
+        hit = self._plans.get(key)
+        # The entry holds both objects, so their ids cannot be reused while it exists.
+        if hit is not None and hit[0] is fields and hit[1] is allow:
+            return hit[2]
+        plan = plan_rows(fields, formats, allow, self.gate, self.encoding)
+        if len(self._plans) >= _CACHE_MAX:
+            self._plans.clear()
+        self._plans[key] = (fields, allow, plan)
+        return plan
 
     def _refuse_result(self, head: Pending, res: Result, why: str) -> None:
         """Refuse a statement the upstream is already running (its result cannot be masked)."""
@@ -979,12 +1008,12 @@ class PgSession:
                 return True
             if mtype == b"T":
                 q.popleft()
-                rd = m.RowDescription.parse(body)
+                fields = self._fields(body)
                 if kind is Kind.DESCRIBE_STMT:
                     if head.stmt is not None:
-                        head.stmt.fields = rd.fields
+                        head.stmt.fields = fields
                 elif head.portal is not None:
-                    head.portal.fields = rd.fields
+                    head.portal.fields = fields
                 return not hidden
             if mtype == b"n":
                 q.popleft()
@@ -1152,9 +1181,7 @@ class PgSession:
                 return True
             res.planned = True
             try:
-                res.plan = plan_rows(
-                    m.RowDescription.parse(body).fields, None, res.allow, self.gate, self.encoding
-                )
+                res.plan = self._plan_rows(self._fields(body), None, res.allow)
             except Unmaskable as e:
                 res.refused = errors.insufficient_privilege(str(e))
                 return False
