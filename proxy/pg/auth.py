@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 
 import scramp
+from scramp.utils import saslprep
 
 from proxy.pg.messages import (
     Authentication,
@@ -180,19 +181,97 @@ class ServerScram:
         return AuthenticationSASLFinal(b"v=" + base64.b64encode(server_sig))
 
 
+# SaltedPassword-derived keys of the service account per (password, salt, iterations). The
+# upstream's verifier does not change between logins, so PBKDF2 (4096 rounds by default, the
+# dominant cost of a new connection) runs once per process instead of once per connection.
+_upstream_keys: dict[tuple[str, bytes, int], tuple[bytes, bytes]] = {}
+
+
+def _client_keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
+    """(ClientKey, ServerKey) for SCRAM-SHA-256 (RFC 5802 §3), cached."""
+    key = (password, salt, iterations)
+    keys = _upstream_keys.get(key)
+    if keys is None:
+        try:
+            prepared = saslprep(password)
+        except ValueError:
+            prepared = password  # as libpq: a password SASLprep rejects is used as it is
+        salted = hashlib.pbkdf2_hmac("sha256", prepared.encode(), salt, iterations)
+        keys = (
+            hmac.new(salted, b"Client Key", hashlib.sha256).digest(),
+            hmac.new(salted, b"Server Key", hashlib.sha256).digest(),
+        )
+        if len(_upstream_keys) >= 16:
+            _upstream_keys.clear()
+        _upstream_keys[key] = keys
+    return keys
+
+
+class UpstreamScram:
+    """Client side of SCRAM-SHA-256 without channel binding, for the service account.
+
+    Written out (instead of scramp's ScramClient) so the PBKDF2 result can be reused across
+    connections; the exchange and its checks are the same: the server nonce must extend ours,
+    and the server must prove it knows the ServerKey before the login counts.
+    """
+
+    def __init__(self, password: str) -> None:
+        self.password = password
+        self._nonce = base64.b64encode(os.urandom(18)).decode()
+        self._first_bare = f"n=,r={self._nonce}"
+        self._server_sig: bytes | None = None
+        self.verified = False
+
+    def client_first(self) -> str:
+        return "n,," + self._first_bare
+
+    def client_final(self, server_first: str) -> str:
+        try:
+            attrs = _attrs(server_first)
+            nonce, salt, iterations = attrs["r"], base64.b64decode(attrs["s"], validate=True), int(attrs["i"])
+        except (KeyError, ValueError) as e:
+            raise AuthError("malformed SCRAM server-first") from e
+        if "m" in attrs or not nonce.startswith(self._nonce) or len(nonce) <= len(self._nonce):
+            raise AuthError("SCRAM server nonce does not extend the client nonce")
+        if iterations < 1:
+            raise AuthError("bad SCRAM iteration count")
+        client_key, server_key = _client_keys(self.password, salt, iterations)
+        without_proof = f"c=biws,r={nonce}"
+        auth_message = f"{self._first_bare},{server_first},{without_proof}".encode()
+        stored_key = hashlib.sha256(client_key).digest()
+        client_sig = hmac.new(stored_key, auth_message, hashlib.sha256).digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, client_sig, strict=True))
+        self._server_sig = hmac.new(server_key, auth_message, hashlib.sha256).digest()
+        return f"{without_proof},p={base64.b64encode(proof).decode()}"
+
+    def server_final(self, message: str) -> None:
+        if self._server_sig is None:
+            raise AuthError("SCRAM server-final before client-final")
+        attrs = _attrs(message)
+        if "e" in attrs:
+            raise AuthError(f"upstream SCRAM error: {attrs['e']}")
+        try:
+            sig = base64.b64decode(attrs.get("v", ""), validate=True)
+        except ValueError as e:
+            raise AuthError("malformed SCRAM server-final") from e
+        if not hmac.compare_digest(sig, self._server_sig):
+            raise AuthError("upstream SCRAM server signature does not match")
+        self.verified = True
+
+
 class UpstreamAuth:
     """Client side of the upstream login: answers each Authentication request of the server."""
 
     def __init__(self, user: str, password: str) -> None:
         self.user = user
         self.password = password
-        self._scram: scramp.ScramClient | None = None
+        self._scram: UpstreamScram | None = None
         self.ok = False
 
     def respond(self, req: Authentication) -> bytes | None:
         """The message to send upstream for this request (None when nothing is to be sent)."""
         if isinstance(req, AuthenticationOk):
-            if self._scram is not None and self._scram.stage != scramp.core.ClientStage.set_server_final:
+            if self._scram is not None and not self._scram.verified:
                 # A server that skips the final SCRAM message has not proven it knows the key.
                 raise AuthError("upstream ended SCRAM without proving its identity")
             self.ok = True
@@ -206,18 +285,17 @@ class UpstreamAuth:
         if isinstance(req, AuthenticationSASL):
             if MECHANISM not in req.mechanisms:
                 raise AuthError(f"upstream offers no supported SASL mechanism: {req.mechanisms}")
-            self._scram = scramp.ScramClient([MECHANISM], self.user, self.password)
-            return SASLInitialResponse(MECHANISM, self._scram.get_client_first().encode()).serialize()
+            self._scram = UpstreamScram(self.password)
+            return SASLInitialResponse(MECHANISM, self._scram.client_first().encode()).serialize()
         if isinstance(req, AuthenticationSASLContinue) and self._scram is not None:
             try:
-                self._scram.set_server_first(req.data.decode())
-                return SASLResponse(self._scram.get_client_final().encode()).serialize()
-            except (scramp.ScramException, UnicodeDecodeError) as e:
+                return SASLResponse(self._scram.client_final(req.data.decode()).encode()).serialize()
+            except UnicodeDecodeError as e:
                 raise AuthError(f"upstream SCRAM: {e}") from e
         if isinstance(req, AuthenticationSASLFinal) and self._scram is not None:
             try:
-                self._scram.set_server_final(req.data.decode())
-            except (scramp.ScramException, UnicodeDecodeError) as e:
+                self._scram.server_final(req.data.decode())
+            except UnicodeDecodeError as e:
                 raise AuthError(f"upstream SCRAM server signature: {e}") from e
             return None
         raise AuthError(f"unsupported upstream authentication request {type(req).__name__}")

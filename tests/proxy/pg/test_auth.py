@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 
 import pytest
@@ -87,3 +88,42 @@ def test_libpq_style_empty_scram_user() -> None:
     proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, sig, strict=True))).decode()
     final = server.final(m.SASLResponse(f"{without_proof},p={proof}".encode()))
     assert final.data.startswith(b"v=")
+
+
+def test_upstream_scram_reuses_the_salted_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PBKDF2 runs once per (password, salt, iterations); later logins only do HMACs."""
+    from proxy.pg import auth
+
+    calls: list[int] = []
+    real = hashlib.pbkdf2_hmac
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    v = make_verifier("svc-pw", salt=b"fixed-salt-16byt")
+    auth._upstream_keys.clear()
+    monkeypatch.setattr(auth.hashlib, "pbkdf2_hmac", counting)
+    assert _exchange(ServerScram("svc", v), "svc-pw").ok
+    assert _exchange(ServerScram("svc", v), "svc-pw").ok
+    assert len(calls) == 1
+    with pytest.raises(AuthError):  # the cache is per password: a wrong one still fails
+        _exchange(ServerScram("svc", v), "other")
+
+
+def test_upstream_scram_rejects_a_server_that_cannot_prove_the_key() -> None:
+    server = ServerScram("svc", make_verifier("pw"))
+    client = UpstreamAuth("svc", "pw")
+    first = m.SASLInitialResponse.parse(client.respond(m.AuthenticationSASL(("SCRAM-SHA-256",)))[5:])  # type: ignore[index]
+    client.respond(server.first(first))
+    with pytest.raises(AuthError):
+        client.respond(m.AuthenticationSASLFinal(b"v=" + base64.b64encode(b"\0" * 32)))
+    with pytest.raises(AuthError):
+        client.respond(m.AuthenticationOk())
+
+
+def test_upstream_scram_rejects_a_nonce_it_did_not_start() -> None:
+    client = UpstreamAuth("svc", "pw")
+    client.respond(m.AuthenticationSASL(("SCRAM-SHA-256",)))
+    with pytest.raises(AuthError):
+        client.respond(m.AuthenticationSASLContinue(b"r=someoneelses,s=c2FsdA==,i=4096"))
