@@ -1,9 +1,11 @@
 """The decision engine: policy + schema → a cached `decide(role, sql, …)`.
 
 Owns: splitting a string into statements, running describe → judge → rewrite for each, joining
-the parts of a multi-statement string, the time-window check, and an LRU cache of decisions
+the parts of a multi-statement string, the time-window check, and two LRU caches of decisions
 with plain-int hit/miss counters (the proxy turns them into metrics; this module must not import
-prometheus). Fail closed: any exception while deciding is a Block(unparsable).
+prometheus): one keyed by the statement's text, and one keyed by its shape (its literals taken
+out, policies/shapes.py) so that statements that inline their values (`-M simple`, ORMs) reuse
+one analysis. Fail closed: any exception while deciding is a Block(unparsable).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlglot.schema import MappingSchema
@@ -23,11 +26,42 @@ from policies.model import Policy, Role
 from policies.names import TableName
 from policies.rewrite import rewrite
 from policies.schema import Schema
-from policies.statements import Describer, Unparsable, split_statements
+from policies.shapes import (
+    Sentinels,
+    Shape,
+    Slots,
+    Template,
+    free_slots,
+    sentinel_tree,
+    shape_of,
+    template_of,
+)
+from policies.statements import Described, Describer, Unparsable, split_statements
 
 log = logging.getLogger(__name__)
 
 CacheKey = tuple[str, str, str, tuple[str, ...], str | None, str]
+ShapeKey = tuple[str, str, str, tuple[str, ...], str | None, tuple[object, ...], tuple[str, ...]]
+_UNKNOWN = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Single:
+    """What learning a shape needs from the one statement of a string."""
+
+    kind: str
+    limit_rows: bool
+    analyzer: Analyzer
+
+
+@dataclass(frozen=True, slots=True)
+class _Learned:
+    """A shape's decision (without its rewritten SQL) and the template of that SQL. Learned from
+    two statements of the shape with different literals, both analysed in full, that got the
+    same decision and whose rewritten SQL the template reproduces."""
+
+    decision: Allow
+    template: Template | None
 
 
 class Engine:
@@ -44,7 +78,14 @@ class Engine:
         self.on_cache = on_cache
         self.cache_hits = 0
         self.cache_misses = 0
+        self.shape_hits = 0
         self._cache: OrderedDict[CacheKey, Decision] = OrderedDict()
+        # None: this shape is not to be cached (its decision or SQL did not hold across literals).
+        self._shapes: OrderedDict[ShapeKey, _Learned | None] = OrderedDict()
+        self._slots: dict[tuple[str, tuple[object, ...]], Slots | None] = {}
+        # The first statement seen of a shape (its literals and decision), waiting for a second.
+        self._pending: OrderedDict[tuple[object, ...], tuple[tuple[str, ...], Allow]] = OrderedDict()
+        self._sentinels = Sentinels()
         self._mappings: dict[str, MappingSchema] = {}
         self._views: dict[tuple[str, str | None], dict[TableName, list[Lineage] | None]] = {}
         self._judges: dict[tuple[str, str], Judge] = {}
@@ -78,19 +119,116 @@ class Engine:
             if self.on_cache is not None:
                 self.on_cache(True)
             return cached
+        shape = shape_of(sql, dialect)
+        skey: ShapeKey | None = None
+        if shape is not None:
+            slots = self._slots.get((dialect, shape.key), _UNKNOWN)
+            if slots is None:
+                shape = None
+            elif isinstance(slots, Slots):
+                fixed = tuple(shape.raws[i] for i in slots.fixed)
+                skey = (self.policy.revision, role_name, dialect, path, database, shape.key, fixed)
+                learned = self._shapes.get(skey)
+                if learned is not None:
+                    self._shapes.move_to_end(skey)
+                    decision: Decision = learned.decision
+                    if learned.template is not None:
+                        new_sql = learned.template.render(shape.raws)
+                        decision = replace(learned.decision, rewritten_sql=new_sql)
+                    self.cache_hits += 1
+                    self.shape_hits += 1
+                    if self.on_cache is not None:
+                        self.on_cache(True)
+                    self._remember(key, decision)
+                    return decision
         self.cache_misses += 1
         if self.on_cache is not None:
             self.on_cache(False)
+        single: list[_Single] = []
         decision = self._decide_uncached(
-            role, sql, dialect, path if search_path is not None else None, database
+            role, sql, dialect, path if search_path is not None else None, database, single
         )
+        self._remember(key, decision)
+        if shape is not None and single and isinstance(decision, Allow):
+            try:
+                self._learn(shape, role, dialect, path, database, decision, single[0])
+            except Exception as e:  # learning is an optimisation: never let it decide anything
+                log.warning("shape learning failed: %s: %s", type(e).__name__, e, exc_info=True)
+        return decision
+
+    def _remember(self, key: CacheKey, decision: Decision) -> None:
         self._cache[key] = decision
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-        return decision
+
+    def _learn(
+        self,
+        shape: Shape,
+        role: Role,
+        dialect: str,
+        path: tuple[str, ...],
+        database: str | None,
+        decision: Allow,
+        single: _Single,
+    ) -> None:
+        """Learn a shape from its second fully analysed statement (see _Learned). The first one
+        costs a dict entry only, so statements seen once (ad-hoc queries) pay nearly nothing."""
+        ctx = (self.policy.revision, role.name, dialect, path, database, shape.key)
+        first = self._pending.pop(ctx, None)
+        if first is None or first[0] == shape.raws:
+            self._pending[ctx] = (shape.raws, decision)
+            if len(self._pending) > self.cache_size:
+                self._pending.popitem(last=False)
+            return
+        first_raws, first_decision = first
+        sqlglot_dialect = single.analyzer.facts.sqlglot
+        slots = self._slots.get((dialect, shape.key), _UNKNOWN)
+        if slots is _UNKNOWN:
+            if len(self._slots) > 2 * self.cache_size:
+                self._slots.clear()
+            slots = self._slots[(dialect, shape.key)] = free_slots(shape, sqlglot_dialect, self._sentinels)
+        if not isinstance(slots, Slots):
+            return
+        fixed = tuple(shape.raws[i] for i in slots.fixed)
+        if fixed != tuple(first_raws[i] for i in slots.fixed):
+            self._pending[ctx] = (shape.raws, decision)  # another LIMIT (…): start again with this one
+            return
+        skey = (*ctx, fixed)
+        if skey in self._shapes:
+            return  # learned already, or refused
+        plain = replace(decision, rewritten_sql=None)
+        if plain != replace(first_decision, rewritten_sql=None):
+            log.info("the decision of a statement shape depends on its literals; not cached by shape")
+            self._store_shape(skey, None)
+            return
+        template: Template | None = None
+        if decision.rewritten_sql is not None or first_decision.rewritten_sql is not None:
+            tree = sentinel_tree(shape, slots, sqlglot_dialect, self._sentinels)
+            sql = None
+            if tree is not None:
+                d = Described(single.kind, shape.text, tree=tree, limit_rows=single.limit_rows)
+                sql = rewrite(d, role, single.analyzer, decision.row_limit)
+            template = template_of(sql, shape, slots, self._sentinels) if sql is not None else None
+            if (
+                template is None
+                or template.render(shape.raws) != decision.rewritten_sql
+                or template.render(first_raws) != first_decision.rewritten_sql
+            ):
+                self._store_shape(skey, None)
+                return
+        self._store_shape(skey, _Learned(plain, template))
+
+    def _store_shape(self, skey: ShapeKey, learned: _Learned | None) -> None:
+        self._shapes[skey] = learned
+        self._shapes.move_to_end(skey)
+        if len(self._shapes) > self.cache_size:
+            self._shapes.popitem(last=False)
 
     def clear_cache(self) -> None:
         self._cache.clear()
+        self._shapes.clear()
+        self._slots.clear()
+        self._pending.clear()
 
     # --- internals ----------------------------------------------------------------------------
 
@@ -123,8 +261,16 @@ class Engine:
         return judge
 
     def _decide_uncached(
-        self, role: Role, sql: str, dialect: str, search_path: tuple[str, ...] | None, database: str | None
+        self,
+        role: Role,
+        sql: str,
+        dialect: str,
+        search_path: tuple[str, ...] | None,
+        database: str | None,
+        single: list[_Single] | None = None,
     ) -> Decision:
+        """Analyse `sql` in full. When it is one parsed statement, `single` receives what the
+        shape cache needs to learn from it."""
         try:
             facts = dialect_facts(dialect)
             analyzer = self._analyzer(facts, search_path, database)
@@ -140,6 +286,14 @@ class Engine:
                 verdict = judge.judge(d)
                 if isinstance(verdict, Block):
                     return verdict
+                if (
+                    single is not None
+                    and len(statements) == 1
+                    and d.tree is not None
+                    and not d.prefix
+                    and d.text == text
+                ):
+                    single.append(_Single(d.kind, d.limit_rows, analyzer))
                 new_sql = rewrite(d, role, analyzer, verdict.row_limit)
                 if new_sql is not None:
                     verdict = _with(verdict, rewritten_sql=new_sql)
@@ -174,6 +328,4 @@ class Engine:
 
 
 def _with(a: Allow, **changes: object) -> Allow:
-    from dataclasses import replace
-
     return replace(a, **changes)  # type: ignore[arg-type]
