@@ -36,6 +36,7 @@ DATE, TIME, TIMESTAMP, TIMESTAMPTZ, INTERVAL, TIMETZ, NUMERIC, UUID, JSONB = (
 TEXTLIKE = frozenset({TEXT, VARCHAR, BPCHAR, NAME, CHAR, UNKNOWN, XML})
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
+_HDR_D = struct.Struct("!ci")
 INTS = {INT2: struct.Struct("!h"), INT4: struct.Struct("!i"), INT8: struct.Struct("!q")}
 INT_RANGE = {INT2: 2**15, INT4: 2**31, INT8: 2**63}
 # Text-format values of these types cannot carry free text: detectors would only break them.
@@ -300,6 +301,7 @@ class RowPlan:
         ncols = self.ncols
         pieces: list[bytes] | None = None
         changed = 0
+        size = end - start - 1  # the new body length, adjusted as values change
         for i in range(n):
             if pos + 4 > end:
                 raise MessageError("truncated DataRow")
@@ -319,13 +321,15 @@ class RowPlan:
                 out = fn(v)
                 if out is not v and out != v:
                     if pieces is None:
-                        pieces = []
+                        pieces = [b""]  # the header, filled in below: one join builds the row
                     pieces.append(buf[last:pos])
                     if out is None:
                         pieces.append(b"\xff\xff\xff\xff")
+                        size -= ln
                     else:
                         pieces.append(_I32.pack(len(out)))
                         pieces.append(out)
+                        size += len(out) - ln
                     last = vend
                     changed += 1
             pos = vend
@@ -334,8 +338,8 @@ class RowPlan:
         if pieces is None:
             return None, 0
         pieces.append(buf[last:end])
-        body = b"".join(pieces)
-        return b"D" + _I32.pack(len(body) + 4) + body, changed
+        pieces[0] = _HDR_D.pack(b"D", size)
+        return b"".join(pieces), changed
 
 
 def plan_rows(
