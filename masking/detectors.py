@@ -14,10 +14,22 @@ Card runs need alphanumeric boundaries: a digit run glued to letters is a code (
 check character, a reference number), not a card.
 
 Landline spans cover area code and subscriber number only: an extension (转123) is left in the clear.
+
+IP addresses: IPv4 dotted quads with octets 0-255 that are not part of a longer dotted or
+alphanumeric run (`1.2.3.4.5`, `v1.2.3.4` and `1.2.3.4a` are not addresses; a trailing sentence
+period or a `:port` is fine), and IPv6 addresses validated by `ipaddress` that contain a digit
+(`::`-compressed, full eight-group or with an embedded IPv4). A bare `1.2.3.4` version string is
+indistinguishable from an address and is reported. Both are cheap-gated: IPv4 needs three dots in
+the text, IPv6 a `::` or seven colons, so timestamps and MAC addresses never reach the regexes.
+
+Addresses (`address`) are masked per column only: there is no free-text detector, so requesting the
+class is accepted everywhere but finds nothing in text. A postal-address grammar that is reliable
+in running text is future work (PII.md §5.4).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -48,6 +60,7 @@ PRIORITY = {
     "passport": 5,
     "email": 6,
     "person_name": 6,
+    "ip_address": 7,
 }
 
 _A = re.ASCII
@@ -99,6 +112,13 @@ LANDLINE_RE = re.compile(
 # Freephone / shared-cost numbers are public service numbers, not anyone's phone.
 _NOT_AREA_CODES = frozenset({"400", "800", "0400", "0800"})
 EMAIL_RE = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24}(?![\w-])", _A)
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+IPV4_RE = re.compile(rf"(?<![\w.*])(?:{_OCTET}\.){{3}}{_OCTET}(?![\w*]|\.\w)", _A)
+IPV6_RE = re.compile(
+    # 39 characters at most, plus colons glued on either side (trimmed in _find_ip_address).
+    r"(?<![\w.*])[0-9A-Fa-f:]{2,43}(?:(?<=:)[0-9]{1,3}(?:\.[0-9]{1,3}){3})?(?![\w*]|\.\w)",
+    _A,
+)
 PASSPORT_RE = re.compile(
     r"(?<![0-9A-Za-z])(?:E[0-9]{8}|E[A-HJ-NP-Z][0-9]{7}|G[0-9]{8}|[PSD]E[0-9]{7}|K[0-9]{8}|MA[0-9]{7}"
     r"|[HM][0-9]{8}(?:[0-9]{2})?|C[0-9A-HJ-NP-Z][0-9]{7}|[0-9]{8}(?:[0-9]{2})?)(?![0-9A-Za-z])",
@@ -123,6 +143,11 @@ CONTEXT_WINDOW = 16
 _DIGIT_GATE_RE = re.compile(r"[0-9]{7}|[0-9]{2}[ \t()+-]{1,3}[0-9]{3,4}[ \t-][0-9]{4}", _A)
 _NAME_GATE_RE = re.compile(r"姓名|户名|客户|收款人|付款人|联系人|持卡人|收件人|患者|本人|先生|女士|小姐")
 DIGIT_CLASSES = frozenset({"mobile", "id_card", "bank_card", "uscc", "landline", "passport"})
+# Classes whose every span contains an ASCII digit (in normalised text): ASCII text without a digit
+# cannot hold one. IPv6 spans without a digit (dead::beef) are not reported for that reason.
+DIGIT_TRIGGERED = DIGIT_CLASSES | {"ip_address"}
+# Classes with a free-text finder; the others (address) are column-only.
+DETECTABLE = DIGIT_TRIGGERED | {"email", "person_name"}
 
 Candidate = tuple[int, int, str, float]  # start, end (normalised text), class, confidence
 
@@ -193,6 +218,35 @@ def _find_passport(norm: str, out: list[Candidate]) -> None:
             out.append((start, m.end(), "passport", 0.6))
 
 
+def _find_ip_address(norm: str, out: list[Candidate]) -> None:
+    if norm.count(".") >= 3:
+        for m in IPV4_RE.finditer(norm):
+            out.append((m.start(), m.end(), "ip_address", 0.8))
+    if "::" in norm or norm.count(":") >= 7:
+        for m in IPV6_RE.finditer(norm):
+            start, end = m.span()
+            if not any(c.isdigit() for c in m.group()):
+                continue
+            # Colons glued on by punctuation (地址:fe80::1, fe80::1: refused, ：：) are not part of it.
+            cand = norm[start:end]
+            lead = min(2, len(cand) - len(cand.lstrip(":")))
+            trail = min(2, len(cand) - len(cand.rstrip(":")))
+            for a, b in sorted(((a, b) for a in range(lead + 1) for b in range(trail + 1)), key=sum):
+                if _is_ipv6(norm[start + a : end - b]):
+                    out.append((start + a, end - b, "ip_address", 0.8))
+                    break
+
+
+def _is_ipv6(cand: str) -> bool:
+    if cand.count(":") < 2 or not any(c.isdigit() for c in cand):
+        return False
+    try:
+        ipaddress.IPv6Address(cand)
+    except ValueError:
+        return False
+    return True
+
+
 def _trim_name(run: str) -> str:
     """Cut running text after a name: stop words end it, and names are 2-3 chars (4 with compound)."""
     if any(c in NAME_DOTS for c in run):
@@ -253,6 +307,11 @@ def find_candidates(norm: str, wanted: frozenset[str]) -> list[Candidate]:
         for cls, finder in _FINDERS:
             if cls in wanted:
                 finder(norm, out)
+    # Inline cheap gate (C-level scans, `in` before `count`): most log lines fail it and skip the call.
+    if "ip_address" in wanted and (
+        ("." in norm and norm.count(".") >= 3) or (":" in norm and ("::" in norm or norm.count(":") >= 7))
+    ):
+        _find_ip_address(norm, out)
     if "email" in wanted and "@" in norm:
         _find_email(norm, out)
     if "person_name" in wanted and not norm.isascii() and _NAME_GATE_RE.search(norm):
@@ -271,5 +330,9 @@ def detect_in(text: str, wanted: frozenset[str]) -> list[Span]:
 
 
 def detect(text: str, classes: Iterable[str] | None = None) -> list[Span]:
-    """Non-overlapping PII spans in `text`, sorted by position, with offsets into `text` itself."""
+    """Non-overlapping PII spans in `text`, sorted by position, with offsets into `text` itself.
+
+    `classes` None means every class. `address` is accepted but never reported: addresses are
+    masked per column only (see the module docstring).
+    """
     return detect_in(text, resolve_classes(classes))

@@ -8,7 +8,9 @@ Per class: a mobile keeps its 3-digit network prefix and gets a valid 11-digit n
 ID keeps region and birth date (and sex parity) and gets a new sequence and check character; a bank
 card keeps its BIN and gets a new account part and Luhn digit; a USCC keeps department, type and
 region and gets a new organisation code with both check characters; a landline keeps its area code;
-an e-mail keeps its domain; names come from Faker zh_CN seeded by the HMAC. Separators, country
+an e-mail keeps its domain; names and addresses come from Faker zh_CN seeded by the HMAC (addresses
+without Faker's postcode); an IP address keeps its family and the network part its mask shows
+(IPv4 first two octets, IPv6 first two groups). Separators, country
 prefixes and layout of the input are kept. A value without its class's shape gets a shape-preserving
 generic fake (digits for digits, letters for letters) so column widths still fit.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
+import ipaddress
 import re
 import string
 import threading
@@ -209,10 +212,9 @@ _faker: Any = None
 _faker_lock = threading.Lock()
 
 
-def _fake_person_name(s: str, stream: _Stream, digits_only: bool) -> str | None:
+def _from_faker(s: str, stream: _Stream, make: Callable[[Any], str]) -> str | None:
+    """make(faker) with the shared Faker seeded from try n of `stream`; the first result other than s."""
     global _faker
-    if not s.strip() or not all(is_cjk(c) or c in NAME_DOTS or c.isalpha() or c in " .-'" for c in s):
-        return None
     with _faker_lock:
         if _faker is None:
             from faker import Faker  # deferred: importing Faker costs ~0.1 s
@@ -220,9 +222,49 @@ def _fake_person_name(s: str, stream: _Stream, digits_only: bool) -> str | None:
             _faker = Faker("zh_CN")
         for n in range(_MAX_TRIES):
             _faker.seed_instance(stream.int(n))
-            out = _faker.name()
+            out = str(make(_faker))
             if out != s:
-                return str(out)
+                return out
+    return None
+
+
+def _fake_person_name(s: str, stream: _Stream, digits_only: bool) -> str | None:
+    if not s.strip() or not all(is_cjk(c) or c in NAME_DOTS or c.isalpha() or c in " .-'" for c in s):
+        return None
+    return _from_faker(s, stream, lambda f: f.name())
+
+
+def _fake_address(s: str, stream: _Stream, digits_only: bool) -> str | None:
+    if digits_only or not s.strip():
+        return None
+    # zh_CN address() ends in " <postcode>"; a street address column rarely holds one.
+    return _from_faker(s, stream, lambda f: f.address().rsplit(" ", 1)[0])
+
+
+def _fake_ip_address(s: str, stream: _Stream, digits_only: bool) -> str | None:
+    """Same family and the same network part the mask shows (IPv4 /16, IPv6 /32); a /prefix stays."""
+    folded = fold_same_length(s)
+    if digits_only or folded is None:
+        return None
+    body, slash, plen = folded.partition("/")
+    try:
+        ip = ipaddress.ip_address(body)
+    except ValueError:
+        return None
+    low = 16 if ip.version == 4 else 96
+    old = int(ip)
+    for n in range(_MAX_TRIES):
+        new = (old >> low << low) | (stream.int(n) % (1 << low))
+        if new == old:
+            continue
+        if ip.version == 4:
+            out = str(ipaddress.IPv4Address(new))
+        else:
+            fake6 = ipaddress.IPv6Address(new)
+            out = fake6.exploded if len(body) == 39 else fake6.compressed
+            if body != body.lower():
+                out = out.upper()
+        return out + slash + plen
     return None
 
 
@@ -234,6 +276,8 @@ _FAKERS: dict[str, Callable[[str, _Stream, bool], str | None]] = {
     "landline": _fake_landline,
     "email": _fake_email,
     "person_name": _fake_person_name,
+    "address": _fake_address,
+    "ip_address": _fake_ip_address,
     # passport: no entry; the generic fake keeps letters and replaces digits, which is its shape
 }
 

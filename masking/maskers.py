@@ -3,8 +3,10 @@
 Display rules (PII.md §1.3, §2.5, §3.2, §5, §6): mobile 138****5678; ID first 3 + last 4 so the
 birth date is always hidden; bank card BIN + last 4; USCC first 8 + last 2; landline area code + last 4;
 email first character of the local part; names keep surname and (for 3+ chars) the last character;
-passports leading letters + last 2. A value that does not have its class's shape is masked by the
-generic rule instead, never passed through.
+passports leading letters + last 2; addresses province, city and district/county, then up to 8 '*'
+(§5.4); IPv4 the first two octets (10.12.*.*) and IPv6 the first two groups, each hidden octet or
+group becoming one '*' (so the output is never longer than the input, and never shows widths).
+A value that does not have its class's shape is masked by the generic rule instead, never passed through.
 
 A value "has the shape" when its characters are right even if checksums fail: the display rule then
 hides exactly what it hides for a valid value, and '*' counts as a digit so that masking is idempotent.
@@ -12,6 +14,7 @@ hides exactly what it hides for a valid value, and '*' counts as a digit so that
 Type preservation: str stays str; int stays int with hidden digits zeroed (13812345678 ->
 13800005678); bytes are masked as UTF-8 text and undecodable bytes are redacted whole. An int cannot
 carry a class prefix, so `hash` on an int yields an HMAC-derived integer with the same digit count.
+An int ip_address is read as a 32-bit IPv4 value, and `mask` zeroes its last two octets.
 Types other than these are masked through str() and returned as str.
 """
 
@@ -94,6 +97,8 @@ def mask_bank_card(s: str) -> str | None:
     if 16 <= len(d) <= 19:
         return hide(s, pos, 6, len(d) - 4)
     if 12 <= len(d) <= 15:  # not a PAN length: show only the last 4
+        if d[3:-4] == "*" * (len(d) - 7):
+            return s  # the generic rule's output (first 3 + last 4): re-hiding would break idempotence
         return hide(s, pos, 0, len(d) - 4)
     return None
 
@@ -102,6 +107,10 @@ def mask_uscc(s: str) -> str | None:
     parsed = scan(s, ALNUM_UPPER_STAR, GROUP_SEPARATORS)
     if parsed is None or len(parsed[1]) != 18:
         return None
+    if parsed[1][3:14] == "*" * 11:
+        # The generic rule's output for an 18-character value (first 3 + last 4) has this shape and
+        # already hides more than first 8 + last 2 would show; re-hiding 14-15 would break idempotence.
+        return s
     return hide(s, parsed[0], 8, 16)
 
 
@@ -171,6 +180,10 @@ def mask_person_name(s: str) -> str | None:
 
 
 def mask_passport(s: str) -> str | None:
+    # Documents are at most 11 characters (H1234567890); like names, a value as long as the generic
+    # rule's threshold is not one, which also keeps generic output from being re-masked as a passport.
+    if len(s) >= 14:
+        return None
     parsed = scan(s, ALNUM_UPPER_STAR | frozenset("abcdefghijklmnopqrstuvwxyz"), GROUP_SEPARATORS)
     if parsed is None:
         return None
@@ -185,6 +198,92 @@ def mask_passport(s: str) -> str | None:
     return hide(s, pos, keep_first, n - 2)
 
 
+# PII.md §5.4: province (or municipality), prefecture-level city, district/county. Component names
+# are CJK runs that never contain street-level characters, so a compound or road name is not taken
+# for a district (城西银泰城小区 is hidden, not kept); when in doubt less is kept, never more.
+_ADDR_NAME = r"(?:(?![路街巷弄号栋幢室楼村镇乡])[\u3400-\u4dbf\u4e00-\u9fff])"
+_ADDRESS_PREFIX_RE = re.compile(
+    r"(?:中华人民共和国|中国)?"
+    r"(?P<province>(?:北京|上海|天津|重庆)市|NAME{2,7}?(?:省|自治区|特别行政区))?"
+    r"(?P<city>NAME{2,9}?(?:自治州|地区|盟|市))?"
+    r"(?P<district>NAME{1,8}?(?:(?<![小社园校景厂营])区|县|旗|市))?".replace("NAME", _ADDR_NAME)
+)
+ADDRESS_MAX_STARS = 8
+
+
+def mask_address(s: str) -> str | None:
+    """Keep province, city and district/county; the rest becomes up to 8 '*' (PII.md §5.4, §6)."""
+    m = _ADDRESS_PREFIX_RE.match(s)
+    if m is None or m.end() == 0:
+        return None
+    province, city, district = m.group("province", "city", "district")
+    if province is None and city is None and (district is None or len(district) < 3):
+        return None  # a lone district with a one-character name (城区, 花市) is too weak a prefix
+    rest = len(s) - m.end()
+    return s[: m.end()] + "*" * min(rest, ADDRESS_MAX_STARS)
+
+
+_IPV4_PART_RE = re.compile(r"[0-9]{1,3}|\*", re.A)
+_IPV6_GROUP_RE = re.compile(r"[0-9A-Fa-f]{1,4}|\*", re.A)
+
+
+def _ipv4_parts(body: str) -> list[str] | None:
+    parts = body.split(".")
+    if len(parts) == 4 and all(_IPV4_PART_RE.fullmatch(p) for p in parts):
+        return parts
+    return None
+
+
+def _mask_ipv6(body: str) -> tuple[str, int] | None:
+    """(masked, length of the kept head) of an IPv6 shape: 2 groups stay, each other one becomes '*'."""
+    if body.count("::") > 1 or ":::" in body:
+        return None
+    head, dc, tail = body.partition("::")
+    hs = head.split(":") if head else []
+    ts = tail.split(":") if tail else []
+    groups = hs + ts
+    # An embedded IPv4 (::ffff:10.1.2.3) may only be the last token, and counts as two groups.
+    v4 = bool(groups) and "." in groups[-1] and (ts or not dc)
+    if v4 and _ipv4_parts(groups[-1]) is None:
+        return None
+    if not all(_IPV6_GROUP_RE.fullmatch(g) for g in (groups[:-1] if v4 else groups)):
+        return None
+    n = len(groups) + (1 if v4 else 0)
+    if (dc and n > 7) or (not dc and n != 8):
+        return None
+    keep = min(2, len(hs))
+
+    def star(g: str) -> str:
+        return "*.*.*.*" if "." in g else "*"
+
+    out = ":".join(hs[:keep] + [star(g) for g in hs[keep:]])
+    if dc:
+        out += "::" + ":".join(star(g) for g in ts)
+    return out, len(":".join(hs[:keep]))
+
+
+def mask_ip_address(s: str) -> str | None:
+    """IPv4 keeps the first two octets (10.12.*.*), IPv6 the first two groups; a /prefix stays."""
+    folded = fold_same_length(s)
+    if folded is None:
+        return None
+    body, slash, plen = folded.partition("/")
+    if slash and not (plen.isascii() and plen.isdigit() and len(plen) <= 3):
+        return None
+    suffix = s[len(body) :]
+    parts = _ipv4_parts(body)
+    if parts is not None:
+        kept = len(parts[0]) + 1 + len(parts[1])
+        return s[:kept] + ".*.*" + suffix
+    if ":" not in body:
+        return None
+    masked = _mask_ipv6(body)
+    if masked is None:
+        return None
+    out, kept = masked
+    return s[:kept] + out[kept:] + suffix
+
+
 DISPLAY: dict[str, Callable[[str], str | None]] = {
     "mobile": mask_mobile,
     "id_card": mask_id_card,
@@ -194,6 +293,8 @@ DISPLAY: dict[str, Callable[[str], str | None]] = {
     "email": mask_email,
     "person_name": mask_person_name,
     "passport": mask_passport,
+    "address": mask_address,
+    "ip_address": mask_ip_address,
 }
 
 
@@ -280,6 +381,9 @@ def make_int_fn(cls: str | None, action: str, key: bytes) -> Callable[[int], int
 
         return fake_int
     str_fn = make_str_fn(cls, action, key)
+    if cls == "ip_address":
+        # An int IP column holds the 32-bit IPv4 value (INET_ATON): zero the last two octets.
+        return lambda v: v & 0xFFFF0000 if 0 <= v <= 0xFFFFFFFF else _to_int(str_fn(str(abs(v))), v)
     return lambda v: _to_int(str_fn(str(abs(v))), v)
 
 

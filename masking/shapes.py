@@ -7,6 +7,8 @@ fakers build on the two helpers here.
 
 from __future__ import annotations
 
+import ipaddress
+
 from masking.normalize import fold_char
 
 DIGITS = frozenset("0123456789")
@@ -66,4 +68,9 @@ def canonical(s: str, cls: str | None) -> str:
         return folded.replace(" ", "").replace("-", "").upper()
     if cls == "email":
         return folded.lower()
+    if cls == "ip_address":
+        try:
+            return str(ipaddress.ip_address(folded))  # 2001:DB8:0::1 and 2001:db8::1 are one address
+        except ValueError:
+            return folded.lower()
     return folded

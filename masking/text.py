@@ -7,6 +7,9 @@ without any CJK context) are rejected before any detector regex runs.
 Per span, `mask` applies the class display rule in place (separators and country prefixes stay:
 `+86 138-****-5678`), `hash` replaces the whole span with a class-prefixed token, `fake` writes a
 format-valid fake in place, `redact` writes '*' over every character, and `null` removes the span.
+Display masking keeps lengths for every class except ip_address, whose hidden octets and groups
+become one '*' each (`10.12.*.*`), as in column masking. `address` is accepted but, having no
+free-text detector, masks nothing in text.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Callable, Iterable
 from functools import lru_cache
 
 from masking.classes import DEFAULT_KEY, check_action, resolve_classes
-from masking.detectors import DIGIT_CLASSES, find_candidates
+from masking.detectors import DETECTABLE, DIGIT_TRIGGERED, find_candidates
 from masking.maskers import make_str_fn
 from masking.normalize import normalize, to_original
 
@@ -34,13 +37,13 @@ def _identity(text: str) -> str:
 @lru_cache(maxsize=128)
 def _build(wanted: frozenset[str], action: str, key: bytes) -> Callable[[str], str]:
     check_action(action)
-    if action == "clear" or not wanted:
-        return _identity
+    if action == "clear" or wanted.isdisjoint(DETECTABLE):
+        return _identity  # nothing to find (address alone is column-only)
     if action == "null":
         replacers: dict[str, Callable[[str], str]] = {cls: (lambda s: "") for cls in wanted}
     else:
         replacers = {cls: make_str_fn(cls, action, key) for cls in wanted}
-    need_digits = not wanted.isdisjoint(DIGIT_CLASSES)
+    need_digits = not wanted.isdisjoint(DIGIT_TRIGGERED)
     need_at = "email" in wanted
     # Names are found only next to CJK context words, so pure-ASCII text can skip them.
     trigger = _ASCII_TRIGGER.get((need_digits, need_at))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import ipaddress
 
 from hypothesis import strategies as st
 
@@ -71,6 +72,46 @@ def emails(draw: st.DrawFn) -> str:
     return f"{local}@{domain}"
 
 
+@st.composite
+def ipv4s(draw: st.DrawFn) -> str:
+    return str(ipaddress.IPv4Address(draw(st.integers(0, 2**32 - 1))))
+
+
+@st.composite
+def ipv6s(draw: st.DrawFn) -> str:
+    """Real-looking IPv6 (a global or link-local network part, something after the first 2 groups)."""
+    network = draw(st.sampled_from([0x20010DB8, 0xFE800000, 0x240E0001, 0x2409_8000]))
+    host = draw(st.integers(1, 2**96 - 1))
+    ip = ipaddress.IPv6Address(network << 96 | host)
+    return draw(st.sampled_from([ip.compressed, ip.exploded, ip.compressed.upper()]))
+
+
+# Province / city / district prefixes (PII.md §5.4) with the part the mask keeps.
+ADDRESS_PREFIXES = [
+    "北京市海淀区",
+    "上海市浦东新区",
+    "浙江省杭州市桐庐县",
+    "广东省深圳市南山区",
+    "四川省成都市武侯区",
+    "内蒙古自治区呼伦贝尔市新巴尔虎右旗",
+    "吉林省延边朝鲜族自治州延吉市",
+    "新疆维吾尔自治区乌鲁木齐市天山区",
+    "黑龙江省大兴安岭地区漠河市",
+    "广东省东莞市",
+]
+_STREET = st.text(
+    st.sampled_from("中山人民建设解放文化幸福和平路街道巷弄号栋幢单元室楼村镇0123456789-"), max_size=20
+)
+
+
+@st.composite
+def addresses(draw: st.DrawFn) -> tuple[str, str]:
+    """(address, kept prefix): the rest never starts with a district-like name."""
+    prefix = draw(st.sampled_from(ADDRESS_PREFIXES))
+    rest = draw(st.sampled_from(["马连洼街道", "解放路", "城南街道", "长安镇", "中山路", ""])) + draw(_STREET)
+    return prefix + rest, prefix
+
+
 VALUES = {
     "mobile": mobiles(),
     "id_card": st.one_of(id18s(), id15s()),
@@ -78,6 +119,7 @@ VALUES = {
     "uscc": usccs(),
     "landline": landlines(),
     "email": emails(),
+    "ip_address": st.one_of(ipv4s(), ipv6s()),
 }
 
 # Surrounding text: CJK, punctuation and spaces but never an ASCII letter or digit, which would

@@ -133,3 +133,18 @@ def test_unknown_class_or_action() -> None:
 
 def test_masker_is_cached_per_column_spec() -> None:
     assert make_masker("mobile", "mask") is make_masker("mobile", "mask", key=DEFAULT_KEY)
+
+
+@pytest.mark.parametrize(
+    ("cls", "value"),
+    [
+        # Generic-rule output (first 3 + last 4) that has another class's shape must not be re-masked.
+        ("uscc", "0000000000000:0000"),
+        ("bank_card", "123x5678901234"),
+        ("passport", "abcdefgh:ijklmn12"),
+        ("passport", "2001:0db8:0000:0000:0000:0000:0000:0001"),
+    ],
+)
+def test_generic_output_is_not_remasked_by_the_class_rule(cls: str, value: str) -> None:
+    once = mask_value(value, cls, "mask")
+    assert mask_value(once, cls, "mask") == once
