@@ -62,6 +62,8 @@ class QueryAnalysis:
     tables: set[TableName] = field(default_factory=set)
     functions: list[tuple[str | None, str, exp.Expression]] = field(default_factory=list)
     unexpanded: set[TableName] = field(default_factory=set)
+    # Each view read, with every table behind it (transitively).
+    views: dict[TableName, frozenset[TableName]] = field(default_factory=dict)
 
 
 # Nodes whose operands are compared, matched or ordered: a classified column inside one of
@@ -122,6 +124,7 @@ class Analyzer:
         mapping: MappingSchema | None = None,
         view_cache: dict[TableName, list[Lineage] | None] | None = None,
         depth: int = 0,
+        view_tables: dict[TableName, frozenset[TableName]] | None = None,
     ) -> None:
         self.schema = schema
         self.facts = facts
@@ -133,7 +136,9 @@ class Analyzer:
             schema.sqlglot_mapping(), dialect=facts.sqlglot, normalize=False
         )
         self.view_cache = view_cache if view_cache is not None else {}
-        self.view_tables: dict[TableName, set[TableName]] = {}
+        # Every table (and view) a view reads, transitively. Kept as long as `view_cache`: a view
+        # whose outputs come from the cache must still report the tables behind it.
+        self.view_tables = view_tables if view_tables is not None else {}
         self.depth = depth
 
     # --- tables ---------------------------------------------------------------------------
@@ -250,9 +255,11 @@ class Analyzer:
             self.mapping,
             self.view_cache,
             self.depth + 1,
+            self.view_tables,
         )
         result = sub.analyse_query(tree)
-        self.view_tables[table] = set(result.tables) | {x for v in sub.view_tables.values() for x in v}
+        # result.tables already holds the tables of the views it reads (see _scope_outputs).
+        self.view_tables[table] = frozenset(result.tables)
         self.view_cache[table] = result.outputs
         return result.outputs
 
@@ -295,7 +302,9 @@ class _QueryWalk:
                 t = self.a.schema.lookup(table)
                 if t is not None and t.is_view:
                     self.a.view_outputs(table)
-                    self.result.tables.update(self.a.view_tables.get(table, ()))
+                    behind = self.a.view_tables.get(table, frozenset())
+                    self.result.tables.update(behind)
+                    self.result.views[table] = behind
         node = scope.expression
         if isinstance(node, exp.SetOperation):
             return self._union_outputs(scope)

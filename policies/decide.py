@@ -176,6 +176,9 @@ class Judge:
                     d,
                     [t],
                 )
+        refusal = self._views_over_filtered(d)
+        if refusal is not None:
+            return refusal
         uses = [u for read in d.all_reads() for u in read.uses]
         # 4. whole rows
         for u in uses:
@@ -231,6 +234,35 @@ class Judge:
                     classes,
                 )
         return self._allow(d, tables, uses, outputs)
+
+    def _views_over_filtered(self, d: Described) -> Block | None:
+        """Row filters are ANDed into reads of the filtered table itself, not into the views over
+        it: a view whose tables (transitively) carry a row filter for this role would show every
+        row, so it is refused, and so is a write into any view when the role has row filters."""
+        if not self.role.row_filters:
+            return None
+        for read in d.all_reads():
+            for view, behind in sorted(read.views.items()):
+                filtered = sorted(b for b in behind if self.role.row_filters_for(b, self.default_schema))
+                if filtered:
+                    names = ", ".join(map(str, filtered))
+                    return self._block(
+                        "table_denied",
+                        f"view {view} reads {names}, which has a row filter for this role; "
+                        f"query {names} directly",
+                        d,
+                        [view, *filtered],
+                    )
+        for t in sorted(d.written):
+            found = self.schema.lookup(t)
+            if found is not None and found.is_view:
+                return self._block(
+                    "table_denied",
+                    f"{t} is a view: writes through it cannot be row-filtered for this role",
+                    d,
+                    [t],
+                )
+        return None
 
     def _catalog_ok(self, t: TableName) -> bool:
         if (t.schema or "").lower() not in self.facts.catalog_schemas:

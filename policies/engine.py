@@ -88,6 +88,7 @@ class Engine:
         self._sentinels = Sentinels()
         self._mappings: dict[str, MappingSchema] = {}
         self._views: dict[tuple[str, str | None], dict[TableName, list[Lineage] | None]] = {}
+        self._view_tables: dict[tuple[str, str | None], dict[TableName, frozenset[TableName]]] = {}
         self._judges: dict[tuple[str, str], Judge] = {}
 
     # --- public --------------------------------------------------------------------------------
@@ -248,10 +249,11 @@ class Engine:
             mapping = MappingSchema(self.schema.sqlglot_mapping(), dialect=facts.sqlglot, normalize=False)
             self._mappings[facts.name] = mapping
         views = self._views.setdefault((facts.name, database), {})
+        view_tables = self._view_tables.setdefault((facts.name, database), {})
         if search_path is None:
             search_path = facts.default_search_path
         database = database if database is not None else self.schema.database
-        return Analyzer(self.schema, facts, search_path, database, mapping, views)
+        return Analyzer(self.schema, facts, search_path, database, mapping, views, 0, view_tables)
 
     def _judge(self, role: Role, facts: DialectFacts) -> Judge:
         key = (role.name, facts.name)
