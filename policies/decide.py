@@ -17,7 +17,7 @@ from policies.dialects import DialectFacts
 from policies.model import ACTION_STRENGTH, Policy, Role
 from policies.names import ColumnName, TableName
 from policies.schema import Schema
-from policies.statements import Described
+from policies.statements import LEXICAL_SETTINGS, Described, lexically_safe
 
 # Settings set_config() may change for a restricted role (pg_dump and drivers use these).
 SAFE_SETTINGS = frozenset(
@@ -290,7 +290,12 @@ class Judge:
             args = node.expressions if hasattr(node, "expressions") else []
             setting = args[0] if args else None
             if setting is not None and setting.is_string and setting.name.lower() in SAFE_SETTINGS:
-                return None
+                value = args[1] if len(args) > 1 else None
+                name = setting.name.lower()
+                if name not in LEXICAL_SETTINGS or (
+                    isinstance(value, exp.Literal) and value.is_string and lexically_safe(name, [value.name])
+                ):
+                    return None
             if setting is not None and _setting_rows_are_safe(setting, node):
                 return None
             return "set_config() may only change session settings such as search_path"

@@ -123,6 +123,32 @@ QUERY_STARTERS = {
     "EXECUTE",
     "REPLACE",
 }
+# Settings that change how the server reads SQL text (whether a backslash escapes a quote,
+# whether "x" is a name or a string). maskgate reads text the default way, so a session that
+# switched would let the server see other statements than the ones judged.
+LEXICAL_SETTINGS = {"standard_conforming_strings", "sql_mode"}
+_SQL_MODE_LEXICAL = {
+    "ANSI",
+    "ANSI_QUOTES",
+    "NO_BACKSLASH_ESCAPES",
+    "DB2",
+    "MSSQL",
+    "ORACLE",
+    "POSTGRESQL",
+    "MAXDB",
+}
+
+
+def lexically_safe(setting: str, values: list[str]) -> bool:
+    """Whether SET `setting` to `values` (token texts) keeps SQL text read the default way."""
+    words = [w.upper() for v in values for w in v.replace(",", " ").split() if w not in ("=", "TO", ":=")]
+    if setting == "standard_conforming_strings":
+        return len(words) == 1 and words[0] in ("ON", "TRUE", "YES", "1", "DEFAULT")
+    if setting == "sql_mode":
+        return not any(w in _SQL_MODE_LEXICAL or w.startswith("@") for w in words)
+    return True
+
+
 SAFE_LOCK_MODES = {"ACCESS SHARE"}
 READ_LOCK_MODES = {"ACCESS SHARE", "ROW SHARE"}
 
@@ -362,6 +388,16 @@ class Describer:
         name = "".join(name_parts).lower()
         if name in self.facts.identity_settings:
             return self._identity(text, name)
+        bare = name.removeprefix("@@").removeprefix("session.").removeprefix("local.")
+        if bare in LEXICAL_SETTINGS and not lexically_safe(bare, [t.text for t in tokens[j + 1 :]]):
+            return Described(
+                "session",
+                text,
+                needs_all=(
+                    "statement_not_allowed",
+                    f"this value of {bare} changes how SQL text is read; it needs statements: [all]",
+                ),
+            )
         d = Described("session", text)
         if name == "search_path":
             values = [t.text for t in tokens[j + 1 :] if t.token_type != TokenType.COMMA]
