@@ -13,25 +13,15 @@ from datetime import datetime, time, tzinfo
 from types import MappingProxyType
 from typing import Any
 
+import masking
 from policies.names import ColumnName, TableName, column_matches, table_matches
 
 ACTIONS = ("clear", "mask", "hash", "fake", "redact", "deny")
 STATEMENT_KINDS = ("select", "insert", "update", "delete", "ddl", "dcl", "admin", "all")
 PREDICATE_MODES = ("deny", "equality", "allow")
-# Classes the masking detectors know; a policy may add its own under a top-level `classes:` key.
-BUILTIN_CLASSES = frozenset(
-    {
-        "mobile",
-        "landline",
-        "id_card",
-        "bank_card",
-        "person_name",
-        "email",
-        "address",
-        "passport",
-        "ip_address",
-    }
-)
+# Classes masking has detectors and display rules for (one list, owned by masking/); a policy
+# may add its own under a top-level `classes:` key.
+BUILTIN_CLASSES = frozenset(masking.CLASSES)
 DEFAULT_MAX_ROWS = 1000
 DEFAULT_ACTION = "mask"  # DESIGN.md §3: classes a role does not name are masked
 # Output actions from least to most destructive; a column mixing classes takes the strongest.
