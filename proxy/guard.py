@@ -15,7 +15,7 @@ from typing import Any
 
 import masking
 from policies import Engine, Policy, Role, Schema
-from policies.decision import Allow, Block, Decision
+from policies.decision import Block, Decision
 
 from .audit import AuditLog
 from .gate import Principal, StatementRecord
@@ -70,6 +70,7 @@ class Guard:
         self._lock = threading.Lock()
         self._value_maskers: dict[tuple[str | None, str], Callable[[Any], Any]] = {}
         self._text_maskers: dict[frozenset[str], Callable[[str], str]] = {}
+        self._masked_counts: dict[str, int] = {}
         self._state = _PolicyState(policy)
         metrics.set_policy_revision(policy.revision)
 
@@ -161,16 +162,34 @@ class Guard:
             # A class the policy knows but masking has no display rule for (e.g. a site-defined
             # class) still gets masked, by the generic rule, never passed clear.
             known = cls if cls in masking.CLASSES else None
-            m = self._value_maskers[key] = masking.make_masker(known, action, key=self.masking_key)
+            m = self._value_maskers[key] = self._counting(
+                masking.make_masker(known, action, key=self.masking_key), cls or "detected"
+            )
         return m
+
+    def _counting(self, masker: Callable[[Any], Any], label: str) -> Callable[[Any], Any]:
+        """Wrap a masker so every value it changes is counted under its class.
+
+        Counting here, where the class is known, keeps protocol code free of metric labels; the
+        plain-int tally is moved to Prometheus once per statement in `record`.
+        """
+        counts = self._masked_counts
+
+        def counted(value: Any) -> Any:
+            out = masker(value)
+            if out is not value and out != value:
+                counts[label] = counts.get(label, 0) + 1
+            return out
+
+        return counted
 
     def text_masker(self, classes: frozenset[str]) -> Callable[[str], str]:
         m = self._text_maskers.get(classes)
         if m is None:
             # Only classes with a value detector can be scanned for; the rest are column-only.
             detectable = classes & _DETECTABLE
-            m = self._text_maskers[classes] = masking.make_text_masker(
-                detectable, "mask", key=self.masking_key
+            m = self._text_maskers[classes] = self._counting(
+                masking.make_text_masker(detectable, "mask", key=self.masking_key), "detected"
             )
         return m
 
@@ -187,12 +206,12 @@ class Guard:
                 c(m.rows_returned, rec.role).inc(rec.rows)
             if rec.truncated:
                 c(m.truncated, rec.role).inc()
-            by_class = rec.extra.get("masked_by_class")
-            if by_class:
-                for cls, n in by_class.items():
-                    c(m.masked_values, cls or "detected").inc(n)
-            elif rec.masked:
-                c(m.masked_values, _main_class(d)).inc(rec.masked)
+        if self._masked_counts:
+            # Copy and clear in place: the maskers' closures hold this very dict.
+            counts = dict(self._masked_counts)
+            self._masked_counts.clear()
+            for cls, n in counts.items():
+                c(m.masked_values, cls).inc(n)
         c(m.duration, "total").observe(rec.duration_s)
         c(m.duration, "overhead").observe(rec.overhead_s)
         if self.audit is not None:
@@ -206,7 +225,3 @@ class Guard:
 
     def auth_failed(self, protocol: str) -> None:
         self.metrics.child(self.metrics.auth_failures, protocol).inc()
-
-
-def _main_class(d: Allow) -> str:
-    return d.classes[0] if d.classes else "detected"

@@ -183,7 +183,8 @@ def test_bad_logins_get_28P01(served: dict[str, Any], user: str, password: str) 
 
 def test_audit_log_and_metrics(served: dict[str, Any]) -> None:
     with vendor(served, autocommit=True) as c:
-        c.execute("SELECT phone FROM customers WHERE id = 1").fetchall()
+        c.execute("SELECT name, phone, id_card FROM customers LIMIT 3").fetchall()
+        c.execute("SELECT notes FROM call_records WHERE notes LIKE '%号码%' LIMIT 3").fetchall()
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             c.execute("SELECT bank_card FROM customers WHERE bank_card = '6222020200112233446'")
     deadline = time.time() + 5
@@ -203,7 +204,8 @@ def test_audit_log_and_metrics(served: dict[str, Any]) -> None:
     assert (
         'maskgate_blocked_queries_total{protocol="postgres",reason="class_denied",role="vendor"}' in metrics
     )
-    assert "maskgate_masked_values_total" in metrics
+    for cls in ("mobile", "id_card", "person_name", "detected"):
+        assert f'maskgate_masked_values_total{{class="{cls}"}}' in metrics, cls
 
 
 def test_hot_reload_keeps_last_good_policy(served: dict[str, Any]) -> None:
