@@ -51,7 +51,8 @@ def fingerprint(sql: str) -> str:
         shape = " ".join(sql.split()).lower()
     else:
         shape = " ".join("?" if t.token_type in _LITERALS else t.text.lower() for t in tokens)
-    return hashlib.sha256(shape.encode()).hexdigest()[:16]
+    # SQL sent in another client encoding arrives with undecodable bytes as surrogates.
+    return hashlib.sha256(shape.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def scrub_sql(sql: str, limit: int = 4096) -> str:
@@ -107,6 +108,27 @@ def to_json(rec: StatementRecord, revision: str, ts: float | None = None) -> dic
     }
 
 
+def _line(rec: StatementRecord, revision: str, ts: float) -> str:
+    """One record as JSON. A record that cannot be rendered is still written, without its SQL:
+    one odd statement must never cost the batch (or an attacker, his trace)."""
+    try:
+        return json.dumps(to_json(rec, revision, ts), ensure_ascii=False)
+    except Exception as exc:
+        fallback = {
+            "ts": dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds"),
+            "session": rec.session,
+            "user": rec.user,
+            "role": rec.role,
+            "client": rec.client,
+            "protocol": rec.protocol,
+            "database": rec.database,
+            "sql": None,
+            "decision": "block" if isinstance(rec.decision, Block) else "allow",
+            "audit_error": type(exc).__name__,
+        }
+        return json.dumps(fallback, ensure_ascii=True, default=str)
+
+
 class AuditLog:
     """Queue + writer thread. `submit` never blocks; `close` drains what is queued.
 
@@ -142,7 +164,8 @@ class AuditLog:
         assert self.path is not None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._stream = self.path.open("a", encoding="utf-8")
+            # backslashreplace: a statement whose bytes are not UTF-8 must still be recorded.
+            self._stream = self.path.open("a", encoding="utf-8", errors="backslashreplace")
             self.healthy = True
         except OSError as exc:
             self._fail(f"cannot open audit log {self.path}: {exc.strerror}")
@@ -166,7 +189,7 @@ class AuditLog:
             lines = []
             while q:
                 rec, revision, ts = q.popleft()
-                lines.append(json.dumps(to_json(rec, revision, ts), ensure_ascii=False))
+                lines.append(_line(rec, revision, ts))
             if lines:
                 self._write("\n".join(lines) + "\n", len(lines))
             if stop and not q:

@@ -42,6 +42,26 @@ FORWARDED_PARAMS = frozenset(
     | {"search_path", "lc_monetary", "lc_numeric", "lc_time", "standard_conforming_strings"}
 )
 
+# Client encodings whose multibyte characters may end in an ASCII byte such as 0x5C (backslash)
+# or 0x27 (quote): the server and maskgate would then split the same bytes into different tokens,
+# which lets a quote hidden inside a character smuggle SQL past the analysis. PostgreSQL accepts
+# them only as client encodings; restricted roles may not use them (names folded as PostgreSQL does).
+UNSAFE_CLIENT_ENCODINGS = frozenset(
+    {"SJIS", "SHIFTJIS", "MSKANJI", "WIN932", "WINDOWS932", "SHIFTJIS2004", "BIG5", "WIN950", "WINDOWS950"}
+    | {"GBK", "WIN936", "WINDOWS936", "CP936", "UHC", "WIN949", "WINDOWS949", "GB18030", "JOHAB"}
+)
+
+
+def unsafe_session_setting(name: str, value: str) -> bool:
+    """A setting that changes how the server reads SQL text differently from maskgate's parser."""
+    name = name.lower()
+    if name == "client_encoding":
+        return "".join(ch for ch in value.upper() if ch.isalnum()) in UNSAFE_CLIENT_ENCODINGS
+    if name == "standard_conforming_strings":
+        return value.strip().lower() not in ("on", "true", "yes", "1")
+    return False
+
+
 _I32 = struct.Struct("!i")
 _CACHE_MAX = 64  # per-session caches of row descriptions and masking plans
 
@@ -353,7 +373,12 @@ class PgSession:
     def upstream_connected(self) -> list[Command]:
         self._set_state(State.UPSTREAM_AUTH)
         params = [("user", self.cfg.upstream_user), ("database", self.database)]
-        params += [(k, v) for k, v in self._startup_params if k.lower() in FORWARDED_PARAMS]
+        unrestricted = self.principal is not None and self.principal.unrestricted
+        params += [
+            (k, v)
+            for k, v in self._startup_params
+            if k.lower() in FORWARDED_PARAMS and (unrestricted or not unsafe_session_setting(k, v))
+        ]
         self._up_auth = UpstreamAuth(self.cfg.upstream_user, self.cfg.upstream_password)
         self._upstream(m.StartupMessage(m.PROTOCOL_3_0, tuple(params)).serialize())
         return self._flush()
@@ -421,6 +446,19 @@ class PgSession:
                 self._auth_failed(str(e))
                 return
             self._client(final.serialize())
+            assert self.principal is not None
+            if not self.principal.unrestricted:
+                for k, v in self._startup_params:
+                    if k.lower() == "client_encoding" and unsafe_session_setting(k, v):
+                        self._close(
+                            "unsafe client_encoding",
+                            errors.error(
+                                "22023",
+                                f"client_encoding {v} is not allowed for this role; use UTF8",
+                                severity="FATAL",
+                            ),
+                        )
+                        return
             self._set_state(State.UPSTREAM_CONNECTING)
             # Only now, with the person authenticated, does the proxy connect upstream.
             self._out.append(OpenUpstream(self.database))
@@ -525,6 +563,20 @@ class PgSession:
             raise ProtocolViolation(f"unexpected upstream message {mtype!r} during login")
 
     def _track_parameter(self, ps: m.ParameterStatus) -> None:
+        # Backstop behind the engine's refusal of such SETs: whatever route changed the setting,
+        # a restricted session that reaches it is closed before it can send another statement.
+        if (self.principal is None or not self.principal.unrestricted) and unsafe_session_setting(
+            ps.name, ps.value
+        ):
+            self._close(
+                f"unsafe session setting {ps.name}={ps.value}",
+                errors.error(
+                    "42501",
+                    f"session setting {ps.name} = {ps.value} is not allowed for this role",
+                    severity="FATAL",
+                ),
+            )
+            return
         if ps.name == "client_encoding":
             self.encoding = codec(ps.value)
         elif ps.name == "search_path":

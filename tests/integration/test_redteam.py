@@ -863,10 +863,6 @@ def _smuggled_effects(out: list[tuple[Any, ...]], truth: dict[str, Any]) -> list
     return bad
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: startup parameter standard_conforming_strings=off is forwarded; \\' then smuggles SQL",
-)
 def test_leak_startup_standard_conforming_strings_off(served: dict[str, Any], truth: dict[str, Any]) -> None:
     try:
         w = Wire(served["port"], (("standard_conforming_strings", "off"),))
@@ -907,16 +903,16 @@ def test_leak_gbk_backslash_quote_smuggling(served: dict[str, Any], truth: dict[
         w.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: SQL bytes that are not UTF-8 (valid GBK) make the audit write fail: the batch is lost",
-)
 def test_leak_audit_evasion_with_non_utf8_sql(served: dict[str, Any]) -> None:
+    # A GBK session is refused outright for a restricted role (its bytes can hide quotes).
+    with pytest.raises((ConnectionRefusedError, EOFError)):
+        Wire(served["port"], (("client_encoding", "GBK"),))
+    # Bytes that are not UTF-8 in a UTF-8 session: the server refuses them, and the attempt is
+    # still recorded (the audit writer must not lose it, nor the batch around it).
     marker = f"redteam{time.time_ns()}"
-    w = Wire(served["port"], (("client_encoding", "GBK"),))
+    w = Wire(served["port"])
     try:
-        out = w.query(f"SELECT id, phone FROM customers /* {marker} ".encode() + b"\x95\x40 */")
-        assert not errors_of(out) and rows(out)  # the statement ran
+        w.query(f"SELECT id, phone FROM customers /* {marker} ".encode() + b"\x95\x40 */")
     finally:
         w.close()
     audit = served["dir"] / "audit.jsonl"

@@ -86,3 +86,15 @@ def test_unwritable_log_reports_unhealthy(tmp_path: Path) -> None:
     log.submit(rec("SELECT 1", Allow(kind="select")), "r")
     log.close()
     assert not log.healthy
+
+
+def test_sql_that_is_not_utf8_is_still_recorded(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    odd = b"SELECT 1 /* \x95\x40 */".decode("utf-8", "surrogateescape")
+    log.submit(rec(odd, Allow(kind="select")), "r")
+    log.submit(rec("SELECT 2", Allow(kind="select")), "r")
+    log.close()
+    lines = path.read_text(errors="replace").splitlines()
+    assert len(lines) == 2
+    assert json.loads(lines[1])["sql"] == "SELECT 2"
