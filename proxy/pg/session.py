@@ -62,6 +62,19 @@ def unsafe_session_setting(name: str, value: str) -> bool:
     return False
 
 
+def _withheld(err: m.ErrorResponse) -> m.ErrorResponse:
+    keep = [(c, v) for c, v in err.fields if c in ("S", "V", "C", "P")]
+    code = next((v for c, v in err.fields if c == "C"), "XX000")
+    keep.append(
+        (
+            "M",
+            f"maskgate: the statement failed (SQLSTATE {code}); the database's message is withheld "
+            "because the statement reads classified data",
+        )
+    )
+    return m.ErrorResponse(tuple(keep))
+
+
 _I32 = struct.Struct("!i")
 _CACHE_MAX = 64  # per-session caches of row descriptions and masking plans
 
@@ -941,9 +954,20 @@ class PgSession:
     def _mask_fields(
         self, msg: m.ErrorResponse | m.NoticeResponse
     ) -> m.ErrorResponse | m.NoticeResponse | None:
-        """Detector masking of the free-text fields of an error or notice; None if unchanged."""
+        """Detector masking of the free-text fields of an error or notice; None if unchanged.
+
+        An error raised while a restricted statement evaluates classified data is withheld whole:
+        the database echoes the offending value (`invalid input syntax for type integer: "x7950"`)
+        after any transformation, in a shape no detector recognises. Its SQLSTATE still reaches
+        the client; the full text goes to the proxy's log only at debug level.
+        """
         if not self.restricted:
             return None
+        if isinstance(msg, m.ErrorResponse):
+            allow = self._in_flight()
+            if allow is not None and allow.classes:
+                log.debug("session %s: withheld error text %r", self.session_id, msg.message)
+                return _withheld(msg)
         detect = self._detect()
         if not detect:
             return None
@@ -958,6 +982,17 @@ class PgSession:
                     value = new
             fields.append((code, value))
         return type(msg)(tuple(fields)) if changed else None
+
+    def _in_flight(self) -> Allow | None:
+        """The decision of the statement the upstream is answering, if any."""
+        for p in self.queue:
+            if p.run is not None:
+                return p.run.allow
+            if p.portal is not None:
+                return p.portal.result.allow
+            if p.stmt is not None:
+                return p.stmt.allow
+        return None
 
     def _detect(self) -> frozenset[str]:
         """Detector classes for messages outside a result: the statement in flight, else the last

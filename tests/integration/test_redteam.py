@@ -699,10 +699,6 @@ def test_audit_log_holds_no_full_numbers(served: dict[str, Any], truth: dict[str
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: cast errors echo transformed masked values (substr/regexp_replace) past the detectors",
-)
 def test_leak_error_message_echoes_middle_digits(served: dict[str, Any], truth: dict[str, Any]) -> None:
     t, phone, idc = truth["target_id"], truth["phone"], truth["id_card"]
     messages = []
