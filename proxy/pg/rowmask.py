@@ -8,8 +8,6 @@ sockets or policy: it is told which action applies to which output position.
 
 from __future__ import annotations
 
-import csv
-import io
 import struct
 from collections.abc import Callable
 from decimal import Decimal
@@ -415,10 +413,10 @@ def _copy_escape(s: str) -> str:
 class CopyPlan:
     """Masks COPY TO STDOUT rows (one CopyData per row, as PostgreSQL sends them).
 
-    The wire does not say whether a textual COPY is text or CSV, nor its delimiter (that is in
-    the SQL, which sessions do not read). A row is read as tab-separated text when it splits
-    into the announced number of columns, else as comma-separated CSV; a row that fits neither
-    raises Unmaskable, and detectors run on every field either way.
+    Only the default text format is read: the wire does not say which format or delimiter a
+    COPY uses, and a guessed CSV layout can be steered (a digit delimiter plus tabs inside a
+    value shifts the columns). The engine therefore allows restricted roles plain text COPY only;
+    a row that does not split into the announced columns raises Unmaskable.
     """
 
     def __init__(self, ncols: int, allow: Allow, src: MaskerSource, enc: str = "utf-8") -> None:
@@ -442,13 +440,10 @@ class CopyPlan:
         nl = "\n" if line.endswith("\n") else ""
         body = line[:-1] if nl else line
         fields = body.split("\t")
-        if len(fields) == self.ncols:
-            out, changed = self._text(fields)
-            return ("\t".join(out) + nl).encode(self.enc, "surrogateescape"), changed
-        rows = list(csv.reader(io.StringIO(body)))
-        if len(rows) == 1 and len(rows[0]) == self.ncols:
-            return self._csv(rows[0], nl)
-        raise Unmaskable("COPY row")
+        if len(fields) != self.ncols:
+            raise Unmaskable("COPY row")
+        out, changed = self._text(fields)
+        return ("\t".join(out) + nl).encode(self.enc, "surrogateescape"), changed
 
     def _text(self, fields: list[str]) -> tuple[list[str], int]:
         out = []
@@ -465,16 +460,3 @@ class CopyPlan:
             changed += 1
             out.append("\\N" if m is None else _copy_escape(str(m)))
         return out, changed
-
-    def _csv(self, fields: list[str], nl: str) -> tuple[bytes, int]:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator=nl)
-        out: list[str] = []
-        changed = 0
-        for fn, v in zip(self.fns, fields, strict=True):
-            m = fn(v) if v else v  # an empty unquoted field is NULL in CSV COPY
-            if m is not v:
-                changed += 1
-            out.append("" if m is None else str(m))
-        w.writerow(out)
-        return buf.getvalue().encode(self.enc, "surrogateescape"), changed

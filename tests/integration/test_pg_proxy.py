@@ -196,13 +196,15 @@ def test_named_cursor_and_copy(proxy) -> None:
             assert len(out) == LIMIT
             assert all(re.fullmatch(r"138\*{4}\d{4}", r[1]) for r in out)
             assert all("1370000" not in r[2] for r in out)
-            csv_lines = []
-            with cur.copy(
-                "COPY (SELECT id, phone FROM customers ORDER BY id) TO STDOUT WITH (FORMAT csv)"
-            ) as copy:
-                for data in copy:
-                    csv_lines.append(bytes(data).decode())
-            assert len(csv_lines) == LIMIT and all("138****" in x for x in csv_lines)
+            # CSV's layout cannot be read reliably from the wire, so it is refused, not guessed.
+            with (
+                pytest.raises(psycopg.errors.InsufficientPrivilege),
+                cur.copy(
+                    "COPY (SELECT id, phone FROM customers ORDER BY id) TO STDOUT WITH (FORMAT csv)"
+                ) as copy,
+            ):
+                for _ in copy:
+                    pass
         conn.rollback()
         binary_copy = "COPY (SELECT id, phone FROM customers) TO STDOUT (FORMAT binary)"
         with (
