@@ -15,14 +15,17 @@ CLASSES = (
     "passport",
     "address",
     "ip_address",
+    "free_text",
 )
 ACTIONS = ("clear", "mask", "hash", "fake", "redact", "null")
 
 # The default of tools that scan for "personal data" (maskgate scan); other classes only when asked.
 # Left out: uscc (identifies organisations, not people: PII.md §6); ip_address (log text is full of
 # server and infrastructure addresses, so scanning for them by default would mostly mask noise);
-# address (column masking only, no free-text detector yet: it would find nothing).
+# address (column masking only, no free-text detector yet: it would find nothing); free_text (a
+# container class for whole note/comment columns, masked by running the detectors: masking/free_text.py).
 # `None` in mask_text/detect still means every class in CLASSES.
+FREE_TEXT = "free_text"
 PERSONAL_CLASSES = ("mobile", "id_card", "bank_card", "landline", "email", "person_name", "passport")
 
 # A fixed, public key so that development output is reproducible. It protects nothing: the

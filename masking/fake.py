@@ -313,6 +313,22 @@ def fake_generic(s: str, cls: str | None, key: bytes, *, digits_only: bool = Fal
     return "*" * len(s)
 
 
+def fake_sentence(s: str, cls: str | None, key: bytes) -> str:
+    """Faker zh_CN sentences seeded from HMAC(key, class|s), cut to len(s); never equal to a non-empty s."""
+    if not s:
+        return s
+    n = len(s)
+
+    def make(f: Any) -> str:
+        out = ""
+        while len(out) < n:
+            out += f.sentence()
+        return out[:n]
+
+    out = _from_faker(s, _Stream(key, cls, s), make)
+    return out if out is not None else fake_generic(s, cls, key)
+
+
 def fake_str(s: str, cls: str | None, key: bytes, *, digits_only: bool = False) -> str:
     """A deterministic fake for `s` of class `cls` (None: generic); never equal to `s` when non-empty."""
     fn = _FAKERS.get(cls) if cls else None

@@ -16,6 +16,8 @@ Type preservation: str stays str; int stays int with hidden digits zeroed (13812
 carry a class prefix, so `hash` on an int yields an HMAC-derived integer with the same digit count.
 An int ip_address is read as a 32-bit IPv4 value, and `mask` zeroes its last two octets.
 Types other than these are masked through str() and returned as str.
+
+`free_text` is a container class (whole note columns) with its own masker: masking/free_text.py.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from masking.classes import CLASSES, DEFAULT_KEY, check_action
+from masking.classes import CLASSES, DEFAULT_KEY, FREE_TEXT, check_action
 from masking.fake import fake_generic, fake_str
 from masking.names import NAME_DOTS, is_cjk, split_name
 from masking.shapes import (
@@ -413,6 +415,10 @@ def _build_masker(cls: str | None, action: str, key: bytes) -> Callable[[Any], A
         return _identity
     if action == "null":
         return _to_null
+    if cls == FREE_TEXT:
+        from masking.free_text import build_free_text_masker  # deferred: free_text builds on text.py
+
+        return build_free_text_masker(action, key)
     str_fn = make_str_fn(cls, action, key)
     int_fn = make_int_fn(cls, action, key)
 

@@ -9,7 +9,8 @@ Per span, `mask` applies the class display rule in place (separators and country
 format-valid fake in place, `redact` writes '*' over every character, and `null` removes the span.
 Display masking keeps lengths for every class except ip_address, whose hidden octets and groups
 become one '*' each (`10.12.*.*`), as in column masking. `address` is accepted but, having no
-free-text detector, masks nothing in text.
+free-text detector, masks nothing in text; `free_text` (a column container class, not something
+found inside text) is accepted and ignored.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def _identity(text: str) -> str:
 @lru_cache(maxsize=128)
 def _build(wanted: frozenset[str], action: str, key: bytes) -> Callable[[str], str]:
     check_action(action)
-    if action == "clear" or wanted.isdisjoint(DETECTABLE):
+    wanted = wanted & DETECTABLE  # address and free_text: accepted, never found in text
+    if action == "clear" or not wanted:
         return _identity  # nothing to find (address alone is column-only)
     if action == "null":
         replacers: dict[str, Callable[[str], str]] = {cls: (lambda s: "") for cls in wanted}
