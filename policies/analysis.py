@@ -40,7 +40,10 @@ class Lineage:
 @dataclass(frozen=True, slots=True)
 class Use:
     """One read of base columns. `role` is value | predicate | eq_literal | eq_column | null_test |
-    whole_row. `partner` holds the other side's columns of an eq_column comparison."""
+    whole_row. `partner` holds the other side's columns of an eq_column comparison. `unsafe` is,
+    for a value use, the first function, operator or cast on the way from the column to the
+    output that is not total (DialectFacts.total_functions): evaluating it may raise an error
+    that depends on the value, or take a value-dependent time."""
 
     role: str
     columns: frozenset[ColumnName]
@@ -48,11 +51,16 @@ class Use:
     opaque: frozenset[TableName] = frozenset()
     node: exp.Expression | None = field(default=None, compare=False, hash=False)
     dialect: str = "postgres"
+    unsafe: exp.Expression | None = field(default=None, compare=False, hash=False)
 
     @property
     def text(self) -> str:
         # Generated only for messages: SQL generation costs more than the whole analysis.
         return self.node.sql(dialect=self.dialect) if self.node is not None else ""
+
+    @property
+    def unsafe_text(self) -> str:
+        return self.unsafe.sql(dialect=self.dialect) if self.unsafe is not None else ""
 
 
 @dataclass
@@ -75,13 +83,17 @@ _COMPARISONS: tuple[type[exp.Expression], ...] = (
     exp.Greatest,
     exp.Least,
 )
-# Clause nodes (or arg names) whose whole content is a predicate.
+# Clause nodes (or arg names) whose whole content is a predicate. A value in LIMIT, OFFSET or
+# FETCH sets how many rows come back: the row count would reveal it.
 _PREDICATE_CLAUSES: tuple[type[exp.Expression], ...] = (
     exp.Where,
     exp.Having,
     exp.Qualify,
     exp.Group,
     exp.Order,
+    exp.Limit,
+    exp.Offset,
+    exp.Fetch,
 )
 _PREDICATE_ARGS = {
     exp.Join: ("on", "using", "match_condition"),
@@ -89,7 +101,22 @@ _PREDICATE_ARGS = {
     exp.If: ("this",),
     exp.Case: ("this",),
     exp.Filter: ("expression",),
+    exp.Distinct: ("on",),
 }
+# Sources in FROM computed by a function (`FROM t, f(t.x) g`): their arguments set the rows.
+_FROM_FUNCTIONS: tuple[type[exp.Expression], ...] = (exp.Unnest, exp.Lateral, exp.Table, exp.UDTF)
+# Casts that cannot fail: every value has a text form, and an explicit cast to a length truncates.
+_TEXT_TYPES = frozenset(
+    {
+        exp.DataType.Type.TEXT,
+        exp.DataType.Type.VARCHAR,
+        exp.DataType.Type.CHAR,
+        exp.DataType.Type.NCHAR,
+        exp.DataType.Type.NVARCHAR,
+        exp.DataType.Type.NAME,
+        exp.DataType.Type.BPCHAR,
+    }
+)
 _LITERALS: tuple[type[exp.Expression], ...] = (
     exp.Literal,
     exp.Placeholder,
@@ -110,6 +137,48 @@ def _bare(node: exp.Expression) -> exp.Expression:
     while isinstance(node, exp.Paren):
         node = node.this
     return node
+
+
+def function_name(node: exp.Func) -> str:
+    """A function's name as written (Anonymous) or sqlglot's canonical one (typed nodes)."""
+    return node.name.lower() if isinstance(node, exp.Anonymous) else node.sql_name().lower()
+
+
+def _total_step(node: exp.Expression, child: exp.Expression, facts: DialectFacts) -> bool:
+    """Whether `node` applied to `child` (one of its arguments) is total over any value of
+    `child`: it cannot raise an error that depends on the value (see TOTAL_FUNCTIONS)."""
+    if isinstance(node, exp.Paren | exp.Alias | exp.DPipe | exp.Array):
+        return True
+    if type(node) is exp.Cast:
+        to = node.to
+        return (
+            child.arg_key == "this"
+            and isinstance(to, exp.DataType)
+            and to.this in _TEXT_TYPES
+            and not to.args.get("nested")
+        )
+    if isinstance(node, exp.If):
+        return child.arg_key in ("true", "false")
+    if isinstance(node, exp.Case):
+        return child.arg_key in ("ifs", "default")
+    if isinstance(node, exp.Window):
+        return child.arg_key == "this"
+    if isinstance(node, exp.Distinct):
+        return child.arg_key == "expressions" and isinstance(node.parent, exp.AggFunc)
+    if isinstance(node, exp.Dot):
+        # pg_catalog.upper(x): the function itself was judged one step below.
+        return child.arg_key == "expression" and isinstance(child, exp.Func)
+    if isinstance(node, exp.Func):
+        if function_name(node) not in facts.total_functions:
+            return False
+        if isinstance(node, exp.Substring):
+            # substring(x from 'pattern') is the regular-expression form.
+            return not any(
+                isinstance(a, exp.Literal) and a.is_string
+                for a in (node.args.get("start"), node.args.get("length"))
+            )
+        return True
+    return False
 
 
 class Analyzer:
@@ -598,8 +667,25 @@ class _QueryWalk:
             lin = self._resolve_column(node, scope)
             if lin is None or not (lin.sources or lin.opaque):
                 continue
-            role, partner = self._role_of(node, scope, root, lin)
-            self.result.uses.append(Use(role, lin.sources, partner, lin.opaque, node, self.a.facts.sqlglot))
+            self._add_use(node, scope, root, lin)
+        for sub in scope.subquery_scopes:
+            # A subquery's output used as a value here (`(SELECT phone …)::int`, `LIMIT (SELECT …)`,
+            # `'1' IN (SELECT phone …)`): a use of the columns it carries, judged at this level.
+            target = sub.expression
+            if isinstance(target.parent, exp.Subquery):
+                target = target.parent
+            if isinstance(target.parent, exp.Exists):
+                continue  # whether rows exist, not what they hold
+            outs = self.outputs.get(id(sub))
+            lin = self._opaque_scope(sub) if outs is None else _merge(outs)
+            if lin.sources or lin.opaque:
+                self._add_use(target, scope, root, lin)
+
+    def _add_use(self, node: exp.Expression, scope: Scope, root: exp.Expression, lin: Lineage) -> None:
+        role, partner, unsafe = self._role_of(node, scope, root, lin)
+        self.result.uses.append(
+            Use(role, lin.sources, partner, lin.opaque, node, self.a.facts.sqlglot, unsafe)
+        )
 
     def _add_whole_row(self, scope: Scope, alias: str, node: exp.Expression) -> None:
         lin = self._whole_row(scope, alias)
@@ -609,23 +695,26 @@ class _QueryWalk:
             )
 
     def _role_of(
-        self, col: exp.Column, scope: Scope, root: exp.Expression, lin: Lineage
-    ) -> tuple[str, frozenset[ColumnName]]:
+        self, col: exp.Expression, scope: Scope, root: exp.Expression, lin: Lineage
+    ) -> tuple[str, frozenset[ColumnName], exp.Expression | None]:
+        none: frozenset[ColumnName] = frozenset()
+        facts = self.a.facts
         child: exp.Expression = col
         node = col.parent
         direct = True  # no function or operator between the column and the comparison
+        unsafe: exp.Expression | None = None
         while node is not None and child is not root:
             if isinstance(node, exp.Is) and direct and _is_literal(node.expression):
-                return "null_test", frozenset()
+                return "null_test", none, None
             if isinstance(node, exp.EQ | exp.NullSafeEQ) and direct and not lin.derived:
                 other = node.expression if node.this is child else node.this
                 other = _bare(other)
                 if _is_literal(other):
-                    return "eq_literal", frozenset()
+                    return "eq_literal", none, None
                 if isinstance(other, exp.Column):
                     olin = self._resolve_column(other, scope)
-                    return "eq_column", olin.sources if olin else frozenset()
-                return "predicate", frozenset()
+                    return "eq_column", olin.sources if olin else none, None
+                return "predicate", none, None
             if isinstance(node, exp.In) and direct and node.this is child and not lin.derived:
                 query = node.args.get("query")
                 if query is not None:
@@ -633,23 +722,43 @@ class _QueryWalk:
                     sub = self.by_expr.get(id(target))
                     outs = self.outputs.get(id(sub)) if sub else None
                     if outs and len(outs) == 1 and not outs[0].derived:
-                        return "eq_column", outs[0].sources
-                    return "predicate", frozenset()
+                        return "eq_column", outs[0].sources, None
+                    return "predicate", none, None
                 if all(_is_literal(e) for e in node.expressions):
-                    return "eq_literal", frozenset()
-                return "predicate", frozenset()
+                    return "eq_literal", none, None
+                return "predicate", none, None
+            if isinstance(node, exp.In) and direct and child is node.args.get("query") and not lin.derived:
+                # `x IN (SELECT phone …)` seen from the subquery's side.
+                left = _bare(node.this)
+                if _is_literal(left):
+                    return "eq_literal", none, None
+                if isinstance(left, exp.Column):
+                    llin = self._resolve_column(left, scope)
+                    if llin is not None and not llin.derived:
+                        return "eq_column", llin.sources, None
+                return "predicate", none, None
             if isinstance(node, _COMPARISONS):
-                return "predicate", frozenset()
+                return "predicate", none, None
             if isinstance(node, _PREDICATE_CLAUSES):
-                return "predicate", frozenset()
+                return "predicate", none, None
             args = _PREDICATE_ARGS.get(type(node))
             if args and child.arg_key in args:
-                return "predicate", frozenset()
+                return "predicate", none, None
+            if isinstance(node, _FROM_FUNCTIONS) and not isinstance(child, exp.Query | exp.Subquery):
+                return "predicate", none, None  # the argument of a function in FROM
+            if isinstance(node, exp.Func) and function_name(node) in facts.set_returning_functions:
+                return "predicate", none, None  # the argument of a set-returning function
+            if unsafe is None and node is not root and not _total_step(node, child, facts):
+                unsafe = node
             if not isinstance(node, exp.Paren):
                 direct = False
             child = node
             node = node.parent
-        return "value", frozenset()
+        if child is root and not isinstance(root, exp.Query) and col.parent is not root:
+            # The scope itself is a function in FROM (unnest(…) u): its arguments set the rows.
+            # (A LATERAL (subquery) is such a scope too, but its subquery's output is a value.)
+            return "predicate", none, None
+        return "value", none, unsafe
 
     # --- functions -------------------------------------------------------------------------
 
@@ -662,8 +771,17 @@ def _collect_functions(tree: exp.Expression, result: QueryAnalysis) -> None:
         schema: str | None = None
         if isinstance(node.parent, exp.Dot) and node.parent.expression is node:
             schema = node.parent.this.name.lower() if node.parent.this else None
-        name = node.name.lower() if isinstance(node, exp.Anonymous) else node.sql_name().lower()
-        result.functions.append((schema, name, node))
+        result.functions.append((schema, function_name(node), node))
+
+
+def _merge(outs: list[Lineage]) -> Lineage:
+    """Every output of a scope as one value (a subquery used as an expression)."""
+    return Lineage(
+        "",
+        frozenset().union(*(o.sources for o in outs)) if outs else frozenset(),
+        any(o.derived for o in outs),
+        frozenset().union(*(o.opaque for o in outs)) if outs else frozenset(),
+    )
 
 
 def _inside(node: exp.Expression, ancestor: exp.Expression) -> bool:

@@ -107,6 +107,11 @@ class Judge:
         self.schema = schema
         self.facts = facts
         self.default_schema = facts.default_schema
+        # Whether anything this role receives is masked or scanned: then result framing the
+        # proxy's maskers rely on (COPY's default text format) must not be changed.
+        self.masks_output = bool(role.detect) or any(
+            role.action_for(rule.cls) != "clear" for rule in policy.columns
+        )
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -148,6 +153,13 @@ class Judge:
                     reason = ""
             if reason:
                 return self._block(reason, message, d, tables)
+        if "row locks" in d.notes and not role.may("update"):
+            return self._block(
+                "statement_not_allowed",
+                "SELECT … FOR UPDATE/SHARE takes row locks: it needs statements: [update]",
+                d,
+                tables,
+            )
         missing = sorted(k for k in d.required if not role.may(k))
         if missing:
             return self._block(
@@ -159,9 +171,20 @@ class Judge:
         if not role.unrestricted_statements:
             for read in d.all_reads():
                 for schema, name, node in read.functions:
+                    found = self._effect_refusal(name)
+                    if found:
+                        return self._block(*found, d, tables)
                     refusal = self._function_refusal(schema, name, node)
                     if refusal:
                         return self._block("function_denied", refusal, d, tables)
+        if "copy options" in d.notes and self.masks_output and not role.unrestricted_statements:
+            return self._block(
+                "statement_not_allowed",
+                "COPY options (FORMAT, DELIMITER, QUOTE, NULL, HEADER, …) are not allowed for this role; "
+                "use plain text COPY … TO STDOUT",
+                d,
+                tables,
+            )
         # 3. tables
         for t in sorted(tables):
             if self._catalog_ok(t):
@@ -179,6 +202,16 @@ class Judge:
         refusal = self._views_over_filtered(d)
         if refusal is not None:
             return refusal
+        if "explain analyze" in d.notes and not role.unrestricted_statements:
+            filtered = sorted(t for t in tables if role.row_filters_for(t, self.default_schema))
+            if filtered:
+                return self._block(
+                    "statement_not_allowed",
+                    f"EXPLAIN ANALYZE shows the rows the row filter on {', '.join(map(str, filtered))} "
+                    "removes; use EXPLAIN without ANALYZE",
+                    d,
+                    filtered,
+                )
         uses = [u for read in d.all_reads() for u in read.uses]
         # 4. whole rows
         for u in uses:
@@ -214,8 +247,8 @@ class Judge:
                     d,
                     opaque,
                 )
-        # 7. predicates
-        refusal = self._predicates(uses)
+        # 7. predicates, and computations whose errors or timing would reveal a masked value
+        refusal = self._predicates(uses) or self._computations(uses)
         if refusal is not None:
             text, classes = refusal
             return self._block("masked_predicate", text, d, tables, classes)
@@ -277,6 +310,17 @@ class Judge:
             out |= read.tables
         return out
 
+    def _effect_refusal(self, name: str) -> tuple[str, str] | None:
+        """Functions refused for what they do rather than what they read (checked before the
+        role's function allow-list): sleeping, writing sequences, taking advisory locks."""
+        if name in self.facts.timing_functions:
+            return "function_denied", f"function {name}() is not allowed: its timing is a side channel"
+        if name in self.facts.write_functions and not self.role.may("update"):
+            return "statement_not_allowed", f"{name}() writes a sequence: it needs statements: [update]"
+        if name in self.facts.lock_functions and not self.role.may("admin"):
+            return "statement_not_allowed", f"{name}() takes a lock others wait on: needs statements: [admin]"
+        return None
+
     def _function_refusal(self, schema: str | None, name: str, node) -> str | None:
         allowed = self.role.functions
         full = f"{schema}.{name}" if schema else name
@@ -329,6 +373,29 @@ class Judge:
             return (
                 f"`{u.text}` uses classified {', '.join(sorted(set(classes))) or 'data'} in a condition "
                 f"({how} allowed for this role)",
+                classes,
+            )
+        return None
+
+    def _computations(self, uses: list[Use]) -> tuple[str, list[str]] | None:
+        """For `masked_predicates: deny`: a value of a non-clear class may only pass through
+        total functions (DialectFacts.total_functions). Anything else (a cast to a number, a
+        division, a regular expression) can fail or slow down depending on the value, and its
+        error, or its absence, or its time, tells the value that the redacted output hides."""
+        if self.role.masked_predicates != "deny":
+            return None
+        for u in uses:
+            if u.role != "value" or u.unsafe is None:
+                continue
+            bad = self._non_clear(u.columns)
+            opaque = self._opaque_classified(u.opaque) if not u.columns else []
+            if not bad and not opaque:
+                continue
+            classes = [cls for _, cls, _ in bad]
+            return (
+                f"`{u.unsafe_text}` computes on classified {', '.join(sorted(set(classes))) or 'data'}; "
+                "only total text functions (upper, substr, ||, md5, coalesce, casts to text, …) may be "
+                "applied to masked values for this role",
                 classes,
             )
         return None

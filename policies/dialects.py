@@ -31,6 +31,19 @@ class DialectFacts:
     dangerous_functions: frozenset[str]
     # Settings a restricted role may change through SET or set_config().
     identity_settings: frozenset[str]
+    # Functions that are total over any value of a non-clear class (see TOTAL_FUNCTIONS).
+    total_functions: frozenset[str] = frozenset()
+    # Functions that return a set of rows: a non-clear argument sets the row count.
+    set_returning_functions: frozenset[str] = frozenset()
+    # Functions whose only effect is to make the statement take longer (a timing channel).
+    timing_functions: frozenset[str] = frozenset()
+    # Functions that write (sequences): they need statements: [update] (or all).
+    write_functions: frozenset[str] = frozenset()
+    # Functions that take session or transaction locks others wait on: statements: [admin] (or all).
+    lock_functions: frozenset[str] = frozenset()
+    # Client encodings (spelled as the server cleans them: lower case, letters and digits only)
+    # under which maskgate reads SQL text the way the server does.
+    safe_client_encodings: frozenset[str] = frozenset()
 
 
 _PG_DANGEROUS = frozenset(
@@ -107,6 +120,126 @@ _PG_DANGEROUS = frozenset(
     }
 )
 
+# The functions a role with `masked_predicates: deny` may apply to a value of a non-clear class
+# (directly or through other such functions). Each one is *total* (it cannot raise an error
+# whose occurrence or text depends on the value, so errors are no oracle), keeps the row count
+# (it returns one value per input, or one per group), and takes time that does not depend on
+# the value beyond its length. Their results are redacted whole (policies/decide.py), so what
+# they compute is never shown; the point is that computing it reveals nothing either.
+# Anything else over such a value (casts to numbers or dates, arithmetic, regular expressions,
+# format(), set-returning functions, …) is refused as masked_predicate. Names are as written in
+# SQL, plus sqlglot's canonical name where it parses the function into a typed node (marked).
+TOTAL_FUNCTIONS = frozenset(
+    {
+        # text in, text out, defined for every string
+        "upper",
+        "lower",
+        "initcap",
+        "reverse",
+        "replace",
+        "translate",
+        "concat",  # NULL arguments are skipped, never an error
+        "concat_ws",
+        # substrings: clamp out-of-range positions instead of raising. (`substring(x from
+        # 'regex')`, the regular-expression form, is refused in policies/analysis.py.)
+        "substr",
+        "substring",  # also sqlglot's name for substr
+        "left",
+        "right",
+        # lengths: a non-negative integer for every string (so a derived count can never make
+        # substr/lpad raise on a negative length)
+        "length",  # also sqlglot's name for char_length / character_length
+        "char_length",
+        "character_length",
+        "octet_length",
+        # trimming and padding: defined for every string
+        "trim",  # also sqlglot's name for btrim / ltrim / rtrim
+        "btrim",
+        "ltrim",
+        "rtrim",
+        "lpad",
+        "rpad",
+        "pad",  # sqlglot's name for lpad / rpad
+        # digests: defined for every input, fixed-size output
+        "md5",
+        "sha224",
+        "sha256",
+        "sha384",
+        "sha512",
+        "s_h_a2_digest",  # sqlglot's name for sha256/384/512
+        "digest",  # pgcrypto, when installed
+        # NULL handling: picks the first non-NULL argument
+        "coalesce",
+        # aggregates: one value per group, no comparison whose outcome is shown beyond the
+        # redacted result (min/max order values, but only the redacted extreme comes out)
+        "count",
+        "min",
+        "max",
+        "string_agg",
+        "group_concat",  # sqlglot's name for string_agg
+        "array_agg",
+        # window functions that only move a value from one row to another
+        "lag",
+        "lead",
+        "first_value",
+        "last_value",
+        # json builders: quote any value (a NULL key raises, which says no more than IS NULL,
+        # allowed for every role). The *_unique and json_object(text[]) forms are not here.
+        "to_json",
+        "to_jsonb",
+        "json_build_object",
+        "jsonb_build_object",
+        "json_build_array",
+        "jsonb_build_array",
+        "json_agg",
+        "jsonb_agg",
+        "json_object_agg",
+        "jsonb_object_agg",
+        "j_s_o_n_array_agg",  # sqlglot's name for json_agg
+        "j_s_o_n_object_agg",  # sqlglot's name for json_object_agg
+        "j_s_o_n_b_object_agg",  # sqlglot's name for jsonb_object_agg
+        # ROW(a, b): a record constructor, defined for any values
+        "row",
+    }
+)
+# Besides these functions, policies/analysis.py lets a non-clear value through: parentheses,
+# aliases, `||`, casts to text types (text, varchar, char, bpchar, name: explicit casts to a
+# length truncate, never raise), the ARRAY[...] constructor, the THEN/ELSE branches of CASE
+# (its conditions are predicates), `OVER (...)` around a window function, and DISTINCT inside
+# an aggregate.
+
+_PG_SET_RETURNING = frozenset(
+    {
+        "generate_series",
+        "exploding_generate_series",  # sqlglot's name for generate_series
+        "generate_subscripts",
+        "unnest",
+        "explode",  # sqlglot's name for unnest
+        "posexplode",
+        "regexp_matches",
+        "regexp_split_to_table",
+        "string_to_table",
+        "json_array_elements",
+        "json_array_elements_text",
+        "jsonb_array_elements",
+        "jsonb_array_elements_text",
+        "json_each",
+        "json_each_text",
+        "jsonb_each",
+        "jsonb_each_text",
+        "json_object_keys",
+        "jsonb_object_keys",
+        "json_populate_recordset",
+        "jsonb_populate_recordset",
+        "json_to_recordset",
+        "jsonb_to_recordset",
+        "jsonb_path_query",
+        "ts_debug",
+        "ts_parse",
+        "ts_token_type",
+    }
+)
+
 POSTGRES = DialectFacts(
     name="postgres",
     sqlglot="postgres",
@@ -134,6 +267,24 @@ POSTGRES = DialectFacts(
     ),
     dangerous_functions=_PG_DANGEROUS,
     identity_settings=frozenset({"role", "session_authorization", "session_replication_role"}),
+    total_functions=TOTAL_FUNCTIONS,
+    set_returning_functions=_PG_SET_RETURNING,
+    timing_functions=frozenset({"pg_sleep", "pg_sleep_for", "pg_sleep_until"}),
+    # currval() and lastval() only read back what this session's own nextval() returned.
+    write_functions=frozenset({"nextval", "setval"}),
+    lock_functions=frozenset(
+        {
+            "pg_advisory_lock",
+            "pg_advisory_lock_shared",
+            "pg_advisory_xact_lock",
+            "pg_advisory_xact_lock_shared",
+            "pg_try_advisory_lock",
+            "pg_try_advisory_lock_shared",
+            "pg_try_advisory_xact_lock",
+            "pg_try_advisory_xact_lock_shared",
+        }
+    ),
+    safe_client_encodings=frozenset({"utf8", "unicode"}),
 )
 
 MYSQL = DialectFacts(
@@ -152,6 +303,12 @@ MYSQL = DialectFacts(
     ),
     dangerous_functions=frozenset({"load_file", "sys_exec", "sys_eval", "benchmark"}),
     identity_settings=frozenset({"role", "session_authorization"}),
+    total_functions=TOTAL_FUNCTIONS,
+    set_returning_functions=frozenset(),
+    timing_functions=frozenset({"sleep", "benchmark"}),
+    write_functions=frozenset(),
+    lock_functions=frozenset({"get_lock"}),
+    safe_client_encodings=frozenset({"utf8", "utf8mb4", "utf8mb3"}),
 )
 
 DIALECTS: dict[str, DialectFacts] = {"postgres": POSTGRES, "postgresql": POSTGRES, "mysql": MYSQL}

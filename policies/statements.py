@@ -124,9 +124,21 @@ QUERY_STARTERS = {
     "REPLACE",
 }
 # Settings that change how the server reads SQL text (whether a backslash escapes a quote,
-# whether "x" is a name or a string). maskgate reads text the default way, so a session that
-# switched would let the server see other statements than the ones judged.
-LEXICAL_SETTINGS = {"standard_conforming_strings", "sql_mode"}
+# whether "x" is a name or a string, which bytes form one character). maskgate reads text the
+# default way (as UTF-8), so a session that switched would let the server see other statements
+# than the ones judged: under GBK with backslash_quote on, 0x95 0x5C is one character to the
+# server and a quote-escaping backslash to a UTF-8 reader.
+LEXICAL_SETTINGS = {
+    "standard_conforming_strings",
+    "sql_mode",
+    "backslash_quote",
+    "client_encoding",
+    "names",
+    "character_set_client",
+}
+# Client encodings under which maskgate and the server read the same characters (as the server
+# spells them after dropping everything but letters and digits: 'UTF-8' is utf8).
+SAFE_ENCODINGS = {"utf8", "unicode", "utf8mb4", "utf8mb3"}
 _SQL_MODE_LEXICAL = {
     "ANSI",
     "ANSI_QUOTES",
@@ -146,6 +158,12 @@ def lexically_safe(setting: str, values: list[str]) -> bool:
         return len(words) == 1 and words[0] in ("ON", "TRUE", "YES", "1", "DEFAULT")
     if setting == "sql_mode":
         return not any(w in _SQL_MODE_LEXICAL or w.startswith("@") for w in words)
+    if setting == "backslash_quote":
+        return len(words) == 1 and words[0] in ("OFF", "SAFE_ENCODING", "FALSE", "NO", "0", "DEFAULT")
+    if setting in ("client_encoding", "names", "character_set_client"):
+        if len(words) == 3 and words[1] == "COLLATE":  # MySQL SET NAMES utf8mb4 COLLATE …
+            words = words[:1]
+        return len(words) == 1 and "".join(ch for ch in words[0].lower() if ch.isalnum()) in SAFE_ENCODINGS
     return True
 
 
@@ -376,7 +394,16 @@ class Describer:
             raise Unparsable("incomplete SET")
         if words[i] in ("ROLE", "AUTHORIZATION"):
             return self._identity(text, "role")
-        if words[i] in ("TRANSACTION", "CONSTRAINTS", "NAMES", "CHARACTERISTICS", "CHARACTER", "TIME"):
+        encoding_at = None
+        if words[i] in ("NAMES", "CHARSET"):
+            encoding_at = i + 1
+        elif words[i] == "CHARACTER" and i + 1 < len(words) and words[i + 1] == "SET":
+            encoding_at = i + 2
+        if encoding_at is not None:
+            if not lexically_safe("names", [t.text for t in tokens[encoding_at:]]):
+                return self._lexical(text, "the client encoding")
+            return Described("session", text)
+        if words[i] in ("TRANSACTION", "CONSTRAINTS", "CHARACTERISTICS", "TIME"):
             return Described("session", text)
         name_parts = []
         j = i
@@ -390,14 +417,7 @@ class Describer:
             return self._identity(text, name)
         bare = name.removeprefix("@@").removeprefix("session.").removeprefix("local.")
         if bare in LEXICAL_SETTINGS and not lexically_safe(bare, [t.text for t in tokens[j + 1 :]]):
-            return Described(
-                "session",
-                text,
-                needs_all=(
-                    "statement_not_allowed",
-                    f"this value of {bare} changes how SQL text is read; it needs statements: [all]",
-                ),
-            )
+            return self._lexical(text, bare)
         d = Described("session", text)
         if name == "search_path":
             values = [t.text for t in tokens[j + 1 :] if t.token_type != TokenType.COMMA]
@@ -406,6 +426,16 @@ class Describer:
             else:
                 d.search_path = tuple(v for v in values if v)
         return d
+
+    def _lexical(self, text: str, setting: str) -> Described:
+        return Described(
+            "session",
+            text,
+            needs_all=(
+                "statement_not_allowed",
+                f"this value of {setting} changes how SQL text is read; it needs statements: [all]",
+            ),
+        )
 
     def _identity(self, text: str, setting: str) -> Described:
         return Described(
@@ -477,6 +507,10 @@ class Describer:
         inner.result_rows = False  # the client receives a plan, not rows
         inner.limit_rows = False
         inner.notes.append("explain")
+        if any(_word(t) in ("ANALYZE", "ANALYSE") for t in tokens[1:start]):
+            # It runs the statement and reports actual row counts (`Rows Removed by Filter`).
+            # `ANALYZE false` counts too: refusing a no-op costs nothing.
+            inner.notes.append("explain analyze")
         return inner
 
     def _prepare(self, text: str, tokens: list[Token]) -> Described:
@@ -516,6 +550,10 @@ class Describer:
             raise Unparsable("statement not understood")
         d = self._dispatch(text, tree)
         d.tree = tree
+        if tree.find(exp.Lock) is not None:
+            # SELECT … FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE takes row locks: a write.
+            d.required = d.required | {"update"}
+            d.notes.append("row locks")
         return d
 
     def _query(self, node: exp.Expression) -> QueryAnalysis:
@@ -759,6 +797,10 @@ class Describer:
         analysis = self._query(query)
         if to_client:
             d.query = analysis
+            if tree.args.get("params") or self._copy_options(text):
+                # The proxy masks COPY data in the default text format; other framings
+                # (CSV with a digit delimiter, binary) move values across its field boundaries.
+                d.notes.append("copy options")
         else:
             d.reads.append(analysis)
             d.flows = self._flows_of(analysis)
@@ -766,6 +808,20 @@ class Describer:
             d.result_rows = False
             d.needs_all = ("function_denied", "COPY TO a server file or program")
         return d
+
+    def _copy_options(self, text: str) -> bool:
+        """Whether anything but `;` follows `TO STDOUT` (sqlglot may drop options it does not know)."""
+        tokens = plain_tokens(text, self.dialect)
+        depth = 0
+        for i, t in enumerate(tokens):
+            if t.token_type == TokenType.L_PAREN:
+                depth += 1
+            elif t.token_type == TokenType.R_PAREN:
+                depth -= 1
+            elif depth == 0 and _word(t) == "TO" and i + 1 < len(tokens):
+                rest = tokens[i + 2 :]
+                return any(r.token_type != TokenType.SEMICOLON for r in rest)
+        return True
 
     def _create(self, text: str, tree: exp.Create) -> Described:
         kind = (tree.args.get("kind") or "").upper()

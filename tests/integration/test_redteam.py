@@ -720,17 +720,12 @@ def test_leak_error_message_echoes_middle_digits(served: dict[str, Any], truth: 
     assert idc[6:14] not in messages[2]  # date of birth
 
 
-@pytest.mark.xfail(strict=True, reason="LEAK: error/no-error oracle: 1/(digit - k) raises division_by_zero")
 def test_leak_division_error_oracle(served: dict[str, Any], truth: dict[str, Any]) -> None:
     t, digit = truth["target_id"], int(truth["phone"][3])
     with vendor(served) as c:
         assert refused(c, f"SELECT 1 / (substr(phone, 4, 1)::int - {digit}) FROM customers WHERE id = {t}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: masked values in LIMIT/OFFSET/set-returning-function arguments set the row count",
-)
 @pytest.mark.parametrize(
     "template",
     [
@@ -747,9 +742,6 @@ def test_leak_row_count_side_channel(served: dict[str, Any], truth: dict[str, An
         assert refused(c, template.format(t=truth["target_id"]))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="LEAK: pg_sleep(f(phone)) is allowed: timing reveals a digit per query"
-)
 def test_leak_timing_side_channel(served: dict[str, Any], truth: dict[str, Any]) -> None:
     with vendor(served) as c:
         assert refused(
@@ -759,10 +751,6 @@ def test_leak_timing_side_channel(served: dict[str, Any], truth: dict[str, Any])
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: free-text notes transformed (translate/reverse/regexp_match::numeric) defeat the detectors",
-)
 @pytest.mark.parametrize(
     "sql",
     [
@@ -784,9 +772,6 @@ def test_leak_free_text_numbers(served: dict[str, Any], truth: dict[str, Any], s
     assert not leaked(truth["secrets"], got)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="LEAK: bank cards (class denied) read in clear out of call_records.notes"
-)
 def test_leak_denied_bank_card_via_notes(served: dict[str, Any], truth: dict[str, Any]) -> None:
     with vendor(served) as c:
         try:
@@ -799,10 +784,6 @@ def test_leak_denied_bank_card_via_notes(served: dict[str, Any], truth: dict[str
     assert not {str(r[0]) for r in got} & truth["cards"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: COPY CSV, digit delimiter + tabs in a value shift columns; digits glue past detectors",
-)
 def test_leak_copy_csv_digit_delimiter_shifts_columns(wire: Wire, truth: dict[str, Any]) -> None:
     # Row: `a<TAB>b<TAB>c` 2 phone 2 id. CopyPlan splits on tabs (3 fields = 3 columns), so the
     # masker hits `b`, and the phone lands in the clear `id` column glued to digits: `c2<phone>2<id>`.
@@ -813,9 +794,6 @@ def test_leak_copy_csv_digit_delimiter_shifts_columns(wire: Wire, truth: dict[st
     assert not leaked(truth["secrets"], data)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="LEAK: nextval/setval write the audit_trail sequence for a select-only role"
-)
 @pytest.mark.parametrize(
     "sql", ["SELECT nextval('audit_trail_id_seq')", "SELECT setval('audit_trail_id_seq', 1000)"]
 )
@@ -824,7 +802,6 @@ def test_leak_sequence_writes(served: dict[str, Any], sql: str) -> None:
         assert refused(c, sql)
 
 
-@pytest.mark.xfail(strict=True, reason="LEAK: select-only role takes row locks (FOR UPDATE / FOR SHARE)")
 @pytest.mark.parametrize(
     "sql", ["SELECT id FROM customers FOR UPDATE", "SELECT id FROM call_records FOR SHARE"]
 )
@@ -833,9 +810,6 @@ def test_leak_row_locks(served: dict[str, Any], sql: str) -> None:
         assert refused(c, sql)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="LEAK: EXPLAIN ANALYZE shows rows removed by the row filter (other branches)"
-)
 def test_leak_explain_analyze_counts_filtered_rows(served: dict[str, Any]) -> None:
     with vendor(served) as c:
         try:
@@ -877,10 +851,6 @@ def test_leak_startup_standard_conforming_strings_off(served: dict[str, Any], tr
         w.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: SET client_encoding GBK + SET backslash_quote on: 0x95 0x5C hides a quote from the parser",
-)
 def test_leak_gbk_backslash_quote_smuggling(served: dict[str, Any], truth: dict[str, Any]) -> None:
     w = Wire(served["port"])
     try:
