@@ -135,6 +135,44 @@ NAME_CONTEXT_RE = re.compile(
 HONORIFIC_RE = re.compile(r"(?P<run>[\u3400-\u4dbf\u4e00-\u9fff]{1,3})(?:先生|女士|小姐)")
 # Characters that end a name when a context word is followed by running text (客户张三的电话).
 _NAME_STOP = frozenset("的电手身先女小在是和与及于说已要来去住称为等办申联地号证卡账帐您你我他她了到从向给于")
+# Words that commonly follow 客户/联系人 in call-centre and ticket text and are not names
+# (客户来电咨询…, 客户要求…): without this, every 客户来电 masks 来电 as a name.
+_NOT_NAMES = (
+    "来电",
+    "致电",
+    "咨询",
+    "反映",
+    "要求",
+    "表示",
+    "投诉",
+    "办理",
+    "申请",
+    "询问",
+    "满意",
+    "收到",
+    "回访",
+    "需要",
+    "已经",
+    "说明",
+    "提供",
+    "信息",
+    "资料",
+    "经理",
+    "服务",
+    "账户",
+    "账号",
+    "本人",
+    "同意",
+    "拒绝",
+    "确认",
+    "希望",
+    "认为",
+    "联系",
+    "电话",
+    "手机",
+    "地址",
+    "身份",
+)
 CONTEXT_WINDOW = 16
 
 # Every digit class contains seven consecutive digits (USCC positions 2-8, passports, IDs, cards)
@@ -264,6 +302,8 @@ def _find_person_name(norm: str, out: list[Candidate]) -> None:
         end_run = m.end("name")
         if end_run < len(norm) and norm[end_run] == "*":
             continue  # already masked (张*三): leave it alone
+        if m.group("name").startswith(_NOT_NAMES):
+            continue
         name = _trim_name(m.group("name"))
         if len(name) >= 2 and (surname_length(name) or any(c in NAME_DOTS for c in name)):
             start = m.start("name")
