@@ -40,7 +40,9 @@ class Lineage:
 @dataclass(frozen=True, slots=True)
 class Use:
     """One read of base columns. `role` is value | predicate | eq_literal | eq_column | null_test |
-    whole_row. `partner` holds the other side's columns of an eq_column comparison. `unsafe` is,
+    whole_row. Comparisons no operator spells out count too: a column of INTERSECT / EXCEPT /
+    UNION (not ALL), of SELECT DISTINCT or of an aggregate's DISTINCT (`via` names the clause).
+    `partner` holds the other side's columns of an eq_column comparison. `unsafe` is,
     for a value use, the first function, operator or cast on the way from the column to the
     output that is not total (DialectFacts.total_functions): evaluating it may raise an error
     that depends on the value, or take a value-dependent time."""
@@ -52,6 +54,8 @@ class Use:
     node: exp.Expression | None = field(default=None, compare=False, hash=False)
     dialect: str = "postgres"
     unsafe: exp.Expression | None = field(default=None, compare=False, hash=False)
+    # For a comparison no operator spells out: the clause that compares (UNION, DISTINCT, …).
+    via: str = ""
 
     @property
     def text(self) -> str:
@@ -641,6 +645,10 @@ class _QueryWalk:
 
     def _collect_uses(self, scope: Scope) -> None:
         root = scope.expression
+        if _deduplicates(root):
+            self._set_operation_uses(scope)
+        elif isinstance(root, exp.Select) and _distinct_rows(root):
+            self._distinct_uses(scope)
         for node in scope.walk():
             if isinstance(node, exp.Star) and not isinstance(node.parent, exp.Column):
                 parent = node.parent
@@ -681,11 +689,96 @@ class _QueryWalk:
             if lin.sources or lin.opaque:
                 self._add_use(target, scope, root, lin)
 
+    def _set_operation_uses(self, scope: Scope) -> None:
+        """INTERSECT and EXCEPT (with or without ALL) and UNION without ALL compare column i of
+        one side with column i of the other: `SELECT '138…' INTERSECT SELECT phone` returns a row
+        only if that number exists, and a UNION's row count tells how many values are equal.
+        Each side's column is a use like the operand of `=`: eq_literal against a literal or
+        parameter written in the other side's projection, eq_column against the other side's
+        base columns when neither side is computed, a predicate otherwise (a generated or
+        VALUES list of candidates is not a literal: it enumerates)."""
+        sides = scope.set_operation_scopes[:2]
+        if len(sides) < 2:
+            return
+        lineages = [self._side_outputs(side) for side in sides]
+        op = scope.expression
+        via = type(op).__name__.upper() + ("" if op.args.get("distinct") is not False else " ALL")
+        width = max(len(lins) for lins in lineages)
+        for i in range(width):
+            for me, other in ((0, 1), (1, 0)):
+                mine = lineages[me][i] if i < len(lineages[me]) else None
+                if mine is None or not (mine.sources or mine.opaque):
+                    continue
+                theirs = lineages[other][i] if i < len(lineages[other]) else None
+                node = _projection(sides[me].expression, i)
+                partner: frozenset[ColumnName] = frozenset()
+                if mine.derived or theirs is None:
+                    role = "predicate"
+                elif _is_literal(_projection(sides[other].expression, i).unalias()):
+                    role = "eq_literal"
+                elif theirs.derived or theirs.opaque or not theirs.sources:
+                    role = "predicate"
+                else:
+                    role, partner = "eq_column", theirs.sources
+                self.result.uses.append(
+                    Use(role, mine.sources, partner, mine.opaque, node, self.a.facts.sqlglot, via=via)
+                )
+
+    def _side_outputs(self, side: Scope) -> list[Lineage]:
+        outs = self.outputs.get(id(side))
+        if outs is None:
+            # Unknown shape: every column it may carry is compared, with unknown partners.
+            lin = self._opaque_scope(side)
+            return [Lineage("", lin.sources, True, lin.opaque)]
+        return outs
+
+    def _distinct_uses(self, scope: Scope) -> None:
+        """SELECT DISTINCT compares every output column between rows: how many rows come back
+        tells which values are equal. Each column is a use like `a.x = b.x` (eq_column with
+        itself) when it is a base column, a predicate when it is computed (DISTINCT left(phone,
+        3) groups by a prefix). DISTINCT ON (…) is judged by its expressions (_PREDICATE_ARGS)."""
+        outs = self.outputs.get(id(scope))
+        lineages = outs if outs is not None else self._side_outputs(scope)
+        select = scope.expression
+        for i, lin in enumerate(lineages):
+            if not (lin.sources or lin.opaque):
+                continue
+            derived = lin.derived or bool(lin.opaque)
+            self.result.uses.append(
+                Use(
+                    "predicate" if derived else "eq_column",
+                    lin.sources,
+                    frozenset() if derived else lin.sources,
+                    lin.opaque,
+                    _projection(select, i),
+                    self.a.facts.sqlglot,
+                    via="DISTINCT",
+                )
+            )
+
     def _add_use(self, node: exp.Expression, scope: Scope, root: exp.Expression, lin: Lineage) -> None:
         role, partner, unsafe = self._role_of(node, scope, root, lin)
         self.result.uses.append(
             Use(role, lin.sources, partner, lin.opaque, node, self.a.facts.sqlglot, unsafe)
         )
+        distinct = _aggregate_distinct(node, root)
+        if distinct is not None:
+            # count(DISTINCT phone) compares the values with each other (how many are equal),
+            # besides passing them to the aggregate: equality of a column with itself, or a
+            # predicate when the compared value is computed (count(DISTINCT left(phone, 3))).
+            keys = distinct.expressions
+            direct = not lin.derived and len(keys) == 1 and _bare(keys[0]) is node
+            self.result.uses.append(
+                Use(
+                    "eq_column" if direct else "predicate",
+                    lin.sources,
+                    lin.sources if direct else frozenset(),
+                    lin.opaque,
+                    distinct.parent or distinct,
+                    self.a.facts.sqlglot,
+                    via="DISTINCT",
+                )
+            )
 
     def _add_whole_row(self, scope: Scope, alias: str, node: exp.Expression) -> None:
         lin = self._whole_row(scope, alias)
@@ -772,6 +865,37 @@ def _collect_functions(tree: exp.Expression, result: QueryAnalysis) -> None:
         if isinstance(node.parent, exp.Dot) and node.parent.expression is node:
             schema = node.parent.this.name.lower() if node.parent.this else None
         result.functions.append((schema, function_name(node), node))
+
+
+def _deduplicates(node: exp.Expression) -> bool:
+    """Whether a set operation compares its sides' rows: INTERSECT and EXCEPT always (ALL too:
+    they still match rows), UNION unless ALL. UNION ALL only concatenates."""
+    if isinstance(node, exp.Intersect | exp.Except):
+        return True
+    return isinstance(node, exp.Union) and node.args.get("distinct") is not False
+
+
+def _aggregate_distinct(node: exp.Expression, root: exp.Expression) -> exp.Distinct | None:
+    """The aggregate DISTINCT (`count(DISTINCT …)`) whose compared expressions hold `node`."""
+    child, parent = node, node.parent
+    while parent is not None and child is not root and not isinstance(child, exp.Query):
+        if isinstance(parent, exp.Distinct) and child.arg_key == "expressions":
+            return parent
+        child, parent = parent, parent.parent
+    return None
+
+
+def _distinct_rows(select: exp.Select) -> bool:
+    """SELECT DISTINCT (not DISTINCT ON, whose expressions are uses of their own)."""
+    distinct = select.args.get("distinct")
+    return distinct is not None and not distinct.args.get("on")
+
+
+def _projection(query: exp.Expression, i: int) -> exp.Expression:
+    """The i-th output expression of a SELECT, or the query itself (nested set operation, VALUES)."""
+    if isinstance(query, exp.Select) and i < len(query.selects):
+        return query.selects[i]
+    return query
 
 
 def _merge(outs: list[Lineage]) -> Lineage:

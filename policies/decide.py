@@ -350,6 +350,13 @@ class Judge:
         return None
 
     def _predicates(self, uses: list[Use]) -> tuple[str, list[str]] | None:
+        """`deny` refuses every comparison of a non-clear class, including those no operator
+        spells out (INTERSECT / EXCEPT / UNION without ALL, SELECT DISTINCT, count(DISTINCT …)).
+        `equality` keeps those that are equalities the role could write with `=`: against a
+        literal or parameter, or between base columns of the same class (the analysis makes them
+        eq_literal / eq_column; computed values, candidate lists and DISTINCT ON are predicates).
+        Like a same-class join, such a comparison may come back in the value's sort order when
+        the server sorts to compare; the values themselves stay masked."""
         mode = self.role.masked_predicates
         if mode == "allow":
             return None
@@ -370,8 +377,9 @@ class Judge:
                     if theirs == mine:
                         continue
             how = "only equality with a value" if mode == "equality" else "no filtering, sorting or grouping"
+            where = f"in a comparison ({u.via})" if u.via else "in a condition"
             return (
-                f"`{u.text}` uses classified {', '.join(sorted(set(classes))) or 'data'} in a condition "
+                f"`{u.text}` uses classified {', '.join(sorted(set(classes))) or 'data'} {where} "
                 f"({how} allowed for this role)",
                 classes,
             )

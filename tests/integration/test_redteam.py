@@ -888,3 +888,52 @@ def test_leak_audit_evasion_with_non_utf8_sql(served: dict[str, Any]) -> None:
     ):
         time.sleep(0.05)
     assert marker in audit.read_text(errors="replace")
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparisons no operator spells out: set operations and DISTINCT
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "SELECT '{p}' INTERSECT SELECT phone FROM customers",
+        "SELECT '{p}' INTERSECT ALL SELECT phone FROM customers",
+        "SELECT '{p}' EXCEPT SELECT phone FROM customers",
+        "SELECT phone FROM customers UNION SELECT '{p}'",
+        "WITH x AS (SELECT phone AS q FROM customers) "
+        "SELECT count(*) FROM (SELECT '{p}' INTERSECT SELECT q FROM x) s",
+        "WITH RECURSIVE r(q) AS (SELECT '{p}' UNION SELECT phone FROM customers) SELECT count(*) FROM r",
+    ],
+)
+def test_leak_set_operation_membership_oracle(
+    served: dict[str, Any], truth: dict[str, Any], template: str
+) -> None:
+    # Whether a guessed number exists shows as a row (INTERSECT), a missing row (EXCEPT) or a row
+    # count (UNION): every form is refused for a role that may not compare masked values.
+    with vendor(served) as c:
+        assert refused(c, template.format(p=truth["phone"]))
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT DISTINCT phone FROM customers",
+        "SELECT count(DISTINCT phone) FROM customers",
+        "SELECT DISTINCT ON (phone) id FROM customers",
+        "SELECT count(*) FROM (SELECT DISTINCT caller FROM call_records) s",
+        "WITH RECURSIVE r(q) AS (SELECT phone FROM customers UNION SELECT q FROM r) SELECT count(*) FROM r",
+    ],
+)
+def test_leak_distinct_counts_equal_values(served: dict[str, Any], sql: str) -> None:
+    # De-duplication tells which customers share a number (and, with a planted row, which one).
+    with vendor(served) as c:
+        assert refused(c, sql)
+
+
+def test_union_all_is_still_served_masked(served: dict[str, Any], truth: dict[str, Any]) -> None:
+    # UNION ALL only concatenates: nothing is compared, so it stays allowed (values masked).
+    with vendor(served) as c:
+        got = c.execute("SELECT phone FROM customers UNION ALL SELECT caller FROM call_records").fetchall()
+    assert got and not leaked(truth["secrets"], got)
