@@ -117,8 +117,19 @@ def tour(port: int, metrics_port: int) -> str:
         say(f"-- as {USERS[who][0]} ({who}){note}")
         say(_table(cols, rows) if err is None else f"  refused: {err}")
         say("")
+    notes = "SELECT id, notes FROM call_records WHERE id IN (2, 3, 5) ORDER BY id"
+    say(
+        f"-- free-text notes (class free_text) reach the vendor with every number masked in place\n   {notes}"
+    )
+    cols, rows, _, err = _query(port, "vendor", notes)
+    say(_table(cols, rows) if err is None else f"  refused: {err}")
+    say("")
     refusals = [
         ("SELECT name, bank_card FROM customers LIMIT 3", "a class the vendor may not see at all"),
+        (
+            "SELECT ('x' || substr(phone, 4, 4))::int FROM customers LIMIT 1",
+            "reading the hidden digits back through a failing cast",
+        ),
         ("SELECT id FROM customers WHERE phone LIKE '138%'", "guessing numbers through a predicate"),
         (
             "SELECT upper(phone) || '' AS p FROM customers LIMIT 3",
