@@ -79,6 +79,11 @@ class Gate(Protocol):
 
     def auth_failed(self, protocol: str) -> None: ...
 
+    def prepare(self, database: str) -> None:
+        """Get ready to decide statements for `database` (e.g. load its schema). May block: call
+        it from a worker thread, before the first statement of a session on that database."""
+        ...
+
     def schema_changed(self, database: str) -> None:
         """DDL passed through: reload the schema for that database soon."""
         ...

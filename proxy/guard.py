@@ -87,9 +87,15 @@ class Guard:
 
     def schema(self, database: str) -> Schema:
         schema = self._schemas.get(database)
-        if schema is None or database in self._stale:
-            schema = self.load_schema(database, fallback=schema)
+        if schema is None:
+            schema = self.load_schema(database)
         return schema
+
+    def prepare(self, database: str) -> None:
+        """Load the schema of a database a session is about to use. Blocking: sessions call it
+        from a worker thread while they connect upstream, so the event loop never waits on it."""
+        if database not in self._schemas:
+            self.load_schema(database)
 
     def load_schema(self, database: str, fallback: Schema | None = None) -> Schema:
         with self._lock:
@@ -106,8 +112,7 @@ class Guard:
                     schema = fallback or Schema()
             self._schemas[database] = schema
             # New schema, new engines (their caches describe the old columns).
-            state = self._state
-            state.engines.pop(database, None)
+            self._state.engines.pop(database, None)
             return schema
 
     def refresh_schemas(self) -> None:
@@ -117,13 +122,24 @@ class Guard:
     def engine(self, database: str) -> Engine:
         state = self._state
         engine = state.engines.get(database)
-        if engine is None or database in self._stale:
+        if engine is None:
             engine = Engine(state.policy, self.schema(database))
             state.engines[database] = engine
         return engine
 
     def schema_changed(self, database: str) -> None:
+        """DDL passed through: reload that schema in the background. Until it lands, statements
+        are decided on the old one, where a new table or column is unknown and so refused or
+        redacted: late, never open."""
+        if database in self._stale:
+            return  # a reload is already under way
         self._stale.add(database)
+        threading.Thread(
+            target=self.load_schema,
+            args=(database, self._schemas.get(database)),
+            name="maskgate-schema",
+            daemon=True,
+        ).start()
 
     # -- Gate ----------------------------------------------------------------------------------
 

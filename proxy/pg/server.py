@@ -237,6 +237,8 @@ class _Connection(asyncio.Protocol):
 
     async def _open_upstream(self, database: str) -> None:
         up = self.server.upstream
+        # The schema of a database no session used yet is loaded off the loop, while we connect.
+        prepare = asyncio.ensure_future(asyncio.to_thread(self.server.gate.prepare, database))
         try:
             self.upstream = await self.server.connect_upstream(lambda: _UpstreamProtocol(self))
         except (TimeoutError, OSError, ConnectionError, ssl.SSLError) as e:
@@ -247,6 +249,13 @@ class _Connection(asyncio.Protocol):
             self.upstream.close()
             return
         self.upstream.set_write_buffer_limits(high=256 * 1024)
+        try:
+            await prepare
+        except Exception:  # the gate fails closed on its own; a preparation error is only logged
+            log.exception("session %s: preparing database %r failed", self.session.session_id, database)
+        if self.closed:
+            self.upstream.close()
+            return
         self.run(self.session.upstream_connected())
 
     def upstream_lost(self) -> None:

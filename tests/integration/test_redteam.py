@@ -12,29 +12,22 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shutil
 import socket
 import struct
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from prometheus_client import CollectorRegistry
 
-from proxy.app import App
-from proxy.config import load_config
-from proxy.embedded_pg import EmbeddedPostgres, bin_dir, free_port
+from proxy.embedded_pg import EmbeddedPostgres, bin_dir
 from proxy.pg import messages as m
 from proxy.pg.auth import UpstreamAuth
 from tests.conftest import start_crm
-from tests.integration.test_serve import Running
+from tests.integration.harness import serve_demo
 
-REPO = Path(__file__).resolve().parents[2]
-DEMO_POLICY = REPO / "policies" / "examples" / "demo.yaml"
 SVC_PW = "svc-secret-redteam"
 VENDOR = ("vendor_zhang", "vendor-pass")
 DIGITS = re.compile(r"\d+")
@@ -56,20 +49,8 @@ def crm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
 
 @pytest.fixture(scope="module")
 def served(crm: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    d = tmp_path_factory.mktemp("redteam")
-    shutil.copy(DEMO_POLICY, d / "policy.yaml")
-    port = free_port()
-    (d / "maskgate.yaml").write_text(
-        f"policy: policy.yaml\naudit_log: audit.jsonl\n"
-        f"postgres:\n  listen: 127.0.0.1:{port}\n"
-        f"  upstream: postgresql://maskgate_svc:${{T_UPSTREAM}}@127.0.0.1:{crm.port}/crm?sslmode=disable\n"
-    )
-    config = load_config(d / "maskgate.yaml", env={"T_UPSTREAM": SVC_PW})
-    running = Running(App(config, registry=CollectorRegistry()))
-    try:
-        yield {"port": port, "dir": d, "pg": crm}
-    finally:
-        running.stop()
+    with serve_demo(tmp_path_factory.mktemp("redteam"), crm, SVC_PW) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

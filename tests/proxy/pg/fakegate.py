@@ -107,6 +107,9 @@ class FakeGate:
     def auth_failed(self, protocol: str) -> None:
         self.auth_failures += 1
 
+    def prepare(self, database: str) -> None:
+        pass
+
     def schema_changed(self, database: str) -> None:
         self.schema_changes.append(database)
 

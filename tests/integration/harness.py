@@ -1,0 +1,60 @@
+"""The real App (maskgate serve) in-process, in front of a demo `crm` cluster, for integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from proxy.app import App
+from proxy.config import load_config
+from proxy.embedded_pg import EmbeddedPostgres, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO_POLICY = REPO / "policies" / "examples" / "demo.yaml"
+
+
+class Running:
+    """An App on its own event loop thread, so synchronous clients can talk to it."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.call(app.start())
+
+    def call(self, coro: Any, timeout: float = 60) -> Any:
+        fut: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return fut.result(timeout)
+
+    def stop(self) -> None:
+        self.call(self.app.stop(2))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@contextmanager
+def serve_demo(d: Path, pg: EmbeddedPostgres, service_password: str) -> Iterator[dict[str, Any]]:
+    """The demo policy (copied into `d`, so a test may edit it), audit log and metrics endpoint."""
+    policy = d / "policy.yaml"
+    shutil.copy(DEMO_POLICY, policy)
+    port, mport = free_port(), free_port()
+    (d / "maskgate.yaml").write_text(
+        f"policy: policy.yaml\naudit_log: audit.jsonl\nmetrics: 127.0.0.1:{mport}\n"
+        f"postgres:\n  listen: 127.0.0.1:{port}\n"
+        f"  upstream: postgresql://maskgate_svc:${{T_UPSTREAM}}@127.0.0.1:{pg.port}/crm?sslmode=disable\n"
+    )
+    config = load_config(d / "maskgate.yaml", env={"T_UPSTREAM": service_password})
+    running = Running(App(config, registry=CollectorRegistry()))
+    try:
+        yield {"port": port, "metrics": mport, "dir": d, "policy": policy, "app": running.app, "pg": pg}
+    finally:
+        running.stop()
