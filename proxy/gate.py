@@ -51,6 +51,8 @@ class Gate(Protocol):
     """Everything a protocol session may ask for. Implementations must be cheap and non-blocking."""
 
     masking_key: bytes
+    # Bumped on every policy reload: decisions carried by prepared statements are made again.
+    generation: int
 
     def lookup(self, user: str) -> Principal | None:
         """The principal for a user name, or None (unknown users get the same error as bad passwords)."""

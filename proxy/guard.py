@@ -23,6 +23,10 @@ from .metrics import Metrics
 
 _DETECTABLE = frozenset(masking.CLASSES)
 
+ACCESS_CHANGED = Block(
+    "statement_not_allowed", "your access was changed by a policy reload; reconnect to continue"
+)
+
 SchemaLoader = Callable[[str], Schema]
 
 AUDIT_DOWN = Block(
@@ -44,6 +48,7 @@ class _PolicyState:
 
     policy: Any
     engines: dict[str, Engine] = field(default_factory=dict)
+    valid: dict[Principal, bool] = field(default_factory=dict)  # principals checked against it
 
 
 class Guard:
@@ -72,6 +77,7 @@ class Guard:
         self._text_maskers: dict[frozenset[str], Callable[[str], str]] = {}
         self._masked_counts: dict[str, int] = {}
         self._state = _PolicyState(policy)
+        self.generation = 0
         metrics.set_policy_revision(policy.revision)
 
     # -- policy and schema ---------------------------------------------------------------------
@@ -83,6 +89,7 @@ class Guard:
     def swap_policy(self, policy: Any) -> None:
         """Install a validated policy. Engines are rebuilt lazily, so one reference swap suffices."""
         self._state = _PolicyState(policy)
+        self.generation += 1
         self.metrics.set_policy_revision(policy.revision)
 
     def schema(self, database: str) -> Schema:
@@ -158,6 +165,8 @@ class Guard:
     ) -> Decision:
         if self.audit_required and self.audit is not None and not self.audit.healthy:
             return AUDIT_DOWN
+        if not self._still_valid(principal):
+            return ACCESS_CHANGED
         engine = self.engine(database or self.default_database)
         hits = engine.cache_hits
         try:
@@ -170,6 +179,22 @@ class Guard:
         m = self.metrics
         m.child(m.decision_cache, "hit" if engine.cache_hits > hits else "miss").inc()
         return decision
+
+    def _still_valid(self, principal: Principal) -> bool:
+        """A reload may remove the user, move them to another role or change what the role may
+        see; a session authenticated before it must not go on under its old rights."""
+        state = self._state
+        ok = state.valid.get(principal)
+        if ok is None:
+            policy = state.policy
+            u = policy.users.get(principal.user)
+            ok = (
+                u is not None
+                and u.role == principal.role
+                and is_unrestricted(policy, policy.roles.get(u.role)) == principal.unrestricted
+            )
+            state.valid[principal] = ok
+        return ok
 
     def value_masker(self, cls: str | None, action: str) -> Callable[[Any], Any]:
         key = (cls, action)

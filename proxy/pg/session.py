@@ -177,6 +177,7 @@ class Stmt:
     allow: Allow
     fields: tuple[m.FieldDescription, ...] | None = None  # from a Describe of the statement
     describing: bool = False
+    generation: int = 0  # the gate's policy generation the decision was made under
 
 
 @dataclass(slots=True, eq=False)
@@ -750,7 +751,7 @@ class PgSession:
             self._record(p.sql, d, started=started, overhead=overhead)
             self._refuse_extended(d)
             return
-        st = Stmt(p.name, p.sql, d)
+        st = Stmt(p.name, p.sql, d, generation=self.gate.generation)
         # Committed only on ParseComplete: a failed Parse (e.g. a duplicate name) must not
         # replace the decision of the statement the server still holds under that name.
         self._stmts_inflight[p.name] = st
@@ -760,6 +761,28 @@ class PgSession:
         self._upstream(
             m.Parse(p.name, d.rewritten_sql, p.param_types).serialize() if d.rewritten_sql else raw
         )
+
+    def _redecide(self, st: Stmt) -> bool:
+        """The policy was reloaded since `st` was prepared: decide it again. A tighter decision
+        applies from this Bind on; one that needs different SQL upstream (a new row filter or
+        limit) cannot be applied to the statement the server holds, so it is refused until the
+        client prepares it again. Returns whether the Bind may go on."""
+        d, _ = self._decide(st.sql)
+        if isinstance(d, Allow) and d.rewritten_sql == st.allow.rewritten_sql:
+            st.allow = d
+            st.generation = self.gate.generation
+            return True
+        block = (
+            d
+            if isinstance(d, Block)
+            else Block(
+                "statement_not_allowed",
+                "the policy changed since this statement was prepared; prepare it again",
+            )
+        )
+        self._record(st.sql, block, started=self.clock())
+        self._refuse_extended(block)
+        return False
 
     def _on_bind(self, b: m.Bind, raw: memoryview) -> None:
         st = self._stmt(b.statement)
@@ -772,6 +795,8 @@ class PgSession:
                 self._refuse_extended(block)
                 return
             st = Stmt(b.statement, "", self._unknown)
+        elif st.generation != self.gate.generation and st.sql and not self._redecide(st):
+            return
         portal = Portal(b.portal, st, b.result_formats, Result(st.allow))
         self._portals_inflight[b.portal] = portal
         if b.portal == "":

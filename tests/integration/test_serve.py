@@ -232,3 +232,31 @@ def test_ddl_reloads_the_schema_in_the_background(served: dict[str, Any]) -> Non
                 time.sleep(0.1)  # not in the schema yet: refused, never passed unmasked
     assert rows, "the view never became known to the engine"
     assert all("****" in r[1] for r in rows)
+
+
+def test_a_reload_reaches_open_sessions_and_prepared_statements(served: dict[str, Any]) -> None:
+    app: App = served["app"]
+    assert app.reloader is not None
+    good = served["policy"].read_text()
+    sql = "SELECT id, caller FROM call_records"
+    try:
+        with vendor(served, autocommit=True) as c, dba(served) as admin:
+            admin.autocommit = True
+            assert len(c.execute(sql, prepare=True).fetchall()) == 200
+            assert len(c.execute(sql, prepare=True).fetchall()) == 200  # now a server-side statement
+            served["policy"].write_text(good.replace("max_rows: 200", "max_rows: 100"))
+            assert app.reloader.reload_now() is True
+            # The prepared statement carries LIMIT 201 upstream: it may not run under the new policy.
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="prepare it again"):
+                c.execute(sql, prepare=True)
+            assert len(c.execute("SELECT id FROM call_records").fetchall()) == 100
+            # A reload that removes the person stops their open session at the next statement.
+            start, end = good.index("  vendor_zhang:"), good.index("  desk_li:")
+            served["policy"].write_text(good[:start] + good[end:])
+            assert app.reloader.reload_now() is True
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="reconnect"):
+                c.execute("SELECT 1")
+            assert admin.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        served["policy"].write_text(good)
+        app.reloader.reload_now()

@@ -62,6 +62,7 @@ def text_masker(classes: frozenset[str]) -> Callable[[str], str]:
 
 class FakeGate:
     masking_key = b"k" * 32
+    generation = 0
 
     def __init__(self, decide: Callable[[Principal, str], Decision] | None = None) -> None:
         self.users: dict[str, Principal] = {}
