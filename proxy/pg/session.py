@@ -398,9 +398,14 @@ class PgSession:
         return self._flush()
 
     def upstream_failed(self, reason: str) -> list[Command]:
+        self._upstream_failed(reason)
+        return self._flush()
+
+    def _upstream_failed(self, reason: str) -> None:
+        # Queues the error and the Close without flushing: inside upstream_data the commands
+        # must reach the caller with the rest of that event's output.
         log.warning("session %s: upstream connection failed: %s", self.session_id, reason)
         self._close(f"upstream failed: {reason}", errors.upstream_unavailable())
-        return self._flush()
 
     def upstream_closed(self) -> list[Command]:
         if self.state is State.READY:
@@ -543,13 +548,13 @@ class PgSession:
             try:
                 reply = self._up_auth.respond(m.parse_authentication(body))
             except AuthError as e:
-                self.upstream_failed(str(e))
+                self._upstream_failed(str(e))
                 return
             if reply:
                 self._upstream(reply)
         elif mtype == b"E":
             err = m.ErrorResponse.parse(body)
-            self.upstream_failed(f"{err.code} {err.message}")
+            self._upstream_failed(f"{err.code} {err.message}")
         elif mtype == b"S":
             ps = m.ParameterStatus.parse(body)
             self._track_parameter(ps)
