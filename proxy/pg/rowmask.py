@@ -316,7 +316,12 @@ class RowPlan:
             fn = fns[i] if i < ncols else None
             if fn is not None:
                 v = buf[vstart:vend]
-                out = fn(v)
+                try:
+                    out = fn(v)
+                except (ValueError, ArithmeticError, struct.error) as e:
+                    # Not a value of its declared type (b"abc" as int8): fail closed, as for any
+                    # message that does not match its layout.
+                    raise MessageError(f"column {i} value does not match its type") from e
                 if out is not v and out != v:
                     if pieces is None:
                         pieces = [b""]  # the header, filled in below: one join builds the row

@@ -539,3 +539,20 @@ def masked_int_session() -> PgSession:
     s, _ = login(gate)
     s.client_data(m.Query("SELECT n FROM t").serialize())
     return s
+
+
+def test_value_not_of_its_type_closes_with_08p01() -> None:
+    # int("call 139...") raised ValueError out of upstream_data.
+    for oid, fmt, value in (
+        (20, 0, b"call " + SECRET),
+        (23, 1, SECRET),
+        (1700, 1, b"\x00"),
+        (17, 0, b"\\xzz"),
+    ):
+        s = masked_int_session()
+        rd = m.RowDescription((m.FieldDescription("n", 0, 0, oid, -1, -1, fmt),))
+        out = s.upstream_data(rd.serialize() + m.DataRow((value,)).serialize())
+        assert out == [
+            SendClient(errors.protocol_violation("upstream protocol error").serialize()),
+            Close("upstream protocol violation: column 0 value does not match its type"),
+        ]
