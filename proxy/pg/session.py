@@ -75,6 +75,7 @@ def _withheld(err: m.ErrorResponse) -> m.ErrorResponse:
     return m.ErrorResponse(tuple(keep))
 
 
+_I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 _CACHE_MAX = 64  # per-session caches of row descriptions and masking plans
 
@@ -194,6 +195,7 @@ class Result:
     truncated: bool = False
     noticed: bool = False
     refused: m.ErrorResponse | None = None  # refused after it started: swallow the rest
+    ncols: int = -1  # columns described for it: a restricted row with another count is malformed
 
 
 @dataclass(slots=True, eq=False)
@@ -870,6 +872,10 @@ class PgSession:
                     limit = res.allow.row_limit
                 if res.refused is not None:
                     continue
+                if self.restricted and (end - start < 7 or _I16.unpack_from(buf, start + 5)[0] != res.ncols):
+                    # A column the description did not announce has no type, so no mask or
+                    # detector can be chosen for it: fail closed instead of passing it on.
+                    raise ProtocolViolation("DataRow does not match its RowDescription")
                 if limit is not None and res.sent >= limit:
                     res.truncated = True
                     continue
@@ -946,6 +952,7 @@ class PgSession:
         if fields is None:
             self._refuse_result(head, res, "result columns could not be described")
             return None
+        res.ncols = len(fields)
         try:
             res.plan = self._plan_rows(fields, formats, res.allow)
         except Unmaskable as e:
@@ -1297,8 +1304,10 @@ class PgSession:
                 res.planned = True
                 return True
             res.planned = True
+            fields = self._fields(body)
+            res.ncols = len(fields)
             try:
-                res.plan = self._plan_rows(self._fields(body), None, res.allow)
+                res.plan = self._plan_rows(fields, None, res.allow)
             except Unmaskable as e:
                 res.refused = errors.insufficient_privilege(str(e))
                 return False

@@ -556,3 +556,12 @@ def test_value_not_of_its_type_closes_with_08p01() -> None:
             SendClient(errors.protocol_violation("upstream protocol error").serialize()),
             Close("upstream protocol violation: column 0 value does not match its type"),
         ]
+
+
+def test_datarow_with_undescribed_columns_is_not_passed_on() -> None:
+    # No plan (no columns described) or a column beyond the description: passed unmasked.
+    for fields in ((), (m.FieldDescription("n", 0, 0, 25, -1, -1, 0),)):
+        s = masked_int_session()
+        out = s.upstream_data(m.RowDescription(fields).serialize() + m.DataRow((SECRET, SECRET)).serialize())
+        assert SECRET not in b"".join(c.data for c in out if isinstance(c, SendClient))
+        assert isinstance(out[-1], Close) and out[-1].reason.endswith("does not match its RowDescription")
