@@ -1281,6 +1281,9 @@ class PgSession:
         res.sent += 1
         res.sent_call += 1
         if res.copy is None:
+            if self.restricted:
+                # No CopyOutResponse announced the columns, so none can be masked: fail closed.
+                raise ProtocolViolation("CopyData outside COPY TO STDOUT")
             return True
         try:
             data, n = res.copy.apply(bytes(body))

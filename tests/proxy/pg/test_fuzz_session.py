@@ -565,3 +565,12 @@ def test_datarow_with_undescribed_columns_is_not_passed_on() -> None:
         out = s.upstream_data(m.RowDescription(fields).serialize() + m.DataRow((SECRET, SECRET)).serialize())
         assert SECRET not in b"".join(c.data for c in out if isinstance(c, SendClient))
         assert isinstance(out[-1], Close) and out[-1].reason.endswith("does not match its RowDescription")
+
+
+def test_copydata_without_copyoutresponse_is_not_passed_on() -> None:
+    s = masked_int_session()
+    out = s.upstream_data(m.CopyData(SECRET + b"\n").serialize())
+    assert out == [
+        SendClient(errors.protocol_violation("upstream protocol error").serialize()),
+        Close("upstream protocol violation: CopyData outside COPY TO STDOUT"),
+    ]
