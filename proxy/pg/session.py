@@ -250,6 +250,7 @@ class Pending:
     run: QueryRun | None = None
     error: m.ErrorResponse | None = None
     name: str = ""
+    paired: bool = False  # a simple message (Query, FunctionCall): the SYNC right after is its own
 
 
 # ---------------------------------------------------------------------------------------------
@@ -712,7 +713,7 @@ class PgSession:
                 self._refuse_simple(block)
             else:
                 self._record("<fast-path function call>", Allow(kind="function_call"), started=self.clock())
-                self.queue.append(Pending(Kind.FUNCTION))
+                self.queue.append(Pending(Kind.FUNCTION, paired=True))
                 self.queue.append(Pending(Kind.SYNC))
                 self._upstream(raw)
         else:
@@ -721,7 +722,9 @@ class PgSession:
     def _refuse_simple(self, block: Block) -> None:
         """Answer a refused simple Query / FunctionCall: the upstream runs a failing stand-in so its
         transaction status (idle stays idle, an open block becomes failed) is what the client sees."""
-        self.queue.append(Pending(Kind.REFUSAL, error=errors.insufficient_privilege(block.message)))
+        self.queue.append(
+            Pending(Kind.REFUSAL, error=errors.insufficient_privilege(block.message), paired=True)
+        )
         self.queue.append(Pending(Kind.SYNC))
         self._upstream(FAILING_QUERY)
 
@@ -741,7 +744,7 @@ class PgSession:
             self._refuse_simple(d)
             return
         run = QueryRun(q.sql, d, started, overhead)
-        self.queue.append(Pending(Kind.QUERY, run=run))
+        self.queue.append(Pending(Kind.QUERY, run=run, paired=True))
         self.queue.append(Pending(Kind.SYNC))
         self._upstream(m.Query(d.rewritten_sql).serialize() if d.rewritten_sql else raw)
 
@@ -1212,9 +1215,23 @@ class PgSession:
         self._client((masked or err).serialize())
 
     def _skip_to_sync(self) -> None:
+        """The upstream failed the message at the head: drop what it skips until the client's Sync.
+
+        After an extended-protocol error PostgreSQL skips a simple Query or FunctionCall too, so
+        no ReadyForQuery comes for it: its SYNC goes with it. The head itself may be a simple
+        message that failed (nothing is skipped then): its own ReadyForQuery still comes."""
         q = self.queue
+        head = True
         while q and q[0].kind is not Kind.SYNC:
-            self._drop(q.popleft())
+            p = q.popleft()
+            self._drop(p)
+            if p.paired and not head and q and q[0].kind is Kind.SYNC:
+                q.popleft()
+            head = False
+        if not q:
+            # The client's Sync has not come yet: the upstream will skip what the client sends
+            # until it does, so drop those messages here too rather than wait for answers.
+            self.discarding = True
 
     def _fail_extended(self, err: m.ErrorResponse) -> None:
         """A statement refused after the upstream started it, in an extended batch: the client

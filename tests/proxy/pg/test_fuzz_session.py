@@ -574,3 +574,23 @@ def test_copydata_without_copyoutresponse_is_not_passed_on() -> None:
         SendClient(errors.protocol_violation("upstream protocol error").serialize()),
         Close("upstream protocol violation: CopyData outside COPY TO STDOUT"),
     ]
+
+
+def test_simple_query_skipped_after_an_extended_error_keeps_the_queue_in_step() -> None:
+    # PostgreSQL skips a Query after an extended-protocol error until Sync, ReadyForQuery too; the
+    # proxy kept waiting for it, and the next statement's answers met a stale Sync and closed.
+    for split in (False, True):
+        s, _ = login()
+        t = Trace(s)
+        pg = FakePg()
+        first = m.Describe(b"S", "nope").serialize() + m.Query("SELECT x FROM t").serialize()
+        rest = m.Sync().serialize()
+        if split:  # the error arrives before the Query is even sent
+            first, rest = m.Describe(b"S", "nope").serialize(), m.Query("SELECT x FROM t").serialize() + rest
+        pump(t, pg, upstream_bytes(t.add(s.client_data(first))))
+        pump(t, pg, upstream_bytes(t.add(s.client_data(rest))))
+        assert [k for k, _ in frames(t.to_client())] == [b"E", b"Z"]
+        assert not s.queue and not s.discarding
+        pump(t, pg, upstream_bytes(t.add(s.client_data(m.Query("SELECT x FROM t").serialize()))))
+        assert [k for k, _ in frames(t.to_client())][2:] == [b"T", b"D", b"C", b"Z"]
+        assert s.state is State.READY
