@@ -13,7 +13,7 @@ import itertools
 import struct
 
 import scramp
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policies.decision import Allow, ColumnMask
@@ -26,6 +26,8 @@ from proxy.pg.session import (
     PgSession,
     SendClient,
     SendUpstream,
+    SessionConfig,
+    StartTLS,
     State,
 )
 from tests.proxy.pg.fakegate import FakeGate
@@ -365,6 +367,66 @@ def broken(draw: st.DrawFn) -> bytes:
 # ---------------------------------------------------------------------------------------------
 
 
+@FUZZ
+@given(st.data())
+def test_client_garbage_after_login_closes_cleanly(data: st.DataObject) -> None:
+    s, _ = login()
+    t = Trace(s)
+    msgs = data.draw(st.lists(frontend() | broken() | st.just(m.Terminate().serialize()), max_size=12))
+    for chunk in chunked(data.draw, b"".join(msgs)):
+        t.add(s.client_data(chunk))
+    t.check_close_discipline()
+    # No upstream answered, so everything the client got is the proxy's own: one 08P01 at most.
+    close = t.close()
+    # None: all valid, discarded until Sync, or a message still incomplete.
+    if close is None or close.reason == "client terminated":
+        assert t.to_client() == b""
+    else:
+        assert close.reason.startswith("client protocol violation"), close
+        assert t.to_client() == VIOLATION
+    frames(t.to_upstream())  # only whole messages ever go upstream
+    if close is not None:
+        assert s.client_data(b"Q") == [] and s.upstream_data(b"Z\x00\x00\x00\x05I") == []
+
+
+@FUZZ
+@given(st.data())
+def test_well_formed_pipelines_keep_the_session_usable(data: st.DataObject) -> None:
+    """Random valid messages (refusals, unknown names, bad counts, COPY outside COPY, Sync and
+    Flush storms), pipelined in random chunks: every Query, FunctionCall and Sync gets exactly
+    one ReadyForQuery, nothing closes, no SECRET reaches the client, the session stays usable."""
+    s, _ = login()
+    t = Trace(s)
+    pg = FakePg()
+    msgs = [*data.draw(st.lists(frontend(), max_size=14)), m.Sync().serialize()]
+    held = b""  # forwarded but not answered yet: the backend answers when it likes
+    for chunk in chunked(data.draw, b"".join(msgs)):
+        held += upstream_bytes(t.add(s.client_data(chunk)))
+        if data.draw(st.booleans()):
+            pump(t, pg, held)
+            held = b""
+    pump(t, pg, held)
+
+    t.check_close_discipline()
+    assert s.state is State.READY, t.close()
+    client = check_client_stream(t.to_client(), foreign_prefixes=("fake: ",))
+    # One ReadyForQuery per Sync, plus one per Query or FunctionCall not skipped after an
+    # extended-protocol error (PostgreSQL skips those until Sync too); the last word is one.
+    syncs = sum(1 for raw in msgs if raw[:1] == b"S")
+    ready = sum(1 for k, _ in client if k == b"Z")
+    assert syncs <= ready <= sum(1 for raw in msgs if raw[:1] in (b"Q", b"F", b"S"))
+    assert client[-1][0] == b"Z"
+    assert SECRET not in t.to_client()
+    assert not s.queue and not s.discarding and s.txn == pg.txn
+
+    # Usable: a plain statement goes through and comes back masked.
+    pump(t, pg, upstream_bytes(t.add(s.client_data(m.Query("ROLLBACK").serialize()))))
+    before = len(t.to_client())
+    pump(t, pg, upstream_bytes(t.add(s.client_data(m.Query("SELECT x FROM t").serialize()))))
+    answer = [k for k, _ in frames(t.to_client()[before:])]
+    assert answer == [b"T", b"D", b"C", b"Z"] and SECRET not in t.to_client()
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. A broken upstream, while a statement is in flight
 # ---------------------------------------------------------------------------------------------
@@ -457,6 +519,72 @@ QUERIES = [
 EXTENDED_PREFIX = m.ParseComplete().serialize() + m.BindComplete().serialize()
 
 
+@FUZZ
+@given(st.data())
+def test_broken_upstream_mid_query_fails_closed(data: st.DataObject) -> None:
+    """The statement in flight masks column 0 (SECRET); whatever the upstream answers, SECRET
+    never reaches the client and no DataRow the client gets is malformed or has extra columns."""
+    s, _ = login()
+    t = Trace(s)
+    extended = data.draw(st.booleans())
+    t.add(s.client_data(QUERIES[extended]))
+    msgs = data.draw(st.lists(backend_message(), max_size=10))
+    blob = (EXTENDED_PREFIX if extended and data.draw(st.booleans()) else b"") + b"".join(msgs)
+    for chunk in chunked(data.draw, blob):
+        t.add(s.upstream_data(chunk))
+    t.add(s.upstream_closed())
+
+    t.check_close_discipline()
+    assert s.state is State.CLOSED
+    check_violation_close(t, ("08P01", "57P01", "42501"))
+    client = check_client_stream(t.to_client(), foreign_prefixes=("",))
+    assert SECRET not in t.to_client()
+    ncols: int | None = None
+    for k, body in client:
+        if k == b"T":
+            ncols = len(m.RowDescription.parse(body).fields)
+        elif k == b"D":
+            values = m.DataRow.parse(body).values  # every forwarded row parses
+            if not extended:
+                assert ncols is not None and len(values) == ncols
+
+
+@FUZZ
+@given(st.data())
+def test_broken_upstream_during_login_fails_closed(data: st.DataObject) -> None:
+    s = authenticated()
+    t = Trace(s)
+    t.add(s.upstream_connected())
+    auth = st.sampled_from(
+        [
+            m.frame(b"R", I32.pack(0)),
+            m.frame(b"R", I32.pack(3)),
+            m.frame(b"R", I32.pack(5) + b"salt"),
+            m.frame(b"R", I32.pack(10) + b"SCRAM-SHA-256\0\0"),
+            m.frame(b"R", I32.pack(11) + b"r=x,s=!!,i=1"),
+            m.frame(b"R", I32.pack(12) + b"v=AAAA"),
+            m.frame(b"R", I32.pack(99)),
+            m.frame(b"R", b"\x00"),
+            m.BackendKeyData(1, b"\0\0\0\1").serialize(),
+            m.frame(b"K", b"\0"),
+            m.ReadyForQuery(b"I").serialize(),
+            m.ParameterStatus("server_version", "17").serialize(),
+            m.ParameterStatus("client_encoding", "SJIS").serialize(),
+            _err("28P01", "FATAL"),
+            m.NoticeResponse((("M", "hi"),)).serialize(),
+        ]
+    )
+    blob = b"".join(data.draw(st.lists(auth | backend_message(), max_size=8)))
+    for chunk in chunked(data.draw, blob):
+        t.add(s.upstream_data(chunk))
+    t.add(s.upstream_closed())
+
+    t.check_close_discipline()
+    assert s.state is State.CLOSED
+    check_violation_close(t, ("08P01", "08006", "57P01", "42501"))
+    check_client_stream(t.to_client(), foreign_prefixes=("",))
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. Before login: startup packets, SSLRequest, SASL messages and garbage
 # ---------------------------------------------------------------------------------------------
@@ -517,6 +645,37 @@ SASL = st.one_of(
     st.builds(m.SASLResponse, st.binary(max_size=40)),
     st.builds(m.SASLResponse, st.sampled_from([b"c=biws,r=abc,p=AAAA", b"c=!!,p=", b",p=", b"\xff"])),
 ).map(lambda msg: msg.serialize())
+
+
+@FUZZ
+@given(st.data(), st.booleans())
+def test_client_garbage_before_login_closes_cleanly(data: st.DataObject, tls: bool) -> None:
+    gate = FakeGate(decide)
+    gate.add_user("alice", "pw")
+    cfg = SessionConfig("svc", "svcpw", "crm", tls_available=tls)
+    s = PgSession(gate, cfg, session_id="t", clock=lambda: 0.0)
+    t = Trace(s)
+    msgs = data.draw(st.lists(startup_packet(), min_size=1, max_size=3))
+    msgs += data.draw(st.lists(SASL | broken() | st.just(m.Terminate().serialize()), max_size=4))
+    for chunk in chunked(data.draw, b"".join(msgs)):
+        out = t.add(s.client_data(chunk))
+        if any(isinstance(c, StartTLS) for c in out):
+            t.add(s.tls_established())
+    t.add(s.client_closed())
+
+    t.check_close_discipline()
+    assert s.state is State.CLOSED
+    # Strip the one-byte SSL answers ('N' / 'S'), which are whole commands of their own.
+    typed = b"".join(c.data for c in t.commands() if isinstance(c, SendClient) and c.data not in (b"N", b"S"))
+    check_client_stream(typed)
+    close = t.close()
+    assert close is not None
+    if close.reason not in ("client terminated", "client closed", "cancel request"):
+        kind, body = frames(typed)[-1]
+        err = m.ErrorResponse.parse(body)
+        assert kind == b"E" and err.get("S") == "FATAL", close
+        assert err.code in ("08P01", "0A000", "28000", "28P01", "22023"), (close.reason, err)
+    assert not any(isinstance(c, SendUpstream) for c in t.commands())  # nothing upstream before login
 
 
 # ---------------------------------------------------------------------------------------------
