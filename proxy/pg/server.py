@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from proxy.gate import Gate
+from proxy.pg import errors
 from proxy.pg import messages as m
 from proxy.pg.framing import DEFAULT_MAX_MESSAGE
 from proxy.pg.session import (
@@ -112,7 +113,7 @@ class _UpstreamProtocol(_UpstreamLink):
 
     def data_received(self, data: bytes) -> None:
         if not self._ssl_reply(data):
-            self.conn.run(self.conn.session.upstream_data(data))
+            self.conn.event(self.conn.session.upstream_data, data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -167,14 +168,14 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.server.idle_timeout:
             self._reset_idle()
-        self.run(self.session.client_data(data))
+        self.event(self.session.client_data, data)
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed:
-            self.run(self.session.client_closed())
+            self.event(self.session.client_closed)
         self._teardown()
 
     def pause_writing(self) -> None:
@@ -194,6 +195,24 @@ class _Connection(asyncio.Protocol):
             self.client.resume_reading()
 
     # -------------------------------------------------------------- commands
+
+    def event(self, handler: Any, *args: Any) -> None:
+        """Feed one event to the session and carry out its commands. A bug in the session must
+        cost only this connection: it is closed with a generic FATAL error, never left hanging
+        half-way and never shown a Python exception."""
+        try:
+            cmds = handler(*args)
+        except Exception:
+            log.exception("session %s: internal error, closing the connection", self.session.session_id)
+            if self.client is not None and not self.client.is_closing():
+                self.client.write(
+                    errors.error(
+                        "XX000", "internal error; the connection is closed", severity="FATAL"
+                    ).serialize()
+                )
+            self._close()
+            return
+        self.run(cmds)
 
     def run(self, cmds: list[Command]) -> None:
         for c in cmds:
@@ -233,7 +252,7 @@ class _Connection(asyncio.Protocol):
             self._close()
             return
         self.client = new
-        self.run(self.session.tls_established())
+        self.event(self.session.tls_established)
 
     async def _open_upstream(self, database: str) -> None:
         up = self.server.upstream
@@ -243,7 +262,7 @@ class _Connection(asyncio.Protocol):
             self.upstream = await self.server.connect_upstream(lambda: _UpstreamProtocol(self))
         except (TimeoutError, OSError, ConnectionError, ssl.SSLError) as e:
             if not self.closed:
-                self.run(self.session.upstream_failed(f"{up.host}:{up.port}: {e}"))
+                self.event(self.session.upstream_failed, f"{up.host}:{up.port}: {e}")
             return
         if self.closed:
             self.upstream.close()
@@ -256,16 +275,16 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             self.upstream.close()
             return
-        self.run(self.session.upstream_connected())
+        self.event(self.session.upstream_connected)
 
     def upstream_lost(self) -> None:
         if not self.closed and self.upstream is not None:
-            self.run(self.session.upstream_closed())
+            self.event(self.session.upstream_closed)
 
     # -------------------------------------------------------------- timers and teardown
 
     def _auth_timeout(self) -> None:
-        self.run(self.session.auth_timeout())
+        self.event(self.session.auth_timeout)
 
     def _reset_idle(self) -> None:
         if self._idle_timer is not None:
@@ -275,12 +294,12 @@ class _Connection(asyncio.Protocol):
     def _on_idle(self) -> None:
         # Only an idle session (nothing in flight) times out; a long query is not idleness.
         if self.session.idle:
-            self.run(self.session.idle_timeout())
+            self.event(self.session.idle_timeout)
         else:
             self._reset_idle()
 
     def shutdown(self) -> None:
-        self.run(self.session.shutdown())
+        self.event(self.session.shutdown)
 
     def _close(self) -> None:
         if self.closed:

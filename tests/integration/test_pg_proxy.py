@@ -416,3 +416,28 @@ def test_named_cursor(proxy) -> None:
         # FETCH results carry no column decision from the canned gate: detectors still apply.
         assert len(rows) == 20
         assert all(re.fullmatch(r"138\*{4}\d{4}", r[1]) and "1370000" not in r[2] for r in rows)
+
+
+def test_an_internal_error_costs_only_that_connection(proxy) -> None:
+    """A bug inside the session (here: a masker that raises) closes that connection with a
+    generic FATAL error; other sessions go on."""
+    server, gate = proxy
+    real = gate.value_masker
+
+    def broken(cls: str | None, action: str):  # type: ignore[no-untyped-def]
+        if cls == "id_card":
+            raise RuntimeError("boom: secret detail")
+        return real(cls, action)
+
+    with psycopg.connect(dsn(server)) as other:
+        gate.value_masker = broken  # type: ignore[method-assign]
+        try:
+            with psycopg.connect(dsn(server)) as c:
+                with pytest.raises(psycopg.errors.InternalError_, match="internal error") as info:
+                    c.execute("SELECT id, id_card FROM customers").fetchall()
+                assert "boom" not in str(info.value)
+                with pytest.raises(psycopg.OperationalError):
+                    c.execute("SELECT 1")
+        finally:
+            gate.value_masker = real  # type: ignore[method-assign]
+        assert other.execute("SELECT 1").fetchone() == (1,)
