@@ -74,6 +74,10 @@ def parse_verifier(text: str) -> ScramVerifier:
     return v
 
 
+# PostgreSQL's default is 4096; a site that hardens to 10^6 still fits under this bound.
+MAX_UPSTREAM_ITERATIONS = 10_000_000
+
+
 def make_verifier(password: str, iterations: int = DEFAULT_ITERATIONS, salt: bytes | None = None) -> str:
     m = scramp.ScramMechanism(MECHANISM)
     salt_b, stored, server, it = m.make_auth_info(password, iteration_count=iterations, salt=salt)
@@ -233,7 +237,8 @@ class UpstreamScram:
             raise AuthError("malformed SCRAM server-first") from e
         if "m" in attrs or not nonce.startswith(self._nonce) or len(nonce) <= len(self._nonce):
             raise AuthError("SCRAM server nonce does not extend the client nonce")
-        if iterations < 1:
+        # A broken or hostile upstream could otherwise pin a core for minutes per login.
+        if not 1 <= iterations <= MAX_UPSTREAM_ITERATIONS:
             raise AuthError("bad SCRAM iteration count")
         client_key, server_key = _client_keys(self.password, salt, iterations)
         without_proof = f"c=biws,r={nonce}"

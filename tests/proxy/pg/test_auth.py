@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 
 import pytest
 
@@ -127,3 +128,13 @@ def test_upstream_scram_rejects_a_nonce_it_did_not_start() -> None:
     client.respond(m.AuthenticationSASL(("SCRAM-SHA-256",)))
     with pytest.raises(AuthError):
         client.respond(m.AuthenticationSASLContinue(b"r=someoneelses,s=c2FsdA==,i=4096"))
+
+
+@pytest.mark.parametrize("iterations", ["0", "-1", "100000000", "9" * 40])
+def test_upstream_scram_rejects_absurd_iteration_counts(iterations: str) -> None:
+    client = UpstreamAuth("svc", "pw")
+    first = client.respond(m.AuthenticationSASL(("SCRAM-SHA-256",)))
+    assert first is not None
+    nonce = re.search(rb"r=([^,\x00]+)", first).group(1).decode()  # type: ignore[union-attr]
+    with pytest.raises(AuthError):
+        client.respond(m.AuthenticationSASLContinue(f"r={nonce}xyz,s=c2FsdA==,i={iterations}".encode()))
