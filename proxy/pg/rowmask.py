@@ -43,6 +43,16 @@ NOT_FREE_TEXT = frozenset(
     | {DATE, TIME, TIMESTAMP, TIMESTAMPTZ, INTERVAL, TIMETZ, UUID}
 )
 
+# Types whose text form cannot hold a masked value (`138****5678` is no date, uuid, inet or
+# array literal): a masked value of these types is sent as NULL, which every driver can read and
+# which reveals nothing. Arrays: the common built-in array OIDs (`array_agg(phone)` and the like).
+INET, CIDR = 869, 650
+ARRAYS = frozenset(
+    {199, 1000, 1001, 1002, 1003, 1005, 1007, 1009, 1014, 1015, 1016, 1021, 1022, 1041, 1115, 1182}
+    | {1183, 1185, 1187, 1231, 1270, 2951, 3807}
+)
+NULL_WHEN_MASKED = (NOT_FREE_TEXT - {BYTEA, INT2, INT4, INT8, NUMERIC}) | ARRAYS | {INET, CIDR}
+
 ValueFn = Callable[[bytes], bytes | None]
 
 
@@ -268,8 +278,10 @@ def column_fn(
         return _bytea_fn(vm, binary)
     if binary:
         raise Unmaskable(f.name)
-    # Text format of another type: mask the text. Typed drivers may fail to parse the result,
-    # which is preferable to passing the value clear.
+    if oid in NULL_WHEN_MASKED:
+        return _null
+    # Text format of another type (a domain over text, an enum, …): mask the text. A typed
+    # driver may fail to parse the result, which is preferable to passing the value clear.
     return _text_fn(vm, enc)
 
 

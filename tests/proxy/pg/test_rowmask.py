@@ -132,3 +132,13 @@ def test_datarow_rewrite_matches_reference() -> None:
     assert n == 2 and out == m.DataRow((b"x", b"138****8000", None, b"extra")).serialize()
     with pytest.raises(m.MessageError):
         plan.apply(msg[:-1], 0, len(msg) - 1)
+
+
+@pytest.mark.parametrize("oid", [1009, 1082, 2950, 869, 16])  # text[], date, uuid, inet, bool
+def test_masked_values_of_types_that_cannot_hold_a_mask_become_null(oid: int) -> None:
+    allow = Allow(kind="select", columns=(masked(0, action="redact"),))
+    plan = plan_rows((f("a", oid),), None, allow, GATE)
+    assert plan is not None
+    msg = m.DataRow((b"{13800138000,13900139000}",)).serialize()
+    out, n = plan.apply(msg, 0, len(msg))
+    assert n == 1 and out == m.DataRow((None,)).serialize()
