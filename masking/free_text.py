@@ -38,7 +38,7 @@ from typing import Any
 from masking.classes import FREE_TEXT
 from masking.detectors import DETECTABLE
 from masking.fake import fake_generic, fake_sentence
-from masking.maskers import _to_int, make_hash_int, make_hash_str
+from masking.maskers import _to_int, make_hash_int, make_hash_str, typed_masker
 from masking.text import make_text_masker
 
 # Every class the detectors can find in text (address has no free-text finder).
@@ -106,25 +106,4 @@ def _make_fns(action: str, key: bytes) -> tuple[StrFn, Callable[[int], int], Cal
 
 def build_free_text_masker(action: str, key: bytes) -> Callable[[Any], Any]:
     """The per-column masker of a free_text column for mask/hash/fake/redact (validated by the caller)."""
-    str_fn, int_fn, float_fn = _make_fns(action, key)
-
-    def masker(value: Any) -> Any:
-        t = type(value)
-        if t is str:
-            return str_fn(value)
-        if value is None:
-            return None
-        if t is int:
-            return int_fn(value)
-        if t is bytes or t is bytearray or t is memoryview:
-            raw = bytes(value)
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                return b"*" * len(raw)
-            return str_fn(text).encode("utf-8")
-        if t is float:
-            return float_fn(value)
-        return str_fn(str(value))
-
-    return masker
+    return typed_masker(*_make_fns(action, key))

@@ -419,8 +419,14 @@ def _build_masker(cls: str | None, action: str, key: bytes) -> Callable[[Any], A
         from masking.free_text import build_free_text_masker  # deferred: free_text builds on text.py
 
         return build_free_text_masker(action, key)
-    str_fn = make_str_fn(cls, action, key)
-    int_fn = make_int_fn(cls, action, key)
+    return typed_masker(make_str_fn(cls, action, key), make_int_fn(cls, action, key))
+
+
+def typed_masker(
+    str_fn: StrFn, int_fn: Callable[[int], int], float_fn: Callable[[float], Any] | None = None
+) -> Callable[[Any], Any]:
+    """Dispatch a value to the function for its type, so masking keeps the type: text stays
+    text, an int stays an int, bytes stay bytes (undecodable bytes are redacted whole)."""
 
     def masker(value: Any) -> Any:
         t = type(value)
@@ -437,6 +443,8 @@ def _build_masker(cls: str | None, action: str, key: bytes) -> Callable[[Any], A
             except UnicodeDecodeError:
                 return b"*" * len(raw)
             return str_fn(text).encode("utf-8")
+        if t is float and float_fn is not None:
+            return float_fn(value)
         return str_fn(str(value))
 
     return masker
