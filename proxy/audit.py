@@ -78,11 +78,8 @@ def sql_shape(sql: str) -> tuple[str, str]:
     return shape
 
 
-def to_json(rec: StatementRecord, revision: str, ts: float | None = None) -> dict[str, Any]:
-    """The audit record; `ts` is when the statement was submitted (default: now)."""
-    d = rec.decision
-    blocked = isinstance(d, Block)
-    scrubbed, fp = sql_shape(rec.sql)
+def _who(rec: StatementRecord, ts: float | None) -> dict[str, Any]:
+    """Who did it, when and where: the part of a record that can always be rendered."""
     when = dt.datetime.now(dt.UTC) if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC)
     return {
         "ts": when.isoformat(timespec="milliseconds"),
@@ -92,6 +89,15 @@ def to_json(rec: StatementRecord, revision: str, ts: float | None = None) -> dic
         "client": rec.client,
         "protocol": rec.protocol,
         "database": rec.database,
+    }
+
+
+def to_json(rec: StatementRecord, revision: str, ts: float | None = None) -> dict[str, Any]:
+    """The audit record; `ts` is when the statement was submitted (default: now)."""
+    d = rec.decision
+    blocked = isinstance(d, Block)
+    scrubbed, fp = sql_shape(rec.sql)
+    return _who(rec, ts) | {
         "sql": scrubbed,
         "fingerprint": fp,
         "decision": "block" if blocked else ("error" if rec.error else "allow"),
@@ -114,16 +120,10 @@ def _line(rec: StatementRecord, revision: str, ts: float) -> str:
     try:
         return json.dumps(to_json(rec, revision, ts), ensure_ascii=False)
     except Exception as exc:
-        fallback = {
-            "ts": dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds"),
-            "session": rec.session,
-            "user": rec.user,
-            "role": rec.role,
-            "client": rec.client,
-            "protocol": rec.protocol,
-            "database": rec.database,
+        fallback = _who(rec, ts) | {
             "sql": None,
             "decision": "block" if isinstance(rec.decision, Block) else "allow",
+            "policy_revision": revision,
             "audit_error": type(exc).__name__,
         }
         return json.dumps(fallback, ensure_ascii=True, default=str)
