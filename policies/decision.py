@@ -67,6 +67,11 @@ class Allow:
     # A multi-statement string: one Allow per statement, in order (each with its own columns and
     # row limit); `rewritten_sql` above is then the whole rewritten string. Empty for one statement.
     statements: tuple[Allow, ...] = ()
+    # The policy revision that made this decision and the statement's fingerprint (its literals
+    # taken out, read with the statement's own dialect): audit records them as they are, so it
+    # needs no SQL knowledge. Empty for decisions made outside the engine.
+    revision: str = ""
+    fingerprint: str = ""
 
     def parts(self) -> tuple[Allow, ...]:
         return self.statements or (self,)
@@ -85,6 +90,8 @@ class Block:
     tables: tuple[str, ...] = ()
     classes: tuple[str, ...] = ()
     kind: str = "unknown"
+    revision: str = ""  # as for Allow
+    fingerprint: str = ""
 
     @property
     def allowed(self) -> bool:

@@ -31,6 +31,7 @@ from policies.shapes import (
     Shape,
     Slots,
     Template,
+    fingerprint,
     free_slots,
     sentinel_tree,
     shape_of,
@@ -104,13 +105,14 @@ class Engine:
     ) -> Decision:
         role = self.policy.roles.get(role_name)
         if role is None:
-            return Block("statement_not_allowed", f"unknown role {role_name}")
+            return self._stamp(Block("statement_not_allowed", f"unknown role {role_name}"), sql, dialect)
         if role.hours:
             # Time-dependent, so checked before the cache.
             moment = self._now(now)
             if not role.within_hours(moment):
                 windows = ", ".join(w.text for w in role.hours)
-                return Block("outside_hours", f"this role may only connect during {windows}")
+                block = Block("outside_hours", f"this role may only connect during {windows}")
+                return self._stamp(block, sql, dialect)
         path = tuple(search_path) if search_path is not None else ()
         key: CacheKey = (self.policy.revision, role_name, dialect, path, database, sql)
         cached = self._cache.get(key)
@@ -149,6 +151,9 @@ class Engine:
         decision = self._decide_uncached(
             role, sql, dialect, path if search_path is not None else None, database, single
         )
+        # Stamped once here: cached and shape-learned decisions carry it (a shape's statements
+        # share their fingerprint, which ignores every literal).
+        decision = self._stamp(decision, sql, dialect)
         self._remember(key, decision)
         if shape is not None and single and isinstance(decision, Allow):
             try:
@@ -156,6 +161,9 @@ class Engine:
             except Exception as e:  # learning is an optimisation: never let it decide anything
                 log.warning("shape learning failed: %s: %s", type(e).__name__, e, exc_info=True)
         return decision
+
+    def _stamp(self, decision: Decision, sql: str, dialect: str) -> Decision:
+        return replace(decision, revision=self.policy.revision, fingerprint=fingerprint(sql, dialect))
 
     def _remember(self, key: CacheKey, decision: Decision) -> None:
         self._cache[key] = decision

@@ -99,7 +99,9 @@ def to_json(rec: StatementRecord, revision: str, ts: float | None = None) -> dic
     scrubbed, fp = sql_shape(rec.sql)
     return _who(rec, ts) | {
         "sql": scrubbed,
-        "fingerprint": fp,
+        # The engine's fingerprint reads the statement with its own dialect; the generic one is
+        # for what never reached the engine (fast-path calls, unknown portals).
+        "fingerprint": d.fingerprint or fp,
         "decision": "block" if blocked else ("error" if rec.error else "allow"),
         "reason": d.reason if blocked else None,
         "error": rec.error,
@@ -110,7 +112,8 @@ def to_json(rec: StatementRecord, revision: str, ts: float | None = None) -> dic
         "masked": rec.masked,
         "truncated": rec.truncated,
         "duration_ms": round(rec.duration_s * 1000, 3),
-        "policy_revision": revision,
+        # The revision that made the decision, which a reload may have replaced since.
+        "policy_revision": d.revision or revision,
     }
 
 

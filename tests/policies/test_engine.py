@@ -184,3 +184,16 @@ def test_view_analysis_uses_base_columns() -> None:
         and outs[1].derived
         and {str(c) for c in outs[1].sources} == {"public.customers.phone"}
     )
+
+
+def test_decisions_carry_revision_and_dialect_fingerprint(engine: Engine) -> None:
+    a = engine.decide("vendor", "SELECT id FROM customers WHERE id = 1")
+    b = engine.decide("vendor", "select id  from customers where id = 2")
+    c = engine.decide("vendor", "SELECT id FROM customers WHERE id = $x$13812345678$x$")
+    blocked = engine.decide("vendor", "SELECT bank_card FROM customers WHERE id = 3")
+    assert a.revision == engine.policy.revision == blocked.revision
+    assert a.fingerprint and a.fingerprint == b.fingerprint == c.fingerprint
+    assert isinstance(blocked, Block) and blocked.fingerprint not in ("", a.fingerprint)
+    m1 = engine.decide("vendor", "SELECT `id` FROM customers WHERE id = '1'", dialect="mysql")
+    m2 = engine.decide("vendor", "SELECT `id` FROM customers WHERE id = '2'", dialect="mysql")
+    assert m1.fingerprint == m2.fingerprint
