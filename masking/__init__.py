@@ -7,8 +7,8 @@ yaml). See PII.md for the formats, checksums and display rules implemented here.
 from __future__ import annotations
 
 from masking.classes import ACTIONS, CLASSES, DEFAULT_KEY, PERSONAL_CLASSES
+from masking.column import make_masker, mask_value
 from masking.detectors import Span, detect
-from masking.maskers import make_masker, mask_value
 from masking.text import make_text_masker, mask_text
 
 __all__ = [

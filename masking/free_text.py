@@ -26,7 +26,7 @@ Per action:
   is replaced by Faker zh_CN sentences of the same length seeded from HMAC(key, value). An int
   keeps its digit count (span fakes when they are all digits, else a digit-for-digit generic fake).
   Fakes replace what the detectors find; text nobody may read should be redacted or hashed.
-- `null`, `clear`: as for every class (handled by maskers.make_masker).
+- `null`, `clear`: as for every class (handled by column.make_masker).
 Other types (and floats under hash and fake) are masked through str() and returned as str.
 """
 
@@ -38,7 +38,7 @@ from typing import Any
 from masking.classes import FREE_TEXT
 from masking.detectors import DETECTABLE
 from masking.fake import fake_generic, fake_sentence
-from masking.maskers import _to_int, make_hash_int, make_hash_str, typed_masker
+from masking.maskers import make_hash_int, make_hash_str, to_int_like, typed_masker
 from masking.text import make_text_masker
 
 # Every class the detectors can find in text (address has no free-text finder).
@@ -69,7 +69,7 @@ def _make_fns(action: str, key: bytes) -> tuple[StrFn, Callable[[int], int], Cal
         def mask_int(v: int) -> int:
             s = str(abs(v))
             out = _zero_until_stable(s, text_mask)
-            return v if out == s else _to_int(out, v)
+            return v if out == s else to_int_like(out, v)
 
         def mask_float(v: float) -> float:
             s = repr(v)
@@ -98,7 +98,7 @@ def _make_fns(action: str, key: bytes) -> tuple[StrFn, Callable[[int], int], Cal
             out = text_fake(s)
             if out == s or not (out.isascii() and out.isdigit() and len(out) == len(s)):
                 out = fake_generic(s, FREE_TEXT, key, digits_only=True)
-            return _to_int(out, v)
+            return to_int_like(out, v)
 
         return fake_text, fake_int, lambda v: fake_text(str(v))
     raise ValueError(f"no free_text function for action {action!r}")

@@ -18,6 +18,8 @@ An int ip_address is read as a 32-bit IPv4 value, and `mask` zeroes its last two
 Types other than these are masked through str() and returned as str.
 
 `free_text` is a container class (whole note columns) with its own masker: masking/free_text.py.
+Which masker a (class, action) pair gets is masking/column.py's business; this module is a leaf
+that the text scanner and the free-text masker build on.
 """
 
 from __future__ import annotations
@@ -26,10 +28,8 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
-from masking.classes import CLASSES, DEFAULT_KEY, FREE_TEXT, check_action
 from masking.fake import fake_generic, fake_str
 from masking.names import NAME_DOTS, is_cjk, split_name
 from masking.shapes import (
@@ -362,7 +362,7 @@ def make_str_fn(cls: str | None, action: str, key: bytes) -> StrFn:
     raise ValueError(f"no string function for action {action!r}")
 
 
-def _to_int(s: str, like: int) -> int:
+def to_int_like(s: str, like: int) -> int:
     out = int("".join(c if c.isdigit() else "0" for c in s) or "0")
     return -out if like < 0 else out
 
@@ -379,47 +379,14 @@ def make_int_fn(cls: str | None, action: str, key: bytes) -> Callable[[int], int
             out = fake_str(s, cls, key, digits_only=True)
             if not (out.isascii() and out.isdigit() and len(out) == len(s)):
                 out = fake_generic(s, cls, key, digits_only=True)
-            return _to_int(out, v)
+            return to_int_like(out, v)
 
         return fake_int
     str_fn = make_str_fn(cls, action, key)
     if cls == "ip_address":
         # An int IP column holds the 32-bit IPv4 value (INET_ATON): zero the last two octets.
-        return lambda v: v & 0xFFFF0000 if 0 <= v <= 0xFFFFFFFF else _to_int(str_fn(str(abs(v))), v)
-    return lambda v: _to_int(str_fn(str(abs(v))), v)
-
-
-def _check_cls(cls: str | None) -> None:
-    if cls is not None and cls not in CLASSES:
-        raise ValueError(f"unknown PII class {cls!r}; known: {', '.join(CLASSES)}")
-
-
-def _identity(value: Any) -> Any:
-    return value
-
-
-def _to_null(value: Any) -> None:
-    return None
-
-
-def make_masker(cls: str | None, action: str, *, key: bytes = DEFAULT_KEY) -> Callable[[Any], Any]:
-    """A function that masks one column's values; build it once per column and call it per row."""
-    return _build_masker(cls, action, key)
-
-
-@lru_cache(maxsize=256)
-def _build_masker(cls: str | None, action: str, key: bytes) -> Callable[[Any], Any]:
-    _check_cls(cls)
-    check_action(action)
-    if action == "clear":
-        return _identity
-    if action == "null":
-        return _to_null
-    if cls == FREE_TEXT:
-        from masking.free_text import build_free_text_masker  # deferred: free_text builds on text.py
-
-        return build_free_text_masker(action, key)
-    return typed_masker(make_str_fn(cls, action, key), make_int_fn(cls, action, key))
+        return lambda v: v & 0xFFFF0000 if 0 <= v <= 0xFFFFFFFF else to_int_like(str_fn(str(abs(v))), v)
+    return lambda v: to_int_like(str_fn(str(abs(v))), v)
 
 
 def typed_masker(
@@ -448,10 +415,3 @@ def typed_masker(
         return str_fn(str(value))
 
     return masker
-
-
-def mask_value(
-    value: str | int | bytes | None, cls: str | None, action: str, *, key: bytes = DEFAULT_KEY
-) -> str | int | bytes | None:
-    """Mask one value of class `cls` (None: unclassified, generic rules) with `action`."""
-    return _build_masker(cls, action, key)(value)
