@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from policies.decision import Allow, Block, ColumnMask, Decision
-from proxy.embedded_pg import EmbeddedPostgres, bin_dir
+from proxy.demo.embedded_pg import EmbeddedPostgres, bin_dir
 from proxy.gate import Principal
 from proxy.pg.server import PgProxyServer
 from tests.proxy.pg.fakegate import FakeGate
