@@ -22,6 +22,7 @@ from .audit import AuditLog
 from .config import Config, Listener
 from .guard import Guard
 from .metrics import Metrics
+from .pg import catalog
 from .reload import PolicyReloader
 
 
@@ -57,7 +58,7 @@ class App:
             upstream = pg.upstream
 
             def loader(database: str) -> Schema:
-                return Schema.from_postgres(upstream.dsn(database))
+                return catalog.load_schema(upstream.dsn(database))
 
         self.guard = Guard(
             policy,
