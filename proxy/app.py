@@ -18,12 +18,12 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from policies import Schema, load_policy
 
-from .audit import AuditLog
 from .config import Config, Listener
 from .guard import Guard
-from .metrics import Metrics
 from .pg import catalog
 from .reload import PolicyReloader
+from .services.audit import AuditLog
+from .services.metrics import Metrics
 
 
 def server_tls(listener: Listener) -> ssl.SSLContext | None:

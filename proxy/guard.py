@@ -17,9 +17,9 @@ import masking
 from policies import Engine, Policy, Role, Schema
 from policies.decision import Block, Decision
 
-from .audit import AuditLog
-from .gate import Principal, StatementRecord
-from .metrics import Metrics
+from .services.audit import AuditLog
+from .services.gate import SCRAM_SHA_256, Principal, StatementRecord
+from .services.metrics import Metrics
 
 _DETECTABLE = frozenset(masking.CLASSES)
 
@@ -157,7 +157,10 @@ class Guard:
             return None
         role = policy.roles.get(u.role)
         return Principal(
-            user=user, role=u.role, verifier=u.password, unrestricted=is_unrestricted(policy, role)
+            user=user,
+            role=u.role,
+            unrestricted=is_unrestricted(policy, role),
+            credentials=((SCRAM_SHA_256, u.password),) if u.password else (),
         )
 
     def decide(

@@ -13,7 +13,7 @@ from pathlib import Path
 from policies import PolicyError, load_policy
 
 from .guard import Guard
-from .metrics import Metrics
+from .services.metrics import Metrics
 
 
 class PolicyReloader:

@@ -20,8 +20,8 @@ import pytest
 
 from policies.decision import Allow, Block, ColumnMask, Decision
 from proxy.demo.embedded_pg import EmbeddedPostgres, bin_dir
-from proxy.gate import Principal
 from proxy.pg.server import PgProxyServer
+from proxy.services.gate import Principal
 from tests.proxy.pg.fakegate import FakeGate
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ from prometheus_client import CollectorRegistry
 from policies import load_policy
 from policies.decision import Allow, Block
 from proxy.guard import ACCESS_CHANGED, Guard
-from proxy.metrics import Metrics
+from proxy.services.metrics import Metrics
 
 DEMO = Path(__file__).resolve().parents[2] / "policies" / "examples" / "demo.yaml"
 
@@ -54,7 +54,7 @@ def test_masked_values_are_counted_by_class() -> None:
     g.text_masker(frozenset({"mobile"}))("nothing here")
     vendor = g.lookup("vendor_zhang")
     assert vendor is not None
-    from proxy.gate import StatementRecord
+    from proxy.services.gate import StatementRecord
 
     g.record(
         StatementRecord(

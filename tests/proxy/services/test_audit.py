@@ -2,8 +2,8 @@ import json
 from pathlib import Path
 
 from policies.decision import Allow, Block
-from proxy.audit import AuditLog, fingerprint, scrub_sql
-from proxy.gate import StatementRecord
+from proxy.services.audit import AuditLog, fingerprint, scrub_sql
+from proxy.services.gate import StatementRecord
 
 
 def rec(sql: str, decision: Allow | Block) -> StatementRecord:
