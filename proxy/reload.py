@@ -12,7 +12,7 @@ from pathlib import Path
 
 from policies import PolicyError, load_policy
 
-from .guard import Guard
+from .services.guard import Guard
 from .services.metrics import Metrics
 
 
