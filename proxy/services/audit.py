@@ -95,7 +95,8 @@ def _who(rec: StatementRecord, ts: float | None) -> dict[str, Any]:
 
 
 def to_json(rec: StatementRecord, revision: str, ts: float | None = None) -> dict[str, Any]:
-    """The audit record; `ts` is when the statement was submitted (default: now)."""
+    """The audit record; `ts` is when the statement was submitted (default: now). `revision` is
+    the policy in force when recorded, for decisions that carry none (no policy made them)."""
     d = rec.decision
     blocked = isinstance(d, Block)
     return _who(rec, ts) | {
@@ -127,7 +128,7 @@ def _line(rec: StatementRecord, revision: str, ts: float) -> str:
         fallback = _who(rec, ts) | {
             "sql": None,
             "decision": "block" if isinstance(rec.decision, Block) else "allow",
-            "policy_revision": revision,
+            "policy_revision": rec.decision.revision or revision,
             "audit_error": type(exc).__name__,
         }
         return json.dumps(fallback, ensure_ascii=True, default=str)

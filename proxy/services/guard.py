@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import masking
@@ -24,6 +24,8 @@ from .metrics import Metrics
 
 _DETECTABLE = frozenset(masking.CLASSES)
 
+# The guard's own refusals. Each policy state stamps them with its revision (see _PolicyState),
+# so audit attributes them to the policy in force when they were made, as it does the engine's.
 ACCESS_CHANGED = Block(
     "statement_not_allowed", "your access was changed by a policy reload; reconnect to continue"
 )
@@ -53,6 +55,15 @@ class _PolicyState:
     policy: Any
     engines: dict[Where, Engine] = field(default_factory=dict)
     valid: dict[Principal, bool] = field(default_factory=dict)  # principals checked against it
+    access_changed: Block = field(init=False)
+    audit_down: Block = field(init=False)
+    engine_failed: Block = field(init=False)
+
+    def __post_init__(self) -> None:
+        revision = self.policy.revision
+        self.access_changed = replace(ACCESS_CHANGED, revision=revision)
+        self.audit_down = replace(AUDIT_DOWN, revision=revision)
+        self.engine_failed = replace(ENGINE_FAILED, revision=revision)
 
 
 class Guard:
@@ -183,13 +194,13 @@ class Guard:
         database: str,
         upstream: str = "postgres",
     ) -> Decision:
-        # One snapshot: the validity check and the engine both come from the policy in force
-        # when the statement arrived, even if a reload lands meanwhile.
+        # One snapshot: the validity check, the engine and the stamped refusals all come from the
+        # policy in force when the statement arrived, even if a reload lands meanwhile.
         state = self._state
         if self.audit_required and self.audit is not None and not self.audit.healthy:
-            return AUDIT_DOWN
+            return state.audit_down
         if not self._still_valid(state, principal):
-            return ACCESS_CHANGED
+            return state.access_changed
         where = self._where(database, upstream)
         engine = state.engines.get(where)
         if engine is None:
@@ -201,7 +212,7 @@ class Guard:
             )
         except Exception as exc:  # fail closed: an engine bug is a refusal, never a pass
             print(f"maskgate: decision failed: {exc!r}", file=sys.stderr)
-            decision = ENGINE_FAILED
+            decision = state.engine_failed
         m = self.metrics
         m.child(m.decision_cache, "hit" if engine.cache_hits > hits else "miss").inc()
         return decision
@@ -282,6 +293,9 @@ class Guard:
         c(m.duration, "total").observe(rec.duration_s)
         c(m.duration, "overhead").observe(rec.overhead_s)
         if self.audit is not None:
+            # Audit takes the revision the decision carries (engine and guard stamp theirs when
+            # deciding); the one in force now only stands in for what no policy decided, the
+            # session's own refusals of protocol doors.
             self.audit.submit(rec, self._state.policy.revision)
 
     def connection_opened(self, protocol: str) -> None:

@@ -1,18 +1,23 @@
 """The Guard: policy swap and still-valid principals, schemas per (upstream, database), masker
-counting."""
+counting, and the policy revision each refusal is audited under."""
 
 from __future__ import annotations
 
+import io
+import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from policies import Policy, Schema, load_policy
 from policies.decision import Allow, Block, Decision
 from policies.schema import Table
+from proxy.services.audit import AuditLog
 from proxy.services.gate import SCRAM_SHA_256, Principal, StatementRecord
-from proxy.services.guard import ACCESS_CHANGED, Guard
+from proxy.services.guard import ACCESS_CHANGED, AUDIT_DOWN, ENGINE_FAILED, Guard
 from proxy.services.metrics import Metrics
 
 DEMO = Path(__file__).resolve().parents[3] / "policies" / "examples" / "demo.yaml"
@@ -69,8 +74,9 @@ def test_a_reload_that_removes_a_user_or_changes_a_role_stops_old_sessions(tmp_p
     new = edited(tmp_path, "p", "drop vendor")
     g.swap_policy(new)
     assert g.generation == 1
-    assert decide(g, vendor) is ACCESS_CHANGED
-    assert decide(g, dba) is ACCESS_CHANGED  # was unrestricted: its session skips masking
+    changed = replace(ACCESS_CHANGED, revision=new.revision)
+    assert decide(g, vendor) == changed
+    assert decide(g, dba) == changed  # was unrestricted: its session skips masking
     fresh = g.lookup("dba_wang")
     assert fresh is not None and not fresh.unrestricted
     assert not isinstance(decide(g, fresh), Block)
@@ -172,3 +178,78 @@ def test_a_failed_schema_load_keeps_the_last_good_schema() -> None:
     assert g.schema("crm") is first
     reg = g.metrics.registry
     assert reg.get_sample_value("maskgate_schema_reloads_total", {"result": "failure"}) == 1
+
+
+# -- the revision a decision is audited under --------------------------------------------------
+
+
+class DownAudit(AuditLog):
+    """An audit log that cannot write and keeps what it was handed."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.healthy = False
+        self.handed: list[tuple[StatementRecord, str]] = []
+
+    def submit(self, rec: StatementRecord, revision: str) -> None:
+        self.handed.append((rec, revision))
+
+
+def audited_revision(rec: StatementRecord, revision: str) -> str:
+    stream = io.StringIO()
+    log = AuditLog(None, stream=stream)
+    log.submit(rec, revision)
+    log.close()
+    return json.loads(stream.getvalue())["policy_revision"]
+
+
+def test_guard_refusals_are_audited_under_the_revision_that_made_them(tmp_path: Path) -> None:
+    audit = DownAudit()
+    g = guard(audit=audit, audit_required=True)
+    vendor = g.lookup("vendor_zhang")
+    first = g.policy.revision
+    down = decide(g, vendor)
+    assert down == replace(AUDIT_DOWN, revision=first)
+    # A reload lands between the decision and its record: the record keeps the first revision.
+    g.swap_policy(edited(tmp_path, "a", "vendor max_rows"))
+    assert g.policy.revision != first
+    g.record(record(vendor, down))
+    assert audited_revision(*audit.handed[-1]) == first
+
+    audit.healthy = True
+    second = g.policy.revision
+    g.swap_policy(edited(tmp_path, "b", "drop vendor"))
+    third = g.policy.revision
+    changed = decide(g, vendor)
+    assert changed == replace(ACCESS_CHANGED, revision=third)
+    g.swap_policy(load_policy(DEMO))
+    g.record(record(vendor, changed))
+    assert audited_revision(*audit.handed[-1]) == third != second
+
+
+def test_an_engine_failure_is_a_refusal_stamped_with_its_revision(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from policies import Engine
+
+    def broken(*args, **kw):  # type: ignore[no-untyped-def]
+        raise RuntimeError("engine bug")
+
+    monkeypatch.setattr(Engine, "decide", broken)
+    g = guard()
+    vendor = g.lookup("vendor_zhang")
+    failed = decide(g, vendor)
+    assert failed == replace(ENGINE_FAILED, revision=g.policy.revision)
+    revision = g.policy.revision
+    g.swap_policy(edited(tmp_path, "p", "vendor max_rows"))
+    assert audited_revision(record(vendor, failed), g.policy.revision) == revision
+
+
+def test_a_decision_no_policy_made_is_audited_under_the_revision_in_force() -> None:
+    audit = DownAudit()
+    audit.healthy = True
+    g = guard(audit=audit)
+    vendor = g.lookup("vendor_zhang")
+    # e.g. the session's own refusal of a fast-path function call: no engine, no revision.
+    g.record(record(vendor, Block("function_denied", "no")))
+    assert audited_revision(*audit.handed[-1]) == g.policy.revision
