@@ -24,8 +24,10 @@ from proxy.pg import errors
 from proxy.pg import messages as m
 from proxy.pg.auth import AuthError, ServerScram, UpstreamAuth
 from proxy.pg.framing import DEFAULT_MAX_MESSAGE, Framer, FramingError
-from proxy.pg.rowmask import CopyPlan, RowPlan, Unmaskable, codec, plan_rows
+from proxy.pg.rowmask import CopyPlan, RowPlan, plan_rows
+from proxy.pg.types import codec
 from proxy.services.gate import SCRAM_SHA_256, Gate, Principal, StatementRecord
+from proxy.services.rows import Unmaskable
 
 log = logging.getLogger("maskgate.pg")
 
