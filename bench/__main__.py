@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from proxy.embedded_pg import EmbeddedPostgres, bin_dir, free_port, wait_port
+from proxy.demo.embedded_pg import EmbeddedPostgres, bin_dir, free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -106,7 +106,7 @@ class Targets:
         cmd = [exe, str(d / "pgbouncer.ini")]
         kwargs: dict[str, Any] = {}
         if os.geteuid() == 0:  # pgbouncer refuses to run as root
-            from proxy.embedded_pg import SYSTEM_USER
+            from proxy.demo.embedded_pg import SYSTEM_USER
 
             os.system(f"chown -R {SYSTEM_USER} {d}")
             kwargs["user"] = SYSTEM_USER
@@ -183,7 +183,7 @@ def prepare(pg: EmbeddedPostgres, big_rows: int) -> None:
 
     pg.psql(f"CREATE ROLE {SVC} LOGIN PASSWORD '{SVC_PW}'")
     pg.psql(f"CREATE DATABASE crm OWNER {SVC}")
-    from proxy.demo_data import seed
+    from proxy.demo.data import seed
 
     with psycopg.connect(pg.dsn(SVC, SVC_PW, "crm")) as conn:
         seed(conn, 10_000)

@@ -20,6 +20,7 @@ Zero cases is a failure: an empty test run proves nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,8 +109,14 @@ def _role_for(policy: Policy, case: dict[str, Any]) -> str | None:
 
 
 def run_suite(
-    path: str | Path, policy_path: str | Path | None = None, schema_path: str | Path | None = None
+    path: str | Path,
+    policy_path: str | Path | None = None,
+    schema_path: str | Path | None = None,
+    *,
+    load_schema: Callable[[str | Path], Schema] = Schema.load,
 ) -> SuiteResult:
+    """Run one cases file. `load_schema` reads its `schema:` (a saved JSON file by default; the
+    CLI passes a loader that also reads live databases, which policies/ must not talk to)."""
     path = Path(path)
     result = SuiteResult(str(path))
     try:
@@ -139,7 +146,7 @@ def run_suite(
         return result
     sch = schema_path or (base / doc["schema"] if doc.get("schema") else None)
     try:
-        schema = Schema.from_any(sch) if sch else Schema()
+        schema = load_schema(sch) if sch else Schema()
     except Exception as e:  # a broken schema file fails the suite, with the reason
         result.error = f"{path}: cannot load schema {sch}: {e}"
         return result

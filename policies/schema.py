@@ -1,6 +1,7 @@
 """What the engine knows about the upstream database: tables, column order, views, functions.
 
-Owns: the `Schema` value, its JSON file form, and reading it from a live PostgreSQL (psycopg).
+Owns: the `Schema` value and its JSON file form. Must not talk to a database: live loaders
+(proxy/pg/catalog.py, one per protocol) build a `Schema` and hand it over.
 Column order matters: `SELECT *` is expanded with it and masks are applied by position. View
 definitions are kept so lineage can follow a view to its base columns. User-defined functions
 are listed so calls to them can be refused.
@@ -121,80 +122,3 @@ class Schema:
     @classmethod
     def load(cls, path: str | Path) -> Schema:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
-
-    @classmethod
-    def from_any(cls, source: str | Path | None) -> Schema:
-        """A DSN (postgresql://…), a saved JSON file, or None for an empty schema."""
-        if source is None:
-            return cls()
-        text = str(source)
-        if text.startswith(("postgresql://", "postgres://")) or ("=" in text and not Path(text).exists()):
-            return cls.from_postgres(text)
-        return cls.load(text)
-
-    # --- live PostgreSQL ---
-    @classmethod
-    def from_postgres(cls, conn_or_dsn: Any) -> Schema:
-        """Read tables, columns (in order), views and user functions of the current database."""
-        import psycopg  # imported here: only `check --schema DSN` and the proxy's startup need it
-
-        own = isinstance(conn_or_dsn, str)
-        conn = psycopg.connect(conn_or_dsn) if own else conn_or_dsn
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT current_database()")
-                database = cur.fetchone()[0]
-                cur.execute(_PG_COLUMNS)
-                rows = cur.fetchall()
-                cur.execute(_PG_FUNCTIONS)
-                funcs = cur.fetchall()
-        finally:
-            if own:
-                conn.close()
-        grouped: dict[tuple[str, str], dict[str, Any]] = {}
-        for schema, name, relkind, definition, column, typ in rows:
-            entry = grouped.setdefault(
-                (schema, name),
-                {"kind": _RELKINDS.get(relkind, "table"), "definition": definition, "cols": [], "types": []},
-            )
-            if column is not None:
-                entry["cols"].append(column)
-                entry["types"].append(typ)
-        tables = {
-            key: Table(
-                key[0], key[1], tuple(e["cols"]), tuple(e["types"]), e["kind"], _clean_view(e["definition"])
-            )
-            for key, e in grouped.items()
-        }
-        functions = frozenset((s.lower(), n.lower()) for s, n in funcs)
-        return cls(database, "postgres", tables, functions)
-
-
-def _clean_view(definition: str | None) -> str | None:
-    if definition is None:
-        return None
-    return definition.strip().rstrip(";").strip() or None
-
-
-_RELKINDS = {"r": "table", "p": "table", "v": "view", "m": "matview", "f": "foreign"}
-
-_PG_COLUMNS = """
-SELECT n.nspname, c.relname, c.relkind,
-       CASE WHEN c.relkind IN ('v', 'm') THEN pg_catalog.pg_get_viewdef(c.oid, true) END,
-       a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)
-FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_catalog.pg_attribute a
-       ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
-  AND n.nspname NOT LIKE 'pg_temp_%' AND n.nspname NOT LIKE 'pg_toast_temp_%'
-ORDER BY n.nspname, c.relname, a.attnum
-"""
-
-_PG_FUNCTIONS = """
-SELECT n.nspname, p.proname
-FROM pg_catalog.pg_proc p
-JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-"""

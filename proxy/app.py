@@ -16,13 +16,14 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from policies import Schema, load_policy
+from policies import load_policy
 
-from .audit import AuditLog
 from .config import Config, Listener
-from .guard import Guard
-from .metrics import Metrics
+from .pg import catalog
 from .reload import PolicyReloader
+from .services.audit import AuditLog
+from .services.guard import Guard, SchemaLoader
+from .services.metrics import Metrics
 
 
 def server_tls(listener: Listener) -> ssl.SSLContext | None:
@@ -32,6 +33,18 @@ def server_tls(listener: Listener) -> ssl.SSLContext | None:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(str(listener.tls.cert), str(listener.tls.key))
     return ctx
+
+
+def schema_loaders(config: Config) -> tuple[dict[str, SchemaLoader], dict[str, str]]:
+    """Per configured upstream (by its config section name): its live schema loader and the
+    database a session that names none uses."""
+    loaders: dict[str, SchemaLoader] = {}
+    defaults: dict[str, str] = {}
+    if config.postgres is not None:
+        pg = config.postgres.upstream
+        loaders["postgres"] = lambda database: catalog.load_schema(pg.dsn(database))
+        defaults["postgres"] = pg.database
+    return loaders, defaults
 
 
 class App:
@@ -52,24 +65,18 @@ class App:
         policy = await asyncio.to_thread(load_policy, cfg.policy)
         self.audit = AuditLog(cfg.audit_log, on_failure=self.metrics.audit_failures.inc)
         pg = cfg.postgres
-        loader = None
-        if pg is not None:
-            upstream = pg.upstream
-
-            def loader(database: str) -> Schema:
-                return Schema.from_postgres(upstream.dsn(database))
-
+        loaders, defaults = schema_loaders(cfg)
         self.guard = Guard(
             policy,
             metrics=self.metrics,
             audit=self.audit,
-            schema_loader=loader,
-            default_database=pg.upstream.database if pg else "",
+            schema_loaders=loaders,
+            default_databases=defaults,
             masking_key=cfg.masking_key,
             audit_required=cfg.audit_required,
         )
-        if pg is not None:
-            await asyncio.to_thread(self.guard.load_schema, pg.upstream.database)
+        for upstream, database in defaults.items():
+            await asyncio.to_thread(self.guard.load_schema, database, upstream)
         self.reloader = PolicyReloader(self.guard, cfg.policy, self.metrics)
         if cfg.metrics is not None:
             self._metrics_server = start_http_server(
@@ -91,7 +98,7 @@ class App:
             await server.start()
             self.servers.append(server)
         self._tasks.append(asyncio.create_task(self._watch_policy()))
-        if cfg.schema_refresh_s > 0 and loader is not None:
+        if cfg.schema_refresh_s > 0 and loaders:
             self._tasks.append(asyncio.create_task(self._refresh_schemas()))
 
     async def _watch_policy(self) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from policies import PolicyError, load_policy
 
-from .guard import Guard
-from .metrics import Metrics
+from .services.guard import Guard
+from .services.metrics import Metrics
 
 
 class PolicyReloader:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.embedded_pg import EmbeddedPostgres
+from proxy.demo.embedded_pg import EmbeddedPostgres
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +28,7 @@ def start_crm(base: Path, service_password: str, customers: int) -> EmbeddedPost
     """
     import psycopg
 
-    from proxy.demo_data import seed
+    from proxy.demo.data import seed
 
     pg = EmbeddedPostgres(base).start()
     pg.psql(f"CREATE ROLE maskgate_svc LOGIN PASSWORD '{service_password}'")

@@ -9,6 +9,7 @@ import argparse
 import getpass
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from policies import Engine, PolicyError, Schema, load_policy
@@ -18,6 +19,7 @@ from policies.decision import Block, Decision
 from policies.dialects import dialect_facts
 from policies.names import ColumnName, TableName, column_matches, has_glob
 from policies.passwords import scram_verifier
+from proxy.pg import catalog
 
 
 def register(subparsers: Any) -> None:
@@ -58,8 +60,15 @@ def _load(path: str) -> Any:
         return None
 
 
-def _schema(source: str | None) -> Schema:
-    return Schema.from_any(source) if source else Schema()
+def load_schema(source: str | Path | None) -> Schema:
+    """The schema `--schema` names: a live database (its DSN) through its protocol's catalog
+    loader, else a saved JSON file; none gives an empty schema."""
+    if not source:
+        return Schema()
+    text = str(source)
+    if catalog.is_dsn(text):
+        return catalog.load_schema(text)
+    return Schema.load(text)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -69,7 +78,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     warnings: list[str] = []
     if args.schema:
         try:
-            schema = _schema(args.schema)
+            schema = load_schema(args.schema)
         except Exception as e:
             print(f"cannot load schema {args.schema}: {e}", file=sys.stderr)
             return 1
@@ -192,7 +201,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"unknown user {args.user}", file=sys.stderr)
         return 1
     try:
-        schema = _schema(args.schema)
+        schema = load_schema(args.schema)
     except Exception as e:
         print(f"cannot load schema {args.schema}: {e}", file=sys.stderr)
         return 1
@@ -208,7 +217,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_test(args: argparse.Namespace) -> int:
     total = failed = 0
     for path in args.cases:
-        suite = run_suite(path, args.policy, args.schema)
+        suite = run_suite(path, args.policy, args.schema, load_schema=load_schema)
         if suite.error:
             print(f"ERROR {suite.error}")
             failed += 1

@@ -51,7 +51,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from proxy.demo import run
+    from proxy.demo.tour import run
 
     _event_loop_policy()
     return asyncio.run(run(args))

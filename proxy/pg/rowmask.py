@@ -1,8 +1,8 @@
-"""Masking of PostgreSQL result values: DataRow columns (text and binary formats) and COPY rows.
+"""Masking of PostgreSQL result rows: DataRow columns (text and binary formats) and COPY rows.
 
-Owns the translation between wire encodings (text, binary int2/4/8, numeric, bytea, jsonb) and
-the type-preserving maskers the Gate hands out. A plan is built once per result description
-(RowDescription or CopyOutResponse) and then applied to every row. Knows nothing of sessions,
+Owns the splicing of masked values into DataRow and CopyData messages. A plan is built once per
+result description (RowDescription or CopyOutResponse) from what services/rows.py decides per
+column and the codecs of pg/types.py, then applied to every row. Knows nothing of sessions,
 sockets or policy: it is told which action applies to which output position.
 """
 
@@ -10,279 +10,39 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from decimal import Decimal
-from typing import Any, Protocol
 
 from policies.decision import Allow, ColumnMask
+from proxy.pg import types
 from proxy.pg.messages import FieldDescription, MessageError
-
-# Type OIDs (pg_type.dat).
-BOOL, BYTEA, CHAR, NAME, INT8, INT2, INT4, TEXT, OID = 16, 17, 18, 19, 20, 21, 23, 25, 26
-JSON, XML, FLOAT4, FLOAT8, UNKNOWN, MONEY, BPCHAR, VARCHAR = 114, 142, 700, 701, 705, 790, 1042, 1043
-DATE, TIME, TIMESTAMP, TIMESTAMPTZ, INTERVAL, TIMETZ, NUMERIC, UUID, JSONB = (
-    1082,
-    1083,
-    1114,
-    1184,
-    1186,
-    1266,
-    1700,
-    2950,
-    3802,
+from proxy.services.gate import MaskerSource
+from proxy.services.rows import (
+    ColumnAction,
+    Op,
+    Unmaskable,
+    ValueFn,
+    ValueKind,
+    column_action,
+    null_value,
 )
 
-TEXTLIKE = frozenset({TEXT, VARCHAR, BPCHAR, NAME, CHAR, UNKNOWN, XML})
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 _HDR_D = struct.Struct("!ci")
-INTS = {INT2: struct.Struct("!h"), INT4: struct.Struct("!i"), INT8: struct.Struct("!q")}
-INT_RANGE = {INT2: 2**15, INT4: 2**31, INT8: 2**63}
-# Text-format values of these types cannot carry free text: detectors would only break them.
-NOT_FREE_TEXT = frozenset(
-    {BOOL, BYTEA, INT2, INT4, INT8, OID, FLOAT4, FLOAT8, MONEY, NUMERIC}
-    | {DATE, TIME, TIMESTAMP, TIMESTAMPTZ, INTERVAL, TIMETZ, UUID}
-)
-
-# Types whose text form cannot hold a masked value (`138****5678` is no date, uuid, inet or
-# array literal): a masked value of these types is sent as NULL, which every driver can read and
-# which reveals nothing. Arrays: the common built-in array OIDs (`array_agg(phone)` and the like).
-INET, CIDR = 869, 650
-ARRAYS = frozenset(
-    {199, 1000, 1001, 1002, 1003, 1005, 1007, 1009, 1014, 1015, 1016, 1021, 1022, 1041, 1115, 1182}
-    | {1183, 1185, 1187, 1231, 1270, 2951, 3807}
-)
-NULL_WHEN_MASKED = (NOT_FREE_TEXT - {BYTEA, INT2, INT4, INT8, NUMERIC}) | ARRAYS | {INET, CIDR}
-
-ValueFn = Callable[[bytes], bytes | None]
-
-
-class Unmaskable(Exception):
-    """A masked column arrives in an encoding maskgate cannot mask: the statement is refused."""
-
-    def __init__(self, column: str) -> None:
-        super().__init__(f'column "{column}" cannot be masked in binary format')
-        self.column = column
-
-
-class MaskerSource(Protocol):
-    """What row masking needs from the Gate: per-column value maskers and text detectors."""
-
-    def value_masker(self, cls: str | None, action: str) -> Callable[[Any], Any]: ...
-
-    def text_masker(self, classes: frozenset[str]) -> Callable[[str], str]: ...
-
-
-def codec(client_encoding: str) -> str:
-    """Python codec for a PostgreSQL client_encoding (values are sent in the client's encoding)."""
-    e = client_encoding.upper().replace("-", "").replace("_", "")
-    return {
-        "UTF8": "utf-8",
-        "UNICODE": "utf-8",
-        "SQLASCII": "latin-1",
-        "LATIN1": "latin-1",
-        "WIN1252": "cp1252",
-        "GBK": "gbk",
-        "GB18030": "gb18030",
-        "EUCCN": "euc-cn",
-        "BIG5": "big5",
-    }.get(e, "utf-8")
-
-
-# ------------------------------------------------------------------ numeric helpers
-
-
-def mask_numeric_text(s: str, int_masker: Callable[[int], int]) -> str:
-    """Mask a numeric's integer digits with the int masker, zero its fraction, keep its shape."""
-    if s in ("NaN", "Infinity", "-Infinity"):
-        return s
-    neg = s.startswith("-")
-    body = s[1:] if neg else s
-    ipart, dot, frac = body.partition(".")
-    if not ipart.isdigit() or (frac and not frac.isdigit()):
-        return s  # exponent forms do not occur in numeric output; leave anything odd alone
-    masked = str(abs(int(int_masker(int(ipart))))).zfill(len(ipart))[-len(ipart) :]
-    return ("-" if neg else "") + masked + dot + "0" * len(frac)
-
-
-_NUM_HDR = struct.Struct("!hhHh")
-_NUMERIC_SPECIAL = {0xC000: "NaN", 0xD000: "Infinity", 0xF000: "-Infinity"}
-
-
-def numeric_from_binary(b: bytes) -> str:
-    ndigits, weight, sign, dscale = _NUM_HDR.unpack_from(b, 0)
-    if sign in _NUMERIC_SPECIAL:
-        return _NUMERIC_SPECIAL[sign]
-    digits = struct.unpack_from(f"!{ndigits}h", b, 8)
-    if not digits:
-        val = Decimal(0)
-    else:
-        val = Decimal("".join(f"{d:04d}" for d in digits) + f"E{4 * (weight - ndigits + 1)}")
-    if sign == 0x4000:
-        val = -val
-    return f"{val:.{dscale}f}"
-
-
-def numeric_to_binary(s: str) -> bytes:
-    for code, name in _NUMERIC_SPECIAL.items():
-        if s == name:
-            return _NUM_HDR.pack(0, 0, code, 0)
-    neg = s.startswith("-")
-    body = s[1:] if neg else s
-    ipart, _, frac = body.partition(".")
-    dscale = len(frac)
-    ipart = ipart.lstrip("0")
-    ipart = "0" * (-len(ipart) % 4) + ipart
-    frac = frac + "0" * (-len(frac) % 4)
-    groups = [int(ipart[i : i + 4]) for i in range(0, len(ipart), 4)]
-    weight = len(groups) - 1
-    groups += [int(frac[i : i + 4]) for i in range(0, len(frac), 4)]
-    while groups and groups[0] == 0:
-        groups.pop(0)
-        weight -= 1
-    while groups and groups[-1] == 0:
-        groups.pop()
-    if not groups:
-        weight = 0
-    sign = 0x4000 if neg and groups else 0
-    return _NUM_HDR.pack(len(groups), weight, sign, dscale) + struct.pack(f"!{len(groups)}h", *groups)
-
-
-# ------------------------------------------------------------------ bytea text format
-
-
-def bytea_from_text(s: bytes) -> bytes:
-    if s.startswith(b"\\x"):
-        return bytes.fromhex(s[2:].decode("ascii"))
-    out = bytearray()  # escape format: \\ and \ooo
-    i = 0
-    while i < len(s):
-        c = s[i]
-        if c == 0x5C and s[i + 1 : i + 2] == b"\\":
-            out.append(0x5C)
-            i += 2
-        elif c == 0x5C:
-            out.append(int(s[i + 1 : i + 4], 8))
-            i += 4
-        else:
-            out.append(c)
-            i += 1
-    return bytes(out)
-
-
-# ------------------------------------------------------------------ per-column functions
-
-
-def _text_fn(fn: Callable[[str], Any], enc: str) -> ValueFn:
-    def apply(raw: bytes) -> bytes | None:
-        s = raw.decode(enc, "surrogateescape")
-        out = fn(s)
-        if out is None:
-            return None
-        if out is s:
-            return raw
-        return str(out).encode(enc, "surrogateescape")
-
-    return apply
-
-
-def _null(_raw: bytes) -> bytes | None:
-    return None
-
-
-def _int_fn(vm: Callable[[Any], Any], oid: int, binary: bool) -> ValueFn:
-    lim = INT_RANGE[oid]
-    st = INTS[oid]
-
-    def masked(v: int) -> int | None:
-        out = vm(v)
-        return None if out is None else max(-lim, min(lim - 1, int(out)))
-
-    if binary:
-
-        def apply_bin(raw: bytes) -> bytes | None:
-            out = masked(st.unpack(raw)[0])
-            return None if out is None else st.pack(out)
-
-        return apply_bin
-
-    def apply_text(raw: bytes) -> bytes | None:
-        out = masked(int(raw))
-        return None if out is None else str(out).encode()
-
-    return apply_text
-
-
-def _numeric_fn(vm: Callable[[Any], Any], binary: bool) -> ValueFn:
-    def to_int(v: int) -> int:
-        out = vm(v)
-        return 0 if out is None else int(out)
-
-    if binary:
-        return lambda raw: numeric_to_binary(mask_numeric_text(numeric_from_binary(raw), to_int))
-    return lambda raw: mask_numeric_text(raw.decode("ascii"), to_int).encode("ascii")
-
-
-def _bytea_fn(vm: Callable[[Any], Any], binary: bool) -> ValueFn:
-    if binary:
-        return lambda raw: vm(raw)
-
-    def apply(raw: bytes) -> bytes | None:
-        out = vm(bytea_from_text(raw))
-        return None if out is None else b"\\x" + bytes(out).hex().encode()
-
-    return apply
-
-
-def _jsonb_binary(fn: ValueFn) -> ValueFn:
-    # Binary jsonb is a version byte (1) followed by the JSON text.
-    def apply(raw: bytes) -> bytes | None:
-        out = fn(raw[1:])
-        return None if out is None else raw[:1] + out
-
-    return apply
 
 
 def column_fn(
     f: FieldDescription, fmt: int, cm: ColumnMask | None, detect: frozenset[str], src: MaskerSource, enc: str
 ) -> ValueFn | None:
     """The function for one output column, or None to pass its values untouched."""
-    oid = f.type_oid
     binary = fmt == 1
-    action = cm.action if cm is not None else "clear"
-    if action == "clear":
-        if not detect:
-            return None
-        det = _text_fn(src.text_masker(detect), enc)
-        if oid in TEXTLIKE or oid == JSON:
-            return det
-        if oid == JSONB:
-            return _jsonb_binary(det) if binary else det
-        if not binary and oid not in NOT_FREE_TEXT:
-            return det  # arrays, composites, enums and other types whose text may carry PII
+    act = column_action(types.value_kind(f.type_oid), cm, detect, binary)
+    if act.op is Op.CLEAR:
         return None
-    if action == "null":
-        return _null
-    assert cm is not None
-    if oid in (JSON, JSONB):
-        classes = detect | ({cm.cls} if cm.cls else frozenset())
-        det = _text_fn(src.text_masker(frozenset(classes)), enc)
-        return _jsonb_binary(det) if binary and oid == JSONB else det
-    vm = src.value_masker(cm.cls, action)
-    if oid in TEXTLIKE:
-        return _text_fn(vm, enc)
-    if oid in INTS:
-        return _int_fn(vm, oid, binary)
-    if oid == NUMERIC:
-        return _numeric_fn(vm, binary)
-    if oid == BYTEA:
-        return _bytea_fn(vm, binary)
-    if binary:
+    if act.op is Op.NULL:
+        return null_value
+    if act.op is Op.REFUSE:
         raise Unmaskable(f.name)
-    if oid in NULL_WHEN_MASKED:
-        return _null
-    # Text format of another type (a domain over text, an enum, …): mask the text. A typed
-    # driver may fail to parse the result, which is preferable to passing the value clear.
-    return _text_fn(vm, enc)
+    return types.value_fn(f.type_oid, act.masker(src), binary, enc)
 
 
 class RowPlan:
@@ -427,6 +187,16 @@ def _copy_escape(s: str) -> str:
     )
 
 
+def _copy_fn(act: ColumnAction, src: MaskerSource) -> Callable[[str], str | None] | None:
+    if act.op is Op.CLEAR:
+        return None
+    if act.op is Op.NULL:
+        return lambda _s: None
+    if act.op is Op.REFUSE:
+        raise Unmaskable("COPY row")
+    return act.masker(src)
+
+
 class CopyPlan:
     """Masks COPY TO STDOUT rows (one CopyData per row, as PostgreSQL sends them).
 
@@ -438,19 +208,10 @@ class CopyPlan:
 
     def __init__(self, ncols: int, allow: Allow, src: MaskerSource, enc: str = "utf-8") -> None:
         self.ncols = ncols
+        columns = [allow.columns[i] if i < len(allow.columns) else None for i in range(ncols)]
         self.enc = enc
-        self.fns: list[Callable[[str], str | None]] = []
-        det = src.text_masker(allow.detect) if allow.detect else None
-        for i in range(ncols):
-            cm = allow.columns[i] if i < len(allow.columns) else None
-            action = cm.action if cm is not None else "clear"
-            if action == "clear":
-                self.fns.append(det or (lambda s: s))
-            elif action == "null":
-                self.fns.append(lambda _s: None)
-            else:
-                vm = src.value_masker(cm.cls if cm else None, action)
-                self.fns.append(lambda s, vm=vm: vm(s))
+        # COPY announces no column types: every column is read as text of an OTHER type.
+        self.fns = [_copy_fn(column_action(ValueKind.OTHER, cm, allow.detect, False), src) for cm in columns]
 
     def apply(self, data: bytes) -> tuple[bytes, int]:
         line = data.decode(self.enc, "surrogateescape")
@@ -466,7 +227,7 @@ class CopyPlan:
         out = []
         changed = 0
         for fn, raw in zip(self.fns, fields, strict=True):
-            if raw == "\\N":
+            if fn is None or raw == "\\N":
                 out.append(raw)
                 continue
             v = _copy_unescape(raw)

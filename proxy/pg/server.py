@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from proxy.gate import Gate
 from proxy.pg import errors
 from proxy.pg import messages as m
 from proxy.pg.framing import DEFAULT_MAX_MESSAGE
@@ -32,6 +31,7 @@ from proxy.pg.session import (
     SessionConfig,
     StartTLS,
 )
+from proxy.services.gate import Gate
 
 log = logging.getLogger("maskgate.pg")
 

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from enum import Enum, auto
 
 from policies.decision import Allow, Block, Decision
-from proxy.gate import Gate, Principal, StatementRecord
 from proxy.pg import errors
 from proxy.pg import messages as m
 from proxy.pg.auth import AuthError, ServerScram, UpstreamAuth
 from proxy.pg.framing import DEFAULT_MAX_MESSAGE, Framer, FramingError
-from proxy.pg.rowmask import CopyPlan, RowPlan, Unmaskable, codec, plan_rows
+from proxy.pg.rowmask import CopyPlan, RowPlan, plan_rows
+from proxy.pg.types import codec
+from proxy.services.gate import SCRAM_SHA_256, Gate, Principal, StatementRecord
+from proxy.services.rows import Unmaskable
 
 log = logging.getLogger("maskgate.pg")
 
@@ -529,7 +531,7 @@ class PgSession:
         if principal is not None and self.user == self.cfg.upstream_user:
             principal = None  # the service account never logs in through the proxy
         self.principal = principal
-        self._scram = ServerScram(self.user, principal.verifier if principal else None)
+        self._scram = ServerScram(self.user, principal.credential(SCRAM_SHA_256) if principal else None)
         self._cf.typed()
         if self._negotiate is not None:
             self._client(self._negotiate.serialize())

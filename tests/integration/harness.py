@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from proxy.app import App
 from proxy.config import load_config
-from proxy.embedded_pg import EmbeddedPostgres, free_port
+from proxy.demo.embedded_pg import EmbeddedPostgres, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_POLICY = REPO / "policies" / "examples" / "demo.yaml"

@@ -19,9 +19,9 @@ import psycopg
 import pytest
 
 from policies.decision import Allow, Block, ColumnMask, Decision
-from proxy.embedded_pg import EmbeddedPostgres, bin_dir
-from proxy.gate import Principal
+from proxy.demo.embedded_pg import EmbeddedPostgres, bin_dir
 from proxy.pg.server import PgProxyServer
+from proxy.services.gate import Principal
 from tests.proxy.pg.fakegate import FakeGate
 
 pytestmark = pytest.mark.integration

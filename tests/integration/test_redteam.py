@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from proxy.embedded_pg import EmbeddedPostgres, bin_dir
+from proxy.demo.embedded_pg import EmbeddedPostgres, bin_dir
 from proxy.pg import messages as m
 from proxy.pg.auth import UpstreamAuth
 from tests.conftest import start_crm

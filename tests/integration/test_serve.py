@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from proxy.app import App
-from proxy.embedded_pg import EmbeddedPostgres, bin_dir
+from proxy.demo.embedded_pg import EmbeddedPostgres, bin_dir
 from tests.conftest import start_crm
 from tests.integration.harness import serve_demo
 

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from proxy.embedded_pg import EmbeddedPostgres, free_port, wait_port
+from proxy.demo.embedded_pg import EmbeddedPostgres, free_port, wait_port
 from tests.conftest import start_crm
 
 REPO = Path(__file__).resolve().parents[2]

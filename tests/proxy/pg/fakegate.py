@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from policies.decision import Allow, Block, Decision
-from proxy.gate import Principal, StatementRecord
 from proxy.pg.auth import make_verifier
+from proxy.services.gate import SCRAM_SHA_256, Principal, StatementRecord
 
 MOBILE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
 ID_CARD = re.compile(r"(?<!\d)\d{17}[\dXx](?!\d)")
@@ -77,7 +77,7 @@ class FakeGate:
     def add_user(
         self, name: str, password: str, *, role: str = "vendor", unrestricted: bool = False
     ) -> Principal:
-        p = Principal(name, role, make_verifier(password), unrestricted)
+        p = Principal(name, role, unrestricted, ((SCRAM_SHA_256, make_verifier(password)),))
         self.users[name] = p
         return p
 

@@ -6,7 +6,6 @@ import pytest
 import scramp
 
 from policies.decision import Allow, Block, ColumnMask, Decision
-from proxy.gate import Principal
 from proxy.pg import messages as m
 from proxy.pg.session import (
     FAILING_DESCRIBE,
@@ -21,6 +20,7 @@ from proxy.pg.session import (
     SessionConfig,
     State,
 )
+from proxy.services.gate import Principal
 from tests.proxy.pg.fakegate import FakeGate
 
 CFG = SessionConfig(upstream_user="svc", upstream_password="svcpw", default_database="crm")

@@ -19,7 +19,7 @@ from typing import Any
 
 from .embedded_pg import EmbeddedPostgres, bin_dir, free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEMO_POLICY = REPO / "policies" / "examples" / "demo.yaml"
 SERVICE_ACCOUNT = "maskgate_svc"
 USERS = {
@@ -53,7 +53,7 @@ def prepare_database(base: Path, customers: int) -> tuple[EmbeddedPostgres, str]
     pg.psql(f"{verb} ROLE {SERVICE_ACCOUNT} LOGIN PASSWORD '{password}'")
     if not pg.psql("SELECT 1 FROM pg_database WHERE datname = 'crm'").strip():
         pg.psql(f"CREATE DATABASE crm OWNER {SERVICE_ACCOUNT}")
-    from .demo_data import seed
+    from .data import seed
 
     with psycopg.connect(pg.dsn(SERVICE_ACCOUNT, password, "crm")) as conn:
         seed(conn, customers)
@@ -166,8 +166,8 @@ def tour(port: int, metrics_port: int) -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from .app import App
-    from .config import load_config
+    from proxy.app import App
+    from proxy.config import load_config
 
     base = Path(args.dir).resolve()
     base.mkdir(parents=True, exist_ok=True)

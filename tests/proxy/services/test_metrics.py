@@ -1,6 +1,6 @@
 from prometheus_client import CollectorRegistry, generate_latest
 
-from proxy.metrics import Metrics
+from proxy.services.metrics import Metrics
 
 
 def test_names_and_policy_revision_swap() -> None:

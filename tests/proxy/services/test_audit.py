@@ -2,8 +2,8 @@ import json
 from pathlib import Path
 
 from policies.decision import Allow, Block
-from proxy.audit import AuditLog, fingerprint, scrub_sql
-from proxy.gate import StatementRecord
+from proxy.services.audit import AuditLog, fingerprint, scrub_sql
+from proxy.services.gate import StatementRecord
 
 
 def rec(sql: str, decision: Allow | Block) -> StatementRecord:
@@ -98,3 +98,19 @@ def test_sql_that_is_not_utf8_is_still_recorded(tmp_path: Path) -> None:
     lines = path.read_text(errors="replace").splitlines()
     assert len(lines) == 2
     assert json.loads(lines[1])["sql"] == "SELECT 2"
+
+
+def test_the_decisions_own_revision_and_fingerprint_win(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    decided = Allow(kind="select", revision="made-it", fingerprint="0123456789abcdef")
+    log.submit(rec("SELECT 1", decided), "in-force")
+    log.submit(rec("SELECT 1", Allow(kind="empty")), "in-force")  # no policy decided it
+    broken = rec("SELECT 1", Block("class_denied", "no", revision="made-it"))
+    broken.duration_s = "not a number"  # type: ignore[assignment]  # the record cannot be rendered
+    log.submit(broken, "in-force")
+    log.close()
+    first, second, fallback = (json.loads(x) for x in path.read_text().splitlines())
+    assert (first["policy_revision"], first["fingerprint"]) == ("made-it", "0123456789abcdef")
+    assert second["policy_revision"] == "in-force" and second["fingerprint"] == fingerprint("SELECT 1")
+    assert fallback["audit_error"] == "TypeError" and fallback["policy_revision"] == "made-it"

@@ -1,16 +1,17 @@
 """The Gate implementation: joins the policy engine, masking, audit and metrics to protocol sessions.
 
-Owns the policy in force (swapped atomically on reload), the per-database schemas and engines,
-the cached maskers and the accounting of every statement. It opens no sockets; schema loads go
-through an injected loader so this module stays testable without a database.
+Owns the policy in force (swapped atomically on reload), the schemas and engines per (upstream,
+database), the cached maskers and the accounting of every statement. Must not open sockets or
+know a protocol: each upstream's schema loader is injected (`{"postgres": loader}`), so this
+module is testable without a database and a second protocol only registers its own loader.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import masking
@@ -18,20 +19,25 @@ from policies import Engine, Policy, Role, Schema
 from policies.decision import Block, Decision
 
 from .audit import AuditLog
-from .gate import Principal, StatementRecord
+from .gate import SCRAM_SHA_256, Principal, StatementRecord
 from .metrics import Metrics
 
 _DETECTABLE = frozenset(masking.CLASSES)
 
+# The guard's own refusals. Each policy state stamps them with its revision (see _PolicyState),
+# so audit attributes them to the policy in force when they were made, as it does the engine's.
 ACCESS_CHANGED = Block(
     "statement_not_allowed", "your access was changed by a policy reload; reconnect to continue"
 )
-
-SchemaLoader = Callable[[str], Schema]
-
 AUDIT_DOWN = Block(
     "audit_unavailable", "the audit log cannot be written; statements are refused until it recovers"
 )
+ENGINE_FAILED = Block("unparsable", "the statement could not be analysed")
+
+# Reads the schema of one database (by name) of one upstream server.
+SchemaLoader = Callable[[str], Schema]
+# (upstream, database): the same database name on two servers is two schemas.
+Where = tuple[str, str]
 
 
 def is_unrestricted(policy: Policy, role: Role | None) -> bool:
@@ -47,8 +53,17 @@ class _PolicyState:
     """Everything that changes together on a reload; replaced whole, never edited in place."""
 
     policy: Any
-    engines: dict[str, Engine] = field(default_factory=dict)
+    engines: dict[Where, Engine] = field(default_factory=dict)
     valid: dict[Principal, bool] = field(default_factory=dict)  # principals checked against it
+    access_changed: Block = field(init=False)
+    audit_down: Block = field(init=False)
+    engine_failed: Block = field(init=False)
+
+    def __post_init__(self) -> None:
+        revision = self.policy.revision
+        self.access_changed = replace(ACCESS_CHANGED, revision=revision)
+        self.audit_down = replace(AUDIT_DOWN, revision=revision)
+        self.engine_failed = replace(ENGINE_FAILED, revision=revision)
 
 
 class Guard:
@@ -58,20 +73,20 @@ class Guard:
         *,
         metrics: Metrics,
         audit: AuditLog | None = None,
-        schema_loader: SchemaLoader | None = None,
-        default_database: str = "",
+        schema_loaders: Mapping[str, SchemaLoader] | None = None,
+        default_databases: Mapping[str, str] | None = None,
         masking_key: bytes = b"",
         audit_required: bool = False,
-        dialect: str = "postgres",
     ) -> None:
         self.metrics = metrics
         self.audit = audit
         self.audit_required = audit_required
         self.masking_key = masking_key or masking.DEFAULT_KEY
-        self.default_database = default_database
-        self._schema_loader = schema_loader
-        self._schemas: dict[str, Schema] = {}
-        self._stale: set[str] = set()
+        # Per upstream: how to read a database's schema, and the database a session naming none uses.
+        self._schema_loaders = dict(schema_loaders or {})
+        self._default_databases = dict(default_databases or {})
+        self._schemas: dict[Where, Schema] = {}
+        self._stale: set[Where] = set()
         self._lock = threading.Lock()
         self._value_maskers: dict[tuple[str | None, str], Callable[[Any], Any]] = {}
         self._text_maskers: dict[frozenset[str], Callable[[str], str]] = {}
@@ -92,58 +107,64 @@ class Guard:
         self.generation += 1
         self.metrics.set_policy_revision(policy.revision)
 
-    def schema(self, database: str) -> Schema:
-        schema = self._schemas.get(database)
-        if schema is None:
-            schema = self.load_schema(database)
-        return schema
+    def _where(self, database: str, upstream: str) -> Where:
+        return (upstream, database or self._default_databases.get(upstream, ""))
 
-    def prepare(self, database: str) -> None:
+    def schema(self, database: str, upstream: str = "postgres") -> Schema:
+        return self._schema(self._where(database, upstream))
+
+    def _schema(self, where: Where) -> Schema:
+        schema = self._schemas.get(where)
+        return schema if schema is not None else self._load(where)
+
+    def prepare(self, database: str, upstream: str = "postgres") -> None:
         """Load the schema of a database a session is about to use. Blocking: sessions call it
         from a worker thread while they connect upstream, so the event loop never waits on it."""
-        if database not in self._schemas:
-            self.load_schema(database)
+        self._schema(self._where(database, upstream))
 
-    def load_schema(self, database: str, fallback: Schema | None = None) -> Schema:
+    def load_schema(self, database: str, upstream: str = "postgres") -> Schema:
+        """(Re)load one database's schema now. Blocking, like `prepare`."""
+        where = self._where(database, upstream)
+        return self._load(where, self._schemas.get(where))
+
+    def _load(self, where: Where, fallback: Schema | None = None) -> Schema:
+        upstream, database = where
+        loader = self._schema_loaders.get(upstream)
         with self._lock:
-            self._stale.discard(database)
-            if self._schema_loader is None:
+            self._stale.discard(where)
+            if loader is None:
                 schema = fallback or Schema()
             else:
                 try:
-                    schema = self._schema_loader(database)
+                    schema = loader(database)
                     self.metrics.schema_reloads.labels(result="success").inc()
                 except Exception as exc:  # a schema load failure must not take sessions down
                     self.metrics.schema_reloads.labels(result="failure").inc()
-                    print(f"maskgate: schema load for {database!r} failed: {exc}", file=sys.stderr)
+                    print(
+                        f"maskgate: schema load for {upstream} database {database!r} failed: {exc}",
+                        file=sys.stderr,
+                    )
                     schema = fallback or Schema()
-            self._schemas[database] = schema
+            self._schemas[where] = schema
             # New schema, new engines (their caches describe the old columns).
-            self._state.engines.pop(database, None)
+            self._state.engines.pop(where, None)
             return schema
 
     def refresh_schemas(self) -> None:
-        for database in list(self._schemas):
-            self.load_schema(database, fallback=self._schemas.get(database))
+        for where in list(self._schemas):
+            self._load(where, self._schemas.get(where))
 
-    def engine(self, database: str) -> Engine:
-        state = self._state
-        engine = state.engines.get(database)
-        if engine is None:
-            engine = Engine(state.policy, self.schema(database))
-            state.engines[database] = engine
-        return engine
-
-    def schema_changed(self, database: str) -> None:
+    def schema_changed(self, database: str, upstream: str = "postgres") -> None:
         """DDL passed through: reload that schema in the background. Until it lands, statements
         are decided on the old one, where a new table or column is unknown and so refused or
         redacted: late, never open."""
-        if database in self._stale:
+        where = self._where(database, upstream)
+        if where in self._stale:
             return  # a reload is already under way
-        self._stale.add(database)
+        self._stale.add(where)
         threading.Thread(
-            target=self.load_schema,
-            args=(database, self._schemas.get(database)),
+            target=self._load,
+            args=(where, self._schemas.get(where)),
             name="maskgate-schema",
             daemon=True,
         ).start()
@@ -157,17 +178,33 @@ class Guard:
             return None
         role = policy.roles.get(u.role)
         return Principal(
-            user=user, role=u.role, verifier=u.password, unrestricted=is_unrestricted(policy, role)
+            user=user,
+            role=u.role,
+            unrestricted=is_unrestricted(policy, role),
+            credentials=((SCRAM_SHA_256, u.password),) if u.password else (),
         )
 
     def decide(
-        self, principal: Principal, sql: str, *, dialect: str, search_path: tuple[str, ...], database: str
+        self,
+        principal: Principal,
+        sql: str,
+        *,
+        dialect: str,
+        search_path: tuple[str, ...],
+        database: str,
+        upstream: str = "postgres",
     ) -> Decision:
+        # One snapshot: the validity check, the engine and the stamped refusals all come from the
+        # policy in force when the statement arrived, even if a reload lands meanwhile.
+        state = self._state
         if self.audit_required and self.audit is not None and not self.audit.healthy:
-            return AUDIT_DOWN
-        if not self._still_valid(principal):
-            return ACCESS_CHANGED
-        engine = self.engine(database or self.default_database)
+            return state.audit_down
+        if not self._still_valid(state, principal):
+            return state.access_changed
+        where = self._where(database, upstream)
+        engine = state.engines.get(where)
+        if engine is None:
+            engine = state.engines[where] = Engine(state.policy, self._schema(where))
         hits = engine.cache_hits
         try:
             decision = engine.decide(
@@ -175,15 +212,15 @@ class Guard:
             )
         except Exception as exc:  # fail closed: an engine bug is a refusal, never a pass
             print(f"maskgate: decision failed: {exc!r}", file=sys.stderr)
-            decision = Block("unparsable", "the statement could not be analysed")
+            decision = state.engine_failed
         m = self.metrics
         m.child(m.decision_cache, "hit" if engine.cache_hits > hits else "miss").inc()
         return decision
 
-    def _still_valid(self, principal: Principal) -> bool:
+    @staticmethod
+    def _still_valid(state: _PolicyState, principal: Principal) -> bool:
         """A reload may remove the user, move them to another role or change what the role may
         see; a session authenticated before it must not go on under its old rights."""
-        state = self._state
         ok = state.valid.get(principal)
         if ok is None:
             policy = state.policy
@@ -256,6 +293,9 @@ class Guard:
         c(m.duration, "total").observe(rec.duration_s)
         c(m.duration, "overhead").observe(rec.overhead_s)
         if self.audit is not None:
+            # Audit takes the revision the decision carries (engine and guard stamp theirs when
+            # deciding); the one in force now only stands in for what no policy decided, the
+            # session's own refusals of protocol doors.
             self.audit.submit(rec, self._state.policy.revision)
 
     def connection_opened(self, protocol: str) -> None:

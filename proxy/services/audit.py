@@ -1,6 +1,6 @@
 """The audit log: one JSON object a line per statement (shared/DESIGN.md §7), written off the event loop.
 
-Owns the record format, SQL fingerprinting, literal scrubbing and the writer thread. The log must
+Owns the record format, literal scrubbing, the writer thread and a fallback fingerprint. The log must
 never hold a full customer number: every SQL text passes through the value detectors before it is
 written, and no row value is ever recorded. Sessions hand records over through a queue; a slow or
 broken disk never stalls a client, and a failure is reported (stderr, metric, `healthy`) so that
@@ -8,8 +8,9 @@ broken disk never stalls a client, and a failure is reported (stderr, metric, `h
 
 The hot path is `submit`: an append to a deque, with no lock and no wake-up. The writer thread
 wakes on a timer and formats a whole batch; waking it per statement cost two futex calls and a
-GIL hand-over per statement, which halved point-lookup throughput. Scrubbing and fingerprinting
-are cached per SQL text, since clients repeat their statements.
+GIL hand-over per statement, which halved point-lookup throughput. Scrubbing is cached per SQL
+text, since clients repeat their statements. Fingerprints and policy revisions come with the
+decisions (the engine stamps them, reading the SQL in its dialect), so this module knows none.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ _scrub = masking.make_text_masker(None, "mask")
 
 
 def fingerprint(sql: str) -> str:
-    """A stable id for the statement's shape: literals replaced by `?`, case and spacing folded.
+    """A dialect-blind id for the statement's shape: literals replaced by `?`, case and spacing
+    folded. For records no engine decided; decisions carry their own, read in their dialect.
 
     Two runs of the same query with different customer numbers get the same fingerprint, so a
     DBA can count who ran what without the log holding the numbers.
@@ -62,20 +64,20 @@ def scrub_sql(sql: str, limit: int = 4096) -> str:
     return _scrub(sql)
 
 
-# Scrubbed text and fingerprint per SQL text. Bounded: cleared when full (statements that differ
-# only in their literals, e.g. simple-protocol point lookups, would otherwise grow it forever).
-_SHAPE_CACHE_MAX = 4096
-_shapes: dict[str, tuple[str, str]] = {}
+# Scrubbed text per SQL text. Bounded: cleared when full (statements that differ only in their
+# literals, e.g. simple-protocol point lookups, would otherwise grow it forever).
+_SCRUB_CACHE_MAX = 4096
+_scrubbed: dict[str, str] = {}
 
 
-def sql_shape(sql: str) -> tuple[str, str]:
-    """(scrubbed SQL, fingerprint), cached per SQL text. Only the writer thread calls this."""
-    shape = _shapes.get(sql)
-    if shape is None:
-        if len(_shapes) >= _SHAPE_CACHE_MAX:
-            _shapes.clear()
-        shape = _shapes[sql] = (scrub_sql(sql), fingerprint(sql))
-    return shape
+def scrubbed_sql(sql: str) -> str:
+    """`scrub_sql`, cached per SQL text. Only the writer thread calls this."""
+    out = _scrubbed.get(sql)
+    if out is None:
+        if len(_scrubbed) >= _SCRUB_CACHE_MAX:
+            _scrubbed.clear()
+        out = _scrubbed[sql] = scrub_sql(sql)
+    return out
 
 
 def _who(rec: StatementRecord, ts: float | None) -> dict[str, Any]:
@@ -93,15 +95,15 @@ def _who(rec: StatementRecord, ts: float | None) -> dict[str, Any]:
 
 
 def to_json(rec: StatementRecord, revision: str, ts: float | None = None) -> dict[str, Any]:
-    """The audit record; `ts` is when the statement was submitted (default: now)."""
+    """The audit record; `ts` is when the statement was submitted (default: now). `revision` is
+    the policy in force when recorded, for decisions that carry none (no policy made them)."""
     d = rec.decision
     blocked = isinstance(d, Block)
-    scrubbed, fp = sql_shape(rec.sql)
     return _who(rec, ts) | {
-        "sql": scrubbed,
+        "sql": scrubbed_sql(rec.sql),
         # The engine's fingerprint reads the statement with its own dialect; the generic one is
-        # for what never reached the engine (fast-path calls, unknown portals).
-        "fingerprint": d.fingerprint or fp,
+        # only for what no engine decided (fast-path calls, unknown portals).
+        "fingerprint": d.fingerprint or fingerprint(rec.sql),
         "decision": "block" if blocked else ("error" if rec.error else "allow"),
         "reason": d.reason if blocked else None,
         "error": rec.error,
@@ -126,7 +128,7 @@ def _line(rec: StatementRecord, revision: str, ts: float) -> str:
         fallback = _who(rec, ts) | {
             "sql": None,
             "decision": "block" if isinstance(rec.decision, Block) else "allow",
-            "policy_revision": revision,
+            "policy_revision": rec.decision.revision or revision,
             "audit_error": type(exc).__name__,
         }
         return json.dumps(fallback, ensure_ascii=True, default=str)

@@ -1,0 +1,121 @@
+"""The contract between protocol sessions and the shared services: the Gate, and what crosses it.
+
+Owns only the interface and the plain records that cross it (`Principal`, `StatementRecord`,
+`MaskerSource`). A protocol session (PostgreSQL, MySQL, HTTP) knows nothing of policy files, SQL
+analysis, audit files or Prometheus: it asks the Gate to authenticate, decide and mask, and
+reports what happened. Must not import a protocol package; `services/guard.py` implements it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from policies.decision import Decision
+
+# Credential kinds, one per way a client proves who it is. A protocol asks for the kind its
+# handshake can check; a user without one cannot log in over that protocol.
+SCRAM_SHA_256 = "scram-sha-256"  # PostgreSQL's verifier: SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>
+MYSQL_NATIVE_PASSWORD = "mysql_native_password"  # MySQL's "*" + 40 hex digits: SHA1(SHA1(password))
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A person maskgate can authenticate: their name, role and stored credentials from the policy."""
+
+    user: str
+    role: str
+    # True when the role sees every class clear and may run anything: masking and detectors are
+    # skipped entirely on its results (fast path), but decisions and audit still apply.
+    unrestricted: bool = False
+    # (kind, secret) pairs: verifiers and hashes, never passwords. Kept out of repr so that a
+    # principal in a log line or a traceback does not carry them.
+    credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    def credential(self, kind: str) -> str | None:
+        """The stored secret of `kind` (SCRAM_SHA_256, …), or None when the user has none."""
+        for k, secret in self.credentials:
+            if k == kind:
+                return secret
+        return None
+
+
+@dataclass(slots=True)
+class StatementRecord:
+    """What a session reports after each statement (allowed or refused), for audit and metrics."""
+
+    protocol: str  # postgres | mysql | http
+    session: str
+    user: str
+    role: str
+    client: str
+    database: str
+    sql: str
+    decision: Decision
+    rows: int = 0
+    masked: int = 0
+    truncated: bool = False
+    duration_s: float = 0.0  # client-visible time from statement received to completion
+    overhead_s: float = 0.0  # time spent inside maskgate (decide + mask), excluding upstream waits
+    error: str | None = None  # upstream error SQLSTATE, if the database refused it
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class MaskerSource(Protocol):
+    """What row masking needs from the Gate: per-column value maskers and text detectors."""
+
+    def value_masker(self, cls: str | None, action: str) -> Callable[[Any], Any]:
+        """Per-column masker (masking.make_masker with the configured key), cached."""
+        ...
+
+    def text_masker(self, classes: frozenset[str]) -> Callable[[str], str]:
+        """Value-detector masker for free text (masking.make_text_masker), cached. Returns the same
+        object when nothing is found."""
+        ...
+
+
+class Gate(MaskerSource, Protocol):
+    """Everything a protocol session may ask for. Implementations must be cheap and non-blocking.
+
+    `upstream` names the config section of the server a session talks to (`postgres`, `mysql`):
+    the same database name on two servers is two schemas.
+    """
+
+    masking_key: bytes
+    # Bumped on every policy reload: decisions carried by prepared statements are made again.
+    generation: int
+
+    def lookup(self, user: str) -> Principal | None:
+        """The principal for a user name, or None (unknown users get the same error as bad passwords)."""
+        ...
+
+    def decide(
+        self,
+        principal: Principal,
+        sql: str,
+        *,
+        dialect: str,
+        search_path: tuple[str, ...],
+        database: str,
+        upstream: str = "postgres",
+    ) -> Decision: ...
+
+    def record(self, rec: StatementRecord) -> None:
+        """Audit + metrics for one statement. Must not block (audit writes are queued)."""
+        ...
+
+    def connection_opened(self, protocol: str) -> None: ...
+
+    def connection_closed(self, protocol: str) -> None: ...
+
+    def auth_failed(self, protocol: str) -> None: ...
+
+    def prepare(self, database: str, upstream: str = "postgres") -> None:
+        """Get ready to decide statements for `database` (e.g. load its schema). May block: call
+        it from a worker thread, before the first statement of a session on that database."""
+        ...
+
+    def schema_changed(self, database: str, upstream: str = "postgres") -> None:
+        """DDL passed through: reload the schema for that database soon."""
+        ...

@@ -1,0 +1,255 @@
+"""The Guard: policy swap and still-valid principals, schemas per (upstream, database), masker
+counting, and the policy revision each refusal is audited under."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from policies import Policy, Schema, load_policy
+from policies.decision import Allow, Block, Decision
+from policies.schema import Table
+from proxy.services.audit import AuditLog
+from proxy.services.gate import SCRAM_SHA_256, Principal, StatementRecord
+from proxy.services.guard import ACCESS_CHANGED, AUDIT_DOWN, ENGINE_FAILED, Guard
+from proxy.services.metrics import Metrics
+
+DEMO = Path(__file__).resolve().parents[3] / "policies" / "examples" / "demo.yaml"
+
+
+def guard(**kw) -> Guard:  # type: ignore[no-untyped-def]
+    kw.setdefault("default_databases", {"postgres": "crm"})
+    return Guard(load_policy(DEMO), metrics=Metrics(CollectorRegistry()), **kw)
+
+
+def decide(g: Guard, principal, sql: str = "SELECT 1", **kw) -> Decision:  # type: ignore[no-untyped-def]
+    return g.decide(principal, sql, dialect="postgres", search_path=("public",), database="crm", **kw)
+
+
+def record(principal: Principal, decision: Decision) -> StatementRecord:
+    return StatementRecord("postgres", "s", principal.user, principal.role, "c", "crm", "SELECT 1", decision)
+
+
+def edited(tmp_path: Path, name: str, change: str) -> Policy:
+    """The demo policy with one text edit, as a reload would read it."""
+    text = DEMO.read_text()
+    start = text.index("  vendor_zhang:")
+    end = text.index("  desk_li:")
+    edits = {
+        "drop vendor": (text[:start] + text[end:]).replace("see: {mobile: clear,", "see: {mobile: mask,"),
+        "vendor max_rows": text.replace("max_rows: 200", "max_rows: 199"),
+    }
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(edits[change])
+    return load_policy(p)
+
+
+def test_dba_is_unrestricted_vendor_is_not() -> None:
+    g = guard()
+    dba, vendor = g.lookup("dba_wang"), g.lookup("vendor_zhang")
+    assert dba is not None and dba.unrestricted
+    assert vendor is not None and not vendor.unrestricted
+    assert g.lookup("maskgate_svc") is None
+
+
+def test_the_principal_carries_the_policys_scram_verifier() -> None:
+    g = guard()
+    vendor = g.lookup("vendor_zhang")
+    assert vendor is not None
+    assert vendor.credential(SCRAM_SHA_256) == g.policy.users["vendor_zhang"].password
+    assert vendor.credential("mysql_native_password") is None
+
+
+def test_a_reload_that_removes_a_user_or_changes_a_role_stops_old_sessions(tmp_path: Path) -> None:
+    g = guard()
+    vendor, dba = g.lookup("vendor_zhang"), g.lookup("dba_wang")
+    assert isinstance(decide(g, vendor), Allow) and g.generation == 0
+    # vendor_zhang removed; the dba role no longer sees mobiles in clear.
+    new = edited(tmp_path, "p", "drop vendor")
+    g.swap_policy(new)
+    assert g.generation == 1
+    changed = replace(ACCESS_CHANGED, revision=new.revision)
+    assert decide(g, vendor) == changed
+    assert decide(g, dba) == changed  # was unrestricted: its session skips masking
+    fresh = g.lookup("dba_wang")
+    assert fresh is not None and not fresh.unrestricted
+    assert not isinstance(decide(g, fresh), Block)
+
+
+def test_masked_values_are_counted_by_class() -> None:
+    g = guard()
+    g.value_masker("mobile", "mask")("13812345678")
+    g.value_masker("mobile", "mask")("not a number at all")
+    g.text_masker(frozenset({"mobile"}))("call 13812345678")
+    g.text_masker(frozenset({"mobile"}))("nothing here")
+    vendor = g.lookup("vendor_zhang")
+    assert vendor is not None
+    g.record(record(vendor, Allow(kind="select")))
+    reg = g.metrics.registry
+    assert reg.get_sample_value("maskgate_masked_values_total", {"class": "mobile"}) == 2
+    assert reg.get_sample_value("maskgate_masked_values_total", {"class": "detected"}) == 1
+
+
+# -- schemas and engines per (upstream, database) ----------------------------------------------
+
+
+def crm(*columns: str) -> Schema:
+    return Schema("crm", "postgres", {("public", "customers"): Table("public", "customers", columns)})
+
+
+def test_the_same_database_name_on_two_upstreams_is_two_schemas() -> None:
+    loads: list[tuple[str, str]] = []
+
+    def loader(upstream: str, schema: Schema):  # type: ignore[no-untyped-def]
+        def load(database: str) -> Schema:
+            loads.append((upstream, database))
+            return schema
+
+        return load
+
+    g = guard(
+        schema_loaders={
+            "postgres": loader("postgres", crm("id", "phone")),
+            "mysql": loader("mysql", crm("id", "name")),
+        },
+        default_databases={"postgres": "crm", "mysql": "crm"},
+    )
+    vendor = g.lookup("vendor_zhang")
+    on_pg = decide(g, vendor, "SELECT * FROM customers")
+    on_mysql = decide(g, vendor, "SELECT * FROM customers", upstream="mysql")
+    assert isinstance(on_pg, Allow) and isinstance(on_mysql, Allow)
+    assert [(c.name, c.action) for c in on_pg.columns] == [("id", "clear"), ("phone", "mask")]
+    assert [(c.name, c.action) for c in on_mysql.columns] == [("id", "clear"), ("name", "mask")]
+    assert loads == [("postgres", "crm"), ("mysql", "crm")]
+    assert g.schema("crm").tables != g.schema("crm", "mysql").tables
+    # A session that names no database gets its own upstream's default.
+    assert g.schema("", "mysql") is g.schema("crm", "mysql")
+    g.prepare("crm", "mysql")
+    assert loads == [("postgres", "crm"), ("mysql", "crm")]  # prepared already: not read again
+
+
+def test_an_upstream_without_a_loader_decides_on_an_empty_schema() -> None:
+    g = guard(schema_loaders={"postgres": lambda database: crm("id", "phone")})
+    vendor = g.lookup("vendor_zhang")
+    assert g.schema("crm", "mysql").tables == {}
+    on_mysql = decide(g, vendor, "SELECT * FROM customers", upstream="mysql")
+    assert on_mysql != decide(g, vendor, "SELECT * FROM customers")
+
+
+def test_ddl_reloads_only_that_upstreams_schema() -> None:
+    versions = {"postgres": [crm("id"), crm("id", "phone")], "mysql": [crm("id", "name")]}
+    g = guard(
+        schema_loaders={up: (lambda database, up=up: versions[up].pop(0)) for up in versions},
+        default_databases={"postgres": "crm", "mysql": "crm"},
+    )
+    vendor = g.lookup("vendor_zhang")
+    assert len(decide(g, vendor, "SELECT * FROM customers").columns) == 1
+    mysql_before = decide(g, vendor, "SELECT * FROM customers", upstream="mysql")
+    g.schema_changed("crm", "postgres")
+    deadline = time.monotonic() + 5
+    while g.schema("crm").tables[("public", "customers")].columns == ("id",):
+        assert time.monotonic() < deadline, "the schema reload did not land"
+        time.sleep(0.01)
+    # The new schema brought a new engine: the new column is seen, and masked.
+    after = decide(g, vendor, "SELECT * FROM customers")
+    assert [(c.name, c.action) for c in after.columns] == [("id", "clear"), ("phone", "mask")]
+    assert decide(g, vendor, "SELECT * FROM customers", upstream="mysql") == mysql_before
+
+
+def test_a_failed_schema_load_keeps_the_last_good_schema() -> None:
+    calls = 0
+
+    def flaky(database: str) -> Schema:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise OSError("upstream down")
+        return crm("id", "phone")
+
+    g = guard(schema_loaders={"postgres": flaky})
+    first = g.schema("crm")
+    g.refresh_schemas()
+    assert g.schema("crm") is first
+    reg = g.metrics.registry
+    assert reg.get_sample_value("maskgate_schema_reloads_total", {"result": "failure"}) == 1
+
+
+# -- the revision a decision is audited under --------------------------------------------------
+
+
+class DownAudit(AuditLog):
+    """An audit log that cannot write and keeps what it was handed."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.healthy = False
+        self.handed: list[tuple[StatementRecord, str]] = []
+
+    def submit(self, rec: StatementRecord, revision: str) -> None:
+        self.handed.append((rec, revision))
+
+
+def audited_revision(rec: StatementRecord, revision: str) -> str:
+    stream = io.StringIO()
+    log = AuditLog(None, stream=stream)
+    log.submit(rec, revision)
+    log.close()
+    return json.loads(stream.getvalue())["policy_revision"]
+
+
+def test_guard_refusals_are_audited_under_the_revision_that_made_them(tmp_path: Path) -> None:
+    audit = DownAudit()
+    g = guard(audit=audit, audit_required=True)
+    vendor = g.lookup("vendor_zhang")
+    first = g.policy.revision
+    down = decide(g, vendor)
+    assert down == replace(AUDIT_DOWN, revision=first)
+    # A reload lands between the decision and its record: the record keeps the first revision.
+    g.swap_policy(edited(tmp_path, "a", "vendor max_rows"))
+    assert g.policy.revision != first
+    g.record(record(vendor, down))
+    assert audited_revision(*audit.handed[-1]) == first
+
+    audit.healthy = True
+    second = g.policy.revision
+    g.swap_policy(edited(tmp_path, "b", "drop vendor"))
+    third = g.policy.revision
+    changed = decide(g, vendor)
+    assert changed == replace(ACCESS_CHANGED, revision=third)
+    g.swap_policy(load_policy(DEMO))
+    g.record(record(vendor, changed))
+    assert audited_revision(*audit.handed[-1]) == third != second
+
+
+def test_an_engine_failure_is_a_refusal_stamped_with_its_revision(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from policies import Engine
+
+    def broken(*args, **kw):  # type: ignore[no-untyped-def]
+        raise RuntimeError("engine bug")
+
+    monkeypatch.setattr(Engine, "decide", broken)
+    g = guard()
+    vendor = g.lookup("vendor_zhang")
+    failed = decide(g, vendor)
+    assert failed == replace(ENGINE_FAILED, revision=g.policy.revision)
+    revision = g.policy.revision
+    g.swap_policy(edited(tmp_path, "p", "vendor max_rows"))
+    assert audited_revision(record(vendor, failed), g.policy.revision) == revision
+
+
+def test_a_decision_no_policy_made_is_audited_under_the_revision_in_force() -> None:
+    audit = DownAudit()
+    audit.healthy = True
+    g = guard(audit=audit)
+    vendor = g.lookup("vendor_zhang")
+    # e.g. the session's own refusal of a fast-path function call: no engine, no revision.
+    g.record(record(vendor, Block("function_denied", "no")))
+    assert audited_revision(*audit.handed[-1]) == g.policy.revision
