@@ -1,4 +1,4 @@
-"""The `maskgate serve` config file (shared/DESIGN.md §2): loading, `${VAR}` expansion, validation.
+"""The `maskgate serve` config file: loading, `${VAR}` expansion, validation.
 
 Owns only turning YAML into a frozen `Config`; it opens no sockets and reads no policy. Unknown
 keys are errors (a typo in `audit_requred` must not silently turn auditing off).
@@ -162,6 +162,23 @@ def parse_upstream(value: object, where: str) -> Upstream:
     )
 
 
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0", ""})
+
+
+def _flag(value: Any, where: str) -> bool:
+    """A boolean key. `${VAR:-false}` expands to the string "false", which bool() reads as true:
+    strings are read as YAML reads them, anything else is an error rather than a guess."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError(f"{where}: expected true or false, got {value!r}")
+
+
 def _listener(raw: Any, name: str, base: Path) -> Listener:
     if not isinstance(raw, dict):
         raise ConfigError(f"{name}: expected a mapping")
@@ -210,7 +227,7 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
             path=path,
             policy=base / str(raw["policy"]),
             audit_log=base / str(raw["audit_log"]) if raw.get("audit_log") else None,
-            audit_required=bool(raw.get("audit_required", False)),
+            audit_required=_flag(raw.get("audit_required", False), "audit_required"),
             metrics=parse_endpoint(raw["metrics"], "metrics") if raw.get("metrics") else None,
             postgres=_listener(raw["postgres"], "postgres", base) if raw.get("postgres") else None,
             mysql=_listener(raw["mysql"], "mysql", base) if raw.get("mysql") else None,

@@ -9,7 +9,7 @@ import sys
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("serve", help="run the proxy with a config file")
-    p.add_argument("--config", required=True, help="maskgate.yaml (shared/DESIGN.md §2)")
+    p.add_argument("--config", required=True, help="maskgate.yaml (docs/config.md)")
     p.set_defaults(func=run_serve)
     d = sub.add_parser("demo", help="start an embedded PostgreSQL with fake customers and the proxy in front")
     d.add_argument("--dir", default="var/demo", help="where the demo keeps its database and config")

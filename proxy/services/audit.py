@@ -1,4 +1,4 @@
-"""The audit log: one JSON object a line per statement (shared/DESIGN.md §7), written off the event loop.
+"""The audit log: one JSON object a line per statement, written off the event loop.
 
 Owns the record format, literal scrubbing, the writer thread and a fallback fingerprint. The log must
 never hold a full customer number: every SQL text passes through the value detectors before it is

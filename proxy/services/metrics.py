@@ -1,4 +1,4 @@
-"""Every Prometheus metric maskgate exports, defined in this one module (shared/DESIGN.md §6).
+"""Every Prometheus metric maskgate exports, defined in this one module.
 
 Labels are bounded: protocol, role, decision, reason, class, result. Never a user name or SQL.
 Metrics live in a `Metrics` object bound to a registry so tests can use a fresh CollectorRegistry

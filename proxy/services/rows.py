@@ -104,9 +104,12 @@ def column_action(
     if action == "null":
         return NULL
     if kind is ValueKind.JSON:
-        # A document is scanned for its own class too: masked inside, never broken.
-        own = frozenset({column.cls}) if column.cls else frozenset()
-        return ColumnAction(Op.DETECT, classes=detect | own)
+        if column.derived or action == "redact" or column.cls is None:
+            # Built from classified values (json_build_object('p', reverse(phone))): detectors
+            # cannot see through the transformation, so nothing of the document is sent.
+            return NULL
+        # A classified document column is scanned for its own class too: masked inside, never broken.
+        return ColumnAction(Op.DETECT, classes=detect | frozenset({column.cls}))
     if kind in _TYPED_MASK or (kind is ValueKind.OTHER and not binary):
         return ColumnAction(Op.MASK, cls=column.cls, action=action)
     if binary:

@@ -74,3 +74,17 @@ def test_bad_configs_name_the_problem(tmp_path: Path, text: str, message: str) -
 
 def test_env_default() -> None:
     assert expand_env("a ${X:-d} ${Y}", {"Y": "y"}) == "a d y"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("true", True), ("${AR:-false}", False), ("${AR:-on}", True), ("false", False)]
+)
+def test_audit_required_reads_expanded_strings_as_booleans(tmp_path: Path, value: str, expected: bool) -> None:
+    (tmp_path / "m.yaml").write_text(f"policy: p.yaml\naudit_required: {value}\n")
+    assert load_config(tmp_path / "m.yaml", env={}).audit_required is expected
+
+
+def test_audit_required_refuses_a_guess(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text("policy: p.yaml\naudit_required: maybe\n")
+    with pytest.raises(ConfigError, match="audit_required: expected true or false"):
+        load_config(tmp_path / "m.yaml", env={})

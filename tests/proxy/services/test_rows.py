@@ -71,7 +71,10 @@ def test_masked_columns_keep_their_type_or_become_null_or_are_refused(
     kind: ValueKind, binary: bool, action: str
 ) -> None:
     column = ColumnMask(0, "c", "bank_card", action)
-    assert column_action(kind, column, DETECT, binary) == expected(TABLE[kind][2 + int(binary)], action)
+    want = expected(TABLE[kind][2 + int(binary)], action)
+    if kind is K.JSON and action == "redact":
+        want = NULL  # a redacted document shows nothing, not its undetected parts
+    assert column_action(kind, column, DETECT, binary) == want
 
 
 @pytest.mark.parametrize("kind", list(ValueKind))
@@ -80,9 +83,19 @@ def test_null_columns_are_null_in_every_kind_and_format(kind: ValueKind, binary:
     assert column_action(kind, ColumnMask(0, "c", "bank_card", "null"), DETECT, binary) == NULL
 
 
-def test_a_json_document_without_a_class_is_scanned_for_the_roles_classes() -> None:
-    column = ColumnMask(0, "doc", None, "redact")
-    assert column_action(K.JSON, column, DETECT, False) == ColumnAction(Op.DETECT, classes=DETECT)
+@pytest.mark.parametrize("binary", [False, True])
+def test_a_json_document_built_from_classified_values_is_not_sent(binary: bool) -> None:
+    # json_build_object('p', reverse(phone)): no detector sees through reverse().
+    derived = ColumnMask(0, "doc", "mobile", "redact", ("public.customers.phone",), True)
+    opaque = ColumnMask(0, "doc", None, "redact", (), True)
+    assert column_action(K.JSON, derived, DETECT, binary) == NULL
+    assert column_action(K.JSON, opaque, DETECT, binary) == NULL
+
+
+def test_a_classified_json_column_is_scanned_for_its_own_class() -> None:
+    column = ColumnMask(0, "doc", "id_card", "mask", ("public.t.doc",))
+    expected = ColumnAction(Op.DETECT, classes=DETECT | {"id_card"})
+    assert column_action(K.JSON, column, DETECT, False) == expected
 
 
 def test_an_action_hands_out_its_masker() -> None:
