@@ -79,7 +79,9 @@ def test_env_default() -> None:
 @pytest.mark.parametrize(
     ("value", "expected"), [("true", True), ("${AR:-false}", False), ("${AR:-on}", True), ("false", False)]
 )
-def test_audit_required_reads_expanded_strings_as_booleans(tmp_path: Path, value: str, expected: bool) -> None:
+def test_audit_required_reads_expanded_strings_as_booleans(
+    tmp_path: Path, value: str, expected: bool
+) -> None:
     (tmp_path / "m.yaml").write_text(f"policy: p.yaml\naudit_required: {value}\n")
     assert load_config(tmp_path / "m.yaml", env={}).audit_required is expected
 
