@@ -59,7 +59,14 @@ class Gate(Protocol):
         ...
 
     def decide(
-        self, principal: Principal, sql: str, *, dialect: str, search_path: tuple[str, ...], database: str
+        self,
+        principal: Principal,
+        sql: str,
+        *,
+        dialect: str,
+        search_path: tuple[str, ...],
+        database: str,
+        upstream: str = "postgres",
     ) -> Decision: ...
 
     def value_masker(self, cls: str | None, action: str) -> Callable[[Any], Any]:
@@ -81,11 +88,11 @@ class Gate(Protocol):
 
     def auth_failed(self, protocol: str) -> None: ...
 
-    def prepare(self, database: str) -> None:
+    def prepare(self, database: str, upstream: str = "postgres") -> None:
         """Get ready to decide statements for `database` (e.g. load its schema). May block: call
         it from a worker thread, before the first statement of a session on that database."""
         ...
 
-    def schema_changed(self, database: str) -> None:
+    def schema_changed(self, database: str, upstream: str = "postgres") -> None:
         """DDL passed through: reload the schema for that database soon."""
         ...

@@ -98,7 +98,7 @@ class Guard:
             schema = self.load_schema(database)
         return schema
 
-    def prepare(self, database: str) -> None:
+    def prepare(self, database: str, upstream: str = "postgres") -> None:
         """Load the schema of a database a session is about to use. Blocking: sessions call it
         from a worker thread while they connect upstream, so the event loop never waits on it."""
         if database not in self._schemas:
@@ -134,7 +134,7 @@ class Guard:
             state.engines[database] = engine
         return engine
 
-    def schema_changed(self, database: str) -> None:
+    def schema_changed(self, database: str, upstream: str = "postgres") -> None:
         """DDL passed through: reload that schema in the background. Until it lands, statements
         are decided on the old one, where a new table or column is unknown and so refused or
         redacted: late, never open."""
@@ -161,7 +161,14 @@ class Guard:
         )
 
     def decide(
-        self, principal: Principal, sql: str, *, dialect: str, search_path: tuple[str, ...], database: str
+        self,
+        principal: Principal,
+        sql: str,
+        *,
+        dialect: str,
+        search_path: tuple[str, ...],
+        database: str,
+        upstream: str = "postgres",
     ) -> Decision:
         if self.audit_required and self.audit is not None and not self.audit.healthy:
             return AUDIT_DOWN
