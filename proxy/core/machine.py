@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Generic, TypeVar
 
 S = TypeVar("S", bound=Enum)
+T = TypeVar("T")
 
 
 class ProtocolViolation(Exception):
@@ -31,5 +32,10 @@ class Transitions(Generic[S]):
             raise ProtocolViolation(f"illegal transition {old.name} -> {new.name}")
         return new
 
-    def allows(self, old: S, new: S) -> bool:
-        return new in self._allowed.get(old, ())
+
+def required(value: T | None, what: str) -> T:
+    """`value`, which the current state guarantees is there. None means the state machine is
+    broken: a ProtocolViolation that closes the session, not an assert that -O would remove."""
+    if value is None:
+        raise ProtocolViolation(f"{what} missing")
+    return value

@@ -46,6 +46,10 @@ class Placeholder(Generic[T]):
             raise LookupError(f"placeholder for {self.kind.__name__} has not matched yet")
         return self._value
 
+    @property
+    def matched(self) -> bool:
+        return self._value is not None
+
     def match(self, actual: object) -> bool:
         if not isinstance(actual, self.kind):
             return False
@@ -98,6 +102,8 @@ class Playbook:
 
     def _line(self, step: object) -> str:
         arrow = ">>" if isinstance(step, Event) else "<<"
+        if isinstance(step, Placeholder) and step.matched:
+            step = step()  # shown as what it matched, so it does not read as a difference
         return f"{arrow} {self.render(step)}"
 
 

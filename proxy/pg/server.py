@@ -16,22 +16,27 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from proxy.core.commands import Close, Command, OpenUpstream, SendClient, SendUpstream, StartTLS
+from proxy.core.events import (
+    AuthTimeout,
+    ClientClosed,
+    ClientData,
+    Event,
+    IdleTimeout,
+    Shutdown,
+    TlsEstablished,
+    UpstreamClosed,
+    UpstreamConnected,
+    UpstreamData,
+    UpstreamFailed,
+)
 from proxy.gate import Gate
 from proxy.pg import errors
 from proxy.pg import messages as m
+from proxy.pg.context import SessionConfig
 from proxy.pg.framing import DEFAULT_MAX_MESSAGE
-from proxy.pg.session import (
-    Close,
-    Command,
-    ForwardCancel,
-    OpenUpstream,
-    PgSession,
-    RegisterCancelKey,
-    SendClient,
-    SendUpstream,
-    SessionConfig,
-    StartTLS,
-)
+from proxy.pg.login import ForwardCancel, RegisterCancelKey
+from proxy.pg.session import PgSession
 
 log = logging.getLogger("maskgate.pg")
 
@@ -113,7 +118,7 @@ class _UpstreamProtocol(_UpstreamLink):
 
     def data_received(self, data: bytes) -> None:
         if not self._ssl_reply(data):
-            self.conn.event(self.conn.session.upstream_data, data)
+            self.conn.feed(UpstreamData(data))
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -168,14 +173,14 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.server.idle_timeout:
             self._reset_idle()
-        self.event(self.session.client_data, data)
+        self.feed(ClientData(data))
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed:
-            self.event(self.session.client_closed)
+            self.feed(ClientClosed())
         self._teardown()
 
     def pause_writing(self) -> None:
@@ -196,12 +201,12 @@ class _Connection(asyncio.Protocol):
 
     # -------------------------------------------------------------- commands
 
-    def event(self, handler: Any, *args: Any) -> None:
+    def feed(self, event: Event) -> None:
         """Feed one event to the session and carry out its commands. A bug in the session must
         cost only this connection: it is closed with a generic FATAL error, never left hanging
         half-way and never shown a Python exception."""
         try:
-            cmds = handler(*args)
+            cmds = self.session.handle(event)
         except Exception:
             log.exception("session %s: internal error, closing the connection", self.session.session_id)
             if self.client is not None and not self.client.is_closing():
@@ -223,7 +228,7 @@ class _Connection(asyncio.Protocol):
                 if self.upstream is not None and not self.upstream.is_closing():
                     self.upstream.write(c.data)
             elif isinstance(c, OpenUpstream):
-                self._spawn(self._open_upstream(c.database))
+                self._spawn(self._open_upstream(c.database, c.upstream))
             elif isinstance(c, StartTLS):
                 self._spawn(self._start_tls())
             elif isinstance(c, RegisterCancelKey):
@@ -252,17 +257,17 @@ class _Connection(asyncio.Protocol):
             self._close()
             return
         self.client = new
-        self.event(self.session.tls_established)
+        self.feed(TlsEstablished())
 
-    async def _open_upstream(self, database: str) -> None:
+    async def _open_upstream(self, database: str, upstream: str) -> None:
         up = self.server.upstream
         # The schema of a database no session used yet is loaded off the loop, while we connect.
-        prepare = asyncio.ensure_future(asyncio.to_thread(self.server.gate.prepare, database))
+        prepare = asyncio.ensure_future(asyncio.to_thread(self.server.gate.prepare, database, upstream))
         try:
             self.upstream = await self.server.connect_upstream(lambda: _UpstreamProtocol(self))
         except (TimeoutError, OSError, ConnectionError, ssl.SSLError) as e:
             if not self.closed:
-                self.event(self.session.upstream_failed, f"{up.host}:{up.port}: {e}")
+                self.feed(UpstreamFailed(f"{up.host}:{up.port}: {e}"))
             return
         if self.closed:
             self.upstream.close()
@@ -275,16 +280,16 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             self.upstream.close()
             return
-        self.event(self.session.upstream_connected)
+        self.feed(UpstreamConnected())
 
     def upstream_lost(self) -> None:
         if not self.closed and self.upstream is not None:
-            self.event(self.session.upstream_closed)
+            self.feed(UpstreamClosed())
 
     # -------------------------------------------------------------- timers and teardown
 
     def _auth_timeout(self) -> None:
-        self.event(self.session.auth_timeout)
+        self.feed(AuthTimeout())
 
     def _reset_idle(self) -> None:
         if self._idle_timer is not None:
@@ -294,12 +299,12 @@ class _Connection(asyncio.Protocol):
     def _on_idle(self) -> None:
         # Only an idle session (nothing in flight) times out; a long query is not idleness.
         if self.session.idle:
-            self.event(self.session.idle_timeout)
+            self.feed(IdleTimeout())
         else:
             self._reset_idle()
 
     def shutdown(self) -> None:
-        self.event(self.session.shutdown)
+        self.feed(Shutdown())
 
     def _close(self) -> None:
         if self.closed:
@@ -383,7 +388,7 @@ class PgProxyServer:
         deadline = loop.time() + timeout
         while self.connections and loop.time() < deadline:
             for c in list(self.connections):
-                if c.session.idle or c.session.state.name != "READY":
+                if c.session.idle or not c.session.relaying:
                     c.shutdown()
             if self.connections:
                 await asyncio.sleep(0.05)

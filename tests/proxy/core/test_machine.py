@@ -6,7 +6,7 @@ from enum import Enum, auto
 
 import pytest
 
-from proxy.core.machine import ProtocolViolation, Transitions
+from proxy.core.machine import ProtocolViolation, Transitions, required
 
 
 class Door(Enum):
@@ -29,3 +29,9 @@ def test_a_legal_transition_returns_the_new_state() -> None:
 def test_an_illegal_transition_is_a_protocol_violation(old: Door, new: Door) -> None:
     with pytest.raises(ProtocolViolation, match=f"illegal transition {old.name} -> {new.name}"):
         DOOR.move(old, new)
+
+
+def test_required_turns_a_missing_value_into_a_protocol_violation() -> None:
+    assert required(0, "count") == 0
+    with pytest.raises(ProtocolViolation, match="portal missing"):
+        required(None, "portal")

@@ -56,3 +56,11 @@ def test_missing_and_extra_commands_fail() -> None:
 def test_a_placeholder_not_matched_yet_says_so() -> None:
     with pytest.raises(LookupError):
         Placeholder(SendClient)()
+
+
+def test_a_matched_placeholder_reads_as_what_it_matched_in_a_diff() -> None:
+    tagged = Placeholder(SendClient)
+    pb = Playbook(Echo()) >> UpstreamData(b"yo") << tagged >> ClientData(b"hi") << Close("x")
+    with pytest.raises(AssertionError) as e:
+        bool(pb)
+    assert f"  << {tagged()!r}" in str(e.value) and "<any" not in str(e.value)
