@@ -25,6 +25,10 @@ P = TypeVar("P")
 class Sent(Enum):
     """The message that went upstream."""
 
+    # Looked up for every backend message: hash by identity (C code) rather than by Enum's
+    # own __hash__, a Python function hashing the member's name.
+    __hash__ = object.__hash__
+
     QUERY = auto()
     FUNCTION_CALL = auto()
     PARSE = auto()
@@ -76,6 +80,7 @@ _PART: dict[Sent, B] = {
     Sent.EXECUTE: frozenset({b"D"}) | _COPY_OUT,
 }
 _NONE: B = frozenset()
+_ANSWERS = {s: (_FINISH.get(s, _NONE), _PART.get(s, _NONE)) for s in Sent}
 
 
 @dataclass(slots=True, eq=False)
@@ -137,10 +142,11 @@ class ExpectQueue(Generic[P]):
             raise ProtocolViolation(f"unexpected upstream message {mtype!r}")
         head = q[0]
         if head.answer is not Answer.SIMULATE:  # a stand-in is answered by an error only
-            if mtype in _FINISH.get(head.sent, _NONE):
+            finish, part = _ANSWERS[head.sent]
+            if mtype in finish:
                 q.popleft()
                 return head, True
-            if mtype in _PART.get(head.sent, _NONE):
+            if mtype in part:
                 return head, False
         raise ProtocolViolation(f"unexpected upstream message {mtype!r} for {head.sent.name}")
 

@@ -41,6 +41,7 @@ _I16 = struct.Struct("!h")
 _CACHE_MAX = 64  # per-session cache of parsed row descriptions (and of masking plans)
 
 Frames = Iterator[tuple[bytes, int, int]]
+Fields = tuple[m.FieldDescription, ...]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,6 +103,7 @@ _RESULT_MOVES = Transitions(
     }
 )
 _CONSUMING = (UpstreamPhase.QUERY_FAILED, UpstreamPhase.QUERY_REFUSED)
+_NO_ROWS = RowCount(None)  # never counted on: a burst starts by taking its result's RowCount
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,7 +231,7 @@ class Relay:
         # A repeated statement gets the same RowDescription and decision every time: parse the
         # one and build the masking plan for the pair once (both bounded, cleared when full).
         self._rd_cache: dict[bytes, tuple[m.FieldDescription, ...]] = {}
-        self._plans: PlanCache[RowPlan | None] = PlanCache(_CACHE_MAX)
+        self._plans: PlanCache[Fields, tuple[int, ...] | None, RowPlan | None] = PlanCache(_CACHE_MAX)
         self._client: dict[bytes, Callable[[memoryview, memoryview], None]] = {
             b"Q": self._on_query,
             b"P": self._on_parse,
@@ -456,7 +458,7 @@ class Relay:
         run_start = run_end = -1
         res: Result | None = None  # the result a burst of DataRows belongs to
         plan: RowPlan | None = None
-        count = RowCount(None)
+        count = _NO_ROWS  # replaced at the first row of a burst
         limit: int | None = None
         swallow = False
         ncols = -1
@@ -854,12 +856,12 @@ class Relay:
         self, fields: tuple[m.FieldDescription, ...], formats: tuple[int, ...] | None, allow: Allow
     ) -> RowPlan | None:
         """plan_rows, cached per (fields, formats, decision, encoding); raises Unmaskable."""
-        enc = self.ctx.encoding
+        return self._plans.get(fields, formats, allow, self.ctx.encoding, self._build_plan)
 
-        def build() -> RowPlan | None:
-            return plan_rows(fields, formats, allow, self.gate, enc)
-
-        return self._plans.get(fields, formats, allow, enc, build)
+    def _build_plan(
+        self, fields: tuple[m.FieldDescription, ...], formats: tuple[int, ...] | None, allow: Allow, enc: str
+    ) -> RowPlan | None:
+        return plan_rows(fields, formats, allow, self.gate, enc)
 
     def _in_flight(self) -> Allow | None:
         """The decision of the statement the upstream is answering, if any."""

@@ -46,6 +46,8 @@ FrameHandler = Callable[[bytes, memoryview, Frames], None]
 
 
 class Phase(Enum):
+    __hash__ = object.__hash__  # looked up for every event: identity hash, not Enum's name hash
+
     LOGIN = auto()  # the login layer has the connection
     RELAY = auto()  # the client got its ReadyForQuery: the relay layer has it
     CLOSED = auto()

@@ -24,6 +24,8 @@ from proxy.gate import Gate, Principal, StatementRecord
 log = logging.getLogger("maskgate.session")
 
 T = TypeVar("T")
+D = TypeVar("D")
+F = TypeVar("F")
 
 EMPTY = Allow(kind="empty")  # an empty statement reads nothing
 STALE = Block(
@@ -221,7 +223,7 @@ class RowCount:
         return first
 
 
-class PlanCache(Generic[T]):
+class PlanCache(Generic[D, F, T]):
     """Masking plans per (result description, formats, decision, encoding), built once.
 
     A repeated statement gets the same description and decision objects every time (the
@@ -234,16 +236,23 @@ class PlanCache(Generic[T]):
 
     def __init__(self, size: int = 64) -> None:
         self.size = size
-        self._plans: dict[tuple[int, object, int, str], tuple[object, Allow, T]] = {}
+        self._plans: dict[tuple[int, F, int, str], tuple[D, Allow, T]] = {}
 
     def get(
-        self, description: object, formats: object, allow: Allow, encoding: str, build: Callable[[], T]
+        self,
+        description: D,
+        formats: F,
+        allow: Allow,
+        encoding: str,
+        build: Callable[[D, F, Allow, str], T],
     ) -> T:
+        """The plan for these, from the cache or from `build(description, formats, allow,
+        encoding)` (a function, not a closure made per call: this runs once per result)."""
         key = (id(description), formats, id(allow), encoding)
         hit = self._plans.get(key)
         if hit is not None and hit[0] is description and hit[1] is allow:
             return hit[2]
-        plan = build()
+        plan = build(description, formats, allow, encoding)
         if len(self._plans) >= self.size:
             self._plans.clear()
         self._plans[key] = (description, allow, plan)

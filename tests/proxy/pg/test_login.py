@@ -7,7 +7,7 @@ import scramp
 
 from proxy.core.commands import Close, OpenUpstream, SendClient, SendUpstream, StartTLS
 from proxy.core.events import ClientData, TlsEstablished, UpstreamConnected
-from proxy.core.playbook import Placeholder
+from proxy.core.playbook import Placeholder, Playbook
 from proxy.pg import messages as m
 from proxy.pg.context import SessionConfig
 from proxy.pg.login import ForwardCancel, LoginState, RegisterCancelKey
@@ -96,17 +96,17 @@ def test_ssl_refused_without_cert_and_cancel_forwarded() -> None:
     )
 
 
-def test_tls_handshake_then_startup() -> None:
+def tls_asked() -> tuple[PgSession, Playbook]:
+    """A session that offers TLS, after the client asked for it."""
     s, _ = session(SessionConfig("svc", "svcpw", "crm", tls_available=True))
-    assert (
-        playbook(s)
-        >> from_client(m.SSLRequest())
-        << SendClient(b"S")
-        << StartTLS()
-        >> TlsEstablished()
-        >> startup()
-        << to_client(SASL)
-    )
+    pb = playbook(s)
+    assert pb >> from_client(m.SSLRequest()) << SendClient(b"S") << StartTLS()
+    return s, pb
+
+
+def test_tls_handshake_then_startup() -> None:
+    s, pb = tls_asked()
+    assert pb >> TlsEstablished() >> startup() << to_client(SASL)
     assert s.login.state is LoginState.SASL_INITIAL
 
 
@@ -121,12 +121,9 @@ def test_data_after_ssl_request_is_a_violation() -> None:
 
 
 def test_client_data_during_the_tls_handshake_is_a_violation() -> None:
-    s, _ = session(SessionConfig("svc", "pw", "crm", tls_available=True))
+    _, pb = tls_asked()
     assert (
-        playbook(s)
-        >> from_client(m.SSLRequest())
-        << SendClient(b"S")
-        << StartTLS()
+        pb
         >> startup()
         << to_client(VIOLATION)
         << Close("client protocol violation: unexpected message b'' in TLS_HANDSHAKE")
@@ -199,17 +196,27 @@ def test_startup_parameters_are_filtered_for_the_upstream() -> None:
     )
 
 
-def test_upstream_login_failure_tells_the_client_and_closes() -> None:
+def upstream_connected() -> tuple[PgSession, Playbook]:
+    """A session whose person logged in, with the upstream connected and its startup sent."""
     s, _ = session()
     proof = authenticate(s)
-    upstream_err = m.ErrorResponse((("S", "FATAL"), ("C", "28P01"), ("M", "bad password")))
+    pb = playbook(s)
     assert (
-        playbook(s)
+        pb
         >> proof
         << Placeholder(SendClient)
         << OpenUpstream("crm", "postgres")
         >> UpstreamConnected()
         << Placeholder(SendUpstream)
+    )
+    return s, pb
+
+
+def test_upstream_login_failure_tells_the_client_and_closes() -> None:
+    _, pb = upstream_connected()
+    upstream_err = m.ErrorResponse((("S", "FATAL"), ("C", "28P01"), ("M", "bad password")))
+    assert (
+        pb
         >> from_upstream(upstream_err)
         << to_client(fatal("08006", "could not connect to the database"))
         << Close("upstream failed: 28P01 bad password")
@@ -217,15 +224,9 @@ def test_upstream_login_failure_tells_the_client_and_closes() -> None:
 
 
 def test_upstream_ready_before_authentication_is_a_violation() -> None:
-    s, _ = session()
-    proof = authenticate(s)
+    _, pb = upstream_connected()
     assert (
-        playbook(s)
-        >> proof
-        << Placeholder(SendClient)
-        << OpenUpstream("crm", "postgres")
-        >> UpstreamConnected()
-        << Placeholder(SendUpstream)
+        pb
         >> from_upstream(m.ReadyForQuery(b"I"))
         << to_client(UPSTREAM_VIOLATION)
         << Close("upstream protocol violation: upstream ready before authentication")
@@ -235,16 +236,10 @@ def test_upstream_ready_before_authentication_is_a_violation() -> None:
 def test_what_follows_the_upstreams_ready_for_query_goes_to_the_relay() -> None:
     # A ParameterStatus the server sends right after ReadyForQuery, in the same read, is the
     # relay's: it reaches the client and is tracked.
-    s, _ = session()
-    proof = authenticate(s)
+    s, pb = upstream_connected()
     path = m.ParameterStatus("search_path", "app, public")
     assert (
-        playbook(s)
-        >> proof
-        << Placeholder(SendClient)
-        << OpenUpstream("crm", "postgres")
-        >> UpstreamConnected()
-        << Placeholder(SendUpstream)
+        pb
         >> from_upstream(m.AuthenticationOk(), m.BackendKeyData(*UPSTREAM_KEY), m.ReadyForQuery(b"I"), path)
         << to_client(m.AuthenticationOk(), m.BackendKeyData(*KEY), m.ReadyForQuery(b"I"), path)
         << RegisterCancelKey(*KEY, *UPSTREAM_KEY)

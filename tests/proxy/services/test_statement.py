@@ -199,12 +199,12 @@ def test_row_budget_spans_calls_and_notices_once() -> None:
 
 
 def test_plan_cache_by_identity() -> None:
-    cache: PlanCache[str] = PlanCache(size=2)
+    cache: PlanCache[tuple[str, ...], tuple[int, ...] | None, str] = PlanCache(size=2)
     fields, allow = ("f",), Allow(kind="select")
-    built: list[int] = []
+    built: list[tuple[object, ...]] = []
 
-    def build() -> str:
-        built.append(1)
+    def build(fields: tuple[str, ...], formats: tuple[int, ...] | None, allow: Allow, enc: str) -> str:
+        built.append((fields, formats, allow, enc))
         return f"plan{len(built)}"
 
     assert cache.get(fields, None, allow, "utf-8", build) == "plan1"
@@ -212,16 +212,16 @@ def test_plan_cache_by_identity() -> None:
     assert cache.get(fields, None, Allow(kind="select"), "utf-8", build) == "plan2"  # another decision
     assert cache.get(fields, (1,), allow, "utf-8", build) == "plan3"  # full: cleared, then added
     assert cache.get(fields, None, allow, "utf-8", build) == "plan4"
-    assert len(built) == 4
+    assert len(built) == 4 and built[2] == (fields, (1,), allow, "utf-8")
 
 
 def test_plan_cache_does_not_keep_a_failed_build() -> None:
-    cache: PlanCache[str] = PlanCache()
+    cache: PlanCache[tuple[str, ...], None, str] = PlanCache()
     allow = Allow(kind="select")
 
-    def fail() -> str:
+    def fail(*args: object) -> str:
         raise ValueError("unmaskable")
 
     with pytest.raises(ValueError):
         cache.get((), None, allow, "utf-8", fail)
-    assert cache.get((), None, allow, "utf-8", lambda: "ok") == "ok"
+    assert cache.get((), None, allow, "utf-8", lambda *args: "ok") == "ok"
