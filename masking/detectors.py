@@ -256,6 +256,9 @@ def _find_passport(norm: str, out: list[Candidate]) -> None:
             out.append((start, m.end(), "passport", 0.6))
 
 
+_HEX_OR_COLON = frozenset("0123456789abcdefABCDEF:")
+
+
 def _find_ip_address(norm: str, out: list[Candidate]) -> None:
     if norm.count(".") >= 3:
         for m in IPV4_RE.finditer(norm):
@@ -264,6 +267,13 @@ def _find_ip_address(norm: str, out: list[Candidate]) -> None:
         for m in IPV6_RE.finditer(norm):
             start, end = m.span()
             if not any(c.isdigit() for c in m.group()):
+                continue
+            run_end = end
+            while run_end < len(norm) and norm[run_end] in _HEX_OR_COLON:
+                run_end += 1
+            if norm[run_end : run_end + 1] == "*":
+                # A masked address (2001:db8::*) is not re-detected from its visible groups
+                # (the regex backs off the '*': `::2001:db8` is a valid address too).
                 continue
             # Colons glued on by punctuation (地址:fe80::1, fe80::1: refused, ：：) are not part of it.
             cand = norm[start:end]

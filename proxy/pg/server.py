@@ -1,36 +1,30 @@
-"""The PostgreSQL listener: the only module of proxy/pg that owns sockets, TLS and timers.
+"""The PostgreSQL listener: the driver's PostgreSQL parts, and the only module of proxy/pg with sockets.
 
-Owns accepting clients, opening the per-client upstream connection (with the SSLRequest
-dance when the upstream URL asks for TLS), carrying out the commands of `PgSession`, cancel-key
-mapping, flow control between the two sides, timeouts and graceful shutdown. All protocol
-decisions live in the session; this module only moves bytes.
+Owns what the protocol-neutral driver (`proxy/core/driver.py`) cannot know about PostgreSQL:
+the upstream URL, the SSLRequest exchange before an upstream TLS handshake, building a
+`PgSession` per client, the FATAL error a client gets when its session fails, and cancel keys
+(the client's key maps to the upstream backend's; a CancelRequest is forwarded on a connection
+of its own). All protocol decisions live in the session; this module only moves bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from proxy.core.commands import Command
+from proxy.core.driver import Connection, Listener, UpstreamProtocol
 from proxy.pg import errors
 from proxy.pg import messages as m
+from proxy.pg.context import SessionConfig
 from proxy.pg.framing import DEFAULT_MAX_MESSAGE
-from proxy.pg.session import (
-    Close,
-    Command,
-    ForwardCancel,
-    OpenUpstream,
-    PgSession,
-    RegisterCancelKey,
-    SendClient,
-    SendUpstream,
-    SessionConfig,
-    StartTLS,
-)
+from proxy.pg.login import ForwardCancel, RegisterCancelKey
+from proxy.pg.session import PgSession
 from proxy.services.gate import Gate
 
 log = logging.getLogger("maskgate.pg")
@@ -86,8 +80,8 @@ def tls_context(tls: ssl.SSLContext | dict[str, str] | None) -> ssl.SSLContext |
     return ctx
 
 
-class _UpstreamLink(asyncio.Protocol):
-    """An upstream connection that may first have to answer the one-byte SSLRequest reply."""
+class _SslAnswer(asyncio.Protocol):
+    """An upstream connection that may first have to read the one-byte SSLRequest reply."""
 
     def __init__(self) -> None:
         self.ssl_answer: asyncio.Future[bytes] | None = None
@@ -106,50 +100,30 @@ class _UpstreamLink(asyncio.Protocol):
             self.ssl_answer.set_exception(ConnectionError("upstream closed during TLS negotiation"))
 
 
-class _UpstreamProtocol(_UpstreamLink):
-    def __init__(self, conn: _Connection) -> None:
-        super().__init__()
-        self.conn = conn
+class _PgUpstream(_SslAnswer, UpstreamProtocol):
+    def __init__(self, conn: Connection) -> None:
+        _SslAnswer.__init__(self)
+        UpstreamProtocol.__init__(self, conn)
 
     def data_received(self, data: bytes) -> None:
         if not self._ssl_reply(data):
-            self.conn.event(self.conn.session.upstream_data, data)
+            UpstreamProtocol.data_received(self, data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self.conn.upstream_lost()
-
-    def pause_writing(self) -> None:
-        self.conn.pause_client()
-
-    def resume_writing(self) -> None:
-        self.conn.resume_client()
+        _SslAnswer.connection_lost(self, exc)
+        UpstreamProtocol.connection_lost(self, exc)
 
 
-class _Connection(asyncio.Protocol):
-    """One client connection and its upstream; carries out the session's commands."""
+class _PgConnection(Connection):
+    listener: PgProxyServer
 
-    def __init__(self, server: PgProxyServer) -> None:
-        self.server = server
-        self.loop = asyncio.get_running_loop()
-        self.client: asyncio.Transport | None = None
-        self.upstream: asyncio.Transport | None = None
-        self.closed = False
-        self.session: PgSession
+    def __init__(self, listener: PgProxyServer) -> None:
+        super().__init__(listener)
         self.cancel_key: tuple[int, bytes] | None = None
-        self._auth_timer: asyncio.TimerHandle | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
 
-    # -------------------------------------------------------------- client transport callbacks
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's TCPTransport is not a subclass of asyncio.Transport, only duck-typed like one.
-        self.client = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
-        srv = self.server
-        self.session = PgSession(
+    def make_session(self, client_addr: str) -> PgSession:
+        srv = self.listener
+        return PgSession(
             srv.gate,
             SessionConfig(
                 upstream_user=srv.upstream.user,
@@ -157,181 +131,35 @@ class _Connection(asyncio.Protocol):
                 default_database=srv.upstream.database,
                 tls_available=srv.tls is not None,
                 max_message=srv.max_message,
-                client_addr=addr,
+                client_addr=client_addr,
             ),
         )
-        srv.connections.add(self)
-        srv.gate.connection_opened("postgres")
-        self._auth_timer = self.loop.call_later(srv.auth_timeout, self._auth_timeout)
-        transport.set_write_buffer_limits(high=256 * 1024)
 
-    def data_received(self, data: bytes) -> None:
-        if self.server.idle_timeout:
-            self._reset_idle()
-        self.event(self.session.client_data, data)
+    def internal_error(self) -> bytes:
+        return errors.error("XX000", "internal error; the connection is closed", severity="FATAL").serialize()
 
-    def eof_received(self) -> bool | None:
-        return None  # close our side too
+    def upstream_protocol(self) -> _PgUpstream:
+        return _PgUpstream(self)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed:
-            self.event(self.session.client_closed)
-        self._teardown()
-
-    def pause_writing(self) -> None:
-        if self.upstream is not None:
-            self.upstream.pause_reading()
-
-    def resume_writing(self) -> None:
-        if self.upstream is not None and not self.upstream.is_closing():
-            self.upstream.resume_reading()
-
-    def pause_client(self) -> None:
-        if self.client is not None:
-            self.client.pause_reading()
-
-    def resume_client(self) -> None:
-        if self.client is not None and not self.client.is_closing():
-            self.client.resume_reading()
-
-    # -------------------------------------------------------------- commands
-
-    def event(self, handler: Any, *args: Any) -> None:
-        """Feed one event to the session and carry out its commands. A bug in the session must
-        cost only this connection: it is closed with a generic FATAL error, never left hanging
-        half-way and never shown a Python exception."""
-        try:
-            cmds = handler(*args)
-        except Exception:
-            log.exception("session %s: internal error, closing the connection", self.session.session_id)
-            if self.client is not None and not self.client.is_closing():
-                self.client.write(
-                    errors.error(
-                        "XX000", "internal error; the connection is closed", severity="FATAL"
-                    ).serialize()
-                )
-            self._close()
-            return
-        self.run(cmds)
-
-    def run(self, cmds: list[Command]) -> None:
-        for c in cmds:
-            if isinstance(c, SendClient):
-                if self.client is not None and not self.client.is_closing():
-                    self.client.write(c.data)
-            elif isinstance(c, SendUpstream):
-                if self.upstream is not None and not self.upstream.is_closing():
-                    self.upstream.write(c.data)
-            elif isinstance(c, OpenUpstream):
-                self._spawn(self._open_upstream(c.database))
-            elif isinstance(c, StartTLS):
-                self._spawn(self._start_tls())
-            elif isinstance(c, RegisterCancelKey):
-                self.cancel_key = (c.pid, c.secret)
-                self.server.cancel_keys[self.cancel_key] = (c.upstream_pid, c.upstream_secret)
-            elif isinstance(c, ForwardCancel):
-                self._spawn(self.server.forward_cancel(c.pid, c.secret))
-            elif isinstance(c, Close):
-                log.debug("session %s closing: %s", self.session.session_id, c.reason)
-                self._close()
-
-    def _spawn(self, coro: Any) -> None:
-        t = self.loop.create_task(coro)
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
-
-    async def _start_tls(self) -> None:
-        assert self.client is not None and self.server.tls is not None
-        try:
-            new = await self.loop.start_tls(self.client, self, self.server.tls, server_side=True)
-        except (OSError, ssl.SSLError, ConnectionError) as e:
-            log.info("session %s: TLS handshake failed: %s", self.session.session_id, e)
-            self._close()
-            return
-        if new is None:
-            self._close()
-            return
-        self.client = new
-        self.event(self.session.tls_established)
-
-    async def _open_upstream(self, database: str) -> None:
-        up = self.server.upstream
-        # The schema of a database no session used yet is loaded off the loop, while we connect.
-        prepare = asyncio.ensure_future(asyncio.to_thread(self.server.gate.prepare, database))
-        try:
-            self.upstream = await self.server.connect_upstream(lambda: _UpstreamProtocol(self))
-        except (TimeoutError, OSError, ConnectionError, ssl.SSLError) as e:
-            if not self.closed:
-                self.event(self.session.upstream_failed, f"{up.host}:{up.port}: {e}")
-            return
-        if self.closed:
-            self.upstream.close()
-            return
-        self.upstream.set_write_buffer_limits(high=256 * 1024)
-        try:
-            await prepare
-        except Exception:  # the gate fails closed on its own; a preparation error is only logged
-            log.exception("session %s: preparing database %r failed", self.session.session_id, database)
-        if self.closed:
-            self.upstream.close()
-            return
-        self.event(self.session.upstream_connected)
-
-    def upstream_lost(self) -> None:
-        if not self.closed and self.upstream is not None:
-            self.event(self.session.upstream_closed)
-
-    # -------------------------------------------------------------- timers and teardown
-
-    def _auth_timeout(self) -> None:
-        self.event(self.session.auth_timeout)
-
-    def _reset_idle(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-        self._idle_timer = self.loop.call_later(self.server.idle_timeout or 0, self._on_idle)
-
-    def _on_idle(self) -> None:
-        # Only an idle session (nothing in flight) times out; a long query is not idleness.
-        if self.session.idle:
-            self.event(self.session.idle_timeout)
+    def run_other(self, cmd: Command) -> None:
+        if isinstance(cmd, RegisterCancelKey):
+            self.cancel_key = (cmd.pid, cmd.secret)
+            self.listener.cancel_keys[self.cancel_key] = (cmd.upstream_pid, cmd.upstream_secret)
+        elif isinstance(cmd, ForwardCancel):
+            self.spawn(self.listener.forward_cancel(cmd.pid, cmd.secret))
         else:
-            self._reset_idle()
+            super().run_other(cmd)
 
-    def shutdown(self) -> None:
-        self.event(self.session.shutdown)
-
-    def _close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self.client is not None:
-            self.client.close()
-        if self.upstream is not None:
-            self.upstream.close()
-        self._teardown()
-
-    def _teardown(self) -> None:
-        if self._auth_timer is not None:
-            self._auth_timer.cancel()
-            self._auth_timer = None
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+    def on_teardown(self) -> None:
         if self.cancel_key is not None:
-            self.server.cancel_keys.pop(self.cancel_key, None)
+            self.listener.cancel_keys.pop(self.cancel_key, None)
             self.cancel_key = None
-        if self in self.server.connections:
-            self.server.connections.discard(self)
-            self.server.gate.connection_closed("postgres")
-            if self.upstream is not None:
-                self.upstream.close()
-            if not self.server.connections:
-                self.server.drained.set()
 
 
-class PgProxyServer:
+class PgProxyServer(Listener):
     """The PostgreSQL side of maskgate: `await start()`, `await stop()`; `port` after start."""
+
+    protocol = "postgres"
 
     def __init__(
         self,
@@ -346,54 +174,28 @@ class PgProxyServer:
         connect_timeout: float = 10.0,
         max_message: int = DEFAULT_MAX_MESSAGE,
     ) -> None:
-        self.gate = gate
-        self.listen_host = listen_host
-        self.port = listen_port
+        super().__init__(
+            gate,
+            listen_host,
+            listen_port,
+            tls=tls_context(tls),
+            auth_timeout=auth_timeout,
+            idle_timeout=idle_timeout,
+            connect_timeout=connect_timeout,
+        )
         self.upstream = Upstream.from_url(upstream_url)
-        self.tls = tls_context(tls)
-        self.auth_timeout = auth_timeout
-        self.idle_timeout = idle_timeout
-        self.connect_timeout = connect_timeout
         self.max_message = max_message
-        self.connections: set[_Connection] = set()
         self.cancel_keys: dict[tuple[int, bytes], tuple[int, bytes]] = {}
-        self.drained = asyncio.Event()
-        self._server: asyncio.Server | None = None
         self._upstream_ssl = self.upstream.ssl_context()
 
-    async def start(self) -> PgProxyServer:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), self.listen_host, self.port)
-        sock = self._server.sockets[0]
-        self.port = sock.getsockname()[1]
-        log.info(
-            "postgres listener on %s:%d -> %s:%d",
-            self.listen_host,
-            self.port,
-            self.upstream.host,
-            self.upstream.port,
-        )
-        return self
+    def connection(self) -> _PgConnection:
+        return _PgConnection(self)
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Stop accepting; let sessions finish what is in flight for up to `timeout`, then close."""
-        if self._server is not None:
-            self._server.close()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self.connections and loop.time() < deadline:
-            for c in list(self.connections):
-                if c.session.idle or c.session.state.name != "READY":
-                    c.shutdown()
-            if self.connections:
-                await asyncio.sleep(0.05)
-        for c in list(self.connections):
-            c.shutdown()
-        if self._server is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+    @property
+    def upstream_address(self) -> str:
+        return f"{self.upstream.host}:{self.upstream.port}"
 
-    async def connect_upstream(self, factory: Any) -> asyncio.Transport:
+    async def connect_upstream(self, factory: Callable[[], asyncio.Protocol]) -> asyncio.Transport:
         """A TCP (and, per sslmode, TLS) connection to the upstream, ready for the startup packet."""
         loop = asyncio.get_running_loop()
         up = self.upstream
@@ -402,6 +204,8 @@ class PgProxyServer:
             transport, proto = await loop.create_connection(factory, up.host, up.port)
             if self._upstream_ssl is None:
                 return transport
+            if not isinstance(proto, _SslAnswer):
+                raise ConnectionError("upstream protocol cannot negotiate TLS")
             proto.ssl_answer = loop.create_future()
             transport.write(m.SSLRequest().serialize())
             answer = await proto.ssl_answer
@@ -412,7 +216,8 @@ class PgProxyServer:
                     self._upstream_ssl,
                     server_hostname=up.host if up.sslmode == "verify-full" else None,
                 )
-                assert new is not None
+                if new is None:
+                    raise ConnectionError("upstream TLS handshake did not complete")
                 return new
             if up.sslmode in ("require", "verify-ca", "verify-full"):
                 transport.close()
@@ -427,7 +232,7 @@ class PgProxyServer:
         if target is None:
             return  # unknown keys are ignored silently, as PostgreSQL does
         try:
-            transport = await self.connect_upstream(_UpstreamLink)
+            transport = await self.connect_upstream(_SslAnswer)
         except (TimeoutError, OSError, ConnectionError, ssl.SSLError) as e:
             log.info("cancel forward failed: %s", e)
             return

@@ -247,3 +247,10 @@ def test_planted_ip_is_found_and_masked(prefix: str, value: str, fullwidth: bool
     assert (planted, len(prefix)) in [(s.text, s.start) for s in detect(text, ["ip_address"])]
     once = mask_text(text, ["ip_address"])
     assert planted not in once and mask_text(once, ["ip_address"]) == once
+
+
+@pytest.mark.parametrize("text", ["（：：2001:db8::1", "::2001:db8::1", "地址::fe80::1"])
+def test_a_masked_ipv6_is_not_detected_again_from_its_visible_groups(text: str) -> None:
+    # `::2001:db8` is itself a valid address: the masked `::2001:db8::*` must not be re-masked.
+    once = mask_text(text, ["ip_address"])
+    assert once != text and mask_text(once, ["ip_address"]) == once

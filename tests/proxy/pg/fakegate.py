@@ -71,7 +71,9 @@ class FakeGate:
         self.opened = 0
         self.closed = 0
         self.schema_changes: list[str] = []
-        self.decisions: list[tuple[str, str, tuple[str, ...], str]] = []
+        self.schema_upstreams: list[str] = []
+        self.decisions: list[tuple[str, str, tuple[str, ...], str, str]] = []
+        self.prepared: list[tuple[str, str]] = []
         self._decide = decide or (lambda p, sql: Allow(kind="select"))
 
     def add_user(
@@ -85,9 +87,16 @@ class FakeGate:
         return self.users.get(user)
 
     def decide(
-        self, principal: Principal, sql: str, *, dialect: str, search_path: tuple[str, ...], database: str
+        self,
+        principal: Principal,
+        sql: str,
+        *,
+        dialect: str,
+        search_path: tuple[str, ...],
+        database: str,
+        upstream: str = "postgres",
     ) -> Decision:
-        self.decisions.append((principal.user, sql, search_path, database))
+        self.decisions.append((principal.user, sql, search_path, database, upstream))
         return self._decide(principal, sql)
 
     def value_masker(self, cls: str | None, action: str) -> Callable[[Any], Any]:
@@ -108,11 +117,12 @@ class FakeGate:
     def auth_failed(self, protocol: str) -> None:
         self.auth_failures += 1
 
-    def prepare(self, database: str) -> None:
-        pass
+    def prepare(self, database: str, upstream: str = "postgres") -> None:
+        self.prepared.append((upstream, database))
 
-    def schema_changed(self, database: str) -> None:
+    def schema_changed(self, database: str, upstream: str = "postgres") -> None:
         self.schema_changes.append(database)
+        self.schema_upstreams.append(upstream)
 
 
 __all__ = ["Allow", "Block", "FakeGate"]

@@ -1,6 +1,6 @@
 """Property tests for the PostgreSQL session: a malformed packet closes only that connection.
 
-Whatever bytes a client or a broken upstream sends, no exception leaves an event method, the
+Whatever bytes a client or a broken upstream sends, no exception leaves `handle(event)`, the
 client never sees a Python exception text, a protocol violation is answered with a FATAL
 ErrorResponse (08P01, or the documented code) and a `Close`, and nothing follows the `Close`.
 A well-formed but refused statement leaves the session usable. A small fake PostgreSQL backend
@@ -17,21 +17,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policies.decision import Allow, ColumnMask
+from proxy.core.commands import Close, Command, SendClient, SendUpstream, StartTLS
+from proxy.core.events import (
+    ClientClosed,
+    ClientData,
+    TlsEstablished,
+    UpstreamClosed,
+    UpstreamConnected,
+    UpstreamData,
+)
 from proxy.pg import errors
 from proxy.pg import messages as m
+from proxy.pg.context import SessionConfig
 from proxy.pg.framing import Framer
-from proxy.pg.session import (
-    Close,
-    Command,
-    PgSession,
-    SendClient,
-    SendUpstream,
-    SessionConfig,
-    StartTLS,
-    State,
-)
+from proxy.pg.login import LoginState
+from proxy.pg.relay import ClientPhase, Relay
+from proxy.pg.session import PgSession, Phase
 from tests.proxy.pg.fakegate import FakeGate
-from tests.proxy.pg.test_session import CFG, decide, login
+from tests.proxy.pg.transcripts import CFG, decide, login, sasl_data
 
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SECRET = b"13912345678"  # a mobile number: every restricted result in these tests masks it
@@ -79,7 +82,21 @@ class Trace:
             if closes:
                 assert closes[0] == len(out) - 1, "Close must be the last command"
                 closed = True
-        assert closed == (self.s.state is State.CLOSED)
+        assert closed == (self.s.phase is Phase.CLOSED)
+
+
+def from_client(s: PgSession, data: bytes) -> list[Command]:
+    return s.handle(ClientData(data))
+
+
+def from_upstream(s: PgSession, data: bytes) -> list[Command]:
+    return s.handle(UpstreamData(data))
+
+
+def quiet(s: PgSession) -> bool:
+    """Nothing in flight and the client side not skipping until a Sync."""
+    relay = s.relay
+    return isinstance(relay, Relay) and not relay.queue and relay.client_phase is ClientPhase.RELAY
 
 
 def frames(data: bytes) -> list[tuple[bytes, bytes]]:
@@ -264,11 +281,11 @@ def upstream_bytes(out: list[Command]) -> bytes:
 
 def pump(t: Trace, pg: FakePg, data: bytes) -> None:
     """Let the backend answer what the proxy sent upstream, until nothing more is sent."""
-    while data and t.s.state is not State.CLOSED:
+    while data and t.s.phase is not Phase.CLOSED:
         reply = pg.feed(data)
         if not reply:
             return
-        data = upstream_bytes(t.add(t.s.upstream_data(reply)))
+        data = upstream_bytes(t.add(from_upstream(t.s, reply)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,11 +387,11 @@ def broken(draw: st.DrawFn) -> bytes:
 @FUZZ
 @given(st.data())
 def test_client_garbage_after_login_closes_cleanly(data: st.DataObject) -> None:
-    s, _ = login()
+    s, _, _ = login()
     t = Trace(s)
     msgs = data.draw(st.lists(frontend() | broken() | st.just(m.Terminate().serialize()), max_size=12))
     for chunk in chunked(data.draw, b"".join(msgs)):
-        t.add(s.client_data(chunk))
+        t.add(from_client(s, chunk))
     t.check_close_discipline()
     # No upstream answered, so everything the client got is the proxy's own: one 08P01 at most.
     close = t.close()
@@ -386,7 +403,7 @@ def test_client_garbage_after_login_closes_cleanly(data: st.DataObject) -> None:
         assert t.to_client() == VIOLATION
     frames(t.to_upstream())  # only whole messages ever go upstream
     if close is not None:
-        assert s.client_data(b"Q") == [] and s.upstream_data(b"Z\x00\x00\x00\x05I") == []
+        assert from_client(s, b"Q") == [] and from_upstream(s, b"Z\x00\x00\x00\x05I") == []
 
 
 @FUZZ
@@ -395,20 +412,20 @@ def test_well_formed_pipelines_keep_the_session_usable(data: st.DataObject) -> N
     """Random valid messages (refusals, unknown names, bad counts, COPY outside COPY, Sync and
     Flush storms), pipelined in random chunks: every Query, FunctionCall and Sync gets exactly
     one ReadyForQuery, nothing closes, no SECRET reaches the client, the session stays usable."""
-    s, _ = login()
+    s, _, _ = login()
     t = Trace(s)
     pg = FakePg()
     msgs = [*data.draw(st.lists(frontend(), max_size=14)), m.Sync().serialize()]
     held = b""  # forwarded but not answered yet: the backend answers when it likes
     for chunk in chunked(data.draw, b"".join(msgs)):
-        held += upstream_bytes(t.add(s.client_data(chunk)))
+        held += upstream_bytes(t.add(from_client(s, chunk)))
         if data.draw(st.booleans()):
             pump(t, pg, held)
             held = b""
     pump(t, pg, held)
 
     t.check_close_discipline()
-    assert s.state is State.READY, t.close()
+    assert s.phase is Phase.RELAY, t.close()
     client = check_client_stream(t.to_client(), foreign_prefixes=("fake: ",))
     # One ReadyForQuery per Sync, plus one per Query or FunctionCall not skipped after an
     # extended-protocol error (PostgreSQL skips those until Sync too); the last word is one.
@@ -417,12 +434,12 @@ def test_well_formed_pipelines_keep_the_session_usable(data: st.DataObject) -> N
     assert syncs <= ready <= sum(1 for raw in msgs if raw[:1] in (b"Q", b"F", b"S"))
     assert client[-1][0] == b"Z"
     assert SECRET not in t.to_client()
-    assert not s.queue and not s.discarding and s.txn == pg.txn
+    assert quiet(s) and s.ctx.txn == pg.txn
 
     # Usable: a plain statement goes through and comes back masked.
-    pump(t, pg, upstream_bytes(t.add(s.client_data(m.Query("ROLLBACK").serialize()))))
+    pump(t, pg, upstream_bytes(t.add(from_client(s, m.Query("ROLLBACK").serialize()))))
     before = len(t.to_client())
-    pump(t, pg, upstream_bytes(t.add(s.client_data(m.Query("SELECT x FROM t").serialize()))))
+    pump(t, pg, upstream_bytes(t.add(from_client(s, m.Query("SELECT x FROM t").serialize()))))
     answer = [k for k, _ in frames(t.to_client()[before:])]
     assert answer == [b"T", b"D", b"C", b"Z"] and SECRET not in t.to_client()
 
@@ -524,18 +541,18 @@ EXTENDED_PREFIX = m.ParseComplete().serialize() + m.BindComplete().serialize()
 def test_broken_upstream_mid_query_fails_closed(data: st.DataObject) -> None:
     """The statement in flight masks column 0 (SECRET); whatever the upstream answers, SECRET
     never reaches the client and no DataRow the client gets is malformed or has extra columns."""
-    s, _ = login()
+    s, _, _ = login()
     t = Trace(s)
     extended = data.draw(st.booleans())
-    t.add(s.client_data(QUERIES[extended]))
+    t.add(from_client(s, QUERIES[extended]))
     msgs = data.draw(st.lists(backend_message(), max_size=10))
     blob = (EXTENDED_PREFIX if extended and data.draw(st.booleans()) else b"") + b"".join(msgs)
     for chunk in chunked(data.draw, blob):
-        t.add(s.upstream_data(chunk))
-    t.add(s.upstream_closed())
+        t.add(from_upstream(s, chunk))
+    t.add(s.handle(UpstreamClosed()))
 
     t.check_close_discipline()
-    assert s.state is State.CLOSED
+    assert s.phase is Phase.CLOSED
     check_violation_close(t, ("08P01", "57P01", "42501"))
     client = check_client_stream(t.to_client(), foreign_prefixes=("",))
     assert SECRET not in t.to_client()
@@ -554,7 +571,7 @@ def test_broken_upstream_mid_query_fails_closed(data: st.DataObject) -> None:
 def test_broken_upstream_during_login_fails_closed(data: st.DataObject) -> None:
     s = authenticated()
     t = Trace(s)
-    t.add(s.upstream_connected())
+    t.add(s.handle(UpstreamConnected()))
     auth = st.sampled_from(
         [
             m.frame(b"R", I32.pack(0)),
@@ -576,11 +593,11 @@ def test_broken_upstream_during_login_fails_closed(data: st.DataObject) -> None:
     )
     blob = b"".join(data.draw(st.lists(auth | backend_message(), max_size=8)))
     for chunk in chunked(data.draw, blob):
-        t.add(s.upstream_data(chunk))
-    t.add(s.upstream_closed())
+        t.add(from_upstream(s, chunk))
+    t.add(s.handle(UpstreamClosed()))
 
     t.check_close_discipline()
-    assert s.state is State.CLOSED
+    assert s.phase is Phase.CLOSED
     check_violation_close(t, ("08P01", "08006", "57P01", "42501"))
     check_client_stream(t.to_client(), foreign_prefixes=("",))
 
@@ -595,12 +612,12 @@ def authenticated() -> PgSession:
     gate = FakeGate(decide)
     gate.add_user("alice", "pw")
     s = PgSession(gate, CFG, session_id="t", clock=lambda: 0.0)
-    s.client_data(m.StartupMessage(m.PROTOCOL_3_0, (("user", "alice"),)).serialize())
+    from_client(s, m.StartupMessage(m.PROTOCOL_3_0, (("user", "alice"),)).serialize())
     sc = scramp.ScramClient(["SCRAM-SHA-256"], "alice", "pw")
-    out = s.client_data(m.SASLInitialResponse("SCRAM-SHA-256", sc.get_client_first().encode()).serialize())
-    sc.set_server_first(m.parse_backend(b"R", out[0].data[5:]).data.decode())  # type: ignore[union-attr]
-    s.client_data(m.SASLResponse(sc.get_client_final().encode()).serialize())
-    assert s.state is State.UPSTREAM_CONNECTING
+    out = from_client(s, m.SASLInitialResponse("SCRAM-SHA-256", sc.get_client_first().encode()).serialize())
+    sc.set_server_first(sasl_data(out[0]))  # type: ignore[arg-type]
+    from_client(s, m.SASLResponse(sc.get_client_final().encode()).serialize())
+    assert s.login.state is LoginState.UPSTREAM_CONNECTING
     return s
 
 
@@ -658,13 +675,13 @@ def test_client_garbage_before_login_closes_cleanly(data: st.DataObject, tls: bo
     msgs = data.draw(st.lists(startup_packet(), min_size=1, max_size=3))
     msgs += data.draw(st.lists(SASL | broken() | st.just(m.Terminate().serialize()), max_size=4))
     for chunk in chunked(data.draw, b"".join(msgs)):
-        out = t.add(s.client_data(chunk))
+        out = t.add(from_client(s, chunk))
         if any(isinstance(c, StartTLS) for c in out):
-            t.add(s.tls_established())
-    t.add(s.client_closed())
+            t.add(s.handle(TlsEstablished()))
+    t.add(s.handle(ClientClosed()))
 
     t.check_close_discipline()
-    assert s.state is State.CLOSED
+    assert s.phase is Phase.CLOSED
     # Strip the one-byte SSL answers ('N' / 'S'), which are whole commands of their own.
     typed = b"".join(c.data for c in t.commands() if isinstance(c, SendClient) and c.data not in (b"N", b"S"))
     check_client_stream(typed)
@@ -687,16 +704,16 @@ def test_upstream_login_failure_tells_the_client_and_closes() -> None:
     # The failure flushed its own commands in the middle of the event, and they were lost.
     for reply in (_err("28P01", "FATAL"), m.frame(b"R", I32.pack(11) + b"r=x,s=!!,i=1")):
         s = authenticated()
-        s.upstream_connected()
-        out = s.upstream_data(reply)
+        s.handle(UpstreamConnected())
+        out = from_upstream(s, reply)
         assert out[0] == SendClient(errors.upstream_unavailable().serialize())
-        assert len(out) == 2 and isinstance(out[1], Close) and s.state is State.CLOSED
+        assert len(out) == 2 and isinstance(out[1], Close) and s.phase is Phase.CLOSED
 
 
 def masked_int_session() -> PgSession:
     gate = FakeGate(lambda p, sql: Allow(kind="select", columns=(ColumnMask(0, "n", "mobile", "mask"),)))
-    s, _ = login(gate)
-    s.client_data(m.Query("SELECT n FROM t").serialize())
+    s, _, _ = login(gate)
+    from_client(s, m.Query("SELECT n FROM t").serialize())
     return s
 
 
@@ -710,7 +727,7 @@ def test_value_not_of_its_type_closes_with_08p01() -> None:
     ):
         s = masked_int_session()
         rd = m.RowDescription((m.FieldDescription("n", 0, 0, oid, -1, -1, fmt),))
-        out = s.upstream_data(rd.serialize() + m.DataRow((value,)).serialize())
+        out = from_upstream(s, rd.serialize() + m.DataRow((value,)).serialize())
         assert out == [
             SendClient(errors.protocol_violation("upstream protocol error").serialize()),
             Close("upstream protocol violation: column 0 value does not match its type"),
@@ -721,14 +738,14 @@ def test_datarow_with_undescribed_columns_is_not_passed_on() -> None:
     # No plan (no columns described) or a column beyond the description: passed unmasked.
     for fields in ((), (m.FieldDescription("n", 0, 0, 25, -1, -1, 0),)):
         s = masked_int_session()
-        out = s.upstream_data(m.RowDescription(fields).serialize() + m.DataRow((SECRET, SECRET)).serialize())
+        out = from_upstream(s, m.RowDescription(fields).serialize() + m.DataRow((SECRET, SECRET)).serialize())
         assert SECRET not in b"".join(c.data for c in out if isinstance(c, SendClient))
         assert isinstance(out[-1], Close) and out[-1].reason.endswith("does not match its RowDescription")
 
 
 def test_copydata_without_copyoutresponse_is_not_passed_on() -> None:
     s = masked_int_session()
-    out = s.upstream_data(m.CopyData(SECRET + b"\n").serialize())
+    out = from_upstream(s, m.CopyData(SECRET + b"\n").serialize())
     assert out == [
         SendClient(errors.protocol_violation("upstream protocol error").serialize()),
         Close("upstream protocol violation: CopyData outside COPY TO STDOUT"),
@@ -739,17 +756,17 @@ def test_simple_query_skipped_after_an_extended_error_keeps_the_queue_in_step() 
     # PostgreSQL skips a Query after an extended-protocol error until Sync, ReadyForQuery too; the
     # proxy kept waiting for it, and the next statement's answers met a stale Sync and closed.
     for split in (False, True):
-        s, _ = login()
+        s, _, _ = login()
         t = Trace(s)
         pg = FakePg()
         first = m.Describe(b"S", "nope").serialize() + m.Query("SELECT x FROM t").serialize()
         rest = m.Sync().serialize()
         if split:  # the error arrives before the Query is even sent
             first, rest = m.Describe(b"S", "nope").serialize(), m.Query("SELECT x FROM t").serialize() + rest
-        pump(t, pg, upstream_bytes(t.add(s.client_data(first))))
-        pump(t, pg, upstream_bytes(t.add(s.client_data(rest))))
+        pump(t, pg, upstream_bytes(t.add(from_client(s, first))))
+        pump(t, pg, upstream_bytes(t.add(from_client(s, rest))))
         assert [k for k, _ in frames(t.to_client())] == [b"E", b"Z"]
-        assert not s.queue and not s.discarding
-        pump(t, pg, upstream_bytes(t.add(s.client_data(m.Query("SELECT x FROM t").serialize()))))
+        assert quiet(s)
+        pump(t, pg, upstream_bytes(t.add(from_client(s, m.Query("SELECT x FROM t").serialize()))))
         assert [k for k, _ in frames(t.to_client())][2:] == [b"T", b"D", b"C", b"Z"]
-        assert s.state is State.READY
+        assert s.phase is Phase.RELAY

@@ -1,0 +1,1 @@
+"""Protocol-neutral sans-IO plumbing: typed events and commands, checked states, driver, playbooks."""

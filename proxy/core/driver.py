@@ -1,0 +1,356 @@
+"""The asyncio driver of sans-IO protocol sessions: the code that owns sockets, TLS and timers.
+
+Owns accepting clients, feeding each session its events (`session.handle(event)`) and carrying
+out the commands it returns (writes, the client's TLS upgrade, opening the upstream while the
+Gate prepares the database, closing), flow control between the two sides, the login and idle
+timers, and graceful shutdown. Knows no wire format: a protocol subclasses `Listener` and
+`Connection` to say how to build its session, how to reach its upstream, what a client is told
+when the session itself fails, and to carry out commands of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Coroutine
+from typing import Any, ClassVar, Protocol, Self
+
+from proxy.core.commands import Close, Command, OpenUpstream, SendClient, SendUpstream, StartTLS
+from proxy.core.events import (
+    AuthTimeout,
+    ClientClosed,
+    ClientData,
+    Event,
+    IdleTimeout,
+    Shutdown,
+    TlsEstablished,
+    UpstreamClosed,
+    UpstreamConnected,
+    UpstreamData,
+    UpstreamFailed,
+)
+from proxy.services.gate import Gate
+
+log = logging.getLogger("maskgate.driver")
+
+WRITE_BUFFER_HIGH = 256 * 1024  # pause the other side's reads when a side has this much unsent
+
+
+class Session(Protocol):
+    """What the driver needs of a sans-IO session."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight: the idle timeout and a graceful shutdown may close it now."""
+        ...
+
+    @property
+    def relaying(self) -> bool:
+        """Logged in and open: statements may be in flight, so a shutdown waits for `idle`."""
+        ...
+
+    def handle(self, event: Event) -> list[Command]: ...
+
+
+class UpstreamProtocol(asyncio.Protocol):
+    """The upstream side of one connection: bytes in become `UpstreamData` events."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.feed(UpstreamData(data))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.upstream_lost()
+
+    def pause_writing(self) -> None:
+        self.conn.pause_client()
+
+    def resume_writing(self) -> None:
+        self.conn.resume_client()
+
+
+class Connection(asyncio.Protocol, ABC):
+    """One client connection and its upstream; carries out the session's commands."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+        self.loop = asyncio.get_running_loop()
+        self.client: asyncio.Transport | None = None
+        self.upstream: asyncio.Transport | None = None
+        self.closed = False
+        self.session: Session
+        self._auth_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -------------------------------------------------------------- what a protocol supplies
+
+    @abstractmethod
+    def make_session(self, client_addr: str) -> Session: ...
+
+    @abstractmethod
+    def internal_error(self) -> bytes:
+        """The client's last words when the session itself fails: a generic FATAL error in the
+        protocol's own format, never a Python exception text."""
+
+    def upstream_protocol(self) -> UpstreamProtocol:
+        return UpstreamProtocol(self)
+
+    def run_other(self, cmd: Command) -> None:
+        """A command of the protocol's own (the base driver knows only the shared ones)."""
+        raise TypeError(f"unknown command {cmd!r}")
+
+    def on_teardown(self) -> None:
+        """Release what the protocol registered for this connection."""
+
+    # -------------------------------------------------------------- client transport callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's TCPTransport is not a subclass of asyncio.Transport, only duck-typed like one.
+        self.client = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+        lst = self.listener
+        self.session = self.make_session(addr)
+        lst.connections.add(self)
+        lst.gate.connection_opened(lst.protocol)
+        self._auth_timer = self.loop.call_later(lst.auth_timeout, self.feed, AuthTimeout())
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+
+    def data_received(self, data: bytes) -> None:
+        if self.listener.idle_timeout:
+            self._reset_idle()
+        self.feed(ClientData(data))
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.feed(ClientClosed())
+        self._teardown()
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None and not self.upstream.is_closing():
+            self.upstream.resume_reading()
+
+    def pause_client(self) -> None:
+        if self.client is not None:
+            self.client.pause_reading()
+
+    def resume_client(self) -> None:
+        if self.client is not None and not self.client.is_closing():
+            self.client.resume_reading()
+
+    # -------------------------------------------------------------- events and commands
+
+    def feed(self, event: Event) -> None:
+        """Feed one event to the session and carry out its commands. A bug in the session must
+        cost only this connection: it is closed with a generic FATAL error, never left hanging
+        half-way and never shown a Python exception."""
+        try:
+            cmds = self.session.handle(event)
+        except Exception:
+            log.exception("session %s: internal error, closing the connection", self.session.session_id)
+            if self.client is not None and not self.client.is_closing():
+                self.client.write(self.internal_error())
+            self._close()
+            return
+        self.run(cmds)
+
+    def run(self, cmds: list[Command]) -> None:
+        for c in cmds:
+            if isinstance(c, SendClient):
+                if self.client is not None and not self.client.is_closing():
+                    self.client.write(c.data)
+            elif isinstance(c, SendUpstream):
+                if self.upstream is not None and not self.upstream.is_closing():
+                    self.upstream.write(c.data)
+            elif isinstance(c, OpenUpstream):
+                self.spawn(self._open_upstream(c.database, c.upstream))
+            elif isinstance(c, StartTLS):
+                self.spawn(self._start_tls())
+            elif isinstance(c, Close):
+                log.debug("session %s closing: %s", self.session.session_id, c.reason)
+                self._close()
+            else:
+                self.run_other(c)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        t = self.loop.create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _start_tls(self) -> None:
+        tls = self.listener.tls
+        if self.client is None or tls is None:  # the session asked for TLS it was not offered
+            self._close()
+            return
+        try:
+            new = await self.loop.start_tls(self.client, self, tls, server_side=True)
+        except (OSError, ssl.SSLError, ConnectionError) as e:
+            log.info("session %s: TLS handshake failed: %s", self.session.session_id, e)
+            self._close()
+            return
+        if new is None:
+            self._close()
+            return
+        self.client = new
+        self.feed(TlsEstablished())
+
+    async def _open_upstream(self, database: str, upstream: str) -> None:
+        gate = self.listener.gate
+
+        def prepare() -> None:
+            gate.prepare(database, upstream=upstream)
+
+        # The schema of a database no session used yet is loaded off the loop, while we connect.
+        prepared = asyncio.ensure_future(asyncio.to_thread(prepare))
+        try:
+            self.upstream = await self.listener.connect_upstream(self.upstream_protocol)
+        except (TimeoutError, OSError, ConnectionError, ssl.SSLError) as e:
+            if not self.closed:
+                self.feed(UpstreamFailed(f"{self.listener.upstream_address}: {e}"))
+            return
+        if self.closed:
+            self.upstream.close()
+            return
+        self.upstream.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
+        try:
+            await prepared
+        except Exception:  # the gate fails closed on its own; a preparation error is only logged
+            log.exception("session %s: preparing database %r failed", self.session.session_id, database)
+        if self.closed:
+            self.upstream.close()
+            return
+        self.feed(UpstreamConnected())
+
+    def upstream_lost(self) -> None:
+        if not self.closed and self.upstream is not None:
+            self.feed(UpstreamClosed())
+
+    # -------------------------------------------------------------- timers and teardown
+
+    def _reset_idle(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        self._idle_timer = self.loop.call_later(self.listener.idle_timeout or 0, self._on_idle)
+
+    def _on_idle(self) -> None:
+        # Only an idle session (nothing in flight) times out; a long query is not idleness.
+        if self.session.idle:
+            self.feed(IdleTimeout())
+        else:
+            self._reset_idle()
+
+    def shutdown(self) -> None:
+        self.feed(Shutdown())
+
+    def _close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.client is not None:
+            self.client.close()
+        if self.upstream is not None:
+            self.upstream.close()
+        self._teardown()
+
+    def _teardown(self) -> None:
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        self.on_teardown()
+        lst = self.listener
+        if self in lst.connections:
+            lst.connections.discard(self)
+            lst.gate.connection_closed(lst.protocol)
+            if self.upstream is not None:
+                self.upstream.close()
+            if not lst.connections:
+                lst.drained.set()
+
+
+class Listener(ABC):
+    """A protocol's listener: `await start()`, `await stop()`; `port` after start."""
+
+    protocol: ClassVar[str]  # the bounded `protocol` label of metrics and records
+
+    def __init__(
+        self,
+        gate: Gate,
+        listen_host: str,
+        listen_port: int,
+        *,
+        tls: ssl.SSLContext | None,
+        auth_timeout: float,
+        idle_timeout: float | None,
+        connect_timeout: float,
+    ) -> None:
+        self.gate = gate
+        self.listen_host = listen_host
+        self.port = listen_port
+        self.tls = tls
+        self.auth_timeout = auth_timeout
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self.connections: set[Connection] = set()
+        self.drained = asyncio.Event()
+        self._server: asyncio.Server | None = None
+
+    @abstractmethod
+    def connection(self) -> Connection:
+        """A new client connection's protocol object."""
+
+    @abstractmethod
+    async def connect_upstream(self, factory: Callable[[], asyncio.Protocol]) -> asyncio.Transport:
+        """A connection to the upstream, ready for the session's first bytes (TLS as configured);
+        raises OSError, ConnectionError, ssl.SSLError or TimeoutError."""
+
+    @property
+    @abstractmethod
+    def upstream_address(self) -> str:
+        """host:port of the upstream, for logs."""
+
+    async def start(self) -> Self:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self.connection, self.listen_host, self.port)
+        sock = self._server.sockets[0]
+        self.port = sock.getsockname()[1]
+        log.info(
+            "%s listener on %s:%d -> %s", self.protocol, self.listen_host, self.port, self.upstream_address
+        )
+        return self
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop accepting; let sessions finish what is in flight for up to `timeout`, then close."""
+        if self._server is not None:
+            self._server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.connections and loop.time() < deadline:
+            for c in list(self.connections):
+                if c.session.idle or not c.session.relaying:
+                    c.shutdown()
+            if self.connections:
+                await asyncio.sleep(0.05)
+        for c in list(self.connections):
+            c.shutdown()
+        if self._server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)

@@ -1,0 +1,904 @@
+"""The relay layer of a PostgreSQL session: statements decided on the way up, answers masked on the way down.
+
+Owns the READY phase: every client message that carries SQL (Query, Parse, and Bind after a
+policy reload) is decided through the statement tracker and forwarded or refused; refusals are
+answered in the server's place while a failing stand-in keeps the server's transaction state in
+step with the client's; prepared statements and portals are tracked with their decisions; the
+answers are matched to their requests through the expected-response queue and their rows,
+COPY data, errors and notices masked and counted. Its sub-states are named: the client side
+relays or skips until Sync, the upstream side relays or consumes a failed or refused answer,
+and each result streams rows, streams COPY data, or is refused. Owns no login (`login.py`) and
+no socket (the driver).
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum, auto
+from typing import TypeVar
+
+from policies.decision import Allow, Block
+from proxy.core.machine import ProtocolViolation, Transitions, required
+from proxy.pg import errors
+from proxy.pg import messages as m
+from proxy.pg.context import Context
+from proxy.pg.expect import Answer, Expected, ExpectQueue, Sent
+from proxy.pg.rowmask import CopyPlan, RowPlan, plan_rows
+from proxy.services.rows import Unmaskable
+from proxy.services.statement import PlanCache, RowCount, part, withheld_message
+
+log = logging.getLogger("maskgate.pg")
+
+# Sent upstream in place of a refused statement so the server fails too: its transaction state
+# (aborted block, rolled-back implicit transaction, discard-until-Sync) then matches what the
+# client was told. Both fail before executing anything and have no side effects.
+FAILING_QUERY = m.Query("maskgate_refused /* statement refused by maskgate */").serialize()
+FAILING_DESCRIBE = m.Describe(b"S", "maskgate\x01refused").serialize()
+
+_I16 = struct.Struct("!h")
+_CACHE_MAX = 64  # per-session cache of parsed row descriptions (and of masking plans)
+
+Frames = Iterator[tuple[bytes, int, int]]
+Fields = tuple[m.FieldDescription, ...]
+
+
+# ---------------------------------------------------------------------------------------------
+# Named sub-states
+# ---------------------------------------------------------------------------------------------
+
+
+class ClientPhase(Enum):
+    RELAY = auto()  # client messages are decided (where they carry SQL) and forwarded
+    # After an extended-protocol error or refusal PostgreSQL discards every message until Sync;
+    # so does the proxy, deciding and forwarding nothing.
+    SKIP_UNTIL_SYNC = auto()
+
+
+class UpstreamPhase(Enum):
+    RELAY = auto()  # answers go to the client, masked
+    # The simple Query at the head failed upstream: the rest of its answer is consumed unseen
+    # until its ReadyForQuery.
+    QUERY_FAILED = auto()
+    # A result of the simple Query at the head was refused after the upstream started it: the
+    # client got the refusal; the rest is consumed unseen, and at ReadyForQuery an open
+    # transaction block is failed upstream too.
+    QUERY_REFUSED = auto()
+    # An Execute was refused after the upstream started it: everything until ReadyForQuery is
+    # processed (to keep the queue and the statement maps right) and shown to no one, as if the
+    # server had skipped it; then an open transaction block is failed upstream.
+    BATCH_REFUSED = auto()
+
+
+class ResultPhase(Enum):
+    ROWS = auto()  # DataRows go to the client, masked by the result's plan
+    COPY_OUT = auto()  # COPY TO STDOUT: CopyData goes to the client, masked by the copy plan
+    REFUSED = auto()  # refused after it started: the rest is swallowed, the refusal sent at its end
+
+
+_CLIENT_MOVES = Transitions(
+    {
+        ClientPhase.RELAY: {ClientPhase.SKIP_UNTIL_SYNC},
+        ClientPhase.SKIP_UNTIL_SYNC: {ClientPhase.RELAY, ClientPhase.SKIP_UNTIL_SYNC},
+    }
+)
+_UPSTREAM_MOVES = Transitions(
+    {
+        UpstreamPhase.RELAY: {
+            UpstreamPhase.QUERY_FAILED,
+            UpstreamPhase.QUERY_REFUSED,
+            UpstreamPhase.BATCH_REFUSED,
+        },
+        UpstreamPhase.QUERY_FAILED: {UpstreamPhase.RELAY},
+        UpstreamPhase.QUERY_REFUSED: {UpstreamPhase.RELAY},
+        UpstreamPhase.BATCH_REFUSED: {UpstreamPhase.RELAY, UpstreamPhase.BATCH_REFUSED},
+    }
+)
+_RESULT_MOVES = Transitions(
+    {
+        ResultPhase.ROWS: {ResultPhase.COPY_OUT, ResultPhase.REFUSED},
+        ResultPhase.COPY_OUT: {ResultPhase.COPY_OUT, ResultPhase.REFUSED},
+        ResultPhase.REFUSED: {ResultPhase.REFUSED},
+    }
+)
+_CONSUMING = (UpstreamPhase.QUERY_FAILED, UpstreamPhase.QUERY_REFUSED)
+_NO_ROWS = RowCount(None)  # never counted on: a burst starts by taking its result's RowCount
+
+
+# ---------------------------------------------------------------------------------------------
+# Prepared statements, portals, results and running queries
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class Stmt:
+    name: str
+    sql: str
+    allow: Allow
+    fields: tuple[m.FieldDescription, ...] | None = None  # from a Describe of the statement
+    describing: bool = False
+    generation: int = 0  # the gate's policy generation the decision was made under
+
+
+@dataclass(slots=True, eq=False)
+class Result:
+    """One result being streamed to the client (a simple-query part, or a portal)."""
+
+    allow: Allow
+    rows: RowCount
+    phase: ResultPhase = ResultPhase.ROWS
+    refusal: m.ErrorResponse | None = None  # REFUSED: what the client is told at its end
+    plan: RowPlan | None = None
+    planned: bool = False
+    copy: CopyPlan | None = None
+    ncols: int = -1  # columns described for it: a restricted row with another count is malformed
+
+    @classmethod
+    def of(cls, allow: Allow) -> Result:
+        return cls(allow, RowCount(allow.row_limit))
+
+    def refuse(self, err: m.ErrorResponse) -> None:
+        self.phase = _RESULT_MOVES.move(self.phase, ResultPhase.REFUSED)
+        self.refusal = err
+
+    def start_copy(self, plan: CopyPlan | None) -> None:
+        if self.phase is not ResultPhase.REFUSED:  # a refused result stays refused
+            self.phase = _RESULT_MOVES.move(self.phase, ResultPhase.COPY_OUT)
+            self.copy = plan
+
+
+@dataclass(slots=True, eq=False)
+class Portal:
+    name: str
+    stmt: Stmt
+    formats: tuple[int, ...]
+    result: Result
+    fields: tuple[m.FieldDescription, ...] | None = None  # from a Describe of the portal
+    describing: bool = False
+    started: float = 0.0
+
+    @property
+    def allow(self) -> Allow:
+        return self.result.allow
+
+
+@dataclass(slots=True, eq=False)
+class QueryRun:
+    """A simple Query in flight: its decision, which part is streaming, and totals."""
+
+    sql: str
+    allow: Allow
+    started: float
+    overhead: float
+    part: int = 0
+    result: Result | None = None
+    rows: int = 0
+    masked: int = 0
+    truncated: bool = False
+    error: str | None = None
+
+
+Item = Stmt | Portal | QueryRun
+X = TypeVar("X", Stmt, Portal, QueryRun)
+
+
+def _payload(e: Expected[Item], kind: type[X]) -> X:
+    p = e.payload
+    if not isinstance(p, kind):
+        raise ProtocolViolation(f"{e.sent.name} without its {kind.__name__}")
+    return p
+
+
+def _withheld(err: m.ErrorResponse) -> m.ErrorResponse:
+    keep = [(c, v) for c, v in err.fields if c in ("S", "V", "C", "P")]
+    keep.append(("M", withheld_message(err.get("C", "XX000"))))
+    return m.ErrorResponse(tuple(keep))
+
+
+def _retag(tag: str, rows: int) -> str:
+    """Replace the row count of a command tag (`SELECT 5000` -> `SELECT 200`)."""
+    head, _, last = tag.rpartition(" ")
+    if head and last.isdigit():
+        return f"{head} {rows}"
+    return tag
+
+
+# ---------------------------------------------------------------------------------------------
+# The relay
+# ---------------------------------------------------------------------------------------------
+
+
+class Relay:
+    """The READY phase of one session; created by the session when the login is done."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.out = ctx.out
+        self.gate = ctx.gate
+        self.tracker = ctx.tracker
+        self.restricted = ctx.tracker.restricted
+        self.queue: ExpectQueue[Item] = ExpectQueue()
+        self.client_phase = ClientPhase.RELAY
+        self.upstream_phase = UpstreamPhase.RELAY
+        self.stmts: dict[str, Stmt] = {}
+        self.portals: dict[str, Portal] = {}
+        # Parsed or bound but not confirmed yet: a failed Parse (e.g. a duplicate name) must not
+        # replace the decision of the statement the server still holds under that name.
+        self._stmts_inflight: dict[str, Stmt] = {}
+        self._portals_inflight: dict[str, Portal] = {}
+        self._unknown = Allow(kind="unknown")
+        # A repeated statement gets the same RowDescription and decision every time: parse the
+        # one and build the masking plan for the pair once (both bounded, cleared when full).
+        self._rd_cache: dict[bytes, tuple[m.FieldDescription, ...]] = {}
+        self._plans: PlanCache[Fields, tuple[int, ...] | None, RowPlan | None] = PlanCache(_CACHE_MAX)
+        self._client: dict[bytes, Callable[[memoryview, memoryview], None]] = {
+            b"Q": self._on_query,
+            b"P": self._on_parse,
+            b"B": self._on_bind,
+            b"E": self._on_execute,
+            b"D": self._on_describe,
+            b"C": self._on_close,
+            b"S": self._on_sync,
+            b"H": self._forward,  # Flush
+            b"d": self._forward,  # COPY FROM STDIN data: the COPY statement itself was decided
+            b"c": self._forward,
+            b"f": self._forward,
+            b"F": self._on_function_call,
+        }
+        # Messages that answer no request of their own, handled before the queue is asked.
+        self._unqueued: dict[bytes, Callable[[memoryview], bool]] = {
+            b"S": self._on_parameter,
+            b"N": self._on_notice,
+            b"A": self._on_notification,
+            b"Z": self._on_ready,
+            b"E": self._on_error,
+        }
+        self._answers: dict[Sent, Callable[[bytes, memoryview, Expected[Item], bool], bool]] = {
+            Sent.PARSE: self._on_parsed,
+            Sent.BIND: self._on_bound,
+            Sent.CLOSE_STATEMENT: self._on_closed,
+            Sent.CLOSE_PORTAL: self._on_closed,
+            Sent.DESCRIBE_STATEMENT: self._on_described,
+            Sent.DESCRIBE_PORTAL: self._on_described,
+            Sent.EXECUTE: self._on_execute_answer,
+            Sent.QUERY: self._on_query_answer,
+            Sent.FUNCTION_CALL: self._on_function_result,
+        }
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight and no transaction open."""
+        return not self.queue and self.ctx.txn == b"I"
+
+    def _move_client(self, new: ClientPhase) -> None:
+        self.client_phase = _CLIENT_MOVES.move(self.client_phase, new)
+
+    def _move_upstream(self, new: UpstreamPhase) -> None:
+        self.upstream_phase = _UPSTREAM_MOVES.move(self.upstream_phase, new)
+
+    # ------------------------------------------------------------------ client -> upstream
+
+    def client_frames(self, buf: bytes, mv: memoryview, frames: Frames) -> None:
+        out = self.out
+        for mtype, start, end in frames:
+            if out.closed:
+                return
+            if mtype == b"X":
+                out.upstream(mv[start:end])
+                self.ctx.close("client terminated")
+                return
+            if self.client_phase is ClientPhase.SKIP_UNTIL_SYNC:
+                if mtype != b"S":
+                    continue
+                self._move_client(ClientPhase.RELAY)
+            handler = self._client.get(mtype)
+            if handler is None:
+                raise ProtocolViolation(f"unexpected client message {mtype!r}")
+            handler(mv[start + 5 : end], mv[start:end])
+
+    def _forward(self, body: memoryview, raw: memoryview) -> None:
+        self.out.upstream(raw)
+
+    def _on_sync(self, body: memoryview, raw: memoryview) -> None:
+        self.queue.push(Expected(Sent.SYNC))
+        self.out.upstream(raw)
+
+    def _on_query(self, body: memoryview, raw: memoryview) -> None:
+        q = m.Query.parse(body)
+        started = self.ctx.clock()
+        d, overhead = self.tracker.decide(q.sql)
+        if isinstance(d, Block):
+            self._refuse_simple(q.sql, d, started=started, overhead=overhead)
+            return
+        run = QueryRun(q.sql, d, started, overhead)
+        self.queue.push(Expected(Sent.QUERY, payload=run, paired=True))
+        self.queue.push(Expected(Sent.SYNC))
+        self.out.upstream(m.Query(d.rewritten_sql).serialize() if d.rewritten_sql else raw)
+
+    def _on_function_call(self, body: memoryview, raw: memoryview) -> None:
+        m.FunctionCall.parse(body)
+        started = self.ctx.clock()
+        if self.restricted:
+            block = Block("function_denied", "function calls over the fast-path protocol are not allowed")
+            self._refuse_simple("<fast-path function call>", block, started=started)
+            return
+        self.tracker.record("<fast-path function call>", Allow(kind="function_call"), started=started)
+        self.queue.push(Expected(Sent.FUNCTION_CALL, paired=True))
+        self.queue.push(Expected(Sent.SYNC))
+        self.out.upstream(raw)
+
+    def _refuse_simple(self, sql: str, block: Block, *, started: float, overhead: float = 0.0) -> None:
+        """Record and answer a refused simple Query / FunctionCall: the upstream runs a failing
+        stand-in so its transaction status (idle stays idle, an open block becomes failed) is
+        what the client sees; its error is replaced by the refusal."""
+        self.tracker.record(sql, block, started=started, overhead=overhead)
+        refusal = errors.insufficient_privilege(block.message)
+        self.queue.push(Expected(Sent.QUERY, Answer.SIMULATE, simulated=refusal, paired=True))
+        self.queue.push(Expected(Sent.SYNC))
+        self.out.upstream(FAILING_QUERY)
+
+    def _refuse_extended(self, sql: str, block: Block, *, started: float, overhead: float = 0.0) -> None:
+        """Record and answer a refusal inside an extended-protocol batch: the upstream gets a
+        failing Describe so it also aborts the batch (and the implicit or explicit transaction)
+        and discards until Sync; the client's messages are dropped until its Sync, as
+        PostgreSQL itself would."""
+        self.tracker.record(sql, block, started=started, overhead=overhead)
+        refusal = errors.insufficient_privilege(block.message)
+        self.queue.push(Expected(Sent.DESCRIBE_STATEMENT, Answer.SIMULATE, simulated=refusal))
+        self.out.upstream(FAILING_DESCRIBE)
+        self._move_client(ClientPhase.SKIP_UNTIL_SYNC)
+
+    def _stmt(self, name: str) -> Stmt | None:
+        return self._stmts_inflight.get(name) or self.stmts.get(name)
+
+    def _portal(self, name: str) -> Portal | None:
+        return self._portals_inflight.get(name) or self.portals.get(name)
+
+    def _on_parse(self, body: memoryview, raw: memoryview) -> None:
+        p = m.Parse.parse(body)
+        started = self.ctx.clock()
+        d, overhead = self.tracker.decide(p.sql)
+        if isinstance(d, Block):
+            self._refuse_extended(p.sql, d, started=started, overhead=overhead)
+            return
+        st = Stmt(p.name, p.sql, d, generation=self.tracker.generation)
+        self._stmts_inflight[p.name] = st  # committed only on ParseComplete
+        if p.name == "":
+            self.stmts.pop("", None)  # the server drops the unnamed statement at any Parse
+        self.queue.push(Expected(Sent.PARSE, payload=st, name=p.name))
+        self.out.upstream(
+            m.Parse(p.name, d.rewritten_sql, p.param_types).serialize() if d.rewritten_sql else raw
+        )
+
+    def _redecide(self, st: Stmt) -> bool:
+        """The policy was reloaded since `st` was prepared: decide it again (see
+        StatementTracker.redecide). Returns whether the Bind may go on."""
+        d = self.tracker.redecide(st.sql, st.allow)
+        if isinstance(d, Allow):
+            st.allow = d
+            st.generation = self.tracker.generation
+            return True
+        self._refuse_extended(st.sql, d, started=self.ctx.clock())
+        return False
+
+    def _on_bind(self, body: memoryview, raw: memoryview) -> None:
+        b = m.Bind.parse(body)
+        st = self._stmt(b.statement)
+        if st is None:
+            if self.restricted:
+                # Not prepared through this session's Parse (e.g. SQL-level PREPARE): no decision
+                # travels with it, so it cannot be bound by a restricted role.
+                block = Block("unparsable", "unknown prepared statement")
+                self._refuse_extended(f"<bind {b.statement}>", block, started=self.ctx.clock())
+                return
+            st = Stmt(b.statement, "", self._unknown)
+        elif st.generation != self.tracker.generation and st.sql and not self._redecide(st):
+            return
+        portal = Portal(b.portal, st, b.result_formats, Result.of(st.allow))
+        self._portals_inflight[b.portal] = portal
+        if b.portal == "":
+            self.portals.pop("", None)
+        self.queue.push(Expected(Sent.BIND, payload=portal, name=b.portal))
+        self.out.upstream(raw)
+
+    def _on_execute(self, body: memoryview, raw: memoryview) -> None:
+        e = m.Execute.parse(body)
+        p = self._portal(e.portal)
+        if p is None:
+            if self.restricted:
+                block = Block("unparsable", "unknown portal")
+                self._refuse_extended(f"<execute {e.portal}>", block, started=self.ctx.clock())
+                return
+            p = Portal(e.portal, Stmt("", "", self._unknown), (), Result.of(self._unknown))
+        if (
+            self.restricted
+            and p.fields is None
+            and p.stmt.fields is None
+            and not (p.describing or p.stmt.describing)
+        ):
+            # Masking needs column types and formats; the client did not ask, so the proxy does.
+            p.describing = True
+            self.queue.push(Expected(Sent.DESCRIBE_PORTAL, Answer.HIDE, payload=p, name=p.name))
+            self.out.upstream(m.Describe(b"P", p.name).serialize())
+        p.started = self.ctx.clock()
+        self.queue.push(Expected(Sent.EXECUTE, payload=p, name=p.name))
+        self.out.upstream(raw)
+
+    def _on_describe(self, body: memoryview, raw: memoryview) -> None:
+        d = m.Describe.parse(body)
+        if d.kind == b"S":
+            st = self._stmt(d.name)
+            if st is not None:
+                st.describing = True
+            self.queue.push(Expected(Sent.DESCRIBE_STATEMENT, payload=st, name=d.name))
+        else:
+            p = self._portal(d.name)
+            if p is not None:
+                p.describing = True
+            self.queue.push(Expected(Sent.DESCRIBE_PORTAL, payload=p, name=d.name))
+        self.out.upstream(raw)
+
+    def _on_close(self, body: memoryview, raw: memoryview) -> None:
+        c = m.Close.parse(body)
+        sent = Sent.CLOSE_STATEMENT if c.kind == b"S" else Sent.CLOSE_PORTAL
+        self.queue.push(Expected(sent, name=c.name))
+        self.out.upstream(raw)
+
+    # ------------------------------------------------------------------ upstream -> client
+
+    def upstream_frames(self, buf: bytes, mv: memoryview, frames: Frames) -> None:
+        # Untouched messages are passed on as slices of the received buffer; consecutive ones
+        # are merged into one slice so a burst of rows costs one write, not one per row.
+        out = self.out
+        to_client = out.to_client
+        emit = to_client.append
+        restricted = self.restricted
+        unpack_i16 = _I16.unpack_from
+        run_start = run_end = -1
+        res: Result | None = None  # the result a burst of DataRows belongs to
+        plan: RowPlan | None = None
+        count = _NO_ROWS  # replaced at the first row of a burst
+        limit: int | None = None
+        swallow = False
+        ncols = -1
+        for mtype, start, end in frames:
+            if out.closed:
+                break
+            if self.upstream_phase is UpstreamPhase.BATCH_REFUSED and mtype != b"Z":
+                # The client was told this batch failed: process (to keep the queue and the
+                # statement maps right) but show nothing until ReadyForQuery.
+                if run_start >= 0:
+                    emit(mv[run_start:run_end])
+                    run_start = -1
+                if mtype != b"D":
+                    mark = len(to_client)
+                    self._on_message(mtype, mv[start + 5 : end])
+                    del to_client[mark:]
+                continue
+            if mtype == b"D":
+                if res is None:
+                    # First row of a burst: the result, its plan and limit hold for the burst.
+                    head = self.queue.head
+                    res = self._current_result(head)
+                    if res is None:
+                        raise ProtocolViolation("DataRow outside a result")
+                    plan = None
+                    if restricted and res.phase is not ResultPhase.REFUSED:
+                        plan = self._plan(required(head, "result"), res)
+                    count = res.rows
+                    limit = count.limit
+                    swallow = res.phase is ResultPhase.REFUSED
+                    ncols = res.ncols
+                if swallow:
+                    continue
+                if restricted and (end - start < 7 or unpack_i16(buf, start + 5)[0] != ncols):
+                    # A column the description did not announce has no type, so no mask or
+                    # detector can be chosen for it: fail closed instead of passing it on.
+                    raise ProtocolViolation("DataRow does not match its RowDescription")
+                # RowCount.admit, inlined: a method call per row would cost a tenth of the loop.
+                if limit is not None and count.sent >= limit:
+                    count.truncated = True
+                    continue
+                count.sent += 1
+                count.sent_call += 1
+                if plan is not None:
+                    new, n = plan.apply(buf, start, end)
+                    if new is not None:
+                        count.masked += n
+                        if run_start >= 0:
+                            emit(mv[run_start:run_end])
+                            run_start = -1
+                        emit(new)
+                        continue
+                passthrough = True
+            else:
+                res = None
+                mark = len(to_client)
+                passthrough = self._on_message(mtype, mv[start + 5 : end])
+                if run_start >= 0 and (len(to_client) > mark or out.closed):
+                    # The handler answered in the server's place (or closed): earlier messages
+                    # go first.
+                    to_client.insert(mark, mv[run_start:run_end])
+                    run_start = -1
+            if passthrough:
+                if run_start >= 0 and run_end == start:
+                    run_end = end
+                else:
+                    if run_start >= 0:
+                        emit(mv[run_start:run_end])
+                    run_start, run_end = start, end
+            elif run_start >= 0:
+                emit(mv[run_start:run_end])
+                run_start = -1
+        if run_start >= 0 and not out.closed:
+            emit(mv[run_start:run_end])
+
+    def _on_message(self, mtype: bytes, body: memoryview) -> bool:
+        """Handle one non-DataRow message; True to pass its raw bytes on to the client."""
+        handler = self._unqueued.get(mtype)
+        if handler is not None:
+            return handler(body)
+        entry, finished = self.queue.answer(mtype)
+        return self._answers[entry.sent](mtype, body, entry, finished)
+
+    # -- messages that answer no request
+
+    def _on_parameter(self, body: memoryview) -> bool:
+        self.ctx.track_parameter(m.ParameterStatus.parse(body))
+        return True
+
+    def _on_notice(self, body: memoryview) -> bool:
+        if self.upstream_phase is not UpstreamPhase.RELAY:
+            return False  # it belongs to an answer the client does not see
+        masked = self._mask_fields(m.NoticeResponse.parse(body), self._in_flight())
+        if masked is not None:
+            self.out.client(masked.serialize())
+            return False
+        return True
+
+    def _on_notification(self, body: memoryview) -> bool:
+        tm = self.tracker.text_masker(self._in_flight()) if self.restricted else None
+        if tm is not None:
+            n = m.NotificationResponse.parse(body)
+            payload = tm(n.payload)
+            if payload is not n.payload:
+                self.out.client(m.NotificationResponse(n.pid, n.channel, payload).serialize())
+                return False
+        return True
+
+    def _on_ready(self, body: memoryview) -> bool:
+        status = m.ReadyForQuery.parse(body).status
+        skipped, sync = self.queue.ready()
+        for e in skipped:  # the upstream finished or skipped them
+            self._drop(e)
+        if sync is None:
+            raise ProtocolViolation("unexpected ReadyForQuery")
+        self.ctx.txn = status
+        if status == b"I":
+            self.portals.clear()  # protocol portals do not outlive their transaction
+        abort = self.upstream_phase in (UpstreamPhase.QUERY_REFUSED, UpstreamPhase.BATCH_REFUSED)
+        if self.upstream_phase is not UpstreamPhase.RELAY:
+            self._move_upstream(UpstreamPhase.RELAY)
+        if abort and status == b"T":
+            # We told the client its statement failed; fail the upstream block too. The client's
+            # ReadyForQuery is the one that answers the stand-in's Sync.
+            self.queue.push_front(Expected(Sent.SYNC))
+            self.queue.push_front(Expected(Sent.QUERY, Answer.SIMULATE))
+            self.out.upstream(FAILING_QUERY)
+            return False
+        return True
+
+    def _on_error(self, body: memoryview) -> bool:
+        err = m.ErrorResponse.parse(body)
+        if self.upstream_phase is UpstreamPhase.BATCH_REFUSED:
+            self._skipped(self.queue.skip_to_sync())
+            return False
+        in_flight = self._in_flight()  # before the queue moves past the failed request
+        head, skipped = self.queue.fail()
+        if head is not None and head.answer is Answer.SIMULATE:
+            if head.simulated is not None:
+                self.out.client(head.simulated.serialize())
+            self._skipped(skipped)
+            return False
+        if head is not None and head.sent is Sent.QUERY:
+            run = _payload(head, QueryRun)
+            run.error = err.code
+            if self.upstream_phase is UpstreamPhase.RELAY:
+                self._move_upstream(UpstreamPhase.QUERY_FAILED)
+                self._forward_error(err, in_flight)
+            return False
+        if head is not None and head.sent is Sent.EXECUTE:
+            p = _payload(head, Portal)
+            self.tracker.record(
+                p.stmt.sql, p.stmt.allow, started=p.started, rows=p.result.rows.sent_call, error=err.code
+            )
+        self._forward_error(err, in_flight)
+        if skipped:
+            self._skipped(skipped)
+        return False
+
+    def _skipped(self, skipped: list[Expected[Item]]) -> None:
+        """The upstream skips these until the client's Sync; if that Sync has not come yet, it
+        will skip what the client sends until it does, so drop those messages here too rather
+        than wait for answers."""
+        for e in skipped:
+            self._drop(e)
+        if not self.queue.synced:
+            self._move_client(ClientPhase.SKIP_UNTIL_SYNC)
+
+    def _drop(self, e: Expected[Item]) -> None:
+        """A request that gets no answer of its own: account for it."""
+        p = e.payload
+        if isinstance(p, QueryRun):
+            self.tracker.record(
+                p.sql,
+                p.allow,
+                started=p.started,
+                rows=p.rows,
+                masked=p.masked,
+                truncated=p.truncated,
+                overhead=p.overhead,
+                error=p.error,
+            )
+        elif e.sent is Sent.PARSE and isinstance(p, Stmt) and self._stmts_inflight.get(e.name) is p:
+            del self._stmts_inflight[e.name]
+        elif e.sent is Sent.BIND and isinstance(p, Portal) and self._portals_inflight.get(e.name) is p:
+            del self._portals_inflight[e.name]
+
+    # -- answers to requests
+
+    def _on_parsed(self, mtype: bytes, body: memoryview, e: Expected[Item], finished: bool) -> bool:
+        st = _payload(e, Stmt)
+        if self._stmts_inflight.get(st.name) is st:
+            del self._stmts_inflight[st.name]
+        self.stmts[st.name] = st
+        self.tracker.last_detect = st.allow.detect
+        return True
+
+    def _on_bound(self, mtype: bytes, body: memoryview, e: Expected[Item], finished: bool) -> bool:
+        p = _payload(e, Portal)
+        if self._portals_inflight.get(p.name) is p:
+            del self._portals_inflight[p.name]
+        self.portals[p.name] = p
+        return True
+
+    def _on_closed(self, mtype: bytes, body: memoryview, e: Expected[Item], finished: bool) -> bool:
+        (self.stmts if e.sent is Sent.CLOSE_STATEMENT else self.portals).pop(e.name, None)
+        return True
+
+    def _on_described(self, mtype: bytes, body: memoryview, e: Expected[Item], finished: bool) -> bool:
+        if not finished:
+            return True  # ParameterDescription
+        fields = self._fields(body) if mtype == b"T" else ()
+        target = e.payload
+        if isinstance(target, Stmt | Portal):
+            target.fields = fields
+        return e.answer is Answer.FORWARD
+
+    def _on_function_result(self, mtype: bytes, body: memoryview, e: Expected[Item], finished: bool) -> bool:
+        return True
+
+    def _on_execute_answer(self, mtype: bytes, body: memoryview, e: Expected[Item], finished: bool) -> bool:
+        p = _payload(e, Portal)
+        if not finished:
+            return self._on_copy(mtype, body, p.result)
+        res = p.result
+        count = res.rows
+        rows, masked = count.end_call()
+        if res.phase is ResultPhase.REFUSED:
+            refusal = required(res.refusal, "refusal")
+            self.tracker.record(p.stmt.sql, Block("class_denied", refusal.message), started=p.started)
+            self._fail_batch(refusal)
+            return False
+        truncated = count.truncated
+        if mtype == b"s" and count.exhausted:
+            truncated = True  # stop the client fetching more: the portal is finished for it
+        if mtype == b"C" or truncated:
+            self.tracker.succeeded(p.stmt.allow)
+        self.tracker.record(
+            p.stmt.sql, p.stmt.allow, started=p.started, rows=rows, masked=masked, truncated=truncated
+        )
+        if truncated:
+            if count.notice_once():
+                self.out.client(errors.truncated_notice(count.sent).serialize())
+            tag = m.CommandComplete.parse(body).tag if mtype == b"C" else "SELECT 0"
+            self.out.client(m.CommandComplete(_retag(tag, rows)).serialize())
+            return False
+        return True
+
+    def _fail_batch(self, err: m.ErrorResponse) -> None:
+        """A statement refused after the upstream started it, in an extended batch: the client
+        gets the error, and the rest of the batch is hidden and dropped as PostgreSQL would."""
+        self.out.client(err.serialize())
+        self._move_upstream(UpstreamPhase.BATCH_REFUSED)
+        if not self.queue.synced:
+            self._move_client(ClientPhase.SKIP_UNTIL_SYNC)
+
+    def _on_query_answer(self, mtype: bytes, body: memoryview, e: Expected[Item], finished: bool) -> bool:
+        run = _payload(e, QueryRun)
+        if self.upstream_phase in _CONSUMING:
+            return False
+        if mtype == b"T":
+            res = run.result = Result.of(part(run.allow, run.part))
+            res.planned = True
+            if not self.restricted:
+                return True
+            fields = self._fields(body)
+            res.ncols = len(fields)
+            try:
+                res.plan = self._plan_rows(fields, None, res.allow)
+            except Unmaskable as exc:
+                res.refuse(errors.insufficient_privilege(str(exc)))
+                return False
+            return True
+        if mtype in (b"C", b"I"):
+            res = run.result or Result.of(part(run.allow, run.part))
+            run.result = None
+            run.part += 1
+            run.rows += res.rows.sent
+            run.masked += res.rows.masked
+            if res.phase is ResultPhase.REFUSED:
+                # Tell the client this statement failed; hide the rest of the Query's results.
+                self.out.client(required(res.refusal, "refusal").serialize())
+                run.error = "42501"
+                if self.upstream_phase is UpstreamPhase.RELAY:  # a refused batch hides it already
+                    self._move_upstream(UpstreamPhase.QUERY_REFUSED)
+                return False
+            if mtype == b"I":
+                return True
+            self.tracker.succeeded(res.allow)
+            if res.rows.truncated:
+                run.truncated = True
+                self.out.client(errors.truncated_notice(res.rows.sent).serialize())
+                tag = _retag(m.CommandComplete.parse(body).tag, res.rows.sent)
+                self.out.client(m.CommandComplete(tag).serialize())
+                return False
+            return True
+        if run.result is None:  # COPY TO STDOUT
+            run.result = Result.of(part(run.allow, run.part))
+        return self._on_copy(mtype, body, run.result)
+
+    def _on_copy(self, mtype: bytes, body: memoryview, res: Result) -> bool:
+        if mtype == b"G":
+            return True  # COPY FROM STDIN: the client now sends data
+        if mtype in (b"H", b"W"):
+            cr = m.CopyOutResponse.parse(body)
+            if not self.restricted:
+                res.start_copy(None)
+                return True
+            if cr.format != 0 or mtype == b"W":
+                res.refuse(errors.insufficient_privilege("binary COPY is not allowed for this role"))
+                return False
+            res.start_copy(CopyPlan(len(cr.column_formats), res.allow, self.gate, self.ctx.encoding))
+            return True
+        if res.phase is ResultPhase.REFUSED:
+            return False
+        if mtype == b"c":
+            return True
+        if not res.rows.admit():
+            return False
+        if res.phase is not ResultPhase.COPY_OUT:
+            if self.restricted:
+                # No CopyOutResponse announced the columns, so none can be masked: fail closed.
+                raise ProtocolViolation("CopyData outside COPY TO STDOUT")
+            return True
+        if res.copy is None:
+            return True  # unrestricted: passed as it is
+        try:
+            data, n = res.copy.apply(bytes(body))
+        except Unmaskable:
+            res.refuse(errors.insufficient_privilege("COPY row format cannot be masked"))
+            return False
+        if n:
+            res.rows.masked += n
+            self.out.client(m.frame(b"d", data))
+            return False
+        return True
+
+    # -- results, plans and what errors may say
+
+    def _current_result(self, head: Expected[Item] | None) -> Result | None:
+        """The result DataRows at the head of the queue belong to, if any."""
+        if head is None or head.answer is Answer.SIMULATE:
+            return None
+        if head.sent is Sent.EXECUTE:
+            return _payload(head, Portal).result
+        if head.sent is Sent.QUERY:
+            run = _payload(head, QueryRun)
+            if self.upstream_phase in _CONSUMING:
+                swallow = Result.of(run.allow)
+                swallow.refuse(errors.protocol_violation())
+                return swallow
+            if run.result is None:
+                run.result = Result.of(part(run.allow, run.part))
+            return run.result
+        return None
+
+    def _plan(self, head: Expected[Item], res: Result) -> RowPlan | None:
+        """The masking plan for the result at the head of the queue, built once per result."""
+        if res.planned:
+            return res.plan
+        res.planned = True
+        fields: tuple[m.FieldDescription, ...] | None = None
+        formats: tuple[int, ...] | None = None
+        if head.sent is Sent.EXECUTE:
+            p = _payload(head, Portal)
+            if p.fields is not None:
+                fields = p.fields
+            elif p.stmt.fields is not None:
+                fields, formats = p.stmt.fields, p.formats
+        if fields is None:
+            self._refuse_result(res, "result columns could not be described")
+            return None
+        res.ncols = len(fields)
+        try:
+            res.plan = self._plan_rows(fields, formats, res.allow)
+        except Unmaskable as e:
+            self._refuse_result(res, str(e))
+        return res.plan
+
+    def _refuse_result(self, res: Result, why: str) -> None:
+        """Refuse a statement the upstream is already running (its result cannot be masked)."""
+        log.info("session %s: refusing result: %s", self.ctx.session_id, why)
+        res.refuse(errors.insufficient_privilege(why))
+
+    def _fields(self, body: memoryview) -> tuple[m.FieldDescription, ...]:
+        key = bytes(body)
+        fields = self._rd_cache.get(key)
+        if fields is None:
+            if len(self._rd_cache) >= _CACHE_MAX:
+                self._rd_cache.clear()
+            fields = self._rd_cache[key] = m.RowDescription.parse(key).fields
+        return fields
+
+    def _plan_rows(
+        self, fields: tuple[m.FieldDescription, ...], formats: tuple[int, ...] | None, allow: Allow
+    ) -> RowPlan | None:
+        """plan_rows, cached per (fields, formats, decision, encoding); raises Unmaskable."""
+        return self._plans.get(fields, formats, allow, self.ctx.encoding, self._build_plan)
+
+    def _build_plan(
+        self, fields: tuple[m.FieldDescription, ...], formats: tuple[int, ...] | None, allow: Allow, enc: str
+    ) -> RowPlan | None:
+        return plan_rows(fields, formats, allow, self.gate, enc)
+
+    def _in_flight(self) -> Allow | None:
+        """The decision of the statement the upstream is answering, if any."""
+        for e in self.queue:
+            if e.payload is not None:
+                return e.payload.allow
+        return None
+
+    def _forward_error(self, err: m.ErrorResponse, in_flight: Allow | None) -> None:
+        masked = self._mask_fields(err, in_flight)
+        self.out.client((masked or err).serialize())
+
+    def _mask_fields(
+        self, msg: m.ErrorResponse | m.NoticeResponse, in_flight: Allow | None
+    ) -> m.ErrorResponse | m.NoticeResponse | None:
+        """Detector masking of the free-text fields of an error or notice; None if unchanged.
+
+        An error raised while a restricted statement evaluates classified data is withheld
+        whole (see StatementTracker.withholds_errors): its SQLSTATE still reaches the client,
+        the full text goes to the proxy's log only at debug level.
+        """
+        if not self.restricted:
+            return None
+        if isinstance(msg, m.ErrorResponse) and self.tracker.withholds_errors(in_flight):
+            log.debug("session %s: withheld error text %r", self.ctx.session_id, msg.message)
+            return _withheld(msg)
+        tm = self.tracker.text_masker(in_flight)
+        if tm is None:
+            return None
+        changed = False
+        fields = []
+        for code, value in msg.fields:
+            if code in ("M", "D", "H", "W", "q"):
+                new = tm(value)
+                if new is not value:
+                    changed = True
+                    value = new
+            fields.append((code, value))
+        return type(msg)(tuple(fields)) if changed else None

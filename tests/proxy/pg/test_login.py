@@ -1,0 +1,247 @@
+"""Playbooks of the login layer: the person's startup, TLS and SCRAM, then the upstream login."""
+
+from __future__ import annotations
+
+import pytest
+import scramp
+
+from proxy.core.commands import Close, OpenUpstream, SendClient, SendUpstream, StartTLS
+from proxy.core.events import ClientData, TlsEstablished, UpstreamConnected
+from proxy.core.playbook import Placeholder, Playbook
+from proxy.pg import messages as m
+from proxy.pg.context import SessionConfig
+from proxy.pg.login import ForwardCancel, LoginState, RegisterCancelKey
+from proxy.pg.session import PgSession, Phase
+from tests.proxy.pg.fakegate import FakeGate
+from tests.proxy.pg.transcripts import (
+    CFG,
+    KEY,
+    UPSTREAM_KEY,
+    UPSTREAM_VIOLATION,
+    VIOLATION,
+    decide,
+    from_client,
+    from_upstream,
+    login,
+    playbook,
+    sasl_data,
+    to_client,
+    to_upstream,
+)
+
+SASL = m.AuthenticationSASL(("SCRAM-SHA-256",))
+
+
+def fatal(code: str, message: str) -> m.ErrorResponse:
+    return m.ErrorResponse((("S", "FATAL"), ("V", "FATAL"), ("C", code), ("M", f"maskgate: {message}")))
+
+
+def session(cfg: SessionConfig = CFG, **users: bool) -> tuple[PgSession, FakeGate]:
+    gate = FakeGate(decide)
+    for name, unrestricted in (users or {"alice": False}).items():
+        gate.add_user(name, "pw", unrestricted=unrestricted)
+    return PgSession(gate, cfg, session_id="t", clock=lambda: 0.0, cancel_key=KEY), gate
+
+
+def startup(user: str = "alice", *params: tuple[str, str]) -> ClientData:
+    return from_client(m.StartupMessage(m.PROTOCOL_3_0, (("user", user), *params)))
+
+
+def authenticate(
+    s: PgSession, user: str = "alice", password: str = "pw", *params: tuple[str, str]
+) -> ClientData:
+    """Startup and SCRAM up to the client's proof, which is returned for the test to send."""
+    sc = scramp.ScramClient(["SCRAM-SHA-256"], user, password)
+    first = Placeholder(SendClient)
+    pb = playbook(s)
+    assert (
+        pb
+        >> startup(user, *params)
+        << to_client(SASL)
+        >> from_client(m.SASLInitialResponse("SCRAM-SHA-256", sc.get_client_first().encode()))
+        << first
+    )
+    sc.set_server_first(sasl_data(first()))
+    return from_client(m.SASLResponse(sc.get_client_final().encode()))
+
+
+def test_login_success() -> None:
+    s, gate, _ = login()
+    assert s.ctx.tracker.principal is not None and s.ctx.tracker.principal.user == "alice"
+    assert s.login.state is LoginState.DONE and gate.auth_failures == 0
+
+
+@pytest.mark.parametrize(("user", "password"), [("alice", "wrong"), ("ghost", "pw"), ("svc", "svcpw")])
+def test_login_failure_same_error(user: str, password: str) -> None:
+    s, gate = session(alice=False, svc=False)  # the service account never logs in through the proxy
+    proof = authenticate(s, user, password)
+    err = fatal("28P01", f'password authentication failed for user "{user}"')
+    # No OpenUpstream: nothing goes upstream before the person is authenticated.
+    assert playbook(s) >> proof << to_client(err) << Close("authentication failed")
+    assert gate.auth_failures == 1
+
+
+def test_ssl_refused_without_cert_and_cancel_forwarded() -> None:
+    s, _ = session()
+    assert (
+        playbook(s)
+        >> from_client(m.SSLRequest())
+        << SendClient(b"N")
+        >> from_client(m.GSSENCRequest())
+        << SendClient(b"N")
+    )
+    s2, _ = session()
+    assert (
+        playbook(s2) >> from_client(m.CancelRequest(*KEY)) << ForwardCancel(*KEY) << Close("cancel request")
+    )
+
+
+def tls_asked() -> tuple[PgSession, Playbook]:
+    """A session that offers TLS, after the client asked for it."""
+    s, _ = session(SessionConfig("svc", "svcpw", "crm", tls_available=True))
+    pb = playbook(s)
+    assert pb >> from_client(m.SSLRequest()) << SendClient(b"S") << StartTLS()
+    return s, pb
+
+
+def test_tls_handshake_then_startup() -> None:
+    s, pb = tls_asked()
+    assert pb >> TlsEstablished() >> startup() << to_client(SASL)
+    assert s.login.state is LoginState.SASL_INITIAL
+
+
+def test_data_after_ssl_request_is_a_violation() -> None:
+    s, _ = session(SessionConfig("svc", "pw", "crm", tls_available=True))
+    assert (
+        playbook(s)
+        >> ClientData(m.SSLRequest().serialize() + b"junk")
+        << to_client(VIOLATION)
+        << Close("client protocol violation: data after SSLRequest")
+    )
+
+
+def test_client_data_during_the_tls_handshake_is_a_violation() -> None:
+    _, pb = tls_asked()
+    assert (
+        pb
+        >> startup()
+        << to_client(VIOLATION)
+        << Close("client protocol violation: unexpected message b'' in TLS_HANDSHAKE")
+    )
+
+
+def test_protocol_3_2_is_negotiated_down() -> None:
+    s, _ = session()
+    assert (
+        playbook(s)
+        >> from_client(m.StartupMessage((3 << 16) | 2, (("user", "alice"), ("_pq_.x", "1"))))
+        << to_client(m.NegotiateProtocolVersion(0, ("_pq_.x",)), SASL)
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "code", "message", "reason"),
+    [
+        ((("user", ""),), "28000", "no user name given", "no user"),
+        (
+            (("user", "alice"), ("replication", "database")),
+            "0A000",
+            "replication connections are not supported",
+            "replication",
+        ),
+    ],
+)
+def test_startup_refusals(params: tuple[tuple[str, str], ...], code: str, message: str, reason: str) -> None:
+    s, _ = session()
+    assert (
+        playbook(s)
+        >> from_client(m.StartupMessage(m.PROTOCOL_3_0, params))
+        << to_client(fatal(code, message))
+        << Close(reason)
+    )
+
+
+def test_unsafe_client_encoding_closes_a_restricted_login() -> None:
+    s, _ = session()
+    proof = authenticate(s, "alice", "pw", ("client_encoding", "SJIS"))
+    final = Placeholder(SendClient)
+    err = fatal("22023", "client_encoding SJIS is not allowed for this role; use UTF8")
+    assert playbook(s) >> proof << final << Close("unsafe client_encoding")
+    assert final().data.endswith(err.serialize())
+
+
+def test_startup_parameters_are_filtered_for_the_upstream() -> None:
+    # `options` and unknown parameters stay with the proxy; an unrestricted role keeps SJIS.
+    s, _ = session(alice=True)
+    params = (("options", "-c search_path=evil"), ("application_name", "app"), ("client_encoding", "SJIS"))
+    proof = authenticate(s, "alice", "pw", *params)
+    final = Placeholder(SendClient)
+    assert (
+        playbook(s)
+        >> proof
+        << final
+        << OpenUpstream("crm", "postgres")
+        >> UpstreamConnected()
+        << to_upstream(
+            m.StartupMessage(
+                m.PROTOCOL_3_0,
+                (
+                    ("user", "svc"),
+                    ("database", "crm"),
+                    ("application_name", "app"),
+                    ("client_encoding", "SJIS"),
+                ),
+            )
+        )
+    )
+
+
+def upstream_connected() -> tuple[PgSession, Playbook]:
+    """A session whose person logged in, with the upstream connected and its startup sent."""
+    s, _ = session()
+    proof = authenticate(s)
+    pb = playbook(s)
+    assert (
+        pb
+        >> proof
+        << Placeholder(SendClient)
+        << OpenUpstream("crm", "postgres")
+        >> UpstreamConnected()
+        << Placeholder(SendUpstream)
+    )
+    return s, pb
+
+
+def test_upstream_login_failure_tells_the_client_and_closes() -> None:
+    _, pb = upstream_connected()
+    upstream_err = m.ErrorResponse((("S", "FATAL"), ("C", "28P01"), ("M", "bad password")))
+    assert (
+        pb
+        >> from_upstream(upstream_err)
+        << to_client(fatal("08006", "could not connect to the database"))
+        << Close("upstream failed: 28P01 bad password")
+    )
+
+
+def test_upstream_ready_before_authentication_is_a_violation() -> None:
+    _, pb = upstream_connected()
+    assert (
+        pb
+        >> from_upstream(m.ReadyForQuery(b"I"))
+        << to_client(UPSTREAM_VIOLATION)
+        << Close("upstream protocol violation: upstream ready before authentication")
+    )
+
+
+def test_what_follows_the_upstreams_ready_for_query_goes_to_the_relay() -> None:
+    # A ParameterStatus the server sends right after ReadyForQuery, in the same read, is the
+    # relay's: it reaches the client and is tracked.
+    s, pb = upstream_connected()
+    path = m.ParameterStatus("search_path", "app, public")
+    assert (
+        pb
+        >> from_upstream(m.AuthenticationOk(), m.BackendKeyData(*UPSTREAM_KEY), m.ReadyForQuery(b"I"), path)
+        << to_client(m.AuthenticationOk(), m.BackendKeyData(*KEY), m.ReadyForQuery(b"I"), path)
+        << RegisterCancelKey(*KEY, *UPSTREAM_KEY)
+    )
+    assert s.phase is Phase.RELAY and s.ctx.tracker.search_path == ("app", "public")
