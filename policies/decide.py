@@ -2,7 +2,7 @@
 
 Owns: the order and content of the rules in DESIGN.md §3 (statement kinds, functions, tables,
 classes, whole rows, predicates, flows) and the per-column masks of an allowed result. Pure: no
-parsing (policies/statements.py describes), no rewriting (policies/rewrite.py), no cache.
+parsing (policies/sql/describe.py describes), no rewriting (policies/rewrite.py), no cache.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from collections.abc import Iterable
 
 from sqlglot import exp
 
-from policies.analysis import Lineage, Use
 from policies.decision import Allow, Block, ColumnMask
-from policies.dialects import DialectFacts
 from policies.model import ACTION_STRENGTH, Policy, Role
 from policies.names import ColumnName, TableName
 from policies.schema import Schema
-from policies.statements import LEXICAL_SETTINGS, Described, lexically_safe
+from policies.sql.analysis import Lineage, Use
+from policies.sql.describe import LEXICAL_SETTINGS, Described, lexically_safe
+from policies.sql.dialects import DialectFacts
 
 # Settings set_config() may change for a restricted role (pg_dump and drivers use these).
 SAFE_SETTINGS = frozenset(

@@ -4,7 +4,7 @@ Owns: splitting a string into statements, running describe → judge → rewrite
 the parts of a multi-statement string, the time-window check, and two LRU caches of decisions
 with plain-int hit/miss counters (the proxy turns them into metrics; this module must not import
 prometheus): one keyed by the statement's text, and one keyed by its shape (its literals taken
-out, policies/shapes.py) so that statements that inline their values (`-M simple`, ORMs) reuse
+out, policies/sql/shapes.py) so that statements that inline their values (`-M simple`, ORMs) reuse
 one analysis. Fail closed: any exception while deciding is a Block(unparsable).
 """
 
@@ -18,15 +18,16 @@ from datetime import datetime
 
 from sqlglot.schema import MappingSchema
 
-from policies.analysis import AnalysisError, Analyzer, Lineage
 from policies.decide import Judge
 from policies.decision import Allow, Block, Decision
-from policies.dialects import DialectFacts, dialect_facts
 from policies.model import Policy, Role
 from policies.names import TableName
 from policies.rewrite import rewrite
 from policies.schema import Schema
-from policies.shapes import (
+from policies.sql.analysis import AnalysisError, Analyzer, Lineage
+from policies.sql.describe import Described, Describer, Unparsable, split_statements
+from policies.sql.dialects import DialectFacts, dialect_facts
+from policies.sql.shapes import (
     Sentinels,
     Shape,
     Slots,
@@ -37,7 +38,6 @@ from policies.shapes import (
     shape_of,
     template_of,
 )
-from policies.statements import Described, Describer, Unparsable, split_statements
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from policies.analysis import Analyzer
 from policies.model import Role
-from policies.statements import Described
+from policies.sql.analysis import Analyzer
+from policies.sql.describe import Described
 
 WRAP_ALIAS = "_maskgate"
 

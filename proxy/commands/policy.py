@@ -12,12 +12,12 @@ import sys
 from typing import Any
 
 from policies import Engine, PolicyError, Schema, load_policy
-from policies.analysis import AnalysisError, Analyzer
 from policies.cases import run_suite
 from policies.decision import Block, Decision
-from policies.dialects import dialect_facts
 from policies.names import ColumnName, TableName, column_matches, has_glob
 from policies.passwords import scram_verifier
+from policies.sql.analysis import AnalysisError, Analyzer
+from policies.sql.dialects import dialect_facts
 
 
 def register(subparsers: Any) -> None:

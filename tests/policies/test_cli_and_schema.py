@@ -13,6 +13,7 @@ import pytest
 from policies import Engine, Schema, load_policy
 from policies.names import TableName
 from policies.passwords import verify_password
+from policies.sql.dialects import POSTGRES
 from proxy.cli import main
 
 EXAMPLES = Path(__file__).parents[2] / "policies" / "examples"
@@ -142,7 +143,5 @@ def test_schema_from_postgres(embedded_pg, tmp_path: Path) -> None:  # type: ign
     d = engine.decide("vendor", "SELECT * FROM contacts", database="crm")
     assert [(c.name, c.action) for c in d.columns] == [("id", "clear"), ("name", "redact"), ("phone", "mask")]
     assert engine.decide("vendor", "SELECT phone_of(1)", database="crm").reason == "function_denied"
-    outs = engine._analyzer(__import__("policies.dialects").dialects.POSTGRES, None, "crm").view_outputs(
-        TableName("crm", "public", "contacts")
-    )
+    outs = engine._analyzer(POSTGRES, None, "crm").view_outputs(TableName("crm", "public", "contacts"))
     assert outs is not None and len(outs) == 3

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from policies import Allow, Block, Engine, Schema, load_policy
-from policies.shapes import Sentinels, free_slots, shape_of
+from policies.sql.shapes import Sentinels, free_slots, shape_of
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "policies" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "policies" / "examples"
 
 
 @pytest.fixture

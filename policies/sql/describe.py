@@ -16,8 +16,8 @@ from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.tokens import Token, TokenType
 
-from policies.analysis import AnalysisError, Analyzer, Lineage, QueryAnalysis, Use
 from policies.names import TableName
+from policies.sql.analysis import AnalysisError, Analyzer, Lineage, QueryAnalysis, Use
 
 
 class Unparsable(Exception):

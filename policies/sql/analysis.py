@@ -17,9 +17,9 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, traverse_scope
 from sqlglot.schema import MappingSchema
 
-from policies.dialects import DialectFacts
 from policies.names import ColumnName, TableName
 from policies.schema import Schema
+from policies.sql.dialects import DialectFacts
 
 
 class AnalysisError(Exception):

@@ -141,7 +141,7 @@ TOTAL_FUNCTIONS = frozenset(
         "concat",  # NULL arguments are skipped, never an error
         "concat_ws",
         # substrings: clamp out-of-range positions instead of raising. (`substring(x from
-        # 'regex')`, the regular-expression form, is refused in policies/analysis.py.)
+        # 'regex')`, the regular-expression form, is refused in policies/sql/analysis.py.)
         "substr",
         "substring",  # also sqlglot's name for substr
         "left",
@@ -202,7 +202,7 @@ TOTAL_FUNCTIONS = frozenset(
         "row",
     }
 )
-# Besides these functions, policies/analysis.py lets a non-clear value through: parentheses,
+# Besides these functions, policies/sql/analysis.py lets a non-clear value through: parentheses,
 # aliases, `||`, casts to text types (text, varchar, char, bpchar, name: explicit casts to a
 # length truncate, never raise), the ARRAY[...] constructor, the THEN/ELSE branches of CASE
 # (its conditions are predicates), `OVER (...)` around a window function, and DISTINCT inside
