@@ -16,41 +16,11 @@ from policies.model import ACTION_STRENGTH, Policy, Role
 from policies.names import ColumnName, TableName
 from policies.schema import Schema
 from policies.sql.analysis import Lineage, Use
-from policies.sql.describe import LEXICAL_SETTINGS, Described, lexically_safe
+from policies.sql.describe import Described
 from policies.sql.dialects import DialectFacts
 
-# Settings set_config() may change for a restricted role (pg_dump and drivers use these).
-SAFE_SETTINGS = frozenset(
-    {
-        "search_path",
-        "statement_timeout",
-        "lock_timeout",
-        "idle_in_transaction_session_timeout",
-        "client_encoding",
-        "standard_conforming_strings",
-        "check_function_bodies",
-        "xmloption",
-        "client_min_messages",
-        "row_security",
-        "datestyle",
-        "intervalstyle",
-        "timezone",
-        "extra_float_digits",
-        "application_name",
-        "default_transaction_read_only",
-        "transaction_isolation",
-        "bytea_output",
-        "synchronous_commit",
-        "work_mem",
-        "jit",
-        # Only narrows what the session may read through views and foreign tables (pg_dump 17+
-        # sets it to 'view, foreign-table' as a hardening step).
-        "restrict_nonsystem_relation_kind",
-    }
-)
 
-
-def _setting_rows_are_safe(setting, node) -> bool:
+def _setting_rows_are_safe(setting: exp.Expression, node: exp.Expression, facts: DialectFacts) -> bool:
     """`SELECT set_config(name, …) FROM pg_settings WHERE name = '<safe>'` (pg_dump's form): the
     setting comes from pg_settings.name and the WHERE pins it to safe settings only.
 
@@ -64,12 +34,15 @@ def _setting_rows_are_safe(setting, node) -> bool:
     source = frm.this if frm is not None and not frm.expressions else None
     if not isinstance(source, exp.Table) or not isinstance(source.this, exp.Identifier):
         return False
-    if source.name.lower() != "pg_settings" or (source.db or "pg_catalog").lower() != "pg_catalog":
+    if facts.settings_catalog is None:
+        return False
+    catalog_schema, catalog_table, name_column = facts.settings_catalog
+    if source.name.lower() != catalog_table or (source.db or catalog_schema).lower() != catalog_schema:
         return False
     alias = source.alias_or_name
 
     def is_name(col: exp.Expression) -> bool:
-        return isinstance(col, exp.Column) and col.name.lower() == "name" and col.table in ("", alias)
+        return isinstance(col, exp.Column) and col.name.lower() == name_column and col.table in ("", alias)
 
     if not is_name(setting):
         return False
@@ -81,21 +54,25 @@ def _setting_rows_are_safe(setting, node) -> bool:
             col, value = term.this, term.expression
             if not is_name(col):
                 col, value = value, col
-            if is_name(col) and _safe_setting_literal(value):
+            if is_name(col) and _safe_setting_literal(value, facts):
                 return True
         if (
             isinstance(term, exp.In)
             and is_name(term.this)
             and not term.args.get("query")
             and term.expressions
-            and all(_safe_setting_literal(v) for v in term.expressions)
+            and all(_safe_setting_literal(v, facts) for v in term.expressions)
         ):
             return True
     return False
 
 
-def _safe_setting_literal(node: exp.Expression) -> bool:
-    return isinstance(node, exp.Literal) and node.is_string and node.name.lower() in SAFE_SETTINGS
+def _safe_setting_literal(node: exp.Expression, facts: DialectFacts) -> bool:
+    return (
+        isinstance(node, exp.Literal)
+        and node.is_string
+        and facts.setting_key(node.name) in facts.safe_settings
+    )
 
 
 class Judge:
@@ -326,21 +303,23 @@ class Judge:
         full = f"{schema}.{name}" if schema else name
         if name in allowed or full in allowed:
             return None
-        if name in self.facts.dangerous_functions or name == "pg_notify":
+        if name in self.facts.dangerous_functions:
             return (
                 f"function {name}() is not allowed (server files, network, large objects or SQL in a string)"
             )
-        if name == "set_config":
+        if name in self.facts.setting_functions:
             args = node.expressions if hasattr(node, "expressions") else []
             setting = args[0] if args else None
-            if setting is not None and setting.is_string and setting.name.lower() in SAFE_SETTINGS:
+            if setting is not None and _safe_setting_literal(setting, self.facts):
                 value = args[1] if len(args) > 1 else None
-                name = setting.name.lower()
-                if name not in LEXICAL_SETTINGS or (
-                    isinstance(value, exp.Literal) and value.is_string and lexically_safe(name, [value.name])
+                key = self.facts.setting_key(setting.name)
+                if key not in self.facts.lexical_settings or (
+                    isinstance(value, exp.Literal)
+                    and value.is_string
+                    and not self.facts.unsafe_setting(key, value.name)
                 ):
                     return None
-            if setting is not None and _setting_rows_are_safe(setting, node):
+            if setting is not None and _setting_rows_are_safe(setting, node, self.facts):
                 return None
             return "set_config() may only change session settings such as search_path"
         if schema and schema not in self.facts.catalog_schemas:

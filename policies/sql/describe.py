@@ -123,50 +123,6 @@ QUERY_STARTERS = {
     "EXECUTE",
     "REPLACE",
 }
-# Settings that change how the server reads SQL text (whether a backslash escapes a quote,
-# whether "x" is a name or a string, which bytes form one character). maskgate reads text the
-# default way (as UTF-8), so a session that switched would let the server see other statements
-# than the ones judged: under GBK with backslash_quote on, 0x95 0x5C is one character to the
-# server and a quote-escaping backslash to a UTF-8 reader.
-LEXICAL_SETTINGS = {
-    "standard_conforming_strings",
-    "sql_mode",
-    "backslash_quote",
-    "client_encoding",
-    "names",
-    "character_set_client",
-}
-# Client encodings under which maskgate and the server read the same characters (as the server
-# spells them after dropping everything but letters and digits: 'UTF-8' is utf8).
-SAFE_ENCODINGS = {"utf8", "unicode", "utf8mb4", "utf8mb3"}
-_SQL_MODE_LEXICAL = {
-    "ANSI",
-    "ANSI_QUOTES",
-    "NO_BACKSLASH_ESCAPES",
-    "DB2",
-    "MSSQL",
-    "ORACLE",
-    "POSTGRESQL",
-    "MAXDB",
-}
-
-
-def lexically_safe(setting: str, values: list[str]) -> bool:
-    """Whether SET `setting` to `values` (token texts) keeps SQL text read the default way."""
-    words = [w.upper() for v in values for w in v.replace(",", " ").split() if w not in ("=", "TO", ":=")]
-    if setting == "standard_conforming_strings":
-        return len(words) == 1 and words[0] in ("ON", "TRUE", "YES", "1", "DEFAULT")
-    if setting == "sql_mode":
-        return not any(w in _SQL_MODE_LEXICAL or w.startswith("@") for w in words)
-    if setting == "backslash_quote":
-        return len(words) == 1 and words[0] in ("OFF", "SAFE_ENCODING", "FALSE", "NO", "0", "DEFAULT")
-    if setting in ("client_encoding", "names", "character_set_client"):
-        if len(words) == 3 and words[1] == "COLLATE":  # MySQL SET NAMES utf8mb4 COLLATE …
-            words = words[:1]
-        return len(words) == 1 and "".join(ch for ch in words[0].lower() if ch.isalnum()) in SAFE_ENCODINGS
-    return True
-
-
 SAFE_LOCK_MODES = {"ACCESS SHARE"}
 READ_LOCK_MODES = {"ACCESS SHARE", "ROW SHARE"}
 
@@ -400,7 +356,10 @@ class Describer:
         elif words[i] == "CHARACTER" and i + 1 < len(words) and words[i + 1] == "SET":
             encoding_at = i + 2
         if encoding_at is not None:
-            if not lexically_safe("names", [t.text for t in tokens[encoding_at:]]):
+            value = tokens[encoding_at : encoding_at + 1]
+            if len(tokens) > encoding_at + 1 and words[encoding_at + 1] != "COLLATE":
+                value = tokens[encoding_at:]  # anything but `NAMES x [COLLATE y]` is no one encoding
+            if self.facts.unsafe_setting("names", " ".join(t.text for t in value)):
                 return self._lexical(text, "the client encoding")
             return Described("session", text)
         if words[i] in ("TRANSACTION", "CONSTRAINTS", "CHARACTERISTICS", "TIME"):
@@ -415,8 +374,8 @@ class Describer:
         name = "".join(name_parts).lower()
         if name in self.facts.identity_settings:
             return self._identity(text, name)
-        bare = name.removeprefix("@@").removeprefix("session.").removeprefix("local.")
-        if bare in LEXICAL_SETTINGS and not lexically_safe(bare, [t.text for t in tokens[j + 1 :]]):
+        bare = self.facts.setting_key(name)
+        if self.facts.unsafe_setting(bare, " ".join(t.text for t in tokens[j + 1 :])):
             return self._lexical(text, bare)
         d = Described("session", text)
         if name == "search_path":

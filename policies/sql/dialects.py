@@ -1,13 +1,34 @@
-"""The few facts about each SQL dialect that the policy engine needs, in one table.
+"""Every fact about a SQL dialect that the policy engine and the proxy need, in one table.
 
-Owns: default schemas, catalog schemas, session-setting names and dangerous server functions per
-dialect. Everything else in policies/ is dialect-neutral and looks facts up here, so MySQL goes
-through the same analysis path as PostgreSQL. Must not import sqlglot internals beyond a name.
+Owns: default and catalog schemas, how identifiers fold, session settings (the ones that change
+how SQL text is read, the client-encoding allow-list, identity settings, the settings a restricted
+role may change and the catalog relation that lists them) and the server functions that matter per
+dialect; plus the two questions the proxy asks about a session (`unsafe_setting`,
+`search_path_from_setting`). Everything else in policies/ is dialect-neutral and looks facts up
+here, so MySQL goes through the same path as PostgreSQL. Must not parse statements (policies/sql/
+parser.py does) nor judge roles; it uses sqlglot only for its dialect's identifier-folding rule.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
+
+
+@dataclass(frozen=True, slots=True)
+class LexicalRule:
+    """Which values of a setting keep SQL text read the default way (maskgate's tokenizer, UTF-8).
+
+    `kind` is `one_of` (the value is one word of `words`, compared in lower case), `no_flag_of`
+    (a list of flags none of which is in `words`, compared in upper case, and none a variable
+    reference) or `encoding` (one client encoding of the dialect's allow-list)."""
+
+    kind: str
+    words: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,16 +41,18 @@ class DialectFacts:
     # The schema a policy's `db.table` pattern implies (PostgreSQL's `crm.customers` means database
     # crm, schema public). None: database and schema are the same thing (MySQL).
     default_schema: str | None
+    # Catalog schemas, spelled as the server stores them.
     catalog_schemas: frozenset[str]
     # Unqualified names with this prefix resolve to the catalog first (PostgreSQL searches
-    # pg_catalog before the search_path unless told otherwise).
+    # pg_catalog before the search_path unless told otherwise) when the schema has no table of
+    # that name.
     implicit_catalog_prefix: str | None
     # Catalog relations that hold user data or other sessions' SQL text: reading them would
     # launder classified values (pg_stats.most_common_vals holds real phone numbers).
     sensitive_catalog_tables: frozenset[str]
-    # Server-side file, network, large-object and SQL-in-a-string functions.
+    # Server-side file, network, large-object, notification and SQL-in-a-string functions.
     dangerous_functions: frozenset[str]
-    # Settings a restricted role may change through SET or set_config().
+    # Settings that change who the session is: only statements: [all] may change them.
     identity_settings: frozenset[str]
     # Functions that are total over any value of a non-clear class (see TOTAL_FUNCTIONS).
     total_functions: frozenset[str] = frozenset()
@@ -42,12 +65,178 @@ class DialectFacts:
     # Functions that take session or transaction locks others wait on: statements: [admin] (or all).
     lock_functions: frozenset[str] = frozenset()
     # Client encodings (spelled as the server cleans them: lower case, letters and digits only)
-    # under which maskgate reads SQL text the way the server does.
-    safe_client_encodings: frozenset[str] = frozenset()
+    # under which maskgate reads SQL text the way the server does. An allow-list: anything else
+    # (LATIN1, GBK, SJIS, SQL_ASCII, DEFAULT, …) is unsafe for a restricted role.
+    client_encodings: frozenset[str] = frozenset()
+    # Settings whose value changes how the server reads SQL text (whether a backslash escapes a
+    # quote, whether "x" is a name or a string, which bytes form one character), with the values
+    # that do not. maskgate reads text the default way (as UTF-8), so a session that switched
+    # would let the server see other statements than the ones judged: under GBK with
+    # backslash_quote on, 0x95 0x5C is one character to the server and a quote-escaping
+    # backslash to a UTF-8 reader.
+    lexical_settings: Mapping[str, LexicalRule] = field(default_factory=dict)
+    # Settings a restricted role may change through a settings function (set_config): what
+    # pg_dump and drivers set. SET of any other setting is plumbing; a settings function of one
+    # is refused, because it may sit anywhere in a query.
+    safe_settings: frozenset[str] = frozenset()
+    # Functions that change a setting, with the setting's name as their first argument.
+    setting_functions: frozenset[str] = frozenset()
+    # The catalog relation (schema, name, name column) listing every setting: `SELECT
+    # set_config(name, …) FROM pg_settings WHERE name = '<safe>'` is pg_dump's form.
+    settings_catalog: tuple[str, str, str] | None = None
+    # Column names (and output names) compare case-insensitively even when quoted (MySQL), where
+    # table and schema names stay as the server stores them.
+    case_insensitive_columns: bool = False
+    # Catalog schema and relation names compare case-insensitively (MySQL's INFORMATION_SCHEMA).
+    case_insensitive_catalog: bool = False
+    # The current-database/search path setting is a list of identifiers (PostgreSQL's
+    # search_path) rather than one name (MySQL's current database).
+    search_path_is_list: bool = True
 
+    # --- names ------------------------------------------------------------------------------
+
+    def fold_identifier(self, name: str, quoted: bool) -> str:
+        """An identifier as the server resolves it: sqlglot's rule for the dialect (PostgreSQL
+        folds unquoted names to lower case, ASCII only; MySQL keeps them)."""
+        node = exp.Identifier(this=name, quoted=quoted)
+        return Dialect.get_or_raise(self.sqlglot).normalize_identifier(node).name
+
+    def column_key(self, name: str) -> str:
+        """The form in which two column (or output) names compare equal."""
+        return name.lower() if self.case_insensitive_columns else name
+
+    def is_catalog_schema(self, schema: str | None) -> bool:
+        if not schema:
+            return False
+        return (schema.lower() if self.case_insensitive_catalog else schema) in self.catalog_schemas
+
+    def is_sensitive_catalog(self, schema: str, name: str) -> bool:
+        key = f"{schema}.{name}"
+        return (key.lower() if self.case_insensitive_catalog else key) in self.sensitive_catalog_tables
+
+    # --- session settings ---------------------------------------------------------------------
+
+    def setting_key(self, name: str) -> str:
+        """A setting's name as the server looks it up: case-insensitive, and for MySQL without
+        the `@@`, `session.` or `local.` that may precede a system variable."""
+        key = name.strip().lower()
+        if not self.search_path_is_list:
+            key = key.removeprefix("@@").removeprefix("session.").removeprefix("local.")
+        return key
+
+    def unsafe_setting(self, name: str, value: str) -> bool:
+        """Whether setting `name` to `value` (the text a client sends in a startup packet, a SET
+        statement's value, or what the server reports in ParameterStatus) would make the server
+        read SQL text differently from maskgate. One rule for every route a setting can take.
+
+        >>> POSTGRES.unsafe_setting("client_encoding", "UTF-8")
+        False
+        >>> POSTGRES.unsafe_setting("CLIENT_ENCODING", "LATIN1")
+        True
+        >>> POSTGRES.unsafe_setting("standard_conforming_strings", "off")
+        True
+        >>> MYSQL.unsafe_setting("@@session.sql_mode", "STRICT_TRANS_TABLES,ANSI_QUOTES")
+        True
+        """
+        rule = self.lexical_settings.get(self.setting_key(name))
+        if rule is None:
+            return False
+        words = [w for w in value.replace(",", " ").split() if w]
+        if rule.kind == "one_of":
+            return not (len(words) == 1 and words[0].lower() in rule.words)
+        if rule.kind == "no_flag_of":
+            return any(w.upper().strip("'\"") in rule.words or w.startswith("@") for w in words)
+        if rule.kind == "encoding":
+            cleaned = "".join(ch for ch in value.lower() if ch.isalnum())
+            return not (len(words) == 1 and cleaned in self.client_encodings)
+        return True  # an unknown kind of rule: fail closed
+
+    def search_path_from_setting(self, value: str) -> tuple[str, ...]:
+        """The schemas of a search_path value as the server reports it (ParameterStatus, SHOW) or
+        as set_config() receives it, split and folded as the server does: a comma-separated list
+        whose quoted elements keep their case (`""` is a quote) and whose bare ones fold.
+
+        >>> POSTGRES.search_path_from_setting('"Sales", public')
+        ('Sales', 'public')
+        >>> POSTGRES.search_path_from_setting('Sales')
+        ('sales',)
+        >>> POSTGRES.search_path_from_setting('"$user", public')
+        ('$user', 'public')
+        >>> MYSQL.search_path_from_setting('Crm')
+        ('Crm',)
+        """
+        if not self.search_path_is_list:
+            return (value,) if value else ()
+        out: list[str] = []
+        i, n = 0, len(value)
+        while i < n:
+            while i < n and value[i].isspace():
+                i += 1
+            if i >= n:
+                break
+            if value[i] == '"':
+                j = i + 1
+                name = []
+                while j < n:
+                    if value[j] == '"':
+                        if j + 1 < n and value[j + 1] == '"':
+                            name.append('"')
+                            j += 2
+                            continue
+                        break
+                    name.append(value[j])
+                    j += 1
+                out.append("".join(name))
+                i = j + 1
+            else:
+                j = i
+                while j < n and value[j] != "," and not value[j].isspace():
+                    j += 1
+                out.append(self.fold_identifier(value[i:j], quoted=False))
+                i = j
+            while i < n and value[i].isspace():
+                i += 1
+            if i < n and value[i] == ",":
+                i += 1
+        return tuple(p for p in out if p)
+
+
+_ENCODING = LexicalRule("encoding")
+
+# Settings set_config() may change for a restricted role (pg_dump and drivers use these).
+_PG_SAFE_SETTINGS = frozenset(
+    {
+        "search_path",
+        "statement_timeout",
+        "lock_timeout",
+        "idle_in_transaction_session_timeout",
+        "client_encoding",
+        "standard_conforming_strings",
+        "check_function_bodies",
+        "xmloption",
+        "client_min_messages",
+        "row_security",
+        "datestyle",
+        "intervalstyle",
+        "timezone",
+        "extra_float_digits",
+        "application_name",
+        "default_transaction_read_only",
+        "transaction_isolation",
+        "bytea_output",
+        "synchronous_commit",
+        "work_mem",
+        "jit",
+        # Only narrows what the session may read through views and foreign tables (pg_dump 17+
+        # sets it to 'view, foreign-table' as a hardening step).
+        "restrict_nonsystem_relation_kind",
+    }
+)
 
 _PG_DANGEROUS = frozenset(
     {
+        # notifications to other sessions (NOTIFY needs statements: [admin])
+        "pg_notify",
         # server files
         "pg_read_file",
         "pg_read_binary_file",
@@ -284,7 +473,22 @@ POSTGRES = DialectFacts(
             "pg_try_advisory_xact_lock_shared",
         }
     ),
-    safe_client_encodings=frozenset({"utf8", "unicode"}),
+    client_encodings=frozenset({"utf8", "unicode"}),
+    lexical_settings=MappingProxyType(
+        {
+            "standard_conforming_strings": LexicalRule(
+                "one_of", frozenset({"on", "true", "yes", "1", "default"})
+            ),
+            "backslash_quote": LexicalRule(
+                "one_of", frozenset({"off", "safe_encoding", "false", "no", "0", "default"})
+            ),
+            "client_encoding": _ENCODING,
+            "names": _ENCODING,  # SET NAMES 'x' is SET client_encoding = 'x'
+        }
+    ),
+    safe_settings=_PG_SAFE_SETTINGS,
+    setting_functions=frozenset({"set_config"}),
+    settings_catalog=("pg_catalog", "pg_settings", "name"),
 )
 
 MYSQL = DialectFacts(
@@ -308,7 +512,33 @@ MYSQL = DialectFacts(
     timing_functions=frozenset({"sleep", "benchmark"}),
     write_functions=frozenset(),
     lock_functions=frozenset({"get_lock"}),
-    safe_client_encodings=frozenset({"utf8", "utf8mb4", "utf8mb3"}),
+    client_encodings=frozenset({"utf8", "utf8mb4", "utf8mb3"}),
+    lexical_settings=MappingProxyType(
+        {
+            # ANSI_QUOTES makes "x" a name; NO_BACKSLASH_ESCAPES makes '\' a whole string; the
+            # combination modes switch either on.
+            "sql_mode": LexicalRule(
+                "no_flag_of",
+                frozenset(
+                    {
+                        "ANSI",
+                        "ANSI_QUOTES",
+                        "NO_BACKSLASH_ESCAPES",
+                        "DB2",
+                        "MSSQL",
+                        "ORACLE",
+                        "POSTGRESQL",
+                        "MAXDB",
+                    }
+                ),
+            ),
+            "names": _ENCODING,
+            "character_set_client": _ENCODING,
+        }
+    ),
+    case_insensitive_columns=True,
+    case_insensitive_catalog=True,
+    search_path_is_list=False,
 )
 
 DIALECTS: dict[str, DialectFacts] = {"postgres": POSTGRES, "postgresql": POSTGRES, "mysql": MYSQL}
