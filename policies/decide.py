@@ -124,13 +124,12 @@ class Judge:
         # 1. statement kind
         if d.needs_all is not None and not role.unrestricted_statements:
             reason, message = d.needs_all
-            if d.kind == "call":
-                name = next((n.split(":", 1)[1] for n in d.notes if n.startswith("call:")), "")
-                if name and (name in role.functions or name.rsplit(".", 1)[-1] in role.functions):
-                    reason = ""
+            name = d.call
+            if name and (name in role.functions or name.rsplit(".", 1)[-1] in role.functions):
+                reason = ""
             if reason:
                 return self._block(reason, message, d, tables)
-        if "row locks" in d.notes and not role.may("update"):
+        if d.row_locks and not role.may("update"):
             return self._block(
                 "statement_not_allowed",
                 "SELECT … FOR UPDATE/SHARE takes row locks: it needs statements: [update]",
@@ -154,7 +153,7 @@ class Judge:
                     refusal = self._function_refusal(schema, name, node)
                     if refusal:
                         return self._block("function_denied", refusal, d, tables)
-        if "copy options" in d.notes and self.masks_output and not role.unrestricted_statements:
+        if d.copy_options and self.masks_output and not role.unrestricted_statements:
             return self._block(
                 "statement_not_allowed",
                 "COPY options (FORMAT, DELIMITER, QUOTE, NULL, HEADER, …) are not allowed for this role; "
@@ -179,7 +178,7 @@ class Judge:
         refusal = self._views_over_filtered(d)
         if refusal is not None:
             return refusal
-        if "explain analyze" in d.notes and not role.unrestricted_statements:
+        if d.explain_analyze and not role.unrestricted_statements:
             filtered = sorted(t for t in tables if role.row_filters_for(t, self.default_schema))
             if filtered:
                 return self._block(
@@ -207,7 +206,8 @@ class Judge:
                 )
         # 5. denied classes anywhere
         outputs = [o for read in d.all_reads() for o in (read.outputs or [])]
-        for cols in [u.columns for u in uses] + [o.sources for o in outputs] + [f.sources for f in d.flows]:
+        flows = [f.lineage for f in d.flows]
+        for cols in [u.columns for u in uses] + [o.sources for o in outputs] + [f.sources for f in flows]:
             for c, cls, act in self._non_clear(cols):
                 if act == "deny":
                     return self._block(
@@ -230,7 +230,8 @@ class Judge:
             text, classes = refusal
             return self._block("masked_predicate", text, d, tables, classes)
         # 8. flows into writes
-        for f in d.flows:
+        for flow in d.flows:
+            f = flow.lineage
             bad = self._non_clear(f.sources)
             opaque = self._opaque_classified(f.opaque) if not f.sources else []
             if bad or opaque:
@@ -238,7 +239,7 @@ class Judge:
                 return self._block(
                     "masked_flow",
                     f"classified values ({', '.join(sorted(set(classes)) or ['unknown'])}) cannot flow into "
-                    f"{d.flow_target or 'a write'}",
+                    f"{flow.target}",
                     d,
                     tables,
                     classes,
@@ -416,7 +417,7 @@ class Judge:
             classes |= {cls for c in u.columns if (cls := self.cls(c))}
         for o in outputs:
             classes |= {cls for c in o.sources if (cls := self.cls(c))}
-        notes = list(d.notes)
+        notes = list(d.notes())
         if d.query is not None and d.result_rows and d.query.outputs is None:
             notes.append("result shape unknown")
         # The row budget bounds how much data leaves in one statement. A read of catalog

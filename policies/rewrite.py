@@ -2,17 +2,22 @@
 
 Owns: wrapping every read of a row-filtered table in a filtered derived table (alias kept),
 ANDing filters into UPDATE/DELETE targets, and adding or tightening LIMIT to max_rows+1 (one
-more than the client may see, so the proxy can tell that it truncated). Works on a copy of the
-parsed tree with `transform(copy=True)`; never edits SQL text.
+more than the client may see, so the proxy can tell that it truncated). Rewrites the statement
+inside an EXPLAIN or PREPARE in place and renders the whole tree, wrapper included; never edits
+SQL text.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlglot import exp
 
 from policies.model import Role
+from policies.sql import nodes
 from policies.sql.analysis import Analyzer
 from policies.sql.describe import Described
+from policies.sql.nodes import Statement
 
 WRAP_ALIAS = "_maskgate"
 
@@ -98,7 +103,7 @@ def apply_row_filters(tree: exp.Expression, role: Role, analyzer: Analyzer) -> e
         cols: list[exp.Expression] = []
         table = this
         if isinstance(this, exp.Schema):
-            table, cols = this.this, [exp.column(i.name) for i in this.expressions]
+            table, cols = this.this, [exp.column(i.copy()) for i in this.expressions]
         if isinstance(table, exp.Table):
             cond = _filter_for(role, analyzer, table)
             if cond is not None:
@@ -167,7 +172,7 @@ def apply_limit(tree: exp.Expression, max_rows: int) -> exp.Expression:
         cols: list[exp.Expression] = []
         table = this
         if isinstance(this, exp.Schema):
-            table, cols = this.this, [exp.column(i.name) for i in this.expressions]
+            table, cols = this.this, [exp.column(i.copy()) for i in this.expressions]
         inner = exp.Select(expressions=cols or [exp.Star()]).from_(table.copy())
         inner.set("limit", exp.Limit(expression=exp.Literal.number(n)))
         tree.set("this", exp.Subquery(this=inner))
@@ -182,18 +187,35 @@ def rewrite(d: Described, role: Role, analyzer: Analyzer, row_limit: int | None 
 
     `row_limit` is the decision's limit (None: unlimited); by default the role's max_rows."""
     max_rows = role.max_rows if row_limit == -1 else row_limit
-    if d.tree is None:
+    statement = d.tree
+    d.tree = None  # consumed
+    if statement is None:
         return None
     # d.tree was parsed for this decision alone (analysis works on its own copy), so it is
     # rewritten in place: copying sqlglot trees costs more than the whole analysis.
-    tree = d.tree
+    tree = _inner(statement)
+    if tree is None:
+        return None
     changed = bool(role.row_filters) and _filtered(tree, role, analyzer)
     if changed:
         tree = apply_row_filters(tree, role, analyzer)
     if d.limit_rows and max_rows is not None and needs_limit(tree, max_rows + 1):
         tree = apply_limit(tree, max_rows)
         changed = True
-    d.tree = None  # consumed
     if not changed:
         return None
-    return d.prefix + tree.sql(dialect=analyzer.facts.sqlglot, copy=False)
+    return nodes.render(_rewrapped(statement, tree), analyzer.facts.sqlglot)
+
+
+def _inner(statement: Statement) -> exp.Expression | None:
+    """The sqlglot statement a rewrite applies to: the statement itself, or the one an EXPLAIN
+    or PREPARE wraps. Other nodes are never rewritten."""
+    if isinstance(statement, nodes.Explain | nodes.Prepare):
+        return _inner(statement.statement)
+    return statement if isinstance(statement, exp.Expression) else None
+
+
+def _rewrapped(statement: Statement, tree: exp.Expression) -> Statement:
+    if isinstance(statement, nodes.Explain | nodes.Prepare):
+        return replace(statement, statement=_rewrapped(statement.statement, tree))
+    return tree

@@ -65,13 +65,6 @@ class Schema:
             return (schema.lower(), name) in self.functions
         return any(n == name for _, n in self.functions)
 
-    def sqlglot_mapping(self) -> dict[str, dict[str, dict[str, str]]]:
-        out: dict[str, dict[str, dict[str, str]]] = {}
-        for (s, n), t in self.tables.items():
-            types = t.types or ("text",) * len(t.columns)
-            out.setdefault(s, {})[n] = {c: (ty or "text") for c, ty in zip(t.columns, types, strict=False)}
-        return out
-
     # --- files ---
     def to_json(self) -> dict[str, Any]:
         return {

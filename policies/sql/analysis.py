@@ -19,7 +19,9 @@ from sqlglot.schema import MappingSchema
 
 from policies.names import ColumnName, TableName
 from policies.schema import Schema
+from policies.sql import identifiers
 from policies.sql.dialects import DialectFacts
+from policies.sql.parser import Unparsable, parse_one
 
 
 class AnalysisError(Exception):
@@ -143,11 +145,6 @@ def _bare(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def function_name(node: exp.Func) -> str:
-    """A function's name as written (Anonymous) or sqlglot's canonical one (typed nodes)."""
-    return node.name.lower() if isinstance(node, exp.Anonymous) else node.sql_name().lower()
-
-
 def _total_step(node: exp.Expression, child: exp.Expression, facts: DialectFacts) -> bool:
     """Whether `node` applied to `child` (one of its arguments) is total over any value of
     `child`: it cannot raise an error that depends on the value (see TOTAL_FUNCTIONS)."""
@@ -173,7 +170,7 @@ def _total_step(node: exp.Expression, child: exp.Expression, facts: DialectFacts
         # pg_catalog.upper(x): the function itself was judged one step below.
         return child.arg_key == "expression" and isinstance(child, exp.Func)
     if isinstance(node, exp.Func):
-        if function_name(node) not in facts.total_functions:
+        if identifiers.function_name(node, facts) not in facts.total_functions:
             return False
         if isinstance(node, exp.Substring):
             # substring(x from 'pattern') is the regular-expression form.
@@ -205,9 +202,7 @@ class Analyzer:
         # MySQL: the current database is the default schema.
         path = tuple(search_path) or ((database,) if database else ())
         self.search_path = path
-        self.mapping = mapping or MappingSchema(
-            schema.sqlglot_mapping(), dialect=facts.sqlglot, normalize=False
-        )
+        self.mapping = mapping or identifiers.mapping(schema, facts)
         self.view_cache = view_cache if view_cache is not None else {}
         # Every table (and view) a view reads, transitively. Kept as long as `view_cache`: a view
         # whose outputs come from the cache must still report the tables behind it.
@@ -302,7 +297,7 @@ class Analyzer:
             for p in query.selects
         ):
             result.outputs = [Lineage(p.alias_or_name, frozenset(), True) for p in query.selects]
-        _collect_functions(query, result)
+        _collect_functions(query, result, self.facts)
         return result
 
     # --- views ----------------------------------------------------------------------------
@@ -313,13 +308,13 @@ class Analyzer:
         t = self.schema.lookup(table)
         if t is None or not t.definition or self.depth >= _MAX_VIEW_DEPTH:
             raise AnalysisError(f"cannot expand view {table}")
-        import sqlglot
-
         self.view_cache[table] = None  # cycle guard
         try:
-            tree = sqlglot.parse_one(t.definition, read=self.facts.sqlglot)
-        except sqlglot.errors.SqlglotError as e:
+            tree = parse_one(t.definition, self.facts)
+        except Unparsable as e:
             raise AnalysisError(f"cannot parse the definition of view {table}") from e
+        if not isinstance(tree, exp.Query):
+            raise AnalysisError(f"the definition of view {table} is not a query")
         sub = Analyzer(
             self.schema,
             self.facts,
@@ -839,7 +834,10 @@ class _QueryWalk:
                 return "predicate", none, None
             if isinstance(node, _FROM_FUNCTIONS) and not isinstance(child, exp.Query | exp.Subquery):
                 return "predicate", none, None  # the argument of a function in FROM
-            if isinstance(node, exp.Func) and function_name(node) in facts.set_returning_functions:
+            if (
+                isinstance(node, exp.Func)
+                and identifiers.function_name(node, facts) in facts.set_returning_functions
+            ):
                 return "predicate", none, None  # the argument of a set-returning function
             if unsafe is None and node is not root and not _total_step(node, child, facts):
                 unsafe = node
@@ -856,15 +854,15 @@ class _QueryWalk:
     # --- functions -------------------------------------------------------------------------
 
     def _collect_functions(self) -> None:
-        _collect_functions(self.tree, self.result)
+        _collect_functions(self.tree, self.result, self.a.facts)
 
 
-def _collect_functions(tree: exp.Expression, result: QueryAnalysis) -> None:
+def _collect_functions(tree: exp.Expression, result: QueryAnalysis, facts: DialectFacts) -> None:
     for node in tree.find_all(exp.Func):
         schema: str | None = None
         if isinstance(node.parent, exp.Dot) and node.parent.expression is node:
-            schema = node.parent.this.name.lower() if node.parent.this else None
-        result.functions.append((schema, function_name(node), node))
+            schema = node.parent.this.name if node.parent.this else None
+        result.functions.append((schema, identifiers.function_name(node, facts), node))
 
 
 def _deduplicates(node: exp.Expression) -> bool:

@@ -89,9 +89,15 @@ class DialectFacts:
     case_insensitive_columns: bool = False
     # Catalog schema and relation names compare case-insensitively (MySQL's INFORMATION_SCHEMA).
     case_insensitive_catalog: bool = False
+    # Function names compare case-insensitively even when quoted (MySQL).
+    case_insensitive_functions: bool = False
+    # What may precede a system variable's name in SET (MySQL's `@@`, `@@session.`).
+    system_variable_prefixes: tuple[str, ...] = ()
     # The current-database/search path setting is a list of identifiers (PostgreSQL's
     # search_path) rather than one name (MySQL's current database).
     search_path_is_list: bool = True
+    # The setting that holds the search path (None: the dialect has none; MySQL's USE).
+    search_path_setting: str | None = "search_path"
 
     # --- names ------------------------------------------------------------------------------
 
@@ -100,6 +106,13 @@ class DialectFacts:
         folds unquoted names to lower case, ASCII only; MySQL keeps them)."""
         node = exp.Identifier(this=name, quoted=quoted)
         return Dialect.get_or_raise(self.sqlglot).normalize_identifier(node).name
+
+    def fold_function(self, name: str, quoted: bool) -> str:
+        """A function name as the server looks it up (unquoted function names fold like any
+        other name; MySQL's never depend on case)."""
+        if self.case_insensitive_functions:
+            return name.lower()
+        return self.fold_identifier(name, quoted)
 
     def column_key(self, name: str) -> str:
         """The form in which two column (or output) names compare equal."""
@@ -120,8 +133,8 @@ class DialectFacts:
         """A setting's name as the server looks it up: case-insensitive, and for MySQL without
         the `@@`, `session.` or `local.` that may precede a system variable."""
         key = name.strip().lower()
-        if not self.search_path_is_list:
-            key = key.removeprefix("@@").removeprefix("session.").removeprefix("local.")
+        for prefix in self.system_variable_prefixes:
+            key = key.removeprefix(prefix)
         return key
 
     def unsafe_setting(self, name: str, value: str) -> bool:
@@ -538,7 +551,10 @@ MYSQL = DialectFacts(
     ),
     case_insensitive_columns=True,
     case_insensitive_catalog=True,
+    case_insensitive_functions=True,
+    system_variable_prefixes=("@@", "session.", "local."),
     search_path_is_list=False,
+    search_path_setting=None,
 )
 
 DIALECTS: dict[str, DialectFacts] = {"postgres": POSTGRES, "postgresql": POSTGRES, "mysql": MYSQL}
