@@ -37,12 +37,12 @@ def _setting_rows_are_safe(setting: exp.Expression, node: exp.Expression, facts:
     if facts.settings_catalog is None:
         return False
     catalog_schema, catalog_table, name_column = facts.settings_catalog
-    if source.name.lower() != catalog_table or (source.db or catalog_schema).lower() != catalog_schema:
+    if source.name != catalog_table or (source.db or catalog_schema) != catalog_schema:
         return False
     alias = source.alias_or_name
 
     def is_name(col: exp.Expression) -> bool:
-        return isinstance(col, exp.Column) and col.name.lower() == name_column and col.table in ("", alias)
+        return isinstance(col, exp.Column) and col.name == name_column and col.table in ("", alias)
 
     if not is_name(setting):
         return False
@@ -276,11 +276,11 @@ class Judge:
         return None
 
     def _catalog_ok(self, t: TableName) -> bool:
-        if (t.schema or "").lower() not in self.facts.catalog_schemas:
+        if not self.facts.is_catalog_schema(t.schema):
             return False
         if self.role.unrestricted_statements:
             return True
-        return f"{(t.schema or '').lower()}.{t.name.lower()}" not in self.facts.sensitive_catalog_tables
+        return not self.facts.is_sensitive_catalog(t.schema or "", t.name)
 
     def _tables(self, d: Described) -> set[TableName]:
         out = set(d.written) | set(d.touched)

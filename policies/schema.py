@@ -42,12 +42,11 @@ class Schema:
 
     # --- questions ---
     def table(self, schema: str | None, name: str) -> Table | None:
+        """The table of that exact schema and name (as the server stores them; a statement's names
+        are folded before they get here)."""
         if schema is None:
             return None
-        t = self.tables.get((schema, name))
-        if t is None:
-            t = self.tables.get((schema.lower(), name.lower()))
-        return t
+        return self.tables.get((schema, name))
 
     def find(self, name: str, search_path: Iterable[str]) -> Table | None:
         for s in search_path:
@@ -60,6 +59,8 @@ class Schema:
         return self.table(table.schema, table.name)
 
     def is_user_function(self, schema: str | None, name: str) -> bool:
+        """Whether a user-defined function of that name exists. The list is kept in lower case
+        and compared so: a refusal list may only grow by it ("Phone_Of" still counts)."""
         name = name.lower()
         if schema is not None:
             return (schema.lower(), name) in self.functions

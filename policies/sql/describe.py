@@ -334,6 +334,10 @@ class Describer:
             exprs = [e.expression for e in conflict.find_all(exp.EQ) if e.expression is not None]
             if exprs:
                 sel = exp.Select(expressions=[e.copy() for e in exprs]).from_(target.copy())
+                for col in list(sel.find_all(exp.Column)):
+                    if col.table == "excluded":
+                        # The row proposed for insertion: its values are the source's, read above.
+                        col.replace(exp.Null())
                 analysis = self._query(sel)
                 d.reads.append(analysis)
                 d.flows += self._flows(where, analysis)

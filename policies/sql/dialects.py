@@ -43,10 +43,11 @@ class DialectFacts:
     default_schema: str | None
     # Catalog schemas, spelled as the server stores them.
     catalog_schemas: frozenset[str]
-    # Unqualified names with this prefix resolve to the catalog first (PostgreSQL searches
+    # Unqualified names with this prefix resolve to this catalog schema (PostgreSQL searches
     # pg_catalog before the search_path unless told otherwise) when the schema has no table of
     # that name.
     implicit_catalog_prefix: str | None
+    implicit_catalog: str | None
     # Catalog relations that hold user data or other sessions' SQL text: reading them would
     # launder classified values (pg_stats.most_common_vals holds real phone numbers).
     sensitive_catalog_tables: frozenset[str]
@@ -91,6 +92,11 @@ class DialectFacts:
     case_insensitive_catalog: bool = False
     # Function names compare case-insensitively even when quoted (MySQL).
     case_insensitive_functions: bool = False
+    # Bare words sqlglot reads as column names that are SQL values (PostgreSQL's `user`).
+    keyword_values: frozenset[str] = frozenset()
+    # Columns every table has that the schema does not list (PostgreSQL's ctid, xmin, …): they
+    # carry no data of the row.
+    system_columns: frozenset[str] = frozenset()
     # What may precede a system variable's name in SET (MySQL's `@@`, `@@session.`).
     system_variable_prefixes: tuple[str, ...] = ()
     # The current-database/search path setting is a list of identifiers (PostgreSQL's
@@ -449,6 +455,9 @@ POSTGRES = DialectFacts(
     default_schema="public",
     catalog_schemas=frozenset({"pg_catalog", "information_schema"}),
     implicit_catalog_prefix="pg_",
+    implicit_catalog="pg_catalog",
+    keyword_values=frozenset({"user", "current_role"}),
+    system_columns=frozenset({"ctid", "xmin", "xmax", "cmin", "cmax", "tableoid"}),
     sensitive_catalog_tables=frozenset(
         {
             "pg_catalog.pg_stats",
@@ -511,6 +520,7 @@ MYSQL = DialectFacts(
     default_schema=None,
     catalog_schemas=frozenset({"information_schema"}),
     implicit_catalog_prefix=None,
+    implicit_catalog=None,
     sensitive_catalog_tables=frozenset(
         {
             "information_schema.processlist",
