@@ -62,9 +62,10 @@ def apply_row_filters(tree: exp.Expression, role: Role, analyzer: Analyzer) -> e
         return tree
     cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     targets: set[int] = set()
-    if isinstance(tree, exp.Update | exp.Delete | exp.Insert | exp.Merge):
-        t = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
-        targets.add(id(t))
+    for write in [tree, *tree.find_all(exp.Update, exp.Delete, exp.Insert, exp.Merge)]:
+        if isinstance(write, exp.Update | exp.Delete | exp.Insert | exp.Merge) and write.this is not None:
+            t = write.this.this if isinstance(write.this, exp.Schema) else write.this
+            targets.add(id(t))
 
     def wrap(node: exp.Expression) -> exp.Expression:
         if not isinstance(node, exp.Table) or id(node) in targets or not _source_position(node):
@@ -84,20 +85,24 @@ def apply_row_filters(tree: exp.Expression, role: Role, analyzer: Analyzer) -> e
     # Row filter subqueries must not be wrapped again; transform does not descend into a
     # node returned in place of the original.
     tree = tree.transform(wrap, copy=False)
-    if isinstance(tree, exp.Update | exp.Delete):
-        target = tree.this
+    # The statement's own UPDATE / DELETE and those in its WITH queries (MERGE's WHEN actions
+    # have no target of their own: a MERGE into a filtered table is refused).
+    writes = [tree] if isinstance(tree, exp.Update | exp.Delete) else []
+    writes += [w for w in tree.find_all(exp.Update, exp.Delete) if w is not tree]
+    for write in writes:
+        target = write.this
         if isinstance(target, exp.Table):
             cond = _filter_for(role, analyzer, target)
             if cond is not None:
                 alias = target.alias or target.name
                 cond = _qualify_filter(cond, alias)
-                where = tree.args.get("where")
+                where = write.args.get("where")
                 new = (
                     exp.and_(exp.paren(where.this, copy=False), cond, copy=False)
                     if where is not None
                     else cond
                 )
-                tree.set("where", exp.Where(this=new))
+                write.set("where", exp.Where(this=new))
     if isinstance(tree, exp.Copy):
         this = tree.this
         cols: list[exp.Expression] = []

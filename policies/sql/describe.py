@@ -22,6 +22,8 @@ from policies.sql.nodes import Statement
 from policies.sql.parser import COPY_OPTIONS_META, Unparsable
 
 READ_LOCK_MODES = frozenset({"ACCESS SHARE", "ROW SHARE"})
+# Statements that write rows. Inside a tree they are WITH queries (or MERGE's WHEN actions).
+_WRITES: tuple[type[exp.Expression], ...] = (exp.Insert, exp.Update, exp.Delete, exp.Merge)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +99,8 @@ class Describer:
             return self._node(tree)
         if isinstance(tree, exp.Command) or tree.find(exp.Command) is not None:
             raise Unparsable("statement not understood")
-        d = self._expression(tree)
+        writes = _cte_writes(tree)
+        d = self._with_writes(tree, writes) if writes else self._expression(tree)
         if tree.find(exp.Lock) is not None:
             # SELECT … FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE takes row locks: a write.
             d.required = d.required | {"update"}
@@ -232,6 +235,58 @@ class Describer:
             d.reads.append(analysis)
             d.flows = self._flows(f"CALL {name}", analysis)
         return d
+
+    # --- writes anywhere in the tree -----------------------------------------------------------
+
+    def _with_writes(self, tree: exp.Expression, writes: list[exp.CTE]) -> Described:
+        """A statement whose WITH holds data-modifying queries (`WITH u AS (UPDATE … RETURNING …)
+        SELECT …`). Each one is a write of its own: its kind's permission, its target (row filters
+        cannot follow an INSERT or MERGE there; UPDATE and DELETE get theirs in the rewrite), its
+        reads and the values it writes. The rest of the statement is described with each of them
+        standing in as the read of its RETURNING rows."""
+        analysed = tree.copy()
+        stand_ins: dict[str, exp.Expression] = {}
+        described: list[Described] = []
+        for cte in writes:
+            body = cte.this
+            own = body.copy()
+            siblings = [c for c in cte.parent.expressions if c is not cte] if cte.parent else []
+            if siblings:
+                with_ = exp.With(
+                    expressions=[c.copy() for c in siblings], recursive=cte.parent.args.get("recursive")
+                )
+                own.set("with_", with_)
+            described.append(self._expression(own))
+            stand_ins[cte.alias_or_name] = self._returned_rows(body)
+        for cte in analysed.find_all(exp.CTE):
+            if cte.alias_or_name in stand_ins and isinstance(cte.this, _WRITES):
+                cte.set("this", stand_ins[cte.alias_or_name].copy())
+        d = self._expression(analysed)
+        for w in described:
+            if isinstance(tree, exp.Query) and d.kind == "select":
+                d.kind = w.kind
+            d.required = d.required | w.required
+            d.needs_all = d.needs_all or w.needs_all
+            d.written |= w.written
+            d.touched |= w.touched
+            d.filtered_writes |= w.filtered_writes
+            d.reads += w.reads
+            d.flows += w.flows
+        return d
+
+    def _returned_rows(self, write: exp.Expression) -> exp.Expression:
+        """What a data-modifying WITH query gives the rest of the statement: its RETURNING rows,
+        read from its target (and the other relations it reads). Without RETURNING, nothing."""
+        returning = write.args.get("returning")
+        if returning is None:
+            return exp.select(exp.Null()).where(exp.false())
+        target = self._target(write)
+        sel = exp.Select(expressions=[e.copy() for e in returning.expressions]).from_(target.copy())
+        extra = self._from_tables(write)
+        using = write.args.get("using") if isinstance(write, exp.Merge) else None
+        for t in [*extra, *([using] if using is not None else [])]:
+            sel = sel.join(t.copy())
+        return sel
 
     # --- sqlglot trees ------------------------------------------------------------------------
 
@@ -500,3 +555,18 @@ class Describer:
             d.flows = self._flows(f"CREATE {kind or 'TABLE'} AS", analysis)
             d.required = frozenset({"ddl", "select"})
         return d
+
+
+def _cte_writes(tree: exp.Expression) -> list[exp.CTE]:
+    """The WITH queries of `tree` that write (PostgreSQL allows INSERT, UPDATE, DELETE and MERGE
+    there). A write anywhere else but the statement itself and MERGE's WHEN actions is not
+    understood."""
+    out: list[exp.CTE] = []
+    for node in tree.find_all(*_WRITES):
+        if node is tree or isinstance(node.parent, exp.When):
+            continue
+        if isinstance(node.parent, exp.CTE) and node.arg_key == "this":
+            out.append(node.parent)
+            continue
+        raise Unparsable("a data-modifying statement is only understood as a WITH query")
+    return out
