@@ -1,6 +1,6 @@
 """The decision engine: policy + schema → a cached `decide(role, sql, …)`.
 
-Owns: splitting a string into statements, running describe → judge → rewrite for each, joining
+Owns: running parse → describe → judge → rewrite for each statement of a string, joining
 the parts of a multi-statement string, the time-window check, and two LRU caches of decisions
 with plain-int hit/miss counters (the proxy turns them into metrics; this module must not import
 prometheus): one keyed by the statement's text, and one keyed by its shape (its literals taken

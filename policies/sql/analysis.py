@@ -2,9 +2,11 @@
 
 Owns: qualification of a query against the `Schema` (table resolution through the search_path,
 `*` expansion), output lineage through aliases, CTEs, derived tables, subqueries, LATERAL,
-set operations, table functions and views, and the *uses* of every base column (value,
-predicate, equality, null test, whole row). It knows nothing about roles or classes: it
-describes, policies/decide.py judges. Must not edit SQL text; rewrites live in policies/rewrite.py.
+set operations, recursive CTEs, table functions and views, and the *uses* of every base column
+(value, predicate, equality, null test, whole row). Names arrive folded (policies/sql/
+identifiers.py) and are compared exactly; a name that is no column of a known relation is refused.
+It knows nothing about roles or classes: it describes, policies/decide.py judges. Must not edit
+SQL text; rewrites live in policies/rewrite.py.
 """
 
 from __future__ import annotations
