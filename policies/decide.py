@@ -396,7 +396,8 @@ class Judge:
                 # A column of a table the schema does not describe, in a table the policy
                 # classifies: the class is unknown, so nothing of it is shown.
                 return ColumnMask(index, lin.name, None, "redact", sources, True)
-            first = next((self.cls(c) for c in lin.sources if self.cls(c)), None)
+            # In name order: the class shown must not depend on set iteration (hash seeds).
+            first = next((cls for c in sorted(lin.sources) if (cls := self.cls(c))), None)
             return ColumnMask(index, lin.name, first, "clear", sources, lin.derived)
         classes = sorted({cls for _, cls, _ in bad})
         strongest = max((act for _, _, act in bad), key=lambda a: ACTION_STRENGTH.get(a, 9))
