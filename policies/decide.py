@@ -2,7 +2,7 @@
 
 Owns: the order and content of the rules in DESIGN.md §3 (statement kinds, functions, tables,
 classes, whole rows, predicates, flows) and the per-column masks of an allowed result. Pure: no
-parsing (policies/statements.py describes), no rewriting (policies/rewrite.py), no cache.
+parsing (policies/sql/describe.py describes), no rewriting (policies/rewrite.py), no cache.
 """
 
 from __future__ import annotations
@@ -11,46 +11,16 @@ from collections.abc import Iterable
 
 from sqlglot import exp
 
-from policies.analysis import Lineage, Use
 from policies.decision import Allow, Block, ColumnMask
-from policies.dialects import DialectFacts
 from policies.model import ACTION_STRENGTH, Policy, Role
 from policies.names import ColumnName, TableName
 from policies.schema import Schema
-from policies.statements import LEXICAL_SETTINGS, Described, lexically_safe
-
-# Settings set_config() may change for a restricted role (pg_dump and drivers use these).
-SAFE_SETTINGS = frozenset(
-    {
-        "search_path",
-        "statement_timeout",
-        "lock_timeout",
-        "idle_in_transaction_session_timeout",
-        "client_encoding",
-        "standard_conforming_strings",
-        "check_function_bodies",
-        "xmloption",
-        "client_min_messages",
-        "row_security",
-        "datestyle",
-        "intervalstyle",
-        "timezone",
-        "extra_float_digits",
-        "application_name",
-        "default_transaction_read_only",
-        "transaction_isolation",
-        "bytea_output",
-        "synchronous_commit",
-        "work_mem",
-        "jit",
-        # Only narrows what the session may read through views and foreign tables (pg_dump 17+
-        # sets it to 'view, foreign-table' as a hardening step).
-        "restrict_nonsystem_relation_kind",
-    }
-)
+from policies.sql.analysis import Lineage, Use
+from policies.sql.describe import Described
+from policies.sql.dialects import DialectFacts
 
 
-def _setting_rows_are_safe(setting, node) -> bool:
+def _setting_rows_are_safe(setting: exp.Expression, node: exp.Expression, facts: DialectFacts) -> bool:
     """`SELECT set_config(name, …) FROM pg_settings WHERE name = '<safe>'` (pg_dump's form): the
     setting comes from pg_settings.name and the WHERE pins it to safe settings only.
 
@@ -64,12 +34,15 @@ def _setting_rows_are_safe(setting, node) -> bool:
     source = frm.this if frm is not None and not frm.expressions else None
     if not isinstance(source, exp.Table) or not isinstance(source.this, exp.Identifier):
         return False
-    if source.name.lower() != "pg_settings" or (source.db or "pg_catalog").lower() != "pg_catalog":
+    if facts.settings_catalog is None:
+        return False
+    catalog_schema, catalog_table, name_column = facts.settings_catalog
+    if source.name != catalog_table or (source.db or catalog_schema) != catalog_schema:
         return False
     alias = source.alias_or_name
 
     def is_name(col: exp.Expression) -> bool:
-        return isinstance(col, exp.Column) and col.name.lower() == "name" and col.table in ("", alias)
+        return isinstance(col, exp.Column) and col.name == name_column and col.table in ("", alias)
 
     if not is_name(setting):
         return False
@@ -81,21 +54,25 @@ def _setting_rows_are_safe(setting, node) -> bool:
             col, value = term.this, term.expression
             if not is_name(col):
                 col, value = value, col
-            if is_name(col) and _safe_setting_literal(value):
+            if is_name(col) and _safe_setting_literal(value, facts):
                 return True
         if (
             isinstance(term, exp.In)
             and is_name(term.this)
             and not term.args.get("query")
             and term.expressions
-            and all(_safe_setting_literal(v) for v in term.expressions)
+            and all(_safe_setting_literal(v, facts) for v in term.expressions)
         ):
             return True
     return False
 
 
-def _safe_setting_literal(node: exp.Expression) -> bool:
-    return isinstance(node, exp.Literal) and node.is_string and node.name.lower() in SAFE_SETTINGS
+def _safe_setting_literal(node: exp.Expression, facts: DialectFacts) -> bool:
+    return (
+        isinstance(node, exp.Literal)
+        and node.is_string
+        and facts.setting_key(node.name) in facts.safe_settings
+    )
 
 
 class Judge:
@@ -147,13 +124,12 @@ class Judge:
         # 1. statement kind
         if d.needs_all is not None and not role.unrestricted_statements:
             reason, message = d.needs_all
-            if d.kind == "call":
-                name = next((n.split(":", 1)[1] for n in d.notes if n.startswith("call:")), "")
-                if name and (name in role.functions or name.rsplit(".", 1)[-1] in role.functions):
-                    reason = ""
+            name = d.call
+            if name and (name in role.functions or name.rsplit(".", 1)[-1] in role.functions):
+                reason = ""
             if reason:
                 return self._block(reason, message, d, tables)
-        if "row locks" in d.notes and not role.may("update"):
+        if d.row_locks and not role.may("update"):
             return self._block(
                 "statement_not_allowed",
                 "SELECT … FOR UPDATE/SHARE takes row locks: it needs statements: [update]",
@@ -177,7 +153,7 @@ class Judge:
                     refusal = self._function_refusal(schema, name, node)
                     if refusal:
                         return self._block("function_denied", refusal, d, tables)
-        if "copy options" in d.notes and self.masks_output and not role.unrestricted_statements:
+        if d.copy_options and self.masks_output and not role.unrestricted_statements:
             return self._block(
                 "statement_not_allowed",
                 "COPY options (FORMAT, DELIMITER, QUOTE, NULL, HEADER, …) are not allowed for this role; "
@@ -202,7 +178,7 @@ class Judge:
         refusal = self._views_over_filtered(d)
         if refusal is not None:
             return refusal
-        if "explain analyze" in d.notes and not role.unrestricted_statements:
+        if d.explain_analyze and not role.unrestricted_statements:
             filtered = sorted(t for t in tables if role.row_filters_for(t, self.default_schema))
             if filtered:
                 return self._block(
@@ -230,7 +206,8 @@ class Judge:
                 )
         # 5. denied classes anywhere
         outputs = [o for read in d.all_reads() for o in (read.outputs or [])]
-        for cols in [u.columns for u in uses] + [o.sources for o in outputs] + [f.sources for f in d.flows]:
+        flows = [f.lineage for f in d.flows]
+        for cols in [u.columns for u in uses] + [o.sources for o in outputs] + [f.sources for f in flows]:
             for c, cls, act in self._non_clear(cols):
                 if act == "deny":
                     return self._block(
@@ -253,7 +230,8 @@ class Judge:
             text, classes = refusal
             return self._block("masked_predicate", text, d, tables, classes)
         # 8. flows into writes
-        for f in d.flows:
+        for flow in d.flows:
+            f = flow.lineage
             bad = self._non_clear(f.sources)
             opaque = self._opaque_classified(f.opaque) if not f.sources else []
             if bad or opaque:
@@ -261,7 +239,7 @@ class Judge:
                 return self._block(
                     "masked_flow",
                     f"classified values ({', '.join(sorted(set(classes)) or ['unknown'])}) cannot flow into "
-                    f"{d.flow_target or 'a write'}",
+                    f"{flow.target}",
                     d,
                     tables,
                     classes,
@@ -298,11 +276,11 @@ class Judge:
         return None
 
     def _catalog_ok(self, t: TableName) -> bool:
-        if (t.schema or "").lower() not in self.facts.catalog_schemas:
+        if not self.facts.is_catalog_schema(t.schema):
             return False
         if self.role.unrestricted_statements:
             return True
-        return f"{(t.schema or '').lower()}.{t.name.lower()}" not in self.facts.sensitive_catalog_tables
+        return not self.facts.is_sensitive_catalog(t.schema or "", t.name)
 
     def _tables(self, d: Described) -> set[TableName]:
         out = set(d.written) | set(d.touched)
@@ -326,21 +304,23 @@ class Judge:
         full = f"{schema}.{name}" if schema else name
         if name in allowed or full in allowed:
             return None
-        if name in self.facts.dangerous_functions or name == "pg_notify":
+        if name in self.facts.dangerous_functions:
             return (
                 f"function {name}() is not allowed (server files, network, large objects or SQL in a string)"
             )
-        if name == "set_config":
+        if name in self.facts.setting_functions:
             args = node.expressions if hasattr(node, "expressions") else []
             setting = args[0] if args else None
-            if setting is not None and setting.is_string and setting.name.lower() in SAFE_SETTINGS:
+            if setting is not None and _safe_setting_literal(setting, self.facts):
                 value = args[1] if len(args) > 1 else None
-                name = setting.name.lower()
-                if name not in LEXICAL_SETTINGS or (
-                    isinstance(value, exp.Literal) and value.is_string and lexically_safe(name, [value.name])
+                key = self.facts.setting_key(setting.name)
+                if key not in self.facts.lexical_settings or (
+                    isinstance(value, exp.Literal)
+                    and value.is_string
+                    and not self.facts.unsafe_setting(key, value.name)
                 ):
                     return None
-            if setting is not None and _setting_rows_are_safe(setting, node):
+            if setting is not None and _setting_rows_are_safe(setting, node, self.facts):
                 return None
             return "set_config() may only change session settings such as search_path"
         if schema and schema not in self.facts.catalog_schemas:
@@ -416,7 +396,8 @@ class Judge:
                 # A column of a table the schema does not describe, in a table the policy
                 # classifies: the class is unknown, so nothing of it is shown.
                 return ColumnMask(index, lin.name, None, "redact", sources, True)
-            first = next((self.cls(c) for c in lin.sources if self.cls(c)), None)
+            # In name order: the class shown must not depend on set iteration (hash seeds).
+            first = next((cls for c in sorted(lin.sources) if (cls := self.cls(c))), None)
             return ColumnMask(index, lin.name, first, "clear", sources, lin.derived)
         classes = sorted({cls for _, cls, _ in bad})
         strongest = max((act for _, _, act in bad), key=lambda a: ACTION_STRENGTH.get(a, 9))
@@ -437,7 +418,7 @@ class Judge:
             classes |= {cls for c in u.columns if (cls := self.cls(c))}
         for o in outputs:
             classes |= {cls for c in o.sources if (cls := self.cls(c))}
-        notes = list(d.notes)
+        notes = list(d.notes())
         if d.query is not None and d.result_rows and d.query.outputs is None:
             notes.append("result shape unknown")
         # The row budget bounds how much data leaves in one statement. A read of catalog

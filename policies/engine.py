@@ -1,10 +1,10 @@
 """The decision engine: policy + schema → a cached `decide(role, sql, …)`.
 
-Owns: splitting a string into statements, running describe → judge → rewrite for each, joining
+Owns: running parse → describe → judge → rewrite for each statement of a string, joining
 the parts of a multi-statement string, the time-window check, and two LRU caches of decisions
 with plain-int hit/miss counters (the proxy turns them into metrics; this module must not import
 prometheus): one keyed by the statement's text, and one keyed by its shape (its literals taken
-out, policies/shapes.py) so that statements that inline their values (`-M simple`, ORMs) reuse
+out, policies/sql/shapes.py) so that statements that inline their values (`-M simple`, ORMs) reuse
 one analysis. Fail closed: any exception while deciding is a Block(unparsable).
 """
 
@@ -16,17 +16,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from sqlglot import exp
 from sqlglot.schema import MappingSchema
 
-from policies.analysis import AnalysisError, Analyzer, Lineage
 from policies.decide import Judge
 from policies.decision import Allow, Block, Decision
-from policies.dialects import DialectFacts, dialect_facts
 from policies.model import Policy, Role
 from policies.names import TableName
 from policies.rewrite import rewrite
 from policies.schema import Schema
-from policies.shapes import (
+from policies.sql import identifiers
+from policies.sql.analysis import AnalysisError, Analyzer, Lineage
+from policies.sql.describe import Described, Describer
+from policies.sql.dialects import DialectFacts, dialect_facts
+from policies.sql.parser import Unparsable, parse_statement, split
+from policies.sql.shapes import (
     Sentinels,
     Shape,
     Slots,
@@ -37,7 +41,6 @@ from policies.shapes import (
     shape_of,
     template_of,
 )
-from policies.statements import Described, Describer, Unparsable, split_statements
 
 log = logging.getLogger(__name__)
 
@@ -190,12 +193,12 @@ class Engine:
                 self._pending.popitem(last=False)
             return
         first_raws, first_decision = first
-        sqlglot_dialect = single.analyzer.facts.sqlglot
+        facts = single.analyzer.facts
         slots = self._slots.get((dialect, shape.key), _UNKNOWN)
         if slots is _UNKNOWN:
             if len(self._slots) > 2 * self.cache_size:
                 self._slots.clear()
-            slots = self._slots[(dialect, shape.key)] = free_slots(shape, sqlglot_dialect, self._sentinels)
+            slots = self._slots[(dialect, shape.key)] = free_slots(shape, facts, self._sentinels)
         if not isinstance(slots, Slots):
             return
         fixed = tuple(shape.raws[i] for i in slots.fixed)
@@ -212,10 +215,10 @@ class Engine:
             return
         template: Template | None = None
         if decision.rewritten_sql is not None or first_decision.rewritten_sql is not None:
-            tree = sentinel_tree(shape, slots, sqlglot_dialect, self._sentinels)
+            tree = sentinel_tree(shape, slots, facts, self._sentinels)
             sql = None
             if tree is not None:
-                d = Described(single.kind, shape.text, tree=tree, limit_rows=single.limit_rows)
+                d = Described(single.kind, tree=tree, limit_rows=single.limit_rows)
                 sql = rewrite(d, role, single.analyzer, decision.row_limit)
             template = template_of(sql, shape, slots, self._sentinels) if sql is not None else None
             if (
@@ -254,8 +257,7 @@ class Engine:
     ) -> Analyzer:
         mapping = self._mappings.get(facts.name)
         if mapping is None:
-            mapping = MappingSchema(self.schema.sqlglot_mapping(), dialect=facts.sqlglot, normalize=False)
-            self._mappings[facts.name] = mapping
+            mapping = self._mappings[facts.name] = identifiers.mapping(self.schema, facts)
         views = self._views.setdefault((facts.name, database), {})
         view_tables = self._view_tables.setdefault((facts.name, database), {})
         if search_path is None:
@@ -286,29 +288,24 @@ class Engine:
             analyzer = self._analyzer(facts, search_path, database)
             judge = self._judge(role, facts)
             describer = Describer(analyzer)
-            statements = split_statements(sql, facts.sqlglot)
+            statements = split(sql, facts)
             if not statements:
                 return Allow(kind="empty", row_limit=role.max_rows, detect=role.detect)
             parts: list[Allow] = []
             texts: list[str] = []
-            for text in statements:
-                d = describer.describe(text)
+            for chunk in statements:
+                # Parsed one at a time: a refusal of an earlier statement is reported as such.
+                d = describer.describe(parse_statement(chunk, facts))
                 verdict = judge.judge(d)
                 if isinstance(verdict, Block):
                     return verdict
-                if (
-                    single is not None
-                    and len(statements) == 1
-                    and d.tree is not None
-                    and not d.prefix
-                    and d.text == text
-                ):
+                if single is not None and len(statements) == 1 and isinstance(d.tree, exp.Expression):
                     single.append(_Single(d.kind, d.limit_rows, analyzer))
                 new_sql = rewrite(d, role, analyzer, verdict.row_limit)
                 if new_sql is not None:
                     verdict = _with(verdict, rewritten_sql=new_sql)
                 parts.append(verdict)
-                texts.append(new_sql or text)
+                texts.append(new_sql or chunk.text)
                 if verdict.search_path is not None:
                     # Later statements of the same string run under the new search_path.
                     analyzer = self._analyzer(facts, verdict.search_path, database)

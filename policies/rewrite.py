@@ -2,17 +2,22 @@
 
 Owns: wrapping every read of a row-filtered table in a filtered derived table (alias kept),
 ANDing filters into UPDATE/DELETE targets, and adding or tightening LIMIT to max_rows+1 (one
-more than the client may see, so the proxy can tell that it truncated). Works on a copy of the
-parsed tree with `transform(copy=True)`; never edits SQL text.
+more than the client may see, so the proxy can tell that it truncated). Rewrites the statement
+inside an EXPLAIN or PREPARE in place and renders the whole tree, wrapper included; never edits
+SQL text.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlglot import exp
 
-from policies.analysis import Analyzer
 from policies.model import Role
-from policies.statements import Described
+from policies.sql import nodes
+from policies.sql.analysis import Analyzer
+from policies.sql.describe import Described
+from policies.sql.nodes import Statement
 
 WRAP_ALIAS = "_maskgate"
 
@@ -57,9 +62,10 @@ def apply_row_filters(tree: exp.Expression, role: Role, analyzer: Analyzer) -> e
         return tree
     cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     targets: set[int] = set()
-    if isinstance(tree, exp.Update | exp.Delete | exp.Insert | exp.Merge):
-        t = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
-        targets.add(id(t))
+    for write in [tree, *tree.find_all(exp.Update, exp.Delete, exp.Insert, exp.Merge)]:
+        if isinstance(write, exp.Update | exp.Delete | exp.Insert | exp.Merge) and write.this is not None:
+            t = write.this.this if isinstance(write.this, exp.Schema) else write.this
+            targets.add(id(t))
 
     def wrap(node: exp.Expression) -> exp.Expression:
         if not isinstance(node, exp.Table) or id(node) in targets or not _source_position(node):
@@ -79,26 +85,30 @@ def apply_row_filters(tree: exp.Expression, role: Role, analyzer: Analyzer) -> e
     # Row filter subqueries must not be wrapped again; transform does not descend into a
     # node returned in place of the original.
     tree = tree.transform(wrap, copy=False)
-    if isinstance(tree, exp.Update | exp.Delete):
-        target = tree.this
+    # The statement's own UPDATE / DELETE and those in its WITH queries (MERGE's WHEN actions
+    # have no target of their own: a MERGE into a filtered table is refused).
+    writes = [tree] if isinstance(tree, exp.Update | exp.Delete) else []
+    writes += [w for w in tree.find_all(exp.Update, exp.Delete) if w is not tree]
+    for write in writes:
+        target = write.this
         if isinstance(target, exp.Table):
             cond = _filter_for(role, analyzer, target)
             if cond is not None:
                 alias = target.alias or target.name
                 cond = _qualify_filter(cond, alias)
-                where = tree.args.get("where")
+                where = write.args.get("where")
                 new = (
                     exp.and_(exp.paren(where.this, copy=False), cond, copy=False)
                     if where is not None
                     else cond
                 )
-                tree.set("where", exp.Where(this=new))
+                write.set("where", exp.Where(this=new))
     if isinstance(tree, exp.Copy):
         this = tree.this
         cols: list[exp.Expression] = []
         table = this
         if isinstance(this, exp.Schema):
-            table, cols = this.this, [exp.column(i.name) for i in this.expressions]
+            table, cols = this.this, [exp.column(i.copy()) for i in this.expressions]
         if isinstance(table, exp.Table):
             cond = _filter_for(role, analyzer, table)
             if cond is not None:
@@ -167,7 +177,7 @@ def apply_limit(tree: exp.Expression, max_rows: int) -> exp.Expression:
         cols: list[exp.Expression] = []
         table = this
         if isinstance(this, exp.Schema):
-            table, cols = this.this, [exp.column(i.name) for i in this.expressions]
+            table, cols = this.this, [exp.column(i.copy()) for i in this.expressions]
         inner = exp.Select(expressions=cols or [exp.Star()]).from_(table.copy())
         inner.set("limit", exp.Limit(expression=exp.Literal.number(n)))
         tree.set("this", exp.Subquery(this=inner))
@@ -182,18 +192,35 @@ def rewrite(d: Described, role: Role, analyzer: Analyzer, row_limit: int | None 
 
     `row_limit` is the decision's limit (None: unlimited); by default the role's max_rows."""
     max_rows = role.max_rows if row_limit == -1 else row_limit
-    if d.tree is None:
+    statement = d.tree
+    d.tree = None  # consumed
+    if statement is None:
         return None
     # d.tree was parsed for this decision alone (analysis works on its own copy), so it is
     # rewritten in place: copying sqlglot trees costs more than the whole analysis.
-    tree = d.tree
+    tree = _inner(statement)
+    if tree is None:
+        return None
     changed = bool(role.row_filters) and _filtered(tree, role, analyzer)
     if changed:
         tree = apply_row_filters(tree, role, analyzer)
     if d.limit_rows and max_rows is not None and needs_limit(tree, max_rows + 1):
         tree = apply_limit(tree, max_rows)
         changed = True
-    d.tree = None  # consumed
     if not changed:
         return None
-    return d.prefix + tree.sql(dialect=analyzer.facts.sqlglot, copy=False)
+    return nodes.render(_rewrapped(statement, tree), analyzer.facts.sqlglot)
+
+
+def _inner(statement: Statement) -> exp.Expression | None:
+    """The sqlglot statement a rewrite applies to: the statement itself, or the one an EXPLAIN
+    or PREPARE wraps. Other nodes are never rewritten."""
+    if isinstance(statement, nodes.Explain | nodes.Prepare):
+        return _inner(statement.statement)
+    return statement if isinstance(statement, exp.Expression) else None
+
+
+def _rewrapped(statement: Statement, tree: exp.Expression) -> Statement:
+    if isinstance(statement, nodes.Explain | nodes.Prepare):
+        return replace(statement, statement=_rewrapped(statement.statement, tree))
+    return tree

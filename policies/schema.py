@@ -43,12 +43,11 @@ class Schema:
 
     # --- questions ---
     def table(self, schema: str | None, name: str) -> Table | None:
+        """The table of that exact schema and name (as the server stores them; a statement's names
+        are folded before they get here)."""
         if schema is None:
             return None
-        t = self.tables.get((schema, name))
-        if t is None:
-            t = self.tables.get((schema.lower(), name.lower()))
-        return t
+        return self.tables.get((schema, name))
 
     def find(self, name: str, search_path: Iterable[str]) -> Table | None:
         for s in search_path:
@@ -61,17 +60,12 @@ class Schema:
         return self.table(table.schema, table.name)
 
     def is_user_function(self, schema: str | None, name: str) -> bool:
+        """Whether a user-defined function of that name exists. The list is kept in lower case
+        and compared so: a refusal list may only grow by it ("Phone_Of" still counts)."""
         name = name.lower()
         if schema is not None:
             return (schema.lower(), name) in self.functions
         return any(n == name for _, n in self.functions)
-
-    def sqlglot_mapping(self) -> dict[str, dict[str, dict[str, str]]]:
-        out: dict[str, dict[str, dict[str, str]]] = {}
-        for (s, n), t in self.tables.items():
-            types = t.types or ("text",) * len(t.columns)
-            out.setdefault(s, {})[n] = {c: (ty or "text") for c, ty in zip(t.columns, types, strict=False)}
-        return out
 
     # --- files ---
     def to_json(self) -> dict[str, Any]:

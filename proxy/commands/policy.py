@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from policies import Engine, PolicyError, Schema, load_policy
-from policies.analysis import AnalysisError, Analyzer
 from policies.cases import run_suite
 from policies.decision import Block, Decision
-from policies.dialects import dialect_facts
 from policies.names import ColumnName, TableName, column_matches, has_glob
 from policies.passwords import scram_verifier
+from policies.sql.analysis import AnalysisError, Analyzer
+from policies.sql.dialects import dialect_facts
 from proxy.pg import catalog
 
 

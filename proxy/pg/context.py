@@ -1,10 +1,10 @@
 """What the login and relay layers of one PostgreSQL session share, and the dialect facts they read.
 
 Owns the session's configuration, its outbox, its statement tracker and the server settings both
-layers follow (client encoding, search path, transaction status), and the two PostgreSQL facts
-the session needs about settings: which ones make the server read SQL text differently from
-maskgate's parser, and how the server spells its search_path. Owns no state machine and no
-message handling: `login.py` and `relay.py` do, `session.py` composes them.
+layers follow (client encoding, search path, transaction status). The facts about settings
+(which ones make the server read SQL text differently, how it spells its search_path) are the
+decision engine's DialectFacts, so a setting is judged by one rule whatever route it takes. Owns
+no state machine and no message handling: `login.py` and `relay.py` do, `session.py` composes them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from policies.sql.dialects import POSTGRES
 from proxy.core.commands import Outbox
 from proxy.pg import errors
 from proxy.pg import messages as m
@@ -36,33 +37,9 @@ class SessionConfig:
     upstream: str = "postgres"  # the configuration's name for the upstream server
 
 
-# ---------------------------------------------------------------------------------------------
-# Dialect facts (one function each, so the shared DialectFacts can take their place)
-# ---------------------------------------------------------------------------------------------
-
-# Client encodings whose multibyte characters may end in an ASCII byte such as 0x5C (backslash)
-# or 0x27 (quote): the server and maskgate would then split the same bytes into different tokens,
-# which lets a quote hidden inside a character smuggle SQL past the analysis. PostgreSQL accepts
-# them only as client encodings; restricted roles may not use them (names folded as PostgreSQL does).
-UNSAFE_CLIENT_ENCODINGS = frozenset(
-    {"SJIS", "SHIFTJIS", "MSKANJI", "WIN932", "WINDOWS932", "SHIFTJIS2004", "BIG5", "WIN950", "WINDOWS950"}
-    | {"GBK", "WIN936", "WINDOWS936", "CP936", "UHC", "WIN949", "WINDOWS949", "GB18030", "JOHAB"}
-)
-
-
-def unsafe_session_setting(name: str, value: str) -> bool:
-    """A setting that changes how the server reads SQL text differently from maskgate's parser."""
-    name = name.lower()
-    if name == "client_encoding":
-        return "".join(ch for ch in value.upper() if ch.isalnum()) in UNSAFE_CLIENT_ENCODINGS
-    if name == "standard_conforming_strings":
-        return value.strip().lower() not in ("on", "true", "yes", "1")
-    return False
-
-
-def search_path_from_setting(value: str) -> tuple[str, ...]:
-    """The schemas of a search_path as the server reports it (ParameterStatus, SHOW)."""
-    return tuple(p.strip().strip('"') for p in value.split(",") if p.strip())
+# Which settings make the server read SQL text differently from maskgate's parser, and how the
+# server spells its search_path: the same facts the decision engine uses for SET and set_config().
+FACTS = POSTGRES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,7 +92,7 @@ class Context:
         """Follow a setting the server reports (at login and whenever it changes)."""
         # Backstop behind the engine's refusal of such SETs: whatever route changed the setting,
         # a restricted session that reaches it is closed before it can send another statement.
-        if self.tracker.restricted and unsafe_session_setting(ps.name, ps.value):
+        if self.tracker.restricted and FACTS.unsafe_setting(ps.name, ps.value):
             self.close(
                 f"unsafe session setting {ps.name}={ps.value}",
                 errors.error(
@@ -128,4 +105,4 @@ class Context:
         if ps.name == "client_encoding":
             self.encoding = codec(ps.value)
         elif ps.name == "search_path":
-            self.tracker.search_path = search_path_from_setting(ps.value)
+            self.tracker.search_path = FACTS.search_path_from_setting(ps.value)

@@ -20,7 +20,7 @@ from proxy.core.machine import ProtocolViolation, Transitions, required
 from proxy.pg import errors
 from proxy.pg import messages as m
 from proxy.pg.auth import AuthError, ServerScram, UpstreamAuth
-from proxy.pg.context import Context, unsafe_session_setting
+from proxy.pg.context import FACTS, Context
 from proxy.pg.framing import Framer
 from proxy.pg.types import codec
 from proxy.services.gate import SCRAM_SHA_256, Principal
@@ -207,7 +207,7 @@ class Login:
         ctx.tracker.principal = principal
         if not principal.unrestricted:
             for k, v in self._startup_params:
-                if k.lower() == "client_encoding" and unsafe_session_setting(k, v):
+                if k.lower() == "client_encoding" and FACTS.unsafe_setting(k, v):
                     ctx.close(
                         "unsafe client_encoding",
                         errors.error(
@@ -239,7 +239,7 @@ class Login:
         params += [
             (k, v)
             for k, v in self._startup_params
-            if k.lower() in FORWARDED_PARAMS and (unrestricted or not unsafe_session_setting(k, v))
+            if k.lower() in FORWARDED_PARAMS and (unrestricted or not FACTS.unsafe_setting(k, v))
         ]
         self._up_auth = UpstreamAuth(ctx.cfg.upstream_user, ctx.cfg.upstream_password)
         ctx.out.upstream(m.StartupMessage(m.PROTOCOL_3_0, tuple(params)).serialize())

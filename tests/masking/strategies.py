@@ -7,7 +7,14 @@ import ipaddress
 
 from hypothesis import strategies as st
 
-from masking.checksums import PROVINCES, USCC_CHARS, id18_check_char, luhn_check_digit, uscc_check_char
+from masking.checksums import (
+    PROVINCES,
+    USCC_CHARS,
+    id18_check_char,
+    luhn_check_digit,
+    org_code_check_char,
+    uscc_check_char,
+)
 from masking.segments import SEGMENTS
 
 _PHONE_PREFIXES = sorted(p for p, seg in SEGMENTS.items() if seg.kind != "iot")
@@ -51,8 +58,10 @@ def bank_cards(draw: st.DrawFn) -> str:
 def usccs(draw: st.DrawFn) -> str:
     dept = draw(st.sampled_from("123456789ANY"))
     kind = draw(st.sampled_from("123"))
-    org = draw(st.text(st.sampled_from(USCC_CHARS), min_size=9, max_size=9))
-    body = dept + kind + draw(digits(6)) + org
+    org = draw(st.text(st.sampled_from(USCC_CHARS), min_size=8, max_size=8))
+    # The organisation code carries its own GB 11714 check character, which detectors require of
+    # all-digit codes (1 in 31 random 18-digit numbers passes the USCC check alone).
+    body = dept + kind + draw(digits(6)) + org + org_code_check_char(org)
     return body + uscc_check_char(body)
 
 

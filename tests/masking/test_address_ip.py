@@ -244,7 +244,9 @@ def test_types_preserved_and_mask_idempotent(cls: str, action: str, value: str |
 def test_planted_ip_is_found_and_masked(prefix: str, value: str, fullwidth: bool, suffix: str) -> None:
     planted = value.translate(FULLWIDTH) if fullwidth else value
     text = prefix + planted + suffix
-    assert (planted, len(prefix)) in [(s.text, s.start) for s in detect(text, ["ip_address"])]
+    # Covered by a detected span: `：：0.0.0.0` may be read as the IPv6 address ::0.0.0.0 as a whole.
+    start, end = len(prefix), len(prefix) + len(planted)
+    assert any(s.start <= start and end <= s.end for s in detect(text, ["ip_address"]))
     once = mask_text(text, ["ip_address"])
     assert planted not in once and mask_text(once, ["ip_address"]) == once
 

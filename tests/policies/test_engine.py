@@ -10,10 +10,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from policies import Allow, Block, Engine, Schema, load_policy
-from policies.analysis import Analyzer
-from policies.dialects import POSTGRES
 from policies.names import TableName
 from policies.schema import Table
+from policies.sql.analysis import Analyzer
+from policies.sql.dialects import POSTGRES
 
 EXAMPLES = Path(__file__).parents[2] / "policies" / "examples"
 

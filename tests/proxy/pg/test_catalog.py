@@ -10,6 +10,7 @@ import pytest
 
 from policies import Engine, Schema, load_policy
 from policies.names import TableName
+from policies.sql.dialects import POSTGRES
 from proxy.cli import main
 from proxy.demo.embedded_pg import EmbeddedPostgres
 from proxy.pg import catalog
@@ -58,9 +59,7 @@ def test_schema_from_postgres(dsn: str, tmp_path: Path) -> None:
     d = engine.decide("vendor", "SELECT * FROM contacts", database="crm")
     assert [(c.name, c.action) for c in d.columns] == [("id", "clear"), ("name", "redact"), ("phone", "mask")]
     assert engine.decide("vendor", "SELECT phone_of(1)", database="crm").reason == "function_denied"
-    outs = engine._analyzer(__import__("policies.dialects").dialects.POSTGRES, None, "crm").view_outputs(
-        TableName("crm", "public", "contacts")
-    )
+    outs = engine._analyzer(POSTGRES, None, "crm").view_outputs(TableName("crm", "public", "contacts"))
     assert outs is not None and len(outs) == 3
 
 

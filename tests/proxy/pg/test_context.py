@@ -1,4 +1,4 @@
-"""The settings both layers follow, and the two dialect facts the session reads about them."""
+"""The settings both layers follow, judged by the same dialect facts as SET and set_config()."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from proxy.core.commands import Close, SendClient
 from proxy.pg import messages as m
-from proxy.pg.context import Context, search_path_from_setting, unsafe_session_setting
+from proxy.pg.context import FACTS, Context
 from proxy.services.gate import Principal
 from tests.proxy.pg.fakegate import FakeGate
 from tests.proxy.pg.transcripts import CFG
@@ -17,8 +17,10 @@ from tests.proxy.pg.transcripts import CFG
     [
         ("client_encoding", "UTF8", False),
         ("client_encoding", "utf-8", False),
-        ("client_encoding", "SQL_ASCII", False),
-        ("client_encoding", "LATIN1", False),
+        # One allow-list for every route (startup, SET, set_config, ParameterStatus): LATIN1 was
+        # accepted at startup while SET refused it.
+        ("client_encoding", "SQL_ASCII", True),
+        ("client_encoding", "LATIN1", True),
         ("client_encoding", "GBK", True),
         ("client_encoding", "gb18030", True),
         ("client_encoding", "Shift_JIS", True),
@@ -31,7 +33,7 @@ from tests.proxy.pg.transcripts import CFG
     ],
 )
 def test_settings_that_change_how_sql_is_read(name: str, value: str, unsafe: bool) -> None:
-    assert unsafe_session_setting(name, value) is unsafe
+    assert FACTS.unsafe_setting(name, value) is unsafe
 
 
 @pytest.mark.parametrize(
@@ -41,17 +43,20 @@ def test_settings_that_change_how_sql_is_read(name: str, value: str, unsafe: boo
         ('"$user", public', ("$user", "public")),
         ("", ()),
         ("a,,b", ("a", "b")),
+        ('"Sales", public', ("Sales", "public")),
+        ("Sales", ("sales",)),
     ],
 )
 def test_search_path_as_the_server_reports_it(value: str, path: tuple[str, ...]) -> None:
-    assert search_path_from_setting(value) == path
+    assert FACTS.search_path_from_setting(value) == path
 
 
 def test_tracked_parameters() -> None:
     ctx = Context(FakeGate(), CFG, session_id="t")
+    ctx.tracker.principal = Principal("root", "dba", unrestricted=True)
     ctx.track_parameter(m.ParameterStatus("client_encoding", "LATIN1"))
-    ctx.track_parameter(m.ParameterStatus("search_path", "app"))
-    assert ctx.encoding == "latin-1" and ctx.tracker.search_path == ("app",)
+    ctx.track_parameter(m.ParameterStatus("search_path", '"App", x'))
+    assert ctx.encoding == "latin-1" and ctx.tracker.search_path == ("App", "x")
     assert not ctx.out.closed
 
 

@@ -2,24 +2,28 @@
 
 Owns: qualification of a query against the `Schema` (table resolution through the search_path,
 `*` expansion), output lineage through aliases, CTEs, derived tables, subqueries, LATERAL,
-set operations, table functions and views, and the *uses* of every base column (value,
-predicate, equality, null test, whole row). It knows nothing about roles or classes: it
-describes, policies/decide.py judges. Must not edit SQL text; rewrites live in policies/rewrite.py.
+set operations, recursive CTEs, table functions and views, and the *uses* of every base column
+(value, predicate, equality, null test, whole row). Names arrive folded (policies/sql/
+identifiers.py) and are compared exactly; a name that is no column of a known relation is refused.
+It knows nothing about roles or classes: it describes, policies/decide.py judges. Must not edit
+SQL text; rewrites live in policies/rewrite.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlglot import exp
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import Scope, traverse_scope
 from sqlglot.schema import MappingSchema
 
-from policies.dialects import DialectFacts
 from policies.names import ColumnName, TableName
 from policies.schema import Schema
+from policies.sql import identifiers
+from policies.sql.dialects import DialectFacts
+from policies.sql.parser import Unparsable, parse_one
 
 
 class AnalysisError(Exception):
@@ -129,6 +133,7 @@ _LITERALS: tuple[type[exp.Expression], ...] = (
     exp.Boolean,
 )
 _MAX_VIEW_DEPTH = 8
+_MAX_RECURSION_PASSES = 16
 
 
 def _is_literal(node: exp.Expression) -> bool:
@@ -141,11 +146,6 @@ def _bare(node: exp.Expression) -> exp.Expression:
     while isinstance(node, exp.Paren):
         node = node.this
     return node
-
-
-def function_name(node: exp.Func) -> str:
-    """A function's name as written (Anonymous) or sqlglot's canonical one (typed nodes)."""
-    return node.name.lower() if isinstance(node, exp.Anonymous) else node.sql_name().lower()
 
 
 def _total_step(node: exp.Expression, child: exp.Expression, facts: DialectFacts) -> bool:
@@ -173,7 +173,7 @@ def _total_step(node: exp.Expression, child: exp.Expression, facts: DialectFacts
         # pg_catalog.upper(x): the function itself was judged one step below.
         return child.arg_key == "expression" and isinstance(child, exp.Func)
     if isinstance(node, exp.Func):
-        if function_name(node) not in facts.total_functions:
+        if identifiers.function_name(node, facts) not in facts.total_functions:
             return False
         if isinstance(node, exp.Substring):
             # substring(x from 'pattern') is the regular-expression form.
@@ -205,9 +205,7 @@ class Analyzer:
         # MySQL: the current database is the default schema.
         path = tuple(search_path) or ((database,) if database else ())
         self.search_path = path
-        self.mapping = mapping or MappingSchema(
-            schema.sqlglot_mapping(), dialect=facts.sqlglot, normalize=False
-        )
+        self.mapping = mapping or identifiers.mapping(schema, facts)
         self.view_cache = view_cache if view_cache is not None else {}
         # Every table (and view) a view reads, transitively. Kept as long as `view_cache`: a view
         # whose outputs come from the cache must still report the tables behind it.
@@ -228,19 +226,27 @@ class Analyzer:
         return TableName(db, schema, name)
 
     def _search(self, name: str) -> str | None:
-        prefix = self.facts.implicit_catalog_prefix
-        if prefix and name.lower().startswith(prefix):
-            return "pg_catalog"
+        """The schema an unqualified table name resolves to. Names are exact (folded at parse)."""
         for s in self.search_path:
             if self.schema.table(s, name) is not None:
                 return s
+        # PostgreSQL searches pg_catalog first, whose relations the schema file does not list: a
+        # pg_ name the schema has elsewhere is taken for that table (its classes apply, the safe
+        # reading if a catalog relation shadowed it), any other for the catalog's.
+        prefix = self.facts.implicit_catalog_prefix
+        if prefix and self.facts.implicit_catalog and name.startswith(prefix):
+            return self.facts.implicit_catalog
         return self.search_path[0] if self.search_path else None
 
     def is_catalog(self, table: TableName) -> bool:
-        return (table.schema or "").lower() in self.facts.catalog_schemas
+        return self.facts.is_catalog_schema(table.schema)
 
     def _prepare(self, tree: exp.Expression) -> exp.Expression:
         """Fill in each real table's schema from the search_path so qualify and lineage agree."""
+        for collate in list(tree.find_all(exp.Collate)):
+            # sqlglot reads `COLLATE pg_catalog.default` as a column; it names a collation.
+            if isinstance(collate.expression, exp.Column):
+                collate.set("expression", exp.Var(this=collate.expression.sql(self.facts.sqlglot)))
         cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
         for table in tree.find_all(exp.Table):
             if not isinstance(table.this, exp.Identifier) or table.db:
@@ -249,7 +255,8 @@ class Analyzer:
                 continue
             schema = self._search(table.name)
             if schema:
-                table.set("db", exp.to_identifier(schema))
+                # Quoted: the schema is named exactly (qualify folds unquoted names again).
+                table.set("db", exp.to_identifier(schema, quoted=True))
         return tree
 
     # --- entry point ------------------------------------------------------------------------
@@ -302,7 +309,7 @@ class Analyzer:
             for p in query.selects
         ):
             result.outputs = [Lineage(p.alias_or_name, frozenset(), True) for p in query.selects]
-        _collect_functions(query, result)
+        _collect_functions(query, result, self.facts)
         return result
 
     # --- views ----------------------------------------------------------------------------
@@ -313,13 +320,13 @@ class Analyzer:
         t = self.schema.lookup(table)
         if t is None or not t.definition or self.depth >= _MAX_VIEW_DEPTH:
             raise AnalysisError(f"cannot expand view {table}")
-        import sqlglot
-
         self.view_cache[table] = None  # cycle guard
         try:
-            tree = sqlglot.parse_one(t.definition, read=self.facts.sqlglot)
-        except sqlglot.errors.SqlglotError as e:
+            tree = parse_one(t.definition, self.facts)
+        except Unparsable as e:
             raise AnalysisError(f"cannot parse the definition of view {table}") from e
+        if not isinstance(tree, exp.Query):
+            raise AnalysisError(f"the definition of view {table} is not a query")
         sub = Analyzer(
             self.schema,
             self.facts,
@@ -349,6 +356,8 @@ class _QueryWalk:
         # Table functions whose arguments are being resolved: an argument cannot mean the
         # function's own output (`FROM pg_sequence, pg_get_sequence_data(seqrelid)`).
         self.resolving: set[int] = set()
+        # Recursive CTEs (their set-operation scopes) whose rows their own members read.
+        self.recursive: dict[int, Scope] = {}
 
     def run(self) -> QueryAnalysis:
         scopes = traverse_scope(self.tree)
@@ -359,11 +368,44 @@ class _QueryWalk:
         # Post-order: children before their parents, so outputs are ready when needed.
         for s in scopes:
             self.outputs[id(s)] = self._scope_outputs(s)
+        self._settle_recursion(scopes)
         for s in scopes:
             self._collect_uses(s)
         self._collect_functions()
         self.result.outputs = self.outputs[id(scopes[-1])]
         return self.result
+
+    def _settle_recursion(self, scopes: list[Scope]) -> None:
+        """A recursive CTE's member reads the CTE's own rows: anchor rows, then rows the member
+        made from them, and so on. Its outputs are recomputed until they stop growing, so a
+        value the member moves between columns (or feeds back) is traced to every column it
+        reaches."""
+        if not self.recursive:
+            return
+        for _ in range(_MAX_RECURSION_PASSES):
+            before = [self.outputs.get(id(s)) for s in scopes]
+            for s in scopes:
+                self.outputs[id(s)] = self._scope_outputs(s)
+            if [self.outputs.get(id(s)) for s in scopes] == before:
+                return
+        raise AnalysisError("the lineage of a recursive query does not settle")
+
+    def _outputs_of(self, source: Scope) -> list[Lineage] | None:
+        """A source scope's outputs (None: unknown shape). sqlglot stands a recursive CTE's
+        reference to itself in by a scope over its anchor that is never traversed: its rows are
+        the whole CTE's (the anchor's until the CTE's own are known; see _settle_recursion)."""
+        if id(source) in self.outputs:
+            return self.outputs[id(source)]
+        anchor = self.by_expr.get(id(source.expression))
+        union = anchor.parent if anchor is not None else None
+        if anchor is None or union is None or not isinstance(union.expression, exp.SetOperation):
+            return None
+        self.recursive[id(union)] = union
+        outs = self.outputs[id(union)] if id(union) in self.outputs else self.outputs.get(id(anchor))
+        if outs is None:
+            return None
+        # Values that went round the recursion count as computed (as any CTE's could be).
+        return [replace(o, derived=True) for o in outs]
 
     # --- outputs ---------------------------------------------------------------------------
 
@@ -488,16 +530,13 @@ class _QueryWalk:
 
     def _source_lineage(self, owner: Scope, source: exp.Expression | Scope, column: str) -> Lineage | None:
         if isinstance(source, Scope):
-            outs = self.outputs.get(id(source))
+            outs = self._outputs_of(source)
             if outs is None:
                 # Unknown shape (e.g. its * could not be expanded): it may be any of its sources.
                 return self._opaque_scope(source)
+            key = self.a.facts.column_key(column)
             for o in outs:
-                if o.name == column:
-                    return o
-            low = column.lower()
-            for o in outs:
-                if o.name.lower() == low:
+                if self.a.facts.column_key(o.name) == key:
                     return o
             if len(outs) == 1 and not outs[0].name:  # UDTF: one anonymous output feeds every name
                 return outs[0]
@@ -505,6 +544,13 @@ class _QueryWalk:
         if isinstance(source, exp.Table):
             if not isinstance(source.this, exp.Identifier):
                 # A table function in FROM (generate_series(...) g): derived from its arguments.
+                # When its columns are known (`AS g(n)`, or as qualify names them), only those.
+                alias = source.args.get("alias")
+                names = [c.name for c in alias.columns] if isinstance(alias, exp.TableAlias) else []
+                if names and self.a.facts.column_key(column) not in {
+                    self.a.facts.column_key(c) for c in names
+                }:
+                    return None
                 return self._table_function(source, owner, column)
             table = self.a.resolve_table(source)
             t = self.a.schema.lookup(table)
@@ -512,20 +558,20 @@ class _QueryWalk:
                 outs = self.a.view_outputs(table)
                 if outs is None:
                     return Lineage(column, frozenset(), True, frozenset({table}))
+                key = self.a.facts.column_key(column)
                 for o in outs:
-                    if o.name.lower() == column.lower():
+                    if self.a.facts.column_key(o.name) == key:
                         return o
                 return None
             if t is None:
                 if self.a.is_catalog(table):
                     return Lineage(column, frozenset(), False)
                 return Lineage(column, frozenset({ColumnName(table, column)}), False, frozenset({table}))
-            if column in t.columns:
-                return Lineage(column, frozenset({ColumnName(table, column)}), False)
-            low = column.lower()
+            # Exact (folded at parse): "PHONE" is not phone to PostgreSQL. MySQL compares column
+            # names case-insensitively (DialectFacts.column_key).
+            key = self.a.facts.column_key(column)
             for c in t.columns:
-                if c.lower() == low:
-                    # A spelling PostgreSQL would reject ("PHONE" vs phone) still counts as the column.
+                if self.a.facts.column_key(c) == key:
                     return Lineage(column, frozenset({ColumnName(table, c)}), False)
             return None
         return None
@@ -557,24 +603,31 @@ class _QueryWalk:
         if col.table:
             found = self._find_source(scope, col.table)
             if found is None:
-                return None
-            return self._source_lineage(found[0], found[1], name)
+                raise AnalysisError(f"{col.table} is not a relation of this query")
+            lin = self._source_lineage(found[0], found[1], name)
+            return lin if lin is not None else self._unknown_column(col, scope)
         # Unqualified after qualify: an output alias (ORDER BY), a column qualify could not
         # place, or a bare table alias used as a whole-row value.
         hits: list[Lineage] = []
         s: Scope | None = scope
         while s is not None and not hits:
-            for src in s.sources.values():
+            if _bare_order_key(col, s):
+                # PostgreSQL: a bare name in ORDER BY is an output column before an input one
+                # (`SELECT phone AS id … ORDER BY id` sorts by phone).
+                hits = self._output_hits(col, s)
+                if hits:
+                    break
+            for src in _selected(s):
                 lin = self._source_lineage(s, src, name)
                 if lin is not None:
                     hits.append(lin)
-            if not hits and isinstance(s.expression, exp.Select):
-                for p in s.expression.selects:
-                    if p.alias_or_name == name and not _inside(col, p):
-                        hits.append(self._lineage_of(p, s, name))
+            if not hits or all(h.opaque and not h.derived for h in hits):
+                # No input column, or only guesses at the columns of relations the schema does
+                # not know: the output column may be the one meant.
+                hits += self._output_hits(col, s)
             s = s.parent
         if not hits:
-            return None
+            return self._unknown_column(col, scope)
         if len(hits) == 1:
             return hits[0]
         return Lineage(
@@ -584,14 +637,60 @@ class _QueryWalk:
             frozenset().union(*(h.opaque for h in hits)),
         )
 
+    def _output_hits(self, col: exp.Column, scope: Scope) -> list[Lineage]:
+        """The lineage of the output columns of `scope` named like `col` (an output name used
+        in ORDER BY or GROUP BY). An output being traced is skipped: `SELECT a AS b, b AS a`
+        would otherwise chase itself."""
+        if not isinstance(scope.expression, exp.Select):
+            return []
+        out = []
+        for p in scope.expression.selects:
+            if p.alias_or_name != col.name or _inside(col, p) or id(p) in self.resolving:
+                continue
+            self.resolving.add(id(p))
+            try:
+                out.append(self._lineage_of(p, scope, col.name))
+            finally:
+                self.resolving.discard(id(p))
+        return out
+
+    def _unknown_column(self, col: exp.Column, scope: Scope) -> Lineage | None:
+        """A name that is no column, output name or alias of the relations in reach. PostgreSQL
+        rejects such a statement (or, for `t.name`, calls a function name(t) on the whole row),
+        unless the schema file is stale; so it is refused rather than taken for an unclassified
+        value, which a column the schema does not yet list might well not be. Spelled-out SQL
+        values that sqlglot reads as columns (`user`, `current_role`) and system columns (`ctid`,
+        `xmin`, …) are values, not data of the relation."""
+        name = col.name
+        if not (col.this.quoted if isinstance(col.this, exp.Identifier) else False) and (
+            name in self.a.facts.keyword_values or name in self.a.facts.system_columns
+        ):
+            return None
+        s: Scope | None = scope
+        while s is not None:
+            if _selected(s):
+                raise AnalysisError(f"column {name} does not exist in {self._sources_text(s)}")
+            s = s.parent
+        return None
+
+    def _sources_text(self, scope: Scope) -> str:
+        names = []
+        for alias, (_, src) in scope.selected_sources.items():
+            if isinstance(src, exp.Table) and isinstance(src.this, exp.Identifier):
+                names.append(str(self.a.resolve_table(src)))
+            else:
+                names.append(alias)
+        return ", ".join(sorted(names))
+
     def _whole_row(self, scope: Scope, alias: str) -> Lineage | None:
         """Every column of source `alias`, as one derived value (row_to_json(c), c.*, bare c)."""
         found = self._find_source(scope, alias)
         if found is None:
-            return None
+            # `"C".*` where the relation is c: PostgreSQL rejects it; it reads nothing known.
+            raise AnalysisError(f"{alias} is not a relation of this query")
         owner, source = found
         if isinstance(source, Scope):
-            outs = self.outputs.get(id(source))
+            outs = self._outputs_of(source)
             if outs is None:
                 return self._opaque_scope(source)
             return Lineage(
@@ -634,7 +733,7 @@ class _QueryWalk:
     def _resolve_column_strict(self, col: exp.Column, scope: Scope) -> Lineage | None:
         s: Scope | None = scope
         while s is not None:
-            for src in s.sources.values():
+            for src in _selected(s):
                 lin = self._source_lineage(s, src, col.name)
                 if lin is not None and lin.sources and not lin.opaque:
                     return lin
@@ -839,7 +938,10 @@ class _QueryWalk:
                 return "predicate", none, None
             if isinstance(node, _FROM_FUNCTIONS) and not isinstance(child, exp.Query | exp.Subquery):
                 return "predicate", none, None  # the argument of a function in FROM
-            if isinstance(node, exp.Func) and function_name(node) in facts.set_returning_functions:
+            if (
+                isinstance(node, exp.Func)
+                and identifiers.function_name(node, facts) in facts.set_returning_functions
+            ):
                 return "predicate", none, None  # the argument of a set-returning function
             if unsafe is None and node is not root and not _total_step(node, child, facts):
                 unsafe = node
@@ -856,15 +958,30 @@ class _QueryWalk:
     # --- functions -------------------------------------------------------------------------
 
     def _collect_functions(self) -> None:
-        _collect_functions(self.tree, self.result)
+        _collect_functions(self.tree, self.result, self.a.facts)
 
 
-def _collect_functions(tree: exp.Expression, result: QueryAnalysis) -> None:
+def _collect_functions(tree: exp.Expression, result: QueryAnalysis, facts: DialectFacts) -> None:
     for node in tree.find_all(exp.Func):
         schema: str | None = None
         if isinstance(node.parent, exp.Dot) and node.parent.expression is node:
-            schema = node.parent.this.name.lower() if node.parent.this else None
-        result.functions.append((schema, function_name(node), node))
+            schema = node.parent.this.name if node.parent.this else None
+        result.functions.append((schema, identifiers.function_name(node, facts), node))
+
+
+def _bare_order_key(col: exp.Column, scope: Scope) -> bool:
+    """Whether `col` is by itself one ORDER BY key of `scope`'s SELECT (not inside an
+    expression, where PostgreSQL reads input columns only)."""
+    ordered = col.parent
+    while isinstance(ordered, exp.Paren):
+        ordered = ordered.parent
+    order = ordered.parent if isinstance(ordered, exp.Ordered) else None
+    return isinstance(order, exp.Order) and order.parent is scope.expression
+
+
+def _selected(scope: Scope) -> list[exp.Expression | Scope]:
+    """The relations a scope reads in its FROM and JOINs (not every CTE it could name)."""
+    return [src for _, src in scope.selected_sources.values()]
 
 
 def _deduplicates(node: exp.Expression) -> bool:

@@ -26,10 +26,12 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.tokens import Token, TokenType
+
+from policies.sql.dialects import DialectFacts
+from policies.sql.parser import Unparsable, parse_one
 
 SLOT_TYPES = (TokenType.STRING, TokenType.NUMBER)
 
@@ -254,14 +256,15 @@ class Sentinels:
         return "".join(out)
 
 
-def _parse(sql: str, dialect: str) -> exp.Expression | None:
+def _parse(sql: str, facts: DialectFacts) -> exp.Expression | None:
+    """The statement's tree as the engine parses it (identifiers folded), or None."""
     try:
-        trees = [t for t in sqlglot.parse(sql, read=dialect) if t is not None]
-    except sqlglot.errors.SqlglotError:
+        tree = parse_one(sql, facts)
+    except Unparsable:
         return None
-    if len(trees) != 1 or trees[0].find(exp.Command) is not None:
+    if not isinstance(tree, exp.Expression) or tree.find(exp.Command) is not None:
         return None
-    return trees[0]
+    return tree
 
 
 def _free(literal: exp.Literal, root: exp.Expression) -> bool:
@@ -284,12 +287,12 @@ def _free(literal: exp.Literal, root: exp.Expression) -> bool:
     return True
 
 
-def free_slots(shape: Shape, dialect: str, sentinels: Sentinels) -> Slots | None:
+def free_slots(shape: Shape, facts: DialectFacts, sentinels: Sentinels) -> Slots | None:
     """Which slots of `shape` are free, or None when the shape is not cacheable by shape."""
     text = sentinels.text(shape, range(len(shape.raws)))
     if text is None:
         return None
-    tree = _parse(text, dialect)
+    tree = _parse(text, facts)
     if tree is None or not isinstance(tree, _ROOTS):
         return None
     if isinstance(tree, exp.Select) and tree.args.get("into") is not None:
@@ -310,10 +313,12 @@ def free_slots(shape: Shape, dialect: str, sentinels: Sentinels) -> Slots | None
     return Slots(frozenset(free), tuple(i for i in range(len(shape.raws)) if i not in free))
 
 
-def sentinel_tree(shape: Shape, slots: Slots, dialect: str, sentinels: Sentinels) -> exp.Expression | None:
+def sentinel_tree(
+    shape: Shape, slots: Slots, facts: DialectFacts, sentinels: Sentinels
+) -> exp.Expression | None:
     """The statement parsed with its free slots replaced by sentinels (fixed ones as written)."""
     text = sentinels.text(shape, slots.free)
-    return _parse(text, dialect) if text is not None else None
+    return _parse(text, facts) if text is not None else None
 
 
 def template_of(rewritten: str, shape: Shape, slots: Slots, sentinels: Sentinels) -> Template | None:

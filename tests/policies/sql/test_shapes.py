@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from policies import Allow, Block, Engine, Schema, load_policy
-from policies.shapes import Sentinels, free_slots, shape_of
+from policies.sql.dialects import POSTGRES
+from policies.sql.shapes import Sentinels, free_slots, shape_of
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "policies" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "policies" / "examples"
 
 
 @pytest.fixture
@@ -162,7 +163,7 @@ def test_value_sensitive_literals_are_fixed_not_free() -> None:
 
     def free(sql: str) -> list[str] | None:
         shape = shape_of(sql, "postgres")
-        slots = free_slots(shape, "postgres", s) if shape else None
+        slots = free_slots(shape, POSTGRES, s) if shape else None
         return [shape.raws[i] for i in sorted(slots.free)] if shape and slots else None
 
     assert free("SELECT id FROM t WHERE id = 5 LIMIT 10") == ["5"]

@@ -1,0 +1,572 @@
+"""One walk of a statement's tree → `Described`: what it is, what it needs, reads and writes.
+
+Owns: turning each parsed statement (policies/sql/parser.py) into a `Described` value: its kind,
+the statement permissions it needs, the queries it reads (analysed by policies/sql/analysis.py),
+the values it writes and where, its session effects, and the typed facts the judge asks about (a
+CALL's procedure, row locks, COPY options, EXPLAIN ANALYZE, a PREPARE's name, …). Everything comes
+from the tree, never from the statement's first words. Never judges: policies/decide.py does.
+Never edits SQL text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+
+from policies.names import TableName
+from policies.sql import nodes
+from policies.sql.analysis import Analyzer, Lineage, QueryAnalysis
+from policies.sql.identifiers import search_path
+from policies.sql.nodes import Statement
+from policies.sql.parser import COPY_OPTIONS_META, Unparsable
+
+READ_LOCK_MODES = frozenset({"ACCESS SHARE", "ROW SHARE"})
+# Statements that write rows. Inside a tree they are WITH queries (or MERGE's WHEN actions).
+_WRITES: tuple[type[exp.Expression], ...] = (exp.Insert, exp.Update, exp.Delete, exp.Merge)
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """A value written somewhere: `target` names where (for messages), `lineage` what it carries."""
+
+    target: str
+    lineage: Lineage
+
+
+@dataclass
+class Described:
+    kind: str
+    required: frozenset[str] = frozenset()  # statement permissions needed; empty: session plumbing
+    needs_all: tuple[str, str] | None = None  # (reason, message) unless the role has statements: [all]
+    query: QueryAnalysis | None = None  # the read whose rows the client receives
+    reads: list[QueryAnalysis] = field(default_factory=list)  # further reads (predicates, write sources)
+    flows: list[Flow] = field(default_factory=list)  # values written somewhere
+    written: set[TableName] = field(default_factory=set)
+    touched: set[TableName] = field(default_factory=set)  # DDL/LOCK targets (checked against tables)
+    filtered_writes: set[TableName] = field(default_factory=set)  # writes a row filter cannot follow
+    search_path: tuple[str, ...] | None = None
+    schema_changed: bool = False
+    tree: Statement | None = None  # the parsed statement, for rewrites (consumed by policies/rewrite.py)
+    result_rows: bool = True  # whether `query` outputs are the rows the client receives
+    limit_rows: bool = False  # whether LIMIT max_rows+1 applies
+    # Typed facts of particular statements.
+    call: str | None = None  # CALL's procedure, as `schema.name` or `name`
+    row_locks: bool = False  # SELECT … FOR UPDATE / SHARE
+    copy_options: bool = False  # COPY … TO STDOUT with options that change its framing
+    explain: bool = False  # EXPLAIN of the statement: the client receives a plan, not rows
+    explain_analyze: bool = False  # … which runs it and reports actual row counts
+    identity_reset: bool = False  # RESET ROLE / SESSION AUTHORIZATION
+    prepared: str | None = None  # PREPARE's statement name
+
+    def all_reads(self) -> list[QueryAnalysis]:
+        return ([self.query] if self.query else []) + self.reads
+
+    def notes(self) -> tuple[str, ...]:
+        """The typed facts in words, for `maskgate explain` and the decision's notes."""
+        out: list[str] = []
+        if self.explain:
+            out.append("explain")
+        if self.explain_analyze:
+            out.append("explain analyze")
+        if self.prepared is not None:
+            out.append(f"prepare:{self.prepared}")
+        if self.call is not None:
+            out.append(f"call:{self.call}")
+        if self.row_locks:
+            out.append("row locks")
+        if self.copy_options:
+            out.append("copy options")
+        if self.identity_reset:
+            out.append("identity reset")
+        return tuple(out)
+
+
+class Describer:
+    """Describes parsed statements for one analysis context (schema, dialect, search path)."""
+
+    def __init__(self, analyzer: Analyzer) -> None:
+        self.a = analyzer
+        self.facts = analyzer.facts
+
+    def describe(self, tree: Statement) -> Described:
+        d = self._dispatch(tree)
+        d.tree = tree
+        return d
+
+    def _dispatch(self, tree: Statement) -> Described:
+        if isinstance(tree, nodes.Node):
+            return self._node(tree)
+        if isinstance(tree, exp.Command) or tree.find(exp.Command) is not None:
+            raise Unparsable("statement not understood")
+        writes = _cte_writes(tree)
+        d = self._with_writes(tree, writes) if writes else self._expression(tree)
+        if tree.find(exp.Lock) is not None:
+            # SELECT … FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE takes row locks: a write.
+            d.required = d.required | {"update"}
+            d.row_locks = True
+        return d
+
+    # --- maskgate's statement nodes -----------------------------------------------------------
+
+    def _node(self, node: nodes.Node) -> Described:
+        if isinstance(node, nodes.Set):
+            return self._set(node)
+        if isinstance(node, nodes.Reset):
+            d = Described("session")
+            if node.name is None or node.name == self.facts.search_path_setting:
+                d.search_path = self.facts.default_search_path
+            d.identity_reset = node.name in ("role", "session_authorization")
+            return d
+        if isinstance(node, nodes.Show | nodes.DescribeRelation):
+            return Described("show")
+        if isinstance(node, nodes.Lock):
+            return self._lock(node)
+        if isinstance(node, nodes.Explain):
+            d = self._dispatch(node.statement)
+            d.result_rows = False  # the client receives a plan, not rows
+            d.limit_rows = False
+            d.explain = True
+            d.explain_analyze = node.analyze
+            return d
+        if isinstance(node, nodes.Prepare):
+            d = self._dispatch(node.statement)
+            d.prepared = node.name.name
+            return d
+        if isinstance(node, nodes.PrepareFrom):
+            return Described(
+                "prepare", needs_all=("function_denied", "PREPARE … FROM a string is dynamic SQL")
+            )
+        if isinstance(node, nodes.Execute):
+            return Described(
+                "execute",
+                needs_all=("function_denied", "SQL-level EXECUTE runs a statement maskgate cannot see"),
+            )
+        if isinstance(node, nodes.Do):
+            return Described("do", needs_all=("function_denied", "DO blocks run dynamic SQL"))
+        if isinstance(node, nodes.Call):
+            return self._call(node)
+        if isinstance(node, nodes.Cursor):
+            return Described(
+                "cursor",
+                needs_all=(
+                    "statement_not_allowed",
+                    "cursors are not available to this role; use plain SELECT",
+                ),
+            )
+        if isinstance(node, nodes.Notification):
+            if node.action == "NOTIFY":
+                return Described("admin", frozenset({"admin"}))
+            return Described("session")
+        if isinstance(node, nodes.Deallocate | nodes.Discard | nodes.UnlockTables):
+            return Described("session")
+        if isinstance(node, nodes.Use):
+            return Described("session", search_path=search_path([node.database], self.facts))
+        if isinstance(node, nodes.TransactionControl):
+            return Described("transaction")
+        if isinstance(node, nodes.TwoPhaseCommit | nodes.Maintenance):
+            return Described("admin", frozenset({"admin"}))
+        if isinstance(node, nodes.AccessControl):
+            return Described("dcl", frozenset({"dcl"}))
+        if isinstance(node, nodes.RoutineDefinition):
+            return Described(
+                "ddl",
+                frozenset({"ddl"}),
+                needs_all=(
+                    "function_denied",
+                    "defining functions, triggers or extensions needs statements: [all]",
+                ),
+                schema_changed=True,
+            )
+        raise Unparsable(f"{type(node).__name__} statements are not understood")
+
+    def _set(self, node: nodes.Set) -> Described:
+        d = Described("session")
+        for item in node.items:
+            if item.scope in ("GLOBAL", "PERSIST", "PERSIST_ONLY") or item.name.startswith(
+                ("global.", "persist.", "persist_only.")
+            ):
+                d.kind = "admin"
+                d.required = d.required | {"admin"}
+                continue
+            refusal = self._set_refusal(item)
+            if refusal is not None and d.needs_all is None:
+                d.needs_all = refusal
+            if item.kind == "setting" and item.name == self.facts.search_path_setting:
+                words = [v.name.upper() for v in item.values if isinstance(v, exp.Var)]
+                if words == ["DEFAULT"] and len(item.values) == 1:
+                    d.search_path = self.facts.default_search_path
+                else:
+                    d.search_path = search_path(item.values, self.facts)
+        return d
+
+    def _set_refusal(self, item: nodes.SetItem) -> tuple[str, str] | None:
+        if item.computed is not None:
+            # MySQL `SET @x = (SELECT phone …)` stores a value maskgate would never mask.
+            return "statement_not_allowed", "SET with a subquery or function call"
+        identity = item.kind if item.kind in ("role", "session_authorization") else None
+        if identity is None and item.name in self.facts.identity_settings:
+            identity = item.name
+        if identity is not None:
+            return "statement_not_allowed", f"changing {identity} needs statements: [all]"
+        if item.kind in ("setting", "names"):
+            value = ", ".join(v.name for v in item.values)
+            if self.facts.unsafe_setting(item.name, value):
+                setting = "the client encoding" if item.kind == "names" else item.name
+                return (
+                    "statement_not_allowed",
+                    f"this value of {setting} changes how SQL text is read; it needs statements: [all]",
+                )
+        return None
+
+    def _lock(self, node: nodes.Lock) -> Described:
+        tables = {self.a.resolve_table(t.table) for t in node.targets}
+        required = "select" if all(t.mode in READ_LOCK_MODES for t in node.targets) else "admin"
+        return Described("lock", frozenset({required}), touched=tables)
+
+    def _call(self, node: nodes.Call) -> Described:
+        name = node.qualified_name
+        d = Described(
+            "call", needs_all=("function_denied", f"procedure {name} is not allow-listed"), call=name
+        )
+        if node.args:
+            # What a procedure does with its arguments is not visible: they are values written.
+            analysis = self._query(exp.Select(expressions=[a.copy() for a in node.args]))
+            d.reads.append(analysis)
+            d.flows = self._flows(f"CALL {name}", analysis)
+        return d
+
+    # --- writes anywhere in the tree -----------------------------------------------------------
+
+    def _with_writes(self, tree: exp.Expression, writes: list[exp.CTE]) -> Described:
+        """A statement whose WITH holds data-modifying queries (`WITH u AS (UPDATE … RETURNING …)
+        SELECT …`). Each one is a write of its own: its kind's permission, its target (row filters
+        cannot follow an INSERT or MERGE there; UPDATE and DELETE get theirs in the rewrite), its
+        reads and the values it writes. The rest of the statement is described with each of them
+        standing in as the read of its RETURNING rows."""
+        analysed = tree.copy()
+        stand_ins: dict[str, exp.Expression] = {}
+        described: list[Described] = []
+        for cte in writes:
+            body = cte.this
+            own = body.copy()
+            siblings = [c for c in cte.parent.expressions if c is not cte] if cte.parent else []
+            if siblings:
+                with_ = exp.With(
+                    expressions=[c.copy() for c in siblings], recursive=cte.parent.args.get("recursive")
+                )
+                own.set("with_", with_)
+            described.append(self._expression(own))
+            stand_ins[cte.alias_or_name] = self._returned_rows(body)
+        for cte in analysed.find_all(exp.CTE):
+            if cte.alias_or_name in stand_ins and isinstance(cte.this, _WRITES):
+                cte.set("this", stand_ins[cte.alias_or_name].copy())
+        d = self._expression(analysed)
+        for w in described:
+            if isinstance(tree, exp.Query) and d.kind == "select":
+                d.kind = w.kind
+            d.required = d.required | w.required
+            d.needs_all = d.needs_all or w.needs_all
+            d.written |= w.written
+            d.touched |= w.touched
+            d.filtered_writes |= w.filtered_writes
+            d.reads += w.reads
+            d.flows += w.flows
+        return d
+
+    def _returned_rows(self, write: exp.Expression) -> exp.Expression:
+        """What a data-modifying WITH query gives the rest of the statement: its RETURNING rows,
+        read from its target (and the other relations it reads). Without RETURNING, nothing."""
+        returning = write.args.get("returning")
+        if returning is None:
+            return exp.select(exp.Null()).where(exp.false())
+        target = self._target(write)
+        sel = exp.Select(expressions=[e.copy() for e in returning.expressions]).from_(target.copy())
+        extra = self._from_tables(write)
+        using = write.args.get("using") if isinstance(write, exp.Merge) else None
+        for t in [*extra, *([using] if using is not None else [])]:
+            sel = sel.join(t.copy())
+        return sel
+
+    # --- sqlglot trees ------------------------------------------------------------------------
+
+    def _query(self, node: exp.Expression) -> QueryAnalysis:
+        return self.a.analyse_query(node.copy())
+
+    def _expression(self, tree: exp.Expression) -> Described:
+        if isinstance(tree, exp.Select) and tree.args.get("into") is not None:
+            q = tree.copy()
+            into = q.args["into"]
+            q.set("into", None)
+            d = Described("ddl", frozenset({"select", "ddl"}), schema_changed=True)
+            analysis = self._query(q)
+            d.reads.append(analysis)
+            d.flows = self._flows("SELECT INTO", analysis)
+            if isinstance(into.this, exp.Table):
+                d.written.add(self.a.resolve_table(into.this))
+            return d
+        if isinstance(tree, exp.Query):
+            d = Described("select", frozenset({"select"}), limit_rows=True)
+            d.query = self._query(tree)
+            return d
+        if isinstance(tree, exp.Insert):
+            return self._insert(tree)
+        if isinstance(tree, exp.Update):
+            return self._update(tree)
+        if isinstance(tree, exp.Delete):
+            return self._delete(tree)
+        if isinstance(tree, exp.Merge):
+            return self._merge(tree)
+        if isinstance(tree, exp.Copy):
+            return self._copy(tree)
+        if isinstance(tree, exp.Create):
+            return self._create(tree)
+        if isinstance(tree, exp.Drop | exp.Alter | exp.TruncateTable | exp.Comment):
+            d = Described("ddl", frozenset({"ddl"}), schema_changed=True)
+            for t in tree.find_all(exp.Table):
+                if isinstance(t.this, exp.Identifier):
+                    d.touched.add(self.a.resolve_table(t))
+            if isinstance(tree, exp.TruncateTable):
+                d.filtered_writes |= d.touched
+            return d
+        raise Unparsable(f"{type(tree).__name__} statements are not understood")
+
+    def _value_lineage(self, analysis: QueryAnalysis) -> list[Lineage]:
+        return [
+            Lineage("", u.columns, True, u.opaque) for u in analysis.uses if u.role in ("value", "whole_row")
+        ]
+
+    def _flows(self, target: str, analysis: QueryAnalysis) -> list[Flow]:
+        lineages = analysis.outputs if analysis.outputs is not None else self._value_lineage(analysis)
+        return [Flow(target, lin) for lin in lineages]
+
+    def _returning(
+        self, d: Described, tree: exp.Expression, target: exp.Table, extra: list[exp.Expression]
+    ) -> None:
+        returning = tree.args.get("returning")
+        if returning is None:
+            d.result_rows = False
+            return
+        sel = exp.Select(expressions=[e.copy() for e in returning.expressions]).from_(target.copy())
+        for t in extra:
+            sel = sel.join(t.copy())
+        d.query = self._query(sel)
+
+    def _target(self, tree: exp.Expression) -> exp.Table:
+        target = tree.this
+        if isinstance(target, exp.Schema):
+            target = target.this
+        if not isinstance(target, exp.Table):
+            raise Unparsable("write target is not a table")
+        return target
+
+    def _insert(self, tree: exp.Insert) -> Described:
+        target = self._target(tree)
+        d = Described("insert", frozenset({"insert"}))
+        table = self.a.resolve_table(target)
+        d.written.add(table)
+        d.filtered_writes.add(table)
+        source = tree.expression
+        where = f"INSERT INTO {table}"
+        if isinstance(source, exp.Values):
+            # Each row that computes something (a subquery, a column) is read like a SELECT;
+            # rows of plain literals (bulk loads) carry nothing classified and are skipped.
+            for row in source.expressions:
+                values = row.expressions if isinstance(row, exp.Tuple) else [row]
+                if any(v.find(exp.Column, exp.Query) for v in values):
+                    analysis = self._query(exp.Select(expressions=[v.copy() for v in values]))
+                    d.reads.append(analysis)
+                    d.flows += self._flows(where, analysis)
+        elif source is not None:
+            sel = source.copy()
+            if tree.args.get("with_") is not None and isinstance(sel, exp.Query):
+                sel.set("with_", tree.args["with_"].copy())
+            analysis = self._query(sel)
+            d.reads.append(analysis)
+            d.flows = self._flows(where, analysis)
+        conflict = tree.args.get("conflict")
+        if conflict is not None:
+            exprs = [e.expression for e in conflict.find_all(exp.EQ) if e.expression is not None]
+            if exprs:
+                sel = exp.Select(expressions=[e.copy() for e in exprs]).from_(target.copy())
+                for col in list(sel.find_all(exp.Column)):
+                    if col.table == "excluded":
+                        # The row proposed for insertion: its values are the source's, read above.
+                        col.replace(exp.Null())
+                analysis = self._query(sel)
+                d.reads.append(analysis)
+                d.flows += self._flows(where, analysis)
+        self._returning(d, tree, target, [])
+        return d
+
+    def _from_tables(self, tree: exp.Expression) -> list[exp.Expression]:
+        out: list[exp.Expression] = []
+        frm = tree.args.get("from_")
+        if frm is not None:
+            out.append(frm.this)
+            out.extend(frm.expressions or [])
+        for u in tree.args.get("using") or []:
+            out.append(u)
+        return out
+
+    def _update(self, tree: exp.Update) -> Described:
+        target = self._target(tree)
+        table = self.a.resolve_table(target)
+        d = Described("update", frozenset({"update"}))
+        d.written.add(table)
+        extra = self._from_tables(tree)
+        sel = exp.Select(expressions=[eq.expression.copy() for eq in tree.expressions]).from_(target.copy())
+        for t in extra:
+            sel = sel.join(t.copy())
+        for j in tree.args.get("joins") or []:
+            sel = sel.join(j.copy())
+        if tree.args.get("where") is not None:
+            sel.set("where", tree.args["where"].copy())
+        if tree.args.get("with_") is not None:
+            sel.set("with_", tree.args["with_"].copy())
+        analysis = self._query(sel)
+        d.reads.append(analysis)
+        d.flows = self._flows(f"UPDATE {table}", analysis)
+        self._returning(d, tree, target, extra)
+        return d
+
+    def _delete(self, tree: exp.Delete) -> Described:
+        target = self._target(tree)
+        table = self.a.resolve_table(target)
+        d = Described("delete", frozenset({"delete"}))
+        d.written.add(table)
+        extra = self._from_tables(tree)
+        sel = exp.Select(expressions=[exp.Literal.number(1)]).from_(target.copy())
+        for t in extra:
+            sel = sel.join(t.copy())
+        if tree.args.get("where") is not None:
+            sel.set("where", tree.args["where"].copy())
+        if tree.args.get("with_") is not None:
+            sel.set("with_", tree.args["with_"].copy())
+        d.reads.append(self._query(sel))
+        self._returning(d, tree, target, extra)
+        return d
+
+    def _merge(self, tree: exp.Merge) -> Described:
+        target = self._target(tree)
+        table = self.a.resolve_table(target)
+        kinds: set[str] = set()
+        values: list[exp.Expression] = []
+        conds: list[exp.Expression] = []
+        whens = tree.args.get("whens")
+        for when in whens.expressions if whens is not None else []:
+            then = when.args.get("then")
+            if when.args.get("condition") is not None:
+                conds.append(when.args["condition"])
+            if isinstance(then, exp.Update):
+                kinds.add("update")
+                values += [eq.expression for eq in then.expressions]
+            elif isinstance(then, exp.Insert):
+                kinds.add("insert")
+                if then.expression is not None:
+                    values += list(then.expression.expressions or [then.expression])
+            elif then is not None and "DELETE" in then.sql().upper():
+                kinds.add("delete")
+            else:
+                kinds.add("update")
+        d = Described("merge", frozenset(kinds or {"update"}))
+        d.written.add(table)
+        d.filtered_writes.add(table)
+        sel = exp.Select(expressions=[v.copy() for v in values] or [exp.Literal.number(1)]).from_(
+            target.copy()
+        )
+        using = tree.args.get("using")
+        if using is not None:
+            sel = sel.join(using.copy())
+        where = tree.args.get("on")
+        for c in conds:
+            where = exp.and_(where, c) if where is not None else c
+        if where is not None:
+            sel.set("where", exp.Where(this=where.copy()))
+        analysis = self._query(sel)
+        d.reads.append(analysis)
+        d.flows = self._flows(f"MERGE INTO {table}", analysis)
+        return d
+
+    def _copy(self, tree: exp.Copy) -> Described:
+        this = tree.this
+        files = tree.args.get("files") or []
+        dest = files[0] if files else None
+        to_client = isinstance(dest, exp.Identifier) and dest.name.upper() in ("STDOUT", "STDIN")
+        program = isinstance(dest, exp.Identifier) and dest.name.upper() == "PROGRAM"
+        inbound = bool(tree.args.get("kind"))
+        if isinstance(this, exp.Subquery | exp.Query):
+            query = this.this if isinstance(this, exp.Subquery) else this
+            table_node = None
+        else:
+            cols = []
+            table_node = this
+            if isinstance(this, exp.Schema):
+                table_node = this.this
+                cols = [exp.column(i.copy()) for i in this.expressions]
+            if not isinstance(table_node, exp.Table):
+                raise Unparsable("COPY of an unknown target")
+            query = exp.Select(expressions=cols or [exp.Star()]).from_(table_node.copy())
+        if inbound:
+            if table_node is None:
+                raise Unparsable("COPY (query) FROM")
+            table = self.a.resolve_table(table_node)
+            d = Described("copy", frozenset({"insert"}))
+            d.written.add(table)
+            d.filtered_writes.add(table)
+            d.result_rows = False
+            if not to_client:
+                d.needs_all = ("function_denied", "COPY FROM a server file or program")
+            return d
+        d = Described("copy", frozenset({"select"}), limit_rows=to_client)
+        analysis = self._query(query)
+        if to_client:
+            d.query = analysis
+            # The proxy masks COPY data in the default text format; other framings (CSV with a
+            # digit delimiter, binary) move values across its field boundaries.
+            d.copy_options = bool(tree.args.get("params")) or bool(tree.meta.get(COPY_OPTIONS_META))
+        else:
+            d.reads.append(analysis)
+            d.flows = self._flows("COPY TO a server " + ("program" if program else "file"), analysis)
+            d.result_rows = False
+            d.needs_all = ("function_denied", "COPY TO a server file or program")
+        return d
+
+    def _create(self, tree: exp.Create) -> Described:
+        kind = (tree.args.get("kind") or "").upper()
+        d = Described("ddl", frozenset({"ddl"}), schema_changed=True)
+        if kind in ("FUNCTION", "PROCEDURE", "TRIGGER") or isinstance(tree.this, exp.UserDefinedFunction):
+            d.needs_all = ("function_denied", "defining functions needs statements: [all]")
+            return d
+        target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
+        if isinstance(target, exp.Table) and isinstance(target.this, exp.Identifier):
+            d.touched.add(self.a.resolve_table(target))
+        for t in tree.find_all(exp.Table):
+            if (
+                t is not target
+                and isinstance(t.this, exp.Identifier)
+                and not isinstance(tree.expression, exp.Query)
+            ):
+                d.touched.add(self.a.resolve_table(t))  # CREATE INDEX ON t, REFERENCES t
+        query = tree.expression
+        if isinstance(query, exp.Query):
+            analysis = self._query(query)
+            d.reads.append(analysis)
+            d.flows = self._flows(f"CREATE {kind or 'TABLE'} AS", analysis)
+            d.required = frozenset({"ddl", "select"})
+        return d
+
+
+def _cte_writes(tree: exp.Expression) -> list[exp.CTE]:
+    """The WITH queries of `tree` that write (PostgreSQL allows INSERT, UPDATE, DELETE and MERGE
+    there). A write anywhere else but the statement itself and MERGE's WHEN actions is not
+    understood."""
+    out: list[exp.CTE] = []
+    for node in tree.find_all(*_WRITES):
+        if node is tree or isinstance(node.parent, exp.When):
+            continue
+        if isinstance(node.parent, exp.CTE) and node.arg_key == "this":
+            out.append(node.parent)
+            continue
+        raise Unparsable("a data-modifying statement is only understood as a WITH query")
+    return out

@@ -1,0 +1,577 @@
+"""Every fact about a SQL dialect that the policy engine and the proxy need, in one table.
+
+Owns: default and catalog schemas, how identifiers fold, session settings (the ones that change
+how SQL text is read, the client-encoding allow-list, identity settings, the settings a restricted
+role may change and the catalog relation that lists them) and the server functions that matter per
+dialect; plus the two questions the proxy asks about a session (`unsafe_setting`,
+`search_path_from_setting`). Everything else in policies/ is dialect-neutral and looks facts up
+here, so MySQL goes through the same path as PostgreSQL. Must not parse statements (policies/sql/
+parser.py does) nor judge roles; it uses sqlglot only for its dialect's identifier-folding rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
+
+
+@dataclass(frozen=True, slots=True)
+class LexicalRule:
+    """Which values of a setting keep SQL text read the default way (maskgate's tokenizer, UTF-8).
+
+    `kind` is `one_of` (the value is one word of `words`, compared in lower case), `no_flag_of`
+    (a list of flags none of which is in `words`, compared in upper case, and none a variable
+    reference) or `encoding` (one client encoding of the dialect's allow-list)."""
+
+    kind: str
+    words: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class DialectFacts:
+    name: str
+    sqlglot: str
+    # Where unqualified tables live when a session says nothing (PostgreSQL: `public`; MySQL: the
+    # current database, signalled by None).
+    default_search_path: tuple[str, ...]
+    # The schema a policy's `db.table` pattern implies (PostgreSQL's `crm.customers` means database
+    # crm, schema public). None: database and schema are the same thing (MySQL).
+    default_schema: str | None
+    # Catalog schemas, spelled as the server stores them.
+    catalog_schemas: frozenset[str]
+    # Unqualified names with this prefix resolve to this catalog schema (PostgreSQL searches
+    # pg_catalog before the search_path unless told otherwise) when the schema has no table of
+    # that name.
+    implicit_catalog_prefix: str | None
+    implicit_catalog: str | None
+    # Catalog relations that hold user data or other sessions' SQL text: reading them would
+    # launder classified values (pg_stats.most_common_vals holds real phone numbers).
+    sensitive_catalog_tables: frozenset[str]
+    # Server-side file, network, large-object, notification and SQL-in-a-string functions.
+    dangerous_functions: frozenset[str]
+    # Settings that change who the session is: only statements: [all] may change them.
+    identity_settings: frozenset[str]
+    # Functions that are total over any value of a non-clear class (see TOTAL_FUNCTIONS).
+    total_functions: frozenset[str] = frozenset()
+    # Functions that return a set of rows: a non-clear argument sets the row count.
+    set_returning_functions: frozenset[str] = frozenset()
+    # Functions whose only effect is to make the statement take longer (a timing channel).
+    timing_functions: frozenset[str] = frozenset()
+    # Functions that write (sequences): they need statements: [update] (or all).
+    write_functions: frozenset[str] = frozenset()
+    # Functions that take session or transaction locks others wait on: statements: [admin] (or all).
+    lock_functions: frozenset[str] = frozenset()
+    # Client encodings (spelled as the server cleans them: lower case, letters and digits only)
+    # under which maskgate reads SQL text the way the server does. An allow-list: anything else
+    # (LATIN1, GBK, SJIS, SQL_ASCII, DEFAULT, …) is unsafe for a restricted role.
+    client_encodings: frozenset[str] = frozenset()
+    # Settings whose value changes how the server reads SQL text (whether a backslash escapes a
+    # quote, whether "x" is a name or a string, which bytes form one character), with the values
+    # that do not. maskgate reads text the default way (as UTF-8), so a session that switched
+    # would let the server see other statements than the ones judged: under GBK with
+    # backslash_quote on, 0x95 0x5C is one character to the server and a quote-escaping
+    # backslash to a UTF-8 reader.
+    lexical_settings: Mapping[str, LexicalRule] = field(default_factory=dict)
+    # Settings a restricted role may change through a settings function (set_config): what
+    # pg_dump and drivers set. SET of any other setting is plumbing; a settings function of one
+    # is refused, because it may sit anywhere in a query.
+    safe_settings: frozenset[str] = frozenset()
+    # Functions that change a setting, with the setting's name as their first argument.
+    setting_functions: frozenset[str] = frozenset()
+    # The catalog relation (schema, name, name column) listing every setting: `SELECT
+    # set_config(name, …) FROM pg_settings WHERE name = '<safe>'` is pg_dump's form.
+    settings_catalog: tuple[str, str, str] | None = None
+    # Column names (and output names) compare case-insensitively even when quoted (MySQL), where
+    # table and schema names stay as the server stores them.
+    case_insensitive_columns: bool = False
+    # Catalog schema and relation names compare case-insensitively (MySQL's INFORMATION_SCHEMA).
+    case_insensitive_catalog: bool = False
+    # Function names compare case-insensitively even when quoted (MySQL).
+    case_insensitive_functions: bool = False
+    # Bare words sqlglot reads as column names that are SQL values (PostgreSQL's `user`).
+    keyword_values: frozenset[str] = frozenset()
+    # Columns every table has that the schema does not list (PostgreSQL's ctid, xmin, …): they
+    # carry no data of the row.
+    system_columns: frozenset[str] = frozenset()
+    # What may precede a system variable's name in SET (MySQL's `@@`, `@@session.`).
+    system_variable_prefixes: tuple[str, ...] = ()
+    # The current-database/search path setting is a list of identifiers (PostgreSQL's
+    # search_path) rather than one name (MySQL's current database).
+    search_path_is_list: bool = True
+    # The setting that holds the search path (None: the dialect has none; MySQL's USE).
+    search_path_setting: str | None = "search_path"
+
+    # --- names ------------------------------------------------------------------------------
+
+    def fold_identifier(self, name: str, quoted: bool) -> str:
+        """An identifier as the server resolves it: sqlglot's rule for the dialect (PostgreSQL
+        folds unquoted names to lower case, ASCII only; MySQL keeps them)."""
+        node = exp.Identifier(this=name, quoted=quoted)
+        return Dialect.get_or_raise(self.sqlglot).normalize_identifier(node).name
+
+    def fold_function(self, name: str, quoted: bool) -> str:
+        """A function name as the server looks it up (unquoted function names fold like any
+        other name; MySQL's never depend on case)."""
+        if self.case_insensitive_functions:
+            return name.lower()
+        return self.fold_identifier(name, quoted)
+
+    def column_key(self, name: str) -> str:
+        """The form in which two column (or output) names compare equal."""
+        return name.lower() if self.case_insensitive_columns else name
+
+    def is_catalog_schema(self, schema: str | None) -> bool:
+        if not schema:
+            return False
+        return (schema.lower() if self.case_insensitive_catalog else schema) in self.catalog_schemas
+
+    def is_sensitive_catalog(self, schema: str, name: str) -> bool:
+        key = f"{schema}.{name}"
+        return (key.lower() if self.case_insensitive_catalog else key) in self.sensitive_catalog_tables
+
+    # --- session settings ---------------------------------------------------------------------
+
+    def setting_key(self, name: str) -> str:
+        """A setting's name as the server looks it up: case-insensitive, and for MySQL without
+        the `@@`, `session.` or `local.` that may precede a system variable."""
+        key = name.strip().lower()
+        for prefix in self.system_variable_prefixes:
+            key = key.removeprefix(prefix)
+        return key
+
+    def unsafe_setting(self, name: str, value: str) -> bool:
+        """Whether setting `name` to `value` (the text a client sends in a startup packet, a SET
+        statement's value, or what the server reports in ParameterStatus) would make the server
+        read SQL text differently from maskgate. One rule for every route a setting can take.
+
+        >>> POSTGRES.unsafe_setting("client_encoding", "UTF-8")
+        False
+        >>> POSTGRES.unsafe_setting("CLIENT_ENCODING", "LATIN1")
+        True
+        >>> POSTGRES.unsafe_setting("standard_conforming_strings", "off")
+        True
+        >>> MYSQL.unsafe_setting("@@session.sql_mode", "STRICT_TRANS_TABLES,ANSI_QUOTES")
+        True
+        """
+        rule = self.lexical_settings.get(self.setting_key(name))
+        if rule is None:
+            return False
+        words = [w for w in value.replace(",", " ").split() if w]
+        if rule.kind == "one_of":
+            return not (len(words) == 1 and words[0].lower() in rule.words)
+        if rule.kind == "no_flag_of":
+            return any(w.upper().strip("'\"") in rule.words or w.startswith("@") for w in words)
+        if rule.kind == "encoding":
+            cleaned = "".join(ch for ch in value.lower() if ch.isalnum())
+            return not (len(words) == 1 and cleaned in self.client_encodings)
+        return True  # an unknown kind of rule: fail closed
+
+    def search_path_from_setting(self, value: str) -> tuple[str, ...]:
+        """The schemas of a search_path value as the server reports it (ParameterStatus, SHOW) or
+        as set_config() receives it, split and folded as the server does: a comma-separated list
+        whose quoted elements keep their case (`""` is a quote) and whose bare ones fold.
+
+        >>> POSTGRES.search_path_from_setting('"Sales", public')
+        ('Sales', 'public')
+        >>> POSTGRES.search_path_from_setting('Sales')
+        ('sales',)
+        >>> POSTGRES.search_path_from_setting('"$user", public')
+        ('$user', 'public')
+        >>> MYSQL.search_path_from_setting('Crm')
+        ('Crm',)
+        """
+        if not self.search_path_is_list:
+            return (value,) if value else ()
+        out: list[str] = []
+        i, n = 0, len(value)
+        while i < n:
+            while i < n and value[i].isspace():
+                i += 1
+            if i >= n:
+                break
+            if value[i] == '"':
+                j = i + 1
+                name = []
+                while j < n:
+                    if value[j] == '"':
+                        if j + 1 < n and value[j + 1] == '"':
+                            name.append('"')
+                            j += 2
+                            continue
+                        break
+                    name.append(value[j])
+                    j += 1
+                out.append("".join(name))
+                i = j + 1
+            else:
+                j = i
+                while j < n and value[j] != "," and not value[j].isspace():
+                    j += 1
+                out.append(self.fold_identifier(value[i:j], quoted=False))
+                i = j
+            while i < n and value[i].isspace():
+                i += 1
+            if i < n and value[i] == ",":
+                i += 1
+        return tuple(p for p in out if p)
+
+
+_ENCODING = LexicalRule("encoding")
+
+# Settings set_config() may change for a restricted role (pg_dump and drivers use these).
+_PG_SAFE_SETTINGS = frozenset(
+    {
+        "search_path",
+        "statement_timeout",
+        "lock_timeout",
+        "idle_in_transaction_session_timeout",
+        "client_encoding",
+        "standard_conforming_strings",
+        "check_function_bodies",
+        "xmloption",
+        "client_min_messages",
+        "row_security",
+        "datestyle",
+        "intervalstyle",
+        "timezone",
+        "extra_float_digits",
+        "application_name",
+        "default_transaction_read_only",
+        "transaction_isolation",
+        "bytea_output",
+        "synchronous_commit",
+        "work_mem",
+        "jit",
+        # Only narrows what the session may read through views and foreign tables (pg_dump 17+
+        # sets it to 'view, foreign-table' as a hardening step).
+        "restrict_nonsystem_relation_kind",
+    }
+)
+
+_PG_DANGEROUS = frozenset(
+    {
+        # notifications to other sessions (NOTIFY needs statements: [admin])
+        "pg_notify",
+        # server files
+        "pg_read_file",
+        "pg_read_binary_file",
+        "pg_ls_dir",
+        "pg_stat_file",
+        "pg_ls_logdir",
+        "pg_ls_waldir",
+        "pg_ls_tmpdir",
+        "pg_ls_archive_statusdir",
+        "pg_file_write",
+        "pg_file_rename",
+        "pg_file_unlink",
+        "pg_logdir_ls",
+        # large objects (a server-side file door and a side store)
+        "lo_import",
+        "lo_export",
+        "lo_from_bytea",
+        "lo_put",
+        "lo_get",
+        "lo_open",
+        "lo_create",
+        "lo_creat",
+        "lo_unlink",
+        "loread",
+        "lowrite",
+        # network
+        "dblink",
+        "dblink_exec",
+        "dblink_connect",
+        "dblink_connect_u",
+        "dblink_send_query",
+        "dblink_get_result",
+        "dblink_open",
+        "dblink_fetch",
+        # SQL in a string: the inner query is invisible to analysis
+        "query_to_xml",
+        "query_to_xmlschema",
+        "query_to_xml_and_xmlschema",
+        "table_to_xml",
+        "table_to_xmlschema",
+        "table_to_xml_and_xmlschema",
+        "cursor_to_xml",
+        "cursor_to_xmlschema",
+        "schema_to_xml",
+        "schema_to_xmlschema",
+        "schema_to_xml_and_xmlschema",
+        "database_to_xml",
+        "database_to_xmlschema",
+        "database_to_xml_and_xmlschema",
+        "ts_stat",
+        "xpath_table",
+        "crosstab",
+        "crosstab2",
+        "crosstab3",
+        "crosstab4",
+        # server control
+        "pg_reload_conf",
+        "pg_rotate_logfile",
+        "pg_promote",
+        "pg_terminate_backend",
+        "pg_cancel_backend",
+        "pg_switch_wal",
+        "pg_create_restore_point",
+        "pg_logical_emit_message",
+        "pg_replication_origin_create",
+        "pg_create_logical_replication_slot",
+        "pg_create_physical_replication_slot",
+        "pg_logical_slot_get_changes",
+        "pg_logical_slot_peek_changes",
+    }
+)
+
+# The functions a role with `masked_predicates: deny` may apply to a value of a non-clear class
+# (directly or through other such functions). Each one is *total* (it cannot raise an error
+# whose occurrence or text depends on the value, so errors are no oracle), keeps the row count
+# (it returns one value per input, or one per group), and takes time that does not depend on
+# the value beyond its length. Their results are redacted whole (policies/decide.py), so what
+# they compute is never shown; the point is that computing it reveals nothing either.
+# Anything else over such a value (casts to numbers or dates, arithmetic, regular expressions,
+# format(), set-returning functions, …) is refused as masked_predicate. Names are as written in
+# SQL, plus sqlglot's canonical name where it parses the function into a typed node (marked).
+TOTAL_FUNCTIONS = frozenset(
+    {
+        # text in, text out, defined for every string
+        "upper",
+        "lower",
+        "initcap",
+        "reverse",
+        "replace",
+        "translate",
+        "concat",  # NULL arguments are skipped, never an error
+        "concat_ws",
+        # substrings: clamp out-of-range positions instead of raising. (`substring(x from
+        # 'regex')`, the regular-expression form, is refused in policies/sql/analysis.py.)
+        "substr",
+        "substring",  # also sqlglot's name for substr
+        "left",
+        "right",
+        # lengths: a non-negative integer for every string (so a derived count can never make
+        # substr/lpad raise on a negative length)
+        "length",  # also sqlglot's name for char_length / character_length
+        "char_length",
+        "character_length",
+        "octet_length",
+        # trimming and padding: defined for every string
+        "trim",  # also sqlglot's name for btrim / ltrim / rtrim
+        "btrim",
+        "ltrim",
+        "rtrim",
+        "lpad",
+        "rpad",
+        "pad",  # sqlglot's name for lpad / rpad
+        # digests: defined for every input, fixed-size output
+        "md5",
+        "sha224",
+        "sha256",
+        "sha384",
+        "sha512",
+        "s_h_a2_digest",  # sqlglot's name for sha256/384/512
+        "digest",  # pgcrypto, when installed
+        # NULL handling: picks the first non-NULL argument
+        "coalesce",
+        # aggregates: one value per group, no comparison whose outcome is shown beyond the
+        # redacted result (min/max order values, but only the redacted extreme comes out)
+        "count",
+        "min",
+        "max",
+        "string_agg",
+        "group_concat",  # sqlglot's name for string_agg
+        "array_agg",
+        # window functions that only move a value from one row to another
+        "lag",
+        "lead",
+        "first_value",
+        "last_value",
+        # json builders: quote any value (a NULL key raises, which says no more than IS NULL,
+        # allowed for every role). The *_unique and json_object(text[]) forms are not here.
+        "to_json",
+        "to_jsonb",
+        "json_build_object",
+        "jsonb_build_object",
+        "json_build_array",
+        "jsonb_build_array",
+        "json_agg",
+        "jsonb_agg",
+        "json_object_agg",
+        "jsonb_object_agg",
+        "j_s_o_n_array_agg",  # sqlglot's name for json_agg
+        "j_s_o_n_object_agg",  # sqlglot's name for json_object_agg
+        "j_s_o_n_b_object_agg",  # sqlglot's name for jsonb_object_agg
+        # ROW(a, b): a record constructor, defined for any values
+        "row",
+    }
+)
+# Besides these functions, policies/sql/analysis.py lets a non-clear value through: parentheses,
+# aliases, `||`, casts to text types (text, varchar, char, bpchar, name: explicit casts to a
+# length truncate, never raise), the ARRAY[...] constructor, the THEN/ELSE branches of CASE
+# (its conditions are predicates), `OVER (...)` around a window function, and DISTINCT inside
+# an aggregate.
+
+_PG_SET_RETURNING = frozenset(
+    {
+        "generate_series",
+        "exploding_generate_series",  # sqlglot's name for generate_series
+        "generate_subscripts",
+        "unnest",
+        "explode",  # sqlglot's name for unnest
+        "posexplode",
+        "regexp_matches",
+        "regexp_split_to_table",
+        "string_to_table",
+        "json_array_elements",
+        "json_array_elements_text",
+        "jsonb_array_elements",
+        "jsonb_array_elements_text",
+        "json_each",
+        "json_each_text",
+        "jsonb_each",
+        "jsonb_each_text",
+        "json_object_keys",
+        "jsonb_object_keys",
+        "json_populate_recordset",
+        "jsonb_populate_recordset",
+        "json_to_recordset",
+        "jsonb_to_recordset",
+        "jsonb_path_query",
+        "ts_debug",
+        "ts_parse",
+        "ts_token_type",
+    }
+)
+
+POSTGRES = DialectFacts(
+    name="postgres",
+    sqlglot="postgres",
+    default_search_path=("public",),
+    default_schema="public",
+    catalog_schemas=frozenset({"pg_catalog", "information_schema"}),
+    implicit_catalog_prefix="pg_",
+    implicit_catalog="pg_catalog",
+    keyword_values=frozenset({"user", "current_role"}),
+    system_columns=frozenset({"ctid", "xmin", "xmax", "cmin", "cmax", "tableoid"}),
+    sensitive_catalog_tables=frozenset(
+        {
+            "pg_catalog.pg_stats",
+            "pg_catalog.pg_stats_ext",
+            "pg_catalog.pg_stats_ext_exprs",
+            "pg_catalog.pg_statistic",
+            "pg_catalog.pg_statistic_ext_data",
+            "pg_catalog.pg_stat_activity",
+            "pg_catalog.pg_stat_statements",
+            "pg_catalog.pg_authid",
+            "pg_catalog.pg_shadow",
+            "pg_catalog.pg_user_mapping",
+            "pg_catalog.pg_user_mappings",
+            "pg_catalog.pg_largeobject",
+            "pg_catalog.pg_prepared_statements",
+            "pg_catalog.pg_cursors",
+        }
+    ),
+    dangerous_functions=_PG_DANGEROUS,
+    identity_settings=frozenset({"role", "session_authorization", "session_replication_role"}),
+    total_functions=TOTAL_FUNCTIONS,
+    set_returning_functions=_PG_SET_RETURNING,
+    timing_functions=frozenset({"pg_sleep", "pg_sleep_for", "pg_sleep_until"}),
+    # currval() and lastval() only read back what this session's own nextval() returned.
+    write_functions=frozenset({"nextval", "setval"}),
+    lock_functions=frozenset(
+        {
+            "pg_advisory_lock",
+            "pg_advisory_lock_shared",
+            "pg_advisory_xact_lock",
+            "pg_advisory_xact_lock_shared",
+            "pg_try_advisory_lock",
+            "pg_try_advisory_lock_shared",
+            "pg_try_advisory_xact_lock",
+            "pg_try_advisory_xact_lock_shared",
+        }
+    ),
+    client_encodings=frozenset({"utf8", "unicode"}),
+    lexical_settings=MappingProxyType(
+        {
+            "standard_conforming_strings": LexicalRule(
+                "one_of", frozenset({"on", "true", "yes", "1", "default"})
+            ),
+            "backslash_quote": LexicalRule(
+                "one_of", frozenset({"off", "safe_encoding", "false", "no", "0", "default"})
+            ),
+            "client_encoding": _ENCODING,
+            "names": _ENCODING,  # SET NAMES 'x' is SET client_encoding = 'x'
+        }
+    ),
+    safe_settings=_PG_SAFE_SETTINGS,
+    setting_functions=frozenset({"set_config"}),
+    settings_catalog=("pg_catalog", "pg_settings", "name"),
+)
+
+MYSQL = DialectFacts(
+    name="mysql",
+    sqlglot="mysql",
+    default_search_path=(),
+    default_schema=None,
+    catalog_schemas=frozenset({"information_schema"}),
+    implicit_catalog_prefix=None,
+    implicit_catalog=None,
+    sensitive_catalog_tables=frozenset(
+        {
+            "information_schema.processlist",
+            "information_schema.innodb_trx",
+            "information_schema.column_statistics",
+        }
+    ),
+    dangerous_functions=frozenset({"load_file", "sys_exec", "sys_eval", "benchmark"}),
+    identity_settings=frozenset({"role", "session_authorization"}),
+    total_functions=TOTAL_FUNCTIONS,
+    set_returning_functions=frozenset(),
+    timing_functions=frozenset({"sleep", "benchmark"}),
+    write_functions=frozenset(),
+    lock_functions=frozenset({"get_lock"}),
+    client_encodings=frozenset({"utf8", "utf8mb4", "utf8mb3"}),
+    lexical_settings=MappingProxyType(
+        {
+            # ANSI_QUOTES makes "x" a name; NO_BACKSLASH_ESCAPES makes '\' a whole string; the
+            # combination modes switch either on.
+            "sql_mode": LexicalRule(
+                "no_flag_of",
+                frozenset(
+                    {
+                        "ANSI",
+                        "ANSI_QUOTES",
+                        "NO_BACKSLASH_ESCAPES",
+                        "DB2",
+                        "MSSQL",
+                        "ORACLE",
+                        "POSTGRESQL",
+                        "MAXDB",
+                    }
+                ),
+            ),
+            "names": _ENCODING,
+            "character_set_client": _ENCODING,
+        }
+    ),
+    case_insensitive_columns=True,
+    case_insensitive_catalog=True,
+    case_insensitive_functions=True,
+    system_variable_prefixes=("@@", "session.", "local."),
+    search_path_is_list=False,
+    search_path_setting=None,
+)
+
+DIALECTS: dict[str, DialectFacts] = {"postgres": POSTGRES, "postgresql": POSTGRES, "mysql": MYSQL}
+
+
+def dialect_facts(name: str) -> DialectFacts:
+    try:
+        return DIALECTS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown dialect {name!r}; expected postgres or mysql") from None

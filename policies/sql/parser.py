@@ -1,0 +1,938 @@
+"""Parsing SQL text into one tree per statement.
+
+Owns: tokenizing with each dialect's sqlglot tokenizer minus its COMMANDS shortcut (so the bodies of
+EXPLAIN, LOCK, SHOW, EXECUTE, … are real tokens), the lexical refusals (U&"…" names, UESCAPE, quoted
+names that sqlglot would read as a built-in function), client-side `%s` placeholders, splitting on
+top-level semicolons, and maskgate's statement parsers per dialect. Like sqlglot's own
+STATEMENT_PARSERS (keyed there by the first token), `STATEMENT_PARSERS` maps a statement's first
+keyword to a method that builds a policies/sql/nodes.py node for what sqlglot leaves as
+`exp.Command`; every other statement, and every expression inside maskgate's nodes, is parsed by
+sqlglot. Each tree's identifiers are folded once, here (policies/sql/identifiers.py). Never
+describes or judges.
+
+sqlglot's Parser is compiled (sqlglotc) and cannot be subclassed from Python, so maskgate's
+statement parsers sit in front of it instead of inside it: same table, same first-keyword
+dispatch, and sqlglot's `parse`/`parse_into` for everything they contain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
+from sqlglot.tokens import Token, Tokenizer, TokenType
+
+from policies.sql import nodes
+from policies.sql.dialects import DialectFacts
+from policies.sql.identifiers import normalize
+from policies.sql.nodes import Statement
+
+
+class Unparsable(Exception):
+    """The statement is not understood; refusing it is the only safe answer."""
+
+
+# Set on a COPY tree when tokens follow its destination (`TO STDOUT CSV`): sqlglot keeps the
+# options it knows as `params` and may drop others, so the tokens say it.
+COPY_OPTIONS_META = "maskgate_copy_options"
+
+
+# --- tokens -----------------------------------------------------------------------------------
+
+_TOKENIZERS: dict[str, Tokenizer] = {}
+_QUOTED = (TokenType.IDENTIFIER, TokenType.STRING)
+# Token types that carry a string value in SET and friends.
+_STRINGS = (TokenType.STRING, TokenType.NATIONAL_STRING)
+
+
+def _tokenizer(dialect: str) -> Tokenizer:
+    tok = _TOKENIZERS.get(dialect)
+    if tok is None:
+        d = Dialect.get_or_raise(dialect)
+        # Without COMMANDS the tokenizer no longer turns "the rest of the statement" after
+        # EXPLAIN, LOCK, SHOW, EXECUTE, … into one string: the statement parsers read it.
+        plain = type(f"Maskgate{d.tokenizer_class.__name__}", (d.tokenizer_class,), {"COMMANDS": set()})
+        tok = _TOKENIZERS[dialect] = plain(dialect=d)
+    return tok
+
+
+def _adjacent(a: Token, b: Token) -> bool:
+    return b.start == a.end + 1
+
+
+def _function_names(dialect: str) -> frozenset[str]:
+    parser = Dialect.get_or_raise(dialect).parser()
+    return (
+        frozenset(parser.FUNCTIONS)
+        | frozenset(parser.FUNCTION_PARSERS)
+        | frozenset(k for k in parser.NO_PAREN_FUNCTIONS if isinstance(k, str))
+    )
+
+
+_FUNCTION_NAMES: dict[str, frozenset[str]] = {}
+
+
+def tokenize(sql: str, facts: DialectFacts) -> list[Token]:
+    """The tokens of `sql`, after the lexical refusals, with `%s` placeholders made `?`."""
+    try:
+        tokens = _tokenizer(facts.sqlglot).tokenize(sql)
+    except sqlglot.errors.SqlglotError as e:
+        raise Unparsable(f"cannot tokenize: {str(e).splitlines()[0]}") from None
+    known = _FUNCTION_NAMES.get(facts.sqlglot)
+    if known is None:
+        known = _FUNCTION_NAMES[facts.sqlglot] = _function_names(facts.sqlglot)
+    out: list[Token] = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
+        # U&"ph\006fne": PostgreSQL reads a Unicode-escaped identifier; sqlglot reads `U & "..."`,
+        # a different column name. Refuse rather than guess.
+        if (
+            tok.text.upper() == "U"
+            and nxt is not None
+            and nxt.token_type == TokenType.AMP
+            and _adjacent(tok, nxt)
+        ):
+            raise Unparsable('Unicode-escaped names (U&"…") are not supported; write the name plainly')
+        if tok.text.upper() == "UESCAPE" and tok.token_type not in _QUOTED:
+            raise Unparsable("UESCAPE is not supported")
+        if (
+            tok.token_type == TokenType.IDENTIFIER
+            and nxt is not None
+            and nxt.token_type == TokenType.L_PAREN
+            and tok.text.upper() in known
+            and tok.text != facts.fold_identifier(tok.text, quoted=False)
+        ):
+            # sqlglot reads "UPPER"(x) as the built-in upper(x); the server calls a function
+            # named exactly "UPPER", which is some other (user-defined) function.
+            raise Unparsable(
+                f'the quoted name "{tok.text}" would call another function than {tok.text.lower()}()'
+            )
+        if tok.token_type == TokenType.MOD and nxt is not None and nxt.text == "s" and _adjacent(tok, nxt):
+            # `%s`: a client-side pyformat placeholder (MySQL drivers), a parameter like `?`.
+            out.append(Token(TokenType.PLACEHOLDER, "?", tok.line, tok.col, tok.start, nxt.end, tok.comments))
+            i += 2
+            continue
+        out.append(tok)
+        i += 1
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One statement's tokens and its text as the client wrote it."""
+
+    sql: str
+    tokens: list[Token]
+    start: int
+    end: int
+
+    @property
+    def text(self) -> str:
+        return self.sql[self.start : self.end].strip()
+
+
+def split(sql: str, facts: DialectFacts) -> list[Chunk]:
+    """The statements of `sql`, split on top-level semicolons by the tokenizer (quotes,
+    dollar-quotes and comments are honoured). Statements without tokens (comments) drop out."""
+    tokens = tokenize(sql, facts)
+    out: list[Chunk] = []
+    current: list[Token] = []
+    for tok in tokens:
+        if tok.token_type == TokenType.SEMICOLON:
+            if current:
+                out.append(Chunk(sql, current, current[0].start, tok.start))
+            current = []
+        else:
+            current.append(tok)
+    if current:
+        out.append(Chunk(sql, current, current[0].start, len(sql)))
+    return out
+
+
+def parse_one(sql: str, facts: DialectFacts) -> Statement:
+    """The tree of a one-statement string (the shape cache's sentinel texts, view definitions)."""
+    chunks = split(sql, facts)
+    if len(chunks) != 1:
+        raise Unparsable("expected one statement")
+    return parse_statement(chunks[0], facts)
+
+
+def parse_statement(chunk: Chunk, facts: DialectFacts) -> Statement:
+    """One statement's tree, with its identifiers folded as the server folds them."""
+    parser = STATEMENT_PARSER_CLASSES.get(facts.sqlglot, StatementParser)(facts, chunk.sql, chunk.tokens)
+    return normalize(parser.parse(), facts)
+
+
+# --- statement parsers --------------------------------------------------------------------------
+
+_TRANSACTION_WORDS = frozenset(
+    {
+        "WORK",
+        "TRANSACTION",
+        "ISOLATION",
+        "LEVEL",
+        "SERIALIZABLE",
+        "REPEATABLE",
+        "READ",
+        "COMMITTED",
+        "UNCOMMITTED",
+        "WRITE",
+        "ONLY",
+        "NOT",
+        "DEFERRABLE",
+        "AND",
+        "NO",
+        "CHAIN",
+        "RELEASE",
+        "WITH",
+        "CONSISTENT",
+        "SNAPSHOT",
+    }
+)
+_LOCK_MODES = frozenset(
+    {
+        "ACCESS SHARE",
+        "ROW SHARE",
+        "ROW EXCLUSIVE",
+        "SHARE UPDATE EXCLUSIVE",
+        "SHARE",
+        "SHARE ROW EXCLUSIVE",
+        "EXCLUSIVE",
+        "ACCESS EXCLUSIVE",
+    }
+)
+_ROLE_OBJECTS = frozenset({"ROLE", "USER", "GROUP"})
+_CODE_OBJECTS = frozenset(
+    {
+        "FUNCTION",
+        "PROCEDURE",
+        "TRIGGER",
+        "RULE",
+        "EVENT",
+        "LANGUAGE",
+        "EXTENSION",
+        "CAST",
+        "OPERATOR",
+        "AGGREGATE",
+        "TRANSFORM",
+        "SERVER",
+        "FOREIGN",
+        "PUBLICATION",
+        "SUBSCRIPTION",
+        "ACCESS",
+    }
+)
+_CREATE_MODIFIERS = frozenset({"OR", "REPLACE", "TEMP", "TEMPORARY", "UNIQUE", "DEFINER"})
+# Statements EXPLAIN and PREPARE may wrap (the server's grammar), as tree types.
+_PLANNABLE: tuple[type, ...] = (exp.Query, exp.Insert, exp.Update, exp.Delete, exp.Merge)
+
+
+class StatementParser:
+    """Parses one statement's tokens. Subclasses per dialect extend STATEMENT_PARSERS."""
+
+    STATEMENT_PARSERS: ClassVar[dict[str, Callable[[StatementParser], Statement]]] = {}
+
+    def __init__(self, facts: DialectFacts, sql: str, tokens: list[Token]) -> None:
+        self.facts = facts
+        self.sql = sql
+        self.tokens = tokens
+        self.i = 0
+
+    # --- the cursor ---------------------------------------------------------------------------
+
+    def word(self, k: int = 0) -> str:
+        """The keyword at i+k in upper case ("" for a quoted name or string, or past the end)."""
+        j = self.i + k
+        if j >= len(self.tokens) or self.tokens[j].token_type in _QUOTED:
+            return ""
+        return " ".join(self.tokens[j].text.upper().split())
+
+    def match(self, *words: str) -> bool:
+        if all(self.word(k) == w for k, w in enumerate(words)):
+            self.i += len(words)
+            return True
+        return False
+
+    def match_type(self, token_type: TokenType) -> bool:
+        if self.i < len(self.tokens) and self.tokens[self.i].token_type == token_type:
+            self.i += 1
+            return True
+        return False
+
+    def at_end(self) -> bool:
+        return self.i >= len(self.tokens)
+
+    def rest(self) -> list[Token]:
+        tokens = self.tokens[self.i :]
+        self.i = len(self.tokens)
+        return tokens
+
+    def text(self) -> str:
+        return self.sql[self.tokens[0].start : self.tokens[-1].end + 1]
+
+    def until_top_level(self, *stops: TokenType) -> list[Token]:
+        """Tokens up to (not including) the next top-level token of one of `stops`."""
+        depth = 0
+        start = self.i
+        while self.i < len(self.tokens):
+            tt = self.tokens[self.i].token_type
+            if depth == 0 and tt in stops:
+                break
+            if tt in (TokenType.L_PAREN, TokenType.L_BRACKET):
+                depth += 1
+            elif tt in (TokenType.R_PAREN, TokenType.R_BRACKET):
+                depth -= 1
+            self.i += 1
+        return self.tokens[start : self.i]
+
+    # --- handing over to sqlglot --------------------------------------------------------------
+
+    def sqlglot_statement(self, tokens: list[Token]) -> exp.Expression:
+        try:
+            trees = [
+                t for t in Dialect.get_or_raise(self.facts.sqlglot).parser().parse(tokens, self.sql) if t
+            ]
+        except sqlglot.errors.SqlglotError as e:
+            raise Unparsable(f"cannot parse: {str(e).splitlines()[0][:200]}") from None
+        if len(trees) != 1:
+            raise Unparsable("expected one statement")
+        return trees[0]
+
+    def sqlglot_into(self, kind: type[exp.Expr], tokens: list[Token]) -> exp.Expression:
+        if not tokens:
+            raise Unparsable(f"missing {kind.__name__.lower()}")
+        try:
+            found = Dialect.get_or_raise(self.facts.sqlglot).parser().parse_into(kind, tokens, self.sql)
+        except sqlglot.errors.SqlglotError as e:
+            raise Unparsable(f"cannot parse: {str(e).splitlines()[0][:200]}") from None
+        if len(found) != 1 or found[0] is None:
+            raise Unparsable(f"expected one {kind.__name__.lower()}")
+        return found[0]  # type: ignore[return-value]
+
+    def inner(self, tokens: list[Token], allowed: tuple[type, ...]) -> Statement:
+        """A statement inside this one (EXPLAIN's, PREPARE's, DECLARE's), parsed the same way."""
+        if not tokens:
+            raise Unparsable("missing statement")
+        tree = type(self)(self.facts, self.sql, tokens).parse()
+        if not isinstance(tree, allowed):
+            raise Unparsable(f"{type(tree).__name__} cannot be wrapped here")
+        return tree
+
+    def identifier(self) -> exp.Identifier:
+        if self.at_end():
+            raise Unparsable("missing name")
+        tok = self.tokens[self.i]
+        if tok.token_type in (TokenType.STRING, TokenType.L_PAREN, TokenType.R_PAREN, TokenType.COMMA):
+            raise Unparsable(f"expected a name, found {tok.text!r}")
+        self.i += 1
+        return exp.Identifier(this=tok.text, quoted=tok.token_type == TokenType.IDENTIFIER)
+
+    # --- entry --------------------------------------------------------------------------------
+
+    def parse(self) -> Statement:
+        first = self.tokens[0]
+        handler = None
+        if first.token_type not in _QUOTED:
+            key = " ".join(first.text.upper().split())
+            handler = self.STATEMENT_PARSERS.get(key) or self.STATEMENT_PARSERS.get(key.split(" ")[0])
+        if handler is None:
+            return self.sqlglot_statement(self.tokens)
+        self.i = 1
+        tree = handler(self)
+        if not self.at_end():
+            raise Unparsable(f"{self.word(0) or self.tokens[self.i].text!r} is not understood here")
+        return tree
+
+    # --- SET / RESET / SHOW -------------------------------------------------------------------
+
+    def _value(self, tokens: list[Token]) -> exp.Expression | None:
+        """A simple SET value (string, signed number, quoted name or bare word), or None."""
+        sign = ""
+        if len(tokens) == 2 and tokens[0].token_type in (TokenType.DASH, TokenType.PLUS):
+            sign = "-" if tokens[0].token_type == TokenType.DASH else ""
+            tokens = tokens[1:]
+        if len(tokens) != 1:
+            return None
+        tok = tokens[0]
+        if tok.token_type == TokenType.NUMBER:
+            return exp.Literal.number(sign + tok.text)
+        if sign:
+            return None
+        if tok.token_type in _STRINGS:
+            return exp.Literal.string(tok.text)
+        if tok.token_type == TokenType.IDENTIFIER:
+            return exp.Identifier(this=tok.text, quoted=True)
+        if tok.text.replace("_", "").replace("$", "").isalnum():
+            return exp.Var(this=tok.text)
+        return None
+
+    def _set_values(self, tokens: list[Token]) -> tuple[tuple[exp.Expression, ...], exp.Expression | None]:
+        """(simple values, None) or ((), the value as one expression) for what follows `=`."""
+        values = [self._value(p) for p in _split_commas(tokens)]
+        if all(v is not None for v in values):
+            return tuple(v for v in values if v is not None), None
+        return (), self.sqlglot_into(exp.Expr, tokens)
+
+    def _set_item(self, tokens: list[Token]) -> nodes.SetItem:
+        sub = type(self)(self.facts, self.sql, tokens)
+        return sub._set_item_here()
+
+    def _set_item_here(self) -> nodes.SetItem:
+        scope = ""
+        for s in ("SESSION", "LOCAL", "GLOBAL", "PERSIST", "PERSIST_ONLY"):
+            if self.word() == s and self.word(1) not in ("AUTHORIZATION", "CHARACTERISTICS", "=", ""):
+                self.i += 1
+                scope = s
+                break
+        for kind, words in (("session_authorization", ("SESSION", "AUTHORIZATION")), ("role", ("ROLE",))):
+            if self.match(*words):
+                # Who the session becomes is refused whatever it says (MySQL lists roles and
+                # `'r'@'host'` forms), so the value is kept as written.
+                rest = self.rest()
+                if not rest:
+                    raise Unparsable(f"SET {' '.join(words)} without a value")
+                raw = self.sql[rest[0].start : rest[-1].end + 1]
+                return nodes.SetItem(kind, values=(exp.Var(this=raw),), scope=scope)
+        if self.match("TIME", "ZONE"):
+            words = self.rest()
+            value = self._value(words)
+            # TIME ZONE 'x' | -8 | LOCAL | DEFAULT, or INTERVAL '+05:30' HOUR TO MINUTE.
+            values = (value,) if value is not None else tuple(self._value([t]) for t in words)
+            if not values or any(v is None for v in values):
+                raise Unparsable("TIME ZONE value not understood")
+            return nodes.SetItem("time_zone", "timezone", values, scope)  # type: ignore[arg-type]
+        for kind, words in (
+            ("transaction", ("TRANSACTION",)),
+            ("transaction", ("SESSION", "CHARACTERISTICS", "AS", "TRANSACTION")),
+            ("constraints", ("CONSTRAINTS",)),
+        ):
+            if self.match(*words):
+                rest = self.rest()
+                if kind == "transaction" and any(
+                    t.token_type != TokenType.COMMA and t.text.upper() not in _TRANSACTION_WORDS for t in rest
+                ):
+                    raise Unparsable("transaction characteristics not understood")
+                return nodes.SetItem(kind, values=tuple(exp.Var(this=t.text) for t in rest), scope=scope)
+        if self.match("NAMES") or self.match("CHARSET") or self.match("CHARACTER", "SET"):
+            charset = self._value(self.until_top_level(TokenType.COLLATE))
+            collate = None
+            if self.match_type(TokenType.COLLATE):
+                collate = self._value(self.rest())
+                if collate is None:
+                    raise Unparsable("COLLATE value not understood")
+            if charset is None or not self.at_end():
+                raise Unparsable("client encoding value not understood")
+            return nodes.SetItem("names", "names", (charset,), scope, collate)
+        if self.match("SCHEMA"):  # PostgreSQL: SET SCHEMA 'x' is SET search_path TO 'x'
+            return nodes.SetItem("setting", "search_path", self._simple_rest(), scope)
+        if self.match("XML", "OPTION"):
+            return nodes.SetItem("setting", "xmloption", self._simple_rest(), scope)
+        name = self._setting_name()
+        if not (self.match_type(TokenType.EQ) or self.match("TO") or self.match_type(TokenType.COLON_EQ)):
+            raise Unparsable("SET without a value")
+        values, computed = self._set_values(self.rest())
+        if not values and computed is None:
+            raise Unparsable("SET without a value")
+        return nodes.SetItem("setting", name, values, scope, computed=computed)
+
+    def _simple_rest(self) -> tuple[exp.Expression, ...]:
+        rest = self.rest()
+        value = self._value(rest)
+        if value is None:
+            raise Unparsable("value not understood")
+        return (value,)
+
+    def _setting_name(self) -> str:
+        """A setting's name (parts joined by dots, `@@`/`@` kept), as the server looks it up."""
+        parts: list[str] = []
+        while not self.at_end():
+            tok = self.tokens[self.i]
+            if tok.token_type in (TokenType.EQ, TokenType.COLON_EQ) or self.word() == "TO":
+                break
+            if tok.token_type in (TokenType.STRING, TokenType.L_PAREN, TokenType.COMMA):
+                raise Unparsable("setting name not understood")
+            parts.append(tok.text)
+            self.i += 1
+        if not parts:
+            raise Unparsable("SET without a setting")
+        return self.facts.setting_key("".join(parts))
+
+    def _set(self) -> Statement:
+        return nodes.Set((self._set_item(self.rest()),))
+
+    def _reset(self) -> Statement:
+        if self.match("ALL"):
+            return nodes.Reset(None)
+        if self.match("SESSION", "AUTHORIZATION"):
+            return nodes.Reset("session_authorization")
+        if self.match("TIME", "ZONE"):
+            return nodes.Reset("timezone")
+        if self.match("TRANSACTION", "ISOLATION", "LEVEL"):
+            return nodes.Reset("transaction_isolation")
+        return nodes.Reset(self._setting_name())
+
+    def _show(self) -> Statement:
+        words = tuple(self.word(k) for k in range(len(self.tokens) - self.i))
+        self.rest()
+        return nodes.Show(self.text(), tuple(w for w in words if w))
+
+    # --- LOCK ---------------------------------------------------------------------------------
+
+    def _table(self, tokens: list[Token]) -> exp.Table:
+        table = self.sqlglot_into(exp.Table, tokens)
+        if not isinstance(table, exp.Table) or not isinstance(table.this, exp.Identifier):
+            raise Unparsable("expected a table name")
+        return table  # type: ignore[return-value]
+
+    def _lock(self) -> Statement:
+        self.match("TABLE")
+        targets: list[tuple[exp.Table, bool]] = []
+        while True:
+            only = self.match_type(TokenType.ONLY)
+            tokens = self.until_top_level(TokenType.COMMA, TokenType.IN, TokenType.STAR)
+            if tokens and tokens[-1].text.upper() == "NOWAIT":  # `LOCK t NOWAIT`
+                tokens = tokens[:-1]
+                self.i -= 1
+            targets.append((self._table(tokens), only))
+            self.match_type(TokenType.STAR)  # `t *`: and its descendants, as without ONLY
+            if not self.match_type(TokenType.COMMA):
+                break
+        mode = "ACCESS EXCLUSIVE"
+        if self.match_type(TokenType.IN):
+            words: list[str] = []
+            while not self.at_end() and self.word() != "MODE":
+                words.append(self.word())
+                self.i += 1
+            if not self.match("MODE") or " ".join(words) not in _LOCK_MODES:
+                raise Unparsable("lock mode not understood")
+            mode = " ".join(words)
+        nowait = self.match("NOWAIT")
+        return nodes.Lock(tuple(nodes.LockTarget(t, mode, only) for t, only in targets), nowait)
+
+    # --- EXPLAIN / PREPARE / EXECUTE / DEALLOCATE ---------------------------------------------
+
+    def _explain(self) -> Statement:
+        options: list[nodes.ExplainOption] = []
+        parenthesized = False
+        if self.match_type(TokenType.L_PAREN):
+            parenthesized = True
+            while not self.match_type(TokenType.R_PAREN):
+                if self.at_end():
+                    raise Unparsable("unterminated EXPLAIN options")
+                name = self.word()
+                if not name:
+                    raise Unparsable("EXPLAIN option not understood")
+                self.i += 1
+                value_tokens = self.until_top_level(TokenType.COMMA, TokenType.R_PAREN)
+                value = self._value(value_tokens) if value_tokens else None
+                if value_tokens and value is None:
+                    raise Unparsable("EXPLAIN option value not understood")
+                options.append(nodes.ExplainOption(name, value))
+                self.match_type(TokenType.COMMA)
+        else:
+            while self.word() in ("ANALYZE", "ANALYSE", "VERBOSE"):
+                options.append(nodes.ExplainOption(self.word()))
+                self.i += 1
+        inner = self.inner(self.rest(), (*_PLANNABLE, exp.Create, nodes.Execute, nodes.Cursor))
+        if isinstance(inner, exp.Create) and not isinstance(inner.expression, exp.Query):
+            raise Unparsable("EXPLAIN of CREATE without AS")
+        if isinstance(inner, nodes.Cursor) and inner.action != "DECLARE":
+            raise Unparsable("EXPLAIN of a cursor action")
+        return nodes.Explain(inner, tuple(options), parenthesized)
+
+    def _prepare(self) -> Statement:
+        if self.match("TRANSACTION"):
+            self.rest()
+            return nodes.TwoPhaseCommit(self.text())
+        name = self.identifier()
+        if self.match_type(TokenType.FROM):  # MySQL: PREPARE s FROM '…' | @var, SQL in a string
+            return nodes.PrepareFrom(name, self.sqlglot_into(exp.Expr, self.rest()))
+        types: tuple[exp.DataType, ...] = ()
+        if self.match_type(TokenType.L_PAREN):
+            inside = self.until_top_level(TokenType.R_PAREN)
+            if not self.match_type(TokenType.R_PAREN):
+                raise Unparsable("unterminated PREPARE types")
+            types = tuple(self._data_type(part) for part in _split_commas(inside))
+        if not self.match("AS"):
+            raise Unparsable("PREPARE without AS")
+        return nodes.Prepare(name, self.inner(self.rest(), _PLANNABLE), types)
+
+    def _data_type(self, tokens: list[Token]) -> exp.DataType:
+        found = self.sqlglot_into(exp.DataType, tokens)
+        if not isinstance(found, exp.DataType):
+            raise Unparsable("expected a type")
+        return found
+
+    def _execute(self) -> Statement:
+        name = self.identifier()
+        if self.match("USING"):  # MySQL
+            parts = _split_commas(self.rest())
+            return nodes.Execute(name, tuple(self.sqlglot_into(exp.Expr, p) for p in parts), using=True)
+        if self.at_end():
+            return nodes.Execute(name)
+        args = self.sqlglot_into(exp.Tuple, self.rest())
+        return nodes.Execute(name, tuple(args.expressions))
+
+    def _deallocate(self) -> Statement:
+        prepare = self.match("PREPARE")
+        if self.match("ALL"):
+            return nodes.Deallocate(None, prepare)
+        return nodes.Deallocate(self.identifier(), prepare)
+
+    # --- DO / CALL / cursors / notifications ----------------------------------------------------
+
+    def _do(self) -> Statement:
+        if self.at_end():
+            raise Unparsable("DO without code")
+        self.rest()
+        return nodes.Do(self.text())
+
+    def _call(self) -> Statement:
+        parts = [self.identifier()]
+        while self.match_type(TokenType.DOT):
+            parts.append(self.identifier())
+        args: tuple[exp.Expression, ...] = ()
+        if not self.at_end():
+            found = self.sqlglot_into(exp.Tuple, self.rest())
+            args = tuple(found.expressions)
+        return nodes.Call(tuple(parts), args)
+
+    def _declare(self) -> Statement:
+        name = self.identifier()
+        start = self.i
+        while not self.at_end() and self.word() != "FOR":
+            self.i += 1
+        options = (
+            self.sql[self.tokens[start].start : self.tokens[self.i - 1].end + 1] if self.i > start else ""
+        )
+        if "CURSOR" not in options.upper().split() or not self.match("FOR"):
+            raise Unparsable("DECLARE is only understood for cursors")
+        return nodes.Cursor("DECLARE", name, options, self.inner(self.rest(), (exp.Query,)))
+
+    def _fetch(self) -> Statement:
+        action = self.word(-1)
+        if self.at_end():
+            raise Unparsable(f"{action} without a cursor")
+        before = self.tokens[self.i : len(self.tokens) - 1]
+        self.i = len(self.tokens) - 1
+        name = self.identifier()
+        options = self.sql[before[0].start : before[-1].end + 1] if before else ""
+        return nodes.Cursor(action, name, options)
+
+    def _close(self) -> Statement:
+        if self.match("ALL"):
+            return nodes.Cursor("CLOSE", None)
+        return nodes.Cursor("CLOSE", self.identifier())
+
+    def _notification(self) -> Statement:
+        action = self.word(-1)
+        if self.at_end():
+            raise Unparsable(f"{action} without a channel")
+        self.rest()
+        return nodes.Notification(self.text(), action)
+
+    def _discard(self) -> Statement:
+        if self.word() not in ("ALL", "PLANS", "SEQUENCES", "TEMP", "TEMPORARY"):
+            raise Unparsable("DISCARD of what")
+        self.i += 1
+        return nodes.Discard(self.text())
+
+    # --- transactions -------------------------------------------------------------------------
+
+    def _begin(self) -> Statement:
+        return self._transaction("BEGIN")
+
+    def _start(self) -> Statement:
+        if not self.match("TRANSACTION"):
+            raise Unparsable("START without TRANSACTION")
+        return self._transaction("START TRANSACTION")
+
+    def _transaction(self, action: str) -> Statement:
+        for tok in self.rest():
+            if tok.token_type != TokenType.COMMA and tok.text.upper() not in _TRANSACTION_WORDS:
+                raise Unparsable(f"{action} {tok.text} is not understood")
+        return nodes.TransactionControl(self.text(), action)
+
+    def _commit(self) -> Statement:
+        action = self.word(-1)
+        if self.match("PREPARED"):
+            if not self.match_type(TokenType.STRING) or not self.at_end():
+                raise Unparsable(f"{action} PREPARED needs one transaction id")
+            return nodes.TwoPhaseCommit(self.text())
+        return self._transaction(action)
+
+    def _rollback(self) -> Statement:
+        action = self.word(-1)
+        if self.word() == "PREPARED":
+            return self._commit()
+        start = self.i
+        _ = self.match("WORK") or self.match("TRANSACTION")
+        if self.match("TO"):
+            self.match("SAVEPOINT")
+            self.identifier()
+            return nodes.TransactionControl(self.text(), f"{action} TO SAVEPOINT")
+        self.i = start
+        return self._transaction(action)
+
+    def _savepoint(self) -> Statement:
+        self.identifier()
+        return nodes.TransactionControl(self.text(), "SAVEPOINT")
+
+    def _release(self) -> Statement:
+        self.match("SAVEPOINT")
+        self.identifier()
+        return nodes.TransactionControl(self.text(), "RELEASE")
+
+    # --- COPY ---------------------------------------------------------------------------------
+
+    def _copy(self) -> Statement:
+        tree = self.sqlglot_statement(self.tokens)
+        depth = 0
+        options = True
+        for k, tok in enumerate(self.tokens):
+            if tok.token_type == TokenType.L_PAREN:
+                depth += 1
+            elif tok.token_type == TokenType.R_PAREN:
+                depth -= 1
+            elif depth == 0 and tok.text.upper() == "TO" and tok.token_type not in _QUOTED:
+                options = len(self.tokens) > k + 2
+                break
+        tree.meta[COPY_OPTIONS_META] = options
+        self.i = len(self.tokens)
+        return tree
+
+    # --- administration, access control, code ---------------------------------------------------
+
+    def _maintenance(self) -> Statement:
+        command = self.word(-1)
+        self.rest()
+        return nodes.Maintenance(self.text(), command)
+
+    def _access_control(self) -> Statement:
+        command = self.word(-1)
+        self.rest()
+        return nodes.AccessControl(self.text(), command)
+
+    def _ddl(self) -> Statement:
+        """CREATE / ALTER / DROP: roles and code are maskgate's nodes, the rest sqlglot's."""
+        action = self.word(-1)
+        following = [self.word(k) for k in range(5)]
+        if action == "ALTER" and following[0] == "SYSTEM":
+            self.rest()
+            return nodes.Maintenance(self.text(), "ALTER SYSTEM")
+        if (following[0] in _ROLE_OBJECTS) or (action == "ALTER" and following[0] == "DEFAULT"):
+            self.rest()
+            return nodes.AccessControl(self.text(), f"{action} {following[0]}")
+        if action == "DROP" and following[0] == "OWNED":
+            self.rest()
+            return nodes.AccessControl(self.text(), "DROP OWNED")
+        obj = next((w for w in following if w not in _CREATE_MODIFIERS), "")
+        code = obj if obj in _CODE_OBJECTS else next((w for w in following[:3] if w in _CODE_OBJECTS), "")
+        if code:
+            self.rest()
+            return nodes.RoutineDefinition(self.text(), action, code)
+        self.i = len(self.tokens)
+        return self.sqlglot_statement(self.tokens)
+
+
+def _split_commas(tokens: list[Token]) -> list[list[Token]]:
+    parts: list[list[Token]] = [[]]
+    depth = 0
+    for tok in tokens:
+        if tok.token_type in (TokenType.L_PAREN, TokenType.L_BRACKET):
+            depth += 1
+        elif tok.token_type in (TokenType.R_PAREN, TokenType.R_BRACKET):
+            depth -= 1
+        if tok.token_type == TokenType.COMMA and depth == 0:
+            parts.append([])
+        else:
+            parts[-1].append(tok)
+    return [p for p in parts if p]
+
+
+_COMMON: dict[str, Callable[[StatementParser], Statement]] = {
+    "SET": StatementParser._set,
+    "RESET": StatementParser._reset,
+    "SHOW": StatementParser._show,
+    "LOCK": StatementParser._lock,
+    "EXPLAIN": StatementParser._explain,
+    "PREPARE": StatementParser._prepare,
+    "EXECUTE": StatementParser._execute,
+    "DEALLOCATE": StatementParser._deallocate,
+    "DO": StatementParser._do,
+    "CALL": StatementParser._call,
+    "DECLARE": StatementParser._declare,
+    "FETCH": StatementParser._fetch,
+    "MOVE": StatementParser._fetch,
+    "CLOSE": StatementParser._close,
+    "LISTEN": StatementParser._notification,
+    "UNLISTEN": StatementParser._notification,
+    "NOTIFY": StatementParser._notification,
+    "DISCARD": StatementParser._discard,
+    "COPY": StatementParser._copy,
+    "BEGIN": StatementParser._begin,
+    "START": StatementParser._start,
+    "COMMIT": StatementParser._commit,
+    "END": StatementParser._commit,
+    "ROLLBACK": StatementParser._rollback,
+    "ABORT": StatementParser._rollback,
+    "SAVEPOINT": StatementParser._savepoint,
+    "RELEASE": StatementParser._release,
+    "GRANT": StatementParser._access_control,
+    "REVOKE": StatementParser._access_control,
+    "REASSIGN": StatementParser._access_control,
+    "CREATE": StatementParser._ddl,
+    "ALTER": StatementParser._ddl,
+    "DROP": StatementParser._ddl,
+    **dict.fromkeys(
+        (
+            "VACUUM",
+            "ANALYZE",
+            "ANALYSE",
+            "CLUSTER",
+            "REINDEX",
+            "CHECKPOINT",
+            "REFRESH",
+            "LOAD",
+            "SECURITY",
+            "IMPORT",
+        ),
+        StatementParser._maintenance,
+    ),
+}
+StatementParser.STATEMENT_PARSERS = _COMMON
+
+
+class PostgresStatements(StatementParser):
+    """PostgreSQL: the common table as it stands."""
+
+
+class MySQLStatements(StatementParser):
+    """MySQL: several assignments per SET, LOCK TABLES … READ/WRITE, DESCRIBE, USE, SHOW
+    PROCESSLIST and the server-control statements."""
+
+    def _set(self) -> Statement:
+        head = self.word()
+        if self.match("PASSWORD") or self.match("DEFAULT", "ROLE"):
+            self.rest()
+            return nodes.AccessControl(self.text(), f"SET {head}")
+        if self.match("RESOURCE", "GROUP"):
+            self.rest()
+            return nodes.Maintenance(self.text(), "SET RESOURCE GROUP")
+        k = 1 if head in ("SESSION", "GLOBAL", "LOCAL", "PERSIST", "PERSIST_ONLY") else 0
+        first = self.word(k)
+        if first in ("TRANSACTION", "NAMES", "CHARSET", "ROLE") or (
+            first == "CHARACTER" and self.word(k + 1) == "SET"
+        ):
+            # One item whose own commas (isolation level, read only, roles) separate no items.
+            return nodes.Set((self._set_item(self.rest()),))
+        parts = _split_commas(self.rest())
+        if not parts:
+            raise Unparsable("SET without a setting")
+        return nodes.Set(tuple(self._set_item(p) for p in parts))
+
+    def _rename(self) -> Statement:
+        if self.word() == "USER":
+            self.rest()
+            return nodes.AccessControl(self.text(), "RENAME USER")
+        self.i = len(self.tokens)
+        return self.sqlglot_statement(self.tokens)
+
+    def _lock(self) -> Statement:
+        self.match("TABLE") or self.match("TABLES")
+        targets: list[nodes.LockTarget] = []
+        for part in _split_commas(self.rest()):
+            words = [t.text.upper() for t in part]
+            cut = next((k for k, w in enumerate(words) if w in ("READ", "WRITE", "LOW_PRIORITY")), None)
+            if cut is None or cut == 0:
+                raise Unparsable("LOCK TABLES needs READ or WRITE")
+            name = part[:cut]
+            if len(name) >= 2 and name[-2].token_type == TokenType.ALIAS:
+                name = name[:-2]
+            elif len(name) >= 2 and name[-2].token_type != TokenType.DOT:
+                name = name[:-1]  # `t alias READ`
+            written = " ".join(words[cut:])
+            if written not in ("READ", "READ LOCAL", "WRITE", "LOW_PRIORITY WRITE"):
+                raise Unparsable("lock type not understood")
+            mode = "ACCESS SHARE" if written.startswith("READ") else "ACCESS EXCLUSIVE"
+            targets.append(nodes.LockTarget(self._table(name), mode, written_mode=written))
+        if not targets:
+            raise Unparsable("LOCK TABLES of nothing")
+        return nodes.Lock(tuple(targets), tables_keyword="TABLES")
+
+    def _unlock(self) -> Statement:
+        # MySQL's tokenizer reads `UNLOCK TABLES` as one keyword.
+        if self.word(-1) == "UNLOCK" and not (self.match("TABLES") or self.match("TABLE")):
+            raise Unparsable("UNLOCK what")
+        return nodes.UnlockTables(self.text())
+
+    def _explain(self) -> Statement:
+        options: list[nodes.ExplainOption] = []
+        while True:
+            if self.match("ANALYZE"):
+                options.append(nodes.ExplainOption("ANALYZE"))
+            elif self.word() == "FORMAT" and self.word(1) == "=":
+                self.i += 2
+                value = self._value(self.tokens[self.i : self.i + 1])
+                if value is None:
+                    raise Unparsable("EXPLAIN FORMAT not understood")
+                self.i += 1
+                options.append(nodes.ExplainOption("FORMAT", value))
+            else:
+                break
+        if self.word() in ("SELECT", "WITH", "TABLE", "INSERT", "UPDATE", "DELETE", "REPLACE", "VALUES", "("):
+            inner = self.inner(self.rest(), _PLANNABLE)
+            return nodes.Explain(inner, tuple(options), equals=True)
+        self.rest()  # EXPLAIN t [col], EXPLAIN FOR CONNECTION n: metadata, like DESCRIBE
+        return nodes.DescribeRelation(self.text())
+
+    def _use(self) -> Statement:
+        return nodes.Use(self.identifier())
+
+    def _show(self) -> Statement:
+        shown = super()._show()
+        if isinstance(shown, nodes.Show) and "PROCESSLIST" in shown.words:
+            # Other sessions' statements, literals included.
+            return nodes.Maintenance(shown.text, "SHOW PROCESSLIST")
+        return shown
+
+    STATEMENT_PARSERS: ClassVar[dict[str, Callable[[StatementParser], Statement]]] = {
+        **_COMMON,
+        "SET": _set,
+        "LOCK": _lock,
+        "LOCK TABLES": _lock,
+        "UNLOCK": _unlock,
+        "UNLOCK TABLES": _unlock,
+        "EXPLAIN": _explain,
+        "DESCRIBE": _explain,
+        "DESC": _explain,
+        "USE": _use,
+        "SHOW": _show,
+        "RENAME": _rename,
+        **dict.fromkeys(
+            (
+                "KILL",
+                "FLUSH",
+                "OPTIMIZE",
+                "REPAIR",
+                "INSTALL",
+                "UNINSTALL",
+                "PURGE",
+                "RESTART",
+                "SHUTDOWN",
+            ),
+            StatementParser._maintenance,
+        ),
+    }  # type: ignore[dict-item]
+
+
+STATEMENT_PARSER_CLASSES: dict[str, type[StatementParser]] = {
+    "postgres": PostgresStatements,
+    "mysql": MySQLStatements,
+}
