@@ -101,3 +101,10 @@ def test_policies_know_no_protocol_and_no_io_loop() -> None:
 def test_protocol_packages_hold_wire_code_only() -> None:
     # SQL is read by policies/; a protocol session asks the gate.
     assert _violations("proxy.pg", ("sqlglot", "yaml", "prometheus_client")) == []
+
+
+def test_shared_services_know_no_protocol_and_no_sql() -> None:
+    # A second protocol reuses core/ and services/ as they are: they must not lean on one.
+    forbidden = ("proxy.pg", "proxy.mysql", "proxy.http", "sqlglot")
+    assert _violations("proxy.services", forbidden) == []
+    assert _violations("proxy.core", (*forbidden, "policies")) == []

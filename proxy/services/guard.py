@@ -17,6 +17,7 @@ from typing import Any
 import masking
 from policies import Engine, Policy, Role, Schema
 from policies.decision import Block, Decision
+from policies.sql.shapes import fingerprint
 
 from .audit import AuditLog
 from .gate import SCRAM_SHA_256, Principal, StatementRecord
@@ -198,9 +199,9 @@ class Guard:
         # policy in force when the statement arrived, even if a reload lands meanwhile.
         state = self._state
         if self.audit_required and self.audit is not None and not self.audit.healthy:
-            return state.audit_down
+            return _fingerprinted(state.audit_down, sql, dialect)
         if not self._still_valid(state, principal):
-            return state.access_changed
+            return _fingerprinted(state.access_changed, sql, dialect)
         where = self._where(database, upstream)
         engine = state.engines.get(where)
         if engine is None:
@@ -212,7 +213,7 @@ class Guard:
             )
         except Exception as exc:  # fail closed: an engine bug is a refusal, never a pass
             print(f"maskgate: decision failed: {exc!r}", file=sys.stderr)
-            decision = state.engine_failed
+            decision = _fingerprinted(state.engine_failed, sql, dialect)
         m = self.metrics
         m.child(m.decision_cache, "hit" if engine.cache_hits > hits else "miss").inc()
         return decision
@@ -306,3 +307,12 @@ class Guard:
 
     def auth_failed(self, protocol: str) -> None:
         self.metrics.child(self.metrics.auth_failures, protocol).inc()
+
+
+def _fingerprinted(block: Block, sql: str, dialect: str) -> Block:
+    """A refusal the guard makes itself, with the statement's fingerprint read in its dialect,
+    as the engine stamps its own decisions (audit then needs no SQL knowledge)."""
+    try:
+        return replace(block, fingerprint=fingerprint(sql, dialect))
+    except Exception:  # a refusal must never fail: without a fingerprint audit still records it
+        return block

@@ -22,11 +22,9 @@ def rec(sql: str, decision: Allow | Block) -> StatementRecord:
     )
 
 
-def test_fingerprint_ignores_literals_and_case() -> None:
-    a = fingerprint("SELECT * FROM customers WHERE phone = '13812345678'")
-    b = fingerprint("select *  from customers where phone = '13987654321'")
-    c = fingerprint("SELECT * FROM customers WHERE id = 1")
-    assert a == b != c
+def test_the_fallback_fingerprint_folds_case_and_spacing() -> None:
+    # Only for records no engine decided; the engine's own ignores literals (tests/policies).
+    assert fingerprint("<Bind  S1>") == fingerprint("<bind s1>") != fingerprint("<bind s2>")
 
 
 def test_scrub_sql_masks_every_identifier() -> None:
