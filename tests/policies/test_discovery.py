@@ -12,7 +12,7 @@ IDS = ["11010519491231002X", "110105194912310021"]
 
 
 def test_a_column_of_mobiles_is_mobile() -> None:
-    f = judge_column("public", "t", "contact", PHONES + [None, "n/a"])
+    f = judge_column("public", "t", "contact", [*PHONES, None, "n/a"])
     assert f is not None and f.cls == "mobile" and f.sampled == 51
     assert f.hits == (("mobile", 50),)
 
@@ -25,7 +25,7 @@ def test_numbers_inside_text_make_free_text() -> None:
 
 
 def test_mixed_classes_make_free_text() -> None:
-    f = judge_column("public", "t", "ref", PHONES[:10] + IDS * 5)
+    f = judge_column("public", "t", "ref", [*PHONES[:10], *(IDS * 5)])
     assert f is not None and f.cls == "free_text"
     assert {c for c, _ in f.hits} == {"mobile", "id_card"}
 
