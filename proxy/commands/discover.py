@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from policies import PolicyError, Schema, load_policy
+from policies import PolicyError, load_policy
 from policies.discovery import snippet
 from policies.names import ColumnName, TableName
 
@@ -29,6 +29,7 @@ def register(subparsers: Any) -> None:
 def cmd_discover(args: argparse.Namespace) -> int:
     import psycopg
 
+    from proxy.pg.catalog import load_schema
     from proxy.pg.sampling import sample
 
     policy = None
@@ -41,7 +42,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
             return 1
     try:
         with psycopg.connect(args.schema, autocommit=True) as conn:
-            schema = Schema.from_postgres(conn)
+            schema = load_schema(conn)
             run = sample(conn, schema, rows=max(1, args.rows), deadline_s=max(1.0, args.seconds))
     except psycopg.Error as e:
         print(f"cannot sample {args.schema.split('@')[-1]}: {str(e).strip()}", file=sys.stderr)

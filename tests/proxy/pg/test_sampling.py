@@ -8,10 +8,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from policies import Schema
 from policies.schema import Table
 from proxy.cli import main
-from proxy.embedded_pg import EmbeddedPostgres
+from proxy.demo.embedded_pg import EmbeddedPostgres
+from proxy.pg.catalog import load_schema
 from proxy.pg.sampling import _sample_sql, sample, sampled_type
 from tests.conftest import start_crm
 
@@ -42,7 +42,7 @@ def test_sample_sql_quotes_names_and_samples_large_tables() -> None:
 
 def test_demo_columns_found(crm: EmbeddedPostgres) -> None:
     with psycopg.connect(crm.dsn("maskgate_svc", SVC, "crm"), autocommit=True) as conn:
-        schema = Schema.from_postgres(conn)
+        schema = load_schema(conn)
         run = sample(conn, schema, rows=500)
     by = {(f.table, f.column): f for f in run.findings}
     assert by[("customers", "phone")].cls == "mobile"
