@@ -43,6 +43,28 @@ class ColumnMask:
 
 
 @dataclass(frozen=True, slots=True)
+class SettingChange:
+    """A statement's effect on a session setting the proxy follows (search_path, role, …).
+
+    `value` is the new value as the server will hold it (for search_path: the exact schema
+    names, folded as the server folds them); None resets it to the session's default. `local`
+    (SET LOCAL, set_config(…, true)) lasts until the end of the current transaction."""
+
+    name: str
+    value: tuple[str, ...] | None
+    local: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionEffect:
+    """What a transaction-control statement does: begin | commit | rollback | savepoint |
+    release | rollback_to | prepare (PREPARE TRANSACTION). `name` is the savepoint's (folded)."""
+
+    kind: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Allow:
     """Run the statement (possibly rewritten), then mask the result as described.
 
@@ -62,6 +84,10 @@ class Allow:
     classes: tuple[str, ...] = ()
     # Session effects the proxy must track (e.g. a new search_path, or DDL that invalidates the schema).
     search_path: tuple[str, ...] | None = None
+    # The same effects with their transaction semantics: settings changed (SET, SET LOCAL, RESET,
+    # RESET ALL as name "*", DISCARD ALL), and what a transaction-control statement does.
+    settings: tuple[SettingChange, ...] = ()
+    transaction: TransactionEffect | None = None
     schema_changed: bool = False
     notes: tuple[str, ...] = field(default=())
     # A multi-statement string: one Allow per statement, in order (each with its own columns and
