@@ -123,8 +123,9 @@ class App:
             loop.add_signal_handler(sig, self._stopped.set)
 
     async def _sighup(self) -> None:
+        # The operator asked for it: a policy that removes every user is applied too.
         if self.reloader is not None:
-            await self.reloader.reload()
+            await self.reloader.reload(force=True)
 
     async def wait(self) -> None:
         await self._stopped.wait()
