@@ -442,6 +442,9 @@ def _compile_role(
         for pat, m in _string_list(c, path, body, "tables", "table globs"):
             negative = pat.startswith("!")
             raw = pat[1:] if negative else pat
+            if raw == "*":
+                # A lone `*` means every table, as a DBA reads it (every schema, every name).
+                raw = "*.*"
             if err := _pattern_ok(raw, 2, 3):
                 c.add(path, m, err)
                 continue

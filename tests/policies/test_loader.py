@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from policies import PolicyError, load_policy
+from policies.names import TableName
 from policies.passwords import scram_verifier, verify_password
 
 EXAMPLES = Path(__file__).parents[2] / "policies" / "examples"
@@ -132,3 +133,12 @@ def test_custom_classes(tmp_path: Path) -> None:
     )
     policy = load_policy(_write(tmp_path, text))
     assert policy.roles["r"].action_for("salary") == "redact"
+
+
+def test_a_lone_star_means_every_table(tmp_path: Path) -> None:
+    p = tmp_path / "p.yaml"
+    p.write_text('version: 1\nroles:\n  r: {tables: ["*", "!crm.audit_trail"]}\n', encoding="utf-8")
+    role = load_policy(p).roles["r"]
+    for table in (TableName("crm", "public", "customers"), TableName("crm", "ops", "tickets")):
+        assert role.table_allowed(table, "public")
+    assert not role.table_allowed(TableName("crm", "public", "audit_trail"), "public")
