@@ -36,6 +36,8 @@ from policies.model import (
     User,
 )
 from policies.names import has_glob, split_pattern
+from policies.sql.dialects import POSTGRES
+from policies.sql.parser import Unparsable, split
 
 
 class PolicyError(Exception):
@@ -200,13 +202,24 @@ def _parse_hours(text: str) -> HoursWindow | str:
 
 
 def parse_row_filter(sql: str) -> exp.Expression:
-    """Parse a row filter predicate once, dialect-neutral. Raises ValueError when unusable."""
+    """Parse a row filter once: exactly one condition over the table's columns (what follows WHERE).
+    Raises ValueError with a message in the policy author's terms."""
     try:
-        tree = sqlglot.parse_one(sql, read="postgres")
-    except sqlglot.errors.SqlglotError as e:
-        raise ValueError(f"unparsable row filter `{sql}`: {str(e).splitlines()[0]}") from None
+        chunks = split(sql, POSTGRES)
+    except Unparsable as e:
+        raise ValueError(f"row filter `{sql}` cannot be read: {e}") from None
+    if len(chunks) != 1:
+        raise ValueError(
+            f"row filter `{sql}` must be one condition (such as `branch_id = 12`), not several statements"
+        )
+    try:
+        tree = sqlglot.parse_one(chunks[0].text, read="postgres", into=exp.Condition)
+    except sqlglot.errors.SqlglotError:
+        raise ValueError(
+            f"row filter `{sql}` is not a condition over the table's columns (such as `branch_id = 12`)"
+        ) from None
     if isinstance(tree, exp.Command | exp.Query | exp.DDL | exp.DML) or tree.find(exp.Command):
-        raise ValueError(f"row filter `{sql}` must be a boolean expression")
+        raise ValueError(f"row filter `{sql}` must be a condition, not a statement")
     return tree
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from policies import Engine, PolicyError, Schema, load_policy
 from policies.cases import run_suite
+from policies.checks import row_filter_errors
 from policies.decision import Block, Decision
 from policies.names import ColumnName, TableName, column_matches, has_glob
 from policies.passwords import scram_verifier
@@ -83,6 +84,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"cannot load schema {args.schema}: {e}", file=sys.stderr)
             return 1
         warnings = schema_warnings(policy, schema)
+        errors = row_filter_errors(policy, schema)
+        if errors:
+            for e in errors:
+                print(f"error: {e}", file=sys.stderr)
+            return 1
     for w in warnings:
         print(f"warning: {w}")
     print(

@@ -62,11 +62,15 @@ def test_examples_load() -> None:
         ('version: 1\nroles:\n  r:\n    tables: ["crm.[x"]\n', ":4:14: bad pattern `crm.[x`"),
         (
             'version: 1\nroles:\n  r:\n    row_filters:\n      crm.t: "branch_id = = 1"\n',
-            ":5:14: unparsable row filter",
+            ":5:14: row filter `branch_id = = 1` is not a condition over the table's columns",
         ),
         (
             'version: 1\nroles:\n  r:\n    row_filters:\n      crm.t: "SELECT 1"\n',
-            ":5:14: row filter `SELECT 1` must be",
+            ":5:14: row filter `SELECT 1` is not a condition",
+        ),
+        (
+            'version: 1\nroles:\n  r:\n    row_filters:\n      crm.t: "branch_id = 12; DROP TABLE t"\n',
+            ":5:14: row filter `branch_id = 12; DROP TABLE t` must be one condition",
         ),
         ("version: 1\nroles:\n  r:\n    masked_predicates: sometimes\n", ":4:24: unknown masked_predicates"),
         ("version: 1\nroles:\n  r:\n    max_rows: -3\n", ":4:15: `max_rows` must be a positive integer"),
