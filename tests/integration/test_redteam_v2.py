@@ -422,3 +422,45 @@ def _wire_as(served: dict[str, Any], who: tuple[str, str]) -> Wire:
         return Wire(served["port"])
     finally:
         base.VENDOR = saved
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Unicode spaces: whitespace to sqlglot, identifier characters to PostgreSQL
+# ---------------------------------------------------------------------------------------------
+#
+# PostgreSQL's lexer takes every non-ASCII character (any byte >= 0x80) as an identifier
+# character, and `$` continues an identifier. sqlglot's tokenizer takes U+3000 (the ideographic
+# space of Chinese input methods) and U+00A0 for whitespace. So `x<U+3000>$$` is one identifier
+# to the server but `x` followed by the start of a dollar-quoted string to maskgate: whatever
+# follows, up to the next `$$`, is a string literal to maskgate and SQL to the server. LISTEN
+# takes any name and is session plumbing, so the string is judged as `LISTEN x` alone.
+
+
+@pytest.mark.parametrize("space", ["\u3000", "\u00a0"], ids=["ideographic", "nbsp"])
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: U+3000 / U+00A0 glue `x` and `$$` into one identifier for PostgreSQL while "
+    "sqlglot opens a dollar quote: a SELECT hidden in it runs unjudged (full phones, denied "
+    "bank cards, all branches)",
+)
+def test_unicode_space_dollar_quote_smuggles_a_read(wire: Wire, truth: dict[str, Any], space: str) -> None:
+    out = wire.query(
+        f"LISTEN x{space}$$; SELECT id, branch_id, phone::bigint, "
+        "translate(bank_card, $q$0123456789$q$, $q$abcdefghij$q$) FROM customers; --$$"
+    )
+    got = _decoded(out)
+    bad = []
+    if leaked(truth["secrets"], [[v.translate(A_TO_0) for v in r if v] for r in got]):
+        bad.append("full phones / denied bank cards")
+    if {int(r[0]) for r in got if r[0] and r[0].isdigit()} & truth["other_branches"]:
+        bad.append("rows outside branch 12")
+    assert not bad, bad
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: the same U+3000 dollar-quote smuggling runs an UPDATE for a select-only role",
+)
+def test_unicode_space_dollar_quote_smuggles_a_write(wire: Wire) -> None:
+    out = wire.query("LISTEN x\u3000$$; UPDATE customers SET address = address WHERE false; --$$")
+    assert not any(t.startswith("UPDATE") for t in tags(out)), tags(out)
