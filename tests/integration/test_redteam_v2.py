@@ -464,3 +464,67 @@ def test_unicode_space_dollar_quote_smuggles_a_read(wire: Wire, truth: dict[str,
 def test_unicode_space_dollar_quote_smuggles_a_write(wire: Wire) -> None:
     out = wire.query("LISTEN x\u3000$$; UPDATE customers SET address = address WHERE false; --$$")
     assert not any(t.startswith("UPDATE") for t in tags(out)), tags(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. Row filter: places the rewriter does not look
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # the table inside a parenthesized join: its parent is not a FROM / JOIN
+        "SELECT c.id, c.branch_id FROM (customers c CROSS JOIN (SELECT 1) x)",
+        "SELECT c.id, c.branch_id FROM (customers c JOIN call_records r ON c.id = r.customer_id)",
+        "SELECT c.id, c.branch_id FROM call_records r "
+        "JOIN (customers c JOIN accounts a ON a.customer_id = c.id) ON r.customer_id = c.id",
+    ],
+    ids=["paren-cross-join", "paren-join", "nested-paren-join"],
+)
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: a table inside a parenthesized join is not wrapped in its row filter "
+    "(rewrite._source_position only looks at a direct FROM/JOIN parent)",
+)
+def test_row_filter_inside_parenthesized_join(
+    served: dict[str, Any], truth: dict[str, Any], sql: str
+) -> None:
+    with connect(served) as c:
+        got = c.execute(sql).fetchall()
+    assert not {r[0] for r in got} & truth["other_branches"]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT id, branch_id FROM customers "
+        "WHERE EXISTS (WITH customers AS (SELECT 1) SELECT 1 FROM customers)",
+        "SELECT id, branch_id FROM customers, (WITH customers AS (SELECT 1 AS x) SELECT x FROM customers) s",
+        "SELECT id, branch_id, (WITH customers AS (SELECT 1 AS x) SELECT x FROM customers) FROM customers",
+    ],
+    ids=["exists", "derived-table", "scalar-subquery"],
+)
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: a CTE named like the table anywhere in the statement (even in a subquery whose "
+    "scope does not cover the outer FROM) makes the rewriter skip the row filter on the real table",
+)
+def test_row_filter_with_cte_of_the_same_name_in_another_scope(
+    served: dict[str, Any], truth: dict[str, Any], sql: str
+) -> None:
+    with connect(served) as c:
+        got = c.execute(sql).fetchall()
+    assert not {r[0] for r in got} & truth["other_branches"]
+
+
+def test_row_filter_where_it_holds(served: dict[str, Any], truth: dict[str, Any]) -> None:
+    with connect(served) as c:
+        for sql in (
+            "WITH customers AS (SELECT 1 AS id, 12 AS branch_id) SELECT id, branch_id FROM public.customers",
+            "SELECT c.id FROM call_records r LEFT JOIN LATERAL (SELECT id FROM customers) c ON true",
+            "SELECT c.id FROM call_records r NATURAL JOIN customers c",
+            "SELECT id FROM ROWS FROM (generate_series(1, 2)) g, customers",
+        ):
+            got = c.execute(sql).fetchall()
+            assert not {r[0] for r in got} & truth["other_branches"], sql
