@@ -164,20 +164,29 @@ def test_pipelined_extended_search_path_change(wire: Wire, truth: dict[str, Any]
     assert not bad, bad
 
 
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "SET search_path = pg_catalog; SELECT set_config('search_path', 'public', false)",
+        "BEGIN; SET search_path = pg_catalog; ROLLBACK",
+        "BEGIN; SET LOCAL search_path = pg_catalog; COMMIT",
+        "BEGIN; SAVEPOINT a; SET search_path = pg_catalog; ROLLBACK TO a",
+    ],
+    ids=["set_config", "rollback", "set-local-commit", "rollback-to-savepoint"],
+)
 @pytest.mark.xfail(
     strict=True,
-    reason="LEAK: set_config('search_path', …) is allowed but not followed by the engine, so the "
-    "next statement of the same string is judged under the old search_path (pg_catalog)",
+    reason="LEAK: within one string the engine carries a SET search_path on to later statements "
+    "but not set_config() nor the undoing of a SET by ROLLBACK / COMMIT (SET LOCAL) / ROLLBACK TO: "
+    "the SELECT is judged under pg_catalog and runs under public",
 )
-def test_set_config_search_path_in_one_string(served: dict[str, Any], truth: dict[str, Any]) -> None:
+def test_search_path_undone_within_one_string(
+    served: dict[str, Any], truth: dict[str, Any], setup: str
+) -> None:
     with connect(served) as c, c.cursor() as cur:
-        cur.execute(
-            "SET search_path = pg_catalog; "
-            "SELECT set_config('search_path', 'public', false); "
-            "SELECT id, branch_id, phone::bigint, bank_card::numeric FROM customers"
-        )
-        cur.nextset()
-        cur.nextset()
+        cur.execute(f"{setup}; SELECT id, branch_id, phone::bigint, bank_card::numeric FROM customers")
+        while cur.nextset():
+            pass
         got = cur.fetchall()
     bad = []
     if leaked(truth["secrets"], got):
