@@ -555,3 +555,37 @@ def test_row_filter_where_it_holds(served: dict[str, Any], truth: dict[str, Any]
         ):
             got = c.execute(sql).fetchall()
             assert not {r[0] for r in got} & truth["other_branches"], sql
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. Redaction keeps the length of a derived value: total functions encode digits into it
+# ---------------------------------------------------------------------------------------------
+#
+# A value derived from a masked column is "redacted whole": every character becomes `*`. The
+# number of characters stays. `replace` and `substr` are total functions (allowed on masked
+# values even under masked_predicates: deny), and nested `replace` maps digit d of one position
+# to d+1 letters: the length of the redacted output is the digit plus one.
+
+
+def _length_coded(column: str, positions: int) -> str:
+    cols = []
+    for p in range(1, positions + 1):
+        expr = f"substr({column}, {p}, 1)"
+        for d in range(10):
+            expr = f"replace({expr}, '{d}', '{chr(97 + d) * (d + 1)}')"
+        cols.append(f"replace({expr}, 'X', '{'k' * 11}')")  # the ID check character
+    return ", ".join(cols)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: redacted derived values keep their length, so replace()/substr() (total "
+    "functions) turn each hidden digit into a length: every visible phone and ID number, whole",
+)
+def test_redacted_length_encodes_digits(served: dict[str, Any], truth: dict[str, Any]) -> None:
+    with connect(served) as c:
+        phones = c.execute(f"SELECT {_length_coded('phone', 11)} FROM customers").fetchall()
+        ids = c.execute(f"SELECT {_length_coded('id_card', 18)} FROM customers").fetchall()
+    assert all(set(v) <= {"*"} for r in phones for v in r if v)  # it *is* redacted...
+    decoded = ["".join("0123456789X"[len(v) - 1] for v in r) for r in phones + ids]
+    assert not leaked(truth["secrets"], decoded)  # ...yet the lengths spell the numbers
