@@ -292,7 +292,7 @@ class Engine:
             if not statements:
                 return Allow(kind="empty", row_limit=role.max_rows, detect=role.detect)
             parts: list[Allow] = []
-            texts: list[str] = []
+            rewritten_spans: list[tuple[int, int, str]] = []
             for chunk in statements:
                 # Parsed one at a time: a refusal of an earlier statement is reported as such.
                 d = describer.describe(parse_statement(chunk, facts))
@@ -305,7 +305,8 @@ class Engine:
                 if new_sql is not None:
                     verdict = _with(verdict, rewritten_sql=new_sql)
                 parts.append(verdict)
-                texts.append(new_sql or chunk.text)
+                if new_sql is not None:
+                    rewritten_spans.append((chunk.start, chunk.end, new_sql))
                 if verdict.search_path is not None:
                     # Later statements of the same string run under the new search_path.
                     analyzer = self._analyzer(facts, verdict.search_path, database)
@@ -319,7 +320,7 @@ class Engine:
             return Block("unparsable", "statement not understood")
         if len(parts) == 1:
             return parts[0]
-        rewritten = "; ".join(texts) if any(p.rewritten_sql for p in parts) else None
+        rewritten = _splice(sql, rewritten_spans) if rewritten_spans else None
         return Allow(
             kind="multi",
             columns=(),
@@ -332,6 +333,22 @@ class Engine:
             schema_changed=any(p.schema_changed for p in parts),
             statements=tuple(parts),
         )
+
+
+def _splice(sql: str, spans: list[tuple[int, int, str]]) -> str:
+    """`sql` with each rewritten statement's span replaced by its rewrite. Everything else
+    (statements sent as written, separators, comments between them) stays byte for byte as the
+    client wrote it: joining texts with new separators let a trailing `-- comment` of one
+    statement swallow the `;` before the next, so the server read other statements than the
+    ones judged."""
+    out: list[str] = []
+    last = 0
+    for start, end, text in spans:
+        out.append(sql[last:start])
+        out.append(text)
+        last = end
+    out.append(sql[last:])
+    return "".join(out)
 
 
 def _with(a: Allow, **changes: object) -> Allow:

@@ -104,6 +104,67 @@ class DialectFacts:
     search_path_is_list: bool = True
     # The setting that holds the search path (None: the dialect has none; MySQL's USE).
     search_path_setting: str | None = "search_path"
+    # The server's own lexer, for the text between tokens (see `gap_problem`): its whitespace
+    # characters, its line-comment openers, whether block comments nest, and comment forms whose
+    # content the server executes (MySQL's `/*!…*/`), which must never be read as a comment.
+    whitespace: frozenset[str] = frozenset(" \t\n\r\f\v")
+    line_comments: tuple[str, ...] = ("--",)
+    nested_block_comments: bool = True
+    executed_comments: tuple[str, ...] = ()
+
+    # --- lexing -----------------------------------------------------------------------------
+
+    def gap_problem(self, text: str) -> str | None:
+        r"""What in `text`, the characters between two tokens (or before the first, after the
+        last), the server would read as part of a statement; None when it is only whitespace and
+        comments by the server's own rules.
+
+        The parser's tokenizer is more generous than the server's: it takes U+3000 and U+00A0
+        for spaces, where PostgreSQL reads every non-ASCII character as part of an identifier
+        (`x␣$$` is one name to the server, a name and an opening dollar quote to the parser).
+        Whatever the two would split differently is refused, not guessed.
+
+        >>> POSTGRES.gap_problem(" /* a /* nested */ comment */ -- to the end\n ")
+        >>> POSTGRES.gap_problem("\u3000")
+        'the character U+3000 between words, which the server would read as part of a name'
+        >>> MYSQL.gap_problem(" /*!50000 UNION */ ")
+        'a comment the server executes (/*!…*/)'
+        """
+        i, n = 0, len(text)
+        while i < n:
+            ch = text[i]
+            if ch in self.whitespace:
+                i += 1
+                continue
+            if any(text.startswith(p, i) for p in self.executed_comments):
+                return f"a comment the server executes ({self.executed_comments[0]}…*/)"
+            opener = next((c for c in self.line_comments if text.startswith(c, i)), None)
+            if opener is not None:
+                end = min((j for j in (text.find("\n", i), text.find("\r", i)) if j >= 0), default=n)
+                i = end
+                continue
+            if text.startswith("/*", i):
+                depth, i = 1, i + 2
+                while i < n and depth:
+                    if self.nested_block_comments and text.startswith("/*", i):
+                        depth, i = depth + 1, i + 2
+                    elif text.startswith("*/", i):
+                        depth, i = depth - 1, i + 2
+                    else:
+                        i += 1
+                if depth:
+                    return "an unterminated comment"
+                continue
+            return (
+                f"the character U+{ord(ch):04X} between words, which the server would read as part of a name"
+            )
+        return None
+
+    @staticmethod
+    def continues_word(ch: str) -> bool:
+        """Whether the server reads `ch` right after an unquoted word as more of that word
+        (PostgreSQL: letters, digits, `_`, `$` and every non-ASCII character; MySQL likewise)."""
+        return (ch.isascii() and (ch.isalnum() or ch in "_$")) or not ch.isascii()
 
     # --- names ------------------------------------------------------------------------------
 
@@ -516,6 +577,11 @@ POSTGRES = DialectFacts(
 MYSQL = DialectFacts(
     name="mysql",
     sqlglot="mysql",
+    # MySQL: `#` and `-- ` (with a space) comment to the end of the line; block comments do not
+    # nest; `/*!…*/` and `/*+…*/` are executed (version comments) or read as optimizer hints.
+    line_comments=("#", "-- ", "--\t", "--\n", "--\r"),
+    nested_block_comments=False,
+    executed_comments=("/*!", "/*+", "/*M!"),
     default_search_path=(),
     default_schema=None,
     catalog_schemas=frozenset({"information_schema"}),

@@ -76,12 +76,32 @@ def _function_names(dialect: str) -> frozenset[str]:
 _FUNCTION_NAMES: dict[str, frozenset[str]] = {}
 
 
+def _same_words_as_the_server(sql: str, tokens: list[Token], facts: DialectFacts) -> None:
+    """Refuse text the server would cut into other tokens than the parser did: anything but the
+    server's whitespace and comments between tokens, and an unquoted word the server would read
+    on into the next character. What the proxy judges must be what the server runs."""
+    pos = 0
+    for tok in tokens:
+        problem = facts.gap_problem(sql[pos : tok.start])
+        if problem is not None:
+            raise Unparsable(f"{problem} (near character {pos + 1})")
+        first = sql[tok.start : tok.start + 1]
+        after = sql[tok.end + 1 : tok.end + 2]
+        if first and (first.isalpha() or first == "_") and after and facts.continues_word(after):
+            raise Unparsable(f"the server would read `{sql[tok.start : tok.end + 2]}` as one word")
+        pos = tok.end + 1
+    problem = facts.gap_problem(sql[pos:])
+    if problem is not None:
+        raise Unparsable(f"{problem} (near character {pos + 1})")
+
+
 def tokenize(sql: str, facts: DialectFacts) -> list[Token]:
     """The tokens of `sql`, after the lexical refusals, with `%s` placeholders made `?`."""
     try:
         tokens = _tokenizer(facts.sqlglot).tokenize(sql)
     except sqlglot.errors.SqlglotError as e:
         raise Unparsable(f"cannot tokenize: {str(e).splitlines()[0]}") from None
+    _same_words_as_the_server(sql, tokens, facts)
     known = _FUNCTION_NAMES.get(facts.sqlglot)
     if known is None:
         known = _FUNCTION_NAMES[facts.sqlglot] = _function_names(facts.sqlglot)

@@ -249,11 +249,6 @@ def _joined(first: str, smuggled: str) -> str:
     return f"{first} -- c\n; SELECT 'x\n {smuggled} --' AS z; SELECT id FROM customers"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: a trailing -- comment of an unrewritten part swallows the '; ' the rewrite "
-    "joins parts with: arbitrary SQL reaches the server (full numbers, all branches, no limit)",
-)
 def test_line_comment_before_semicolon_smuggles_sql(wire: Wire, truth: dict[str, Any]) -> None:
     out = wire.query(
         _joined(
@@ -273,10 +268,6 @@ def test_line_comment_before_semicolon_smuggles_sql(wire: Wire, truth: dict[str,
     assert not bad, bad
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: the same comment/joining trick runs an UPDATE for a select-only role",
-)
 def test_line_comment_before_semicolon_smuggles_a_write(wire: Wire) -> None:
     out = wire.query(_joined("SHOW search_path", "; UPDATE customers SET address = address WHERE false"))
     assert not any(t.startswith("UPDATE") for t in tags(out)), tags(out)
@@ -476,12 +467,6 @@ def _wire_as(served: dict[str, Any], who: tuple[str, str]) -> Wire:
 
 
 @pytest.mark.parametrize("space", ["\u3000", "\u00a0"], ids=["ideographic", "nbsp"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: U+3000 / U+00A0 glue `x` and `$$` into one identifier for PostgreSQL while "
-    "sqlglot opens a dollar quote: a SELECT hidden in it runs unjudged (full phones, denied "
-    "bank cards, all branches)",
-)
 def test_unicode_space_dollar_quote_smuggles_a_read(wire: Wire, truth: dict[str, Any], space: str) -> None:
     out = wire.query(
         f"LISTEN x{space}$$; SELECT id, branch_id, phone::bigint, "
@@ -496,10 +481,6 @@ def test_unicode_space_dollar_quote_smuggles_a_read(wire: Wire, truth: dict[str,
     assert not bad, bad
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: the same U+3000 dollar-quote smuggling runs an UPDATE for a select-only role",
-)
 def test_unicode_space_dollar_quote_smuggles_a_write(wire: Wire) -> None:
     out = wire.query("LISTEN x\u3000$$; UPDATE customers SET address = address WHERE false; --$$")
     assert not any(t.startswith("UPDATE") for t in tags(out)), tags(out)

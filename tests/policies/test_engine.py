@@ -8,12 +8,15 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policies import Allow, Block, Engine, Schema, load_policy
 from policies.names import TableName
 from policies.schema import Table
 from policies.sql.analysis import Analyzer
 from policies.sql.dialects import POSTGRES
+from policies.sql.parser import split
 
 EXAMPLES = Path(__file__).parents[2] / "policies" / "examples"
 
@@ -197,3 +200,27 @@ def test_decisions_carry_revision_and_dialect_fingerprint(engine: Engine) -> Non
     m1 = engine.decide("vendor", "SELECT `id` FROM customers WHERE id = '1'", dialect="mysql")
     m2 = engine.decide("vendor", "SELECT `id` FROM customers WHERE id = '2'", dialect="mysql")
     assert m1.fingerprint == m2.fingerprint
+
+
+_PARTS = [
+    "SELECT id FROM customers",  # rewritten: LIMIT
+    "SELECT relname::text FROM pg_class WHERE false",  # catalog only: sent as written
+    "SHOW search_path",
+    "SELECT 'x -- not a comment; SELECT 2' AS s FROM customers",
+]
+_TAILS = ["", " -- trailing; comment\n", " /* block; comment */", "\n-- c\n", " --c\r"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_PARTS), st.sampled_from(_TAILS)), min_size=2, max_size=4))
+def test_a_rewritten_string_runs_exactly_the_statements_decided(parts: list[tuple[str, str]]) -> None:
+    # A rewrite must keep every separator as the client wrote it: a trailing `--` comment once
+    # swallowed the `;` the parts were rejoined with, and the server read other statements.
+    engine = Engine(load_policy(EXAMPLES / "demo.yaml"), Schema.load(EXAMPLES / "demo_schema.json"))
+    sql = ";".join(text + tail for text, tail in parts)
+    d = engine.decide("vendor", sql)
+    assert isinstance(d, Allow)
+    decided = split(d.rewritten_sql or sql, POSTGRES)
+    assert len(decided) == len(parts)
+    for chunk, part in zip(decided, d.parts(), strict=True):
+        assert part.rewritten_sql is None or chunk.text.startswith(part.rewritten_sql)

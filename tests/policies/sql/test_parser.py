@@ -4,6 +4,8 @@ refusals that keep maskgate and the server reading the same statement."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlglot import exp
 
 from policies import Block, Engine, Policy, Role
@@ -207,3 +209,57 @@ def test_split_honours_quotes_dollar_quotes_and_comments() -> None:
         "SELECT 2 /* ; */",
     ]
     assert split(" ; -- nothing", POSTGRES) == []
+
+
+# Every character Python takes for whitespace that PostgreSQL does not (it reads any non-ASCII
+# character as part of a name).
+_FOREIGN_SPACES = [chr(c) for c in range(0x80, 0x10000) if chr(c).isspace()]
+
+
+@pytest.mark.parametrize("space", _FOREIGN_SPACES, ids=[f"U+{ord(c):04X}" for c in _FOREIGN_SPACES])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "LISTEN x{s}$$; SELECT 1; --$$",  # the server reads one name `x<s>$$`, not a dollar quote
+        "SELECT{s}phone FROM customers",
+        "SELECT phone FROM customers{s}",
+        "SELECT 1 /* c */{s}",
+    ],
+)
+def test_characters_the_server_reads_as_part_of_a_name_are_refused(template: str, space: str) -> None:
+    with pytest.raises(Unparsable):
+        tokenize(template.format(s=space), POSTGRES)
+
+
+@given(
+    st.lists(
+        st.sampled_from([" ", "\t", "\n", "\r", "\f", "\v", "/* c /* nested */ */", "-- line\n"]),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_the_servers_own_whitespace_and_comments_are_accepted(gaps: list[str]) -> None:
+    gap = "".join(gaps)
+    tokens = tokenize(f"SELECT{gap}phone{gap}FROM{gap}customers{gap}", POSTGRES)
+    assert [t.text for t in tokens] == ["SELECT", "phone", "FROM", "customers"]
+
+
+@pytest.mark.parametrize(
+    ("sql", "word"),
+    [
+        ("SELECT$1 FROM t", "SELECT$1"),  # `$` continues an unquoted name for PostgreSQL
+        ("SELECT phone FROM customers$x", "customers$x"),
+        ("LISTEN x\u200b$$; SELECT 1; --$$", "x\u200b$$"),  # zero-width: part of the name
+        ("SELECT\ufeffphone FROM t", "SELECT\ufeffphone"),
+    ],
+)
+def test_words_are_cut_where_the_server_cuts_them(sql: str, word: str) -> None:
+    assert word in [t.text for t in tokenize(sql, POSTGRES)]
+
+
+@pytest.mark.parametrize(
+    "sql", ["SELECT 1 /*!50000 UNION SELECT 2 */", "SELECT 1 /*+ BKA(t) */", "SELECT 1 /*M! 2 */"]
+)
+def test_mysql_comments_the_server_executes_are_refused(sql: str) -> None:
+    with pytest.raises(Unparsable, match="executes"):
+        tokenize(sql, MYSQL)
