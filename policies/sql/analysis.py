@@ -554,26 +554,37 @@ class _QueryWalk:
                 return self._table_function(source, owner, column)
             table = self.a.resolve_table(source)
             t = self.a.schema.lookup(table)
+            renamed = _alias_columns(source)
             if t is not None and t.is_view:
                 outs = self.a.view_outputs(table)
                 if outs is None:
                     return Lineage(column, frozenset(), True, frozenset({table}))
-                key = self.a.facts.column_key(column)
-                for o in outs:
-                    if self.a.facts.column_key(o.name) == key:
-                        return o
-                return None
+                i = self._visible_index(column, [o.name for o in outs], renamed)
+                return outs[i] if i is not None else None
             if t is None:
                 if self.a.is_catalog(table):
                     return Lineage(column, frozenset(), False)
+                if renamed:
+                    # `unknown AS x(a, b)`: which column `a` is cannot be known.
+                    return Lineage(column, frozenset(), True, frozenset({table}))
                 return Lineage(column, frozenset({ColumnName(table, column)}), False, frozenset({table}))
             # Exact (folded at parse): "PHONE" is not phone to PostgreSQL. MySQL compares column
             # names case-insensitively (DialectFacts.column_key).
-            key = self.a.facts.column_key(column)
-            for c in t.columns:
-                if self.a.facts.column_key(c) == key:
-                    return Lineage(column, frozenset({ColumnName(table, c)}), False)
-            return None
+            i = self._visible_index(column, list(t.columns), renamed)
+            if i is None:
+                return None
+            return Lineage(column, frozenset({ColumnName(table, t.columns[i])}), False)
+        return None
+
+    def _visible_index(self, column: str, names: list[str], renamed: list[str]) -> int | None:
+        """The position of `column` among a relation's columns as its alias shows them:
+        `customers AS x(a, id)` renames the first columns by position, so `x.id` is customers'
+        second column (name), and customers' own `id` is no longer visible under that name."""
+        key = self.a.facts.column_key(column)
+        visible = renamed + names[len(renamed) :]
+        for i, name in enumerate(visible):
+            if self.a.facts.column_key(name) == key:
+                return i
         return None
 
     def _table_function(self, source: exp.Table, owner: Scope, name: str) -> Lineage | None:
@@ -1048,3 +1059,11 @@ def _walk_value(node: exp.Expression) -> Iterable[exp.Expression]:
         if isinstance(n, exp.Subquery) and n is node:
             continue
         stack.extend(n.iter_expressions())
+
+
+def _alias_columns(source: exp.Table) -> list[str]:
+    """The column names an alias gives a table (`AS x(a, b)`), in order; empty when none."""
+    alias = source.args.get("alias")
+    if not isinstance(alias, exp.TableAlias):
+        return []
+    return [c.name for c in alias.columns]

@@ -285,11 +285,6 @@ def test_comment_inside_a_rewritten_part_holds(wire: Wire, truth: dict[str, Any]
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: lineage ignores a table alias's column list, so x.id in `customers AS x(a, id)` "
-    "is taken for customers.id (clear) while the server reads customers.name",
-)
 def test_table_alias_column_list_renames_a_classified_column(
     served: dict[str, Any], truth: dict[str, Any]
 ) -> None:
@@ -298,11 +293,6 @@ def test_table_alias_column_list_renames_a_classified_column(
     assert not names & truth["names"], sorted(names & truth["names"])[:3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: the same alias-list renaming reads phones and the DENIED bank card, through "
-    "computations a masked column may not go through",
-)
 def test_table_alias_column_list_reads_phone_and_denied_bank_card(
     served: dict[str, Any], truth: dict[str, Any]
 ) -> None:
@@ -318,11 +308,6 @@ def test_table_alias_column_list_reads_phone_and_denied_bank_card(
     assert not leaked(truth["secrets"], got)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: the same alias-list renaming hides a flow of phone numbers into a write: the "
-    "service desk (update, email clear) copies a translated phone into email and reads it back",
-)
 def test_table_alias_column_list_launders_a_write_flow(served: dict[str, Any], truth: dict[str, Any]) -> None:
     target = 9
     with connect(served, ("desk_li", "desk-pass")) as c:
