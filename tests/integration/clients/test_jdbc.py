@@ -83,11 +83,17 @@ def jdbc(jdbc_classes: Path, served: dict[str, Any]) -> Any:
     return run
 
 
-def test_connect_with_scram(jdbc) -> None:
+def test_connect_with_scram_and_a_wrong_password(jdbc) -> None:
     got = jdbc("connect")
+    assert got["auth"][0] == "<=BE AuthenticationSASL" and got["auth"][-1] == "<=BE AuthenticationOk"
+    assert "<=BE AuthenticationSASLFinal" in got["auth"]
     assert got["product"] == "PostgreSQL"
     assert got["select1"] == [[1]]
     assert got["autocommit"] is True
+    assert got["wrong_password"]["sqlstate"] == "28P01"
+    assert got["wrong_password"]["message"].startswith(
+        'FATAL: maskgate: password authentication failed for user "vendor_zhang"'
+    )
 
 
 def test_metadata_calls_of_a_gui_match_the_database(jdbc, service_account) -> None:

@@ -132,7 +132,12 @@ public class MaskgateJdbc {
     }
 
     static void connect() throws SQLException {
+        traceProtocol();
         try (Connection c = open(); Statement s = c.createStatement()) {
+            List<String> auth = new ArrayList<>();
+            // Message names only: the SASL payloads (nonces, proofs) are nobody's business.
+            for (String t : trace) if (t.contains("Authentication") || t.contains("SASL")) auth.add(t.split("\\(")[0].trim());
+            out.put("auth", auth);
             DatabaseMetaData md = c.getMetaData();
             out.put("product", md.getDatabaseProductName());
             out.put("version", md.getDatabaseProductVersion());
@@ -140,6 +145,12 @@ public class MaskgateJdbc {
             try (ResultSet rs = s.executeQuery("SELECT 1")) {
                 out.put("select1", rows(rs));
             }
+        }
+        props.setProperty("password", "not-" + props.getProperty("password"));
+        try (Connection c = open()) {
+            out.put("wrong_password", null);
+        } catch (SQLException e) {
+            out.put("wrong_password", error(e));
         }
     }
 
