@@ -41,20 +41,72 @@ class Running:
         self.thread.join(5)
 
 
+def self_signed_cert(d: Path, host: str = "localhost") -> dict[str, str]:
+    """A throwaway EC key and self-signed certificate for `host`, written as PEM into `d`.
+
+    Returns {"cert": path, "key": path}, the shape of the config's `postgres.tls`.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    paths = {"cert": str(d / "server.crt"), "key": str(d / "server.key")}
+    Path(paths["cert"]).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    Path(paths["key"]).write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
 @contextmanager
-def serve_demo(d: Path, pg: EmbeddedPostgres, service_password: str) -> Iterator[dict[str, Any]]:
-    """The demo policy (copied into `d`, so a test may edit it), audit log and metrics endpoint."""
+def serve_demo(
+    d: Path, pg: EmbeddedPostgres, service_password: str, *, tls: bool = False
+) -> Iterator[dict[str, Any]]:
+    """The demo policy (copied into `d`, so a test may edit it), audit log and metrics endpoint.
+
+    With `tls`, the listener also offers TLS with a self-signed certificate (`postgres.tls`),
+    whose PEM path is yielded as "cert"; clients that do not ask for TLS still connect in clear.
+    """
     policy = d / "policy.yaml"
     shutil.copy(DEMO_POLICY, policy)
     port, mport = free_port(), free_port()
+    cert = self_signed_cert(d)["cert"] if tls else None
+    tls_line = "  tls: {cert: server.crt, key: server.key}\n" if tls else ""
     (d / "maskgate.yaml").write_text(
         f"policy: policy.yaml\naudit_log: audit.jsonl\nmetrics: 127.0.0.1:{mport}\n"
         f"postgres:\n  listen: 127.0.0.1:{port}\n"
         f"  upstream: postgresql://maskgate_svc:${{T_UPSTREAM}}@127.0.0.1:{pg.port}/crm?sslmode=disable\n"
+        + tls_line
     )
     config = load_config(d / "maskgate.yaml", env={"T_UPSTREAM": service_password})
     running = Running(App(config, registry=CollectorRegistry()))
     try:
-        yield {"port": port, "metrics": mport, "dir": d, "policy": policy, "app": running.app, "pg": pg}
+        yield {
+            "port": port,
+            "metrics": mport,
+            "dir": d,
+            "policy": policy,
+            "app": running.app,
+            "pg": pg,
+            "cert": cert,
+        }
     finally:
         running.stop()

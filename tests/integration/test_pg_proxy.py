@@ -22,6 +22,7 @@ from policies.decision import Allow, Block, ColumnMask, Decision
 from proxy.demo.embedded_pg import EmbeddedPostgres, bin_dir
 from proxy.pg.server import PgProxyServer
 from proxy.services.gate import Principal
+from tests.integration.harness import self_signed_cert
 from tests.proxy.pg.fakegate import FakeGate
 
 pytestmark = pytest.mark.integration
@@ -352,39 +353,6 @@ def test_cancel_is_mapped_to_the_upstream_backend(proxy) -> None:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def _self_signed(tmp: str) -> dict[str, str]:
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    paths = {"cert": os.path.join(tmp, "server.crt"), "key": os.path.join(tmp, "server.key")}
-    with open(paths["cert"], "wb") as fh:
-        fh.write(cert.public_bytes(serialization.Encoding.PEM))
-    with open(paths["key"], "wb") as fh:
-        fh.write(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-    return paths
-
-
 def test_tls_listener(proxy, embedded_pg: EmbeddedPostgres, tmp_path) -> None:
     _, gate = proxy
     url = (
@@ -392,7 +360,7 @@ def test_tls_listener(proxy, embedded_pg: EmbeddedPostgres, tmp_path) -> None:
     )
 
     async def run() -> None:
-        server = await PgProxyServer(gate, "127.0.0.1", 0, url, tls=_self_signed(str(tmp_path))).start()
+        server = await PgProxyServer(gate, "127.0.0.1", 0, url, tls=self_signed_cert(tmp_path)).start()
         try:
             conn = await psycopg.AsyncConnection.connect(
                 dsn(server).replace("sslmode=disable", "sslmode=require")
