@@ -90,6 +90,11 @@ class Connection(asyncio.Protocol, ABC):
         self._auth_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Bytes decrypted while the TLS upgrade is still being completed: None when no upgrade is
+        # under way. The TLS layer hands over application data (a startup packet sent right
+        # behind the client's Finished) before `start_tls` returns; the session must see it only
+        # after TlsEstablished, and answers must go out on the encrypted transport.
+        self._held: list[bytes] | None = None
 
     # -------------------------------------------------------------- what a protocol supplies
 
@@ -126,6 +131,9 @@ class Connection(asyncio.Protocol, ABC):
         transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
 
     def data_received(self, data: bytes) -> None:
+        if self._held is not None:
+            self._held.append(data)
+            return
         if self.listener.idle_timeout:
             self._reset_idle()
         self.feed(ClientData(data))
@@ -198,6 +206,7 @@ class Connection(asyncio.Protocol, ABC):
         if self.client is None or tls is None:  # the session asked for TLS it was not offered
             self._close()
             return
+        self._held = []
         try:
             new = await self.loop.start_tls(self.client, self, tls, server_side=True)
         except (OSError, ssl.SSLError, ConnectionError) as e:
@@ -208,7 +217,12 @@ class Connection(asyncio.Protocol, ABC):
             self._close()
             return
         self.client = new
+        held, self._held = self._held, None
         self.feed(TlsEstablished())
+        for data in held or ():
+            if self.closed:
+                break
+            self.data_received(data)
 
     async def _open_upstream(self, database: str, upstream: str) -> None:
         gate = self.listener.gate

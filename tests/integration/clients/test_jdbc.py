@@ -205,14 +205,6 @@ def test_tls_with_another_ca_is_refused_by_the_driver(jdbc_tls) -> None:
     assert "PKIX path validation failed" in login["error"]["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy bug: about 1 in 4 TLS logins (default JVM) fail with SQLSTATE 08001 'The connection "
-    "attempt failed.' (cause: javax.net.ssl.SSLException: Unrecognized record version (D)TLS-0.0 , "
-    "plaintext connection?): the startup packet that follows the client's TLS Finished reaches the "
-    "session before the TLS switch completes, and the proxy answers FATAL 08P01 'maskgate: protocol "
-    "violation' in plaintext on the TLS connection",
-)
 def test_tls_require_and_verify_ca(jdbc_tls) -> None:
     """sslmode=require (no certificate check) and verify-ca against the test's own CA, each
     TLS_LOGINS logins (as a connection pool makes), each reading masked values."""

@@ -146,13 +146,6 @@ def test_tls_with_another_ca_is_refused_by_the_client(node_tls) -> None:
     assert node_tls["wrong-ca"]["error"]["code"] == "DEPTH_ZERO_SELF_SIGNED_CERT"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy bug: every TLS login fails with 'ERR_SSL_WRONG_VERSION_NUMBER ... ssl3_get_record:"
-    "wrong version number': node-postgres sends its startup packet in the same segment as its TLS "
-    "Finished, the proxy hands it to the session before the TLS switch completes, and answers "
-    "FATAL 08P01 'maskgate: protocol violation' in plaintext on the TLS connection",
-)
 def test_tls_require_and_verify_ca(node_tls) -> None:
     for mode in ("require", "verify-ca"):
         got = node_tls[mode]

@@ -32,13 +32,6 @@ def test_plaintext_still_works_when_tls_is_offered(served) -> None:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy bug: about half of the TLS logins fail with psycopg.OperationalError 'connection "
-    "failed: ... SSL error: bad record type': libpq's startup packet, sent right after its TLS "
-    "Finished, reaches the session before the TLS switch completes, and the proxy answers FATAL "
-    "08P01 'maskgate: protocol violation' in plaintext on the TLS connection",
-)
 @pytest.mark.parametrize("mode", ["require", "verify-ca"])
 def test_tls_logins_read_masked_values(served, clear, mode: str) -> None:
     """TLS_LOGINS logins in a row (as a pool opens them), each over TLS, each reading masked values."""

@@ -26,13 +26,6 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return buf
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy bug: a startup packet in the same segment as the client's TLS Finished (what "
-    "node-postgres always sends) is answered with a plaintext ErrorResponse 'FATAL 08P01 maskgate: "
-    "protocol violation' instead of an encrypted AuthenticationSASL: the session sees the decrypted "
-    "startup packet before the TLS switch (StartTLS -> TlsEstablished) has completed",
-)
 def test_startup_packet_right_behind_the_tls_finished(served) -> None:
     """SSLRequest, the handshake, then the client's Finished and startup packet in one write: the
     answer must be an encrypted AuthenticationSASL."""
