@@ -89,6 +89,9 @@ class Judge:
         self.masks_output = bool(role.detect) or any(
             role.action_for(rule.cls) != "clear" for rule in policy.columns
         )
+        # Restricted: anything but a role that may run anything and sees everything clear. Its
+        # statements name every relation by the schema it was judged in (policies/rewrite.py).
+        self.restricted = not role.unrestricted_statements or self.masks_output
 
     # --- helpers -------------------------------------------------------------------------------
 

@@ -211,6 +211,27 @@ class Analyzer:
         # whose outputs come from the cache must still report the tables behind it.
         self.view_tables = view_tables if view_tables is not None else {}
         self.depth = depth
+        self._default: Analyzer | None = None
+
+    def at_default_path(self) -> Analyzer:
+        """An analyzer of the same context at the dialect's default search_path: policy text (a
+        row filter's subqueries) names relations as its author meant them, whatever the
+        session's search_path is."""
+        path = self.facts.default_search_path
+        if self.search_path == (path or ((self.database,) if self.database else ())):
+            return self
+        if self._default is None:
+            self._default = Analyzer(
+                self.schema,
+                self.facts,
+                path,
+                self.database,
+                self.mapping,
+                self.view_cache,
+                self.depth,
+                self.view_tables,
+            )
+        return self._default
 
     # --- tables ---------------------------------------------------------------------------
 
@@ -241,22 +262,45 @@ class Analyzer:
     def is_catalog(self, table: TableName) -> bool:
         return self.facts.is_catalog_schema(table.schema)
 
+    def bind(self, tree: exp.Expression) -> None:
+        """Name every relation of `tree` by the schema it resolves to, in place and once.
+
+        A table name that means a WITH query, as the server scopes WITH (see `_names_cte`), is
+        marked CTE_REF and left as written; every other unqualified relation gets the schema the
+        search_path gives it (`_search`; a temporary table created here: the dialect's temporary
+        schema), as an identifier marked BOUND. From then on which relation a name means is a
+        property of the tree: the analysis reads it, the rewrite filters it, and for restricted
+        roles the SQL sent upstream names it, so the server reads the relation that was judged
+        whatever its own search_path says. Idempotent: trees built from bound trees (copies,
+        parts) are bound already.
+        """
+        for table in list(tree.find_all(exp.Table)):
+            if not isinstance(table.this, exp.Identifier) or table.args.get("db") is not None:
+                continue
+            if table.meta.get(CTE_REF) or _not_a_relation(table):
+                continue
+            if _may_name_cte(table) and _names_cte(table):
+                table.meta[CTE_REF] = True
+                continue
+            temporary = self.facts.temporary_schema if _created_temporary(table) else None
+            schema = temporary or self._search(table.name)
+            if schema:
+                table.set("db", _schema_identifier(schema, self.facts))
+
     def _prepare(self, tree: exp.Expression) -> exp.Expression:
-        """Fill in each real table's schema from the search_path so qualify and lineage agree."""
+        """Bind the query's relations (`bind`) so qualify and lineage read the ones judged, and
+        put WITH RECURSIVE queries in an order sqlglot's scopes can follow."""
         for collate in list(tree.find_all(exp.Collate)):
             # sqlglot reads `COLLATE pg_catalog.default` as a column; it names a collation.
             if isinstance(collate.expression, exp.Column):
                 collate.set("expression", exp.Var(this=collate.expression.sql(self.facts.sqlglot)))
-        cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
-        for table in tree.find_all(exp.Table):
-            if not isinstance(table.this, exp.Identifier) or table.db:
-                continue
-            if table.name in cte_names:
-                continue
-            schema = self._search(table.name)
-            if schema:
-                # Quoted: the schema is named exactly (qualify folds unquoted names again).
-                table.set("db", exp.to_identifier(schema, quoted=True))
+        self.bind(tree)
+        for lock in tree.find_all(exp.Lock):
+            # `FOR UPDATE OF c` names an alias of FROM, which qualify would take for a second c.
+            lock.set("expressions", [])
+        for with_ in list(tree.find_all(exp.With)):
+            if with_.args.get("recursive"):
+                _order_recursive(with_)
         return tree
 
     # --- entry point ------------------------------------------------------------------------
@@ -291,12 +335,11 @@ class Analyzer:
         tables and which functions it touches is still reported, so the judge refuses sensitive
         catalogs (pg_stats, …) and dangerous functions as usual.
         """
-        cte_names = {cte.alias_or_name for cte in query.find_all(exp.CTE)}
         result = QueryAnalysis(outputs=None)
         for table in query.find_all(exp.Table):
             if not isinstance(table.this, exp.Identifier):
                 continue  # a table function: its arguments are columns of the same catalog sources
-            if not table.db and table.name in cte_names:
+            if table.meta.get(CTE_REF):
                 continue
             name = self.resolve_table(table)
             if not self.is_catalog(name):
@@ -342,6 +385,115 @@ class Analyzer:
         self.view_tables[table] = frozenset(result.tables)
         self.view_cache[table] = result.outputs
         return result.outputs
+
+
+# Marks maskgate puts on trees (sqlglot keeps `meta` through copies).
+# On a schema identifier that name resolution added, rather than the client.
+BOUND = "maskgate_bound"
+# On a table name that means a WITH query, as the server scopes WITH queries.
+CTE_REF = "maskgate_cte"
+
+
+def _schema_identifier(schema: str, facts: DialectFacts) -> exp.Identifier:
+    """The schema's name as SQL. Names are the server's exact spelling, so any name is quoted
+    except the dialect's own well-known schemas (default search path, catalogs, temporary),
+    which read back the same bare and keep the SQL a DBA reads in the audit log plain."""
+    known = {*facts.default_search_path, *facts.catalog_schemas, facts.temporary_schema}
+    ident = exp.to_identifier(schema, quoted=schema not in known)
+    ident.meta[BOUND] = True
+    return ident
+
+
+def bound_names(tree: exp.Expression) -> bool:
+    """Whether `bind` named any relation of `tree` by its schema."""
+    return any((db := t.args.get("db")) is not None and db.meta.get(BOUND) for t in tree.find_all(exp.Table))
+
+
+def unbind(tree: exp.Expression) -> None:
+    """Take out the schemas `bind` added: the statement names its relations as written again."""
+    for t in tree.find_all(exp.Table):
+        db = t.args.get("db")
+        if db is not None and db.meta.get(BOUND):
+            t.set("db", None)
+
+
+def _not_a_relation(table: exp.Table) -> bool:
+    """Table nodes that name no relation to resolve: `FOR UPDATE OF alias`, `RENAME TO new`."""
+    return isinstance(table.parent, exp.Lock | exp.AlterRename)
+
+
+def _may_name_cte(table: exp.Table) -> bool:
+    """Whether `table` sits where a WITH query may be read: FROM, JOIN, DELETE/MERGE USING. A
+    write's target, COPY's table, DDL and LOCK always name a relation."""
+    parent = table.parent
+    if isinstance(parent, exp.From | exp.Join):
+        return True
+    return isinstance(parent, exp.Delete | exp.Merge) and table.arg_key == "using"
+
+
+def _names_cte(table: exp.Table) -> bool:
+    """Whether the unqualified `table` means a WITH query, as PostgreSQL scopes them: the WITH
+    queries of every query around it are visible, innermost first, except that inside one WITH
+    query of a list only the queries before it are (all of them, itself included, with
+    RECURSIVE). A name that is no visible WITH query is a relation, even where a WITH query of
+    that name is defined later or further in (the server then reads the table)."""
+    name = table.name
+    child: exp.Expression = table
+    node = table.parent
+    passed: exp.Expression | None = None
+    while node is not None:
+        if isinstance(child, exp.CTE):
+            passed = child
+        with_ = node.args.get("with_")
+        if isinstance(with_, exp.With):
+            ctes = with_.expressions
+            if child is with_ and not with_.args.get("recursive"):
+                at = next((i for i, c in enumerate(ctes) if c is passed), len(ctes))
+                ctes = ctes[:at]
+            if any(c.alias_or_name == name for c in ctes):
+                return True
+        child, node = node, node.parent
+    return False
+
+
+def _created_temporary(table: exp.Table) -> bool:
+    """`CREATE TEMP TABLE t …`, `CREATE TEMP VIEW t …`, `SELECT … INTO TEMP t`: t."""
+    target: exp.Expression = table
+    if isinstance(table.parent, exp.Schema) and table.arg_key == "this":
+        target = table.parent  # CREATE TABLE t (columns …)
+    owner = target.parent
+    if isinstance(owner, exp.Into):
+        return bool(owner.args.get("temporary"))
+    if isinstance(owner, exp.Create) and target.arg_key == "this":
+        props = owner.args.get("properties")
+        return props is not None and any(isinstance(p, exp.TemporaryProperty) for p in props.expressions)
+    return False
+
+
+def _order_recursive(with_: exp.With) -> None:
+    """Order the queries of a WITH RECURSIVE list so that each comes after those it reads, as the
+    server does before planning (sqlglot's scopes see only earlier ones). A cycle is left as it
+    is: the server refuses mutual recursion, and the analysis then refuses the statement."""
+    ctes = list(with_.expressions)
+    names = {c.alias_or_name for c in ctes}
+    deps = {
+        id(c): {
+            t.name
+            for t in c.this.find_all(exp.Table)
+            if t.meta.get(CTE_REF) and t.name in names and t.name != c.alias_or_name
+        }
+        for c in ctes
+    }
+    ordered: list[exp.CTE] = []
+    done: set[str] = set()
+    while len(ordered) < len(ctes):
+        ready = [c for c in ctes if c not in ordered and deps[id(c)] <= done]
+        if not ready:
+            return
+        ordered.append(ready[0])
+        done.add(ready[0].alias_or_name)
+    if any(a is not b for a, b in zip(ordered, ctes, strict=True)):
+        with_.set("expressions", ordered)
 
 
 class _QueryWalk:
@@ -412,6 +564,9 @@ class _QueryWalk:
     def _scope_outputs(self, scope: Scope) -> list[Lineage] | None:
         for source in scope.sources.values():
             if isinstance(source, exp.Table) and isinstance(source.this, exp.Identifier):
+                if source.meta.get(CTE_REF):
+                    # The server reads a WITH query here that sqlglot's scopes do not see.
+                    raise AnalysisError(f"cannot follow the WITH query {source.name}")
                 table = self.a.resolve_table(source)
                 self.result.tables.add(table)
                 t = self.a.schema.lookup(table)

@@ -90,6 +90,8 @@ class Describer:
         self.facts = analyzer.facts
 
     def describe(self, tree: Statement) -> Described:
+        for part in nodes.sqlglot_trees(tree):
+            self.a.bind(part)
         d = self._dispatch(tree)
         d.tree = tree
         return d
@@ -350,6 +352,8 @@ class Describer:
         sel = exp.Select(expressions=[e.copy() for e in returning.expressions]).from_(target.copy())
         for t in extra:
             sel = sel.join(t.copy())
+        if tree.args.get("with_") is not None:
+            sel.set("with_", tree.args["with_"].copy())  # the WITH queries its FROM / USING read
         d.query = self._query(sel)
 
     def _target(self, tree: exp.Expression) -> exp.Table:

@@ -104,6 +104,8 @@ class DialectFacts:
     search_path_is_list: bool = True
     # The setting that holds the search path (None: the dialect has none; MySQL's USE).
     search_path_setting: str | None = "search_path"
+    # The schema temporary tables are created in (PostgreSQL's pg_temp; None: the current one).
+    temporary_schema: str | None = None
 
     # --- names ------------------------------------------------------------------------------
 
@@ -511,6 +513,7 @@ POSTGRES = DialectFacts(
     safe_settings=_PG_SAFE_SETTINGS,
     setting_functions=frozenset({"set_config"}),
     settings_catalog=("pg_catalog", "pg_settings", "name"),
+    temporary_schema="pg_temp",
 )
 
 MYSQL = DialectFacts(

@@ -28,6 +28,16 @@ def render(statement: Statement, dialect: str) -> str:
     return statement.sql(dialect=dialect, normalize_functions=False, copy=False)
 
 
+def sqlglot_trees(statement: Statement) -> Iterator[exp.Expression]:
+    """The sqlglot trees a statement is made of: itself, or those its node holds (an EXPLAIN's
+    or PREPARE's statement, a LOCK's tables, a CALL's arguments, …)."""
+    if isinstance(statement, Node):
+        for child in statement.expressions():
+            yield from sqlglot_trees(child)
+    else:
+        yield statement
+
+
 def _join(parts: list[str]) -> str:
     return " ".join(p for p in parts if p)
 
