@@ -290,6 +290,7 @@ class Engine:
             judge = self._judge(role, facts)
             describer = Describer(analyzer)
             statements = split(sql, facts)
+            path = _PathState(search_path if search_path is not None else facts.default_search_path)
             if not statements:
                 return Allow(kind="empty", row_limit=role.max_rows, detect=role.detect)
             parts: list[Allow] = []
@@ -307,9 +308,9 @@ class Engine:
                     verdict = _with(verdict, rewritten_sql=new_sql)
                 parts.append(verdict)
                 texts.append(new_sql or chunk.text)
-                if verdict.search_path is not None:
-                    # Later statements of the same string run under the new search_path.
-                    analyzer = self._analyzer(facts, verdict.search_path, database)
+                if len(statements) > 1 and path.follow(verdict, facts):
+                    # Later statements of the same string run under the search_path it leaves.
+                    analyzer = self._analyzer(facts, path.current, database)
                     describer = Describer(analyzer)
         except Unparsable as e:
             return Block("unparsable", f"statement not understood: {e}")
@@ -329,10 +330,70 @@ class Engine:
             detect=role.detect,
             tables=tuple(sorted({t for p in parts for t in p.tables})),
             classes=tuple(sorted({c for p in parts for c in p.classes})),
-            search_path=next((p.search_path for p in reversed(parts) if p.search_path is not None), None),
+            # What the string leaves; the parts carry each statement's own settings and transaction.
+            search_path=path.current if path.changed else None,
             schema_changed=any(p.schema_changed for p in parts),
             statements=tuple(parts),
         )
+
+
+class _PathState:
+    """The search_path through the statements of one string, as the server keeps it: SET and
+    RESET change it, SET LOCAL until the transaction ends, and ROLLBACK, ROLLBACK TO SAVEPOINT
+    and COMMIT undo what they undo. A string that does not begin its own transaction runs as one
+    (the simple protocol's implicit transaction), so SET LOCAL lasts to its end, and a ROLLBACK of
+    a transaction begun before the string goes back to the path the string started with (the
+    proxy's best knowledge; the server reads the relations named upstream in any case)."""
+
+    def __init__(self, start: tuple[str, ...]) -> None:
+        self.start = start
+        self.session = start
+        self.local: tuple[str, ...] | None = None
+        self.begun: tuple[tuple[str, ...], tuple[str, ...] | None] | None = None
+        self.savepoints: list[tuple[str, tuple[str, ...], tuple[str, ...] | None]] = []
+        self.changed = False
+
+    @property
+    def current(self) -> tuple[str, ...]:
+        return self.local if self.local is not None else self.session
+
+    def follow(self, part: Allow, facts: DialectFacts) -> bool:
+        """Apply one statement's effects; whether the current search_path changed."""
+        before = self.current
+        for change in part.settings:
+            if change.name == "*" or change.name == facts.search_path_setting:
+                value = change.value if change.value is not None else facts.default_search_path
+                if change.name == "*":
+                    value = facts.default_search_path
+                if change.local:
+                    self.local = value
+                else:
+                    self.session, self.local = value, None
+        t = part.transaction
+        if t is not None:
+            if t.kind == "begin":
+                self.begun = (self.session, self.local)
+                self.savepoints = []
+            elif t.kind in ("commit", "prepare"):
+                self.local, self.begun, self.savepoints = None, None, []
+            elif t.kind == "rollback":
+                self.session, self.local = self.begun or (self.start, None)
+                self.begun, self.savepoints = None, []
+            elif t.kind == "savepoint":
+                self.savepoints.append((t.name, self.session, self.local))
+            elif t.kind in ("release", "rollback_to"):
+                at = next(
+                    (i for i in range(len(self.savepoints) - 1, -1, -1) if self.savepoints[i][0] == t.name),
+                    None,
+                )
+                if at is not None:
+                    if t.kind == "rollback_to":
+                        _, self.session, self.local = self.savepoints[at]
+                        del self.savepoints[at + 1 :]
+                    else:
+                        del self.savepoints[at:]
+        self.changed = self.changed or bool(part.search_path is not None or self.current != before)
+        return self.current != before
 
 
 def _with(a: Allow, **changes: object) -> Allow:

@@ -145,3 +145,174 @@ def test_a_with_query_the_server_does_not_see_is_refused_rather_than_guessed(eng
         "vendor", "WITH RECURSIVE a AS (SELECT id FROM b), b AS (SELECT id FROM a) SELECT id FROM a"
     )
     assert isinstance(d, Block) and d.reason == "unparsable"
+
+
+# --- settings and transactions the proxy follows (Allow.settings, Allow.transaction) -------------
+
+
+def _allow(engine: Engine, role: str, sql: str, search_path: tuple[str, ...] | None = None) -> Allow:
+    d = engine.decide(role, sql, search_path=search_path)
+    assert isinstance(d, Allow), d
+    return d
+
+
+@pytest.mark.parametrize(
+    ("role", "sql", "settings"),
+    [
+        ("vendor", "SET search_path TO sales, public", [("search_path", ("sales", "public"), False)]),
+        ("vendor", 'SET LOCAL search_path = "Sales"', [("search_path", ("Sales",), True)]),
+        ("vendor", "SET SCHEMA 'brokerage'", [("search_path", ("brokerage",), False)]),
+        ("vendor", "SET search_path TO DEFAULT", [("search_path", None, False)]),
+        ("vendor", "RESET search_path", [("search_path", None, False)]),
+        ("vendor", "SET statement_timeout = 0", [("statement_timeout", ("0",), False)]),
+        ("vendor", "SET TIME ZONE 'UTC'", [("timezone", ("UTC",), False)]),
+        ("vendor", "SET TIME ZONE LOCAL", [("timezone", None, False)]),
+        ("vendor", "SET NAMES 'UTF8'", [("client_encoding", ("UTF8",), False)]),
+        ("vendor", "RESET ALL", [("*", None, False)]),
+        (
+            "vendor",
+            "DISCARD ALL",
+            [("*", None, False), ("role", None, False), ("session_authorization", None, False)],
+        ),
+        ("vendor", "DISCARD PLANS", []),
+        ("vendor", "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", []),
+        ("vendor", "RESET ROLE", [("role", None, False)]),
+        ("dba", "SET ROLE Auditor", [("role", ("auditor",), False)]),
+        ("dba", 'SET LOCAL ROLE "Auditor"', [("role", ("Auditor",), True)]),
+        ("dba", "SET ROLE NONE", [("role", None, False)]),
+        ("dba", "SET SESSION AUTHORIZATION 'Bob'", [("session_authorization", ("Bob",), False)]),
+        ("dba", "SET SESSION AUTHORIZATION DEFAULT", [("session_authorization", None, False)]),
+        # set_config in the forms understood as a SET
+        ("vendor", "SELECT pg_catalog.set_config('search_path', '', false)", [("search_path", (), False)]),
+        (
+            "vendor",
+            "SELECT set_config('search_path', 'Sales, \"Sales\"', true)",
+            [("search_path", ("sales", "Sales"), True)],
+        ),
+        (
+            "vendor",
+            "SELECT set_config(name, 'view, foreign-table', false) FROM pg_settings "
+            "WHERE name = 'restrict_nonsystem_relation_kind'",
+            [("restrict_nonsystem_relation_kind", ("view, foreign-table",), False)],
+        ),
+        ("vendor", "EXPLAIN SELECT set_config('search_path', '', false)", []),
+        (
+            "vendor",
+            "EXPLAIN ANALYZE SELECT set_config('search_path', '', false)",
+            [("search_path", (), False)],
+        ),
+    ],
+)
+def test_settings_changes_are_reported(
+    engine: Engine, role: str, sql: str, settings: list[tuple[str, tuple[str, ...] | None, bool]]
+) -> None:
+    d = _allow(engine, role, sql)
+    assert [(s.name, s.value, s.local) for s in d.settings] == settings
+    path = [s.value for s in d.settings if s.name == "search_path"]
+    if path:  # Allow.search_path as before: the path the session has after it
+        assert d.search_path == (path[0] if path[0] is not None else ("public",))
+
+
+@pytest.mark.parametrize(
+    ("role", "sql", "kind", "name"),
+    [
+        ("vendor", "BEGIN", "begin", ""),
+        ("vendor", "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", "begin", ""),
+        ("vendor", "START TRANSACTION READ ONLY", "begin", ""),
+        ("vendor", "COMMIT", "commit", ""),
+        ("vendor", "END", "commit", ""),
+        ("vendor", "COMMIT AND CHAIN", "commit", ""),
+        ("vendor", "ROLLBACK", "rollback", ""),
+        ("vendor", "ABORT", "rollback", ""),
+        ("vendor", "SAVEPOINT a", "savepoint", "a"),
+        ("vendor", 'SAVEPOINT "A"', "savepoint", "A"),
+        ("vendor", "RELEASE SAVEPOINT A", "release", "a"),
+        ("vendor", "RELEASE a", "release", "a"),
+        ("vendor", "ROLLBACK TO SAVEPOINT a", "rollback_to", "a"),
+        ("vendor", "ROLLBACK TO a", "rollback_to", "a"),
+        ("dba", "PREPARE TRANSACTION 'tx1'", "prepare", ""),
+    ],
+)
+def test_transaction_control_is_reported(engine: Engine, role: str, sql: str, kind: str, name: str) -> None:
+    d = _allow(engine, role, sql)
+    assert d.transaction is not None and (d.transaction.kind, d.transaction.name) == (kind, name)
+
+
+def test_other_statements_report_no_transaction_or_settings(engine: Engine) -> None:
+    for role, sql in [
+        ("dba", "COMMIT PREPARED 'tx1'"),
+        ("vendor", "SELECT 1"),
+        ("vendor", "SHOW search_path"),
+    ]:
+        d = _allow(engine, role, sql)
+        assert d.transaction is None and d.settings == ()
+
+
+def test_each_part_of_a_string_reports_its_own_effects(engine: Engine) -> None:
+    d = _allow(
+        engine, "vendor", "BEGIN; SET LOCAL search_path = information_schema; SAVEPOINT s; COMMIT; SELECT 1"
+    )
+    parts = d.parts()
+    assert [p.transaction.kind if p.transaction else None for p in parts] == [
+        "begin",
+        None,
+        "savepoint",
+        "commit",
+        None,
+    ]
+    assert parts[1].settings[0].local and parts[1].search_path == ("information_schema",)
+    assert d.search_path == ("public",)  # SET LOCAL ended with the transaction
+
+
+@pytest.mark.parametrize(
+    ("sql", "reads"),
+    [
+        # The server rolls the SET back: the SELECT reads public.customers, masked and filtered.
+        ("BEGIN; SET search_path = information_schema; ROLLBACK; SELECT id, phone FROM customers", "public"),
+        ("SET search_path = information_schema; ROLLBACK; SELECT id, phone FROM customers", "public"),
+        (
+            "BEGIN; SAVEPOINT a; SET search_path = information_schema; ROLLBACK TO a; "
+            "SELECT id, phone FROM customers",
+            "public",
+        ),
+        (
+            "BEGIN; SET search_path = information_schema; SAVEPOINT a; RELEASE a; COMMIT; "
+            "SELECT id, phone FROM customers",
+            "information_schema",
+        ),
+        (
+            "BEGIN; SET LOCAL search_path = information_schema; COMMIT; SELECT id, phone FROM customers",
+            "public",
+        ),
+        (
+            "SELECT set_config('search_path', 'information_schema', true); SELECT id, phone FROM customers",
+            "information_schema",
+        ),
+        ("SET search_path = information_schema; RESET ALL; SELECT id, phone FROM customers", "public"),
+        ("SET search_path = information_schema; DISCARD ALL; SELECT id, phone FROM customers", "public"),
+    ],
+)
+def test_later_statements_of_a_string_resolve_under_the_path_the_server_has(
+    engine: Engine, sql: str, reads: str
+) -> None:
+    last = _allow(engine, "vendor", sql).parts()[-1]
+    assert last.tables == (f"{reads}.customers",)
+    if reads == "public":
+        assert [c.action for c in last.columns] == ["clear", "mask"] and last.row_limit == 200
+        assert last.rewritten_sql is not None and "branch_id = 12" in last.rewritten_sql
+    else:  # the proxy decided information_schema.customers, and says so upstream: no such relation
+        assert last.rewritten_sql == "SELECT id, phone FROM information_schema.customers"
+
+
+def test_a_set_config_earlier_in_the_string_moves_the_path(engine: Engine) -> None:
+    # The session is on information_schema; the string moves the server back to public, where
+    # customers is classified: the SELECT is judged there, not as a catalog read.
+    d = _allow(
+        engine,
+        "vendor",
+        "SELECT set_config('search_path', 'public', false); SELECT id, phone FROM customers",
+        ("information_schema",),
+    )
+    last = d.parts()[-1]
+    assert last.tables == ("public.customers",) and [c.action for c in last.columns] == ["clear", "mask"]
+    assert d.search_path == ("public",)
