@@ -56,6 +56,8 @@ class _Single:
     kind: str
     limit_rows: bool
     analyzer: Analyzer
+    # A rule read one of its literals' values (Described.literal_values): not cacheable by shape.
+    literal_values: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +162,7 @@ class Engine:
         self._remember(key, decision)
         if shape is not None and single and isinstance(decision, Allow):
             try:
-                self._learn(shape, role, dialect, path, database, decision, single[0])
+                self._learn(shape, role, dialect, search_path, database, decision, single[0])
             except Exception as e:  # learning is an optimisation: never let it decide anything
                 log.warning("shape learning failed: %s: %s", type(e).__name__, e, exc_info=True)
         return decision
@@ -178,13 +180,20 @@ class Engine:
         shape: Shape,
         role: Role,
         dialect: str,
-        path: tuple[str, ...],
+        search_path: Sequence[str] | None,
         database: str | None,
         decision: Allow,
         single: _Single,
     ) -> None:
         """Learn a shape from its second fully analysed statement (see _Learned). The first one
-        costs a dict entry only, so statements seen once (ad-hoc queries) pay nearly nothing."""
+        costs a dict entry only, so statements seen once (ad-hoc queries) pay nearly nothing.
+
+        A decision is reused only for literals that cannot change it: the free slots are those
+        whose position in the tree no rule reads (policies/sql/shapes.py); a statement whose
+        description read a literal's value (Described.literal_values: set_config's settings) is
+        never learned; and the statement with every free slot replaced by a sentinel value, which
+        no allow-list (setting names, catalogs, …) contains, must get the same decision too."""
+        path = tuple(search_path) if search_path is not None else ()
         ctx = (self.policy.revision, role.name, dialect, path, database, shape.key)
         first = self._pending.pop(ctx, None)
         if first is None or first[0] == shape.raws:
@@ -208,8 +217,14 @@ class Engine:
         skey = (*ctx, fixed)
         if skey in self._shapes:
             return  # learned already, or refused
-        plain = replace(decision, rewritten_sql=None)
-        if plain != replace(first_decision, rewritten_sql=None):
+        plain = _plain(decision)
+        if single.literal_values or plain != _plain(first_decision):
+            log.info("the decision of a statement shape depends on its literals; not cached by shape")
+            self._store_shape(skey, None)
+            return
+        text = self._sentinels.text(shape, slots.free)
+        probe = self._decide_uncached(role, text, dialect, search_path, database) if text else None
+        if not isinstance(probe, Allow) or _plain(probe) != plain:
             log.info("the decision of a statement shape depends on its literals; not cached by shape")
             self._store_shape(skey, None)
             return
@@ -229,7 +244,7 @@ class Engine:
             ):
                 self._store_shape(skey, None)
                 return
-        self._store_shape(skey, _Learned(plain, template))
+        self._store_shape(skey, _Learned(replace(decision, rewritten_sql=None), template))
 
     def _store_shape(self, skey: ShapeKey, learned: _Learned | None) -> None:
         self._shapes[skey] = learned
@@ -302,7 +317,7 @@ class Engine:
                 if isinstance(verdict, Block):
                     return verdict
                 if single is not None and len(statements) == 1 and isinstance(d.tree, exp.Expression):
-                    single.append(_Single(d.kind, d.limit_rows, analyzer))
+                    single.append(_Single(d.kind, d.limit_rows, analyzer, d.literal_values))
                 new_sql = rewrite(d, role, analyzer, verdict.row_limit, judge.restricted)
                 if new_sql is not None:
                     verdict = _with(verdict, rewritten_sql=new_sql)
@@ -394,6 +409,11 @@ class _PathState:
                         del self.savepoints[at:]
         self.changed = self.changed or bool(part.search_path is not None or self.current != before)
         return self.current != before
+
+
+def _plain(a: Allow) -> Allow:
+    """A decision without what differs between statements of one shape by construction."""
+    return replace(a, rewritten_sql=None, revision="", fingerprint="")
 
 
 def _with(a: Allow, **changes: object) -> Allow:
