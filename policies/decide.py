@@ -200,6 +200,10 @@ class Judge:
                     tables,
                     classes,
                 )
+        # 9. values that gather many rows
+        refusal = self._row_budget(d, tables)
+        if refusal is not None:
+            return refusal
         return self._allow(d, tables, uses, outputs)
 
     def _views_over_filtered(self, d: Described) -> Block | None:
@@ -230,6 +234,33 @@ class Judge:
                     [t],
                 )
         return None
+
+    def _row_budget(self, d: Described, tables: set[TableName]) -> Block | None:
+        """`max_rows` counts records, not result rows: a value that gathers the rows it reads
+        (collection aggregates in any form, window ones included; ARRAY(subquery); a WITH
+        RECURSIVE query that accumulates) could carry every record in one row. How many rows it
+        gathers is known only when it runs, so it is refused for a role with a row limit, unless
+        the statement only reads catalog relations (pg_dump and GUI tools gather catalog rows this
+        way, and catalog reads have no row limit) or is an EXPLAIN, and writes nothing (a write
+        would keep the gathered value for a later read)."""
+        if self.role.max_rows is None:
+            return None
+        if not d.written and (d.explain or all(self._catalog_ok(t) for t in tables)):
+            return None  # a plan carries no rows; catalog reads have no row limit
+        for read in d.all_reads():
+            if read.collects:
+                what = read.collects[0]
+                return self._block(
+                    "row_budget",
+                    f"{what} gathers many rows into one value, and this role may receive at most "
+                    f"{self.role.max_rows} rows per statement; select the rows themselves",
+                    d,
+                    tables,
+                )
+        return None
+
+    def _catalog_only(self, d: Described, tables: set[TableName]) -> bool:
+        return bool(tables) and all(self._catalog_ok(t) for t in tables) and not d.written
 
     def _catalog_ok(self, t: TableName) -> bool:
         if not self.facts.is_catalog_schema(t.schema):
@@ -365,7 +396,7 @@ class Judge:
         # The row budget bounds how much data leaves in one statement. A read of catalog
         # relations only (sensitive ones are refused above) carries none, and pg_dump and GUI
         # tools break when their catalog queries are cut short.
-        catalog_only = bool(tables) and all(self._catalog_ok(t) for t in tables) and not d.written
+        catalog_only = self._catalog_only(d, tables)
         return Allow(
             kind=d.kind,
             columns=columns,

@@ -80,6 +80,9 @@ class QueryAnalysis:
     unexpanded: set[TableName] = field(default_factory=set)
     # Each view read, with every table behind it (transitively).
     views: dict[TableName, frozenset[TableName]] = field(default_factory=dict)
+    # What gathers many rows into one value (`array_agg()`, `ARRAY(subquery)`, a WITH RECURSIVE
+    # query that carries a value from row to row and adds data to it), for messages.
+    collects: list[str] = field(default_factory=list)
 
 
 # Nodes whose operands are compared, matched or ordered: a classified column inside one of
@@ -1121,7 +1124,57 @@ def _collect_functions(tree: exp.Expression, result: QueryAnalysis, facts: Diale
         schema: str | None = None
         if isinstance(node.parent, exp.Dot) and node.parent.expression is node:
             schema = node.parent.this.name if node.parent.this else None
-        result.functions.append((schema, identifiers.function_name(node, facts), node))
+        name = identifiers.function_name(node, facts)
+        result.functions.append((schema, name, node))
+        if name in facts.collecting_functions:
+            result.collects.append(f"{name}()")
+        elif (
+            isinstance(node, exp.Array)
+            and not node.args.get("value_constructor")
+            and any(isinstance(e, exp.Query) for e in node.expressions)
+        ):
+            result.collects.append("ARRAY(subquery)")
+    for with_ in tree.find_all(exp.With):
+        if with_.args.get("recursive"):
+            result.collects += [
+                f"WITH RECURSIVE {c.alias_or_name}" for c in with_.expressions if _accumulates(c)
+            ]
+
+
+def _accumulates(cte: exp.CTE) -> bool:
+    """Whether a recursive WITH query carries a value from one of its rows to the next and adds
+    data to it on the way (`acc || (SELECT id … OFFSET n LIMIT 1)`, `r.path || c.name`): its last
+    row can then hold every row it read. A column that only moves its own value on (`n + 1`), or
+    one computed from the data alone, gathers nothing."""
+    body = cte.this
+    member = body.expression if isinstance(body, exp.SetOperation) else None
+    if not isinstance(member, exp.Select):
+        return False
+    sources = [member.args["from_"].this] if member.args.get("from_") else []
+    sources += [j.this for j in member.args.get("joins") or []]
+    own = {
+        t.alias_or_name
+        for t in sources
+        if isinstance(t, exp.Table) and t.name == cte.alias_or_name and t.args.get("db") is None
+    }
+    if not own:
+        return False
+    for projection in member.selects:
+        direct = [c for c in projection.find_all(exp.Column) if not _under_query(c, projection)]
+        carried = any(c.table in own for c in direct)
+        added = any(c.table not in own for c in direct) or projection.find(exp.Query) is not None
+        if carried and added:
+            return True
+    return False
+
+
+def _under_query(node: exp.Expression, top: exp.Expression) -> bool:
+    parent = node.parent
+    while parent is not None and parent is not top:
+        if isinstance(parent, exp.Query):
+            return True
+        parent = parent.parent
+    return False
 
 
 def _bare_order_key(col: exp.Column, scope: Scope) -> bool:
