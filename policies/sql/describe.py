@@ -22,7 +22,8 @@ from policies.sql.identifiers import function_name, search_path
 from policies.sql.nodes import Statement
 from policies.sql.parser import COPY_OPTIONS_META, Unparsable
 
-READ_LOCK_MODES = frozenset({"ACCESS SHARE", "ROW SHARE"})
+# LOCK modes a role with select may take; ROW SHARE is SELECT … FOR UPDATE's lock and needs update.
+READ_LOCK_MODES = frozenset({"ACCESS SHARE"})
 # Statements that write rows. Inside a tree they are WITH queries (or MERGE's WHEN actions).
 _WRITES: tuple[type[exp.Expression], ...] = (exp.Insert, exp.Update, exp.Delete, exp.Merge)
 # TransactionControl actions → TransactionEffect kinds.
@@ -381,7 +382,13 @@ class Describer:
 
     def _lock(self, node: nodes.Lock) -> Described:
         tables = {self.a.resolve_table(t.table) for t in node.targets}
-        required = "select" if all(t.mode in READ_LOCK_MODES for t in node.targets) else "admin"
+        modes = {t.mode for t in node.targets}
+        if modes <= READ_LOCK_MODES:
+            required = "select"
+        elif modes <= READ_LOCK_MODES | {"ROW SHARE"}:
+            required = "update"
+        else:
+            required = "admin"
         return Described("lock", frozenset({required}), touched=tables)
 
     def _call(self, node: nodes.Call) -> Described:
@@ -442,9 +449,7 @@ class Describer:
             return exp.select(exp.Null()).where(exp.false())
         target = self._target(write)
         sel = exp.Select(expressions=[e.copy() for e in returning.expressions]).from_(target.copy())
-        extra = self._from_tables(write)
-        using = write.args.get("using") if isinstance(write, exp.Merge) else None
-        for t in [*extra, *([using] if using is not None else [])]:
+        for t in self._from_tables(write):  # UPDATE's FROM, DELETE's and MERGE's USING
             sel = sel.join(t.copy())
         return sel
 
@@ -547,16 +552,25 @@ class Describer:
             d.reads.append(analysis)
             d.flows = self._flows(where, analysis)
         conflict = tree.args.get("conflict")
-        if conflict is not None:
-            exprs = [e.expression for e in conflict.find_all(exp.EQ) if e.expression is not None]
+        action = conflict.args.get("action") if conflict is not None else None
+        if conflict is not None and not (isinstance(action, exp.Var) and action.name.upper() == "DO NOTHING"):
+            # ON CONFLICT DO UPDATE updates the row that is there: an UPDATE (the server asks
+            # for the UPDATE privilege too), whose SET values flow into it and whose WHERE is a
+            # predicate on that row.
+            d.required = d.required | {"update"}
+            exprs = [e.expression for e in conflict.expressions if isinstance(e, exp.EQ)]
+            sel = exp.Select(expressions=[e.copy() for e in exprs] or [exp.Literal.number(1)]).from_(
+                target.copy()
+            )
+            if conflict.args.get("where") is not None:
+                sel.set("where", conflict.args["where"].copy())
+            for col in list(sel.find_all(exp.Column)):
+                if col.table == "excluded":
+                    # The row proposed for insertion: its values are the source's, read above.
+                    col.replace(exp.Null())
+            analysis = self._query(sel)
+            d.reads.append(analysis)
             if exprs:
-                sel = exp.Select(expressions=[e.copy() for e in exprs]).from_(target.copy())
-                for col in list(sel.find_all(exp.Column)):
-                    if col.table == "excluded":
-                        # The row proposed for insertion: its values are the source's, read above.
-                        col.replace(exp.Null())
-                analysis = self._query(sel)
-                d.reads.append(analysis)
                 d.flows += self._flows(where, analysis)
         self._returning(d, tree, target, [])
         return d
@@ -567,8 +581,8 @@ class Describer:
         if frm is not None:
             out.append(frm.this)
             out.extend(frm.expressions or [])
-        for u in tree.args.get("using") or []:
-            out.append(u)
+        using = tree.args.get("using")
+        out.extend(using if isinstance(using, list) else [using] if isinstance(using, exp.Expression) else [])
         return out
 
     def _update(self, tree: exp.Update) -> Described:
@@ -648,6 +662,7 @@ class Describer:
         analysis = self._query(sel)
         d.reads.append(analysis)
         d.flows = self._flows(f"MERGE INTO {table}", analysis)
+        self._returning(d, tree, target, [using] if using is not None else [])
         return d
 
     def _copy(self, tree: exp.Copy) -> Described:
