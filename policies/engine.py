@@ -375,15 +375,16 @@ class _PathState:
     def follow(self, part: Allow, facts: DialectFacts) -> bool:
         """Apply one statement's effects; whether the current search_path changed."""
         before = self.current
-        for change in part.settings:
-            if change.name == "*" or change.name == facts.search_path_setting:
-                value = change.value if change.value is not None else facts.default_search_path
-                if change.name == "*":
-                    value = facts.default_search_path
-                if change.local:
-                    self.local = value
-                else:
-                    self.session, self.local = value, None
+        named = [c for c in part.settings if c.name in ("*", facts.search_path_setting)]
+        if part.search_path is not None and not named:
+            self.session, self.local = part.search_path, None  # MySQL's USE: no setting of its own
+        for change in named:
+            value = change.value if change.value is not None and change.name != "*" else None
+            value = value if value is not None else facts.default_search_path
+            if change.local:
+                self.local = value
+            else:
+                self.session, self.local = value, None
         t = part.transaction
         if t is not None:
             if t.kind == "begin":

@@ -316,3 +316,19 @@ def test_a_set_config_earlier_in_the_string_moves_the_path(engine: Engine) -> No
     last = d.parts()[-1]
     assert last.tables == ("public.customers",) and [c.action for c in last.columns] == ["clear", "mask"]
     assert d.search_path == ("public",)
+
+
+def test_mysql_use_moves_later_statements_of_a_string(tmp_path: Path) -> None:
+    p = tmp_path / "p.yaml"
+    p.write_text("version: 1\nroles:\n  r: {tables: ['*.*'], max_rows: 5}\n")
+    schema = Schema(
+        "crm",
+        "mysql",
+        {("crm", "t"): Table("crm", "t", ("id",)), ("other", "t"): Table("other", "t", ("id",))},
+    )
+    d = Engine(load_policy(p), schema).decide(
+        "r", "USE other; SELECT id FROM t", dialect="mysql", database="crm"
+    )
+    assert isinstance(d, Allow)
+    assert d.parts()[1].tables == ("other.t",) and d.search_path == ("other",)
+    assert d.rewritten_sql == "USE other; SELECT id FROM `other`.t LIMIT 6"
