@@ -1143,26 +1143,40 @@ def _collect_functions(tree: exp.Expression, result: QueryAnalysis, facts: Diale
 
 def _accumulates(cte: exp.CTE) -> bool:
     """Whether a recursive WITH query carries a value from one of its rows to the next and adds
-    data to it on the way (`acc || (SELECT id … OFFSET n LIMIT 1)`, `r.path || c.name`): its last
-    row can then hold every row it read. A column that only moves its own value on (`n + 1`), or
-    one computed from the data alone, gathers nothing."""
+    data to it on the way (`acc || (SELECT id … OFFSET n LIMIT 1)`, `r.path || c.name`, or the
+    same inside a LATERAL that reads the previous row): its last row can then hold every row it
+    read. A column that only moves its own value on (`n + 1`), or one computed from the data
+    alone, gathers nothing."""
     body = cte.this
     member = body.expression if isinstance(body, exp.SetOperation) else None
     if not isinstance(member, exp.Select):
         return False
+    name = cte.alias_or_name
     sources = [member.args["from_"].this] if member.args.get("from_") else []
     sources += [j.this for j in member.args.get("joins") or []]
+    sources += list(member.args.get("laterals") or [])
     own = {
         t.alias_or_name
         for t in sources
-        if isinstance(t, exp.Table) and t.name == cte.alias_or_name and t.args.get("db") is None
+        if isinstance(t, exp.Table) and t.name == name and t.args.get("db") is None
     }
     if not own:
         return False
+    # FROM items computed from the previous row (a correlated LATERAL): their columns carry it on,
+    # and add data when they read a relation.
+    carriers: dict[str, bool] = {}
+    for src in sources:
+        if isinstance(src, exp.Table):
+            continue
+        if any(c.table in own for c in src.find_all(exp.Column)):
+            reads = any(t.args.get("db") is not None for t in src.find_all(exp.Table))
+            carriers[src.alias_or_name] = reads
     for projection in member.selects:
         direct = [c for c in projection.find_all(exp.Column) if not _under_query(c, projection)]
-        carried = any(c.table in own for c in direct)
-        added = any(c.table not in own for c in direct) or projection.find(exp.Query) is not None
+        carried = any(c.table in own or c.table in carriers for c in direct)
+        added = projection.find(exp.Query) is not None or any(
+            (c.table not in own and c.table not in carriers) or carriers.get(c.table, False) for c in direct
+        )
         if carried and added:
             return True
     return False
