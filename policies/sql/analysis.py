@@ -205,8 +205,9 @@ class Analyzer:
         self.schema = schema
         self.facts = facts
         self.database = database
-        # MySQL: the current database is the default schema.
-        path = tuple(search_path) or ((database,) if database else ())
+        # MySQL: the current database is the default schema. (PostgreSQL's empty search_path,
+        # pg_dump's, is empty: only pg_catalog and pg_temp are searched.)
+        path = tuple(search_path) or ((database,) if database and facts.default_schema is None else ())
         self.search_path = path
         self.mapping = mapping or identifiers.mapping(schema, facts)
         self.view_cache = view_cache if view_cache is not None else {}

@@ -332,3 +332,13 @@ def test_mysql_use_moves_later_statements_of_a_string(tmp_path: Path) -> None:
     assert isinstance(d, Allow)
     assert d.parts()[1].tables == ("other.t",) and d.search_path == ("other",)
     assert d.rewritten_sql == "USE other; SELECT id FROM `other`.t LIMIT 6"
+
+
+def test_an_empty_search_path_names_nothing_but_the_catalog(engine: Engine) -> None:
+    """pg_dump's `set_config('search_path', '', false)`: the server searches pg_catalog only,
+    so an unqualified user table is no relation (and the database is no schema)."""
+    assert _sql(engine, "vendor", "SELECT relname FROM pg_class LIMIT 1", ()) == (
+        "SELECT relname FROM pg_catalog.pg_class LIMIT 1"
+    )
+    sent = _sql(engine, "vendor", "SELECT id FROM customers LIMIT 1", ())
+    assert sent == "SELECT id FROM (SELECT * FROM customers WHERE (branch_id = 12)) AS customers LIMIT 1"
