@@ -145,6 +145,11 @@ class Describer:
             d.row_locks = True
         if isinstance(tree, exp.Select):
             self._setting_call(tree, d)
+        if d.needs_all is None:
+            # A session whose search_path (a role or database default, say) puts another schema
+            # before pg_catalog would call that schema's functions and operators, not the ones
+            # judged: only its SET statements run until it is put right.
+            d.needs_all = self._path_refusal(self.a.search_path)
         return d
 
     # --- maskgate's statement nodes -----------------------------------------------------------
