@@ -1128,7 +1128,9 @@ def _collect_functions(tree: exp.Expression, result: QueryAnalysis, facts: Diale
         name = identifiers.function_name(node, facts)
         result.functions.append((schema, name, node))
         if name in facts.collecting_functions:
-            result.collects.append(f"{name}()")
+            # As the dialect spells it (sqlglot's canonical name of string_agg is group_concat).
+            written = node.sql(dialect=facts.sqlglot).split("(", 1)[0].strip().lower()
+            result.collects.append(f"{written or name}()")
         elif (
             isinstance(node, exp.Array)
             and not node.args.get("value_constructor")
