@@ -16,7 +16,7 @@ from sqlglot import exp
 
 from policies.model import Role
 from policies.sql import nodes
-from policies.sql.analysis import CTE_REF, Analyzer, bound_names, unbind
+from policies.sql.analysis import CTE_REF, Analyzer, bound_names, source_position, unbind
 from policies.sql.describe import Described
 from policies.sql.nodes import Statement
 
@@ -39,13 +39,6 @@ def _filter_for(role: Role, analyzer: Analyzer, table: exp.Table) -> exp.Express
         analyzer.at_default_path().bind(e)
         cond = e if cond is None else exp.and_(cond, e, copy=False)
     return cond
-
-
-def _source_position(node: exp.Table) -> bool:
-    parent = node.parent
-    if isinstance(parent, exp.From | exp.Join):
-        return True
-    return isinstance(parent, exp.Delete | exp.Merge) and node.arg_key == "using"
 
 
 def _qualify_filter(cond: exp.Expression, alias: str) -> exp.Expression:
@@ -71,22 +64,30 @@ def apply_row_filters(tree: exp.Expression, role: Role, analyzer: Analyzer) -> e
             t = write.this.this if isinstance(write.this, exp.Schema) else write.this
             targets.add(id(t))
 
-    def wrap(node: exp.Expression) -> exp.Expression:
-        if not isinstance(node, exp.Table) or id(node) in targets or not _source_position(node):
-            return node
+    # Every read of a filtered table becomes a filtered derived table under the same alias. The
+    # tables are collected first, so the filters' own subqueries are never wrapped again.
+    reads = [
+        t
+        for t in tree.find_all(exp.Table)
+        if id(t) not in targets and source_position(t) and not t.meta.get(CTE_REF)
+    ]
+    for node in reads:
         cond = _filter_for(role, analyzer, node)
         if cond is None:
-            return node
+            continue
+        alias = node.args.get("alias")
+        # In a parenthesized join the joins hang off the table: they stay outside the filter.
+        joins = node.args.get("joins")
         bare = node.copy()
-        alias = bare.args.get("alias")
         bare.set("alias", None)
+        bare.set("joins", None)
         inner = exp.Select(expressions=[exp.Star()]).from_(bare, copy=False).where(cond, copy=False)
         new_alias = alias.copy() if alias is not None else exp.TableAlias(this=exp.to_identifier(node.name))
-        return exp.Subquery(this=inner, alias=new_alias)
+        wrapped = exp.Subquery(this=inner, alias=new_alias)
+        node.replace(wrapped)
+        if joins:
+            wrapped.set("joins", joins)
 
-    # Row filter subqueries must not be wrapped again; transform does not descend into a
-    # node returned in place of the original.
-    tree = tree.transform(wrap, copy=False)
     # The statement's own UPDATE / DELETE and those in its WITH queries (MERGE's WHEN actions
     # have no target of their own: a MERGE into a filtered table is refused).
     writes = [tree] if isinstance(tree, exp.Update | exp.Delete) else []

@@ -283,7 +283,7 @@ class Analyzer:
                 continue
             if table.meta.get(CTE_REF) or _not_a_relation(table):
                 continue
-            if _may_name_cte(table) and _names_cte(table):
+            if source_position(table) and _names_cte(table):
                 table.meta[CTE_REF] = True
                 continue
             temporary = self.facts.temporary_schema if _created_temporary(table) else None
@@ -426,13 +426,16 @@ def _not_a_relation(table: exp.Table) -> bool:
     return isinstance(table.parent, exp.Lock | exp.AlterRename)
 
 
-def _may_name_cte(table: exp.Table) -> bool:
-    """Whether `table` sits where a WITH query may be read: FROM, JOIN, DELETE/MERGE USING. A
-    write's target, COPY's table, DDL and LOCK always name a relation."""
-    parent = table.parent
+def source_position(node: exp.Expression) -> bool:
+    """Whether a table sits where rows are read from it: FROM, JOIN, DELETE/MERGE USING, also
+    inside a parenthesized join (`FROM (customers c JOIN …)`, whose joins sqlglot hangs off the
+    table). A write's target, COPY's table, DDL and LOCK name a relation without reading it."""
+    parent = node.parent
     if isinstance(parent, exp.From | exp.Join):
         return True
-    return isinstance(parent, exp.Delete | exp.Merge) and table.arg_key == "using"
+    if isinstance(parent, exp.Subquery) and node.arg_key == "this" and not isinstance(node, exp.Query):
+        return source_position(parent)
+    return isinstance(parent, exp.Delete | exp.Merge) and node.arg_key == "using"
 
 
 def _names_cte(table: exp.Table) -> bool:

@@ -343,7 +343,9 @@ def test_pg_dumps_set_config_is_followed_like_a_set(served: dict[str, Any], trut
             c.execute("SELECT id FROM customers")
 
 
-def test_a_row_filter_cannot_be_hidden_by_a_with_query(served: dict[str, Any], truth: dict[str, Any]) -> None:
+def test_a_row_filter_cannot_be_hidden_by_a_with_query_or_parentheses(
+    served: dict[str, Any], truth: dict[str, Any]
+) -> None:
     with connect(served, VENDOR) as c:
         later = c.execute(
             "WITH a AS (SELECT id FROM customers), customers AS (SELECT 1 AS id) SELECT id FROM a"
@@ -355,6 +357,11 @@ def test_a_row_filter_cannot_be_hidden_by_a_with_query(served: dict[str, Any], t
             "WITH RECURSIVE a AS (SELECT * FROM b), "
             "b AS (SELECT translate(phone, '0123456789', 'abcdefghij') AS x FROM customers) SELECT * FROM a"
         ).fetchall()
+        parenthesized = c.execute(
+            "SELECT c.id FROM call_records r JOIN (customers c JOIN accounts a ON a.customer_id = c.id) "
+            "ON r.customer_id = c.id"
+        ).fetchall()
+    assert parenthesized and {r[0] for r in parenthesized} <= set(truth["branch12"])
     assert later and {r[0] for r in later} <= set(truth["branch12"])
     assert nested and {r[0] for r in nested} <= set(truth["branch12"])
     assert recursive and not leaked(truth["secrets"], recursive)
