@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlglot import exp
-
 from policies.decision import Allow, Block, ColumnMask
 from policies.model import ACTION_STRENGTH, Policy, Role
 from policies.names import ColumnName, TableName
@@ -18,61 +16,6 @@ from policies.schema import Schema
 from policies.sql.analysis import Lineage, Use
 from policies.sql.describe import Described
 from policies.sql.dialects import DialectFacts
-
-
-def _setting_rows_are_safe(setting: exp.Expression, node: exp.Expression, facts: DialectFacts) -> bool:
-    """`SELECT set_config(name, …) FROM pg_settings WHERE name = '<safe>'` (pg_dump's form): the
-    setting comes from pg_settings.name and the WHERE pins it to safe settings only.
-
-    Anything else (a join, another source, OR, a non-literal comparison) is refused: the WHERE
-    must be a conjunction one of whose terms is `name = '<safe>'` or `name IN ('<safe>', …)`.
-    """
-    select = node.find_ancestor(exp.Select)
-    if select is None or select.args.get("joins") or select.args.get("laterals"):
-        return False
-    frm = select.args.get("from_")
-    source = frm.this if frm is not None and not frm.expressions else None
-    if not isinstance(source, exp.Table) or not isinstance(source.this, exp.Identifier):
-        return False
-    if facts.settings_catalog is None:
-        return False
-    catalog_schema, catalog_table, name_column = facts.settings_catalog
-    if source.name != catalog_table or (source.db or catalog_schema) != catalog_schema:
-        return False
-    alias = source.alias_or_name
-
-    def is_name(col: exp.Expression) -> bool:
-        return isinstance(col, exp.Column) and col.name == name_column and col.table in ("", alias)
-
-    if not is_name(setting):
-        return False
-    where = select.args.get("where")
-    if where is None:
-        return False
-    for term in where.this.flatten() if isinstance(where.this, exp.And) else [where.this]:
-        if isinstance(term, exp.EQ):
-            col, value = term.this, term.expression
-            if not is_name(col):
-                col, value = value, col
-            if is_name(col) and _safe_setting_literal(value, facts):
-                return True
-        if (
-            isinstance(term, exp.In)
-            and is_name(term.this)
-            and not term.args.get("query")
-            and term.expressions
-            and all(_safe_setting_literal(v, facts) for v in term.expressions)
-        ):
-            return True
-    return False
-
-
-def _safe_setting_literal(node: exp.Expression, facts: DialectFacts) -> bool:
-    return (
-        isinstance(node, exp.Literal)
-        and node.is_string
-        and facts.setting_key(node.name) in facts.safe_settings
-    )
 
 
 class Judge:
@@ -89,6 +32,9 @@ class Judge:
         self.masks_output = bool(role.detect) or any(
             role.action_for(rule.cls) != "clear" for rule in policy.columns
         )
+        # Restricted: anything but a role that may run anything and sees everything clear. Its
+        # statements name every relation by the schema it was judged in (policies/rewrite.py).
+        self.restricted = not role.unrestricted_statements or self.masks_output
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -147,6 +93,16 @@ class Judge:
         if not role.unrestricted_statements:
             for read in d.all_reads():
                 for schema, name, node in read.functions:
+                    if name in self.facts.setting_functions:
+                        if d.setting_call:
+                            continue  # understood as a SET (policies/sql/describe.py), judged above
+                        return self._block(
+                            "function_denied",
+                            f"{name}() changes a setting inside a query, which the proxy cannot "
+                            f"follow; use SET, or SELECT {name}('<setting>', '<value>', false) alone",
+                            d,
+                            tables,
+                        )
                     found = self._effect_refusal(name)
                     if found:
                         return self._block(*found, d, tables)
@@ -244,6 +200,10 @@ class Judge:
                     tables,
                     classes,
                 )
+        # 9. values that gather many rows
+        refusal = self._row_budget(d, tables)
+        if refusal is not None:
+            return refusal
         return self._allow(d, tables, uses, outputs)
 
     def _views_over_filtered(self, d: Described) -> Block | None:
@@ -274,6 +234,33 @@ class Judge:
                     [t],
                 )
         return None
+
+    def _row_budget(self, d: Described, tables: set[TableName]) -> Block | None:
+        """`max_rows` counts records, not result rows: a value that gathers the rows it reads
+        (collection aggregates in any form, window ones included; ARRAY(subquery); a WITH
+        RECURSIVE query that accumulates) could carry every record in one row. How many rows it
+        gathers is known only when it runs, so it is refused for a role with a row limit, unless
+        the statement only reads catalog relations (pg_dump and GUI tools gather catalog rows this
+        way, and catalog reads have no row limit) or is an EXPLAIN, and writes nothing (a write
+        would keep the gathered value for a later read)."""
+        if self.role.max_rows is None:
+            return None
+        if not d.written and (d.explain or all(self._catalog_ok(t) for t in tables)):
+            return None  # a plan carries no rows; catalog reads have no row limit
+        for read in d.all_reads():
+            if read.collects:
+                what = read.collects[0]
+                return self._block(
+                    "row_budget",
+                    f"{what} gathers many rows into one value, and this role may receive at most "
+                    f"{self.role.max_rows} rows per statement; select the rows themselves",
+                    d,
+                    tables,
+                )
+        return None
+
+    def _catalog_only(self, d: Described, tables: set[TableName]) -> bool:
+        return bool(tables) and all(self._catalog_ok(t) for t in tables) and not d.written
 
     def _catalog_ok(self, t: TableName) -> bool:
         if not self.facts.is_catalog_schema(t.schema):
@@ -308,21 +295,6 @@ class Judge:
             return (
                 f"function {name}() is not allowed (server files, network, large objects or SQL in a string)"
             )
-        if name in self.facts.setting_functions:
-            args = node.expressions if hasattr(node, "expressions") else []
-            setting = args[0] if args else None
-            if setting is not None and _safe_setting_literal(setting, self.facts):
-                value = args[1] if len(args) > 1 else None
-                key = self.facts.setting_key(setting.name)
-                if key not in self.facts.lexical_settings or (
-                    isinstance(value, exp.Literal)
-                    and value.is_string
-                    and not self.facts.unsafe_setting(key, value.name)
-                ):
-                    return None
-            if setting is not None and _setting_rows_are_safe(setting, node, self.facts):
-                return None
-            return "set_config() may only change session settings such as search_path"
         if schema and schema not in self.facts.catalog_schemas:
             return f"user-defined function {full}() is not allowed for this role"
         if self.schema.is_user_function(schema, name):
@@ -424,7 +396,7 @@ class Judge:
         # The row budget bounds how much data leaves in one statement. A read of catalog
         # relations only (sensitive ones are refused above) carries none, and pg_dump and GUI
         # tools break when their catalog queries are cut short.
-        catalog_only = bool(tables) and all(self._catalog_ok(t) for t in tables) and not d.written
+        catalog_only = self._catalog_only(d, tables)
         return Allow(
             kind=d.kind,
             columns=columns,
@@ -433,6 +405,8 @@ class Judge:
             tables=tuple(sorted(str(t) for t in tables)),
             classes=tuple(sorted(classes)),
             search_path=d.search_path,
+            settings=d.settings,
+            transaction=d.transaction,
             schema_changed=d.schema_changed,
             notes=tuple(notes),
         )

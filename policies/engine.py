@@ -56,6 +56,8 @@ class _Single:
     kind: str
     limit_rows: bool
     analyzer: Analyzer
+    # A rule read one of its literals' values (Described.literal_values): not cacheable by shape.
+    literal_values: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +162,7 @@ class Engine:
         self._remember(key, decision)
         if shape is not None and single and isinstance(decision, Allow):
             try:
-                self._learn(shape, role, dialect, path, database, decision, single[0])
+                self._learn(shape, role, dialect, search_path, database, decision, single[0])
             except Exception as e:  # learning is an optimisation: never let it decide anything
                 log.warning("shape learning failed: %s: %s", type(e).__name__, e, exc_info=True)
         return decision
@@ -178,13 +180,20 @@ class Engine:
         shape: Shape,
         role: Role,
         dialect: str,
-        path: tuple[str, ...],
+        search_path: Sequence[str] | None,
         database: str | None,
         decision: Allow,
         single: _Single,
     ) -> None:
         """Learn a shape from its second fully analysed statement (see _Learned). The first one
-        costs a dict entry only, so statements seen once (ad-hoc queries) pay nearly nothing."""
+        costs a dict entry only, so statements seen once (ad-hoc queries) pay nearly nothing.
+
+        A decision is reused only for literals that cannot change it: the free slots are those
+        whose position in the tree no rule reads (policies/sql/shapes.py); a statement whose
+        description read a literal's value (Described.literal_values: set_config's settings) is
+        never learned; and the statement with every free slot replaced by a sentinel value, which
+        no allow-list (setting names, catalogs, …) contains, must get the same decision too."""
+        path = tuple(search_path) if search_path is not None else ()
         ctx = (self.policy.revision, role.name, dialect, path, database, shape.key)
         first = self._pending.pop(ctx, None)
         if first is None or first[0] == shape.raws:
@@ -208,8 +217,14 @@ class Engine:
         skey = (*ctx, fixed)
         if skey in self._shapes:
             return  # learned already, or refused
-        plain = replace(decision, rewritten_sql=None)
-        if plain != replace(first_decision, rewritten_sql=None):
+        plain = _plain(decision)
+        if single.literal_values or plain != _plain(first_decision):
+            log.info("the decision of a statement shape depends on its literals; not cached by shape")
+            self._store_shape(skey, None)
+            return
+        text = self._sentinels.text(shape, slots.free)
+        probe = self._decide_uncached(role, text, dialect, search_path, database) if text else None
+        if not isinstance(probe, Allow) or _plain(probe) != plain:
             log.info("the decision of a statement shape depends on its literals; not cached by shape")
             self._store_shape(skey, None)
             return
@@ -219,7 +234,8 @@ class Engine:
             sql = None
             if tree is not None:
                 d = Described(single.kind, tree=tree, limit_rows=single.limit_rows)
-                sql = rewrite(d, role, single.analyzer, decision.row_limit)
+                restricted = self._judge(role, facts).restricted
+                sql = rewrite(d, role, single.analyzer, decision.row_limit, restricted)
             template = template_of(sql, shape, slots, self._sentinels) if sql is not None else None
             if (
                 template is None
@@ -228,7 +244,7 @@ class Engine:
             ):
                 self._store_shape(skey, None)
                 return
-        self._store_shape(skey, _Learned(plain, template))
+        self._store_shape(skey, _Learned(replace(decision, rewritten_sql=None), template))
 
     def _store_shape(self, skey: ShapeKey, learned: _Learned | None) -> None:
         self._shapes[skey] = learned
@@ -289,6 +305,7 @@ class Engine:
             judge = self._judge(role, facts)
             describer = Describer(analyzer)
             statements = split(sql, facts)
+            path = _PathState(search_path if search_path is not None else facts.default_search_path)
             if not statements:
                 return Allow(kind="empty", row_limit=role.max_rows, detect=role.detect)
             parts: list[Allow] = []
@@ -300,16 +317,16 @@ class Engine:
                 if isinstance(verdict, Block):
                     return verdict
                 if single is not None and len(statements) == 1 and isinstance(d.tree, exp.Expression):
-                    single.append(_Single(d.kind, d.limit_rows, analyzer))
-                new_sql = rewrite(d, role, analyzer, verdict.row_limit)
+                    single.append(_Single(d.kind, d.limit_rows, analyzer, d.literal_values))
+                new_sql = rewrite(d, role, analyzer, verdict.row_limit, judge.restricted)
                 if new_sql is not None:
                     verdict = _with(verdict, rewritten_sql=new_sql)
                 parts.append(verdict)
                 if new_sql is not None:
                     rewritten_spans.append((chunk.start, chunk.end, new_sql))
-                if verdict.search_path is not None:
-                    # Later statements of the same string run under the new search_path.
-                    analyzer = self._analyzer(facts, verdict.search_path, database)
+                if len(statements) > 1 and path.follow(verdict, facts):
+                    # Later statements of the same string run under the search_path it leaves.
+                    analyzer = self._analyzer(facts, path.current, database)
                     describer = Describer(analyzer)
         except Unparsable as e:
             return Block("unparsable", f"statement not understood: {e}")
@@ -329,7 +346,8 @@ class Engine:
             detect=role.detect,
             tables=tuple(sorted({t for p in parts for t in p.tables})),
             classes=tuple(sorted({c for p in parts for c in p.classes})),
-            search_path=next((p.search_path for p in reversed(parts) if p.search_path is not None), None),
+            # What the string leaves; the parts carry each statement's own settings and transaction.
+            search_path=path.current if path.changed else None,
             schema_changed=any(p.schema_changed for p in parts),
             statements=tuple(parts),
         )
@@ -349,6 +367,71 @@ def _splice(sql: str, spans: list[tuple[int, int, str]]) -> str:
         last = end
     out.append(sql[last:])
     return "".join(out)
+
+
+class _PathState:
+    """The search_path through the statements of one string, as the server keeps it: SET and
+    RESET change it, SET LOCAL until the transaction ends, and ROLLBACK, ROLLBACK TO SAVEPOINT
+    and COMMIT undo what they undo. A string that does not begin its own transaction runs as one
+    (the simple protocol's implicit transaction), so SET LOCAL lasts to its end, and a ROLLBACK of
+    a transaction begun before the string goes back to the path the string started with (the
+    proxy's best knowledge; the server reads the relations named upstream in any case)."""
+
+    def __init__(self, start: tuple[str, ...]) -> None:
+        self.start = start
+        self.session = start
+        self.local: tuple[str, ...] | None = None
+        self.begun: tuple[tuple[str, ...], tuple[str, ...] | None] | None = None
+        self.savepoints: list[tuple[str, tuple[str, ...], tuple[str, ...] | None]] = []
+        self.changed = False
+
+    @property
+    def current(self) -> tuple[str, ...]:
+        return self.local if self.local is not None else self.session
+
+    def follow(self, part: Allow, facts: DialectFacts) -> bool:
+        """Apply one statement's effects; whether the current search_path changed."""
+        before = self.current
+        named = [c for c in part.settings if c.name in ("*", facts.search_path_setting)]
+        if part.search_path is not None and not named:
+            self.session, self.local = part.search_path, None  # MySQL's USE: no setting of its own
+        for change in named:
+            value = change.value if change.value is not None and change.name != "*" else None
+            value = value if value is not None else facts.default_search_path
+            if change.local:
+                self.local = value
+            else:
+                self.session, self.local = value, None
+        t = part.transaction
+        if t is not None:
+            if t.kind == "begin":
+                self.begun = (self.session, self.local)
+                self.savepoints = []
+            elif t.kind in ("commit", "prepare"):
+                self.local, self.begun, self.savepoints = None, None, []
+            elif t.kind == "rollback":
+                self.session, self.local = self.begun or (self.start, None)
+                self.begun, self.savepoints = None, []
+            elif t.kind == "savepoint":
+                self.savepoints.append((t.name, self.session, self.local))
+            elif t.kind in ("release", "rollback_to"):
+                at = next(
+                    (i for i in range(len(self.savepoints) - 1, -1, -1) if self.savepoints[i][0] == t.name),
+                    None,
+                )
+                if at is not None:
+                    if t.kind == "rollback_to":
+                        _, self.session, self.local = self.savepoints[at]
+                        del self.savepoints[at + 1 :]
+                    else:
+                        del self.savepoints[at:]
+        self.changed = self.changed or bool(part.search_path is not None or self.current != before)
+        return self.current != before
+
+
+def _plain(a: Allow) -> Allow:
+    """A decision without what differs between statements of one shape by construction."""
+    return replace(a, rewritten_sql=None, revision="", fingerprint="")
 
 
 def _with(a: Allow, **changes: object) -> Allow:

@@ -1,10 +1,11 @@
-"""AST rewrites of an allowed statement: row filters and the row limit.
+"""AST rewrites of an allowed statement: schema-qualified relations, row filters and the row limit.
 
-Owns: wrapping every read of a row-filtered table in a filtered derived table (alias kept),
-ANDing filters into UPDATE/DELETE targets, and adding or tightening LIMIT to max_rows+1 (one
-more than the client may see, so the proxy can tell that it truncated). Rewrites the statement
-inside an EXPLAIN or PREPARE in place and renders the whole tree, wrapper included; never edits
-SQL text.
+Owns: naming every relation by the schema it was resolved to for restricted roles (the names
+`Analyzer.bind` put on the tree), wrapping every read of a row-filtered table in a filtered
+derived table (alias kept), ANDing filters into UPDATE/DELETE targets, and adding or tightening
+LIMIT to max_rows+1 (one more than the client may see, so the proxy can tell that it truncated).
+Rewrites the statement inside an EXPLAIN, PREPARE or DECLARE in place and renders the whole tree,
+wrapper included; never edits SQL text.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sqlglot import exp
 
 from policies.model import Role
 from policies.sql import nodes
-from policies.sql.analysis import Analyzer
+from policies.sql.analysis import CTE_REF, Analyzer, bound_names, source_position, unbind
 from policies.sql.describe import Described
 from policies.sql.nodes import Statement
 
@@ -23,7 +24,7 @@ WRAP_ALIAS = "_maskgate"
 
 
 def _filter_for(role: Role, analyzer: Analyzer, table: exp.Table) -> exp.Expression | None:
-    if not isinstance(table.this, exp.Identifier):
+    if not isinstance(table.this, exp.Identifier) or table.meta.get(CTE_REF):
         return None
     name = analyzer.resolve_table(table)
     filters = role.row_filters_for(name, analyzer.facts.default_schema)
@@ -32,15 +33,12 @@ def _filter_for(role: Role, analyzer: Analyzer, table: exp.Table) -> exp.Express
     cond: exp.Expression | None = None
     for f in filters:
         e = exp.paren(f.expression.copy(), copy=False)
+        # The filter's own relations are the ones its author named, at the default search_path:
+        # bound before it joins the statement, they can neither follow the session's search_path
+        # nor be taken for one of the statement's WITH queries.
+        analyzer.at_default_path().bind(e)
         cond = e if cond is None else exp.and_(cond, e, copy=False)
     return cond
-
-
-def _source_position(node: exp.Table) -> bool:
-    parent = node.parent
-    if isinstance(parent, exp.From | exp.Join):
-        return True
-    return isinstance(parent, exp.Delete | exp.Merge) and node.arg_key == "using"
 
 
 def _qualify_filter(cond: exp.Expression, alias: str) -> exp.Expression:
@@ -60,31 +58,36 @@ def apply_row_filters(tree: exp.Expression, role: Role, analyzer: Analyzer) -> e
         return tree
     if not _filtered(tree, role, analyzer):
         return tree
-    cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     targets: set[int] = set()
     for write in [tree, *tree.find_all(exp.Update, exp.Delete, exp.Insert, exp.Merge)]:
         if isinstance(write, exp.Update | exp.Delete | exp.Insert | exp.Merge) and write.this is not None:
             t = write.this.this if isinstance(write.this, exp.Schema) else write.this
             targets.add(id(t))
 
-    def wrap(node: exp.Expression) -> exp.Expression:
-        if not isinstance(node, exp.Table) or id(node) in targets or not _source_position(node):
-            return node
-        if not node.db and node.name in cte_names:
-            return node
+    # Every read of a filtered table becomes a filtered derived table under the same alias. The
+    # tables are collected first, so the filters' own subqueries are never wrapped again.
+    reads = [
+        t
+        for t in tree.find_all(exp.Table)
+        if id(t) not in targets and source_position(t) and not t.meta.get(CTE_REF)
+    ]
+    for node in reads:
         cond = _filter_for(role, analyzer, node)
         if cond is None:
-            return node
+            continue
+        alias = node.args.get("alias")
+        # In a parenthesized join the joins hang off the table: they stay outside the filter.
+        joins = node.args.get("joins")
         bare = node.copy()
-        alias = bare.args.get("alias")
         bare.set("alias", None)
+        bare.set("joins", None)
         inner = exp.Select(expressions=[exp.Star()]).from_(bare, copy=False).where(cond, copy=False)
         new_alias = alias.copy() if alias is not None else exp.TableAlias(this=exp.to_identifier(node.name))
-        return exp.Subquery(this=inner, alias=new_alias)
+        wrapped = exp.Subquery(this=inner, alias=new_alias)
+        node.replace(wrapped)
+        if joins:
+            wrapped.set("joins", joins)
 
-    # Row filter subqueries must not be wrapped again; transform does not descend into a
-    # node returned in place of the original.
-    tree = tree.transform(wrap, copy=False)
     # The statement's own UPDATE / DELETE and those in its WITH queries (MERGE's WHEN actions
     # have no target of their own: a MERGE into a filtered table is refused).
     writes = [tree] if isinstance(tree, exp.Update | exp.Delete) else []
@@ -121,7 +124,11 @@ def apply_row_filters(tree: exp.Expression, role: Role, analyzer: Analyzer) -> e
 
 def _filtered(tree: exp.Expression, role: Role, analyzer: Analyzer) -> bool:
     tables = (t for t in tree.find_all(exp.Table) if isinstance(t.this, exp.Identifier))
-    return any(_filter_for(role, analyzer, t) is not None for t in tables)
+    return any(
+        role.row_filters_for(analyzer.resolve_table(t), analyzer.facts.default_schema)
+        for t in tables
+        if not t.meta.get(CTE_REF)
+    )
 
 
 def _literal_int(node: exp.Expression | None) -> int | None:
@@ -187,40 +194,56 @@ def apply_limit(tree: exp.Expression, max_rows: int) -> exp.Expression:
     return tree
 
 
-def rewrite(d: Described, role: Role, analyzer: Analyzer, row_limit: int | None = -1) -> str | None:
+def rewrite(
+    d: Described, role: Role, analyzer: Analyzer, row_limit: int | None = -1, qualify: bool = True
+) -> str | None:
     """The SQL to send upstream, or None when the statement goes as written.
 
-    `row_limit` is the decision's limit (None: unlimited); by default the role's max_rows."""
+    `row_limit` is the decision's limit (None: unlimited); by default the role's max_rows.
+    `qualify`: name every relation by the schema it was resolved to (restricted roles), so the
+    server reads the relations that were judged whatever its search_path; otherwise relations
+    stay named as the client wrote them."""
     max_rows = role.max_rows if row_limit == -1 else row_limit
     statement = d.tree
     d.tree = None  # consumed
     if statement is None:
         return None
     # d.tree was parsed for this decision alone (analysis works on its own copy), so it is
-    # rewritten in place: copying sqlglot trees costs more than the whole analysis.
+    # rewritten in place: copying sqlglot trees costs more than the whole analysis. Trees the
+    # describer saw are bound already; a shape's sentinel tree is bound here.
+    for part in nodes.sqlglot_trees(statement):
+        analyzer.bind(part)
+    changed = False
     tree = _inner(statement)
-    if tree is None:
-        return None
-    changed = bool(role.row_filters) and _filtered(tree, role, analyzer)
-    if changed:
-        tree = apply_row_filters(tree, role, analyzer)
-    if d.limit_rows and max_rows is not None and needs_limit(tree, max_rows + 1):
-        tree = apply_limit(tree, max_rows)
-        changed = True
+    if tree is not None:
+        if role.row_filters and _filtered(tree, role, analyzer):
+            tree = apply_row_filters(tree, role, analyzer)
+            changed = True
+        if d.limit_rows and max_rows is not None and needs_limit(tree, max_rows + 1):
+            tree = apply_limit(tree, max_rows)
+            changed = True
+        statement = _rewrapped(statement, tree)
+    named = any(bound_names(part) for part in nodes.sqlglot_trees(statement))
+    if qualify:
+        changed = changed or named
+    elif changed and named:
+        for part in nodes.sqlglot_trees(statement):
+            unbind(part)
     if not changed:
         return None
-    return nodes.render(_rewrapped(statement, tree), analyzer.facts.sqlglot)
+    return nodes.render(statement, analyzer.facts.sqlglot)
 
 
-def _inner(statement: Statement) -> exp.Expression | None:
-    """The sqlglot statement a rewrite applies to: the statement itself, or the one an EXPLAIN
-    or PREPARE wraps. Other nodes are never rewritten."""
-    if isinstance(statement, nodes.Explain | nodes.Prepare):
+def _inner(statement: Statement | None) -> exp.Expression | None:
+    """The sqlglot statement row filters and the row limit apply to: the statement itself, or
+    the one an EXPLAIN, PREPARE or DECLARE … CURSOR wraps."""
+    if isinstance(statement, nodes.Explain | nodes.Prepare | nodes.Cursor):
         return _inner(statement.statement)
     return statement if isinstance(statement, exp.Expression) else None
 
 
 def _rewrapped(statement: Statement, tree: exp.Expression) -> Statement:
-    if isinstance(statement, nodes.Explain | nodes.Prepare):
+    wrapper = nodes.Explain | nodes.Prepare | nodes.Cursor
+    if isinstance(statement, wrapper) and statement.statement is not None:
         return replace(statement, statement=_rewrapped(statement.statement, tree))
     return tree

@@ -80,6 +80,9 @@ class QueryAnalysis:
     unexpanded: set[TableName] = field(default_factory=set)
     # Each view read, with every table behind it (transitively).
     views: dict[TableName, frozenset[TableName]] = field(default_factory=dict)
+    # What gathers many rows into one value (`array_agg()`, `ARRAY(subquery)`, a WITH RECURSIVE
+    # query that carries a value from row to row and adds data to it), for messages.
+    collects: list[str] = field(default_factory=list)
 
 
 # Nodes whose operands are compared, matched or ordered: a classified column inside one of
@@ -202,8 +205,9 @@ class Analyzer:
         self.schema = schema
         self.facts = facts
         self.database = database
-        # MySQL: the current database is the default schema.
-        path = tuple(search_path) or ((database,) if database else ())
+        # MySQL: the current database is the default schema. (PostgreSQL's empty search_path,
+        # pg_dump's, is empty: only pg_catalog and pg_temp are searched.)
+        path = tuple(search_path) or ((database,) if database and facts.default_schema is None else ())
         self.search_path = path
         self.mapping = mapping or identifiers.mapping(schema, facts)
         self.view_cache = view_cache if view_cache is not None else {}
@@ -211,6 +215,27 @@ class Analyzer:
         # whose outputs come from the cache must still report the tables behind it.
         self.view_tables = view_tables if view_tables is not None else {}
         self.depth = depth
+        self._default: Analyzer | None = None
+
+    def at_default_path(self) -> Analyzer:
+        """An analyzer of the same context at the dialect's default search_path: policy text (a
+        row filter's subqueries) names relations as its author meant them, whatever the
+        session's search_path is."""
+        path = self.facts.default_search_path
+        if self.search_path == (path or ((self.database,) if self.database else ())):
+            return self
+        if self._default is None:
+            self._default = Analyzer(
+                self.schema,
+                self.facts,
+                path,
+                self.database,
+                self.mapping,
+                self.view_cache,
+                self.depth,
+                self.view_tables,
+            )
+        return self._default
 
     # --- tables ---------------------------------------------------------------------------
 
@@ -241,22 +266,45 @@ class Analyzer:
     def is_catalog(self, table: TableName) -> bool:
         return self.facts.is_catalog_schema(table.schema)
 
+    def bind(self, tree: exp.Expression) -> None:
+        """Name every relation of `tree` by the schema it resolves to, in place and once.
+
+        A table name that means a WITH query, as the server scopes WITH (see `_names_cte`), is
+        marked CTE_REF and left as written; every other unqualified relation gets the schema the
+        search_path gives it (`_search`; a temporary table created here: the dialect's temporary
+        schema), as an identifier marked BOUND. From then on which relation a name means is a
+        property of the tree: the analysis reads it, the rewrite filters it, and for restricted
+        roles the SQL sent upstream names it, so the server reads the relation that was judged
+        whatever its own search_path says. Idempotent: trees built from bound trees (copies,
+        parts) are bound already.
+        """
+        for table in list(tree.find_all(exp.Table)):
+            if not isinstance(table.this, exp.Identifier) or table.args.get("db") is not None:
+                continue
+            if table.meta.get(CTE_REF) or _not_a_relation(table):
+                continue
+            if source_position(table) and _names_cte(table):
+                table.meta[CTE_REF] = True
+                continue
+            temporary = self.facts.temporary_schema if _created_temporary(table) else None
+            schema = temporary or self._search(table.name)
+            if schema:
+                table.set("db", _schema_identifier(schema, self.facts))
+
     def _prepare(self, tree: exp.Expression) -> exp.Expression:
-        """Fill in each real table's schema from the search_path so qualify and lineage agree."""
+        """Bind the query's relations (`bind`) so qualify and lineage read the ones judged, and
+        put WITH RECURSIVE queries in an order sqlglot's scopes can follow."""
         for collate in list(tree.find_all(exp.Collate)):
             # sqlglot reads `COLLATE pg_catalog.default` as a column; it names a collation.
             if isinstance(collate.expression, exp.Column):
                 collate.set("expression", exp.Var(this=collate.expression.sql(self.facts.sqlglot)))
-        cte_names = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
-        for table in tree.find_all(exp.Table):
-            if not isinstance(table.this, exp.Identifier) or table.db:
-                continue
-            if table.name in cte_names:
-                continue
-            schema = self._search(table.name)
-            if schema:
-                # Quoted: the schema is named exactly (qualify folds unquoted names again).
-                table.set("db", exp.to_identifier(schema, quoted=True))
+        self.bind(tree)
+        for lock in tree.find_all(exp.Lock):
+            # `FOR UPDATE OF c` names an alias of FROM, which qualify would take for a second c.
+            lock.set("expressions", [])
+        for with_ in list(tree.find_all(exp.With)):
+            if with_.args.get("recursive"):
+                _order_recursive(with_)
         return tree
 
     # --- entry point ------------------------------------------------------------------------
@@ -291,12 +339,11 @@ class Analyzer:
         tables and which functions it touches is still reported, so the judge refuses sensitive
         catalogs (pg_stats, …) and dangerous functions as usual.
         """
-        cte_names = {cte.alias_or_name for cte in query.find_all(exp.CTE)}
         result = QueryAnalysis(outputs=None)
         for table in query.find_all(exp.Table):
             if not isinstance(table.this, exp.Identifier):
                 continue  # a table function: its arguments are columns of the same catalog sources
-            if not table.db and table.name in cte_names:
+            if table.meta.get(CTE_REF):
                 continue
             name = self.resolve_table(table)
             if not self.is_catalog(name):
@@ -342,6 +389,118 @@ class Analyzer:
         self.view_tables[table] = frozenset(result.tables)
         self.view_cache[table] = result.outputs
         return result.outputs
+
+
+# Marks maskgate puts on trees (sqlglot keeps `meta` through copies).
+# On a schema identifier that name resolution added, rather than the client.
+BOUND = "maskgate_bound"
+# On a table name that means a WITH query, as the server scopes WITH queries.
+CTE_REF = "maskgate_cte"
+
+
+def _schema_identifier(schema: str, facts: DialectFacts) -> exp.Identifier:
+    """The schema's name as SQL. Names are the server's exact spelling, so any name is quoted
+    except the dialect's own well-known schemas (default search path, catalogs, temporary),
+    which read back the same bare and keep the SQL a DBA reads in the audit log plain."""
+    known = {*facts.default_search_path, *facts.catalog_schemas, facts.temporary_schema}
+    ident = exp.to_identifier(schema, quoted=schema not in known)
+    ident.meta[BOUND] = True
+    return ident
+
+
+def bound_names(tree: exp.Expression) -> bool:
+    """Whether `bind` named any relation of `tree` by its schema."""
+    return any((db := t.args.get("db")) is not None and db.meta.get(BOUND) for t in tree.find_all(exp.Table))
+
+
+def unbind(tree: exp.Expression) -> None:
+    """Take out the schemas `bind` added: the statement names its relations as written again."""
+    for t in tree.find_all(exp.Table):
+        db = t.args.get("db")
+        if db is not None and db.meta.get(BOUND):
+            t.set("db", None)
+
+
+def _not_a_relation(table: exp.Table) -> bool:
+    """Table nodes that name no relation to resolve: `FOR UPDATE OF alias`, `RENAME TO new`."""
+    return isinstance(table.parent, exp.Lock | exp.AlterRename)
+
+
+def source_position(node: exp.Expression) -> bool:
+    """Whether a table sits where rows are read from it: FROM, JOIN, DELETE/MERGE USING, also
+    inside a parenthesized join (`FROM (customers c JOIN …)`, whose joins sqlglot hangs off the
+    table). A write's target, COPY's table, DDL and LOCK name a relation without reading it."""
+    parent = node.parent
+    if isinstance(parent, exp.From | exp.Join):
+        return True
+    if isinstance(parent, exp.Subquery) and node.arg_key == "this" and not isinstance(node, exp.Query):
+        return source_position(parent)
+    return isinstance(parent, exp.Delete | exp.Merge) and node.arg_key == "using"
+
+
+def _names_cte(table: exp.Table) -> bool:
+    """Whether the unqualified `table` means a WITH query, as PostgreSQL scopes them: the WITH
+    queries of every query around it are visible, innermost first, except that inside one WITH
+    query of a list only the queries before it are (all of them, itself included, with
+    RECURSIVE). A name that is no visible WITH query is a relation, even where a WITH query of
+    that name is defined later or further in (the server then reads the table)."""
+    name = table.name
+    child: exp.Expression = table
+    node = table.parent
+    passed: exp.Expression | None = None
+    while node is not None:
+        if isinstance(child, exp.CTE):
+            passed = child
+        with_ = node.args.get("with_")
+        if isinstance(with_, exp.With):
+            ctes = with_.expressions
+            if child is with_ and not with_.args.get("recursive"):
+                at = next((i for i, c in enumerate(ctes) if c is passed), len(ctes))
+                ctes = ctes[:at]
+            if any(c.alias_or_name == name for c in ctes):
+                return True
+        child, node = node, node.parent
+    return False
+
+
+def _created_temporary(table: exp.Table) -> bool:
+    """`CREATE TEMP TABLE t …`, `CREATE TEMP VIEW t …`, `SELECT … INTO TEMP t`: t."""
+    target: exp.Expression = table
+    if isinstance(table.parent, exp.Schema) and table.arg_key == "this":
+        target = table.parent  # CREATE TABLE t (columns …)
+    owner = target.parent
+    if isinstance(owner, exp.Into):
+        return bool(owner.args.get("temporary"))
+    if isinstance(owner, exp.Create) and target.arg_key == "this":
+        props = owner.args.get("properties")
+        return props is not None and any(isinstance(p, exp.TemporaryProperty) for p in props.expressions)
+    return False
+
+
+def _order_recursive(with_: exp.With) -> None:
+    """Order the queries of a WITH RECURSIVE list so that each comes after those it reads, as the
+    server does before planning (sqlglot's scopes see only earlier ones). A cycle is left as it
+    is: the server refuses mutual recursion, and the analysis then refuses the statement."""
+    ctes = list(with_.expressions)
+    names = {c.alias_or_name for c in ctes}
+    deps = {
+        id(c): {
+            t.name
+            for t in c.this.find_all(exp.Table)
+            if t.meta.get(CTE_REF) and t.name in names and t.name != c.alias_or_name
+        }
+        for c in ctes
+    }
+    ordered: list[exp.CTE] = []
+    done: set[str] = set()
+    while len(ordered) < len(ctes):
+        ready = [c for c in ctes if c not in ordered and deps[id(c)] <= done]
+        if not ready:
+            return
+        ordered.append(ready[0])
+        done.add(ready[0].alias_or_name)
+    if any(a is not b for a, b in zip(ordered, ctes, strict=True)):
+        with_.set("expressions", ordered)
 
 
 class _QueryWalk:
@@ -412,6 +571,9 @@ class _QueryWalk:
     def _scope_outputs(self, scope: Scope) -> list[Lineage] | None:
         for source in scope.sources.values():
             if isinstance(source, exp.Table) and isinstance(source.this, exp.Identifier):
+                if source.meta.get(CTE_REF):
+                    # The server reads a WITH query here that sqlglot's scopes do not see.
+                    raise AnalysisError(f"cannot follow the WITH query {source.name}")
                 table = self.a.resolve_table(source)
                 self.result.tables.add(table)
                 t = self.a.schema.lookup(table)
@@ -977,7 +1139,73 @@ def _collect_functions(tree: exp.Expression, result: QueryAnalysis, facts: Diale
         schema: str | None = None
         if isinstance(node.parent, exp.Dot) and node.parent.expression is node:
             schema = node.parent.this.name if node.parent.this else None
-        result.functions.append((schema, identifiers.function_name(node, facts), node))
+        name = identifiers.function_name(node, facts)
+        result.functions.append((schema, name, node))
+        if name in facts.collecting_functions:
+            # As the dialect spells it (sqlglot's canonical name of string_agg is group_concat).
+            written = node.sql(dialect=facts.sqlglot).split("(", 1)[0].strip().lower()
+            result.collects.append(f"{written or name}()")
+        elif (
+            isinstance(node, exp.Array)
+            and not node.args.get("value_constructor")
+            and any(isinstance(e, exp.Query) for e in node.expressions)
+        ):
+            result.collects.append("ARRAY(subquery)")
+    for with_ in tree.find_all(exp.With):
+        if with_.args.get("recursive"):
+            result.collects += [
+                f"WITH RECURSIVE {c.alias_or_name}" for c in with_.expressions if _accumulates(c)
+            ]
+
+
+def _accumulates(cte: exp.CTE) -> bool:
+    """Whether a recursive WITH query carries a value from one of its rows to the next and adds
+    data to it on the way (`acc || (SELECT id … OFFSET n LIMIT 1)`, `r.path || c.name`, or the
+    same inside a LATERAL that reads the previous row): its last row can then hold every row it
+    read. A column that only moves its own value on (`n + 1`), or one computed from the data
+    alone, gathers nothing."""
+    body = cte.this
+    member = body.expression if isinstance(body, exp.SetOperation) else None
+    if not isinstance(member, exp.Select):
+        return False
+    name = cte.alias_or_name
+    sources = [member.args["from_"].this] if member.args.get("from_") else []
+    sources += [j.this for j in member.args.get("joins") or []]
+    sources += list(member.args.get("laterals") or [])
+    own = {
+        t.alias_or_name
+        for t in sources
+        if isinstance(t, exp.Table) and t.name == name and t.args.get("db") is None
+    }
+    if not own:
+        return False
+    # FROM items computed from the previous row (a correlated LATERAL): their columns carry it on,
+    # and add data when they read a relation.
+    carriers: dict[str, bool] = {}
+    for src in sources:
+        if isinstance(src, exp.Table):
+            continue
+        if any(c.table in own for c in src.find_all(exp.Column)):
+            reads = any(t.args.get("db") is not None for t in src.find_all(exp.Table))
+            carriers[src.alias_or_name] = reads
+    for projection in member.selects:
+        direct = [c for c in projection.find_all(exp.Column) if not _under_query(c, projection)]
+        carried = any(c.table in own or c.table in carriers for c in direct)
+        added = projection.find(exp.Query) is not None or any(
+            (c.table not in own and c.table not in carriers) or carriers.get(c.table, False) for c in direct
+        )
+        if carried and added:
+            return True
+    return False
+
+
+def _under_query(node: exp.Expression, top: exp.Expression) -> bool:
+    parent = node.parent
+    while parent is not None and parent is not top:
+        if isinstance(parent, exp.Query):
+            return True
+        parent = parent.parent
+    return False
 
 
 def _bare_order_key(col: exp.Column, scope: Scope) -> bool:

@@ -14,16 +14,43 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
+from policies.decision import SettingChange, TransactionEffect
 from policies.names import TableName
 from policies.sql import nodes
 from policies.sql.analysis import Analyzer, Lineage, QueryAnalysis
-from policies.sql.identifiers import search_path
+from policies.sql.identifiers import function_name, search_path
 from policies.sql.nodes import Statement
 from policies.sql.parser import COPY_OPTIONS_META, Unparsable
 
-READ_LOCK_MODES = frozenset({"ACCESS SHARE", "ROW SHARE"})
+# LOCK modes a role with select may take; ROW SHARE is SELECT … FOR UPDATE's lock and needs update.
+READ_LOCK_MODES = frozenset({"ACCESS SHARE"})
 # Statements that write rows. Inside a tree they are WITH queries (or MERGE's WHEN actions).
 _WRITES: tuple[type[exp.Expression], ...] = (exp.Insert, exp.Update, exp.Delete, exp.Merge)
+# TransactionControl actions → TransactionEffect kinds.
+_TRANSACTION_EFFECTS = {
+    "BEGIN": "begin",
+    "START TRANSACTION": "begin",
+    "COMMIT": "commit",
+    "END": "commit",
+    "ROLLBACK": "rollback",
+    "ABORT": "rollback",
+    "SAVEPOINT": "savepoint",
+    "RELEASE": "release",
+    "ROLLBACK TO SAVEPOINT": "rollback_to",
+    "ABORT TO SAVEPOINT": "rollback_to",
+}
+# SET items whose setting the proxy may follow, by kind: the setting's name.
+_SETTING_KINDS = {"time_zone": "timezone", "names": "client_encoding", "role": "role"}
+# Bare words that set a setting of that kind back to its default.
+_DEFAULT_WORDS = {
+    "setting": frozenset({"DEFAULT"}),
+    "time_zone": frozenset({"DEFAULT", "LOCAL"}),
+    "names": frozenset({"DEFAULT"}),
+    "role": frozenset({"NONE"}),
+    "session_authorization": frozenset({"DEFAULT"}),
+}
+# What else a `SELECT set_config(…)` statement may have: FROM and WHERE in pg_dump's form only.
+_SETTING_CALL_ARGS = frozenset({"expressions", "from_", "where"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +85,15 @@ class Described:
     explain_analyze: bool = False  # … which runs it and reports actual row counts
     identity_reset: bool = False  # RESET ROLE / SESSION AUTHORIZATION
     prepared: str | None = None  # PREPARE's statement name
+    # Session effects with their transaction semantics (policies/decision.py).
+    settings: tuple[SettingChange, ...] = ()
+    transaction: TransactionEffect | None = None
+    # The statement is `SELECT set_config('<setting>', '<value>', <local>)` (or pg_dump's form over
+    # pg_settings), understood as a SET: its settings are above and its refusals in needs_all.
+    setting_call: bool = False
+    # A rule read the value of one of the statement's literals: another literal may change the
+    # decision, so it is never reused for another statement of the same shape.
+    literal_values: bool = False
 
     def all_reads(self) -> list[QueryAnalysis]:
         return ([self.query] if self.query else []) + self.reads
@@ -90,6 +126,8 @@ class Describer:
         self.facts = analyzer.facts
 
     def describe(self, tree: Statement) -> Described:
+        for part in nodes.sqlglot_trees(tree):
+            self.a.bind(part)
         d = self._dispatch(tree)
         d.tree = tree
         return d
@@ -105,6 +143,13 @@ class Describer:
             # SELECT … FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE takes row locks: a write.
             d.required = d.required | {"update"}
             d.row_locks = True
+        if isinstance(tree, exp.Select):
+            self._setting_call(tree, d)
+        if d.needs_all is None:
+            # A session whose search_path (a role or database default, say) puts another schema
+            # before pg_catalog would call that schema's functions and operators, not the ones
+            # judged: only its SET statements run until it is put right.
+            d.needs_all = self._path_refusal(self.a.search_path)
         return d
 
     # --- maskgate's statement nodes -----------------------------------------------------------
@@ -113,7 +158,7 @@ class Describer:
         if isinstance(node, nodes.Set):
             return self._set(node)
         if isinstance(node, nodes.Reset):
-            d = Described("session")
+            d = Described("session", settings=(SettingChange(node.name or "*", None),))
             if node.name is None or node.name == self.facts.search_path_setting:
                 d.search_path = self.facts.default_search_path
             d.identity_reset = node.name in ("role", "session_authorization")
@@ -128,10 +173,15 @@ class Describer:
             d.limit_rows = False
             d.explain = True
             d.explain_analyze = node.analyze
+            if not node.analyze:  # planned, not run: it changes nothing
+                d.settings, d.search_path = (), None
             return d
         if isinstance(node, nodes.Prepare):
             d = self._dispatch(node.statement)
             d.prepared = node.name.name
+            # It changes settings when EXECUTE runs it, which maskgate does not see: a
+            # set_config() in it is not understood as a SET (and is refused for restricted roles).
+            d.settings, d.search_path, d.setting_call = (), None, False
             return d
         if isinstance(node, nodes.PrepareFrom):
             return Described(
@@ -158,13 +208,32 @@ class Describer:
             if node.action == "NOTIFY":
                 return Described("admin", frozenset({"admin"}))
             return Described("session")
+        if isinstance(node, nodes.Discard) and node.what == "ALL":
+            # RESET ALL, and SET SESSION AUTHORIZATION DEFAULT, which RESET ALL does not reset.
+            return Described(
+                "session",
+                search_path=self.facts.default_search_path,
+                settings=(
+                    SettingChange("*", None),
+                    SettingChange("role", None),
+                    SettingChange("session_authorization", None),
+                ),
+            )
         if isinstance(node, nodes.Deallocate | nodes.Discard | nodes.UnlockTables):
             return Described("session")
         if isinstance(node, nodes.Use):
             return Described("session", search_path=search_path([node.database], self.facts))
         if isinstance(node, nodes.TransactionControl):
-            return Described("transaction")
-        if isinstance(node, nodes.TwoPhaseCommit | nodes.Maintenance):
+            kind = _TRANSACTION_EFFECTS.get(node.action)
+            if kind is None:
+                raise Unparsable(f"{node.action} is not understood")
+            name = node.savepoint.name if node.savepoint is not None else ""
+            return Described("transaction", transaction=TransactionEffect(kind, name))
+        if isinstance(node, nodes.TwoPhaseCommit):
+            # PREPARE TRANSACTION ends this session's transaction; the others act on prepared ones.
+            prepare = TransactionEffect("prepare") if node.action == "PREPARE TRANSACTION" else None
+            return Described("admin", frozenset({"admin"}), transaction=prepare)
+        if isinstance(node, nodes.Maintenance):
             return Described("admin", frozenset({"admin"}))
         if isinstance(node, nodes.AccessControl):
             return Described("dcl", frozenset({"dcl"}))
@@ -182,6 +251,7 @@ class Describer:
 
     def _set(self, node: nodes.Set) -> Described:
         d = Described("session")
+        settings: list[SettingChange] = []
         for item in node.items:
             if item.scope in ("GLOBAL", "PERSIST", "PERSIST_ONLY") or item.name.startswith(
                 ("global.", "persist.", "persist_only.")
@@ -192,13 +262,109 @@ class Describer:
             refusal = self._set_refusal(item)
             if refusal is not None and d.needs_all is None:
                 d.needs_all = refusal
-            if item.kind == "setting" and item.name == self.facts.search_path_setting:
-                words = [v.name.upper() for v in item.values if isinstance(v, exp.Var)]
-                if words == ["DEFAULT"] and len(item.values) == 1:
-                    d.search_path = self.facts.default_search_path
-                else:
-                    d.search_path = search_path(item.values, self.facts)
+            change = self._setting_change(item)
+            if change is None:
+                continue
+            settings.append(change)
+            if change.name == self.facts.search_path_setting:
+                d.search_path = change.value if change.value is not None else self.facts.default_search_path
+                refusal = self._path_refusal(d.search_path)
+                if refusal is not None and d.needs_all is None:
+                    d.needs_all = refusal
+        d.settings = tuple(settings)
         return d
+
+    def _setting_change(self, item: nodes.SetItem) -> SettingChange | None:
+        """What one SET item does to a setting, as the server will hold it; None for items that
+        change no setting (SET TRANSACTION, SET CONSTRAINTS) or whose value is computed."""
+        if item.kind in ("transaction", "constraints") or item.computed is not None:
+            return None
+        name = item.name if item.kind == "setting" else _SETTING_KINDS.get(item.kind, item.kind)
+        local = item.scope == "LOCAL"
+        words = [v.name.upper() for v in item.values if isinstance(v, exp.Var)]
+        if len(item.values) == 1 and words and words[0] in _DEFAULT_WORDS.get(item.kind, frozenset()):
+            return SettingChange(name, None, local)
+        if item.kind in ("role", "session_authorization"):
+            return SettingChange(name, (self._role_name(item.values[0].name),), local)
+        if name == self.facts.search_path_setting:
+            return SettingChange(name, search_path(item.values, self.facts), local)
+        return SettingChange(name, tuple(v.name for v in item.values), local)
+
+    def _role_name(self, raw: str) -> str:
+        """A role named in SET ROLE / SESSION AUTHORIZATION, as the server looks it up."""
+        text = raw.strip()
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+            return text[1:-1].replace(text[0] * 2, text[0])
+        return self.facts.fold_identifier(text, quoted=False)
+
+    def _path_refusal(self, path: tuple[str, ...]) -> tuple[str, str] | None:
+        """A search_path that lists the implicit catalog after another schema lets that schema's
+        functions, types and operators stand in for the built-in ones the analysis assumes (the
+        server searches pg_catalog first only when the path does not name it)."""
+        catalog = self.facts.implicit_catalog
+        if catalog is None or catalog not in path:
+            return None
+        before = [s for s in path[: path.index(catalog)] if s != self.facts.temporary_schema]
+        if not before:
+            return None
+        return (
+            "statement_not_allowed",
+            f"a search_path that lists {', '.join(before)} before {catalog} needs statements: [all]; "
+            f"leave {catalog} out or first",
+        )
+
+    def _setting_call(self, tree: exp.Select, d: Described) -> None:
+        """`SELECT [pg_catalog.]set_config('<setting>', '<value>', true|false)` as the whole
+        statement, or pg_dump's `SELECT set_config(name, '<value>', false) FROM pg_settings WHERE
+        name = '<setting>'`: a SET the proxy follows like any other, with SET's rules (and only
+        for the settings a settings function may change). Any other use of a settings function
+        is refused for restricted roles (policies/decide.py): it may sit anywhere in a query."""
+        if self.facts.settings_catalog is None or len(tree.selects) != 1:
+            return
+        if any(v and k not in _SETTING_CALL_ARGS for k, v in tree.args.items()):
+            return
+        call = tree.selects[0].unalias()
+        catalog_schema, catalog_table, name_column = self.facts.settings_catalog
+        if isinstance(call, exp.Dot):
+            if not isinstance(call.this, exp.Identifier) or call.this.name != catalog_schema:
+                return
+            call = call.expression
+        functions = self.facts.setting_functions
+        if not isinstance(call, exp.Func) or function_name(call, self.facts) not in functions:
+            return
+        args = call.expressions if isinstance(call, exp.Anonymous) else []
+        if len(args) != 3 or not isinstance(args[2], exp.Boolean):
+            return
+        setting, value, local = args
+        if not (isinstance(value, exp.Literal) and value.is_string):
+            return
+        frm, where = tree.args.get("from_"), tree.args.get("where")
+        if frm is None and where is None:
+            if not (isinstance(setting, exp.Literal) and setting.is_string):
+                return
+            name = setting.name
+        else:
+            name = _pinned_setting(tree, setting, catalog_schema, catalog_table, name_column)
+            if name is None:
+                return
+        key = self.facts.setting_key(name)
+        d.setting_call = True
+        d.literal_values = True
+        item = nodes.SetItem("setting", key, (exp.Literal.string(value.name),), "LOCAL" if local.this else "")
+        change = self._setting_change(item)
+        if key == self.facts.search_path_setting:
+            change = SettingChange(key, self.facts.search_path_from_setting(value.name), bool(local.this))
+        d.settings = (change,) if change is not None else ()
+        refusal = None
+        if key not in self.facts.safe_settings:
+            refusal = ("function_denied", "set_config() may only change session settings such as search_path")
+        refusal = refusal or self._set_refusal(item)
+        if change is not None and key == self.facts.search_path_setting:
+            d.search_path = change.value
+            refusal = refusal or self._path_refusal(change.value or ())
+        if refusal is not None:
+            # Refused as the function call it is, with SET's explanation.
+            d.needs_all = d.needs_all or ("function_denied", refusal[1])
 
     def _set_refusal(self, item: nodes.SetItem) -> tuple[str, str] | None:
         if item.computed is not None:
@@ -221,7 +387,13 @@ class Describer:
 
     def _lock(self, node: nodes.Lock) -> Described:
         tables = {self.a.resolve_table(t.table) for t in node.targets}
-        required = "select" if all(t.mode in READ_LOCK_MODES for t in node.targets) else "admin"
+        modes = {t.mode for t in node.targets}
+        if modes <= READ_LOCK_MODES:
+            required = "select"
+        elif modes <= READ_LOCK_MODES | {"ROW SHARE"}:
+            required = "update"
+        else:
+            required = "admin"
         return Described("lock", frozenset({required}), touched=tables)
 
     def _call(self, node: nodes.Call) -> Described:
@@ -282,9 +454,7 @@ class Describer:
             return exp.select(exp.Null()).where(exp.false())
         target = self._target(write)
         sel = exp.Select(expressions=[e.copy() for e in returning.expressions]).from_(target.copy())
-        extra = self._from_tables(write)
-        using = write.args.get("using") if isinstance(write, exp.Merge) else None
-        for t in [*extra, *([using] if using is not None else [])]:
+        for t in self._from_tables(write):  # UPDATE's FROM, DELETE's and MERGE's USING
             sel = sel.join(t.copy())
         return sel
 
@@ -350,6 +520,8 @@ class Describer:
         sel = exp.Select(expressions=[e.copy() for e in returning.expressions]).from_(target.copy())
         for t in extra:
             sel = sel.join(t.copy())
+        if tree.args.get("with_") is not None:
+            sel.set("with_", tree.args["with_"].copy())  # the WITH queries its FROM / USING read
         d.query = self._query(sel)
 
     def _target(self, tree: exp.Expression) -> exp.Table:
@@ -385,16 +557,25 @@ class Describer:
             d.reads.append(analysis)
             d.flows = self._flows(where, analysis)
         conflict = tree.args.get("conflict")
-        if conflict is not None:
-            exprs = [e.expression for e in conflict.find_all(exp.EQ) if e.expression is not None]
+        action = conflict.args.get("action") if conflict is not None else None
+        if conflict is not None and not (isinstance(action, exp.Var) and action.name.upper() == "DO NOTHING"):
+            # ON CONFLICT DO UPDATE updates the row that is there: an UPDATE (the server asks
+            # for the UPDATE privilege too), whose SET values flow into it and whose WHERE is a
+            # predicate on that row.
+            d.required = d.required | {"update"}
+            exprs = [e.expression for e in conflict.expressions if isinstance(e, exp.EQ)]
+            sel = exp.Select(expressions=[e.copy() for e in exprs] or [exp.Literal.number(1)]).from_(
+                target.copy()
+            )
+            if conflict.args.get("where") is not None:
+                sel.set("where", conflict.args["where"].copy())
+            for col in list(sel.find_all(exp.Column)):
+                if col.table == "excluded":
+                    # The row proposed for insertion: its values are the source's, read above.
+                    col.replace(exp.Null())
+            analysis = self._query(sel)
+            d.reads.append(analysis)
             if exprs:
-                sel = exp.Select(expressions=[e.copy() for e in exprs]).from_(target.copy())
-                for col in list(sel.find_all(exp.Column)):
-                    if col.table == "excluded":
-                        # The row proposed for insertion: its values are the source's, read above.
-                        col.replace(exp.Null())
-                analysis = self._query(sel)
-                d.reads.append(analysis)
                 d.flows += self._flows(where, analysis)
         self._returning(d, tree, target, [])
         return d
@@ -405,8 +586,8 @@ class Describer:
         if frm is not None:
             out.append(frm.this)
             out.extend(frm.expressions or [])
-        for u in tree.args.get("using") or []:
-            out.append(u)
+        using = tree.args.get("using")
+        out.extend(using if isinstance(using, list) else [using] if isinstance(using, exp.Expression) else [])
         return out
 
     def _update(self, tree: exp.Update) -> Described:
@@ -486,6 +667,7 @@ class Describer:
         analysis = self._query(sel)
         d.reads.append(analysis)
         d.flows = self._flows(f"MERGE INTO {table}", analysis)
+        self._returning(d, tree, target, [using] if using is not None else [])
         return d
 
     def _copy(self, tree: exp.Copy) -> Described:
@@ -555,6 +737,34 @@ class Describer:
             d.flows = self._flows(f"CREATE {kind or 'TABLE'} AS", analysis)
             d.required = frozenset({"ddl", "select"})
         return d
+
+
+def _pinned_setting(
+    select: exp.Select, setting: exp.Expression, schema: str, table: str, column: str
+) -> str | None:
+    """The one setting pg_dump's `SELECT set_config(name, …) FROM pg_settings WHERE name = '<x>'`
+    changes: FROM is the settings catalog alone, the first argument its name column, and the
+    WHERE exactly `name = '<x>'`. None for anything else."""
+    frm = select.args.get("from_")
+    source = frm.this if frm is not None and not frm.expressions else None
+    if select.args.get("joins") or select.args.get("laterals") or not isinstance(source, exp.Table):
+        return None
+    if source.name != table or source.db != schema or not isinstance(source.this, exp.Identifier):
+        return None
+    alias = source.alias_or_name
+
+    def is_name(node: exp.Expression) -> bool:
+        return isinstance(node, exp.Column) and node.name == column and node.table in ("", alias)
+
+    where = select.args.get("where")
+    if not is_name(setting) or where is None or not isinstance(where.this, exp.EQ):
+        return None
+    left, right = where.this.this, where.this.expression
+    if is_name(right):
+        left, right = right, left
+    if is_name(left) and isinstance(right, exp.Literal) and right.is_string:
+        return right.name
+    return None
 
 
 def _cte_writes(tree: exp.Expression) -> list[exp.CTE]:

@@ -65,6 +65,10 @@ class DialectFacts:
     write_functions: frozenset[str] = frozenset()
     # Functions that take session or transaction locks others wait on: statements: [admin] (or all).
     lock_functions: frozenset[str] = frozenset()
+    # Aggregates that gather the rows they read into one value (an array, a string, a JSON or XML
+    # document, a multirange): one result row can then carry any number of records, which a
+    # role's max_rows would not bound. Names as written, plus sqlglot's canonical ones.
+    collecting_functions: frozenset[str] = frozenset()
     # Client encodings (spelled as the server cleans them: lower case, letters and digits only)
     # under which maskgate reads SQL text the way the server does. An allow-list: anything else
     # (LATIN1, GBK, SJIS, SQL_ASCII, DEFAULT, …) is unsafe for a restricted role.
@@ -165,6 +169,9 @@ class DialectFacts:
         """Whether the server reads `ch` right after an unquoted word as more of that word
         (PostgreSQL: letters, digits, `_`, `$` and every non-ASCII character; MySQL likewise)."""
         return (ch.isascii() and (ch.isalnum() or ch in "_$")) or not ch.isascii()
+
+    # The schema temporary tables are created in (PostgreSQL's pg_temp; None: the current one).
+    temporary_schema: str | None = None
 
     # --- names ------------------------------------------------------------------------------
 
@@ -509,6 +516,33 @@ _PG_SET_RETURNING = frozenset(
     }
 )
 
+_PG_COLLECTING = frozenset(
+    {
+        "array_agg",
+        "string_agg",
+        "group_concat",  # sqlglot's name for string_agg
+        "json_agg",
+        "j_s_o_n_array_agg",  # sqlglot's name for json_agg
+        "json_agg_strict",
+        "jsonb_agg",
+        "jsonb_agg_strict",
+        "json_object_agg",
+        "j_s_o_n_object_agg",  # sqlglot's name for json_object_agg and json_objectagg
+        "json_object_agg_strict",
+        "json_object_agg_unique",
+        "json_object_agg_unique_strict",
+        "jsonb_object_agg",
+        "j_s_o_n_b_object_agg",  # sqlglot's name for jsonb_object_agg
+        "jsonb_object_agg_strict",
+        "jsonb_object_agg_unique",
+        "jsonb_object_agg_unique_strict",
+        "json_objectagg",
+        "json_arrayagg",
+        "xmlagg",
+        "range_agg",
+    }
+)
+
 POSTGRES = DialectFacts(
     name="postgres",
     sqlglot="postgres",
@@ -542,6 +576,7 @@ POSTGRES = DialectFacts(
     total_functions=TOTAL_FUNCTIONS,
     set_returning_functions=_PG_SET_RETURNING,
     timing_functions=frozenset({"pg_sleep", "pg_sleep_for", "pg_sleep_until"}),
+    collecting_functions=_PG_COLLECTING,
     # currval() and lastval() only read back what this session's own nextval() returned.
     write_functions=frozenset({"nextval", "setval"}),
     lock_functions=frozenset(
@@ -572,6 +607,7 @@ POSTGRES = DialectFacts(
     safe_settings=_PG_SAFE_SETTINGS,
     setting_functions=frozenset({"set_config"}),
     settings_catalog=("pg_catalog", "pg_settings", "name"),
+    temporary_schema="pg_temp",
 )
 
 MYSQL = DialectFacts(
@@ -599,6 +635,7 @@ MYSQL = DialectFacts(
     total_functions=TOTAL_FUNCTIONS,
     set_returning_functions=frozenset(),
     timing_functions=frozenset({"sleep", "benchmark"}),
+    collecting_functions=frozenset({"group_concat", "json_arrayagg", "json_objectagg", "j_s_o_n_object_agg"}),
     write_functions=frozenset(),
     lock_functions=frozenset({"get_lock"}),
     client_encodings=frozenset({"utf8", "utf8mb4", "utf8mb3"}),

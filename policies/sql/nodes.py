@@ -28,6 +28,16 @@ def render(statement: Statement, dialect: str) -> str:
     return statement.sql(dialect=dialect, normalize_functions=False, copy=False)
 
 
+def sqlglot_trees(statement: Statement) -> Iterator[exp.Expression]:
+    """The sqlglot trees a statement is made of: itself, or those its node holds (an EXPLAIN's
+    or PREPARE's statement, a LOCK's tables, a CALL's arguments, …)."""
+    if isinstance(statement, Node):
+        for child in statement.expressions():
+            yield from sqlglot_trees(child)
+    else:
+        yield statement
+
+
 def _join(parts: list[str]) -> str:
     return " ".join(p for p in parts if p)
 
@@ -93,7 +103,9 @@ class RoutineDefinition(Verbatim):
 @dataclass(frozen=True, slots=True)
 class TwoPhaseCommit(Verbatim):
     """PREPARE TRANSACTION, COMMIT PREPARED, ROLLBACK PREPARED: they act on transactions of
-    other sessions (statements: [admin])."""
+    other sessions (statements: [admin]). `action` is one of those three, as listed."""
+
+    action: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,15 +123,23 @@ class DescribeRelation(Verbatim):
 
 @dataclass(frozen=True, slots=True)
 class TransactionControl(Verbatim):
-    """BEGIN, START TRANSACTION, COMMIT, END, ROLLBACK, ABORT, SAVEPOINT, RELEASE, and the
-    transaction characteristics they carry."""
+    """BEGIN, START TRANSACTION, COMMIT, END, ROLLBACK, ABORT, SAVEPOINT, RELEASE, ROLLBACK TO
+    SAVEPOINT, and the transaction characteristics they carry. `savepoint` names the savepoint
+    of the last three (folded like any name)."""
 
     action: str = ""
+    savepoint: exp.Identifier | None = None
+
+    def expressions(self) -> Iterator[Statement]:
+        if self.savepoint is not None:
+            yield self.savepoint
 
 
 @dataclass(frozen=True, slots=True)
 class Discard(Verbatim):
-    """DISCARD ALL | PLANS | SEQUENCES | TEMP."""
+    """DISCARD ALL | PLANS | SEQUENCES | TEMP. `what` is the word, in upper case."""
+
+    what: str = ""
 
 
 @dataclass(frozen=True, slots=True)

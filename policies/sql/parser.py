@@ -569,7 +569,7 @@ class StatementParser:
     def _prepare(self) -> Statement:
         if self.match("TRANSACTION"):
             self.rest()
-            return nodes.TwoPhaseCommit(self.text())
+            return nodes.TwoPhaseCommit(self.text(), "PREPARE TRANSACTION")
         name = self.identifier()
         if self.match_type(TokenType.FROM):  # MySQL: PREPARE s FROM '…' | @var, SQL in a string
             return nodes.PrepareFrom(name, self.sqlglot_into(exp.Expr, self.rest()))
@@ -658,10 +658,11 @@ class StatementParser:
         return nodes.Notification(self.text(), action)
 
     def _discard(self) -> Statement:
-        if self.word() not in ("ALL", "PLANS", "SEQUENCES", "TEMP", "TEMPORARY"):
+        what = self.word()
+        if what not in ("ALL", "PLANS", "SEQUENCES", "TEMP", "TEMPORARY"):
             raise Unparsable("DISCARD of what")
         self.i += 1
-        return nodes.Discard(self.text())
+        return nodes.Discard(self.text(), what)
 
     # --- transactions -------------------------------------------------------------------------
 
@@ -684,7 +685,7 @@ class StatementParser:
         if self.match("PREPARED"):
             if not self.match_type(TokenType.STRING) or not self.at_end():
                 raise Unparsable(f"{action} PREPARED needs one transaction id")
-            return nodes.TwoPhaseCommit(self.text())
+            return nodes.TwoPhaseCommit(self.text(), f"{action} PREPARED")
         return self._transaction(action)
 
     def _rollback(self) -> Statement:
@@ -695,19 +696,19 @@ class StatementParser:
         _ = self.match("WORK") or self.match("TRANSACTION")
         if self.match("TO"):
             self.match("SAVEPOINT")
-            self.identifier()
-            return nodes.TransactionControl(self.text(), f"{action} TO SAVEPOINT")
+            name = self.identifier()
+            return nodes.TransactionControl(self.text(), f"{action} TO SAVEPOINT", name)
         self.i = start
         return self._transaction(action)
 
     def _savepoint(self) -> Statement:
-        self.identifier()
-        return nodes.TransactionControl(self.text(), "SAVEPOINT")
+        name = self.identifier()
+        return nodes.TransactionControl(self.text(), "SAVEPOINT", name)
 
     def _release(self) -> Statement:
         self.match("SAVEPOINT")
-        self.identifier()
-        return nodes.TransactionControl(self.text(), "RELEASE")
+        name = self.identifier()
+        return nodes.TransactionControl(self.text(), "RELEASE", name)
 
     # --- COPY ---------------------------------------------------------------------------------
 

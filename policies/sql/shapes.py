@@ -18,6 +18,13 @@ Only SELECT, set operations, INSERT, UPDATE and DELETE have shapes; any other st
 COPY, LOCK, DDL, EXECUTE, PREPARE, EXPLAIN, several statements in one string, anything not
 parsed) is keyed by its full text, as before. The engine uses a shape only after two statements
 of it, with different literals, were analysed in full and agreed.
+
+A slot's position says whether the *analysis* reads it; a rule may still read a literal's value
+wherever it sits (pg_dump's `SELECT set_config(name, …) FROM pg_settings WHERE name = '<x>'` is
+decided on the WHERE's literal). Such a rule marks the statement (`Described.literal_values`) and
+the engine never learns its shape; and before learning any shape the engine decides it once more
+with every free slot a sentinel value, which no allow-list holds, and learns it only if that
+decision is the same too (policies/engine.py).
 """
 
 from __future__ import annotations

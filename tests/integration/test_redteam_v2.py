@@ -121,11 +121,6 @@ def _catalog_shadow_leaks(out: list[tuple[Any, ...]], truth: dict[str, Any]) -> 
     return bad
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: pipelined Query messages are decided on arrival under the search_path of the "
-    "statements before them that have not completed yet (SET search_path = public in flight)",
-)
 def test_pipelined_search_path_change_is_seen_by_the_next_statement(
     wire: Wire, truth: dict[str, Any]
 ) -> None:
@@ -139,11 +134,6 @@ def test_pipelined_search_path_change_is_seen_by_the_next_statement(
     assert not _catalog_shadow_leaks(out, truth), _catalog_shadow_leaks(out, truth)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: extended-protocol pipeline: Parse of the SELECT is decided before the SET "
-    "search_path Execute ahead of it completes",
-)
 def test_pipelined_extended_search_path_change(wire: Wire, truth: dict[str, Any]) -> None:
     assert not errors_of(wire.query("SET search_path = pg_catalog"))
     out = wire.run(
@@ -174,16 +164,16 @@ def test_pipelined_extended_search_path_change(wire: Wire, truth: dict[str, Any]
     ],
     ids=["set_config", "rollback", "set-local-commit", "rollback-to-savepoint"],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: within one string the engine carries a SET search_path on to later statements "
-    "but not set_config() nor the undoing of a SET by ROLLBACK / COMMIT (SET LOCAL) / ROLLBACK TO: "
-    "the SELECT is judged under pg_catalog and runs under public",
-)
 def test_search_path_undone_within_one_string(
     served: dict[str, Any], truth: dict[str, Any], setup: str
 ) -> None:
-    with connect(served) as c, c.cursor() as cur:
+    got: list[Any] = []
+    # Judged under the path the server will have (public): bank_card is denied there.
+    with (
+        connect(served) as c,
+        c.cursor() as cur,
+        contextlib.suppress(psycopg.errors.InsufficientPrivilege),
+    ):
         cur.execute(f"{setup}; SELECT id, branch_id, phone::bigint, bank_card::numeric FROM customers")
         while cur.nextset():
             pass
@@ -198,11 +188,6 @@ def test_search_path_undone_within_one_string(
     assert not bad, bad
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: the same search_path drift reads a table the role may not touch at all "
-    "(audit_trail is taken for pg_catalog.audit_trail, a catalog relation)",
-)
 def test_search_path_drift_reads_a_denied_table(served: dict[str, Any]) -> None:
     with connect(served) as c:
         assert refused(c, "SELECT actor, action FROM audit_trail")
@@ -487,11 +472,6 @@ def test_unicode_space_dollar_quote_smuggles_a_write(wire: Wire) -> None:
     ],
     ids=["paren-cross-join", "paren-join", "nested-paren-join"],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: a table inside a parenthesized join is not wrapped in its row filter "
-    "(rewrite._source_position only looks at a direct FROM/JOIN parent)",
-)
 def test_row_filter_inside_parenthesized_join(
     served: dict[str, Any], truth: dict[str, Any], sql: str
 ) -> None:
@@ -509,11 +489,6 @@ def test_row_filter_inside_parenthesized_join(
         "SELECT id, branch_id, (WITH customers AS (SELECT 1 AS x) SELECT x FROM customers) FROM customers",
     ],
     ids=["exists", "derived-table", "scalar-subquery"],
-)
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: a CTE named like the table anywhere in the statement (even in a subquery whose "
-    "scope does not cover the outer FROM) makes the rewriter skip the row filter on the real table",
 )
 def test_row_filter_with_cte_of_the_same_name_in_another_scope(
     served: dict[str, Any], truth: dict[str, Any], sql: str
