@@ -219,7 +219,7 @@ class Engine:
             sql = None
             if tree is not None:
                 d = Described(single.kind, tree=tree, limit_rows=single.limit_rows)
-                sql = rewrite(d, role, single.analyzer, decision.row_limit)
+                sql = rewrite(d, self._judge(role, facts).role, single.analyzer, decision.row_limit)
             template = template_of(sql, shape, slots, self._sentinels) if sql is not None else None
             if (
                 template is None
@@ -301,7 +301,7 @@ class Engine:
                     return verdict
                 if single is not None and len(statements) == 1 and isinstance(d.tree, exp.Expression):
                     single.append(_Single(d.kind, d.limit_rows, analyzer))
-                new_sql = rewrite(d, role, analyzer, verdict.row_limit)
+                new_sql = rewrite(d, judge.role, analyzer, verdict.row_limit)
                 if new_sql is not None:
                     verdict = _with(verdict, rewritten_sql=new_sql)
                 parts.append(verdict)

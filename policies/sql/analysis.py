@@ -299,8 +299,8 @@ class Analyzer:
             if not table.db and table.name in cte_names:
                 continue
             name = self.resolve_table(table)
-            if not self.is_catalog(name):
-                return None
+            if not self.is_catalog(name) or self.facts.catalog_classified(name.schema, name.name):
+                return None  # a catalog column the facts classify (pg_stat_activity.query) needs lineage
             result.tables.add(name)
         if not result.tables:
             return None
@@ -564,7 +564,7 @@ class _QueryWalk:
                         return o
                 return None
             if t is None:
-                if self.a.is_catalog(table):
+                if self.a.is_catalog(table) and not self.a.facts.catalog_classified(table.schema, table.name):
                     return Lineage(column, frozenset(), False)
                 return Lineage(column, frozenset({ColumnName(table, column)}), False, frozenset({table}))
             # Exact (folded at parse): "PHONE" is not phone to PostgreSQL. MySQL compares column

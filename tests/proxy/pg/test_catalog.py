@@ -47,6 +47,13 @@ def test_schema_from_postgres(dsn: str, tmp_path: Path) -> None:
     view = schema.tables[("public", "contacts")]
     assert view.is_view and view.columns == ("id", "name", "phone")
     assert ("public", "phone_of") in schema.functions
+    # every function's volatility, the catalog's own included, and the classified catalog views
+    assert schema.function_volatility("public", "phone_of") == "volatile"
+    assert schema.function_volatility("pg_catalog", "upper") == "immutable"
+    assert schema.function_volatility("pg_catalog", "txid_current") == "stable"
+    activity = schema.tables[("pg_catalog", "pg_stat_activity")]
+    assert "query" in activity.columns and not activity.is_view
+    assert "most_common_vals" in schema.tables[("pg_catalog", "pg_stats")].columns
     schema.save(tmp_path / "live.json")
     assert Schema.load(tmp_path / "live.json") == schema
 
@@ -61,6 +68,27 @@ def test_schema_from_postgres(dsn: str, tmp_path: Path) -> None:
     assert engine.decide("vendor", "SELECT phone_of(1)", database="crm").reason == "function_denied"
     outs = engine._analyzer(POSTGRES, None, "crm").view_outputs(TableName("crm", "public", "contacts"))
     assert outs is not None and len(outs) == 3
+
+
+def test_the_built_in_function_table_matches_the_server(dsn: str) -> None:
+    """policies/sql/postgres_functions.py stands in for schemas saved without function data; it
+    must say what this server's catalog says. When the server is upgraded, regenerate it:
+    `python -m proxy.pg.catalog DSN > policies/sql/postgres_functions.py`."""
+    live = catalog.load_schema(dsn).volatility or {}
+    in_catalog = {k: v for k, v in live.items() if k[0] in POSTGRES.catalog_schemas}
+    assert in_catalog == dict(POSTGRES.builtin_functions())  # type: ignore[misc]
+
+
+def test_extension_views_are_read_without_their_definition(embedded_pg: EmbeddedPostgres, dsn: str) -> None:
+    """An extension's view is built over its C functions: lineage stops at the view, whose
+    columns the dialect facts classify by name (pg_stat_statements.query)."""
+    embedded_pg.psql("CREATE EXTENSION IF NOT EXISTS pg_buffercache", "policy_crm")
+    try:
+        view = catalog.load_schema(dsn).tables[("public", "pg_buffercache")]
+        assert view.kind == "view" and view.definition is None and "bufferid" in view.columns
+        assert catalog.load_schema(dsn).tables[("public", "contacts")].definition  # not an extension's
+    finally:
+        embedded_pg.psql("DROP EXTENSION pg_buffercache", "policy_crm")
 
 
 def test_an_open_connection_is_read_and_left_open(dsn: str) -> None:
