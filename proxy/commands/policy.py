@@ -60,14 +60,15 @@ def _load(path: str) -> Any:
         return None
 
 
-def load_schema(source: str | Path | None) -> Schema:
+def load_schema(source: str | Path | None, discover: bool = True) -> Schema:
     """The schema `--schema` names: a live database (its DSN) through its protocol's catalog
-    loader, else a saved JSON file; none gives an empty schema."""
+    loader, sampled for personal data in unclassified columns as `serve` does (unless
+    `discover` is off), else a saved JSON file; none gives an empty schema."""
     if not source:
         return Schema()
     text = str(source)
     if catalog.is_dsn(text):
-        return catalog.load_schema(text)
+        return catalog.load_discovered(text) if discover else catalog.load_schema(text)
     return Schema.load(text)
 
 
@@ -78,7 +79,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     warnings: list[str] = []
     if args.schema:
         try:
-            schema = load_schema(args.schema)
+            schema = load_schema(args.schema, discover=False)
         except Exception as e:
             print(f"cannot load schema {args.schema}: {e}", file=sys.stderr)
             return 1
@@ -132,7 +133,22 @@ def _role_of(policy: Any, user: str) -> str | None:
     return user if user in policy.roles else None
 
 
-def decision_json(decision: Decision) -> dict[str, Any]:
+def discovered_columns(policy: Any, role: str, schema: Schema) -> frozenset[str]:
+    """`schema.table.column` of the columns whose class comes from discovery for this role: found
+    by sampling, not named by the policy, and the role is restricted (a role with `all` reads
+    unclassified columns as they are)."""
+    r = policy.roles.get(role)
+    if r is None or r.unrestricted_statements:
+        return frozenset()
+    default_schema = dialect_facts(schema.dialect or "postgres").default_schema
+    return frozenset(
+        f"{s}.{t}.{c}"
+        for (s, t, c) in schema.discovered
+        if policy.classify(ColumnName(TableName(schema.database, s, t), c), default_schema) is None
+    )
+
+
+def decision_json(decision: Decision, discovered: frozenset[str] = frozenset()) -> dict[str, Any]:
     if isinstance(decision, Block):
         return {
             "decision": "block",
@@ -158,6 +174,7 @@ def decision_json(decision: Decision) -> dict[str, Any]:
                 "action": c.action,
                 "sources": list(c.sources),
                 "derived": c.derived,
+                "discovered": bool(discovered.intersection(c.sources)),
             }
             for c in decision.columns or (parts[-1].columns if len(parts) > 1 else ())
         ],
@@ -172,11 +189,11 @@ def decision_json(decision: Decision) -> dict[str, Any]:
     if decision.schema_changed:
         doc["schema_changed"] = True
     if len(parts) > 1:
-        doc["statements"] = [decision_json(p) for p in parts]
+        doc["statements"] = [decision_json(p, discovered) for p in parts]
     return doc
 
 
-def decision_table(decision: Decision) -> str:
+def decision_table(decision: Decision, discovered: frozenset[str] = frozenset()) -> str:
     if isinstance(decision, Block):
         return f"decision: block ({decision.reason})\nmessage:  {decision.message}\n"
     lines = [f"decision: allow ({decision.kind})", f"max_rows: {decision.row_limit or 'unlimited'}"]
@@ -187,7 +204,8 @@ def decision_table(decision: Decision) -> str:
             src = ", ".join(c.sources) or "-"
             if c.derived and c.sources:
                 src = f"f({src})"
-            cls = f" [{c.cls}]" if c.cls else ""
+            found = ", discovered" if discovered.intersection(c.sources) else ""
+            cls = f" [{c.cls}{found}]" if c.cls else ""
             lines.append(f"col {c.index + 1} {c.name} ← {src}{cls} → {c.action}")
     return "\n".join(lines) + "\n"
 
@@ -207,10 +225,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return 1
     engine = Engine(policy, schema)
     decision = engine.decide(role, args.sql, dialect=args.dialect, database=args.database)
+    discovered = discovered_columns(policy, role, schema)
     if args.format == "table":
-        sys.stdout.write(decision_table(decision))
+        sys.stdout.write(decision_table(decision, discovered))
     else:
-        print(json.dumps(decision_json(decision), indent=2, ensure_ascii=False))
+        print(json.dumps(decision_json(decision, discovered), indent=2, ensure_ascii=False))
     return 0
 
 

@@ -7,17 +7,26 @@ worker threads (start-up, after DDL, on the refresh timer), and the policy comma
 
 Besides the user's relations it reads the columns of the catalog relations the dialect facts
 classify or filter (pg_stat_activity, pg_stats) and every function's volatility (pg_catalog's
-included).
+included). `SchemaLoader` is what `maskgate serve` loads schemas with: with discovery on, each
+load also samples column values (proxy/pg/sampling.py) within a time bound and records the
+columns the detectors fire on.
 `python -m proxy.pg.catalog DSN` prints policies/sql/postgres_functions.py from a server.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from policies.discovery import Finding
 from policies.schema import Schema, Table
 from policies.sql.dialects import POSTGRES
+
+from .sampling import sample, sampled_columns
 
 _RELKINDS = {"r": "table", "p": "table", "v": "view", "m": "matview", "f": "foreign"}
 _VOLATILITY = {"i": "immutable", "s": "stable", "v": "volatile"}
@@ -110,6 +119,108 @@ def load_schema(conn_or_dsn: Any) -> Schema:
     functions = frozenset((s.lower(), n.lower()) for s, n, _ in funcs if s not in POSTGRES.catalog_schemas)
     volatility = {(s, n): _VOLATILITY.get(v, "volatile") for s, n, v in funcs}
     return Schema(database, "postgres", tables, functions, volatility)
+
+
+# Discovery at schema load (`discover: true`): each load samples within these bounds, tables never
+# sampled (or whose columns changed) first, then those sampled longest ago. A table's findings
+# stand until it is sampled again, which happens once they are RESAMPLE_S old.
+DISCOVER_ROWS = 1000
+DISCOVER_DEADLINE_S = 10.0
+DISCOVER_TABLE_TIMEOUT_S = 2.0
+RESAMPLE_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Sampled:
+    columns: tuple[str, ...]  # the columns read when the table was sampled
+    findings: tuple[Finding, ...]
+    at: float
+
+
+_Seen = dict[tuple[str, str], _Sampled]
+
+
+class SchemaLoader:
+    """Loads the schema of one upstream's databases (by name) for the guard; with `discover`, the
+    columns a sample of their values shows to hold personal data too (`Schema.discovered`).
+
+    Sampling is bounded per load (DISCOVER_DEADLINE_S), so it remembers, per database, what each
+    table's last sample found and when: a load samples the tables it has not seen (or whose
+    columns changed) first, then those whose sample is older than RESAMPLE_S, and keeps the
+    findings of the tables it did not reach. Blocking: the guard calls it from worker threads."""
+
+    def __init__(
+        self,
+        dsn_for: Callable[[str], str],
+        *,
+        discover: bool = True,
+        rows: int = DISCOVER_ROWS,
+        deadline_s: float = DISCOVER_DEADLINE_S,
+        table_timeout_s: float = DISCOVER_TABLE_TIMEOUT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.dsn_for = dsn_for
+        self.discover = discover
+        self.rows = rows
+        self.deadline_s = deadline_s
+        self.table_timeout_s = table_timeout_s
+        self.clock = clock
+        self._seen: dict[str, _Seen] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, database: str) -> Schema:
+        import psycopg
+
+        with psycopg.connect(self.dsn_for(database), autocommit=True) as conn:
+            schema = load_schema(conn)
+            if not self.discover:
+                return schema
+            with self._lock:
+                seen = dict(self._seen.get(database, {}))
+            now = self.clock()
+            run = sample(
+                conn,
+                schema,
+                rows=self.rows,
+                table_timeout_s=self.table_timeout_s,
+                deadline_s=self.deadline_s,
+                clock=self.clock,
+                tables=self._due(schema, seen, now),
+            )
+        for key in run.sampled:
+            seen[key] = _Sampled(
+                tuple(sampled_columns(schema.tables[key])),
+                tuple(f for f in run.findings if (f.schema, f.table) == key),
+                now,
+            )
+        seen = {key: entry for key, entry in seen.items() if key in schema.tables}  # dropped tables
+        with self._lock:
+            self._seen[database] = seen
+        discovered = {}
+        for key, entry in seen.items():
+            columns = set(schema.tables[key].columns)
+            for f in entry.findings:
+                if f.column in columns:
+                    discovered[(f.schema, f.table, f.column)] = f.cls
+        return replace(schema, discovered=discovered)
+
+    def _due(self, schema: Schema, seen: _Seen, now: float) -> list[tuple[str, str]]:
+        new, stale = [], []
+        for key, table in sorted(schema.tables.items()):
+            columns = tuple(sampled_columns(table))
+            if not columns:
+                continue
+            entry = seen.get(key)
+            if entry is None or entry.columns != columns:
+                new.append(key)
+            elif now - entry.at >= RESAMPLE_S:
+                stale.append((entry.at, key))
+        return new + [key for _, key in sorted(stale)]
+
+
+def load_discovered(dsn: str) -> Schema:
+    """The schema of the database `dsn` names with its discovered columns, as `serve` loads it."""
+    return SchemaLoader(lambda _database: dsn)("")
 
 
 def builtin_functions_source(conn_or_dsn: Any) -> str:

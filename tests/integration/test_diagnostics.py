@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -319,6 +320,40 @@ def test_pg_stats_shows_only_columns_the_role_reads_in_clear(
     assert not leaked(secrets, got, star, direct)
     attnames = {(t, a) for t, a, _, _ in got}
     assert ("customers", "branch_id") in attnames  # unclassified columns keep their statistics
-    assert not {a for _, a in attnames} & {"phone", "id_card", "bank_card", "name", "caller"}
+    assert not {a for _, a in attnames} & {"phone", "id_card", "bank_card", "name", "caller", "remark"}
     assert not {t for t, _ in attnames} & {"audit_trail"}  # a table the vendor may not read
     assert direct == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 11: a column nobody classified, found at schema load
+# ---------------------------------------------------------------------------------------------
+
+
+def test_discovered_column_is_masked(served: dict[str, Any], secrets: set[str]) -> None:
+    with vendor(served) as c:
+        plain = c.execute("SELECT id, remark FROM call_records WHERE remark IS NOT NULL").fetchall()
+        derived = c.execute("SELECT reverse(remark), remark || '' FROM call_records").fetchall()
+        assert refused(c, "SELECT id FROM call_records WHERE remark LIKE '138%'")
+    assert plain and all("*" in r[1] for r in plain)
+    assert not leaked(secrets, plain, derived)
+
+
+def test_discovered_columns_are_counted(served: dict[str, Any]) -> None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{served['metrics']}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    lines = [ln for ln in text.splitlines() if ln.startswith("maskgate_discovered_columns{")]
+    assert any('class="mobile"' in ln and float(ln.rsplit(" ", 1)[1]) >= 1 for ln in lines), lines
+
+
+def test_explain_against_the_database_shows_the_discovered_class(
+    crm: EmbeddedPostgres, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from proxy.cli import main
+    from tests.integration.harness import DEMO_POLICY
+
+    dsn = crm.dsn("maskgate_svc", SVC_PW, "crm")
+    sql = "SELECT id, remark FROM call_records"
+    args = ["explain", "--policy", str(DEMO_POLICY), "--user", VENDOR[0], "--schema", dsn]
+    assert main([*args, "--format", "table", sql]) == 0
+    assert "col 2 remark ← public.call_records.remark [mobile, discovered] → mask" in capsys.readouterr().out

@@ -47,6 +47,7 @@ def test_explain_json(capsys: pytest.CaptureFixture[str]) -> None:
         "action": "redact",
         "sources": ["public.customers.phone"],
         "derived": True,
+        "discovered": False,
     }
     assert doc["rewritten_sql"].endswith("LIMIT 201")
 
@@ -102,3 +103,28 @@ def test_schema_save_load_roundtrip(tmp_path: Path) -> None:
     s = Schema.load(SCHEMA)
     s.save(tmp_path / "s.json")
     assert Schema.load(tmp_path / "s.json") == s
+
+
+def test_explain_shows_discovered_classes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    doc = json.loads(Path(SCHEMA).read_text())
+    doc["tables"].append({"schema": "public", "name": "tickets", "columns": ["id", "remark"]})
+    doc["discovered"] = [{"schema": "public", "table": "tickets", "column": "remark", "class": "mobile"}]
+    saved = tmp_path / "s.json"
+    saved.write_text(json.dumps(doc))
+    sql = "SELECT id, remark, reverse(remark) AS r FROM tickets"
+    args = ["explain", "--policy", DEMO, "--schema", str(saved), sql]
+    assert main([*args[:-1], "--user", "vendor_zhang", "--format", "table", sql]) == 0
+    out = capsys.readouterr().out
+    assert "col 2 remark ← public.tickets.remark [mobile, discovered] → mask" in out
+    assert "col 3 r ← f(public.tickets.remark) [mobile, discovered] → redact" in out
+    assert main([*args[:-1], "--user", "vendor_zhang", sql]) == 0
+    cols = json.loads(capsys.readouterr().out)["columns"]
+    assert [(c["class"], c["discovered"]) for c in cols] == [
+        (None, False),
+        ("mobile", True),
+        ("mobile", True),
+    ]
+    # a role with `all` reads unclassified columns as they are
+    assert main([*args[:-1], "--user", "dba_wang", sql]) == 0
+    cols = json.loads(capsys.readouterr().out)["columns"]
+    assert [(c["class"], c["action"], c["discovered"]) for c in cols][1] == (None, "clear", False)
