@@ -7,7 +7,8 @@ definitions are kept so lineage can follow a view to its base columns. User-defi
 are listed so calls to them can be refused, and every function's volatility (the catalog's
 built-in ones included) so that calls are judged by what they may do. Columns the detectors
 found personal data in (`discovered`) are classified for restricted roles until the policy
-names them.
+names them. `DatabaseRole` is what a database role may do by itself (read for `maskgate check`,
+never for decisions).
 """
 
 from __future__ import annotations
@@ -39,6 +40,20 @@ class Table:
     @property
     def is_view(self) -> bool:
         return self.kind in ("view", "matview") and bool(self.definition)
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseRole:
+    """What a database role may do by itself, whatever the proxy decides: its attributes and the
+    writes it is granted (directly, through a role it belongs to, or through PUBLIC)."""
+
+    name: str
+    exists: bool = True
+    superuser: bool = False
+    bypass_rls: bool = False
+    # (privilege, object) pairs: INSERT / UPDATE / DELETE / TRUNCATE on `schema.table`, USAGE or
+    # UPDATE on a sequence `schema.name` (nextval, setval), CREATE on a schema or the database.
+    writes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from policies.cases import run_suite
 from policies.decision import Block, Decision
 from policies.names import ColumnName, TableName, column_matches, has_glob
 from policies.passwords import scram_verifier
+from policies.schema import DatabaseRole
 from policies.sql.analysis import AnalysisError, Analyzer
 from policies.sql.dialects import dialect_facts
 from proxy.pg import catalog
@@ -84,6 +85,14 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"cannot load schema {args.schema}: {e}", file=sys.stderr)
             return 1
         warnings = schema_warnings(policy, schema)
+        if catalog.is_dsn(str(args.schema)):
+            runs_as = database_roles(policy)
+            try:
+                rights = catalog.load_database_roles(args.schema, sorted(set(runs_as.values()) - {None}))
+            except Exception as e:
+                print(f"cannot read database roles from {args.schema}: {e}", file=sys.stderr)
+                return 1
+            warnings += role_warnings(policy, runs_as, rights)
     for w in warnings:
         print(f"warning: {w}")
     print(
@@ -122,6 +131,68 @@ def schema_warnings(policy: Any, schema: Schema) -> list[str]:
             out.append(
                 f"view {name} exposes classified columns ({', '.join(classes)}); its columns are "
                 "masked through the view, but check that roles listing it in `tables` should see them"
+            )
+    return out
+
+
+# The statement kind each database privilege lets a role use by itself (TRUNCATE and CREATE are
+# `ddl` in a policy's `statements`; nextval/setval on a sequence need `update`).
+PRIVILEGE_KINDS = {
+    "INSERT": "insert",
+    "UPDATE": "update",
+    "DELETE": "delete",
+    "TRUNCATE": "ddl",
+    "USAGE": "update",
+    "CREATE": "ddl",
+}
+
+
+def database_roles(policy: Any) -> dict[str, str | None]:
+    """The database role each restricted role of the policy runs as upstream (None: the service
+    account). A role with `all` may do anything anyway and is left out."""
+    return {
+        name: getattr(role, "database_role", None)
+        for name, role in sorted(policy.roles.items())
+        if not role.unrestricted_statements
+    }
+
+
+def role_warnings(policy: Any, runs_as: dict[str, str | None], rights: dict[str, DatabaseRole]) -> list[str]:
+    """Defence in depth: the database should refuse what a restricted role may not do even when
+    the proxy is fooled. Warns when such a role runs as the service account, as a superuser, as a
+    role that bypasses row-level security, or as a role holding writes its `statements` do not
+    allow."""
+    out: list[str] = []
+    for name, db_role in runs_as.items():
+        role = policy.roles[name]
+        if db_role is None:
+            out.append(
+                f"role {name} has no database_role: its statements run upstream as the service "
+                "account, so the database refuses nothing the proxy lets through"
+            )
+            continue
+        r = rights.get(db_role)
+        if r is None or not r.exists:
+            out.append(f"role {name} runs as database role {db_role}, which does not exist")
+            continue
+        if r.superuser:
+            out.append(
+                f"role {name} runs as database role {db_role}, a superuser: the database refuses "
+                "it nothing; use a role with only the grants its statements need"
+            )
+            continue
+        if r.bypass_rls:
+            out.append(f"role {name} runs as database role {db_role}, which bypasses row-level security")
+        extra: dict[str, list[str]] = {}
+        for priv, obj in r.writes:
+            kind = PRIVILEGE_KINDS.get(priv, "all")
+            if not role.may(kind):
+                extra.setdefault(priv, []).append(obj)
+        for priv, objects in sorted(extra.items()):
+            shown = ", ".join(objects[:5]) + (f" and {len(objects) - 5} more" if len(objects) > 5 else "")
+            out.append(
+                f"role {name} (statements: {', '.join(sorted(role.statements))}) runs as database "
+                f"role {db_role}, which holds {priv} on {shown}: revoke it"
             )
     return out
 

@@ -1,4 +1,4 @@
-"""The live-PostgreSQL schema loader: tables, columns in order, views and functions.
+"""The live-PostgreSQL schema loader: tables, columns in order, views, functions, database roles.
 
 Owns the catalog queries and turning their rows into a `policies.schema.Schema` (which owns the
 data model and its JSON file form). Must not touch sessions or the wire: the guard calls it from
@@ -7,10 +7,10 @@ worker threads (start-up, after DDL, on the refresh timer), and the policy comma
 
 Besides the user's relations it reads the columns of the catalog relations the dialect facts
 classify or filter (pg_stat_activity, pg_stats) and every function's volatility (pg_catalog's
-included). `SchemaLoader` is what `maskgate serve` loads schemas with: with discovery on, each
-load also samples column values (proxy/pg/sampling.py) within a time bound and records the
-columns the detectors fire on.
-`python -m proxy.pg.catalog DSN` prints policies/sql/postgres_functions.py from a server.
+included); for `maskgate check`, the attributes and write grants of database roles.
+`SchemaLoader` is what `maskgate serve` loads schemas with: with discovery on, each load also
+samples column values (proxy/pg/sampling.py) within a time bound and records the columns the
+detectors fire on. `python -m proxy.pg.catalog DSN` prints policies/sql/postgres_functions.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from policies.discovery import Finding
-from policies.schema import Schema, Table
+from policies.schema import DatabaseRole, Schema, Table
 from policies.sql.dialects import POSTGRES
 
 from .sampling import sample, sampled_columns
@@ -70,6 +70,49 @@ FROM pg_catalog.pg_proc p
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname NOT LIKE 'pg_temp_%' AND n.nspname NOT LIKE 'pg_toast%'
 GROUP BY n.nspname, p.proname
+"""
+
+
+_PG_ROLES = """
+SELECT rolname, rolsuper, rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)
+"""
+
+# Writes a role holds in the connection's database, however granted (directly, through a role it
+# belongs to, to PUBLIC; an owner holds them all). INSERT and UPDATE count column grants too.
+_PG_ROLE_WRITES = """
+SELECT r.rolname, p.priv, n.nspname || '.' || c.relname
+FROM pg_catalog.pg_roles r
+CROSS JOIN pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+CROSS JOIN unnest(ARRAY['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE']) AS p(priv)
+WHERE r.rolname = ANY(%(roles)s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_%%'
+  AND CASE WHEN p.priv IN ('INSERT', 'UPDATE')
+           THEN pg_catalog.has_any_column_privilege(r.oid, c.oid, p.priv)
+           ELSE pg_catalog.has_table_privilege(r.oid, c.oid, p.priv) END
+UNION ALL
+SELECT r.rolname,
+       CASE WHEN pg_catalog.has_sequence_privilege(r.oid, c.oid, 'UPDATE') THEN 'UPDATE' ELSE 'USAGE' END,
+       n.nspname || '.' || c.relname
+FROM pg_catalog.pg_roles r
+CROSS JOIN pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE r.rolname = ANY(%(roles)s) AND c.relkind = 'S'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_%%'
+  AND pg_catalog.has_sequence_privilege(r.oid, c.oid, 'USAGE, UPDATE')
+UNION ALL
+SELECT r.rolname, 'CREATE', 'database ' || pg_catalog.current_database()
+FROM pg_catalog.pg_roles r
+WHERE r.rolname = ANY(%(roles)s)
+  AND pg_catalog.has_database_privilege(r.oid, pg_catalog.current_database(), 'CREATE')
+UNION ALL
+SELECT r.rolname, 'CREATE', n.nspname
+FROM pg_catalog.pg_roles r
+CROSS JOIN pg_catalog.pg_namespace n
+WHERE r.rolname = ANY(%(roles)s)
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_%%'
+  AND pg_catalog.has_schema_privilege(r.oid, n.oid, 'CREATE')
+ORDER BY 1, 3, 2
 """
 
 
@@ -216,6 +259,34 @@ class SchemaLoader:
             elif now - entry.at >= RESAMPLE_S:
                 stale.append((entry.at, key))
         return new + [key for _, key in sorted(stale)]
+
+
+def load_database_roles(conn_or_dsn: Any, names: list[str]) -> dict[str, DatabaseRole]:
+    """The attributes and write grants of the named database roles (one entry per name; a role
+    the server does not have is `exists=False`)."""
+    import psycopg
+
+    own = isinstance(conn_or_dsn, str)
+    conn = psycopg.connect(conn_or_dsn) if own else conn_or_dsn
+    try:
+        with conn.cursor() as cur:
+            cur.execute(_PG_ROLES, (names,))
+            attrs = {name: (sup, bypass) for name, sup, bypass in cur.fetchall()}
+            cur.execute(_PG_ROLE_WRITES, {"roles": names})
+            writes: dict[str, list[tuple[str, str]]] = {}
+            for name, priv, obj in cur.fetchall():
+                writes.setdefault(name, []).append((priv, obj))
+    finally:
+        if own:
+            conn.close()
+    out = {}
+    for name in names:
+        if name not in attrs:
+            out[name] = DatabaseRole(name, exists=False)
+            continue
+        sup, bypass = attrs[name]
+        out[name] = DatabaseRole(name, True, bool(sup), bool(bypass), tuple(writes.get(name, ())))
+    return out
 
 
 def load_discovered(dsn: str) -> Schema:

@@ -128,3 +128,38 @@ def test_explain_shows_discovered_classes(capsys: pytest.CaptureFixture[str], tm
     assert main([*args[:-1], "--user", "dba_wang", sql]) == 0
     cols = json.loads(capsys.readouterr().out)["columns"]
     assert [(c["class"], c["action"], c["discovered"]) for c in cols][1] == (None, "clear", False)
+
+
+def test_database_role_warnings() -> None:
+    from dataclasses import replace
+
+    from policies import load_policy
+    from policies.schema import DatabaseRole
+    from proxy.commands.policy import database_roles, role_warnings
+
+    policy = load_policy(DEMO)
+    desk = replace(policy.roles["service_desk"], statements=frozenset({"select", "update"}))
+    policy = replace(policy, roles={**policy.roles, "service_desk": desk})
+    assert database_roles(policy) == {"service_desk": None, "vendor": None}  # dba: `all`
+    rights = {
+        "crm_vendor": DatabaseRole(
+            "crm_vendor", writes=(("UPDATE", "public.customers"), ("USAGE", "public.s"), ("CREATE", "public"))
+        ),
+        "crm_desk": DatabaseRole("crm_desk", writes=(("UPDATE", "public.customers"), ("USAGE", "public.s"))),
+        "crm_root": DatabaseRole("crm_root", superuser=True),
+    }
+    out = role_warnings(policy, {"vendor": "crm_vendor", "service_desk": "crm_desk"}, rights)
+    assert out == [
+        "role vendor (statements: select) runs as database role crm_vendor, which holds CREATE on "
+        "public: revoke it",
+        "role vendor (statements: select) runs as database role crm_vendor, which holds UPDATE on "
+        "public.customers: revoke it",
+        "role vendor (statements: select) runs as database role crm_vendor, which holds USAGE on "
+        "public.s: revoke it",
+    ]  # the desk may update, and nextval needs update: nothing to say about crm_desk
+    out = role_warnings(policy, {"vendor": "crm_root", "service_desk": "crm_gone"}, rights)
+    assert "role vendor runs as database role crm_root, a superuser" in out[0]
+    assert out[1] == "role service_desk runs as database role crm_gone, which does not exist"
+    many = DatabaseRole("crm_vendor", writes=tuple(("DELETE", f"public.t{i}") for i in range(8)))
+    (line,) = role_warnings(policy, {"vendor": "crm_vendor"}, {"crm_vendor": many})
+    assert line.endswith("public.t4 and 3 more: revoke it")

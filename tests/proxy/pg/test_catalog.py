@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from policies import Engine, Schema, load_policy
+from policies import Engine, Role, Schema, load_policy
 from policies.names import TableName
 from policies.sql.dialects import POSTGRES
 from proxy.cli import main
@@ -127,3 +127,70 @@ def test_cli_test_reads_a_live_schema_from_a_dsn(
     )
     assert main(["test", str(cases), "--schema", dsn]) == 0
     assert "1 passed, 0 failed" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def database_roles(embedded_pg: EmbeddedPostgres, dsn: str) -> dict[str, object]:
+    embedded_pg.psql(
+        """
+        DROP ROLE IF EXISTS crm_reader; DROP ROLE IF EXISTS crm_writer; DROP ROLE IF EXISTS crm_root;
+        CREATE ROLE crm_reader; GRANT SELECT ON customers TO crm_reader;
+        CREATE ROLE crm_writer BYPASSRLS;
+        GRANT SELECT, DELETE ON customers TO crm_writer;
+        GRANT UPDATE (name) ON customers TO crm_writer;
+        GRANT TRUNCATE ON ops.tickets TO crm_writer;
+        CREATE SEQUENCE ops.ticket_no; GRANT USAGE ON SEQUENCE ops.ticket_no TO crm_writer;
+        GRANT CREATE ON SCHEMA ops TO crm_writer;
+        CREATE ROLE crm_root SUPERUSER;
+        """,
+        "policy_crm",
+    )
+    return catalog.load_database_roles(dsn, ["crm_reader", "crm_writer", "crm_root", "crm_nobody"])
+
+
+def test_database_roles_and_their_writes(database_roles: dict[str, object]) -> None:
+    from policies.schema import DatabaseRole
+
+    assert database_roles["crm_reader"] == DatabaseRole("crm_reader")
+    writer = database_roles["crm_writer"]
+    assert isinstance(writer, DatabaseRole) and writer.bypass_rls and not writer.superuser
+    assert set(writer.writes) == {
+        ("DELETE", "public.customers"),
+        ("UPDATE", "public.customers"),  # a column grant counts
+        ("TRUNCATE", "ops.tickets"),
+        ("USAGE", "ops.ticket_no"),  # nextval
+        ("CREATE", "ops"),
+    }
+    assert database_roles["crm_root"].superuser  # type: ignore[attr-defined]
+    assert not database_roles["crm_nobody"].exists  # type: ignore[attr-defined]
+
+
+def test_check_warns_about_database_roles(
+    dsn: str, database_roles: dict[str, object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Until a role names its database_role, it runs upstream as the service account.
+    assert main(["check", DEMO, "--schema", dsn]) == 0
+    out = capsys.readouterr().out
+    assert "role vendor has no database_role" in out and "role dba has no" not in out
+
+
+@pytest.mark.skipif(
+    "database_role" not in Role.__dataclass_fields__,
+    reason="Role.database_role comes with the PROXY branch of issue 9 (runs once merged)",
+)
+def test_check_warns_about_a_policy_database_role(
+    dsn: str, database_roles: dict[str, object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = Path(DEMO).read_text()
+    for statements, db_role in (("[select]", "crm_writer"), ("[select, update]", "crm_root")):
+        line = f"    statements: {statements}\n"
+        text = text.replace(line, f"{line}    database_role: {db_role}\n", 1)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(text)
+    assert main(["check", str(policy), "--schema", dsn]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "role vendor (statements: select) runs as database role crm_writer, which holds DELETE on "
+        "public.customers: revoke it"
+    ) in out
+    assert "role service_desk runs as database role crm_root, a superuser" in out
