@@ -156,10 +156,12 @@ class Judge:
         self.facts = facts
         self.default_schema = facts.default_schema
         # Classes the policy does not write: catalog columns (pg_stat_activity.query) and
-        # columns discovery found personal data in. They bind restricted roles only: a role with
-        # `all` is the DBA, who reads the catalogs and unclassified columns as they are.
-        self.restricted = not role.unrestricted_statements
+        # columns discovery found personal data in, and the filter on pg_stats. They bind every
+        # role whose results are masked at all; only an unrestricted one (`all`, every class
+        # clear, no detectors: the DBA) reads the catalogs and unclassified columns as they are.
+        self.restricted = not policy.unrestricted(role)
         extra = {*facts.catalog_classes.values(), *schema.discovered.values()} if self.restricted else set()
+        self.policy_role = role
         self.role = self._with_statistics_filter(role)
         # Whether anything this role receives is masked or scanned: then result framing the
         # proxy's maskers rely on (COPY's default text format) must not be changed.
@@ -410,6 +412,8 @@ class Judge:
                         d,
                         [view, *filtered],
                     )
+        if not self.policy_role.row_filters:
+            return None  # the statistics filter binds no table a write can reach through a view
         for t in sorted(d.written):
             found = self.schema.lookup(t)
             if found is not None and found.is_view:

@@ -206,10 +206,9 @@ def _role_of(policy: Any, user: str) -> str | None:
 
 def discovered_columns(policy: Any, role: str, schema: Schema) -> frozenset[str]:
     """`schema.table.column` of the columns whose class comes from discovery for this role: found
-    by sampling, not named by the policy, and the role is restricted (a role with `all` reads
-    unclassified columns as they are)."""
-    r = policy.roles.get(role)
-    if r is None or r.unrestricted_statements:
+    by sampling, not named by the policy, and the role is restricted (an unrestricted role, which
+    sees everything clear, reads unclassified columns as they are)."""
+    if policy.unrestricted(policy.roles.get(role)):
         return frozenset()
     default_schema = dialect_facts(schema.dialect or "postgres").default_schema
     return frozenset(
