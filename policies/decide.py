@@ -189,15 +189,6 @@ class Judge:
                 found = self.facts.catalog_class(t.schema, t.name, column.column)
         return found
 
-    def discovered(self, column: ColumnName) -> bool:
-        """Whether the column's class comes from discovery (for `maskgate explain`)."""
-        t = column.table
-        return (
-            self.restricted
-            and self.policy.classify(column, self.default_schema) is None
-            and (t.schema or "", t.name, column.column) in self.schema.discovered
-        )
-
     def action(self, column: ColumnName) -> str:
         return self.role.action_for(self.cls(column))
 
