@@ -15,6 +15,7 @@ detectors fire on. `python -m proxy.pg.catalog DSN` prints policies/sql/postgres
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -230,6 +231,11 @@ class SchemaLoader:
                 clock=self.clock,
                 tables=self._due(schema, seen, now),
             )
+        if run.skipped:
+            shown = ", ".join(run.skipped[:5]) + (
+                f" and {len(run.skipped) - 5} more" if len(run.skipped) > 5 else ""
+            )
+            print(f"maskgate: discovery in database {database!r} did not sample {shown}", file=sys.stderr)
         for key in run.sampled:
             seen[key] = _Sampled(
                 tuple(sampled_columns(schema.tables[key])),
@@ -353,6 +359,4 @@ def _clean_view(definition: str | None) -> str | None:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.stdout.write(builtin_functions_source(sys.argv[1]))

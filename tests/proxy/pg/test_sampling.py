@@ -125,3 +125,13 @@ def test_serve_loader_samples_new_tables_first_and_remembers_the_rest(
         assert orders[-1][0] == ("public", "accounts")  # its columns changed
     finally:
         crm.psql("ALTER TABLE accounts DROP COLUMN memo", "crm")
+
+
+def test_serve_loader_says_what_it_did_not_sample(
+    crm: EmbeddedPostgres, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dsn = crm.dsn("maskgate_svc", SVC, "crm")
+    schema = SchemaLoader(lambda database: dsn, deadline_s=0)("crm")
+    assert schema.discovered == {} and schema.tables
+    err = capsys.readouterr().err
+    assert "maskgate: discovery in database 'crm' did not sample public.accounts: deadline" in err
