@@ -457,9 +457,13 @@ class Judge:
         string functions, and those that expose other sessions' SQL or statistics values.
         Sleeping, sequence writes and advisory locks are refused whatever the allow-list says."""
         facts, role = self.facts, self.role
+        # An unqualified call sqlglot types the way it types a user-defined function's name may
+        # run that function (`SET search_path = public, pg_catalog` puts it before the catalog),
+        # even when the node renders as syntax (`now()` as CURRENT_TIMESTAMP).
+        shadowed = schema is None and type(node) in self.user_typed
         server = server_function_name(node, name, facts)
         if server is None:
-            if schema is None:
+            if schema is None and not shadowed:
                 return None
             server = name  # `pg_catalog.coalesce(…)` is a call, of a function the catalog lacks
         full = f"{schema}.{server}" if schema else server
@@ -489,7 +493,7 @@ class Judge:
             return None if refusal is None else ("function_denied", refusal)
         if schema and not facts.is_catalog_schema(schema):
             return "function_denied", f"user-defined function {full}() is not allowed for this role"
-        if self.schema.is_user_function(schema, server) or (schema is None and type(node) in self.user_typed):
+        if self.schema.is_user_function(schema, server) or shadowed:
             return "function_denied", f"user-defined function {full}() is not allowed for this role"
         if right is not None or self.functions is None:
             return None  # the right its effect needs is held; or the dialect has no volatility

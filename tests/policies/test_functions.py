@@ -221,11 +221,12 @@ def _live_like_schema() -> Schema:
     del volatility[("pg_catalog", "initcap")]  # a function this server does not have
     volatility[("public", "substr")] = "immutable"
     volatility[("public", "lookup_phone")] = "stable"
+    volatility[("public", "now")] = "volatile"
     return Schema(
         demo.database,
         demo.dialect,
         demo.tables,
-        frozenset({("public", "substr"), ("public", "lookup_phone")}),
+        frozenset({("public", "substr"), ("public", "lookup_phone"), ("public", "now")}),
         volatility,
     )
 
@@ -239,6 +240,10 @@ def test_a_loaded_schema_is_judged_by_its_own_catalog() -> None:
     d = engine.decide("vendor", "SELECT substr(name, 1) FROM customers")
     assert d.reason == "function_denied" and "user-defined" in d.message
     assert engine.decide("vendor", "SELECT lookup_phone(1)").reason == "function_denied"
+    # now() renders as CURRENT_TIMESTAMP, yet with `public` before pg_catalog it runs public.now
+    d = engine.decide("vendor", "SELECT now()", search_path=("public", "pg_catalog"))
+    assert d.reason == "function_denied" and "user-defined" in d.message
+    assert engine.decide("vendor", "SELECT pg_catalog.now()").allowed
     assert engine.decide("vendor", "SELECT lower(name) FROM customers").allowed
 
 
