@@ -403,6 +403,15 @@ _PG_HARMLESS_VOLATILE = frozenset(
         "pg_get_wait_events",
         "pg_partition_tree",
         "pg_partition_ancestors",
+        # WAL and replication positions (replication lag): where, never what
+        "pg_current_wal_lsn",
+        "pg_current_wal_insert_lsn",
+        "pg_current_wal_flush_lsn",
+        "pg_last_wal_receive_lsn",
+        "pg_last_wal_replay_lsn",
+        "pg_last_xact_replay_timestamp",
+        "pg_is_wal_replay_paused",
+        "pg_get_wal_replay_pause_state",
         # a sequence's position, as pg_dump reads it (the server checks SELECT on the sequence)
         "pg_get_sequence_data",
     }
