@@ -1,36 +1,126 @@
 """The pure decision: one described statement + one role → Allow or Block.
 
 Owns: the order and content of the rules in DESIGN.md §3 (statement kinds, functions, tables,
-classes, whole rows, predicates, flows) and the per-column masks of an allowed result. Pure: no
-parsing (policies/sql/describe.py describes), no rewriting (policies/rewrite.py), no cache.
+classes, whole rows, predicates, flows) and the per-column masks of an allowed result; for
+restricted roles also the classes the policy does not write itself (catalog columns the dialect
+facts classify, columns discovery found personal data in) and the row filter on the
+column-statistics view. Pure: no statement parsing (policies/sql/describe.py describes), no
+rewriting (policies/rewrite.py), no cache.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ErrorLevel
+from sqlglot.tokens import TokenType
 
 from policies.decision import Allow, Block, ColumnMask
-from policies.model import ACTION_STRENGTH, Policy, Role
+from policies.model import ACTION_STRENGTH, Policy, Role, RowFilter
 from policies.names import ColumnName, TableName
 from policies.schema import Schema
+from policies.sql import identifiers, nodes
 from policies.sql.analysis import Lineage, Use
 from policies.sql.describe import Described
 from policies.sql.dialects import DialectFacts
+from policies.sql.nodes import Statement
+
+# What the effect of a function in DialectFacts.function_rights is, by the right it needs.
+_EFFECTS = {
+    "update": "writes a sequence",
+    "admin": "takes a lock others wait on",
+}
+
+
+def server_function_name(node: exp.Func, name: str, facts: DialectFacts) -> str | None:
+    """The name the server looks a call up by, or None when the node is SQL syntax rather than a
+    call of a function the catalog lists (CASE, CAST, COALESCE, CURRENT_TIMESTAMP, operators).
+
+    `name` is the call's folded name (policies.sql.identifiers.function_name): the server's own
+    for the calls sqlglot leaves untyped. A typed node (SUBSTR parses as Substring, BTRIM as
+    Trim) is rendered in the dialect, and its leading call name read from the tokens.
+
+    >>> from policies.sql.dialects import POSTGRES
+    >>> node = sqlglot.parse_one("SELECT btrim(x)", read="postgres").selects[0]
+    >>> server_function_name(node, "trim", POSTGRES)
+    'btrim'
+    >>> node = sqlglot.parse_one("SELECT coalesce(a, b)", read="postgres").selects[0]
+    >>> server_function_name(node, "coalesce", POSTGRES) is None
+    True
+    """
+    if isinstance(node, exp.Anonymous):
+        this = node.this
+        quoted = isinstance(this, exp.Identifier) and this.quoted
+        return None if name in facts.syntax_calls and not quoted else name
+    try:
+        text = node.sql(dialect=facts.sqlglot, unsupported_level=ErrorLevel.IGNORE)
+        tokens = sqlglot.tokenize(text, read=facts.sqlglot)
+    except Exception:
+        return name  # judged by sqlglot's name, which the catalog then does not know: refused
+    if len(tokens) < 2 or tokens[1].token_type != TokenType.L_PAREN:
+        return None  # an operator, a keyword value (CURRENT_TIMESTAMP) or CASE
+    rendered = tokens[0].text.lower()
+    if not rendered[:1].isalpha() and rendered[:1] != "_":
+        return None  # a parenthesised expression, not a call
+    if rendered in facts.syntax_calls:
+        return None
+    return facts.function_aliases.get(rendered, rendered)
+
+
+@functools.cache
+def _typed_call(name: str, dialect: str) -> type[exp.Func] | None:
+    """The sqlglot node a call of `name` parses into, when sqlglot types it (None: Anonymous).
+    A user-defined function of that name may be what an unqualified call of the typed node runs."""
+    found: type[exp.Func] | None = None
+    quoted = exp.to_identifier(name).sql(dialect=dialect)
+    for args in ("", "NULL", "NULL, NULL", "NULL, NULL, NULL"):
+        try:
+            tree = sqlglot.parse_one(f"SELECT {quoted}({args})", read=dialect)
+        except Exception:
+            continue
+        node = tree.selects[0] if isinstance(tree, exp.Select) and tree.selects else None
+        if isinstance(node, exp.Func) and not isinstance(node, exp.Anonymous):
+            found = type(node)
+            break
+    return found
 
 
 class Judge:
-    """Applies one role's rules. Build one per (policy, role, schema, dialect)."""
+    """Applies one role's rules. Build one per (policy, role, schema, dialect).
+
+    `role` is the policy's role as the rules apply it: for restricted roles with the row filter
+    on the column-statistics view added (the rewrite must use this role, not the policy's)."""
 
     def __init__(self, policy: Policy, role: Role, schema: Schema, facts: DialectFacts) -> None:
         self.policy = policy
-        self.role = role
         self.schema = schema
         self.facts = facts
         self.default_schema = facts.default_schema
+        # Classes the policy does not write: catalog columns (pg_stat_activity.query) and
+        # columns discovery found personal data in, and the filter on pg_stats. They bind every
+        # role whose results are masked at all; only an unrestricted one (`all`, every class
+        # clear, no detectors: the DBA) reads the catalogs and unclassified columns as they are.
+        self.restricted = not policy.unrestricted(role)
+        extra = {*facts.catalog_classes.values(), *schema.discovered.values()} if self.restricted else set()
+        self.policy_role = role
+        self.role = self._with_statistics_filter(role)
         # Whether anything this role receives is masked or scanned: then result framing the
         # proxy's maskers rely on (COPY's default text format) must not be changed.
         self.masks_output = bool(role.detect) or any(
-            role.action_for(rule.cls) != "clear" for rule in policy.columns
+            role.action_for(c) != "clear" for c in [*(rule.cls for rule in policy.columns), *extra]
+        )
+        functions = schema.volatility
+        if functions is None and facts.builtin_functions is not None:
+            functions = facts.builtin_functions()
+        # (schema, name) -> volatility; None: the dialect has none (only the function lists apply).
+        self.functions = functions
+        # sqlglot node types an unqualified call of a user-defined function parses into.
+        self.user_typed = frozenset(
+            t for _, n in schema.functions if (t := _typed_call(n, facts.sqlglot)) is not None
         )
         # Restricted: anything but a role that may run anything and sees everything clear. Its
         # statements name every relation by the schema it was judged in (policies/rewrite.py).
@@ -39,7 +129,13 @@ class Judge:
     # --- helpers -------------------------------------------------------------------------------
 
     def cls(self, column: ColumnName) -> str | None:
-        return self.policy.classify(column, self.default_schema)
+        found = self.policy.classify(column, self.default_schema)
+        if found is None and self.restricted:
+            t = column.table
+            found = self.schema.discovered.get((t.schema or "", t.name, column.column))
+            if found is None:
+                found = self.facts.catalog_class(t.schema, t.name, column.column)
+        return found
 
     def action(self, column: ColumnName) -> str:
         return self.role.action_for(self.cls(column))
@@ -55,7 +151,55 @@ class Judge:
         return out
 
     def _opaque_classified(self, tables: Iterable[TableName]) -> list[TableName]:
-        return [t for t in tables if self.policy.table_has_classes(t, self.default_schema)]
+        return [
+            t
+            for t in tables
+            if self.policy.table_has_classes(t, self.default_schema)
+            or (self.restricted and self.facts.catalog_classified(t.schema, t.name))
+        ]
+
+    def _with_statistics_filter(self, role: Role) -> Role:
+        """`role` with a row filter on the column-statistics view (pg_stats) keeping only the rows
+        about columns this role may read in clear: its value lists (most_common_vals,
+        histogram_bounds, most_common_elems) hold the column's values. Rows of tables the role
+        may not read, of columns it sees masked, of materialised views and index expressions,
+        and of tables the schema does not know are left out; so are the catalogs' own rows."""
+        stats = self.facts.column_statistics
+        if stats is None or not self.restricted:
+            return role
+        stats_schema, stats_relation, keys = stats
+        whole: list[tuple[str, str]] = []
+        single: list[tuple[str, str, str]] = []
+        for (s, t), table in sorted(self.schema.tables.items()):
+            if self.facts.is_catalog_schema(s) or table.kind in ("view", "matview"):
+                # A materialised view's columns carry the classes of the columns it reads,
+                # which only lineage knows: its statistics rows are left out.
+                continue
+            name = TableName(self.schema.database, s, t)
+            if not role.table_allowed(name, self.default_schema):
+                continue
+            clear = [c for c in table.columns if role.action_for(self.cls(ColumnName(name, c))) == "clear"]
+            if clear and len(clear) == len(table.columns):
+                whole.append((s, t))
+            else:
+                single += [(s, t, c) for c in clear]
+
+        def member(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> exp.Expression:
+            return exp.In(
+                this=exp.Tuple(expressions=[exp.column(c) for c in columns]),
+                expressions=[exp.Tuple(expressions=[exp.Literal.string(v) for v in r]) for r in rows],
+            )
+
+        terms = []
+        if whole:
+            terms.append(member(keys[:2], whole))
+        if single:
+            terms.append(member(keys, single))
+        cond = exp.or_(*terms) if terms else exp.false()
+        sql = cond.sql(dialect=self.facts.sqlglot)
+        return replace(
+            role, row_filters=(*role.row_filters, RowFilter((stats_schema, stats_relation), sql, cond))
+        )
 
     def _block(self, reason: str, message: str, d: Described, tables=(), classes=()) -> Block:
         return Block(
@@ -89,26 +233,23 @@ class Judge:
                 f"{'/'.join(missing).upper()} statements are not allowed for this role",
                 d,
             )
-        # 2. functions
+        # 2. functions, wherever they are called: reads, a write's VALUES and SET, RETURNING,
+        # ON CONFLICT, a COPY's query, the statement inside EXPLAIN or PREPARE
         if not role.unrestricted_statements:
-            for read in d.all_reads():
-                for schema, name, node in read.functions:
-                    if name in self.facts.setting_functions:
-                        if d.setting_call:
-                            continue  # understood as a SET (policies/sql/describe.py), judged above
-                        return self._block(
-                            "function_denied",
-                            f"{name}() changes a setting inside a query, which the proxy cannot "
-                            f"follow; use SET, or SELECT {name}('<setting>', '<value>', false) alone",
-                            d,
-                            tables,
-                        )
-                    found = self._effect_refusal(name)
-                    if found:
-                        return self._block(*found, d, tables)
-                    refusal = self._function_refusal(schema, name, node)
-                    if refusal:
-                        return self._block("function_denied", refusal, d, tables)
+            for schema, name, node in self._calls(d):
+                if name in self.facts.setting_functions:
+                    if d.setting_call:
+                        continue  # understood as a SET (policies/sql/describe.py), judged above
+                    return self._block(
+                        "function_denied",
+                        f"{name}() changes a setting inside a query, which the proxy cannot "
+                        f"follow; use SET, or SELECT {name}('<setting>', '<value>', false) alone",
+                        d,
+                        tables,
+                    )
+                found = self._function_refusal(schema, name, node)
+                if found:
+                    return self._block(*found, d, tables)
         if d.copy_options and self.masks_output and not role.unrestricted_statements:
             return self._block(
                 "statement_not_allowed",
@@ -224,6 +365,8 @@ class Judge:
                         d,
                         [view, *filtered],
                     )
+        if not self.policy_role.row_filters:
+            return None  # the statistics filter binds no table a write can reach through a view
         for t in sorted(d.written):
             found = self.schema.lookup(t)
             if found is not None and found.is_view:
@@ -275,30 +418,91 @@ class Judge:
             out |= read.tables
         return out
 
-    def _effect_refusal(self, name: str) -> tuple[str, str] | None:
-        """Functions refused for what they do rather than what they read (checked before the
-        role's function allow-list): sleeping, writing sequences, taking advisory locks."""
-        if name in self.facts.timing_functions:
-            return "function_denied", f"function {name}() is not allowed: its timing is a side channel"
-        if name in self.facts.write_functions and not self.role.may("update"):
-            return "statement_not_allowed", f"{name}() writes a sequence: it needs statements: [update]"
-        if name in self.facts.lock_functions and not self.role.may("admin"):
-            return "statement_not_allowed", f"{name}() takes a lock others wait on: needs statements: [admin]"
-        return None
+    def _calls(self, d: Described) -> Iterator[tuple[str | None, str, exp.Func]]:
+        """Every function call of the statement's tree, as (schema or None, folded name, node)."""
+        if d.tree is None:
+            for read in d.all_reads():
+                yield from read.functions
+            return
+        pending: list[Statement] = [d.tree]
+        while pending:
+            part = pending.pop()
+            if isinstance(part, nodes.Node):
+                pending.extend(part.expressions())
+                continue
+            for node in part.find_all(exp.Func):
+                schema = None
+                if isinstance(node.parent, exp.Dot) and node.parent.expression is node:
+                    schema = node.parent.this.name if node.parent.this else None
+                yield schema, identifiers.function_name(node, self.facts), node
 
-    def _function_refusal(self, schema: str | None, name: str, node) -> str | None:
-        allowed = self.role.functions
-        full = f"{schema}.{name}" if schema else name
-        if name in allowed or full in allowed:
+    def _function_refusal(self, schema: str | None, name: str, node: exp.Func) -> tuple[str, str] | None:
+        """Restricted roles call functions by what they may do. Immutable and stable functions
+        (the catalog's volatility, the most volatile of the name's overloads) and a reviewed list
+        of harmless volatile ones pass; any other volatile function needs the statement right its
+        effect implies (`function_rights`, else `volatile_function_right`). A function the
+        catalog does not list is refused, and so are, unless the role allow-lists them: user-
+        defined functions (lineage cannot see into them), server file, network and SQL-in-a-
+        string functions, and those that expose other sessions' SQL or statistics values.
+        Sleeping, sequence writes and advisory locks are refused whatever the allow-list says."""
+        facts, role = self.facts, self.role
+        # An unqualified call sqlglot types the way it types a user-defined function's name may
+        # run that function (`SET search_path = public, pg_catalog` puts it before the catalog),
+        # even when the node renders as syntax (`now()` as CURRENT_TIMESTAMP).
+        shadowed = schema is None and type(node) in self.user_typed
+        server = server_function_name(node, name, facts)
+        if server is None:
+            if schema is None and not shadowed:
+                return None
+            server = name  # `pg_catalog.coalesce(…)` is a call, of a function the catalog lacks
+        full = f"{schema}.{server}" if schema else server
+        if server in facts.timing_functions:
+            return "function_denied", f"function {server}() is not allowed: its timing is a side channel"
+        right = facts.function_rights.get(server)
+        if right is not None and not role.may(right):
+            effect = _EFFECTS.get(right, "has an effect")
+            return "statement_not_allowed", f"{server}() {effect}: it needs statements: [{right}]"
+        allowed = role.functions
+        if server in allowed or name in allowed or full in allowed:
             return None
-        if name in self.facts.dangerous_functions:
+        if server in facts.dangerous_functions:
             return (
-                f"function {name}() is not allowed (server files, network, large objects or SQL in a string)"
+                "function_denied",
+                f"function {server}() is not allowed "
+                "(server files, network, large objects or SQL in a string)",
             )
-        if schema and schema not in self.facts.catalog_schemas:
-            return f"user-defined function {full}() is not allowed for this role"
-        if self.schema.is_user_function(schema, name):
-            return f"user-defined function {full}() is not allowed for this role"
+        if server in facts.exposing_functions:
+            return (
+                "function_denied",
+                f"function {server}() returns other sessions' SQL or statistics values; read "
+                "pg_stat_activity or pg_stats, which mask them",
+            )
+        if schema and not facts.is_catalog_schema(schema):
+            return "function_denied", f"user-defined function {full}() is not allowed for this role"
+        if self.schema.is_user_function(schema, server) or shadowed:
+            return "function_denied", f"user-defined function {full}() is not allowed for this role"
+        if right is not None or self.functions is None:
+            return None  # the right its effect needs is held; or the dialect has no volatility
+        where = schema or facts.implicit_catalog
+        volatility = self.functions.get((where, server)) if where else None
+        if volatility is None:
+            return (
+                "function_denied",
+                f"function {full}() is not in the database's catalog; maskgate does not know what it does",
+            )
+        if server in facts.effect_functions:
+            volatility = "volatile"
+        if (
+            volatility == "volatile"
+            and server not in facts.harmless_volatile_functions
+            and not role.may(facts.volatile_function_right)
+        ):
+            need = facts.volatile_function_right
+            return (
+                "statement_not_allowed",
+                f"function {server}() is volatile (it may change data, the server or other sessions): "
+                f"it needs statements: [{need}]",
+            )
         return None
 
     def _predicates(self, uses: list[Use]) -> tuple[str, list[str]] | None:

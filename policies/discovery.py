@@ -7,7 +7,8 @@ them from a live database); nothing here opens a connection.
 
 Policies are incomplete in real life: a `remark` column nobody classified holds phone numbers, and
 `reverse(remark)` defeats every detector. A finding lets the proxy treat such a column as
-classified for restricted roles until the policy names it.
+classified for restricted roles until the policy names it (`Schema.discovered`; `pending` counts
+the ones the policy has not named yet).
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from dataclasses import dataclass
 
 from masking.classes import FREE_TEXT
 from masking.detectors import DETECTABLE, detect_in
+from policies.model import Policy
+from policies.names import ColumnName, TableName
+from policies.schema import Schema
+from policies.sql.dialects import dialect_facts
 
 # A class is reported for a column when it fires in at least this share of the sampled values,
 # and in at least MIN_HITS of them (one hit in a sample can be a coincidence of digits).
@@ -109,3 +114,15 @@ def unclassified(
 ) -> list[Finding]:
     """Findings for columns the policy does not classify yet (keys: schema, table, column)."""
     return [f for f in findings if (f.schema, f.table, f.column) not in classified]
+
+
+def pending(policy: Policy, schemas: Iterable[Schema]) -> dict[str, int]:
+    """Per class, how many discovered columns of `schemas` the policy does not classify yet
+    (those it names take the policy's class)."""
+    counts: dict[str, int] = {}
+    for schema in schemas:
+        default_schema = dialect_facts(schema.dialect or "postgres").default_schema
+        for (s, t, c), cls in schema.discovered.items():
+            if policy.classify(ColumnName(TableName(schema.database, s, t), c), default_schema) is None:
+                counts[cls] = counts.get(cls, 0) + 1
+    return counts

@@ -234,8 +234,8 @@ class Engine:
             sql = None
             if tree is not None:
                 d = Described(single.kind, tree=tree, limit_rows=single.limit_rows)
-                restricted = self._judge(role, facts).restricted
-                sql = rewrite(d, role, single.analyzer, decision.row_limit, restricted)
+                judge = self._judge(role, facts)
+                sql = rewrite(d, judge.role, single.analyzer, decision.row_limit, judge.restricted)
             template = template_of(sql, shape, slots, self._sentinels) if sql is not None else None
             if (
                 template is None
@@ -318,7 +318,7 @@ class Engine:
                     return verdict
                 if single is not None and len(statements) == 1 and isinstance(d.tree, exp.Expression):
                     single.append(_Single(d.kind, d.limit_rows, analyzer, d.literal_values))
-                new_sql = rewrite(d, role, analyzer, verdict.row_limit, judge.restricted)
+                new_sql = rewrite(d, judge.role, analyzer, verdict.row_limit, judge.restricted)
                 if new_sql is not None:
                     verdict = _with(verdict, rewritten_sql=new_sql)
                 parts.append(verdict)

@@ -150,6 +150,14 @@ class Policy:
         self._class_cache[key] = found
         return found
 
+    def unrestricted(self, role: Role | None) -> bool:
+        """Whether `role` may run anything, sees every class the policy writes clear and scans
+        nothing: its results need no masking at all. Every other role is restricted, and the
+        classes the policy does not write itself (catalog columns, discovered columns) bind it."""
+        if role is None or not role.unrestricted_statements or role.detect:
+            return False
+        return all(role.action_for(rule.cls) == "clear" for rule in self.columns)
+
     def table_has_classes(self, table: TableName, default_schema: str | None) -> bool:
         """Whether any column rule could apply to a column of `table` (for tables the schema lacks)."""
         return any(table_matches(rule.pattern[:-1], table, default_schema) for rule in self.columns)

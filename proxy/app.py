@@ -42,7 +42,7 @@ def schema_loaders(config: Config) -> tuple[dict[str, SchemaLoader], dict[str, s
     defaults: dict[str, str] = {}
     if config.postgres is not None:
         pg = config.postgres.upstream
-        loaders["postgres"] = lambda database: catalog.load_schema(pg.dsn(database))
+        loaders["postgres"] = catalog.SchemaLoader(pg.dsn, discover=config.discover)
         defaults["postgres"] = pg.database
     return loaders, defaults
 

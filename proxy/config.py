@@ -80,6 +80,9 @@ class Config:
     idle_timeout_s: float = 0.0
     auth_timeout_s: float = 30.0
     max_message_bytes: int = 64 * 1024 * 1024
+    # Sample column values when a schema loads; columns holding personal data that the policy
+    # does not classify are then classified for restricted roles (docs/config.md).
+    discover: bool = True
 
 
 _TOP_KEYS = {
@@ -96,6 +99,7 @@ _TOP_KEYS = {
     "idle_timeout_s",
     "auth_timeout_s",
     "max_message_bytes",
+    "discover",
 }
 _LISTENER_KEYS = {"listen", "upstream", "tls"}
 _DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "http": 80, "https": 443}
@@ -238,6 +242,7 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
             idle_timeout_s=float(raw.get("idle_timeout_s", 0.0)),
             auth_timeout_s=float(raw.get("auth_timeout_s", 30.0)),
             max_message_bytes=int(raw.get("max_message_bytes", 64 * 1024 * 1024)),
+            discover=_flag(raw.get("discover", True), "discover"),
         )
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc

@@ -346,8 +346,8 @@ class Analyzer:
             if table.meta.get(CTE_REF):
                 continue
             name = self.resolve_table(table)
-            if not self.is_catalog(name):
-                return None
+            if not self.is_catalog(name) or self.facts.catalog_classified(name.schema, name.name):
+                return None  # a catalog column the facts classify (pg_stat_activity.query) needs lineage
             result.tables.add(name)
         if not result.tables:
             return None
@@ -724,7 +724,7 @@ class _QueryWalk:
                 i = self._visible_index(column, [o.name for o in outs], renamed)
                 return outs[i] if i is not None else None
             if t is None:
-                if self.a.is_catalog(table):
+                if self.a.is_catalog(table) and not self.a.facts.catalog_classified(table.schema, table.name):
                     return Lineage(column, frozenset(), False)
                 if renamed:
                     # `unknown AS x(a, b)`: which column `a` is cannot be known.

@@ -2,16 +2,21 @@
 
 Owns: default and catalog schemas, how identifiers fold, session settings (the ones that change
 how SQL text is read, the client-encoding allow-list, identity settings, the settings a restricted
-role may change and the catalog relation that lists them) and the server functions that matter per
-dialect; plus the two questions the proxy asks about a session (`unsafe_setting`,
-`search_path_from_setting`). Everything else in policies/ is dialect-neutral and looks facts up
-here, so MySQL goes through the same path as PostgreSQL. Must not parse statements (policies/sql/
-parser.py does) nor judge roles; it uses sqlglot only for its dialect's identifier-folding rule.
+role may change and the catalog relation that lists them), the server functions that matter per
+dialect (what their effects need, which volatile ones are harmless, which expose other sessions'
+SQL, how sqlglot's names for them map to the server's, and the built-in functions' volatility for
+schemas saved without it), and the catalog relations that hold personal data (the columns they
+classify, the statistics view whose rows are filtered); plus the two questions the proxy asks
+about a session (`unsafe_setting`, `search_path_from_setting`). Everything else in policies/ is
+dialect-neutral and looks facts up here, so MySQL goes through the same path as PostgreSQL. Must
+not parse statements (policies/sql/parser.py does) nor judge roles; it uses sqlglot only for its
+dialect's identifier-folding rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -48,8 +53,8 @@ class DialectFacts:
     # that name.
     implicit_catalog_prefix: str | None
     implicit_catalog: str | None
-    # Catalog relations that hold user data or other sessions' SQL text: reading them would
-    # launder classified values (pg_stats.most_common_vals holds real phone numbers).
+    # Catalog relations restricted roles may not read at all: passwords, large objects, extended
+    # statistics (their value lists span columns), the session's own prepared statements.
     sensitive_catalog_tables: frozenset[str]
     # Server-side file, network, large-object, notification and SQL-in-a-string functions.
     dangerous_functions: frozenset[str]
@@ -61,10 +66,38 @@ class DialectFacts:
     set_returning_functions: frozenset[str] = frozenset()
     # Functions whose only effect is to make the statement take longer (a timing channel).
     timing_functions: frozenset[str] = frozenset()
-    # Functions that write (sequences): they need statements: [update] (or all).
-    write_functions: frozenset[str] = frozenset()
-    # Functions that take session or transaction locks others wait on: statements: [admin] (or all).
-    lock_functions: frozenset[str] = frozenset()
+    # The statement right a function's effect needs, for functions whose effect has a narrower
+    # right than `volatile_function_right` (sequence writers need `update`) or that must keep
+    # needing it whatever the role's allow-list says (advisory locks need `admin`).
+    function_rights: Mapping[str, str] = field(default_factory=dict)
+    # What any other volatile function needs: it may change data, the server or other sessions.
+    volatile_function_right: str = "admin"
+    # Volatile functions restricted roles may call anyway. Reviewed one by one: each only reads
+    # the session's own state or the server's, or returns randomness (see _PG_HARMLESS_VOLATILE).
+    harmless_volatile_functions: frozenset[str] = frozenset()
+    # Functions the catalog marks immutable or stable that have an effect all the same.
+    effect_functions: frozenset[str] = frozenset()
+    # Functions that return other sessions' SQL or values kept in column statistics: restricted
+    # roles read them through the catalog relations below, whose columns are classified.
+    exposing_functions: frozenset[str] = frozenset()
+    # The built-in functions' volatility ((schema, name) -> immutable | stable | volatile), for
+    # schemas saved without function data. None: the dialect has no volatility (MySQL), and only
+    # the lists above apply.
+    builtin_functions: Callable[[], Mapping[tuple[str, str], str]] | None = None
+    # sqlglot types many functions (SUBSTR becomes Substring) and renders them back in the
+    # dialect; the rendered names the server spells otherwise, and the rendered call forms that
+    # are SQL syntax rather than a function the catalog lists (CAST, COALESCE, ARRAY(…)).
+    function_aliases: Mapping[str, str] = field(default_factory=dict)
+    syntax_calls: frozenset[str] = frozenset()
+    # Catalog relations whose columns the schema loader reads (so lineage reaches them).
+    catalog_relations: tuple[tuple[str, str], ...] = ()
+    # Classes of catalog columns, for restricted roles: (schema, relation, column) -> class. A
+    # schema of None matches the relation in any schema (an extension's view, installed where
+    # the DBA chose).
+    catalog_classes: Mapping[tuple[str | None, str, str], str] = field(default_factory=dict)
+    # The column-statistics view (schema, relation, its (schema, table, column) key columns):
+    # its rows about columns a role may not read in clear are filtered out for that role.
+    column_statistics: tuple[str, str, tuple[str, str, str]] | None = None
     # Aggregates that gather the rows they read into one value (an array, a string, a JSON or XML
     # document, a multirange): one result row can then carry any number of records, which a
     # role's max_rows would not bound. Names as written, plus sqlglot's canonical ones.
@@ -200,6 +233,17 @@ class DialectFacts:
     def is_sensitive_catalog(self, schema: str, name: str) -> bool:
         key = f"{schema}.{name}"
         return (key.lower() if self.case_insensitive_catalog else key) in self.sensitive_catalog_tables
+
+    def catalog_class(self, schema: str | None, relation: str, column: str) -> str | None:
+        """The class a catalog column carries for restricted roles (pg_stat_activity.query)."""
+        if not self.catalog_classes:
+            return None
+        found = self.catalog_classes.get((schema, relation, column))
+        return found if found is not None else self.catalog_classes.get((None, relation, column))
+
+    def catalog_classified(self, schema: str | None, relation: str) -> bool:
+        """Whether the facts classify any column of that relation."""
+        return any(r == relation and s in (None, schema) for s, r, _ in self.catalog_classes)
 
     # --- session settings ---------------------------------------------------------------------
 
@@ -396,6 +440,119 @@ _PG_DANGEROUS = frozenset(
     }
 )
 
+# Volatile functions a restricted role may call: none writes, locks, waits or acts on the server
+# or on another session, and none returns data beyond the session's own or the server's state.
+_PG_HARMLESS_VOLATILE = frozenset(
+    {
+        # randomness and the clock: values that depend on nothing stored
+        "random",
+        "random_normal",
+        "gen_random_uuid",
+        "uuidv4",
+        "uuidv7",
+        "clock_timestamp",
+        "timeofday",
+        # this session's own sequence values (what its own nextval() returned)
+        "currval",
+        "lastval",
+        # sizes on disk (psql's \d+ and \l+, GUI tools): how big, never what is inside
+        "pg_relation_size",
+        "pg_table_size",
+        "pg_indexes_size",
+        "pg_total_relation_size",
+        "pg_database_size",
+        "pg_tablespace_size",
+        # server and lock state a maintenance engineer reads: recovery, JIT, who blocks whom
+        "pg_is_in_recovery",
+        "pg_jit_available",
+        "pg_blocking_pids",
+        "pg_safe_snapshot_blocking_pids",
+        "pg_notification_queue_usage",
+        "pg_get_wait_events",
+        "pg_partition_tree",
+        "pg_partition_ancestors",
+        # WAL and replication positions (replication lag): where, never what
+        "pg_current_wal_lsn",
+        "pg_current_wal_insert_lsn",
+        "pg_current_wal_flush_lsn",
+        "pg_last_wal_receive_lsn",
+        "pg_last_wal_replay_lsn",
+        "pg_last_xact_replay_timestamp",
+        "pg_is_wal_replay_paused",
+        "pg_get_wal_replay_pause_state",
+        # a sequence's position, as pg_dump reads it (the server checks SELECT on the sequence)
+        "pg_get_sequence_data",
+    }
+)
+
+# Other sessions' SQL (pg_stat_activity's query, read through the view, is classified free_text)
+# and values kept in statistics (pg_stats is row-filtered per role); the session's own prepared
+# statements and cursors (their catalog views are refused too).
+_PG_EXPOSING = frozenset(
+    {
+        "pg_stat_get_activity",
+        "pg_stat_get_backend_activity",
+        "pg_stat_statements",
+        "pg_mcv_list_items",
+        "pg_prepared_statement",
+        "pg_cursor",
+    }
+)
+
+# Renderings sqlglot gives PostgreSQL functions it types that differ from the catalog's names,
+# and call forms of SQL syntax (not in pg_proc): the test in tests/policies/test_functions.py
+# checks every pg_catalog name against these.
+_PG_FUNCTION_ALIASES = MappingProxyType({"trim": "btrim", "hex": "to_hex"})
+_PG_SYNTAX_CALLS = frozenset(
+    {
+        "cast",
+        "try_cast",
+        "coalesce",
+        "nullif",
+        "greatest",
+        "least",
+        "exists",
+        "all",  # x <> ALL (array): a comparison with every element, not a function
+        "any",
+        "some",
+        "array",
+        "row",
+        "grouping",
+        "xmlelement",
+        "xmlforest",
+        "xmlconcat",
+        "xmlpi",
+        "xmlroot",
+        "xmlparse",
+        "xmlserialize",
+        "json",
+        "json_array",
+        "json_arrayagg",
+        "json_objectagg",
+        "json_scalar",
+        "json_serialize",
+        "json_query",
+        "json_value",
+        "json_exists",
+        "current_time",
+    }
+)
+
+
+@functools.cache
+def _postgres_builtins() -> Mapping[tuple[str, str], str]:
+    from policies.sql.postgres_functions import FUNCTIONS
+
+    return MappingProxyType(
+        {
+            (schema, name): volatility
+            for schema, by in FUNCTIONS.items()
+            for volatility, names in by.items()
+            for name in names.split()
+        }
+    )
+
+
 # The functions a role with `masked_predicates: deny` may apply to a value of a non-clear class
 # (directly or through other such functions). Each one is *total* (it cannot raise an error
 # whose occurrence or text depends on the value, so errors are no oracle), keeps the row count
@@ -555,13 +712,10 @@ POSTGRES = DialectFacts(
     system_columns=frozenset({"ctid", "xmin", "xmax", "cmin", "cmax", "tableoid"}),
     sensitive_catalog_tables=frozenset(
         {
-            "pg_catalog.pg_stats",
             "pg_catalog.pg_stats_ext",
             "pg_catalog.pg_stats_ext_exprs",
             "pg_catalog.pg_statistic",
             "pg_catalog.pg_statistic_ext_data",
-            "pg_catalog.pg_stat_activity",
-            "pg_catalog.pg_stat_statements",
             "pg_catalog.pg_authid",
             "pg_catalog.pg_shadow",
             "pg_catalog.pg_user_mapping",
@@ -577,20 +731,45 @@ POSTGRES = DialectFacts(
     set_returning_functions=_PG_SET_RETURNING,
     timing_functions=frozenset({"pg_sleep", "pg_sleep_for", "pg_sleep_until"}),
     collecting_functions=_PG_COLLECTING,
-    # currval() and lastval() only read back what this session's own nextval() returned.
-    write_functions=frozenset({"nextval", "setval"}),
-    lock_functions=frozenset(
+    function_rights=MappingProxyType(
         {
-            "pg_advisory_lock",
-            "pg_advisory_lock_shared",
-            "pg_advisory_xact_lock",
-            "pg_advisory_xact_lock_shared",
-            "pg_try_advisory_lock",
-            "pg_try_advisory_lock_shared",
-            "pg_try_advisory_xact_lock",
-            "pg_try_advisory_xact_lock_shared",
+            # sequence writers: a write of the sequence, as UPDATE of a row would be
+            "nextval": "update",
+            "setval": "update",
+            # locks other sessions wait on
+            **dict.fromkeys(
+                (
+                    "pg_advisory_lock",
+                    "pg_advisory_lock_shared",
+                    "pg_advisory_xact_lock",
+                    "pg_advisory_xact_lock_shared",
+                    "pg_try_advisory_lock",
+                    "pg_try_advisory_lock_shared",
+                    "pg_try_advisory_xact_lock",
+                    "pg_try_advisory_xact_lock_shared",
+                ),
+                "admin",
+            ),
         }
     ),
+    volatile_function_right="admin",
+    harmless_volatile_functions=_PG_HARMLESS_VOLATILE,
+    # Marked stable, yet each assigns the session a transaction id (a write to the commit log).
+    effect_functions=frozenset({"txid_current", "pg_current_xact_id"}),
+    exposing_functions=_PG_EXPOSING,
+    builtin_functions=_postgres_builtins,
+    function_aliases=_PG_FUNCTION_ALIASES,
+    syntax_calls=_PG_SYNTAX_CALLS,
+    catalog_relations=(("pg_catalog", "pg_stat_activity"), ("pg_catalog", "pg_stats")),
+    catalog_classes=MappingProxyType(
+        {
+            # other sessions' SQL, with the customer numbers their literals hold
+            ("pg_catalog", "pg_stat_activity", "query"): "free_text",
+            # the pg_stat_statements extension's view, in the schema it was installed in
+            (None, "pg_stat_statements", "query"): "free_text",
+        }
+    ),
+    column_statistics=("pg_catalog", "pg_stats", ("schemaname", "tablename", "attname")),
     client_encodings=frozenset({"utf8", "unicode"}),
     lexical_settings=MappingProxyType(
         {
@@ -636,8 +815,7 @@ MYSQL = DialectFacts(
     set_returning_functions=frozenset(),
     timing_functions=frozenset({"sleep", "benchmark"}),
     collecting_functions=frozenset({"group_concat", "json_arrayagg", "json_objectagg", "j_s_o_n_object_agg"}),
-    write_functions=frozenset(),
-    lock_functions=frozenset({"get_lock"}),
+    function_rights=MappingProxyType({"get_lock": "admin"}),
     client_encodings=frozenset({"utf8", "utf8mb4", "utf8mb3"}),
     lexical_settings=MappingProxyType(
         {

@@ -18,6 +18,7 @@ from policies.checks import row_filter_errors
 from policies.decision import Block, Decision
 from policies.names import ColumnName, TableName, column_matches, has_glob
 from policies.passwords import scram_verifier
+from policies.schema import DatabaseRole
 from policies.sql.analysis import AnalysisError, Analyzer
 from policies.sql.dialects import dialect_facts
 from proxy.pg import catalog
@@ -61,14 +62,15 @@ def _load(path: str) -> Any:
         return None
 
 
-def load_schema(source: str | Path | None) -> Schema:
+def load_schema(source: str | Path | None, discover: bool = True) -> Schema:
     """The schema `--schema` names: a live database (its DSN) through its protocol's catalog
-    loader, else a saved JSON file; none gives an empty schema."""
+    loader, sampled for personal data in unclassified columns as `serve` does (unless
+    `discover` is off), else a saved JSON file; none gives an empty schema."""
     if not source:
         return Schema()
     text = str(source)
     if catalog.is_dsn(text):
-        return catalog.load_schema(text)
+        return catalog.load_discovered(text) if discover else catalog.load_schema(text)
     return Schema.load(text)
 
 
@@ -79,11 +81,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     warnings: list[str] = []
     if args.schema:
         try:
-            schema = load_schema(args.schema)
+            schema = load_schema(args.schema, discover=False)
         except Exception as e:
             print(f"cannot load schema {args.schema}: {e}", file=sys.stderr)
             return 1
         warnings = schema_warnings(policy, schema)
+        if catalog.is_dsn(str(args.schema)):
+            runs_as = database_roles(policy)
+            try:
+                rights = catalog.load_database_roles(args.schema, sorted(set(runs_as.values()) - {None}))
+            except Exception as e:
+                print(f"cannot read database roles from {args.schema}: {e}", file=sys.stderr)
+                return 1
+            warnings += role_warnings(policy, runs_as, rights)
         errors = row_filter_errors(policy, schema)
         if errors:
             for e in errors:
@@ -131,6 +141,68 @@ def schema_warnings(policy: Any, schema: Schema) -> list[str]:
     return out
 
 
+# The statement kind each database privilege lets a role use by itself (TRUNCATE and CREATE are
+# `ddl` in a policy's `statements`; nextval/setval on a sequence need `update`).
+PRIVILEGE_KINDS = {
+    "INSERT": "insert",
+    "UPDATE": "update",
+    "DELETE": "delete",
+    "TRUNCATE": "ddl",
+    "USAGE": "update",
+    "CREATE": "ddl",
+}
+
+
+def database_roles(policy: Any) -> dict[str, str | None]:
+    """The database role each restricted role of the policy runs as upstream (None: the service
+    account). A role with `all` may do anything anyway and is left out."""
+    return {
+        name: getattr(role, "database_role", None)
+        for name, role in sorted(policy.roles.items())
+        if not role.unrestricted_statements
+    }
+
+
+def role_warnings(policy: Any, runs_as: dict[str, str | None], rights: dict[str, DatabaseRole]) -> list[str]:
+    """Defence in depth: the database should refuse what a restricted role may not do even when
+    the proxy is fooled. Warns when such a role runs as the service account, as a superuser, as a
+    role that bypasses row-level security, or as a role holding writes its `statements` do not
+    allow."""
+    out: list[str] = []
+    for name, db_role in runs_as.items():
+        role = policy.roles[name]
+        if db_role is None:
+            out.append(
+                f"role {name} has no database_role: its statements run upstream as the service "
+                "account, so the database refuses nothing the proxy lets through"
+            )
+            continue
+        r = rights.get(db_role)
+        if r is None or not r.exists:
+            out.append(f"role {name} runs as database role {db_role}, which does not exist")
+            continue
+        if r.superuser:
+            out.append(
+                f"role {name} runs as database role {db_role}, a superuser: the database refuses "
+                "it nothing; use a role with only the grants its statements need"
+            )
+            continue
+        if r.bypass_rls:
+            out.append(f"role {name} runs as database role {db_role}, which bypasses row-level security")
+        extra: dict[str, list[str]] = {}
+        for priv, obj in r.writes:
+            kind = PRIVILEGE_KINDS.get(priv, "all")
+            if not role.may(kind):
+                extra.setdefault(priv, []).append(obj)
+        for priv, objects in sorted(extra.items()):
+            shown = ", ".join(objects[:5]) + (f" and {len(objects) - 5} more" if len(objects) > 5 else "")
+            out.append(
+                f"role {name} (statements: {', '.join(sorted(role.statements))}) runs as database "
+                f"role {db_role}, which holds {priv} on {shown}: revoke it"
+            )
+    return out
+
+
 def _role_of(policy: Any, user: str) -> str | None:
     u = policy.users.get(user)
     if u is not None:
@@ -138,7 +210,21 @@ def _role_of(policy: Any, user: str) -> str | None:
     return user if user in policy.roles else None
 
 
-def decision_json(decision: Decision) -> dict[str, Any]:
+def discovered_columns(policy: Any, role: str, schema: Schema) -> frozenset[str]:
+    """`schema.table.column` of the columns whose class comes from discovery for this role: found
+    by sampling, not named by the policy, and the role is restricted (an unrestricted role, which
+    sees everything clear, reads unclassified columns as they are)."""
+    if policy.unrestricted(policy.roles.get(role)):
+        return frozenset()
+    default_schema = dialect_facts(schema.dialect or "postgres").default_schema
+    return frozenset(
+        f"{s}.{t}.{c}"
+        for (s, t, c) in schema.discovered
+        if policy.classify(ColumnName(TableName(schema.database, s, t), c), default_schema) is None
+    )
+
+
+def decision_json(decision: Decision, discovered: frozenset[str] = frozenset()) -> dict[str, Any]:
     if isinstance(decision, Block):
         return {
             "decision": "block",
@@ -164,6 +250,7 @@ def decision_json(decision: Decision) -> dict[str, Any]:
                 "action": c.action,
                 "sources": list(c.sources),
                 "derived": c.derived,
+                "discovered": bool(discovered.intersection(c.sources)),
             }
             for c in decision.columns or (parts[-1].columns if len(parts) > 1 else ())
         ],
@@ -178,11 +265,11 @@ def decision_json(decision: Decision) -> dict[str, Any]:
     if decision.schema_changed:
         doc["schema_changed"] = True
     if len(parts) > 1:
-        doc["statements"] = [decision_json(p) for p in parts]
+        doc["statements"] = [decision_json(p, discovered) for p in parts]
     return doc
 
 
-def decision_table(decision: Decision) -> str:
+def decision_table(decision: Decision, discovered: frozenset[str] = frozenset()) -> str:
     if isinstance(decision, Block):
         return f"decision: block ({decision.reason})\nmessage:  {decision.message}\n"
     lines = [f"decision: allow ({decision.kind})", f"max_rows: {decision.row_limit or 'unlimited'}"]
@@ -193,7 +280,8 @@ def decision_table(decision: Decision) -> str:
             src = ", ".join(c.sources) or "-"
             if c.derived and c.sources:
                 src = f"f({src})"
-            cls = f" [{c.cls}]" if c.cls else ""
+            found = ", discovered" if discovered.intersection(c.sources) else ""
+            cls = f" [{c.cls}{found}]" if c.cls else ""
             lines.append(f"col {c.index + 1} {c.name} ← {src}{cls} → {c.action}")
     return "\n".join(lines) + "\n"
 
@@ -213,10 +301,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         return 1
     engine = Engine(policy, schema)
     decision = engine.decide(role, args.sql, dialect=args.dialect, database=args.database)
+    discovered = discovered_columns(policy, role, schema)
     if args.format == "table":
-        sys.stdout.write(decision_table(decision))
+        sys.stdout.write(decision_table(decision, discovered))
     else:
-        print(json.dumps(decision_json(decision), indent=2, ensure_ascii=False))
+        print(json.dumps(decision_json(decision, discovered), indent=2, ensure_ascii=False))
     return 0
 
 

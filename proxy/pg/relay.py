@@ -721,7 +721,7 @@ class Relay:
         if self.upstream_phase in _CONSUMING:
             return False
         if mtype == b"T":
-            res = run.result = Result.of(part(run.allow, run.part))
+            res = run.result = self._part_result(run)
             res.planned = True
             if not self.restricted:
                 return True
@@ -734,7 +734,7 @@ class Relay:
                 return False
             return True
         if mtype in (b"C", b"I"):
-            res = run.result or Result.of(part(run.allow, run.part))
+            res = run.result or self._part_result(run)
             run.result = None
             run.part += 1
             run.rows += res.rows.sent
@@ -757,7 +757,7 @@ class Relay:
                 return False
             return True
         if run.result is None:  # COPY TO STDOUT
-            run.result = Result.of(part(run.allow, run.part))
+            run.result = self._part_result(run)
         return self._on_copy(mtype, body, run.result)
 
     def _on_copy(self, mtype: bytes, body: memoryview, res: Result) -> bool:
@@ -799,6 +799,17 @@ class Relay:
 
     # -- results, plans and what errors may say
 
+    def _part_result(self, run: QueryRun) -> Result:
+        """The result for the Query's next part. A restricted session refuses a result beyond
+        the statements decided: the server read more statements than maskgate did, and what the
+        extra one returns has no decision to mask it by."""
+        res = Result.of(part(run.allow, run.part))
+        if self.restricted and run.part >= len(run.allow.parts()):
+            res.refuse(
+                errors.insufficient_privilege("the database returned a result maskgate did not decide")
+            )
+        return res
+
     def _current_result(self, head: Expected[Item] | None) -> Result | None:
         """The result DataRows at the head of the queue belong to, if any."""
         if head is None or head.answer is Answer.SIMULATE:
@@ -812,7 +823,7 @@ class Relay:
                 swallow.refuse(errors.protocol_violation())
                 return swallow
             if run.result is None:
-                run.result = Result.of(part(run.allow, run.part))
+                run.result = self._part_result(run)
             return run.result
         return None
 

@@ -9,7 +9,7 @@ Values are handed to the judge and never kept, logged or printed.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ class SampleRun:
     findings: tuple[Finding, ...]
     tables: int  # tables sampled
     skipped: tuple[str, ...]  # tables not sampled (timeout, error, deadline), with the reason
+    sampled: tuple[tuple[str, str], ...] = ()  # (schema, table) of the tables sampled, in order
 
 
 def _quote(name: str) -> str:
@@ -50,13 +51,21 @@ def _sample_sql(table: Table, columns: list[str], rows: int, estimate: float) ->
     return f"SELECT {cols} FROM {source} LIMIT {int(rows)}"
 
 
-def _tables(schema: Schema) -> Iterator[tuple[Table, list[str]]]:
-    for (_, _), t in sorted(schema.tables.items()):
-        if t.kind not in ("table", "matview"):
-            continue  # views read their tables, which are sampled themselves
-        types = t.types or ("text",) * len(t.columns)
-        cols = [c for c, ty in zip(t.columns, types, strict=False) if sampled_type(ty)]
-        if cols:
+def sampled_columns(table: Table) -> list[str]:
+    """The columns of `table` that sampling reads (none for views: they read their tables, which
+    are sampled themselves)."""
+    if table.kind not in ("table", "matview"):
+        return []
+    types = table.types or ("text",) * len(table.columns)
+    return [c for c, ty in zip(table.columns, types, strict=False) if sampled_type(ty)]
+
+
+def _tables(schema: Schema, order: Sequence[tuple[str, str]] | None) -> Iterator[tuple[Table, list[str]]]:
+    keys = sorted(schema.tables) if order is None else order
+    for key in keys:
+        t = schema.tables.get(key)
+        cols = sampled_columns(t) if t is not None else []
+        if t is not None and cols:
             yield t, cols
 
 
@@ -68,16 +77,19 @@ def sample(
     table_timeout_s: float = 5.0,
     deadline_s: float = 60.0,
     clock: Any = time.monotonic,
+    tables: Sequence[tuple[str, str]] | None = None,
 ) -> SampleRun:
-    """Sample every table of `schema` through the psycopg connection `conn` and judge each
-    sampled column. Reads only; an error on one table skips that table."""
+    """Sample every table of `schema` (or the (schema, table) pairs of `tables`, in that order)
+    through the psycopg connection `conn` and judge each sampled column. Reads only; an error on
+    one table skips that table. `conn` must be in autocommit mode: each table is read in a
+    read-only transaction of its own."""
     import psycopg
 
     end = clock() + deadline_s
     findings: list[Finding] = []
     skipped: list[str] = []
-    done = 0
-    for table, cols in _tables(schema):
+    done: list[tuple[str, str]] = []
+    for table, cols in _tables(schema, tables):
         name = f"{table.schema}.{table.name}"
         if clock() >= end:
             skipped.append(f"{name}: deadline")
@@ -96,9 +108,9 @@ def sample(
         except psycopg.Error as e:
             skipped.append(f"{name}: {type(e).__name__}")
             continue
-        done += 1
+        done.append((table.schema, table.name))
         for i, col in enumerate(cols):
             f = judge_column(table.schema, table.name, col, (r[i] for r in data))
             if f is not None:
                 findings.append(f)
-    return SampleRun(tuple(findings), done, tuple(skipped))
+    return SampleRun(tuple(findings), len(done), tuple(skipped), tuple(done))

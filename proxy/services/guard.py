@@ -1,7 +1,8 @@
 """The Gate implementation: joins the policy engine, masking, audit and metrics to protocol sessions.
 
 Owns the policy in force (swapped atomically on reload), the schemas and engines per (upstream,
-database), the cached maskers and the accounting of every statement. Must not open sockets or
+database) (a loader may add the columns it discovered personal data in; the guard counts those the
+policy does not name yet), the cached maskers and the accounting of every statement. Must not open sockets or
 know a protocol: each upstream's schema loader is injected (`{"postgres": loader}`), so this
 module is testable without a database and a second protocol only registers its own loader.
 """
@@ -17,6 +18,7 @@ from typing import Any
 import masking
 from policies import Engine, Policy, Role, Schema
 from policies.decision import Block, Decision
+from policies.discovery import pending
 from policies.sql.shapes import fingerprint
 
 from .audit import AuditLog
@@ -44,9 +46,7 @@ Where = tuple[str, str]
 def is_unrestricted(policy: Policy, role: Role | None) -> bool:
     """A role that may run anything, sees every classified column clear and scans nothing:
     its results can skip masking entirely (decisions and audit still apply)."""
-    if role is None or "all" not in role.statements or role.detect:
-        return False
-    return all(role.action_for(rule.cls) == "clear" for rule in policy.columns)
+    return policy.unrestricted(role)
 
 
 @dataclass
@@ -92,6 +92,8 @@ class Guard:
         self._value_maskers: dict[tuple[str | None, str], Callable[[Any], Any]] = {}
         self._text_maskers: dict[frozenset[str], Callable[[str], str]] = {}
         self._masked_counts: dict[str, int] = {}
+        self._discovered_classes: set[str] = set()
+        self._count_lock = threading.Lock()  # not `_lock`: a reload must not wait for a schema load
         self._state = _PolicyState(policy)
         self.generation = 0
         metrics.set_policy_revision(policy.revision)
@@ -107,6 +109,7 @@ class Guard:
         self._state = _PolicyState(policy)
         self.generation += 1
         self.metrics.set_policy_revision(policy.revision)
+        self._count_discovered()  # columns the new policy names are no longer pending
 
     def _where(self, database: str, upstream: str) -> Where:
         return (upstream, database or self._default_databases.get(upstream, ""))
@@ -149,7 +152,17 @@ class Guard:
             self._schemas[where] = schema
             # New schema, new engines (their caches describe the old columns).
             self._state.engines.pop(where, None)
+            self._count_discovered()
             return schema
+
+    def _count_discovered(self) -> None:
+        """The discovered-columns gauge: over every loaded schema, per class, the columns whose
+        sample showed personal data and that the policy does not classify yet."""
+        with self._count_lock:
+            counts = pending(self._state.policy, list(self._schemas.values()))
+            for cls in sorted(self._discovered_classes | counts.keys()):
+                self.metrics.discovered_columns.labels(cls).set(counts.get(cls, 0))
+            self._discovered_classes |= counts.keys()
 
     def refresh_schemas(self) -> None:
         for where in list(self._schemas):

@@ -80,6 +80,13 @@ class Metrics:
         self.schema_reloads = Counter(
             "maskgate_schema_reloads", "Upstream schema loads", ["result"], registry=r
         )
+        self.discovered_columns = Gauge(
+            "maskgate_discovered_columns",
+            "Columns the policy does not classify in which schema-load sampling found personal data "
+            "(classified for restricted roles), by the class they are treated as",
+            ["class"],
+            registry=r,
+        )
         self._revision: str | None = None
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 

@@ -47,6 +47,7 @@ def test_explain_json(capsys: pytest.CaptureFixture[str]) -> None:
         "action": "redact",
         "sources": ["public.customers.phone"],
         "derived": True,
+        "discovered": False,
     }
     assert doc["rewritten_sql"].endswith("LIMIT 201")
 
@@ -102,3 +103,63 @@ def test_schema_save_load_roundtrip(tmp_path: Path) -> None:
     s = Schema.load(SCHEMA)
     s.save(tmp_path / "s.json")
     assert Schema.load(tmp_path / "s.json") == s
+
+
+def test_explain_shows_discovered_classes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    doc = json.loads(Path(SCHEMA).read_text())
+    doc["tables"].append({"schema": "public", "name": "tickets", "columns": ["id", "remark"]})
+    doc["discovered"] = [{"schema": "public", "table": "tickets", "column": "remark", "class": "mobile"}]
+    saved = tmp_path / "s.json"
+    saved.write_text(json.dumps(doc))
+    sql = "SELECT id, remark, reverse(remark) AS r FROM tickets"
+    args = ["explain", "--policy", DEMO, "--schema", str(saved), sql]
+    assert main([*args[:-1], "--user", "vendor_zhang", "--format", "table", sql]) == 0
+    out = capsys.readouterr().out
+    assert "col 2 remark ← public.tickets.remark [mobile, discovered] → mask" in out
+    assert "col 3 r ← f(public.tickets.remark) [mobile, discovered] → redact" in out
+    assert main([*args[:-1], "--user", "vendor_zhang", sql]) == 0
+    cols = json.loads(capsys.readouterr().out)["columns"]
+    assert [(c["class"], c["discovered"]) for c in cols] == [
+        (None, False),
+        ("mobile", True),
+        ("mobile", True),
+    ]
+    # a role with `all` reads unclassified columns as they are
+    assert main([*args[:-1], "--user", "dba_wang", sql]) == 0
+    cols = json.loads(capsys.readouterr().out)["columns"]
+    assert [(c["class"], c["action"], c["discovered"]) for c in cols][1] == (None, "clear", False)
+
+
+def test_database_role_warnings() -> None:
+    from dataclasses import replace
+
+    from policies import load_policy
+    from policies.schema import DatabaseRole
+    from proxy.commands.policy import database_roles, role_warnings
+
+    policy = load_policy(DEMO)
+    desk = replace(policy.roles["service_desk"], statements=frozenset({"select", "update"}))
+    policy = replace(policy, roles={**policy.roles, "service_desk": desk})
+    assert database_roles(policy) == {"service_desk": None, "vendor": None}  # dba: `all`
+    rights = {
+        "crm_vendor": DatabaseRole(
+            "crm_vendor", writes=(("UPDATE", "public.customers"), ("USAGE", "public.s"), ("CREATE", "public"))
+        ),
+        "crm_desk": DatabaseRole("crm_desk", writes=(("UPDATE", "public.customers"), ("USAGE", "public.s"))),
+        "crm_root": DatabaseRole("crm_root", superuser=True),
+    }
+    out = role_warnings(policy, {"vendor": "crm_vendor", "service_desk": "crm_desk"}, rights)
+    assert out == [
+        "role vendor (statements: select) runs as database role crm_vendor, which holds CREATE on "
+        "public: revoke it",
+        "role vendor (statements: select) runs as database role crm_vendor, which holds UPDATE on "
+        "public.customers: revoke it",
+        "role vendor (statements: select) runs as database role crm_vendor, which holds USAGE on "
+        "public.s: revoke it",
+    ]  # the desk may update, and nextval needs update: nothing to say about crm_desk
+    out = role_warnings(policy, {"vendor": "crm_root", "service_desk": "crm_gone"}, rights)
+    assert "role vendor runs as database role crm_root, a superuser" in out[0]
+    assert out[1] == "role service_desk runs as database role crm_gone, which does not exist"
+    many = DatabaseRole("crm_vendor", writes=tuple(("DELETE", f"public.t{i}") for i in range(8)))
+    (line,) = role_warnings(policy, {"vendor": "crm_vendor"}, {"crm_vendor": many})
+    assert line.endswith("public.t4 and 3 more: revoke it")

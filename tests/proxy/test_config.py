@@ -90,3 +90,13 @@ def test_audit_required_refuses_a_guess(tmp_path: Path) -> None:
     (tmp_path / "m.yaml").write_text("policy: p.yaml\naudit_required: maybe\n")
     with pytest.raises(ConfigError, match="audit_required: expected true or false"):
         load_config(tmp_path / "m.yaml", env={})
+
+
+def test_discover_defaults_on_and_reads_a_flag(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text("policy: p.yaml\n")
+    assert load_config(tmp_path / "m.yaml", env={}).discover is True
+    (tmp_path / "m.yaml").write_text("policy: p.yaml\ndiscover: ${DISCOVER:-false}\n")
+    assert load_config(tmp_path / "m.yaml", env={}).discover is False
+    (tmp_path / "m.yaml").write_text("policy: p.yaml\ndiscover: sometimes\n")
+    with pytest.raises(ConfigError, match="discover: expected true or false"):
+        load_config(tmp_path / "m.yaml", env={})

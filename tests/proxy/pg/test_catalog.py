@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from policies import Engine, Schema, load_policy
+from policies import Engine, Role, Schema, load_policy
 from policies.names import TableName
 from policies.sql.dialects import POSTGRES
 from proxy.cli import main
@@ -47,6 +47,13 @@ def test_schema_from_postgres(dsn: str, tmp_path: Path) -> None:
     view = schema.tables[("public", "contacts")]
     assert view.is_view and view.columns == ("id", "name", "phone")
     assert ("public", "phone_of") in schema.functions
+    # every function's volatility, the catalog's own included, and the classified catalog views
+    assert schema.function_volatility("public", "phone_of") == "volatile"
+    assert schema.function_volatility("pg_catalog", "upper") == "immutable"
+    assert schema.function_volatility("pg_catalog", "txid_current") == "stable"
+    activity = schema.tables[("pg_catalog", "pg_stat_activity")]
+    assert "query" in activity.columns and not activity.is_view
+    assert "most_common_vals" in schema.tables[("pg_catalog", "pg_stats")].columns
     schema.save(tmp_path / "live.json")
     assert Schema.load(tmp_path / "live.json") == schema
 
@@ -61,6 +68,27 @@ def test_schema_from_postgres(dsn: str, tmp_path: Path) -> None:
     assert engine.decide("vendor", "SELECT phone_of(1)", database="crm").reason == "function_denied"
     outs = engine._analyzer(POSTGRES, None, "crm").view_outputs(TableName("crm", "public", "contacts"))
     assert outs is not None and len(outs) == 3
+
+
+def test_the_built_in_function_table_matches_the_server(dsn: str) -> None:
+    """policies/sql/postgres_functions.py stands in for schemas saved without function data; it
+    must say what this server's catalog says. When the server is upgraded, regenerate it:
+    `python -m proxy.pg.catalog DSN > policies/sql/postgres_functions.py`."""
+    live = catalog.load_schema(dsn).volatility or {}
+    in_catalog = {k: v for k, v in live.items() if k[0] in POSTGRES.catalog_schemas}
+    assert in_catalog == dict(POSTGRES.builtin_functions())  # type: ignore[misc]
+
+
+def test_extension_views_are_read_without_their_definition(embedded_pg: EmbeddedPostgres, dsn: str) -> None:
+    """An extension's view is built over its C functions: lineage stops at the view, whose
+    columns the dialect facts classify by name (pg_stat_statements.query)."""
+    embedded_pg.psql("CREATE EXTENSION IF NOT EXISTS pg_buffercache", "policy_crm")
+    try:
+        view = catalog.load_schema(dsn).tables[("public", "pg_buffercache")]
+        assert view.kind == "view" and view.definition is None and "bufferid" in view.columns
+        assert catalog.load_schema(dsn).tables[("public", "contacts")].definition  # not an extension's
+    finally:
+        embedded_pg.psql("DROP EXTENSION pg_buffercache", "policy_crm")
 
 
 def test_an_open_connection_is_read_and_left_open(dsn: str) -> None:
@@ -99,3 +127,70 @@ def test_cli_test_reads_a_live_schema_from_a_dsn(
     )
     assert main(["test", str(cases), "--schema", dsn]) == 0
     assert "1 passed, 0 failed" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def database_roles(embedded_pg: EmbeddedPostgres, dsn: str) -> dict[str, object]:
+    embedded_pg.psql(
+        """
+        DROP ROLE IF EXISTS crm_reader; DROP ROLE IF EXISTS crm_writer; DROP ROLE IF EXISTS crm_root;
+        CREATE ROLE crm_reader; GRANT SELECT ON customers TO crm_reader;
+        CREATE ROLE crm_writer BYPASSRLS;
+        GRANT SELECT, DELETE ON customers TO crm_writer;
+        GRANT UPDATE (name) ON customers TO crm_writer;
+        GRANT TRUNCATE ON ops.tickets TO crm_writer;
+        CREATE SEQUENCE ops.ticket_no; GRANT USAGE ON SEQUENCE ops.ticket_no TO crm_writer;
+        GRANT CREATE ON SCHEMA ops TO crm_writer;
+        CREATE ROLE crm_root SUPERUSER;
+        """,
+        "policy_crm",
+    )
+    return catalog.load_database_roles(dsn, ["crm_reader", "crm_writer", "crm_root", "crm_nobody"])
+
+
+def test_database_roles_and_their_writes(database_roles: dict[str, object]) -> None:
+    from policies.schema import DatabaseRole
+
+    assert database_roles["crm_reader"] == DatabaseRole("crm_reader")
+    writer = database_roles["crm_writer"]
+    assert isinstance(writer, DatabaseRole) and writer.bypass_rls and not writer.superuser
+    assert set(writer.writes) == {
+        ("DELETE", "public.customers"),
+        ("UPDATE", "public.customers"),  # a column grant counts
+        ("TRUNCATE", "ops.tickets"),
+        ("USAGE", "ops.ticket_no"),  # nextval
+        ("CREATE", "ops"),
+    }
+    assert database_roles["crm_root"].superuser  # type: ignore[attr-defined]
+    assert not database_roles["crm_nobody"].exists  # type: ignore[attr-defined]
+
+
+def test_check_warns_about_database_roles(
+    dsn: str, database_roles: dict[str, object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Until a role names its database_role, it runs upstream as the service account.
+    assert main(["check", DEMO, "--schema", dsn]) == 0
+    out = capsys.readouterr().out
+    assert "role vendor has no database_role" in out and "role dba has no" not in out
+
+
+@pytest.mark.skipif(
+    "database_role" not in Role.__dataclass_fields__,
+    reason="Role.database_role comes with the PROXY branch of issue 9 (runs once merged)",
+)
+def test_check_warns_about_a_policy_database_role(
+    dsn: str, database_roles: dict[str, object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = Path(DEMO).read_text()
+    for statements, db_role in (("[select]", "crm_writer"), ("[select, update]", "crm_root")):
+        line = f"    statements: {statements}\n"
+        text = text.replace(line, f"{line}    database_role: {db_role}\n", 1)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(text)
+    assert main(["check", str(policy), "--schema", dsn]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "role vendor (statements: select) runs as database role crm_writer, which holds DELETE on "
+        "public.customers: revoke it"
+    ) in out
+    assert "role service_desk runs as database role crm_root, a superuser" in out

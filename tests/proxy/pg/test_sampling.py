@@ -11,7 +11,8 @@ import pytest
 from policies.schema import Table
 from proxy.cli import main
 from proxy.demo.embedded_pg import EmbeddedPostgres
-from proxy.pg.catalog import load_schema
+from proxy.pg import catalog
+from proxy.pg.catalog import SchemaLoader, load_schema
 from proxy.pg.sampling import _sample_sql, sample, sampled_type
 from tests.conftest import start_crm
 
@@ -65,3 +66,72 @@ def test_discover_command_prints_a_snippet(crm: EmbeddedPostgres, capsys: pytest
     assert main(["discover", "--schema", dsn, "--rows", "300", "--policy", str(policy)]) == 0
     out = capsys.readouterr().out
     assert "customers.phone" not in out and "call_records.notes" not in out
+
+
+class Clock:
+    """A clock a test moves by hand (sampling's deadline and the loader's memory read it)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_serve_loader_records_discovered_columns(crm: EmbeddedPostgres) -> None:
+    dsn = crm.dsn("maskgate_svc", SVC, "crm")
+    schema = SchemaLoader(lambda database: dsn)("crm")
+    assert schema.discovered[("public", "customers", "phone")] == "mobile"
+    assert schema.discovered[("public", "call_records", "notes")] == "free_text"
+    assert ("public", "customers", "branch_id") not in schema.discovered
+    assert SchemaLoader(lambda database: dsn, discover=False)("crm").discovered == {}
+
+
+def test_serve_loader_samples_new_tables_first_and_remembers_the_rest(
+    crm: EmbeddedPostgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each load samples within its time bound: tables it has not seen first, then the oldest
+    samples; what it did not reach this time keeps its last findings."""
+    dsn = crm.dsn("maskgate_svc", SVC, "crm")
+    clock = Clock()
+    loader = SchemaLoader(lambda database: dsn, clock=clock)
+    orders: list[list[tuple[str, str]]] = []
+    real = catalog.sample
+
+    def one_table(conn, schema, **kw):  # type: ignore[no-untyped-def]
+        orders.append(list(kw["tables"]))
+        return real(conn, schema, **{**kw, "tables": kw["tables"][:1]})  # as if the deadline hit
+
+    monkeypatch.setattr(catalog, "sample", one_table)
+    first = loader("crm")
+    assert orders[-1][0] == ("public", "accounts")  # never sampled: by name
+    assert {k[1] for k in first.discovered} == {"accounts"}
+    loader("crm")
+    assert orders[-1][0] == ("public", "audit_trail")  # the next one not seen yet
+    third = loader("crm")
+    assert orders[-1][0] == ("public", "call_records")
+    assert {k[1] for k in third.discovered} == {"accounts", "call_records"}  # accounts remembered
+    assert {k[1] for k in loader("crm").discovered} == {"accounts", "call_records", "customers"}
+    assert orders[-1] == [("public", "customers")]
+    fifth = loader("crm")
+    assert orders[-1] == []  # all sampled a moment ago: nothing to do, findings kept
+    assert {k[1] for k in fifth.discovered} == {"accounts", "call_records", "customers"}
+    clock.now += catalog.RESAMPLE_S
+    loader("crm")
+    assert orders[-1][0] == ("public", "accounts")  # everything seen: the oldest sample first
+    crm.psql("ALTER TABLE accounts ADD COLUMN memo text", "crm")
+    try:
+        loader("crm")
+        assert orders[-1][0] == ("public", "accounts")  # its columns changed
+    finally:
+        crm.psql("ALTER TABLE accounts DROP COLUMN memo", "crm")
+
+
+def test_serve_loader_says_what_it_did_not_sample(
+    crm: EmbeddedPostgres, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dsn = crm.dsn("maskgate_svc", SVC, "crm")
+    schema = SchemaLoader(lambda database: dsn, deadline_s=0)("crm")
+    assert schema.discovered == {} and schema.tables
+    err = capsys.readouterr().err
+    assert "maskgate: discovery in database 'crm' did not sample public.accounts: deadline" in err

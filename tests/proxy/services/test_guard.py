@@ -186,6 +186,42 @@ def test_a_failed_schema_load_keeps_the_last_good_schema() -> None:
     assert reg.get_sample_value("maskgate_schema_reloads_total", {"result": "failure"}) == 1
 
 
+def test_discovered_columns_are_classified_for_restricted_roles_and_counted(tmp_path: Path) -> None:
+    """A loader may report columns whose sample held personal data (serve's discovery): they are
+    classified for restricted roles until the policy names them, and counted per class."""
+    schema = replace(
+        crm("id", "remark", "memo"),
+        discovered={
+            ("public", "customers", "remark"): "mobile",
+            ("public", "customers", "memo"): "free_text",
+        },
+    )
+    g = guard(schema_loaders={"postgres": lambda database: schema})
+    vendor, dba = g.lookup("vendor_zhang"), g.lookup("dba_wang")
+    d = decide(g, vendor, "SELECT id, remark, memo, reverse(remark) AS r FROM customers")
+    assert isinstance(d, Allow)
+    assert [(c.name, c.cls, c.action) for c in d.columns] == [
+        ("id", None, "clear"),
+        ("remark", "mobile", "mask"),
+        ("memo", "free_text", "mask"),
+        ("r", "mobile", "redact"),
+    ]
+    assert decide(g, vendor, "SELECT id FROM customers WHERE remark LIKE '1%'").reason == "masked_predicate"
+    # the DBA (statements: all) reads unclassified columns as they are
+    assert [c.action for c in decide(g, dba, "SELECT remark FROM customers").columns] == ["clear"]
+    reg = g.metrics.registry
+    assert reg.get_sample_value("maskgate_discovered_columns", {"class": "mobile"}) == 1
+    assert reg.get_sample_value("maskgate_discovered_columns", {"class": "free_text"}) == 1
+    # Once the policy names a column, the policy's class wins and it is no longer pending.
+    phone = "  crm.customers.phone: mobile\n"
+    text = DEMO.read_text().replace(phone, phone + "  crm.customers.remark: person_name\n")
+    (tmp_path / "named.yaml").write_text(text)
+    g.swap_policy(load_policy(tmp_path / "named.yaml"))
+    assert reg.get_sample_value("maskgate_discovered_columns", {"class": "mobile"}) == 0
+    vendor = g.lookup("vendor_zhang")
+    assert [c.cls for c in decide(g, vendor, "SELECT remark FROM customers").columns] == ["person_name"]
+
+
 # -- the revision a decision is audited under --------------------------------------------------
 
 
