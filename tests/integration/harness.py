@@ -42,13 +42,19 @@ class Running:
 
 
 @contextmanager
-def serve_demo(d: Path, pg: EmbeddedPostgres, service_password: str) -> Iterator[dict[str, Any]]:
-    """The demo policy (copied into `d`, so a test may edit it), audit log and metrics endpoint."""
-    policy = d / "policy.yaml"
+def serve_demo(
+    d: Path, pg: EmbeddedPostgres, service_password: str, *, extra_policy: str = ""
+) -> Iterator[dict[str, Any]]:
+    """The demo policy (copied into `d`, so a test may edit it), audit log and metrics endpoint.
+    `extra_policy` is a second policy file merged with the demo's (more roles and users)."""
+    policy = d / "policy" / "policy.yaml"
+    policy.parent.mkdir()
     shutil.copy(DEMO_POLICY, policy)
+    if extra_policy:
+        (d / "policy" / "extra.yaml").write_text(extra_policy)
     port, mport = free_port(), free_port()
     (d / "maskgate.yaml").write_text(
-        f"policy: policy.yaml\naudit_log: audit.jsonl\nmetrics: 127.0.0.1:{mport}\n"
+        f"policy: policy\naudit_log: audit.jsonl\nmetrics: 127.0.0.1:{mport}\n"
         f"postgres:\n  listen: 127.0.0.1:{port}\n"
         f"  upstream: postgresql://maskgate_svc:${{T_UPSTREAM}}@127.0.0.1:{pg.port}/crm?sslmode=disable\n"
     )

@@ -262,7 +262,8 @@ def test_a_reload_reaches_open_sessions_and_prepared_statements(served: dict[str
         app.reloader.reload_now()
 
 
-def test_masked_arrays_come_back_as_null_not_unparsable_text(served: dict[str, Any]) -> None:
+def test_masked_arrays_come_back_as_the_empty_array_not_unparsable_text(served: dict[str, Any]) -> None:
+    # A derived array is concealed by one constant of its type: the empty array.
     with vendor(served) as c:
         (value,) = c.execute("SELECT array_agg(phone) FROM customers").fetchone()
-    assert value is None
+    assert value == []
