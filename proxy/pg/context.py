@@ -21,6 +21,7 @@ from proxy.pg import messages as m
 from proxy.pg.framing import DEFAULT_MAX_MESSAGE
 from proxy.pg.types import codec
 from proxy.services.gate import Gate
+from proxy.services.settings import SEARCH_PATH
 from proxy.services.statement import StatementTracker
 
 log = logging.getLogger("maskgate.pg")
@@ -88,8 +89,8 @@ class Context:
         log.warning("session %s: upstream connection failed: %s", self.session_id, reason)
         self.close(f"upstream failed: {reason}", errors.upstream_unavailable())
 
-    def track_parameter(self, ps: m.ParameterStatus) -> None:
-        """Follow a setting the server reports (at login and whenever it changes)."""
+    def track_parameter(self, ps: m.ParameterStatus, *, login: bool = False) -> None:
+        """Follow a setting the server reports (at login, then whenever it changes)."""
         # Backstop behind the engine's refusal of such SETs: whatever route changed the setting,
         # a restricted session that reaches it is closed before it can send another statement.
         if self.tracker.restricted and FACTS.unsafe_setting(ps.name, ps.value):
@@ -105,4 +106,7 @@ class Context:
         if ps.name == "client_encoding":
             self.encoding = codec(ps.value)
         elif ps.name == "search_path":
-            self.tracker.search_path = FACTS.search_path_from_setting(ps.value)
+            path = FACTS.search_path_from_setting(ps.value)
+            if login:
+                self.tracker.settings.started_with(SEARCH_PATH, path)
+            self.tracker.settings.reported(SEARCH_PATH, path)

@@ -24,6 +24,7 @@ from proxy.pg.context import FACTS, Context
 from proxy.pg.framing import Framer
 from proxy.pg.types import codec
 from proxy.services.gate import SCRAM_SHA_256, Principal
+from proxy.services.settings import SEARCH_PATH
 
 log = logging.getLogger("maskgate.pg")
 
@@ -241,6 +242,9 @@ class Login:
             for k, v in self._startup_params
             if k.lower() in FORWARDED_PARAMS and (unrestricted or not FACTS.unsafe_setting(k, v))
         ]
+        for k, v in params:
+            if k.lower() == SEARCH_PATH:  # the session's start (a server that reports it says so too)
+                ctx.tracker.settings.started_with(SEARCH_PATH, FACTS.search_path_from_setting(v))
         self._up_auth = UpstreamAuth(ctx.cfg.upstream_user, ctx.cfg.upstream_password)
         ctx.out.upstream(m.StartupMessage(m.PROTOCOL_3_0, tuple(params)).serialize())
 
@@ -274,7 +278,7 @@ class Login:
         self.ctx.upstream_failed(f"{err.code} {err.message}")
 
     def _on_parameter(self, body: memoryview) -> None:
-        self.ctx.track_parameter(m.ParameterStatus.parse(body))
+        self.ctx.track_parameter(m.ParameterStatus.parse(body), login=True)
         self._params.append(m.frame(b"S", body))
 
     def _on_backend_key(self, body: memoryview) -> None:

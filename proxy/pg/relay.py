@@ -576,6 +576,7 @@ class Relay:
         if sync is None:
             raise ProtocolViolation("unexpected ReadyForQuery")
         self.ctx.txn = status
+        self.tracker.settings.ready(in_transaction=status != b"I")
         if status == b"I":
             self.portals.clear()  # protocol portals do not outlive their transaction
         abort = self.upstream_phase in (UpstreamPhase.QUERY_REFUSED, UpstreamPhase.BATCH_REFUSED)
@@ -592,6 +593,9 @@ class Relay:
 
     def _on_error(self, body: memoryview) -> bool:
         err = m.ErrorResponse.parse(body)
+        # Whatever failed (the client's statement or a stand-in), the server aborted its
+        # innermost (sub)transaction, undoing the settings made in it.
+        self.tracker.settings.failed()
         if self.upstream_phase is UpstreamPhase.BATCH_REFUSED:
             self._skipped(self.queue.skip_to_sync())
             return False
@@ -719,6 +723,10 @@ class Relay:
     def _on_query_answer(self, mtype: bytes, body: memoryview, e: Expected[Item], finished: bool) -> bool:
         run = _payload(e, QueryRun)
         if self.upstream_phase in _CONSUMING:
+            if mtype == b"C" and self.upstream_phase is UpstreamPhase.QUERY_REFUSED:
+                # Hidden from the client, but the server ran it: its effects are the session's.
+                self.tracker.succeeded(part(run.allow, run.part))
+                run.part += 1
             return False
         if mtype == b"T":
             res = run.result = Result.of(part(run.allow, run.part))
@@ -740,6 +748,8 @@ class Relay:
             run.rows += res.rows.sent
             run.masked += res.rows.masked
             if res.phase is ResultPhase.REFUSED:
+                if mtype == b"C":
+                    self.tracker.succeeded(res.allow)  # refused to the client, but it ran
                 # Tell the client this statement failed; hide the rest of the Query's results.
                 self.out.client(required(res.refusal, "refusal").serialize())
                 run.error = "42501"

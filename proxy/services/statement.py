@@ -20,6 +20,7 @@ from typing import Generic, TypeVar
 
 from policies.decision import Allow, Block, Decision
 from proxy.services.gate import Gate, Principal, StatementRecord
+from proxy.services.settings import SEARCH_PATH, SessionSettings
 
 log = logging.getLogger("maskgate.session")
 
@@ -78,10 +79,16 @@ class StatementTracker:
         # Set once the person has logged in; until then nothing is decided (fail closed).
         self.principal: Principal | None = None
         self.database = database
-        self.search_path = search_path  # the names unqualified tables resolve through
+        # The settings statements are decided under (search_path: the names unqualified tables
+        # resolve through; role), followed with the server's transaction semantics.
+        self.settings = SessionSettings({SEARCH_PATH: search_path})
         # Detector classes of the latest decision that had any: errors and notices that arrive
         # outside a statement still belong to the one that caused them.
         self.last_detect: frozenset[str] = frozenset()
+
+    @property
+    def search_path(self) -> tuple[str, ...]:
+        return self.settings.value(SEARCH_PATH) or ()
 
     @property
     def restricted(self) -> bool:
@@ -163,8 +170,7 @@ class StatementTracker:
 
     def succeeded(self, allow: Allow) -> None:
         """A statement completed: keep what it changed for the ones after it."""
-        if allow.search_path is not None:
-            self.search_path = allow.search_path
+        self.settings.completed(allow)
         if allow.schema_changed:
             self.gate.schema_changed(self.database, upstream=self.upstream)
 

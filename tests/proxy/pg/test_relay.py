@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policies.decision import Allow, Block, ColumnMask
+from policies.decision import Allow, Block, ColumnMask, SettingChange
 from proxy.core.commands import Close
 from proxy.core.playbook import Playbook
 from proxy.pg import messages as m
@@ -385,7 +385,8 @@ def test_function_call_of_an_unrestricted_role_is_forwarded() -> None:
 
 
 def test_search_path_and_schema_changes_tracked() -> None:
-    gate = FakeGate(lambda p, sql: Allow(kind="ddl", search_path=("app",), schema_changed=True))
+    app = (SettingChange("search_path", ("app",)),)
+    gate = FakeGate(lambda p, sql: Allow(kind="ddl", settings=app, schema_changed=True))
     s, _, pb = login(gate)
     assert simple(pb, "SET search_path = app", m.CommandComplete("SET"), m.ReadyForQuery(b"I"))
     assert s.ctx.tracker.search_path == ("app",) and gate.schema_changes == ["crm"]
