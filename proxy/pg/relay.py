@@ -729,7 +729,7 @@ class Relay:
                 run.part += 1
             return False
         if mtype == b"T":
-            res = run.result = Result.of(part(run.allow, run.part))
+            res = run.result = self._part_result(run)
             res.planned = True
             if not self.restricted:
                 return True
@@ -742,7 +742,7 @@ class Relay:
                 return False
             return True
         if mtype in (b"C", b"I"):
-            res = run.result or Result.of(part(run.allow, run.part))
+            res = run.result or self._part_result(run)
             run.result = None
             run.part += 1
             run.rows += res.rows.sent
@@ -767,7 +767,7 @@ class Relay:
                 return False
             return True
         if run.result is None:  # COPY TO STDOUT
-            run.result = Result.of(part(run.allow, run.part))
+            run.result = self._part_result(run)
         return self._on_copy(mtype, body, run.result)
 
     def _on_copy(self, mtype: bytes, body: memoryview, res: Result) -> bool:
@@ -822,9 +822,17 @@ class Relay:
                 swallow.refuse(errors.protocol_violation())
                 return swallow
             if run.result is None:
-                run.result = Result.of(part(run.allow, run.part))
+                run.result = self._part_result(run)
             return run.result
         return None
+
+    def _part_result(self, run: QueryRun) -> Result:
+        """The result of the statement of a simple Query now answering. A restricted session
+        refuses one past the statements the decision described: its columns have no decision."""
+        res = Result.of(part(run.allow, run.part))
+        if self.restricted and run.part >= len(run.allow.parts()):
+            self._refuse_result(res, "the statement returned a result that was not decided")
+        return res
 
     def _plan(self, head: Expected[Item], res: Result) -> RowPlan | None:
         """The masking plan for the result at the head of the queue, built once per result."""
