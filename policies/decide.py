@@ -15,6 +15,7 @@ from policies.decision import Allow, Block, ColumnMask
 from policies.model import ACTION_STRENGTH, Policy, Role
 from policies.names import ColumnName, TableName
 from policies.schema import Schema
+from policies.sql import nodes
 from policies.sql.analysis import Lineage, Use
 from policies.sql.describe import Described
 from policies.sql.dialects import DialectFacts
@@ -73,6 +74,14 @@ def _safe_setting_literal(node: exp.Expression, facts: DialectFacts) -> bool:
         and node.is_string
         and facts.setting_key(node.name) in facts.safe_settings
     )
+
+
+# Settings that say who a session is upstream (the role it acts as, its session user). A role with
+# a `database_role` runs as that database role: no statement of its sessions may change them.
+IDENTITY_SETTINGS = frozenset({"role", "session_authorization"})
+# maskgate sets the upstream application_name to `maskgate:<user>/…` so the database's own views
+# and logs name the person: no role's session may rename itself.
+APPLICATION_NAME = "application_name"
 
 
 class Judge:
@@ -153,6 +162,10 @@ class Judge:
                     refusal = self._function_refusal(schema, name, node)
                     if refusal:
                         return self._block("function_denied", refusal, d, tables)
+        # 2b. who the session is upstream, whatever the role's statements
+        identity = self._identity_refusal(d)
+        if identity is not None:
+            return self._block("statement_not_allowed", identity, d, tables)
         if d.copy_options and self.masks_output and not role.unrestricted_statements:
             return self._block(
                 "statement_not_allowed",
@@ -245,6 +258,58 @@ class Judge:
                     classes,
                 )
         return self._allow(d, tables, uses, outputs)
+
+    def _identity_refusal(self, d: Described) -> str | None:
+        """Statements that would change who the session is upstream. For a role with a
+        `database_role`: SET ROLE, SET SESSION AUTHORIZATION, RESET of either, DISCARD (DISCARD
+        ALL resets the session authorization), set_config() of either or of a setting named by
+        an expression, and writes to the settings catalog (its update rule calls set_config).
+        For every role: renaming the session (SET application_name, set_config of it)."""
+        fixed = self.role.database_role
+        tree = d.tree
+        facts = self.facts
+        why = (
+            f"this role's statements run as database role {fixed}, which its sessions cannot change"
+            if fixed is not None
+            else ""
+        )
+        rename = (
+            "application_name names the person behind the session (maskgate:<user>) and cannot be changed"
+        )
+        if isinstance(tree, nodes.Set):
+            for item in tree.items:
+                if fixed is not None and (item.kind in IDENTITY_SETTINGS or item.name in IDENTITY_SETTINGS):
+                    return why
+                if item.kind == "setting" and facts.setting_key(item.name) == APPLICATION_NAME:
+                    default = [v.name.upper() for v in item.values if isinstance(v, exp.Var)] == ["DEFAULT"]
+                    if not (default and len(item.values) == 1):  # DEFAULT is maskgate's own name
+                        return rename
+        if fixed is not None and (d.identity_reset or isinstance(tree, nodes.Discard)):
+            return why
+        for read in d.all_reads():
+            for _schema, name, node in read.functions:
+                if name not in facts.setting_functions:
+                    continue
+                args = node.expressions if hasattr(node, "expressions") else []
+                setting = args[0] if args else None
+                literal = isinstance(setting, exp.Literal) and setting.is_string
+                key = facts.setting_key(setting.name) if literal and setting is not None else None
+                if key == APPLICATION_NAME:
+                    return rename
+                if fixed is None:
+                    continue
+                if key in IDENTITY_SETTINGS:
+                    return why
+                if key is None and not (setting is not None and _setting_rows_are_safe(setting, node, facts)):
+                    # A name computed by an expression could be `role`; pg_dump's form, a name read
+                    # from pg_settings whose WHERE pins it to safe settings, cannot.
+                    return why
+        catalog = facts.settings_catalog
+        if catalog is not None and (fixed is not None or not self.role.unrestricted_statements):
+            for t in d.written:
+                if t.schema == catalog[0] and t.name == catalog[1]:
+                    return f"writing {t} changes session settings (its update rule calls set_config)"
+        return None
 
     def _views_over_filtered(self, d: Described) -> Block | None:
         """Row filters are ANDed into reads of the filtered table itself, not into the views over

@@ -94,6 +94,7 @@ class App:
                 auth_timeout=cfg.auth_timeout_s,
                 idle_timeout=cfg.idle_timeout_s or None,
                 max_message=cfg.max_message_bytes,
+                database_roles=pg.database_roles,
             )
             await server.start()
             self.servers.append(server)

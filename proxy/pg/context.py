@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from policies.sql.dialects import POSTGRES
 from proxy.core.commands import Outbox
@@ -30,17 +30,33 @@ log = logging.getLogger("maskgate.pg")
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
     upstream_user: str
-    upstream_password: str
+    upstream_password: str = field(repr=False)
     default_database: str
     tls_available: bool = False
     max_message: int = DEFAULT_MAX_MESSAGE
     client_addr: str = ""
     upstream: str = "postgres"  # the configuration's name for the upstream server
+    # (database role, password) for the database roles maskgate logs in as (`database_role` of a
+    # policy role); a database role without a password is taken with SET ROLE.
+    database_roles: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    def password_for(self, database_role: str) -> str | None:
+        for name, password in self.database_roles:
+            if name == database_role:
+                return password
+        return None
 
 
 # Which settings make the server read SQL text differently from maskgate's parser, and how the
 # server spells its search_path: the same facts the decision engine uses for SET and set_config().
 FACTS = POSTGRES
+
+# Reported settings that say who a session is upstream: whether it has superuser rights, its
+# session user, and the application_name that names the person (maskgate:<user>/…). Only the
+# proxy sets them, at login; a restricted session (or one with a database role) in which the
+# server reports another value is closed, whatever route changed it.
+IDENTITY = ("is_superuser", "session_authorization")
+APPLICATION_NAME = "application_name"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -51,7 +67,7 @@ FACTS = POSTGRES
 class Context:
     """One session's shared state; each layer holds the same instance."""
 
-    __slots__ = ("cfg", "encoding", "gate", "out", "tracker", "txn")
+    __slots__ = ("cfg", "encoding", "fixed", "gate", "identity", "out", "tracker", "txn")
 
     def __init__(
         self, gate: Gate, cfg: SessionConfig, *, session_id: str, clock: Callable[[], float] = time.monotonic
@@ -72,6 +88,8 @@ class Context:
         )
         self.encoding = "utf-8"  # the Python codec of the client_encoding: row values travel in it
         self.txn = b"I"  # the transaction status of the latest ReadyForQuery
+        self.identity: dict[str, str] = {}  # the server's reports of IDENTITY and application_name
+        self.fixed: frozenset[str] = frozenset()  # those of them no statement may change
 
     @property
     def session_id(self) -> str:
@@ -89,8 +107,30 @@ class Context:
         log.warning("session %s: upstream connection failed: %s", self.session_id, reason)
         self.close(f"upstream failed: {reason}", errors.upstream_unavailable())
 
+    def fix_identity(self, database_role: str | None) -> None:
+        """The login is done: from now on the identity the server reported is the session's.
+        A restricted session keeps its superuser status, session user and application_name; a
+        session with a database role keeps the first two whatever its role may run."""
+        if self.tracker.restricted:
+            self.fixed = frozenset((*IDENTITY, APPLICATION_NAME))
+        elif database_role is not None:
+            self.fixed = frozenset(IDENTITY)
+
     def track_parameter(self, ps: m.ParameterStatus, *, login: bool = False) -> None:
         """Follow a setting the server reports (at login, then whenever it changes)."""
+        if ps.name in self.fixed and self.identity.get(ps.name) != ps.value:
+            # Backstop behind the refusal of SET ROLE, RESET ROLE, SET SESSION AUTHORIZATION,
+            # DISCARD ALL, set_config('role', …) and SET application_name: a change the proxy did
+            # not make ends the session before it can send another statement.
+            self.close(
+                f"{ps.name} changed to {ps.value}",
+                errors.error(
+                    "42501", f"the session's {ps.name} changed; the session is closed", severity="FATAL"
+                ),
+            )
+            return
+        if ps.name in IDENTITY or ps.name == APPLICATION_NAME:
+            self.identity[ps.name] = ps.value
         # Backstop behind the engine's refusal of such SETs: whatever route changed the setting,
         # a restricted session that reaches it is closed before it can send another statement.
         if self.tracker.restricted and FACTS.unsafe_setting(ps.name, ps.value):

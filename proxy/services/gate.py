@@ -32,6 +32,8 @@ class Principal:
     # (kind, secret) pairs: verifiers and hashes, never passwords. Kept out of repr so that a
     # principal in a log line or a traceback does not carry them.
     credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # The database role the person's statements run as upstream (None: the service account).
+    database_role: str | None = None
 
     def credential(self, kind: str) -> str | None:
         """The stored secret of `kind` (SCRAM_SHA_256, …), or None when the user has none."""

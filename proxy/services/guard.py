@@ -182,6 +182,7 @@ class Guard:
             user=user,
             role=u.role,
             unrestricted=is_unrestricted(policy, role),
+            database_role=role.database_role if role is not None else None,
             credentials=((SCRAM_SHA_256, u.password),) if u.password else (),
         )
 
@@ -226,10 +227,13 @@ class Guard:
         if ok is None:
             policy = state.policy
             u = policy.users.get(principal.user)
+            role = policy.roles.get(u.role) if u is not None else None
             ok = (
                 u is not None
                 and u.role == principal.role
-                and is_unrestricted(policy, policy.roles.get(u.role)) == principal.unrestricted
+                and is_unrestricted(policy, role) == principal.unrestricted
+                # The session runs upstream as the database role it logged in with.
+                and (role.database_role if role is not None else None) == principal.database_role
             )
             state.valid[principal] = ok
         return ok

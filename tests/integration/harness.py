@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from proxy.app import App
 from proxy.config import load_config
 from proxy.demo.embedded_pg import EmbeddedPostgres, free_port
+from tests.conftest import CRM_VENDOR_PASSWORD
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_POLICY = REPO / "policies" / "examples" / "demo.yaml"
@@ -57,8 +58,10 @@ def serve_demo(
         f"policy: policy\naudit_log: audit.jsonl\nmetrics: 127.0.0.1:{mport}\n"
         f"postgres:\n  listen: 127.0.0.1:{port}\n"
         f"  upstream: postgresql://maskgate_svc:${{T_UPSTREAM}}@127.0.0.1:{pg.port}/crm?sslmode=disable\n"
+        '  database_roles: {crm_vendor: "${T_VENDOR}"}\n'
     )
-    config = load_config(d / "maskgate.yaml", env={"T_UPSTREAM": service_password})
+    env = {"T_UPSTREAM": service_password, "T_VENDOR": CRM_VENDOR_PASSWORD}
+    config = load_config(d / "maskgate.yaml", env=env)
     running = Running(App(config, registry=CollectorRegistry()))
     try:
         yield {"port": port, "metrics": mport, "dir": d, "policy": policy, "app": running.app, "pg": pg}

@@ -77,9 +77,17 @@ class FakeGate:
         self._decide = decide or (lambda p, sql: Allow(kind="select"))
 
     def add_user(
-        self, name: str, password: str, *, role: str = "vendor", unrestricted: bool = False
+        self,
+        name: str,
+        password: str,
+        *,
+        role: str = "vendor",
+        unrestricted: bool = False,
+        database_role: str | None = None,
     ) -> Principal:
-        p = Principal(name, role, unrestricted, ((SCRAM_SHA_256, make_verifier(password)),))
+        p = Principal(
+            name, role, unrestricted, ((SCRAM_SHA_256, make_verifier(password)),), database_role=database_role
+        )
         self.users[name] = p
         return p
 
