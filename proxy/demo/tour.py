@@ -164,7 +164,30 @@ def tour(port: int, metrics_port: int) -> str:
         f"  refused: {err}" if err else f"  {len(rows)} rows reached the vendor; notice: {'; '.join(notices)}"
     )
     say("")
-    say("== 4. What the metrics endpoint counted ==")
+    say("== 4. Who the database sees ==")
+    import psycopg
+
+    vendor_user, vendor_password = USERS["vendor"]
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=port,
+        user=vendor_user,
+        password=vendor_password,
+        dbname="crm",
+        application_name="report-tool",
+    ) as held:
+        held.execute("SELECT 1")
+        sql = (
+            "SELECT usename, application_name FROM pg_stat_activity "
+            "WHERE application_name LIKE 'maskgate:%' ORDER BY 2"
+        )
+        cols, rows, _, err = _query(port, "dba", sql)
+    say(f"   (as the DBA, while the vendor is connected with application_name report-tool)\n   {sql}")
+    say(_table(cols, rows) if err is None else f"  refused: {err}")
+    say("   The vendor's statements run as crm_vendor, which may only SELECT: the database refuses a")
+    say("   write even if maskgate were fooled. Every backend names the person behind it.")
+    say("")
+    say("== 5. What the metrics endpoint counted ==")
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
     for line in text.splitlines():
         if line.startswith(
