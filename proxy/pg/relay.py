@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, auto
 from typing import TypeVar
 
@@ -28,7 +29,7 @@ from proxy.pg.context import Context
 from proxy.pg.expect import Answer, Expected, ExpectQueue, Sent
 from proxy.pg.rowmask import CopyPlan, RowPlan, plan_rows
 from proxy.services.rows import Unmaskable
-from proxy.services.statement import PlanCache, RowCount, part, withheld_message
+from proxy.services.statement import AUDIT_FAILED, PlanCache, RowCount, part, withheld_message
 
 log = logging.getLogger("maskgate.pg")
 
@@ -157,7 +158,12 @@ class Portal:
     result: Result
     fields: tuple[m.FieldDescription, ...] | None = None  # from a Describe of the portal
     describing: bool = False
-    started: float = 0.0
+    # Each Execute of it not answered yet, in order: (statement id, when it was received).
+    calls: deque[tuple[str, float]] = field(default_factory=deque)
+
+    @property
+    def sql(self) -> str:
+        return self.stmt.sql or f"<execute {self.name}>"
 
     @property
     def allow(self) -> Allow:
@@ -178,6 +184,8 @@ class QueryRun:
     masked: int = 0
     truncated: bool = False
     error: str | None = None
+    refused: bool = False  # a result was refused after the upstream started it
+    id: str = ""  # the statement id of its audit records
 
 
 Item = Stmt | Portal | QueryRun
@@ -189,6 +197,17 @@ def _payload(e: Expected[Item], kind: type[X]) -> X:
     if not isinstance(p, kind):
         raise ProtocolViolation(f"{e.sent.name} without its {kind.__name__}")
     return p
+
+
+QUERY_CANCELED = "57014"  # PostgreSQL's answer to a cancelled statement
+
+
+def _refused(allow: Allow, message: str = "the result was refused after the database started it") -> Block:
+    """What a statement whose result was refused after it started counts as: a refusal, with
+    what its decision knew (kind, tables, classes)."""
+    return Block(
+        "class_denied", message, allow.tables, allow.classes, allow.kind, allow.revision, allow.fingerprint
+    )
 
 
 def _withheld(err: m.ErrorResponse) -> m.ErrorResponse:
@@ -229,6 +248,11 @@ class Relay:
         self._stmts_inflight: dict[str, Stmt] = {}
         self._portals_inflight: dict[str, Portal] = {}
         self._unknown = Allow(kind="unknown")
+        # The client went away (or maskgate is shutting down) and what was running upstream was
+        # cancelled: what did not complete is recorded as cancelled.
+        self.cancel_sent = False
+        # The client sent Terminate while statements were in flight: the session drains them.
+        self.terminated = False
         # A repeated statement gets the same RowDescription and decision every time: parse the
         # one and build the masking plan for the pair once (both bounded, cleared when full).
         self._rd_cache: dict[bytes, tuple[m.FieldDescription, ...]] = {}
@@ -272,6 +296,11 @@ class Relay:
         """Nothing in flight and no transaction open."""
         return not self.queue and self.ctx.txn == b"I"
 
+    @property
+    def executing(self) -> bool:
+        """A statement was forwarded and has not ended: its end record is still owed."""
+        return any(e.sent is Sent.EXECUTE or isinstance(e.payload, QueryRun) for e in self.queue)
+
     def _move_client(self, new: ClientPhase) -> None:
         self.client_phase = _CLIENT_MOVES.move(self.client_phase, new)
 
@@ -287,7 +316,12 @@ class Relay:
                 return
             if mtype == b"X":
                 out.upstream(mv[start:end])
-                self.ctx.close("client terminated")
+                if self.executing:
+                    # The server answers what it already has, then terminates: the session
+                    # drains those answers so every statement's end is recorded.
+                    self.terminated = True
+                else:
+                    self.ctx.close("client terminated")
                 return
             if self.client_phase is ClientPhase.SKIP_UNTIL_SYNC:
                 if mtype != b"S":
@@ -312,7 +346,11 @@ class Relay:
         if isinstance(d, Block):
             self._refuse_simple(q.sql, d, started=started, overhead=overhead)
             return
-        run = QueryRun(q.sql, d, started, overhead)
+        sid = self.tracker.begin(q.sql, d, started=started)
+        if sid is None:  # audit_required, and its record could not be written: not forwarded
+            self._refuse_simple(q.sql, AUDIT_FAILED, started=started, overhead=overhead)
+            return
+        run = QueryRun(q.sql, d, started, overhead, id=sid)
         self.queue.push(Expected(Sent.QUERY, payload=run, paired=True))
         self.queue.push(Expected(Sent.SYNC))
         self.out.upstream(m.Query(d.rewritten_sql).serialize() if d.rewritten_sql else raw)
@@ -324,8 +362,13 @@ class Relay:
             block = Block("function_denied", "function calls over the fast-path protocol are not allowed")
             self._refuse_simple("<fast-path function call>", block, started=started)
             return
-        self.tracker.record("<fast-path function call>", Allow(kind="function_call"), started=started)
-        self.queue.push(Expected(Sent.FUNCTION_CALL, paired=True))
+        sql, call = "<fast-path function call>", Allow(kind="function_call")
+        sid = self.tracker.begin(sql, call, started=started)
+        if sid is None:
+            self._refuse_simple(sql, AUDIT_FAILED, started=started)
+            return
+        run = QueryRun(sql, call, started, 0.0, id=sid)
+        self.queue.push(Expected(Sent.FUNCTION_CALL, payload=run, paired=True))
         self.queue.push(Expected(Sent.SYNC))
         self.out.upstream(raw)
 
@@ -412,6 +455,11 @@ class Relay:
                 self._refuse_extended(f"<execute {e.portal}>", block, started=self.ctx.clock())
                 return
             p = Portal(e.portal, Stmt("", "", self._unknown), (), Result.of(self._unknown))
+        started = self.ctx.clock()
+        sid = self.tracker.begin(p.sql, p.stmt.allow, started=started)
+        if sid is None:  # audit_required, and its record could not be written: not forwarded
+            self._refuse_extended(p.sql, AUDIT_FAILED, started=started)
+            return
         if (
             self.restricted
             and p.fields is None
@@ -422,7 +470,7 @@ class Relay:
             p.describing = True
             self.queue.push(Expected(Sent.DESCRIBE_PORTAL, Answer.HIDE, payload=p, name=p.name))
             self.out.upstream(m.Describe(b"P", p.name).serialize())
-        p.started = self.ctx.clock()
+        p.calls.append((sid, started))
         self.queue.push(Expected(Sent.EXECUTE, payload=p, name=p.name))
         self.out.upstream(raw)
 
@@ -571,8 +619,8 @@ class Relay:
     def _on_ready(self, body: memoryview) -> bool:
         status = m.ReadyForQuery.parse(body).status
         skipped, sync = self.queue.ready()
-        for e in skipped:  # the upstream finished or skipped them
-            self._drop(e)
+        for e in skipped:  # a Query or FunctionCall it finished, or what it skipped
+            self._drop(e, ran=isinstance(e.payload, QueryRun))
         if sync is None:
             raise ProtocolViolation("unexpected ReadyForQuery")
         self.ctx.txn = status
@@ -597,7 +645,10 @@ class Relay:
         # innermost (sub)transaction, undoing the settings made in it.
         self.tracker.settings.failed()
         if self.upstream_phase is UpstreamPhase.BATCH_REFUSED:
-            self._skipped(self.queue.skip_to_sync())
+            skipped = self.queue.skip_to_sync()
+            if skipped and skipped[0].answer is not Answer.SIMULATE:
+                self._drop(skipped.pop(0), ran=True, error=err.code)  # the one that failed
+            self._skipped(skipped)
             return False
         in_flight = self._in_flight()  # before the queue moves past the failed request
         head, skipped = self.queue.fail()
@@ -606,18 +657,21 @@ class Relay:
                 self.out.client(head.simulated.serialize())
             self._skipped(skipped)
             return False
+        if head is not None and head.sent is Sent.FUNCTION_CALL and isinstance(head.payload, QueryRun):
+            head.payload.error = err.code
         if head is not None and head.sent is Sent.QUERY:
             run = _payload(head, QueryRun)
             run.error = err.code
+            if run.result is not None:  # the rows it sent before it failed count
+                run.rows += run.result.rows.sent
+                run.masked += run.result.rows.masked
+                run.result = None
             if self.upstream_phase is UpstreamPhase.RELAY:
                 self._move_upstream(UpstreamPhase.QUERY_FAILED)
                 self._forward_error(err, in_flight)
             return False
         if head is not None and head.sent is Sent.EXECUTE:
-            p = _payload(head, Portal)
-            self.tracker.record(
-                p.stmt.sql, p.stmt.allow, started=p.started, rows=p.result.rows.sent_call, error=err.code
-            )
+            self._drop(head, ran=True, error=err.code)
         self._forward_error(err, in_flight)
         if skipped:
             self._skipped(skipped)
@@ -628,28 +682,104 @@ class Relay:
         will skip what the client sends until it does, so drop those messages here too rather
         than wait for answers."""
         for e in skipped:
-            self._drop(e)
+            self._drop(e, ran=False)
         if not self.queue.synced:
             self._move_client(ClientPhase.SKIP_UNTIL_SYNC)
 
-    def _drop(self, e: Expected[Item]) -> None:
-        """A request that gets no answer of its own: account for it."""
+    def _drop(self, e: Expected[Item], *, ran: bool, error: str | None = None) -> None:
+        """A request that leaves the queue without an answer of its own: account for it. `ran`:
+        the server ran it (a Query or FunctionCall at its ReadyForQuery, an Execute that failed
+        with `error`); else it skipped it after an earlier failure."""
         p = e.payload
         if isinstance(p, QueryRun):
-            self.tracker.record(
-                p.sql,
-                p.allow,
-                started=p.started,
-                rows=p.rows,
-                masked=p.masked,
-                truncated=p.truncated,
-                overhead=p.overhead,
-                error=p.error,
-            )
+            if not ran:
+                self._end(p.sql, p.allow, p.id, p.started, outcome="skipped")
+            elif p.refused:
+                self._end(
+                    p.sql,
+                    _refused(p.allow),
+                    p.id,
+                    p.started,
+                    rows=p.rows,
+                    masked=p.masked,
+                    error=p.error,
+                    outcome="refused",
+                )
+            else:
+                self._end(
+                    p.sql,
+                    p.allow,
+                    p.id,
+                    p.started,
+                    rows=p.rows,
+                    masked=p.masked,
+                    truncated=p.truncated,
+                    overhead=p.overhead,
+                    error=p.error,
+                )
+        elif e.sent is Sent.EXECUTE and isinstance(p, Portal) and p.calls:
+            sid, started = p.calls.popleft()
+            if ran:
+                self._end(p.sql, p.stmt.allow, sid, started, rows=p.result.rows.end_call()[0], error=error)
+            else:
+                self._end(p.sql, p.stmt.allow, sid, started, outcome="skipped")
         elif e.sent is Sent.PARSE and isinstance(p, Stmt) and self._stmts_inflight.get(e.name) is p:
             del self._stmts_inflight[e.name]
         elif e.sent is Sent.BIND and isinstance(p, Portal) and self._portals_inflight.get(e.name) is p:
             del self._portals_inflight[e.name]
+
+    def _end(
+        self,
+        sql: str,
+        decision: Allow | Block,
+        sid: str,
+        started: float,
+        *,
+        rows: int = 0,
+        masked: int = 0,
+        truncated: bool = False,
+        overhead: float = 0.0,
+        error: str | None = None,
+        outcome: str = "",
+    ) -> None:
+        """The end record of the statement `sid`."""
+        if not outcome:
+            if error is None:
+                outcome = "ok"
+            elif error == QUERY_CANCELED and self.cancel_sent:
+                outcome = "cancelled"
+            else:
+                outcome = "error"
+        self.tracker.record(
+            sql,
+            decision,
+            started=started,
+            rows=rows,
+            masked=masked,
+            truncated=truncated,
+            overhead=overhead,
+            error=error,
+            id=sid,
+            outcome=outcome,
+            cancelled=self.cancel_sent,
+        )
+
+    def finish(self) -> None:
+        """The session is closing: every statement still in flight gets its end record. The
+        server never said how they ended: cancelled if maskgate cancelled them, else unknown
+        (an error already seen for one, e.g. the FATAL of a terminated backend, is its outcome)."""
+        unfinished = "cancelled" if self.cancel_sent else "unknown"
+        for e in self.queue:
+            p = e.payload
+            if isinstance(p, QueryRun):
+                rows = p.rows + (p.result.rows.sent if p.result is not None else 0)
+                outcome = "" if p.error else unfinished
+                self._end(p.sql, p.allow, p.id, p.started, rows=rows, error=p.error, outcome=outcome)
+            elif e.sent is Sent.EXECUTE and isinstance(p, Portal) and p.calls:
+                sid, started = p.calls.popleft()
+                rows = p.result.rows.end_call()[0]
+                self._end(p.sql, p.stmt.allow, sid, started, rows=rows, outcome=unfinished)
+        self.queue = ExpectQueue()
 
     # -- answers to requests
 
@@ -691,9 +821,19 @@ class Relay:
         res = p.result
         count = res.rows
         rows, masked = count.end_call()
+        sid, started = p.calls.popleft() if p.calls else ("", self.ctx.clock())
         if res.phase is ResultPhase.REFUSED:
             refusal = required(res.refusal, "refusal")
-            self.tracker.record(p.stmt.sql, Block("class_denied", refusal.message), started=p.started)
+            self._end(
+                p.sql,
+                _refused(p.stmt.allow, refusal.message),
+                sid,
+                started,
+                rows=rows,
+                masked=masked,
+                error=errors.INSUFFICIENT_PRIVILEGE,
+                outcome="refused",
+            )
             self._fail_batch(refusal)
             return False
         truncated = count.truncated
@@ -701,9 +841,7 @@ class Relay:
             truncated = True  # stop the client fetching more: the portal is finished for it
         if mtype == b"C" or truncated:
             self.tracker.succeeded(p.stmt.allow)
-        self.tracker.record(
-            p.stmt.sql, p.stmt.allow, started=p.started, rows=rows, masked=masked, truncated=truncated
-        )
+        self._end(p.sql, p.stmt.allow, sid, started, rows=rows, masked=masked, truncated=truncated)
         if truncated:
             if count.notice_once():
                 self.out.client(errors.truncated_notice(count.sent).serialize())
@@ -752,7 +890,8 @@ class Relay:
                     self.tracker.succeeded(res.allow)  # refused to the client, but it ran
                 # Tell the client this statement failed; hide the rest of the Query's results.
                 self.out.client(required(res.refusal, "refusal").serialize())
-                run.error = "42501"
+                run.error = errors.INSUFFICIENT_PRIVILEGE
+                run.refused = True
                 if self.upstream_phase is UpstreamPhase.RELAY:  # a refused batch hides it already
                     self._move_upstream(UpstreamPhase.QUERY_REFUSED)
                 return False

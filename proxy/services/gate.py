@@ -45,7 +45,8 @@ class Principal:
 
 @dataclass(slots=True)
 class StatementRecord:
-    """What a session reports after each statement (allowed or refused), for audit and metrics."""
+    """What a session reports of a statement, for audit and metrics: before it is forwarded
+    (`event` start, through `Gate.begin`), when it ended (end) or when it was refused (refused)."""
 
     protocol: str  # postgres | mysql | http
     session: str
@@ -62,6 +63,14 @@ class StatementRecord:
     overhead_s: float = 0.0  # time spent inside maskgate (decide + mask), excluding upstream waits
     error: str | None = None  # upstream error SQLSTATE, if the database refused it
     extra: dict[str, Any] = field(default_factory=dict)
+    id: str = ""  # the statement's id: its start and end records share it
+    event: str = ""  # start | end | refused ("": refused for a Block, else end)
+    dialect: str = ""  # how its SQL is read (the audit record strips its comments with it)
+    # end: ok | error | refused (by maskgate after the database started it) | cancelled (by
+    # maskgate: the client went away, or shutdown) | skipped (an earlier message of its batch
+    # failed) | unknown (the connection to the database ended first). "": ok, or error if `error`.
+    outcome: str = ""
+    cancelled: bool = False  # maskgate asked the database to cancel it
 
 
 class MaskerSource(Protocol):
@@ -103,8 +112,15 @@ class Gate(MaskerSource, Protocol):
         upstream: str = "postgres",
     ) -> Decision: ...
 
+    def begin(self, rec: StatementRecord) -> bool:
+        """The write-ahead record of a statement about to be forwarded. Returns False when the
+        audit log is required and the record could not be written: the statement must then be
+        refused, not forwarded. May block (briefly, on a local write) only when it is required."""
+        ...
+
     def record(self, rec: StatementRecord) -> None:
-        """Audit + metrics for one statement. Must not block (audit writes are queued)."""
+        """Audit + metrics for a statement that ended or was refused. Must not block (audit
+        writes are queued)."""
         ...
 
     def connection_opened(self, protocol: str) -> None: ...

@@ -276,6 +276,16 @@ class Guard:
             )
         return m
 
+    def begin(self, rec: StatementRecord) -> bool:
+        audit = self.audit
+        if audit is None or not audit.enabled:
+            return True
+        revision = self._state.policy.revision
+        if self.audit_required:
+            return audit.write_now(rec, revision)
+        audit.submit(rec, revision)
+        return True
+
     def record(self, rec: StatementRecord) -> None:
         m = self.metrics
         c = m.child

@@ -32,6 +32,10 @@ EMPTY = Allow(kind="empty")  # an empty statement reads nothing
 STALE = Block(
     "statement_not_allowed", "the policy changed since this statement was prepared; prepare it again"
 )
+# `audit_required` and the statement's write-ahead record could not be written: not forwarded.
+AUDIT_FAILED = Block(
+    "audit_unavailable", "the audit log cannot be written; statements are refused until it recovers"
+)
 
 
 def withheld_message(code: str) -> str:
@@ -85,6 +89,7 @@ class StatementTracker:
         # Detector classes of the latest decision that had any: errors and notices that arrive
         # outside a statement still belong to the one that caused them.
         self.last_detect: frozenset[str] = frozenset()
+        self._statements = 0  # numbers the session's statement ids
 
     @property
     def search_path(self) -> tuple[str, ...]:
@@ -135,6 +140,14 @@ class StatementTracker:
             return d
         return d if isinstance(d, Block) else STALE
 
+    def begin(self, sql: str, allow: Allow, *, started: float) -> str | None:
+        """The write-ahead record of a statement about to be forwarded: its id, or None when the
+        audit log is required and the record could not be written (refuse it with AUDIT_FAILED)."""
+        self._statements += 1
+        sid = f"{self.session_id}-{self._statements}"
+        rec = self._record(sql, allow, started, event="start", id=sid)
+        return sid if self.gate.begin(rec) else None
+
     def record(
         self,
         sql: str,
@@ -146,26 +159,40 @@ class StatementTracker:
         truncated: bool = False,
         overhead: float = 0.0,
         error: str | None = None,
+        id: str = "",
+        outcome: str = "",
+        cancelled: bool = False,
     ) -> None:
-        """Report one statement (allowed or refused) to the Gate for audit and metrics."""
+        """Report a statement to the Gate for audit and metrics: how the statement begun with
+        `id` ended, or (without an id) a refusal."""
+        if not id:
+            self._statements += 1
+            id = f"{self.session_id}-{self._statements}"
+            event = "refused"
+        else:
+            event = "end"
+        rec = self._record(sql, decision, started, event=event, id=id)
+        rec.rows, rec.masked, rec.truncated = rows, masked, truncated
+        rec.overhead_s, rec.error, rec.outcome, rec.cancelled = overhead, error, outcome, cancelled
+        self.gate.record(rec)
+
+    def _record(
+        self, sql: str, decision: Decision, started: float, *, event: str, id: str
+    ) -> StatementRecord:
         principal = self.principal
-        self.gate.record(
-            StatementRecord(
-                protocol=self.protocol,
-                session=self.session_id,
-                user=principal.user if principal else "",
-                role=principal.role if principal else "",
-                client=self.client,
-                database=self.database,
-                sql=sql,
-                decision=decision,
-                rows=rows,
-                masked=masked,
-                truncated=truncated,
-                duration_s=max(0.0, self.clock() - started),
-                overhead_s=overhead,
-                error=error,
-            )
+        return StatementRecord(
+            protocol=self.protocol,
+            session=self.session_id,
+            user=principal.user if principal else "",
+            role=principal.role if principal else "",
+            client=self.client,
+            database=self.database,
+            sql=sql,
+            decision=decision,
+            duration_s=max(0.0, self.clock() - started),
+            id=id,
+            event=event,
+            dialect=self.dialect,
         )
 
     def succeeded(self, allow: Allow) -> None:

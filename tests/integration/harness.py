@@ -44,10 +44,11 @@ class Running:
 
 @contextmanager
 def serve_demo(
-    d: Path, pg: EmbeddedPostgres, service_password: str, *, extra_policy: str = ""
+    d: Path, pg: EmbeddedPostgres, service_password: str, *, extra_policy: str = "", config_lines: str = ""
 ) -> Iterator[dict[str, Any]]:
     """The demo policy (copied into `d`, so a test may edit it), audit log and metrics endpoint.
-    `extra_policy` is a second policy file merged with the demo's (more roles and users)."""
+    `extra_policy` is a second policy file merged with the demo's (more roles and users);
+    `config_lines` more top-level lines of the config file (e.g. `audit_required: true`)."""
     policy = d / "policy" / "policy.yaml"
     policy.parent.mkdir()
     shutil.copy(DEMO_POLICY, policy)
@@ -55,7 +56,7 @@ def serve_demo(
         (d / "policy" / "extra.yaml").write_text(extra_policy)
     port, mport = free_port(), free_port()
     (d / "maskgate.yaml").write_text(
-        f"policy: policy\naudit_log: audit.jsonl\nmetrics: 127.0.0.1:{mport}\n"
+        f"policy: policy\naudit_log: audit.jsonl\nmetrics: 127.0.0.1:{mport}\n{config_lines}"
         f"postgres:\n  listen: 127.0.0.1:{port}\n"
         f"  upstream: postgresql://maskgate_svc:${{T_UPSTREAM}}@127.0.0.1:{pg.port}/crm?sslmode=disable\n"
         '  database_roles: {crm_vendor: "${T_VENDOR}"}\n'
