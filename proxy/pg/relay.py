@@ -31,6 +31,13 @@ from proxy.pg.rowmask import CopyPlan, RowPlan, plan_rows
 from proxy.services.rows import Unmaskable
 from proxy.services.statement import AUDIT_FAILED, PlanCache, RowCount, part, withheld_message
 
+# COPY rows are masked as they stream and may be refused part-way, after the server started the
+# COPY: nothing else of the same string or batch may be left to run and commit behind it.
+COPY_ALONE = Block(
+    "statement_not_allowed", "COPY must be sent on its own for this role (its rows are masked as they stream)"
+)
+COPY_LAST = Block("statement_not_allowed", "a COPY must be the last statement before Sync for this role")
+
 log = logging.getLogger("maskgate.pg")
 
 # Sent upstream in place of a refused statement so the server fails too: its transaction state
@@ -38,6 +45,7 @@ log = logging.getLogger("maskgate.pg")
 # client was told. Both fail before executing anything and have no side effects.
 FAILING_QUERY = m.Query("maskgate_refused /* statement refused by maskgate */").serialize()
 FAILING_DESCRIBE = m.Describe(b"S", "maskgate\x01refused").serialize()
+FLUSH = m.Flush().serialize()
 
 _I16 = struct.Struct("!h")
 _CACHE_MAX = 64  # per-session cache of parsed row descriptions (and of masking plans)
@@ -253,6 +261,14 @@ class Relay:
         self.cancel_sent = False
         # The client sent Terminate while statements were in flight: the session drains them.
         self.terminated = False
+        # An Execute whose result columns must be known before it may run (binary results of a
+        # restricted session) waits for this Describe's answer, and the client's messages from it
+        # on wait with it, so a result that cannot be masked is refused before it runs.
+        self.held: list[bytes] | None = None
+        self._awaiting: Expected[Item] | None = None
+        # A COPY was executed in this batch: nothing more may run before the client's Sync (a
+        # COPY refused part-way must not leave later statements running, see `_on_execute`).
+        self._copy_until_sync = False
         # A repeated statement gets the same RowDescription and decision every time: parse the
         # one and build the masking plan for the pair once (both bounded, cleared when full).
         self._rd_cache: dict[bytes, tuple[m.FieldDescription, ...]] = {}
@@ -314,28 +330,59 @@ class Relay:
         for mtype, start, end in frames:
             if out.closed:
                 return
-            if mtype == b"X":
-                out.upstream(mv[start:end])
-                if self.executing:
-                    # The server answers what it already has, then terminates: the session
-                    # drains those answers so every statement's end is recorded.
-                    self.terminated = True
-                else:
-                    self.ctx.close("client terminated")
+            if self.held is not None:
+                self.held.append(bytes(mv[start:end]))
+                continue
+            if self._client_message(mtype, mv[start + 5 : end], mv[start:end]):
                 return
-            if self.client_phase is ClientPhase.SKIP_UNTIL_SYNC:
-                if mtype != b"S":
-                    continue
-                self._move_client(ClientPhase.RELAY)
-            handler = self._client.get(mtype)
-            if handler is None:
-                raise ProtocolViolation(f"unexpected client message {mtype!r}")
-            handler(mv[start + 5 : end], mv[start:end])
+
+    def _client_message(self, mtype: bytes, body: memoryview, raw: memoryview) -> bool:
+        """Handle one client message; True when it was the last one (Terminate)."""
+        if mtype == b"X":
+            self.out.upstream(raw)
+            if self.executing:
+                # The server answers what it already has, then terminates: the session drains
+                # those answers so every statement's end is recorded.
+                self.terminated = True
+            else:
+                self.ctx.close("client terminated")
+            return True
+        if self.client_phase is ClientPhase.SKIP_UNTIL_SYNC:
+            if mtype != b"S":
+                return False
+            self._move_client(ClientPhase.RELAY)
+        handler = self._client.get(mtype)
+        if handler is None:
+            raise ProtocolViolation(f"unexpected client message {mtype!r}")
+        handler(body, raw)
+        return False
+
+    def _hold(self, raw: memoryview, awaiting: Expected[Item]) -> None:
+        """Keep `raw` (an Execute) and what the client sends after it until `awaiting` is answered."""
+        self.held = [bytes(raw)]
+        self._awaiting = awaiting
+        self.out.upstream(FLUSH)  # the server sends its answer now, not at the client's Sync
+
+    def _release(self) -> None:
+        """The awaited answer came (or the server skipped it): handle what was held, in order."""
+        if self.held is None or (self._awaiting is not None and self._awaiting in self.queue):
+            return
+        held, self.held, self._awaiting = self.held, None, None
+        for i, raw in enumerate(held):
+            if self.out.closed:
+                return
+            if self.held is not None:  # an Execute in it waits in turn
+                self.held.extend(held[i:])
+                return
+            mv = memoryview(raw)
+            if self._client_message(raw[:1], mv[5:], mv):
+                return
 
     def _forward(self, body: memoryview, raw: memoryview) -> None:
         self.out.upstream(raw)
 
     def _on_sync(self, body: memoryview, raw: memoryview) -> None:
+        self._copy_until_sync = False
         self.queue.push(Expected(Sent.SYNC))
         self.out.upstream(raw)
 
@@ -345,6 +392,12 @@ class Relay:
         d, overhead = self.tracker.decide(q.sql)
         if isinstance(d, Block):
             self._refuse_simple(q.sql, d, started=started, overhead=overhead)
+            return
+        if self.restricted and len(d.parts()) > 1 and any(x.kind == "copy" for x in d.parts()):
+            # Its rows are masked as they stream and may be refused part-way, after the server
+            # started it; the rest of the string would then run and commit while the client is
+            # told the string failed. Alone, a refused COPY leaves nothing else behind.
+            self._refuse_simple(q.sql, COPY_ALONE, started=started, overhead=overhead)
             return
         sid = self.tracker.begin(q.sql, d, started=started)
         if sid is None:  # audit_required, and its record could not be written: not forwarded
@@ -402,6 +455,9 @@ class Relay:
     def _on_parse(self, body: memoryview, raw: memoryview) -> None:
         p = m.Parse.parse(body)
         started = self.ctx.clock()
+        if self._copy_until_sync:
+            self._refuse_extended(p.sql, COPY_LAST, started=started)
+            return
         d, overhead = self.tracker.decide(p.sql)
         if isinstance(d, Block):
             self._refuse_extended(p.sql, d, started=started, overhead=overhead)
@@ -428,6 +484,9 @@ class Relay:
 
     def _on_bind(self, body: memoryview, raw: memoryview) -> None:
         b = m.Bind.parse(body)
+        if self._copy_until_sync:
+            self._refuse_extended(f"<bind {b.statement}>", COPY_LAST, started=self.ctx.clock())
+            return
         st = self._stmt(b.statement)
         if st is None:
             if self.restricted:
@@ -456,6 +515,21 @@ class Relay:
                 return
             p = Portal(e.portal, Stmt("", "", self._unknown), (), Result.of(self._unknown))
         started = self.ctx.clock()
+        if self._copy_until_sync:
+            self._refuse_extended(p.sql, COPY_LAST, started=started)
+            return
+        if self.restricted:
+            described = p.fields is not None or p.stmt.fields is not None
+            if not described and 1 in p.formats:
+                # Binary results may be refused once their types are known: learn them first,
+                # rather than refuse after the server started the statement.
+                self._hold(raw, self._describe_for(p))
+                return
+            if described and not p.result.planned:
+                why = self._plan_portal(p)
+                if why is not None:
+                    self._refuse_extended(p.sql, _refused(p.stmt.allow, why), started=started)
+                    return
         sid = self.tracker.begin(p.sql, p.stmt.allow, started=started)
         if sid is None:  # audit_required, and its record could not be written: not forwarded
             self._refuse_extended(p.sql, AUDIT_FAILED, started=started)
@@ -466,13 +540,22 @@ class Relay:
             and p.stmt.fields is None
             and not (p.describing or p.stmt.describing)
         ):
-            # Masking needs column types and formats; the client did not ask, so the proxy does.
-            p.describing = True
-            self.queue.push(Expected(Sent.DESCRIBE_PORTAL, Answer.HIDE, payload=p, name=p.name))
-            self.out.upstream(m.Describe(b"P", p.name).serialize())
+            self._describe_for(p)  # masking needs column types; text results wait for none
+        if self.restricted and any(x.kind == "copy" for x in p.stmt.allow.parts()):
+            self._copy_until_sync = True
         p.calls.append((sid, started))
         self.queue.push(Expected(Sent.EXECUTE, payload=p, name=p.name))
         self.out.upstream(raw)
+
+    def _describe_for(self, p: Portal) -> Expected[Item]:
+        """The Describe whose answer gives `p`'s result columns: one in flight, else the proxy's own."""
+        for e in self.queue:
+            if e.sent in (Sent.DESCRIBE_PORTAL, Sent.DESCRIBE_STATEMENT) and e.payload in (p, p.stmt):
+                return e
+        p.describing = True
+        entry = self.queue.push(Expected(Sent.DESCRIBE_PORTAL, Answer.HIDE, payload=p, name=p.name))
+        self.out.upstream(m.Describe(b"P", p.name).serialize())
+        return entry
 
     def _on_describe(self, body: memoryview, raw: memoryview) -> None:
         d = m.Describe.parse(body)
@@ -675,6 +758,7 @@ class Relay:
         self._forward_error(err, in_flight)
         if skipped:
             self._skipped(skipped)
+        self._release()  # an awaited Describe the server failed or skipped
         return False
 
     def _skipped(self, skipped: list[Expected[Item]]) -> None:
@@ -809,6 +893,8 @@ class Relay:
         target = e.payload
         if isinstance(target, Stmt | Portal):
             target.fields = fields
+        if e is self._awaiting:
+            self._release()
         return e.answer is Answer.FORWARD
 
     def _on_function_result(self, mtype: bytes, body: memoryview, e: Expected[Item], finished: bool) -> bool:
@@ -977,24 +1063,32 @@ class Relay:
         """The masking plan for the result at the head of the queue, built once per result."""
         if res.planned:
             return res.plan
+        why = self._plan_portal(_payload(head, Portal)) if head.sent is Sent.EXECUTE else None
+        if not res.planned:  # not a portal's
+            res.planned = True
+            why = "result columns could not be described"
+        if why is not None:
+            self._refuse_result(res, why)
+        return res.plan
+
+    def _plan_portal(self, p: Portal) -> str | None:
+        """Build the masking plan of `p`'s result; the reason it cannot be masked, or None."""
+        res = p.result
         res.planned = True
         fields: tuple[m.FieldDescription, ...] | None = None
         formats: tuple[int, ...] | None = None
-        if head.sent is Sent.EXECUTE:
-            p = _payload(head, Portal)
-            if p.fields is not None:
-                fields = p.fields
-            elif p.stmt.fields is not None:
-                fields, formats = p.stmt.fields, p.formats
+        if p.fields is not None:
+            fields = p.fields
+        elif p.stmt.fields is not None:
+            fields, formats = p.stmt.fields, p.formats
         if fields is None:
-            self._refuse_result(res, "result columns could not be described")
-            return None
+            return "result columns could not be described"
         res.ncols = len(fields)
         try:
             res.plan = self._plan_rows(fields, formats, res.allow)
         except Unmaskable as e:
-            self._refuse_result(res, str(e))
-        return res.plan
+            return str(e)
+        return None
 
     def _refuse_result(self, res: Result, why: str) -> None:
         """Refuse a statement the upstream is already running (its result cannot be masked)."""

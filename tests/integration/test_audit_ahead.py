@@ -301,3 +301,49 @@ def test_with_a_full_disk_and_audit_required_no_statement_is_forwarded(
     recs = [json.loads(x) for x in log.read_text().splitlines()]
     assert not [r for r in recs if r["event"] == "start" and "UPDATE call_records" in r["sql"]]
     assert [r for r in recs if r["event"] == "start" and r["sql"] == "SELECT 2"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A result refused after the server started it used to leave the rest of its string or batch
+# running and committing upstream while the client was told it failed.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_batch_whose_binary_result_cannot_be_masked_runs_nothing(
+    served: dict[str, Any], crm: EmbeddedPostgres
+) -> None:
+    before = direct(crm, "SELECT email FROM customers WHERE id = 5")
+    w = Raw(served["port"], "desk")
+    try:
+        # A record value computed from phone cannot be masked in binary; the UPDATE behind it is
+        # in the same implicit transaction, so the server must not run it either.
+        w.send(
+            m.Parse("", "SELECT ROW(id, phone) FROM customers"),
+            m.Bind("", "", (), (), (1,)),
+            m.Execute("", 0),
+            m.Parse("", "UPDATE customers SET email = 'gap@example.cn' WHERE id = 5"),
+            m.Bind("", "", (), (), ()),
+            m.Execute("", 0),
+            m.Sync(),
+        )
+        answers = []
+        while not answers or answers[-1][0] != b"Z":
+            answers.append(w.recv())
+    finally:
+        w.close()
+    errors = [m.ErrorResponse.parse(b) for t, b in answers if t == b"E"]
+    assert [e.code for e in errors] == ["42501"] and "cannot be masked in binary" in errors[0].message
+    assert not [t for t, _ in answers if t in (b"D", b"C")]
+    assert direct(crm, "SELECT email FROM customers WHERE id = 5") == before
+
+
+def test_a_copy_shares_its_string_with_nothing(served: dict[str, Any], crm: EmbeddedPostgres) -> None:
+    before = direct(crm, "SELECT email FROM customers WHERE id = 6")
+    with (
+        connect(served["port"], "desk") as c,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="COPY"),
+    ):
+        c.execute(
+            "COPY (SELECT id FROM customers) TO STDOUT; UPDATE customers SET email = 'g@x.cn' WHERE id = 6"
+        )
+    assert direct(crm, "SELECT email FROM customers WHERE id = 6") == before
