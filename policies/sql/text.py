@@ -14,15 +14,19 @@ _TOKENIZERS: dict[str, object] = {}
 
 
 def without_comments(sql: str, dialect: str) -> str:
-    """`sql` with every comment removed and each run of whitespace or comments between two tokens
-    made one space; the tokens themselves (strings included) as written. Text the tokenizer cannot
-    read is returned as it is (the record then shows what was received).
+    """`sql` with every comment removed: when it has any, each run of whitespace or comments
+    between two tokens becomes one space; the tokens themselves (strings included) stay as
+    written. Text without a comment marker is returned as it is, untokenized (the audit writer
+    calls this for every new statement text). Text the tokenizer cannot read is returned as it
+    is (the record then shows what was received).
 
     >>> without_comments("SELECT /* 4,000 characters */ phone -- why\\nFROM t", "postgres")
     'SELECT phone FROM t'
     >>> without_comments("SELECT '/* kept */', $$ -- kept $$", "postgres")
     "SELECT '/* kept */', $$ -- kept $$"
     """
+    if "--" not in sql and "/*" not in sql and "#" not in sql:
+        return sql
     tok = _TOKENIZERS.get(dialect)
     if tok is None:
         d = Dialect.get_or_raise(dialect)

@@ -399,7 +399,7 @@ class Relay:
             # told the string failed. Alone, a refused COPY leaves nothing else behind.
             self._refuse_simple(q.sql, COPY_ALONE, started=started, overhead=overhead)
             return
-        sid = self.tracker.begin(q.sql, d, started=started)
+        sid = self.tracker.begin(q.sql, d)
         if sid is None:  # audit_required, and its record could not be written: not forwarded
             self._refuse_simple(q.sql, AUDIT_FAILED, started=started, overhead=overhead)
             return
@@ -416,7 +416,7 @@ class Relay:
             self._refuse_simple("<fast-path function call>", block, started=started)
             return
         sql, call = "<fast-path function call>", Allow(kind="function_call")
-        sid = self.tracker.begin(sql, call, started=started)
+        sid = self.tracker.begin(sql, call)
         if sid is None:
             self._refuse_simple(sql, AUDIT_FAILED, started=started)
             return
@@ -530,7 +530,7 @@ class Relay:
                 if why is not None:
                     self._refuse_extended(p.sql, _refused(p.stmt.allow, why), started=started)
                     return
-        sid = self.tracker.begin(p.sql, p.stmt.allow, started=started)
+        sid = self.tracker.begin(p.sql, p.stmt.allow)
         if sid is None:  # audit_required, and its record could not be written: not forwarded
             self._refuse_extended(p.sql, AUDIT_FAILED, started=started)
             return

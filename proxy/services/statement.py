@@ -140,13 +140,12 @@ class StatementTracker:
             return d
         return d if isinstance(d, Block) else STALE
 
-    def begin(self, sql: str, allow: Allow, *, started: float) -> str | None:
+    def begin(self, sql: str, allow: Allow) -> str | None:
         """The write-ahead record of a statement about to be forwarded: its id, or None when the
         audit log is required and the record could not be written (refuse it with AUDIT_FAILED)."""
         self._statements += 1
         sid = f"{self.session_id}-{self._statements}"
-        rec = self._record(sql, allow, started, event="start", id=sid)
-        return sid if self.gate.begin(rec) else None
+        return sid if self.gate.begin(self._record(sql, allow, 0.0, "start", sid)) else None
 
     def record(
         self,
@@ -165,31 +164,29 @@ class StatementTracker:
     ) -> None:
         """Report a statement to the Gate for audit and metrics: how the statement begun with
         `id` ended, or (without an id) a refusal."""
-        if not id:
+        if id:
+            event = "end"
+        else:
             self._statements += 1
             id = f"{self.session_id}-{self._statements}"
             event = "refused"
-        else:
-            event = "end"
-        rec = self._record(sql, decision, started, event=event, id=id)
+        rec = self._record(sql, decision, max(0.0, self.clock() - started), event, id)
         rec.rows, rec.masked, rec.truncated = rows, masked, truncated
         rec.overhead_s, rec.error, rec.outcome, rec.cancelled = overhead, error, outcome, cancelled
         self.gate.record(rec)
 
-    def _record(
-        self, sql: str, decision: Decision, started: float, *, event: str, id: str
-    ) -> StatementRecord:
+    def _record(self, sql: str, decision: Decision, duration: float, event: str, id: str) -> StatementRecord:
         principal = self.principal
         return StatementRecord(
-            protocol=self.protocol,
-            session=self.session_id,
-            user=principal.user if principal else "",
-            role=principal.role if principal else "",
-            client=self.client,
-            database=self.database,
-            sql=sql,
-            decision=decision,
-            duration_s=max(0.0, self.clock() - started),
+            self.protocol,
+            self.session_id,
+            principal.user if principal else "",
+            principal.role if principal else "",
+            self.client,
+            self.database,
+            sql,
+            decision,
+            duration_s=duration,
             id=id,
             event=event,
             dialect=self.dialect,
