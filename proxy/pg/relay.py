@@ -704,6 +704,8 @@ class Relay:
         skipped, sync = self.queue.ready()
         for e in skipped:  # a Query or FunctionCall it finished, or what it skipped
             self._drop(e, ran=isinstance(e.payload, QueryRun))
+        if skipped and self.held is not None:
+            self._release()
         if sync is None:
             raise ProtocolViolation("unexpected ReadyForQuery")
         self.ctx.txn = status
@@ -723,7 +725,11 @@ class Relay:
         return True
 
     def _on_error(self, body: memoryview) -> bool:
-        err = m.ErrorResponse.parse(body)
+        passthrough = self._error(m.ErrorResponse.parse(body))
+        self._release()  # an awaited Describe the server failed or skipped
+        return passthrough
+
+    def _error(self, err: m.ErrorResponse) -> bool:
         # Whatever failed (the client's statement or a stand-in), the server aborted its
         # innermost (sub)transaction, undoing the settings made in it.
         self.tracker.settings.failed()
@@ -758,7 +764,6 @@ class Relay:
         self._forward_error(err, in_flight)
         if skipped:
             self._skipped(skipped)
-        self._release()  # an awaited Describe the server failed or skipped
         return False
 
     def _skipped(self, skipped: list[Expected[Item]]) -> None:

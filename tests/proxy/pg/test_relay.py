@@ -567,3 +567,24 @@ def test_statements_are_recorded_with_their_outcome() -> None:
         1,
         None,
     )
+
+
+def test_a_held_execute_is_released_when_its_describe_is_skipped() -> None:
+    # The server fails an earlier message of the batch and skips the proxy's Describe: what was
+    # held is handled then (skipped too, up to the Sync), not kept waiting for ever.
+    gate = FakeGate(lambda p, sql: Allow(kind="select", columns=(ColumnMask(0, "d", "birthday", "mask"),)))
+    s, _, pb = login(gate)
+    batch = (m.Parse("", "SELEC d"), m.Bind("", "", (), (), (1,)), m.Execute("", 0), m.Sync())
+    syntax = m.ErrorResponse((("S", "ERROR"), ("C", "42601"), ("M", "syntax error")))
+    assert (
+        pb
+        >> from_client(*batch)
+        << to_upstream(*batch[:2], m.Describe(b"P", ""), m.Flush())
+        >> from_upstream(syntax)
+        << to_upstream(m.Sync())
+        << to_client(syntax)
+        >> from_upstream(m.ReadyForQuery(b"I"))
+        << to_client(m.ReadyForQuery(b"I"))
+    )
+    relay = relay_of(s)
+    assert relay.held is None and not relay.queue
