@@ -30,6 +30,7 @@ from proxy.demo.embedded_pg import EmbeddedPostgres, bin_dir, free_port, wait_po
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 SVC, SVC_PW = "maskgate_svc", "bench-svc-pass"
+VENDOR_DB_PW = "bench-crm-vendor-pass"  # crm_vendor is created as in the demo; the bench runs as crm_desk
 USER, USER_PW = "bench_vendor", "bench-pass"
 SCRAM_ITERATIONS = 4096
 
@@ -63,6 +64,9 @@ roles:
     max_rows: 2000000
     see: {{mobile: mask, id_card: mask, person_name: mask, bank_card: deny}}
     detect: [mobile, id_card, bank_card]
+    # Runs upstream as crm_desk, taken with SET ROLE at login (prepare() grants it SELECT on
+    # big too): the database would refuse a write whatever the proxy decided.
+    database_role: crm_desk
 users:
   {USER}:
     role: bench
@@ -181,9 +185,11 @@ class Targets:
 def prepare(pg: EmbeddedPostgres, big_rows: int) -> None:
     import psycopg
 
+    from proxy.demo.data import DESK_ROLE, database_roles_sql, seed
+
     pg.psql(f"CREATE ROLE {SVC} LOGIN PASSWORD '{SVC_PW}'")
+    pg.psql(database_roles_sql(SVC, VENDOR_DB_PW))
     pg.psql(f"CREATE DATABASE crm OWNER {SVC}")
-    from proxy.demo.data import seed
 
     with psycopg.connect(pg.dsn(SVC, SVC_PW, "crm")) as conn:
         seed(conn, 10_000)
@@ -195,6 +201,7 @@ def prepare(pg: EmbeddedPostgres, big_rows: int) -> None:
             " '客户回拨电话 139' || lpad((g % 100000000)::text, 8, '0') || ' 已处理' AS note"
             f" FROM generate_series(1, {big_rows}) g"
         )
+        conn.execute(f"GRANT SELECT ON big TO {DESK_ROLE}")
         conn.execute("ANALYZE big")
 
 

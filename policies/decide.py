@@ -89,6 +89,11 @@ def _typed_call(name: str, dialect: str) -> type[exp.Func] | None:
     return found
 
 
+# Settings that say who a session is upstream (the role it acts as, its session user). A role with
+# a `database_role` runs as that database role: no statement of its sessions may change them.
+IDENTITY_SETTINGS = frozenset({"role", "session_authorization"})
+
+
 class Judge:
     """Applies one role's rules. Build one per (policy, role, schema, dialect).
 
@@ -250,6 +255,10 @@ class Judge:
                 found = self._function_refusal(schema, name, node)
                 if found:
                     return self._block(*found, d, tables)
+        # 2b. who the session is upstream, whatever the role's statements
+        identity = self._identity_refusal(d)
+        if identity is not None:
+            return self._block("statement_not_allowed", identity, d, tables)
         if d.copy_options and self.masks_output and not role.unrestricted_statements:
             return self._block(
                 "statement_not_allowed",
@@ -346,6 +355,50 @@ class Judge:
         if refusal is not None:
             return refusal
         return self._allow(d, tables, uses, outputs)
+
+    def _identity_refusal(self, d: Described) -> str | None:
+        """Statements that would change who the session is upstream. For a role with a
+        `database_role`: SET ROLE, SET SESSION AUTHORIZATION, RESET of either, DISCARD (DISCARD
+        ALL resets the session authorization), set_config() of either or of a setting named by
+        an expression, and writes to the settings catalog (its update rule calls set_config).
+        (Renaming the session is allowed: the proxy puts `maskgate:<user>/` back in front of any
+        application_name a session sets, proxy/pg/relay.py.)"""
+        fixed = self.role.database_role
+        tree = d.tree
+        facts = self.facts
+        why = (
+            f"this role's statements run as database role {fixed}, which its sessions cannot change"
+            if fixed is not None
+            else ""
+        )
+        if fixed is not None and isinstance(tree, nodes.Set):
+            for item in tree.items:
+                if item.kind in IDENTITY_SETTINGS or item.name in IDENTITY_SETTINGS:
+                    return why
+        if fixed is not None and (d.identity_reset or isinstance(tree, nodes.Discard)):
+            return why
+        # What the statement is understood to set (SET, RESET, DISCARD ALL, set_config as a whole
+        # statement, pg_dump's pinned pg_settings form).
+        for change in d.settings:
+            if fixed is not None and change.name in IDENTITY_SETTINGS:
+                return why
+        # set_config anywhere else: roles with statements: [all] may call it inside a query.
+        for _schema, name, node in self._calls(d):
+            if name not in facts.setting_functions or d.setting_call:
+                continue
+            args = node.expressions if hasattr(node, "expressions") else []
+            setting = args[0] if args else None
+            literal = isinstance(setting, exp.Literal) and setting.is_string
+            key = facts.setting_key(setting.name) if literal and setting is not None else None
+            if fixed is not None and (key is None or key in IDENTITY_SETTINGS):
+                # A name computed by an expression could be `role`.
+                return why
+        catalog = facts.settings_catalog
+        if catalog is not None and (fixed is not None or not self.role.unrestricted_statements):
+            for t in d.written:
+                if t.schema == catalog[0] and t.name == catalog[1]:
+                    return f"writing {t} changes session settings (its update rule calls set_config)"
+        return None
 
     def _views_over_filtered(self, d: Described) -> Block | None:
         """Row filters are ANDed into reads of the filtered table itself, not into the views over

@@ -113,10 +113,13 @@ ROLE_KEYS = (
     "row_filters",
     "hours",
     "functions",
+    "database_role",
     "description",
 )
 USER_KEYS = ("role", "password", "description")
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]*$")
+# A PostgreSQL role name as pg_roles stores it; maskgate quotes it when it names it upstream.
+DATABASE_ROLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 PATTERN_PART_RE = re.compile(r"^[A-Za-z0-9_$*?\[\]!-]+$")
 SCRAM_RE = re.compile(r"^SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)$")
 HOURS_RE = re.compile(
@@ -546,6 +549,19 @@ def _compile_role(
                 c.add(path, m, f"bad function name `{fn}`")
             functions.add(fn.lower())
 
+    database_role: str | None = None
+    if "database_role" in body:
+        v = body["database_role"]
+        if not isinstance(v, str) or not DATABASE_ROLE_RE.match(v) or len(v.encode()) > 63:
+            c.add(
+                path,
+                _vm(body, "database_role"),
+                f"`database_role` must be a database role name (letters, digits, _ and $, at most "
+                f"63 bytes, as stored in pg_roles), got `{v}`",
+            )
+        else:
+            database_role = v
+
     if len(c.errors) > before:
         return None
     return Role(
@@ -560,6 +576,7 @@ def _compile_role(
         row_filters=tuple(filters),
         hours=tuple(hours),
         functions=frozenset(functions),
+        database_role=database_role,
     )
 
 
@@ -588,6 +605,8 @@ def _revision(
                 "hours": sorted(w.text for w in r.hours),
                 "functions": sorted(r.functions),
             }
+            # Only when set, so that policies without it keep their revision.
+            | ({"database_role": r.database_role} if r.database_role else {})
             for name, r in sorted(roles.items())
         },
         "users": {n: [u.role, u.password] for n, u in sorted(users.items())},

@@ -73,6 +73,8 @@ class Role:
     row_filters: tuple[RowFilter, ...] = ()
     hours: tuple[HoursWindow, ...] = ()
     functions: frozenset[str] = frozenset()  # allow-listed functions/procedures (lowercase names)
+    # The database role this role's statements run as upstream (None: the service account).
+    database_role: str | None = None
 
     @property
     def unrestricted_statements(self) -> bool:

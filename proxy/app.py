@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, start_http_server
 
 from policies import load_policy
+from policies.sql.text import without_comments
 
 from .config import Config, Listener
 from .pg import catalog
@@ -63,7 +64,12 @@ class App:
         cfg = self.config
         # An invalid policy at start-up is fatal: there is no last good policy to fall back on.
         policy = await asyncio.to_thread(load_policy, cfg.policy)
-        self.audit = AuditLog(cfg.audit_log, on_failure=self.metrics.audit_failures.inc)
+        self.audit = AuditLog(
+            cfg.audit_log,
+            on_failure=self.metrics.audit_failures.inc,
+            key=cfg.masking_key,
+            statement_text=without_comments,
+        )
         pg = cfg.postgres
         loaders, defaults = schema_loaders(cfg)
         self.guard = Guard(
@@ -94,6 +100,7 @@ class App:
                 auth_timeout=cfg.auth_timeout_s,
                 idle_timeout=cfg.idle_timeout_s or None,
                 max_message=cfg.max_message_bytes,
+                database_roles=pg.database_roles,
             )
             await server.start()
             self.servers.append(server)

@@ -62,6 +62,9 @@ class Listener:
     listen: Endpoint
     upstream: Upstream
     tls: TLSFiles | None = None
+    # Passwords of the database roles policy roles run as (`database_role`): maskgate logs in
+    # upstream as such a role; a database role without one is taken with SET ROLE.
+    database_roles: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,8 @@ _TOP_KEYS = {
     "max_message_bytes",
     "discover",
 }
-_LISTENER_KEYS = {"listen", "upstream", "tls"}
+_LISTENER_KEYS = {"listen", "upstream", "tls", "database_roles"}
+_ROLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "http": 80, "https": 443}
 
 
@@ -202,7 +206,25 @@ def _listener(raw: Any, name: str, base: Path) -> Listener:
         parse_endpoint(raw["listen"], f"{name}.listen"),
         parse_upstream(raw["upstream"], f"{name}.upstream"),
         tls,
+        _database_roles(raw.get("database_roles"), f"{name}.database_roles"),
     )
+
+
+def _database_roles(raw: Any, where: str) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping of database role name to its password")
+    out: dict[str, str] = {}
+    for role, password in raw.items():
+        if not isinstance(role, str) or not _ROLE_NAME.match(role):
+            raise ConfigError(f"{where}: bad database role name {role!r}")
+        if not isinstance(password, str) or not password:
+            raise ConfigError(
+                f"{where}.{role}: expected a non-empty password (e.g. ${{CRM_VENDOR_PASSWORD}})"
+            )
+        out[role] = password
+    return out
 
 
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:

@@ -20,8 +20,14 @@ def embedded_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPo
         pg.destroy()
 
 
+# The password of the database role crm_vendor in the demo clusters (the demo policy's vendor
+# runs as it); tests/integration/harness.py gives it to maskgate.
+CRM_VENDOR_PASSWORD = "crm-vendor-secret"
+
+
 def start_crm(base: Path, service_password: str, customers: int, settings: str = "") -> EmbeddedPostgres:
-    """A cluster of its own holding the demo `crm` database, owned by the service account.
+    """A cluster of its own holding the demo `crm` database, owned by the service account, and the
+    database roles the demo policy runs as (crm_vendor, crm_desk) with their grants.
 
     Starting a cluster takes half a second, so integration modules that need the demo data get
     one each rather than sharing (and colliding over) a `crm` in the session cluster. `settings`
@@ -29,7 +35,7 @@ def start_crm(base: Path, service_password: str, customers: int, settings: str =
     """
     import psycopg
 
-    from proxy.demo.data import seed
+    from proxy.demo.data import database_roles_sql, seed
 
     pg = EmbeddedPostgres(base)
     if settings:
@@ -38,6 +44,7 @@ def start_crm(base: Path, service_password: str, customers: int, settings: str =
             f.write("\n" + settings + "\n")
     pg.start()
     pg.psql(f"CREATE ROLE maskgate_svc LOGIN PASSWORD '{service_password}'")
+    pg.psql(database_roles_sql("maskgate_svc", CRM_VENDOR_PASSWORD))
     pg.psql("CREATE DATABASE crm OWNER maskgate_svc")
     with psycopg.connect(pg.dsn("maskgate_svc", service_password, "crm")) as conn:
         seed(conn, customers)

@@ -584,6 +584,11 @@ class StatementParser:
         return nodes.Prepare(name, self.inner(self.rest(), _PLANNABLE), types)
 
     def _data_type(self, tokens: list[Token]) -> exp.DataType:
+        if len(tokens) >= 3 and tokens[1].token_type == TokenType.DOT:
+            # A schema-qualified type (pg_dump writes `pg_catalog.oid`): a parameter's type only,
+            # kept as written, which the server resolves.
+            text = self.sql[tokens[0].start : tokens[-1].end + 1]
+            return exp.DataType.build(text, dialect=self.facts.sqlglot, udt=True)
         found = self.sqlglot_into(exp.DataType, tokens)
         if not isinstance(found, exp.DataType):
             raise Unparsable("expected a type")

@@ -1,8 +1,9 @@
 """Commands a protocol session gives its driver, and the outbox a session gathers them in.
 
 Owns what a sans-IO session may ask of the outside world (send bytes to either side, upgrade the
-client to TLS, open the upstream connection, close) and the order they are carried out in. A
-protocol may add commands of its own (PostgreSQL's cancel keys) by subclassing `Command`.
+client to TLS, open the upstream connection, let the upstream drain after the client went, close)
+and the order they are carried out in. A protocol may add commands of its own (PostgreSQL's
+cancel keys) by subclassing `Command`.
 Nothing here knows a wire format or touches a socket.
 """
 
@@ -39,6 +40,13 @@ class OpenUpstream(Command):
 
     database: str
     upstream: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drain(Command):
+    """The client is gone (or done, or being shut out) while statements are still running
+    upstream: close the client connection (after what was sent to it), keep the upstream open so
+    the session learns how they end, and deliver `DrainTimeout` if it has not closed by then."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,11 @@
 
 Owns accepting clients, feeding each session its events (`session.handle(event)`) and carrying
 out the commands it returns (writes, the client's TLS upgrade, opening the upstream while the
-Gate prepares the database, closing), flow control between the two sides, the login and idle
-timers, and graceful shutdown. Knows no wire format: a protocol subclasses `Listener` and
-`Connection` to say how to build its session, how to reach its upstream, what a client is told
-when the session itself fails, and to carry out commands of its own.
+Gate prepares the database, draining the upstream after the client went, closing), flow control
+between the two sides, the login, idle and drain timers, and graceful shutdown. Knows no wire
+format: a protocol subclasses `Listener` and `Connection` to say how to build its session, how to
+reach its upstream, what a client is told when the session itself fails, and to carry out
+commands of its own.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar, Protocol, Self
 
-from proxy.core.commands import Close, Command, OpenUpstream, SendClient, SendUpstream, StartTLS
+from proxy.core.commands import Close, Command, Drain, OpenUpstream, SendClient, SendUpstream, StartTLS
 from proxy.core.events import (
     AuthTimeout,
     ClientClosed,
     ClientData,
+    DrainTimeout,
     Event,
     IdleTimeout,
     Shutdown,
@@ -37,6 +39,9 @@ from proxy.services.gate import Gate
 log = logging.getLogger("maskgate.driver")
 
 WRITE_BUFFER_HIGH = 256 * 1024  # pause the other side's reads when a side has this much unsent
+# How long a draining session (client gone, statements still running upstream) may wait for the
+# database to say how they ended, before the upstream is closed too.
+DRAIN_TIMEOUT = 5.0
 
 
 class Session(Protocol):
@@ -86,9 +91,11 @@ class Connection(asyncio.Protocol, ABC):
         self.client: asyncio.Transport | None = None
         self.upstream: asyncio.Transport | None = None
         self.closed = False
+        self.draining = False  # the client is closed; the upstream is kept until the session closes
         self.session: Session
         self._auth_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._drain_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         # Bytes decrypted while the TLS upgrade is still being completed: None when no upgrade is
         # under way. The TLS layer hands over application data (a startup packet sent right
@@ -142,9 +149,11 @@ class Connection(asyncio.Protocol, ABC):
         return None  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed:
+        if not self.closed and not self.draining:
             self.feed(ClientClosed())
-        self._teardown()
+        if self.closed or not self.draining:
+            self._teardown()
+        # else the session drains the upstream: `Close` or `DrainTimeout` ends it.
 
     def pause_writing(self) -> None:
         if self.upstream is not None:
@@ -190,6 +199,8 @@ class Connection(asyncio.Protocol, ABC):
                 self.spawn(self._open_upstream(c.database, c.upstream))
             elif isinstance(c, StartTLS):
                 self.spawn(self._start_tls())
+            elif isinstance(c, Drain):
+                self._drain()
             elif isinstance(c, Close):
                 log.debug("session %s closing: %s", self.session.session_id, c.reason)
                 self._close()
@@ -251,6 +262,19 @@ class Connection(asyncio.Protocol, ABC):
             return
         self.feed(UpstreamConnected())
 
+    def _drain(self) -> None:
+        if self.draining or self.closed:
+            return
+        self.draining = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self.client is not None and not self.client.is_closing():
+            self.client.close()  # after what was written to it
+        if self.upstream is not None and not self.upstream.is_closing():
+            self.upstream.resume_reading()  # the client's full buffer no longer holds it back
+        self._drain_timer = self.loop.call_later(self.listener.drain_timeout, self.feed, DrainTimeout())
+
     def upstream_lost(self) -> None:
         if not self.closed and self.upstream is not None:
             self.feed(UpstreamClosed())
@@ -289,6 +313,9 @@ class Connection(asyncio.Protocol, ABC):
         if self._idle_timer is not None:
             self._idle_timer.cancel()
             self._idle_timer = None
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
         self.on_teardown()
         lst = self.listener
         if self in lst.connections:
@@ -325,6 +352,7 @@ class Listener(ABC):
         self.connect_timeout = connect_timeout
         self.connections: set[Connection] = set()
         self.drained = asyncio.Event()
+        self.drain_timeout = DRAIN_TIMEOUT
         self._server: asyncio.Server | None = None
 
     @abstractmethod
@@ -365,6 +393,13 @@ class Listener(ABC):
                 await asyncio.sleep(0.05)
         for c in list(self.connections):
             c.shutdown()
+        # Sessions whose statements were still running cancel them and wait (up to
+        # drain_timeout) for the database to say how they ended, so that is recorded too.
+        if self.connections:
+            self.drained.clear()
+            if self.connections:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.drained.wait(), self.drain_timeout + 1.0)
         if self._server is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)

@@ -69,3 +69,8 @@ class IdleTimeout(Event):
 @dataclass(frozen=True, slots=True)
 class Shutdown(Event):
     """The proxy is stopping: close now, telling the client why."""
+
+
+@dataclass(frozen=True, slots=True)
+class DrainTimeout(Event):
+    """The upstream of a draining session (see `Drain`) did not finish in time: close now."""

@@ -1,7 +1,8 @@
 """The demo/bench `crm` database: its tables and a deterministic faker zh_CN seed.
 
-Owns the DDL and the generated rows only (through a psycopg connection it is handed). Used by
-`make demo`, `make bench` and the integration tests, so all three see the same shape of data.
+Owns the DDL, the database roles the demo policy runs as with their grants, and the generated
+rows (through a psycopg connection or SQL it hands out). Used by `make demo`, `make bench` and the
+integration tests, so all three see the same shape of data and the same least-privileged roles.
 """
 
 from __future__ import annotations
@@ -46,6 +47,53 @@ CREATE TABLE IF NOT EXISTS audit_trail (
     at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS call_records_customer ON call_records (customer_id);
+"""
+
+# The database roles the demo policy's roles run as (policies/examples/demo.yaml, `database_role`),
+# each with the rights its policy role needs and nothing more, so the database refuses a write
+# (or another branch's customers) even if maskgate were fooled. This is the setup a DBA does once.
+VENDOR_ROLE, DESK_ROLE = "crm_vendor", "crm_desk"
+
+
+def database_roles_sql(service_account: str, vendor_password: str) -> str:
+    """Cluster-wide, as a superuser (idempotent): crm_vendor logs in with its own password (maskgate
+    has it in its config); crm_desk cannot log in, and the service account may SET ROLE to it."""
+    quoted = vendor_password.replace("'", "''")
+    return f"""
+DO $$BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{VENDOR_ROLE}') THEN
+    CREATE ROLE {VENDOR_ROLE};
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{DESK_ROLE}') THEN
+    CREATE ROLE {DESK_ROLE};
+  END IF;
+END$$;
+ALTER ROLE {VENDOR_ROLE} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD '{quoted}';
+ALTER ROLE {DESK_ROLE} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
+GRANT {DESK_ROLE} TO {service_account};
+-- diagnosis: other sessions' SQL in pg_stat_activity and pg_stat_statements, which maskgate
+-- serves with the customer numbers in it masked (the query column is free_text)
+GRANT pg_read_all_stats TO {VENDOR_ROLE}, {DESK_ROLE};
+"""
+
+
+# In the crm database, as the tables' owner (idempotent). vendor: SELECT on the tables it may read
+# (not audit_trail; accounts without account_no, a bank_card it may not see), and only branch 12
+# of customers, its row filter, as a row-level security policy. customers is granted whole: the
+# row filter's rewrite reads `SELECT * FROM customers`, and bank_card is refused by maskgate.
+# desk: reads customers and call_records and updates contact details.
+GRANTS_SQL = f"""
+REVOKE ALL ON customers, call_records, accounts, audit_trail FROM {VENDOR_ROLE}, {DESK_ROLE};
+GRANT SELECT ON customers, call_records TO {VENDOR_ROLE}, {DESK_ROLE};
+GRANT SELECT (id, customer_id, balance, opened_at) ON accounts TO {VENDOR_ROLE};
+GRANT UPDATE (phone, email, address) ON customers TO {DESK_ROLE};
+-- vendor may read every table of crm but audit_trail: tables created later are readable too.
+ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {VENDOR_ROLE};
+ALTER TABLE customers ENABLE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS vendor_branch ON customers;
+CREATE POLICY vendor_branch ON customers FOR SELECT TO {VENDOR_ROLE} USING (branch_id = 12);
+DROP POLICY IF EXISTS desk_customers ON customers;
+CREATE POLICY desk_customers ON customers TO {DESK_ROLE} USING (true) WITH CHECK (true);
 """
 
 HOTLINE = "95588"  # the brokerage hotline whose callers the insider case was about
@@ -132,9 +180,11 @@ def generate(customers: int, seed: int = 20261122) -> Iterator[tuple[str, list[t
 
 
 def seed(conn: object, customers: int = 10_000) -> int:
-    """Create the tables and fill them when empty. Returns the number of customers present."""
+    """Create the tables, grant the database roles (`database_roles_sql` must have run) and fill
+    the tables when empty. Returns the number of customers present."""
     cur = conn.cursor()  # type: ignore[attr-defined]
     cur.execute(SCHEMA_SQL)
+    cur.execute(GRANTS_SQL)
     cur.execute("SELECT count(*) FROM customers")
     present = cur.fetchone()[0]
     if present:

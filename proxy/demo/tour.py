@@ -38,38 +38,51 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def prepare_database(base: Path, customers: int) -> tuple[EmbeddedPostgres, str]:
-    """Start (or reuse) the embedded cluster, create the service account and seed `crm`."""
+def _secret(base: Path, name: str) -> str:
+    """A random password kept in `base/name` (0600), made on first use."""
+    path = base / name
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def prepare_database(base: Path, customers: int) -> tuple[EmbeddedPostgres, str, str]:
+    """Start (or reuse) the embedded cluster, create the service account and the database roles
+    the policy runs as, and seed `crm`. Returns the cluster and the passwords of the service
+    account and of crm_vendor."""
     import psycopg
 
+    from .data import database_roles_sql, seed
+
     pg = EmbeddedPostgres(base / "pg").start()
-    secret_file = base / "upstream_password"
-    if not secret_file.exists():
-        secret_file.write_text(secrets.token_urlsafe(24))
-        secret_file.chmod(0o600)
-    password = secret_file.read_text().strip()
+    password = _secret(base, "upstream_password")
+    vendor_password = _secret(base, "crm_vendor_password")
     exists = pg.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{SERVICE_ACCOUNT}'")
     verb = "ALTER" if exists.strip() else "CREATE"
     pg.psql(f"{verb} ROLE {SERVICE_ACCOUNT} LOGIN PASSWORD '{password}'")
+    pg.psql(database_roles_sql(SERVICE_ACCOUNT, vendor_password))
     if not pg.psql("SELECT 1 FROM pg_database WHERE datname = 'crm'").strip():
         pg.psql(f"CREATE DATABASE crm OWNER {SERVICE_ACCOUNT}")
-    from .data import seed
-
     with psycopg.connect(pg.dsn(SERVICE_ACCOUNT, password, "crm")) as conn:
         seed(conn, customers)
-    return pg, password
+    return pg, password, vendor_password
 
 
 def write_config(base: Path, pg_port: int, listen_port: int, metrics_port: int) -> Path:
     path = base / "maskgate.yaml"
     path.write_text(
-        "# Written by `make demo`. The upstream password comes from the environment, never the file.\n"
+        "# Written by `make demo`. Passwords come from the environment, never the file.\n"
         f"policy: {DEMO_POLICY}\n"
         "audit_log: audit.jsonl\n"
         f"metrics: 127.0.0.1:{metrics_port}\n"
         "postgres:\n"
         f"  listen: 127.0.0.1:{listen_port}\n"
         f"  upstream: postgresql://{SERVICE_ACCOUNT}:${{MASKGATE_UPSTREAM_PASSWORD}}@127.0.0.1:{pg_port}/crm\n"
+        "  # vendor's statements run as crm_vendor (logged in with its password); desk's as\n"
+        "  # crm_desk, taken with SET ROLE (no password here).\n"
+        "  database_roles:\n"
+        "    crm_vendor: ${CRM_VENDOR_PASSWORD}\n"
     )
     return path
 
@@ -151,7 +164,30 @@ def tour(port: int, metrics_port: int) -> str:
         f"  refused: {err}" if err else f"  {len(rows)} rows reached the vendor; notice: {'; '.join(notices)}"
     )
     say("")
-    say("== 4. What the metrics endpoint counted ==")
+    say("== 4. Who the database sees ==")
+    import psycopg
+
+    vendor_user, vendor_password = USERS["vendor"]
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=port,
+        user=vendor_user,
+        password=vendor_password,
+        dbname="crm",
+        application_name="report-tool",
+    ) as held:
+        held.execute("SELECT 1")
+        sql = (
+            "SELECT usename, application_name FROM pg_stat_activity "
+            "WHERE application_name LIKE 'maskgate:%' ORDER BY 2"
+        )
+        cols, rows, _, err = _query(port, "dba", sql)
+    say(f"   (as the DBA, while the vendor is connected with application_name report-tool)\n   {sql}")
+    say(_table(cols, rows) if err is None else f"  refused: {err}")
+    say("   The vendor's statements run as crm_vendor, which may only SELECT: the database refuses a")
+    say("   write even if maskgate were fooled. Every backend names the person behind it.")
+    say("")
+    say("== 5. What the metrics endpoint counted ==")
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
     for line in text.splitlines():
         if line.startswith(
@@ -173,11 +209,12 @@ async def run(args: argparse.Namespace) -> int:
     base.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     print("maskgate demo: starting an embedded PostgreSQL and seeding `crm` with fake zh_CN customers…")
-    pg, password = await asyncio.to_thread(prepare_database, base, args.customers)
+    pg, password, vendor_password = await asyncio.to_thread(prepare_database, base, args.customers)
     port = args.port if _port_free(args.port) else free_port()
     metrics_port = 9187 if _port_free(9187) else free_port()
     cfg_path = write_config(base, pg.port, port, metrics_port)
     os.environ["MASKGATE_UPSTREAM_PASSWORD"] = password
+    os.environ["CRM_VENDOR_PASSWORD"] = vendor_password
     config = load_config(cfg_path)
     app = App(config)
     await app.start()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from policies.sql.dialects import POSTGRES
 from proxy.core.commands import Outbox
@@ -21,6 +21,7 @@ from proxy.pg import messages as m
 from proxy.pg.framing import DEFAULT_MAX_MESSAGE
 from proxy.pg.types import codec
 from proxy.services.gate import Gate
+from proxy.services.settings import SEARCH_PATH
 from proxy.services.statement import StatementTracker
 
 log = logging.getLogger("maskgate.pg")
@@ -29,17 +30,66 @@ log = logging.getLogger("maskgate.pg")
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
     upstream_user: str
-    upstream_password: str
+    upstream_password: str = field(repr=False)
     default_database: str
     tls_available: bool = False
     max_message: int = DEFAULT_MAX_MESSAGE
     client_addr: str = ""
     upstream: str = "postgres"  # the configuration's name for the upstream server
+    # (database role, password) for the database roles maskgate logs in as (`database_role` of a
+    # policy role); a database role without a password is taken with SET ROLE.
+    database_roles: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    def password_for(self, database_role: str) -> str | None:
+        for name, password in self.database_roles:
+            if name == database_role:
+                return password
+        return None
 
 
 # Which settings make the server read SQL text differently from maskgate's parser, and how the
 # server spells its search_path: the same facts the decision engine uses for SET and set_config().
 FACTS = POSTGRES
+
+# Reported settings that say who a session is upstream: whether it has superuser rights and its
+# session user. Only the proxy sets them, at login; a restricted session (or one with a database
+# role) in which the server reports another value is closed, whatever route changed it.
+IDENTITY = ("is_superuser", "session_authorization")
+# The application_name names the person: `maskgate:<user>/<the client's own name>`. A client may
+# rename its session (drivers do: pgjdbc sends SET application_name at connect); the proxy then
+# puts the prefix back in front of the new name (proxy/pg/relay.py).
+APPLICATION_NAME = "application_name"
+APPLICATION_PREFIX = "maskgate:"
+NAMEDATALEN = 64  # PostgreSQL keeps names, application_name included, to NAMEDATALEN - 1 bytes
+
+
+def application_name(user: str, client: str | None) -> str:
+    """The upstream application_name of a person's session: `maskgate:<user>`, then `/` and the
+    client's own application_name, so pg_stat_activity, the server log and pgaudit tie every
+    backend to a person. Kept as PostgreSQL keeps it: printable ASCII only (anything else becomes
+    `?`) and at most 63 bytes, cut from the client's part.
+
+    >>> application_name("vendor_zhang", "psql")
+    'maskgate:vendor_zhang/psql'
+    >>> application_name("vendor_zhang", "")
+    'maskgate:vendor_zhang'
+    >>> application_name("li", "报表 tool")
+    'maskgate:li/?? tool'
+    """
+    name = APPLICATION_PREFIX + user
+    if client:
+        name += "/" + "".join(ch if " " <= ch <= "~" else "?" for ch in client)
+    return name[: NAMEDATALEN - 1]
+
+
+def names_the_person(value: str, user: str) -> bool:
+    """Whether a reported application_name still starts with the person's `maskgate:<user>`.
+
+    >>> names_the_person("maskgate:li/psql", "li"), names_the_person("maskgate:lisa", "li")
+    (True, False)
+    """
+    own = application_name(user, None)
+    return value == own or value.startswith(own + "/") or (len(own) >= NAMEDATALEN - 1 and value == own)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,7 +100,7 @@ FACTS = POSTGRES
 class Context:
     """One session's shared state; each layer holds the same instance."""
 
-    __slots__ = ("cfg", "encoding", "gate", "out", "tracker", "txn")
+    __slots__ = ("cfg", "encoding", "fixed", "gate", "identity", "out", "rename", "tracker", "txn")
 
     def __init__(
         self, gate: Gate, cfg: SessionConfig, *, session_id: str, clock: Callable[[], float] = time.monotonic
@@ -71,6 +121,10 @@ class Context:
         )
         self.encoding = "utf-8"  # the Python codec of the client_encoding: row values travel in it
         self.txn = b"I"  # the transaction status of the latest ReadyForQuery
+        self.identity: dict[str, str] = {}  # the server's reports of IDENTITY and application_name
+        self.fixed: frozenset[str] = frozenset()  # those of them no statement may change
+        # The application_name to give the server back when the session renamed itself.
+        self.rename: str | None = None
 
     @property
     def session_id(self) -> str:
@@ -88,8 +142,34 @@ class Context:
         log.warning("session %s: upstream connection failed: %s", self.session_id, reason)
         self.close(f"upstream failed: {reason}", errors.upstream_unavailable())
 
-    def track_parameter(self, ps: m.ParameterStatus) -> None:
-        """Follow a setting the server reports (at login and whenever it changes)."""
+    def fix_identity(self, database_role: str | None) -> None:
+        """The login is done: from now on the identity the server reported is the session's.
+        A restricted session, and one with a database role whatever its role may run, keeps its
+        superuser status and session user."""
+        if self.tracker.restricted or database_role is not None:
+            self.fixed = frozenset(IDENTITY)
+
+    def track_parameter(self, ps: m.ParameterStatus, *, login: bool = False) -> None:
+        """Follow a setting the server reports (at login, then whenever it changes)."""
+        if ps.name in self.fixed and self.identity.get(ps.name) != ps.value:
+            # Backstop behind the refusal of SET ROLE, RESET ROLE, SET SESSION AUTHORIZATION,
+            # DISCARD ALL, set_config('role', …) and SET application_name: a change the proxy did
+            # not make ends the session before it can send another statement.
+            self.close(
+                f"{ps.name} changed to {ps.value}",
+                errors.error(
+                    "42501", f"the session's {ps.name} changed; the session is closed", severity="FATAL"
+                ),
+            )
+            return
+        if ps.name in IDENTITY or ps.name == APPLICATION_NAME:
+            self.identity[ps.name] = ps.value
+        principal = self.tracker.principal
+        if ps.name == APPLICATION_NAME and not login and principal is not None:
+            if names_the_person(ps.value, principal.user):
+                self.rename = None
+            else:
+                self.rename = application_name(principal.user, ps.value)
         # Backstop behind the engine's refusal of such SETs: whatever route changed the setting,
         # a restricted session that reaches it is closed before it can send another statement.
         if self.tracker.restricted and FACTS.unsafe_setting(ps.name, ps.value):
@@ -105,4 +185,7 @@ class Context:
         if ps.name == "client_encoding":
             self.encoding = codec(ps.value)
         elif ps.name == "search_path":
-            self.tracker.search_path = FACTS.search_path_from_setting(ps.value)
+            path = FACTS.search_path_from_setting(ps.value)
+            if login:
+                self.tracker.settings.started_with(SEARCH_PATH, path)
+            self.tracker.settings.reported(SEARCH_PATH, path)

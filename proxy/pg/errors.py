@@ -16,9 +16,12 @@ def error(code: str, message: str, *, severity: str = "ERROR", detail: str | Non
     return ErrorResponse(tuple(fields))
 
 
+INSUFFICIENT_PRIVILEGE = "42501"
+
+
 def insufficient_privilege(message: str) -> ErrorResponse:
     """A refused statement (42501); `message` is the decision's client-safe text."""
-    return error("42501", message)
+    return error(INSUFFICIENT_PRIVILEGE, message)
 
 
 def invalid_password(user: str) -> ErrorResponse:

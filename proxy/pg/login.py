@@ -20,17 +20,19 @@ from proxy.core.machine import ProtocolViolation, Transitions, required
 from proxy.pg import errors
 from proxy.pg import messages as m
 from proxy.pg.auth import AuthError, ServerScram, UpstreamAuth
-from proxy.pg.context import FACTS, Context
+from proxy.pg.context import APPLICATION_NAME, FACTS, Context, application_name
 from proxy.pg.framing import Framer
 from proxy.pg.types import codec
 from proxy.services.gate import SCRAM_SHA_256, Principal
+from proxy.services.settings import ROLE, SEARCH_PATH
 
 log = logging.getLogger("maskgate.pg")
 
 # Startup parameters passed to the upstream; anything else (notably `options`, which can set
-# arbitrary settings, and `replication`) stays with the proxy.
+# arbitrary settings, and `replication`) stays with the proxy. The client's application_name is
+# passed on inside maskgate's own (see `application_name`).
 FORWARDED_PARAMS = frozenset(
-    {"application_name", "client_encoding", "datestyle", "timezone", "extra_float_digits", "intervalstyle"}
+    {"client_encoding", "datestyle", "timezone", "extra_float_digits", "intervalstyle"}
     | {"search_path", "lc_monetary", "lc_numeric", "lc_time", "standard_conforming_strings"}
 )
 
@@ -60,6 +62,9 @@ class LoginState(Enum):
     SASL_CONTINUE = auto()  # AuthenticationSASLContinue sent, waiting for SASLResponse
     UPSTREAM_CONNECTING = auto()  # person authenticated, service-account connection opening
     UPSTREAM_AUTH = auto()  # startup sent upstream, logging in and collecting parameters
+    # Logged in as the service account: `SET ROLE <the role's database role>` sent, its answer
+    # awaited before the client may send anything.
+    ASSUMING_ROLE = auto()
     DONE = auto()  # the client got its ReadyForQuery: the relay takes over
 
 
@@ -70,9 +75,16 @@ _MOVES = Transitions(
         LoginState.SASL_INITIAL: {LoginState.SASL_CONTINUE},
         LoginState.SASL_CONTINUE: {LoginState.UPSTREAM_CONNECTING},
         LoginState.UPSTREAM_CONNECTING: {LoginState.UPSTREAM_AUTH},
-        LoginState.UPSTREAM_AUTH: {LoginState.DONE},
+        LoginState.UPSTREAM_AUTH: {LoginState.ASSUMING_ROLE, LoginState.DONE},
+        LoginState.ASSUMING_ROLE: {LoginState.DONE},
     }
 )
+
+
+def quote_identifier(name: str) -> str:
+    """A name as a double-quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
 
 Frames = Iterator[tuple[bytes, int, int]]
 
@@ -90,6 +102,8 @@ class Login:
         self._startup_params: list[tuple[str, str]] = []
         self._up_auth: UpstreamAuth | None = None
         self._params: list[bytes] = []  # the upstream's ParameterStatus messages, for the client
+        self._assume: str | None = None  # the database role to SET ROLE to once logged in
+        self._ready_status = b"I"
         self.cancel_key = cancel_key or (
             int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF,
             os.urandom(4),
@@ -106,6 +120,7 @@ class Login:
             b"S": self._on_parameter,
             b"K": self._on_backend_key,
             b"Z": self._on_ready,
+            b"C": self._on_role_assumed,
             b"N": _ignore,  # notices during login are not the client's business,
             b"v": _ignore,  # nor is the upstream's protocol negotiation
         }
@@ -234,14 +249,31 @@ class Login:
     def upstream_connected(self) -> None:
         self._move(LoginState.UPSTREAM_AUTH)
         ctx = self.ctx
-        params = [("user", ctx.cfg.upstream_user), ("database", ctx.tracker.database)]
+        principal = required(ctx.tracker.principal, "authenticated principal")
+        # Who the session is upstream: the role's database role when maskgate has its password,
+        # else the service account (which then takes the database role with SET ROLE).
+        user, password = ctx.cfg.upstream_user, ctx.cfg.upstream_password
+        role = principal.database_role
+        if role is not None:
+            own = ctx.cfg.password_for(role)
+            if own is not None:
+                user, password = role, own
+            else:
+                self._assume = role
+        params = [("user", user), ("database", ctx.tracker.database)]
         unrestricted = not ctx.tracker.restricted
-        params += [
-            (k, v)
-            for k, v in self._startup_params
-            if k.lower() in FORWARDED_PARAMS and (unrestricted or not FACTS.unsafe_setting(k, v))
-        ]
-        self._up_auth = UpstreamAuth(ctx.cfg.upstream_user, ctx.cfg.upstream_password)
+        client_app = ""
+        for k, v in self._startup_params:
+            key = k.lower()
+            if key == APPLICATION_NAME:
+                client_app = v
+            elif key in FORWARDED_PARAMS and (unrestricted or not FACTS.unsafe_setting(k, v)):
+                params.append((k, v))
+        params.append((APPLICATION_NAME, application_name(principal.user, client_app)))
+        for k, v in params:
+            if k.lower() == SEARCH_PATH:  # the session's start (a server that reports it says so too)
+                ctx.tracker.settings.started_with(SEARCH_PATH, FACTS.search_path_from_setting(v))
+        self._up_auth = UpstreamAuth(user, password)
         ctx.out.upstream(m.StartupMessage(m.PROTOCOL_3_0, tuple(params)).serialize())
 
     # ------------------------------------------------------------------ upstream side
@@ -251,7 +283,7 @@ class Login:
         login, leaving the rest of `frames` to the relay."""
         out = self.ctx.out
         for mtype, start, end in frames:
-            if self.state is not LoginState.UPSTREAM_AUTH:
+            if self.state not in (LoginState.UPSTREAM_AUTH, LoginState.ASSUMING_ROLE):
                 raise ProtocolViolation(f"upstream sent {mtype!r} in {self.state.name}")
             handler = self._upstream.get(mtype)
             if handler is None:
@@ -261,6 +293,8 @@ class Login:
                 return
 
     def _on_authentication(self, body: memoryview) -> None:
+        if self.state is not LoginState.UPSTREAM_AUTH:
+            raise ProtocolViolation(f"authentication request in {self.state.name}")
         try:
             reply = required(self._up_auth, "upstream login").respond(m.parse_authentication(body))
         except AuthError as e:
@@ -271,11 +305,32 @@ class Login:
 
     def _on_error(self, body: memoryview) -> None:
         err = m.ErrorResponse.parse(body)
+        if self.state is LoginState.ASSUMING_ROLE:
+            # The service account may not take the database role (not a member of it, or the
+            # role does not exist): the person's session cannot run as its policy says.
+            log.warning(
+                "session %s: SET ROLE %s failed: %s %s",
+                self.ctx.session_id,
+                self._assume,
+                err.code,
+                err.message,
+            )
+            self.ctx.close(
+                f"cannot assume database role {self._assume}: {err.code}",
+                errors.error(
+                    "28000", "this role's database role cannot be taken; ask the DBA", severity="FATAL"
+                ),
+            )
+            return
         self.ctx.upstream_failed(f"{err.code} {err.message}")
 
     def _on_parameter(self, body: memoryview) -> None:
-        self.ctx.track_parameter(m.ParameterStatus.parse(body))
+        self.ctx.track_parameter(m.ParameterStatus.parse(body), login=True)
         self._params.append(m.frame(b"S", body))
+
+    def _on_role_assumed(self, body: memoryview) -> None:
+        if self.state is not LoginState.ASSUMING_ROLE:
+            raise ProtocolViolation(f"CommandComplete in {self.state.name}")
 
     def _on_backend_key(self, body: memoryview) -> None:
         key = m.BackendKeyData.parse(body)
@@ -287,6 +342,36 @@ class Login:
             raise ProtocolViolation("upstream ready before authentication")
         ctx = self.ctx
         ctx.txn = m.ReadyForQuery.parse(body).status
+        role = self._assume
+        if self.state is LoginState.UPSTREAM_AUTH and role is not None:
+            # Before the client can send anything, the session becomes the database role. A
+            # session-level SET outside any transaction: nothing the client does rolls it back,
+            # and the relay refuses every statement that would change it.
+            self._move(LoginState.ASSUMING_ROLE)
+            ctx.out.upstream(m.Query(f"SET ROLE {quote_identifier(role)}").serialize())
+            return
+        if role is not None:
+            ctx.tracker.settings.started_with(ROLE, (role,))
+        principal = required(ctx.tracker.principal, "authenticated principal")
+        if (
+            principal.database_role is not None
+            and ctx.tracker.restricted
+            and ctx.identity.get("is_superuser") == "on"
+        ):
+            log.warning(
+                "session %s: database role %s of role %s is a superuser",
+                ctx.session_id,
+                principal.database_role,
+                principal.role,
+            )
+            ctx.close(
+                "restricted database role is a superuser",
+                errors.error(
+                    "28000", "this role's database role is a superuser; ask the DBA", severity="FATAL"
+                ),
+            )
+            return
+        ctx.fix_identity(principal.database_role)
         out = ctx.out
         out.client(m.AuthenticationOk().serialize())
         out.to_client.extend(self._params)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, auto
 from typing import TypeVar
 
@@ -28,7 +29,14 @@ from proxy.pg.context import Context
 from proxy.pg.expect import Answer, Expected, ExpectQueue, Sent
 from proxy.pg.rowmask import CopyPlan, RowPlan, plan_rows
 from proxy.services.rows import Unmaskable
-from proxy.services.statement import PlanCache, RowCount, part, withheld_message
+from proxy.services.statement import AUDIT_FAILED, PlanCache, RowCount, part, withheld_message
+
+# COPY rows are masked as they stream and may be refused part-way, after the server started the
+# COPY: nothing else of the same string or batch may be left to run and commit behind it.
+COPY_ALONE = Block(
+    "statement_not_allowed", "COPY must be sent on its own for this role (its rows are masked as they stream)"
+)
+COPY_LAST = Block("statement_not_allowed", "a COPY must be the last statement before Sync for this role")
 
 log = logging.getLogger("maskgate.pg")
 
@@ -37,6 +45,7 @@ log = logging.getLogger("maskgate.pg")
 # client was told. Both fail before executing anything and have no side effects.
 FAILING_QUERY = m.Query("maskgate_refused /* statement refused by maskgate */").serialize()
 FAILING_DESCRIBE = m.Describe(b"S", "maskgate\x01refused").serialize()
+FLUSH = m.Flush().serialize()
 
 _I16 = struct.Struct("!h")
 _CACHE_MAX = 64  # per-session cache of parsed row descriptions (and of masking plans)
@@ -157,7 +166,12 @@ class Portal:
     result: Result
     fields: tuple[m.FieldDescription, ...] | None = None  # from a Describe of the portal
     describing: bool = False
-    started: float = 0.0
+    # Each Execute of it not answered yet, in order: (statement id, when it was received).
+    calls: deque[tuple[str, float]] = field(default_factory=deque)
+
+    @property
+    def sql(self) -> str:
+        return self.stmt.sql or f"<execute {self.name}>"
 
     @property
     def allow(self) -> Allow:
@@ -178,6 +192,8 @@ class QueryRun:
     masked: int = 0
     truncated: bool = False
     error: str | None = None
+    refused: bool = False  # a result was refused after the upstream started it
+    id: str = ""  # the statement id of its audit records
 
 
 Item = Stmt | Portal | QueryRun
@@ -189,6 +205,17 @@ def _payload(e: Expected[Item], kind: type[X]) -> X:
     if not isinstance(p, kind):
         raise ProtocolViolation(f"{e.sent.name} without its {kind.__name__}")
     return p
+
+
+QUERY_CANCELED = "57014"  # PostgreSQL's answer to a cancelled statement
+
+
+def _refused(allow: Allow, message: str = "the result was refused after the database started it") -> Block:
+    """What a statement whose result was refused after it started counts as: a refusal, with
+    what its decision knew (kind, tables, classes)."""
+    return Block(
+        "class_denied", message, allow.tables, allow.classes, allow.kind, allow.revision, allow.fingerprint
+    )
 
 
 def _withheld(err: m.ErrorResponse) -> m.ErrorResponse:
@@ -229,6 +256,19 @@ class Relay:
         self._stmts_inflight: dict[str, Stmt] = {}
         self._portals_inflight: dict[str, Portal] = {}
         self._unknown = Allow(kind="unknown")
+        # The client went away (or maskgate is shutting down) and what was running upstream was
+        # cancelled: what did not complete is recorded as cancelled.
+        self.cancel_sent = False
+        # The client sent Terminate while statements were in flight: the session drains them.
+        self.terminated = False
+        # An Execute whose result columns must be known before it may run (binary results of a
+        # restricted session) waits for this Describe's answer, and the client's messages from it
+        # on wait with it, so a result that cannot be masked is refused before it runs.
+        self.held: list[bytes] | None = None
+        self._awaiting: Expected[Item] | None = None
+        # A COPY was executed in this batch: nothing more may run before the client's Sync (a
+        # COPY refused part-way must not leave later statements running, see `_on_execute`).
+        self._copy_until_sync = False
         # A repeated statement gets the same RowDescription and decision every time: parse the
         # one and build the masking plan for the pair once (both bounded, cleared when full).
         self._rd_cache: dict[bytes, tuple[m.FieldDescription, ...]] = {}
@@ -272,6 +312,11 @@ class Relay:
         """Nothing in flight and no transaction open."""
         return not self.queue and self.ctx.txn == b"I"
 
+    @property
+    def executing(self) -> bool:
+        """A statement was forwarded and has not ended: its end record is still owed."""
+        return any(e.sent is Sent.EXECUTE or isinstance(e.payload, QueryRun) for e in self.queue)
+
     def _move_client(self, new: ClientPhase) -> None:
         self.client_phase = _CLIENT_MOVES.move(self.client_phase, new)
 
@@ -285,23 +330,59 @@ class Relay:
         for mtype, start, end in frames:
             if out.closed:
                 return
-            if mtype == b"X":
-                out.upstream(mv[start:end])
-                self.ctx.close("client terminated")
+            if self.held is not None:
+                self.held.append(bytes(mv[start:end]))
+                continue
+            if self._client_message(mtype, mv[start + 5 : end], mv[start:end]):
                 return
-            if self.client_phase is ClientPhase.SKIP_UNTIL_SYNC:
-                if mtype != b"S":
-                    continue
-                self._move_client(ClientPhase.RELAY)
-            handler = self._client.get(mtype)
-            if handler is None:
-                raise ProtocolViolation(f"unexpected client message {mtype!r}")
-            handler(mv[start + 5 : end], mv[start:end])
+
+    def _client_message(self, mtype: bytes, body: memoryview, raw: memoryview) -> bool:
+        """Handle one client message; True when it was the last one (Terminate)."""
+        if mtype == b"X":
+            self.out.upstream(raw)
+            if self.executing:
+                # The server answers what it already has, then terminates: the session drains
+                # those answers so every statement's end is recorded.
+                self.terminated = True
+            else:
+                self.ctx.close("client terminated")
+            return True
+        if self.client_phase is ClientPhase.SKIP_UNTIL_SYNC:
+            if mtype != b"S":
+                return False
+            self._move_client(ClientPhase.RELAY)
+        handler = self._client.get(mtype)
+        if handler is None:
+            raise ProtocolViolation(f"unexpected client message {mtype!r}")
+        handler(body, raw)
+        return False
+
+    def _hold(self, raw: memoryview, awaiting: Expected[Item]) -> None:
+        """Keep `raw` (an Execute) and what the client sends after it until `awaiting` is answered."""
+        self.held = [bytes(raw)]
+        self._awaiting = awaiting
+        self.out.upstream(FLUSH)  # the server sends its answer now, not at the client's Sync
+
+    def _release(self) -> None:
+        """The awaited answer came (or the server skipped it): handle what was held, in order."""
+        if self.held is None or (self._awaiting is not None and self._awaiting in self.queue):
+            return
+        held, self.held, self._awaiting = self.held, None, None
+        for i, raw in enumerate(held):
+            if self.out.closed:
+                return
+            if self.held is not None:  # an Execute in it waits in turn
+                self.held.extend(held[i:])
+                return
+            mv = memoryview(raw)
+            if self._client_message(raw[:1], mv[5:], mv):
+                return
 
     def _forward(self, body: memoryview, raw: memoryview) -> None:
         self.out.upstream(raw)
 
     def _on_sync(self, body: memoryview, raw: memoryview) -> None:
+        self._copy_until_sync = False
         self.queue.push(Expected(Sent.SYNC))
         self.out.upstream(raw)
 
@@ -312,7 +393,17 @@ class Relay:
         if isinstance(d, Block):
             self._refuse_simple(q.sql, d, started=started, overhead=overhead)
             return
-        run = QueryRun(q.sql, d, started, overhead)
+        if self.restricted and len(d.parts()) > 1 and any(x.kind == "copy" for x in d.parts()):
+            # Its rows are masked as they stream and may be refused part-way, after the server
+            # started it; the rest of the string would then run and commit while the client is
+            # told the string failed. Alone, a refused COPY leaves nothing else behind.
+            self._refuse_simple(q.sql, COPY_ALONE, started=started, overhead=overhead)
+            return
+        sid = self.tracker.begin(q.sql, d)
+        if sid is None:  # audit_required, and its record could not be written: not forwarded
+            self._refuse_simple(q.sql, AUDIT_FAILED, started=started, overhead=overhead)
+            return
+        run = QueryRun(q.sql, d, started, overhead, id=sid)
         self.queue.push(Expected(Sent.QUERY, payload=run, paired=True))
         self.queue.push(Expected(Sent.SYNC))
         self.out.upstream(m.Query(d.rewritten_sql).serialize() if d.rewritten_sql else raw)
@@ -324,8 +415,13 @@ class Relay:
             block = Block("function_denied", "function calls over the fast-path protocol are not allowed")
             self._refuse_simple("<fast-path function call>", block, started=started)
             return
-        self.tracker.record("<fast-path function call>", Allow(kind="function_call"), started=started)
-        self.queue.push(Expected(Sent.FUNCTION_CALL, paired=True))
+        sql, call = "<fast-path function call>", Allow(kind="function_call")
+        sid = self.tracker.begin(sql, call)
+        if sid is None:
+            self._refuse_simple(sql, AUDIT_FAILED, started=started)
+            return
+        run = QueryRun(sql, call, started, 0.0, id=sid)
+        self.queue.push(Expected(Sent.FUNCTION_CALL, payload=run, paired=True))
         self.queue.push(Expected(Sent.SYNC))
         self.out.upstream(raw)
 
@@ -359,6 +455,9 @@ class Relay:
     def _on_parse(self, body: memoryview, raw: memoryview) -> None:
         p = m.Parse.parse(body)
         started = self.ctx.clock()
+        if self._copy_until_sync:
+            self._refuse_extended(p.sql, COPY_LAST, started=started)
+            return
         d, overhead = self.tracker.decide(p.sql)
         if isinstance(d, Block):
             self._refuse_extended(p.sql, d, started=started, overhead=overhead)
@@ -385,6 +484,9 @@ class Relay:
 
     def _on_bind(self, body: memoryview, raw: memoryview) -> None:
         b = m.Bind.parse(body)
+        if self._copy_until_sync:
+            self._refuse_extended(f"<bind {b.statement}>", COPY_LAST, started=self.ctx.clock())
+            return
         st = self._stmt(b.statement)
         if st is None:
             if self.restricted:
@@ -412,19 +514,48 @@ class Relay:
                 self._refuse_extended(f"<execute {e.portal}>", block, started=self.ctx.clock())
                 return
             p = Portal(e.portal, Stmt("", "", self._unknown), (), Result.of(self._unknown))
+        started = self.ctx.clock()
+        if self._copy_until_sync:
+            self._refuse_extended(p.sql, COPY_LAST, started=started)
+            return
+        if self.restricted:
+            described = p.fields is not None or p.stmt.fields is not None
+            if not described and 1 in p.formats:
+                # Binary results may be refused once their types are known: learn them first,
+                # rather than refuse after the server started the statement.
+                self._hold(raw, self._describe_for(p))
+                return
+            if described and not p.result.planned:
+                why = self._plan_portal(p)
+                if why is not None:
+                    self._refuse_extended(p.sql, _refused(p.stmt.allow, why), started=started)
+                    return
+        sid = self.tracker.begin(p.sql, p.stmt.allow)
+        if sid is None:  # audit_required, and its record could not be written: not forwarded
+            self._refuse_extended(p.sql, AUDIT_FAILED, started=started)
+            return
         if (
             self.restricted
             and p.fields is None
             and p.stmt.fields is None
             and not (p.describing or p.stmt.describing)
         ):
-            # Masking needs column types and formats; the client did not ask, so the proxy does.
-            p.describing = True
-            self.queue.push(Expected(Sent.DESCRIBE_PORTAL, Answer.HIDE, payload=p, name=p.name))
-            self.out.upstream(m.Describe(b"P", p.name).serialize())
-        p.started = self.ctx.clock()
+            self._describe_for(p)  # masking needs column types; text results wait for none
+        if self.restricted and any(x.kind == "copy" for x in p.stmt.allow.parts()):
+            self._copy_until_sync = True
+        p.calls.append((sid, started))
         self.queue.push(Expected(Sent.EXECUTE, payload=p, name=p.name))
         self.out.upstream(raw)
+
+    def _describe_for(self, p: Portal) -> Expected[Item]:
+        """The Describe whose answer gives `p`'s result columns: one in flight, else the proxy's own."""
+        for e in self.queue:
+            if e.sent in (Sent.DESCRIBE_PORTAL, Sent.DESCRIBE_STATEMENT) and e.payload in (p, p.stmt):
+                return e
+        p.describing = True
+        entry = self.queue.push(Expected(Sent.DESCRIBE_PORTAL, Answer.HIDE, payload=p, name=p.name))
+        self.out.upstream(m.Describe(b"P", p.name).serialize())
+        return entry
 
     def _on_describe(self, body: memoryview, raw: memoryview) -> None:
         d = m.Describe.parse(body)
@@ -571,11 +702,14 @@ class Relay:
     def _on_ready(self, body: memoryview) -> bool:
         status = m.ReadyForQuery.parse(body).status
         skipped, sync = self.queue.ready()
-        for e in skipped:  # the upstream finished or skipped them
-            self._drop(e)
+        for e in skipped:  # a Query or FunctionCall it finished, or what it skipped
+            self._drop(e, ran=isinstance(e.payload, QueryRun))
+        if skipped and self.held is not None:
+            self._release()
         if sync is None:
             raise ProtocolViolation("unexpected ReadyForQuery")
         self.ctx.txn = status
+        self.tracker.settings.ready(in_transaction=status != b"I")
         if status == b"I":
             self.portals.clear()  # protocol portals do not outlive their transaction
         abort = self.upstream_phase in (UpstreamPhase.QUERY_REFUSED, UpstreamPhase.BATCH_REFUSED)
@@ -588,12 +722,39 @@ class Relay:
             self.queue.push_front(Expected(Sent.QUERY, Answer.SIMULATE))
             self.out.upstream(FAILING_QUERY)
             return False
+        if sync.answer is Answer.HIDE:
+            return False  # the end of a statement the proxy sent for itself
+        self._rename_back(status)
         return True
 
+    def _rename_back(self, status: bytes) -> None:
+        """The session renamed itself (SET application_name, as pgjdbc does at connect): give the
+        server the name back with `maskgate:<user>/` in front, so the database's own views and
+        logs keep naming the person. Sent for itself, answers hidden, once nothing of the
+        client's is in flight (not inside a failed transaction, where it could not run)."""
+        name = self.ctx.rename
+        if name is None or self.queue or status == b"E":
+            return
+        self.ctx.rename = None
+        literal = "E'" + name.replace("\\", "\\\\").replace("'", "''") + "'"
+        self.out.upstream(m.Query(f"SET application_name = {literal}").serialize())
+        self.queue.push(Expected(Sent.QUERY, Answer.HIDE))
+        self.queue.push(Expected(Sent.SYNC, Answer.HIDE))
+
     def _on_error(self, body: memoryview) -> bool:
-        err = m.ErrorResponse.parse(body)
+        passthrough = self._error(m.ErrorResponse.parse(body))
+        self._release()  # an awaited Describe the server failed or skipped
+        return passthrough
+
+    def _error(self, err: m.ErrorResponse) -> bool:
+        # Whatever failed (the client's statement or a stand-in), the server aborted its
+        # innermost (sub)transaction, undoing the settings made in it.
+        self.tracker.settings.failed()
         if self.upstream_phase is UpstreamPhase.BATCH_REFUSED:
-            self._skipped(self.queue.skip_to_sync())
+            skipped = self.queue.skip_to_sync()
+            if skipped and skipped[0].answer is not Answer.SIMULATE:
+                self._drop(skipped.pop(0), ran=True, error=err.code)  # the one that failed
+            self._skipped(skipped)
             return False
         in_flight = self._in_flight()  # before the queue moves past the failed request
         head, skipped = self.queue.fail()
@@ -602,18 +763,24 @@ class Relay:
                 self.out.client(head.simulated.serialize())
             self._skipped(skipped)
             return False
+        if head is not None and head.sent is Sent.QUERY and head.answer is Answer.HIDE:
+            self._skipped(skipped)
+            return False  # a statement the proxy sent for itself failed: not the client's error
+        if head is not None and head.sent is Sent.FUNCTION_CALL and isinstance(head.payload, QueryRun):
+            head.payload.error = err.code
         if head is not None and head.sent is Sent.QUERY:
             run = _payload(head, QueryRun)
             run.error = err.code
+            if run.result is not None:  # the rows it sent before it failed count
+                run.rows += run.result.rows.sent
+                run.masked += run.result.rows.masked
+                run.result = None
             if self.upstream_phase is UpstreamPhase.RELAY:
                 self._move_upstream(UpstreamPhase.QUERY_FAILED)
                 self._forward_error(err, in_flight)
             return False
         if head is not None and head.sent is Sent.EXECUTE:
-            p = _payload(head, Portal)
-            self.tracker.record(
-                p.stmt.sql, p.stmt.allow, started=p.started, rows=p.result.rows.sent_call, error=err.code
-            )
+            self._drop(head, ran=True, error=err.code)
         self._forward_error(err, in_flight)
         if skipped:
             self._skipped(skipped)
@@ -624,28 +791,104 @@ class Relay:
         will skip what the client sends until it does, so drop those messages here too rather
         than wait for answers."""
         for e in skipped:
-            self._drop(e)
+            self._drop(e, ran=False)
         if not self.queue.synced:
             self._move_client(ClientPhase.SKIP_UNTIL_SYNC)
 
-    def _drop(self, e: Expected[Item]) -> None:
-        """A request that gets no answer of its own: account for it."""
+    def _drop(self, e: Expected[Item], *, ran: bool, error: str | None = None) -> None:
+        """A request that leaves the queue without an answer of its own: account for it. `ran`:
+        the server ran it (a Query or FunctionCall at its ReadyForQuery, an Execute that failed
+        with `error`); else it skipped it after an earlier failure."""
         p = e.payload
         if isinstance(p, QueryRun):
-            self.tracker.record(
-                p.sql,
-                p.allow,
-                started=p.started,
-                rows=p.rows,
-                masked=p.masked,
-                truncated=p.truncated,
-                overhead=p.overhead,
-                error=p.error,
-            )
+            if not ran:
+                self._end(p.sql, p.allow, p.id, p.started, outcome="skipped")
+            elif p.refused:
+                self._end(
+                    p.sql,
+                    _refused(p.allow),
+                    p.id,
+                    p.started,
+                    rows=p.rows,
+                    masked=p.masked,
+                    error=p.error,
+                    outcome="refused",
+                )
+            else:
+                self._end(
+                    p.sql,
+                    p.allow,
+                    p.id,
+                    p.started,
+                    rows=p.rows,
+                    masked=p.masked,
+                    truncated=p.truncated,
+                    overhead=p.overhead,
+                    error=p.error,
+                )
+        elif e.sent is Sent.EXECUTE and isinstance(p, Portal) and p.calls:
+            sid, started = p.calls.popleft()
+            if ran:
+                self._end(p.sql, p.stmt.allow, sid, started, rows=p.result.rows.end_call()[0], error=error)
+            else:
+                self._end(p.sql, p.stmt.allow, sid, started, outcome="skipped")
         elif e.sent is Sent.PARSE and isinstance(p, Stmt) and self._stmts_inflight.get(e.name) is p:
             del self._stmts_inflight[e.name]
         elif e.sent is Sent.BIND and isinstance(p, Portal) and self._portals_inflight.get(e.name) is p:
             del self._portals_inflight[e.name]
+
+    def _end(
+        self,
+        sql: str,
+        decision: Allow | Block,
+        sid: str,
+        started: float,
+        *,
+        rows: int = 0,
+        masked: int = 0,
+        truncated: bool = False,
+        overhead: float = 0.0,
+        error: str | None = None,
+        outcome: str = "",
+    ) -> None:
+        """The end record of the statement `sid`."""
+        if not outcome:
+            if error is None:
+                outcome = "ok"
+            elif error == QUERY_CANCELED and self.cancel_sent:
+                outcome = "cancelled"
+            else:
+                outcome = "error"
+        self.tracker.record(
+            sql,
+            decision,
+            started=started,
+            rows=rows,
+            masked=masked,
+            truncated=truncated,
+            overhead=overhead,
+            error=error,
+            id=sid,
+            outcome=outcome,
+            cancelled=self.cancel_sent,
+        )
+
+    def finish(self) -> None:
+        """The session is closing: every statement still in flight gets its end record. The
+        server never said how they ended: cancelled if maskgate cancelled them, else unknown
+        (an error already seen for one, e.g. the FATAL of a terminated backend, is its outcome)."""
+        unfinished = "cancelled" if self.cancel_sent else "unknown"
+        for e in self.queue:
+            p = e.payload
+            if isinstance(p, QueryRun):
+                rows = p.rows + (p.result.rows.sent if p.result is not None else 0)
+                outcome = "" if p.error else unfinished
+                self._end(p.sql, p.allow, p.id, p.started, rows=rows, error=p.error, outcome=outcome)
+            elif e.sent is Sent.EXECUTE and isinstance(p, Portal) and p.calls:
+                sid, started = p.calls.popleft()
+                rows = p.result.rows.end_call()[0]
+                self._end(p.sql, p.stmt.allow, sid, started, rows=rows, outcome=unfinished)
+        self.queue = ExpectQueue()
 
     # -- answers to requests
 
@@ -675,6 +918,8 @@ class Relay:
         target = e.payload
         if isinstance(target, Stmt | Portal):
             target.fields = fields
+        if e is self._awaiting:
+            self._release()
         return e.answer is Answer.FORWARD
 
     def _on_function_result(self, mtype: bytes, body: memoryview, e: Expected[Item], finished: bool) -> bool:
@@ -687,9 +932,19 @@ class Relay:
         res = p.result
         count = res.rows
         rows, masked = count.end_call()
+        sid, started = p.calls.popleft() if p.calls else ("", self.ctx.clock())
         if res.phase is ResultPhase.REFUSED:
             refusal = required(res.refusal, "refusal")
-            self.tracker.record(p.stmt.sql, Block("class_denied", refusal.message), started=p.started)
+            self._end(
+                p.sql,
+                _refused(p.stmt.allow, refusal.message),
+                sid,
+                started,
+                rows=rows,
+                masked=masked,
+                error=errors.INSUFFICIENT_PRIVILEGE,
+                outcome="refused",
+            )
             self._fail_batch(refusal)
             return False
         truncated = count.truncated
@@ -697,9 +952,7 @@ class Relay:
             truncated = True  # stop the client fetching more: the portal is finished for it
         if mtype == b"C" or truncated:
             self.tracker.succeeded(p.stmt.allow)
-        self.tracker.record(
-            p.stmt.sql, p.stmt.allow, started=p.started, rows=rows, masked=masked, truncated=truncated
-        )
+        self._end(p.sql, p.stmt.allow, sid, started, rows=rows, masked=masked, truncated=truncated)
         if truncated:
             if count.notice_once():
                 self.out.client(errors.truncated_notice(count.sent).serialize())
@@ -717,8 +970,14 @@ class Relay:
             self._move_client(ClientPhase.SKIP_UNTIL_SYNC)
 
     def _on_query_answer(self, mtype: bytes, body: memoryview, e: Expected[Item], finished: bool) -> bool:
+        if e.answer is Answer.HIDE:
+            return False  # a statement the proxy sent for itself
         run = _payload(e, QueryRun)
         if self.upstream_phase in _CONSUMING:
+            if mtype == b"C" and self.upstream_phase is UpstreamPhase.QUERY_REFUSED:
+                # Hidden from the client, but the server ran it: its effects are the session's.
+                self.tracker.succeeded(part(run.allow, run.part))
+                run.part += 1
             return False
         if mtype == b"T":
             res = run.result = self._part_result(run)
@@ -740,9 +999,12 @@ class Relay:
             run.rows += res.rows.sent
             run.masked += res.rows.masked
             if res.phase is ResultPhase.REFUSED:
+                if mtype == b"C":
+                    self.tracker.succeeded(res.allow)  # refused to the client, but it ran
                 # Tell the client this statement failed; hide the rest of the Query's results.
                 self.out.client(required(res.refusal, "refusal").serialize())
-                run.error = "42501"
+                run.error = errors.INSUFFICIENT_PRIVILEGE
+                run.refused = True
                 if self.upstream_phase is UpstreamPhase.RELAY:  # a refused batch hides it already
                     self._move_upstream(UpstreamPhase.QUERY_REFUSED)
                 return False
@@ -799,17 +1061,6 @@ class Relay:
 
     # -- results, plans and what errors may say
 
-    def _part_result(self, run: QueryRun) -> Result:
-        """The result for the Query's next part. A restricted session refuses a result beyond
-        the statements decided: the server read more statements than maskgate did, and what the
-        extra one returns has no decision to mask it by."""
-        res = Result.of(part(run.allow, run.part))
-        if self.restricted and run.part >= len(run.allow.parts()):
-            res.refuse(
-                errors.insufficient_privilege("the database returned a result maskgate did not decide")
-            )
-        return res
-
     def _current_result(self, head: Expected[Item] | None) -> Result | None:
         """The result DataRows at the head of the queue belong to, if any."""
         if head is None or head.answer is Answer.SIMULATE:
@@ -827,28 +1078,44 @@ class Relay:
             return run.result
         return None
 
+    def _part_result(self, run: QueryRun) -> Result:
+        """The result of the statement of a simple Query now answering. A restricted session
+        refuses one past the statements the decision described: its columns have no decision."""
+        res = Result.of(part(run.allow, run.part))
+        if self.restricted and run.part >= len(run.allow.parts()):
+            self._refuse_result(res, "the statement returned a result that was not decided")
+        return res
+
     def _plan(self, head: Expected[Item], res: Result) -> RowPlan | None:
         """The masking plan for the result at the head of the queue, built once per result."""
         if res.planned:
             return res.plan
+        why = self._plan_portal(_payload(head, Portal)) if head.sent is Sent.EXECUTE else None
+        if not res.planned:  # not a portal's
+            res.planned = True
+            why = "result columns could not be described"
+        if why is not None:
+            self._refuse_result(res, why)
+        return res.plan
+
+    def _plan_portal(self, p: Portal) -> str | None:
+        """Build the masking plan of `p`'s result; the reason it cannot be masked, or None."""
+        res = p.result
         res.planned = True
         fields: tuple[m.FieldDescription, ...] | None = None
         formats: tuple[int, ...] | None = None
-        if head.sent is Sent.EXECUTE:
-            p = _payload(head, Portal)
-            if p.fields is not None:
-                fields = p.fields
-            elif p.stmt.fields is not None:
-                fields, formats = p.stmt.fields, p.formats
+        if p.fields is not None:
+            fields = p.fields
+        elif p.stmt.fields is not None:
+            fields, formats = p.stmt.fields, p.formats
         if fields is None:
-            self._refuse_result(res, "result columns could not be described")
-            return None
+            return "result columns could not be described"
         res.ncols = len(fields)
         try:
             res.plan = self._plan_rows(fields, formats, res.allow)
         except Unmaskable as e:
-            self._refuse_result(res, str(e))
-        return res.plan
+            return str(e)
+        return None
 
     def _refuse_result(self, res: Result, why: str) -> None:
         """Refuse a statement the upstream is already running (its result cannot be masked)."""

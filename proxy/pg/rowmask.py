@@ -32,27 +32,38 @@ _HDR_D = struct.Struct("!ci")
 
 def column_fn(
     f: FieldDescription, fmt: int, cm: ColumnMask | None, detect: frozenset[str], src: MaskerSource, enc: str
-) -> ValueFn | None:
-    """The function for one output column, or None to pass its values untouched."""
+) -> ValueFn | bytes | None:
+    """The function for one output column, None to pass its values untouched, or the bytes every
+    value (NULL included) becomes."""
     binary = fmt == 1
     act = column_action(types.value_kind(f.type_oid), cm, detect, binary)
     if act.op is Op.CLEAR:
         return None
     if act.op is Op.NULL:
         return null_value
+    if act.op is Op.CONSTANT:
+        const = types.constant(f.type_oid, binary)
+        if const is None:
+            raise Unmaskable(f.name)
+        return const
     if act.op is Op.REFUSE:
         raise Unmaskable(f.name)
     return types.value_fn(f.type_oid, act.masker(src), binary, enc)
 
 
 class RowPlan:
-    """Per-column functions for one result; `apply` rewrites a DataRow body when needed."""
+    """Per-column functions for one result; `apply` rewrites a DataRow body when needed.
 
-    __slots__ = ("fns", "ncols")
+    `consts` holds, per column, the bytes every value of a concealed column becomes (NULL
+    included), or None; a column with a constant has no function.
+    """
 
-    def __init__(self, fns: list[ValueFn | None]) -> None:
+    __slots__ = ("consts", "fns", "ncols")
+
+    def __init__(self, fns: list[ValueFn | None], consts: list[bytes | None] | None = None) -> None:
         self.fns = fns
         self.ncols = len(fns)
+        self.consts = consts if consts is not None and any(c is not None for c in consts) else None
 
     def apply(self, buf: bytes, start: int, end: int) -> tuple[bytes | None, int]:
         """Mask the DataRow message at buf[start:end] (type byte included).
@@ -68,6 +79,7 @@ class RowPlan:
         pos = start + 7
         last = start + 5
         fns = self.fns
+        consts = self.consts
         ncols = self.ncols
         pieces: list[bytes] | None = None
         changed = 0
@@ -80,12 +92,25 @@ class RowPlan:
             if ln < 0:
                 if ln != -1:
                     raise MessageError("bad value length")
+                out = consts[i] if consts is not None and i < ncols else None
+                if out is not None:  # a concealed column hides NULL too
+                    if pieces is None:
+                        pieces = [b""]
+                    pieces.append(buf[last:pos])
+                    pieces.append(_I32.pack(len(out)))
+                    pieces.append(out)
+                    size += len(out)
+                    last = vstart
+                    changed += 1
                 pos = vstart
                 continue
             vend = vstart + ln
             if vend > end:
                 raise MessageError("truncated DataRow")
-            fn = fns[i] if i < ncols else None
+            if i >= ncols:
+                pos = vend
+                continue
+            fn = fns[i]
             if fn is not None:
                 v = buf[vstart:vend]
                 try:
@@ -94,19 +119,25 @@ class RowPlan:
                     # Not a value of its declared type (b"abc" as int8): fail closed, as for any
                     # message that does not match its layout.
                     raise MessageError(f"column {i} value does not match its type") from e
-                if out is not v and out != v:
-                    if pieces is None:
-                        pieces = [b""]  # the header, filled in below: one join builds the row
-                    pieces.append(buf[last:pos])
-                    if out is None:
-                        pieces.append(b"\xff\xff\xff\xff")
-                        size -= ln
-                    else:
-                        pieces.append(_I32.pack(len(out)))
-                        pieces.append(out)
-                        size += len(out) - ln
-                    last = vend
-                    changed += 1
+            elif consts is not None and consts[i] is not None:
+                v = buf[vstart:vend]
+                out = consts[i]
+            else:
+                pos = vend
+                continue
+            if out is not v and out != v:
+                if pieces is None:
+                    pieces = [b""]  # the header, filled in below: one join builds the row
+                pieces.append(buf[last:pos])
+                if out is None:
+                    pieces.append(b"\xff\xff\xff\xff")
+                    size -= ln
+                else:
+                    pieces.append(_I32.pack(len(out)))
+                    pieces.append(out)
+                    size += len(out) - ln
+                last = vend
+                changed += 1
             pos = vend
         if pos != end:
             raise MessageError("trailing bytes in DataRow")
@@ -130,6 +161,7 @@ def plan_rows(
     else per column); None means use the RowDescription's own format codes.
     """
     fns: list[ValueFn | None] = []
+    consts: list[bytes | None] = []
     for i, f in enumerate(fields):
         if formats is None:
             fmt = f.format
@@ -140,10 +172,16 @@ def plan_rows(
         else:
             fmt = formats[i] if i < len(formats) else 0
         cm = allow.columns[i] if i < len(allow.columns) else None
-        fns.append(column_fn(f, fmt, cm, allow.detect, src, enc))
-    if all(fn is None for fn in fns):
+        fn = column_fn(f, fmt, cm, allow.detect, src, enc)
+        if isinstance(fn, bytes):
+            fns.append(None)
+            consts.append(fn)
+        else:
+            fns.append(fn)
+            consts.append(None)
+    if all(fn is None for fn in fns) and all(c is None for c in consts):
         return None
-    return RowPlan(fns)
+    return RowPlan(fns, consts)
 
 
 # ------------------------------------------------------------------ COPY TO STDOUT (text, CSV)
@@ -194,7 +232,16 @@ def _copy_fn(act: ColumnAction, src: MaskerSource) -> Callable[[str], str | None
         return lambda _s: None
     if act.op is Op.REFUSE:
         raise Unmaskable("COPY row")
+    if act.op is Op.CONSTANT:
+        return _concealed
     return act.masker(src)
+
+
+_CONCEALED = types.CONCEALED_TEXT.decode()
+
+
+def _concealed(_s: str | None) -> str:
+    return _CONCEALED
 
 
 class CopyPlan:
@@ -227,7 +274,7 @@ class CopyPlan:
         out = []
         changed = 0
         for fn, raw in zip(self.fns, fields, strict=True):
-            if fn is None or raw == "\\N":
+            if fn is None or (raw == "\\N" and fn is not _concealed):  # a concealed NULL is hidden too
                 out.append(raw)
                 continue
             v = _copy_unescape(raw)

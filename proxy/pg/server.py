@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -132,6 +132,7 @@ class _PgConnection(Connection):
                 tls_available=srv.tls is not None,
                 max_message=srv.max_message,
                 client_addr=client_addr,
+                database_roles=srv.database_roles,
             ),
         )
 
@@ -173,6 +174,7 @@ class PgProxyServer(Listener):
         idle_timeout: float | None = None,
         connect_timeout: float = 10.0,
         max_message: int = DEFAULT_MAX_MESSAGE,
+        database_roles: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(
             gate,
@@ -185,6 +187,8 @@ class PgProxyServer(Listener):
         )
         self.upstream = Upstream.from_url(upstream_url)
         self.max_message = max_message
+        # Passwords of the database roles sessions log in as (policy roles' `database_role`).
+        self.database_roles = tuple(sorted((database_roles or {}).items()))
         self.cancel_keys: dict[tuple[int, bytes], tuple[int, bytes]] = {}
         self._upstream_ssl = self.upstream.ssl_context()
 

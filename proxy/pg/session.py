@@ -16,11 +16,12 @@ from collections.abc import Callable, Iterator
 from enum import Enum, auto
 from typing import Any
 
-from proxy.core.commands import Command
+from proxy.core.commands import Command, Drain
 from proxy.core.events import (
     AuthTimeout,
     ClientClosed,
     ClientData,
+    DrainTimeout,
     Event,
     IdleTimeout,
     Shutdown,
@@ -35,7 +36,7 @@ from proxy.pg import errors
 from proxy.pg import messages as m
 from proxy.pg.context import Context, SessionConfig
 from proxy.pg.framing import Framer, FramingError
-from proxy.pg.login import Login
+from proxy.pg.login import ForwardCancel, Login
 from proxy.pg.relay import Relay
 from proxy.services.gate import Gate
 
@@ -50,10 +51,20 @@ class Phase(Enum):
 
     LOGIN = auto()  # the login layer has the connection
     RELAY = auto()  # the client got its ReadyForQuery: the relay layer has it
+    # The client is gone (closed its socket, sent Terminate, or maskgate shuts down) while
+    # statements still run upstream: the relay reads how they end, for their audit records, and
+    # shows no one; the session closes when nothing is in flight (or at DrainTimeout).
+    DRAINING = auto()
     CLOSED = auto()
 
 
-_PHASES = Transitions({Phase.LOGIN: {Phase.RELAY, Phase.CLOSED}, Phase.RELAY: {Phase.CLOSED}})
+_PHASES = Transitions(
+    {
+        Phase.LOGIN: {Phase.RELAY, Phase.CLOSED},
+        Phase.RELAY: {Phase.DRAINING, Phase.CLOSED},
+        Phase.DRAINING: {Phase.CLOSED},
+    }
+)
 
 _ALWAYS: frozenset[type[Event]] = frozenset(
     {ClientData, UpstreamData, UpstreamFailed, UpstreamClosed, ClientClosed}
@@ -64,6 +75,7 @@ _ALWAYS: frozenset[type[Event]] = frozenset(
 _ACCEPTS: dict[Phase, frozenset[type[Event]]] = {
     Phase.LOGIN: _ALWAYS | {UpstreamConnected, TlsEstablished},
     Phase.RELAY: _ALWAYS,
+    Phase.DRAINING: _ALWAYS | {DrainTimeout},
 }
 
 
@@ -99,6 +111,7 @@ class PgSession:
             AuthTimeout: self._on_auth_timeout,
             IdleTimeout: self._on_idle_timeout,
             Shutdown: self._on_shutdown,
+            DrainTimeout: self._on_drain_timeout,
         }
 
     @property
@@ -119,6 +132,7 @@ class PgSession:
         if self.phase is Phase.CLOSED:
             return []
         ctx = self.ctx
+        gone = self.phase is Phase.DRAINING  # nothing more reaches the client
         try:
             if type(event) not in _ACCEPTS[self.phase]:
                 raise ProtocolViolation(f"{type(event).__name__} in {self.phase.name}")
@@ -126,13 +140,38 @@ class PgSession:
         except ProtocolViolation as e:
             log.info("session %s: protocol violation: %s", ctx.session_id, e)
             ctx.close(f"protocol violation: {e}", errors.protocol_violation())
+        relay = self.relay
+        if self.phase is Phase.RELAY and relay is not None and relay.terminated and not ctx.out.closed:
+            self._drain(cancel=False)  # Terminate after statements the server still answers
+        if gone:
+            ctx.out.to_client.clear()
+        if self.phase is Phase.DRAINING and relay is not None and not relay.executing:
+            ctx.close("drained")
         if ctx.out.closed:
+            if relay is not None:
+                relay.finish()  # what never ended still gets its end record
             self.phase = _PHASES.move(self.phase, Phase.CLOSED)
         return ctx.out.flush()
+
+    def _drain(self, *, cancel: bool) -> None:
+        """Statements still run upstream and the client will not read their answers: keep the
+        upstream until they end, so their end records say how. With `cancel`, ask the server to
+        cancel what runs and terminate after it (the client did not ask for what follows)."""
+        relay = self.relay
+        assert relay is not None
+        out = self.ctx.out
+        if cancel:
+            relay.cancel_sent = True
+            out.command(ForwardCancel(*self.login.cancel_key))
+            out.upstream(m.Terminate().serialize())
+        out.command(Drain())
+        self.phase = _PHASES.move(self.phase, Phase.DRAINING)
 
     # ------------------------------------------------------------------ bytes
 
     def _on_client_data(self, event: ClientData) -> None:
+        if self.phase is Phase.DRAINING:
+            return  # after Terminate: nothing more is read from it
         try:
             buf, frames = self._cf.feed(event.data)
             self._client_frames(buf, memoryview(buf), frames)
@@ -170,16 +209,27 @@ class PgSession:
         self.login.tls_established()
 
     def _on_upstream_failed(self, event: UpstreamFailed) -> None:
-        self.ctx.upstream_failed(event.reason)
+        if self.phase is Phase.DRAINING:
+            self.ctx.close(f"upstream failed: {event.reason}")
+        else:
+            self.ctx.upstream_failed(event.reason)
 
     def _on_upstream_closed(self, event: UpstreamClosed) -> None:
-        if self.phase is Phase.RELAY:
+        if self.phase is Phase.DRAINING:
+            self.ctx.close("upstream closed")  # the client is gone: nothing to tell it
+        elif self.phase is Phase.RELAY:
             err = errors.error("57P01", "the database closed the connection", severity="FATAL")
             self.ctx.close("upstream closed", err)
         else:
             self.ctx.close("upstream closed", errors.upstream_unavailable())
 
     def _on_client_closed(self, event: ClientClosed) -> None:
+        if self.phase is Phase.DRAINING:
+            return
+        if self.phase is Phase.RELAY and self.relay is not None and self.relay.executing:
+            # The client closed its socket mid-statement: cancel what runs, record it cancelled.
+            self._drain(cancel=True)
+            return
         self.ctx.close("client closed")
 
     def _on_auth_timeout(self, event: AuthTimeout) -> None:
@@ -187,7 +237,19 @@ class PgSession:
             self.ctx.close("authentication timeout", errors.auth_timeout())
 
     def _on_idle_timeout(self, event: IdleTimeout) -> None:
-        self.ctx.close("idle timeout", errors.idle_timeout())
+        if self.phase is not Phase.DRAINING:
+            self.ctx.close("idle timeout", errors.idle_timeout())
 
     def _on_shutdown(self, event: Shutdown) -> None:
+        if self.phase is Phase.DRAINING:
+            return
+        if self.phase is Phase.RELAY and self.relay is not None and self.relay.executing:
+            # The grace period is over: the client is told, what still runs is cancelled and
+            # recorded so (the database may finish it before the cancel arrives; then it says so).
+            self.ctx.out.client(errors.shutting_down().serialize())
+            self._drain(cancel=True)
+            return
         self.ctx.close("shutdown", errors.shutting_down())
+
+    def _on_drain_timeout(self, event: DrainTimeout) -> None:
+        self.ctx.close("drain timeout")

@@ -30,11 +30,33 @@ DATE, TIME, TIMESTAMP, TIMESTAMPTZ, INTERVAL, TIMETZ, NUMERIC, UUID, JSONB = (
     3802,
 )
 INET, CIDR = 869, 650
-# The common built-in array OIDs (`array_agg(phone)` and the like).
-ARRAYS = frozenset(
-    {199, 1000, 1001, 1002, 1003, 1005, 1007, 1009, 1014, 1015, 1016, 1021, 1022, 1041, 1115, 1182}
-    | {1183, 1185, 1187, 1231, 1270, 2951, 3807}
-)
+# The common built-in array OIDs (`array_agg(phone)` and the like), with their element types.
+ARRAY_ELEMENTS = {
+    199: JSON,
+    1000: BOOL,
+    1001: BYTEA,
+    1002: CHAR,
+    1003: NAME,
+    1005: INT2,
+    1007: INT4,
+    1009: TEXT,
+    1014: BPCHAR,
+    1015: VARCHAR,
+    1016: INT8,
+    1021: FLOAT4,
+    1022: FLOAT8,
+    1041: INET,
+    1115: TIMESTAMP,
+    1182: DATE,
+    1183: TIME,
+    1185: TIMESTAMPTZ,
+    1187: INTERVAL,
+    1231: NUMERIC,
+    1270: TIMETZ,
+    2951: UUID,
+    3807: JSONB,
+}
+ARRAYS = frozenset(ARRAY_ELEMENTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +119,56 @@ def value_fn(oid: int, fn: Callable[[Any], Any], binary: bool, enc: str) -> Valu
         return _bytea_fn(fn, binary)
     text = on_text(fn, enc)
     return _jsonb_binary(text) if binary and oid == JSONB else text
+
+
+# ------------------------------------------------------------------ the concealing constant
+
+# What a concealed value (one derived from a classified column) becomes, whatever it was, NULL
+# included: one valid value of the column's type, in each format. Text forms are the server's own
+# output with its default settings (DateStyle ISO, IntervalStyle postgres); binary forms are the
+# type's zero. A type not listed has a text form only (`****`) and no binary constant.
+CONCEALED_TEXT = b"****"
+_SCALAR_CONSTANTS: dict[int, tuple[bytes, bytes]] = {
+    BOOL: (b"f", b"\x00"),
+    CHAR: (b"*", b"*"),  # "char": one byte
+    OID: (b"0", bytes(4)),
+    FLOAT4: (b"0", bytes(4)),
+    FLOAT8: (b"0", bytes(8)),
+    MONEY: (b"0.00", bytes(8)),
+    DATE: (b"2000-01-01", bytes(4)),  # binary: days since 2000-01-01
+    TIME: (b"00:00:00", bytes(8)),
+    TIMETZ: (b"00:00:00+00", bytes(12)),
+    TIMESTAMP: (b"2000-01-01 00:00:00", bytes(8)),  # binary: microseconds since 2000-01-01
+    TIMESTAMPTZ: (b"2000-01-01 00:00:00+00", bytes(8)),
+    INTERVAL: (b"00:00:00", bytes(16)),
+    UUID: (b"00000000-0000-0000-0000-000000000000", bytes(16)),
+    INET: (b"0.0.0.0", bytes((2, 32, 0, 4, 0, 0, 0, 0))),  # family, bits, is_cidr, length, address
+    CIDR: (b"0.0.0.0/32", bytes((2, 32, 1, 4, 0, 0, 0, 0))),
+}
+
+
+def constant(oid: int, binary: bool) -> bytes | None:
+    """The one value every value of a concealed column of type `oid` becomes, in the text or
+    binary format; None when the type has no binary constant (the statement is then refused)."""
+    known = _SCALAR_CONSTANTS.get(oid)
+    if known is not None:
+        return known[int(binary)]
+    kind = value_kind(oid)
+    if kind is ValueKind.INT:
+        return INTS[oid].layout.pack(0) if binary else b"0"
+    if kind is ValueKind.NUMERIC:
+        return numeric_to_binary("0") if binary else b"0"
+    if kind is ValueKind.BYTES:
+        return CONCEALED_TEXT if binary else b"\\x" + CONCEALED_TEXT.hex().encode()
+    if kind is ValueKind.JSON:
+        doc = b'"' + CONCEALED_TEXT + b'"'  # a JSON string: valid json and jsonb
+        return b"\x01" + doc if binary and oid == JSONB else doc
+    if oid in ARRAYS:
+        # The empty array: a valid value of every array type. Binary: no dimensions, no nulls.
+        return struct.pack("!iiI", 0, 0, ARRAY_ELEMENTS[oid]) if binary else b"{}"
+    if kind is ValueKind.TEXT or not binary:
+        return CONCEALED_TEXT
+    return None
 
 
 # ------------------------------------------------------------------ int2/4/8, numeric

@@ -32,6 +32,8 @@ class Principal:
     # (kind, secret) pairs: verifiers and hashes, never passwords. Kept out of repr so that a
     # principal in a log line or a traceback does not carry them.
     credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    # The database role the person's statements run as upstream (None: the service account).
+    database_role: str | None = None
 
     def credential(self, kind: str) -> str | None:
         """The stored secret of `kind` (SCRAM_SHA_256, …), or None when the user has none."""
@@ -43,7 +45,8 @@ class Principal:
 
 @dataclass(slots=True)
 class StatementRecord:
-    """What a session reports after each statement (allowed or refused), for audit and metrics."""
+    """What a session reports of a statement, for audit and metrics: before it is forwarded
+    (`event` start, through `Gate.begin`), when it ended (end) or when it was refused (refused)."""
 
     protocol: str  # postgres | mysql | http
     session: str
@@ -60,6 +63,14 @@ class StatementRecord:
     overhead_s: float = 0.0  # time spent inside maskgate (decide + mask), excluding upstream waits
     error: str | None = None  # upstream error SQLSTATE, if the database refused it
     extra: dict[str, Any] = field(default_factory=dict)
+    id: str = ""  # the statement's id: its start and end records share it
+    event: str = ""  # start | end | refused ("": refused for a Block, else end)
+    dialect: str = ""  # how its SQL is read (the audit record strips its comments with it)
+    # end: ok | error | refused (by maskgate after the database started it) | cancelled (by
+    # maskgate: the client went away, or shutdown) | skipped (an earlier message of its batch
+    # failed) | unknown (the connection to the database ended first). "": ok, or error if `error`.
+    outcome: str = ""
+    cancelled: bool = False  # maskgate asked the database to cancel it
 
 
 class MaskerSource(Protocol):
@@ -101,8 +112,15 @@ class Gate(MaskerSource, Protocol):
         upstream: str = "postgres",
     ) -> Decision: ...
 
+    def begin(self, rec: StatementRecord) -> bool:
+        """The write-ahead record of a statement about to be forwarded. Returns False when the
+        audit log is required and the record could not be written: the statement must then be
+        refused, not forwarded. May block (briefly, on a local write) only when it is required."""
+        ...
+
     def record(self, rec: StatementRecord) -> None:
-        """Audit + metrics for one statement. Must not block (audit writes are queued)."""
+        """Audit + metrics for a statement that ended or was refused. Must not block (audit
+        writes are queued)."""
         ...
 
     def connection_opened(self, protocol: str) -> None: ...

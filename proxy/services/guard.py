@@ -195,6 +195,7 @@ class Guard:
             user=user,
             role=u.role,
             unrestricted=is_unrestricted(policy, role),
+            database_role=role.database_role if role is not None else None,
             credentials=((SCRAM_SHA_256, u.password),) if u.password else (),
         )
 
@@ -239,10 +240,13 @@ class Guard:
         if ok is None:
             policy = state.policy
             u = policy.users.get(principal.user)
+            role = policy.roles.get(u.role) if u is not None else None
             ok = (
                 u is not None
                 and u.role == principal.role
-                and is_unrestricted(policy, policy.roles.get(u.role)) == principal.unrestricted
+                and is_unrestricted(policy, role) == principal.unrestricted
+                # The session runs upstream as the database role it logged in with.
+                and (role.database_role if role is not None else None) == principal.database_role
             )
             state.valid[principal] = ok
         return ok
@@ -284,6 +288,16 @@ class Guard:
                 masking.make_text_masker(detectable, "mask", key=self.masking_key), "detected"
             )
         return m
+
+    def begin(self, rec: StatementRecord) -> bool:
+        audit = self.audit
+        if audit is None or not audit.enabled:
+            return True
+        revision = self._state.policy.revision
+        if self.audit_required:
+            return audit.write_now(rec, revision)
+        audit.submit(rec, revision)
+        return True
 
     def record(self, rec: StatementRecord) -> None:
         m = self.metrics

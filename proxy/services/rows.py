@@ -63,6 +63,9 @@ class Op(Enum):
     DETECT = "detect"  # run the value detectors over its text
     MASK = "mask"  # apply the column's masker, keeping the value's type
     NULL = "null"  # send NULL
+    # One constant of the column's type for every value, NULL included: a value computed from a
+    # classified column must not reveal its length, its NULL-ness or anything else of its source.
+    CONSTANT = "constant"
     REFUSE = "refuse"  # the value cannot be masked in this format: refuse the statement
 
 
@@ -86,6 +89,7 @@ class ColumnAction:
 
 CLEAR = ColumnAction(Op.CLEAR)
 NULL = ColumnAction(Op.NULL)
+CONSTANT = ColumnAction(Op.CONSTANT)
 REFUSE = ColumnAction(Op.REFUSE)
 
 
@@ -95,7 +99,8 @@ def column_action(
     """The action for one output column of `kind`, sent in binary or text form.
 
     `column` is the decision's mask for it (None: unclassified, so clear); `detect` the classes
-    the role's detectors scan for in every value it receives.
+    the role's detectors scan for in every value it receives. A redacted *derived* column
+    (`ColumnMask.derived`) is CONSTANT: the protocol sends its type's constant for every value.
     """
     if column is None or column.action == "clear":
         scannable = kind in _BINARY_IS_TEXT if binary else kind in _FREE_TEXT
@@ -103,10 +108,14 @@ def column_action(
     action = column.action
     if action == "null":
         return NULL
+    if column.derived and action == "redact":
+        # Computed from a classified column (nullif(substr(phone, 4, 1), '8'), length(phone),
+        # json_build_object('p', reverse(phone))): a redaction that kept the length or the NULLs
+        # would spell the value out over a few queries, so every value is one constant.
+        return CONSTANT
     if kind is ValueKind.JSON:
-        if column.derived or action == "redact" or column.cls is None:
-            # Built from classified values (json_build_object('p', reverse(phone))): detectors
-            # cannot see through the transformation, so nothing of the document is sent.
+        if action == "redact" or column.cls is None:
+            # Detectors cannot tell what a redacted document hides: nothing of it is sent.
             return NULL
         # A classified document column is scanned for its own class too: masked inside, never broken.
         return ColumnAction(Op.DETECT, classes=detect | frozenset({column.cls}))

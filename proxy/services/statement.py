@@ -20,6 +20,7 @@ from typing import Generic, TypeVar
 
 from policies.decision import Allow, Block, Decision
 from proxy.services.gate import Gate, Principal, StatementRecord
+from proxy.services.settings import SEARCH_PATH, SessionSettings
 
 log = logging.getLogger("maskgate.session")
 
@@ -30,6 +31,10 @@ F = TypeVar("F")
 EMPTY = Allow(kind="empty")  # an empty statement reads nothing
 STALE = Block(
     "statement_not_allowed", "the policy changed since this statement was prepared; prepare it again"
+)
+# `audit_required` and the statement's write-ahead record could not be written: not forwarded.
+AUDIT_FAILED = Block(
+    "audit_unavailable", "the audit log cannot be written; statements are refused until it recovers"
 )
 
 
@@ -78,10 +83,17 @@ class StatementTracker:
         # Set once the person has logged in; until then nothing is decided (fail closed).
         self.principal: Principal | None = None
         self.database = database
-        self.search_path = search_path  # the names unqualified tables resolve through
+        # The settings statements are decided under (search_path: the names unqualified tables
+        # resolve through; role), followed with the server's transaction semantics.
+        self.settings = SessionSettings({SEARCH_PATH: search_path})
         # Detector classes of the latest decision that had any: errors and notices that arrive
         # outside a statement still belong to the one that caused them.
         self.last_detect: frozenset[str] = frozenset()
+        self._statements = 0  # numbers the session's statement ids
+
+    @property
+    def search_path(self) -> tuple[str, ...]:
+        return self.settings.value(SEARCH_PATH) or ()
 
     @property
     def restricted(self) -> bool:
@@ -128,6 +140,13 @@ class StatementTracker:
             return d
         return d if isinstance(d, Block) else STALE
 
+    def begin(self, sql: str, allow: Allow) -> str | None:
+        """The write-ahead record of a statement about to be forwarded: its id, or None when the
+        audit log is required and the record could not be written (refuse it with AUDIT_FAILED)."""
+        self._statements += 1
+        sid = f"{self.session_id}-{self._statements}"
+        return sid if self.gate.begin(self._record(sql, allow, 0.0, "start", sid)) else None
+
     def record(
         self,
         sql: str,
@@ -139,32 +158,43 @@ class StatementTracker:
         truncated: bool = False,
         overhead: float = 0.0,
         error: str | None = None,
+        id: str = "",
+        outcome: str = "",
+        cancelled: bool = False,
     ) -> None:
-        """Report one statement (allowed or refused) to the Gate for audit and metrics."""
+        """Report a statement to the Gate for audit and metrics: how the statement begun with
+        `id` ended, or (without an id) a refusal."""
+        if id:
+            event = "end"
+        else:
+            self._statements += 1
+            id = f"{self.session_id}-{self._statements}"
+            event = "refused"
+        rec = self._record(sql, decision, max(0.0, self.clock() - started), event, id)
+        rec.rows, rec.masked, rec.truncated = rows, masked, truncated
+        rec.overhead_s, rec.error, rec.outcome, rec.cancelled = overhead, error, outcome, cancelled
+        self.gate.record(rec)
+
+    def _record(self, sql: str, decision: Decision, duration: float, event: str, id: str) -> StatementRecord:
         principal = self.principal
-        self.gate.record(
-            StatementRecord(
-                protocol=self.protocol,
-                session=self.session_id,
-                user=principal.user if principal else "",
-                role=principal.role if principal else "",
-                client=self.client,
-                database=self.database,
-                sql=sql,
-                decision=decision,
-                rows=rows,
-                masked=masked,
-                truncated=truncated,
-                duration_s=max(0.0, self.clock() - started),
-                overhead_s=overhead,
-                error=error,
-            )
+        return StatementRecord(
+            self.protocol,
+            self.session_id,
+            principal.user if principal else "",
+            principal.role if principal else "",
+            self.client,
+            self.database,
+            sql,
+            decision,
+            duration_s=duration,
+            id=id,
+            event=event,
+            dialect=self.dialect,
         )
 
     def succeeded(self, allow: Allow) -> None:
         """A statement completed: keep what it changed for the ones after it."""
-        if allow.search_path is not None:
-            self.search_path = allow.search_path
+        self.settings.completed(allow)
         if allow.schema_changed:
             self.gate.schema_changed(self.database, upstream=self.upstream)
 

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from proxy.app import App
 from proxy.config import load_config
 from proxy.demo.embedded_pg import EmbeddedPostgres, free_port
+from tests.conftest import CRM_VENDOR_PASSWORD
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_POLICY = REPO / "policies" / "examples" / "demo.yaml"
@@ -78,25 +79,37 @@ def self_signed_cert(d: Path, host: str = "localhost") -> dict[str, str]:
 
 @contextmanager
 def serve_demo(
-    d: Path, pg: EmbeddedPostgres, service_password: str, *, tls: bool = False
+    d: Path,
+    pg: EmbeddedPostgres,
+    service_password: str,
+    *,
+    tls: bool = False,
+    extra_policy: str = "",
+    config_lines: str = "",
 ) -> Iterator[dict[str, Any]]:
     """The demo policy (copied into `d`, so a test may edit it), audit log and metrics endpoint.
 
     With `tls`, the listener also offers TLS with a self-signed certificate (`postgres.tls`),
     whose PEM path is yielded as "cert"; clients that do not ask for TLS still connect in clear.
-    """
-    policy = d / "policy.yaml"
+    `extra_policy` is a second policy file merged with the demo's (more roles and users);
+    `config_lines` more top-level lines of the config file (e.g. `audit_required: true`)."""
+    policy = d / "policy" / "policy.yaml"
+    policy.parent.mkdir()
     shutil.copy(DEMO_POLICY, policy)
+    if extra_policy:
+        (d / "policy" / "extra.yaml").write_text(extra_policy)
     port, mport = free_port(), free_port()
     cert = self_signed_cert(d)["cert"] if tls else None
     tls_line = "  tls: {cert: server.crt, key: server.key}\n" if tls else ""
     (d / "maskgate.yaml").write_text(
-        f"policy: policy.yaml\naudit_log: audit.jsonl\nmetrics: 127.0.0.1:{mport}\n"
+        f"policy: policy\naudit_log: audit.jsonl\nmetrics: 127.0.0.1:{mport}\n{config_lines}"
         f"postgres:\n  listen: 127.0.0.1:{port}\n"
         f"  upstream: postgresql://maskgate_svc:${{T_UPSTREAM}}@127.0.0.1:{pg.port}/crm?sslmode=disable\n"
         + tls_line
+        + '  database_roles: {crm_vendor: "${T_VENDOR}"}\n'
     )
-    config = load_config(d / "maskgate.yaml", env={"T_UPSTREAM": service_password})
+    env = {"T_UPSTREAM": service_password, "T_VENDOR": CRM_VENDOR_PASSWORD}
+    config = load_config(d / "maskgate.yaml", env=env)
     running = Running(App(config, registry=CollectorRegistry()))
     try:
         yield {

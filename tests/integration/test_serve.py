@@ -157,7 +157,7 @@ def test_audit_log_and_metrics(served: dict[str, Any]) -> None:
         time.sleep(0.05)
     text = audit.read_text()
     records = [json.loads(line) for line in text.splitlines()]
-    assert any(r["reason"] == "class_denied" and r["user"] == "vendor_zhang" for r in records)
+    assert any(r.get("reason") == "class_denied" and r["user"] == "vendor_zhang" for r in records)
     assert "6222020200112233446" not in text
     assert not MOBILE.search(text)
     metrics = (
@@ -262,7 +262,9 @@ def test_a_reload_reaches_open_sessions_and_prepared_statements(served: dict[str
         app.reloader.reload_now()
 
 
-def test_masked_arrays_come_back_as_null_not_unparsable_text(served: dict[str, Any]) -> None:
+def test_masked_arrays_come_back_as_the_empty_array_not_unparsable_text(served: dict[str, Any]) -> None:
+    # A derived array is concealed by one constant of its type: the empty array.
     with vendor(served) as c:
+        # (array_agg is refused for a row-limited role: it gathers many records into one value)
         (value,) = c.execute("SELECT ARRAY[phone, id_card] FROM customers").fetchone()
-    assert value is None
+    assert value == []

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from proxy.demo.embedded_pg import EmbeddedPostgres, free_port, wait_port
-from tests.conftest import start_crm
+from tests.conftest import CRM_VENDOR_PASSWORD, start_crm
 
 REPO = Path(__file__).resolve().parents[2]
 SVC_PW = "svc-process-secret"
@@ -41,11 +41,12 @@ def start(
         f"policy: policy.yaml\naudit_log: {audit_log}\n{extra}"
         f"postgres:\n  listen: 127.0.0.1:{port}\n"
         f"  upstream: postgresql://maskgate_svc:${{UP}}@127.0.0.1:{pg.port}/crm?sslmode=disable\n"
+        '  database_roles: {crm_vendor: "${VENDOR_DB}"}\n'
     )
     log = (tmp / "stderr.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy.cli", "serve", "--config", str(tmp / "maskgate.yaml")],
-        env=dict(os.environ, UP=SVC_PW),
+        env=dict(os.environ, UP=SVC_PW, VENDOR_DB=CRM_VENDOR_PASSWORD),
         stderr=log,
         cwd=REPO,
     )

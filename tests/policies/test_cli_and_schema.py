@@ -140,7 +140,7 @@ def test_database_role_warnings() -> None:
     policy = load_policy(DEMO)
     desk = replace(policy.roles["service_desk"], statements=frozenset({"select", "update"}))
     policy = replace(policy, roles={**policy.roles, "service_desk": desk})
-    assert database_roles(policy) == {"service_desk": None, "vendor": None}  # dba: `all`
+    assert database_roles(policy) == {"service_desk": "crm_desk", "vendor": "crm_vendor"}  # dba: `all`
     rights = {
         "crm_vendor": DatabaseRole(
             "crm_vendor", writes=(("UPDATE", "public.customers"), ("USAGE", "public.s"), ("CREATE", "public"))

@@ -86,6 +86,22 @@ def test_examples_load() -> None:
         ("version: 1\nroles:\n  r: {}\n  r: {}\n", ":4:3: duplicate key `r`"),
         ("version: 1\nroles: [\n", ":3:1: YAML syntax error"),
         ("version: 1\ntimezone: Mars/Base\n", ":2:11: unknown timezone `Mars/Base`"),
+        (
+            "version: 1\nroles:\n  r:\n    database_role: crm vendor\n",
+            ":4:20: `database_role` must be a database role name",
+        ),
+        (
+            "version: 1\nroles:\n  r:\n    database_role: [crm_vendor]\n",
+            ":4:20: `database_role` must be a database role name",
+        ),
+        (
+            f"version: 1\nroles:\n  r:\n    database_role: {'r' * 64}\n",
+            ":4:20: `database_role` must be a database role name",
+        ),
+        (
+            "version: 1\nroles:\n  r:\n    database_rol: crm_vendor\n",
+            ":4:5: unknown key `database_rol` in role `r` (did you mean `database_role`?)",
+        ),
     ],
 )
 def test_error_locations(tmp_path: Path, text: str, expected: str) -> None:
@@ -146,3 +162,13 @@ def test_a_lone_star_means_every_table(tmp_path: Path) -> None:
     for table in (TableName("crm", "public", "customers"), TableName("crm", "ops", "tickets")):
         assert role.table_allowed(table, "public")
     assert not role.table_allowed(TableName("crm", "public", "audit_trail"), "public")
+
+
+def test_database_role(tmp_path: Path) -> None:
+    plain = _write(tmp_path, "version: 1\nroles:\n  r: {}\n", "a.yaml")
+    named = _write(tmp_path, "version: 1\nroles:\n  r: {database_role: crm_vendor}\n", "b.yaml")
+    other = _write(tmp_path, "version: 1\nroles:\n  r: {database_role: crm_desk}\n", "c.yaml")
+    assert load_policy(plain).roles["r"].database_role is None
+    assert load_policy(named).roles["r"].database_role == "crm_vendor"
+    # Which database role a role runs as is part of what the policy says: a new revision.
+    assert len({load_policy(p).revision for p in (plain, named, other)}) == 3

@@ -13,10 +13,15 @@ postgres:
   listen: 127.0.0.1:6432
   upstream: postgresql://maskgate_svc:${UPSTREAM_PASSWORD}@127.0.0.1:5432/crm
   tls: {cert: certs/server.crt, key: certs/server.key}
+  database_roles:
+    crm_vendor: ${CRM_VENDOR_PASSWORD}
 mysql:
   listen: 127.0.0.1:6033
   upstream: mysql://maskgate_svc:${UPSTREAM_PASSWORD}@127.0.0.1:3306/crm
 """
+
+
+PG_LISTENER = "policy: p.yaml\npostgres: {listen: ':1', upstream: 'postgresql://x@h/d', "
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -26,7 +31,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_full_config_resolves_paths_and_env(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, FULL), env={"UPSTREAM_PASSWORD": "s3cr:t@"})
+    cfg = load_config(
+        write(tmp_path, FULL), env={"UPSTREAM_PASSWORD": "s3cr:t@", "CRM_VENDOR_PASSWORD": "v@/x"}
+    )
     assert cfg.policy == tmp_path / "policies/demo.yaml"
     assert cfg.audit_log == tmp_path / "var/audit.jsonl"
     assert cfg.audit_required is True
@@ -41,12 +48,13 @@ def test_full_config_resolves_paths_and_env(tmp_path: Path) -> None:
         "crm",
     )
     assert cfg.postgres.tls.cert == tmp_path / "certs/server.crt"
-    assert cfg.mysql is not None and cfg.mysql.upstream.port == 3306
+    assert cfg.postgres.database_roles == {"crm_vendor": "v@/x"}  # not URL-encoded: not in a URL
+    assert cfg.mysql is not None and cfg.mysql.upstream.port == 3306 and cfg.mysql.database_roles == {}
     assert cfg.http is None
 
 
 def test_dsn_quotes_credentials(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, FULL), env={"UPSTREAM_PASSWORD": "a b/c"})
+    cfg = load_config(write(tmp_path, FULL), env={"UPSTREAM_PASSWORD": "a b/c", "CRM_VENDOR_PASSWORD": "v"})
     assert cfg.postgres is not None
     assert cfg.postgres.upstream.dsn("other") == "postgresql://maskgate_svc:a%20b%2Fc@127.0.0.1:5432/other"
 
@@ -64,6 +72,12 @@ def test_dsn_quotes_credentials(tmp_path: Path) -> None:
         ("policy: p.yaml\npostgres: {listen: '127.0.0.1:6432'}\n", "missing `upstream`"),
         ("policy: ${NOPE}\n", "NOPE is not set"),
         ("- a\n- b\n", "mapping"),
+        (f"{PG_LISTENER}database_roles: [a]}}\n", "postgres.database_roles: expected a mapping"),
+        (f"{PG_LISTENER}database_roles: {{'a b': x}}}}\n", "bad database role name 'a b'"),
+        (
+            f"{PG_LISTENER}database_roles: {{r: ''}}}}\n",
+            "postgres.database_roles.r: expected a non-empty password",
+        ),
     ],
 )
 def test_bad_configs_name_the_problem(tmp_path: Path, text: str, message: str) -> None:

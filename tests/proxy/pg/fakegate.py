@@ -66,7 +66,9 @@ class FakeGate:
 
     def __init__(self, decide: Callable[[Principal, str], Decision] | None = None) -> None:
         self.users: dict[str, Principal] = {}
-        self.records: list[StatementRecord] = []
+        self.records: list[StatementRecord] = []  # end and refused records
+        self.begun: list[StatementRecord] = []  # write-ahead records
+        self.audit_ok = True  # False: an audit log that is required and cannot be written
         self.auth_failures = 0
         self.opened = 0
         self.closed = 0
@@ -77,9 +79,17 @@ class FakeGate:
         self._decide = decide or (lambda p, sql: Allow(kind="select"))
 
     def add_user(
-        self, name: str, password: str, *, role: str = "vendor", unrestricted: bool = False
+        self,
+        name: str,
+        password: str,
+        *,
+        role: str = "vendor",
+        unrestricted: bool = False,
+        database_role: str | None = None,
     ) -> Principal:
-        p = Principal(name, role, unrestricted, ((SCRAM_SHA_256, make_verifier(password)),))
+        p = Principal(
+            name, role, unrestricted, ((SCRAM_SHA_256, make_verifier(password)),), database_role=database_role
+        )
         self.users[name] = p
         return p
 
@@ -104,6 +114,11 @@ class FakeGate:
 
     def text_masker(self, classes: frozenset[str]) -> Callable[[str], str]:
         return text_masker(classes)
+
+    def begin(self, rec: StatementRecord) -> bool:
+        if self.audit_ok:
+            self.begun.append(rec)
+        return self.audit_ok
 
     def record(self, rec: StatementRecord) -> None:
         self.records.append(rec)

@@ -188,8 +188,8 @@ def test_startup_parameters_are_filtered_for_the_upstream() -> None:
                 (
                     ("user", "svc"),
                     ("database", "crm"),
-                    ("application_name", "app"),
                     ("client_encoding", "SJIS"),
+                    ("application_name", "maskgate:alice/app"),
                 ),
             )
         )
@@ -245,3 +245,167 @@ def test_what_follows_the_upstreams_ready_for_query_goes_to_the_relay() -> None:
         << RegisterCancelKey(*KEY, *UPSTREAM_KEY)
     )
     assert s.phase is Phase.RELAY and s.ctx.tracker.search_path == ("app", "public")
+
+
+# -- the person's database role ------------------------------------------------------------------
+
+
+def with_database_role(
+    role: str,
+    cfg: SessionConfig = CFG,
+    *,
+    unrestricted: bool = False,
+    params: tuple[tuple[str, str], ...] = (),
+) -> tuple[PgSession, Playbook]:
+    """alice, whose role runs as database role `role`, logged in; the upstream startup awaited."""
+    gate = FakeGate(decide)
+    gate.add_user("alice", "pw", unrestricted=unrestricted, database_role=role)
+    s = PgSession(gate, cfg, session_id="t", clock=lambda: 0.0, cancel_key=KEY)
+    proof = authenticate(s, "alice", "pw", *params)
+    pb = playbook(s)
+    assert pb >> proof << Placeholder(SendClient) << OpenUpstream("crm", "postgres")
+    return s, pb
+
+
+APP = ("application_name", "maskgate:alice")
+SUPERUSER_OFF = m.ParameterStatus("is_superuser", "off")
+AUTH_SVC = m.ParameterStatus("session_authorization", "svc")
+
+
+def test_a_database_role_with_a_password_logs_in_as_itself() -> None:
+    cfg = SessionConfig("svc", "svcpw", "crm", database_roles=(("crm_vendor", "vendor-db-pw"),))
+    _, pb = with_database_role("crm_vendor", cfg)
+    assert (
+        pb
+        >> UpstreamConnected()
+        << to_upstream(m.StartupMessage(m.PROTOCOL_3_0, (("user", "crm_vendor"), ("database", "crm"), APP)))
+        >> from_upstream(m.AuthenticationCleartextPassword())
+        << to_upstream(m.PasswordMessage(b"vendor-db-pw"))
+    )
+    assert "vendor-db-pw" not in repr(cfg)  # never in a log line or a traceback
+
+
+def test_a_database_role_without_a_password_is_taken_with_set_role_before_the_client_starts() -> None:
+    s, pb = with_database_role("crm_desk")
+    login_answer = (m.AuthenticationOk(), SUPERUSER_OFF, AUTH_SVC, m.BackendKeyData(*UPSTREAM_KEY))
+    assert (
+        pb
+        >> UpstreamConnected()
+        << to_upstream(m.StartupMessage(m.PROTOCOL_3_0, (("user", "svc"), ("database", "crm"), APP)))
+        >> from_upstream(*login_answer, m.ReadyForQuery(b"I"))
+        << to_upstream(m.Query('SET ROLE "crm_desk"'))
+        << RegisterCancelKey(*KEY, *UPSTREAM_KEY)
+    )
+    assert s.phase is Phase.LOGIN  # nothing reached the client yet
+    assert (
+        pb
+        >> from_upstream(m.CommandComplete("SET"), m.ReadyForQuery(b"I"))
+        << to_client(
+            m.AuthenticationOk(), SUPERUSER_OFF, AUTH_SVC, m.BackendKeyData(*KEY), m.ReadyForQuery(b"I")
+        )
+    )
+    assert s.phase is Phase.RELAY and s.ctx.tracker.settings.value("role") == ("crm_desk",)
+
+
+def test_a_database_role_that_cannot_be_taken_ends_the_login() -> None:
+    _, pb = with_database_role("crm_desk")
+    denied = m.ErrorResponse(
+        (("S", "ERROR"), ("C", "42501"), ("M", 'permission denied to set role "crm_desk"'))
+    )
+    assert (
+        pb
+        >> UpstreamConnected()
+        << Placeholder(SendUpstream)
+        >> from_upstream(m.AuthenticationOk(), m.BackendKeyData(*UPSTREAM_KEY), m.ReadyForQuery(b"I"))
+        << Placeholder(SendUpstream)
+        << RegisterCancelKey(*KEY, *UPSTREAM_KEY)
+        >> from_upstream(denied, m.ReadyForQuery(b"I"))
+        << to_client(fatal("28000", "this role's database role cannot be taken; ask the DBA"))
+        << Close("cannot assume database role crm_desk: 42501")
+    )
+
+
+def test_a_restricted_role_never_runs_as_a_superuser_database_role() -> None:
+    cfg = SessionConfig("svc", "svcpw", "crm", database_roles=(("crm_vendor", "x"),))
+    _, pb = with_database_role("crm_vendor", cfg)
+    superuser = m.ParameterStatus("is_superuser", "on")
+    assert (
+        pb
+        >> UpstreamConnected()
+        << Placeholder(SendUpstream)
+        >> from_upstream(
+            m.AuthenticationOk(), superuser, m.BackendKeyData(*UPSTREAM_KEY), m.ReadyForQuery(b"I")
+        )
+        << to_client(fatal("28000", "this role's database role is a superuser; ask the DBA"))
+        << RegisterCancelKey(*KEY, *UPSTREAM_KEY)
+        << Close("restricted database role is a superuser")
+    )
+
+
+def relay_with(role: str | None, *, unrestricted: bool = False) -> tuple[PgSession, Playbook]:
+    cfg = SessionConfig("svc", "svcpw", "crm", database_roles=(("crm_vendor", "x"),))
+    gate = FakeGate(decide)
+    gate.add_user("alice", "pw", unrestricted=unrestricted, database_role=role)
+    s = PgSession(gate, cfg, session_id="t", clock=lambda: 0.0, cancel_key=KEY)
+    proof = authenticate(s)
+    pb = playbook(s)
+    app = m.ParameterStatus("application_name", "maskgate:alice")
+    assert (
+        pb
+        >> proof
+        << Placeholder(SendClient)
+        << OpenUpstream("crm", "postgres")
+        >> UpstreamConnected()
+        << Placeholder(SendUpstream)
+        >> from_upstream(m.AuthenticationOk(), SUPERUSER_OFF, AUTH_SVC, app, m.BackendKeyData(*UPSTREAM_KEY))
+        << RegisterCancelKey(*KEY, *UPSTREAM_KEY)
+        >> from_upstream(m.ReadyForQuery(b"I"))
+        << Placeholder(SendClient)
+    )
+    assert s.phase is Phase.RELAY
+    return s, pb
+
+
+CHANGED = [
+    m.ParameterStatus("is_superuser", "on"),  # RESET ROLE back to a superuser service account
+    m.ParameterStatus("session_authorization", "postgres"),  # SET SESSION AUTHORIZATION
+]
+RENAMED = m.ParameterStatus("application_name", "maskgate:dba_wang/psql")  # someone else's name
+
+
+@pytest.mark.parametrize("report", CHANGED, ids=lambda r: r.name)
+def test_an_identity_change_the_proxy_did_not_make_closes_a_restricted_session(
+    report: m.ParameterStatus,
+) -> None:
+    _, pb = relay_with(None)
+    err = m.ErrorResponse(
+        (
+            ("S", "FATAL"),
+            ("V", "FATAL"),
+            ("C", "42501"),
+            ("M", f"maskgate: the session's {report.name} changed; the session is closed"),
+        )
+    )
+    assert pb >> from_upstream(report) << to_client(err) << Close(f"{report.name} changed to {report.value}")
+
+
+def test_a_session_with_a_database_role_keeps_its_identity_even_when_unrestricted() -> None:
+    _, pb = relay_with("crm_vendor", unrestricted=True)
+    assert pb >> from_upstream(RENAMED) << to_client(RENAMED)  # renamed back at ReadyForQuery
+    assert pb >> from_upstream(CHANGED[0]) << Placeholder(SendClient) << Close("is_superuser changed to on")
+    # Without a database role, an unrestricted role may change who it is (a DBA's SET ROLE).
+    _, pb = relay_with(None, unrestricted=True)
+    assert pb >> from_upstream(CHANGED[0]) << to_client(CHANGED[0])
+
+
+def test_the_upstream_application_name_names_the_person_within_63_bytes() -> None:
+    from proxy.pg.login import application_name
+
+    long = application_name("alice", "x" * 100)
+    assert long.startswith("maskgate:alice/xxx") and len(long.encode()) == 63
+    assert application_name("alice", "t\u00e9\x01l") == "maskgate:alice/t??l"
+    _, pb = with_database_role("crm_desk", params=(("application_name", "psql"),))
+    want = m.StartupMessage(
+        m.PROTOCOL_3_0, (("user", "svc"), ("database", "crm"), ("application_name", "maskgate:alice/psql"))
+    )
+    assert pb >> UpstreamConnected() << to_upstream(want)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policies.decision import Allow, Block, ColumnMask
+from policies.decision import Allow, Block, ColumnMask, SettingChange
 from proxy.core.commands import Close
 from proxy.core.playbook import Playbook
 from proxy.pg import messages as m
@@ -250,64 +250,73 @@ def test_binary_format_masking_and_unmaskable_refusal() -> None:
     assert begin(pb)
     batch = (m.Parse("", "SELECT n, d"), m.Bind("", "", (), (), (1,)), m.Describe(b"P", ""), m.Execute("", 0))
     rd = m.RowDescription((text_field("n", 20, 1), text_field("d", 1082, 1)))
-    row = m.DataRow(((13800138000).to_bytes(8, "big"), b"\0\0\0\1"))
-    # A date column cannot be masked in binary: refused, never passed; the upstream block is
-    # failed too, and the client's ReadyForQuery comes from that stand-in's Sync.
+    # Binary results whose types are not known yet: the Execute (and what follows it) waits
+    # for the Describe's answer; the server is asked to flush it now.
+    assert pb >> from_client(*batch) << to_upstream(*batch[:3], m.Flush()) >> from_client(m.Sync())
+    # A date column cannot be masked in binary: the Execute is refused before it runs, with a
+    # failing stand-in that fails the upstream block too, as the client is told.
     assert (
         pb
-        >> from_client(*batch)
-        << to_upstream(*batch)
-        >> from_client(m.Sync())
-        << to_upstream(m.Sync())
-        >> from_upstream(
-            m.ParseComplete(), m.BindComplete(), rd, row, m.CommandComplete("SELECT 1"), m.ReadyForQuery(b"T")
-        )
-        << to_upstream(FAILING_QUERY)
-        << to_client(
-            m.ParseComplete(), m.BindComplete(), rd, refusal('column "d" cannot be masked in binary format')
-        )
-        >> from_upstream(m.ErrorResponse((("S", "ERROR"), ("C", "25P02"))), m.ReadyForQuery(b"E"))
-        << to_client(m.ReadyForQuery(b"E"))
+        >> from_upstream(m.ParseComplete(), m.BindComplete(), rd)
+        << to_upstream(FAILING_DESCRIBE, m.Sync())
+        << to_client(m.ParseComplete(), m.BindComplete(), rd)
+        >> from_upstream(m.ErrorResponse((("S", "ERROR"), ("C", "26000"))), m.ReadyForQuery(b"E"))
+        << to_client(refusal('column "d" cannot be masked in binary format'), m.ReadyForQuery(b"E"))
     )
     assert s.ctx.txn == b"E" and relay_of(s).upstream_phase is UpstreamPhase.RELAY
 
 
-def test_a_refused_batch_hides_the_rest_until_ready_for_query() -> None:
+def test_what_follows_a_result_that_cannot_be_masked_never_runs() -> None:
+    # Outside a transaction block too: the refused Execute and the rest of its batch never reach
+    # the server, so nothing runs and commits while the client is told the batch failed.
     gate = FakeGate(
         lambda p, sql: (
             Allow(kind="select", columns=(ColumnMask(0, "d", "birthday", "mask"),))
             if "d" in sql
-            else Allow(kind="select")
+            else Allow(kind="update")
         )
     )
     s, gate, pb = login(gate)
     rd = m.RowDescription((text_field("d", 1082, 1),))
-    bad = (m.Parse("", "SELECT d"), m.Bind("", "", (), (), (1,)), m.Describe(b"P", ""), m.Execute("", 0))
-    then = (m.Parse("", "SELECT 1"), m.Bind("", ""), m.Describe(b"P", ""), m.Execute("", 0), m.Sync())
-    one = m.RowDescription((text_field("x", 23),))
+    bad = (m.Parse("", "SELECT d"), m.Bind("", "", (), (), (1,)), m.Execute("", 0))
+    then = (m.Parse("", "UPDATE t SET x = 1"), m.Bind("", ""), m.Execute("", 0), m.Sync())
     assert (
         pb
         >> from_client(*bad, *then)
-        << to_upstream(*bad, *then)
-        >> from_upstream(m.ParseComplete(), m.BindComplete(), rd, m.DataRow((b"\0\0\0\1",)))
-        << to_client(m.ParseComplete(), m.BindComplete(), rd)
-        >> from_upstream(m.CommandComplete("SELECT 1"))
-        << to_client(refusal('column "d" cannot be masked in binary format'))
-    )
-    assert relay_of(s).upstream_phase is UpstreamPhase.BATCH_REFUSED
-    # Everything after the refusal is processed but shown to no one; outside a transaction
-    # block nothing needs failing, and the Sync's ReadyForQuery ends the batch for the client.
-    assert (
-        pb
-        >> from_upstream(
-            m.ParseComplete(), m.BindComplete(), one, m.DataRow((b"1",)), m.CommandComplete("SELECT 1")
-        )
-        >> from_upstream(m.NoticeResponse((("M", "13800138000"),)), m.ReadyForQuery(b"I"))
-        << to_client(m.ReadyForQuery(b"I"))
+        << to_upstream(*bad[:2], m.Describe(b"P", ""), m.Flush())
+        >> from_upstream(m.ParseComplete(), m.BindComplete(), rd)
+        << to_upstream(FAILING_DESCRIBE, m.Sync())
+        << to_client(m.ParseComplete(), m.BindComplete())
+        >> from_upstream(m.ErrorResponse((("S", "ERROR"), ("C", "26000"))), m.ReadyForQuery(b"I"))
+        << to_client(refusal('column "d" cannot be masked in binary format'), m.ReadyForQuery(b"I"))
     )
     relay = relay_of(s)
-    assert relay.upstream_phase is UpstreamPhase.RELAY and not relay.queue
-    assert [r.decision.allowed for r in gate.records] == [False, True]
+    assert relay.upstream_phase is UpstreamPhase.RELAY and not relay.queue and relay.held is None
+    assert [r.decision.allowed for r in gate.records] == [False]
+    assert gate.begun == []  # nothing was forwarded to run
+
+
+def test_nothing_may_follow_a_copy_in_its_string_or_batch() -> None:
+    # COPY rows may be refused part-way, after the server started the COPY: nothing may be left
+    # to run and commit behind one.
+    gate = FakeGate(lambda p, sql: Allow(kind="copy") if sql.startswith("COPY") else Allow(kind="update"))
+    _, gate, pb = login(gate)
+    multi = m.Query("COPY t TO STDOUT; UPDATE t SET x = 1")
+    gate._decide = lambda p, sql: Allow(  # type: ignore[method-assign]
+        kind="multi", statements=(Allow(kind="copy"), Allow(kind="update"))
+    )
+    assert pb >> from_client(multi) << to_upstream(FAILING_QUERY)
+    stand_in = m.ErrorResponse((("S", "ERROR"), ("C", "42601")))
+    alone = refusal("COPY must be sent on its own for this role (its rows are masked as they stream)")
+    assert pb >> from_upstream(stand_in, m.ReadyForQuery(b"I")) << to_client(alone, m.ReadyForQuery(b"I"))
+    gate._decide = lambda p, sql: Allow(kind="copy") if sql.startswith("COPY") else Allow(kind="update")  # type: ignore[method-assign]
+    copy = (m.Parse("", "COPY t TO STDOUT"), m.Bind("", ""), m.Execute("", 0))
+    then = (m.Parse("", "UPDATE t SET x = 1"), m.Bind("", ""), m.Execute("", 0), m.Sync())
+    assert (
+        pb
+        >> from_client(*copy, *then)
+        << to_upstream(*copy[:2], m.Describe(b"P", ""), copy[2], FAILING_DESCRIBE, m.Sync())
+    )
 
 
 def test_a_query_refused_after_it_started_in_a_block_fails_the_block_upstream() -> None:
@@ -385,7 +394,8 @@ def test_function_call_of_an_unrestricted_role_is_forwarded() -> None:
 
 
 def test_search_path_and_schema_changes_tracked() -> None:
-    gate = FakeGate(lambda p, sql: Allow(kind="ddl", search_path=("app",), schema_changed=True))
+    app = (SettingChange("search_path", ("app",)),)
+    gate = FakeGate(lambda p, sql: Allow(kind="ddl", settings=app, schema_changed=True))
     s, _, pb = login(gate)
     assert simple(pb, "SET search_path = app", m.CommandComplete("SET"), m.ReadyForQuery(b"I"))
     assert s.ctx.tracker.search_path == ("app",) and gate.schema_changes == ["crm"]
@@ -557,3 +567,24 @@ def test_statements_are_recorded_with_their_outcome() -> None:
         1,
         None,
     )
+
+
+def test_a_held_execute_is_released_when_its_describe_is_skipped() -> None:
+    # The server fails an earlier message of the batch and skips the proxy's Describe: what was
+    # held is handled then (skipped too, up to the Sync), not kept waiting for ever.
+    gate = FakeGate(lambda p, sql: Allow(kind="select", columns=(ColumnMask(0, "d", "birthday", "mask"),)))
+    s, _, pb = login(gate)
+    batch = (m.Parse("", "SELEC d"), m.Bind("", "", (), (), (1,)), m.Execute("", 0), m.Sync())
+    syntax = m.ErrorResponse((("S", "ERROR"), ("C", "42601"), ("M", "syntax error")))
+    assert (
+        pb
+        >> from_client(*batch)
+        << to_upstream(*batch[:2], m.Describe(b"P", ""), m.Flush())
+        >> from_upstream(syntax)
+        << to_upstream(m.Sync())
+        << to_client(syntax)
+        >> from_upstream(m.ReadyForQuery(b"I"))
+        << to_client(m.ReadyForQuery(b"I"))
+    )
+    relay = relay_of(s)
+    assert relay.held is None and not relay.queue

@@ -8,6 +8,7 @@ import pytest
 
 from policies.decision import Allow, ColumnMask
 from proxy.pg import messages as m
+from proxy.pg import types
 from proxy.pg.rowmask import CopyPlan, plan_rows
 from proxy.pg.types import numeric_from_binary, numeric_to_binary
 from proxy.services.rows import Unmaskable
@@ -115,3 +116,52 @@ def test_masked_values_of_types_that_cannot_hold_a_mask_become_null(oid: int) ->
     msg = m.DataRow((b"{13800138000,13900139000}",)).serialize()
     out, n = plan.apply(msg, 0, len(msg))
     assert n == 1 and out == m.DataRow((None,)).serialize()
+
+
+def concealed(i: int) -> ColumnMask:
+    return ColumnMask(i, f"c{i}", "mobile", "redact", ("public.customers.phone",), True)
+
+
+# Every type the proxy knows, in both formats: (oid, format) -> the constant.
+KNOWN = sorted({*types._KINDS, *types.ARRAYS})
+
+
+@pytest.mark.parametrize("fmt", [0, 1])
+@pytest.mark.parametrize("oid", KNOWN)
+def test_a_concealed_column_is_one_constant_whatever_the_input(oid: int, fmt: int) -> None:
+    allow = Allow(kind="select", columns=(ColumnMask(0, "id", None, "clear"), concealed(1)))
+    plan = plan_rows((f("id", 25), f("d", oid, fmt)), None, allow, GATE)
+    assert plan is not None
+    const = types.constant(oid, fmt == 1)
+    assert const is not None
+    outs = set()
+    # Values of every length, and NULL: the length and the NULL-ness must both disappear.
+    for value in (None, b"", b"8", b"13800138000", b"x" * 300):
+        msg = m.DataRow((b"7", value)).serialize()
+        out, _ = plan.apply(msg, 0, len(msg))
+        got = m.DataRow.parse((out or msg)[5:]).values
+        assert got[0] == b"7"
+        outs.add(got[1])
+    assert outs == {const}
+
+
+def test_concealed_constants_are_values_of_their_type() -> None:
+    assert types.constant(20, True) == struct.pack("!q", 0) and types.constant(20, False) == b"0"
+    assert numeric_from_binary(types.constant(1700, True) or b"") == "0"
+    assert types.constant(3802, True) == b'\x01"****"' and types.constant(114, False) == b'"****"'
+    assert types.constant(1009, False) == b"{}"
+    assert types.constant(1009, True) == struct.pack("!iiI", 0, 0, 25)
+    assert types.constant(17, False) == b"\\x2a2a2a2a" and types.constant(17, True) == b"****"
+    # A type maskgate does not know (an enum, a composite): text only; binary is refused.
+    assert types.constant(99999, False) == b"****" and types.constant(99999, True) is None
+    allow = Allow(kind="select", columns=(concealed(0),))
+    with pytest.raises(Unmaskable):
+        plan_rows((f("e", 99999, 1),), None, allow, GATE)
+
+
+def test_copy_conceals_null_and_length_too() -> None:
+    allow = Allow(kind="select", columns=(ColumnMask(0, "id", None, "clear"), concealed(1)))
+    plan = CopyPlan(2, allow, GATE)
+    assert plan.apply(b"1\t\\N\n") == (b"1\t****\n", 1)
+    assert plan.apply(b"2\t13800138000\n") == (b"2\t****\n", 1)
+    assert plan.apply(b"3\t8\n") == (b"3\t****\n", 1)

@@ -25,6 +25,7 @@ CFG = SessionConfig(upstream_user="svc", upstream_password="svcpw", default_data
 KEY = (77, b"\x00\x00\x00\x09")
 UPSTREAM_KEY = (5, b"\x00\x00\x00\x06")
 PHONE = ColumnMask(0, "phone", "mobile", "mask")
+APP = ("application_name", "maskgate:alice")  # the person's name upstream
 DETECT = frozenset({"mobile"})
 VIOLATION = m.ErrorResponse(
     (("S", "FATAL"), ("V", "FATAL"), ("C", "08P01"), ("M", "maskgate: protocol violation"))
@@ -146,7 +147,7 @@ def login(
     assert (
         pb
         >> UpstreamConnected()
-        << to_upstream(m.StartupMessage(m.PROTOCOL_3_0, (("user", "svc"), ("database", "crm"))))
+        << to_upstream(m.StartupMessage(m.PROTOCOL_3_0, (("user", "svc"), ("database", "crm"), APP)))
         >> from_upstream(m.AuthenticationOk(), ps, m.BackendKeyData(*UPSTREAM_KEY), m.ReadyForQuery(b"I"))
         << to_client(m.AuthenticationOk(), ps, m.BackendKeyData(*KEY), m.ReadyForQuery(b"I"))
         << RegisterCancelKey(*KEY, *UPSTREAM_KEY)

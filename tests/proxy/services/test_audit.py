@@ -1,13 +1,24 @@
+"""The audit log: start / end / refused records, the statement without its comments, the
+synchronous write-ahead of audit_required and what a failed write leaves behind."""
+
+from __future__ import annotations
+
+import errno
 import json
+import os
 from pathlib import Path
 
+import pytest
+
 from policies.decision import Allow, Block
-from proxy.services.audit import AuditLog, fingerprint, scrub_sql
+from policies.sql.text import without_comments
+from proxy.services import audit as audit_module
+from proxy.services.audit import SQL_LIMIT, AuditLog, fingerprint, scrub_sql
 from proxy.services.gate import StatementRecord
 
 
-def rec(sql: str, decision: Allow | Block) -> StatementRecord:
-    return StatementRecord(
+def rec(sql: str, decision: Allow | Block, event: str = "", **kw: object) -> StatementRecord:
+    r = StatementRecord(
         protocol="postgres",
         session="s1",
         user="vendor_zhang",
@@ -19,7 +30,17 @@ def rec(sql: str, decision: Allow | Block) -> StatementRecord:
         rows=3,
         masked=2,
         duration_s=0.0012,
+        id="s1-1",
+        event=event,
+        dialect="postgres",
     )
+    for k, v in kw.items():
+        setattr(r, k, v)
+    return r
+
+
+def lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
 
 
 def test_the_fallback_fingerprint_folds_case_and_spacing() -> None:
@@ -33,46 +54,99 @@ def test_scrub_sql_masks_every_identifier() -> None:
     assert "138****5678" in out
 
 
-def test_records_are_jsonl_without_pii(tmp_path: Path) -> None:
+WHO = ("ts", "event", "id", "session", "user", "role", "client", "protocol", "database")
+
+
+def test_a_statement_has_a_start_and_an_end_and_a_refusal_one_record(tmp_path: Path) -> None:
     path = tmp_path / "audit" / "audit.jsonl"
-    log = AuditLog(path)
-    log.submit(
-        rec(
-            "SELECT name FROM customers WHERE phone = '13812345678'",
-            Allow(kind="select", tables=("crm.public.customers",)),
-        ),
-        "rev1",
-    )
-    log.submit(
-        rec("SELECT bank_card FROM customers", Block("class_denied", "bank_card is denied", kind="select")),
-        "rev1",
-    )
+    log = AuditLog(path, statement_text=without_comments)
+    allow = Allow(kind="select", tables=("public.customers",), classes=("mobile",), revision="r")
+    sql = "SELECT name FROM customers WHERE phone = '13812345678'"
+    log.submit(rec(sql, allow, "start"), "rev1")
+    log.submit(rec(sql, allow, "end", error="57014", outcome="cancelled", cancelled=True), "rev1")
+    refusal = Block("class_denied", "bank_card is denied", kind="select", tables=("public.customers",))
+    log.submit(rec("SELECT bank_card FROM customers", refusal, id="s1-2"), "rev1")
     log.close()
-    lines = [json.loads(x) for x in path.read_text().splitlines()]
-    assert [x["decision"] for x in lines] == ["allow", "block"]
-    assert lines[1]["reason"] == "class_denied"
-    assert lines[0]["policy_revision"] == "rev1" and lines[0]["duration_ms"] == 1.2
+    start, end, refused = lines(path)
+    assert all(set(WHO) <= set(r) for r in (start, end, refused))
+    assert (start["event"], end["event"], refused["event"]) == ("start", "end", "refused")
+    assert start["id"] == end["id"] == "s1-1" != refused["id"]
+    assert (
+        start["decision"] == "allow" and start["kind"] == "select" and start["tables"] == ["public.customers"]
+    )
+    assert start["classes"] == ["mobile"] and start["policy_revision"] == "r"
+    assert "rows" not in start and "sql" not in end
+    assert (end["outcome"], end["error"], end["cancelled"], end["rows"], end["duration_ms"]) == (
+        "cancelled",
+        "57014",
+        True,
+        3,
+        1.2,
+    )
+    assert (refused["decision"], refused["reason"], refused["kind"]) == ("block", "class_denied", "select")
     assert "13812345678" not in path.read_text()
-    for key in (
-        "ts",
-        "session",
-        "user",
-        "role",
-        "client",
-        "protocol",
-        "database",
-        "sql",
-        "fingerprint",
-        "decision",
-        "reason",
-        "tables",
-        "classes",
-        "rows",
-        "masked",
-        "truncated",
-        "duration_ms",
-    ):
-        assert key in lines[0]
+
+
+def test_the_sql_is_the_statement_without_comments_capped_with_its_length_and_a_keyed_hash(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, statement_text=without_comments, key=b"k1")
+    padded = "/* " + "x" * 4100 + " */ UPDATE customers SET email = 'a' -- why\nWHERE id = 1"
+    huge = "SELECT " + ", ".join(["1"] * 3000)
+    log.submit(rec(padded, Allow(kind="update", tables=("public.customers",)), "start"), "r")
+    log.submit(rec(huge, Allow(kind="select"), "start"), "r")
+    log.submit(rec(padded, Allow(kind="update"), "start"), "r")
+    log.close()
+    first, second, third = lines(path)
+    # A long comment cannot push the statement out of its record.
+    assert first["sql"] == "UPDATE customers SET email = 'a' WHERE id = 1"
+    assert first["sql_length"] == len(padded) and first["kind"] == "update"
+    assert first["tables"] == ["public.customers"]
+    assert len(second["sql"]) == SQL_LIMIT + 1 and second["sql"].endswith("…")  # type: ignore[arg-type]
+    assert second["sql_length"] == len(huge)
+    assert first["sql_hash"] == third["sql_hash"] != second["sql_hash"]
+    other = tmp_path / "other.jsonl"
+    log = AuditLog(other, statement_text=without_comments, key=b"k2")
+    log.submit(rec(padded, Allow(kind="update"), "start"), "r")
+    log.close()
+    assert lines(other)[0]["sql_hash"] != first["sql_hash"]  # keyed: not a plain hash of the text
+
+
+def test_write_now_is_on_disk_when_it_returns(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, interval=60)  # the writer thread would not get to it for a minute
+    try:
+        assert log.write_now(rec("SELECT 1", Allow(kind="select"), "start"), "r")
+        assert lines(path)[0]["event"] == "start"
+    finally:
+        log.close()
+
+
+def test_a_failed_write_returns_false_and_leaves_no_half_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    failures: list[int] = []
+    log = AuditLog(path, interval=60, on_failure=lambda: failures.append(1))
+    assert log.write_now(rec("SELECT 1", Allow(kind="select"), "start"), "r")
+    size = path.stat().st_size
+    real_write = os.write
+
+    def disk_full(fd: int, data: bytes) -> int:
+        if len(data) > 10:
+            real_write(fd, bytes(data[:10]))  # part of it gets in, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(audit_module.os, "write", disk_full)
+    assert not log.write_now(rec("SELECT 2", Allow(kind="select"), "start"), "r")
+    assert not log.healthy and failures == [1]
+    assert path.stat().st_size == size  # cut back: no half line for the next record to run into
+    monkeypatch.setattr(audit_module.os, "write", real_write)
+    assert log.write_now(rec("SELECT 3", Allow(kind="select"), "start"), "r")  # the disk came back
+    assert log.healthy
+    log.close()
+    assert [r["sql"] for r in lines(path)] == ["SELECT 1", "SELECT 3"]
 
 
 def test_unwritable_log_reports_unhealthy(tmp_path: Path) -> None:
@@ -81,6 +155,7 @@ def test_unwritable_log_reports_unhealthy(tmp_path: Path) -> None:
     failures: list[int] = []
     log = AuditLog(blocker / "audit.jsonl", on_failure=lambda: failures.append(1))
     assert not log.healthy and failures
+    assert not log.write_now(rec("SELECT 1", Allow(kind="select"), "start"), "r")
     log.submit(rec("SELECT 1", Allow(kind="select")), "r")
     log.close()
     assert not log.healthy
@@ -88,27 +163,30 @@ def test_unwritable_log_reports_unhealthy(tmp_path: Path) -> None:
 
 def test_sql_that_is_not_utf8_is_still_recorded(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
-    log = AuditLog(path)
+    log = AuditLog(path, statement_text=without_comments)
     odd = b"SELECT 1 /* \x95\x40 */".decode("utf-8", "surrogateescape")
-    log.submit(rec(odd, Allow(kind="select")), "r")
-    log.submit(rec("SELECT 2", Allow(kind="select")), "r")
+    log.submit(rec(odd, Allow(kind="select"), "start"), "r")
+    log.submit(rec(odd + "\x95", Allow(kind="select"), "start"), "r")
+    log.submit(rec("SELECT 2", Allow(kind="select"), "start"), "r")
     log.close()
-    lines = path.read_text(errors="replace").splitlines()
-    assert len(lines) == 2
-    assert json.loads(lines[1])["sql"] == "SELECT 2"
+    recorded = path.read_text(errors="replace").splitlines()
+    assert len(recorded) == 3
+    assert json.loads(recorded[0])["sql"] == "SELECT 1"
+    assert json.loads(recorded[2])["sql"] == "SELECT 2"
 
 
 def test_the_decisions_own_revision_and_fingerprint_win(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     log = AuditLog(path)
     decided = Allow(kind="select", revision="made-it", fingerprint="0123456789abcdef")
-    log.submit(rec("SELECT 1", decided), "in-force")
-    log.submit(rec("SELECT 1", Allow(kind="empty")), "in-force")  # no policy decided it
+    log.submit(rec("SELECT 1", decided, "start"), "in-force")
+    log.submit(rec("SELECT 1", Allow(kind="empty"), "start"), "in-force")  # no policy decided it
     broken = rec("SELECT 1", Block("class_denied", "no", revision="made-it"))
-    broken.duration_s = "not a number"  # type: ignore[assignment]  # the record cannot be rendered
+    broken.sql = 5  # type: ignore[assignment]  # the record cannot be rendered
     log.submit(broken, "in-force")
     log.close()
-    first, second, fallback = (json.loads(x) for x in path.read_text().splitlines())
+    first, second, fallback = lines(path)
     assert (first["policy_revision"], first["fingerprint"]) == ("made-it", "0123456789abcdef")
     assert second["policy_revision"] == "in-force" and second["fingerprint"] == fingerprint("SELECT 1")
-    assert fallback["audit_error"] == "TypeError" and fallback["policy_revision"] == "made-it"
+    assert fallback["audit_error"] and fallback["policy_revision"] == "made-it"
+    assert fallback["event"] == "refused"

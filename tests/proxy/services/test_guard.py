@@ -50,6 +50,7 @@ def edited(tmp_path: Path, name: str, change: str) -> Policy:
     edits = {
         "drop vendor": (text[:start] + text[end:]).replace("see: {mobile: clear,", "see: {mobile: mask,"),
         "vendor max_rows": text.replace("max_rows: 200", "max_rows: 199"),
+        "vendor database role": text.replace("database_role: crm_vendor", "database_role: crm_other"),
     }
     p = tmp_path / f"{name}.yaml"
     p.write_text(edits[change])
@@ -85,6 +86,22 @@ def test_a_reload_that_removes_a_user_or_changes_a_role_stops_old_sessions(tmp_p
     assert bare(decide(g, dba)) == changed  # was unrestricted: its session skips masking
     fresh = g.lookup("dba_wang")
     assert fresh is not None and not fresh.unrestricted
+    assert not isinstance(decide(g, fresh), Block)
+
+
+def test_a_reload_that_changes_the_database_role_stops_old_sessions(tmp_path: Path) -> None:
+    g = guard()
+    vendor, desk = g.lookup("vendor_zhang"), g.lookup("desk_li")
+    assert vendor is not None and vendor.database_role == "crm_vendor"
+    assert desk is not None and desk.database_role == "crm_desk"
+    assert g.lookup("dba_wang").database_role is None  # type: ignore[union-attr]
+    new = edited(tmp_path, "p", "vendor database role")
+    g.swap_policy(new)
+    # The session logged in upstream as crm_vendor: it cannot go on as another database role.
+    assert bare(decide(g, vendor)) == replace(ACCESS_CHANGED, revision=new.revision)
+    assert not isinstance(decide(g, desk), Block)
+    fresh = g.lookup("vendor_zhang")
+    assert fresh is not None and fresh.database_role == "crm_other"
     assert not isinstance(decide(g, fresh), Block)
 
 

@@ -8,6 +8,7 @@ import pytest
 from policies.decision import ColumnMask
 from proxy.services.rows import (
     CLEAR,
+    CONSTANT,
     NULL,
     REFUSE,
     ColumnAction,
@@ -83,13 +84,17 @@ def test_null_columns_are_null_in_every_kind_and_format(kind: ValueKind, binary:
     assert column_action(kind, ColumnMask(0, "c", "bank_card", "null"), DETECT, binary) == NULL
 
 
+@pytest.mark.parametrize("kind", list(ValueKind))
 @pytest.mark.parametrize("binary", [False, True])
-def test_a_json_document_built_from_classified_values_is_not_sent(binary: bool) -> None:
-    # json_build_object('p', reverse(phone)): no detector sees through reverse().
-    derived = ColumnMask(0, "doc", "mobile", "redact", ("public.customers.phone",), True)
-    opaque = ColumnMask(0, "doc", None, "redact", (), True)
-    assert column_action(K.JSON, derived, DETECT, binary) == NULL
-    assert column_action(K.JSON, opaque, DETECT, binary) == NULL
+def test_a_value_derived_from_a_classified_column_is_one_constant(kind: ValueKind, binary: bool) -> None:
+    # nullif(substr(phone, 4, 1), '8'), length(phone), json_build_object('p', reverse(phone)):
+    # whatever the type and format, the protocol sends one constant for every value, NULL too.
+    derived = ColumnMask(0, "d", "mobile", "redact", ("public.customers.phone",), True)
+    opaque = ColumnMask(0, "d", None, "redact", (), True)  # a column of an undescribed classified table
+    assert column_action(kind, derived, DETECT, binary) == CONSTANT
+    assert column_action(kind, opaque, DETECT, binary) == CONSTANT
+    # A role that nulls the class gets NULL (which says nothing either), not the constant.
+    assert column_action(kind, ColumnMask(0, "d", "mobile", "null", (), True), DETECT, binary) == NULL
 
 
 def test_a_classified_json_column_is_scanned_for_its_own_class() -> None:

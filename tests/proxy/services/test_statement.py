@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from policies.decision import Allow, Block, Decision
+from policies.decision import Allow, Block, Decision, SettingChange
 from proxy.services.gate import Principal, StatementRecord
 from proxy.services.statement import (
     EMPTY,
@@ -123,7 +123,8 @@ def test_record_and_success_effects() -> None:
     gate = Gate()
     now = [10.0]
     t = tracker(gate, now=now)
-    allow = Allow(kind="ddl", search_path=("app", "public"), schema_changed=True)
+    path = ("app", "public")
+    allow = Allow(kind="ddl", settings=(SettingChange("search_path", path),), schema_changed=True)
     now[0] = 12.5
     t.record("SET x", allow, started=10.0, rows=3, masked=2, truncated=True, overhead=0.1, error="X")
     t.succeeded(allow)
