@@ -375,17 +375,17 @@ def _audit_text(served: dict[str, Any]) -> str:
     return audit.read_text(errors="replace") if audit.exists() else ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: a write sent together with Terminate (or followed by a closed socket) runs and "
-    "commits upstream, but the session closes with it in flight and no audit record is written",
-)
 def test_write_then_disconnect_is_audited(served: dict[str, Any], crm: EmbeddedPostgres) -> None:
     marker = f"rt{time.time_ns()}"
+    # The audit log masks what detectors find (the e-mail address): the record is found by a
+    # letters-only literal of the same statement, which no detector touches.
+    tag = "rtmark" + "".join(chr(ord("a") + int(d)) for d in str(time.time_ns()))
     target = 7
     desk = _wire_as(served, ("desk_li", "desk-pass"))
     desk.s.sendall(
-        m.Query(f"UPDATE customers SET email = '{marker}@example.com' WHERE id = {target}").serialize()
+        m.Query(
+            f"UPDATE customers SET email = '{marker}@example.com' WHERE id = {target} AND '{tag}' <> ''"
+        ).serialize()
         + m.Terminate().serialize()
     )
     desk.s.close()
@@ -404,7 +404,7 @@ def test_write_then_disconnect_is_audited(served: dict[str, Any], crm: EmbeddedP
     while time.time() < deadline and probe not in _audit_text(served):
         time.sleep(0.05)
     assert probe in _audit_text(served)
-    assert not (changed and marker not in _audit_text(served).replace(probe, "")), "unaudited write"
+    assert not (changed and tag not in _audit_text(served)), "unaudited write"
 
 
 def _wire_as(served: dict[str, Any], who: tuple[str, str]) -> Wire:
