@@ -213,3 +213,46 @@ def test_application_name_can_impersonate_another_person_until_sync(
     finally:
         w.close()
     assert seen.strip().endswith("maskgate:desk_li") or "maskgate:desk_li/" in seen, seen
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Total functions are not constant-time: replace() amplifies one digit into megabytes
+# ---------------------------------------------------------------------------------------------
+#
+# Under masked_predicates: deny a masked value may pass only through "total" functions
+# (policies/sql/dialects.py TOTAL_FUNCTIONS), because "computing it reveals nothing either", and
+# the result is one constant. But replace() is total and its cost depends on the value: nested
+# replace(substr(phone, p, 1), 'd', 'xxxxxxxxxx') → 'x' → 10 x's … grows to 10**7 characters
+# only when the digit at p is d, and md5() (total too) then hashes 10 MB. The answer is `****`
+# either way; the time is ~40 ms against ~0.5 ms. Ten guesses per position give the four digits
+# the mask hides.
+
+
+def _amplified(pos: int, digit: int, levels: int = 7) -> str:
+    e = f"replace(substr(phone, {pos}, 1), '{digit}', 'xxxxxxxxxx')"
+    for _ in range(levels - 1):
+        e = f"replace({e}, 'x', 'xxxxxxxxxx')"
+    return f"md5({e})"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: replace()/md5() are 'total' yet their time depends on the value: a timing oracle "
+    "recovers the hidden middle digits of a masked phone (~40 ms vs ~0.5 ms per guess)",
+)
+def test_total_functions_time_reveals_the_hidden_digits(served: dict[str, Any], crm: EmbeddedPostgres) -> None:
+    with psycopg.connect(crm.dsn("maskgate_svc", SVC_PW, "crm")) as c:
+        target, phone = c.execute(
+            "SELECT id, phone FROM customers WHERE branch_id = 12 ORDER BY id LIMIT 1"
+        ).fetchone()
+    guessed = ""
+    with connect(served) as c:
+        for pos in range(4, 8):  # 195****7668: the four digits the mask hides
+            took = {}
+            for d in range(10):
+                t = time.perf_counter()
+                got = c.execute(f"SELECT {_amplified(pos, d)} FROM customers WHERE id = {target}").fetchall()
+                took[d] = time.perf_counter() - t
+                assert got == [("****",)]  # the value itself is concealed...
+            guessed += str(max(took, key=took.__getitem__))
+    assert guessed != phone[3:7], f"...yet the timing spells the hidden digits: {guessed}"
