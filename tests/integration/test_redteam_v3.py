@@ -256,3 +256,37 @@ def test_total_functions_time_reveals_the_hidden_digits(served: dict[str, Any], 
                 assert got == [("****",)]  # the value itself is concealed...
             guessed += str(max(took, key=took.__getitem__))
     assert guessed != phone[3:7], f"...yet the timing spells the hidden digits: {guessed}"
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. The row budget counts collection functions, not records placed side by side
+# ---------------------------------------------------------------------------------------------
+#
+# "max_rows counts records, not result rows" (docs/behaviour.md, Row limits): collection
+# aggregates, ARRAY(subquery) and accumulating recursive queries are refused for that reason
+# (policies/decide.py `_row_budget`). But one result row can carry several records without any
+# of them: one correlated scalar subquery per column, or a self-join on shifted keys. 200 rows
+# of five such columns are 1,000 records: here the whole 800-row call_records table at once.
+
+SIDE_BY_SIDE = {
+    "scalar-subqueries": "SELECT "
+    + ", ".join(f"(SELECT r.id FROM call_records r WHERE r.id = g * 5 + {k})" for k in range(5))
+    + " FROM generate_series(0, 999) g",
+    "self-join": "SELECT a.id, b.id, c.id, d.id FROM call_records a "
+    "JOIN call_records b ON b.id = a.id + 200 JOIN call_records c ON c.id = a.id + 400 "
+    "JOIN call_records d ON d.id = a.id + 600",
+}
+
+
+@pytest.mark.parametrize("sql", list(SIDE_BY_SIDE.values()), ids=list(SIDE_BY_SIDE))
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: one statement returns 800 call_records (the whole table) in 200 rows: records "
+    "side by side in one row (scalar subqueries per column, self-joins) escape the row budget",
+)
+def test_records_side_by_side_escape_the_row_budget(served: dict[str, Any], sql: str) -> None:
+    with connect(served) as c:
+        got = c.execute(sql).fetchall()
+    records = {v for r in got for v in r if v is not None}
+    assert len(got) <= 200
+    assert len(records) <= 200, f"{len(records)} distinct records in {len(got)} rows"
