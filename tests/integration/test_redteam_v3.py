@@ -332,3 +332,42 @@ def test_star_over_a_source_of_unknown_shape_passes_classified_columns_clear(
     names = {r[1] for r in got} & truth["names"]
     numbers = leaked(truth["secrets"], [[v for v in r[2:4]] for r in got])
     assert not names and not numbers, (sorted(names)[:3], sorted(numbers)[:3])
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. A column alias list shorter than its source: the analysis counts the names, the server
+#    keeps the rest, and every later column's mask lands one place too early
+# ---------------------------------------------------------------------------------------------
+#
+# `(VALUES (1, 2)) AS v(a)` has two columns for PostgreSQL (a, column2); the analysis lists one.
+# So do `unnest(a1, a2) AS u(a)`, `… WITH ORDINALITY AS g(a)`, `json_each(…) AS j(k)` and
+# `pg_get_keywords() AS k(w)`. The decision's masks are matched to the RowDescription by
+# position (proxy/pg/rowmask.py plan_rows): after such a source, each mask applies to the column
+# before the one it was meant for, and the last columns get none (clear, or detectors only).
+
+SHORT_ALIAS = [
+    "(VALUES (1, 2)) AS v(a)",
+    "unnest(ARRAY[1], ARRAY[2]) AS u(a)",
+    "generate_series(1, 1) WITH ORDINALITY AS g(a)",
+    "json_each('{\"a\": 1}') AS j(k)",
+    "pg_get_keywords() AS k(w)",
+]
+
+
+@pytest.mark.parametrize("other", SHORT_ALIAS)
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: a column alias list shorter than its source shifts every later column's mask by "
+    "the missing columns: customer names (and what follows them) come out clear",
+)
+def test_short_column_alias_list_shifts_the_masks(
+    served: dict[str, Any], truth: dict[str, Any], other: str
+) -> None:
+    tr = "'0123456789', 'abcdefghij'"
+    sql = f"SELECT * FROM {other}, (SELECT id, translate(id_card, {tr}) AS i, name FROM customers) s"
+    with connect(served) as c:
+        got = c.execute(sql).fetchall()
+    assert got
+    names = {r[-1] for r in got} & truth["names"]
+    numbers = leaked(truth["secrets"], [r[-2] for r in got])
+    assert not names and not numbers, (sorted(names)[:3], sorted(numbers)[:3])
