@@ -45,9 +45,12 @@ class Upstream:
         """A libpq-style DSN for the service account (schema loading uses it)."""
         from urllib.parse import quote
 
-        db = database or self.database
+        # Every part is percent-encoded: the database name comes from the client's startup packet,
+        # and `crm?host=evil&port=…` pasted in as written would point the service account's
+        # connection (and its password) wherever the client likes.
+        db = quote(database or self.database, safe="")
         auth = f"{quote(self.user, safe='')}:{quote(self.password, safe='')}@" if self.user else ""
-        query = "&".join(f"{k}={v}" for k, v in self.params.items())
+        query = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in self.params.items())
         return f"{self.scheme}://{auth}{self.host}:{self.port}/{db}" + (f"?{query}" if query else "")
 
 

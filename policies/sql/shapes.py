@@ -189,7 +189,15 @@ def fingerprint(sql: str, dialect: str) -> str:
 
 
 def shape_of(sql: str, dialect: str) -> Shape | None:
-    """The shape of a one-statement string with at least one literal slot, or None."""
+    """The shape of a one-statement string with at least one literal slot, or None.
+
+    The key is the statement's *text* outside its literal slots, character for character (with
+    each slot's token type): two statements share a shape only when they are the same text but
+    for the values of their literals. A key of tokens alone let `interval<U+3000>$$…$$` share
+    the shape of `interval $$…$$`, and so a decision learned for one text was reused for a text
+    the full analysis would have refused (the server reads the ideographic space as part of a
+    name); whatever the full path checks about the characters between tokens holds for every
+    statement of a shape."""
     try:
         tokens: list[Token] = _tokenizer(dialect).tokenize(sql)  # type: ignore[attr-defined]
     except Exception:  # the full path reports tokenizer errors
@@ -199,6 +207,7 @@ def shape_of(sql: str, dialect: str) -> Shape | None:
     types: list[TokenType] = []
     spans: list[tuple[int, int]] = []
     last = len(tokens) - 1
+    cut = 0
     for i, t in enumerate(tokens):
         tt = t.token_type
         if tt == TokenType.SEMICOLON and i != last:
@@ -209,17 +218,15 @@ def shape_of(sql: str, dialect: str) -> Shape | None:
                 # Whether a backslash escapes depends on session settings (standard_conforming_strings,
                 # sql_mode) the tokenizer cannot see; a raw literal is put back only when it cannot matter.
                 return None
+            key.append(sql[cut : t.start])
             key.append(tt)
             raws.append(raw)
             types.append(tt)
             spans.append((t.start, t.end + 1))
-        else:
-            key.append(tt)
-            key.append(t.text)
-        if t.comments:
-            key.append(tuple(t.comments))
+            cut = t.end + 1
     if not raws:
         return None
+    key.append(sql[cut:])
     return Shape(tuple(key), tuple(raws), tuple(types), sql, tuple(spans))
 
 

@@ -144,11 +144,6 @@ def _smuggle(w: Wire, body: str, n: int) -> list[tuple[Any, ...]]:
     return w.query(f"SELECT interval\u3000$${body}$$ WHERE {n + 2} = {n + 2} LIMIT 1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: a shape-cache hit skips the lexer check; `interval<U+3000>$$…$$` reaches the server "
-    "as written and reads full phones, id cards and the denied bank_card",
-)
 def test_shape_cache_hit_skips_the_lexer_check_and_reads_clear_numbers(
     wire: Wire, truth: dict[str, Any]
 ) -> None:
@@ -161,11 +156,6 @@ def test_shape_cache_hit_skips_the_lexer_check_and_reads_clear_numbers(
     assert not leaked(truth["secrets"], got), "full phones / id cards / denied bank cards"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: the same shape-cache smuggling runs `RESET ROLE` for the SET ROLE form (desk): the "
-    "session then runs as the service account, the tables' owner, and the proxy never notices",
-)
 def test_shape_cache_smuggled_reset_role_changes_who_the_session_is(served: dict[str, Any]) -> None:
     w = wire_as(served, DESK)
     try:
@@ -423,11 +413,6 @@ def _steal_password(timeout: float = 15) -> tuple[int, dict[str, bytes], threadi
     return srv.getsockname()[1], got, t
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: a logged-in vendor names the database `crm?host=<attacker>&port=…`; the schema "
-    "loader's DSN takes it unquoted and sends the service account's password to the attacker",
-)
 def test_database_name_redirects_the_schema_loader_and_leaks_the_service_password(
     crm: EmbeddedPostgres, tmp_path: Path
 ) -> None:

@@ -114,3 +114,21 @@ def test_discover_defaults_on_and_reads_a_flag(tmp_path: Path) -> None:
     (tmp_path / "m.yaml").write_text("policy: p.yaml\ndiscover: sometimes\n")
     with pytest.raises(ConfigError, match="discover: expected true or false"):
         load_config(tmp_path / "m.yaml", env={})
+
+
+@pytest.mark.parametrize(
+    "database", ["crm?host=127.0.0.1&port=1", "crm/../x", "crm#x", "c rm&sslmode=disable"]
+)
+def test_a_clients_database_name_cannot_change_where_the_service_account_connects(
+    tmp_path: Path, database: str
+) -> None:
+    import psycopg
+
+    (tmp_path / "m.yaml").write_text(
+        "policy: p.yaml\npostgres:\n  listen: 127.0.0.1:6432\n"
+        "  upstream: postgresql://svc:pw@10.0.0.5:5433/crm\n"
+    )
+    dsn = load_config(tmp_path / "m.yaml", env={}).postgres.upstream.dsn(database)  # type: ignore[union-attr]
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    assert (info["host"], info["port"], info["dbname"]) == ("10.0.0.5", "5433", database)
+    assert set(info) == {"host", "port", "dbname", "user", "password"}
