@@ -354,7 +354,26 @@ class Judge:
         refusal = self._row_budget(d, tables)
         if refusal is not None:
             return refusal
+        shape = self._unknown_shape(d, uses)
+        if shape is not None:
+            return self._block("unparsable", shape, d, tables)
         return self._allow(d, tables, uses, outputs)
+
+    def _unknown_shape(self, d: Described, uses: list[Use]) -> str | None:
+        """Masks apply to result columns by position. When the analysis cannot tell the result's
+        columns apart (`*` over a table function or catalog relation whose columns the schema does
+        not list) and the statement reads classified data, no mask could be put on the right
+        column: refused (the proxy also refuses any result whose column count differs from the
+        decision's)."""
+        if not self.restricted or d.query is None or not d.result_rows or d.query.outputs is not None:
+            return None
+        for u in uses:
+            if self._non_clear(u.columns) or self._opaque_classified(u.opaque):
+                return (
+                    "the result's columns cannot be told apart (a * over a source whose columns the "
+                    "schema does not list) while it reads classified data; list the columns"
+                )
+        return None
 
     def _identity_refusal(self, d: Described) -> str | None:
         """Statements that would change who the session is upstream. For a role with a

@@ -1033,7 +1033,12 @@ class Relay:
             if cr.format != 0 or mtype == b"W":
                 res.refuse(errors.insufficient_privilege("binary COPY is not allowed for this role"))
                 return False
-            res.start_copy(CopyPlan(len(cr.column_formats), res.allow, self.gate, self.ctx.encoding))
+            try:
+                plan = CopyPlan(len(cr.column_formats), res.allow, self.gate, self.ctx.encoding)
+            except Unmaskable as exc:
+                res.refuse(errors.insufficient_privilege(str(exc)))
+                return False
+            res.start_copy(plan)
             return True
         if res.phase is ResultPhase.REFUSED:
             return False

@@ -21,6 +21,7 @@ from proxy.services.rows import (
     Unmaskable,
     ValueFn,
     ValueKind,
+    check_shape,
     column_action,
     null_value,
 )
@@ -160,6 +161,7 @@ def plan_rows(
     `formats` are the result format codes from Bind (none: all text; one: applies to all;
     else per column); None means use the RowDescription's own format codes.
     """
+    check_shape(allow, len(fields))
     fns: list[ValueFn | None] = []
     consts: list[bytes | None] = []
     for i, f in enumerate(fields):
@@ -254,6 +256,7 @@ class CopyPlan:
     """
 
     def __init__(self, ncols: int, allow: Allow, src: MaskerSource, enc: str = "utf-8") -> None:
+        check_shape(allow, ncols)
         self.ncols = ncols
         columns = [allow.columns[i] if i < len(allow.columns) else None for i in range(ncols)]
         self.enc = enc

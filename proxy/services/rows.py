@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from policies.decision import ColumnMask
+from policies.decision import Allow, ColumnMask
 
 from .gate import MaskerSource
 
@@ -25,9 +25,25 @@ ValueFn = Callable[[bytes], bytes | None]
 class Unmaskable(Exception):
     """A masked column arrives in an encoding maskgate cannot mask: the statement is refused."""
 
-    def __init__(self, column: str) -> None:
-        super().__init__(f'column "{column}" cannot be masked in binary format')
+    def __init__(self, column: str, why: str = "cannot be masked in binary format") -> None:
+        super().__init__(f'column "{column}" {why}' if column else why)
         self.column = column
+
+
+def check_shape(allow: Allow, ncols: int) -> None:
+    """Masks apply by position: when the result has another number of columns than the decision
+    describes (a column alias list shorter than its source, `*` over a source of unknown shape,
+    a table changed behind the schema), which value is which cannot be known, and a decision that
+    masks anything or reads classified data is refused rather than applied to the wrong columns.
+    Raises Unmaskable."""
+    if len(allow.columns) == ncols:
+        return
+    if allow.classes or any(c.action != "clear" or c.cls for c in allow.columns):
+        raise Unmaskable(
+            "",
+            f"the result has {ncols} columns where {len(allow.columns)} were decided; "
+            "list the columns (or alias every column of a source)",
+        )
 
 
 class ValueKind(Enum):

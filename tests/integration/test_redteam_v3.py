@@ -313,11 +313,6 @@ UNKNOWN_SHAPE = [
 
 
 @pytest.mark.parametrize("other", UNKNOWN_SHAPE)
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: `SELECT * FROM (<classified columns>) s, <source of unknown shape>` is allowed "
-    "without column masks: full names, and phones / id cards translated past the detectors",
-)
 def test_star_over_a_source_of_unknown_shape_passes_classified_columns_clear(
     served: dict[str, Any], truth: dict[str, Any], other: str
 ) -> None:
@@ -327,7 +322,10 @@ def test_star_over_a_source_of_unknown_shape_passes_classified_columns_clear(
         f"FROM customers) s, {other}"
     )
     with connect(served) as c:
-        got = c.execute(sql).fetchall()
+        try:
+            got = c.execute(sql).fetchall()
+        except psycopg.errors.InsufficientPrivilege:
+            return  # refused: which column is which cannot be told
     assert got
     names = {r[1] for r in got} & truth["names"]
     numbers = leaked(truth["secrets"], [[v for v in r[2:4]] for r in got])
@@ -355,18 +353,16 @@ SHORT_ALIAS = [
 
 
 @pytest.mark.parametrize("other", SHORT_ALIAS)
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: a column alias list shorter than its source shifts every later column's mask by "
-    "the missing columns: customer names (and what follows them) come out clear",
-)
 def test_short_column_alias_list_shifts_the_masks(
     served: dict[str, Any], truth: dict[str, Any], other: str
 ) -> None:
     tr = "'0123456789', 'abcdefghij'"
     sql = f"SELECT * FROM {other}, (SELECT id, translate(id_card, {tr}) AS i, name FROM customers) s"
     with connect(served) as c:
-        got = c.execute(sql).fetchall()
+        try:
+            got = c.execute(sql).fetchall()
+        except psycopg.errors.InsufficientPrivilege:
+            return  # refused: the result's columns are not the ones decided
     assert got
     names = {r[-1] for r in got} & truth["names"]
     numbers = leaked(truth["secrets"], [r[-2] for r in got])

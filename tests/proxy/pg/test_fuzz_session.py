@@ -740,7 +740,12 @@ def test_datarow_with_undescribed_columns_is_not_passed_on() -> None:
         s = masked_int_session()
         out = from_upstream(s, m.RowDescription(fields).serialize() + m.DataRow((SECRET, SECRET)).serialize())
         assert SECRET not in b"".join(c.data for c in out if isinstance(c, SendClient))
-        assert isinstance(out[-1], Close) and out[-1].reason.endswith("does not match its RowDescription")
+        # Refused as soon as the description has another number of columns than the decision
+        # (rows are then swallowed), else closed when a row does not match its description.
+        if fields:
+            assert isinstance(out[-1], Close) and out[-1].reason.endswith("does not match its RowDescription")
+        else:
+            assert not any(isinstance(c, SendClient) and c.data.startswith(b"D") for c in out)
 
 
 def test_copydata_without_copyoutresponse_is_not_passed_on() -> None:
