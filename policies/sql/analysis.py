@@ -433,9 +433,17 @@ def source_position(node: exp.Expression) -> bool:
     parent = node.parent
     if isinstance(parent, exp.From | exp.Join):
         return True
-    if isinstance(parent, exp.Subquery) and node.arg_key == "this" and not isinstance(node, exp.Query):
-        return source_position(parent)
+    if isinstance(parent, exp.Subquery) and node.arg_key == "this" and _joins_wrapper(node):
+        return source_position(parent)  # parentheses around a join, at any depth
     return isinstance(parent, exp.Delete | exp.Merge) and node.arg_key == "using"
+
+
+def _joins_wrapper(node: exp.Expression) -> bool:
+    """A table, or parentheses around a join (`(t JOIN u …)`, nested as deep as written), as
+    opposed to a subquery (`(SELECT …)`), whose tables are read in a scope of their own."""
+    while isinstance(node, exp.Subquery):
+        node = node.this
+    return isinstance(node, exp.Table)
 
 
 def _names_cte(table: exp.Table) -> bool:

@@ -454,11 +454,6 @@ def test_database_name_redirects_the_schema_loader_and_leaks_the_service_passwor
 # call_records' most common callers and notes, bank card numbers included, come out.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: `FROM ((pg_stats s CROSS JOIN …) CROSS JOIN …)` escapes the statistics row filter: "
-    "value lists of masked callers and of notes (denied bank cards inside) reach the vendor",
-)
 def test_nested_parenthesized_join_escapes_the_statistics_filter(
     served: dict[str, Any], crm: EmbeddedPostgres
 ) -> None:
