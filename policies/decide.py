@@ -92,6 +92,14 @@ def _typed_call(name: str, dialect: str) -> type[exp.Func] | None:
 # Settings that say who a session is upstream (the role it acts as, its session user). A role with
 # a `database_role` runs as that database role: no statement of its sessions may change them.
 IDENTITY_SETTINGS = frozenset({"role", "session_authorization"})
+# A session may rename itself (the proxy puts `maskgate:<user>/` back in front), but not to a name
+# that says it is someone else's maskgate session, even for the moment before the proxy does.
+APPLICATION_NAME = "application_name"
+IMPERSONATION = "application_name may not start with `maskgate:`, which names the person behind a session"
+
+
+def _impersonates(value: tuple[str, ...] | None) -> bool:
+    return bool(value) and any(v.strip().lower().startswith("maskgate:") for v in value or ())
 
 
 class Judge:
@@ -401,6 +409,8 @@ class Judge:
         for change in d.settings:
             if fixed is not None and change.name in IDENTITY_SETTINGS:
                 return why
+            if change.name == APPLICATION_NAME and _impersonates(change.value):
+                return IMPERSONATION
         # set_config anywhere else: roles with statements: [all] may call it inside a query.
         for _schema, name, node in self._calls(d):
             if name not in facts.setting_functions or d.setting_call:
@@ -409,6 +419,11 @@ class Judge:
             setting = args[0] if args else None
             literal = isinstance(setting, exp.Literal) and setting.is_string
             key = facts.setting_key(setting.name) if literal and setting is not None else None
+            value = args[1] if len(args) > 1 else None
+            if key == APPLICATION_NAME and not (
+                isinstance(value, exp.Literal) and value.is_string and not _impersonates((value.name,))
+            ):
+                return IMPERSONATION
             if fixed is not None and (key is None or key in IDENTITY_SETTINGS):
                 # A name computed by an expression could be `role`.
                 return why

@@ -168,6 +168,18 @@ class Context:
         if ps.name == APPLICATION_NAME and not login and principal is not None:
             if names_the_person(ps.value, principal.user):
                 self.rename = None
+            elif ps.value.strip().lower().startswith(APPLICATION_PREFIX):
+                # Someone else's maskgate name, by a route the engine's refusal did not see: the
+                # session would pass for another person's in pg_stat_activity until renamed back.
+                self.close(
+                    f"application_name changed to {ps.value}",
+                    errors.error(
+                        "42501",
+                        "the session's application_name changed; the session is closed",
+                        severity="FATAL",
+                    ),
+                )
+                return
             else:
                 self.rename = application_name(principal.user, ps.value)
         # Backstop behind the engine's refusal of such SETs: whatever route changed the setting,

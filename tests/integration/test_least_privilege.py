@@ -162,6 +162,7 @@ IDENTITY_CHANGES = [
     "SELECT set_config('role', 'maskgate_svc', false)",
     "DISCARD ALL",
     "UPDATE pg_settings SET setting = 'maskgate_svc' WHERE name = 'role'",
+    "SET application_name = 'maskgate:dba_wang/psql'",  # another person's name
 ]
 
 
@@ -182,7 +183,6 @@ def test_a_session_cannot_change_who_it_is_upstream(served: dict[str, Any], who:
     ("sql", "client"),
     [
         ("SET application_name = 'PostgreSQL JDBC Driver'", "PostgreSQL JDBC Driver"),  # pgjdbc
-        ("SET application_name = 'maskgate:dba_wang/psql'", "maskgate:dba_wang/psql"),  # someone else
         ("SELECT set_config('application_name', 'it''s me', false)", "it's me"),
     ],
 )

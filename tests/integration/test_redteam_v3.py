@@ -180,11 +180,6 @@ def test_shape_cache_smuggled_reset_role_changes_who_the_session_is(served: dict
 # / %u) attribute its statements to dba_wang.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: until the client's Sync, an extended-protocol SET application_name = "
-    "'maskgate:dba_wang/psql' stands upstream: the desk's statements are attributed to the DBA",
-)
 def test_application_name_can_impersonate_another_person_until_sync(
     served: dict[str, Any], crm: EmbeddedPostgres
 ) -> None:

@@ -370,10 +370,11 @@ CHANGED = [
     m.ParameterStatus("is_superuser", "on"),  # RESET ROLE back to a superuser service account
     m.ParameterStatus("session_authorization", "postgres"),  # SET SESSION AUTHORIZATION
 ]
-RENAMED = m.ParameterStatus("application_name", "maskgate:dba_wang/psql")  # someone else's name
+RENAMED = m.ParameterStatus("application_name", "report tool")  # renamed: put back at ReadyForQuery
+IMPERSONATED = m.ParameterStatus("application_name", "maskgate:dba_wang/psql")  # someone else's name
 
 
-@pytest.mark.parametrize("report", CHANGED, ids=lambda r: r.name)
+@pytest.mark.parametrize("report", [*CHANGED, IMPERSONATED], ids=lambda r: r.name)
 def test_an_identity_change_the_proxy_did_not_make_closes_a_restricted_session(
     report: m.ParameterStatus,
 ) -> None:
