@@ -409,13 +409,15 @@ class Relay:
         self.out.upstream(m.Query(d.rewritten_sql).serialize() if d.rewritten_sql else raw)
 
     def _on_function_call(self, body: memoryview, raw: memoryview) -> None:
-        m.FunctionCall.parse(body)
+        fc = m.FunctionCall.parse(body)
         started = self.ctx.clock()
+        # Audited by the function's OID and how many arguments it got (the values may be data).
+        sql = f"<fast-path function call: oid {fc.function_oid}, {len(fc.args)} arguments>"
         if self.restricted:
             block = Block("function_denied", "function calls over the fast-path protocol are not allowed")
-            self._refuse_simple("<fast-path function call>", block, started=started)
+            self._refuse_simple(sql, block, started=started)
             return
-        sql, call = "<fast-path function call>", Allow(kind="function_call")
+        call = Allow(kind="function_call")
         sid = self.tracker.begin(sql, call)
         if sid is None:
             self._refuse_simple(sql, AUDIT_FAILED, started=started)

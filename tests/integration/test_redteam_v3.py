@@ -479,11 +479,6 @@ def test_nested_parenthesized_join_escapes_the_statistics_filter(
 # tell.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="AUDIT GAP: a fast-path FunctionCall is audited as `<fast-path function call>`: neither "
-    "the function (OID) nor its arguments are recorded",
-)
 def test_fast_path_call_audit_names_the_function(served: dict[str, Any], crm: EmbeddedPostgres) -> None:
     with psycopg.connect(crm.dsn("maskgate_svc", SVC_PW, "crm")) as c:
         oid = c.execute("SELECT 'pg_catalog.md5(text)'::regprocedure::oid").fetchone()[0]
