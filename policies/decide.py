@@ -688,10 +688,15 @@ class Judge:
         # relations only (sensitive ones are refused above) carries none, and pg_dump and GUI
         # tools break when their catalog queries are cut short.
         catalog_only = self._catalog_only(d, tables)
+        row_limit = None if catalog_only else self.role.max_rows
+        if row_limit is not None and d.query is not None and d.result_rows:
+            # A row limit counts records: a row that joins four reads of a table, or carries five
+            # scalar subqueries, holds four or five records (at least one row is always allowed).
+            row_limit = max(1, row_limit // d.query.records_per_row)
         return Allow(
             kind=d.kind,
             columns=columns,
-            row_limit=None if catalog_only else self.role.max_rows,
+            row_limit=row_limit,
             detect=self.role.detect,
             tables=tuple(sorted(str(t) for t in tables)),
             classes=tuple(sorted(classes)),

@@ -83,6 +83,11 @@ class QueryAnalysis:
     # What gathers many rows into one value (`array_agg()`, `ARRAY(subquery)`, a WITH RECURSIVE
     # query that carries a value from row to row and adds data to it), for messages.
     collects: list[str] = field(default_factory=list)
+    # How many records of relations one result row may carry at most: each read of a relation in
+    # the row's scope and in the subqueries feeding it (a self-join of four, five correlated
+    # scalar subqueries), the larger side of a set operation. A row limit counts records, so the
+    # judge divides it by this.
+    records_per_row: int = 1
 
 
 # Nodes whose operands are compared, matched or ordered: a classified column inside one of
@@ -540,7 +545,33 @@ class _QueryWalk:
             self._collect_uses(s)
         self._collect_functions()
         self.result.outputs = self.outputs[id(scopes[-1])]
+        self.result.records_per_row = max(1, self._records(scopes[-1], set()))
         return self.result
+
+    def _records(self, scope: Scope, seen: set[int]) -> int:
+        """How many relation rows one row of `scope` may carry (see records_per_row). Catalog
+        relations carry no customer records; a recursive reference counts once."""
+        if id(scope) in seen:
+            return 0
+        seen = seen | {id(scope)}
+        if scope.set_operation_scopes:
+            return max((self._records(s, seen) for s in scope.set_operation_scopes), default=0)
+        n = 0
+        for _node, source in scope.selected_sources.values():  # what FROM and JOIN read
+            if isinstance(source, Scope):
+                n += self._records(source, seen)
+            elif (
+                isinstance(source, exp.Table)
+                and isinstance(source.this, exp.Identifier)
+                and not self.a.is_catalog(self.a.resolve_table(source))
+            ):
+                n += 1
+        for sub in scope.subquery_scopes:
+            # A subquery in the output carries its records into the row; one in WHERE, HAVING,
+            # IN or EXISTS only decides which rows come back.
+            if _in_projection(sub.expression, scope.expression):
+                n += self._records(sub, seen)
+        return n
 
     def _settle_recursion(self, scopes: list[Scope]) -> None:
         """A recursive CTE's member reads the CTE's own rows: anchor rows, then rows the member
@@ -1303,3 +1334,12 @@ def _alias_columns(source: exp.Table) -> list[str]:
     if not isinstance(alias, exp.TableAlias):
         return []
     return [c.name for c in alias.columns]
+
+
+def _in_projection(node: exp.Expression, root: exp.Expression) -> bool:
+    """Whether `node` sits in the output columns of the query `root`."""
+    while node is not None and node is not root:
+        if node.parent is root:
+            return node.arg_key == "expressions"
+        node = node.parent
+    return False

@@ -274,11 +274,6 @@ SIDE_BY_SIDE = {
 
 
 @pytest.mark.parametrize("sql", list(SIDE_BY_SIDE.values()), ids=list(SIDE_BY_SIDE))
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: one statement returns 800 call_records (the whole table) in 200 rows: records "
-    "side by side in one row (scalar subqueries per column, self-joins) escape the row budget",
-)
 def test_records_side_by_side_escape_the_row_budget(served: dict[str, Any], sql: str) -> None:
     with connect(served) as c:
         got = c.execute(sql).fetchall()
