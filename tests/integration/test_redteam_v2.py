@@ -526,8 +526,11 @@ def _length_coded(column: str, positions: int) -> str:
 
 def test_redacted_length_encodes_digits(served: dict[str, Any], truth: dict[str, Any]) -> None:
     with connect(served) as c:
-        phones = c.execute(f"SELECT {_length_coded('phone', 11)} FROM customers").fetchall()
-        ids = c.execute(f"SELECT {_length_coded('id_card', 18)} FROM customers").fetchall()
+        try:
+            phones = c.execute(f"SELECT {_length_coded('phone', 11)} FROM customers").fetchall()
+            ids = c.execute(f"SELECT {_length_coded('id_card', 18)} FROM customers").fetchall()
+        except psycopg.errors.InsufficientPrivilege:
+            return  # refused (a replacement longer than its search string grows the value)
     assert all(set(v) <= {"*"} for r in phones for v in r if v)  # it *is* redacted...
     decoded = ["".join("0123456789X"[len(v) - 1] for v in r) for r in phones + ids]
     assert not leaked(truth["secrets"], decoded)  # ...yet the lengths spell the numbers

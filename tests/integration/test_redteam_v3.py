@@ -228,11 +228,6 @@ def _amplified(pos: int, digit: int, levels: int = 7) -> str:
     return f"md5({e})"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: replace()/md5() are 'total' yet their time depends on the value: a timing oracle "
-    "recovers the hidden middle digits of a masked phone (~40 ms vs ~0.5 ms per guess)",
-)
 def test_total_functions_time_reveals_the_hidden_digits(
     served: dict[str, Any], crm: EmbeddedPostgres
 ) -> None:
@@ -242,6 +237,10 @@ def test_total_functions_time_reveals_the_hidden_digits(
         ).fetchone()
     guessed = ""
     with connect(served) as c:
+        try:
+            c.execute(f"SELECT {_amplified(4, 0)} FROM customers WHERE id = {target}").fetchall()
+        except psycopg.errors.InsufficientPrivilege:
+            return  # refused: a replace() that grows the value is no total function any more
         for pos in range(4, 8):  # 195****7668: the four digits the mask hides
             took = {}
             for d in range(10):
