@@ -71,11 +71,17 @@ def connect(served: dict[str, Any], who: tuple[str, str]) -> psycopg.Connection[
     )
 
 
-def digit_chain(k: int) -> str:
-    """One column that is a different length for each digit at position k (0 -> 1 char, …)."""
+def digit_chain(k: int, grow: bool = False) -> str:
+    """One column whose length depends on the digit at position k.
+
+    With grow, digit d becomes d+1 characters (a replace() that grows its input, which the engine
+    refuses since it is also a timing oracle); without, digits 0-4 vanish and 5-9 become one 'x',
+    which no rule refuses, so only the concealment stands in the way.
+    """
     expr = f"substr(phone, {k}, 1)"
     for d in range(10):
-        expr = f"replace({expr}, '{d}', '{'x' * (d + 1)}')"
+        into = "x" * (d + 1) if grow else ("" if d < 5 else "x")
+        expr = f"replace({expr}, '{d}', '{into}')"
     return expr
 
 
@@ -86,6 +92,14 @@ def test_digit_position_chains_return_one_constant_for_every_row(served: dict[st
         rows = cur.execute(f"SELECT id, {columns} FROM customers ORDER BY id").fetchall()
     assert rows
     assert {v for r in rows for v in r[1:]} == {"****"}
+
+
+@pytest.mark.parametrize("mode", ["text", "binary"])
+def test_growing_digit_chains_are_refused_and_the_session_goes_on(served: dict[str, Any], mode: str) -> None:
+    with connect(served, VENDOR) as c, c.cursor(binary=mode == "binary") as cur:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            cur.execute(f"SELECT id, {digit_chain(4, grow=True)} FROM customers")
+        assert cur.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_digit_position_chains_in_copy(served: dict[str, Any]) -> None:
