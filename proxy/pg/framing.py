@@ -15,6 +15,9 @@ _I32 = struct.Struct("!i")
 
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024  # generous: large DataRows and COPY chunks are legitimate
 MAX_STARTUP_PACKET = 10_000  # PostgreSQL's own limit for the untyped startup packet
+# Every message a client sends before it is authenticated (SASL, password, GSS) is small; a large
+# length header there is an attack on memory, refused before its body is read.
+MAX_PREAUTH_MESSAGE = 10_000
 
 
 class FramingError(ValueError):
@@ -64,6 +67,8 @@ class Framer:
     def _needed(self) -> int:
         p = self._pending
         h = self.header
+        if not self._startup and p and p[0] == 0:
+            return 0  # an untyped packet where a typed message belongs: let _split raise
         if len(p) < h:
             return h
         length = _I32.unpack_from(p, 0 if self._startup else 1)[0]
@@ -89,13 +94,18 @@ class Framer:
                 yield b"", pos, pos + length
                 pos += length
             else:
+                if pos < end and buf[pos] == 0:
+                    # No message has type 0: it is the first byte of an untyped packet's length
+                    # (a second StartupMessage or SSLRequest), whose "length" would read as
+                    # kilobytes to wait for. Refused at once.
+                    raise FramingError("untyped packet where a typed message belongs")
                 if end - pos < 5:
                     break
                 length = unpack(buf, pos + 1)[0]
                 if length < 4:
                     raise FramingError("invalid message length")
                 if length > self.max_message:
-                    raise FramingError("message too large")
+                    raise FramingError(f"message too large ({length} bytes, limit {self.max_message})")
                 stop = pos + 1 + length
                 if stop > end:
                     break

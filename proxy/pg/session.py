@@ -35,7 +35,7 @@ from proxy.core.machine import ProtocolViolation, Transitions
 from proxy.pg import errors
 from proxy.pg import messages as m
 from proxy.pg.context import Context, SessionConfig
-from proxy.pg.framing import Framer, FramingError
+from proxy.pg.framing import MAX_PREAUTH_MESSAGE, Framer, FramingError
 from proxy.pg.login import ForwardCancel, Login
 from proxy.pg.relay import Relay
 from proxy.services.gate import Gate
@@ -92,7 +92,9 @@ class PgSession:
         cancel_key: tuple[int, bytes] | None = None,
     ) -> None:
         self.ctx = Context(gate, config, session_id=session_id, clock=clock)
-        self._cf = Framer(startup=True, max_message=config.max_message)
+        # Until the login is done the client gets the small pre-authentication limit; the
+        # configured one (large DataRows, COPY chunks) only once it is someone.
+        self._cf = Framer(startup=True, max_message=min(MAX_PREAUTH_MESSAGE, config.max_message))
         self._uf = Framer(max_message=config.max_message)
         self.login = Login(self.ctx, self._cf, cancel_key)
         self.relay: Relay | None = None
@@ -175,7 +177,11 @@ class PgSession:
         try:
             buf, frames = self._cf.feed(event.data)
             self._client_frames(buf, memoryview(buf), frames)
-        except (FramingError, m.MessageError, ProtocolViolation) as e:
+        except FramingError as e:
+            # The framer's own words (too large, untyped packet) are ours and say what was wrong.
+            log.info("session %s: client protocol violation: %s", self.session_id, e)
+            self.ctx.close(f"client protocol violation: {e}", errors.protocol_violation(str(e)))
+        except (m.MessageError, ProtocolViolation) as e:
             log.info("session %s: client protocol violation: %s", self.session_id, e)
             self.ctx.close(f"client protocol violation: {e}", errors.protocol_violation())
 
@@ -195,6 +201,7 @@ class PgSession:
             # The login's last message was the upstream's ReadyForQuery: whatever came after it
             # in the same read is the relay's.
             relay = self.relay = Relay(self.ctx)
+            self._cf.max_message = self.ctx.cfg.max_message
             self.phase = _PHASES.move(self.phase, Phase.RELAY)
             self._client_frames = relay.client_frames
             self._upstream_frames = relay.upstream_frames

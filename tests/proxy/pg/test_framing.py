@@ -83,3 +83,26 @@ def test_large_message_in_chunks() -> None:
     f = Framer()
     chunks = [big[i : i + 1000] for i in range(0, len(big), 1000)]
     assert _collect(f, chunks) == [big]
+
+
+def test_an_oversized_message_is_refused_from_its_header_alone() -> None:
+    """Only the 5-byte header is needed to refuse: nothing of the body is buffered."""
+    f = Framer(max_message=10_000)
+    with pytest.raises(FramingError, match="too large"):
+        _collect(f, [b"p", b"\x03\x93\x87\x00"])  # 60 MB announced, header sent in two parts
+    f = Framer(max_message=10_000)
+    with pytest.raises(FramingError, match="too large"):
+        _collect(f, [b"p\x03\x93\x87\x00" + b"x" * 100])
+    assert f.buffered == 0
+
+
+def test_a_zero_type_byte_is_an_untyped_packet_refused_at_once() -> None:
+    """After login a StartupMessage or SSLRequest would read as type 0 and a length of kilobytes;
+    the first byte is enough to refuse it."""
+    f = Framer()
+    with pytest.raises(FramingError, match="untyped packet"):
+        _collect(f, [b"\x00"])
+    f = Framer()
+    startup = m.StartupMessage(m.PROTOCOL_3_0, (("user", "a"),)).serialize()
+    with pytest.raises(FramingError, match="untyped packet"):
+        _collect(f, [m.Sync().serialize() + startup])

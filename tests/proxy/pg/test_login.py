@@ -410,3 +410,26 @@ def test_the_upstream_application_name_names_the_person_within_63_bytes() -> Non
         m.PROTOCOL_3_0, (("user", "svc"), ("database", "crm"), ("application_name", "maskgate:alice/psql"))
     )
     assert pb >> UpstreamConnected() << to_upstream(want)
+
+
+@pytest.mark.parametrize("length", [10_001, 60_000_000])
+def test_a_large_message_before_authentication_is_refused_from_its_header(length: int) -> None:
+    """Before the person is authenticated every message is small (SCRAM's are a few hundred
+    bytes): a large length header is refused at once, its body never awaited nor buffered."""
+    s, _ = session()
+    header = b"p" + length.to_bytes(4, "big")
+    err = fatal("08P01", f"message too large ({length} bytes, limit 10000)")
+    assert (
+        playbook(s)
+        >> startup()
+        << to_client(SASL)
+        >> ClientData(header)
+        << to_client(err)
+        << Close(f"client protocol violation: message too large ({length} bytes, limit 10000)")
+    )
+    assert s._cf.buffered == 0
+
+
+def test_the_configured_message_limit_applies_once_logged_in() -> None:
+    s, _, _ = login()
+    assert s._cf.max_message == s.ctx.cfg.max_message > 10_000

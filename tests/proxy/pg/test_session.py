@@ -37,23 +37,34 @@ def fatal(code: str, message: str) -> m.ErrorResponse:
     return m.ErrorResponse((("S", "FATAL"), ("V", "FATAL"), ("C", code), ("M", f"maskgate: {message}")))
 
 
+def violation(message: str) -> m.ErrorResponse:
+    return m.ErrorResponse((("S", "FATAL"), ("V", "FATAL"), ("C", "08P01"), ("M", f"maskgate: {message}")))
+
+
 def fresh() -> PgSession:
     return PgSession(FakeGate(), CFG, session_id="t")
 
 
 @pytest.mark.parametrize(
-    "raw",
+    ("raw", "error"),
     [
-        b"Q\x00\x00\x00\x09SELECT",  # missing terminator
-        b"?\x00\x00\x00\x04",  # unknown type
-        b"Q\x7f\xff\xff\xff",  # oversized
-        b"p\x00\x00\x00\x05x",  # password message after login
+        (b"Q\x00\x00\x00\x09SELECT", VIOLATION),  # missing terminator
+        (b"?\x00\x00\x00\x04", VIOLATION),  # unknown type
+        # The framer's refusals say what was wrong.
+        (b"Q\x7f\xff\xff\xff", violation("message too large (2147483647 bytes, limit 67108864)")),
+        (b"p\x00\x00\x00\x05x", VIOLATION),  # password message after login
+        # A second startup packet after login: answered at once, not read as a 7 KB message.
+        (
+            m.StartupMessage(m.PROTOCOL_3_0, (("user", "alice"),)).serialize(),
+            violation("untyped packet where a typed message belongs"),
+        ),
+        (m.SSLRequest().serialize(), violation("untyped packet where a typed message belongs")),
     ],
 )
-def test_malformed_message_closes_with_08p01(raw: bytes) -> None:
+def test_malformed_message_closes_with_08p01(raw: bytes, error: m.ErrorResponse) -> None:
     s, _, pb = login()
     close = Placeholder(Close)
-    assert pb >> ClientData(raw) << to_client(VIOLATION) << close
+    assert pb >> ClientData(raw) << to_client(error) << close
     assert close().reason.startswith("client protocol violation: ") and s.phase is Phase.CLOSED
     # A closed session answers nothing more.
     assert pb >> from_client(m.Query("SELECT 1")) >> from_upstream(m.ReadyForQuery(b"I")) >> Shutdown()
