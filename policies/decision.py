@@ -22,6 +22,8 @@ REASONS = (
     "row_budget",
     # Not a policy verdict: `audit_required: true` and the audit log cannot be written.
     "audit_unavailable",
+    # Nor this: the database's schema could not be loaded (its sessions are refused at connect).
+    "schema_unavailable",
 )
 
 

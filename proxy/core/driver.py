@@ -12,6 +12,7 @@ commands of its own.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import ssl
@@ -24,6 +25,7 @@ from proxy.core.events import (
     AuthTimeout,
     ClientClosed,
     ClientData,
+    DatabaseNotReady,
     DrainTimeout,
     Event,
     IdleTimeout,
@@ -96,6 +98,7 @@ class Connection(asyncio.Protocol, ABC):
         self._auth_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._drain_timer: asyncio.TimerHandle | None = None
+        self._login_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         # Bytes decrypted while the TLS upgrade is still being completed: None when no upgrade is
         # under way. The TLS layer hands over application data (a startup packet sent right
@@ -236,31 +239,68 @@ class Connection(asyncio.Protocol, ABC):
             self.data_received(data)
 
     async def _open_upstream(self, database: str, upstream: str) -> None:
-        gate = self.listener.gate
-
-        def prepare() -> None:
-            gate.prepare(database, upstream=upstream)
-
-        # The schema of a database no session used yet is loaded off the loop, while we connect.
-        prepared = asyncio.ensure_future(asyncio.to_thread(prepare))
+        lst = self.listener
+        # The schema of a database no session used yet is loaded on the gate's own threads while
+        # we connect; `ready` is None when it is loaded already.
+        ready = lst.gate.prepare(database, upstream=upstream)
         try:
-            self.upstream = await self.listener.connect_upstream(self.upstream_protocol)
+            self.upstream = await lst.connect_upstream(self.upstream_protocol)
         except (TimeoutError, OSError, ConnectionError, ssl.SSLError) as e:
             if not self.closed:
-                self.feed(UpstreamFailed(f"{self.listener.upstream_address}: {e}"))
+                self.feed(UpstreamFailed(self._failure_reason(e), f"{lst.upstream_address}: {e!r}"))
             return
         if self.closed:
             self.upstream.close()
             return
         self.upstream.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
-        try:
-            await prepared
-        except Exception:  # the gate fails closed on its own; a preparation error is only logged
-            log.exception("session %s: preparing database %r failed", self.session.session_id, database)
+        if ready is not None and not await self._ready(ready, database):
+            if not self.closed:
+                self.feed(DatabaseNotReady(database))
+            return
         if self.closed:
             self.upstream.close()
             return
         self.feed(UpstreamConnected())
+        if not self.closed:
+            # The upstream accepted the connection; it must also answer the login in time (a
+            # server that accepts and says nothing would otherwise hold the client until the
+            # authentication timeout, with no reason given).
+            self._login_timer = self.loop.call_later(lst.connect_timeout, self._login_overdue)
+
+    async def _ready(self, ready: concurrent.futures.Future[bool], database: str) -> bool:
+        """Wait, at most the connect timeout, for the gate to be ready for `database`."""
+        try:
+            # Shielded: the load is shared with other sessions; giving up must not cancel it.
+            return bool(
+                await asyncio.wait_for(
+                    asyncio.shield(asyncio.wrap_future(ready)), self.listener.connect_timeout
+                )
+            )
+        except TimeoutError:
+            log.warning("session %s: database %r not ready in time", self.session.session_id, database)
+        except Exception as e:  # the gate fails closed on its own; this is only logged, without a stack
+            log.warning("session %s: preparing database %r failed: %r", self.session.session_id, database, e)
+        return False
+
+    def _failure_reason(self, e: BaseException) -> str:
+        """What went wrong connecting upstream, in words the client may read (no address)."""
+        if isinstance(e, TimeoutError):
+            return f"upstream did not answer within {self.listener.connect_timeout:g} s"
+        if isinstance(e, ssl.SSLError):
+            return "upstream TLS handshake failed"
+        if type(e) is ConnectionError and e.args:
+            return str(e.args[0])  # the listener's own words ("upstream does not support TLS")
+        if isinstance(e, OSError) and e.strerror:
+            return f"upstream unreachable: {e.strerror}"
+        return "upstream unreachable"
+
+    def _login_overdue(self) -> None:
+        self._login_timer = None
+        if not self.closed and not self.draining and not self.session.relaying:
+            t = self.listener.connect_timeout
+            self.feed(
+                UpstreamFailed(f"upstream did not answer within {t:g} s", self.listener.upstream_address)
+            )
 
     def _drain(self) -> None:
         if self.draining or self.closed:
@@ -316,6 +356,9 @@ class Connection(asyncio.Protocol, ABC):
         if self._drain_timer is not None:
             self._drain_timer.cancel()
             self._drain_timer = None
+        if self._login_timer is not None:
+            self._login_timer.cancel()
+            self._login_timer = None
         self.on_teardown()
         lst = self.listener
         if self in lst.connections:

@@ -36,9 +36,13 @@ class UpstreamConnected(Event):
 
 @dataclass(frozen=True, slots=True)
 class UpstreamFailed(Event):
-    """The upstream connection could not be opened; `reason` is for logs only."""
+    """The upstream connection could not be opened or logged in to in time.
+
+    `reason` is what went wrong in the driver's own words ("upstream did not answer within
+    10 s"), fit for the client; `detail` (address, exception text) is for logs only."""
 
     reason: str
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,14 @@ class IdleTimeout(Event):
 @dataclass(frozen=True, slots=True)
 class Shutdown(Event):
     """The proxy is stopping: close now, telling the client why."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseNotReady(Event):
+    """The Gate could not get ready for the session's database (its schema is not loaded yet:
+    the upstream is down or slow); the session is refused with a transient error."""
+
+    database: str
 
 
 @dataclass(frozen=True, slots=True)

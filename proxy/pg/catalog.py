@@ -202,8 +202,10 @@ class SchemaLoader:
         deadline_s: float = DISCOVER_DEADLINE_S,
         table_timeout_s: float = DISCOVER_TABLE_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
+        connect_timeout_s: float = 10.0,
     ) -> None:
         self.dsn_for = dsn_for
+        self.connect_timeout_s = connect_timeout_s
         self.discover = discover
         self.rows = rows
         self.deadline_s = deadline_s
@@ -215,7 +217,9 @@ class SchemaLoader:
     def __call__(self, database: str) -> Schema:
         import psycopg
 
-        with psycopg.connect(self.dsn_for(database), autocommit=True) as conn:
+        # Bounded: a server that accepts and says nothing must not hold the load forever.
+        timeout = max(1, round(self.connect_timeout_s))
+        with psycopg.connect(self.dsn_for(database), autocommit=True, connect_timeout=timeout) as conn:
             schema = load_schema(conn)
             if not self.discover:
                 return schema

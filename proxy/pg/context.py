@@ -138,9 +138,20 @@ class Context:
         """Close the session, telling the client `err` last."""
         self.out.close(reason, err.serialize() if err is not None else b"")
 
-    def upstream_failed(self, reason: str) -> None:
-        log.warning("session %s: upstream connection failed: %s", self.session_id, reason)
-        self.close(f"upstream failed: {reason}", errors.upstream_unavailable())
+    def upstream_failed(
+        self, reason: str, *, detail: str = "", tell: bool = False, err: m.ErrorResponse | None = None
+    ) -> None:
+        """The upstream could not be reached or logged in to. The client learns `reason` only
+        with `tell` (the driver's own words), or gets `err` (an upstream error it may see)."""
+        log.warning(
+            "session %s: upstream connection failed: %s%s",
+            self.session_id,
+            reason,
+            f" ({detail})" if detail else "",
+        )
+        if err is None:
+            err = errors.upstream_unavailable(reason if tell else "")
+        self.close(f"upstream failed: {reason}", err)
 
     def fix_identity(self, database_role: str | None) -> None:
         """The login is done: from now on the identity the server reported is the session's.

@@ -41,9 +41,45 @@ def feature_not_supported(message: str) -> ErrorResponse:
     return error("0A000", message, severity="FATAL")
 
 
-def upstream_unavailable() -> ErrorResponse:
-    """The database behind the proxy could not be reached or refused the service account."""
-    return error("08006", "could not connect to the database", severity="FATAL")
+def upstream_unavailable(reason: str = "") -> ErrorResponse:
+    """The database behind the proxy could not be reached or refused the service account.
+    `reason` is the proxy's own account of it ("upstream closed the connection during
+    startup"), never the upstream's text (see `forwarded_login_error` for that)."""
+    message = (
+        f"could not connect to the database: {reason}" if reason else "could not connect to the database"
+    )
+    return error("08006", message, severity="FATAL")
+
+
+# What the upstream may tell the client about a failed login in its own words: conditions of the
+# server (out of connections, memory or disk, starting up, shutting down), which name no table,
+# role or value. Anything else (authentication of the service account, an unknown database) says
+# something about the deployment and stays the generic 08006.
+FORWARDED_LOGIN_ERRORS = frozenset(
+    {"53000", "53100", "53200", "53300", "53400", "57000", "57P01", "57P02", "57P03", "57P05"}
+)
+_FORWARDED_TEXT_LIMIT = 200
+
+
+def forwarded_login_error(code: str, message: str) -> ErrorResponse | None:
+    """The upstream's login error as the client gets it, or None if it must stay generic. Only
+    the code and the primary message: its detail and hint stay in the log."""
+    if code not in FORWARDED_LOGIN_ERRORS:
+        return None
+    return error(code, f"the database says: {message[:_FORWARDED_TEXT_LIMIT]}", severity="FATAL")
+
+
+def database_not_ready(database: str) -> ErrorResponse:
+    """The proxy cannot decide statements for the database yet (its schema is not loaded).
+
+    57P03 (cannot_connect_now) is what PostgreSQL itself answers while it starts up: a transient
+    refusal that drivers, poolers and health checks already know to retry. 08006 would say the
+    connection broke, and a 42501 would be a wrong verdict on a statement never judged."""
+    return error(
+        "57P03",
+        f'the database system is starting up: the schema of database "{database}" is not loaded yet',
+        severity="FATAL",
+    )
 
 
 def auth_timeout() -> ErrorResponse:

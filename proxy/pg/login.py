@@ -322,7 +322,9 @@ class Login:
                 ),
             )
             return
-        self.ctx.upstream_failed(f"{err.code} {err.message}")
+        self.ctx.upstream_failed(
+            f"{err.code} {err.message}", err=errors.forwarded_login_error(err.code, err.message)
+        )
 
     def _on_parameter(self, body: memoryview) -> None:
         self.ctx.track_parameter(m.ParameterStatus.parse(body), login=True)

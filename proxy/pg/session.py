@@ -21,6 +21,7 @@ from proxy.core.events import (
     AuthTimeout,
     ClientClosed,
     ClientData,
+    DatabaseNotReady,
     DrainTimeout,
     Event,
     IdleTimeout,
@@ -73,7 +74,7 @@ _ALWAYS: frozenset[type[Event]] = frozenset(
 # The events each phase accepts; another is a protocol violation. (The login layer checks its
 # own sub-states: UpstreamConnected only while connecting, TlsEstablished only in a handshake.)
 _ACCEPTS: dict[Phase, frozenset[type[Event]]] = {
-    Phase.LOGIN: _ALWAYS | {UpstreamConnected, TlsEstablished},
+    Phase.LOGIN: _ALWAYS | {UpstreamConnected, TlsEstablished, DatabaseNotReady},
     Phase.RELAY: _ALWAYS,
     Phase.DRAINING: _ALWAYS | {DrainTimeout},
 }
@@ -114,6 +115,7 @@ class PgSession:
             IdleTimeout: self._on_idle_timeout,
             Shutdown: self._on_shutdown,
             DrainTimeout: self._on_drain_timeout,
+            DatabaseNotReady: self._on_database_not_ready,
         }
 
     @property
@@ -219,7 +221,12 @@ class PgSession:
         if self.phase is Phase.DRAINING:
             self.ctx.close(f"upstream failed: {event.reason}")
         else:
-            self.ctx.upstream_failed(event.reason)
+            self.ctx.upstream_failed(event.reason, detail=event.detail, tell=True)
+
+    def _on_database_not_ready(self, event: DatabaseNotReady) -> None:
+        # Transient (57P03): the client retries, instead of being refused real tables as unknown.
+        log.info("session %s: database %r not ready (schema not loaded)", self.session_id, event.database)
+        self.ctx.close("database not ready", errors.database_not_ready(event.database))
 
     def _on_upstream_closed(self, event: UpstreamClosed) -> None:
         if self.phase is Phase.DRAINING:
@@ -228,7 +235,7 @@ class PgSession:
             err = errors.error("57P01", "the database closed the connection", severity="FATAL")
             self.ctx.close("upstream closed", err)
         else:
-            self.ctx.close("upstream closed", errors.upstream_unavailable())
+            self.ctx.upstream_failed("upstream closed the connection during startup", tell=True)
 
     def _on_client_closed(self, event: ClientClosed) -> None:
         if self.phase is Phase.DRAINING:

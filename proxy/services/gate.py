@@ -9,6 +9,7 @@ reports what happened. Must not import a protocol package; `services/guard.py` i
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -129,9 +130,11 @@ class Gate(MaskerSource, Protocol):
 
     def auth_failed(self, protocol: str) -> None: ...
 
-    def prepare(self, database: str, upstream: str = "postgres") -> None:
-        """Get ready to decide statements for `database` (e.g. load its schema). May block: call
-        it from a worker thread, before the first statement of a session on that database."""
+    def prepare(self, database: str, upstream: str = "postgres") -> Future[bool] | None:
+        """Get ready to decide statements for `database` (e.g. load its schema), before the first
+        statement of a session on it. Never blocks: None when ready now, else a future that
+        turns True when ready, False when it could not get ready (the session is then refused
+        with a transient error). The caller bounds its wait; it must not cancel the future."""
         ...
 
     def schema_changed(self, database: str, upstream: str = "postgres") -> None:

@@ -9,9 +9,13 @@ module is testable without a database and a second protocol only registers its o
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -36,6 +40,13 @@ AUDIT_DOWN = Block(
     "audit_unavailable", "the audit log cannot be written; statements are refused until it recovers"
 )
 ENGINE_FAILED = Block("unparsable", "the statement could not be analysed")
+SCHEMA_DOWN = Block("schema_unavailable", "the schema of this database is not loaded yet; try again shortly")
+
+# How long one schema load may take before sessions stop waiting for it, and the backoff between
+# attempts after a failed one (doubling from MIN to MAX).
+SCHEMA_TIMEOUT_S = 30.0  # a first load samples for discovery up to 10 s on top of reading
+SCHEMA_RETRY_MIN_S = 0.5
+SCHEMA_RETRY_MAX_S = 30.0
 
 # Reads the schema of one database (by name) of one upstream server.
 SchemaLoader = Callable[[str], Schema]
@@ -59,9 +70,11 @@ class _PolicyState:
     access_changed: Block = field(init=False)
     audit_down: Block = field(init=False)
     engine_failed: Block = field(init=False)
+    schema_down: Block = field(init=False)
 
     def __post_init__(self) -> None:
         revision = self.policy.revision
+        self.schema_down = replace(SCHEMA_DOWN, revision=revision)
         self.access_changed = replace(ACCESS_CHANGED, revision=revision)
         self.audit_down = replace(AUDIT_DOWN, revision=revision)
         self.engine_failed = replace(ENGINE_FAILED, revision=revision)
@@ -78,6 +91,8 @@ class Guard:
         default_databases: Mapping[str, str] | None = None,
         masking_key: bytes = b"",
         audit_required: bool = False,
+        schema_timeout_s: float = SCHEMA_TIMEOUT_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.metrics = metrics
         self.audit = audit
@@ -86,8 +101,17 @@ class Guard:
         # Per upstream: how to read a database's schema, and the database a session naming none uses.
         self._schema_loaders = dict(schema_loaders or {})
         self._default_databases = dict(default_databases or {})
+        # Loaded schemas only: a database whose schema is not here refuses its sessions (57P03)
+        # until a load succeeds, instead of serving an empty schema that refuses real tables.
         self._schemas: dict[Where, Schema] = {}
         self._stale: set[Where] = set()
+        self._loading: dict[Where, tuple[Future[bool], float]] = {}  # load under way, since when
+        self._failures: dict[Where, tuple[int, float]] = {}  # consecutive failures, next try at
+        self._wanted: set[Where] = set()  # retried in the background until loaded (start-up's)
+        self._timed: set[Where] = set()  # those with a retry timer pending
+        self.schema_timeout_s = schema_timeout_s
+        self._clock = clock
+        # Guards the dictionaries above, never held while a loader runs.
         self._lock = threading.Lock()
         self._value_maskers: dict[tuple[str | None, str], Callable[[Any], Any]] = {}
         self._text_maskers: dict[frozenset[str], Callable[[str], str]] = {}
@@ -115,45 +139,140 @@ class Guard:
         return (upstream, database or self._default_databases.get(upstream, ""))
 
     def schema(self, database: str, upstream: str = "postgres") -> Schema:
-        return self._schema(self._where(database, upstream))
+        """The database's schema, loaded now (waiting at most the schema timeout) if it is not
+        yet; an empty one if it cannot be loaded (callers that decide use `decide`, which
+        refuses instead)."""
+        return self._schema(self._where(database, upstream)) or Schema()
 
-    def _schema(self, where: Where) -> Schema:
+    def _schema(self, where: Where) -> Schema | None:
         schema = self._schemas.get(where)
-        return schema if schema is not None else self._load(where)
+        if schema is None:
+            with contextlib.suppress(FutureTimeout):
+                self._start(where).result(self.schema_timeout_s)
+            schema = self._schemas.get(where)
+        return schema
 
-    def prepare(self, database: str, upstream: str = "postgres") -> None:
-        """Load the schema of a database a session is about to use. Blocking: sessions call it
-        from a worker thread while they connect upstream, so the event loop never waits on it."""
-        self._schema(self._where(database, upstream))
-
-    def load_schema(self, database: str, upstream: str = "postgres") -> Schema:
-        """(Re)load one database's schema now. Blocking, like `prepare`."""
+    def prepare(self, database: str, upstream: str = "postgres") -> Future[bool] | None:
+        """Start loading the schema of a database a session is about to use, unless it is
+        loaded (None). Never blocks: the session waits on the future, bounded by its timeout."""
         where = self._where(database, upstream)
-        return self._load(where, self._schemas.get(where))
+        return None if where in self._schemas else self._start(where)
 
-    def _load(self, where: Where, fallback: Schema | None = None) -> Schema:
+    def load_schema(self, database: str, upstream: str = "postgres") -> bool:
+        """(Re)load one database's schema now, waiting at most the schema timeout; on failure it
+        is retried in the background with backoff until it loads. Blocking, for start-up."""
+        where = self._where(database, upstream)
+        with self._lock:
+            self._wanted.add(where)
+        with contextlib.suppress(FutureTimeout):
+            self._start(where, force=True).result(self.schema_timeout_s)
+        loaded = where in self._schemas
+        if not loaded:
+            print(
+                f"maskgate: schema of {upstream} database {where[1]!r} not loaded yet: its sessions are "
+                "refused as starting up (57P03) until it loads",
+                file=sys.stderr,
+            )
+        return loaded
+
+    def _start(self, where: Where, *, force: bool = False) -> Future[bool]:
+        """The load of `where` under way, or a new one on a thread of its own (never the shared
+        executor, which hanging loads would fill). Without `force`, a database whose last load
+        failed is refused at once until its backoff has passed: sessions do not hammer a
+        database that is down, nor each wait out the timeout."""
+        with self._lock:
+            now = self._clock()
+            loading = self._loading.get(where)
+            if loading is not None:
+                fut, started = loading
+                if now - started < self.schema_timeout_s:
+                    return fut
+                # Hung past its timeout: counted as a failure; a later attempt starts afresh (the
+                # old thread's schema is still taken if it ever arrives).
+                del self._loading[where]
+                self._failed(where, now)
+                if not fut.done():
+                    fut.set_result(False)
+            failures = self._failures.get(where)
+            if not force and failures is not None and now < failures[1]:
+                done: Future[bool] = Future()
+                done.set_result(False)
+                return done
+            fut = Future()
+            self._loading[where] = (fut, now)
+        threading.Thread(
+            target=self._run_load, args=(where, fut), name="maskgate-schema", daemon=True
+        ).start()
+        return fut
+
+    def _run_load(self, where: Where, fut: Future[bool]) -> None:
+        ok = False
+        try:
+            ok = self._load(where, self._schemas.get(where))
+        finally:
+            with self._lock:
+                if self._loading.get(where, (None,))[0] is fut:
+                    del self._loading[where]
+                if not fut.done():
+                    fut.set_result(ok)
+
+    def _retry(self, where: Where) -> None:
+        with self._lock:
+            self._timed.discard(where)
+            if where in self._schemas:
+                return  # a session's load got there first
+        self._start(where, force=True)
+
+    def _failed(self, where: Where, now: float) -> float:
+        """Count a failed load (the caller holds `_lock`); returns the backoff before the next."""
+        n = self._failures.get(where, (0, 0.0))[0] + 1
+        delay = min(SCHEMA_RETRY_MIN_S * 2 ** (n - 1), SCHEMA_RETRY_MAX_S)
+        self._failures[where] = (n, now + delay)
+        return delay
+
+    def _load(self, where: Where, fallback: Schema | None = None) -> bool:
+        """Load `where` on the calling thread; True when a schema is in place afterwards. No lock
+        is held while the loader runs: a database that hangs delays no other."""
         upstream, database = where
         loader = self._schema_loaders.get(upstream)
         with self._lock:
             self._stale.discard(where)
-            if loader is None:
-                schema = fallback or Schema()
-            else:
-                try:
-                    schema = loader(database)
-                    self.metrics.schema_reloads.labels(result="success").inc()
-                except Exception as exc:  # a schema load failure must not take sessions down
-                    self.metrics.schema_reloads.labels(result="failure").inc()
-                    print(
-                        f"maskgate: schema load for {upstream} database {database!r} failed: {exc}",
-                        file=sys.stderr,
-                    )
-                    schema = fallback or Schema()
+        if loader is None:
+            schema = fallback or Schema()
+        else:
+            try:
+                schema = loader(database)
+                if not schema.tables:
+                    # A live database always shows the catalog relations: an empty schema is a
+                    # failed load, and serving it would refuse every real table as unknown.
+                    raise LookupError("the upstream returned an empty schema")
+                self.metrics.schema_reloads.labels(result="success").inc()
+            except Exception as exc:  # a schema load failure must not take sessions down
+                self.metrics.schema_reloads.labels(result="failure").inc()
+                with self._lock:
+                    delay = self._failed(where, self._clock())
+                    # One retry timer per database at a time, however many loads failed.
+                    retry = where in self._wanted and where not in self._schemas and where not in self._timed
+                    if retry:
+                        self._timed.add(where)
+                print(
+                    f"maskgate: schema load for {upstream} database {database!r} failed: {exc}"
+                    + (f"; retrying in {delay:g} s" if retry else ""),
+                    file=sys.stderr,
+                )
+                if retry:
+                    timer = threading.Timer(delay, self._retry, (where,))
+                    timer.daemon = True
+                    timer.start()
+                # A refresh that failed keeps the last good schema; a first load has none.
+                return where in self._schemas
+        with self._lock:
+            self._failures.pop(where, None)
             self._schemas[where] = schema
             # New schema, new engines (their caches describe the old columns).
             self._state.engines.pop(where, None)
-            self._count_discovered()
-            return schema
+        self._count_discovered()
+        return True
 
     def _count_discovered(self) -> None:
         """The discovered-columns gauge: over every loaded schema, per class, the columns whose
@@ -173,9 +292,10 @@ class Guard:
         are decided on the old one, where a new table or column is unknown and so refused or
         redacted: late, never open."""
         where = self._where(database, upstream)
-        if where in self._stale:
-            return  # a reload is already under way
-        self._stale.add(where)
+        with self._lock:
+            if where in self._stale:
+                return  # a reload is already under way
+            self._stale.add(where)
         threading.Thread(
             target=self._load,
             args=(where, self._schemas.get(where)),
@@ -219,7 +339,10 @@ class Guard:
         where = self._where(database, upstream)
         engine = state.engines.get(where)
         if engine is None:
-            engine = state.engines[where] = Engine(state.policy, self._schema(where))
+            schema = self._schema(where)
+            if schema is None:  # its sessions are refused at connect; this is the backstop
+                return _fingerprinted(state.schema_down, sql, dialect)
+            engine = state.engines[where] = Engine(state.policy, schema)
         hits = engine.cache_hits
         try:
             decision = engine.decide(

@@ -5,6 +5,7 @@ and graceful stop."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Callable
 
 from proxy.core.commands import Close, Command, OpenUpstream, SendClient, SendUpstream
@@ -12,6 +13,7 @@ from proxy.core.driver import Connection, Listener
 from proxy.core.events import (
     AuthTimeout,
     ClientData,
+    DatabaseNotReady,
     Event,
     Shutdown,
     UpstreamConnected,
@@ -46,6 +48,8 @@ class Toy:
             return [SendClient(b"connected;")]
         if isinstance(event, UpstreamData):
             return [SendClient(event.data)]
+        if isinstance(event, DatabaseNotReady):
+            return [SendClient(b"not ready;"), Close("not ready")]
         if isinstance(event, AuthTimeout) and not self.connected:
             return [SendClient(b"too slow;"), Close("auth")]
         if isinstance(event, Shutdown):
@@ -57,9 +61,11 @@ class Gate:
     def __init__(self) -> None:
         self.prepared: list[tuple[str, str]] = []
         self.opened = self.closed = 0
+        self.ready: concurrent.futures.Future[bool] | None = None  # None: ready now
 
-    def prepare(self, database: str, upstream: str = "postgres") -> None:
+    def prepare(self, database: str, upstream: str = "postgres") -> concurrent.futures.Future[bool] | None:
         self.prepared.append((upstream, database))
+        return self.ready
 
     def connection_opened(self, protocol: str) -> None:
         self.opened += 1
@@ -178,5 +184,26 @@ def test_stop_waits_for_a_busy_session_then_closes_it() -> None:
         await listener.stop(0.3)
         assert asyncio.get_running_loop().time() - started >= 0.25  # it waited for the session
         assert await read_until_closed(reader) == b"bye;"
+
+    run(scenario)
+
+
+def test_a_database_not_ready_in_time_is_told_so_and_the_load_is_not_cancelled() -> None:
+    """The gate's load is shared by every session of the database: a session that stops
+    waiting (after the connect timeout) must leave it running for the others."""
+
+    async def scenario(listener: ToyListener, gate: Gate) -> None:
+        listener.connect_timeout = 0.2
+        gate.ready = concurrent.futures.Future()  # a load that never ends
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        writer.write(b"open")
+        assert await read_until_closed(reader) == b"not ready;"
+        assert not gate.ready.cancelled()
+        failed: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        failed.set_result(False)  # a load that failed
+        gate.ready = failed
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        writer.write(b"open")
+        assert await read_until_closed(reader) == b"not ready;"
 
     run(scenario)

@@ -223,6 +223,27 @@ def test_upstream_login_failure_tells_the_client_and_closes() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        ("53300", "sorry, too many clients already"),
+        ("57P03", "the database system is starting up"),
+        ("57P01", "terminating connection due to administrator command"),
+    ],
+)
+def test_an_upstream_condition_at_login_reaches_the_client_with_its_code(code: str, text: str) -> None:
+    """Conditions of the server say nothing about data: the client gets their SQLSTATE and
+    words, so it knows to retry (a pooler backs off on 53300, waits on 57P03)."""
+    _, pb = upstream_connected()
+    upstream_err = m.ErrorResponse((("S", "FATAL"), ("C", code), ("M", text), ("D", "detail stays")))
+    assert (
+        pb
+        >> from_upstream(upstream_err)
+        << to_client(fatal(code, f"the database says: {text}"))
+        << Close(f"upstream failed: {code} {text}")
+    )
+
+
 def test_upstream_ready_before_authentication_is_a_violation() -> None:
     _, pb = upstream_connected()
     assert (

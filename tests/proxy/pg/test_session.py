@@ -9,6 +9,7 @@ from proxy.core.events import (
     AuthTimeout,
     ClientClosed,
     ClientData,
+    DatabaseNotReady,
     IdleTimeout,
     Shutdown,
     TlsEstablished,
@@ -109,7 +110,14 @@ def test_idle_means_nothing_in_flight_and_no_transaction() -> None:
     ("relaying", "error", "reason"),
     [
         (True, fatal("57P01", "the database closed the connection"), "upstream closed"),
-        (False, fatal("08006", "could not connect to the database"), "upstream closed"),
+        # During login the client is told why, in the proxy's words.
+        (
+            False,
+            fatal(
+                "08006", "could not connect to the database: upstream closed the connection during startup"
+            ),
+            "upstream failed: upstream closed the connection during startup",
+        ),
     ],
 )
 def test_upstream_closed(relaying: bool, error: m.ErrorResponse, reason: str) -> None:
@@ -121,11 +129,29 @@ def test_upstream_failed_and_client_closed() -> None:
     s = fresh()
     assert (
         playbook(s)
-        >> UpstreamFailed("127.0.0.1:5432: refused")
-        << to_client(fatal("08006", "could not connect to the database"))
-        << Close("upstream failed: 127.0.0.1:5432: refused")
+        >> UpstreamFailed("upstream unreachable: Connection refused", "127.0.0.1:5432: refused")
+        << to_client(
+            fatal("08006", "could not connect to the database: upstream unreachable: Connection refused")
+        )
+        << Close("upstream failed: upstream unreachable: Connection refused")
     )
     assert playbook(fresh()) >> ClientClosed() << Close("client closed")
+
+
+def test_a_database_not_ready_is_refused_as_starting_up() -> None:
+    """While its schema is not loaded, a session is told to retry (57P03), never refused a
+    real table as unknown."""
+    assert (
+        playbook(fresh())
+        >> DatabaseNotReady("crm")
+        << to_client(
+            fatal(
+                "57P03",
+                'the database system is starting up: the schema of database "crm" is not loaded yet',
+            )
+        )
+        << Close("database not ready")
+    )
 
 
 @pytest.mark.parametrize("event", [UpstreamConnected(), TlsEstablished()])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from policies import Policy, Schema, load_policy
 from policies.decision import Allow, Block, Decision
 from policies.schema import Table
+from proxy.services import guard as guard_module
 from proxy.services.audit import AuditLog
 from proxy.services.gate import SCRAM_SHA_256, Principal, StatementRecord
 from proxy.services.guard import ACCESS_CHANGED, AUDIT_DOWN, ENGINE_FAILED, Guard
@@ -312,3 +314,103 @@ def test_a_decision_no_policy_made_is_audited_under_the_revision_in_force() -> N
     # e.g. the session's own refusal of a fast-path function call: no engine, no revision.
     g.record(record(vendor, Block("function_denied", "no")))
     assert audited_revision(*audit.handed[-1]) == g.policy.revision
+
+
+def test_a_hanging_schema_load_blocks_no_other_database() -> None:
+    """One database's load hangs (its upstream accepts and says nothing): sessions of another
+    database load and decide meanwhile; no lock is held while a loader runs."""
+    release = threading.Event()
+
+    def loader(database: str) -> Schema:
+        if database == "slow":
+            release.wait(10)
+        return Schema(database, "postgres", {("public", "t"): Table("public", "t", ("id",))})
+
+    g = guard(schema_loaders={"postgres": loader})
+    threading.Thread(target=g.prepare, args=("slow",), daemon=True).start()
+    time.sleep(0.1)  # the slow load is under way
+    other = threading.Thread(target=g.schema, args=("crm",), daemon=True)
+    other.start()
+    other.join(2)
+    try:
+        assert not other.is_alive(), "the crm load waited for the slow database's"
+        assert ("public", "t") in g.schema("crm").tables
+        pending_load = g.prepare("slow")
+        assert pending_load is not None and not pending_load.done()  # never blocks the caller
+    finally:
+        release.set()
+    assert pending_load.result(5) is True and g.prepare("slow") is None
+
+
+def test_a_failed_first_load_is_not_served_as_an_empty_schema() -> None:
+    """Upstream down at start: the database is not ready (its sessions get 57P03 at connect,
+    `decide` refuses as unavailable), never an empty schema refusing real tables as unknown.
+    Sessions are refused at once during the backoff, then a load is tried again."""
+    now = [0.0]
+    calls = []
+
+    def loader(database: str) -> Schema:
+        calls.append(database)
+        if len(calls) == 1:
+            raise OSError("connection refused")
+        if len(calls) == 2:
+            return Schema(database, "postgres", {})  # an empty answer is a failure too
+        return crm("id", "phone")
+
+    g = guard(schema_loaders={"postgres": loader}, clock=lambda: now[0])
+    vendor = g.lookup("vendor_zhang")
+    first = g.prepare("crm")
+    assert first is not None and first.result(5) is False
+    refused = decide(g, vendor, "SELECT id FROM customers")
+    assert isinstance(refused, Block) and refused.reason == "schema_unavailable"
+    assert "not loaded" in refused.message and len(calls) == 1  # within the backoff: no new load
+    now[0] += 1.0
+    assert g.prepare("crm").result(5) is False  # type: ignore[union-attr]
+    now[0] += 0.9  # the backoff doubled to 1 s: still refused without a load
+    assert g.prepare("crm").result(5) is False and len(calls) == 2  # type: ignore[union-attr]
+    now[0] += 0.2
+    assert g.prepare("crm").result(5) is True  # type: ignore[union-attr]
+    assert isinstance(decide(g, vendor, "SELECT id FROM customers"), Allow)
+    reg = g.metrics.registry
+    assert reg.get_sample_value("maskgate_schema_reloads_total", {"result": "failure"}) == 2
+
+
+def test_a_start_up_load_that_fails_is_retried_in_the_background(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(guard_module, "SCHEMA_RETRY_MIN_S", 0.01)
+    calls = []
+
+    def loader(database: str) -> Schema:
+        calls.append(database)
+        if len(calls) < 3:
+            raise OSError("the database system is starting up")
+        return crm("id")
+
+    g = guard(schema_loaders={"postgres": loader})
+    assert g.load_schema("crm") is False
+    deadline = time.monotonic() + 5
+    while g.prepare("crm") is not None:
+        assert time.monotonic() < deadline, "no retry loaded the schema"
+        time.sleep(0.01)
+    assert len(calls) == 3
+
+
+def test_a_load_hung_past_its_timeout_counts_as_failed_and_is_tried_afresh() -> None:
+    now = [0.0]
+    release = threading.Event()
+    calls = []
+
+    def loader(database: str) -> Schema:
+        calls.append(database)
+        if len(calls) == 1:
+            release.wait(10)
+        return crm("id")
+
+    g = guard(schema_loaders={"postgres": loader}, clock=lambda: now[0], schema_timeout_s=5.0)
+    hung = g.prepare("crm")
+    assert hung is not None and g.prepare("crm") is hung  # one load shared by every session
+    now[0] += 5.0
+    assert g.prepare("crm").result(1) is False  # type: ignore[union-attr]  # in backoff now
+    assert hung.result(1) is False
+    now[0] += 1.0
+    assert g.prepare("crm").result(5) is True and len(calls) == 2  # type: ignore[union-attr]
+    release.set()
