@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
 import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
@@ -290,8 +291,9 @@ class Connection(asyncio.Protocol, ABC):
             return "upstream TLS handshake failed"
         if type(e) is ConnectionError and e.args:
             return str(e.args[0])  # the listener's own words ("upstream does not support TLS")
-        if isinstance(e, OSError) and e.strerror:
-            return f"upstream unreachable: {e.strerror}"
+        if isinstance(e, OSError) and e.errno:
+            # The errno's own words: asyncio's strerror carries the address, which is the log's.
+            return f"upstream unreachable: {os.strerror(e.errno)}"
         return "upstream unreachable"
 
     def _login_overdue(self) -> None:

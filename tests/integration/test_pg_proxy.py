@@ -409,3 +409,42 @@ def test_an_internal_error_costs_only_that_connection(proxy) -> None:
         finally:
             gate.value_masker = real  # type: ignore[method-assign]
         assert other.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_second_startup_packet_after_login_is_refused_at_once(proxy) -> None:
+    """After login a StartupMessage looks like a message of type 0 whose length reads as
+    kilobytes: it is answered at once (08P01, closed), not after the client sends 7 KB more."""
+    import socket
+    import struct
+    import time
+
+    from proxy.pg import messages as m
+    from proxy.pg.auth import UpstreamAuth
+
+    server, _ = proxy
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    startup = m.StartupMessage(m.PROTOCOL_3_0, (("user", "alice"), ("database", "crm"))).serialize()
+    s.sendall(startup)
+    auth, buf = UpstreamAuth("alice", "alice-pw"), b""
+
+    def message() -> tuple[bytes, bytes]:
+        nonlocal buf
+        while len(buf) < 5 or len(buf) < 1 + struct.unpack("!i", buf[1:5])[0]:
+            data = s.recv(65536)
+            if not data:
+                raise EOFError
+            buf += data
+        n = 1 + struct.unpack("!i", buf[1:5])[0]
+        out, buf = (buf[:1], buf[5:n]), buf[n:]
+        return out
+
+    while (msg := message())[0] != b"Z":
+        if msg[0] == b"R" and (reply := auth.respond(m.parse_authentication(msg[1]))):
+            s.sendall(reply)
+    started = time.monotonic()
+    s.sendall(startup)
+    t, body = message()
+    assert t == b"E" and m.ErrorResponse.parse(body).code == "08P01"
+    assert time.monotonic() - started < 2
+    assert s.recv(100) == b""  # closed
+    s.close()
