@@ -110,7 +110,7 @@ def test_an_unreachable_upstream_is_named_so() -> None:
         server.upstream = type(server.upstream)("127.0.0.1", 1, "svc", "svcpw", "crm", "disable")
         t, body, _ = await log_in(server.port)
         err = m.ErrorResponse.parse(body)
-        assert err.code == "08006" and "upstream unreachable" in err.message
+        assert t == b"E" and err.code == "08006" and "upstream unreachable" in err.message
         assert "127.0.0.1" not in err.message  # the address is for the log
 
     serve(say_nothing, scenario)
