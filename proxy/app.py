@@ -1,7 +1,8 @@
 """`maskgate serve`: wires config, policy, guard, audit, metrics and the listeners into one process.
 
 Owns process lifetime: start-up order, the metrics endpoint, policy hot reload (file change and
-SIGHUP), the schema refresh timer and graceful shutdown on SIGTERM/SIGINT. Protocol logic lives
+SIGHUP, which also reopens the audit file after rotation), the schema refresh timer and graceful
+shutdown on SIGTERM/SIGINT. Protocol logic lives
 in proxy/pg/ (and later proxy/mysql/, proxy/http/); policy logic in policies/.
 """
 
@@ -130,6 +131,9 @@ class App:
             loop.add_signal_handler(sig, self._stopped.set)
 
     async def _sighup(self) -> None:
+        # logrotate's postrotate: the audit file was moved away (or removed); write a new one.
+        if self.audit is not None:
+            await asyncio.to_thread(self.audit.reopen)
         # The operator asked for it: a policy that removes every user is applied too.
         if self.reloader is not None:
             await self.reloader.reload(force=True)

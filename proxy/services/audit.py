@@ -201,6 +201,33 @@ class AuditLog:
         except OSError as exc:
             self._fail(f"cannot open audit log {self.path}: {exc.strerror}")
 
+    def reopen(self) -> None:
+        """Close the file and open the path again: after logrotate moved or removed it (SIGHUP).
+        Records already queued go to the new file; none is lost or split between the two."""
+        with self._lock:
+            self._reopen()
+
+    def _reopen(self) -> None:
+        """(The caller holds the lock.)"""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        self._open()
+
+    def _rotated(self, st: os.stat_result) -> bool:
+        """Whether the path no longer names the open file (moved or removed without a SIGHUP):
+        one stat per batch, against the fstat the write takes anyway."""
+        if self.path is None:
+            return False
+        try:
+            now = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False  # cannot tell (permissions): keep writing where we are
+        return (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev)
+
     def _fail(self, message: str) -> None:
         if self.healthy:
             print(f"maskgate: audit: {message}", file=sys.stderr, flush=True)
@@ -277,7 +304,17 @@ class AuditLog:
         data = memoryview(text.encode("utf-8", "backslashreplace"))
         size = -1
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            if self._rotated(st):
+                print(f"maskgate: audit: {self.path} was moved or removed; reopened", file=sys.stderr)
+                self._reopen()
+                if self._fd is None:
+                    for _ in range(count):
+                        self._fail("audit log is not writable")
+                    return False
+                fd = self._fd
+                st = os.fstat(fd)
+            size = st.st_size
             while data:
                 data = data[os.write(fd, data) :]
         except OSError as exc:

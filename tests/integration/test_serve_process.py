@@ -3,6 +3,7 @@ cleanly, a broken policy keeps the last good one, audit_required refuses when au
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -126,6 +127,48 @@ def test_audit_required_refuses_when_the_log_cannot_be_written(
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 c.execute("SELECT 1")
         assert "audit" in s["stderr"].read_text()
+    finally:
+        s["proc"].send_signal(signal.SIGTERM)
+        s["proc"].wait(20)
+
+
+def test_the_audit_file_is_reopened_after_rotation(upstream: EmbeddedPostgres, tmp_path: Path) -> None:
+    """logrotate moves the file and sends SIGHUP; an operator removes it without one. Either
+    way the records that follow land in a new file at the configured path."""
+    s = start(tmp_path, upstream)
+    audit = tmp_path / "audit.jsonl"
+
+    def sqls(path: Path) -> list[str]:
+        if not path.exists():
+            return []
+        return [json.loads(line).get("sql") or "" for line in path.read_text().splitlines()]
+
+    def has(path: Path, marker: str) -> bool:
+        return any(marker in sql for sql in sqls(path))
+
+    def query(marker: str) -> None:
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=s["port"],
+            user="vendor_zhang",
+            password="vendor-pass",
+            dbname="crm",
+            sslmode="disable",
+        ) as c:
+            c.execute(f"SELECT '{marker}' AS marker").fetchall()
+
+    try:
+        query("m_before")
+        assert wait_for(lambda: has(audit, "m_before"))
+        audit.rename(tmp_path / "audit.jsonl.1")  # logrotate's rename, then its postrotate
+        s["proc"].send_signal(signal.SIGHUP)
+        assert wait_for(audit.exists)
+        query("m_after_mv")
+        assert wait_for(lambda: has(audit, "m_after_mv"))
+        assert not has(tmp_path / "audit.jsonl.1", "m_after_mv")
+        audit.unlink()  # no SIGHUP: the writer notices the path names no file
+        query("m_after_rm")
+        assert wait_for(lambda: has(audit, "m_after_rm"))
     finally:
         s["proc"].send_signal(signal.SIGTERM)
         s["proc"].wait(20)

@@ -190,3 +190,66 @@ def test_the_decisions_own_revision_and_fingerprint_win(tmp_path: Path) -> None:
     assert second["policy_revision"] == "in-force" and second["fingerprint"] == fingerprint("SELECT 1")
     assert fallback["audit_error"] and fallback["policy_revision"] == "made-it"
     assert fallback["event"] == "refused"
+
+
+def test_sighup_reopens_the_file_logrotate_moved(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, interval=60)
+    try:
+        assert log.write_now(rec("SELECT 1", Allow(kind="select"), "start"), "r")
+        path.rename(tmp_path / "audit.jsonl.1")
+        log.reopen()
+        assert path.exists()  # created at once, not at the next record
+        assert log.write_now(rec("SELECT 2", Allow(kind="select"), "start"), "r")
+    finally:
+        log.close()
+    assert [r["sql"] for r in lines(tmp_path / "audit.jsonl.1")] == ["SELECT 1"]
+    assert [r["sql"] for r in lines(path)] == ["SELECT 2"]
+
+
+@pytest.mark.parametrize("how", ["rm", "mv then create"])
+def test_a_file_replaced_without_sighup_is_noticed_at_the_next_write(tmp_path: Path, how: str) -> None:
+    """`rm` (or a rotation whose postrotate did not run): the writer sees that the path names
+    another file, or none, and reopens it instead of writing into a file no one can read."""
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, interval=0.01)
+    try:
+        assert log.write_now(rec("SELECT 0", Allow(kind="select"), "start"), "r")
+        if how == "rm":
+            path.unlink()
+        else:
+            path.rename(tmp_path / "audit.jsonl.1")
+            path.touch(mode=0o640)  # logrotate's `create`
+        log.submit(rec("SELECT 2", Allow(kind="select"), "start"), "r")
+        assert log.write_now(rec("SELECT 3", Allow(kind="select"), "start"), "r")
+    finally:
+        log.close()
+    assert [r["sql"] for r in lines(path)][-2:] in (["SELECT 2", "SELECT 3"], ["SELECT 3", "SELECT 2"])
+
+
+def test_a_batch_that_hits_a_full_disk_is_cut_back_and_every_record_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from proxy.services.metrics import Metrics
+
+    metrics = Metrics(CollectorRegistry())
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, interval=60, on_failure=metrics.audit_failures.inc)
+    assert log.write_now(rec("SELECT 1", Allow(kind="select"), "start"), "r")
+    size = path.stat().st_size
+    real_write = os.write
+
+    def disk_full(fd: int, data: bytes) -> int:
+        n = real_write(fd, bytes(data[: len(data) // 2]))  # half the batch gets in
+        if n:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return n
+
+    monkeypatch.setattr(audit_module.os, "write", disk_full)
+    for i in range(3):
+        log.submit(rec(f"SELECT {i + 2}", Allow(kind="select"), "start"), "r")
+    log.close()  # the writer thread writes its last batch
+    assert path.stat().st_size == size
+    assert metrics.registry.get_sample_value("maskgate_audit_write_failures_total") == 3
