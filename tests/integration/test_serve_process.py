@@ -172,3 +172,34 @@ def test_the_audit_file_is_reopened_after_rotation(upstream: EmbeddedPostgres, t
     finally:
         s["proc"].send_signal(signal.SIGTERM)
         s["proc"].wait(20)
+
+
+def test_a_database_down_at_start_is_loaded_when_it_comes_up(
+    upstream: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """The upstream is down when maskgate starts: its schema cannot be loaded. Clients are told
+    the database is unreachable (not refused tables as unknown), and once it is up the load is
+    retried in the background, without waiting for the 5-minute refresh or a restart."""
+    upstream.stop()
+    try:
+        s = start(tmp_path, upstream)
+        with pytest.raises(psycopg.OperationalError) as down:
+            rows_as_vendor(s["port"])
+        assert "could not connect to the database: upstream unreachable" in str(down.value)
+        assert "retrying in" in s["stderr"].read_text()
+    finally:
+        upstream.start()
+    try:
+        # Until the retry lands, a session gets 57P03 (starting up), never a wrong refusal.
+        def served() -> bool:
+            try:
+                return rows_as_vendor(s["port"]) == 200
+            except psycopg.OperationalError as e:
+                # (libpq does not report the SQLSTATE of a failed connection: 57P03's text.)
+                assert "the database system is starting up" in str(e), e
+                return False
+
+        assert wait_for(served, timeout=40)
+    finally:
+        s["proc"].send_signal(signal.SIGTERM)
+        s["proc"].wait(20)
