@@ -29,6 +29,7 @@ in running text is future work (PII.md §5.4).
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -51,11 +52,14 @@ class Span:
 
 
 # PII.md §0.3: lower number wins an overlap.
+# A number valid as two classes is masked by the first: the personal classes come before uscc
+# (an organisation's code), so a card number that is also a valid all-digit USCC hides what a
+# card's display rule hides, not the USCC's other digits.
 PRIORITY = {
     "id_card": 0,
-    "uscc": 1,
-    "bank_card": 2,
-    "mobile": 3,
+    "bank_card": 1,
+    "mobile": 2,
+    "uscc": 3,
     "landline": 4,
     "passport": 5,
     "email": 6,
@@ -342,11 +346,17 @@ def _resolve(cands: list[Candidate]) -> list[Candidate]:
     if len(cands) < 2:
         return cands
     cands.sort(key=lambda c: (PRIORITY[c[2]], c[0] - c[1], c[0]))
+    # Kept spans never overlap, so ordered by start they are ordered by end too: one bisection
+    # finds the only two neighbours a candidate could overlap. (Comparing with every kept span
+    # was quadratic: a value holding thousands of numbers stalled the proxy.)
+    starts: list[int] = []
     kept: list[Candidate] = []
     for c in cands:
-        if all(c[1] <= k[0] or c[0] >= k[1] for k in kept):
-            kept.append(c)
-    kept.sort()
+        i = bisect.bisect_right(starts, c[0])
+        if (i and kept[i - 1][1] > c[0]) or (i < len(kept) and kept[i][0] < c[1]):
+            continue
+        starts.insert(i, c[0])
+        kept.insert(i, c)
     return kept
 
 

@@ -71,3 +71,18 @@ def test_idempotent_on_masked_text() -> None:
 def test_unknown_action() -> None:
     with pytest.raises(ValueError, match="unknown masking action"):
         mask_text("x", None, "scramble")
+
+
+def test_a_value_too_long_to_scan_is_replaced_whole() -> None:
+    from masking.text import MAX_SCANNED_CHARS, TOO_LONG
+
+    dense = "13812345678 " * (MAX_SCANNED_CHARS // 12 + 1)
+    assert mask_text(dense) == TOO_LONG
+    assert mask_text("13812345678 " * 1000).count("138****5678") == 1000
+
+
+def test_resolving_overlaps_is_linear_in_the_numbers_a_value_holds() -> None:
+    from masking.detectors import find_candidates
+
+    # 20,000 numbers: the old pairwise overlap check made this take tens of seconds.
+    assert len(find_candidates("13812345678 " * 20_000, frozenset({"mobile"}))) == 20_000
