@@ -17,7 +17,7 @@ import logging
 import struct
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum, auto
 from typing import TypeVar
 
@@ -1187,6 +1187,10 @@ class Relay:
         everything sent before it completed, so the cursor is the one the server fetches from.
         Returns the reason to refuse it instead."""
         effect = res.allow.cursor
+        if effect is not None and effect.action == "declare":
+            # DECLARE itself returns no rows: its columns are the cursor's. Any column it had
+            # would be refused (its classes stay).
+            return replace(res.allow, columns=())
         if effect is None or effect.action != "fetch":
             return res.allow
         c = self.cursors.get(effect.name or "")
