@@ -176,6 +176,7 @@ class Describer:
             d.limit_rows = False
             d.explain = True
             d.explain_analyze = node.analyze
+            d.cursor = None  # EXPLAIN DECLARE plans (or runs) the query; it declares no cursor
             if not node.analyze:  # planned, not run: it changes nothing
                 d.settings, d.search_path = (), None
             return d
