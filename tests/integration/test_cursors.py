@@ -379,6 +379,25 @@ def test_a_cursor_cannot_be_executed_as_a_portal(wire: Wire) -> None:
     wire.query("ROLLBACK")
 
 
+@pytest.mark.parametrize("close", ["CLOSE p3", "CLOSE ALL"])
+def test_a_cursor_declared_under_a_closed_portal_name_is_not_executed_by_the_portal_decision(
+    wire: Wire, truth: dict[str, Any], close: str
+) -> None:
+    """A portal over a clear column, closed by SQL, its name taken by a cursor over a masked one:
+    an Execute of that name must not be masked by the portal's (all clear) decision."""
+    assert codes(wire.query("BEGIN")) == []
+    out = wire.run(
+        m.Parse("s3", "SELECT id FROM customers"), m.Bind("p3", "s3"), m.Execute("p3", 1), m.Sync()
+    )
+    assert codes(out) == [] and len(rows(out)) == 1
+    assert codes(wire.query(close)) == []
+    assert codes(wire.query("DECLARE p3 CURSOR FOR SELECT phone FROM customers")) == []
+    out = wire.run(m.Execute("p3", 0), m.Sync())
+    assert codes(out) == [REFUSED] and not rows(out)
+    assert not leaked(truth["secrets"], out)
+    wire.query("ROLLBACK")
+
+
 def test_fetch_of_an_unknown_cursor_is_refused(served: dict[str, Any]) -> None:
     with connect(served, autocommit=True) as conn:
         conn.execute("BEGIN")
