@@ -703,6 +703,7 @@ class Judge:
             search_path=d.search_path,
             settings=d.settings,
             transaction=d.transaction,
+            cursor=d.cursor,
             schema_changed=d.schema_changed,
             notes=tuple(notes),
         )

@@ -67,6 +67,20 @@ class TransactionEffect:
 
 
 @dataclass(frozen=True, slots=True)
+class CursorEffect:
+    """What a SQL cursor statement does to the session's cursors: declare | fetch | move | close.
+
+    `name` is the cursor's name as the server holds it (unquoted names folded, quoted ones kept);
+    None closes every cursor (CLOSE ALL, DISCARD ALL). `hold`: DECLARE … WITH HOLD, which outlives
+    the transaction that commits it. A declare's Allow describes the cursor's rows (columns, row
+    limit, classes); a FETCH's rows are masked by the Allow its cursor was declared with."""
+
+    action: str
+    name: str | None
+    hold: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Allow:
     """Run the statement (possibly rewritten), then mask the result as described.
 
@@ -90,6 +104,7 @@ class Allow:
     # RESET ALL as name "*", DISCARD ALL), and what a transaction-control statement does.
     settings: tuple[SettingChange, ...] = ()
     transaction: TransactionEffect | None = None
+    cursor: CursorEffect | None = None
     schema_changed: bool = False
     notes: tuple[str, ...] = field(default=())
     # A multi-statement string: one Allow per statement, in order (each with its own columns and

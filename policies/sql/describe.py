@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
-from policies.decision import SettingChange, TransactionEffect
+from policies.decision import CursorEffect, SettingChange, TransactionEffect
 from policies.names import TableName
 from policies.sql import nodes
 from policies.sql.analysis import Analyzer, Lineage, QueryAnalysis
@@ -88,6 +88,7 @@ class Described:
     # Session effects with their transaction semantics (policies/decision.py).
     settings: tuple[SettingChange, ...] = ()
     transaction: TransactionEffect | None = None
+    cursor: CursorEffect | None = None  # DECLARE / FETCH / MOVE / CLOSE, DISCARD ALL
     # The statement is `SELECT set_config('<setting>', '<value>', <local>)` (or pg_dump's form over
     # pg_settings), understood as a SET: its settings are above and its refusals in needs_all.
     setting_call: bool = False
@@ -115,6 +116,8 @@ class Described:
             out.append("copy options")
         if self.identity_reset:
             out.append("identity reset")
+        if self.cursor is not None:
+            out.append(f"cursor {self.cursor.action}:{self.cursor.name or 'all'}")
         return tuple(out)
 
 
@@ -173,6 +176,7 @@ class Describer:
             d.limit_rows = False
             d.explain = True
             d.explain_analyze = node.analyze
+            d.cursor = None  # EXPLAIN DECLARE plans (or runs) the query; it declares no cursor
             if not node.analyze:  # planned, not run: it changes nothing
                 d.settings, d.search_path = (), None
             return d
@@ -197,13 +201,7 @@ class Describer:
         if isinstance(node, nodes.Call):
             return self._call(node)
         if isinstance(node, nodes.Cursor):
-            return Described(
-                "cursor",
-                needs_all=(
-                    "statement_not_allowed",
-                    "cursors are not available to this role; use plain SELECT",
-                ),
-            )
+            return self._cursor(node)
         if isinstance(node, nodes.Notification):
             if node.action == "NOTIFY":
                 return Described("admin", frozenset({"admin"}))
@@ -218,6 +216,7 @@ class Describer:
                     SettingChange("role", None),
                     SettingChange("session_authorization", None),
                 ),
+                cursor=CursorEffect("close", None),  # it closes every cursor, WITH HOLD ones too
             )
         if isinstance(node, nodes.Deallocate | nodes.Discard | nodes.UnlockTables):
             return Described("session")
@@ -248,6 +247,25 @@ class Describer:
                 schema_changed=True,
             )
         raise Unparsable(f"{type(node).__name__} statements are not understood")
+
+    def _cursor(self, node: nodes.Cursor) -> Described:
+        """DECLARE is its query, read like any other (tables, row filters, masks, the row limit
+        its rewrite adds), with the cursor it creates; the session keeps that decision to mask
+        the rows FETCH returns later. FETCH reads rows (of a query judged when it was declared);
+        MOVE and CLOSE read nothing."""
+        name = node.name.name if node.name is not None else None
+        if node.action == "DECLARE":
+            if node.statement is None or name is None:
+                raise Unparsable("DECLARE without a query")
+            d = self._dispatch(node.statement)
+            d.cursor = CursorEffect("declare", name, node.hold)
+            # A cursor's query runs when it is fetched from (WITH HOLD: when its transaction
+            # commits): settings a set_config() in it would change are not followed.
+            d.settings, d.search_path, d.setting_call = (), None, False
+            return d
+        if node.action == "FETCH":
+            return Described("cursor", frozenset({"select"}), cursor=CursorEffect("fetch", name))
+        return Described("cursor", cursor=CursorEffect(node.action.lower(), name))
 
     def _set(self, node: nodes.Set) -> Described:
         d = Described("session")

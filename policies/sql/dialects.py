@@ -722,7 +722,6 @@ POSTGRES = DialectFacts(
             "pg_catalog.pg_user_mappings",
             "pg_catalog.pg_largeobject",
             "pg_catalog.pg_prepared_statements",
-            "pg_catalog.pg_cursors",
         }
     ),
     dangerous_functions=_PG_DANGEROUS,
@@ -760,11 +759,18 @@ POSTGRES = DialectFacts(
     builtin_functions=_postgres_builtins,
     function_aliases=_PG_FUNCTION_ALIASES,
     syntax_calls=_PG_SYNTAX_CALLS,
-    catalog_relations=(("pg_catalog", "pg_stat_activity"), ("pg_catalog", "pg_stats")),
+    catalog_relations=(
+        ("pg_catalog", "pg_stat_activity"),
+        ("pg_catalog", "pg_stats"),
+        ("pg_catalog", "pg_cursors"),
+    ),
     catalog_classes=MappingProxyType(
         {
             # other sessions' SQL, with the customer numbers their literals hold
             ("pg_catalog", "pg_stat_activity", "query"): "free_text",
+            # this session's cursors, with the SQL that declared them (and its literals);
+            # psycopg reads the view to close its named cursors
+            ("pg_catalog", "pg_cursors", "statement"): "free_text",
             # the pg_stat_statements extension's view, in the schema it was installed in
             (None, "pg_stat_statements", "query"): "free_text",
         }

@@ -375,12 +375,18 @@ class Call(Node):
 @dataclass(frozen=True, slots=True)
 class Cursor(Node):
     """DECLARE name … CURSOR … FOR stmt, FETCH/MOVE … name, CLOSE name | ALL. `options` are the
-    words between the action and the name (DECLARE: between name and FOR), as written."""
+    words between the action and the name (DECLARE: between name and FOR), upper-cased and
+    joined by one space, checked against PostgreSQL's grammar by the parser."""
 
     action: str  # DECLARE | FETCH | MOVE | CLOSE
     name: exp.Identifier | None
     options: str = ""
     statement: Statement | None = None
+
+    @property
+    def hold(self) -> bool:
+        """DECLARE … WITH HOLD: the cursor outlives the transaction that commits it."""
+        return self.options.endswith(" WITH HOLD")
 
     def sql(self, dialect: str) -> str:
         name = render(self.name, dialect) if self.name is not None else "ALL"

@@ -17,6 +17,7 @@ dispatch, and sqlglot's `parse`/`parse_into` for everything they contain.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -251,6 +252,17 @@ _CODE_OBJECTS = frozenset(
 _CREATE_MODIFIERS = frozenset({"OR", "REPLACE", "TEMP", "TEMPORARY", "UNIQUE", "DEFINER"})
 # Statements EXPLAIN and PREPARE may wrap (the server's grammar), as tree types.
 _PLANNABLE: tuple[type, ...] = (exp.Query, exp.Insert, exp.Update, exp.Delete, exp.Merge)
+
+
+# DECLARE's words between the name and FOR, and FETCH / MOVE's direction (PostgreSQL's grammar,
+# words upper-cased and joined by one space): anything else is not understood, never passed.
+_CURSOR_OPTIONS = re.compile(
+    r"(BINARY |ASENSITIVE |INSENSITIVE |NO SCROLL |SCROLL )*CURSOR( WITH HOLD| WITHOUT HOLD)?"
+)
+_FETCH_DIRECTION = re.compile(
+    r"((NEXT|PRIOR|FIRST|LAST|ALL|(ABSOLUTE |RELATIVE )?[-+]?\d+|(FORWARD|BACKWARD)( ALL| [-+]?\d+)?)"
+    r"( FROM| IN)?|FROM|IN)?"
+)
 
 
 class StatementParser:
@@ -630,13 +642,12 @@ class StatementParser:
 
     def _declare(self) -> Statement:
         name = self.identifier()
-        start = self.i
+        words: list[str] = []
         while not self.at_end() and self.word() != "FOR":
+            words.append(self.word())
             self.i += 1
-        options = (
-            self.sql[self.tokens[start].start : self.tokens[self.i - 1].end + 1] if self.i > start else ""
-        )
-        if "CURSOR" not in options.upper().split() or not self.match("FOR"):
+        options = " ".join(words)
+        if not _CURSOR_OPTIONS.fullmatch(options) or not self.match("FOR"):
             raise Unparsable("DECLARE is only understood for cursors")
         return nodes.Cursor("DECLARE", name, options, self.inner(self.rest(), (exp.Query,)))
 
@@ -644,10 +655,16 @@ class StatementParser:
         action = self.word(-1)
         if self.at_end():
             raise Unparsable(f"{action} without a cursor")
-        before = self.tokens[self.i : len(self.tokens) - 1]
+        # Every token but the last (the name) is the direction; signed counts are two tokens
+        # (`-`, `3`), joined below as PostgreSQL writes them.
+        words = [self.word(k) for k in range(len(self.tokens) - 1 - self.i)]
+        if not all(words):
+            raise Unparsable(f"{action} direction not understood")
         self.i = len(self.tokens) - 1
         name = self.identifier()
-        options = self.sql[before[0].start : before[-1].end + 1] if before else ""
+        options = " ".join(words).replace("- ", "-").replace("+ ", "+")
+        if not _FETCH_DIRECTION.fullmatch(options):
+            raise Unparsable(f"{action} direction not understood")
         return nodes.Cursor(action, name, options)
 
     def _close(self) -> Statement:

@@ -17,7 +17,7 @@ import logging
 import struct
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum, auto
 from typing import TypeVar
 
@@ -26,6 +26,7 @@ from proxy.core.machine import ProtocolViolation, Transitions, required
 from proxy.pg import errors
 from proxy.pg import messages as m
 from proxy.pg.context import Context
+from proxy.pg.cursors import Cursors
 from proxy.pg.expect import Answer, Expected, ExpectQueue, Sent
 from proxy.pg.rowmask import CopyPlan, RowPlan, plan_rows
 from proxy.services.rows import Unmaskable
@@ -37,6 +38,7 @@ COPY_ALONE = Block(
     "statement_not_allowed", "COPY must be sent on its own for this role (its rows are masked as they stream)"
 )
 COPY_LAST = Block("statement_not_allowed", "a COPY must be the last statement before Sync for this role")
+FETCH_UNKNOWN = "FETCH reads a cursor this session did not declare through maskgate (or that is closed)"
 
 log = logging.getLogger("maskgate.pg")
 
@@ -194,6 +196,7 @@ class QueryRun:
     error: str | None = None
     refused: bool = False  # a result was refused after the upstream started it
     id: str = ""  # the statement id of its audit records
+    generation: int = 0  # the gate's policy generation the decision was made under
 
 
 Item = Stmt | Portal | QueryRun
@@ -255,6 +258,9 @@ class Relay:
         # replace the decision of the statement the server still holds under that name.
         self._stmts_inflight: dict[str, Stmt] = {}
         self._portals_inflight: dict[str, Portal] = {}
+        # SQL cursors (DECLARE … CURSOR), with the decision their FETCHes are masked by. They
+        # share one namespace with protocol portals (the server's pg_cursors lists both).
+        self.cursors = Cursors()
         self._unknown = Allow(kind="unknown")
         # The client went away (or maskgate is shutting down) and what was running upstream was
         # cancelled: what did not complete is recorded as cancelled.
@@ -399,11 +405,14 @@ class Relay:
             # told the string failed. Alone, a refused COPY leaves nothing else behind.
             self._refuse_simple(q.sql, COPY_ALONE, started=started, overhead=overhead)
             return
+        if self._unknown_cursor(d):
+            self._refuse_simple(q.sql, _refused(d, FETCH_UNKNOWN), started=started, overhead=overhead)
+            return
         sid = self.tracker.begin(q.sql, d)
         if sid is None:  # audit_required, and its record could not be written: not forwarded
             self._refuse_simple(q.sql, AUDIT_FAILED, started=started, overhead=overhead)
             return
-        run = QueryRun(q.sql, d, started, overhead, id=sid)
+        run = QueryRun(q.sql, d, started, overhead, id=sid, generation=self.tracker.generation)
         self.queue.push(Expected(Sent.QUERY, payload=run, paired=True))
         self.queue.push(Expected(Sent.SYNC))
         self.out.upstream(m.Query(d.rewritten_sql).serialize() if d.rewritten_sql else raw)
@@ -521,13 +530,18 @@ class Relay:
             self._refuse_extended(p.sql, COPY_LAST, started=started)
             return
         if self.restricted:
+            if self._unknown_cursor(p.stmt.allow):
+                self._refuse_extended(p.sql, _refused(p.stmt.allow, FETCH_UNKNOWN), started=started)
+                return
             described = p.fields is not None or p.stmt.fields is not None
             if not described and 1 in p.formats:
                 # Binary results may be refused once their types are known: learn them first,
                 # rather than refuse after the server started the statement.
                 self._hold(raw, self._describe_for(p))
                 return
-            if described and not p.result.planned:
+            fetch = p.stmt.allow.cursor is not None and p.stmt.allow.cursor.action == "fetch"
+            # A FETCH's plan is its cursor's, known when its answer starts (`_rows_decision`).
+            if described and not p.result.planned and not fetch:
                 why = self._plan_portal(p)
                 if why is not None:
                     self._refuse_extended(p.sql, _refused(p.stmt.allow, why), started=started)
@@ -548,6 +562,14 @@ class Relay:
         p.calls.append((sid, started))
         self.queue.push(Expected(Sent.EXECUTE, payload=p, name=p.name))
         self.out.upstream(raw)
+
+    def _unknown_cursor(self, d: Allow) -> bool:
+        """A restricted FETCH of a cursor this session does not hold, with nothing in flight that
+        could declare it: refused before it is sent (a FETCH sent behind statements still running
+        is checked when its answer starts, `_rows_decision`)."""
+        if not self.restricted or any(e.sent in (Sent.QUERY, Sent.EXECUTE) for e in self.queue):
+            return False
+        return self.cursors.unknown_fetch(d) is not None
 
     def _describe_for(self, p: Portal) -> Expected[Item]:
         """The Describe whose answer gives `p`'s result columns: one in flight, else the proxy's own."""
@@ -712,6 +734,7 @@ class Relay:
             raise ProtocolViolation("unexpected ReadyForQuery")
         self.ctx.txn = status
         self.tracker.settings.ready(in_transaction=status != b"I")
+        self.cursors.ready(status)
         if status == b"I":
             self.portals.clear()  # protocol portals do not outlive their transaction
         abort = self.upstream_phase in (UpstreamPhase.QUERY_REFUSED, UpstreamPhase.BATCH_REFUSED)
@@ -750,8 +773,9 @@ class Relay:
 
     def _error(self, err: m.ErrorResponse) -> bool:
         # Whatever failed (the client's statement or a stand-in), the server aborted its
-        # innermost (sub)transaction, undoing the settings made in it.
+        # innermost (sub)transaction, undoing the settings made in it (and the cursors).
         self.tracker.settings.failed()
+        self.cursors.failed()
         if self.upstream_phase is UpstreamPhase.BATCH_REFUSED:
             skipped = self.queue.skip_to_sync()
             if skipped and skipped[0].answer is not Answer.SIMULATE:
@@ -774,8 +798,9 @@ class Relay:
             run = _payload(head, QueryRun)
             run.error = err.code
             if run.result is not None:  # the rows it sent before it failed count
-                run.rows += run.result.rows.sent
-                run.masked += run.result.rows.masked
+                sent, masked = run.result.rows.end_call()
+                run.rows += sent
+                run.masked += masked
                 run.result = None
             if self.upstream_phase is UpstreamPhase.RELAY:
                 self._move_upstream(UpstreamPhase.QUERY_FAILED)
@@ -883,7 +908,7 @@ class Relay:
         for e in self.queue:
             p = e.payload
             if isinstance(p, QueryRun):
-                rows = p.rows + (p.result.rows.sent if p.result is not None else 0)
+                rows = p.rows + (p.result.rows.sent_call if p.result is not None else 0)
                 outcome = "" if p.error else unfinished
                 self._end(p.sql, p.allow, p.id, p.started, rows=rows, error=p.error, outcome=outcome)
             elif e.sent is Sent.EXECUTE and isinstance(p, Portal) and p.calls:
@@ -907,11 +932,31 @@ class Relay:
         if self._portals_inflight.get(p.name) is p:
             del self._portals_inflight[p.name]
         self.portals[p.name] = p
+        self.cursors.drop(p.name)  # one namespace: no cursor has this name now
         return True
 
     def _on_closed(self, mtype: bytes, body: memoryview, e: Expected[Item], finished: bool) -> bool:
-        (self.stmts if e.sent is Sent.CLOSE_STATEMENT else self.portals).pop(e.name, None)
+        if e.sent is Sent.CLOSE_STATEMENT:
+            self.stmts.pop(e.name, None)
+        else:
+            # Close of a portal closes a SQL cursor of that name too (one namespace).
+            self.portals.pop(e.name, None)
+            self.cursors.drop(e.name)
         return True
+
+    def _succeeded(self, whole: Allow, index: int, body: memoryview, sql: str, generation: int) -> None:
+        """Statement `index` of the string `sql` (decided as `whole`) completed (CommandComplete
+        `body`): keep what it changed for the statements after it."""
+        self.tracker.succeeded(part(whole, index))
+        tag = m.CommandComplete.parse(body).tag
+        effect = self.cursors.completed(whole, index, tag, sql=sql, generation=generation)
+        if effect is not None and effect.action in ("declare", "close"):
+            # One namespace: a cursor declared under a name no portal has it; CLOSE of a name
+            # closes the portal of that name, CLOSE ALL (and DISCARD ALL) every portal.
+            if effect.name is None:
+                self.portals.clear()
+            else:
+                self.portals.pop(effect.name, None)
 
     def _on_described(self, mtype: bytes, body: memoryview, e: Expected[Item], finished: bool) -> bool:
         if not finished:
@@ -952,7 +997,9 @@ class Relay:
         truncated = count.truncated
         if mtype == b"s" and count.exhausted:
             truncated = True  # stop the client fetching more: the portal is finished for it
-        if mtype == b"C" or truncated:
+        if mtype == b"C":
+            self._succeeded(p.stmt.allow, 0, body, p.stmt.sql, p.stmt.generation)
+        elif truncated:
             self.tracker.succeeded(p.stmt.allow)
         self._end(p.sql, p.stmt.allow, sid, started, rows=rows, masked=masked, truncated=truncated)
         if truncated:
@@ -978,7 +1025,7 @@ class Relay:
         if self.upstream_phase in _CONSUMING:
             if mtype == b"C" and self.upstream_phase is UpstreamPhase.QUERY_REFUSED:
                 # Hidden from the client, but the server ran it: its effects are the session's.
-                self.tracker.succeeded(part(run.allow, run.part))
+                self._succeeded(run.allow, run.part, body, run.sql, run.generation)
                 run.part += 1
             return False
         if mtype == b"T":
@@ -988,8 +1035,12 @@ class Relay:
                 return True
             fields = self._fields(body)
             res.ncols = len(fields)
+            rows = self._rows_decision(res)
+            if isinstance(rows, str):
+                self._refuse_result(res, rows)
+                return False
             try:
-                res.plan = self._plan_rows(fields, None, res.allow)
+                res.plan = self._plan_rows(fields, None, rows)
             except Unmaskable as exc:
                 res.refuse(errors.insufficient_privilege(str(exc)))
                 return False
@@ -997,12 +1048,14 @@ class Relay:
         if mtype in (b"C", b"I"):
             res = run.result or self._part_result(run)
             run.result = None
+            index = run.part
             run.part += 1
-            run.rows += res.rows.sent
-            run.masked += res.rows.masked
+            sent, masked = res.rows.end_call()
+            run.rows += sent
+            run.masked += masked
             if res.phase is ResultPhase.REFUSED:
-                if mtype == b"C":
-                    self.tracker.succeeded(res.allow)  # refused to the client, but it ran
+                if mtype == b"C":  # refused to the client, but it ran
+                    self._succeeded(run.allow, index, body, run.sql, run.generation)
                 # Tell the client this statement failed; hide the rest of the Query's results.
                 self.out.client(required(res.refusal, "refusal").serialize())
                 run.error = errors.INSUFFICIENT_PRIVILEGE
@@ -1012,11 +1065,12 @@ class Relay:
                 return False
             if mtype == b"I":
                 return True
-            self.tracker.succeeded(res.allow)
+            self._succeeded(run.allow, index, body, run.sql, run.generation)
             if res.rows.truncated:
                 run.truncated = True
+                # A FETCH's count is its cursor's: the notice says how many rows it gave in all.
                 self.out.client(errors.truncated_notice(res.rows.sent).serialize())
-                tag = _retag(m.CommandComplete.parse(body).tag, res.rows.sent)
+                tag = _retag(m.CommandComplete.parse(body).tag, sent)
                 self.out.client(m.CommandComplete(tag).serialize())
                 return False
             return True
@@ -1118,11 +1172,42 @@ class Relay:
         if fields is None:
             return "result columns could not be described"
         res.ncols = len(fields)
+        rows = self._rows_decision(res)
+        if isinstance(rows, str):
+            return rows
         try:
-            res.plan = self._plan_rows(fields, formats, res.allow)
+            res.plan = self._plan_rows(fields, formats, rows)
         except Unmaskable as e:
             return str(e)
         return None
+
+    def _rows_decision(self, res: Result) -> Allow | str:
+        """The decision `res`'s rows are masked by: its own, or for a FETCH its cursor's, whose
+        row budget it then counts against. A FETCH is resolved when its answer starts, after
+        everything sent before it completed, so the cursor is the one the server fetches from.
+        Returns the reason to refuse it instead."""
+        effect = res.allow.cursor
+        if effect is not None and effect.action == "declare":
+            # DECLARE itself returns no rows: its columns are the cursor's. Any column it had
+            # would be refused (its classes stay).
+            return replace(res.allow, columns=())
+        if effect is None or effect.action != "fetch":
+            return res.allow
+        c = self.cursors.get(effect.name or "")
+        if c is None:
+            return FETCH_UNKNOWN
+        if c.generation != self.tracker.generation:
+            # Declared under another policy: the cursor's query runs as it was rewritten then,
+            # so it may go on only if the policy now decides it the same upstream (its masks,
+            # tighter or looser, then apply to these rows as to a new SELECT's).
+            d = self.tracker.redecide(c.sql, c.whole)
+            if isinstance(d, Block):
+                return d.message
+            c.redecided(d, self.tracker.generation)
+        count = res.rows = c.rows
+        count.sent_call = count.masked = 0
+        count.truncated = count.noticed = False
+        return c.allow
 
     def _refuse_result(self, res: Result, why: str) -> None:
         """Refuse a statement the upstream is already running (its result cannot be masked)."""
@@ -1153,8 +1238,8 @@ class Relay:
         """The decision of the statement the upstream is answering, if any."""
         for e in self.queue:
             if e.payload is not None:
-                return e.payload.allow
-        return None
+                return self.cursors.in_flight(e.payload.allow)
+        return self.cursors.in_flight(None)
 
     def _forward_error(self, err: m.ErrorResponse, in_flight: Allow | None) -> None:
         masked = self._mask_fields(err, in_flight)

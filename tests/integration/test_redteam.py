@@ -369,9 +369,9 @@ REFUSED = [
     "COPY audit_trail TO STDOUT",
     "SELECT last_value FROM audit_trail_id_seq",
     # catalog views that hold values or other sessions' statements (pg_stats, pg_stat_activity
-    # and pg_stat_statements are readable, masked: tests/integration/test_diagnostics.py)
+    # and pg_stat_statements are readable, masked: tests/integration/test_diagnostics.py; so is
+    # pg_cursors, the session's own cursors: tests/integration/test_cursors.py)
     "SELECT * FROM pg_prepared_statements",
-    "SELECT * FROM pg_cursors",
     "SELECT * FROM pg_stat_statements",
     # server files, SQL in strings
     "SELECT pg_read_file('/etc/passwd')",
@@ -381,7 +381,7 @@ REFUSED = [
     "SELECT query_to_xml('SELECT * FROM audit_trail', true, true, '')",
     "SELECT pg_notify('x', 'y')",
     "SELECT pg_terminate_backend(pg_backend_pid())",
-    # cursors and SQL-level EXECUTE
+    # cursors (decided like their query; a FETCH of a cursor not declared through the proxy)
     "DECLARE c CURSOR WITH HOLD FOR SELECT phone::bigint FROM customers",
     "FETCH 10 FROM c",
     # writes, DDL, session escapes

@@ -53,13 +53,6 @@ def test_tls_logins_read_masked_values(served, clear, mode: str) -> None:
     assert failures == [], f"{len(failures)} of {TLS_LOGINS} TLS logins failed, e.g. {failures[0]}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=psycopg.errors.InsufficientPrivilege,
-    reason="SQL cursors are refused for restricted roles: DECLARE ... CURSOR gets 42501 'maskgate: "
-    "cursors are not available to this role; use plain SELECT' (psycopg named cursors, "
-    "SQLAlchemy stream_results)",
-)
 def test_named_cursor_reads_masked_rows_in_batches(served, clear) -> None:
     truth = dict(clear("SELECT id, caller FROM call_records WHERE id <= 200"))
     with psycopg.connect(_dsn(served, sslmode="disable")) as conn, conn.cursor("batches") as cur:

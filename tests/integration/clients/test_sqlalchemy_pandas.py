@@ -63,14 +63,6 @@ def test_read_sql_chunksize_without_streaming(engine) -> None:
     assert [len(c) for c in chunks] == [64, 64, 64, 8]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pd.errors.DatabaseError,
-    reason="SQL cursors are refused for restricted roles: stream_results makes psycopg declare a "
-    "server-side cursor, and pandas raises DatabaseError 'Execution failed on sql ...: "
-    "(psycopg.errors.InsufficientPrivilege) maskgate: cursors are not available to this role; use "
-    "plain SELECT'",
-)
 def test_read_sql_chunksize_with_stream_results(engine, clear) -> None:
     truth = dict(clear("SELECT id, caller FROM call_records WHERE id <= 200"))
     with engine.connect().execution_options(stream_results=True, max_row_buffer=64) as conn:

@@ -116,7 +116,11 @@ def test_mysql_statements_are_typed(sql: str, kind: type) -> None:
         ("DEALLOCATE q", POSTGRES),
         ("CALL s.\"Refresh\"(1, 'x')", POSTGRES),
         ("DECLARE c NO SCROLL CURSOR FOR SELECT 1", POSTGRES),
+        ('DECLARE "C" BINARY INSENSITIVE SCROLL CURSOR WITH HOLD FOR SELECT 1', POSTGRES),
         ("FETCH FORWARD 10 FROM c", POSTGRES),
+        ("FETCH ABSOLUTE -3 IN c", POSTGRES),
+        ("MOVE BACKWARD ALL c", POSTGRES),
+        ("FETCH c", POSTGRES),
         ("CLOSE ALL", POSTGRES),
         ("SET NAMES utf8mb4 COLLATE utf8mb4_bin", MYSQL),
         ("SET autocommit = 1, @@session.sql_mode = 'ANSI'", MYSQL),
@@ -131,6 +135,16 @@ def test_nodes_render_back_to_the_same_tree(sql: str, facts: DialectFacts) -> No
     assert isinstance(tree, nodes.Node)
     again = _parse(render(tree, facts.sqlglot), facts)
     assert again == tree
+
+
+def test_cursor_options_and_names() -> None:
+    declare = _parse('declare "Big" binary no scroll cursor with hold for select 1')
+    assert isinstance(declare, nodes.Cursor) and declare.hold and declare.name is not None
+    assert (declare.name.name, declare.options) == ("Big", "BINARY NO SCROLL CURSOR WITH HOLD")
+    assert not _parse("DECLARE c CURSOR WITHOUT HOLD FOR SELECT 1").hold  # type: ignore[union-attr]
+    fetch = _parse("fetch relative - 2 from Cur")
+    assert isinstance(fetch, nodes.Cursor) and fetch.name is not None
+    assert (fetch.action, fetch.options, fetch.name.name) == ("FETCH", "RELATIVE -2 FROM", "cur")
 
 
 def test_explain_and_prepare_hold_the_inner_tree() -> None:
@@ -157,6 +171,14 @@ def test_explain_and_prepare_hold_the_inner_tree() -> None:
         "LOCK customers IN SOME MODE",
         "SET x",
         "DECLARE x int",
+        "DECLARE c CURSOR WITH RETURN FOR SELECT 1",  # cursor options outside the grammar
+        "DECLARE c CURSOR FOR VALUES (1)",  # VALUES is not a statement maskgate decides
+        "DECLARE c CURSOR FOR UPDATE t SET a = 1",
+        "FETCH $1 FROM c",
+        "FETCH 1.5 FROM c",
+        "FETCH FORWARD 1 2 FROM c",
+        "FETCH 1 FROM c, d",
+        "MOVE",
         "UNLOCK",  # MySQL only
         "FROBNICATE customers",  # sqlglot reads `frobnicate AS customers`, no statement
         "SELEC id FROM customers",
