@@ -57,7 +57,10 @@ def server_function_name(node: exp.Func, name: str, facts: DialectFacts) -> str 
         quoted = isinstance(this, exp.Identifier) and this.quoted
         return None if name in facts.syntax_calls and not quoted else name
     try:
-        text = node.sql(dialect=facts.sqlglot, unsupported_level=ErrorLevel.IGNORE)
+        try:
+            text = _shallow(node).sql(dialect=facts.sqlglot, unsupported_level=ErrorLevel.IGNORE)
+        except Exception:
+            text = node.sql(dialect=facts.sqlglot, unsupported_level=ErrorLevel.IGNORE)
         tokens = sqlglot.tokenize(text, read=facts.sqlglot)
     except Exception:
         return name  # judged by sqlglot's name, which the catalog then does not know: refused
@@ -69,6 +72,30 @@ def server_function_name(node: exp.Func, name: str, facts: DialectFacts) -> str 
     if rendered in facts.syntax_calls:
         return None
     return facts.function_aliases.get(rendered, rendered)
+
+
+# Leaves a call's rendering may read (formats, units, types): kept when the call is rendered alone.
+_LEAVES = (exp.Literal, exp.Column, exp.Identifier, exp.DataType, exp.Var, exp.Null, exp.Boolean, exp.Star)
+
+
+def _shallow(node: exp.Func) -> exp.Expression:
+    """The call with every argument that is itself an expression tree stood in for by a column.
+
+    Rendering the whole node renders every call nested in it, and the judge asks for every call:
+    nested CASEs or coalesce(coalesce(…)) cost the square of their depth (400 levels took seconds
+    on the loop every session shares). Only the leading name is read from the rendering, and
+    renderings choose names from their leaves (units, formats, types), which stay.
+    """
+
+    def keep(v: object) -> object:
+        if isinstance(v, exp.Query):
+            return exp.select("_")  # ARRAY(SELECT …) renders unlike ARRAY[…]
+        if isinstance(v, exp.Expression) and not isinstance(v, _LEAVES):
+            return exp.column("_")
+        return v
+
+    args = {k: [keep(x) for x in v] if isinstance(v, list) else keep(v) for k, v in node.args.items()}
+    return type(node)(**args)
 
 
 @functools.cache
