@@ -703,6 +703,7 @@ class Judge:
             search_path=d.search_path,
             settings=d.settings,
             transaction=d.transaction,
+            prepared=d.prepared_effect,
             schema_changed=d.schema_changed,
             notes=tuple(notes),
         )
