@@ -155,6 +155,11 @@ def _body(allow: Allow) -> Allow:
     return replace(allow, prepared=None)
 
 
+def _changes_names(allow: Allow) -> bool:
+    """Whether `allow` changes which statement a prepared statement's name stands for."""
+    return allow.prepared is not None and allow.prepared.action != "execute"
+
+
 def _touches(effect: PreparedEffect | None, name: str) -> bool:
     """Whether `effect` may change what `name` stands for."""
     if effect is None:
@@ -293,6 +298,10 @@ class Relay:
         # Parsed or bound but not confirmed yet: a failed Parse (e.g. a duplicate name) must not
         # replace the decision of the statement the server still holds under that name.
         self._stmts_inflight: dict[str, Stmt] = {}
+        # A SQL-level PREPARE, DEALLOCATE or DISCARD ALL was sent in this session: from then on a
+        # Bind or EXECUTE looks for one still in flight (`_unsettled`); sessions that never send
+        # one skip the look.
+        self._changes_names = False
         self._portals_inflight: dict[str, Portal] = {}
         self._unknown = Allow(kind="unknown")
         # The client went away (or maskgate is shutting down) and what was running upstream was
@@ -445,6 +454,7 @@ class Relay:
             return
         kept = origin if isinstance(origin, Allow) else None
         run = QueryRun(q.sql, d, started, overhead, id=sid, generation=self.tracker.generation, origin=kept)
+        self._changes_names |= any(_changes_names(a) for a in d.parts())
         self.queue.push(Expected(Sent.QUERY, payload=run, paired=True))
         self.queue.push(Expected(Sent.SYNC))
         self.out.upstream(m.Query(d.rewritten_sql).serialize() if d.rewritten_sql else raw)
@@ -549,6 +559,8 @@ class Relay:
     def _unsettled(self, name: str) -> bool:
         """A SQL-level PREPARE, DEALLOCATE or DISCARD ALL still in flight may change what `name`
         stands for: until the server answers, a statement of that name cannot be known."""
+        if not self._changes_names:
+            return False
         for e in self.queue:
             p = e.payload
             if isinstance(p, QueryRun):
@@ -736,6 +748,7 @@ class Relay:
         if self.restricted and any(x.kind == "copy" for x in p.allow.parts()):
             self._copy_until_sync = True
         p.calls.append((sid, started))
+        self._changes_names |= _changes_names(p.stmt.allow)
         self.queue.push(Expected(Sent.EXECUTE, payload=p, name=p.name))
         self.out.upstream(raw)
 
