@@ -573,14 +573,16 @@ class Relay:
     def _kept(self, name: str) -> Stmt | Block | None:
         """The statement `name` stands for when a statement sent now runs: what the server holds
         (a Parse in flight counts as done, as for Bind). None: no such statement; a Block when
-        it cannot be known or used. A statement a reload made stale is decided again."""
+        it cannot be known or used. A statement a reload made stale is decided again. An
+        unrestricted session runs what cannot be known with the EXECUTE's own decision."""
         if self._unsettled(name):
-            return UNSETTLED
+            return UNSETTLED if self.restricted else None
         st = self._stmt(name)
         if st is None:
             return None
         if st.allow.prepared is not None:
-            return NESTED
+            # What it changes would be applied by no one (the session sees an EXECUTE).
+            return NESTED if self.restricted else None
         if st.generation != self.tracker.generation and st.sql:
             d = self._decide_again(st)
             if isinstance(d, Block):
