@@ -22,6 +22,8 @@ from policies.sql.identifiers import function_name, search_path
 from policies.sql.nodes import Statement
 from policies.sql.parser import COPY_OPTIONS_META, Unparsable
 
+# The longest SQL identifier PostgreSQL keeps whole, in bytes (NAMEDATALEN - 1).
+_NAME_BYTES = 63
 # LOCK modes a role with select may take; ROW SHARE is SELECT … FOR UPDATE's lock and needs update.
 READ_LOCK_MODES = frozenset({"ACCESS SHARE"})
 # Statements that write rows. Inside a tree they are WITH queries (or MERGE's WHEN actions).
@@ -268,8 +270,16 @@ class Describer:
         raise Unparsable(f"{type(node).__name__} statements are not understood")
 
     def _statement_name(self, name: exp.Identifier) -> str:
-        """A prepared statement's name as the server keeps it (PREPARE "S1" and s1 are two)."""
-        return self.facts.fold_identifier(name.name, quoted=name.quoted)
+        """A prepared statement's name as the server keeps it (PREPARE "S1" and s1 are two).
+
+        The server also cuts a SQL identifier to 63 bytes of its own encoding (a name given in
+        the protocol's Parse is not cut): `DEALLOCATE <64 characters>` would drop the statement
+        of the first 63, which the session would not know. A name that could be cut is refused:
+        every server encoding is an ASCII superset and takes at most 4 bytes a character."""
+        folded = self.facts.fold_identifier(name.name, quoted=name.quoted)
+        if len(folded) > _NAME_BYTES or (not folded.isascii() and 4 * len(folded) > _NAME_BYTES):
+            raise Unparsable("a prepared statement name the server may shorten is not understood")
+        return folded
 
     def _execute(self, node: nodes.Execute) -> Described:
         """EXECUTE name [(arg, …)]: what runs is the statement kept under `name`, which the

@@ -336,3 +336,17 @@ def test_a_reload_between_prepare_and_execute(served: dict[str, Any], truth: dic
     finally:
         served["policy"].write_text(good)
         app.reloader.reload_now()
+
+
+def test_a_name_the_server_would_shorten_cannot_reach_a_protocol_statement(
+    wire: Wire, truth: dict[str, Any]
+) -> None:
+    # The server cuts `DEALLOCATE <64 letters>` to the first 63; a Parse name is never cut.
+    short, long = "n" * 63, "n" * 63 + "x"
+    assert not errors_of(wire.run(m.Parse(short, "SELECT 'x'::text AS a, 'y'::text AS b"), m.Sync()))
+    assert [c for c, _ in errors_of(wire.query(f"DEALLOCATE {long}"))] == ["42501"]
+    out = wire.query(f"PREPARE {long} AS SELECT name, phone FROM customers")
+    assert [c for c, _ in errors_of(out)] == ["42501"]
+    out = wire.run(m.Bind("", short), m.Execute(""), m.Sync())
+    assert _values(out) == [["x", "y"]]
+    assert not leaked(truth["secrets"], _values(out))

@@ -106,3 +106,12 @@ def test_execute_reads_its_arguments_and_refuses_what_it_cannot_decide(describer
             _d(describer, sql)
     for sql in ("EXPLAIN EXECUTE s", "EXPLAIN ANALYZE EXECUTE s", "CREATE TABLE t AS EXECUTE s"):
         assert _d(describer, sql).needs_all is not None, sql
+
+
+def test_a_prepared_statement_name_the_server_may_shorten_is_refused(describer: Describer) -> None:
+    # The server cuts SQL identifiers to 63 bytes of its encoding: two spellings, one statement.
+    assert _d(describer, f"DEALLOCATE {'a' * 63}").prepared_effect == PreparedEffect("deallocate", "a" * 63)
+    assert _d(describer, f"EXECUTE {'é' * 15}").prepared_effect == PreparedEffect("execute", "é" * 15)
+    for sql in (f"DEALLOCATE {'a' * 64}", f'PREPARE "{"A" * 70}" AS SELECT 1', f"EXECUTE {'é' * 16}"):
+        with pytest.raises(Unparsable):
+            _d(describer, sql)
