@@ -558,7 +558,11 @@ class Relay:
 
     def _unsettled(self, name: str) -> bool:
         """A SQL-level PREPARE, DEALLOCATE or DISCARD ALL still in flight may change what `name`
-        stands for: until the server answers, a statement of that name cannot be known."""
+        stands for: until the server answers, a statement of that name cannot be known. So may
+        a Parse in flight of a name the server holds already: it fails as a duplicate unless a
+        Close of the name goes before it, and a Bind after its Sync would bind the old one."""
+        if name and name in self._stmts_inflight and name in self.stmts and not self._closed_first(name):
+            return True
         if not self._changes_names:
             return False
         for e in self.queue:
@@ -568,6 +572,15 @@ class Relay:
                     return True
             elif isinstance(p, Portal) and e.sent is Sent.EXECUTE and _touches(p.stmt.allow.prepared, name):
                 return True
+        return False
+
+    def _closed_first(self, name: str) -> bool:
+        """Whether a Close of statement `name` is queued before the Parse of it in flight."""
+        for e in self.queue:
+            if e.name == name and e.sent is Sent.CLOSE_STATEMENT:
+                return True
+            if e.name == name and e.sent is Sent.PARSE:
+                return False
         return False
 
     def _kept(self, name: str) -> Stmt | Block | None:

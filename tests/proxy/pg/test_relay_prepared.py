@@ -137,3 +137,35 @@ def test_a_name_a_statement_in_flight_may_change_cannot_be_bound() -> None:
         << to_upstream(m.Query("DEALLOCATE s"), FAILING_DESCRIBE, m.Sync())
     )
     assert pb >> from_client(m.Query("EXECUTE s")) << to_upstream(FAILING_QUERY)
+
+
+def test_a_parse_over_a_held_name_leaves_the_name_unsettled_until_answered() -> None:
+    gate = FakeGate(lambda p, sql: Allow(kind="select", columns=(PHONE,) if "phone" in sql else ()))
+    _, _, pb = login(gate)
+    assert (
+        pb
+        >> from_client(m.Parse("s", "SELECT phone FROM c"), m.Sync())
+        << to_upstream(m.Parse("s", "SELECT phone FROM c"), m.Sync())
+        >> from_upstream(m.ParseComplete(), m.ReadyForQuery(b"I"))
+        << to_client(m.ParseComplete(), m.ReadyForQuery(b"I"))
+    )
+    # The server refuses this Parse (s exists) and keeps the phone statement: a Bind after the
+    # Sync, sent before the answer, may not take the new (all clear) decision.
+    assert (
+        pb
+        >> from_client(m.Parse("s", "SELECT 'x'"), m.Sync(), m.Bind("", "s"), m.Sync())
+        << to_upstream(m.Parse("s", "SELECT 'x'"), m.Sync(), FAILING_DESCRIBE, m.Sync())
+    )
+
+
+def test_close_then_parse_of_a_name_binds_the_new_statement() -> None:
+    _, _, pb = login(FakeGate(lambda p, sql: Allow(kind="select")))
+    assert (
+        pb
+        >> from_client(m.Parse("s", "SELECT 1"), m.Sync())
+        << to_upstream(m.Parse("s", "SELECT 1"), m.Sync())
+        >> from_upstream(m.ParseComplete(), m.ReadyForQuery(b"I"))
+        << to_client(m.ParseComplete(), m.ReadyForQuery(b"I"))
+    )
+    msgs = (m.Close(b"S", "s"), m.Parse("s", "SELECT 2"), m.Bind("", "s"), m.Sync())
+    assert pb >> from_client(*msgs) << to_upstream(*msgs)
