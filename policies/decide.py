@@ -731,6 +731,7 @@ class Judge:
             settings=d.settings,
             transaction=d.transaction,
             cursor=d.cursor,
+            prepared=d.prepared_effect,
             schema_changed=d.schema_changed,
             notes=tuple(notes),
         )

@@ -81,6 +81,22 @@ class CursorEffect:
 
 
 @dataclass(frozen=True, slots=True)
+class PreparedEffect:
+    """What a statement does to the session's prepared statements, which the server keeps in ONE
+    namespace for SQL-level PREPARE and the extended protocol's Parse alike.
+
+    `action` is one of: `prepare` (PREPARE `name`: the Allow carrying this effect is also the
+    prepared body's decision: its columns, row limit and rewrite are the body's), `deallocate`
+    (DEALLOCATE `name`), `deallocate_all` (DEALLOCATE ALL, DISCARD ALL), or `execute` (EXECUTE
+    `name`: what it runs is the statement kept under that name, which only the session knows).
+    `name` is folded as the server folds it (unquoted lower case, quoted kept); empty for
+    `deallocate_all`. Not transactional: PREPARE and DEALLOCATE stay done after a ROLLBACK."""
+
+    action: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Allow:
     """Run the statement (possibly rewritten), then mask the result as described.
 
@@ -105,6 +121,8 @@ class Allow:
     settings: tuple[SettingChange, ...] = ()
     transaction: TransactionEffect | None = None
     cursor: CursorEffect | None = None
+    # What it does to the session's prepared statements (PREPARE, DEALLOCATE, DISCARD ALL, EXECUTE).
+    prepared: PreparedEffect | None = None
     schema_changed: bool = False
     notes: tuple[str, ...] = field(default=())
     # A multi-statement string: one Allow per statement, in order (each with its own columns and

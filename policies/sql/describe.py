@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
-from policies.decision import CursorEffect, SettingChange, TransactionEffect
+from policies.decision import CursorEffect, PreparedEffect, SettingChange, TransactionEffect
 from policies.names import TableName
 from policies.sql import nodes
 from policies.sql.analysis import Analyzer, Lineage, QueryAnalysis
@@ -22,6 +22,8 @@ from policies.sql.identifiers import function_name, search_path
 from policies.sql.nodes import Statement
 from policies.sql.parser import COPY_OPTIONS_META, Unparsable
 
+# The longest SQL identifier PostgreSQL keeps whole, in bytes (NAMEDATALEN - 1).
+_NAME_BYTES = 63
 # LOCK modes a role with select may take; ROW SHARE is SELECT … FOR UPDATE's lock and needs update.
 READ_LOCK_MODES = frozenset({"ACCESS SHARE"})
 # Statements that write rows. Inside a tree they are WITH queries (or MERGE's WHEN actions).
@@ -85,6 +87,8 @@ class Described:
     explain_analyze: bool = False  # … which runs it and reports actual row counts
     identity_reset: bool = False  # RESET ROLE / SESSION AUTHORIZATION
     prepared: str | None = None  # PREPARE's statement name
+    # What it does to the session's prepared statements (PREPARE, EXECUTE, DEALLOCATE, DISCARD ALL).
+    prepared_effect: PreparedEffect | None = None
     # Session effects with their transaction semantics (policies/decision.py).
     settings: tuple[SettingChange, ...] = ()
     transaction: TransactionEffect | None = None
@@ -171,6 +175,14 @@ class Describer:
         if isinstance(node, nodes.Lock):
             return self._lock(node)
         if isinstance(node, nodes.Explain):
+            if isinstance(node.statement, nodes.Execute):
+                # Its plan is the prepared statement's, which only the session knows; EXPLAIN
+                # ANALYZE would run it with no decision for its effects.
+                return Described(
+                    "explain",
+                    needs_all=("statement_not_allowed", "EXPLAIN EXECUTE is not available to this role"),
+                    explain=True,
+                )
             d = self._dispatch(node.statement)
             d.result_rows = False  # the client receives a plan, not rows
             d.limit_rows = False
@@ -181,8 +193,12 @@ class Describer:
                 d.settings, d.search_path = (), None
             return d
         if isinstance(node, nodes.Prepare):
+            if isinstance(node.statement, nodes.Node):
+                # PostgreSQL prepares SELECT, VALUES and the writes only.
+                raise Unparsable(f"PREPARE of {type(node.statement).__name__} is not understood")
             d = self._dispatch(node.statement)
-            d.prepared = node.name.name
+            d.prepared = self._statement_name(node.name)
+            d.prepared_effect = PreparedEffect("prepare", d.prepared)
             # It changes settings when EXECUTE runs it, which maskgate does not see: a
             # set_config() in it is not understood as a SET (and is refused for restricted roles).
             d.settings, d.search_path, d.setting_call = (), None, False
@@ -192,10 +208,7 @@ class Describer:
                 "prepare", needs_all=("function_denied", "PREPARE … FROM a string is dynamic SQL")
             )
         if isinstance(node, nodes.Execute):
-            return Described(
-                "execute",
-                needs_all=("function_denied", "SQL-level EXECUTE runs a statement maskgate cannot see"),
-            )
+            return self._execute(node)
         if isinstance(node, nodes.Do):
             return Described("do", needs_all=("function_denied", "DO blocks run dynamic SQL"))
         if isinstance(node, nodes.Call):
@@ -207,7 +220,8 @@ class Describer:
                 return Described("admin", frozenset({"admin"}))
             return Described("session")
         if isinstance(node, nodes.Discard) and node.what == "ALL":
-            # RESET ALL, and SET SESSION AUTHORIZATION DEFAULT, which RESET ALL does not reset.
+            # RESET ALL, and SET SESSION AUTHORIZATION DEFAULT, which RESET ALL does not reset;
+            # and DEALLOCATE ALL.
             return Described(
                 "session",
                 search_path=self.facts.default_search_path,
@@ -217,8 +231,14 @@ class Describer:
                     SettingChange("session_authorization", None),
                 ),
                 cursor=CursorEffect("close", None),  # it closes every cursor, WITH HOLD ones too
+                prepared_effect=PreparedEffect("deallocate_all"),
             )
-        if isinstance(node, nodes.Deallocate | nodes.Discard | nodes.UnlockTables):
+        if isinstance(node, nodes.Deallocate):
+            if node.name is None:
+                return Described("session", prepared_effect=PreparedEffect("deallocate_all"))
+            name = self._statement_name(node.name)
+            return Described("session", prepared_effect=PreparedEffect("deallocate", name))
+        if isinstance(node, nodes.Discard | nodes.UnlockTables):
             return Described("session")
         if isinstance(node, nodes.Use):
             return Described("session", search_path=search_path([node.database], self.facts))
@@ -266,6 +286,37 @@ class Describer:
         if node.action == "FETCH":
             return Described("cursor", frozenset({"select"}), cursor=CursorEffect("fetch", name))
         return Described("cursor", cursor=CursorEffect(node.action.lower(), name))
+
+    def _statement_name(self, name: exp.Identifier) -> str:
+        """A prepared statement's name as the server keeps it (PREPARE "S1" and s1 are two).
+
+        The server also cuts a SQL identifier to 63 bytes of its own encoding (a name given in
+        the protocol's Parse is not cut): `DEALLOCATE <64 characters>` would drop the statement
+        of the first 63, which the session would not know. A name that could be cut is refused:
+        every server encoding is an ASCII superset and takes at most 4 bytes a character."""
+        folded = self.facts.fold_identifier(name.name, quoted=name.quoted)
+        if len(folded) > _NAME_BYTES or (not folded.isascii() and 4 * len(folded) > _NAME_BYTES):
+            raise Unparsable("a prepared statement name the server may shorten is not understood")
+        return folded
+
+    def _execute(self, node: nodes.Execute) -> Described:
+        """EXECUTE name [(arg, …)]: what runs is the statement kept under `name`, which the
+        session resolves (proxy/pg/relay.py); here only its arguments are read. They are
+        expressions without FROM (PostgreSQL refuses subqueries there): their functions are
+        judged like a SELECT's."""
+        if node.using:
+            # MySQL's EXECUTE … USING @var: no session of maskgate keeps its prepared statements.
+            return Described(
+                "execute",
+                needs_all=("function_denied", "SQL-level EXECUTE runs a statement maskgate cannot see"),
+            )
+        name = self._statement_name(node.name)
+        d = Described("execute", prepared_effect=PreparedEffect("execute", name))
+        if any(a.find(exp.Column, exp.Query, exp.Subquery) for a in node.args):
+            raise Unparsable("EXECUTE arguments may not read columns or run queries")
+        if node.args:
+            d.reads.append(self._query(exp.Select(expressions=[a.copy() for a in node.args])))
+        return d
 
     def _set(self, node: nodes.Set) -> Described:
         d = Described("session")
@@ -737,6 +788,11 @@ class Describer:
         d = Described("ddl", frozenset({"ddl"}), schema_changed=True)
         if kind in ("FUNCTION", "PROCEDURE", "TRIGGER") or isinstance(tree.this, exp.UserDefinedFunction):
             d.needs_all = ("function_denied", "defining functions needs statements: [all]")
+            return d
+        if tree.find(exp.ExecuteAsProperty) is not None:
+            # CREATE TABLE … AS EXECUTE name: the rows of a prepared statement only the session
+            # knows would land in a table unmasked.
+            d.needs_all = ("statement_not_allowed", "CREATE TABLE … AS EXECUTE is not available to this role")
             return d
         target = tree.this.this if isinstance(tree.this, exp.Schema) else tree.this
         if isinstance(target, exp.Table) and isinstance(target.this, exp.Identifier):

@@ -328,6 +328,10 @@ class Execute(Node):
     args: tuple[exp.Expression, ...] = ()
     using: bool = False
 
+    def expressions(self) -> Iterator[Statement]:
+        yield self.name
+        yield from self.args
+
     def sql(self, dialect: str) -> str:
         if not self.args:
             return f"EXECUTE {render(self.name, dialect)}"
@@ -342,6 +346,10 @@ class Deallocate(Node):
 
     name: exp.Identifier | None
     prepare_keyword: bool = False
+
+    def expressions(self) -> Iterator[Statement]:
+        if self.name is not None:
+            yield self.name
 
     def sql(self, dialect: str) -> str:
         head = "DEALLOCATE PREPARE" if self.prepare_keyword else "DEALLOCATE"

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum, auto
 from typing import TypeVar
 
-from policies.decision import Allow, Block
+from policies.decision import Allow, Block, Decision, PreparedEffect
 from proxy.core.machine import ProtocolViolation, Transitions, required
 from proxy.pg import errors
 from proxy.pg import messages as m
@@ -30,7 +30,7 @@ from proxy.pg.cursors import Cursors
 from proxy.pg.expect import Answer, Expected, ExpectQueue, Sent
 from proxy.pg.rowmask import CopyPlan, RowPlan, plan_rows
 from proxy.services.rows import Unmaskable
-from proxy.services.statement import AUDIT_FAILED, PlanCache, RowCount, part, withheld_message
+from proxy.services.statement import AUDIT_FAILED, STALE, PlanCache, RowCount, part, withheld_message
 
 # COPY rows are masked as they stream and may be refused part-way, after the server started the
 # COPY: nothing else of the same string or batch may be left to run and commit behind it.
@@ -39,6 +39,17 @@ COPY_ALONE = Block(
 )
 COPY_LAST = Block("statement_not_allowed", "a COPY must be the last statement before Sync for this role")
 FETCH_UNKNOWN = "FETCH reads a cursor this session did not declare through maskgate (or that is closed)"
+# A statement still in flight may change what a prepared statement's name stands for (a SQL-level
+# PREPARE, DEALLOCATE or DISCARD ALL the server has not answered): which statement a Bind or
+# EXECUTE of that name would run cannot be known yet.
+UNSETTLED = Block(
+    "statement_not_allowed",
+    "a statement still running may prepare or deallocate this prepared statement; wait for its answer",
+)
+NESTED = Block(
+    "statement_not_allowed",
+    "EXECUTE of a prepared statement that itself prepares, deallocates or executes one is not allowed",
+)
 
 log = logging.getLogger("maskgate.pg")
 
@@ -125,12 +136,39 @@ _NO_ROWS = RowCount(None)  # never counted on: a burst starts by taking its resu
 
 @dataclass(slots=True, eq=False)
 class Stmt:
+    """A prepared statement the server holds for the session, whichever door made it: the
+    protocol's Parse, or SQL-level PREPARE (the server keeps both in one namespace)."""
+
     name: str
     sql: str
     allow: Allow
     fields: tuple[m.FieldDescription, ...] | None = None  # from a Describe of the statement
     describing: bool = False
     generation: int = 0  # the gate's policy generation the decision was made under
+    # Made by SQL-level PREPARE: `sql` is the whole string it was part of, `origin` that string's
+    # decision and `index` which of its statements the PREPARE was (to decide it again after a
+    # policy reload); `allow` is the prepared body's decision. None for a Parse.
+    origin: Allow | None = None
+    index: int = 0
+
+
+def _body(allow: Allow) -> Allow:
+    """The decision a PREPARE keeps for its name: its own, less what PREPARE itself does."""
+    return replace(allow, prepared=None)
+
+
+def _changes_names(allow: Allow) -> bool:
+    """Whether `allow` changes which statement a prepared statement's name stands for."""
+    return allow.prepared is not None and allow.prepared.action != "execute"
+
+
+def _touches(effect: PreparedEffect | None, name: str) -> bool:
+    """Whether `effect` may change what `name` stands for."""
+    if effect is None:
+        return False
+    return effect.action == "deallocate_all" or (
+        effect.action in ("prepare", "deallocate") and effect.name == name
+    )
 
 
 @dataclass(slots=True, eq=False)
@@ -167,6 +205,10 @@ class Portal:
     formats: tuple[int, ...]
     result: Result
     fields: tuple[m.FieldDescription, ...] | None = None  # from a Describe of the portal
+    # A portal of SQL-level `EXECUTE name`: the statement kept under `name` when it was bound,
+    # whose decision its result follows. The result columns are that statement's: only a
+    # Describe of the portal tells them (one of the EXECUTE statement may be older).
+    executes: Stmt | None = None
     describing: bool = False
     # Each Execute of it not answered yet, in order: (statement id, when it was received).
     calls: deque[tuple[str, float]] = field(default_factory=deque)
@@ -196,7 +238,8 @@ class QueryRun:
     error: str | None = None
     refused: bool = False  # a result was refused after the upstream started it
     id: str = ""  # the statement id of its audit records
-    generation: int = 0  # the gate's policy generation the decision was made under
+    generation: int = 0  # the gate's policy generation it was decided under
+    origin: Allow | None = None  # the decision as the engine made it (before EXECUTEs were resolved)
 
 
 Item = Stmt | Portal | QueryRun
@@ -257,6 +300,10 @@ class Relay:
         # Parsed or bound but not confirmed yet: a failed Parse (e.g. a duplicate name) must not
         # replace the decision of the statement the server still holds under that name.
         self._stmts_inflight: dict[str, Stmt] = {}
+        # A SQL-level PREPARE, DEALLOCATE or DISCARD ALL was sent in this session: from then on a
+        # Bind or EXECUTE looks for one still in flight (`_unsettled`); sessions that never send
+        # one skip the look.
+        self._changes_names = False
         self._portals_inflight: dict[str, Portal] = {}
         # SQL cursors (DECLARE … CURSOR), with the decision their FETCHes are masked by. They
         # share one namespace with protocol portals (the server's pg_cursors lists both).
@@ -395,7 +442,8 @@ class Relay:
     def _on_query(self, body: memoryview, raw: memoryview) -> None:
         q = m.Query.parse(body)
         started = self.ctx.clock()
-        d, overhead = self.tracker.decide(q.sql)
+        origin, overhead = self.tracker.decide(q.sql)
+        d = self._resolve_executes(origin) if isinstance(origin, Allow) else origin
         if isinstance(d, Block):
             self._refuse_simple(q.sql, d, started=started, overhead=overhead)
             return
@@ -412,7 +460,9 @@ class Relay:
         if sid is None:  # audit_required, and its record could not be written: not forwarded
             self._refuse_simple(q.sql, AUDIT_FAILED, started=started, overhead=overhead)
             return
-        run = QueryRun(q.sql, d, started, overhead, id=sid, generation=self.tracker.generation)
+        kept = origin if isinstance(origin, Allow) else None
+        run = QueryRun(q.sql, d, started, overhead, id=sid, generation=self.tracker.generation, origin=kept)
+        self._changes_names |= any(_changes_names(a) for a in d.parts())
         self.queue.push(Expected(Sent.QUERY, payload=run, paired=True))
         self.queue.push(Expected(Sent.SYNC))
         self.out.upstream(m.Query(d.rewritten_sql).serialize() if d.rewritten_sql else raw)
@@ -483,33 +533,214 @@ class Relay:
         )
 
     def _redecide(self, st: Stmt) -> bool:
-        """The policy was reloaded since `st` was prepared: decide it again (see
-        StatementTracker.redecide). Returns whether the Bind may go on."""
-        d = self.tracker.redecide(st.sql, st.allow)
+        """The policy was reloaded since `st` was prepared: decide it again. Returns whether the
+        Bind may go on."""
+        d = self._decide_again(st)
         if isinstance(d, Allow):
-            st.allow = d
-            st.generation = self.tracker.generation
             return True
         self._refuse_extended(st.sql, d, started=self.ctx.clock())
         return False
+
+    def _decide_again(self, st: Stmt) -> Decision:
+        """Decide `st` again under the current policy (see StatementTracker.redecide) and keep
+        the new decision; the Block to refuse with otherwise. A statement of SQL-level PREPARE is
+        decided again as the string its PREPARE came in, and keeps the PREPARE's part."""
+        if st.origin is None:
+            d = self.tracker.redecide(st.sql, st.allow)
+            if isinstance(d, Allow):
+                st.allow = d
+        else:
+            whole = self.tracker.redecide(st.sql, st.origin)
+            if isinstance(whole, Block):
+                return whole
+            prepare = part(whole, st.index)
+            if prepare.prepared != PreparedEffect("prepare", st.name):
+                return STALE
+            d = st.allow = _body(prepare)
+            st.origin = whole
+        if isinstance(d, Allow):
+            st.generation = self.tracker.generation
+        return d
+
+    # -- the session's prepared statements (one namespace: Parse and SQL-level PREPARE)
+
+    def _unsettled(self, name: str) -> bool:
+        """A SQL-level PREPARE, DEALLOCATE or DISCARD ALL still in flight may change what `name`
+        stands for: until the server answers, a statement of that name cannot be known. So may
+        a Parse in flight of a name the server holds already: it fails as a duplicate unless a
+        Close of the name goes before it, and a Bind after its Sync would bind the old one."""
+        if name and name in self._stmts_inflight and name in self.stmts and not self._closed_first(name):
+            return True
+        if not self._changes_names:
+            return False
+        for e in self.queue:
+            p = e.payload
+            if isinstance(p, QueryRun):
+                if any(_touches(a.prepared, name) for a in p.allow.parts()):
+                    return True
+            elif isinstance(p, Portal) and e.sent is Sent.EXECUTE and _touches(p.stmt.allow.prepared, name):
+                return True
+        return False
+
+    def _closed_first(self, name: str) -> bool:
+        """Whether a Close of statement `name` is queued before the Parse of it in flight."""
+        for e in self.queue:
+            if e.name == name and e.sent is Sent.CLOSE_STATEMENT:
+                return True
+            if e.name == name and e.sent is Sent.PARSE:
+                return False
+        return False
+
+    def _kept(self, name: str) -> Stmt | Block | None:
+        """The statement `name` stands for when a statement sent now runs: what the server holds
+        (a Parse in flight counts as done, as for Bind). None: no such statement; a Block when
+        it cannot be known or used. A statement a reload made stale is decided again. An
+        unrestricted session runs what cannot be known with the EXECUTE's own decision."""
+        if self._unsettled(name):
+            return UNSETTLED if self.restricted else None
+        st = self._stmt(name)
+        if st is None:
+            return None
+        if st.allow.prepared is not None:
+            # What it changes would be applied by no one (the session sees an EXECUTE).
+            return NESTED if self.restricted else None
+        if st.generation != self.tracker.generation and st.sql:
+            d = self._decide_again(st)
+            if isinstance(d, Block):
+                return d
+        return st
+
+    def _unknown_statement(self, name: str) -> Block:
+        return Block("statement_not_allowed", f'prepared statement "{name}" does not exist')
+
+    def _resolve_executes(self, d: Allow) -> Decision:
+        """`d` with each SQL-level EXECUTE of it decided as the statement it runs: the kept
+        decision of that name (its masks, row limit, tables and fingerprint). The statements of
+        one string run in order, so a PREPARE or DEALLOCATE before an EXECUTE in the same string
+        counts (had it failed, the server would not run the rest of the string). A restricted
+        session refuses an EXECUTE of a name it knows no statement for."""
+        parts = d.parts()
+        if not any(a.prepared is not None for a in parts):
+            return d
+        overlay: dict[str, Stmt | None] = {}
+        dropped_all = False
+        out: list[Allow] = []
+        for a in parts:
+            effect = a.prepared
+            if effect is None:
+                out.append(a)
+                continue
+            if effect.action == "prepare":
+                overlay[effect.name] = Stmt(effect.name, "", _body(a), generation=self.tracker.generation)
+            elif effect.action == "deallocate":
+                overlay[effect.name] = None
+            elif effect.action == "deallocate_all":
+                dropped_all, overlay = True, {}
+            elif effect.action == "execute":
+                if effect.name in overlay or dropped_all:
+                    kept = overlay.get(effect.name)
+                else:
+                    kept = self._kept(effect.name)
+                if isinstance(kept, Block):
+                    return kept
+                if kept is None:
+                    if self.restricted:
+                        return self._unknown_statement(effect.name)
+                    out.append(a)  # the server says it does not exist
+                    continue
+                a = replace(
+                    kept.allow,
+                    rewritten_sql=a.rewritten_sql,
+                    notes=(*kept.allow.notes, f"execute:{effect.name}"),
+                )
+            out.append(a)
+        if not d.statements:
+            return out[0]
+        return replace(
+            d,
+            statements=tuple(out),
+            tables=tuple(sorted({t for p in out for t in p.tables})),
+            classes=tuple(sorted({c for p in out for c in p.classes})),
+        )
+
+    def _completed(
+        self,
+        whole: Allow,
+        index: int,
+        tag: str | None,
+        sql: str,
+        origin: Allow,
+        generation: int,
+        origin_index: int | None = None,
+    ) -> None:
+        """The server confirmed statement `index` of `sql` (decided as `whole`; `tag` is its
+        CommandComplete's, None for a suspended portal): keep what it changed for the ones after
+        it: settings, cursors, and the session's prepared statements. PREPARE and DEALLOCATE are
+        not transactional: a ROLLBACK leaves them done."""
+        allow = part(whole, index)
+        self.tracker.succeeded(allow)
+        if tag is not None:
+            cursor = self.cursors.completed(whole, index, tag, sql=sql, generation=generation)
+            if cursor is not None and cursor.action in ("declare", "close"):
+                # One namespace: a cursor declared under a name no portal has it; CLOSE of a name
+                # closes the portal of that name, CLOSE ALL (and DISCARD ALL) every portal.
+                if cursor.name is None:
+                    self.portals.clear()
+                else:
+                    self.portals.pop(cursor.name, None)
+        effect = allow.prepared
+        if effect is None:
+            return
+        if effect.action == "prepare":
+            at = index if origin_index is None else origin_index
+            self.stmts[effect.name] = Stmt(
+                effect.name, sql, _body(allow), generation=generation, origin=origin, index=at
+            )
+        elif effect.action == "deallocate":
+            self.stmts.pop(effect.name, None)
+        elif effect.action == "deallocate_all":
+            # The unnamed statement is not among the server's named ones: it stays.
+            self.stmts = {n: st for n, st in self.stmts.items() if n == ""}
+
+    def _completed_part(self, run: QueryRun, index: int, body: memoryview) -> None:
+        tag = m.CommandComplete.parse(body).tag
+        self._completed(run.allow, index, tag, run.sql, run.origin or run.allow, run.generation)
 
     def _on_bind(self, body: memoryview, raw: memoryview) -> None:
         b = m.Bind.parse(body)
         if self._copy_until_sync:
             self._refuse_extended(f"<bind {b.statement}>", COPY_LAST, started=self.ctx.clock())
             return
+        if self.restricted and self._unsettled(b.statement):
+            self._refuse_extended(f"<bind {b.statement}>", UNSETTLED, started=self.ctx.clock())
+            return
         st = self._stmt(b.statement)
         if st is None:
             if self.restricted:
-                # Not prepared through this session's Parse (e.g. SQL-level PREPARE): no decision
-                # travels with it, so it cannot be bound by a restricted role.
+                # The session's picture of the server's prepared statements (Parse and SQL-level
+                # PREPARE alike) has no statement of that name: no decision to bind it with.
                 block = Block("unparsable", "unknown prepared statement")
                 self._refuse_extended(f"<bind {b.statement}>", block, started=self.ctx.clock())
                 return
             st = Stmt(b.statement, "", self._unknown)
         elif st.generation != self.tracker.generation and st.sql and not self._redecide(st):
             return
-        portal = Portal(b.portal, st, b.result_formats, Result.of(st.allow))
+        allow, executes = st.allow, None
+        effect = st.allow.prepared
+        if effect is not None and effect.action == "execute":
+            # SQL-level EXECUTE through the extended protocol: it runs the statement kept under
+            # that name now (the server looks it up when the portal is made).
+            kept = self._kept(effect.name)
+            if isinstance(kept, Block) or (kept is None and self.restricted):
+                block = kept if isinstance(kept, Block) else self._unknown_statement(effect.name)
+                self._refuse_extended(st.sql, block, started=self.ctx.clock())
+                return
+            if kept is not None:
+                executes = kept
+                allow = replace(
+                    kept.allow, rewritten_sql=None, notes=(*kept.allow.notes, f"execute:{effect.name}")
+                )
+        portal = Portal(b.portal, st, b.result_formats, Result.of(allow), executes=executes)
         self._portals_inflight[b.portal] = portal
         if b.portal == "":
             self.portals.pop("", None)
@@ -529,11 +760,18 @@ class Relay:
         if self._copy_until_sync:
             self._refuse_extended(p.sql, COPY_LAST, started=started)
             return
+        if p.executes is not None and self.restricted and self._kept(p.executes.name) is not p.executes:
+            # The name stands for another statement than the one the portal was bound with.
+            block = Block(
+                "statement_not_allowed", "the prepared statement changed since the portal was bound"
+            )
+            self._refuse_extended(p.sql, block, started=started)
+            return
         if self.restricted:
             if self._unknown_cursor(p.stmt.allow):
                 self._refuse_extended(p.sql, _refused(p.stmt.allow, FETCH_UNKNOWN), started=started)
                 return
-            described = p.fields is not None or p.stmt.fields is not None
+            described = p.fields is not None or self._stmt_fields(p) is not None
             if not described and 1 in p.formats:
                 # Binary results may be refused once their types are known: learn them first,
                 # rather than refuse after the server started the statement.
@@ -544,22 +782,23 @@ class Relay:
             if described and not p.result.planned and not fetch:
                 why = self._plan_portal(p)
                 if why is not None:
-                    self._refuse_extended(p.sql, _refused(p.stmt.allow, why), started=started)
+                    self._refuse_extended(p.sql, _refused(p.allow, why), started=started)
                     return
-        sid = self.tracker.begin(p.sql, p.stmt.allow)
+        sid = self.tracker.begin(p.sql, p.allow)
         if sid is None:  # audit_required, and its record could not be written: not forwarded
             self._refuse_extended(p.sql, AUDIT_FAILED, started=started)
             return
         if (
             self.restricted
             and p.fields is None
-            and p.stmt.fields is None
-            and not (p.describing or p.stmt.describing)
+            and self._stmt_fields(p) is None
+            and not (p.describing or (p.stmt.describing and p.executes is None))
         ):
             self._describe_for(p)  # masking needs column types; text results wait for none
-        if self.restricted and any(x.kind == "copy" for x in p.stmt.allow.parts()):
+        if self.restricted and any(x.kind == "copy" for x in p.allow.parts()):
             self._copy_until_sync = True
         p.calls.append((sid, started))
+        self._changes_names |= _changes_names(p.stmt.allow)
         self.queue.push(Expected(Sent.EXECUTE, payload=p, name=p.name))
         self.out.upstream(raw)
 
@@ -571,10 +810,18 @@ class Relay:
             return False
         return self.cursors.unknown_fetch(d) is not None
 
+    @staticmethod
+    def _stmt_fields(p: Portal) -> tuple[m.FieldDescription, ...] | None:
+        """The result columns of `p` its statement's Describe told, where they are `p`'s: not for
+        an EXECUTE portal (its columns are those of the statement the name stood for at Bind)."""
+        return p.stmt.fields if p.executes is None else None
+
     def _describe_for(self, p: Portal) -> Expected[Item]:
         """The Describe whose answer gives `p`'s result columns: one in flight, else the proxy's own."""
         for e in self.queue:
-            if e.sent in (Sent.DESCRIBE_PORTAL, Sent.DESCRIBE_STATEMENT) and e.payload in (p, p.stmt):
+            if e.sent is Sent.DESCRIBE_PORTAL and e.payload is p:
+                return e
+            if e.sent is Sent.DESCRIBE_STATEMENT and e.payload is p.stmt and p.executes is None:
                 return e
         p.describing = True
         entry = self.queue.push(Expected(Sent.DESCRIBE_PORTAL, Answer.HIDE, payload=p, name=p.name))
@@ -856,9 +1103,9 @@ class Relay:
         elif e.sent is Sent.EXECUTE and isinstance(p, Portal) and p.calls:
             sid, started = p.calls.popleft()
             if ran:
-                self._end(p.sql, p.stmt.allow, sid, started, rows=p.result.rows.end_call()[0], error=error)
+                self._end(p.sql, p.allow, sid, started, rows=p.result.rows.end_call()[0], error=error)
             else:
-                self._end(p.sql, p.stmt.allow, sid, started, outcome="skipped")
+                self._end(p.sql, p.allow, sid, started, outcome="skipped")
         elif e.sent is Sent.PARSE and isinstance(p, Stmt) and self._stmts_inflight.get(e.name) is p:
             del self._stmts_inflight[e.name]
         elif e.sent is Sent.BIND and isinstance(p, Portal) and self._portals_inflight.get(e.name) is p:
@@ -914,7 +1161,7 @@ class Relay:
             elif e.sent is Sent.EXECUTE and isinstance(p, Portal) and p.calls:
                 sid, started = p.calls.popleft()
                 rows = p.result.rows.end_call()[0]
-                self._end(p.sql, p.stmt.allow, sid, started, rows=rows, outcome=unfinished)
+                self._end(p.sql, p.allow, sid, started, rows=rows, outcome=unfinished)
         self.queue = ExpectQueue()
 
     # -- answers to requests
@@ -944,20 +1191,6 @@ class Relay:
             self.cursors.drop(e.name)
         return True
 
-    def _succeeded(self, whole: Allow, index: int, body: memoryview, sql: str, generation: int) -> None:
-        """Statement `index` of the string `sql` (decided as `whole`) completed (CommandComplete
-        `body`): keep what it changed for the statements after it."""
-        self.tracker.succeeded(part(whole, index))
-        tag = m.CommandComplete.parse(body).tag
-        effect = self.cursors.completed(whole, index, tag, sql=sql, generation=generation)
-        if effect is not None and effect.action in ("declare", "close"):
-            # One namespace: a cursor declared under a name no portal has it; CLOSE of a name
-            # closes the portal of that name, CLOSE ALL (and DISCARD ALL) every portal.
-            if effect.name is None:
-                self.portals.clear()
-            else:
-                self.portals.pop(effect.name, None)
-
     def _on_described(self, mtype: bytes, body: memoryview, e: Expected[Item], finished: bool) -> bool:
         if not finished:
             return True  # ParameterDescription
@@ -984,7 +1217,7 @@ class Relay:
             refusal = required(res.refusal, "refusal")
             self._end(
                 p.sql,
-                _refused(p.stmt.allow, refusal.message),
+                _refused(p.allow, refusal.message),
                 sid,
                 started,
                 rows=rows,
@@ -997,11 +1230,9 @@ class Relay:
         truncated = count.truncated
         if mtype == b"s" and count.exhausted:
             truncated = True  # stop the client fetching more: the portal is finished for it
-        if mtype == b"C":
-            self._succeeded(p.stmt.allow, 0, body, p.stmt.sql, p.stmt.generation)
-        elif truncated:
-            self.tracker.succeeded(p.stmt.allow)
-        self._end(p.sql, p.stmt.allow, sid, started, rows=rows, masked=masked, truncated=truncated)
+        if mtype == b"C" or truncated:
+            self._completed_portal(p, m.CommandComplete.parse(body).tag if mtype == b"C" else None)
+        self._end(p.sql, p.allow, sid, started, rows=rows, masked=masked, truncated=truncated)
         if truncated:
             if count.notice_once():
                 self.out.client(errors.truncated_notice(count.sent).serialize())
@@ -1009,6 +1240,16 @@ class Relay:
             self.out.client(m.CommandComplete(_retag(tag, rows)).serialize())
             return False
         return True
+
+    def _completed_portal(self, p: Portal, tag: str | None) -> None:
+        """A portal's statement completed (`tag`), or stopped at the row limit (None): what it
+        changed is kept (a PREPARE, DEALLOCATE or DISCARD ALL sent through Parse acts on the same
+        prepared statements as SQL-level ones; a DECLARE or CLOSE on the same cursors)."""
+        st = p.stmt
+        if p.executes is not None:
+            self.tracker.succeeded(p.allow)
+            return
+        self._completed(p.allow, 0, tag, st.sql, st.origin or st.allow, st.generation, st.index)
 
     def _fail_batch(self, err: m.ErrorResponse) -> None:
         """A statement refused after the upstream started it, in an extended batch: the client
@@ -1025,7 +1266,7 @@ class Relay:
         if self.upstream_phase in _CONSUMING:
             if mtype == b"C" and self.upstream_phase is UpstreamPhase.QUERY_REFUSED:
                 # Hidden from the client, but the server ran it: its effects are the session's.
-                self._succeeded(run.allow, run.part, body, run.sql, run.generation)
+                self._completed_part(run, run.part, body)
                 run.part += 1
             return False
         if mtype == b"T":
@@ -1048,14 +1289,13 @@ class Relay:
         if mtype in (b"C", b"I"):
             res = run.result or self._part_result(run)
             run.result = None
-            index = run.part
             run.part += 1
             sent, masked = res.rows.end_call()
             run.rows += sent
             run.masked += masked
             if res.phase is ResultPhase.REFUSED:
-                if mtype == b"C":  # refused to the client, but it ran
-                    self._succeeded(run.allow, index, body, run.sql, run.generation)
+                if mtype == b"C":
+                    self._completed_part(run, run.part - 1, body)  # refused to the client, but it ran
                 # Tell the client this statement failed; hide the rest of the Query's results.
                 self.out.client(required(res.refusal, "refusal").serialize())
                 run.error = errors.INSUFFICIENT_PRIVILEGE
@@ -1065,7 +1305,7 @@ class Relay:
                 return False
             if mtype == b"I":
                 return True
-            self._succeeded(run.allow, index, body, run.sql, run.generation)
+            self._completed_part(run, run.part - 1, body)
             if res.rows.truncated:
                 run.truncated = True
                 # A FETCH's count is its cursor's: the notice says how many rows it gave in all.
@@ -1167,8 +1407,8 @@ class Relay:
         formats: tuple[int, ...] | None = None
         if p.fields is not None:
             fields = p.fields
-        elif p.stmt.fields is not None:
-            fields, formats = p.stmt.fields, p.formats
+        elif self._stmt_fields(p) is not None:
+            fields, formats = self._stmt_fields(p), p.formats
         if fields is None:
             return "result columns could not be described"
         res.ncols = len(fields)

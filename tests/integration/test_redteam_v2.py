@@ -337,24 +337,23 @@ def test_other_sessions_sql_through_stat_functions(served: dict[str, Any], truth
 
 
 @pytest.mark.parametrize("drop", ["DEALLOCATE s1", "DEALLOCATE ALL", "DISCARD ALL"])
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: the relay keeps the decision of protocol-level statement s1 after SQL-level "
-    "DEALLOCATE/DISCARD dropped it and PREPARE s1 put another statement under the name; Bind s1 "
-    "then masks the new statement's rows by the old (all clear) decision",
-)
 def test_sql_level_prepare_takes_over_a_protocol_statement_name(
     wire: Wire, truth: dict[str, Any], drop: str
 ) -> None:
     out = wire.run(m.Parse("s1", "SELECT 'x'::text AS a, 'y'::text AS b, 'z'::text AS c"), m.Sync())
     assert not errors_of(out)
-    assert not errors_of(wire.query(drop))
+    dropped = errors_of(wire.query(drop))
+    # DISCARD ALL also resets the session authorization: refused for a role with a database_role
+    # (the vendor's); then s1 stays, PREPARE s1 fails as a duplicate, and nothing may leak either.
+    assert not dropped or (drop == "DISCARD ALL" and dropped[0][0] == "42501"), dropped
+    if dropped:
+        assert errors_of(wire.query("PREPARE s1 AS SELECT name FROM customers"))
     # Allowed on its own: every output is masked or redacted when it is decided as itself.
     out = wire.query(
         "PREPARE s1 AS SELECT name, translate(phone, '0123456789', 'abcdefghij'), "
         "translate(id_card, '0123456789', 'abcdefghij') FROM customers"
     )
-    assert not errors_of(out)
+    assert bool(errors_of(out)) == bool(dropped)
     out = wire.run(m.Bind("", "s1"), m.Execute(""), m.Sync())
     got = _decoded(out)
     bad = []

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies import Allow, Block, Engine, Schema, load_policy
+from policies.decision import PreparedEffect
 from policies.names import TableName
 from policies.schema import Table
 from policies.sql.analysis import Analyzer
@@ -224,3 +225,18 @@ def test_a_rewritten_string_runs_exactly_the_statements_decided(parts: list[tupl
     assert len(decided) == len(parts)
     for chunk, part in zip(decided, d.parts(), strict=True):
         assert part.rewritten_sql is None or chunk.text.startswith(part.rewritten_sql)
+
+
+def test_prepare_carries_its_body_decision_and_limit(engine: Engine) -> None:
+    d = engine.decide("vendor", "PREPARE q AS SELECT id, caller FROM call_records")
+    assert isinstance(d, Allow) and d.prepared == PreparedEffect("prepare", "q")
+    # What EXECUTE q will be masked and limited by: the body's columns, row limit and rewrite.
+    assert [c.action for c in d.columns] == ["clear", "mask"]
+    assert d.row_limit == 200 and d.rewritten_sql is not None and d.rewritten_sql.endswith("LIMIT 201")
+    multi = engine.decide("vendor", "DEALLOCATE q; PREPARE q AS SELECT id FROM call_records; EXECUTE q")
+    assert isinstance(multi, Allow)
+    assert [p.prepared for p in multi.parts()] == [
+        PreparedEffect("deallocate", "q"),
+        PreparedEffect("prepare", "q"),
+        PreparedEffect("execute", "q"),
+    ]

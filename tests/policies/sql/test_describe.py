@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from policies import Schema
+from policies.decision import PreparedEffect
 from policies.names import TableName
 from policies.sql.analysis import Analyzer
 from policies.sql.describe import Described, Describer
@@ -69,3 +70,48 @@ def test_writes_in_with_are_writes(describer: Describer) -> None:
 def test_a_write_outside_with_is_not_understood(describer: Describer) -> None:
     with pytest.raises(Unparsable):
         _d(describer, "COPY (DELETE FROM customers RETURNING id) TO STDOUT")
+
+
+@pytest.mark.parametrize(
+    ("sql", "action", "name"),
+    [
+        ('PREPARE "S1" AS SELECT id FROM customers', "prepare", "S1"),
+        ("PREPARE S1 (int) AS SELECT id FROM customers WHERE id = $1", "prepare", "s1"),
+        ('EXECUTE "S1"', "execute", "S1"),
+        ("EXECUTE S1 (1, 'a')", "execute", "s1"),
+        ("DEALLOCATE S1", "deallocate", "s1"),
+        ('DEALLOCATE PREPARE "S1"', "deallocate", "S1"),
+        ("DEALLOCATE ALL", "deallocate_all", ""),
+        ("DEALLOCATE PREPARE ALL", "deallocate_all", ""),
+        ("DISCARD ALL", "deallocate_all", ""),
+    ],
+)
+def test_prepared_statement_effects_fold_names_as_the_server(
+    describer: Describer, sql: str, action: str, name: str
+) -> None:
+    assert _d(describer, sql).prepared_effect == PreparedEffect(action, name)
+
+
+def test_what_touches_no_prepared_statement_says_so(describer: Describer) -> None:
+    for sql in ("DISCARD PLANS", "DISCARD TEMP", "SELECT 1", "EXPLAIN SELECT id FROM customers"):
+        assert _d(describer, sql).prepared_effect is None, sql
+
+
+def test_execute_reads_its_arguments_and_refuses_what_it_cannot_decide(describer: Describer) -> None:
+    d = _d(describer, "EXECUTE s(upper('a'), 2)")
+    assert d.kind == "execute" and d.needs_all is None and not d.required
+    assert len(d.reads) == 1
+    for sql in ("EXECUTE s((SELECT phone FROM customers LIMIT 1))", "EXECUTE s(phone)"):
+        with pytest.raises(Unparsable):
+            _d(describer, sql)
+    for sql in ("EXPLAIN EXECUTE s", "EXPLAIN ANALYZE EXECUTE s", "CREATE TABLE t AS EXECUTE s"):
+        assert _d(describer, sql).needs_all is not None, sql
+
+
+def test_a_prepared_statement_name_the_server_may_shorten_is_refused(describer: Describer) -> None:
+    # The server cuts SQL identifiers to 63 bytes of its encoding: two spellings, one statement.
+    assert _d(describer, f"DEALLOCATE {'a' * 63}").prepared_effect == PreparedEffect("deallocate", "a" * 63)
+    assert _d(describer, f"EXECUTE {'é' * 15}").prepared_effect == PreparedEffect("execute", "é" * 15)
+    for sql in (f"DEALLOCATE {'a' * 64}", f'PREPARE "{"A" * 70}" AS SELECT 1', f"EXECUTE {'é' * 16}"):
+        with pytest.raises(Unparsable):
+            _d(describer, sql)
