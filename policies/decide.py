@@ -36,6 +36,11 @@ _EFFECTS = {
 }
 
 
+# How many values one statement may compare masked columns with in `equality` mode: a caller's
+# number, a few alternatives. Thousands, split by bit, read the hidden digits in one statement.
+MAX_LOOKUP_VALUES = 10
+
+
 def server_function_name(node: exp.Func, name: str, facts: DialectFacts) -> str | None:
     """The name the server looks a call up by, or None when the node is SQL syntax rather than a
     call of a function the catalog lists (CASE, CAST, COALESCE, CURRENT_TIMESTAMP, operators).
@@ -626,10 +631,14 @@ class Judge:
         literal or parameter, or between base columns of the same class (the analysis makes them
         eq_literal / eq_column; computed values, candidate lists and DISTINCT ON are predicates).
         Like a same-class join, such a comparison may come back in the value's sort order when
-        the server sorts to compare; the values themselves stay masked."""
+        the server sorts to compare; the values themselves stay masked. Equalities with values
+        count: one statement may test a masked class against at most MAX_LOOKUP_VALUES of them
+        (`IN` lists, OR chains and subqueries together), or a bit split of the candidates in
+        one statement reads a whole number."""
         mode = self.role.masked_predicates
         if mode == "allow":
             return None
+        lookups = 0
         for u in uses:
             if u.role in ("value", "whole_row", "null_test"):
                 continue
@@ -640,7 +649,16 @@ class Judge:
             classes = [cls for _, cls, _ in bad]
             if mode == "equality":
                 if u.role == "eq_literal":
-                    continue
+                    lookups += u.candidates
+                    if lookups <= MAX_LOOKUP_VALUES:
+                        continue
+                    return (
+                        f"`{u.text}`: this statement compares classified "
+                        f"{', '.join(sorted(set(classes))) or 'data'} with {lookups} values; at most "
+                        f"{MAX_LOOKUP_VALUES} per statement for this role (a list of candidates "
+                        "tests many numbers at once)",
+                        classes,
+                    )
                 if u.role == "eq_column" and u.partner:
                     mine = {cls for _, cls, _ in bad}
                     theirs = {self.cls(c) for c in u.partner}

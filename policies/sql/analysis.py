@@ -60,6 +60,8 @@ class Use:
     unsafe: exp.Expression | None = field(default=None, compare=False, hash=False)
     # For a comparison no operator spells out: the clause that compares (UNION, DISTINCT, …).
     via: str = ""
+    # For eq_literal: how many values it compares the column with (`= x`: 1, `IN (a, b, c)`: 3).
+    candidates: int = 1
 
     @property
     def text(self) -> str:
@@ -1084,7 +1086,16 @@ class _QueryWalk:
     def _add_use(self, node: exp.Expression, scope: Scope, root: exp.Expression, lin: Lineage) -> None:
         role, partner, unsafe = self._role_of(node, scope, root, lin)
         self.result.uses.append(
-            Use(role, lin.sources, partner, lin.opaque, node, self.a.facts.sqlglot, unsafe)
+            Use(
+                role,
+                lin.sources,
+                partner,
+                lin.opaque,
+                node,
+                self.a.facts.sqlglot,
+                unsafe,
+                candidates=_candidates(node) if role == "eq_literal" else 1,
+            )
         )
         distinct = _aggregate_distinct(node, root)
         if distinct is not None:
@@ -1348,6 +1359,17 @@ def _alias_columns(source: exp.Table) -> list[str]:
     if not isinstance(alias, exp.TableAlias):
         return []
     return [c.name for c in alias.columns]
+
+
+def _candidates(col: exp.Expression) -> int:
+    """How many values the comparison `col` is an operand of tests it against: the length of an
+    IN list, else one (the comparison _role_of found: the first = or IN above the column)."""
+    node = col.parent
+    while node is not None and not isinstance(node, exp.In | exp.EQ | exp.NullSafeEQ):
+        node = node.parent
+    if isinstance(node, exp.In) and node.args.get("query") is None:
+        return max(1, len(node.expressions))
+    return 1
 
 
 def _in_projection(node: exp.Expression, root: exp.Expression) -> bool:
