@@ -519,6 +519,15 @@ class Judge:
                     d,
                     tables,
                 )
+        if d.query is not None and d.result_rows and d.query.records_per_row > self.role.max_rows:
+            return self._block(
+                "row_budget",
+                f"one row of this result may carry {d.query.records_per_row} records (joins, "
+                f"subqueries, aggregate and window values), and this role may receive at most "
+                f"{self.role.max_rows} per statement",
+                d,
+                tables,
+            )
         return None
 
     def _catalog_only(self, d: Described, tables: set[TableName]) -> bool:
@@ -736,7 +745,8 @@ class Judge:
         row_limit = None if catalog_only else self.role.max_rows
         if row_limit is not None and d.query is not None and d.result_rows:
             # A row limit counts records: a row that joins four reads of a table, or carries five
-            # scalar subqueries, holds four or five records (at least one row is always allowed).
+            # scalar subqueries or aggregate values, holds four or five records (_row_budget
+            # refuses a row that holds more than the limit).
             row_limit = max(1, row_limit // d.query.records_per_row)
         return Allow(
             kind=d.kind,

@@ -587,6 +587,10 @@ class _QueryWalk:
             # IN or EXISTS only decides which rows come back.
             if _in_projection(sub.expression, scope.expression):
                 n += self._records(sub, seen)
+        if n and isinstance(scope.expression, exp.Select):
+            # Each aggregate or window value in the output may be another row's record:
+            # max(d) FILTER (WHERE id = 7), lead(d, 200) OVER (…).
+            n += _carriers(scope.expression)
         return n
 
     def _settle_recursion(self, scopes: list[Scope]) -> None:
@@ -1085,6 +1089,9 @@ class _QueryWalk:
 
     def _add_use(self, node: exp.Expression, scope: Scope, root: exp.Expression, lin: Lineage) -> None:
         role, partner, unsafe = self._role_of(node, scope, root, lin)
+        packs = _packing_aggregate(node, root, lin.derived)
+        if packs is not None:
+            self.result.collects.append(packs)
         self.result.uses.append(
             Use(
                 role,
@@ -1209,6 +1216,9 @@ def _collect_functions(tree: exp.Expression, result: QueryAnalysis, facts: Diale
             # As the dialect spells it (sqlglot's canonical name of string_agg is group_concat).
             written = node.sql(dialect=facts.sqlglot).split("(", 1)[0].strip().lower()
             result.collects.append(f"{written or name}()")
+        elif isinstance(node, exp.PercentileDisc | exp.PercentileCont) and not _number(node.this):
+            # A fraction array returns one value of the group per fraction: every row, in order.
+            result.collects.append(f"{name}() of an array of fractions")
         elif (
             isinstance(node, exp.Array)
             and not node.args.get("value_constructor")
@@ -1359,6 +1369,66 @@ def _alias_columns(source: exp.Table) -> list[str]:
     if not isinstance(alias, exp.TableAlias):
         return []
     return [c.name for c in alias.columns]
+
+
+# Aggregates whose value is one row's value or a count, whatever they are given: a computed
+# argument cannot pack many rows into them. Any other aggregate (sum, avg, bit_or, …) can:
+# sum(d * 1000 ^ id) holds every row's d.
+_SELECTING = (
+    exp.Count,
+    exp.Min,
+    exp.Max,
+    exp.AnyValue,
+    exp.LogicalAnd,
+    exp.LogicalOr,
+    exp.Mode,
+    exp.PercentileDisc,
+    exp.PercentileCont,
+    exp.Lead,
+    exp.Lag,
+    exp.FirstValue,
+    exp.LastValue,
+    exp.NthValue,
+)
+# Between a column and its aggregate, these change no row's value into another's.
+_PLAIN = (exp.Paren, exp.Cast, exp.TryCast, exp.Distinct)
+
+
+def _number(node: exp.Expression | None) -> bool:
+    while isinstance(node, exp.Paren | exp.Neg):
+        node = node.this
+    return isinstance(node, exp.Literal) and node.is_number
+
+
+def _packing_aggregate(col: exp.Expression, root: exp.Expression, derived: bool) -> str | None:
+    """The aggregate that accumulates a computed value of `col` (`sum(d * power(1000, id))`, or
+    sum(y) of a y computed below), which can then hold many rows' values in one: its name, or
+    None. Selecting aggregates (max, count, …) and plain columns are fine."""
+    node, computed = col.parent, derived
+    while node is not None and node is not root and not isinstance(node, exp.Query):
+        if isinstance(node, exp.AggFunc):
+            if isinstance(node, _SELECTING) or not computed:
+                return None
+            return f"{node.sql_name().lower()}() over a computed value"
+        if not isinstance(node, _PLAIN):
+            computed = True
+        node = node.parent
+    return None
+
+
+def _carriers(select: exp.Select) -> int:
+    """How many aggregate and window values the output of `select` holds (not those of its
+    subqueries, which count as their own scopes)."""
+    n = 0
+    for e in select.expressions:
+        for node in e.walk(prune=lambda x: isinstance(x, exp.Query)):
+            if isinstance(node, exp.Window) or (
+                isinstance(node, exp.AggFunc)
+                and not isinstance(node, exp.Count)  # a count is no row's value
+                and not isinstance(node.parent, exp.Window)
+            ):
+                n += 1
+    return n
 
 
 def _candidates(col: exp.Expression) -> int:
