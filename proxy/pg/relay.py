@@ -150,6 +150,7 @@ class Stmt:
     # policy reload); `allow` is the prepared body's decision. None for a Parse.
     origin: Allow | None = None
     index: int = 0
+    executed: bool = False  # an Execute of a portal of it was sent
 
 
 def _body(allow: Allow) -> Allow:
@@ -300,6 +301,7 @@ class Relay:
         # Parsed or bound but not confirmed yet: a failed Parse (e.g. a duplicate name) must not
         # replace the decision of the statement the server still holds under that name.
         self._stmts_inflight: dict[str, Stmt] = {}
+        self._parsed: list[tuple[Stmt, float]] = []  # this batch's Parses, for _audit_unexecuted
         # A SQL-level PREPARE, DEALLOCATE or DISCARD ALL was sent in this session: from then on a
         # Bind or EXECUTE looks for one still in flight (`_unsettled`); sessions that never send
         # one skip the look.
@@ -436,8 +438,22 @@ class Relay:
 
     def _on_sync(self, body: memoryview, raw: memoryview) -> None:
         self._copy_until_sync = False
+        if self._parsed:
+            self._audit_unexecuted()
         self.queue.push(Expected(Sent.SYNC))
         self.out.upstream(raw)
+
+    def _audit_unexecuted(self) -> None:
+        """Statements parsed in this batch that no Execute ran: the server parsed and planned
+        them (planning evaluates constant expressions), so each gets its record too, with
+        outcome `prepared`; an Execute later is audited as a statement of its own."""
+        for st, started in self._parsed:
+            if st.executed:
+                continue
+            sid = self.tracker.begin(st.sql, st.allow)
+            if sid is not None:
+                self.tracker.record(st.sql, st.allow, started=started, id=sid, outcome="prepared")
+        self._parsed.clear()
 
     def _on_query(self, body: memoryview, raw: memoryview) -> None:
         q = m.Query.parse(body)
@@ -525,6 +541,7 @@ class Relay:
             return
         st = Stmt(p.name, p.sql, d, generation=self.tracker.generation)
         self._stmts_inflight[p.name] = st  # committed only on ParseComplete
+        self._parsed.append((st, started))
         if p.name == "":
             self.stmts.pop("", None)  # the server drops the unnamed statement at any Parse
         self.queue.push(Expected(Sent.PARSE, payload=st, name=p.name))
@@ -756,6 +773,7 @@ class Relay:
                 self._refuse_extended(f"<execute {e.portal}>", block, started=self.ctx.clock())
                 return
             p = Portal(e.portal, Stmt("", "", self._unknown), (), Result.of(self._unknown))
+        p.stmt.executed = True
         started = self.ctx.clock()
         if self._copy_until_sync:
             self._refuse_extended(p.sql, COPY_LAST, started=started)
