@@ -11,6 +11,7 @@ the marker once the proxy is fixed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,8 +19,10 @@ import psycopg
 import pytest
 
 from proxy.demo.embedded_pg import EmbeddedPostgres
+from proxy.pg import messages as m
 from tests.conftest import start_crm
 from tests.integration.harness import serve_demo
+from tests.integration.test_redteam import Wire
 
 SVC_PW = "svc-secret-redteam-v4"
 VENDOR = ("vendor_zhang", "vendor-pass")
@@ -172,3 +175,44 @@ def test_percentile_disc_literal_array_gathers_rows(served: dict[str, Any], trut
     got = {(int(x) // 1000, int(x) % 1000) for x in arr}
     real = set(truth["durations"].items())
     assert len(got & real) <= VENDOR_MAX_ROWS, f"{len(got & real)} records in one value"
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. The extended protocol: Parse and Bind reach the database before any audit record
+# ---------------------------------------------------------------------------------------------
+#
+# proxy/pg/relay.py forwards an allowed Parse and its Bind upstream at once, and writes the
+# statement's audit record (`tracker.begin`) only at Execute. A client that never sends Execute
+# has its statement parsed, analysed and planned by the server (planning folds constants, so
+# `1/0` fails there and the server's error comes back) with no record at all in the audit log:
+# the server's own log holds the statement, maskgate's does not.
+
+
+def _audit(served: dict[str, Any]) -> str:
+    path = served["dir"] / "audit.jsonl"
+    return path.read_text() if path.exists() else ""
+
+
+@pytest.mark.xfail(
+    strict=True, reason="LEAK: Parse+Bind without Execute is planned by the server, never audited"
+)
+def test_parse_and_bind_without_execute_reach_the_server_unaudited(served: dict[str, Any]) -> None:
+    marker = "rt4_unaudited_plan"
+    w = Wire(served["port"])
+    try:
+        out = w.run(
+            m.Parse("", f"SELECT 1/0 AS {marker} FROM call_records"),
+            m.Bind("", ""),
+            m.Describe(b"P", ""),
+            m.Sync(),
+        )
+        w.query("SELECT 1 AS rt4_control")  # executed: audited, so the log is being written
+    finally:
+        w.close()
+    # The server planned it: its error (division by zero, raised while folding constants) came back.
+    assert ("E", "22012", "division by zero") in out, out
+    deadline = time.monotonic() + 5
+    while "rt4_control" not in _audit(served) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "rt4_control" in _audit(served)
+    assert marker in _audit(served), "a statement the server planned has no audit record"
