@@ -11,6 +11,7 @@ the marker once the proxy is fixed.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -216,3 +217,48 @@ def test_parse_and_bind_without_execute_reach_the_server_unaudited(served: dict[
         time.sleep(0.05)
     assert "rt4_control" in _audit(served)
     assert marker in _audit(served), "a statement the server planned has no audit record"
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. One statement's analysis stalls every other session
+# ---------------------------------------------------------------------------------------------
+#
+# proxy/pg/relay.py decides a statement (sqlglot parse + policy analysis) synchronously on the
+# event loop that serves every session. The analysis of nested CASE expressions grows faster
+# than linearly: 400 levels (about 10 KB of SQL) take seconds to decide, and a fresh alias in each
+# statement keeps the shape cache from answering. While it runs, another person's `SELECT 1` on
+# an already-open session waits; a vendor sending such statements back to back stalls the proxy
+# for everyone.
+
+
+@pytest.mark.xfail(
+    strict=True, reason="LEAK: a 10 KB nested CASE blocks the event loop for every session (DoS)"
+)
+def test_one_heavy_statement_does_not_stall_other_sessions(served: dict[str, Any]) -> None:
+    n = 400
+    sql = (
+        "SELECT "
+        + "CASE WHEN id = 1 THEN " * n
+        + "1"
+        + " END" * n
+        + " AS rt4_stall FROM call_records LIMIT 1"
+    )
+    assert len(sql) < 11_000
+    with connect(served, DESK) as victim:
+        victim.execute("SELECT 1").fetchone()  # logged in and warmed up before the attack
+
+        def attack() -> None:
+            try:
+                with connect(served) as c:
+                    c.execute(sql).fetchall()
+            except psycopg.Error:
+                pass
+
+        t = threading.Thread(target=attack, daemon=True)
+        t.start()
+        time.sleep(0.5)  # the statement has arrived and is being decided
+        started = time.monotonic()
+        victim.execute("SELECT 1").fetchone()
+        waited = time.monotonic() - started
+        t.join(120)
+    assert waited < 3.0, f"another session's SELECT 1 waited {waited:.1f}s behind one vendor statement"
