@@ -4,9 +4,8 @@ Attacker: `vendor_zhang` of policies/examples/demo.yaml (select only, mobile / i
 person_name masked, bank_card denied, `masked_predicates: deny`, `branch_id = 12` on customers,
 200 rows per statement, runs upstream as crm_vendor) and `desk_li` (service_desk: mobile /
 id_card / bank_card masked, `masked_predicates: equality`, 50 rows). Every test asserts the
-SECURE behaviour. A test marked `xfail(strict=True, reason="LEAK: ...")` is a leak confirmed
-against the real proxy in front of a real PostgreSQL: it fails because the data gets out. Remove
-the marker once the proxy is fixed.
+SECURE behaviour; each was a leak confirmed against the real proxy in front of a real PostgreSQL
+(an xfail until the proxy was fixed).
 """
 
 from __future__ import annotations
@@ -95,9 +94,6 @@ def _records_out(served: dict[str, Any], sql: str) -> set[tuple[int, int]]:
 # candidate per statement; an IN list tests thousands, and a bit split turns it into a read.
 
 
-@pytest.mark.xfail(
-    strict=True, reason="LEAK: desk reads a full mobile via IN-list bit oracle in one statement"
-)
 def test_desk_reads_a_full_mobile_through_in_list_bit_oracle(
     served: dict[str, Any], truth: dict[str, Any]
 ) -> None:
@@ -127,7 +123,6 @@ def test_desk_reads_a_full_mobile_through_in_list_bit_oracle(
 # other rows' records into a row without any of those: one statement returns all 1000 calls.
 
 
-@pytest.mark.xfail(strict=True, reason="LEAK: lead(x, k*200) over () carries 5 records per row past max_rows")
 def test_lead_offsets_carry_more_records_than_max_rows(served: dict[str, Any], truth: dict[str, Any]) -> None:
     cols = ", ".join(f"lead(duration_s, {k * VENDOR_MAX_ROWS}) OVER (ORDER BY id)" for k in range(5))
     got = _records_out(served, f"SELECT id, {cols} FROM call_records ORDER BY id")
@@ -135,44 +130,48 @@ def test_lead_offsets_carry_more_records_than_max_rows(served: dict[str, Any], t
     assert len(got & real) <= VENDOR_MAX_ROWS, f"{len(got & real)} records in one statement"
 
 
-@pytest.mark.xfail(strict=True, reason="LEAK: aggregate FILTER pivot returns 1000 records in one row")
 def test_filter_pivot_carries_more_records_than_max_rows(
     served: dict[str, Any], truth: dict[str, Any]
 ) -> None:
     n = len(truth["durations"])
     cols = ", ".join(f"max(duration_s) FILTER (WHERE id = {i})" for i in range(1, n + 1))
     with connect(served) as c:
-        (row,) = c.execute(f"SELECT {cols} FROM call_records").fetchall()
+        try:
+            (row,) = c.execute(f"SELECT {cols} FROM call_records").fetchall()
+        except psycopg.errors.InsufficientPrivilege:
+            return  # refused: the row budget holds
     got = {(i + 1, int(d)) for i, d in enumerate(row) if d is not None}
     real = set(truth["durations"].items())
     assert len(got & real) <= VENDOR_MAX_ROWS, f"{len(got & real)} records in one row"
 
 
-@pytest.mark.xfail(strict=True, reason="LEAK: sum(x * 1000^id) packs every row's value into one numeric")
 def test_sum_packing_carries_more_records_than_max_rows(
     served: dict[str, Any], truth: dict[str, Any]
 ) -> None:
     with connect(served) as c:
-        (packed,) = c.execute(
-            "SELECT sum(duration_s::numeric * power(1000::numeric, id))::text FROM call_records"
-        ).fetchone()
+        try:
+            (packed,) = c.execute(
+                "SELECT sum(duration_s::numeric * power(1000::numeric, id))::text FROM call_records"
+            ).fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            return  # refused: the row budget holds
     v = int(str(packed).split(".")[0])
     got = {(i, v // 1000**i % 1000) for i in truth["durations"]}
     real = set(truth["durations"].items())
     assert len(got & real) <= VENDOR_MAX_ROWS, f"{len(got & real)} records in one value"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="LEAK: percentile_disc over a literal fraction array gathers every row"
-)
 def test_percentile_disc_literal_array_gathers_rows(served: dict[str, Any], truth: dict[str, Any]) -> None:
     n = len(truth["durations"])
     fractions = ",".join(f"{i / (n - 1):.9f}" for i in range(n))
     with connect(served) as c:
-        (arr,) = c.execute(
-            f"SELECT percentile_disc('{{{fractions}}}'::float8[]) "
-            "WITHIN GROUP (ORDER BY id * 1000 + duration_s) FROM call_records"
-        ).fetchone()
+        try:
+            (arr,) = c.execute(
+                f"SELECT percentile_disc('{{{fractions}}}'::float8[]) "
+                "WITHIN GROUP (ORDER BY id * 1000 + duration_s) FROM call_records"
+            ).fetchone()
+        except psycopg.errors.InsufficientPrivilege:
+            return  # refused: the row budget holds
     got = {(int(x) // 1000, int(x) % 1000) for x in arr}
     real = set(truth["durations"].items())
     assert len(got & real) <= VENDOR_MAX_ROWS, f"{len(got & real)} records in one value"
@@ -194,9 +193,6 @@ def _audit(served: dict[str, Any]) -> str:
     return path.read_text() if path.exists() else ""
 
 
-@pytest.mark.xfail(
-    strict=True, reason="LEAK: Parse+Bind without Execute is planned by the server, never audited"
-)
 def test_parse_and_bind_without_execute_reach_the_server_unaudited(served: dict[str, Any]) -> None:
     marker = "rt4_unaudited_plan"
     w = Wire(served["port"])
@@ -231,9 +227,6 @@ def test_parse_and_bind_without_execute_reach_the_server_unaudited(served: dict[
 # for everyone.
 
 
-@pytest.mark.xfail(
-    strict=True, reason="LEAK: a 10 KB nested CASE blocks the event loop for every session (DoS)"
-)
 def test_one_heavy_statement_does_not_stall_other_sessions(served: dict[str, Any]) -> None:
     n = 400
     sql = (
@@ -277,9 +270,6 @@ def test_one_heavy_statement_does_not_stall_other_sessions(served: dict[str, Any
 # be killed). The test uses n = 10 000 so that it ends.
 
 
-@pytest.mark.xfail(
-    strict=True, reason="LEAK: repeat('13812345678 ', n) makes detector overlap resolution quadratic (DoS)"
-)
 def test_a_value_full_of_numbers_does_not_stall_other_sessions(served: dict[str, Any]) -> None:
     sql = "SELECT repeat('13812345678 ', 10000) AS rt4_numbers"
     with connect(served, DESK) as victim:
