@@ -161,7 +161,7 @@ def tour(port: int, metrics_port: int) -> str:
     cols, rows, notices, err = _query(port, "vendor", sql)
     say(f"   {sql}")
     say(
-        f"  refused: {err}" if err else f"  {len(rows)} rows reached the vendor; notice: {'; '.join(notices)}"
+        f"  refused: {err}" if err else f"  {len(rows)} rows reached the vendor; warning: {'; '.join(notices)}"
     )
     say("")
     say("== 4. Who the database sees ==")
