@@ -160,9 +160,8 @@ def tour(port: int, metrics_port: int) -> str:
     sql = "SELECT id, caller, started_at FROM call_records"
     cols, rows, notices, err = _query(port, "vendor", sql)
     say(f"   {sql}")
-    say(
-        f"  refused: {err}" if err else f"  {len(rows)} rows reached the vendor; warning: {'; '.join(notices)}"
-    )
+    warned = "; ".join(notices)
+    say(f"  refused: {err}" if err else f"  {len(rows)} rows reached the vendor; warning: {warned}")
     say("")
     say("== 4. Who the database sees ==")
     import psycopg

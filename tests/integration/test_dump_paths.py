@@ -137,9 +137,8 @@ def test_select_role_may_take_access_share(served: dict[str, Any], sql: str) -> 
     ],
 )
 def test_other_locks_and_denied_tables_are_refused(served: dict[str, Any], sql: str) -> None:
-    with connect(served, "vendor") as c:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            c.execute(sql)
+    with connect(served, "vendor") as c, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        c.execute(sql)
 
 
 def test_lock_follows_the_sessions_search_path(served: dict[str, Any], crm: EmbeddedPostgres) -> None:
