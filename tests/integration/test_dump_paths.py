@@ -152,3 +152,73 @@ def test_lock_follows_the_sessions_search_path(served: dict[str, Any], crm: Embe
 def audit_records(served: dict[str, Any]) -> list[dict[str, Any]]:
     path = Path(served["dir"]) / "audit.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# --- COPY's option list --------------------------------------------------------------------
+
+
+def clear_callers(served: dict[str, Any]) -> set[str]:
+    with connect(served, "dba") as c:
+        return {r[0] for r in c.execute("SELECT caller FROM call_records").fetchall()}
+
+
+def test_vendor_copy_csv_is_masked_and_valid_csv(served: dict[str, Any]) -> None:
+    import csv
+    import io
+
+    secrets = clear_callers(served)
+    with connect(served, "vendor", autocommit=True) as c:
+        data = copy_out(
+            c,
+            "COPY (SELECT id, caller, notes FROM call_records ORDER BY id LIMIT 30) "
+            "TO STDOUT (FORMAT csv, HEADER)",
+        ).decode()
+    rows = list(csv.reader(io.StringIO(data)))
+    assert rows[0] == ["id", "caller", "notes"] and len(rows) == 31
+    assert all(len(r) == 3 and "****" in r[1] for r in rows[1:])
+    assert not any(s in data for s in secrets)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        "(FORMAT csv, DELIMITER '1')",
+        "(FORMAT csv, DELIMITER '3', QUOTE '8', ESCAPE '\\', FORCE_QUOTE *, NULL '0')",
+        "WITH CSV HEADER DELIMITER AS ';' NULL AS 'n' QUOTE AS '''' FORCE QUOTE caller",
+        "(FORMAT text, DELIMITER '|', NULL '')",
+        "(DELIMITER ',')",
+    ],
+)
+def test_vendor_copy_layouts_never_pass_a_number(served: dict[str, Any], options: str) -> None:
+    secrets = clear_callers(served)
+    with connect(served, "vendor", autocommit=True) as c:
+        data = copy_out(
+            c, f"COPY (SELECT E'a\\tb' AS x, caller, id FROM call_records) TO STDOUT {options}"
+        ).decode()
+    assert data.count("****") == 200  # a header is not a row of the limit
+    assert not any(s in data for s in secrets)
+
+
+def test_vendor_copy_binary_and_encoding_are_refused(served: dict[str, Any]) -> None:
+    with connect(served, "vendor", autocommit=True) as c:
+        for sql in (
+            "COPY (SELECT id, caller FROM call_records) TO STDOUT (FORMAT binary)",
+            "COPY call_records (id) TO STDOUT BINARY",
+            "COPY (SELECT caller FROM call_records) TO STDOUT (FORMAT csv, ENCODING 'LATIN1')",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                copy_out(c, sql)
+
+
+def test_dba_copy_csv_with_every_option(served: dict[str, Any]) -> None:
+    secrets = clear_callers(served)
+    with connect(served, "dba", autocommit=True) as c:
+        data = copy_out(
+            c,
+            "COPY (SELECT id, caller, NULL AS n FROM call_records) TO STDOUT (FORMAT csv, HEADER true, "
+            "DELIMITER ';', QUOTE '\"', FORCE_QUOTE *, NULL 'x', ENCODING 'UTF8')",
+        ).decode()
+    lines = data.splitlines()
+    assert lines[0] == "id;caller;n" and len(lines) > 400  # FORCE_QUOTE quotes values only
+    assert {line.split(";")[1].strip('"') for line in lines[1:]} == secrets
+    assert all(line.endswith(";x") for line in lines[1:])
