@@ -222,3 +222,35 @@ def test_dba_copy_csv_with_every_option(served: dict[str, Any]) -> None:
     assert lines[0] == "id;caller;n" and len(lines) > 400  # FORCE_QUOTE quotes values only
     assert {line.split(";")[1].strip('"') for line in lines[1:]} == secrets
     assert all(line.endswith(";x") for line in lines[1:])
+
+
+# --- statements the parser does not understand -----------------------------------------------
+
+UNPARSED = "VALUES ('data') ORDER BY 1 USING <"
+
+
+def test_dba_runs_what_the_parser_does_not_understand_audited_unparsed(served: dict[str, Any]) -> None:
+    import time
+
+    with connect(served, "dba", autocommit=True) as c:
+        assert c.execute(UNPARSED).fetchone() == ("data",)
+        assert copy_out(c, "COPY (SELECT 1, 2) TO STDOUT (DELIMITER E'|')") == b"1|2\n"
+    for _ in range(100):
+        records = [r for r in audit_records(served) if r.get("kind") == "unparsed"]
+        if len(records) >= 2:
+            break
+        time.sleep(0.05)
+    assert len(records) >= 2
+    assert all(r["decision"] == "allow" and r["user"] == "dba_wang" for r in records)
+
+
+@pytest.mark.parametrize("who", ["vendor", "desk"])
+def test_everyone_else_is_refused_what_the_parser_does_not_understand(
+    served: dict[str, Any], who: str
+) -> None:
+    with connect(served, who, autocommit=True) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="not understood"):
+            c.execute(UNPARSED)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="not understood"):
+            copy_out(c, "COPY (SELECT 1, 2) TO STDOUT (DELIMITER E'|')")
+        assert c.execute("SELECT 1").fetchone() == (1,)
