@@ -28,7 +28,8 @@ roles:
   filtered:  {statements: [all], tables: ['*.*'], max_rows: unlimited, see: {mobile: clear}, detect: [],
               row_filters: {crm.customers: "id > 0"}}
   some:      {statements: [all], tables: ['crm.*'], max_rows: unlimited, see: {mobile: clear}, detect: []}
-  denying:   {statements: [all], tables: ['*.*', '!crm.secrets'], max_rows: unlimited, see: {mobile: clear}, detect: []}
+  denying:   {statements: [all], tables: ['*.*', '!crm.secrets'], max_rows: unlimited, see: {mobile: clear},
+              detect: []}
   reader:    {statements: [select], tables: ['*.*'], max_rows: unlimited, see: {mobile: clear}, detect: []}
 """
 
