@@ -421,6 +421,16 @@ def _quote_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _quote_name(name: str) -> str:
+    # A quoted name's own double quotes are doubled: it stays one name, whatever it holds.
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _word(name: str) -> str:
+    """A folded word as written (csv, force_quote, true); anything else quoted."""
+    return name if name.isascii() and name.isidentifier() and name.islower() else _quote_name(name)
+
+
 @dataclass(frozen=True, slots=True)
 class CopyOption:
     """One COPY option as the server reads it: `name` folded (force_quote, delimiter, …), and a
@@ -437,19 +447,18 @@ class CopyOption:
         return self.value
 
     def sql(self) -> str:
-        name = self.name if self.name.isidentifier() and self.name.islower() else f'"{self.name}"'
+        name = _word(self.name)
         if self.kind == "none":
             return name
         if self.kind == "string":
             return f"{name} {_quote_string(self.value)}"
         if self.kind == "word":
-            word = self.value if self.value.isidentifier() and self.value.islower() else f'"{self.value}"'
-            return f"{name} {word}"
+            return f"{name} {_word(self.value)}"
         if self.kind == "number":
             return f"{name} {self.value}"
         if self.kind == "star":
             return f"{name} *"
-        cols = ", ".join('"' + c.replace('"', '""') + '"' for c in self.columns)
+        cols = ", ".join(_quote_name(c) for c in self.columns)
         return f"{name} ({cols})"
 
 

@@ -523,7 +523,8 @@ class StatementParser:
                 tokens = tokens[:-1]
                 self.i -= 1
             targets.append((self._table(tokens), only))
-            self.match_type(TokenType.STAR)  # `t *`: and its descendants, as without ONLY
+            if self.match_type(TokenType.STAR) and only:  # `t *`: and its descendants, as without ONLY
+                raise Unparsable("ONLY t * is not a table")  # the server's syntax error, not ours to mend
             if not self.match_type(TokenType.COMMA):
                 break
         mode = "ACCESS EXCLUSIVE"
