@@ -360,8 +360,12 @@ class CopyPlan:
         out = []
         changed = 0
         null = self.framing.null
+        # Text format writes a value equal to a NULL string of the client's choosing as it is
+        # (CSV quotes it): passing that as a NULL would pass the value, an equality oracle.
+        # Only the default \N, which no value is written as, is a NULL for sure.
+        null_is_sure = null == "\\N"
         for fn, raw in zip(self.fns, fields, strict=True):
-            if fn is None or (raw == null and fn is not _concealed):  # a concealed NULL is hidden too
+            if fn is None or (raw == null and null_is_sure and fn is not _concealed):  # concealed: hidden too
                 out.append(raw)
                 continue
             v = _copy_unescape(raw)

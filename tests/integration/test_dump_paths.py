@@ -254,3 +254,15 @@ def test_everyone_else_is_refused_what_the_parser_does_not_understand(
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="not understood"):
             copy_out(c, "COPY (SELECT 1, 2) TO STDOUT (DELIMITER E'|')")
         assert c.execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("fmt", ["text", "csv"])
+def test_vendor_null_string_equal_to_a_number_passes_nothing(served: dict[str, Any], fmt: str) -> None:
+    with connect(served, "dba") as c:
+        row = c.execute("SELECT caller FROM call_records ORDER BY id LIMIT 1").fetchone()
+    assert row is not None
+    guess = row[0]
+    sql = f"COPY (SELECT id, caller FROM call_records ORDER BY id) TO STDOUT (FORMAT {fmt}, NULL '{guess}')"
+    with connect(served, "vendor", autocommit=True) as c:
+        data = copy_out(c, sql)
+    assert data and guess.encode() not in data

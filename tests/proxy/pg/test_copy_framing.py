@@ -142,3 +142,14 @@ def test_masked_null_and_quoted_null_string() -> None:
 def test_binary_framing_is_never_masked() -> None:
     with pytest.raises(Unmaskable):
         CopyPlan(1, _allow(CopyFraming("binary"), 1, 0), GATE)
+
+
+@pytest.mark.parametrize("fmt", ["text", "csv"])
+def test_a_null_string_equal_to_a_value_is_no_oracle(fmt: str) -> None:
+    """NULL '13800138000': text format writes such a value as the NULL string (CSV quotes it);
+    a masked column's field equal to it is masked, never passed as a NULL."""
+    fr = CopyFraming(fmt, "\t" if fmt == "text" else ",", PHONE, '"', '"')
+    plan = CopyPlan(2, _allow(fr, 2, 1), GATE)
+    line = server_text(["1", PHONE], fr) if fmt == "text" else server_csv(["1", PHONE], fr)
+    out, n = plan.apply(line.encode())
+    assert n == 1 and PHONE not in out.decode()
