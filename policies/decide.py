@@ -299,11 +299,13 @@ class Judge:
         identity = self._identity_refusal(d)
         if identity is not None:
             return self._block("statement_not_allowed", identity, d, tables)
-        if d.copy_options and self.masks_output and not role.unrestricted_statements:
+        if d.copy_unmaskable is not None and self.masks_output:
+            # The proxy masks COPY rows it can read: text or CSV in the layout the options give.
+            # Whatever the role's statements, a layout it cannot read is not sent to a role whose
+            # results are masked.
             return self._block(
                 "statement_not_allowed",
-                "COPY options (FORMAT, DELIMITER, QUOTE, NULL, HEADER, …) are not allowed for this role; "
-                "use plain text COPY … TO STDOUT",
+                f"{d.copy_unmaskable} for this role; use COPY … TO STDOUT in text or CSV format",
                 d,
                 tables,
             )
@@ -762,4 +764,5 @@ class Judge:
             prepared=d.prepared_effect,
             schema_changed=d.schema_changed,
             notes=tuple(notes),
+            copy=d.copy_framing,
         )

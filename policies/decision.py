@@ -97,6 +97,21 @@ class PreparedEffect:
 
 
 @dataclass(frozen=True, slots=True)
+class CopyFraming:
+    """How a COPY TO STDOUT lays out its rows, read from its options by the engine: the wire
+    says only "textual", and a masker that guessed the layout could be steered across field
+    boundaries. `format` is text or csv (binary is never masked); `quote` and `escape` are CSV's;
+    `header`: the first CopyData is the column names."""
+
+    format: str = "text"
+    delimiter: str = "\t"
+    null: str = "\\N"
+    quote: str = '"'
+    escape: str = '"'
+    header: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Allow:
     """Run the statement (possibly rewritten), then mask the result as described.
 
@@ -133,6 +148,8 @@ class Allow:
     # needs no SQL knowledge. Empty for decisions made outside the engine.
     revision: str = ""
     fingerprint: str = ""
+    # COPY … TO STDOUT: the layout of its rows, for the proxy's COPY masker (None: text defaults).
+    copy: CopyFraming | None = None
 
     def parts(self) -> tuple[Allow, ...]:
         return self.statements or (self,)

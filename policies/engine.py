@@ -156,6 +156,15 @@ class Engine:
         decision = self._decide_uncached(
             role, sql, dialect, path if search_path is not None else None, database, single
         )
+        if (
+            isinstance(decision, Block)
+            and decision.reason == "unparsable"
+            and self.policy.nothing_masked(role)
+        ):
+            # A role that may run anything and sees everything clear, unlimited, in every table
+            # (the DBA) runs what the parser does not understand as written; audited as
+            # `unparsed`, so such statements stand out. For every other role it stays a refusal.
+            decision = Allow(kind="unparsed", notes=("unparsed",))
         # Stamped once here: cached and shape-learned decisions carry it (a shape's statements
         # share their fingerprint, which ignores every literal).
         decision = self._stamp(decision, sql, dialect)

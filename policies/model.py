@@ -160,6 +160,15 @@ class Policy:
             return False
         return all(role.action_for(rule.cls) == "clear" for rule in self.columns)
 
+    def nothing_masked(self, role: Role | None) -> bool:
+        """Whether nothing at all stands between `role` and the data: unrestricted (above), no
+        row limit, no row filter, every table. Only such a role may run a statement the parser
+        does not understand: there is nothing a misread statement could get past."""
+        if role is None or not self.unrestricted(role) or role.max_rows is not None or role.row_filters:
+            return False
+        every = any(all(part == "*" for part in p) for p in role.tables_allow)
+        return every and not role.tables_deny
+
     def table_has_classes(self, table: TableName, default_schema: str | None) -> bool:
         """Whether any column rule could apply to a column of `table` (for tables the schema lacks)."""
         return any(table_matches(rule.pattern[:-1], table, default_schema) for rule in self.columns)

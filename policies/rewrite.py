@@ -3,7 +3,8 @@
 Owns: naming every relation by the schema it was resolved to for restricted roles (the names
 `Analyzer.bind` put on the tree), wrapping every read of a row-filtered table in a filtered
 derived table (alias kept), ANDing filters into UPDATE/DELETE targets, and adding or tightening
-LIMIT to max_rows+1 (one more than the client may see, so the proxy can tell that it truncated).
+LIMIT to max_rows+1 (one more than the client may see, so the proxy can tell that it truncated),
+keeping a smaller limit of the client's own.
 Rewrites the statement inside an EXPLAIN, PREPARE or DECLARE in place and renders the whole tree,
 wrapper included; never edits SQL text.
 """
@@ -140,46 +141,86 @@ def _literal_int(node: exp.Expression | None) -> int | None:
     return None
 
 
+def _count_node(limit: exp.Expression) -> exp.Expression | None:
+    """The row count a LIMIT or FETCH clause gives, as written (None: FETCH FIRST ROW ONLY)."""
+    return limit.args.get("count") if isinstance(limit, exp.Fetch) else limit.expression
+
+
+def _no_bound(count: exp.Expression | None) -> bool:
+    """LIMIT ALL and LIMIT NULL: PostgreSQL reads both as no limit at all."""
+    return isinstance(count, exp.Null) or (isinstance(count, exp.Var) and count.name.upper() == "ALL")
+
+
+def bounded_count(limit: exp.Expression | None, n: int, expressions: bool = True) -> exp.Expression | None:
+    """The count that takes the place of `limit`'s so that the statement returns at most n rows
+    and never more than its own limit asked for; None when `limit` already does.
+
+    A literal count at most n is kept as it is; a larger one, a missing one, LIMIT ALL and
+    LIMIT NULL become n. A count the proxy cannot read (LIMIT $1, LIMIT 2 + 3, LIMIT (SELECT …))
+    becomes LEAST(CAST(count AS bigint), n): the server computes the smaller of the two, so the
+    client's limit still holds whatever its value. The cast keeps the type PostgreSQL infers for
+    a parameter in LIMIT (bigint) and rounds a fraction as LIMIT does; LEAST ignores a NULL, which
+    LIMIT reads as no limit; a negative count stays negative and the server refuses it as it would
+    without us. Refusing such statements instead would break every driver and ORM that sends
+    its LIMIT as a parameter, and wrapping the query in `SELECT * FROM (…) LIMIT n` would lose
+    its ORDER BY guarantee and its row locks. Without `expressions` (MySQL, whose LIMIT takes
+    literals and placeholders only) such a count is left to _limit_query, which wraps."""
+    if limit is None:
+        return exp.Literal.number(n)
+    count = _count_node(limit)
+    if isinstance(limit, exp.Fetch) and count is None:
+        return None  # FETCH FIRST ROW ONLY: one row
+    value = _literal_int(count)
+    if value is not None:
+        return None if value <= n else exp.Literal.number(n)
+    if count is None or _no_bound(count):
+        return exp.Literal.number(n)
+    if not expressions:
+        return None
+    return exp.Least(this=exp.cast(count, "BIGINT"), expressions=[exp.Literal.number(n)])
+
+
 def needs_limit(query: exp.Expression, n: int) -> bool:
-    """Whether `query` lacks a literal LIMIT/FETCH of at most n."""
+    """Whether `query` (or the query a COPY reads) may return more than n rows as written."""
     if isinstance(query, exp.Copy):
-        return True
+        inner = query.this
+        return not isinstance(inner, exp.Subquery) or needs_limit(inner.this, n)
     if not isinstance(query, exp.Query):
         return False
-    limit = query.args.get("limit")
-    if limit is None:
-        return True
-    value = _literal_int(limit.args.get("count") if isinstance(limit, exp.Fetch) else limit.expression)
-    return value is None or value > n
+    return bounded_count(query.args.get("limit"), n) is not None
 
 
-def _limit_query(query: exp.Expression, n: int) -> exp.Expression:
-    """Add LIMIT n, or tighten an existing one; wrap when the existing limit is not a number."""
+def _limit_query(query: exp.Expression, n: int, expressions: bool = True) -> exp.Expression:
+    """Bound the query's own limit to n (bounded_count). Where LIMIT takes no expression, a
+    count that is not a literal (MySQL's `LIMIT ?`) is kept and the whole query bounded."""
     limit = query.args.get("limit")
-    if limit is None:
-        query.set("limit", exp.Limit(expression=exp.Literal.number(n)))
-        return query
-    if isinstance(limit, exp.Fetch):
-        if _literal_int(limit.args.get("count")) is not None:
-            limit.set("count", exp.Literal.number(n))
+    count = bounded_count(limit, n, expressions)
+    if count is None:
+        if limit is None or bounded_count(limit, n) is None:
             return query
-    elif _literal_int(limit.expression) is not None:
-        limit.set("expression", exp.Literal.number(n))
-        return query
-    # LIMIT $1, LIMIT ALL, FETCH FIRST $1 ROWS: the bound is not known here, so bound the whole.
-    wrapped = exp.Select(expressions=[exp.Star()]).from_(
-        exp.Subquery(this=query, alias=exp.TableAlias(this=exp.to_identifier(WRAP_ALIAS)))
-    )
-    wrapped.set("limit", exp.Limit(expression=exp.Literal.number(n)))
-    return wrapped
+        wrapped = exp.Select(expressions=[exp.Star()]).from_(
+            exp.Subquery(this=query, alias=exp.TableAlias(this=exp.to_identifier(WRAP_ALIAS)))
+        )
+        wrapped.set("limit", exp.Limit(expression=exp.Literal.number(n)))
+        return wrapped
+    if limit is None:
+        query.set("limit", exp.Limit(expression=count))
+    elif isinstance(limit, exp.Fetch):
+        limit.set("count", count)
+    else:
+        limit.set("expression", count)
+    return query
 
 
-def apply_limit(tree: exp.Expression, max_rows: int) -> exp.Expression:
+def apply_limit(tree: exp.Expression, max_rows: int, expressions: bool = True) -> exp.Expression:
+    """Bound the rows `tree` returns to max_rows+1, keeping any smaller limit of its own: the
+    statement's top-level limit (of a set operation too; a subquery's or a WITH query's limit is
+    not the statement's), or the query a COPY reads."""
     n = max_rows + 1
     if isinstance(tree, exp.Copy):
         this = tree.this
         if isinstance(this, exp.Subquery):
-            this.set("this", _limit_query(this.this, n))
+            this.set("this", _limit_query(this.this, n, expressions))
             return tree
         cols: list[exp.Expression] = []
         table = this
@@ -190,7 +231,7 @@ def apply_limit(tree: exp.Expression, max_rows: int) -> exp.Expression:
         tree.set("this", exp.Subquery(this=inner))
         return tree
     if isinstance(tree, exp.Query):
-        return _limit_query(tree, n)
+        return _limit_query(tree, n, expressions)
     return tree
 
 
@@ -220,7 +261,7 @@ def rewrite(
             tree = apply_row_filters(tree, role, analyzer)
             changed = True
         if d.limit_rows and max_rows is not None and needs_limit(tree, max_rows + 1):
-            tree = apply_limit(tree, max_rows)
+            tree = apply_limit(tree, max_rows, analyzer.facts.expression_limits)
             changed = True
         statement = _rewrapped(statement, tree)
     named = any(bound_names(part) for part in nodes.sqlglot_trees(statement))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
-from policies.decision import CursorEffect, PreparedEffect, SettingChange, TransactionEffect
+from policies.decision import CopyFraming, CursorEffect, PreparedEffect, SettingChange, TransactionEffect
 from policies.names import TableName
 from policies.sql import nodes
 from policies.sql.analysis import Analyzer, Lineage, QueryAnalysis
@@ -83,6 +83,10 @@ class Described:
     call: str | None = None  # CALL's procedure, as `schema.name` or `name`
     row_locks: bool = False  # SELECT … FOR UPDATE / SHARE
     copy_options: bool = False  # COPY … TO STDOUT with options that change its framing
+    # … the layout its rows come in, or None with `copy_unmaskable` saying why the proxy's COPY
+    # masker cannot read them (binary, ENCODING, an option it does not know).
+    copy_framing: CopyFraming | None = None
+    copy_unmaskable: str | None = None
     explain: bool = False  # EXPLAIN of the statement: the client receives a plan, not rows
     explain_analyze: bool = False  # … which runs it and reports actual row counts
     identity_reset: bool = False  # RESET ROLE / SESSION AUTHORIZATION
@@ -773,9 +777,16 @@ class Describer:
         analysis = self._query(query)
         if to_client:
             d.query = analysis
-            # The proxy masks COPY data in the default text format; other framings (CSV with a
-            # digit delimiter, binary) move values across its field boundaries.
-            d.copy_options = bool(tree.args.get("params")) or bool(tree.meta.get(COPY_OPTIONS_META))
+            # The proxy's COPY masker reads rows in the layout the options give (text or CSV,
+            # their delimiter, quote, escape, NULL and header); what it cannot read is refused
+            # to roles whose results are masked (policies/decide.py).
+            options = tree.meta.get(COPY_OPTIONS_META)
+            if not isinstance(options, nodes.CopyOptions):
+                raise Unparsable("COPY options not read")
+            d.copy_options = bool(options.options)
+            d.copy_framing, d.copy_unmaskable = copy_framing(options)
+            if any(o.kind == "string" for o in options.options):
+                d.literal_values = True  # a delimiter or NULL string is part of the decision
         else:
             d.reads.append(analysis)
             d.flows = self._flows("COPY TO a server " + ("program" if program else "file"), analysis)
@@ -854,3 +865,80 @@ def _cte_writes(tree: exp.Expression) -> list[exp.CTE]:
             continue
         raise Unparsable("a data-modifying statement is only understood as a WITH query")
     return out
+
+
+# COPY options that only change how rows are laid out; the masker reads each of them.
+_FRAMING_STRINGS = ("delimiter", "null", "quote", "escape")
+
+
+def _boolean(option: nodes.CopyOption) -> bool | None:
+    """An option's boolean value as the server reads it (defGetBoolean); None if not one."""
+    if option.kind == "none":
+        return True
+    word = option.value.lower() if option.kind in ("word", "string") else option.value
+    return {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}.get(word)
+
+
+def _one_char(value: str) -> bool:
+    # One printable ASCII character: one byte in every client encoding the proxy serves.
+    return len(value) == 1 and " " <= value <= "~"
+
+
+def copy_framing(options: nodes.CopyOptions) -> tuple[CopyFraming | None, str | None]:
+    """The layout of a COPY TO STDOUT's rows, or None and why the proxy cannot mask them.
+
+    Read as the server reads the options (commands/copy.c ProcessCopyOptions): FORMAT text or
+    csv, HEADER a boolean, DELIMITER / NULL / QUOTE / ESCAPE strings, FORCE_QUOTE (quoting only).
+    Anything else is left to the server for roles whose results are not masked: ENCODING
+    re-encodes the rows (their bytes no longer read in the session's encoding), binary is not
+    text, and an option the masker does not know may change the layout."""
+    fmt = "text"
+    values: dict[str, str] = {}
+    header = False
+    for o in options.options:
+        if o.name == "format":
+            if o.kind not in ("word", "string") or o.value not in ("text", "csv", "binary"):
+                return None, f"COPY format {o.value!r} is not known"
+            fmt = o.value
+        elif o.name == "header":
+            flag = _boolean(o)
+            if flag is None:
+                return None, "COPY HEADER other than true or false"
+            header = flag
+        elif o.name in _FRAMING_STRINGS:
+            if o.kind != "string":
+                return None, f"COPY {o.name.upper()} must be a string"
+            values[o.name] = o.value
+        elif o.name == "force_quote" and o.kind in ("star", "columns"):
+            pass  # quotes more fields: the CSV reader reads quoted fields
+        else:
+            return None, f"COPY option {o.name.upper()} cannot be masked"
+    if fmt == "binary":
+        return None, "binary COPY cannot be masked"
+    if fmt == "text":
+        if "quote" in values or "escape" in values:
+            return None, "COPY QUOTE and ESCAPE are CSV options"
+        framing = CopyFraming("text", values.get("delimiter", "\t"), values.get("null", "\\N"), header=header)
+        if framing.delimiter != "\t" and not _one_char(framing.delimiter):
+            return None, "COPY DELIMITER must be one printable ASCII character"
+        # The server refuses these delimiters in text format; the masker's unescaping would
+        # read a backslash one differently.
+        if framing.delimiter in "\\.abcdefghijklmnopqrstuvwxyz0123456789":
+            return None, "this COPY DELIMITER is not valid in text format"
+    else:
+        quote = values.get("quote", '"')
+        framing = CopyFraming(
+            "csv",
+            values.get("delimiter", ","),
+            values.get("null", ""),
+            quote,
+            values.get("escape", quote),
+            header,
+        )
+        if not all(_one_char(c) for c in (framing.delimiter, framing.quote, framing.escape)):
+            return None, "COPY DELIMITER, QUOTE and ESCAPE must be one printable ASCII character each"
+        if framing.delimiter == framing.quote:
+            return None, "COPY DELIMITER and QUOTE must differ"
+    if any(c in framing.null for c in "\r\n") or framing.delimiter in framing.null:
+        return None, "this COPY NULL string cannot be masked"
+    return framing, None

@@ -98,6 +98,9 @@ class DialectFacts:
     # The column-statistics view (schema, relation, its (schema, table, column) key columns):
     # its rows about columns a role may not read in clear are filtered out for that role.
     column_statistics: tuple[str, str, tuple[str, str, str]] | None = None
+    # LIMIT takes any expression (PostgreSQL), so the row limit bounds a parameter with LEAST;
+    # MySQL takes literals and placeholders only, so such a query is wrapped instead.
+    expression_limits: bool = True
     # Aggregates that gather the rows they read into one value (an array, a string, a JSON or XML
     # document, a multirange): one result row can then carry any number of records, which a
     # role's max_rows would not bound. Names as written, plus sqlglot's canonical ones.
@@ -797,6 +800,7 @@ POSTGRES = DialectFacts(
 
 MYSQL = DialectFacts(
     name="mysql",
+    expression_limits=False,
     sqlglot="mysql",
     # MySQL: `#` and `-- ` (with a space) comment to the end of the line; block comments do not
     # nest; `/*!…*/` and `/*+…*/` are executed (version comments) or read as optimizer hints.

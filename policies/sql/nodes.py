@@ -18,14 +18,22 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
+# Set on a COPY tree by the parser: its option list (CopyOptions), which sqlglot does not read.
+COPY_OPTIONS_META = "maskgate_copy_options"
+
 
 def render(statement: Statement, dialect: str) -> str:
     """SQL text of a tree. Function names keep their spelling: sqlglot would write a quoted
     "MyFunc"(x) as "MYFUNC"(x), another function. Trees are rendered without a copy: a tree
-    is rendered when its decision is made, and never changed after."""
+    is rendered when its decision is made, and never changed after. A COPY's options follow
+    its destination, in the parenthesized form whatever form they were written in."""
     if isinstance(statement, Node):
         return statement.sql(dialect)
-    return statement.sql(dialect=dialect, normalize_functions=False, copy=False)
+    text = statement.sql(dialect=dialect, normalize_functions=False, copy=False)
+    options = statement.meta.get(COPY_OPTIONS_META) if isinstance(statement, exp.Copy) else None
+    if isinstance(options, CopyOptions) and (options.options or options.program is not None):
+        text += " " + options.sql()
+    return text
 
 
 def sqlglot_trees(statement: Statement) -> Iterator[exp.Expression]:
@@ -421,3 +429,66 @@ class Use(Node):
 
     def expressions(self) -> Iterator[Statement]:
         yield self.database
+
+
+def _quote_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _quote_name(name: str) -> str:
+    # A quoted name's own double quotes are doubled: it stays one name, whatever it holds.
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _word(name: str) -> str:
+    """A folded word as written (csv, force_quote, true); anything else quoted."""
+    return name if name.isascii() and name.isidentifier() and name.islower() else _quote_name(name)
+
+
+@dataclass(frozen=True, slots=True)
+class CopyOption:
+    """One COPY option as the server reads it: `name` folded (force_quote, delimiter, …), and a
+    value of one kind: none (`HEADER`), string (`DELIMITER ';'`), word (`FORMAT csv`, folded
+    unless quoted; true/false/on/off are words), number, star (`FORCE_QUOTE *`) or columns."""
+
+    name: str
+    kind: str = "none"  # none | string | word | number | star | columns
+    value: str = ""
+    columns: tuple[str, ...] = ()
+
+    def text(self) -> str:
+        """The value as a string, as the server's option readers see it (defGetString)."""
+        return self.value
+
+    def sql(self) -> str:
+        name = _word(self.name)
+        if self.kind == "none":
+            return name
+        if self.kind == "string":
+            return f"{name} {_quote_string(self.value)}"
+        if self.kind == "word":
+            return f"{name} {_word(self.value)}"
+        if self.kind == "number":
+            return f"{name} {self.value}"
+        if self.kind == "star":
+            return f"{name} *"
+        cols = ", ".join(_quote_name(c) for c in self.columns)
+        return f"{name} ({cols})"
+
+
+@dataclass(frozen=True, slots=True)
+class CopyOptions:
+    """A COPY's options (`WITH (FORMAT csv, HEADER)`, legacy `CSV HEADER`, `BINARY`, …), in
+    the order written; legacy options are given the names of the parenthesized form."""
+
+    options: tuple[CopyOption, ...] = ()
+    program: str | None = None  # TO / FROM PROGRAM's command, which sqlglot does not keep
+
+    def get(self, name: str) -> CopyOption | None:
+        return next((o for o in self.options if o.name == name), None)
+
+    def sql(self) -> str:
+        text = "(" + ", ".join(o.sql() for o in self.options) + ")" if self.options else ""
+        if self.program is not None:
+            text = _join([_quote_string(self.program), text])
+        return text

@@ -37,14 +37,16 @@ class Unparsable(Exception):
     """The statement is not understood; refusing it is the only safe answer."""
 
 
-# Set on a COPY tree when tokens follow its destination (`TO STDOUT CSV`): sqlglot keeps the
-# options it knows as `params` and may drop others, so the tokens say it.
-COPY_OPTIONS_META = "maskgate_copy_options"
+# Set on a COPY tree: its options (nodes.CopyOptions), read here rather than by sqlglot, which
+# knows only some of their forms and drops or misreads others.
+COPY_OPTIONS_META = nodes.COPY_OPTIONS_META
 
 
 # --- tokens -----------------------------------------------------------------------------------
 
 _TOKENIZERS: dict[str, Tokenizer] = {}
+# A plain word of COPY's option list (a name, or a value such as csv or true).
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _QUOTED = (TokenType.IDENTIFIER, TokenType.STRING)
 # Token types that carry a string value in SET and friends.
 _STRINGS = (TokenType.STRING, TokenType.NATIONAL_STRING)
@@ -532,7 +534,8 @@ class StatementParser:
                 tokens = tokens[:-1]
                 self.i -= 1
             targets.append((self._table(tokens), only))
-            self.match_type(TokenType.STAR)  # `t *`: and its descendants, as without ONLY
+            if self.match_type(TokenType.STAR) and only:  # `t *`: and its descendants, as without ONLY
+                raise Unparsable("ONLY t * is not a table")  # the server's syntax error, not ours to mend
             if not self.match_type(TokenType.COMMA):
                 break
         mode = "ACCESS EXCLUSIVE"
@@ -735,20 +738,210 @@ class StatementParser:
     # --- COPY ---------------------------------------------------------------------------------
 
     def _copy(self) -> Statement:
-        tree = self.sqlglot_statement(self.tokens)
+        """COPY [BINARY] target {TO|FROM} [PROGRAM] dest [[USING] DELIMITERS 'c'] [WITH] options
+        [WHERE …]. sqlglot reads the statement up to its destination (and a WHERE); the options,
+        in the parenthesized form or the legacy one, are read here into nodes.CopyOptions."""
+        tokens = list(self.tokens)
+        legacy: list[nodes.CopyOption] = []
+        if (
+            len(tokens) > 2
+            and self._plain_word(tokens[1]) == "BINARY"
+            and self._plain_word(tokens[2]) != "TO"
+        ):
+            # COPY BINARY t …: the pre-7.3 spelling the grammar still accepts.
+            legacy.append(nodes.CopyOption("format", "word", "binary"))
+            del tokens[1]
         depth = 0
-        options = True
-        for k, tok in enumerate(self.tokens):
+        k = None
+        for n, tok in enumerate(tokens):
             if tok.token_type == TokenType.L_PAREN:
                 depth += 1
             elif tok.token_type == TokenType.R_PAREN:
                 depth -= 1
-            elif depth == 0 and tok.text.upper() == "TO" and tok.token_type not in _QUOTED:
-                options = len(self.tokens) > k + 2
+            elif depth == 0 and self._plain_word(tok) in ("TO", "FROM") and n > 1:
+                k = n
                 break
+        if k is None:
+            raise Unparsable("COPY without TO or FROM")
+        j = k + 1
+        program = None
+        if j < len(tokens) and self._plain_word(tokens[j]) == "PROGRAM":
+            # sqlglot reads the command string as an option: it is kept beside the tree.
+            program = self._copy_string(tokens, j + 1)
+            head, tail = tokens[: j + 1], tokens[j + 2 :]
+        else:
+            if j >= len(tokens):
+                raise Unparsable("COPY without a destination")
+            head, tail = tokens[: j + 1], tokens[j + 1 :]
+        where: list[Token] = []
+        depth = 0
+        for n, tok in enumerate(tail):
+            depth += (tok.token_type == TokenType.L_PAREN) - (tok.token_type == TokenType.R_PAREN)
+            if depth == 0 and self._plain_word(tok) == "WHERE":
+                tail, where = tail[:n], tail[n:]
+                break
+        options = self._copy_options(tail, legacy, program)
+        if where and options.options:
+            # The options would be rendered after the WHERE sqlglot writes: not the server's order.
+            raise Unparsable("COPY … WHERE with options")
+        tree = self.sqlglot_statement(head + where)
+        if not isinstance(tree, exp.Copy) or tree.args.get("params"):
+            raise Unparsable("COPY not understood")
         tree.meta[COPY_OPTIONS_META] = options
         self.i = len(self.tokens)
         return tree
+
+    @staticmethod
+    def _plain_word(tok: Token) -> str:
+        return "" if tok.token_type in _QUOTED else tok.text.upper()
+
+    def _copy_options(
+        self, tokens: list[Token], legacy: list[nodes.CopyOption], program: str | None
+    ) -> nodes.CopyOptions:
+        out = list(legacy)
+        i = 0
+        if i < len(tokens) and self._plain_word(tokens[i]) == "USING":
+            i += 1
+            if i >= len(tokens) or self._plain_word(tokens[i]) != "DELIMITERS":
+                raise Unparsable("COPY option not understood")
+        if i < len(tokens) and self._plain_word(tokens[i]) == "DELIMITERS":
+            out.append(nodes.CopyOption("delimiter", "string", self._copy_string(tokens, i + 1)))
+            i += 2
+        if i < len(tokens) and self._plain_word(tokens[i]) == "WITH":
+            i += 1
+        rest = tokens[i:]
+        if rest and rest[0].token_type == TokenType.L_PAREN:
+            if _closing_paren(rest, 0) != len(rest) - 1 or len(rest) < 3:
+                raise Unparsable("COPY option list not understood")
+            items = _split_commas(rest[1:-1], keep_empty=True)
+            if any(not item for item in items):
+                raise Unparsable("COPY option list not understood")
+            for item in items:
+                out.append(self._copy_generic_option(item))
+        else:
+            out.extend(self._copy_legacy_options(rest))
+        names = [o.name for o in out]
+        if len(set(names)) != len(names):
+            raise Unparsable("a COPY option is given twice")  # the server refuses it too
+        return nodes.CopyOptions(tuple(out), program)
+
+    def _copy_string(self, tokens: list[Token], i: int) -> str:
+        # Only a plain '…' string: an E'…' string's escapes are sqlglot's reading, not the server's.
+        tok = tokens[i] if i < len(tokens) else None
+        if tok is None or tok.token_type != TokenType.STRING or self.sql[tok.start : tok.start + 1] != "'":
+            raise Unparsable("COPY option value must be a plain string")
+        return tokens[i].text
+
+    def _copy_name(self, tok: Token) -> str:
+        """An option's name or word value: a quoted name as written, a plain word folded. A
+        token whose text is not its source (a string of any kind) is neither."""
+        if tok.token_type == TokenType.IDENTIFIER:
+            return tok.text  # quoted: as written
+        if self.sql[tok.start : tok.end + 1] != tok.text or not _WORD.fullmatch(tok.text):
+            raise Unparsable("COPY option not understood (values are words, numbers or plain '…' strings)")
+        return tok.text.lower()
+
+    def _copy_generic_option(self, item: list[Token]) -> nodes.CopyOption:
+        """name [value]: a string, a number (signed), a word, *, or a parenthesized name list."""
+        name = self._copy_name(item[0])
+        value = item[1:]
+        if not value:
+            return nodes.CopyOption(name)
+        first = value[0]
+        if len(value) == 1:
+            if first.token_type == TokenType.STRING:
+                return nodes.CopyOption(name, "string", first.text)
+            if first.token_type == TokenType.NUMBER:
+                return nodes.CopyOption(name, "number", first.text)
+            if first.token_type == TokenType.STAR:
+                return nodes.CopyOption(name, "star")
+            return nodes.CopyOption(name, "word", self._copy_name(first))
+        if (
+            len(value) == 2
+            and first.token_type in (TokenType.DASH, TokenType.PLUS)
+            and value[1].token_type == TokenType.NUMBER
+        ):
+            return nodes.CopyOption(
+                name, "number", ("-" if first.token_type == TokenType.DASH else "") + value[1].text
+            )
+        if first.token_type == TokenType.L_PAREN and value[-1].token_type == TokenType.R_PAREN:
+            return nodes.CopyOption(name, "columns", columns=self._copy_columns(value[1:-1]))
+        raise Unparsable("COPY option value not understood")
+
+    def _copy_columns(self, tokens: list[Token]) -> tuple[str, ...]:
+        cols = []
+        for part in _split_commas(tokens):
+            if len(part) != 1:
+                raise Unparsable("COPY column list not understood")
+            cols.append(self._copy_name(part[0]))
+        if not cols:
+            raise Unparsable("COPY column list not understood")
+        return tuple(cols)
+
+    def _copy_legacy_options(self, tokens: list[Token]) -> list[nodes.CopyOption]:
+        """BINARY, CSV, HEADER, FREEZE, DELIMITER [AS] 's', NULL [AS] 's', QUOTE [AS] 's',
+        ESCAPE [AS] 's', ENCODING 's', FORCE QUOTE {*|cols}, FORCE NOT NULL cols, FORCE NULL cols."""
+        out: list[nodes.CopyOption] = []
+        i = 0
+        flags = {
+            "BINARY": ("format", "binary"),
+            "CSV": ("format", "csv"),
+            "HEADER": ("header", ""),
+            "FREEZE": ("freeze", ""),
+        }
+        strings = {
+            "DELIMITER": "delimiter",
+            "NULL": "null",
+            "QUOTE": "quote",
+            "ESCAPE": "escape",
+            "ENCODING": "encoding",
+        }
+        while i < len(tokens):
+            w = self._plain_word(tokens[i])
+            if w in flags:
+                name, value = flags[w]
+                out.append(nodes.CopyOption(name, "word", value) if value else nodes.CopyOption(name))
+                i += 1
+            elif w in strings:
+                i += 1
+                if w != "ENCODING" and i < len(tokens) and self._plain_word(tokens[i]) == "AS":
+                    i += 1
+                out.append(nodes.CopyOption(strings[w], "string", self._copy_string(tokens, i)))
+                i += 1
+            elif w == "FORCE":
+                i += 1
+                words = []
+                while (
+                    i < len(tokens)
+                    and self._plain_word(tokens[i]) in ("QUOTE", "NOT", "NULL")
+                    and len(words) < 2
+                ):
+                    words.append(self._plain_word(tokens[i]))
+                    i += 1
+                kind = {
+                    ("QUOTE",): "force_quote",
+                    ("NOT", "NULL"): "force_not_null",
+                    ("NULL",): "force_null",
+                }.get(tuple(words))
+                if kind is None:
+                    raise Unparsable("COPY FORCE option not understood")
+                if kind == "force_quote" and i < len(tokens) and tokens[i].token_type == TokenType.STAR:
+                    out.append(nodes.CopyOption(kind, "star"))
+                    i += 1
+                    continue
+                cols: list[Token] = []
+                while i < len(tokens):
+                    cols.append(tokens[i])
+                    i += 1
+                    if i < len(tokens) and tokens[i].token_type == TokenType.COMMA:
+                        cols.append(tokens[i])
+                        i += 1
+                    else:
+                        break
+                out.append(nodes.CopyOption(kind, "columns", columns=self._copy_columns(cols)))
+            else:
+                raise Unparsable("COPY option not understood")
+        return out
 
     # --- administration, access control, code ---------------------------------------------------
 
@@ -784,7 +977,17 @@ class StatementParser:
         return self.sqlglot_statement(self.tokens)
 
 
-def _split_commas(tokens: list[Token]) -> list[list[Token]]:
+def _closing_paren(tokens: list[Token], start: int) -> int:
+    """The index of the parenthesis that closes the one at `start` (-1: none)."""
+    depth = 0
+    for n in range(start, len(tokens)):
+        depth += (tokens[n].token_type == TokenType.L_PAREN) - (tokens[n].token_type == TokenType.R_PAREN)
+        if depth == 0:
+            return n
+    return -1
+
+
+def _split_commas(tokens: list[Token], keep_empty: bool = False) -> list[list[Token]]:
     parts: list[list[Token]] = [[]]
     depth = 0
     for tok in tokens:
@@ -796,7 +999,7 @@ def _split_commas(tokens: list[Token]) -> list[list[Token]]:
             parts.append([])
         else:
             parts[-1].append(tok)
-    return [p for p in parts if p]
+    return parts if keep_empty else [p for p in parts if p]
 
 
 _COMMON: dict[str, Callable[[StatementParser], Statement]] = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import socket
@@ -17,6 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from .certs import demo_certificate
 from .embedded_pg import EmbeddedPostgres, bin_dir, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,8 +71,16 @@ def prepare_database(base: Path, customers: int) -> tuple[EmbeddedPostgres, str,
     return pg, password, vendor_password
 
 
-def write_config(base: Path, pg_port: int, listen_port: int, metrics_port: int) -> Path:
+def write_config(
+    base: Path, pg_port: int, listen_port: int, metrics_port: int, tls: tuple[Path, Path] | None = None
+) -> Path:
     path = base / "maskgate.yaml"
+    tls_lines = (
+        "  # A self-signed certificate the demo made for localhost (clients: sslmode=require).\n"
+        f"  tls: {{cert: {json.dumps(str(tls[0]))}, key: {json.dumps(str(tls[1]))}}}\n"
+        if tls
+        else ""
+    )
     path.write_text(
         "# Written by `make demo`. Passwords come from the environment, never the file.\n"
         f"policy: {DEMO_POLICY}\n"
@@ -82,7 +92,7 @@ def write_config(base: Path, pg_port: int, listen_port: int, metrics_port: int) 
         "  # vendor's statements run as crm_vendor (logged in with its password); desk's as\n"
         "  # crm_desk, taken with SET ROLE (no password here).\n"
         "  database_roles:\n"
-        "    crm_vendor: ${CRM_VENDOR_PASSWORD}\n"
+        "    crm_vendor: ${CRM_VENDOR_PASSWORD}\n" + tls_lines
     )
     return path
 
@@ -160,9 +170,8 @@ def tour(port: int, metrics_port: int) -> str:
     sql = "SELECT id, caller, started_at FROM call_records"
     cols, rows, notices, err = _query(port, "vendor", sql)
     say(f"   {sql}")
-    say(
-        f"  refused: {err}" if err else f"  {len(rows)} rows reached the vendor; notice: {'; '.join(notices)}"
-    )
+    warned = "; ".join(notices)
+    say(f"  refused: {err}" if err else f"  {len(rows)} rows reached the vendor; warning: {warned}")
     say("")
     say("== 4. Who the database sees ==")
     import psycopg
@@ -212,14 +221,16 @@ async def run(args: argparse.Namespace) -> int:
     pg, password, vendor_password = await asyncio.to_thread(prepare_database, base, args.customers)
     port = args.port if _port_free(args.port) else free_port()
     metrics_port = 9187 if _port_free(9187) else free_port()
-    cfg_path = write_config(base, pg.port, port, metrics_port)
+    cert, key, made = await asyncio.to_thread(demo_certificate, base / "tls")
+    cfg_path = write_config(base, pg.port, port, metrics_port, (cert, key))
     os.environ["MASKGATE_UPSTREAM_PASSWORD"] = password
     os.environ["CRM_VENDOR_PASSWORD"] = vendor_password
     config = load_config(cfg_path)
     app = App(config)
     await app.start()
     print(
-        f"maskgate demo: proxy on 127.0.0.1:{port}, database on 127.0.0.1:{pg.port} "
+        f"maskgate demo: proxy on 127.0.0.1:{port} (TLS with the self-signed {cert}, "
+        f"{'made now' if made else 'reused'}), database on 127.0.0.1:{pg.port} "
         f"(ready in {time.monotonic() - t0:.1f}s)"
     )
     try:
@@ -227,7 +238,10 @@ async def run(args: argparse.Namespace) -> int:
         psql = bin_dir() / "psql"
         print("\n== Try it yourself ==")
         for who, (user, pw) in USERS.items():
-            print(f"  PGPASSWORD={pw} {psql} -h 127.0.0.1 -p {port} -U {user} crm    # {who}")
+            print(
+                f'  PGPASSWORD={pw} {psql} "host=127.0.0.1 port={port} user={user} dbname=crm '
+                f'sslmode=require"    # {who}'
+            )
         print(f"  curl -s http://127.0.0.1:{metrics_port}/metrics | grep ^maskgate_")
         print(f"  tail -f {base / 'audit.jsonl'}")
         if args.no_wait:

@@ -95,10 +95,13 @@ def shutting_down() -> ErrorResponse:
 
 
 def truncated_notice(rows: int) -> NoticeResponse:
+    """A WARNING, not a NOTICE: pg_dump and many scripts run with client_min_messages = warning
+    and take a NOTICE for chatter, and a result cut short without a word would pass for the
+    whole table. SQLSTATE 01000 is PostgreSQL's generic warning class."""
     return NoticeResponse(
         (
-            ("S", "NOTICE"),
-            ("V", "NOTICE"),
+            ("S", "WARNING"),
+            ("V", "WARNING"),
             ("C", "01000"),
             ("M", f"maskgate: result truncated to {rows} rows"),
         )

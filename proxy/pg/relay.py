@@ -183,6 +183,8 @@ class Result:
     plan: RowPlan | None = None
     planned: bool = False
     copy: CopyPlan | None = None
+    # COPY … (HEADER): the first CopyData is the column names, not a row of the limit.
+    copy_header: bool = False
     ncols: int = -1  # columns described for it: a restricted row with another count is malformed
 
     @classmethod
@@ -197,6 +199,7 @@ class Result:
         if self.phase is not ResultPhase.REFUSED:  # a refused result stays refused
             self.phase = _RESULT_MOVES.move(self.phase, ResultPhase.COPY_OUT)
             self.copy = plan
+            self.copy_header = self.allow.copy is not None and self.allow.copy.header
 
 
 @dataclass(slots=True, eq=False)
@@ -1357,6 +1360,13 @@ class Relay:
         if res.phase is ResultPhase.REFUSED:
             return False
         if mtype == b"c":
+            return True
+        if res.copy_header and res.phase is ResultPhase.COPY_OUT:
+            # The column names the statement gave (a header the engine read from its options):
+            # not a row of the limit, and not masked.
+            res.copy_header = False
+            if res.copy is not None:
+                res.copy.apply(bytes(body))
             return True
         if not res.rows.admit():
             return False

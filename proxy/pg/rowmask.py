@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from policies.decision import Allow, ColumnMask
+from policies.decision import Allow, ColumnMask, CopyFraming
 from proxy.pg import types
 from proxy.pg.messages import FieldDescription, MessageError
 from proxy.services.gate import MaskerSource
@@ -215,8 +215,8 @@ def _copy_unescape(s: str) -> str:
     return "".join(out)
 
 
-def _copy_escape(s: str) -> str:
-    return (
+def _copy_escape(s: str, delimiter: str = "\t") -> str:
+    out = (
         s.replace("\\", "\\\\")
         .replace("\t", "\\t")
         .replace("\n", "\\n")
@@ -225,6 +225,74 @@ def _copy_escape(s: str) -> str:
         .replace("\f", "\\f")
         .replace("\v", "\\v")
     )
+    # The server backslashes the delimiter inside a value; a tab is written \t above.
+    return out.replace(delimiter, "\\" + delimiter) if delimiter != "\t" else out
+
+
+def _split_text(body: str, delimiter: str) -> list[str]:
+    """The raw fields of a text-format row: a backslash escapes the character after it (the
+    delimiter included), so only a bare delimiter ends a field."""
+    if "\\" not in body:
+        return body.split(delimiter)
+    fields: list[str] = []
+    start = i = 0
+    n = len(body)
+    while i < n:
+        c = body[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == delimiter:
+            fields.append(body[start:i])
+            start = i + 1
+        i += 1
+    fields.append(body[start:])
+    return fields
+
+
+def split_csv(body: str, framing: CopyFraming) -> list[tuple[str, str, bool]]:
+    """The fields of one CSV row as the server reads CSV (copyfromparse.c
+    CopyReadAttributesCSV): (raw text, value, quoted). Inside quotes the escape character
+    followed by the quote or the escape character is that character; a doubled quote is the
+    same rule with escape = quote. Raises Unmaskable for an unterminated quote."""
+    delim, quote, escape = framing.delimiter, framing.quote, framing.escape
+    fields: list[tuple[str, str, bool]] = []
+    i, n = 0, len(body)
+    while True:
+        start = i
+        value: list[str] = []
+        quoted = in_quote = False
+        while i < n:
+            c = body[i]
+            if in_quote:
+                if c == escape and i + 1 < n and body[i + 1] in (quote, escape):
+                    value.append(body[i + 1])
+                    i += 2
+                    continue
+                if c == quote:
+                    in_quote = False
+                else:
+                    value.append(c)
+            elif c == delim:
+                break
+            elif c == quote:
+                in_quote = quoted = True
+            else:
+                value.append(c)
+            i += 1
+        if in_quote:
+            raise Unmaskable("COPY row")
+        fields.append((body[start:i], "".join(value), quoted))
+        if i >= n:
+            return fields
+        i += 1  # the delimiter
+
+
+def quote_csv(value: str, framing: CopyFraming) -> str:
+    """A value as one quoted CSV field: quote and escape characters inside it are escaped."""
+    q, e = framing.quote, framing.escape
+    body = "".join(e + c if c in (q, e) else c for c in value)
+    return q + body + q
 
 
 def _copy_fn(act: ColumnAction, src: MaskerSource) -> Callable[[str], str | None] | None:
@@ -249,17 +317,23 @@ def _concealed(_s: str | None) -> str:
 class CopyPlan:
     """Masks COPY TO STDOUT rows (one CopyData per row, as PostgreSQL sends them).
 
-    Only the default text format is read: the wire does not say which format or delimiter a
-    COPY uses, and a guessed CSV layout can be steered (a digit delimiter plus tabs inside a
-    value shifts the columns). The engine therefore allows restricted roles plain text COPY only;
-    a row that does not split into the announced columns raises Unmaskable.
+    The wire says only that a COPY is textual, not its layout, and a guessed layout can be
+    steered (a digit delimiter plus tabs inside a value shifts the columns). The layout is the
+    one the engine read from the statement's options (Allow.copy: text or CSV, delimiter, NULL
+    string, quote, escape, header), the statement the server runs. A row that does not split into
+    the announced columns raises Unmaskable. A masked CSV value is always written quoted, so
+    whatever a masker returns stays one field.
     """
 
     def __init__(self, ncols: int, allow: Allow, src: MaskerSource, enc: str = "utf-8") -> None:
         check_shape(allow, ncols)
         self.ncols = ncols
+        self.framing = allow.copy or CopyFraming()
+        if self.framing.format not in ("text", "csv"):
+            raise Unmaskable("COPY format")
         columns = [allow.columns[i] if i < len(allow.columns) else None for i in range(ncols)]
         self.enc = enc
+        self.header = self.framing.header  # the first row is the column names
         # COPY announces no column types: every column is read as text of an OTHER type.
         self.fns = [_copy_fn(column_action(ValueKind.OTHER, cm, allow.detect, False), src) for cm in columns]
 
@@ -267,17 +341,31 @@ class CopyPlan:
         line = data.decode(self.enc, "surrogateescape")
         nl = "\n" if line.endswith("\n") else ""
         body = line[:-1] if nl else line
-        fields = body.split("\t")
-        if len(fields) != self.ncols:
-            raise Unmaskable("COPY row")
-        out, changed = self._text(fields)
-        return ("\t".join(out) + nl).encode(self.enc, "surrogateescape"), changed
+        if self.header:
+            # The column names the statement gave, not values read from a table.
+            self.header = False
+            return data, 0
+        if self.framing.format == "csv":
+            out, changed = self._csv(body)
+        else:
+            fields = _split_text(body, self.framing.delimiter)
+            if len(fields) != self.ncols:
+                raise Unmaskable("COPY row")
+            out, changed = self._text(fields)
+        if not changed:
+            return data, 0
+        return (self.framing.delimiter.join(out) + nl).encode(self.enc, "surrogateescape"), changed
 
     def _text(self, fields: list[str]) -> tuple[list[str], int]:
         out = []
         changed = 0
+        null = self.framing.null
+        # Text format writes a value equal to a NULL string of the client's choosing as it is
+        # (CSV quotes it): passing that as a NULL would pass the value, an equality oracle.
+        # Only the default \N, which no value is written as, is a NULL for sure.
+        null_is_sure = null == "\\N"
         for fn, raw in zip(self.fns, fields, strict=True):
-            if fn is None or (raw == "\\N" and fn is not _concealed):  # a concealed NULL is hidden too
+            if fn is None or (raw == null and null_is_sure and fn is not _concealed):  # concealed: hidden too
                 out.append(raw)
                 continue
             v = _copy_unescape(raw)
@@ -286,5 +374,25 @@ class CopyPlan:
                 out.append(raw)
                 continue
             changed += 1
-            out.append("\\N" if m is None else _copy_escape(str(m)))
+            out.append(null if m is None else _copy_escape(str(m), self.framing.delimiter))
+        return out, changed
+
+    def _csv(self, body: str) -> tuple[list[str], int]:
+        fields = split_csv(body, self.framing)
+        if len(fields) != self.ncols:
+            raise Unmaskable("COPY row")
+        out = []
+        changed = 0
+        null = self.framing.null
+        for fn, (raw, value, quoted) in zip(self.fns, fields, strict=True):
+            is_null = not quoted and raw == null
+            if fn is None or (is_null and fn is not _concealed):
+                out.append(raw)
+                continue
+            m = fn(value)
+            if m is value:
+                out.append(raw)
+                continue
+            changed += 1
+            out.append(null if m is None else quote_csv(str(m), self.framing))
         return out, changed

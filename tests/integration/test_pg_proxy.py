@@ -197,7 +197,8 @@ def test_named_cursor_and_copy(proxy) -> None:
             assert len(out) == LIMIT
             assert all(re.fullmatch(r"138\*{4}\d{4}", r[1]) for r in out)
             assert all("1370000" not in r[2] for r in out)
-            # CSV's layout cannot be read reliably from the wire, so it is refused, not guessed.
+            # The wire does not say a COPY is CSV; a decision without a layout (this canned one)
+            # means text, so CSV rows are refused, not guessed.
             with (
                 pytest.raises(psycopg.errors.InsufficientPrivilege),
                 cur.copy(

@@ -1,4 +1,4 @@
-"""DataRow and COPY plans: text and binary ints, numeric, bytea, jsonb, COPY text (CSV refused)."""
+"""DataRow and COPY plans: text and binary ints, numeric, bytea, jsonb, COPY text (other rows refused)."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def test_copy_text_only() -> None:
     plan = CopyPlan(2, allow, GATE)
     assert plan.apply(b"1\t13800138000\n") == (b"1\t138****8000\n", 1)
     assert plan.apply(b"1\t\\N\n") == (b"1\t\\N\n", 0)
-    # CSV (or any other layout) cannot be told apart reliably on the wire: refused, not guessed.
+    # A row not in the layout the engine read from the statement (text here): refused, not guessed.
     for row in (b'1,"13800138000"\n', b"1|2|3\n", b"a\tb\tc213800138000\n"):
         with pytest.raises(Unmaskable):
             plan.apply(row)

@@ -51,10 +51,11 @@ def refusal(message: str) -> m.ErrorResponse:
 
 
 def truncated(rows: int) -> m.NoticeResponse:
+    """A WARNING: clients that keep only warnings (client_min_messages) still see it."""
     return m.NoticeResponse(
         (
-            ("S", "NOTICE"),
-            ("V", "NOTICE"),
+            ("S", "WARNING"),
+            ("V", "WARNING"),
             ("C", "01000"),
             ("M", f"maskgate: result truncated to {rows} rows"),
         )
