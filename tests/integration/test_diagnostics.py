@@ -361,3 +361,33 @@ def test_explain_against_the_database_shows_the_discovered_class(
     args = ["explain", "--policy", str(DEMO_POLICY), "--user", VENDOR[0], "--schema", dsn]
     assert main([*args, "--format", "table", sql]) == 0
     assert "col 2 remark ← public.call_records.remark [mobile, discovered] → mask" in capsys.readouterr().out
+
+
+DESK = ("desk_li", "desk-pass")
+
+
+def test_pg_dump_data_of_readable_tables_is_masked_and_says_it_was_cut(
+    served: dict[str, Any], crm: EmbeddedPostgres
+) -> None:
+    """The README's command: the desk dumps the tables it may read, denied ones excluded. Its rows
+    arrive masked, cut at its max_rows, and pg_dump hears of the cut (a WARNING, which pg_dump's
+    client_min_messages = warning keeps)."""
+    args = [str(bin_dir() / "pg_dump"), "-h", "127.0.0.1", "-p", str(served["port"]), "-U", DESK[0]]
+    # Denied tables and the sequences (a sequence is a relation the role's tables do not name).
+    args += ["--verbose", "--exclude-table=audit_trail", "--exclude-table=accounts"]
+    # The database's row-level security binds the desk's role: pg_dump must not turn it off.
+    args += ["--exclude-table=branches", "--exclude-table=*_seq", "--enable-row-security", "crm"]
+    res = subprocess.run(
+        args,
+        env={"PGPASSWORD": DESK[1], "PGSSLMODE": "disable", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "COPY public.customers" in res.stdout
+    assert "maskgate: result truncated" in res.stderr
+    with psycopg.connect(crm.dsn("maskgate_svc", SVC_PW, "crm")) as direct:
+        phones = [r[0] for r in direct.execute("SELECT phone FROM customers").fetchall()]
+    assert not [p for p in phones if p in res.stdout]
+    assert "****" in res.stdout
