@@ -11,12 +11,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import pytest
 from prometheus_client import CollectorRegistry
 
 from proxy.app import App
 from proxy.config import load_config
 from proxy.demo.embedded_pg import EmbeddedPostgres, free_port
-from tests.conftest import CRM_VENDOR_PASSWORD
+from tests.conftest import CRM_VENDOR_PASSWORD, start_crm
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_POLICY = REPO / "policies" / "examples" / "demo.yaml"
@@ -123,3 +125,28 @@ def serve_demo(
         }
     finally:
         running.stop()
+
+
+@contextmanager
+def crm_database(
+    factory: pytest.TempPathFactory, name: str, service_password: str, customers: int
+) -> Iterator[EmbeddedPostgres]:
+    """A module's own PostgreSQL with the demo's crm database, destroyed when the module ends."""
+    pg = start_crm(factory.mktemp(name), service_password, customers)
+    try:
+        yield pg
+    finally:
+        pg.destroy()
+
+
+def connect_proxy(served: dict[str, Any], who: tuple[str, str], **kw: Any) -> psycopg.Connection[Any]:
+    """A psycopg connection to the proxy of serve_demo, as `who` (user, password), in clear."""
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=served["port"],
+        user=who[0],
+        password=who[1],
+        dbname="crm",
+        sslmode="disable",
+        **kw,
+    )

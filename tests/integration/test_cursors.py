@@ -22,9 +22,8 @@ import pytest
 from proxy.demo.embedded_pg import EmbeddedPostgres
 from proxy.pg import messages as m
 from proxy.pg.auth import make_verifier
-from tests.conftest import start_crm
 from tests.integration.clients.expect import masked_mobile
-from tests.integration.harness import serve_demo
+from tests.integration.harness import connect_proxy, crm_database, serve_demo
 from tests.integration.test_redteam import Wire, errors_of, leaked, rows, tags
 
 pytestmark = pytest.mark.integration
@@ -52,11 +51,8 @@ REFUSED = "42501"
 
 @pytest.fixture(scope="module")
 def crm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    pg = start_crm(tmp_path_factory.mktemp("pg-cursors"), SVC_PW, 300)
-    try:
+    with crm_database(tmp_path_factory, "pg-cursors", SVC_PW, 300) as pg:
         yield pg
-    finally:
-        pg.destroy()
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +75,7 @@ def truth(crm: EmbeddedPostgres) -> dict[str, Any]:
 
 
 def connect(served: dict[str, Any], who: tuple[str, str] = VENDOR, **kw: Any) -> psycopg.Connection[Any]:
-    return psycopg.connect(
-        host="127.0.0.1",
-        port=served["port"],
-        user=who[0],
-        password=who[1],
-        dbname="crm",
-        sslmode="disable",
-        **kw,
-    )
+    return connect_proxy(served, who, **kw)
 
 
 @pytest.fixture()

@@ -13,19 +13,15 @@ import psycopg
 import pytest
 
 from proxy.demo.embedded_pg import EmbeddedPostgres
-from tests.conftest import start_crm
-from tests.integration.harness import serve_demo
+from tests.integration.harness import connect_proxy, crm_database, serve_demo
 
 SVC_PW = "svc-secret-for-dump-paths"
 
 
 @pytest.fixture(scope="module")
 def crm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    pg = start_crm(tmp_path_factory.mktemp("pg-dump-paths"), SVC_PW, 400)
-    try:
+    with crm_database(tmp_path_factory, "pg-dump-paths", SVC_PW, 400) as pg:
         yield pg
-    finally:
-        pg.destroy()
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +38,7 @@ USERS = {
 
 
 def connect(served: dict[str, Any], who: str, **kw: Any) -> psycopg.Connection[Any]:
-    user, password = USERS[who]
-    return psycopg.connect(
-        host="127.0.0.1",
-        port=served["port"],
-        user=user,
-        password=password,
-        dbname="crm",
-        sslmode="disable",
-        **kw,
-    )
+    return connect_proxy(served, USERS[who], **kw)
 
 
 def warnings_of(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:

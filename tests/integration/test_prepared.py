@@ -18,8 +18,7 @@ import pytest
 
 from proxy.demo.embedded_pg import EmbeddedPostgres
 from proxy.pg import messages as m
-from tests.conftest import start_crm
-from tests.integration.harness import serve_demo
+from tests.integration.harness import crm_database, serve_demo
 from tests.integration.test_redteam import Wire, errors_of, leaked, rows, tags
 
 SVC_PW = "svc-secret-prepared"
@@ -29,11 +28,8 @@ CALLS = "SELECT id, caller FROM call_records"  # more than 200 rows, caller mask
 
 @pytest.fixture(scope="module")
 def crm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    pg = start_crm(tmp_path_factory.mktemp("pg-prepared"), SVC_PW, 300)
-    try:
+    with crm_database(tmp_path_factory, "pg-prepared", SVC_PW, 300) as pg:
         yield pg
-    finally:
-        pg.destroy()
 
 
 @pytest.fixture(scope="module")

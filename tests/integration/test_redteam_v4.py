@@ -20,8 +20,7 @@ import pytest
 
 from proxy.demo.embedded_pg import EmbeddedPostgres
 from proxy.pg import messages as m
-from tests.conftest import start_crm
-from tests.integration.harness import serve_demo
+from tests.integration.harness import connect_proxy, crm_database, serve_demo
 from tests.integration.test_redteam import Wire
 
 SVC_PW = "svc-secret-redteam-v4"
@@ -32,11 +31,8 @@ VENDOR_MAX_ROWS = 200  # policies/examples/demo.yaml
 
 @pytest.fixture(scope="module")
 def crm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    pg = start_crm(tmp_path_factory.mktemp("pg-redteam-v4"), SVC_PW, 500)
-    try:
+    with crm_database(tmp_path_factory, "pg-redteam-v4", SVC_PW, 500) as pg:
         yield pg
-    finally:
-        pg.destroy()
 
 
 @pytest.fixture(scope="module")
@@ -57,15 +53,7 @@ def truth(crm: EmbeddedPostgres) -> dict[str, Any]:
 
 
 def connect(served: dict[str, Any], who: tuple[str, str] = VENDOR) -> psycopg.Connection[Any]:
-    return psycopg.connect(
-        host="127.0.0.1",
-        port=served["port"],
-        user=who[0],
-        password=who[1],
-        dbname="crm",
-        sslmode="disable",
-        autocommit=True,
-    )
+    return connect_proxy(served, who, autocommit=True)
 
 
 def _records_out(served: dict[str, Any], sql: str) -> set[tuple[int, int]]:
