@@ -1172,6 +1172,8 @@ class Relay:
         """The session is closing: every statement still in flight gets its end record. The
         server never said how they ended: cancelled if maskgate cancelled them, else unknown
         (an error already seen for one, e.g. the FATAL of a terminated backend, is its outcome)."""
+        if self._parsed:  # parsed (and planned) with no Sync after them
+            self._audit_unexecuted()
         unfinished = "cancelled" if self.cancel_sent else "unknown"
         for e in self.queue:
             p = e.payload

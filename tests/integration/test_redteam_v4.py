@@ -203,6 +203,18 @@ def test_parse_and_bind_without_execute_reach_the_server_unaudited(served: dict[
     assert marker in _audit(served), "a statement the server planned has no audit record"
 
 
+def test_parse_without_sync_is_audited_when_the_client_goes(served: dict[str, Any]) -> None:
+    marker = "rt4_parsed_then_gone"
+    w = Wire(served["port"])
+    w.s.sendall(m.Parse("", f"SELECT id AS {marker} FROM call_records").serialize() + m.Flush().serialize())
+    assert w._recv()[0] == b"1"  # ParseComplete: the server has it
+    w.s.close()  # no Sync, no Terminate
+    deadline = time.monotonic() + 5
+    while marker not in _audit(served) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker in _audit(served), "a statement the server parsed has no audit record"
+
+
 # ---------------------------------------------------------------------------------------------
 # 4. One statement's analysis stalls every other session
 # ---------------------------------------------------------------------------------------------
