@@ -49,6 +49,11 @@ ShapeKey = tuple[str, str, str, tuple[str, ...], str | None, tuple[object, ...],
 _UNKNOWN = object()
 
 
+# The longest statement a restricted role may send: ~1 s of analysis. Tools and people who need
+# longer ones (bulk loads, migrations) are unrestricted roles.
+MAX_ANALYSED_CHARS = 64 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class _Single:
     """What learning a shape needs from the one statement of a string."""
@@ -118,6 +123,15 @@ class Engine:
                 windows = ", ".join(w.text for w in role.hours)
                 block = Block("outside_hours", f"this role may only connect during {windows}")
                 return self._stamp(block, sql, dialect)
+        if len(sql) > MAX_ANALYSED_CHARS and not self.policy.unrestricted(role):
+            # Analysis costs tens of µs a token on the loop every session shares: a restricted
+            # role's statement of megabytes would stall everyone's (red team v4's class).
+            block = Block(
+                "statement_not_allowed",
+                f"statements longer than {MAX_ANALYSED_CHARS} characters are not analysed for this "
+                "role; split it",
+            )
+            return self._stamp(block, sql, dialect)
         path = tuple(search_path) if search_path is not None else ()
         key: CacheKey = (self.policy.revision, role_name, dialect, path, database, sql)
         cached = self._cache.get(key)

@@ -240,3 +240,13 @@ def test_prepare_carries_its_body_decision_and_limit(engine: Engine) -> None:
         PreparedEffect("prepare", "q"),
         PreparedEffect("execute", "q"),
     ]
+
+
+def test_a_restricted_role_may_not_send_statements_too_long_to_analyse(engine: Engine) -> None:
+    from policies.engine import MAX_ANALYSED_CHARS
+
+    e = engine
+    long_in = "SELECT id FROM call_records WHERE id IN (" + ",".join(["1"] * (MAX_ANALYSED_CHARS // 2)) + ")"
+    d = e.decide("vendor", long_in, database="crm")
+    assert isinstance(d, Block) and "longer than" in d.message
+    assert isinstance(e.decide("dba", long_in, database="crm"), Allow)
