@@ -97,3 +97,38 @@ def test_truncated_cursor_name_desk_bank_card(served: dict[str, Any], truth: dic
         )
         got = {r[0].translate(DIGITS) for r in conn.execute(f"FETCH 5 FROM {SHORT}").fetchall()}
     assert not got & truth["bank_cards"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: 10-candidate cap is per statement: a Query of 1000 statements recovers a mobile",
+)
+def test_equality_candidates_across_statements_of_one_query(
+    served: dict[str, Any], truth: dict[str, Any]
+) -> None:
+    """service_desk may compare phone with at most 10 values per statement; the 4 digits the mask
+    hides are 10,000 candidates, tested 10 by 10 in one simple Query of 1,000 statements (one
+    round trip, a few seconds), then 10 more to pick the digit."""
+    with connect(served, DESK, autocommit=True) as conn:
+        cid, masked = conn.execute("SELECT id, phone FROM customers ORDER BY id LIMIT 1").fetchone()
+        pre, suf = masked[:3], masked[-4:]
+
+        def hits(groups: list[list[str]]) -> list[int]:
+            sql = " ".join(
+                f"SELECT {k} FROM customers WHERE id = {cid} AND phone IN ({','.join(repr(v) for v in g)});"
+                for k, g in enumerate(groups)
+            )
+            cur = conn.cursor()
+            cur.execute(sql)
+            out: list[int] = []
+            while True:
+                out += [r[0] for r in cur.fetchall()]
+                if not cur.nextset():
+                    return out
+
+        candidates = [f"{pre}{i:04d}{suf}" for i in range(10000)]
+        blocks = [candidates[j : j + 10] for j in range(0, 10000, 10)]
+        found = [blocks[k][0] for k in hits(blocks)]
+        block = blocks[candidates.index(found[0]) // 10] if found else []
+        phone = {block[k] for k in hits([[v] for v in block])} if block else set()
+    assert not phone & truth["phones"]
