@@ -6,6 +6,8 @@ marked xfail(strict=True) until the proxy is fixed; the reason line says what le
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,8 +15,10 @@ import psycopg
 import pytest
 
 from proxy.demo.embedded_pg import EmbeddedPostgres
+from proxy.pg import messages as m
 from tests.conftest import start_crm
 from tests.integration.harness import serve_demo
+from tests.integration.test_redteam import Wire
 
 pytestmark = pytest.mark.integration
 
@@ -132,3 +136,34 @@ def test_equality_candidates_across_statements_of_one_query(
         block = blocks[candidates.index(found[0]) // 10] if found else []
         phone = {block[k] for k in hits([[v] for v in block])} if block else set()
     assert not phone & truth["phones"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: a statement parsed (and described) with Flush, then Terminate, is never audited",
+)
+def test_parsed_statement_without_sync_is_audited(served: dict[str, Any]) -> None:
+    """v4 audits a statement parsed but not executed in its batch (outcome `prepared`) at Sync;
+    a client that sends Parse, Describe and Flush, reads the server's answers and terminates
+    without a Sync leaves no record of a statement the server parsed and described."""
+    marker = f"red5_unaudited_{time.time_ns()}"
+    w = Wire(served["port"])
+    w.s.sendall(
+        m.Parse("", f"SELECT phone AS {marker} FROM customers", ()).serialize()
+        + m.Describe(b"S", "").serialize()
+        + m.frame(b"H", b"")
+    )
+    got = b""
+    while marker.encode() not in got:  # the server described it: ParseComplete, T
+        got += w.s.recv(65536)
+    w.s.sendall(m.frame(b"X", b""))
+    w.s.close()
+    audit = served["dir"] / "audit.jsonl"
+    deadline = time.monotonic() + 5
+    sqls: list[str] = []
+    while time.monotonic() < deadline:
+        sqls = [json.loads(line).get("sql", "") for line in audit.read_text().splitlines() if line.strip()]
+        if any(marker in q for q in sqls):
+            break
+        time.sleep(0.1)
+    assert any(marker in q for q in sqls)
