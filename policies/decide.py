@@ -750,10 +750,14 @@ class Judge:
             # scalar subqueries or aggregate values, holds four or five records (_row_budget
             # refuses a row that holds more than the limit).
             row_limit = max(1, row_limit // d.query.records_per_row)
+        lookups = 0
+        if self.role.masked_predicates == "equality":
+            lookups = sum(u.candidates for u in uses if u.role == "eq_literal" and self._non_clear(u.columns))
         return Allow(
             kind=d.kind,
             columns=columns,
             row_limit=row_limit,
+            lookups=lookups,
             detect=self.role.detect,
             tables=tuple(sorted(str(t) for t in tables)),
             classes=tuple(sorted(classes)),

@@ -139,6 +139,9 @@ class Allow:
     # What it does to the session's prepared statements (PREPARE, DEALLOCATE, DISCARD ALL, EXECUTE).
     prepared: PreparedEffect | None = None
     schema_changed: bool = False
+    # How many values it compares masked classes with (`masked_predicates: equality`), which a
+    # multi-statement string adds up (policies/decide.py MAX_LOOKUP_VALUES).
+    lookups: int = 0
     notes: tuple[str, ...] = field(default=())
     # A multi-statement string: one Allow per statement, in order (each with its own columns and
     # row limit); `rewritten_sql` above is then the whole rewritten string. Empty for one statement.

@@ -19,7 +19,7 @@ from datetime import datetime
 from sqlglot import exp
 from sqlglot.schema import MappingSchema
 
-from policies.decide import Judge
+from policies.decide import MAX_LOOKUP_VALUES, Judge
 from policies.decision import Allow, Block, Decision
 from policies.model import Policy, Role
 from policies.names import TableName
@@ -345,6 +345,16 @@ class Engine:
                 if new_sql is not None:
                     verdict = _with(verdict, rewritten_sql=new_sql)
                 parts.append(verdict)
+                lookups = sum(p.lookups for p in parts)
+                if lookups > MAX_LOOKUP_VALUES:
+                    return Block(
+                        "masked_predicate",
+                        f"this string compares classified values with {lookups} values; at most "
+                        f"{MAX_LOOKUP_VALUES} per string for this role, however many statements "
+                        "it holds",
+                        verdict.tables,
+                        verdict.classes,
+                    )
                 if new_sql is not None:
                     rewritten_spans.append((chunk.start, chunk.end, new_sql))
                 if len(statements) > 1 and path.follow(verdict, facts):

@@ -588,9 +588,11 @@ class _QueryWalk:
             if _in_projection(sub.expression, scope.expression):
                 n += self._records(sub, seen)
         if n and isinstance(scope.expression, exp.Select):
-            # Each aggregate or window value in the output may be another row's record:
-            # max(d) FILTER (WHERE id = 7), lead(d, 200) OVER (…).
-            n += _carriers(scope.expression)
+            # Each aggregate or window value in the output may hold another row of what this
+            # scope reads, and that row carries n records itself: max(d) FILTER (WHERE id = 7),
+            # lead(d, 200) OVER (…), and lead() over a lead() of the level below (which doubles
+            # the records per level: a sum would count nine levels as ten, not 512).
+            n *= 1 + _carriers(scope.expression)
         return n
 
     def _settle_recursion(self, scopes: list[Scope]) -> None:

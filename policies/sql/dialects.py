@@ -144,6 +144,10 @@ class DialectFacts:
     search_path_is_list: bool = True
     # The setting that holds the search path (None: the dialect has none; MySQL's USE).
     search_path_setting: str | None = "search_path"
+    # The longest identifier the server keeps whole (PostgreSQL cuts longer ones to 63 bytes of
+    # the database encoding, silently, so two names the proxy tells apart can be one name on the
+    # server); None where the server refuses them itself (MySQL).
+    identifier_bytes: int | None = 63
     # The server's own lexer, for the text between tokens (see `gap_problem`): its whitespace
     # characters, its line-comment openers, whether block comments nest, and comment forms whose
     # content the server executes (MySQL's `/*!…*/`), which must never be read as a comment.
@@ -856,6 +860,7 @@ MYSQL = DialectFacts(
     system_variable_prefixes=("@@", "session.", "local."),
     search_path_is_list=False,
     search_path_setting=None,
+    identifier_bytes=None,
 )
 
 DIALECTS: dict[str, DialectFacts] = {"postgres": POSTGRES, "postgresql": POSTGRES, "mysql": MYSQL}

@@ -189,7 +189,26 @@ def parse_one(sql: str, facts: DialectFacts) -> Statement:
 def parse_statement(chunk: Chunk, facts: DialectFacts) -> Statement:
     """One statement's tree, with its identifiers folded as the server folds them."""
     parser = STATEMENT_PARSER_CLASSES.get(facts.sqlglot, StatementParser)(facts, chunk.sql, chunk.tokens)
-    return normalize(parser.parse(), facts)
+    tree = normalize(parser.parse(), facts)
+    if facts.identifier_bytes is not None:
+        _check_identifier_lengths(tree, facts.identifier_bytes)
+    return tree
+
+
+def _check_identifier_lengths(tree: Statement, limit: int) -> None:
+    """Refuse a name the server would shorten: `DECLARE <63 c>x` and `FETCH <63 c>` name one
+    cursor on the server and two in the proxy, which would mask one's rows by the other's
+    decision. Its UTF-8 length bounds its length in any server encoding."""
+    if isinstance(tree, nodes.Node):
+        for child in tree.expressions():
+            _check_identifier_lengths(child, limit)
+        return
+    for ident in tree.find_all(exp.Identifier):
+        name = ident.this
+        if isinstance(name, str) and len(name) > limit // 4 and len(name.encode("utf-8")) > limit:
+            raise Unparsable(
+                f"a name longer than {limit} bytes, which the server would shorten, is not understood"
+            )
 
 
 # --- statement parsers --------------------------------------------------------------------------

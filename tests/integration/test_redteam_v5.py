@@ -1,7 +1,7 @@
 """Red team v5: attacks on the features of r10 (SQL cursors, SQL PREPARE, COPY options, limits).
 
-Every test here demonstrates a leak through the real proxy in front of a real PostgreSQL and is
-marked xfail(strict=True) until the proxy is fixed; the reason line says what leaks.
+Each test demonstrated a leak through the real proxy in front of a real PostgreSQL (a strict
+xfail until the proxy was fixed); each asserts the secure behaviour, a refusal included.
 """
 
 from __future__ import annotations
@@ -72,41 +72,43 @@ SHORT = "c" * 63
 LONG = SHORT + "x"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="LEAK: a 64-byte cursor name is cut by the server, not the proxy: full mobile"
-)
 def test_truncated_cursor_name_fetches_under_another_decision(
     served: dict[str, Any], truth: dict[str, Any]
 ) -> None:
     with connect(served, VENDOR) as conn:
         conn.execute(f"DECLARE {SHORT} CURSOR FOR SELECT 'hello'::text AS t")
-        conn.execute(f"CLOSE {LONG}")
-        conn.execute(
-            f"DECLARE {LONG} CURSOR FOR SELECT translate(phone, '0123456789', 'abcdefghij') FROM customers"
-        )
-        got = {r[0].translate(DIGITS) for r in conn.execute(f"FETCH 5 FROM {SHORT}").fetchall()}
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(f"CLOSE {LONG}")  # a name the server would cut is refused
+        conn.rollback()
+        got: set[str] = set()
+        try:
+            conn.execute(f"DECLARE {SHORT} CURSOR FOR SELECT 'hello'::text AS t")
+            conn.execute(
+                f"DECLARE {LONG} CURSOR FOR "
+                "SELECT translate(phone, '0123456789', 'abcdefghij') FROM customers"
+            )
+            got = {r[0].translate(DIGITS) for r in conn.execute(f"FETCH 5 FROM {SHORT}").fetchall()}
+        except psycopg.errors.InsufficientPrivilege:
+            pass
     assert not got & truth["phones"]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="LEAK: a 64-byte cursor name is cut by the server, not the proxy: full bank card"
-)
 def test_truncated_cursor_name_desk_bank_card(served: dict[str, Any], truth: dict[str, Any]) -> None:
     with connect(served, DESK) as conn:
         conn.execute(f"DECLARE {SHORT} CURSOR FOR SELECT 'hello'::text AS t")
-        conn.execute(f"CLOSE {LONG}")
-        conn.execute(
-            f"DECLARE {LONG} CURSOR FOR SELECT translate(bank_card, '0123456789', 'abcdefghij') "
-            "FROM customers WHERE bank_card IS NOT NULL"
-        )
-        got = {r[0].translate(DIGITS) for r in conn.execute(f"FETCH 5 FROM {SHORT}").fetchall()}
+        got: set[str] = set()
+        try:
+            conn.execute(f"CLOSE {LONG}")
+            conn.execute(
+                f"DECLARE {LONG} CURSOR FOR SELECT translate(bank_card, '0123456789', 'abcdefghij') "
+                "FROM customers WHERE bank_card IS NOT NULL"
+            )
+            got = {r[0].translate(DIGITS) for r in conn.execute(f"FETCH 5 FROM {SHORT}").fetchall()}
+        except psycopg.errors.InsufficientPrivilege:
+            pass  # refused: a name the server would cut
     assert not got & truth["bank_cards"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: 10-candidate cap is per statement: a Query of 1000 statements recovers a mobile",
-)
 def test_equality_candidates_across_statements_of_one_query(
     served: dict[str, Any], truth: dict[str, Any]
 ) -> None:
@@ -132,16 +134,15 @@ def test_equality_candidates_across_statements_of_one_query(
 
         candidates = [f"{pre}{i:04d}{suf}" for i in range(10000)]
         blocks = [candidates[j : j + 10] for j in range(0, 10000, 10)]
-        found = [blocks[k][0] for k in hits(blocks)]
+        try:
+            found = [blocks[k][0] for k in hits(blocks)]
+        except psycopg.errors.InsufficientPrivilege:
+            return  # refused: the string compares phone with more than 10 values
         block = blocks[candidates.index(found[0]) // 10] if found else []
         phone = {block[k] for k in hits([[v] for v in block])} if block else set()
     assert not phone & truth["phones"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: a statement parsed (and described) with Flush, then Terminate, is never audited",
-)
 def test_parsed_statement_without_sync_is_audited(served: dict[str, Any]) -> None:
     """v4 audits a statement parsed but not executed in its batch (outcome `prepared`) at Sync;
     a client that sends Parse, Describe and Flush, reads the server's answers and terminates
@@ -181,15 +182,15 @@ def _doubling(levels: int) -> str:
     return f"SELECT x{levels} FROM ({q}) z ORDER BY id"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="LEAK: nested windows double the records per row each level; counted as their sum"
-)
 def test_nested_windows_pack_records_beyond_max_rows(served: dict[str, Any]) -> None:
     """max_rows counts one record per window value of a row, summed over the levels of nested
     derived tables; each level's lead() of the level below carries that level's whole value, so
     the records double per level: 9 levels (10 records a row, as counted) hold 512 in one row,
     and the 20 rows allowed hold every call record, against vendor's 200."""
     with connect(served, VENDOR) as conn:
-        rows = conn.execute(_doubling(9)).fetchall()
+        try:
+            rows = conn.execute(_doubling(9)).fetchall()
+        except psycopg.errors.InsufficientPrivilege:
+            return  # refused: a row may carry more records than the limit
     ids = {rec.split(":")[0] for (x,) in rows for rec in x.split(";") if rec}
     assert len(ids) <= 200
