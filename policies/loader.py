@@ -25,6 +25,7 @@ from policies.model import (
     ACTIONS,
     BUILTIN_CLASSES,
     DAY_NAMES,
+    DEFAULT_LOOKUPS_PER_HOUR,
     DEFAULT_MAX_ROWS,
     PREDICATE_MODES,
     STATEMENT_KINDS,
@@ -114,6 +115,7 @@ ROLE_KEYS = (
     "hours",
     "functions",
     "database_role",
+    "lookups_per_hour",
     "description",
 )
 USER_KEYS = ("role", "password", "description")
@@ -480,6 +482,20 @@ def _compile_role(
         else:
             max_rows = v
 
+    lookups: int | None = DEFAULT_LOOKUPS_PER_HOUR
+    if "lookups_per_hour" in body:
+        v = body["lookups_per_hour"]
+        if v is None or v == "unlimited":
+            lookups = None
+        elif isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            c.add(
+                path,
+                _vm(body, "lookups_per_hour"),
+                f"`lookups_per_hour` must be a whole number or `unlimited`, got `{v}`",
+            )
+        else:
+            lookups = v
+
     see: dict[str, str] = {}
     if "see" in body:
         s = body["see"]
@@ -570,6 +586,7 @@ def _compile_role(
         tables_allow=tuple(allow),
         tables_deny=tuple(deny),
         max_rows=max_rows,
+        lookups_per_hour=lookups,
         see=see,
         detect=frozenset(detect),
         masked_predicates=str(mode),

@@ -23,6 +23,8 @@ PREDICATE_MODES = ("deny", "equality", "allow")
 # may add its own under a top-level `classes:` key.
 BUILTIN_CLASSES = frozenset(masking.CLASSES)
 DEFAULT_MAX_ROWS = 1000
+# A service-desk agent looks up a caller or two a minute; 10,000 lookups read a masked mobile.
+DEFAULT_LOOKUPS_PER_HOUR = 300
 DEFAULT_ACTION = "mask"  # DESIGN.md §3: classes a role does not name are masked
 # Output actions from least to most destructive; a column mixing classes takes the strongest.
 ACTION_STRENGTH = {"clear": 0, "mask": 1, "hash": 2, "fake": 3, "redact": 4, "null": 5, "deny": 6}
@@ -75,6 +77,9 @@ class Role:
     functions: frozenset[str] = frozenset()  # allow-listed functions/procedures (lowercase names)
     # The database role this role's statements run as upstream (None: the service account).
     database_role: str | None = None
+    # Values a person of this role may compare masked classes with per hour (`equality` mode);
+    # None: no budget. The mask shows most digits, so lookups can brute-force the rest.
+    lookups_per_hour: int | None = DEFAULT_LOOKUPS_PER_HOUR
 
     @property
     def unrestricted_statements(self) -> bool:

@@ -584,8 +584,10 @@ class _QueryWalk:
                 n += 1
         for sub in scope.subquery_scopes:
             # A subquery in the output carries its records into the row; one in WHERE, HAVING,
-            # IN or EXISTS only decides which rows come back.
-            if _in_projection(sub.expression, scope.expression):
+            # IN or EXISTS only decides which rows come back. A source in FROM that is a LATERAL
+            # (SELECT …) or a table function is a scope of its own whose subqueries make its rows:
+            # they count whole.
+            if scope.is_udtf or _in_projection(sub.expression, scope.expression):
                 n += self._records(sub, seen)
         if n and isinstance(scope.expression, exp.Select):
             # Each aggregate or window value in the output may hold another row of what this

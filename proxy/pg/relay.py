@@ -475,6 +475,10 @@ class Relay:
         if self._unknown_cursor(d):
             self._refuse_simple(q.sql, _refused(d, FETCH_UNKNOWN), started=started, overhead=overhead)
             return
+        spent = self.tracker.spend(d)
+        if spent is not None:
+            self._refuse_simple(q.sql, spent, started=started, overhead=overhead)
+            return
         sid = self.tracker.begin(q.sql, d)
         if sid is None:  # audit_required, and its record could not be written: not forwarded
             self._refuse_simple(q.sql, AUDIT_FAILED, started=started, overhead=overhead)
@@ -805,6 +809,10 @@ class Relay:
                 if why is not None:
                     self._refuse_extended(p.sql, _refused(p.allow, why), started=started)
                     return
+        spent = self.tracker.spend(p.allow)  # per Execute: a parameter is a new lookup each time
+        if spent is not None:
+            self._refuse_extended(p.sql, spent, started=started)
+            return
         sid = self.tracker.begin(p.sql, p.allow)
         if sid is None:  # audit_required, and its record could not be written: not forwarded
             self._refuse_extended(p.sql, AUDIT_FAILED, started=started)

@@ -113,6 +113,11 @@ class Gate(MaskerSource, Protocol):
         upstream: str = "postgres",
     ) -> Decision: ...
 
+    def spend_lookups(self, principal: Principal, n: int) -> bool:
+        """Charge `n` lookups of masked values to the person's hourly budget (their role's
+        `lookups_per_hour`); False when that would exceed it (the statement is then refused)."""
+        ...
+
     def begin(self, rec: StatementRecord) -> bool:
         """The write-ahead record of a statement about to be forwarded. Returns False when the
         audit log is required and the record could not be written: the statement must then be

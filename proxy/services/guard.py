@@ -13,6 +13,7 @@ import contextlib
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -44,6 +45,9 @@ SCHEMA_DOWN = Block("schema_unavailable", "the schema of this database is not lo
 
 # How long one schema load may take before sessions stop waiting for it, and the backoff between
 # attempts after a failed one (doubling from MIN to MAX).
+# Lookups of masked values are budgeted per person over the last hour, in this process (each
+# replica and worker keeps its own: a person spread over N of them gets N budgets).
+LOOKUP_WINDOW_S = 3600.0
 SCHEMA_TIMEOUT_S = 30.0  # a first load samples for discovery up to 10 s on top of reading
 SCHEMA_RETRY_MIN_S = 0.5
 SCHEMA_RETRY_MAX_S = 30.0
@@ -117,6 +121,7 @@ class Guard:
         self._text_maskers: dict[frozenset[str], Callable[[str], str]] = {}
         self._masked_counts: dict[str, int] = {}
         self._discovered_classes: set[str] = set()
+        self._lookups: dict[str, deque[tuple[float, int]]] = {}
         self._count_lock = threading.Lock()  # not `_lock`: a reload must not wait for a schema load
         self._state = _PolicyState(policy)
         self.generation = 0
@@ -422,6 +427,20 @@ class Guard:
         audit.submit(rec, revision)
         return True
 
+    def spend_lookups(self, principal: Principal, n: int) -> bool:
+        role = self._state.policy.roles.get(principal.role)
+        limit = role.lookups_per_hour if role is not None else 0
+        if limit is None:
+            return True
+        now = time.monotonic()
+        window = self._lookups.setdefault(principal.user, deque())
+        while window and now - window[0][0] > LOOKUP_WINDOW_S:
+            window.popleft()
+        if sum(k for _, k in window) + n > limit:
+            return False
+        window.append((now, n))
+        return True
+
     def record(self, rec: StatementRecord) -> None:
         m = self.metrics
         c = m.child
@@ -435,6 +454,9 @@ class Guard:
                 c(m.rows_returned, rec.role).inc(rec.rows)
             if rec.truncated:
                 c(m.truncated, rec.role).inc()
+            lookups = sum(p.lookups for p in d.parts())
+            if lookups and rec.event != "start":
+                c(m.masked_lookups, rec.role).inc(lookups)
         if self._masked_counts:
             # Copy and clear in place: the maskers' closures hold this very dict.
             counts = dict(self._masked_counts)

@@ -54,6 +54,14 @@ class Metrics:
         self.truncated = Counter(
             "maskgate_truncated_results", "Results cut at the role's row limit", ["role"], registry=r
         )
+        # A masked number shows most of its digits; equality lookups can test the rest one
+        # candidate at a time. A burst of them from one role is brute force: alert on its rate.
+        self.masked_lookups = Counter(
+            "maskgate_masked_lookups",
+            "Values compared with masked classes (masked_predicates: equality)",
+            ["role"],
+            registry=r,
+        )
         self.duration = Histogram(
             "maskgate_query_duration_seconds",
             "Statement latency: `overhead` is time spent in maskgate, `total` what the client waited",

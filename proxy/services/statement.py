@@ -140,6 +140,25 @@ class StatementTracker:
             return d
         return d if isinstance(d, Block) else STALE
 
+    def spend(self, allow: Allow) -> Block | None:
+        """Charge the values `allow` compares masked classes with to this person's hourly lookup
+        budget (the role's `lookups_per_hour`), as it is about to run; the refusal when it is
+        spent. Charged per run, not per decision: `phone = $1` executed 10,000 times with other
+        parameters is 10,000 lookups."""
+        n = sum(p.lookups for p in allow.parts())
+        if not n or self.principal is None or self.gate.spend_lookups(self.principal, n):
+            return None
+        return Block(
+            "masked_predicate",
+            "this person's lookups of masked values for this hour are spent (the role's "
+            "lookups_per_hour); a masked number's hidden digits cannot be searched for",
+            allow.tables,
+            allow.classes,
+            allow.kind,
+            allow.revision,
+            allow.fingerprint,
+        )
+
     def begin(self, sql: str, allow: Allow) -> str | None:
         """The write-ahead record of a statement about to be forwarded: its id, or None when the
         audit log is required and the record could not be written (refuse it with AUDIT_FAILED)."""

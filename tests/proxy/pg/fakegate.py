@@ -115,6 +115,9 @@ class FakeGate:
     def text_masker(self, classes: frozenset[str]) -> Callable[[str], str]:
         return text_masker(classes)
 
+    def spend_lookups(self, principal: Principal, n: int) -> bool:
+        return True
+
     def begin(self, rec: StatementRecord) -> bool:
         if self.audit_ok:
             self.begun.append(rec)

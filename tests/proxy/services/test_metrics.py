@@ -7,6 +7,7 @@ def test_names_and_policy_revision_swap() -> None:
     reg = CollectorRegistry()
     m = Metrics(reg)
     m.queries.labels("postgres", "vendor", "allow").inc()
+    m.masked_lookups.labels("service_desk").inc(3)
     m.blocked.labels("postgres", "vendor", m.reason_label("class_denied")).inc()
     m.set_policy_revision("aaa")
     m.set_policy_revision("bbb")
@@ -24,6 +25,7 @@ def test_names_and_policy_revision_swap() -> None:
         "maskgate_masked_values_total",
         "maskgate_rows_returned_total",
         "maskgate_truncated_results_total",
+        "maskgate_masked_lookups_total",
         "maskgate_query_duration_seconds",
         "maskgate_decision_cache_total",
         "maskgate_connections",
