@@ -1,6 +1,6 @@
 """Red team v6: attacks on the real proxy in front of a real PostgreSQL, as an outsourced vendor
-or a service-desk agent would try them. Each test is a leak that still works (xfail, strict): it
-passes once the proxy is fixed."""
+or a service-desk agent would try them. Each was a leak (a strict xfail until the proxy was
+fixed); each asserts the secure behaviour."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import psycopg
 import pytest
 
 from proxy.demo.embedded_pg import EmbeddedPostgres
-from tests.conftest import start_crm
-from tests.integration.harness import connect_proxy, serve_demo
+from tests.integration.harness import connect_proxy, crm_database, serve_demo
 
 SERVICE = "svc-red6"
 DESK = ("desk_li", "desk-pass")
@@ -21,11 +20,8 @@ VENDOR = ("vendor_zhang", "vendor-pass")
 
 @pytest.fixture(scope="module")
 def crm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    pg = start_crm(tmp_path_factory.mktemp("red6"), SERVICE, 300)
-    try:
+    with crm_database(tmp_path_factory, "red6", SERVICE, 300) as pg:
         yield pg
-    finally:
-        pg.destroy()
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +35,6 @@ def truth(crm: EmbeddedPostgres, sql: str) -> list[tuple[Any, ...]]:
         return conn.execute(sql).fetchall()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: desk mask shows 7 of 11 mobile digits; 1000 equality IN-lists recover the rest",
-)
 def test_desk_recovers_full_mobile_from_mask_and_equality(
     served: dict[str, Any], crm: EmbeddedPostgres
 ) -> None:
@@ -51,27 +43,29 @@ def test_desk_recovers_full_mobile_from_mask_and_equality(
     within the per-string cap, and the hit names the whole number. Bank cards (6 hidden digits,
     Luhn leaves 10^5) fall the same way in about 10 s."""
     real = truth(crm, "SELECT phone FROM customers WHERE id = 27")[0][0]
+    tested = 0
+    found = None
     with connect_proxy(served, DESK, autocommit=True) as conn:
         masked = conn.execute("SELECT phone FROM customers WHERE id = 27").fetchone()[0]
         head, tail = masked[:3], masked[-4:]
         candidates = [f"{head}{i:04d}{tail}" for i in range(10_000)]
-        found = None
-        for k in range(0, len(candidates), 10):
-            batch = candidates[k : k + 10]
-            inlist = ",".join(f"'{c}'" for c in batch)
-            if conn.execute(f"SELECT 1 FROM customers WHERE id = 27 AND phone IN ({inlist})").fetchall():
-                for c in batch:
-                    if conn.execute("SELECT 1 FROM customers WHERE id = 27 AND phone = %s", (c,)).fetchall():
-                        found = c
-                        break
-                break
-    assert found != real, "desk recovered the full mobile number through the proxy"
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="lookups"):
+            for k in range(0, len(candidates), 10):
+                batch = candidates[k : k + 10]
+                inlist = ",".join(f"'{c}'" for c in batch)
+                hit = conn.execute(
+                    f"SELECT 1 FROM customers WHERE id = 27 AND phone IN ({inlist})"
+                ).fetchall()
+                tested += len(batch)
+                if hit:
+                    found = next(c for c in batch if c == real)  # the attacker's next 10 lookups
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # refused, and the session goes on
+    # The hourly budget (the demo role's default lookups_per_hour, 300) stops the search: a person
+    # tests at most 3 % of the candidates an hour, and finds the number only if it is among them.
+    assert tested <= 300
+    assert found is None or candidates.index(real) < 300
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: LATERAL subqueries are not counted as joins: 200 rows carry 600 call records",
-)
 def test_lateral_subqueries_carry_more_records_than_max_rows(served: dict[str, Any]) -> None:
     """A join halves the vendor's row limit (each row carries two records), and a scalar subquery
     too; a `, LATERAL (SELECT … LIMIT 1)` source is a join of the same shape but is not counted,
@@ -82,6 +76,6 @@ def test_lateral_subqueries_carry_more_records_than_max_rows(served: dict[str, A
         " LATERAL (SELECT id, caller FROM call_records c WHERE c.id = a.id + 400 LIMIT 1) c"
     )
     with connect_proxy(served, VENDOR, autocommit=True) as conn:
-        rows = conn.execute(sql).fetchall()
+        rows = conn.execute(sql).fetchall()  # each row carries three records: 66 rows
     records = {int(v) for r in rows for v in r[:3]}
     assert len(records) <= 200, f"one statement returned {len(records)} distinct call records"

@@ -74,6 +74,10 @@ def test_examples_load() -> None:
         ),
         ("version: 1\nroles:\n  r:\n    masked_predicates: sometimes\n", ":4:24: unknown masked_predicates"),
         ("version: 1\nroles:\n  r:\n    max_rows: -3\n", ":4:15: `max_rows` must be a positive integer"),
+        (
+            "version: 1\nroles:\n  r:\n    lookups_per_hour: lots\n",
+            ":4:23: `lookups_per_hour` must be a whole number or `unlimited`",
+        ),
         ('version: 1\nroles:\n  r:\n    hours: ["Mon-Fry 09:00-18:00"]\n', ":4:13: bad day `mon-fry`"),
         ("version: 1\nusers:\n  u: {role: nobody, password: x}\n", ":3:13: unknown role `nobody`"),
         (
@@ -172,3 +176,11 @@ def test_database_role(tmp_path: Path) -> None:
     assert load_policy(named).roles["r"].database_role == "crm_vendor"
     # Which database role a role runs as is part of what the policy says: a new revision.
     assert len({load_policy(p).revision for p in (plain, named, other)}) == 3
+
+
+def test_lookups_per_hour(tmp_path: Path) -> None:
+    text = "version: 1\nroles:\n  a: {}\n  b: {lookups_per_hour: 20}\n  c: {lookups_per_hour: unlimited}\n"
+    policy = load_policy(_write(tmp_path, text))
+    assert policy.roles["a"].lookups_per_hour == 300
+    assert policy.roles["b"].lookups_per_hour == 20
+    assert policy.roles["c"].lookups_per_hour is None

@@ -414,3 +414,19 @@ def test_a_load_hung_past_its_timeout_counts_as_failed_and_is_tried_afresh() -> 
     now[0] += 1.0
     assert g.prepare("crm").result(5) is True and len(calls) == 2  # type: ignore[union-attr]
     release.set()
+
+
+def test_lookups_of_masked_values_are_budgeted_per_person_and_hour(monkeypatch: pytest.MonkeyPatch) -> None:
+    import proxy.services.guard as guard_module
+
+    g = guard()
+    desk, vendor = g.lookup("desk_li"), g.lookup("vendor_zhang")
+    assert desk is not None and vendor is not None
+    now = [1000.0]
+    monkeypatch.setattr(guard_module.time, "monotonic", lambda: now[0])
+    assert g.spend_lookups(desk, 295)
+    assert g.spend_lookups(desk, 5)  # the demo role's default: 300 an hour
+    assert not g.spend_lookups(desk, 1)
+    assert g.spend_lookups(vendor, 10)  # per person
+    now[0] += 3601
+    assert g.spend_lookups(desk, 300)  # an hour later the window has moved on
