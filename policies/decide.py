@@ -39,6 +39,7 @@ _EFFECTS = {
 # How many values one statement may compare masked columns with in `equality` mode: a caller's
 # number, a few alternatives. Thousands, split by bit, read the hidden digits in one statement.
 MAX_LOOKUP_VALUES = 10
+_WRITE_KINDS = frozenset({"insert", "update", "delete", "ddl", "all"})
 
 
 def server_function_name(node: exp.Func, name: str, facts: DialectFacts) -> str | None:
@@ -150,6 +151,7 @@ class Judge:
         # role whose results are masked at all; only an unrestricted one (`all`, every class
         # clear, no detectors: the DBA) reads the catalogs and unclassified columns as they are.
         self.restricted = not policy.unrestricted(role)
+        self._may_write = bool(role.statements & _WRITE_KINDS)
         extra = {*facts.catalog_classes.values(), *schema.discovered.values()} if self.restricted else set()
         self.policy_role = role
         self.role = self._with_statistics_filter(role)
@@ -670,12 +672,25 @@ class Judge:
                         "tests many numbers at once)",
                         classes,
                     )
-                if u.role == "eq_column" and u.partner:
+                if u.role == "eq_column" and u.partner and not self._may_write:
+                    # Same-class columns hold the database's values, unless the role can put its
+                    # own there: an UPDATE writing 10,000 candidates into other rows' phone, then a
+                    # join on phone, reads a masked number without one counted lookup.
                     mine = {cls for _, cls, _ in bad}
                     theirs = {self.cls(c) for c in u.partner}
                     if theirs == mine:
                         continue
-            how = "only equality with a value" if mode == "equality" else "no filtering, sorting or grouping"
+            if mode == "equality" and u.role == "eq_column" and self._may_write:
+                how = (
+                    "only equality with a value: this role may write, so a column it compares with "
+                    "could hold values it wrote"
+                )
+            else:
+                how = (
+                    "only equality with a value"
+                    if mode == "equality"
+                    else "no filtering, sorting or grouping"
+                )
             where = f"in a comparison ({u.via})" if u.via else "in a condition"
             return (
                 f"`{u.text}` uses classified {', '.join(sorted(set(classes))) or 'data'} {where} "
