@@ -75,3 +75,39 @@ def test_desk_searches_mobile_by_writing_candidates_and_joining(
                 found = f"{head}{base + others.index(int(hit[0][0])):04d}{tail}"
                 break
     assert found != real, f"found customer 27's mobile ({found}) without spending lookups"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: one statement's writable CTE (UPDATE … RETURNING phone) joined to the target "
+    "tests 299 written candidates as a free eq_column",
+)
+def test_desk_searches_mobile_with_writable_cte_join(served: dict[str, Any], crm: EmbeddedPostgres) -> None:
+    """The same search in single statements: `WITH u AS (UPDATE customers SET phone = <computed>
+    … RETURNING id, phone) SELECT u.id FROM customers a JOIN u ON a.phone = u.phone`. The
+    RETURNING column is a base mobile column, so the join is a same-class equality; the
+    candidates never appear as literals. (Here each statement is rolled back so the module's
+    data stays as it was; an attacker need not.)"""
+    real = truth(crm, "SELECT phone FROM customers WHERE id = 27")[0][0]
+    others = [i for i in range(1, 301) if i != 27]
+    found = None
+    with connect_proxy(served, DESK, autocommit=True) as conn:
+        masked = conn.execute("SELECT phone FROM customers WHERE id = 27").fetchone()[0]
+        head, tail = masked[:3], masked[-4:]
+        for base in range(0, 10_000, 299):
+            try:
+                with conn.transaction(force_rollback=True):
+                    hit = conn.execute(
+                        "WITH u AS (UPDATE customers SET phone = %s || lpad((r.n + %s)::text, 4, '0') || %s"
+                        " FROM (SELECT id AS rid, row_number() OVER (ORDER BY id) - 1 AS n"
+                        "       FROM customers WHERE id <> 27) r WHERE customers.id = r.rid"
+                        " RETURNING customers.id, customers.phone)"
+                        " SELECT u.id FROM customers a JOIN u ON a.phone = u.phone WHERE a.id = 27",
+                        (head, base, tail),
+                    ).fetchall()
+            except psycopg.errors.InsufficientPrivilege:
+                break
+            if hit:
+                found = f"{head}{base + others.index(int(hit[0][0])):04d}{tail}"
+                break
+    assert found != real, f"found customer 27's mobile ({found}) without spending lookups"
