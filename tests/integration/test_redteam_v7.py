@@ -1,5 +1,5 @@
 """Red team v7: attacks on the real proxy in front of a real PostgreSQL, as an outsourced vendor
-or a service-desk agent would try them. Each is a leak (a strict xfail until the proxy is fixed);
+or a service-desk agent would try them. Each was a leak (a strict xfail until the proxy was fixed);
 each asserts the secure behaviour."""
 
 from __future__ import annotations
@@ -35,11 +35,6 @@ def truth(crm: EmbeddedPostgres, sql: str) -> list[tuple[Any, ...]]:
         return conn.execute(sql).fetchall()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: desk writes candidates into other rows in a rolled-back transaction, then a "
-    "same-class join (eq_column) tests them all without spending lookups",
-)
 def test_desk_searches_mobile_by_writing_candidates_and_joining(
     served: dict[str, Any], crm: EmbeddedPostgres
 ) -> None:
@@ -77,11 +72,6 @@ def test_desk_searches_mobile_by_writing_candidates_and_joining(
     assert found != real, f"found customer 27's mobile ({found}) without spending lookups"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: one statement's writable CTE (UPDATE … RETURNING phone) joined to the target "
-    "tests 299 written candidates as a free eq_column",
-)
 def test_desk_searches_mobile_with_writable_cte_join(served: dict[str, Any], crm: EmbeddedPostgres) -> None:
     """The same search in single statements: `WITH u AS (UPDATE customers SET phone = <computed>
     … RETURNING id, phone) SELECT u.id FROM customers a JOIN u ON a.phone = u.phone`. The
