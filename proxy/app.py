@@ -3,7 +3,7 @@
 Owns process lifetime: start-up order, the metrics endpoint, policy hot reload (file change and
 SIGHUP, which also reopens the audit file after rotation), the schema refresh timer and graceful
 shutdown on SIGTERM/SIGINT. Protocol logic lives
-in proxy/pg/ (and later proxy/mysql/, proxy/http/); policy logic in policies/.
+in proxy/pg/ and proxy/mysql/ (and later proxy/http/); policy logic in policies/.
 """
 
 from __future__ import annotations
@@ -105,6 +105,23 @@ class App:
             )
             await server.start()
             self.servers.append(server)
+        my = cfg.mysql
+        if my is not None:
+            from .mysql.server import MySqlProxyServer
+
+            mserver = MySqlProxyServer(
+                self.guard,
+                my.listen.host,
+                my.listen.port,
+                my.upstream.dsn(),
+                tls=server_tls(my),
+                auth_timeout=cfg.auth_timeout_s,
+                idle_timeout=cfg.idle_timeout_s or None,
+                max_packet=cfg.max_message_bytes,
+                database_roles=my.database_roles,
+            )
+            await mserver.start()
+            self.servers.append(mserver)
         self._tasks.append(asyncio.create_task(self._watch_policy()))
         if cfg.schema_refresh_s > 0 and loaders:
             self._tasks.append(asyncio.create_task(self._refresh_schemas()))
@@ -164,6 +181,8 @@ class App:
         out = {}
         if self.config.postgres is not None:
             out["postgres"] = str(self.config.postgres.listen)
+        if self.config.mysql is not None:
+            out["mysql"] = str(self.config.mysql.listen)
         return out
 
 

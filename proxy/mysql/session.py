@@ -1,0 +1,236 @@
+"""A MySQL session, sans-IO: one client and one upstream behind one `handle(event)`.
+
+Owns the session's phase (logging in, relaying, draining, closed), which events each phase
+accepts, the packet framing of both directions, handing each side's packets to the layer of the
+current phase (`login.py`, then `relay.py`), and turning any protocol violation into an error
+packet and a `Close` of this connection only. It never touches a socket: the driver in
+`proxy/mysql/server.py` carries its commands out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from enum import Enum, auto
+from typing import Any
+
+from proxy.core.commands import Command, Drain
+from proxy.core.events import (
+    AuthTimeout,
+    ClientClosed,
+    ClientData,
+    DatabaseNotReady,
+    DrainTimeout,
+    Event,
+    IdleTimeout,
+    Shutdown,
+    TlsEstablished,
+    UpstreamClosed,
+    UpstreamConnected,
+    UpstreamData,
+    UpstreamFailed,
+)
+from proxy.core.machine import ProtocolViolation, Transitions
+from proxy.mysql import auth, errors
+from proxy.mysql import packets as p
+from proxy.mysql.context import MAX_PREAUTH_PACKET, Context, SessionConfig
+from proxy.mysql.login import Login
+from proxy.mysql.relay import Relay
+from proxy.services.gate import Gate
+
+log = logging.getLogger("maskgate.mysql")
+
+
+class Phase(Enum):
+    __hash__ = object.__hash__
+
+    LOGIN = auto()
+    RELAY = auto()
+    # The client is gone while a statement still runs upstream: its answer is read (and shown
+    # to no one) so the statement's end is recorded; the session closes when it ends.
+    DRAINING = auto()
+    CLOSED = auto()
+
+
+_PHASES = Transitions(
+    {
+        Phase.LOGIN: {Phase.RELAY, Phase.CLOSED},
+        Phase.RELAY: {Phase.DRAINING, Phase.CLOSED},
+        Phase.DRAINING: {Phase.CLOSED},
+    }
+)
+
+_ALWAYS: frozenset[type[Event]] = frozenset(
+    {ClientData, UpstreamData, UpstreamFailed, UpstreamClosed, ClientClosed}
+    | {AuthTimeout, IdleTimeout, Shutdown}
+)
+_ACCEPTS: dict[Phase, frozenset[type[Event]]] = {
+    Phase.LOGIN: _ALWAYS | {UpstreamConnected, TlsEstablished, DatabaseNotReady},
+    Phase.RELAY: _ALWAYS,
+    Phase.DRAINING: _ALWAYS | {DrainTimeout},
+}
+
+
+class MySqlSession:
+    """One client connection. `handle(event)` returns the commands it leads to; the greeting
+    (the protocol's first packet is the server's) is in the first call's answer."""
+
+    def __init__(
+        self,
+        gate: Gate,
+        config: SessionConfig,
+        *,
+        rsa: auth.RsaKey,
+        session_id: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ctx = Context(gate, config, session_id=session_id, clock=clock)
+        self._cf = p.Framer(min(MAX_PREAUTH_PACKET, config.max_packet))
+        self._uf = p.Framer(config.max_packet)
+        self.login = Login(self.ctx, self._cf, rsa)
+        self.relay: Relay | None = None
+        self.phase = Phase.LOGIN
+        self._handlers: dict[type[Event], Callable[[Any], None]] = {
+            ClientData: self._on_client_data,
+            UpstreamData: self._on_upstream_data,
+            UpstreamConnected: self._on_upstream_connected,
+            UpstreamFailed: self._on_upstream_failed,
+            UpstreamClosed: self._on_upstream_closed,
+            ClientClosed: self._on_client_closed,
+            TlsEstablished: self._on_tls_established,
+            AuthTimeout: self._on_auth_timeout,
+            IdleTimeout: self._on_idle_timeout,
+            Shutdown: self._on_shutdown,
+            DrainTimeout: self._on_drain_timeout,
+            DatabaseNotReady: self._on_database_not_ready,
+        }
+        self.login.greet()
+
+    @property
+    def session_id(self) -> str:
+        return self.ctx.session_id
+
+    @property
+    def relaying(self) -> bool:
+        return self.phase is Phase.RELAY
+
+    @property
+    def idle(self) -> bool:
+        return self.relay is not None and self.phase is Phase.RELAY and self.relay.idle
+
+    def greeting(self) -> list[Command]:
+        """The commands queued before any event: maskgate's greeting."""
+        return self.ctx.out.flush()
+
+    def handle(self, event: Event) -> list[Command]:
+        if self.phase is Phase.CLOSED:
+            return []
+        ctx = self.ctx
+        gone = self.phase is Phase.DRAINING
+        try:
+            if type(event) not in _ACCEPTS[self.phase]:
+                raise ProtocolViolation(f"{type(event).__name__} in {self.phase.name}")
+            self._handlers[type(event)](event)
+        except ProtocolViolation as e:
+            log.info("session %s: protocol violation: %s", ctx.session_id, e)
+            ctx.close(f"protocol violation: {e}", errors.protocol_violation())
+        if gone:
+            ctx.out.to_client.clear()
+        relay = self.relay
+        if self.phase is Phase.DRAINING and relay is not None and not relay.executing:
+            ctx.close("drained")
+        if ctx.out.closed:
+            if relay is not None:
+                relay.finish()
+            self.phase = _PHASES.move(self.phase, Phase.CLOSED)
+        return ctx.out.flush()
+
+    # ------------------------------------------------------------------ bytes
+
+    def _on_client_data(self, event: ClientData) -> None:
+        if self.phase is Phase.DRAINING:
+            return
+        try:
+            packets = self._cf.feed(event.data)
+            for seq, payload in packets:
+                if self.ctx.out.closed:
+                    return
+                if self.relay is not None:
+                    self.relay.client_packet(seq, payload)
+                else:
+                    self.login.client_packet(seq, payload)
+        except p.PacketError as e:
+            log.info("session %s: client protocol violation: %s", self.session_id, e)
+            self.ctx.close(f"client protocol violation: {e}", errors.protocol_violation(str(e)))
+
+    def _on_upstream_data(self, event: UpstreamData) -> None:
+        try:
+            for seq, payload in self._uf.feed(event.data):
+                if self.ctx.out.closed:
+                    return
+                if self.relay is not None:
+                    self.relay.upstream_packet(seq, payload)
+                    continue
+                self.login.upstream_packet(seq, payload)
+                if self.login.done and not self.ctx.out.closed:
+                    self.relay = Relay(self.ctx, assume_role=self.login.assumed_role)
+                    self.phase = _PHASES.move(self.phase, Phase.RELAY)
+        except (p.PacketError, ProtocolViolation) as e:
+            log.warning("session %s: upstream protocol violation: %s", self.session_id, e)
+            self.ctx.close(f"upstream protocol violation: {e}", errors.protocol_violation("upstream protocol error"))
+
+    # ------------------------------------------------------------------ other events
+
+    def _on_upstream_connected(self, event: UpstreamConnected) -> None:
+        self.login.upstream_connected()
+
+    def _on_tls_established(self, event: TlsEstablished) -> None:
+        self.login.tls_established()
+
+    def _on_upstream_failed(self, event: UpstreamFailed) -> None:
+        if self.phase is Phase.DRAINING:
+            self.ctx.close(f"upstream failed: {event.reason}")
+        else:
+            self.ctx.upstream_failed(event.reason, detail=event.detail)
+
+    def _on_database_not_ready(self, event: DatabaseNotReady) -> None:
+        log.info("session %s: database %r not ready (schema not loaded)", self.session_id, event.database)
+        self.ctx.close("database not ready", errors.database_not_ready(event.database))
+
+    def _on_upstream_closed(self, event: UpstreamClosed) -> None:
+        if self.phase is Phase.DRAINING:
+            self.ctx.close("upstream closed")
+        elif self.phase is Phase.RELAY:
+            self.ctx.close("upstream closed", errors.upstream_failed("the database closed the connection"))
+        else:
+            self.ctx.upstream_failed("upstream closed the connection during startup")
+
+    def _on_client_closed(self, event: ClientClosed) -> None:
+        if self.phase is Phase.DRAINING:
+            return
+        if self.phase is Phase.RELAY and self.relay is not None and self.relay.executing:
+            self.ctx.out.command(Drain())
+            self.phase = _PHASES.move(self.phase, Phase.DRAINING)
+            return
+        self.ctx.close("client closed")
+
+    def _on_auth_timeout(self, event: AuthTimeout) -> None:
+        if self.phase is Phase.LOGIN:
+            self.ctx.close("authentication timeout", errors.auth_timeout())
+
+    def _on_idle_timeout(self, event: IdleTimeout) -> None:
+        if self.phase is not Phase.DRAINING:
+            self.ctx.close("idle timeout", errors.idle_timeout())
+
+    def _on_shutdown(self, event: Shutdown) -> None:
+        if self.phase is Phase.DRAINING:
+            return
+        if self.phase is Phase.RELAY and self.relay is not None and self.relay.executing:
+            self.ctx.out.command(Drain())
+            self.phase = _PHASES.move(self.phase, Phase.DRAINING)
+            return
+        self.ctx.close("shutdown", errors.shutting_down())
+
+    def _on_drain_timeout(self, event: DrainTimeout) -> None:
+        self.ctx.close("drain timeout")
