@@ -118,12 +118,14 @@ ROLE_KEYS = (
     "lookups_per_hour",
     "description",
 )
-USER_KEYS = ("role", "password", "description")
+USER_KEYS = ("role", "password", "mysql_password", "description")
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]*$")
 # A PostgreSQL role name as pg_roles stores it; maskgate quotes it when it names it upstream.
 DATABASE_ROLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 PATTERN_PART_RE = re.compile(r"^[A-Za-z0-9_$*?\[\]!-]+$")
 SCRAM_RE = re.compile(r"^SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)$")
+# MySQL's mysql_native_password hash as PASSWORD('x') prints it: "*" + hex(SHA1(SHA1(password))).
+HEX40_RE = re.compile(r"^[0-9A-Fa-f]{40}$")
 HOURS_RE = re.compile(
     r"^\s*(?P<days>[A-Za-z,\- ]+?)\s+(?P<start>\d{1,2}:\d{2})\s*-\s*(?P<end>\d{1,2}:\d{2})\s*$"
 )
@@ -156,6 +158,30 @@ def _vm(mapping: Any, key: Any) -> yaml.Mark | None:
 def _im(seq: Any, i: int) -> yaml.Mark | None:
     marks = getattr(seq, "item_marks", None)
     return marks[i] if marks and i < len(marks) else getattr(seq, "mark", None)
+
+
+def _mysql_password(c: _Collector, path: str, body: MarkedDict, user: str) -> str | None:
+    """A user's `mysql_password`, upper-cased, or None after recording why it is not one."""
+    value = body.get("mysql_password")
+    mark = _vm(body, "mysql_password")
+    where = (
+        f'user `{user}`: mysql_password must be MySQL\'s "*" + 40 hex digits (run `maskgate passwd --mysql`)'
+    )
+    if not isinstance(value, str):
+        c.add(path, mark, f"{where}; got {type(value).__name__}")
+        return None
+    if not value.startswith("*"):
+        c.add(path, mark, f"{where}; it does not start with `*`")
+        return None
+    digits = value[1:]
+    if len(digits) != 40:
+        c.add(path, mark, f"{where}; it has {len(digits)} characters after `*`")
+        return None
+    if not HEX40_RE.match(digits):
+        c.add(path, mark, f"{where}; it has characters that are not hex digits")
+        return None
+    # MariaDB prints upper case; some tools lower. One stored form keeps the revision stable.
+    return "*" + digits.upper()
 
 
 def _check_keys(c: _Collector, path: str, mapping: MarkedDict, allowed: tuple[str, ...], where: str) -> None:
@@ -248,6 +274,9 @@ def _read_file(c: _Collector, path: Path) -> _FileData | None:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         problem = getattr(e, "problem", None) or str(e)
+        if problem.startswith("found undefined alias"):
+            # YAML reads an unquoted `*…` as an alias: the likely cause is a bare mysql_password.
+            problem += ' (a value starting with `*`, such as a mysql_password, must be quoted: "*…")'
         c.add(shown, mark, f"YAML syntax error: {problem}")
         return None
     finally:
@@ -403,7 +432,12 @@ def _compile(c: _Collector, files: list[_FileData]) -> Policy:
                     f"user `{name}`: password must be a SCRAM-SHA-256 verifier (run `maskgate passwd`)",
                 )
                 continue
-            users[name] = User(name, role, pw)
+            mysql_pw: str | None = None
+            if "mysql_password" in body:
+                mysql_pw = _mysql_password(c, f.path, body, name)
+                if mysql_pw is None:
+                    continue
+            users[name] = User(name, role, pw, mysql_pw)
 
     if c.errors:
         raise PolicyError(c.errors)
@@ -626,7 +660,11 @@ def _revision(
             | ({"database_role": r.database_role} if r.database_role else {})
             for name, r in sorted(roles.items())
         },
-        "users": {n: [u.role, u.password] for n, u in sorted(users.items())},
+        # mysql_password only when set, so that policies without it keep their revision.
+        "users": {
+            n: [u.role, u.password, *([u.mysql_password] if u.mysql_password else [])]
+            for n, u in sorted(users.items())
+        },
     }
     blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

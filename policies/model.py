@@ -110,6 +110,9 @@ class User:
     name: str
     role: str
     password: str  # PostgreSQL SCRAM-SHA-256 verifier
+    # MySQL's "*" + 40 upper-case hex digits (SHA1(SHA1(password))), for mysql_native_password
+    # logins; None: this user cannot log in with that plugin.
+    mysql_password: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

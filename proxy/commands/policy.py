@@ -21,6 +21,7 @@ from policies.passwords import scram_verifier
 from policies.schema import DatabaseRole
 from policies.sql.analysis import AnalysisError, Analyzer
 from policies.sql.dialects import dialect_facts
+from proxy.mysql.auth import native_hash
 from proxy.pg import catalog
 
 
@@ -50,6 +51,11 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_test)
 
     p = subparsers.add_parser("passwd", help="print a SCRAM-SHA-256 verifier for a password")
+    p.add_argument(
+        "--mysql",
+        action="store_true",
+        help='print the MySQL mysql_native_password hash ("*HEX") for a user\'s `mysql_password` instead',
+    )
     p.set_defaults(func=cmd_passwd)
 
 
@@ -345,5 +351,5 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     if not password:
         print("empty password", file=sys.stderr)
         return 1
-    print(scram_verifier(password))
+    print(native_hash(password) if args.mysql else scram_verifier(password))
     return 0

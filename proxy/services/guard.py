@@ -27,7 +27,7 @@ from policies.discovery import pending
 from policies.sql.shapes import fingerprint
 
 from .audit import AuditLog
-from .gate import SCRAM_SHA_256, Principal, StatementRecord
+from .gate import MYSQL_NATIVE_PASSWORD, SCRAM_SHA_256, Principal, StatementRecord
 from .metrics import Metrics
 
 _DETECTABLE = frozenset(masking.CLASSES)
@@ -321,7 +321,11 @@ class Guard:
             role=u.role,
             unrestricted=is_unrestricted(policy, role),
             database_role=role.database_role if role is not None else None,
-            credentials=((SCRAM_SHA_256, u.password),) if u.password else (),
+            credentials=tuple(
+                (kind, secret)
+                for kind, secret in ((SCRAM_SHA_256, u.password), (MYSQL_NATIVE_PASSWORD, u.mysql_password))
+                if secret
+            ),
         )
 
     def decide(

@@ -99,6 +99,35 @@ def test_passwd(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[s
     assert verify_password("s3cret", verifier) and not verify_password("other", verifier)
 
 
+def test_passwd_mysql(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("secret\n"))
+    assert main(["passwd", "--mysql"]) == 0
+    # MariaDB: SELECT PASSWORD('secret');
+    assert capsys.readouterr().out == "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7\n"
+
+
+def test_passwd_mysql_refuses_an_empty_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    assert main(["passwd", "--mysql"]) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and "empty password" in out.err
+
+
+def test_passwd_mysql_on_a_terminal_asks_twice(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answers = iter(["secret", "secret", "secret", "other"])
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+    assert main(["passwd", "--mysql"]) == 0
+    assert capsys.readouterr().out == "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7\n"
+    assert main(["passwd", "--mysql"]) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and "do not match" in out.err
+
+
 def test_schema_save_load_roundtrip(tmp_path: Path) -> None:
     s = Schema.load(SCHEMA)
     s.save(tmp_path / "s.json")

@@ -9,6 +9,7 @@ import pytest
 from policies import PolicyError, load_policy
 from policies.names import TableName
 from policies.passwords import scram_verifier, verify_password
+from proxy.mysql.auth import native_hash
 
 EXAMPLES = Path(__file__).parents[2] / "policies" / "examples"
 PW = scram_verifier("pw", b"0123456789abcdef")
@@ -33,9 +34,13 @@ def test_examples_load() -> None:
     assert verify_password("vendor-pass", demo.users["vendor_zhang"].password)
     assert verify_password("desk-pass", demo.users["desk_li"].password)
     assert verify_password("dba-pass", demo.users["dba_wang"].password)
+    demo_passwords = {"vendor_zhang": "vendor-pass", "desk_li": "desk-pass", "dba_wang": "dba-pass"}
+    for user, password in demo_passwords.items():
+        assert demo.users[user].mysql_password == native_hash(password)
     assert demo.roles["dba"].max_rows is None
     assert demo.roles["vendor"].max_rows == 200
-    load_policy(EXAMPLES / "outsourced_vendor.yaml")
+    vendor = load_policy(EXAMPLES / "outsourced_vendor.yaml")
+    assert vendor.users["vendor_ops"].mysql_password == native_hash("vendor-pass")
 
 
 @pytest.mark.parametrize(
@@ -184,3 +189,55 @@ def test_lookups_per_hour(tmp_path: Path) -> None:
     assert policy.roles["a"].lookups_per_hour == 300
     assert policy.roles["b"].lookups_per_hour == 20
     assert policy.roles["c"].lookups_per_hour is None
+
+
+# MariaDB: SELECT PASSWORD('secret');
+NATIVE = "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7"
+
+
+def _user(tmp_path: Path, mysql_password: str) -> Path:
+    head = f"version: 1\nroles: {{r: {{}}}}\nusers:\n  u:\n    role: r\n    password: '{PW}'\n"
+    return _write(tmp_path, head + mysql_password)
+
+
+def test_mysql_password_is_optional_and_stored_upper_case(tmp_path: Path) -> None:
+    assert load_policy(_user(tmp_path, "")).users["u"].mysql_password is None
+    policy = load_policy(_user(tmp_path, f"    mysql_password: '{NATIVE.lower()}'\n"))
+    assert policy.users["u"].mysql_password == NATIVE
+
+
+def test_mysql_password_counts_for_the_revision(tmp_path: Path) -> None:
+    # Each load reads the file just written: one path, four contents.
+    without = load_policy(_user(tmp_path, "")).revision
+    upper = load_policy(_user(tmp_path, f"    mysql_password: '{NATIVE}'\n")).revision
+    lower = load_policy(_user(tmp_path, f"    mysql_password: '{NATIVE.lower()}'\n")).revision
+    other = load_policy(_user(tmp_path, f"    mysql_password: '{native_hash('other')}'\n")).revision
+    assert without != upper == lower != other
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (f"'{NATIVE[1:]}'", "it does not start with `*`"),
+        (f"'{NATIVE[:-1]}'", "it has 39 characters after `*`"),
+        (f"'{NATIVE}0'", "it has 41 characters after `*`"),
+        ("'*'", "it has 0 characters after `*`"),
+        (f"'*{'G' * 40}'", "it has characters that are not hex digits"),
+        (f"'*{'A' * 39} '", "it has characters that are not hex digits"),
+        ("12345", "got int"),
+        ("''", "it does not start with `*`"),
+        ("'secret'", "it does not start with `*`"),
+    ],
+)
+def test_mysql_password_errors(tmp_path: Path, value: str, expected: str) -> None:
+    path = _user(tmp_path, f"    mysql_password: {value}\n")
+    errors = _errors(path)
+    prefix = f'{path}:7:21: user `u`: mysql_password must be MySQL\'s "*" + 40 hex digits'
+    assert any(e.startswith(prefix) and expected in e for e in errors), errors
+
+
+def test_an_unquoted_mysql_password_gets_a_hint(tmp_path: Path) -> None:
+    path = _user(tmp_path, f"    mysql_password: {NATIVE}\n")
+    errors = _errors(path)
+    where = f"{path}:7:21: YAML syntax error"
+    assert any(e.startswith(where) and "must be quoted" in e for e in errors), errors

@@ -16,9 +16,10 @@ from prometheus_client import CollectorRegistry
 from policies import Policy, Schema, load_policy
 from policies.decision import Allow, Block, Decision
 from policies.schema import Table
+from proxy.mysql.auth import native_hash
 from proxy.services import guard as guard_module
 from proxy.services.audit import AuditLog
-from proxy.services.gate import SCRAM_SHA_256, Principal, StatementRecord
+from proxy.services.gate import MYSQL_NATIVE_PASSWORD, SCRAM_SHA_256, Principal, StatementRecord
 from proxy.services.guard import ACCESS_CHANGED, AUDIT_DOWN, ENGINE_FAILED, Guard
 from proxy.services.metrics import Metrics
 
@@ -67,12 +68,19 @@ def test_dba_is_unrestricted_vendor_is_not() -> None:
     assert g.lookup("maskgate_svc") is None
 
 
-def test_the_principal_carries_the_policys_scram_verifier() -> None:
+def test_the_principal_carries_the_policys_scram_verifier_and_mysql_hash(tmp_path: Path) -> None:
     g = guard()
     vendor = g.lookup("vendor_zhang")
     assert vendor is not None
     assert vendor.credential(SCRAM_SHA_256) == g.policy.users["vendor_zhang"].password
-    assert vendor.credential("mysql_native_password") is None
+    assert vendor.credential(MYSQL_NATIVE_PASSWORD) == native_hash("vendor-pass")
+    # Without `mysql_password` the user has no MySQL credential: such logins fail, never pass.
+    text = DEMO.read_text().replace(f'    mysql_password: "{native_hash("vendor-pass")}"', "    #")
+    (tmp_path / "p.yaml").write_text(text)
+    g2 = Guard(load_policy(tmp_path / "p.yaml"), metrics=Metrics(CollectorRegistry()), default_databases={})
+    vendor2 = g2.lookup("vendor_zhang")
+    assert vendor2 is not None and vendor2.credential(SCRAM_SHA_256) is not None
+    assert vendor2.credential(MYSQL_NATIVE_PASSWORD) is None
 
 
 def test_a_reload_that_removes_a_user_or_changes_a_role_stops_old_sessions(tmp_path: Path) -> None:
