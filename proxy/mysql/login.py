@@ -12,7 +12,6 @@ Every failure of the person looks the same (1045). Owns no statement handling (`
 from __future__ import annotations
 
 import logging
-import os
 from enum import Enum, auto
 
 from proxy.core.commands import OpenUpstream, StartTLS
@@ -76,11 +75,6 @@ _MOVES = Transitions(
 )
 
 
-def nonce() -> bytes:
-    """20 scramble bytes as servers make them: never NUL (the greeting ends its part with one)."""
-    return bytes(1 + b % 127 for b in os.urandom(20))
-
-
 def quote_name(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
@@ -93,7 +87,7 @@ class Login:
         self._cf = client_framer
         self._rsa = rsa
         self.state = LoginState.GREETED
-        self.nonce = nonce()
+        self.nonce = auth.new_nonce()
         self.tls = False
         self.user = ""
         self.database = ""
@@ -198,7 +192,7 @@ class Login:
             return
         # Everyone else (a wrong native scramble, an unknown user, a user without a native
         # hash, another plugin) goes through the same switch, so no answer tells them apart.
-        self.nonce = nonce()
+        self.nonce = auth.new_nonce()
         self._move(LoginState.SWITCHING)
         self.ctx.send(p.AuthSwitchRequest(SHA2, self.nonce + b"\0").serialize())
 
@@ -234,14 +228,14 @@ class Login:
     def _check_password(self, password: bytes | None) -> None:
         principal = self._principal
         ok = False
-        if password is not None and principal is not None:
-            text = password.decode("utf-8", "replace")
-            native = principal.credential(MYSQL_NATIVE_PASSWORD)
-            scram = principal.credential(SCRAM_SHA_256)
+        if password is not None:
+            native = principal.credential(MYSQL_NATIVE_PASSWORD) if principal is not None else None
+            scram = principal.credential(SCRAM_SHA_256) if principal is not None else None
             if native is not None:
-                ok = auth.native_password_verify(native, text)
-            if not ok and scram is not None:
-                ok = auth.scram_verify(scram, text)
+                ok = auth.native_password_verify(native, password)
+            if not ok:
+                # Unknown users cost the same key stretching as known ones: timing tells nothing.
+                ok = auth.scram_verify(scram or "", password) and principal is not None
         if ok:
             self._authenticated()
         else:

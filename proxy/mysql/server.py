@@ -119,7 +119,7 @@ class MySqlProxyServer(Listener):
         # What the greeting tells clients of the server; updated from every upstream greeting.
         self.server = ServerFacts()
         self.connection_ids = itertools.count(1)
-        self.rsa = auth.RsaKey()
+        self.rsa = auth.RSA_KEY
 
     def connection(self) -> _MySqlConnection:
         return _MySqlConnection(self)
