@@ -265,7 +265,8 @@ def mysql_database_roles_statements(
     account may `SET ROLE crm_desk`). The table grants come after the tables (MYSQL_GRANTS_SQL):
     MariaDB refuses a table grant on a table that does not exist yet.
 
-    The service account gets data rights on the database and nothing server-wide: no FILE, no
+    The service account gets data rights on the database (and SHOW VIEW and EXECUTE there, so its
+    schema loads see view definitions and routines) and nothing server-wide: no FILE, no
     PROCESS, no SUPER, no SELECT on mysql.*, no GRANT OPTION. crm_vendor gets no PROCESS (the
     MariaDB counterpart of pg_read_all_stats): maskgate refuses information_schema.PROCESSLIST to
     restricted roles anyway (dialect facts: sensitive catalog tables), so it would only widen
@@ -279,6 +280,11 @@ def mysql_database_roles_statements(
         f"ALTER USER {vendor}@'%' IDENTIFIED BY {_mysql_quote(vendor_password)}",
         f"CREATE ROLE IF NOT EXISTS {DESK_ROLE}",
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON {db}.* TO {svc}@'%'",
+        # The schema loader must see what a statement may name: MySQL shows a view's definition
+        # only with SHOW VIEW, and lists a routine only to an account with a right on it.
+        # Without them a view would be read as an opaque table and a routine another account
+        # may EXECUTE would not be known as user-defined (proxy/mysql/catalog.py).
+        f"GRANT SHOW VIEW, EXECUTE ON {db}.* TO {svc}@'%'",
         f"GRANT {DESK_ROLE} TO {svc}@'%'",
     )
 

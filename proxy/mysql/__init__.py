@@ -1,0 +1,1 @@
+"""MySQL/MariaDB wire protocol: sans-IO packets, login and relay."""
