@@ -29,6 +29,10 @@ What the Schema holds, and why:
   Loadable functions (CREATE FUNCTION … SONAME, mysql.func) are not visible without SELECT on
   mysql.*, which the service account does not get.
 
+The service account therefore needs, on each database it serves: SELECT (tables and columns),
+SHOW VIEW (view definitions) and EXECUTE (MySQL lists a routine only to an account with a right
+on it); proxy/demo/data.py grants exactly these plus INSERT/UPDATE/DELETE for sessions.
+
 Discovery samples the first n rows of each table (`LIMIT n`, no ORDER BY RAND(): that reads the
 whole table), each in a read-only transaction with a statement time limit. Values are handed to
 the detectors and never kept, logged or printed.
