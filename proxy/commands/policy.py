@@ -21,6 +21,7 @@ from policies.passwords import scram_verifier
 from policies.schema import DatabaseRole
 from policies.sql.analysis import AnalysisError, Analyzer
 from policies.sql.dialects import dialect_facts
+from proxy.mysql import catalog as mysql_catalog
 from proxy.mysql.auth import native_hash
 from proxy.pg import catalog
 
@@ -29,7 +30,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("check", help="validate a policy file or directory")
     p.add_argument("policy")
     p.add_argument(
-        "--schema", help="PostgreSQL DSN or saved schema JSON, to warn about missing columns and views"
+        "--schema",
+        help="PostgreSQL DSN, mysql:// URL or saved schema JSON, to warn about missing columns and views",
     )
     p.set_defaults(func=cmd_check)
 
@@ -37,7 +39,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--policy", required=True)
     p.add_argument("--user", required=True)
     p.add_argument("--schema")
-    p.add_argument("--dialect", default="postgres", choices=["postgres", "mysql"])
+    # Default: the dialect of the schema (mysql for a mysql:// --schema), else postgres.
+    p.add_argument("--dialect", choices=["postgres", "mysql"])
     p.add_argument("--database")
     p.add_argument("--format", default="json", choices=["json", "table"])
     p.add_argument("sql")
@@ -75,6 +78,9 @@ def load_schema(source: str | Path | None, discover: bool = True) -> Schema:
     if not source:
         return Schema()
     text = str(source)
+    # MySQL first: a mysql:// URL with a query string also looks like a libpq `key=value` DSN.
+    if mysql_catalog.is_dsn(text):
+        return mysql_catalog.load_discovered(text) if discover else mysql_catalog.load_schema(text)
     if catalog.is_dsn(text):
         return catalog.load_discovered(text) if discover else catalog.load_schema(text)
     return Schema.load(text)
@@ -92,7 +98,12 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"cannot load schema {args.schema}: {e}", file=sys.stderr)
             return 1
         warnings = schema_warnings(policy, schema)
-        if catalog.is_dsn(str(args.schema)):
+        if mysql_catalog.is_dsn(str(args.schema)):
+            # MySQL shows an account only its own grants, so the service account cannot read
+            # what the database roles may write: say so rather than pass silently.
+            if database_roles(policy):
+                warnings.append("database roles' write grants are not checked on MySQL")
+        elif catalog.is_dsn(str(args.schema)):
             runs_as = database_roles(policy)
             try:
                 rights = catalog.load_database_roles(args.schema, sorted(set(runs_as.values()) - {None}))
@@ -306,7 +317,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"cannot load schema {args.schema}: {e}", file=sys.stderr)
         return 1
     engine = Engine(policy, schema)
-    decision = engine.decide(role, args.sql, dialect=args.dialect, database=args.database)
+    dialect = args.dialect or schema.dialect or "postgres"
+    database = args.database
+    if database is None and dialect == "mysql":
+        database = schema.database  # the database a session on that URL starts in
+    decision = engine.decide(role, args.sql, dialect=dialect, database=database)
     discovered = discovered_columns(policy, role, schema)
     if args.format == "table":
         sys.stdout.write(decision_table(decision, discovered))

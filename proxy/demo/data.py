@@ -1,8 +1,10 @@
 """The demo/bench `crm` database: its tables and a deterministic faker zh_CN seed.
 
 Owns the DDL, the database roles the demo policy runs as with their grants, and the generated
-rows (through a psycopg connection or SQL it hands out). Used by `make demo`, `make bench` and the
-integration tests, so all three see the same shape of data and the same least-privileged roles.
+rows (through a psycopg connection or SQL it hands out), for PostgreSQL and, in MySQL types with
+MariaDB's roles and users, for MySQL/MariaDB (through a PyMySQL connection). Used by `make demo`,
+`make bench` and the integration tests, so all three see the same shape of data and the same
+least-privileged roles.
 """
 
 from __future__ import annotations
@@ -199,5 +201,163 @@ def seed(conn: object, customers: int = 10_000) -> int:
             copy.write(buf.getvalue())
     cur.execute("INSERT INTO audit_trail (actor, action) VALUES ('system', 'demo database seeded')")
     cur.execute("ANALYZE")
+    conn.commit()  # type: ignore[attr-defined]
+    return customers
+
+
+# --- MySQL / MariaDB ---------------------------------------------------------------------------
+# The same tables and column names in MySQL types. Text columns that hold identifiers get a
+# varchar wide enough for any of them (MySQL's `text` cannot carry a default or a full index);
+# timestamps are datetime(6) in UTC (generate() yields them with +00:00, see _mysql_value).
+# utf8mb4: the names, addresses and notes are Chinese.
+MYSQL_SCHEMA_STATEMENTS: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS customers (
+    id          bigint PRIMARY KEY,
+    name        varchar(100) NOT NULL,
+    phone       varchar(32) NOT NULL,
+    id_card     varchar(32) NOT NULL,
+    bank_card   varchar(32),
+    email       varchar(255),
+    branch_id   int NOT NULL,
+    address     varchar(255),
+    created_at  datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    """CREATE TABLE IF NOT EXISTS call_records (
+    id           bigint PRIMARY KEY,
+    customer_id  bigint,
+    caller       varchar(32) NOT NULL,
+    callee       varchar(32) NOT NULL,
+    started_at   datetime(6) NOT NULL,
+    duration_s   int NOT NULL,
+    notes        text,
+    KEY call_records_customer (customer_id),
+    FOREIGN KEY (customer_id) REFERENCES customers (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    """CREATE TABLE IF NOT EXISTS accounts (
+    id           bigint PRIMARY KEY,
+    customer_id  bigint,
+    account_no   varchar(32) NOT NULL,
+    balance      decimal(14, 2) NOT NULL,
+    opened_at    date NOT NULL,
+    FOREIGN KEY (customer_id) REFERENCES customers (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    """CREATE TABLE IF NOT EXISTS audit_trail (
+    id      bigint AUTO_INCREMENT PRIMARY KEY,
+    actor   varchar(64) NOT NULL,
+    action  text NOT NULL,
+    at      datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+)
+MYSQL_SCHEMA_SQL = ";\n".join(MYSQL_SCHEMA_STATEMENTS) + ";\n"
+MYSQL_TABLES = ("customers", "call_records", "accounts", "audit_trail")
+
+
+def _mysql_quote(value: str) -> str:
+    """A MySQL string literal for setup SQL (passwords from the test harness, not user input)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def mysql_database_roles_statements(
+    service_account: str, service_password: str, vendor_password: str, database: str = "crm"
+) -> tuple[str, ...]:
+    """Server-wide, as root (idempotent): the service account, crm_vendor (a login user with its own
+    password, which maskgate has in its config) and crm_desk (a role: no login; the service
+    account may `SET ROLE crm_desk`). The table grants come after the tables (MYSQL_GRANTS_SQL):
+    MariaDB refuses a table grant on a table that does not exist yet.
+
+    The service account gets data rights on the database (and SHOW VIEW and EXECUTE there, so its
+    schema loads see view definitions and routines) and nothing server-wide: no FILE, no
+    PROCESS, no SUPER, no SELECT on mysql.*, no GRANT OPTION. crm_vendor gets no PROCESS (the
+    MariaDB counterpart of pg_read_all_stats): maskgate refuses information_schema.PROCESSLIST to
+    restricted roles anyway (dialect facts: sensitive catalog tables), so it would only widen
+    what the account can do on its own."""
+    svc, vendor = _mysql_quote(service_account), _mysql_quote(VENDOR_ROLE)
+    db = "`" + database.replace("`", "``") + "`"
+    return (
+        f"CREATE USER IF NOT EXISTS {svc}@'%' IDENTIFIED BY {_mysql_quote(service_password)}",
+        f"ALTER USER {svc}@'%' IDENTIFIED BY {_mysql_quote(service_password)}",
+        f"CREATE USER IF NOT EXISTS {vendor}@'%' IDENTIFIED BY {_mysql_quote(vendor_password)}",
+        f"ALTER USER {vendor}@'%' IDENTIFIED BY {_mysql_quote(vendor_password)}",
+        f"CREATE ROLE IF NOT EXISTS {DESK_ROLE}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON {db}.* TO {svc}@'%'",
+        # The schema loader must see what a statement may name: MySQL shows a view's definition
+        # only with SHOW VIEW, and lists a routine only to an account with a right on it.
+        # Without them a view would be read as an opaque table and a routine another account
+        # may EXECUTE would not be known as user-defined (proxy/mysql/catalog.py).
+        f"GRANT SHOW VIEW, EXECUTE ON {db}.* TO {svc}@'%'",
+        f"GRANT {DESK_ROLE} TO {svc}@'%'",
+    )
+
+
+def mysql_database_roles_sql(
+    service_account: str, service_password: str, vendor_password: str, database: str = "crm"
+) -> str:
+    stmts = mysql_database_roles_statements(service_account, service_password, vendor_password, database)
+    return ";\n".join(stmts) + ";\n"
+
+
+# In the crm database, as root (idempotent: every right is revoked, then granted again). The same
+# grants as GRANTS_SQL where MariaDB has them:
+# - MariaDB has no row-level security: the vendor's branch-12 row filter is maskgate's job alone
+#   (its rewrite adds the WHERE), and the database cannot back it up as PostgreSQL's policy does.
+# - MariaDB has no default privileges for tables created later; a database-wide `GRANT SELECT ON
+#   crm.*` would include audit_trail, which the vendor may not read, so the vendor is granted
+#   table by table and a new table needs a grant of its own.
+# - REVOKE ALL ... FROM user revokes privileges only, not role memberships: `GRANT crm_desk TO
+#   maskgate_svc` stays.
+MYSQL_GRANTS_STATEMENTS: tuple[str, ...] = (
+    f"REVOKE ALL PRIVILEGES, GRANT OPTION FROM '{VENDOR_ROLE}'@'%'",
+    f"REVOKE ALL PRIVILEGES, GRANT OPTION FROM {DESK_ROLE}",
+    f"GRANT SELECT ON customers TO '{VENDOR_ROLE}'@'%'",
+    f"GRANT SELECT ON call_records TO '{VENDOR_ROLE}'@'%'",
+    f"GRANT SELECT (id, customer_id, balance, opened_at) ON accounts TO '{VENDOR_ROLE}'@'%'",
+    f"GRANT SELECT ON customers TO {DESK_ROLE}",
+    f"GRANT SELECT ON call_records TO {DESK_ROLE}",
+    f"GRANT UPDATE (phone, email, address) ON customers TO {DESK_ROLE}",
+)
+MYSQL_GRANTS_SQL = ";\n".join(MYSQL_GRANTS_STATEMENTS) + ";\n"
+
+MYSQL_BATCH_ROWS = 1000
+
+
+def _mysql_value(value: object) -> object:
+    """generate()'s values as MySQL takes them: its timestamps are ISO strings with +00:00, which
+    datetime(6) refuses (MariaDB) or shifts by the session time zone (MySQL 8); they are stored
+    as UTC wall-clock time."""
+    if isinstance(value, str) and len(value) >= 25 and value[10:11] == "T" and value.endswith("+00:00"):
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        return moment.astimezone(dt.UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    return value
+
+
+def seed_mysql(conn: object, customers: int = 10_000) -> int:
+    """Create the tables in the connection's database, grant the database roles
+    (`mysql_database_roles_sql` must have run) and fill the tables when empty, from the same
+    generate() rows as the PostgreSQL seed. `conn` is a PyMySQL connection with the right to
+    create tables and grant (root in the test harness). Returns the number of customers present."""
+    cur = conn.cursor()  # type: ignore[attr-defined]
+    for statement in MYSQL_SCHEMA_STATEMENTS:
+        cur.execute(statement)
+    for statement in MYSQL_GRANTS_STATEMENTS:
+        cur.execute(statement)
+    cur.execute("SELECT count(*) FROM customers")
+    present = cur.fetchone()[0]
+    if present:
+        conn.commit()  # type: ignore[attr-defined]
+        return int(present)
+    for table, rows in generate(customers):
+        width = len(rows[0]) if rows else 0
+        # PyMySQL turns executemany of a plain INSERT … VALUES into multi-row INSERTs; batches
+        # of MYSQL_BATCH_ROWS keep each statement well under max_allowed_packet.
+        insert = f"INSERT INTO {table} VALUES ({', '.join(['%s'] * width)})"
+        for start in range(0, len(rows), MYSQL_BATCH_ROWS):
+            batch = [tuple(_mysql_value(v) for v in row) for row in rows[start : start + MYSQL_BATCH_ROWS]]
+            cur.executemany(insert, batch)
+    cur.execute("INSERT INTO audit_trail (actor, action) VALUES ('system', 'demo database seeded')")
+    cur.execute(f"ANALYZE TABLE {', '.join(MYSQL_TABLES)}")
+    cur.fetchall()
     conn.commit()  # type: ignore[attr-defined]
     return customers
