@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from proxy.app import App
 from proxy.config import load_config
+from proxy.demo.embedded_mariadb import EmbeddedMariaDB
 from proxy.demo.embedded_pg import EmbeddedPostgres, free_port
 from tests.conftest import CRM_VENDOR_PASSWORD, start_crm
 
@@ -82,34 +83,46 @@ def self_signed_cert(d: Path, host: str = "localhost") -> dict[str, str]:
 @contextmanager
 def serve_demo(
     d: Path,
-    pg: EmbeddedPostgres,
+    pg: EmbeddedPostgres | None,
     service_password: str,
     *,
     tls: bool = False,
     extra_policy: str = "",
     config_lines: str = "",
+    mysql: EmbeddedMariaDB | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The demo policy (copied into `d`, so a test may edit it), audit log and metrics endpoint.
 
     With `tls`, the listener also offers TLS with a self-signed certificate (`postgres.tls`),
     whose PEM path is yielded as "cert"; clients that do not ask for TLS still connect in clear.
     `extra_policy` is a second policy file merged with the demo's (more roles and users);
-    `config_lines` more top-level lines of the config file (e.g. `audit_required: true`)."""
+    `config_lines` more top-level lines of the config file (e.g. `audit_required: true`).
+    With `mysql`, a MySQL listener in front of that MariaDB too (its port is yielded as
+    "mysql_port"); `pg` may then be None for a MySQL-only proxy."""
     policy = d / "policy" / "policy.yaml"
     policy.parent.mkdir()
     shutil.copy(DEMO_POLICY, policy)
     if extra_policy:
         (d / "policy" / "extra.yaml").write_text(extra_policy)
-    port, mport = free_port(), free_port()
+    port, mport, myport = free_port(), free_port(), free_port()
     cert = self_signed_cert(d)["cert"] if tls else None
     tls_line = "  tls: {cert: server.crt, key: server.key}\n" if tls else ""
-    (d / "maskgate.yaml").write_text(
-        f"policy: policy\naudit_log: audit.jsonl\nmetrics: 127.0.0.1:{mport}\n{config_lines}"
-        f"postgres:\n  listen: 127.0.0.1:{port}\n"
-        f"  upstream: postgresql://maskgate_svc:${{T_UPSTREAM}}@127.0.0.1:{pg.port}/crm?sslmode=disable\n"
-        + tls_line
-        + '  database_roles: {crm_vendor: "${T_VENDOR}"}\n'
-    )
+    text = f"policy: policy\naudit_log: audit.jsonl\nmetrics: 127.0.0.1:{mport}\n{config_lines}"
+    if pg is not None:
+        text += (
+            f"postgres:\n  listen: 127.0.0.1:{port}\n"
+            f"  upstream: postgresql://maskgate_svc:${{T_UPSTREAM}}@127.0.0.1:{pg.port}/crm?sslmode=disable\n"
+            + tls_line
+            + '  database_roles: {crm_vendor: "${T_VENDOR}"}\n'
+        )
+    if mysql is not None:
+        text += (
+            f"mysql:\n  listen: 127.0.0.1:{myport}\n"
+            f"  upstream: mysql://maskgate_svc:${{T_UPSTREAM}}@127.0.0.1:{mysql.port}/crm\n"
+            + tls_line
+            + '  database_roles: {crm_vendor: "${T_VENDOR}"}\n'
+        )
+    (d / "maskgate.yaml").write_text(text)
     env = {"T_UPSTREAM": service_password, "T_VENDOR": CRM_VENDOR_PASSWORD}
     config = load_config(d / "maskgate.yaml", env=env)
     running = Running(App(config, registry=CollectorRegistry()))
@@ -122,6 +135,8 @@ def serve_demo(
             "app": running.app,
             "pg": pg,
             "cert": cert,
+            "mysql_port": myport,
+            "mysql": mysql,
         }
     finally:
         running.stop()
