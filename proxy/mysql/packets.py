@@ -432,6 +432,8 @@ class HandshakeV10:
         part2 = self.auth_data[8:] + b"\x00" if secure else b""
         if secure and len(part2) < 13:
             part2 += bytes(13 - len(part2))
+        if secure and not plugin_auth and len(self.auth_data) != 20:
+            raise PacketError("without CLIENT_PLUGIN_AUTH the scramble is 20 bytes")
         auth_len = len(self.auth_data) + 1 if plugin_auth and secure else 0
         if auth_len > 0xFF:
             raise PacketError("scramble too long")
