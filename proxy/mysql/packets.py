@@ -647,6 +647,15 @@ def is_eof(payload: Buffer) -> bool:
     return 0 < len(payload) < 9 and payload[0] == EOF_HEADER
 
 
+def is_result_end(payload: Buffer, capabilities: int) -> bool:
+    """Whether a packet where a row may come ends the rows: the classic EOF, or under
+    CLIENT_DEPRECATE_EOF an OK with header 0xFE, which may be 9 bytes or more (session state):
+    a row starting 0xFE has a first value of 2**24 bytes or more, so its packet is longer."""
+    if capabilities & CLIENT_DEPRECATE_EOF:
+        return 0 < len(payload) < MAX_PAYLOAD and payload[0] == EOF_HEADER
+    return is_eof(payload)
+
+
 def is_local_infile(payload: Buffer) -> bool:
     return len(payload) > 0 and payload[0] == LOCAL_INFILE_HEADER
 
@@ -965,6 +974,13 @@ def _binary_values(
             append(buf[pos:stop])
             pos = stop
         elif width == LENENC:
+            if pos < end and buf[pos] < 0xFB:  # the common short string, inline
+                stop = pos + 1 + buf[pos]
+                if stop > end:
+                    raise PacketError("truncated binary value")
+                append(buf[pos + 1 : stop])
+                pos = stop
+                continue
             v, pos = read_lenenc_bytes(buf, pos)
             if v is None:
                 raise PacketError("lenenc NULL in a binary row")

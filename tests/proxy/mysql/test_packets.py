@@ -376,6 +376,15 @@ def test_eof_versus_rows() -> None:
     assert p.is_local_infile(p.LocalInfileRequest(b"f").serialize())
 
 
+def test_result_end_under_deprecate_eof() -> None:
+    end = p.OK(0, 0, 0x4002, 0, b"", b"\x00\x05\x04abcd", header=0xFE).serialize(CAPS)
+    assert len(end) >= 9 and not p.is_eof(end)
+    assert p.is_result_end(end, CAPS)
+    assert not p.is_result_end(end, CAPS & ~p.CLIENT_DEPRECATE_EOF)
+    assert p.is_result_end(EOF_5, p.CLIENT_PROTOCOL_41)
+    assert not p.is_result_end(b"\xfe" + bytes(p.MAX_PAYLOAD), CAPS)  # a row of a 16 MiB value
+
+
 def test_column_count_rejects_zero_and_null() -> None:
     for bad in (b"\x00", b"\xfb", b"\x01\x00"):
         with pytest.raises(p.PacketError):
