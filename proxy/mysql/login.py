@@ -18,7 +18,7 @@ from proxy.core.commands import OpenUpstream, StartTLS
 from proxy.core.machine import ProtocolViolation, Transitions, required
 from proxy.mysql import auth, errors
 from proxy.mysql import packets as p
-from proxy.mysql.context import MAX_PREAUTH_PACKET, SUPPORTED_CAPABILITIES, Context
+from proxy.mysql.context import SUPPORTED_CAPABILITIES, Context
 from proxy.mysql.types import charset_encoding
 from proxy.services.gate import MYSQL_NATIVE_PASSWORD, SCRAM_SHA_256, Principal
 
@@ -100,6 +100,7 @@ class Login:
         self._up_password = ""
         self._up_plugin = NATIVE
         self._assume: str | None = None
+        self._early: list[tuple[int, bytes]] = []  # the server's greeting, when it came first
         self._greeting = self._make_greeting()
 
     @property
@@ -278,6 +279,11 @@ class Login:
         if self.state is not LoginState.UPSTREAM_CONNECTING:
             raise ProtocolViolation("UpstreamConnected while not connecting")
         self._move(LoginState.UPSTREAM_GREETING)
+        early, self._early = self._early, []
+        for seq, payload in early:
+            if self.ctx.out.closed:
+                return
+            self.upstream_packet(seq, payload)
 
     def _send_upstream(self, payload: bytes) -> None:
         data, self._useq = p.frame(payload, self._useq)
@@ -285,6 +291,13 @@ class Login:
 
     def upstream_packet(self, seq: int, payload: bytes) -> None:
         st = self.state
+        if st is LoginState.UPSTREAM_CONNECTING:
+            # The server speaks first: its greeting may arrive while the driver still waits for
+            # the gate to be ready for the database. It is read once the connection is handed over.
+            if len(self._early) > 1:
+                raise ProtocolViolation("the server sent more than its greeting")
+            self._early.append((seq, payload))
+            return
         self._useq = (seq + 1) % 256
         if p.is_err(payload):
             err = p.ERR.parse(payload)
@@ -349,7 +362,7 @@ class Login:
             attrs=attrs,
         )
         self._move(LoginState.UPSTREAM_AUTH)
-        self._send_upstream(out.serialize(caps))
+        self._send_upstream(out.serialize())
 
     def _scramble(self, plugin: str, nonce: bytes) -> bytes:
         pw = self._up_password.encode()

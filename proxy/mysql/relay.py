@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import Enum, auto
 
 from policies.decision import Allow, Block, Decision
-from policies.sql.text import ExecutableCommentError, ServerVersion, expand_executable_comments
+from policies.sql.executable_comments import ExecutableCommentError, ServerVersion, expand_executable_comments
 from proxy.core.machine import ProtocolViolation
 from proxy.mysql import errors
 from proxy.mysql import packets as p
@@ -224,7 +224,11 @@ class Relay:
         version) and the decision for it."""
         sql = self._sql_text(raw)
         if sql is None:
-            return "", Block("unparsable", "the statement is not valid in the connection's character set"), 0.0
+            return (
+                "",
+                Block("unparsable", "the statement is not valid in the connection's character set"),
+                0.0,
+            )
         try:
             sql = expand_executable_comments(sql, self.server)
         except ExecutableCommentError as e:
@@ -251,7 +255,11 @@ class Relay:
             return
         text = self._encoded(d.rewritten_sql or sql)
         if text is None:
-            self._refuse(sql, Block("unparsable", "the statement cannot be sent in the connection's character set"), started=started)
+            self._refuse(
+                sql,
+                Block("unparsable", "the statement cannot be sent in the connection's character set"),
+                started=started,
+            )
             return
         sid = self.tracker.begin(sql, d)
         if sid is None:
@@ -260,7 +268,9 @@ class Relay:
         warn = self.warning is not None and sql.strip(" \t\r\n;").upper().split() == ["SHOW", "WARNINGS"]
         if not warn:
             self.warning = None
-        flight = InFlight(Wait.RESULTS, sql=sql, allow=d, started=started, overhead=overhead, sid=sid, warn=warn)
+        flight = InFlight(
+            Wait.RESULTS, sql=sql, allow=d, started=started, overhead=overhead, sid=sid, warn=warn
+        )
         flight.count = RowCount(d.row_limit)
         self._forward(p.ComQuery(text).serialize(), flight)
 
@@ -272,11 +282,17 @@ class Relay:
             self._refuse(sql or "<undecodable>", d, started=started, overhead=overhead)
             return
         if len(d.parts()) > 1:
-            self._refuse(sql, Block("unparsable", "a prepared statement holds one statement"), started=started)
+            self._refuse(
+                sql, Block("unparsable", "a prepared statement holds one statement"), started=started
+            )
             return
         text = self._encoded(d.rewritten_sql or sql)
         if text is None:
-            self._refuse(sql, Block("unparsable", "the statement cannot be sent in the connection's character set"), started=started)
+            self._refuse(
+                sql,
+                Block("unparsable", "the statement cannot be sent in the connection's character set"),
+                started=started,
+            )
             return
         flight = InFlight(Wait.PREPARE, sql=sql, allow=d, started=started, overhead=overhead)
         self._forward(p.ComStmtPrepare(text).serialize(), flight)
@@ -319,7 +335,9 @@ class Relay:
             self._refuse(st.sql, AUDIT_FAILED, started=started)
             return
         cursor = len(payload) > 5 and bool(payload[5] & p.CURSOR_TYPE_READ_ONLY)
-        flight = InFlight(Wait.RESULTS, sql=st.sql, allow=d, started=started, sid=sid, binary=True, stmt=st, cursor=cursor)
+        flight = InFlight(
+            Wait.RESULTS, sql=st.sql, allow=d, started=started, sid=sid, binary=True, stmt=st, cursor=cursor
+        )
         flight.count = RowCount(d.row_limit)
         self._forward(payload, flight)
 
@@ -456,7 +474,9 @@ class Relay:
                 self.ctx.send(payload)
         elif f.wait is Wait.ROLE:
             if not p.is_ok(payload):
-                self.ctx.close("SET ROLE failed after a reset", errors.upstream_failed("restoring the role failed"))
+                self.ctx.close(
+                    "SET ROLE failed after a reset", errors.upstream_failed("restoring the role failed")
+                )
                 return
             if f.pending is not None:
                 self.ctx.send(f.pending.serialize(self.ctx.caps))
@@ -579,7 +599,9 @@ class Relay:
         """maskgate's own warning, first among the rows of SHOW WARNINGS (Level, Code, Message)."""
         if self.warning is None or f.ncols != 3:
             return
-        row = p.TextRow((b"Warning", str(TRUNCATED_WARNING).encode(), self.warning.encode(self.ctx.encoding, "replace")))
+        row = p.TextRow(
+            (b"Warning", str(TRUNCATED_WARNING).encode(), self.warning.encode(self.ctx.encoding, "replace"))
+        )
         self.ctx.send(row.serialize())
         self.warning = None
 

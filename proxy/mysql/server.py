@@ -82,7 +82,9 @@ class _MySqlConnection(Connection):
     def internal_error(self) -> bytes:
         from proxy.mysql import packets as p
 
-        return p.frame(errors.internal_error().serialize(), 1)[0]
+        # Numbered after the last packet the client got, so its driver reads the error.
+        seq = self.session.ctx.cseq if isinstance(self.session, MySqlSession) else 1
+        return p.frame(errors.internal_error().serialize(), seq)[0]
 
 
 class MySqlProxyServer(Listener):

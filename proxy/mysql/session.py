@@ -178,7 +178,9 @@ class MySqlSession:
                     self.phase = _PHASES.move(self.phase, Phase.RELAY)
         except (p.PacketError, ProtocolViolation) as e:
             log.warning("session %s: upstream protocol violation: %s", self.session_id, e)
-            self.ctx.close(f"upstream protocol violation: {e}", errors.protocol_violation("upstream protocol error"))
+            self.ctx.close(
+                f"upstream protocol violation: {e}", errors.protocol_violation("upstream protocol error")
+            )
 
     # ------------------------------------------------------------------ other events
 
