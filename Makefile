@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# mysqlclient (MySQLdb) compiles against libmariadb: without libmariadb-dev its tests skip.
+	$(BIN)/python -m pip install --quiet mysqlclient || echo "mysqlclient not installed (apt-get install libmariadb-dev pkg-config); its tests will skip"
 	touch $(STAMP)
 
 test: install
