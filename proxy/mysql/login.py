@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from enum import Enum, auto
 
+from policies.sql.dialects import MYSQL
 from proxy.core.commands import OpenUpstream, StartTLS
 from proxy.core.machine import ProtocolViolation, Transitions, required
 from proxy.mysql import auth, errors
@@ -46,6 +47,11 @@ MUST_MATCH = (
 )
 
 
+# The character sets a restricted session may send statements in: UTF-8 and single-byte sets
+# whose every byte is one character, so a quote or a backslash is always itself.
+READABLE_CLIENT_CODECS = frozenset({"utf-8", "cp1252", "ascii"})
+
+
 class LoginState(Enum):
     GREETED = auto()  # maskgate's greeting sent: SSLRequest or HandshakeResponse expected
     TLS_HANDSHAKE = auto()  # SSLRequest received, the driver is upgrading the connection
@@ -56,6 +62,8 @@ class LoginState(Enum):
     UPSTREAM_GREETING = auto()  # connected: the server's greeting expected
     UPSTREAM_AUTH = auto()  # our handshake response sent: OK, ERR or more auth expected
     ASSUMING_ROLE = auto()  # SET ROLE sent for a database role without a password
+    # `SELECT @@SESSION.sql_mode` sent: the modes the server reads this session's text with.
+    CHECKING_MODE = auto()
     DONE = auto()
 
 
@@ -69,8 +77,9 @@ _MOVES = Transitions(
         LoginState.KEY_SENT: {LoginState.UPSTREAM_CONNECTING},
         LoginState.UPSTREAM_CONNECTING: {LoginState.UPSTREAM_GREETING},
         LoginState.UPSTREAM_GREETING: {LoginState.UPSTREAM_AUTH},
-        LoginState.UPSTREAM_AUTH: {LoginState.ASSUMING_ROLE, LoginState.DONE},
-        LoginState.ASSUMING_ROLE: {LoginState.DONE},
+        LoginState.UPSTREAM_AUTH: {LoginState.ASSUMING_ROLE, LoginState.CHECKING_MODE},
+        LoginState.ASSUMING_ROLE: {LoginState.CHECKING_MODE},
+        LoginState.CHECKING_MODE: {LoginState.DONE},
     }
 )
 
@@ -100,7 +109,9 @@ class Login:
         self._up_password = ""
         self._up_plugin = NATIVE
         self._assume: str | None = None
-        self._early: list[tuple[int, bytes]] = []  # the server's greeting, when it came first
+        self._early: list[tuple[int, bytes]] = []
+        self._held_ok: p.OK | None = None
+        self._mode_packets: list[bytes] = []  # the server's greeting, when it came first
         self._greeting = self._make_greeting()
 
     @property
@@ -259,7 +270,21 @@ class Login:
         ctx.tracker.principal = principal
         ctx.caps = resp.capabilities & (self._greeting.capabilities | p.CLIENT_SSL)
         ctx.multi_statements = bool(ctx.caps & p.CLIENT_MULTI_STATEMENTS)
-        ctx.encoding = charset_encoding(resp.charset) or "utf-8"
+        encoding = charset_encoding(resp.charset)
+        if not principal.unrestricted and encoding not in READABLE_CLIENT_CODECS:
+            # Multi-byte sets whose trailing bytes can be a quote or a backslash (gbk, big5,
+            # sjis) are where a proxy and a server disagree on where a string ends.
+            ctx.close(
+                "client character set not allowed",
+                p.ERR(
+                    1115,
+                    "42000",
+                    f"maskgate: client character set {resp.charset} is not allowed for "
+                    "this role; connect with utf8mb4",
+                ),
+            )
+            return
+        ctx.encoding = encoding or "utf-8"
         if self.database:
             ctx.tracker.settings.started_with("search_path", (self.database,))
         # The person is known: from now on their packets may be as large as the config allows.
@@ -316,7 +341,9 @@ class Login:
         elif st is LoginState.ASSUMING_ROLE:
             if not p.is_ok(payload):
                 raise ProtocolViolation("unexpected answer to SET ROLE")
-            self._finish(p.OK.parse(payload, self.ctx.caps))
+            self._check_mode(p.OK.parse(payload, self.ctx.caps))
+        elif st is LoginState.CHECKING_MODE:
+            self._on_mode_packet(payload)
         else:
             raise ProtocolViolation(f"upstream packet while {st.name}")
 
@@ -380,7 +407,7 @@ class Login:
                 self._useq = 0
                 self._send_upstream(p.ComQuery(f"SET ROLE {quote_name(self._assume)}".encode()).serialize())
                 return
-            self._finish(ok)
+            self._check_mode(ok)
             return
         head = payload[:1]
         if head == b"\xfe":
@@ -404,6 +431,41 @@ class Login:
                 self._send_upstream(auth.encrypt_password(pw, self._up_nonce, more.data))
                 return
         raise ProtocolViolation("unexpected packet during the upstream login")
+
+    def _check_mode(self, ok: p.OK) -> None:
+        """Ask the server for the session's sql_mode before the client may send anything: a
+        server configured with ANSI_QUOTES, NO_BACKSLASH_ESCAPES or PIPES_AS_CONCAT reads text
+        otherwise than maskgate's parser, and its global setting is not the proxy's to know."""
+        self._held_ok = ok
+        self._mode_packets = []
+        self._move(LoginState.CHECKING_MODE)
+        self._useq = 0
+        self._send_upstream(p.ComQuery(b"SELECT @@SESSION.sql_mode").serialize())
+
+    def _on_mode_packet(self, payload: bytes) -> None:
+        # The answer is a one-column, one-row text result: count, definition, EOF, row, EOF.
+        self._mode_packets.append(payload)
+        if len(self._mode_packets) < 5:
+            return
+        count, _, eof1, row, eof2 = self._mode_packets
+        if p.ColumnCount.parse(count).count != 1 or not (p.is_eof(eof1) and p.is_eof(eof2)):
+            raise ProtocolViolation("unexpected answer to the sql_mode query")
+        (value,) = p.TextRow.parse(row, 1).values
+        mode = (value or b"").decode("ascii", "replace")
+        ctx = self.ctx
+        if ctx.tracker.restricted and MYSQL.unsafe_setting("sql_mode", mode):
+            log.warning("session %s: the server's sql_mode %r changes how SQL is read", ctx.session_id, mode)
+            ctx.close(
+                "server sql_mode not allowed",
+                p.ERR(
+                    1231,
+                    "42000",
+                    "maskgate: the database's sql_mode changes how SQL text is read "
+                    "(ANSI_QUOTES, NO_BACKSLASH_ESCAPES, PIPES_AS_CONCAT, …); ask the DBA",
+                ),
+            )
+            return
+        self._finish(required(self._held_ok, "login OK"))
 
     def _finish(self, ok: p.OK) -> None:
         ctx = self.ctx

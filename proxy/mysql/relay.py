@@ -26,11 +26,15 @@ from proxy.mysql import packets as p
 from proxy.mysql.context import Context
 from proxy.mysql.login import quote_name
 from proxy.mysql.rowmask import RowPlan, build_plan
+from proxy.mysql.types import python_codec
 from proxy.services.rows import Unmaskable
 from proxy.services.statement import AUDIT_FAILED, RowCount, part, withheld_message
 
 log = logging.getLogger("maskgate.mysql")
 
+# The settings that change the character set the server reads statements in (the analysis
+# spells SET NAMES and SET CHARACTER SET as client_encoding).
+ENCODING_SETTINGS = frozenset({"client_encoding", "character_set_client"})
 TRUNCATED_WARNING = 1105  # the code of maskgate's own warning in SHOW WARNINGS
 CHANGE_USER = Block(
     "statement_not_allowed",
@@ -499,7 +503,7 @@ class Relay:
         if not p.is_ok(payload):
             raise ProtocolViolation("expected OK or ERR")
         if f.allow is not None:
-            self.tracker.succeeded(f.allow)
+            self._succeeded(f.allow)
         if f.sql == "reset":
             self._reset()
             if self.assume_role is not None:
@@ -513,6 +517,15 @@ class Relay:
                 return
         self.ctx.send(payload)
         self._finish(f)
+
+    def _succeeded(self, allow: Allow) -> None:
+        """A statement completed: keep what it changed, the character set the server now reads
+        statements in included (SET NAMES, SET CHARACTER SET, SET character_set_client)."""
+        self.tracker.succeeded(allow)
+        for part_allow in allow.parts():
+            for change in part_allow.settings:
+                if change.name in ENCODING_SETTINGS:
+                    self.ctx.encoding = python_codec(change.value[0] if change.value else "")
 
     def _reset(self) -> None:
         for st in list(self.stmts.values()):
@@ -630,7 +643,7 @@ class Relay:
                 warnings = min(warnings + 1, 0xFFFF)
             self.ctx.send(p.EOF(warnings, eof.status).serialize())
             if f.allow is not None and not f.binary:
-                self.tracker.succeeded(self._part(f))
+                self._succeeded(self._part(f))
         if more:
             self._next_result(f)
         elif f.refused is not None:
@@ -646,7 +659,7 @@ class Relay:
     def _result_ok(self, f: InFlight, ok: p.OK) -> None:
         if f.refused is None:
             if f.allow is not None:
-                self.tracker.succeeded(self._part(f))
+                self._succeeded(self._part(f))
             self.ctx.send(ok.serialize(self.ctx.caps))
         if ok.status & p.SERVER_MORE_RESULTS_EXISTS:
             self._next_result(f)

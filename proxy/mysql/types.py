@@ -122,12 +122,15 @@ _KINDS: dict[int, ValueKind] = (
 
 
 def value_kind(field_type: int, charset: int, flags: int) -> ValueKind:
-    """The kind of a result column. Strings and blobs are TEXT unless their charset is binary
-    (BYTES); JSON stays JSON whatever its charset (MySQL 8 reports it as binary, MariaDB
-    reports JSON columns as LONGTEXT, which TEXT covers). Unknown types are OTHER."""
-    del flags  # ENUM/SET flags ride on STRING columns, which are text either way
+    """The kind of a result column. Strings and blobs are TEXT whatever their charset, the
+    binary charset included (read byte for byte as latin-1): a session picks the charset of its
+    results (`SET character_set_results = binary`, `CAST(notes AS BINARY)`, `CONVERT(x USING
+    binary)`, `HEX`-free `BINARY x`), so a text column's numbers must not escape the detectors by
+    arriving as bytes. JSON stays JSON whatever its charset (MySQL 8 reports it as binary,
+    MariaDB reports JSON columns as LONGTEXT, which TEXT covers). Unknown types are OTHER."""
+    del flags, charset  # ENUM/SET flags ride on STRING columns, which are text either way
     if field_type in _STRINGS:
-        return ValueKind.BYTES if charset == BINARY_CHARSET else ValueKind.TEXT
+        return ValueKind.TEXT
     return _KINDS.get(field_type, ValueKind.OTHER)
 
 
@@ -184,6 +187,27 @@ def _bytes_fn(masker: Callable[[Any], Any]) -> ValueFn:
         return out if isinstance(out, bytes) else str(out).encode("latin-1", "replace")
 
     return apply
+
+
+# MySQL character set names (SET NAMES x) -> Python codecs.
+_CODECS = {
+    "utf8": "utf-8",
+    "utf8mb3": "utf-8",
+    "utf8mb4": "utf-8",
+    "latin1": "cp1252",
+    "ascii": "ascii",
+    "binary": "latin-1",
+    "gbk": "gbk",
+    "big5": "big5",
+    "gb18030": "gb18030",
+}
+
+
+def python_codec(charset_name: str) -> str:
+    """The Python codec for a MySQL character set name. An unknown one reads as strict ASCII:
+    statements in ASCII still pass (every client character set MySQL accepts is ASCII-compatible),
+    anything else cannot be decoded and is refused rather than guessed at."""
+    return _CODECS.get(charset_name.strip().strip("'\"`").lower(), "ascii")
 
 
 def text_value_fn(

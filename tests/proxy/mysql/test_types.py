@@ -22,8 +22,8 @@ UTF8MB4 = 45
         (t.MYSQL_TYPE_VAR_STRING, UTF8MB4, ValueKind.TEXT),
         (t.MYSQL_TYPE_STRING, 8, ValueKind.TEXT),
         (t.MYSQL_TYPE_BLOB, UTF8MB4, ValueKind.TEXT),  # TEXT columns are BLOB with a charset
-        (t.MYSQL_TYPE_BLOB, 63, ValueKind.BYTES),
-        (t.MYSQL_TYPE_VAR_STRING, 63, ValueKind.BYTES),
+        (t.MYSQL_TYPE_BLOB, 63, ValueKind.TEXT),
+        (t.MYSQL_TYPE_VAR_STRING, 63, ValueKind.TEXT),
         (t.MYSQL_TYPE_JSON, 63, ValueKind.JSON),  # MySQL 8 reports JSON as binary
         (t.MYSQL_TYPE_JSON, UTF8MB4, ValueKind.JSON),
         (t.MYSQL_TYPE_TINY, 63, ValueKind.INT),
@@ -84,7 +84,8 @@ def test_text_value_fns() -> None:
     assert t.text_value_fn(t.MYSQL_TYPE_TINY, 63, 0, _digits, "utf-8")(b"5") == b"127"
     assert t.text_value_fn(t.MYSQL_TYPE_LONG, 63, 0, _digits, "utf-8")(b"-5") == b"999999999"
     assert t.text_value_fn(t.MYSQL_TYPE_NEWDECIMAL, 63, 0, _digits, "utf-8")(b"-12.50") == b"-99.00"
-    assert t.text_value_fn(t.MYSQL_TYPE_BLOB, 63, 0, _digits, "utf-8")(b"\x00\x01") == b"XX"
+    # Binary-charset strings are text to mask and scan (byte for byte), never passed as opaque bytes.
+    assert t.text_value_fn(t.MYSQL_TYPE_BLOB, 63, 0, _digits, "latin-1")(b"\x00\x01") == b"**"
     # latin1 text decoded as cp1252: the euro sign is one character.
     assert t.text_value_fn(t.MYSQL_TYPE_STRING, 8, 0, _digits, "cp1252")(b"\x80") == b"*"
     assert t.text_value_fn(t.MYSQL_TYPE_STRING, 8, 0, lambda v: None, "cp1252")(b"x") is None
