@@ -68,7 +68,9 @@ def start_crm(base: Path, service_password: str, customers: int, settings: str =
     return pg
 
 
-def start_crm_mysql(base: Path, service_password: str, customers: int) -> EmbeddedMariaDB:
+def start_crm_mysql(
+    base: Path, service_password: str, customers: int, options: tuple[str, ...] = ()
+) -> EmbeddedMariaDB:
     """A MariaDB of its own holding the demo `crm` database, the service account maskgate_svc
     (data rights on crm, may SET ROLE crm_desk), and crm_vendor and crm_desk with their grants;
     skips the test when the server binaries are not installed. The caller destroys it."""
@@ -76,7 +78,7 @@ def start_crm_mysql(base: Path, service_password: str, customers: int) -> Embedd
 
     if not mariadb_available():
         pytest.skip(MARIADB_MISSING)
-    db = EmbeddedMariaDB(base).start()
+    db = EmbeddedMariaDB(base, options=options).start()
     try:
         db.sql("CREATE DATABASE IF NOT EXISTS crm CHARACTER SET utf8mb4")
         db.sql(mysql_database_roles_sql("maskgate_svc", service_password, CRM_VENDOR_PASSWORD))

@@ -29,7 +29,20 @@ class SendUpstream(Command):
 
 @dataclass(frozen=True, slots=True)
 class StartTLS(Command):
-    """Upgrade the client connection to TLS, then deliver `TlsEstablished`."""
+    """Upgrade the client connection to TLS, then deliver `TlsEstablished`.
+
+    `pending`: for protocols whose client starts the handshake without waiting for an answer
+    (MySQL), the bytes read after the request, which are the handshake's first; the driver then
+    terminates TLS itself (proxy/core/tls.py). None: the client waits for an answer first."""
+
+    pending: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StartUpstreamTLS(Command):
+    """Upgrade the upstream connection to TLS (a protocol that negotiates it in-band, as MySQL
+    does after the server's greeting), then deliver `UpstreamTlsEstablished`; a failed
+    handshake is delivered as `UpstreamFailed`."""
 
 
 @dataclass(frozen=True, slots=True)

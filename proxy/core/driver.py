@@ -21,7 +21,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar, Protocol, Self
 
-from proxy.core.commands import Close, Command, Drain, OpenUpstream, SendClient, SendUpstream, StartTLS
+from proxy.core.commands import (
+    Close,
+    Command,
+    Drain,
+    OpenUpstream,
+    SendClient,
+    SendUpstream,
+    StartTLS,
+    StartUpstreamTLS,
+)
 from proxy.core.events import (
     AuthTimeout,
     ClientClosed,
@@ -36,7 +45,9 @@ from proxy.core.events import (
     UpstreamConnected,
     UpstreamData,
     UpstreamFailed,
+    UpstreamTlsEstablished,
 )
+from proxy.core.tls import TlsServerTransport
 from proxy.services.gate import Gate
 
 log = logging.getLogger("maskgate.driver")
@@ -106,6 +117,8 @@ class Connection(asyncio.Protocol, ABC):
         # behind the client's Finished) before `start_tls` returns; the session must see it only
         # after TlsEstablished, and answers must go out on the encrypted transport.
         self._held: list[bytes] | None = None
+        # Client TLS run by the driver itself (`StartTLS(pending=…)`), else None.
+        self._tls: TlsServerTransport | None = None
 
     # -------------------------------------------------------------- what a protocol supplies
 
@@ -142,6 +155,12 @@ class Connection(asyncio.Protocol, ABC):
         transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
 
     def data_received(self, data: bytes) -> None:
+        if self._tls is not None:
+            self._tls.feed(data)  # plaintext comes back through `_client_data`
+            return
+        self._client_data(data)
+
+    def _client_data(self, data: bytes) -> None:
         if self._held is not None:
             self._held.append(data)
             return
@@ -202,7 +221,12 @@ class Connection(asyncio.Protocol, ABC):
             elif isinstance(c, OpenUpstream):
                 self.spawn(self._open_upstream(c.database, c.upstream))
             elif isinstance(c, StartTLS):
-                self.spawn(self._start_tls())
+                if c.pending is None:
+                    self.spawn(self._start_tls())
+                else:
+                    self._start_tls_inband(c.pending)
+            elif isinstance(c, StartUpstreamTLS):
+                self.spawn(self._start_upstream_tls())
             elif isinstance(c, Drain):
                 self._drain()
             elif isinstance(c, Close):
@@ -238,6 +262,51 @@ class Connection(asyncio.Protocol, ABC):
             if self.closed:
                 break
             self.data_received(data)
+
+    def _start_tls_inband(self, pending: bytes) -> None:
+        """TLS for a client that did not wait for an answer to its request (MySQL): the bytes
+        read after the request start the handshake, so the driver runs TLS itself."""
+        tls = self.listener.tls
+        raw = self.client
+        if raw is None or tls is None or self._tls is not None:
+            self._close()
+            return
+
+        def established() -> None:
+            self.client = wrapper  # type: ignore[assignment]
+            self.feed(TlsEstablished())
+
+        def failed(e: Exception) -> None:
+            log.info("session %s: TLS handshake failed: %s", self.session.session_id, e)
+            self._close()
+
+        wrapper = TlsServerTransport(
+            raw, tls, on_handshake=established, on_data=self._client_data, on_error=failed
+        )
+        self._tls = wrapper
+        if pending:
+            wrapper.feed(pending)
+
+    async def _start_upstream_tls(self) -> None:
+        lst = self.listener
+        ctx = lst.upstream_tls
+        up = self.upstream
+        if up is None or ctx is None:
+            self.feed(UpstreamFailed("upstream TLS is not configured"))
+            return
+        try:
+            new = await asyncio.wait_for(
+                self.loop.start_tls(up, up.get_protocol(), ctx, server_hostname=lst.upstream_tls_hostname),
+                lst.connect_timeout,
+            )
+        except (OSError, ssl.SSLError, ConnectionError, TimeoutError) as e:
+            if not self.closed:
+                self.feed(UpstreamFailed("upstream TLS handshake failed", f"{lst.upstream_address}: {e!r}"))
+            return
+        if new is None or self.closed:
+            return
+        self.upstream = new
+        self.feed(UpstreamTlsEstablished())
 
     async def _open_upstream(self, database: str, upstream: str) -> None:
         lst = self.listener
@@ -376,6 +445,10 @@ class Listener(ABC):
     """A protocol's listener: `await start()`, `await stop()`; `port` after start."""
 
     protocol: ClassVar[str]  # the bounded `protocol` label of metrics and records
+    # TLS towards the upstream for protocols that negotiate it in-band (`StartUpstreamTLS`), and
+    # the host name its certificate must name (None: not checked).
+    upstream_tls: ssl.SSLContext | None = None
+    upstream_tls_hostname: str | None = None
 
     def __init__(
         self,

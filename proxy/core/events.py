@@ -61,6 +61,11 @@ class TlsEstablished(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamTlsEstablished(Event):
+    """The upstream connection finished the TLS handshake asked for with `StartUpstreamTLS`."""
+
+
+@dataclass(frozen=True, slots=True)
 class AuthTimeout(Event):
     """The time allowed for logging in ran out."""
 

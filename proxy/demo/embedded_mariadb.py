@@ -52,10 +52,18 @@ class EmbeddedMariaDB:
 
     host = "127.0.0.1"
 
-    def __init__(self, base: Path, port: int = 0, *, performance_schema: bool = True) -> None:
+    def __init__(
+        self,
+        base: Path,
+        port: int = 0,
+        *,
+        performance_schema: bool = True,
+        options: tuple[str, ...] = (),
+    ) -> None:
         self.base = Path(base)
         self.port = port
         self.performance_schema = performance_schema
+        self.options = options  # more server options (`--ssl-cert=…`, `--sql-mode=…`)
         self._proc: subprocess.Popen[bytes] | None = None
         self._version: str | None = None
         self._short_socket_dir: str | None = None
@@ -134,6 +142,7 @@ class EmbeddedMariaDB:
             f"--performance-schema={'ON' if self.performance_schema else 'OFF'}",
             "--character-set-server=utf8mb4",
             "--collation-server=utf8mb4_general_ci",
+            *self.options,
         ]
 
     def is_running(self) -> bool:

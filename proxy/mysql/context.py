@@ -81,6 +81,7 @@ class SessionConfig:
     upstream: str = UPSTREAM
     database_roles: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     server: ServerFacts = field(default_factory=ServerFacts)
+    upstream_tls: bool = False  # the upstream URL asks for TLS: required, never skipped
     connection_id: int = 1
 
     def password_for(self, database_role: str) -> str | None:

@@ -12,10 +12,12 @@ Every failure of the person looks the same (1045). Owns no statement handling (`
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import replace
 from enum import Enum, auto
 
 from policies.sql.dialects import MYSQL
-from proxy.core.commands import OpenUpstream, StartTLS
+from proxy.core.commands import OpenUpstream, StartTLS, StartUpstreamTLS
 from proxy.core.machine import ProtocolViolation, Transitions, required
 from proxy.mysql import auth, errors
 from proxy.mysql import packets as p
@@ -60,6 +62,7 @@ class LoginState(Enum):
     KEY_SENT = auto()  # maskgate's RSA public key sent: the encrypted password expected
     UPSTREAM_CONNECTING = auto()  # the person is authenticated; the upstream is being opened
     UPSTREAM_GREETING = auto()  # connected: the server's greeting expected
+    UPSTREAM_TLS = auto()  # SSLRequest sent upstream, the driver is upgrading the connection
     UPSTREAM_AUTH = auto()  # our handshake response sent: OK, ERR or more auth expected
     ASSUMING_ROLE = auto()  # SET ROLE sent for a database role without a password
     # `SELECT @@SESSION.sql_mode` sent: the modes the server reads this session's text with.
@@ -76,7 +79,8 @@ _MOVES = Transitions(
         LoginState.FULL_AUTH: {LoginState.KEY_SENT, LoginState.UPSTREAM_CONNECTING},
         LoginState.KEY_SENT: {LoginState.UPSTREAM_CONNECTING},
         LoginState.UPSTREAM_CONNECTING: {LoginState.UPSTREAM_GREETING},
-        LoginState.UPSTREAM_GREETING: {LoginState.UPSTREAM_AUTH},
+        LoginState.UPSTREAM_GREETING: {LoginState.UPSTREAM_AUTH, LoginState.UPSTREAM_TLS},
+        LoginState.UPSTREAM_TLS: {LoginState.UPSTREAM_AUTH},
         LoginState.UPSTREAM_AUTH: {LoginState.ASSUMING_ROLE, LoginState.CHECKING_MODE},
         LoginState.ASSUMING_ROLE: {LoginState.CHECKING_MODE},
         LoginState.CHECKING_MODE: {LoginState.DONE},
@@ -91,8 +95,16 @@ def quote_name(name: str) -> str:
 class Login:
     """The login layer. The session feeds it packets and events until `done`."""
 
-    def __init__(self, ctx: Context, client_framer: p.Framer, rsa: auth.RsaKey) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        client_framer: p.Framer,
+        rsa: auth.RsaKey,
+        tls_pending: Callable[[], bytes] = lambda: b"",
+    ) -> None:
         self.ctx = ctx
+        # The bytes read after an SSLRequest (the client's first TLS records), from the session.
+        self.tls_pending = tls_pending
         self._cf = client_framer
         self._rsa = rsa
         self.state = LoginState.GREETED
@@ -111,6 +123,8 @@ class Login:
         self._assume: str | None = None
         self._early: list[tuple[int, bytes]] = []
         self._held_ok: p.OK | None = None
+        self._response_up: p.HandshakeResponse41 | None = None  # sent after the upstream TLS
+        self._up_tls = False
         self._mode_packets: list[bytes] = []  # the server's greeting, when it came first
         self._greeting = self._make_greeting()
 
@@ -118,6 +132,15 @@ class Login:
     def assumed_role(self) -> str | None:
         """The database role taken with SET ROLE after login (None: logged in as it, or none)."""
         return self._assume
+
+    @property
+    def awaits_handshake(self) -> bool:
+        """maskgate's greeting is out and the client's answer (or SSLRequest) not yet read."""
+        return self.state is LoginState.GREETED
+
+    @property
+    def awaits_tls(self) -> bool:
+        return self.state is LoginState.TLS_HANDSHAKE
 
     @property
     def done(self) -> bool:
@@ -172,7 +195,7 @@ class Login:
                 raise ProtocolViolation("SSLRequest without TLS offered")
             p.SSLRequest.parse(payload)
             self._move(LoginState.TLS_HANDSHAKE)
-            self.ctx.out.command(StartTLS())
+            self.ctx.out.command(StartTLS(pending=self.tls_pending()))
             return
         resp = p.HandshakeResponse41.parse(payload)
         if not resp.capabilities & p.CLIENT_PROTOCOL_41:
@@ -388,8 +411,25 @@ class Login:
             auth_plugin=self._up_plugin,
             attrs=attrs,
         )
+        if ctx.cfg.upstream_tls:
+            if not g.capabilities & p.CLIENT_SSL:
+                self.ctx.upstream_failed("upstream does not support TLS")
+                return
+            out = replace(out, capabilities=caps | p.CLIENT_SSL)
+            self._response_up = out
+            self._move(LoginState.UPSTREAM_TLS)
+            self._send_upstream(p.SSLRequest(out.capabilities, out.max_packet, out.charset).serialize())
+            self.ctx.out.command(StartUpstreamTLS())
+            return
         self._move(LoginState.UPSTREAM_AUTH)
         self._send_upstream(out.serialize())
+
+    def upstream_tls_established(self) -> None:
+        if self.state is not LoginState.UPSTREAM_TLS:
+            raise ProtocolViolation("upstream TLS established outside its handshake")
+        self._up_tls = True
+        self._move(LoginState.UPSTREAM_AUTH)
+        self._send_upstream(required(self._response_up, "handshake response").serialize())
 
     def _scramble(self, plugin: str, nonce: bytes) -> bytes:
         pw = self._up_password.encode()
@@ -424,7 +464,10 @@ class Login:
             if more.data == FAST_AUTH_OK:
                 return  # the OK follows
             if more.data == PERFORM_FULL_AUTH:
-                self._send_upstream(REQUEST_PUBLIC_KEY)
+                if self._up_tls:  # the password may travel in clear inside TLS
+                    self._send_upstream(self._up_password.encode() + b"\0")
+                else:
+                    self._send_upstream(REQUEST_PUBLIC_KEY)
                 return
             if more.data.startswith(b"-----BEGIN"):
                 pw = self._up_password.encode() + b"\0"

@@ -16,10 +16,10 @@ import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from proxy.core.driver import Connection, Listener
 from proxy.mysql import auth, errors
+from proxy.mysql.catalog import connect_args
 from proxy.mysql.context import DEFAULT_MAX_PACKET, ServerFacts, SessionConfig
 from proxy.mysql.session import MySqlSession
 from proxy.pg.server import tls_context
@@ -35,20 +35,49 @@ class Upstream:
     user: str
     password: str
     database: str
+    # TLS as the schema loader's PyMySQL reads the same URL: any ssl_* parameter turns it on
+    # (required); ssl_ca verifies the certificate, ssl_verify_identity its host name too.
+    ssl_ca: str | None = None
+    ssl_cert: str | None = None
+    ssl_key: str | None = None
+    ssl_verify_cert: bool | None = None
+    ssl_verify_identity: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return (
+            any(v is not None for v in (self.ssl_ca, self.ssl_cert, self.ssl_key, self.ssl_verify_cert))
+            or self.ssl_verify_identity
+        )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        ctx = ssl.create_default_context(cafile=self.ssl_ca)
+        verify = self.ssl_verify_cert if self.ssl_verify_cert is not None else self.ssl_ca is not None
+        ctx.check_hostname = verify and self.ssl_verify_identity
+        ctx.verify_mode = ssl.CERT_REQUIRED if verify else ssl.CERT_NONE
+        if self.ssl_cert:
+            ctx.load_cert_chain(self.ssl_cert, self.ssl_key)
+        return ctx
 
     @classmethod
     def from_url(cls, url: str) -> Upstream:
-        u = urlsplit(url)
-        if u.scheme != "mysql":
-            raise ValueError("upstream URL must start with mysql://")
-        if not u.username:
+        args = connect_args(url)  # the loader's reading of the URL: one reading for both
+        flag = args.get("ssl_verify_cert")
+        if not args["user"]:
             raise ValueError("upstream URL needs a user (the service account)")
         return cls(
-            host=u.hostname or "127.0.0.1",
-            port=u.port or 3306,
-            user=unquote(u.username),
-            password=unquote(u.password or ""),
-            database=unquote(u.path.lstrip("/")),
+            host=args["host"],
+            port=args["port"],
+            user=args["user"],
+            password=args["password"],
+            database=args.get("database", ""),
+            ssl_ca=args.get("ssl_ca"),
+            ssl_cert=args.get("ssl_cert"),
+            ssl_key=args.get("ssl_key"),
+            ssl_verify_cert=flag if isinstance(flag, bool) else None,
+            ssl_verify_identity=bool(args.get("ssl_verify_identity", False)),
         )
 
 
@@ -70,6 +99,7 @@ class _MySqlConnection(Connection):
                 database_roles=srv.database_roles,
                 server=srv.server,
                 connection_id=next(srv.connection_ids),
+                upstream_tls=srv.upstream.tls,
             ),
             rsa=srv.rsa,
         )
@@ -122,6 +152,8 @@ class MySqlProxyServer(Listener):
         self.server = ServerFacts()
         self.connection_ids = itertools.count(1)
         self.rsa = auth.RSA_KEY
+        self.upstream_tls = self.upstream.ssl_context()
+        self.upstream_tls_hostname = self.upstream.host if self.upstream.ssl_verify_identity else None
 
     def connection(self) -> _MySqlConnection:
         return _MySqlConnection(self)

@@ -30,6 +30,7 @@ from proxy.core.events import (
     UpstreamConnected,
     UpstreamData,
     UpstreamFailed,
+    UpstreamTlsEstablished,
 )
 from proxy.core.machine import ProtocolViolation, Transitions
 from proxy.mysql import auth, errors
@@ -40,6 +41,8 @@ from proxy.mysql.relay import Relay
 from proxy.services.gate import Gate
 
 log = logging.getLogger("maskgate.mysql")
+
+SSL_REQUEST_LENGTH = (32).to_bytes(3, "little")  # an SSLRequest's payload is 32 bytes
 
 
 class Phase(Enum):
@@ -66,7 +69,7 @@ _ALWAYS: frozenset[type[Event]] = frozenset(
     | {AuthTimeout, IdleTimeout, Shutdown}
 )
 _ACCEPTS: dict[Phase, frozenset[type[Event]]] = {
-    Phase.LOGIN: _ALWAYS | {UpstreamConnected, TlsEstablished, DatabaseNotReady},
+    Phase.LOGIN: _ALWAYS | {UpstreamConnected, TlsEstablished, DatabaseNotReady, UpstreamTlsEstablished},
     Phase.RELAY: _ALWAYS,
     Phase.DRAINING: _ALWAYS | {DrainTimeout},
 }
@@ -88,7 +91,9 @@ class MySqlSession:
         self.ctx = Context(gate, config, session_id=session_id, clock=clock)
         self._cf = p.Framer(min(MAX_PREAUTH_PACKET, config.max_packet))
         self._uf = p.Framer(config.max_packet)
-        self.login = Login(self.ctx, self._cf, rsa)
+        self._pre_tls = b""  # the start of what may be an SSLRequest
+        self._tls_pending = b""  # what came after the SSLRequest: the TLS handshake's first bytes
+        self.login = Login(self.ctx, self._cf, rsa, self._take_tls_pending)
         self.relay: Relay | None = None
         self.phase = Phase.LOGIN
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
@@ -104,8 +109,13 @@ class MySqlSession:
             Shutdown: self._on_shutdown,
             DrainTimeout: self._on_drain_timeout,
             DatabaseNotReady: self._on_database_not_ready,
+            UpstreamTlsEstablished: self._on_upstream_tls,
         }
         self.login.greet()
+
+    def _take_tls_pending(self) -> bytes:
+        pending, self._tls_pending = self._tls_pending, b""
+        return pending
 
     @property
     def session_id(self) -> str:
@@ -151,8 +161,23 @@ class MySqlSession:
     def _on_client_data(self, event: ClientData) -> None:
         if self.phase is Phase.DRAINING:
             return
+        data = event.data
+        if self.login.awaits_handshake and not self.login.tls and self.ctx.cfg.tls_available:
+            # A client asking for TLS sends its SSLRequest and its ClientHello back to back: the
+            # request is split off here, whatever follows it belongs to the TLS layer.
+            data = self._pre_tls + data
+            self._pre_tls = b""
+            if len(data) < 4:
+                self._pre_tls = data
+                return
+            if data[:3] == SSL_REQUEST_LENGTH:
+                if len(data) < 4 + 32:
+                    self._pre_tls = data
+                    return
+                data, rest = data[: 4 + 32], data[4 + 32 :]
+                self._tls_pending = rest
         try:
-            packets = self._cf.feed(event.data)
+            packets = self._cf.feed(data)
             for seq, payload in packets:
                 if self.ctx.out.closed:
                     return
@@ -160,6 +185,8 @@ class MySqlSession:
                     self.relay.client_packet(seq, payload)
                 else:
                     self.login.client_packet(seq, payload)
+            if self._tls_pending and not self.login.awaits_tls:
+                raise p.PacketError("data after a handshake packet")
         except p.PacketError as e:
             log.info("session %s: client protocol violation: %s", self.session_id, e)
             self.ctx.close(f"client protocol violation: {e}", errors.protocol_violation(str(e)))
@@ -186,6 +213,9 @@ class MySqlSession:
 
     def _on_upstream_connected(self, event: UpstreamConnected) -> None:
         self.login.upstream_connected()
+
+    def _on_upstream_tls(self, event: UpstreamTlsEstablished) -> None:
+        self.login.upstream_tls_established()
 
     def _on_tls_established(self, event: TlsEstablished) -> None:
         self.login.tls_established()

@@ -90,6 +90,7 @@ def serve_demo(
     extra_policy: str = "",
     config_lines: str = "",
     mysql: EmbeddedMariaDB | None = None,
+    mysql_params: str = "",
 ) -> Iterator[dict[str, Any]]:
     """The demo policy (copied into `d`, so a test may edit it), audit log and metrics endpoint.
 
@@ -118,7 +119,7 @@ def serve_demo(
     if mysql is not None:
         text += (
             f"mysql:\n  listen: 127.0.0.1:{myport}\n"
-            f"  upstream: mysql://maskgate_svc:${{T_UPSTREAM}}@127.0.0.1:{mysql.port}/crm\n"
+            f"  upstream: mysql://maskgate_svc:${{T_UPSTREAM}}@127.0.0.1:{mysql.port}/crm{mysql_params}\n"
             + tls_line
             + '  database_roles: {crm_vendor: "${T_VENDOR}"}\n'
         )
