@@ -1,4 +1,5 @@
-"""`make demo`: the real proxy in front of an embedded PostgreSQL seeded with fake zh_CN customers.
+"""`make demo`: the real proxy in front of an embedded PostgreSQL (and a private MariaDB, when its
+binaries are on PATH) seeded with fake zh_CN customers.
 
 Owns the demo's set-up (database, service account, seed, config), the printed tour and the
 serving loop. It runs the same `App` as `maskgate serve`; nothing here is a mock.
@@ -71,8 +72,32 @@ def prepare_database(base: Path, customers: int) -> tuple[EmbeddedPostgres, str,
     return pg, password, vendor_password
 
 
+def prepare_mariadb(base: Path, customers: int, password: str, vendor_password: str) -> Any:
+    """Start (or reuse) a private MariaDB from PATH with the same `crm` data, service account and
+    database roles; None when its binaries are not installed (the demo then skips the MySQL side)."""
+    from . import embedded_mariadb
+    from .data import mysql_database_roles_sql, seed_mysql
+
+    if not embedded_mariadb.available():
+        return None
+    db = embedded_mariadb.EmbeddedMariaDB(base / "mariadb").start()
+    db.sql("CREATE DATABASE IF NOT EXISTS crm CHARACTER SET utf8mb4")
+    db.sql(mysql_database_roles_sql(SERVICE_ACCOUNT, password, vendor_password))
+    conn = db.connect("crm", autocommit=False)
+    try:
+        seed_mysql(conn, customers)
+    finally:
+        conn.close()
+    return db
+
+
 def write_config(
-    base: Path, pg_port: int, listen_port: int, metrics_port: int, tls: tuple[Path, Path] | None = None
+    base: Path,
+    pg_port: int,
+    listen_port: int,
+    metrics_port: int,
+    tls: tuple[Path, Path] | None = None,
+    mysql: tuple[int, int] | None = None,
 ) -> Path:
     path = base / "maskgate.yaml"
     tls_lines = (
@@ -92,9 +117,75 @@ def write_config(
         "  # vendor's statements run as crm_vendor (logged in with its password); desk's as\n"
         "  # crm_desk, taken with SET ROLE (no password here).\n"
         "  database_roles:\n"
-        "    crm_vendor: ${CRM_VENDOR_PASSWORD}\n" + tls_lines
+        "    crm_vendor: ${CRM_VENDOR_PASSWORD}\n" + tls_lines + _mysql_section(mysql, tls_lines)
     )
     return path
+
+
+def _mysql_section(mysql: tuple[int, int] | None, tls_lines: str) -> str:
+    """The MySQL listener in front of the demo's MariaDB: (listen port, MariaDB port)."""
+    if mysql is None:
+        return ""
+    listen, upstream = mysql
+    return (
+        "mysql:\n"
+        f"  listen: 127.0.0.1:{listen}\n"
+        f"  upstream: mysql://{SERVICE_ACCOUNT}:${{MASKGATE_UPSTREAM_PASSWORD}}@127.0.0.1:{upstream}/crm\n"
+        "  database_roles:\n"
+        "    crm_vendor: ${CRM_VENDOR_PASSWORD}\n" + tls_lines
+    )
+
+
+def mariadb_client() -> str | None:
+    import shutil
+
+    return shutil.which("mariadb") or shutil.which("mysql")
+
+
+def mysql_tour(port: int) -> str:
+    """The vendor and the DBA through the MySQL listener with the `mariadb` command-line client
+    (PyMySQL when the client is not installed): the same masks as through psql."""
+    import subprocess
+
+    out: list[str] = []
+    say = out.append
+    same = "SELECT id, name, phone, id_card, email FROM customers ORDER BY id LIMIT 5"
+    say(f"\n== 6. The same query through the MySQL listener (MariaDB behind it) ==\n   {same}\n")
+    client = mariadb_client()
+    for who in ("dba", "vendor"):
+        user, password = USERS[who]
+        say(f"-- as {user} ({who}), {'the mariadb client' if client else 'PyMySQL'}")
+        if client:
+            res = subprocess.run(
+                [
+                    client,
+                    "-h127.0.0.1",
+                    f"-P{port}",
+                    f"-u{user}",
+                    f"-p{password}",
+                    "--table",
+                    "crm",
+                    "-e",
+                    same,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            say("\n".join("  " + line for line in (res.stdout or res.stderr).strip().splitlines()))
+        else:
+            import pymysql
+
+            with (
+                pymysql.connect(
+                    host="127.0.0.1", port=port, user=user, password=password, database="crm"
+                ) as conn,
+                conn.cursor() as cur,
+            ):
+                cur.execute(same)
+                say(_table([d[0] for d in cur.description], list(cur.fetchall())))
+        say("")
+    return "\n".join(out)
 
 
 def _query(port: int, who: str, sql: str) -> tuple[list[str], list[tuple[Any, ...]], list[str], str | None]:
@@ -219,10 +310,18 @@ async def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     print("maskgate demo: starting an embedded PostgreSQL and seeding `crm` with fake zh_CN customers…")
     pg, password, vendor_password = await asyncio.to_thread(prepare_database, base, args.customers)
+    mariadb = await asyncio.to_thread(prepare_mariadb, base, args.customers, password, vendor_password)
+    if mariadb is None:
+        print(
+            "maskgate demo: no mariadbd on PATH, so no MySQL side "
+            "(apt-get install -y mariadb-server mariadb-client to add it)"
+        )
     port = args.port if _port_free(args.port) else free_port()
     metrics_port = 9187 if _port_free(9187) else free_port()
+    mysql_port = 3307 if _port_free(3307) else free_port()
     cert, key, made = await asyncio.to_thread(demo_certificate, base / "tls")
-    cfg_path = write_config(base, pg.port, port, metrics_port, (cert, key))
+    mysql = (mysql_port, mariadb.port) if mariadb is not None else None
+    cfg_path = write_config(base, pg.port, port, metrics_port, (cert, key), mysql)
     os.environ["MASKGATE_UPSTREAM_PASSWORD"] = password
     os.environ["CRM_VENDOR_PASSWORD"] = vendor_password
     config = load_config(cfg_path)
@@ -235,6 +334,8 @@ async def run(args: argparse.Namespace) -> int:
     )
     try:
         print(await asyncio.to_thread(tour, port, metrics_port))
+        if mariadb is not None:
+            print(await asyncio.to_thread(mysql_tour, mysql_port))
         psql = bin_dir() / "psql"
         print("\n== Try it yourself ==")
         for who, (user, pw) in USERS.items():
@@ -242,6 +343,10 @@ async def run(args: argparse.Namespace) -> int:
                 f'  PGPASSWORD={pw} {psql} "host=127.0.0.1 port={port} user={user} dbname=crm '
                 f'sslmode=require"    # {who}'
             )
+        client = mariadb_client()
+        if mariadb is not None and client:
+            for who, (user, pw) in USERS.items():
+                print(f"  {client} -h127.0.0.1 -P{mysql_port} -u{user} -p{pw} crm    # {who}, through MySQL")
         print(f"  curl -s http://127.0.0.1:{metrics_port}/metrics | grep ^maskgate_")
         print(f"  tail -f {base / 'audit.jsonl'}")
         if args.no_wait:
@@ -252,5 +357,7 @@ async def run(args: argparse.Namespace) -> int:
     finally:
         await app.stop()
         pg.stop()
+        if mariadb is not None:
+            mariadb.stop()
         print("maskgate demo: stopped.", file=sys.stderr)
     return 0
