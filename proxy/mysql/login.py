@@ -383,7 +383,6 @@ class Login:
         resp = required(self._response, "handshake response")
         caps = (ctx.caps & SUPPORTED_CAPABILITIES & g.capabilities) | UPSTREAM_REQUIRED
         caps &= ~(p.CLIENT_SSL | p.CLIENT_LOCAL_FILES | p.CLIENT_CONNECT_ATTRS)
-        caps |= p.CLIENT_MULTI_STATEMENTS | p.CLIENT_MULTI_RESULTS
         caps &= g.capabilities | UPSTREAM_REQUIRED
         if self.database:
             caps |= p.CLIENT_CONNECT_WITH_DB

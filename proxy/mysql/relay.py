@@ -143,6 +143,7 @@ class Relay:
         # maskgate's own warning for the next SHOW WARNINGS: "result truncated to N rows".
         self.warning: str | None = None
         self.quit = False
+        self.login_encoding = ctx.encoding  # the handshake's character set
 
     @property
     def idle(self) -> bool:
@@ -528,10 +529,13 @@ class Relay:
                     self.ctx.encoding = python_codec(change.value[0] if change.value else "")
 
     def _reset(self) -> None:
+        """COM_RESET_CONNECTION succeeded: the server dropped the session's prepared statements,
+        variables and settings, and reads statements in the handshake's character set again."""
         for st in list(self.stmts.values()):
             self._end_cursor(st)
         self.stmts.clear()
         self.warning = None
+        self.ctx.encoding = self.login_encoding
 
     # -- result sets
 

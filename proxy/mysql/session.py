@@ -259,6 +259,9 @@ class MySqlSession:
         if self.phase is Phase.DRAINING:
             return
         if self.phase is Phase.RELAY and self.relay is not None and self.relay.executing:
+            # The grace period is over: the client is told (an error ends its result where it
+            # stands), and what still runs upstream is read to its end for its audit record.
+            self.ctx.send(errors.shutting_down().serialize())
             self.ctx.out.command(Drain())
             self.phase = _PHASES.move(self.phase, Phase.DRAINING)
             return
