@@ -100,6 +100,9 @@ class Described:
     # The statement is `SELECT set_config('<setting>', '<value>', <local>)` (or pg_dump's form over
     # pg_settings), understood as a SET: its settings are above and its refusals in needs_all.
     setting_call: bool = False
+    # The statement returns text no column mask can follow (other sessions' SQL, replication
+    # events, earlier statements' messages): what it is, for the refusal.
+    exposes: str | None = None
     # A rule read the value of one of the statement's literals: another literal may change the
     # decision, so it is never reused for another statement of the same shape.
     literal_values: bool = False
@@ -174,6 +177,8 @@ class Describer:
                 d.search_path = self.facts.default_search_path
             d.identity_reset = node.name in ("role", "session_authorization")
             return d
+        if isinstance(node, nodes.Show) and self.facts.exposing_show(node.words):
+            return Described("show", exposes=f"SHOW {' '.join(node.words[:3])}")
         if isinstance(node, nodes.Show | nodes.DescribeRelation):
             return Described("show")
         if isinstance(node, nodes.Lock):
@@ -541,6 +546,14 @@ class Describer:
             q = tree.copy()
             into = q.args["into"]
             q.set("into", None)
+            if _into_user_variables(into):
+                # MySQL's SELECT … INTO @v: no table is made, the values stay in the session
+                # (a later `SELECT @v` reads them back with no column to mask), so they are a flow.
+                d = Described("select", frozenset({"select"}), result_rows=False)
+                analysis = self._query(q)
+                d.reads.append(analysis)
+                d.flows = self._flows("a user variable (SELECT … INTO @v)", analysis)
+                return d
             d = Described("ddl", frozenset({"select", "ddl"}), schema_changed=True)
             analysis = self._query(q)
             d.reads.append(analysis)
@@ -822,6 +835,12 @@ class Describer:
             d.flows = self._flows(f"CREATE {kind or 'TABLE'} AS", analysis)
             d.required = frozenset({"ddl", "select"})
         return d
+
+
+def _into_user_variables(into: exp.Expression) -> bool:
+    """Whether SELECT's INTO names user variables (MySQL `INTO @v`) rather than a new table."""
+    target = into.this
+    return isinstance(target, exp.Table) and isinstance(target.this, exp.Parameter)
 
 
 def _pinned_setting(

@@ -125,6 +125,9 @@ class DialectFacts:
     # The catalog relation (schema, name, name column) listing every setting: `SELECT
     # set_config(name, …) FROM pg_settings WHERE name = '<safe>'` is pg_dump's form.
     settings_catalog: tuple[str, str, str] | None = None
+    # SHOW statements (word runs, upper case) whose result holds text no column mask can follow
+    # (see `exposing_show`): refused for every role whose results are masked.
+    exposing_shows: tuple[tuple[str, ...], ...] = ()
     # Column names (and output names) compare case-insensitively even when quoted (MySQL), where
     # table and schema names stay as the server stores them.
     case_insensitive_columns: bool = False
@@ -245,12 +248,30 @@ class DialectFacts:
         """The class a catalog column carries for restricted roles (pg_stat_activity.query)."""
         if not self.catalog_classes:
             return None
+        if self.case_insensitive_catalog:
+            # The classified keys are in lower case; MySQL reads INFORMATION_SCHEMA.PROCESSLIST as
+            # the same view, and a wrongly folded user table only gets masked more.
+            schema = schema.lower() if schema else schema
+            relation, column = relation.lower(), column.lower()
         found = self.catalog_classes.get((schema, relation, column))
         return found if found is not None else self.catalog_classes.get((None, relation, column))
 
     def catalog_classified(self, schema: str | None, relation: str) -> bool:
         """Whether the facts classify any column of that relation."""
+        if self.case_insensitive_catalog:
+            schema, relation = (schema.lower() if schema else schema), relation.lower()
         return any(r == relation and s in (None, schema) for s, r, _ in self.catalog_classes)
+
+    def exposing_show(self, words: tuple[str, ...]) -> bool:
+        """Whether a SHOW with these words (upper case, quoted names left out) returns text the
+        proxy cannot mask by column: other sessions' SQL with its literals, replication events
+        with row values, the messages of earlier statements (which echo the values they
+        truncated or could not convert)."""
+        if "COUNT" in words:  # SHOW COUNT(*) WARNINGS: a number
+            return False
+        return any(
+            words[i : i + len(entry)] == entry for entry in self.exposing_shows for i in range(len(words))
+        )
 
     # --- session settings ---------------------------------------------------------------------
 
@@ -853,6 +874,50 @@ MYSQL = DialectFacts(
             "names": _ENCODING,
             "character_set_client": _ENCODING,
         }
+    ),
+    catalog_classes=MappingProxyType(
+        {
+            # Other sessions' SQL, with the customer numbers their literals hold (and the error
+            # messages of statements, which echo values): the detectors mask numbers in place.
+            **dict.fromkeys(
+                (
+                    ("information_schema", "processlist", "info"),
+                    ("information_schema", "processlist", "info_binary"),  # MariaDB
+                    ("performance_schema", "processlist", "info"),
+                    ("performance_schema", "threads", "processlist_info"),
+                    ("performance_schema", "prepared_statements_instances", "sql_text"),
+                    ("performance_schema", "events_statements_summary_by_digest", "query_sample_text"),
+                    *(
+                        ("performance_schema", f"events_statements_{which}", column)
+                        for which in ("current", "history", "history_long")
+                        for column in ("sql_text", "message_text")
+                    ),
+                    *(
+                        ("sys", view, column)
+                        for view in ("processlist", "x$processlist", "session", "x$session")
+                        for column in ("current_statement", "last_statement")
+                    ),
+                    ("mysql", "general_log", "argument"),
+                    ("mysql", "slow_log", "sql_text"),
+                ),
+                "free_text",
+            ),
+        }
+    ),
+    exposing_shows=(
+        ("PROCESSLIST",),  # other sessions' SQL
+        ("ENGINE",),  # SHOW ENGINE INNODB STATUS: running and deadlocked statements, as written
+        ("BINLOG", "EVENTS"),  # the rows and statements written
+        ("RELAYLOG", "EVENTS"),
+        ("SLAVE", "STATUS"),  # Last_SQL_Error quotes the failing event, with its values
+        ("SLAVES", "STATUS"),  # MariaDB's SHOW ALL SLAVES STATUS
+        ("REPLICA", "STATUS"),
+        ("REPLICAS", "STATUS"),
+        ("WARNINGS",),  # "Truncated incorrect CHAR(3) value: '13812345678'"
+        ("ERRORS",),
+        ("EXPLAIN",),  # MariaDB's SHOW EXPLAIN / ANALYZE FOR <connection>: another session's
+        ("ANALYZE",),  # statement, its conditions' literals included
+        ("FOR", "CONNECTION"),  # MySQL's EXPLAIN FOR CONNECTION
     ),
     case_insensitive_columns=True,
     case_insensitive_catalog=True,

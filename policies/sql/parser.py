@@ -1154,18 +1154,17 @@ class MySQLStatements(StatementParser):
         if self.word() in ("SELECT", "WITH", "TABLE", "INSERT", "UPDATE", "DELETE", "REPLACE", "VALUES", "("):
             inner = self.inner(self.rest(), _PLANNABLE)
             return nodes.Explain(inner, tuple(options), equals=True)
-        self.rest()  # EXPLAIN t [col], EXPLAIN FOR CONNECTION n: metadata, like DESCRIBE
+        if self.word() == "FOR" and self.word(1) == "CONNECTION":
+            # Another session's plan, with the literals of its conditions: a SHOW of that
+            # session (DialectFacts.exposing_shows), not a description of a relation.
+            words = tuple(self.word(k) for k in range(len(self.tokens) - self.i))
+            self.rest()
+            return nodes.Show(self.text(), ("EXPLAIN", *(w for w in words if w)))
+        self.rest()  # EXPLAIN t [col]: metadata, like DESCRIBE
         return nodes.DescribeRelation(self.text())
 
     def _use(self) -> Statement:
         return nodes.Use(self.identifier())
-
-    def _show(self) -> Statement:
-        shown = super()._show()
-        if isinstance(shown, nodes.Show) and "PROCESSLIST" in shown.words:
-            # Other sessions' statements, literals included.
-            return nodes.Maintenance(shown.text, "SHOW PROCESSLIST")
-        return shown
 
     STATEMENT_PARSERS: ClassVar[dict[str, Callable[[StatementParser], Statement]]] = {
         **_COMMON,
@@ -1178,7 +1177,6 @@ class MySQLStatements(StatementParser):
         "DESCRIBE": _explain,
         "DESC": _explain,
         "USE": _use,
-        "SHOW": _show,
         "RENAME": _rename,
         **dict.fromkeys(
             (
