@@ -61,7 +61,11 @@ def _words(sql: str) -> str:
         # mysqldump's own
         ("SELECT /*!40001 SQL_NO_CACHE */ * FROM t", MYSQL_8, "SELECT SQL_NO_CACHE * FROM t"),
         ("/*!40100 SET @@SQL_MODE='' */", MARIADB_10, "SET @@SQL_MODE=''"),
-        ("START TRANSACTION /*!40100 WITH CONSISTENT SNAPSHOT */", MYSQL_8, "START TRANSACTION WITH CONSISTENT SNAPSHOT"),
+        (
+            "START TRANSACTION /*!40100 WITH CONSISTENT SNAPSHOT */",
+            MYSQL_8,
+            "START TRANSACTION WITH CONSISTENT SNAPSHOT",
+        ),
         # versions above the server's are dropped
         ("SELECT 1 /*!80037 , 2 */", MYSQL_8, "SELECT 1"),
         ("SELECT 1 /*!80036 , 2 */", MYSQL_8, "SELECT 1 , 2"),
@@ -124,7 +128,9 @@ def test_refused(sql: str, server: ServerVersion) -> None:
 
 
 SERVERS = st.sampled_from([MYSQL_8, ServerVersion("mysql", 50744), MARIADB_10])
-_WORDS = st.sampled_from(["SELECT", "id", ",", "phone", "FROM", "t", "1", "(", ")", "=", "@a", "*", "/", "-", "!"])
+_WORDS = st.sampled_from(
+    ["SELECT", "id", ",", "phone", "FROM", "t", "1", "(", ")", "=", "@a", "*", "/", "-", "!"]
+)
 _STRINGS = st.builds(
     lambda q, body: q + body.replace("\\", "").replace(q, q + q) + q,
     st.sampled_from(["'", '"', "`"]),
