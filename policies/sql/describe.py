@@ -211,6 +211,10 @@ class Describer:
             # It changes settings when EXECUTE runs it, which maskgate does not see: a
             # set_config() in it is not understood as a SET (and is refused for restricted roles).
             d.settings, d.search_path, d.setting_call = (), None, False
+            if node.from_text:
+                # MySQL's statement is a string literal: another literal is another statement,
+                # so its decision is never reused for the same shape.
+                d.literal_values = True
             return d
         if isinstance(node, nodes.PrepareFrom):
             return Described(
@@ -304,6 +308,8 @@ class Describer:
         of the first 63, which the session would not know. A name that could be cut is refused:
         every server encoding is an ASCII superset and takes at most 4 bytes a character."""
         folded = self.facts.fold_identifier(name.name, quoted=name.quoted)
+        if self.facts.case_insensitive_statement_names:
+            folded = folded.lower()
         if len(folded) > _NAME_BYTES or (not folded.isascii() and 4 * len(folded) > _NAME_BYTES):
             raise Unparsable("a prepared statement name the server may shorten is not understood")
         return folded
@@ -313,12 +319,11 @@ class Describer:
         session resolves (proxy/pg/relay.py); here only its arguments are read. They are
         expressions without FROM (PostgreSQL refuses subqueries there): their functions are
         judged like a SELECT's."""
-        if node.using:
-            # MySQL's EXECUTE … USING @var: no session of maskgate keeps its prepared statements.
-            return Described(
-                "execute",
-                needs_all=("function_denied", "SQL-level EXECUTE runs a statement maskgate cannot see"),
-            )
+        if node.using and not all(isinstance(a, exp.Parameter) for a in node.args):
+            # MySQL's EXECUTE … USING takes user variables only (the server's grammar).
+            raise Unparsable("EXECUTE … USING takes user variables")
+        # MySQL's USING @v passes values a user variable holds, which are never classified
+        # (storing a non-clear value in one is refused): parameters, like PostgreSQL's.
         name = self._statement_name(node.name)
         d = Described("execute", prepared_effect=PreparedEffect("execute", name))
         if any(a.find(exp.Column, exp.Query, exp.Subquery) for a in node.args):

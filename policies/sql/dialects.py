@@ -135,6 +135,8 @@ class DialectFacts:
     case_insensitive_catalog: bool = False
     # Function names compare case-insensitively even when quoted (MySQL).
     case_insensitive_functions: bool = False
+    # Prepared statement names compare case-insensitively (MySQL: PREPARE S … ; EXECUTE s).
+    case_insensitive_statement_names: bool = False
     # Bare words sqlglot reads as column names that are SQL values (PostgreSQL's `user`).
     keyword_values: frozenset[str] = frozenset()
     # Columns every table has that the schema does not list (PostgreSQL's ctid, xmin, …): they
@@ -922,6 +924,7 @@ MYSQL = DialectFacts(
     case_insensitive_columns=True,
     case_insensitive_catalog=True,
     case_insensitive_functions=True,
+    case_insensitive_statement_names=True,
     system_variable_prefixes=("@@", "session.", "local."),
     search_path_is_list=False,
     search_path_setting=None,

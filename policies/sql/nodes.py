@@ -313,13 +313,19 @@ class Explain(Node):
 
 @dataclass(frozen=True, slots=True)
 class Prepare(Node):
-    """PREPARE name [(type, …)] AS stmt."""
+    """PREPARE name [(type, …)] AS stmt, or MySQL's PREPARE name FROM '<stmt>' (`from_text`)."""
 
     name: exp.Identifier
     statement: Statement
     types: tuple[exp.DataType, ...] = ()
+    from_text: bool = False
 
     def sql(self, dialect: str) -> str:
+        if self.from_text:
+            # The statement as a plain string under MySQL's default sql_mode (sessions that
+            # turned off backslash escapes are refused for restricted roles).
+            inner = render(self.statement, dialect).replace("\\", "\\\\").replace("'", "''")
+            return f"PREPARE {render(self.name, dialect)} FROM '{inner}'"
         types = f" ({_csv(self.types, dialect)})" if self.types else ""
         return f"PREPARE {render(self.name, dialect)}{types} AS {render(self.statement, dialect)}"
 

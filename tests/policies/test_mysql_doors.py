@@ -59,3 +59,55 @@ def test_catalog_classes_ignore_case_in_mysql_only() -> None:
     assert MYSQL.catalog_class("INFORMATION_SCHEMA", "PROCESSLIST", "Info") == "free_text"
     assert MYSQL.catalog_classified("Performance_Schema", "EVENTS_STATEMENTS_HISTORY")
     assert POSTGRES.catalog_class("pg_catalog", "PG_STAT_ACTIVITY", "query") is None
+
+
+def _decide(engine: Engine, role: str, sql: str):
+    return engine.decide(role, sql, dialect="mysql", database="crm")
+
+
+def test_prepare_from_a_literal_is_the_statement_it_holds(engine: Engine) -> None:
+    d = _decide(engine, "vendor", "PREPARE S1 FROM 'SELECT id, phone FROM customers WHERE id = ?'")
+    assert isinstance(d, Allow), d
+    assert d.prepared is not None and (d.prepared.action, d.prepared.name) == ("prepare", "s1")
+    assert [c.action for c in d.columns] == ["clear", "mask"]
+    # sent with its row filter and row limit, as a string again
+    assert d.rewritten_sql is not None and d.rewritten_sql.startswith("PREPARE S1 FROM 'SELECT")
+    assert "branch_id = 12" in d.rewritten_sql and d.rewritten_sql.endswith("LIMIT 201'")
+    e = _decide(engine, "vendor", "EXECUTE s1 USING @a")
+    assert isinstance(e, Allow) and e.prepared is not None
+    assert (e.prepared.action, e.prepared.name) == ("execute", "s1")  # names ignore case
+
+
+def test_prepare_from_text_is_never_reused_by_shape(engine: Engine) -> None:
+    texts = ["SELECT id FROM branches", "SELECT bank_card FROM customers"] * 4
+    got = [_decide(engine, "vendor", f"PREPARE s FROM '{t}'").allowed for t in texts]
+    assert got == [True, False] * 4
+
+
+def test_prepare_string_quotes_round_trip(engine: Engine) -> None:
+    d = _decide(engine, "dba", "PREPARE s FROM 'SELECT ''it''''s'' AS x FROM branches'")
+    assert isinstance(d, Allow), d
+    sql = "PREPARE s FROM 'SELECT id FROM customers WHERE email = ''a''''b'''"
+    d = _decide(engine, "service_desk", sql)
+    assert isinstance(d, Allow) and d.rewritten_sql is not None
+    again = _decide(engine, "service_desk", d.rewritten_sql)
+    assert isinstance(again, Allow) and again.rewritten_sql in (None, d.rewritten_sql)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "PREPARE s FROM @sql",  # text unknown
+        "PREPARE s FROM CONCAT('SELECT ', 'phone FROM customers')",
+        "PREPARE s FROM 'SELECT id FROM customers WHERE name = \\'x\\''",  # escapes: not read
+        "PREPARE s FROM 'SET @a = 1'",  # only queries and writes are read from a string
+    ],
+)
+def test_prepare_of_text_not_read_is_dynamic_sql(engine: Engine, sql: str) -> None:
+    d = _decide(engine, "vendor", sql)
+    assert not d.allowed and d.reason == "function_denied"
+
+
+def test_execute_using_takes_variables_only(engine: Engine) -> None:
+    assert not _decide(engine, "vendor", "EXECUTE s USING 1").allowed
+    assert not _decide(engine, "vendor", "EXECUTE s USING (SELECT phone FROM customers)").allowed
