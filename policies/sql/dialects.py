@@ -825,12 +825,42 @@ POSTGRES = DialectFacts(
     temporary_schema="pg_temp",
 )
 
+# MySQL's own functions that are total in the sense of TOTAL_FUNCTIONS: digests and encodings
+# defined for every string (SHA2 with an unknown length returns NULL, never an error), MID and
+# SUBSTRING_INDEX (positions clamp), QUOTE, JSON_QUOTE and JSON_ARRAY (they quote any value).
+# Not listed: CONV, CHAR, BIN, OCT, ELT (they read a value as a number, and a string that is
+# none makes a warning quoting it); LOCATE, INSTR, FIELD, FIND_IN_SET, STRCMP, INTERVAL() (they
+# compare it: predicates); UNHEX, COMPRESS, ORD, ASCII, INSERT, JSON_OBJECT (sqlglot types its
+# pairs) are not reviewed yet and refused until they are.
+_MYSQL_TOTAL = TOTAL_FUNCTIONS | frozenset(
+    {
+        "sha",  # sqlglot's name for sha1 and sha
+        "sha1",
+        "sha2",
+        "crc32",
+        "hex",
+        "to_base64",
+        "soundex",
+        "mid",
+        "substring_index",
+        "quote",
+        "json_quote",
+        "json_array",
+    }
+)
+
 MYSQL = DialectFacts(
     name="mysql",
     expression_limits=False,
     sqlglot="mysql",
     # MySQL: `#` and `-- ` (with a space) comment to the end of the line; block comments do not
     # nest; `/*!…*/` and `/*+…*/` are executed (version comments) or read as optimizer hints.
+    # The proxy expands version comments first (policies/sql/executable_comments.py); one left
+    # in the text is refused. A hint right after SELECT / INSERT / UPDATE / DELETE is a token to
+    # sqlglot, parsed and sent again: hints steer the plan (and MAX_EXECUTION_TIME, SET_VAR of
+    # hint-settable variables, applied after the text is read) and cannot read data. One holding
+    # a quote is refused by the tokenizer (where a quoted `*/` ends it is not certain); `/*+`
+    # anywhere else is refused here.
     line_comments=("#", "-- ", "--\t", "--\n", "--\r"),
     nested_block_comments=False,
     executed_comments=("/*!", "/*+", "/*M!"),
@@ -848,7 +878,7 @@ MYSQL = DialectFacts(
     ),
     dangerous_functions=frozenset({"load_file", "sys_exec", "sys_eval", "benchmark"}),
     identity_settings=frozenset({"role", "session_authorization"}),
-    total_functions=TOTAL_FUNCTIONS,
+    total_functions=_MYSQL_TOTAL,
     set_returning_functions=frozenset(),
     timing_functions=frozenset({"sleep", "benchmark"}),
     collecting_functions=frozenset({"group_concat", "json_arrayagg", "json_objectagg", "j_s_o_n_object_agg"}),
