@@ -887,7 +887,9 @@ MYSQL = DialectFacts(
     lexical_settings=MappingProxyType(
         {
             # ANSI_QUOTES makes "x" a name; NO_BACKSLASH_ESCAPES makes '\' a whole string; the
-            # combination modes switch either on.
+            # combination modes switch either on. PIPES_AS_CONCAT (|| is concatenation, not OR),
+            # HIGH_NOT_PRECEDENCE (NOT a BETWEEN …) and IGNORE_SPACE (`count (x)`, built-in names
+            # reserved) make the server build another tree from the same words than the one judged.
             "sql_mode": LexicalRule(
                 "no_flag_of",
                 frozenset(
@@ -895,6 +897,9 @@ MYSQL = DialectFacts(
                         "ANSI",
                         "ANSI_QUOTES",
                         "NO_BACKSLASH_ESCAPES",
+                        "PIPES_AS_CONCAT",
+                        "HIGH_NOT_PRECEDENCE",
+                        "IGNORE_SPACE",
                         "DB2",
                         "MSSQL",
                         "ORACLE",

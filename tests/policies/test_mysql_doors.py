@@ -174,3 +174,27 @@ def test_table_case_never_unmasks(engine: Engine, db: str, table: str, column: s
     d = _decide(engine, "vendor", f"SELECT {column} FROM `{db}`.`{table}`")
     if d.allowed:
         assert [c.action for c in d.columns] == ["mask"], d
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT extractvalue(1, concat(0x7e, phone)) AS x FROM customers WHERE id = 1",
+        "SELECT updatexml(1, concat(0x7e, phone), 1) AS x FROM customers WHERE id = 1",
+        "SELECT exp(~(SELECT phone FROM customers WHERE id = 1)) AS x",
+        "SELECT geometrycollection((SELECT phone FROM customers WHERE id = 1)) AS x",
+        "SELECT ST_GeomFromText(phone) AS x FROM customers WHERE id = 1",
+        "SELECT json_extract('x', concat('$', phone)) AS x FROM customers WHERE id = 1",
+        "SELECT 1 AS one; SELECT extractvalue(1, concat(0x7e, phone)) AS x FROM customers",
+    ],
+)
+def test_error_echoes_carry_the_classes_in_flight(engine: Engine, sql: str) -> None:
+    """The equality-mode desk may compute over masked values (the result is redacted); the
+    error such a computation raises quotes the value, so the decision of the part that runs it
+    must carry its classes: the proxy withholds an error's text when it does
+    (proxy/services/statement.withholds_errors)."""
+    d = _decide(engine, "service_desk", sql)
+    assert isinstance(d, Allow), d
+    part = d.parts()[-1]
+    assert "mobile" in part.classes
+    assert [c.action for c in part.columns] == ["redact"]
