@@ -451,6 +451,12 @@ class Describer:
 
     def _set_refusal(self, item: nodes.SetItem) -> tuple[str, str] | None:
         if item.computed is not None:
+            if item.name.startswith("@") and _variables_only(item.computed):
+                # mysqldump's `SET @OLD_SQL_MODE = @@SQL_MODE`: a user variable takes a system
+                # variable's or another user variable's value, neither of which is ever a
+                # classified one. (A system variable set from a variable stays refused: its
+                # value, say sql_mode's, is not known.)
+                return None
             # MySQL `SET @x = (SELECT phone …)` stores a value maskgate would never mask.
             return "statement_not_allowed", "SET with a subquery or function call"
         identity = item.kind if item.kind in ("role", "session_authorization") else None
@@ -840,6 +846,12 @@ class Describer:
             d.flows = self._flows(f"CREATE {kind or 'TABLE'} AS", analysis)
             d.required = frozenset({"ddl", "select"})
         return d
+
+
+def _variables_only(value: exp.Expression) -> bool:
+    """Whether `value` is built of variable references and literals only (`@@x`, `@y`, `'z'`)."""
+    plain = (exp.SessionParameter, exp.Parameter, exp.Var, exp.Literal, exp.Paren, exp.Identifier)
+    return all(isinstance(n, plain) for n in value.walk())
 
 
 def _into_user_variables(into: exp.Expression) -> bool:
