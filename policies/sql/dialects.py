@@ -936,6 +936,13 @@ MYSQL = DialectFacts(
                     ),
                     ("mysql", "general_log", "argument"),
                     ("mysql", "slow_log", "sql_text"),
+                    # Column statistics hold column values (MySQL's histograms, MariaDB's
+                    # engine-independent min/max and histograms): restricted roles without
+                    # statements: [all] may not read the first at all (sensitive_catalog_tables).
+                    ("information_schema", "column_statistics", "histogram"),
+                    ("mysql", "column_stats", "min_value"),
+                    ("mysql", "column_stats", "max_value"),
+                    ("mysql", "column_stats", "histogram"),
                 ),
                 "free_text",
             ),
