@@ -158,6 +158,8 @@ class DialectFacts:
     # content the server executes (MySQL's `/*!…*/`), which must never be read as a comment.
     whitespace: frozenset[str] = frozenset(" \t\n\r\f\v")
     line_comments: tuple[str, ...] = ("--",)
+    # What ends a line comment (PostgreSQL: either; MySQL reads `#` and `-- ` up to '\n' only).
+    line_comment_ends: tuple[str, ...] = ("\n", "\r")
     nested_block_comments: bool = True
     executed_comments: tuple[str, ...] = ()
 
@@ -189,7 +191,7 @@ class DialectFacts:
                 return f"a comment the server executes ({self.executed_comments[0]}…*/)"
             opener = next((c for c in self.line_comments if text.startswith(c, i)), None)
             if opener is not None:
-                end = min((j for j in (text.find("\n", i), text.find("\r", i)) if j >= 0), default=n)
+                end = min((j for j in (text.find(e, i) for e in self.line_comment_ends) if j >= 0), default=n)
                 i = end
                 continue
             if text.startswith("/*", i):
@@ -862,6 +864,7 @@ MYSQL = DialectFacts(
     # a quote is refused by the tokenizer (where a quoted `*/` ends it is not certain); `/*+`
     # anywhere else is refused here.
     line_comments=("#", "-- ", "--\t", "--\n", "--\r"),
+    line_comment_ends=("\n",),
     nested_block_comments=False,
     executed_comments=("/*!", "/*+", "/*M!"),
     default_search_path=(),
