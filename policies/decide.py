@@ -266,14 +266,8 @@ class Judge:
                 reason = ""
             if reason:
                 return self._block(reason, message, d, tables)
-        if d.exposes is not None and self.restricted:
-            return self._block(
-                "statement_not_allowed",
-                f"{d.exposes} returns other sessions' statements, replication events or earlier "
-                "messages with the values in them, which no column mask can follow",
-                d,
-                tables,
-            )
+        if d.unmaskable is not None and self.restricted:
+            return self._block("statement_not_allowed", d.unmaskable, d, tables)
         if d.row_locks and not role.may("update"):
             return self._block(
                 "statement_not_allowed",

@@ -100,9 +100,10 @@ class Described:
     # The statement is `SELECT set_config('<setting>', '<value>', <local>)` (or pg_dump's form over
     # pg_settings), understood as a SET: its settings are above and its refusals in needs_all.
     setting_call: bool = False
-    # The statement returns text no column mask can follow (other sessions' SQL, replication
-    # events, earlier statements' messages): what it is, for the refusal.
-    exposes: str | None = None
+    # Why the statement's result cannot be masked (other sessions' SQL, replication events,
+    # earlier statements' messages; a prepared statement the session does not resolve): refused
+    # for every role whose results are masked, statements: [all] or not.
+    unmaskable: str | None = None
     # A rule read the value of one of the statement's literals: another literal may change the
     # decision, so it is never reused for another statement of the same shape.
     literal_values: bool = False
@@ -178,7 +179,12 @@ class Describer:
             d.identity_reset = node.name in ("role", "session_authorization")
             return d
         if isinstance(node, nodes.Show) and self.facts.exposing_show(node.words):
-            return Described("show", exposes=f"SHOW {' '.join(node.words[:3])}")
+            return Described(
+                "show",
+                unmaskable=f"SHOW {' '.join(node.words[:3])} returns other sessions' statements, "
+                "replication events or earlier messages with the values in them, which no column "
+                "mask can follow",
+            )
         if isinstance(node, nodes.Show | nodes.DescribeRelation):
             return Described("show")
         if isinstance(node, nodes.Lock):
@@ -326,6 +332,13 @@ class Describer:
         # (storing a non-clear value in one is refused): parameters, like PostgreSQL's.
         name = self._statement_name(node.name)
         d = Described("execute", prepared_effect=PreparedEffect("execute", name))
+        if not self.facts.session_resolves_execute:
+            # Its rows are the kept statement's, masked only where the session puts that
+            # statement's decision on them (proxy/pg/relay.py does; the MySQL relay does not yet).
+            d.unmaskable = (
+                "SQL-level EXECUTE is not available to this role: this protocol's session does not "
+                "apply the prepared statement's decision to its rows yet"
+            )
         if any(a.find(exp.Column, exp.Query, exp.Subquery) for a in node.args):
             raise Unparsable("EXECUTE arguments may not read columns or run queries")
         if node.args:

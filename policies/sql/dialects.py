@@ -137,6 +137,10 @@ class DialectFacts:
     case_insensitive_functions: bool = False
     # Prepared statement names compare case-insensitively (MySQL: PREPARE S … ; EXECUTE s).
     case_insensitive_statement_names: bool = False
+    # The protocol's session applies a kept PREPARE's decision to the rows of a SQL-level
+    # EXECUTE of it (proxy/pg/relay.py `_resolve_executes`). Where it does not, EXECUTE is
+    # refused for every role whose results are masked: its rows would pass with no masks.
+    session_resolves_execute: bool = True
     # Bare words sqlglot reads as column names that are SQL values (PostgreSQL's `user`).
     keyword_values: frozenset[str] = frozenset()
     # Columns every table has that the schema does not list (PostgreSQL's ctid, xmin, …): they
@@ -970,6 +974,8 @@ MYSQL = DialectFacts(
     case_insensitive_catalog=True,
     case_insensitive_functions=True,
     case_insensitive_statement_names=True,
+    # proxy/mysql/relay.py keeps protocol-level (COM_STMT_*) statements only, so far.
+    session_resolves_execute=False,
     system_variable_prefixes=("@@", "session.", "local."),
     search_path_is_list=False,
     search_path_setting=None,
