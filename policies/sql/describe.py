@@ -100,8 +100,8 @@ class Described:
     # The statement is `SELECT set_config('<setting>', '<value>', <local>)` (or pg_dump's form over
     # pg_settings), understood as a SET: its settings are above and its refusals in needs_all.
     setting_call: bool = False
-    # Why the statement's result cannot be masked (other sessions' SQL, replication events,
-    # earlier statements' messages; a prepared statement the session does not resolve): refused
+    # Why the statement's result cannot be masked (other sessions' SQL, replication events, a
+    # replica's last error; a prepared statement the session does not resolve): refused
     # for every role whose results are masked, statements: [all] or not.
     unmaskable: str | None = None
     # A rule read the value of one of the statement's literals: another literal may change the
@@ -178,11 +178,26 @@ class Describer:
                 d.search_path = self.facts.default_search_path
             d.identity_reset = node.name in ("role", "session_authorization")
             return d
+        if isinstance(node, nodes.Show) and node.words and node.words[0] in self.facts.described_shows:
+            # A result of fixed shape, described as a read of the catalog pseudo relation whose
+            # columns the dialect classifies; the statement is sent as written.
+            schema, relation, columns = self.facts.described_shows[node.words[0]]
+            classified = [c for c in columns if self.facts.catalog_class(schema, relation, c)]
+            # The columns the dialect does not classify are the server's own words (a level, a
+            # code): described as values, so they are not taken for unknown columns of a
+            # classified relation (which would be redacted).
+            query = exp.select(
+                *(
+                    exp.column(c) if c in classified else exp.alias_(exp.Literal.string(""), c)
+                    for c in columns
+                )
+            ).from_(exp.table_(relation, db=schema))
+            return Described("show", query=self._query(query))
         if isinstance(node, nodes.Show) and self.facts.exposing_show(node.words):
             return Described(
                 "show",
                 unmaskable=f"SHOW {' '.join(node.words[:3])} returns other sessions' statements, "
-                "replication events or earlier messages with the values in them, which no column "
+                "replication events or errors with the values in them, which no column "
                 "mask can follow",
             )
         if isinstance(node, nodes.Show | nodes.DescribeRelation):

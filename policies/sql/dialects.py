@@ -128,6 +128,10 @@ class DialectFacts:
     # SHOW statements (word runs, upper case) whose result holds text no column mask can follow
     # (see `exposing_show`): refused for every role whose results are masked.
     exposing_shows: tuple[tuple[str, ...], ...] = ()
+    # SHOW statements whose result has a fixed shape (its first word -> the catalog pseudo
+    # relation and column names that describe it): their columns carry the relation's classes in
+    # `catalog_classes`, so the proxy masks them by position like any query's.
+    described_shows: Mapping[str, tuple[str, str, tuple[str, ...]]] = field(default_factory=dict)
     # Column names (and output names) compare case-insensitively even when quoted (MySQL), where
     # table and schema names stay as the server stores them.
     case_insensitive_columns: bool = False
@@ -273,9 +277,11 @@ class DialectFacts:
     def exposing_show(self, words: tuple[str, ...]) -> bool:
         """Whether a SHOW with these words (upper case, quoted names left out) returns text the
         proxy cannot mask by column: other sessions' SQL with its literals, replication events
-        with row values, the messages of earlier statements (which echo the values they
-        truncated or could not convert)."""
+        with row values, a replica's last error. (SHOW WARNINGS / ERRORS are described instead:
+        see `described_shows`.)"""
         if "COUNT" in words:  # SHOW COUNT(*) WARNINGS: a number
+            return False
+        if words and words[0] in self.described_shows:
             return False
         return any(
             words[i : i + len(entry)] == entry for entry in self.exposing_shows for i in range(len(words))
@@ -950,6 +956,11 @@ MYSQL = DialectFacts(
                     ("mysql", "column_stats", "min_value"),
                     ("mysql", "column_stats", "max_value"),
                     ("mysql", "column_stats", "histogram"),
+                    # SHOW WARNINGS / ERRORS (described_shows): the messages of the session's
+                    # last statement, which quote the values they could not convert or truncated
+                    # ("Truncated incorrect CHAR(3) value: '13812345678'").
+                    ("information_schema", "show_warnings", "message"),
+                    ("information_schema", "show_errors", "message"),
                 ),
                 "free_text",
             ),
@@ -964,11 +975,18 @@ MYSQL = DialectFacts(
         ("SLAVES", "STATUS"),  # MariaDB's SHOW ALL SLAVES STATUS
         ("REPLICA", "STATUS"),
         ("REPLICAS", "STATUS"),
-        ("WARNINGS",),  # "Truncated incorrect CHAR(3) value: '13812345678'"
-        ("ERRORS",),
         ("EXPLAIN",),  # MariaDB's SHOW EXPLAIN / ANALYZE FOR <connection>: another session's
         ("ANALYZE",),  # statement, its conditions' literals included
         ("FOR", "CONNECTION"),  # MySQL's EXPLAIN FOR CONNECTION
+    ),
+    described_shows=MappingProxyType(
+        {
+            # Connector/J reads SHOW WARNINGS after every statement that warned; the proxy adds
+            # its own row-limit warning there. Refused, it would break drivers; described, its
+            # Message column is free text for restricted roles.
+            "WARNINGS": ("information_schema", "show_warnings", ("level", "code", "message")),
+            "ERRORS": ("information_schema", "show_errors", ("level", "code", "message")),
+        }
     ),
     case_insensitive_columns=True,
     case_insensitive_catalog=True,
