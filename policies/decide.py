@@ -266,6 +266,8 @@ class Judge:
                 reason = ""
             if reason:
                 return self._block(reason, message, d, tables)
+        if d.unmaskable is not None and self.restricted:
+            return self._block("statement_not_allowed", d.unmaskable, d, tables)
         if d.row_locks and not role.may("update"):
             return self._block(
                 "statement_not_allowed",
@@ -373,6 +375,22 @@ class Judge:
                     "list the columns",
                     d,
                     opaque,
+                )
+        # 6b. values kept in user variables (MySQL `@v := phone`): `SELECT @v` would read them back
+        # later with no column to mask
+        for u in uses:
+            if u.role != "assigned":
+                continue
+            bad = self._non_clear(u.columns)
+            if bad or self._opaque_classified(u.opaque):
+                classes = [cls for _, cls, _ in bad]
+                return self._block(
+                    "masked_flow",
+                    f"classified values ({', '.join(sorted(set(classes)) or ['unknown'])}) cannot be "
+                    f"stored in a user variable (`{u.text}`): a later SELECT of it would read them unmasked",
+                    d,
+                    tables,
+                    classes,
                 )
         # 7. predicates, and computations whose errors or timing would reveal a masked value
         refusal = self._predicates(uses) or self._computations(uses)
@@ -653,7 +671,7 @@ class Judge:
             return None
         lookups = 0
         for u in uses:
-            if u.role in ("value", "whole_row", "null_test"):
+            if u.role in ("value", "whole_row", "null_test", "assigned"):
                 continue
             bad = self._non_clear(u.columns)
             opaque = self._opaque_classified(u.opaque) if not u.columns else []

@@ -41,10 +41,19 @@ class Lineage:
     opaque: frozenset[TableName] = frozenset()
 
 
+def _assigns_user_variable(node: exp.Expression, child: exp.Expression) -> bool:
+    """Whether `child` is the value `node` stores in a user variable (MySQL's `@v := child`;
+    PostgreSQL's named arguments `f(a := x)` name a parameter, never an `@` variable)."""
+    return (
+        isinstance(node, exp.PropertyEQ) and isinstance(node.this, exp.Parameter) and child is node.expression
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Use:
     """One read of base columns. `role` is value | predicate | eq_literal | eq_column | null_test |
-    whole_row. Comparisons no operator spells out count too: a column of INTERSECT / EXCEPT /
+    whole_row | assigned (stored in a user variable, MySQL's `@v := x`). Comparisons no operator
+    spells out count too: a column of INTERSECT / EXCEPT /
     UNION (not ALL), of SELECT DISTINCT or of an aggregate's DISTINCT (`via` names the clause).
     `partner` holds the other side's columns of an eq_column comparison. `unsafe` is,
     for a value use, the first function, operator or cast on the way from the column to the
@@ -1144,6 +1153,10 @@ class _QueryWalk:
         direct = True  # no function or operator between the column and the comparison
         unsafe: exp.Expression | None = None
         while node is not None and child is not root:
+            if _assigns_user_variable(node, child):
+                # MySQL's `@v := x`: the value is kept in the session, where a later `SELECT @v`
+                # reads it back with no column, so no mask (decide.py refuses non-clear ones).
+                return "assigned", none, None
             if isinstance(node, exp.Is) and direct and _is_literal(node.expression):
                 return "null_test", none, None
             if isinstance(node, exp.EQ | exp.NullSafeEQ) and direct and not lin.derived:

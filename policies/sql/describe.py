@@ -100,6 +100,10 @@ class Described:
     # The statement is `SELECT set_config('<setting>', '<value>', <local>)` (or pg_dump's form over
     # pg_settings), understood as a SET: its settings are above and its refusals in needs_all.
     setting_call: bool = False
+    # Why the statement's result cannot be masked (other sessions' SQL, replication events, a
+    # replica's last error; a prepared statement the session does not resolve): refused
+    # for every role whose results are masked, statements: [all] or not.
+    unmaskable: str | None = None
     # A rule read the value of one of the statement's literals: another literal may change the
     # decision, so it is never reused for another statement of the same shape.
     literal_values: bool = False
@@ -174,6 +178,28 @@ class Describer:
                 d.search_path = self.facts.default_search_path
             d.identity_reset = node.name in ("role", "session_authorization")
             return d
+        if isinstance(node, nodes.Show) and node.words and node.words[0] in self.facts.described_shows:
+            # A result of fixed shape, described as a read of the catalog pseudo relation whose
+            # columns the dialect classifies; the statement is sent as written.
+            schema, relation, columns = self.facts.described_shows[node.words[0]]
+            classified = [c for c in columns if self.facts.catalog_class(schema, relation, c)]
+            # The columns the dialect does not classify are the server's own words (a level, a
+            # code): described as values, so they are not taken for unknown columns of a
+            # classified relation (which would be redacted).
+            query = exp.select(
+                *(
+                    exp.column(c) if c in classified else exp.alias_(exp.Literal.string(""), c)
+                    for c in columns
+                )
+            ).from_(exp.table_(relation, db=schema))
+            return Described("show", query=self._query(query))
+        if isinstance(node, nodes.Show) and self.facts.exposing_show(node.words):
+            return Described(
+                "show",
+                unmaskable=f"SHOW {' '.join(node.words[:3])} returns other sessions' statements, "
+                "replication events or errors with the values in them, which no column "
+                "mask can follow",
+            )
         if isinstance(node, nodes.Show | nodes.DescribeRelation):
             return Described("show")
         if isinstance(node, nodes.Lock):
@@ -206,6 +232,10 @@ class Describer:
             # It changes settings when EXECUTE runs it, which maskgate does not see: a
             # set_config() in it is not understood as a SET (and is refused for restricted roles).
             d.settings, d.search_path, d.setting_call = (), None, False
+            if node.from_text:
+                # MySQL's statement is a string literal: another literal is another statement,
+                # so its decision is never reused for the same shape.
+                d.literal_values = True
             return d
         if isinstance(node, nodes.PrepareFrom):
             return Described(
@@ -299,6 +329,8 @@ class Describer:
         of the first 63, which the session would not know. A name that could be cut is refused:
         every server encoding is an ASCII superset and takes at most 4 bytes a character."""
         folded = self.facts.fold_identifier(name.name, quoted=name.quoted)
+        if self.facts.case_insensitive_statement_names:
+            folded = folded.lower()
         if len(folded) > _NAME_BYTES or (not folded.isascii() and 4 * len(folded) > _NAME_BYTES):
             raise Unparsable("a prepared statement name the server may shorten is not understood")
         return folded
@@ -308,14 +340,20 @@ class Describer:
         session resolves (proxy/pg/relay.py); here only its arguments are read. They are
         expressions without FROM (PostgreSQL refuses subqueries there): their functions are
         judged like a SELECT's."""
-        if node.using:
-            # MySQL's EXECUTE … USING @var: no session of maskgate keeps its prepared statements.
-            return Described(
-                "execute",
-                needs_all=("function_denied", "SQL-level EXECUTE runs a statement maskgate cannot see"),
-            )
+        if node.using and not all(isinstance(a, exp.Parameter) for a in node.args):
+            # MySQL's EXECUTE … USING takes user variables only (the server's grammar).
+            raise Unparsable("EXECUTE … USING takes user variables")
+        # MySQL's USING @v passes values a user variable holds, which are never classified
+        # (storing a non-clear value in one is refused): parameters, like PostgreSQL's.
         name = self._statement_name(node.name)
         d = Described("execute", prepared_effect=PreparedEffect("execute", name))
+        if not self.facts.session_resolves_execute:
+            # Its rows are the kept statement's, masked only where the session puts that
+            # statement's decision on them (proxy/pg/relay.py does; the MySQL relay does not yet).
+            d.unmaskable = (
+                "SQL-level EXECUTE is not available to this role: this protocol's session does not "
+                "apply the prepared statement's decision to its rows yet"
+            )
         if any(a.find(exp.Column, exp.Query, exp.Subquery) for a in node.args):
             raise Unparsable("EXECUTE arguments may not read columns or run queries")
         if node.args:
@@ -441,6 +479,12 @@ class Describer:
 
     def _set_refusal(self, item: nodes.SetItem) -> tuple[str, str] | None:
         if item.computed is not None:
+            if item.name.startswith("@") and _variables_only(item.computed):
+                # mysqldump's `SET @OLD_SQL_MODE = @@SQL_MODE`: a user variable takes a system
+                # variable's or another user variable's value, neither of which is ever a
+                # classified one. (A system variable set from a variable stays refused: its
+                # value, say sql_mode's, is not known.)
+                return None
             # MySQL `SET @x = (SELECT phone …)` stores a value maskgate would never mask.
             return "statement_not_allowed", "SET with a subquery or function call"
         identity = item.kind if item.kind in ("role", "session_authorization") else None
@@ -541,6 +585,14 @@ class Describer:
             q = tree.copy()
             into = q.args["into"]
             q.set("into", None)
+            if _into_user_variables(into):
+                # MySQL's SELECT … INTO @v: no table is made, the values stay in the session
+                # (a later `SELECT @v` reads them back with no column to mask), so they are a flow.
+                d = Described("select", frozenset({"select"}), result_rows=False)
+                analysis = self._query(q)
+                d.reads.append(analysis)
+                d.flows = self._flows("a user variable (SELECT … INTO @v)", analysis)
+                return d
             d = Described("ddl", frozenset({"select", "ddl"}), schema_changed=True)
             analysis = self._query(q)
             d.reads.append(analysis)
@@ -822,6 +874,18 @@ class Describer:
             d.flows = self._flows(f"CREATE {kind or 'TABLE'} AS", analysis)
             d.required = frozenset({"ddl", "select"})
         return d
+
+
+def _variables_only(value: exp.Expression) -> bool:
+    """Whether `value` is built of variable references and literals only (`@@x`, `@y`, `'z'`)."""
+    plain = (exp.SessionParameter, exp.Parameter, exp.Var, exp.Literal, exp.Paren, exp.Identifier)
+    return all(isinstance(n, plain) for n in value.walk())
+
+
+def _into_user_variables(into: exp.Expression) -> bool:
+    """Whether SELECT's INTO names user variables (MySQL `INTO @v`) rather than a new table."""
+    target = into.this
+    return isinstance(target, exp.Table) and isinstance(target.this, exp.Parameter)
 
 
 def _pinned_setting(

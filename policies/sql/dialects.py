@@ -125,6 +125,13 @@ class DialectFacts:
     # The catalog relation (schema, name, name column) listing every setting: `SELECT
     # set_config(name, …) FROM pg_settings WHERE name = '<safe>'` is pg_dump's form.
     settings_catalog: tuple[str, str, str] | None = None
+    # SHOW statements (word runs, upper case) whose result holds text no column mask can follow
+    # (see `exposing_show`): refused for every role whose results are masked.
+    exposing_shows: tuple[tuple[str, ...], ...] = ()
+    # SHOW statements whose result has a fixed shape (its first word -> the catalog pseudo
+    # relation and column names that describe it): their columns carry the relation's classes in
+    # `catalog_classes`, so the proxy masks them by position like any query's.
+    described_shows: Mapping[str, tuple[str, str, tuple[str, ...]]] = field(default_factory=dict)
     # Column names (and output names) compare case-insensitively even when quoted (MySQL), where
     # table and schema names stay as the server stores them.
     case_insensitive_columns: bool = False
@@ -132,6 +139,12 @@ class DialectFacts:
     case_insensitive_catalog: bool = False
     # Function names compare case-insensitively even when quoted (MySQL).
     case_insensitive_functions: bool = False
+    # Prepared statement names compare case-insensitively (MySQL: PREPARE S … ; EXECUTE s).
+    case_insensitive_statement_names: bool = False
+    # The protocol's session applies a kept PREPARE's decision to the rows of a SQL-level
+    # EXECUTE of it (proxy/pg/relay.py `_resolve_executes`). Where it does not, EXECUTE is
+    # refused for every role whose results are masked: its rows would pass with no masks.
+    session_resolves_execute: bool = True
     # Bare words sqlglot reads as column names that are SQL values (PostgreSQL's `user`).
     keyword_values: frozenset[str] = frozenset()
     # Columns every table has that the schema does not list (PostgreSQL's ctid, xmin, …): they
@@ -153,6 +166,8 @@ class DialectFacts:
     # content the server executes (MySQL's `/*!…*/`), which must never be read as a comment.
     whitespace: frozenset[str] = frozenset(" \t\n\r\f\v")
     line_comments: tuple[str, ...] = ("--",)
+    # What ends a line comment (PostgreSQL: either; MySQL reads `#` and `-- ` up to '\n' only).
+    line_comment_ends: tuple[str, ...] = ("\n", "\r")
     nested_block_comments: bool = True
     executed_comments: tuple[str, ...] = ()
 
@@ -184,7 +199,7 @@ class DialectFacts:
                 return f"a comment the server executes ({self.executed_comments[0]}…*/)"
             opener = next((c for c in self.line_comments if text.startswith(c, i)), None)
             if opener is not None:
-                end = min((j for j in (text.find("\n", i), text.find("\r", i)) if j >= 0), default=n)
+                end = min((j for j in (text.find(e, i) for e in self.line_comment_ends) if j >= 0), default=n)
                 i = end
                 continue
             if text.startswith("/*", i):
@@ -245,12 +260,32 @@ class DialectFacts:
         """The class a catalog column carries for restricted roles (pg_stat_activity.query)."""
         if not self.catalog_classes:
             return None
+        if self.case_insensitive_catalog:
+            # The classified keys are in lower case; MySQL reads INFORMATION_SCHEMA.PROCESSLIST as
+            # the same view, and a wrongly folded user table only gets masked more.
+            schema = schema.lower() if schema else schema
+            relation, column = relation.lower(), column.lower()
         found = self.catalog_classes.get((schema, relation, column))
         return found if found is not None else self.catalog_classes.get((None, relation, column))
 
     def catalog_classified(self, schema: str | None, relation: str) -> bool:
         """Whether the facts classify any column of that relation."""
+        if self.case_insensitive_catalog:
+            schema, relation = (schema.lower() if schema else schema), relation.lower()
         return any(r == relation and s in (None, schema) for s, r, _ in self.catalog_classes)
+
+    def exposing_show(self, words: tuple[str, ...]) -> bool:
+        """Whether a SHOW with these words (upper case, quoted names left out) returns text the
+        proxy cannot mask by column: other sessions' SQL with its literals, replication events
+        with row values, a replica's last error. (SHOW WARNINGS / ERRORS are described instead:
+        see `described_shows`.)"""
+        if "COUNT" in words:  # SHOW COUNT(*) WARNINGS: a number
+            return False
+        if words and words[0] in self.described_shows:
+            return False
+        return any(
+            words[i : i + len(entry)] == entry for entry in self.exposing_shows for i in range(len(words))
+        )
 
     # --- session settings ---------------------------------------------------------------------
 
@@ -802,13 +837,44 @@ POSTGRES = DialectFacts(
     temporary_schema="pg_temp",
 )
 
+# MySQL's own functions that are total in the sense of TOTAL_FUNCTIONS: digests and encodings
+# defined for every string (SHA2 with an unknown length returns NULL, never an error), MID and
+# SUBSTRING_INDEX (positions clamp), QUOTE, JSON_QUOTE and JSON_ARRAY (they quote any value).
+# Not listed: CONV, CHAR, BIN, OCT, ELT (they read a value as a number, and a string that is
+# none makes a warning quoting it); LOCATE, INSTR, FIELD, FIND_IN_SET, STRCMP, INTERVAL() (they
+# compare it: predicates); UNHEX, COMPRESS, ORD, ASCII, INSERT, JSON_OBJECT (sqlglot types its
+# pairs) are not reviewed yet and refused until they are.
+_MYSQL_TOTAL = TOTAL_FUNCTIONS | frozenset(
+    {
+        "sha",  # sqlglot's name for sha1 and sha
+        "sha1",
+        "sha2",
+        "crc32",
+        "hex",
+        "to_base64",
+        "soundex",
+        "mid",
+        "substring_index",
+        "quote",
+        "json_quote",
+        "json_array",
+    }
+)
+
 MYSQL = DialectFacts(
     name="mysql",
     expression_limits=False,
     sqlglot="mysql",
     # MySQL: `#` and `-- ` (with a space) comment to the end of the line; block comments do not
     # nest; `/*!…*/` and `/*+…*/` are executed (version comments) or read as optimizer hints.
+    # The proxy expands version comments first (policies/sql/executable_comments.py); one left
+    # in the text is refused. A hint right after SELECT / INSERT / UPDATE / DELETE is a token to
+    # sqlglot, parsed and sent again: hints steer the plan (and MAX_EXECUTION_TIME, SET_VAR of
+    # hint-settable variables, applied after the text is read) and cannot read data. One holding
+    # a quote is refused by the tokenizer (where a quoted `*/` ends it is not certain); `/*+`
+    # anywhere else is refused here.
     line_comments=("#", "-- ", "--\t", "--\n", "--\r"),
+    line_comment_ends=("\n",),
     nested_block_comments=False,
     executed_comments=("/*!", "/*+", "/*M!"),
     default_search_path=(),
@@ -825,7 +891,7 @@ MYSQL = DialectFacts(
     ),
     dangerous_functions=frozenset({"load_file", "sys_exec", "sys_eval", "benchmark"}),
     identity_settings=frozenset({"role", "session_authorization"}),
-    total_functions=TOTAL_FUNCTIONS,
+    total_functions=_MYSQL_TOTAL,
     set_returning_functions=frozenset(),
     timing_functions=frozenset({"sleep", "benchmark"}),
     collecting_functions=frozenset({"group_concat", "json_arrayagg", "json_objectagg", "j_s_o_n_object_agg"}),
@@ -834,7 +900,9 @@ MYSQL = DialectFacts(
     lexical_settings=MappingProxyType(
         {
             # ANSI_QUOTES makes "x" a name; NO_BACKSLASH_ESCAPES makes '\' a whole string; the
-            # combination modes switch either on.
+            # combination modes switch either on. PIPES_AS_CONCAT (|| is concatenation, not OR),
+            # HIGH_NOT_PRECEDENCE (NOT a BETWEEN …) and IGNORE_SPACE (`count (x)`, built-in names
+            # reserved) make the server build another tree from the same words than the one judged.
             "sql_mode": LexicalRule(
                 "no_flag_of",
                 frozenset(
@@ -842,6 +910,9 @@ MYSQL = DialectFacts(
                         "ANSI",
                         "ANSI_QUOTES",
                         "NO_BACKSLASH_ESCAPES",
+                        "PIPES_AS_CONCAT",
+                        "HIGH_NOT_PRECEDENCE",
+                        "IGNORE_SPACE",
                         "DB2",
                         "MSSQL",
                         "ORACLE",
@@ -854,9 +925,75 @@ MYSQL = DialectFacts(
             "character_set_client": _ENCODING,
         }
     ),
+    catalog_classes=MappingProxyType(
+        {
+            # Other sessions' SQL, with the customer numbers their literals hold (and the error
+            # messages of statements, which echo values): the detectors mask numbers in place.
+            **dict.fromkeys(
+                (
+                    ("information_schema", "processlist", "info"),
+                    ("information_schema", "processlist", "info_binary"),  # MariaDB
+                    ("performance_schema", "processlist", "info"),
+                    ("performance_schema", "threads", "processlist_info"),
+                    ("performance_schema", "prepared_statements_instances", "sql_text"),
+                    ("performance_schema", "events_statements_summary_by_digest", "query_sample_text"),
+                    *(
+                        ("performance_schema", f"events_statements_{which}", column)
+                        for which in ("current", "history", "history_long")
+                        for column in ("sql_text", "message_text")
+                    ),
+                    *(
+                        ("sys", view, column)
+                        for view in ("processlist", "x$processlist", "session", "x$session")
+                        for column in ("current_statement", "last_statement")
+                    ),
+                    ("mysql", "general_log", "argument"),
+                    ("mysql", "slow_log", "sql_text"),
+                    # Column statistics hold column values (MySQL's histograms, MariaDB's
+                    # engine-independent min/max and histograms): restricted roles without
+                    # statements: [all] may not read the first at all (sensitive_catalog_tables).
+                    ("information_schema", "column_statistics", "histogram"),
+                    ("mysql", "column_stats", "min_value"),
+                    ("mysql", "column_stats", "max_value"),
+                    ("mysql", "column_stats", "histogram"),
+                    # SHOW WARNINGS / ERRORS (described_shows): the messages of the session's
+                    # last statement, which quote the values they could not convert or truncated
+                    # ("Truncated incorrect CHAR(3) value: '13812345678'").
+                    ("information_schema", "show_warnings", "message"),
+                    ("information_schema", "show_errors", "message"),
+                ),
+                "free_text",
+            ),
+        }
+    ),
+    exposing_shows=(
+        ("PROCESSLIST",),  # other sessions' SQL
+        ("ENGINE",),  # SHOW ENGINE INNODB STATUS: running and deadlocked statements, as written
+        ("BINLOG", "EVENTS"),  # the rows and statements written
+        ("RELAYLOG", "EVENTS"),
+        ("SLAVE", "STATUS"),  # Last_SQL_Error quotes the failing event, with its values
+        ("SLAVES", "STATUS"),  # MariaDB's SHOW ALL SLAVES STATUS
+        ("REPLICA", "STATUS"),
+        ("REPLICAS", "STATUS"),
+        ("EXPLAIN",),  # MariaDB's SHOW EXPLAIN / ANALYZE FOR <connection>: another session's
+        ("ANALYZE",),  # statement, its conditions' literals included
+        ("FOR", "CONNECTION"),  # MySQL's EXPLAIN FOR CONNECTION
+    ),
+    described_shows=MappingProxyType(
+        {
+            # Connector/J reads SHOW WARNINGS after every statement that warned; the proxy adds
+            # its own row-limit warning there. Refused, it would break drivers; described, its
+            # Message column is free text for restricted roles.
+            "WARNINGS": ("information_schema", "show_warnings", ("level", "code", "message")),
+            "ERRORS": ("information_schema", "show_errors", ("level", "code", "message")),
+        }
+    ),
     case_insensitive_columns=True,
     case_insensitive_catalog=True,
     case_insensitive_functions=True,
+    case_insensitive_statement_names=True,
+    # proxy/mysql/relay.py keeps protocol-level (COM_STMT_*) statements only, so far.
+    session_resolves_execute=False,
     system_variable_prefixes=("@@", "session.", "local."),
     search_path_is_list=False,
     search_path_setting=None,

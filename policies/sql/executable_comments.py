@@ -7,8 +7,9 @@ that still holds one (DialectFacts.executed_comments), so the proxy expands the 
 judges what the server will run. The rules follow the servers' lexers (sql_lex.cc,
 MY_LEX_LONG_COMMENT):
 
-- MySQL: `/*!` then, when five digits follow, a version: six digits when a sixth digit and then
-  whitespace follow (8.0.x releases read five). The content runs when the version is at most the
+- MySQL: `/*!` then, when five digits follow, a version: older releases read five digits (a
+  sixth is content), newer ones six when a sixth digit and then whitespace follow; a sixth digit
+  is therefore refused. The content runs when the version is at most the
   server's; otherwise the comment is skipped. `/*M!` is an ordinary comment.
 - MariaDB: `/*!` or `/*M!`, then five digits, or six when a sixth digit follows. The content
   runs when the version is at most the server's, except MySQL's 5.7+ versions (50700-99999)
@@ -179,8 +180,8 @@ def _expand_one(
     if digits >= 5:
         if server.flavor == "mysql":
             if digits >= 6:
-                # 8.0 reads five digits (the sixth is content), 8.4 and 9.x six when whitespace
-                # follows: which one this server does is not modelled.
+                # Older releases read five digits (the sixth is content), newer ones six when
+                # whitespace follows: which one this server does is not modelled.
                 raise ExecutableCommentError(
                     "an executable comment with a six-digit version (/*!NNNNNN) is not understood"
                 )

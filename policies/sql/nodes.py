@@ -29,6 +29,17 @@ def render(statement: Statement, dialect: str) -> str:
     its destination, in the parenthesized form whatever form they were written in."""
     if isinstance(statement, Node):
         return statement.sql(dialect)
+    into = statement.args.get("into") if isinstance(statement, exp.Select) else None
+    if into is not None and dialect == "mysql":
+        # sqlglot writes MySQL's SELECT … INTO as CREATE TABLE … AS SELECT (MySQL has no SELECT
+        # INTO a table); the only INTO it reads there is user variables, which MySQL and MariaDB
+        # both take at the end of the statement.
+        statement.set("into", None)
+        try:
+            text = statement.sql(dialect=dialect, normalize_functions=False, copy=False)
+        finally:
+            statement.set("into", into)
+        return f"{text} INTO {into.this.sql(dialect=dialect)}"
     text = statement.sql(dialect=dialect, normalize_functions=False, copy=False)
     options = statement.meta.get(COPY_OPTIONS_META) if isinstance(statement, exp.Copy) else None
     if isinstance(options, CopyOptions) and (options.options or options.program is not None):
@@ -302,13 +313,19 @@ class Explain(Node):
 
 @dataclass(frozen=True, slots=True)
 class Prepare(Node):
-    """PREPARE name [(type, …)] AS stmt."""
+    """PREPARE name [(type, …)] AS stmt, or MySQL's PREPARE name FROM '<stmt>' (`from_text`)."""
 
     name: exp.Identifier
     statement: Statement
     types: tuple[exp.DataType, ...] = ()
+    from_text: bool = False
 
     def sql(self, dialect: str) -> str:
+        if self.from_text:
+            # The statement as a plain string under MySQL's default sql_mode (sessions that
+            # turned off backslash escapes are refused for restricted roles).
+            inner = render(self.statement, dialect).replace("\\", "\\\\").replace("'", "''")
+            return f"PREPARE {render(self.name, dialect)} FROM '{inner}'"
         types = f" ({_csv(self.types, dialect)})" if self.types else ""
         return f"PREPARE {render(self.name, dialect)}{types} AS {render(self.statement, dialect)}"
 

@@ -606,7 +606,15 @@ class StatementParser:
             return nodes.TwoPhaseCommit(self.text(), "PREPARE TRANSACTION")
         name = self.identifier()
         if self.match_type(TokenType.FROM):  # MySQL: PREPARE s FROM '…' | @var, SQL in a string
-            return nodes.PrepareFrom(name, self.sqlglot_into(exp.Expr, self.rest()))
+            rest = self.rest()
+            text = self._plain_string(rest)
+            if text is not None:
+                # SQL in a literal is read like any statement: the session keeps its decision
+                # for the EXECUTE that runs it, as for PostgreSQL's PREPARE … AS.
+                inner = parse_one(text, self.facts)
+                if isinstance(inner, _PLANNABLE):
+                    return nodes.Prepare(name, inner, from_text=True)
+            return nodes.PrepareFrom(name, self.sqlglot_into(exp.Expr, rest))
         types: tuple[exp.DataType, ...] = ()
         if self.match_type(TokenType.L_PAREN):
             inside = self.until_top_level(TokenType.R_PAREN)
@@ -616,6 +624,16 @@ class StatementParser:
         if not self.match("AS"):
             raise Unparsable("PREPARE without AS")
         return nodes.Prepare(name, self.inner(self.rest(), _PLANNABLE), types)
+
+    def _plain_string(self, tokens: list[Token]) -> str | None:
+        """The text of a lone '…' or "…" string without backslashes (whose value is then its
+        text with doubled quotes undone, by the server's rules and sqlglot's alike), or None."""
+        if len(tokens) != 1 or tokens[0].token_type != TokenType.STRING:
+            return None
+        raw = self.sql[tokens[0].start : tokens[0].end + 1]
+        if raw[:1] not in ("'", '"') or raw[-1:] != raw[:1] or "\\" in raw:
+            return None
+        return raw[1:-1].replace(raw[0] * 2, raw[0])
 
     def _data_type(self, tokens: list[Token]) -> exp.DataType:
         if len(tokens) >= 3 and tokens[1].token_type == TokenType.DOT:
@@ -1154,18 +1172,17 @@ class MySQLStatements(StatementParser):
         if self.word() in ("SELECT", "WITH", "TABLE", "INSERT", "UPDATE", "DELETE", "REPLACE", "VALUES", "("):
             inner = self.inner(self.rest(), _PLANNABLE)
             return nodes.Explain(inner, tuple(options), equals=True)
-        self.rest()  # EXPLAIN t [col], EXPLAIN FOR CONNECTION n: metadata, like DESCRIBE
+        if self.word() == "FOR" and self.word(1) == "CONNECTION":
+            # Another session's plan, with the literals of its conditions: a SHOW of that
+            # session (DialectFacts.exposing_shows), not a description of a relation.
+            words = tuple(self.word(k) for k in range(len(self.tokens) - self.i))
+            self.rest()
+            return nodes.Show(self.text(), ("EXPLAIN", *(w for w in words if w)))
+        self.rest()  # EXPLAIN t [col]: metadata, like DESCRIBE
         return nodes.DescribeRelation(self.text())
 
     def _use(self) -> Statement:
         return nodes.Use(self.identifier())
-
-    def _show(self) -> Statement:
-        shown = super()._show()
-        if isinstance(shown, nodes.Show) and "PROCESSLIST" in shown.words:
-            # Other sessions' statements, literals included.
-            return nodes.Maintenance(shown.text, "SHOW PROCESSLIST")
-        return shown
 
     STATEMENT_PARSERS: ClassVar[dict[str, Callable[[StatementParser], Statement]]] = {
         **_COMMON,
@@ -1178,7 +1195,6 @@ class MySQLStatements(StatementParser):
         "DESCRIBE": _explain,
         "DESC": _explain,
         "USE": _use,
-        "SHOW": _show,
         "RENAME": _rename,
         **dict.fromkeys(
             (
