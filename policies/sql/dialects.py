@@ -993,7 +993,6 @@ MYSQL = DialectFacts(
     case_insensitive_functions=True,
     case_insensitive_statement_names=True,
     # proxy/mysql/relay.py keeps protocol-level (COM_STMT_*) statements only, so far.
-    session_resolves_execute=False,
     system_variable_prefixes=("@@", "session.", "local."),
     search_path_is_list=False,
     search_path_setting=None,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum, auto
 
 from policies.decision import Allow, Block, Decision
@@ -28,7 +28,7 @@ from proxy.mysql.login import quote_name
 from proxy.mysql.rowmask import RowPlan, build_plan
 from proxy.mysql.types import python_codec
 from proxy.services.rows import Unmaskable
-from proxy.services.statement import AUDIT_FAILED, RowCount, part, withheld_message
+from proxy.services.statement import AUDIT_FAILED, STALE, RowCount, part, withheld_message
 
 log = logging.getLogger("maskgate.mysql")
 
@@ -138,6 +138,9 @@ class Relay:
         self.flight: InFlight | None = None
         self.waiting: deque[tuple[int, bytes]] = deque()  # commands sent before their turn
         self.stmts: dict[int, Stmt] = {}
+        # SQL-level PREPARE name FROM '…': a namespace of its own in MySQL (not the protocol's
+        # numbered statements), with the decision of each body and the generation it was made in.
+        self.sql_prepared: dict[str, tuple[Allow, int]] = {}
         self.useq = 0  # the next sequence id towards the upstream
         self.server = ServerVersion.parse(ctx.server_version)
         # maskgate's own warning for the next SHOW WARNINGS: "result truncated to N rows".
@@ -251,6 +254,8 @@ class Relay:
         q = p.ComQuery.parse(payload)
         started = self.ctx.clock()
         sql, d, overhead = self._analysed(q.query, started)
+        if isinstance(d, Allow):
+            d = self._resolve_executes(d)
         if isinstance(d, Block):
             self._refuse(sql or "<undecodable>", d, started=started, overhead=overhead)
             return
@@ -278,6 +283,53 @@ class Relay:
         )
         flight.count = RowCount(d.row_limit)
         self._forward(p.ComQuery(text).serialize(), flight)
+
+    def _resolve_executes(self, d: Allow) -> Decision:
+        """`d` with each SQL-level EXECUTE decided as the statement it runs: the decision kept
+        from its PREPARE (masks, row limit, tables). The statements of one string run in order,
+        so a PREPARE or DEALLOCATE earlier in the same string counts. An EXECUTE of a name the
+        session knows no statement for is refused for a restricted session; one prepared under
+        another policy generation must be prepared again."""
+        parts = d.parts()
+        if not any(a.prepared is not None for a in parts):
+            return d
+        overlay: dict[str, tuple[Allow, int] | None] = {}
+        out: list[Allow] = []
+        for a in parts:
+            effect = a.prepared
+            if effect is None:
+                out.append(a)
+                continue
+            if effect.action == "prepare":
+                overlay[effect.name] = (a, self.gate.generation)
+            elif effect.action == "deallocate":
+                overlay[effect.name] = None
+            elif effect.action == "deallocate_all":
+                overlay = dict.fromkeys(self.sql_prepared)
+            elif effect.action == "execute":
+                kept = overlay[effect.name] if effect.name in overlay else self.sql_prepared.get(effect.name)
+                if kept is None:
+                    if self.restricted:
+                        return Block(
+                            "statement_not_allowed",
+                            f"prepared statement {effect.name} is not known to maskgate",
+                            kind="execute",
+                        )
+                    out.append(a)  # the server says it does not exist
+                    continue
+                body, generation = kept
+                if generation != self.gate.generation:
+                    return STALE
+                a = replace(body, rewritten_sql=a.rewritten_sql, prepared=None)
+            out.append(a)
+        if not d.statements:
+            return out[0]
+        return replace(
+            d,
+            statements=tuple(out),
+            tables=tuple(sorted({t for p in out for t in p.tables})),
+            classes=tuple(sorted({c for p in out for c in p.classes})),
+        )
 
     def _on_prepare(self, payload: bytes) -> None:
         q = p.ComStmtPrepare.parse(payload)
@@ -524,6 +576,15 @@ class Relay:
         statements in included (SET NAMES, SET CHARACTER SET, SET character_set_client)."""
         self.tracker.succeeded(allow)
         for part_allow in allow.parts():
+            effect = part_allow.prepared
+            if effect is not None:
+                # PREPARE name FROM '…' kept its body's decision (this Allow) for EXECUTE.
+                if effect.action == "prepare":
+                    self.sql_prepared[effect.name] = (part_allow, self.gate.generation)
+                elif effect.action == "deallocate":
+                    self.sql_prepared.pop(effect.name, None)
+                elif effect.action == "deallocate_all":
+                    self.sql_prepared.clear()
             for change in part_allow.settings:
                 if change.name in ENCODING_SETTINGS:
                     self.ctx.encoding = python_codec(change.value[0] if change.value else "")
@@ -534,6 +595,7 @@ class Relay:
         for st in list(self.stmts.values()):
             self._end_cursor(st)
         self.stmts.clear()
+        self.sql_prepared.clear()
         self.warning = None
         self.ctx.encoding = self.login_encoding
 

@@ -167,3 +167,23 @@ def test_statements_audited(served: dict[str, Any]) -> None:
     mine = [r for r in lines if r.get("protocol") == "mysql" and r.get("user") == "vendor_zhang"]
     assert mine
     assert not any(FULL_MOBILE.search(json.dumps(r)) for r in lines)
+
+
+def test_sql_prepare_execute_masked_by_the_prepared_decision(served: dict[str, Any]) -> None:
+    """PREPARE s FROM '…' keeps its body's decision; EXECUTE s returns rows masked by it, and an
+    EXECUTE of a name maskgate never saw prepared is refused."""
+    with connect(served, VENDOR) as conn, conn.cursor() as cur:
+        cur.execute(
+            "PREPARE s1 FROM 'SELECT id, phone FROM customers WHERE branch_id = ? ORDER BY id LIMIT 3'"
+        )
+        cur.execute("SET @b = 12")
+        cur.execute("EXECUTE s1 USING @b")
+        rows = cur.fetchall()
+        assert rows and all("*" in phone for _, phone in rows)
+        assert not any(FULL_MOBILE.search(phone) for _, phone in rows)
+        cur.execute("DEALLOCATE PREPARE s1")
+        with pytest.raises(pymysql.err.OperationalError) as exc:
+            cur.execute("EXECUTE s1 USING @b")
+        assert exc.value.args[0] == 1142
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)

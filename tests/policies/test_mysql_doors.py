@@ -79,10 +79,10 @@ def test_prepare_from_a_literal_is_the_statement_it_holds(engine: Engine) -> Non
     e = _decide(engine, "dba", "EXECUTE s1 USING @a")
     assert isinstance(e, Allow) and e.prepared is not None
     assert (e.prepared.action, e.prepared.name) == ("execute", "s1")  # names ignore case
-    # The MySQL session does not put the kept decision on an EXECUTE's rows yet
-    # (DialectFacts.session_resolves_execute): refused for every masked role until it does.
+    # The MySQL session puts the kept decision on an EXECUTE's rows (proxy/mysql/relay.py
+    # `_resolve_executes`): the engine lets it through, carrying the name.
     e = _decide(engine, "vendor", "EXECUTE s1 USING @a")
-    assert not e.allowed and e.reason == "statement_not_allowed"
+    assert isinstance(e, Allow) and e.prepared is not None and e.prepared.name == "s1"
 
 
 def test_prepare_from_text_is_never_reused_by_shape(engine: Engine) -> None:
