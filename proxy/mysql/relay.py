@@ -237,6 +237,10 @@ class Relay:
                 Block("unparsable", "the statement is not valid in the connection's character set"),
                 0.0,
             )
+        if "\x00" in sql:
+            # MariaDB's lexer ends a statement at a NUL byte; a parser that reads on would
+            # analyse another statement than the one that runs.
+            return sql, Block("unparsable", "the statement holds a NUL byte"), 0.0
         try:
             sql = expand_executable_comments(sql, self.server)
         except ExecutableCommentError as e:
@@ -455,8 +459,9 @@ class Relay:
         if table is None:
             self._refuse("COM_FIELD_LIST", Block("unparsable", "bad table name"), started=started)
             return
-        # The columns of a table the person may read: decided as reading the table.
-        sql = f"SELECT * FROM {quote_name(table)} LIMIT 0"
+        # The column definitions of a table the person may read (what SHOW COLUMNS shows too):
+        # decided as reading from the table, whichever of its columns they may see.
+        sql = f"SELECT 1 FROM {quote_name(table)} LIMIT 0"
         d, _ = self.tracker.decide(sql)
         if isinstance(d, Block):
             self._refuse(sql, d, started=started)
@@ -538,6 +543,18 @@ class Relay:
             if f.pending is not None:
                 self.ctx.send(f.pending.serialize(self.ctx.caps))
             self._done()
+
+    def _check_status(self, status: int) -> bool:
+        """Backstop behind the refusal of sql_mode changes: a restricted session whose server
+        reports NO_BACKSLASH_ESCAPES reads strings otherwise than maskgate; it is closed before
+        it can send another statement. False when closed."""
+        if self.restricted and status & p.SERVER_STATUS_NO_BACKSLASH_ESCAPES:
+            self.ctx.close(
+                "NO_BACKSLASH_ESCAPES turned on",
+                p.ERR(1231, "42000", "maskgate: the session's sql_mode changed how SQL text is read; closed"),
+            )
+            return False
+        return True
 
     def _pass_final(self, f: InFlight, payload: bytes) -> None:
         if p.is_err(payload):
@@ -700,6 +717,8 @@ class Relay:
         self.ctx.send(payload)
 
     def _end_result(self, f: InFlight, eof: p.EOF) -> None:
+        if not self._check_status(eof.status):
+            return
         more = bool(eof.status & p.SERVER_MORE_RESULTS_EXISTS)
         if f.refused is None:
             warnings = eof.warnings
@@ -723,6 +742,8 @@ class Relay:
         f.ncols, f.cols, f.plan = 0, [], None
 
     def _result_ok(self, f: InFlight, ok: p.OK) -> None:
+        if not self._check_status(ok.status):
+            return
         if f.refused is None:
             if f.allow is not None:
                 self._succeeded(self._part(f))
