@@ -18,6 +18,7 @@ from policies.decision import CopyFraming, CursorEffect, PreparedEffect, Setting
 from policies.names import TableName
 from policies.sql import nodes
 from policies.sql.analysis import Analyzer, Lineage, QueryAnalysis
+from policies.sql.dialects import DialectFacts
 from policies.sql.identifiers import function_name, search_path
 from policies.sql.nodes import Statement
 from policies.sql.parser import COPY_OPTIONS_META, Unparsable
@@ -53,6 +54,38 @@ _DEFAULT_WORDS = {
 }
 # What else a `SELECT set_config(…)` statement may have: FROM and WHERE in pg_dump's form only.
 _SETTING_CALL_ARGS = frozenset({"expressions", "from_", "where"})
+
+
+def _appended_to_itself(item: nodes.SetItem, facts: DialectFacts) -> str | None:
+    """The literal text of `SET x = CONCAT(@@x, '<literal>'…)`, a session setting extended by
+    literals (MariaDB Connector/J sends `sql_mode = concat(@@sql_mode,',STRICT_TRANS_TABLES')` on
+    connect); None for any other computed value. Such a value reads no data, only the session's
+    own value (which was let through already), so the appended flags are all there is to decide;
+    the global value (`@@global.x`) is not the session's and stays refused.
+
+    >>> from policies.sql.dialects import MYSQL
+    >>> from policies.sql.parser import parse_one
+    >>> item = parse_one("SET sql_mode = concat(@@sql_mode, ',STRICT_TRANS_TABLES')", MYSQL).items[0]
+    >>> _appended_to_itself(item, MYSQL)
+    ',STRICT_TRANS_TABLES'
+    >>> item = parse_one("SET sql_mode = concat(@@global.sql_mode, ',X')", MYSQL).items[0]
+    >>> _appended_to_itself(item, MYSQL) is None
+    True
+    """
+    computed = item.computed
+    if item.kind != "setting" or not isinstance(computed, exp.Concat) or not computed.expressions:
+        return None
+    rule = facts.lexical_settings.get(item.name)
+    if rule is not None and rule.kind != "no_flag_of":
+        return None  # a one-word setting (an encoding): a longer value is another value
+    own, *rest = computed.expressions
+    if not isinstance(own, exp.SessionParameter) or own.args.get("kind") not in (None, "session", "local"):
+        return None
+    if facts.setting_key(own.name) != item.name or not rest:
+        return None
+    if not all(isinstance(v, exp.Literal) and v.is_string for v in rest):
+        return None
+    return "".join(v.name for v in rest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,8 +518,16 @@ class Describer:
                 # classified one. (A system variable set from a variable stays refused: its
                 # value, say sql_mode's, is not known.)
                 return None
-            # MySQL `SET @x = (SELECT phone …)` stores a value maskgate would never mask.
-            return "statement_not_allowed", "SET with a subquery or function call"
+            appended = _appended_to_itself(item, self.facts)
+            if appended is None:
+                # MySQL `SET @x = (SELECT phone …)` stores a value maskgate would never mask.
+                return "statement_not_allowed", "SET with a subquery or function call"
+            if self.facts.unsafe_setting(item.name, appended):
+                return (
+                    "statement_not_allowed",
+                    f"this value of {item.name} changes how SQL text is read; it needs statements: [all]",
+                )
+            return None
         identity = item.kind if item.kind in ("role", "session_authorization") else None
         if identity is None and item.name in self.facts.identity_settings:
             identity = item.name
