@@ -133,7 +133,12 @@ class EmbeddedMariaDB:
         # Small and fast: a test server holds a few MB and is thrown away, so durability settings
         # that cost fsyncs are off. performance_schema costs ~0.1 s of start and ~100 MB of RSS;
         # later tests want its statement tables, so it is on unless the caller says otherwise.
+        tmp = self.base / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
         return [
+            # Its own temporary files, not the machine's /tmp: servers bootstrapped side by side
+            # (parallel test runs) failed on each other's `#sql-temptable-*` files there.
+            f"--tmpdir={tmp}",
             "--skip-log-bin",
             "--innodb-buffer-pool-size=32M",
             "--innodb-log-file-size=8M",

@@ -643,3 +643,16 @@ def test_dump_by_the_vendor(served: dict[str, Any], tmp_path: Path) -> None:
         "maskgate: class bank_card (crm.customers.bank_card) is denied for this role (1142)" in refused.stderr
     )
     assert_no_full_mobile(refused.stdout + refused.stderr)
+
+
+def test_dump_to_server_files_is_refused(served: dict[str, Any], tmp_path: Path) -> None:
+    """`mariadb-dump --tab` has the server write each table with SELECT … INTO OUTFILE, past
+    the masking: refused, even for the role that may dump whole tables."""
+    tab = tmp_path / "tab"
+    tab.mkdir()
+    res = dump(served, ARCHIVIST, tmp_path, f"--tab={tab}", "customers")
+    assert res.returncode == 2
+    assert 'Got error: 1142: "maskgate: ' in res.stderr
+    assert "when executing 'SELECT INTO OUTFILE'" in res.stderr
+
+    assert not list(tab.glob("*.txt"))
