@@ -462,11 +462,17 @@ class Relay:
         # The column definitions of a table the person may read (what SHOW COLUMNS shows too):
         # decided as reading from the table, whichever of its columns they may see.
         sql = f"SELECT 1 FROM {quote_name(table)} LIMIT 0"
-        d, _ = self.tracker.decide(sql)
+        d, overhead = self.tracker.decide(sql)
         if isinstance(d, Block):
-            self._refuse(sql, d, started=started)
+            self._refuse(sql, d, started=started, overhead=overhead)
             return
-        self._forward(payload, InFlight(Wait.FIELDS))
+        # Audited like the SELECT it is decided as: a client's auto-rehash lists every table.
+        sid = self.tracker.begin(sql, d)
+        if sid is None:
+            self._refuse(sql, AUDIT_FAILED, started=started)
+            return
+        flight = InFlight(Wait.FIELDS, sql=sql, allow=d, started=started, overhead=overhead, sid=sid)
+        self._forward(payload, flight)
 
     def _refuse(self, sql: str, block: Block, *, started: float, overhead: float = 0.0) -> None:
         """Answer in the server's place; the statement is recorded refused."""
@@ -530,8 +536,14 @@ class Relay:
             self.ctx.send(payload)
             self._done()
         elif f.wait is Wait.FIELDS:
-            if p.is_eof(payload) or p.is_err(payload):
-                self._pass_final(f, payload)
+            if p.is_err(payload):
+                err = p.ERR.parse(payload)
+                f.error = err.sqlstate
+                self._send_error(f, err)
+                self._finish(f, outcome="error")
+            elif p.is_eof(payload):
+                self.ctx.send(payload)
+                self._finish(f)
             else:
                 self.ctx.send(payload)
         elif f.wait is Wait.ROLE:

@@ -250,7 +250,7 @@ def test_cli_interactive_with_auto_rehash(served: dict[str, Any], tmp_path: Path
     (SHOW DATABASES, SHOW TABLES) and, with --auto-rehash, each table's columns with
     COM_FIELD_LIST, which maskgate decides as `SELECT * FROM t LIMIT 0` (see test_com_field_list):
     refused for customers and accounts (bank_card is denied to the vendor, whatever LIMIT says),
-    which the client skips silently. Only the refusals are in the audit log."""
+    which the client skips silently."""
     forced = [f"--default-character-set={charset}"] if charset != "default" else []
     typed = (
         "use crm\n"
@@ -278,6 +278,7 @@ def test_cli_interactive_with_auto_rehash(served: dict[str, Any], tmp_path: Path
     assert asked["select @@version_comment limit 1"]["decision"] == "allow"
     assert asked["show databases"]["decision"] == "allow"
     assert asked["show tables"]["decision"] == "allow"
+    assert asked["SELECT * FROM `call_records` LIMIT 0"]["decision"] == "allow"
     assert "SELECT * FROM `accounts` LIMIT 0" in asked
 
     refused = asked["SELECT * FROM `customers` LIMIT 0"]
@@ -328,7 +329,7 @@ def pymysql_connect(served: dict[str, Any], who: tuple[str, str] = VENDOR, **kw:
 def test_com_field_list(served: dict[str, Any]) -> None:
     """COM_FIELD_LIST (what older clients' auto-rehash and mysql_list_fields send) answers
     column definitions for a table the vendor may read whole, and is refused like `SELECT *`
-    where it may not."""
+    where it may not. Each one is audited as that SELECT."""
     from pymysql.constants import COMMAND
 
     def field_list(conn: Any, table: str) -> list[str] | tuple[int, str]:
@@ -343,6 +344,7 @@ def test_com_field_list(served: dict[str, Any]) -> None:
                 return names
             names.append(pymysql.protocol.FieldDescriptorPacket(packet._data, conn.encoding).name)
 
+    before = len(audited(served, VENDOR[0]))
     with pymysql_connect(served) as conn:
         assert field_list(conn, "call_records") == [
             "id",
@@ -364,6 +366,20 @@ def test_com_field_list(served: dict[str, Any]) -> None:
         with conn.cursor() as cur:
             cur.execute("SELECT 1")
             assert cur.fetchall() == ((1,),)
+    asked = audited_until(served, VENDOR[0], before, "SELECT 1")
+    listed = [
+        r for r in audited(served, VENDOR[0])[before:] if r.get("sql", "").startswith("SELECT * FROM `call")
+    ]
+    assert [(r["event"], r["decision"], r["tables"]) for r in listed] == [
+        ("start", "allow", ["crm.call_records"])
+    ]
+    ends = [
+        r
+        for r in audited(served, VENDOR[0])[before:]
+        if r.get("id") == listed[0]["id"] and r["event"] == "end"
+    ]
+    assert [(r["outcome"], r["rows"]) for r in ends] == [("ok", 0)]
+    assert asked["SELECT * FROM `customers` LIMIT 0"]["reason"] == "class_denied"
 
 
 def test_pymysql_sscursor_streams_masked_rows_to_the_row_limit(served: dict[str, Any], clear: Any) -> None:
