@@ -71,6 +71,9 @@ def _appended_to_itself(item: nodes.SetItem, facts: DialectFacts) -> str | None:
     >>> item = parse_one("SET sql_mode = concat(@@global.sql_mode, ',X')", MYSQL).items[0]
     >>> _appended_to_itself(item, MYSQL) is None
     True
+    >>> item = parse_one("SET sql_mode = concat(@@sql_mode, '_QUOTES')", MYSQL).items[0]
+    >>> _appended_to_itself(item, MYSQL) is None
+    True
     """
     computed = item.computed
     if item.kind != "setting" or not isinstance(computed, exp.Concat) or not computed.expressions:
@@ -79,13 +82,18 @@ def _appended_to_itself(item: nodes.SetItem, facts: DialectFacts) -> str | None:
     if rule is not None and rule.kind != "no_flag_of":
         return None  # a one-word setting (an encoding): a longer value is another value
     own, *rest = computed.expressions
-    if not isinstance(own, exp.SessionParameter) or own.args.get("kind") not in (None, "session", "local"):
+    if not isinstance(own, exp.SessionParameter):
+        return None
+    if str(own.args.get("kind") or "session").lower() not in ("session", "local"):
         return None
     if facts.setting_key(own.name) != item.name or not rest:
         return None
     if not all(isinstance(v, exp.Literal) and v.is_string for v in rest):
         return None
-    return "".join(v.name for v in rest)
+    appended = "".join(v.name for v in rest)
+    # Only whole flags after a comma: text glued to the session's last flag makes a word that
+    # is not in the literal, and the appended flags would no longer be all there is to check.
+    return appended if appended.startswith(",") else None
 
 
 @dataclass(frozen=True, slots=True)
