@@ -4,7 +4,8 @@ of mysql-connector-python, mysqlclient, MariaDB Connector/J and mariadb-dump.
 
 Each client, as the demo's vendor, gets masked rows (no full 11-digit mobile anywhere in what it
 prints or returns), a refusal for a write (ERR 1142, `maskgate: …`), and a working query after
-the refusal on the same connection. The MariaDB starts once for the module; the tests only read.
+the refusal on the same connection. The MariaDB starts once for the module; the tests only read,
+but for the desk's batch, which sets the email of customers 4 and 17.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ SVC_PW = "svc-secret-for-mysql-clients"
 CUSTOMERS = 300
 VENDOR = ("vendor_zhang", "vendor-pass")
 DBA = ("dba_wang", "dba-pass")
+DESK = ("desk_li", "desk-pass")
 # A select-only role that may read whole tables (every class masked, none denied), as a
 # mariadb-dump of a masked copy needs: the vendor cannot (bank_card is denied, so `SELECT *`
 # of customers is refused).
@@ -539,7 +541,7 @@ def connector_j(served: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
     )
     assert res.returncode == 0, res.stderr
 
-    def run(scenario: str, params: str, arg: str) -> dict[str, Any]:
+    def run(scenario: str, params: str, arg: str = "", who: tuple[str, str] = VENDOR) -> dict[str, Any]:
         url = f"jdbc:mariadb://127.0.0.1:{served['mysql_port']}/crm?connectTimeout=10000{params}"
         cmd = [
             "java",
@@ -550,7 +552,8 @@ def connector_j(served: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
             scenario,
             url,
         ]
-        res = subprocess.run([*cmd, *VENDOR, arg], capture_output=True, text=True, timeout=120)
+        res = subprocess.run([*cmd, *who, arg], capture_output=True, text=True, timeout=120)
+
         assert res.returncode == 0, res.stderr
         assert_no_full_mobile(res.stdout)
         result: dict[str, Any] = json.loads(res.stdout)
@@ -602,6 +605,29 @@ def test_connector_j_streaming(connector_j: Any, clear: Any, fetch_size: str, pa
     assert all(caller == masked_mobile(truth[i]) for i, caller in got["rows"])
     assert got["warnings"] == ["maskgate: result truncated to 200 rows"]
     assert got["after"] == {"rows": [[1]]}
+
+
+@pytest.mark.parametrize("params", ["", "&useServerPrepStmts=true"], ids=["client-prepare", "server-prepare"])
+def test_connector_j_batch_of_updates_by_the_desk(
+    served: dict[str, Any], connector_j: Any, clear: Any, params: str
+) -> None:
+    """The service desk may fix contact details: a PreparedStatement batch of two UPDATEs runs
+    (with server prepares: one COM_STMT_PREPARE, an EXECUTE per row), and the audit log holds
+    the statements with their literals masked."""
+    before = len(audited(served, DESK[0]))
+    got = connector_j("batch", params, who=DESK)
+    assert got["batch"] == {"counts": [1, 1]}
+    assert got["after"] == {"rows": [["c4@example.com"], ["c17@example.com"]]}
+    assert clear("SELECT email FROM customers WHERE id IN (4, 17) ORDER BY id") == [
+        ("c4@example.com",),
+        ("c17@example.com",),
+    ]
+    last = "SELECT email FROM customers WHERE id IN (4, 17) ORDER BY id"
+    asked = audited_until(served, DESK[0], before, last)
+
+    updates = [sql for sql, r in asked.items() if sql.startswith("UPDATE") and r["decision"] == "allow"]
+    assert updates, asked.keys()
+    assert "c4@example.com" not in json.dumps(audited(served, DESK[0])[before:])
 
 
 # --- mariadb-dump ----------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ public class MaskgateMariaJdbc {
             switch (scenario) {
                 case "session": session(arg); break;
                 case "stream": stream(Integer.parseInt(arg)); break;
+                case "batch": batch(); break;
                 default: throw new IllegalArgumentException("unknown scenario " + scenario);
             }
         } catch (SQLException e) {
@@ -136,6 +137,29 @@ public class MaskgateMariaJdbc {
                 out.put("warnings", warnings(ps.getWarnings()));
             }
             out.put("after", attempt(c, "SELECT 1", null));
+        }
+    }
+
+    /** A PreparedStatement batch of two UPDATEs (with useServerPrepStmts, Connector/J sends
+     *  it as one COM_STMT_BULK_EXECUTE when useBulkStmts is on), then a query. */
+    static void batch() throws SQLException {
+        try (Connection c = open()) {
+            Map<String, Object> m = new LinkedHashMap<>();
+            try (PreparedStatement ps = c.prepareStatement("UPDATE customers SET email = ? WHERE id = ?")) {
+                for (long id : new long[] {4, 17}) {
+                    ps.setString(1, "c" + id + "@example.com");
+                    ps.setLong(2, id);
+                    ps.addBatch();
+                }
+                int[] counts = ps.executeBatch();
+                List<Object> r = new ArrayList<>();
+                for (int n : counts) r.add(n);
+                m.put("counts", r);
+            } catch (SQLException e) {
+                m.put("error", error(e));
+            }
+            out.put("batch", m);
+            out.put("after", attempt(c, "SELECT email FROM customers WHERE id IN (4, 17) ORDER BY id", null));
         }
     }
 
