@@ -49,6 +49,8 @@ def verifier(password: str, iterations: int = SCRAM_ITERATIONS) -> str:
 
 
 def policy_yaml() -> str:
+    from proxy.mysql.auth import native_hash
+
     return f"""version: 1
 columns:
   crm.customers.phone: mobile
@@ -71,6 +73,8 @@ users:
   {USER}:
     role: bench
     password: "{verifier(USER_PW)}"
+    # The same user on the MySQL listener (workload 5); quoted: a bare `*…` is a YAML alias.
+    mysql_password: "{native_hash(USER_PW)}"
 """
 
 
