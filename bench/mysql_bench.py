@@ -360,15 +360,16 @@ def run(
             results[f"point_{mode}"] = {n: _summary(v) for n, v in runs.items()}
         if slap and (shutil.which("mariadb-slap") or shutil.which("mysqlslap")):
             print("bench: workload 5, MySQL point lookups (mysqlslap)…", flush=True)
-            # Sized from the simple runs so one mysqlslap run lasts about `seconds`.
-            queries = max(
-                1000, int(min(s["tps"] for s in results["point_simple"].values()) * seconds) // 100 * 100
-            )
+            # Sized per target from its simple runs, so one mysqlslap run lasts about `seconds`
+            # against each (a fixed count would give direct MariaDB a fraction of a second).
+            queries = {
+                n: max(1000, int(results["point_simple"][n]["tps"] * seconds) // 100 * 100) for n in TARGETS
+            }
             try:
                 runs = {n: [] for n in TARGETS}
                 for _ in range(rounds):
                     for n in TARGETS:
-                        runs[n].append(slap_run(t, n, queries))
+                        runs[n].append(slap_run(t, n, queries[n]))
                 results["point_mysqlslap"] = {n: _summary(v) for n, v in runs.items()}
                 results["point_mysqlslap"]["queries"] = queries
             except RuntimeError as e:
