@@ -41,7 +41,11 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), in seconds, from /proc/PID/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat_cpu_seconds(Path(f"/proc/{pid}/stat").read_text())
+
+
+def stat_cpu_seconds(stat: str) -> float:
+    """utime + stime, in seconds, of one /proc/PID/stat line."""
     # The command name (field 2) may hold spaces; the fields after its closing parenthesis don't.
     fields = stat[stat.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
