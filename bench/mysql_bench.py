@@ -263,9 +263,13 @@ def point_run(
         barrier.wait(timeout=60)
     except Exception:
         errors = [out.get(timeout=5) for _ in range(out.qsize())] if not out.empty() else []
+        # A client that died before it could report (an import error under spawn) shows its exit code.
+        codes = [p.exitcode for p in procs]
         for p in procs:
             p.kill()
-        raise RuntimeError(f"{driver} clients against {name} failed to start: {errors}") from None
+        raise RuntimeError(
+            f"{driver} clients against {name} failed to start: {errors} (exit codes {codes})"
+        ) from None
     cpu0 = {k: cpu_seconds(pid) for k, pid in pids.items()}
     results = [out.get(timeout=seconds + 60) for _ in procs]
     cpu1 = {k: cpu_seconds(pid) for k, pid in pids.items()}

@@ -76,3 +76,15 @@ def test_report_has_the_mysql_rows(capsys: pytest.CaptureFixture[str]) -> None:
 def test_report_says_when_mysql_was_skipped(capsys: pytest.CaptureFixture[str]) -> None:
     report({"scram_iterations": 4096, "mysql": {"skipped": "mariadbd / mariadb-install-db not found"}})
     assert "MySQL workload skipped: mariadbd" in capsys.readouterr().out
+
+
+def test_workload_5_is_skipped_with_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from bench.__main__ import mysql_figures
+
+    monkeypatch.setattr(mysql_bench, "mariadb_available", lambda: False)
+    reason = mysql_bench.skip_reason()
+    assert reason is not None and "mariadbd" in reason
+    assert mysql_figures(argparse.Namespace(skip_mysql=False)) == {"skipped": reason}
+    assert mysql_figures(argparse.Namespace(skip_mysql=True)) is None
