@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.mysql_bench import cpu_seconds
 from proxy.demo.embedded_pg import EmbeddedPostgres, bin_dir, free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent
@@ -49,6 +50,8 @@ def verifier(password: str, iterations: int = SCRAM_ITERATIONS) -> str:
 
 
 def policy_yaml() -> str:
+    from proxy.mysql.auth import native_hash
+
     return f"""version: 1
 columns:
   crm.customers.phone: mobile
@@ -71,6 +74,8 @@ users:
   {USER}:
     role: bench
     password: "{verifier(USER_PW)}"
+    # The same user on the MySQL listener (workload 5); quoted: a bare `*…` is a YAML alias.
+    mysql_password: "{native_hash(USER_PW)}"
 """
 
 
@@ -205,7 +210,8 @@ def prepare(pg: EmbeddedPostgres, big_rows: int) -> None:
         conn.execute("ANALYZE big")
 
 
-def pgbench(t: Targets, name: str, mode: str, seconds: int, clients: int) -> float:
+def pgbench(t: Targets, name: str, mode: str, seconds: int, clients: int) -> tuple[float, int]:
+    """(TPS, transactions processed) of one pgbench run of point lookups."""
     script = t.work / "point.sql"
     script.write_text(POINT_SCRIPT)
     res = subprocess.run(
@@ -228,10 +234,25 @@ def pgbench(t: Targets, name: str, mode: str, seconds: int, clients: int) -> flo
         text=True,
         timeout=seconds + 120,
     )
+    tps = transactions = None
     for line in res.stdout.splitlines():
         if line.startswith("tps = "):
-            return float(line.split()[2])
+            tps = float(line.split()[2])
+        elif line.startswith("number of transactions actually processed:"):
+            transactions = int(line.split(":")[1].split("/")[0])
+    if tps is not None and transactions is not None:
+        return tps, transactions
     raise RuntimeError(f"pgbench against {name} failed: {res.stderr.strip()[-500:]}")
+
+
+def point(t: Targets, name: str, mode: str, seconds: int, maskgate_cpu_us_per_tx: list[float]) -> float:
+    """pgbench's TPS; against maskgate also the proxy's CPU time (utime+stime) per transaction."""
+    pid = t.procs["maskgate"].pid if name == "maskgate" else None
+    before = cpu_seconds(pid) if pid else 0.0
+    tps, transactions = pgbench(t, name, mode, seconds, 4)
+    if pid and transactions:
+        maskgate_cpu_us_per_tx.append((cpu_seconds(pid) - before) / transactions * 1e6)
+    return tps
 
 
 def stream_psql(t: Targets, name: str) -> tuple[float, int]:
@@ -333,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--big-rows", type=int, default=1_000_000)
     ap.add_argument("--idle", type=int, default=500)
     ap.add_argument("--quick", action="store_true", help="a short smoke run")
+    ap.add_argument("--skip-mysql", action="store_true", help="leave out workload 5 (MySQL)")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.seconds, args.big_rows, args.idle = 1, 2, 20_000, 50
@@ -351,8 +373,13 @@ def main(argv: list[str] | None = None) -> int:
             med = statistics.median
             for mode in ("simple", "prepared"):
                 print(f"bench: workload 1, point lookups ({mode})…", flush=True)
-                runs = alternate(names, args.rounds, lambda n, m=mode: pgbench(t, n, m, args.seconds, 4))
+                cpu_per_tx: list[float] = []
+                runs = alternate(
+                    names, args.rounds, lambda n, m=mode, c=cpu_per_tx: point(t, n, m, args.seconds, c)
+                )
                 results[f"point_{mode}_tps"] = {n: round(med(v), 1) for n, v in runs.items()}
+                # The same figure as the MySQL side's (workload 5): the proxy's CPU per lookup.
+                results[f"point_{mode}_maskgate_cpu_us_per_tx"] = round(med(cpu_per_tx), 1)
             for reader, fn in (("psql", stream_psql), ("psycopg", stream_psycopg)):
                 print(f"bench: workload 2, streaming {args.big_rows} rows ({reader})…", flush=True)
                 rates: dict[str, list[float]] = {n: [] for n in names}
@@ -378,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             pg.destroy()
     print("bench: workload 4, decision engine…", flush=True)
     results["decision"] = decision_figures()
+    results["mysql"] = mysql_figures(args)
     report(results)
     (RESULTS / "bench.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return 0
@@ -391,6 +419,21 @@ def decision_figures() -> dict[str, Any] | None:
         return None
     policy_bench.main()
     return json.loads((RESULTS / "policy.json").read_text())
+
+
+def mysql_figures(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Workload 5: the MySQL listener against direct MariaDB (bench/mysql_bench.py)."""
+    from bench import mysql_bench
+
+    if args.skip_mysql:
+        print("bench: workload 5 (MySQL) skipped: --skip-mysql", flush=True)
+        return None
+    reason = mysql_bench.skip_reason()
+    if reason:
+        print(f"bench: workload 5 (MySQL) skipped: {reason}", flush=True)
+        return {"skipped": reason}
+    with tempfile.TemporaryDirectory(prefix="maskgate-bench-my-") as tmp:
+        return mysql_bench.run(Path(tmp), USER, USER_PW, policy_yaml(), args.rounds, args.seconds)
 
 
 def report(r: dict[str, Any]) -> None:
@@ -411,6 +454,34 @@ def report(r: dict[str, Any]) -> None:
             f"| {label} | {d.get('direct', '-')} | {d.get('pgbouncer', '-')} | {d.get('maskgate', '-')} "
             f"| {ratio(d, 'maskgate', 'pgbouncer')} | {ratio(d, 'maskgate', 'direct')} |"
         )
+    my = r.get("mysql") or {}
+    for key, label in (
+        ("point_simple", f"MySQL point lookups, text protocol, {my.get('driver_simple')} (TPS)"),
+        ("point_prepared", f"MySQL point lookups, prepared, {my.get('driver_prepared')} (TPS)"),
+        ("point_mysqlslap", "MySQL point lookups, text protocol, mysqlslap (TPS)"),
+    ):
+        d = {n: v["tps"] for n, v in my.get(key, {}).items() if isinstance(v, dict) and "tps" in v}
+        if d:
+            print(
+                f"| {label} | {d.get('direct', '-')} | - | {d.get('maskgate', '-')} "
+                f"| n/a | {ratio(d, 'maskgate', 'direct')} |"
+            )
+    cpu = [
+        f"PostgreSQL {mode} {r[f'point_{mode}_maskgate_cpu_us_per_tx']} µs"
+        for mode in ("simple", "prepared")
+        if f"point_{mode}_maskgate_cpu_us_per_tx" in r
+    ]
+    cpu += [
+        f"MySQL {key.removeprefix('point_')} {my[key]['maskgate']['maskgate_cpu_us_per_tx']} µs"
+        for key in ("point_simple", "point_prepared", "point_mysqlslap")
+        if "maskgate" in my.get(key, {})
+    ]
+    if cpu:
+        print(f"\nproxy CPU (user+system) per point lookup: {', '.join(cpu)}")
+    if my.get("skipped"):
+        print(f"MySQL workload skipped: {my['skipped']}")
+    elif my:
+        print(f"MySQL: MariaDB {my.get('mariadb_version')}; {my.get('proxysql_maxscale')}")
     print(
         f"\nproxy RSS while streaming (max): psql {r.get('stream_psql_proxy_rss_mb_max')} MB, "
         f"psycopg {r.get('stream_psycopg_proxy_rss_mb_max')} MB; idle: {r.get('idle')}; "
