@@ -137,14 +137,15 @@ class Login:
 
     # ------------------------------------------------------------------ client packets
 
-    def client_packet(self, seq: int, payload: bytes) -> None:
+    def client_packet(self, seq: int, payload: bytes, *, trailing: bool = False) -> None:
+        """One packet of the person's; `trailing`: more bytes came after it in the same read."""
         ctx = self.ctx
         if seq != ctx.cseq:
             raise ProtocolViolation(f"packet out of sequence ({seq}, expected {ctx.cseq})")
         ctx.cseq = (seq + 1) % 256
         st = self.state
         if st is LoginState.GREETED:
-            self._on_handshake(payload)
+            self._on_handshake(payload, trailing)
         elif st is LoginState.SWITCHING:
             self._on_switched(payload)
         elif st is LoginState.FULL_AUTH:
@@ -154,11 +155,15 @@ class Login:
         else:
             raise ProtocolViolation(f"client packet while {st.name}")
 
-    def _on_handshake(self, payload: bytes) -> None:
+    def _on_handshake(self, payload: bytes, trailing: bool = False) -> None:
         caps = int.from_bytes(payload[:4], "little") if len(payload) >= 4 else 0
         if len(payload) == 32 and caps & p.CLIENT_SSL:
             if not self.ctx.cfg.tls_available or self.tls:
                 raise ProtocolViolation("SSLRequest without TLS offered")
+            if trailing or self._cf.buffered:
+                # Plaintext behind the SSLRequest would be read as if it came over TLS
+                # (CVE-2021-23214 in PostgreSQL): checked before StartTLS is queued.
+                raise ProtocolViolation("data after SSLRequest")
             p.SSLRequest.parse(payload)
             self._move(LoginState.TLS_HANDSHAKE)
             self.ctx.out.command(StartTLS())

@@ -153,13 +153,14 @@ class MySqlSession:
             return
         try:
             packets = self._cf.feed(event.data)
-            for seq, payload in packets:
+            last = len(packets) - 1
+            for i, (seq, payload) in enumerate(packets):
                 if self.ctx.out.closed:
                     return
                 if self.relay is not None:
                     self.relay.client_packet(seq, payload)
                 else:
-                    self.login.client_packet(seq, payload)
+                    self.login.client_packet(seq, payload, trailing=i < last)
         except p.PacketError as e:
             log.info("session %s: client protocol violation: %s", self.session_id, e)
             self.ctx.close(f"client protocol violation: {e}", errors.protocol_violation(str(e)))
