@@ -271,7 +271,8 @@ class Relay:
         flight = InFlight(
             Wait.RESULTS, sql=sql, allow=d, started=started, overhead=overhead, sid=sid, warn=warn
         )
-        flight.count = RowCount(d.row_limit)
+        # Each result of a multi-statement string has its own part's row limit.
+        flight.count = RowCount(part(d, 0).row_limit)
         self._forward(p.ComQuery(text).serialize(), flight)
 
     def _on_prepare(self, payload: bytes) -> None:
@@ -642,6 +643,8 @@ class Relay:
         f.index += 1
         f.phase = Phase.HEAD
         f.ncols, f.cols, f.plan = 0, [], None
+        if f.allow is not None:
+            f.count = RowCount(self._part(f).row_limit)
 
     def _result_ok(self, f: InFlight, ok: p.OK) -> None:
         if f.refused is None:
