@@ -299,7 +299,7 @@ class Login:
         if st is LoginState.UPSTREAM_CONNECTING:
             # The server speaks first: its greeting may arrive while the driver still waits for
             # the gate to be ready for the database. It is read once the connection is handed over.
-            if len(self._early) > 1:
+            if self._early:
                 raise ProtocolViolation("the server sent more than its greeting")
             self._early.append((seq, payload))
             return
