@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum, auto
 
 from policies.decision import Allow, Block, Decision
@@ -512,7 +512,7 @@ class Relay:
                 data, self.useq = p.frame(q.serialize(), 0)
                 self.out.upstream(data)
                 return
-        self.ctx.send(payload)
+        self.ctx.send(self._client_ok(f, p.OK.parse(payload, self.ctx.caps)).serialize(self.ctx.caps))
         self._finish(f)
 
     def _reset(self) -> None:
@@ -650,13 +650,30 @@ class Relay:
         if f.refused is None:
             if f.allow is not None:
                 self.tracker.succeeded(self._part(f))
-            self.ctx.send(ok.serialize(self.ctx.caps))
+            self.ctx.send(self._client_ok(f, ok).serialize(self.ctx.caps))
         if ok.status & p.SERVER_MORE_RESULTS_EXISTS:
             self._next_result(f)
         elif f.refused is not None:
             self._finish_refused(f)
         else:
             self._finish(f)
+
+    def _client_ok(self, f: InFlight, ok: p.OK) -> p.OK:
+        """The server's OK as the client may see it. Without CLIENT_SESSION_TRACK its `info` is
+        free text the server writes as it likes, after the statement's values: held to the
+        rules of an error's message (withheld while the statement reads classified data, else
+        scanned by the detectors)."""
+        if not ok.info or not self.restricted:
+            return ok
+        in_flight = self._part(f) if f.allow is not None else None
+        if self.tracker.withholds_errors(in_flight):
+            return replace(ok, info=b"")
+        masker = self.tracker.text_masker(in_flight)
+        if masker is None:
+            return ok
+        text = ok.info.decode(self.ctx.encoding, "replace")
+        masked = masker(text)
+        return ok if masked is text else replace(ok, info=masked.encode(self.ctx.encoding, "replace"))
 
     def _result_error(self, f: InFlight, err: p.ERR) -> None:
         f.error = err.sqlstate

@@ -732,3 +732,51 @@ def test_server_packet_with_nothing_in_flight_is_an_upstream_violation() -> None
         << to_client(3, UPSTREAM_VIOLATION)
         << Close("upstream protocol violation: a server packet with no command in flight")
     )
+
+
+def test_ok_info_text_is_held_to_the_rules_of_an_error_message() -> None:
+    """Without CLIENT_SESSION_TRACK an OK's info is free text: a server (or anything posing as
+    one) could put row values there. Found by the fuzz tests: it was passed on untouched."""
+    s, _, pb = login()
+    info = b"Rows matched: 1 Changed: 1 (" + SECRET + b")"
+    sql = "UPDATE c SET phone = '0' WHERE id = 1"  # reads classified data: withheld whole
+    assert (
+        pb
+        >> from_client(0, q(sql))
+        << to_upstream(0, q(sql))
+        >> from_upstream(1, p.OK(1, 0, STATUS, 0, info))
+        << to_client(1, ok(affected=1))
+        >> from_client(0, q("UPDATE t SET x = 1"))  # detectors only
+        << to_upstream(0, q("UPDATE t SET x = 1"))
+        >> from_upstream(1, p.OK(1, 0, STATUS, 0, info))
+        << to_client(1, p.OK(1, 0, STATUS, 0, b"Rows matched: 1 Changed: 1 (" + MASKED + b")"))
+        >> from_client(0, p.ComInitDb(b"crm"))
+        << to_upstream(0, p.ComInitDb(b"crm"))
+        >> from_upstream(1, p.OK(0, 0, STATUS, 0, SECRET))
+        << to_client(1, p.OK(0, 0, STATUS, 0, MASKED))
+    )
+
+
+def test_a_broken_early_greeting_is_an_upstream_violation() -> None:
+    """Found by the fuzz tests: a greeting read once the connection was handed over raised
+    PacketError out of handle(). And the server speaks once before it hears from maskgate."""
+    s, nonce, pb = greeted()
+    assert (
+        pb
+        >> from_client(1, handshake(nonce))
+        << OpenUpstream("crm", "mysql")
+        >> from_upstream(0, b"\x09not a greeting")
+        >> UpstreamConnected()
+        << to_client(2, UPSTREAM_VIOLATION)
+        << Close("upstream protocol violation: not a protocol 10 handshake")
+    )
+    s, nonce, pb = greeted()
+    maria = FakeMaria()
+    assert (
+        pb
+        >> from_client(1, handshake(nonce))
+        << OpenUpstream("crm", "mysql")
+        >> UpstreamData(maria.greeting() + wire(2, ok()))
+        << to_client(2, UPSTREAM_VIOLATION)
+        << Close("upstream protocol violation: the server sent more than its greeting")
+    )
