@@ -737,7 +737,7 @@ def test_server_packet_with_nothing_in_flight_is_an_upstream_violation() -> None
 def test_ok_info_text_is_held_to_the_rules_of_an_error_message() -> None:
     """Without CLIENT_SESSION_TRACK an OK's info is free text: a server (or anything posing as
     one) could put row values there. Found by the fuzz tests: it was passed on untouched."""
-    s, _, pb = login()
+    _s, _, pb = login()
     info = b"Rows matched: 1 Changed: 1 (" + SECRET + b")"
     sql = "UPDATE c SET phone = '0' WHERE id = 1"  # reads classified data: withheld whole
     assert (
@@ -770,7 +770,7 @@ def test_a_broken_early_greeting_is_an_upstream_violation() -> None:
         << to_client(2, UPSTREAM_VIOLATION)
         << Close("upstream protocol violation: not a protocol 10 handshake")
     )
-    s, nonce, pb = greeted()
+    _s, nonce, pb = greeted()
     maria = FakeMaria()
     assert (
         pb
