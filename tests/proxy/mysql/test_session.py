@@ -760,7 +760,7 @@ def test_ok_info_text_is_held_to_the_rules_of_an_error_message() -> None:
 def test_a_broken_early_greeting_is_an_upstream_violation() -> None:
     """Found by the fuzz tests: a greeting read once the connection was handed over raised
     PacketError out of handle(). And the server speaks once before it hears from maskgate."""
-    s, nonce, pb = greeted()
+    _, nonce, pb = greeted()
     assert (
         pb
         >> from_client(1, handshake(nonce))
