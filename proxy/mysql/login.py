@@ -405,8 +405,12 @@ class Login:
                 self._send_upstream(REQUEST_PUBLIC_KEY)
                 return
             if more.data.startswith(b"-----BEGIN"):
-                pw = self._up_password.encode() + b"\0"
-                self._send_upstream(auth.encrypt_password(pw, self._up_nonce, more.data))
+                pw = self._up_password.encode()  # encrypt_password adds the NUL itself
+                try:
+                    secret = auth.encrypt_password(pw, self._up_nonce, more.data)
+                except ValueError as e:  # not a PEM, not RSA, or too small for the password
+                    raise ProtocolViolation(f"the server's public key is unusable: {e}") from None
+                self._send_upstream(secret)
                 return
         raise ProtocolViolation("unexpected packet during the upstream login")
 

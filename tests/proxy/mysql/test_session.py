@@ -780,3 +780,54 @@ def test_a_broken_early_greeting_is_an_upstream_violation() -> None:
         << to_client(2, UPSTREAM_VIOLATION)
         << Close("upstream protocol violation: the server sent more than its greeting")
     )
+
+
+def _upstream_sha2(pem: bytes) -> bytes:
+    """Logged in as a person; the upstream (MySQL 8) asks for caching_sha2 full auth and sends
+    `pem` as its key. The payload maskgate answers with: the encrypted password."""
+    s, nonce, pb = greeted()
+    server_nonce = b"N" * 20
+    hello = p.HandshakeV10("8.0.36", 9, server_nonce, p.CLIENT_LONG_PASSWORD | CLIENT_CAPS, 45, STATUS, SHA2)
+    response = Placeholder(SendUpstream)
+    assert (
+        pb
+        >> from_client(1, handshake(nonce))
+        << OpenUpstream("crm", "mysql")
+        >> UpstreamConnected()
+        >> from_upstream(0, hello)
+        << response
+        >> from_upstream(2, p.AuthMoreData(PERFORM_FULL_AUTH))
+        << to_upstream(3, REQUEST_PUBLIC_KEY)
+    )
+    ((_, first),) = packets_of(response().data)
+    assert p.HandshakeResponse41.parse(first).auth_response == auth.sha2_scramble(b"svcpw", server_nonce)
+    (sent,) = s.handle(from_upstream(4, p.AuthMoreData(pem)))
+    assert isinstance(sent, SendUpstream)
+    ((seq, secret),) = packets_of(sent.data)
+    assert seq == 5
+    return secret
+
+
+def test_upstream_caching_sha2_full_auth_encrypts_the_password_once_terminated() -> None:
+    """The password went out as `svcpw\\0\\0` (encrypt_password adds the NUL itself)."""
+    secret = _upstream_sha2(RSA.public_pem())
+    assert RSA.decrypt_password(secret, b"N" * 20) == b"svcpw"
+
+
+def test_an_unusable_upstream_public_key_is_an_upstream_violation() -> None:
+    """Found by the fuzz tests: the PEM parser's ValueError escaped handle()."""
+    _s, nonce, pb = greeted()
+    hello = p.HandshakeV10("8.0.36", 9, b"N" * 20, p.CLIENT_LONG_PASSWORD | CLIENT_CAPS, 45, STATUS, SHA2)
+    close = Placeholder(Close)
+    assert (
+        pb
+        >> from_client(1, handshake(nonce))
+        << OpenUpstream("crm", "mysql")
+        >> UpstreamConnected()
+        >> from_upstream(0, hello)
+        << Placeholder(SendUpstream)
+        >> from_upstream(2, p.AuthMoreData(b"-----BEGIN junk"))
+        << to_client(2, UPSTREAM_VIOLATION)
+        << close
+    )
+    assert close().reason.startswith("upstream protocol violation: the server's public key is unusable")
