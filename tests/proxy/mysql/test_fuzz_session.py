@@ -372,8 +372,10 @@ def reading_command(draw: st.DrawFn) -> bytes:
     cursors do get fetched: the fake server numbers statements 1, 2, 3… in prepare order."""
     kind = draw(
         st.sampled_from(
-            ["phone", "phone", "multi", "prepare", "prepare", "execute", "cursor", "cursor"]
-            + ["fetch", "fetch", "fetch", "close", "reset", "warnings", "reset_conn", "other"]
+            [
+                *("phone", "phone", "multi", "prepare", "prepare", "execute", "cursor", "cursor"),
+                *("fetch", "fetch", "fetch", "close", "reset", "warnings", "reset_conn", "other"),
+            ]
         )
     )
     sid = draw(st.sampled_from([1, 1, 2, 3]))
