@@ -589,3 +589,39 @@ def test_broken_upstream_during_login_fails_closed(data: st.DataObject) -> None:
     # The person only ever hears maskgate's OK once the server's login ended in its OK.
     oks = [pk for _, pk in packets(t.to_client()) if p.is_ok(pk)]
     assert len(oks) <= 1
+
+
+@FUZZ
+@given(st.data())
+def test_a_client_gone_mid_stream_leaves_no_statement_unrecorded(data: st.DataObject) -> None:
+    """The client goes away at a random moment of a random interleaving: nothing more reaches
+    it, the upstream is drained when a statement still runs, the session ends, and every
+    statement that got a write-ahead record got its end record too."""
+    maria = FakeMaria(rows=data.draw(st.integers(0, 6)))
+    s, gate, _ = login(maria=maria)
+    t = Trace(s)
+    msgs = [frame_all(c) for c in data.draw(st.lists(reading_command(), min_size=1, max_size=10))]
+    chunks = chunked(data.draw, b"".join(msgs))
+    gone_at = data.draw(st.integers(0, len(chunks)))
+    held = b""
+    for i, chunk in enumerate(chunks):
+        if i == gone_at:
+            break
+        held += upstream_of(t.add(s.handle(ClientData(chunk))))
+        if data.draw(st.booleans()):
+            pump(t, maria, held, data.draw)
+            held = b""
+    seen = len(t.to_client())
+    out = t.add(s.handle(ClientClosed()))
+    pump(t, maria, held, data.draw)
+    if s.phase is not Phase.CLOSED:  # the server never answered: it closes
+        t.add(s.handle(UpstreamClosed()))
+
+    t.check_close_discipline()
+    assert s.phase is Phase.CLOSED
+    assert len(t.to_client()) == seen, "the client got something after it was gone"
+    assert not any(isinstance(c, SendClient) for c in out)
+    begun = {r.id for r in gate.begun}
+    ended = {r.id for r in gate.records if r.event == "end"}
+    assert begun <= ended, begun - ended
+    assert SECRET not in t.to_client()
