@@ -462,8 +462,10 @@ class Relay:
         elif f.wait is Wait.OK:
             self._on_ok_packet(f, payload)
         elif f.wait is Wait.EOF:
-            if p.is_eof(payload) and f.sql.isdigit():
-                self.ctx.multi_statements = int(f.sql) == p.MYSQL_OPTION_MULTI_STATEMENTS_ON
+            if not p.is_err(payload):
+                p.EOF.parse(payload)  # anything else is no answer to it: a violation
+                if f.sql.isdigit():
+                    self.ctx.multi_statements = int(f.sql) == p.MYSQL_OPTION_MULTI_STATEMENTS_ON
             self._pass_final(f, payload)
         elif f.wait is Wait.STRING:
             self.ctx.send(payload)
@@ -472,6 +474,9 @@ class Relay:
             if p.is_eof(payload) or p.is_err(payload):
                 self._pass_final(f, payload)
             else:
+                # Relayed as they came, so each must be the definition it claims to be: a row
+                # sent in its place would reach the client unmasked.
+                p.ColumnDefinition41.parse(payload)
                 self.ctx.send(payload)
         elif f.wait is Wait.ROLE:
             if not p.is_ok(payload):
@@ -665,7 +670,9 @@ class Relay:
         scanned by the detectors)."""
         if not ok.info or not self.restricted:
             return ok
-        in_flight = self._part(f) if f.allow is not None else None
+        if f.allow is None:
+            return replace(ok, info=b"")  # not a statement (COM_PING, COM_STMT_RESET): no info to give
+        in_flight = self._part(f)
         if self.tracker.withholds_errors(in_flight):
             return replace(ok, info=b"")
         masker = self.tracker.text_masker(in_flight)
@@ -751,6 +758,11 @@ class Relay:
             else:
                 self._done()
             return
+        # Definitions and EOFs are relayed as they came: each must be what it claims to be.
+        if f.phase in (Phase.PARAMS, Phase.PREP_COLUMNS):
+            p.ColumnDefinition41.parse(payload)
+        else:
+            p.EOF.parse(payload)
         self.ctx.send(payload)
         if f.phase in (Phase.PARAMS, Phase.PREP_COLUMNS):
             f.counts_left -= 1

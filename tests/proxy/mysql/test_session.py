@@ -831,3 +831,34 @@ def test_an_unusable_upstream_public_key_is_an_upstream_violation() -> None:
         << close
     )
     assert close().reason.startswith("upstream protocol violation: the server's public key is unusable")
+
+
+@pytest.mark.parametrize(
+    ("command", "answer"),
+    [
+        (p.ComFieldList(b"c", b""), [text_row(SECRET)]),
+        (p.ComStmtPrepare(PREP_SQL.encode()), [p.StmtPrepareOK(1, 1, 1, 0), text_row(SECRET)]),
+        (p.ComStmtPrepare(PREP_SQL.encode()), [p.StmtPrepareOK(1, 1, 1, 0), PARAM, text_row(SECRET)]),
+        (p.ComSetOption(0), [text_row(SECRET)]),
+    ],
+)
+def test_answers_relayed_as_they_come_must_be_what_they_claim(command: object, answer: list[object]) -> None:
+    """Found by the fuzz tests: column definitions (COM_FIELD_LIST, prepare) and EOFs were
+    relayed unread, so a row sent in their place reached the client unmasked."""
+    s, _, _ = login()
+    assert s.handle(from_client(0, command)) == [to_upstream(0, command)]
+    out = s.handle(from_upstream(1, *answer))  # the definitions before the row may be relayed
+    assert isinstance(out[-1], Close) and out[-1].reason.startswith("upstream protocol violation")
+    sent = b"".join(c.data for c in out if isinstance(c, SendClient))
+    assert SECRET not in sent and sent.endswith(to_client(0, UPSTREAM_VIOLATION).data[4:])
+
+
+def test_an_ok_to_a_command_that_is_no_statement_has_no_info() -> None:
+    _, _, pb = login()
+    assert (
+        pb
+        >> from_client(0, p.ComPing())
+        << to_upstream(0, p.ComPing())
+        >> from_upstream(1, p.OK(0, 0, STATUS, 0, b"call " + SECRET))
+        << to_client(1, ok())
+    )
