@@ -625,3 +625,44 @@ def test_a_client_gone_mid_stream_leaves_no_statement_unrecorded(data: st.DataOb
     ended = {r.id for r in gate.records if r.event == "end"}
     assert begun <= ended, begun - ended
     assert SECRET not in t.to_client()
+
+
+OTHER_COMMANDS = [
+    p.ComStmtPrepare(b"SELECT phone FROM c WHERE id = ?").serialize(),
+    p.ComFieldList(b"c", b"").serialize(),
+    p.ComSetOption(0).serialize(),
+    p.ComPing().serialize(),
+    p.ComInitDb(b"crm").serialize(),
+    p.ComResetConnection().serialize(),
+    p.ComStmtReset(1).serialize(),
+]
+
+
+@FUZZ
+@given(st.data())
+def test_broken_upstream_answering_any_command_fails_closed(data: st.DataObject) -> None:
+    """Whatever command is in flight, a server answering with rows, garbage or the wrong packet
+    never gets SECRET to the client: what is not the answer the command has is a violation."""
+    s, _, _ = login(database_role=data.draw(st.sampled_from([None, "analyst"])))
+    s.handle(ClientData(frame_all(OTHER_COMMANDS[0])))
+    answer = [p.StmtPrepareOK(1, 1, 1, 0), column(b"?"), eof(), PHONE_COL, eof()]
+    s.handle(UpstreamData(wire(1, *answer)))
+    t = Trace(s)
+    t.add(s.handle(ClientData(frame_all(data.draw(st.sampled_from(OTHER_COMMANDS))))))
+    payloads = data.draw(st.lists(server_payload(data.draw(st.booleans())), max_size=8))
+    blob = b"".join(frame_all(pk, seq=i + 1) for i, pk in enumerate(payloads))
+    for chunk in chunked(data.draw, blob):
+        t.add(s.handle(UpstreamData(chunk)))
+    t.add(s.handle(UpstreamClosed()))
+
+    t.check_close_discipline()
+    assert s.phase is Phase.CLOSED
+    check_violation_close(t, ("08S01", "42000"))
+    errors_in(t.to_client(), foreign=("",))
+    for _, pk in packets(t.to_client()):
+        if p.is_ok(pk):
+            # An OK's counters and status are numbers the server gives (a row sent in its place
+            # parses as one, SECRET's digits falling across them); its free text is checked.
+            assert SECRET not in p.OK.parse(pk, CLIENT_CAPS).info
+        else:
+            assert SECRET not in pk
