@@ -36,6 +36,10 @@ CHANGE_USER = Block(
     "statement_not_allowed",
     "COM_CHANGE_USER is not supported: connect again as the other person",
 )
+MULTI_OFF = Block(
+    "unparsable",
+    "several statements in one query, and this connection has not enabled them (CLIENT_MULTI_STATEMENTS)",
+)
 LOCAL_INFILE = Block(
     "statement_not_allowed", "LOAD DATA LOCAL is not allowed: the proxy never sends a client's files"
 )
@@ -248,6 +252,12 @@ class Relay:
         sql, d, overhead = self._analysed(q.query, started)
         if isinstance(d, Block):
             self._refuse(sql or "<undecodable>", d, started=started, overhead=overhead)
+            return
+        if len(d.parts()) > 1 and not self.ctx.multi_statements:
+            # maskgate's upstream connection always accepts several statements; the client's
+            # connection did not ask to (CLIENT_MULTI_STATEMENTS, COM_SET_OPTION), and the server
+            # would refuse them: stacked statements are no way in behind its back.
+            self._refuse(sql, MULTI_OFF, started=started, overhead=overhead)
             return
         spent = self.tracker.spend(d)
         if spent is not None:

@@ -24,7 +24,7 @@ from proxy.core.playbook import Placeholder, Playbook
 from proxy.mysql import auth, errors
 from proxy.mysql import packets as p
 from proxy.mysql.login import NATIVE, PERFORM_FULL_AUTH, REQUEST_PUBLIC_KEY, SHA2
-from proxy.mysql.relay import CHANGE_USER, LOCAL_INFILE
+from proxy.mysql.relay import CHANGE_USER, LOCAL_INFILE, MULTI_OFF
 from proxy.mysql.session import MySqlSession, Phase
 from proxy.services.statement import withheld_message
 from tests.proxy.mysql.transcripts import (
@@ -862,3 +862,23 @@ def test_an_ok_to_a_command_that_is_no_statement_has_no_info() -> None:
         >> from_upstream(1, p.OK(0, 0, STATUS, 0, b"call " + SECRET))
         << to_client(1, ok())
     )
+
+
+def test_several_statements_need_the_client_to_have_enabled_them() -> None:
+    """maskgate's upstream connection always has CLIENT_MULTI_STATEMENTS; a client that did not
+    ask for it (PyMySQL's default) relies on the server refusing `1; DROP …` stacked behind an
+    injection. ctx.multi_statements was tracked and never read: the string went through."""
+    s, gate, pb = login(caps=CLIENT_CAPS & ~p.CLIENT_MULTI_STATEMENTS)
+    on = p.ComSetOption(p.MYSQL_OPTION_MULTI_STATEMENTS_ON)
+    assert (
+        pb
+        >> from_client(0, q(MULTI_SQL))
+        << to_client(1, refused(MULTI_OFF.message))
+        >> from_client(0, on)
+        << to_upstream(0, on)
+        >> from_upstream(1, eof())
+        << to_client(1, eof())
+        >> from_client(0, q(MULTI_SQL))
+        << to_upstream(0, q(MULTI_SQL))
+    )
+    assert gate.records[0].event == "refused"

@@ -389,6 +389,7 @@ def login(
     unrestricted: bool = False,
     database_role: str | None = None,
     maria: FakeMaria | None = None,
+    caps: int = CLIENT_CAPS,
 ) -> tuple[MySqlSession, FakeGate, Playbook]:
     """A session of `alice` (password `pw`, mysql_native_password) logged in through the whole
     exchange, ready to relay. With `database_role` (not among the configured roles) the proxy
@@ -401,7 +402,7 @@ def login(
     nonce = greeting_nonce(greeting[0])
     maria = maria or FakeMaria()
     pb = playbook(s)
-    assert pb >> from_client(1, handshake(nonce)) << OpenUpstream("crm", "mysql")
+    assert pb >> from_client(1, handshake(nonce, caps=caps)) << OpenUpstream("crm", "mysql")
     upstream_login = Placeholder(SendUpstream)
     assert pb >> UpstreamConnected() >> UpstreamData(maria.greeting()) << upstream_login
     answer = maria.feed(upstream_login().data)
