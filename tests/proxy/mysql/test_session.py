@@ -868,7 +868,7 @@ def test_several_statements_need_the_client_to_have_enabled_them() -> None:
     """maskgate's upstream connection always has CLIENT_MULTI_STATEMENTS; a client that did not
     ask for it (PyMySQL's default) relies on the server refusing `1; DROP …` stacked behind an
     injection. ctx.multi_statements was tracked and never read: the string went through."""
-    s, gate, pb = login(caps=CLIENT_CAPS & ~p.CLIENT_MULTI_STATEMENTS)
+    _, gate, pb = login(caps=CLIENT_CAPS & ~p.CLIENT_MULTI_STATEMENTS)
     on = p.ComSetOption(p.MYSQL_OPTION_MULTI_STATEMENTS_ON)
     assert (
         pb
