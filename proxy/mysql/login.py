@@ -173,6 +173,13 @@ class Login:
             raise ProtocolViolation("the client does not speak protocol 4.1")
         if resp.capabilities & p.CLIENT_SSL and not self.tls:
             raise ProtocolViolation("the client asked for TLS in its handshake response only")
+        if charset_encoding(resp.charset) is None:
+            # The server reads statements in the client's charset; analysed in any other one,
+            # a multi-byte character that swallows a backslash or quote (SJIS, cp932) makes
+            # them different statements. Refused like a charset the server does not know.
+            log.info("session %s: unknown client charset %d", self.ctx.session_id, resp.charset)
+            self.ctx.close("unknown client charset", errors.unknown_charset(resp.charset))
+            return
         self._response = resp
         self.user = resp.user
         self.database = resp.database or ""
@@ -264,7 +271,7 @@ class Login:
         ctx.tracker.principal = principal
         ctx.caps = resp.capabilities & (self._greeting.capabilities | p.CLIENT_SSL)
         ctx.multi_statements = bool(ctx.caps & p.CLIENT_MULTI_STATEMENTS)
-        ctx.encoding = charset_encoding(resp.charset) or "utf-8"
+        ctx.encoding = required(charset_encoding(resp.charset), "client charset")
         if self.database:
             ctx.tracker.settings.started_with("search_path", (self.database,))
         # The person is known: from now on their packets may be as large as the config allows.

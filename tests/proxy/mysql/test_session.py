@@ -882,3 +882,22 @@ def test_several_statements_need_the_client_to_have_enabled_them() -> None:
         << to_upstream(0, q(MULTI_SQL))
     )
     assert gate.records[0].event == "refused"
+
+
+@pytest.mark.parametrize("charset", [13, 95, 0])  # sjis, cp932, none
+def test_a_client_charset_maskgate_cannot_read_is_refused(charset: int) -> None:
+    """Statements were decoded as UTF-8 whatever the client's charset: in SJIS `\\xc2\\x81\\\\'`
+    is two characters and a quote that ends the string, in UTF-8 a character, an escaped quote
+    and no end, so maskgate judged another statement than the server ran."""
+    s, nonce, pb = greeted()
+    resp = handshake(nonce)
+    resp = p.HandshakeResponse41(
+        resp.capabilities, resp.max_packet, charset, "alice", resp.auth_response, "crm", NATIVE, ()
+    )
+    assert (
+        pb
+        >> from_client(1, resp)
+        << to_client(2, errors.unknown_charset(charset))
+        << Close("unknown client charset")
+    )
+    assert s.ctx.tracker.principal is None
