@@ -57,6 +57,12 @@ def unknown_charset(charset_id: int) -> ERR:
     )
 
 
+def unknown_charset_name(name: str) -> ERR:
+    """The connection switched to a charset maskgate has no codec for (SET NAMES by a role
+    allowed to): its statements can no longer be read as the server reads them."""
+    return ERR(ER_UNKNOWN_CHARACTER_SET, "42000", f"{PREFIX}unknown character set '{name[:32]}'; use utf8mb4")
+
+
 def packet_too_large() -> ERR:
     return ERR(
         ER_NET_PACKET_TOO_LARGE, "08S01", PREFIX + "got a packet bigger than 'max_allowed_packet' bytes"

@@ -26,12 +26,18 @@ from proxy.mysql import packets as p
 from proxy.mysql.context import Context
 from proxy.mysql.login import quote_name
 from proxy.mysql.rowmask import RowPlan, build_plan
+from proxy.mysql.types import charset_name_encoding
 from proxy.services.rows import Unmaskable
 from proxy.services.statement import AUDIT_FAILED, RowCount, part, withheld_message
 
 log = logging.getLogger("maskgate.mysql")
 
-TRUNCATED_WARNING = 1105  # the code of maskgate's own warning in SHOW WARNINGS
+TRUNCATED_WARNING = 1105
+# Decision settings that change the charset the server reads statements in (SET NAMES is
+# reported as client_encoding).
+CLIENT_CHARSET_SETTINGS = frozenset(
+    {"client_encoding", "character_set_client"}
+)  # the code of maskgate's own warning in SHOW WARNINGS
 CHANGE_USER = Block(
     "statement_not_allowed",
     "COM_CHANGE_USER is not supported: connect again as the other person",
@@ -143,6 +149,8 @@ class Relay:
         # maskgate's own warning for the next SHOW WARNINGS: "result truncated to N rows".
         self.warning: str | None = None
         self.quit = False
+        # The charset of the handshake, which COM_RESET_CONNECTION brings back.
+        self.login_encoding = ctx.encoding
 
     @property
     def idle(self) -> bool:
@@ -515,7 +523,7 @@ class Relay:
         if not p.is_ok(payload):
             raise ProtocolViolation("expected OK or ERR")
         if f.allow is not None:
-            self.tracker.succeeded(f.allow)
+            self._succeeded(f.allow)
         if f.sql == "reset":
             self._reset()
             if self.assume_role is not None:
@@ -530,11 +538,30 @@ class Relay:
         self.ctx.send(self._client_ok(f, p.OK.parse(payload, self.ctx.caps)).serialize(self.ctx.caps))
         self._finish(f)
 
+    def _succeeded(self, allow: Allow) -> None:
+        """A statement completed: the tracker keeps its effects; a new client charset (SET
+        NAMES, SET character_set_client) is the one every later statement is read in, as the
+        server reads them, or a multi-byte character that swallows a backslash makes the
+        statement maskgate judges another than the one the server runs."""
+        self.tracker.succeeded(allow)
+        for change in allow.settings:
+            if change.name not in CLIENT_CHARSET_SETTINGS:
+                continue
+            encoding = charset_name_encoding(change.value[0]) if change.value else None
+            if encoding is None:
+                self.ctx.close(
+                    "client charset changed to one maskgate cannot read",
+                    errors.unknown_charset_name(change.value[0] if change.value else "DEFAULT"),
+                )
+                return
+            self.ctx.encoding = encoding
+
     def _reset(self) -> None:
         for st in list(self.stmts.values()):
             self._end_cursor(st)
         self.stmts.clear()
         self.warning = None
+        self.ctx.encoding = self.login_encoding
 
     # -- result sets
 
@@ -646,7 +673,7 @@ class Relay:
                 warnings = min(warnings + 1, 0xFFFF)
             self.ctx.send(p.EOF(warnings, eof.status).serialize())
             if f.allow is not None and not f.binary:
-                self.tracker.succeeded(self._part(f))
+                self._succeeded(self._part(f))
         if more:
             self._next_result(f)
         elif f.refused is not None:
@@ -664,7 +691,7 @@ class Relay:
     def _result_ok(self, f: InFlight, ok: p.OK) -> None:
         if f.refused is None:
             if f.allow is not None:
-                self.tracker.succeeded(self._part(f))
+                self._succeeded(self._part(f))
             self.ctx.send(self._client_ok(f, ok).serialize(self.ctx.caps))
         if ok.status & p.SERVER_MORE_RESULTS_EXISTS:
             self._next_result(f)

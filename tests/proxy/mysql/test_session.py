@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from policies.decision import Allow, Decision, SettingChange
 from proxy.core.commands import Close, Drain, OpenUpstream, SendClient, SendUpstream, StartTLS
 from proxy.core.events import (
     AuthTimeout,
@@ -36,10 +37,12 @@ from tests.proxy.mysql.transcripts import (
     SECRET,
     STATUS,
     WARNING_COLS,
+    FakeGate,
     FakeMaria,
     add_user,
     binary_row,
     column,
+    decide,
     eof,
     from_client,
     from_upstream,
@@ -901,3 +904,52 @@ def test_a_client_charset_maskgate_cannot_read_is_refused(charset: int) -> None:
         << Close("unknown client charset")
     )
     assert s.ctx.tracker.principal is None
+
+
+def _charset_decide(principal: object, sql: str) -> Decision:
+    name = sql.split()[-1] if sql.upper().startswith("SET NAMES") else None
+    if name is not None:
+        return Allow(kind="set", settings=(SettingChange("client_encoding", (name,)),))
+    return decide(principal, sql)  # type: ignore[arg-type]
+
+
+def test_set_names_changes_the_charset_statements_are_read_in() -> None:
+    """A gbk connection that switched to utf8mb4 was still read as gbk: `'中\\\\'` then ends its
+    string for the server (utf8) while, read as gbk, 中's last byte swallows one backslash and
+    the other escapes the quote: what follows it was judged a string, and ran as SQL."""
+    gate = FakeGate(_charset_decide)
+    s, gate, pb = login(gate, charset=28)
+    assert s.ctx.encoding == "gbk"
+    names = q("SET NAMES utf8mb4")
+    attack = p.ComQuery("SELECT '中\\\\' UNION SELECT 1 -- '".encode())
+    assert (
+        pb
+        >> from_client(0, names)
+        << to_upstream(0, names)
+        >> from_upstream(1, ok())
+        << to_client(1, ok())
+        >> from_client(0, attack)
+        << to_upstream(0, attack)
+    )
+    assert gate.decisions[-1][1] == "SELECT '中\\\\' UNION SELECT 1 -- '"  # what the server reads
+    # COM_RESET_CONNECTION brings the handshake's charset back.
+    assert pb >> from_upstream(1, ok()) << to_client(1, ok())
+    reset = p.ComResetConnection()
+    assert (
+        pb >> from_client(0, reset) << to_upstream(0, reset) >> from_upstream(1, ok()) << to_client(1, ok())
+    )
+    assert s.ctx.encoding == "gbk"
+
+
+def test_set_names_to_a_charset_maskgate_cannot_read_closes() -> None:
+    gate = FakeGate(_charset_decide)
+    _, gate, pb = login(gate)
+    names = q("SET NAMES sjis")
+    assert (
+        pb
+        >> from_client(0, names)
+        << to_upstream(0, names)
+        >> from_upstream(1, ok())
+        << to_client(1, errors.unknown_charset_name("sjis"))
+        << Close("client charset changed to one maskgate cannot read")
+    )

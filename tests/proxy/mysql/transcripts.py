@@ -236,13 +236,14 @@ def handshake(
     database: str | None = "crm",
     caps: int = CLIENT_CAPS,
     auth_response: bytes | None = None,
+    charset: int = CHARSET,
 ) -> p.HandshakeResponse41:
     if auth_response is None:
         pw = password.encode()
         auth_response = auth.native_scramble(pw, nonce) if plugin == NATIVE else auth.sha2_scramble(pw, nonce)
     if database is None:
         caps &= ~p.CLIENT_CONNECT_WITH_DB
-    return p.HandshakeResponse41(caps, 1 << 24, CHARSET, user, auth_response, database, plugin, ())
+    return p.HandshakeResponse41(caps, 1 << 24, charset, user, auth_response, database, plugin, ())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,6 +391,7 @@ def login(
     database_role: str | None = None,
     maria: FakeMaria | None = None,
     caps: int = CLIENT_CAPS,
+    charset: int = CHARSET,
 ) -> tuple[MySqlSession, FakeGate, Playbook]:
     """A session of `alice` (password `pw`, mysql_native_password) logged in through the whole
     exchange, ready to relay. With `database_role` (not among the configured roles) the proxy
@@ -402,7 +404,7 @@ def login(
     nonce = greeting_nonce(greeting[0])
     maria = maria or FakeMaria()
     pb = playbook(s)
-    assert pb >> from_client(1, handshake(nonce, caps=caps)) << OpenUpstream("crm", "mysql")
+    assert pb >> from_client(1, handshake(nonce, caps=caps, charset=charset)) << OpenUpstream("crm", "mysql")
     upstream_login = Placeholder(SendUpstream)
     assert pb >> UpstreamConnected() >> UpstreamData(maria.greeting()) << upstream_login
     answer = maria.feed(upstream_login().data)
