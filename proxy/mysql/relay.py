@@ -46,6 +46,9 @@ MULTI_OFF = Block(
     "unparsable",
     "several statements in one query, and this connection has not enabled them (CLIENT_MULTI_STATEMENTS)",
 )
+CHARSET_THEN_MORE = Block(
+    "unparsable", "a statement that changes the client character set must be the last of its query"
+)
 LOCAL_INFILE = Block(
     "statement_not_allowed", "LOAD DATA LOCAL is not allowed: the proxy never sends a client's files"
 )
@@ -260,6 +263,11 @@ class Relay:
         sql, d, overhead = self._analysed(q.query, started)
         if isinstance(d, Block):
             self._refuse(sql or "<undecodable>", d, started=started, overhead=overhead)
+            return
+        if any(c.name in CLIENT_CHARSET_SETTINGS for q in d.parts()[:-1] for c in q.settings):
+            # The server reads the statements after it in the new charset; maskgate read the
+            # whole string in the old one.
+            self._refuse(sql, CHARSET_THEN_MORE, started=started, overhead=overhead)
             return
         if len(d.parts()) > 1 and not self.ctx.multi_statements:
             # maskgate's upstream connection always accepts several statements; the client's
@@ -529,7 +537,7 @@ class Relay:
             if self.assume_role is not None:
                 # A reset connection is the service account again: take the role back before
                 # the client may send anything.
-                f.wait, f.pending = Wait.ROLE, p.OK.parse(payload, self.ctx.caps)
+                f.wait, f.pending = Wait.ROLE, self._client_ok(f, p.OK.parse(payload, self.ctx.caps))
                 self.useq = 0
                 q = p.ComQuery(f"SET ROLE {quote_name(self.assume_role)}".encode())
                 data, self.useq = p.frame(q.serialize(), 0)

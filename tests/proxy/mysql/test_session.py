@@ -25,7 +25,7 @@ from proxy.core.playbook import Placeholder, Playbook
 from proxy.mysql import auth, errors
 from proxy.mysql import packets as p
 from proxy.mysql.login import NATIVE, PERFORM_FULL_AUTH, REQUEST_PUBLIC_KEY, SHA2
-from proxy.mysql.relay import CHANGE_USER, LOCAL_INFILE, MULTI_OFF
+from proxy.mysql.relay import CHANGE_USER, CHARSET_THEN_MORE, LOCAL_INFILE, MULTI_OFF
 from proxy.mysql.session import MySqlSession, Phase
 from proxy.services.statement import withheld_message
 from tests.proxy.mysql.transcripts import (
@@ -952,4 +952,33 @@ def test_set_names_to_a_charset_maskgate_cannot_read_closes() -> None:
         >> from_upstream(1, ok())
         << to_client(1, errors.unknown_charset_name("sjis"))
         << Close("client charset changed to one maskgate cannot read")
+    )
+
+
+def test_a_charset_change_must_end_its_multi_statement_string() -> None:
+    """The server reads the statements after a SET NAMES of the same string in the new charset;
+    maskgate decoded the whole string in the old one."""
+
+    def decide_multi(principal: object, sql: str) -> Decision:
+        names = Allow(kind="set", settings=(SettingChange("client_encoding", ("utf8mb4",)),))
+        return Allow(kind="multi", statements=(names, Allow(kind="select")))
+
+    _, gate, pb = login(FakeGate(decide_multi), charset=28)
+    sql = q("SET NAMES utf8mb4; SELECT 1")
+    assert pb >> from_client(0, sql) << to_client(1, refused(CHARSET_THEN_MORE.message))
+    assert gate.records[-1].event == "refused"
+
+
+def test_the_held_reset_ok_has_no_info_either() -> None:
+    """Found by the fuzz tests: the OK held while the role is restored went out as it came."""
+    _, _, pb = login(database_role="analyst")
+    reset = p.ComResetConnection()
+    assert (
+        pb
+        >> from_client(0, reset)
+        << to_upstream(0, reset)
+        >> from_upstream(1, p.OK(0, 0, STATUS, 0, b"call " + SECRET))
+        << to_upstream(0, q("SET ROLE `analyst`"))
+        >> from_upstream(1, ok())
+        << to_client(1, ok())
     )
