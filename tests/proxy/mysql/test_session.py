@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from policies.decision import Allow, Decision, SettingChange
+from policies.decision import Allow, Block, Decision, SettingChange
 from proxy.core.commands import Close, Drain, OpenUpstream, SendClient, SendUpstream, StartTLS
 from proxy.core.events import (
     AuthTimeout,
@@ -982,3 +982,27 @@ def test_the_held_reset_ok_has_no_info_either() -> None:
         >> from_upstream(1, ok())
         << to_client(1, ok())
     )
+
+
+def test_quit_sent_while_a_statement_runs_waits_for_its_answer() -> None:
+    _s, gate, pb = login()
+    assert (
+        pb
+        >> from_client(0, q("SELECT phone FROM c"))
+        << to_upstream(0, q("SELECT phone FROM c"))
+        >> ClientData(wire(0, p.ComQuit()) + wire(0, q("SELECT 2")))  # nothing runs after QUIT
+        >> from_upstream(1, *result([text_row(SECRET)]))
+        << to_upstream(0, p.ComQuit())
+        << to_client(1, *result([text_row(MASKED)]))
+        << Close("client quit")
+    )
+    assert [r.sql for r in gate.begun] == ["SELECT phone FROM c"] and gate.records[-1].event == "end"
+
+
+def test_a_prepared_statement_is_decided_again_after_a_policy_reload() -> None:
+    s, gate, pb = login()
+    prepared(pb)
+    gate.generation = 1  # the policy was reloaded: phone is now refused
+    gate._decide = lambda principal, sql: Block("class_denied", "class mobile is not allowed")
+    assert pb >> from_client(0, execute(1)) << to_client(1, refused("class mobile is not allowed"))
+    assert gate.records[-1].event == "refused" and s.idle
