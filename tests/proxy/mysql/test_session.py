@@ -41,9 +41,11 @@ from tests.proxy.mysql.transcripts import (
     FakeMaria,
     add_user,
     binary_row,
+    client_bytes,
     column,
     decide,
     eof,
+    finish_upstream_login,
     from_client,
     from_upstream,
     greeting_nonce,
@@ -131,8 +133,8 @@ def test_the_server_greeting_may_come_before_the_connection_is_handed_over() -> 
     # What the client did not get, the upstream does not either; the person's name travels along.
     assert not resp.capabilities & (p.CLIENT_SSL | p.CLIENT_LOCAL_FILES | p.CLIENT_DEPRECATE_EOF)
     assert resp.attrs == (("program_name", "maskgate:alice"),)
-    assert pb >> UpstreamData(maria.feed(login_packet().data)) << to_client(2, ok())
-    assert s.phase is Phase.RELAY
+    out = finish_upstream_login(s, maria, [login_packet()])
+    assert client_bytes(out) == wire(2, ok()) and s.phase is Phase.RELAY
 
 
 def _denied_exchange(user: str, password: str) -> tuple[list[tuple[int, int]], p.ERR, int]:
