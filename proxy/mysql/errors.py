@@ -18,6 +18,7 @@ ER_UNKNOWN_COM = 1047
 ER_SERVER_SHUTDOWN = 1053
 ER_UNKNOWN_ERROR = 1105
 ER_TABLEACCESS_DENIED = 1142
+ER_UNKNOWN_CHARACTER_SET = 1115
 ER_HANDSHAKE_ERROR = 1043
 ER_NET_PACKET_TOO_LARGE = 1153
 ER_NET_READ_INTERRUPTED = 1159
@@ -44,6 +45,22 @@ def access_denied(user: str, host: str = "", using_password: bool = True) -> ERR
 def protocol_violation(detail: str = "") -> ERR:
     message = PREFIX + "protocol violation"
     return ERR(ER_NET_READ_ERROR, "08S01", f"{message}: {detail}" if detail else message)
+
+
+def unknown_charset(charset_id: int) -> ERR:
+    """A client charset (collation id) maskgate has no codec for: its statements cannot be read
+    as the server will read them. 1115 ER_UNKNOWN_CHARACTER_SET, the server's own code."""
+    return ERR(
+        ER_UNKNOWN_CHARACTER_SET,
+        "42000",
+        f"{PREFIX}unknown character set (collation {charset_id}); use utf8mb4",
+    )
+
+
+def unknown_charset_name(name: str) -> ERR:
+    """The connection switched to a charset maskgate has no codec for (SET NAMES by a role
+    allowed to): its statements can no longer be read as the server reads them."""
+    return ERR(ER_UNKNOWN_CHARACTER_SET, "42000", f"{PREFIX}unknown character set '{name[:32]}'; use utf8mb4")
 
 
 def packet_too_large() -> ERR:

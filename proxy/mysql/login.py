@@ -172,6 +172,7 @@ class Login:
     # ------------------------------------------------------------------ client packets
 
     def client_packet(self, seq: int, payload: bytes) -> None:
+        """One packet of the person's."""
         ctx = self.ctx
         if seq != ctx.cseq:
             raise ProtocolViolation(f"packet out of sequence ({seq}, expected {ctx.cseq})")
@@ -202,6 +203,13 @@ class Login:
             raise ProtocolViolation("the client does not speak protocol 4.1")
         if resp.capabilities & p.CLIENT_SSL and not self.tls:
             raise ProtocolViolation("the client asked for TLS in its handshake response only")
+        if charset_encoding(resp.charset) is None:
+            # The server reads statements in the client's charset; analysed in any other one,
+            # a multi-byte character that swallows a backslash or quote (SJIS, cp932) makes
+            # them different statements. Refused like a charset the server does not know.
+            log.info("session %s: unknown client charset %d", self.ctx.session_id, resp.charset)
+            self.ctx.close("unknown client charset", errors.unknown_charset(resp.charset))
+            return
         self._response = resp
         self.user = resp.user
         self.database = resp.database or ""
@@ -342,7 +350,7 @@ class Login:
         if st is LoginState.UPSTREAM_CONNECTING:
             # The server speaks first: its greeting may arrive while the driver still waits for
             # the gate to be ready for the database. It is read once the connection is handed over.
-            if len(self._early) > 1:
+            if self._early:
                 raise ProtocolViolation("the server sent more than its greeting")
             self._early.append((seq, payload))
             return
@@ -384,6 +392,11 @@ class Login:
         caps = (ctx.caps & SUPPORTED_CAPABILITIES & g.capabilities) | UPSTREAM_REQUIRED
         caps &= ~(p.CLIENT_SSL | p.CLIENT_LOCAL_FILES | p.CLIENT_CONNECT_ATTRS)
         caps &= g.capabilities | UPSTREAM_REQUIRED
+        if ctx.tracker.restricted:
+            # An UPDATE's count of rows it changed (not matched) says whether the value written
+            # equals the one stored: a lookup of a masked value that no condition shows. With
+            # FOUND_ROWS the server counts the rows matched, as PostgreSQL does.
+            caps |= p.CLIENT_FOUND_ROWS
         if self.database:
             caps |= p.CLIENT_CONNECT_WITH_DB
         else:
@@ -469,8 +482,12 @@ class Login:
                     self._send_upstream(REQUEST_PUBLIC_KEY)
                 return
             if more.data.startswith(b"-----BEGIN"):
-                pw = self._up_password.encode() + b"\0"
-                self._send_upstream(auth.encrypt_password(pw, self._up_nonce, more.data))
+                pw = self._up_password.encode()  # encrypt_password adds the NUL itself
+                try:
+                    secret = auth.encrypt_password(pw, self._up_nonce, more.data)
+                except ValueError as e:  # not a PEM, not RSA, or too small for the password
+                    raise ProtocolViolation(f"the server's public key is unusable: {e}") from None
+                self._send_upstream(secret)
                 return
         raise ProtocolViolation("unexpected packet during the upstream login")
 

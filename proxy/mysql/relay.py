@@ -26,7 +26,7 @@ from proxy.mysql import packets as p
 from proxy.mysql.context import Context
 from proxy.mysql.login import quote_name
 from proxy.mysql.rowmask import RowPlan, build_plan
-from proxy.mysql.types import python_codec
+from proxy.mysql.types import charset_name_encoding
 from proxy.services.rows import Unmaskable
 from proxy.services.statement import AUDIT_FAILED, STALE, RowCount, part, withheld_message
 
@@ -39,6 +39,13 @@ TRUNCATED_WARNING = 1105  # the code of maskgate's own warning in SHOW WARNINGS
 CHANGE_USER = Block(
     "statement_not_allowed",
     "COM_CHANGE_USER is not supported: connect again as the other person",
+)
+MULTI_OFF = Block(
+    "unparsable",
+    "several statements in one query, and this connection has not enabled them (CLIENT_MULTI_STATEMENTS)",
+)
+CHARSET_THEN_MORE = Block(
+    "unparsable", "a statement that changes the client character set must be the last of its query"
 )
 LOCAL_INFILE = Block(
     "statement_not_allowed", "LOAD DATA LOCAL is not allowed: the proxy never sends a client's files"
@@ -263,6 +270,17 @@ class Relay:
         if isinstance(d, Block):
             self._refuse(sql or "<undecodable>", d, started=started, overhead=overhead)
             return
+        if any(c.name in ENCODING_SETTINGS for q in d.parts()[:-1] for c in q.settings):
+            # The server reads the statements after it in the new charset; maskgate read the
+            # whole string in the old one.
+            self._refuse(sql, CHARSET_THEN_MORE, started=started, overhead=overhead)
+            return
+        if len(d.parts()) > 1 and not self.ctx.multi_statements:
+            # maskgate's upstream connection always accepts several statements; the client's
+            # connection did not ask to (CLIENT_MULTI_STATEMENTS, COM_SET_OPTION), and the server
+            # would refuse them: stacked statements are no way in behind its back.
+            self._refuse(sql, MULTI_OFF, started=started, overhead=overhead)
+            return
         spent = self.tracker.spend(d)
         if spent is not None:
             self._refuse(sql, spent, started=started, overhead=overhead)
@@ -285,7 +303,8 @@ class Relay:
         flight = InFlight(
             Wait.RESULTS, sql=sql, allow=d, started=started, overhead=overhead, sid=sid, warn=warn
         )
-        flight.count = RowCount(d.row_limit)
+        # Each result of a multi-statement string has its own part's row limit.
+        flight.count = RowCount(part(d, 0).row_limit)
         self._forward(p.ComQuery(text).serialize(), flight)
 
     def _resolve_executes(self, d: Allow) -> Decision:
@@ -529,8 +548,10 @@ class Relay:
         elif f.wait is Wait.OK:
             self._on_ok_packet(f, payload)
         elif f.wait is Wait.EOF:
-            if p.is_eof(payload) and f.sql.isdigit():
-                self.ctx.multi_statements = int(f.sql) == p.MYSQL_OPTION_MULTI_STATEMENTS_ON
+            if not p.is_err(payload):
+                p.EOF.parse(payload)  # anything else is no answer to it: a violation
+                if f.sql.isdigit():
+                    self.ctx.multi_statements = int(f.sql) == p.MYSQL_OPTION_MULTI_STATEMENTS_ON
             self._pass_final(f, payload)
         elif f.wait is Wait.STRING:
             self.ctx.send(payload)
@@ -545,6 +566,9 @@ class Relay:
                 self.ctx.send(payload)
                 self._finish(f)
             else:
+                # Relayed as they came, so each must be the definition it claims to be: a row
+                # sent in its place would reach the client unmasked.
+                p.ColumnDefinition41.parse(payload)
                 self.ctx.send(payload)
         elif f.wait is Wait.ROLE:
             if not p.is_ok(payload):
@@ -591,13 +615,13 @@ class Relay:
             if self.assume_role is not None:
                 # A reset connection is the service account again: take the role back before
                 # the client may send anything.
-                f.wait, f.pending = Wait.ROLE, p.OK.parse(payload, self.ctx.caps)
+                f.wait, f.pending = Wait.ROLE, self._client_ok(f, p.OK.parse(payload, self.ctx.caps))
                 self.useq = 0
                 q = p.ComQuery(f"SET ROLE {quote_name(self.assume_role)}".encode())
                 data, self.useq = p.frame(q.serialize(), 0)
                 self.out.upstream(data)
                 return
-        self.ctx.send(payload)
+        self.ctx.send(self._client_ok(f, p.OK.parse(payload, self.ctx.caps)).serialize(self.ctx.caps))
         self._finish(f)
 
     def _succeeded(self, allow: Allow) -> None:
@@ -615,8 +639,18 @@ class Relay:
                 elif effect.action == "deallocate_all":
                     self.sql_prepared.clear()
             for change in part_allow.settings:
-                if change.name in ENCODING_SETTINGS:
-                    self.ctx.encoding = python_codec(change.value[0] if change.value else "")
+                if change.name not in ENCODING_SETTINGS:
+                    continue
+                # The server reads every later statement in the new charset; one maskgate has
+                # no codec for ends the session rather than be read as another.
+                encoding = charset_name_encoding(change.value[0]) if change.value else None
+                if encoding is None:
+                    self.ctx.close(
+                        "client charset changed to one maskgate cannot read",
+                        errors.unknown_charset_name(change.value[0] if change.value else "DEFAULT"),
+                    )
+                    return
+                self.ctx.encoding = encoding
 
     def _reset(self) -> None:
         """COM_RESET_CONNECTION succeeded: the server dropped the session's prepared statements,
@@ -752,6 +786,8 @@ class Relay:
         f.index += 1
         f.phase = Phase.HEAD
         f.ncols, f.cols, f.plan = 0, [], None
+        if f.allow is not None:
+            f.count = RowCount(self._part(f).row_limit)
 
     def _result_ok(self, f: InFlight, ok: p.OK) -> None:
         if not self._check_status(ok.status):
@@ -759,13 +795,21 @@ class Relay:
         if f.refused is None:
             if f.allow is not None:
                 self._succeeded(self._part(f))
-            self.ctx.send(ok.serialize(self.ctx.caps))
+            self.ctx.send(self._client_ok(f, ok).serialize(self.ctx.caps))
         if ok.status & p.SERVER_MORE_RESULTS_EXISTS:
             self._next_result(f)
         elif f.refused is not None:
             self._finish_refused(f)
         else:
             self._finish(f)
+
+    def _client_ok(self, f: InFlight, ok: p.OK) -> p.OK:
+        """The server's OK as the client may see it. Its `info` is free text the server writes
+        as it likes ("Rows matched: 1  Changed: 0": whether an UPDATE's new value equals the old
+        one, an oracle on a masked column), so a restricted session gets none."""
+        if not ok.info or not self.restricted:
+            return ok
+        return replace(ok, info=b"")
 
     def _result_error(self, f: InFlight, err: p.ERR) -> None:
         f.error = err.sqlstate
@@ -843,6 +887,11 @@ class Relay:
             else:
                 self._done()
             return
+        # Definitions and EOFs are relayed as they came: each must be what it claims to be.
+        if f.phase in (Phase.PARAMS, Phase.PREP_COLUMNS):
+            p.ColumnDefinition41.parse(payload)
+        else:
+            p.EOF.parse(payload)
         self.ctx.send(payload)
         if f.phase in (Phase.PARAMS, Phase.PREP_COLUMNS):
             f.counts_left -= 1

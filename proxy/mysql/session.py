@@ -204,15 +204,22 @@ class MySqlSession:
                     self.relay = Relay(self.ctx, assume_role=self.login.assumed_role)
                     self.phase = _PHASES.move(self.phase, Phase.RELAY)
         except (p.PacketError, ProtocolViolation) as e:
-            log.warning("session %s: upstream protocol violation: %s", self.session_id, e)
-            self.ctx.close(
-                f"upstream protocol violation: {e}", errors.protocol_violation("upstream protocol error")
-            )
+            self._upstream_violation(e)
+
+    def _upstream_violation(self, e: Exception) -> None:
+        log.warning("session %s: upstream protocol violation: %s", self.session_id, e)
+        self.ctx.close(
+            f"upstream protocol violation: {e}", errors.protocol_violation("upstream protocol error")
+        )
 
     # ------------------------------------------------------------------ other events
 
     def _on_upstream_connected(self, event: UpstreamConnected) -> None:
-        self.login.upstream_connected()
+        # The server's greeting may have come early: it is read now, and may be broken.
+        try:
+            self.login.upstream_connected()
+        except p.PacketError as e:
+            self._upstream_violation(e)
 
     def _on_upstream_tls(self, event: UpstreamTlsEstablished) -> None:
         self.login.upstream_tls_established()

@@ -165,6 +165,25 @@ _ENCODINGS: dict[int, str] = (
 )
 
 
+# The same codecs by charset name, as `SET NAMES` and `SET character_set_client` spell them.
+_NAMED_ENCODINGS: dict[str, str] = {
+    "utf8mb4": "utf-8",
+    "utf8mb3": "utf-8",
+    "utf8": "utf-8",
+    "latin1": "cp1252",
+    "binary": "latin-1",
+    "gbk": "gbk",
+    "ascii": "ascii",
+    "big5": "big5",
+    "gb18030": "gb18030",
+}
+
+
+def charset_name_encoding(name: str) -> str | None:
+    """The Python codec for a MySQL charset name (`utf8mb4`); None when unknown."""
+    return _NAMED_ENCODINGS.get(name.strip("'\"`").lower())
+
+
 def charset_encoding(charset_id: int) -> str | None:
     """The Python codec for a MySQL/MariaDB collation id; None when unknown (the caller refuses
     to mask such a column rather than guess: a wrong codec could leave a value clear)."""
@@ -187,27 +206,6 @@ def _bytes_fn(masker: Callable[[Any], Any]) -> ValueFn:
         return out if isinstance(out, bytes) else str(out).encode("latin-1", "replace")
 
     return apply
-
-
-# MySQL character set names (SET NAMES x) -> Python codecs.
-_CODECS = {
-    "utf8": "utf-8",
-    "utf8mb3": "utf-8",
-    "utf8mb4": "utf-8",
-    "latin1": "cp1252",
-    "ascii": "ascii",
-    "binary": "latin-1",
-    "gbk": "gbk",
-    "big5": "big5",
-    "gb18030": "gb18030",
-}
-
-
-def python_codec(charset_name: str) -> str:
-    """The Python codec for a MySQL character set name. An unknown one reads as strict ASCII:
-    statements in ASCII still pass (every client character set MySQL accepts is ASCII-compatible),
-    anything else cannot be decoded and is refused rather than guessed at."""
-    return _CODECS.get(charset_name.strip().strip("'\"`").lower(), "ascii")
 
 
 def text_value_fn(
