@@ -76,6 +76,7 @@ pytestmark = pytest.mark.integration
 
 SVC_PW = "svc-secret-redteam-mysql"
 PROBER = ("prober_qian", "prober-pass")
+DESK2 = ("desk_zhou", "desk2-pass")  # a second service-desk agent: a lookup budget of its own
 VENDOR = ("vendor_zhang", "vendor-pass")
 DESK = ("desk_li", "desk-pass")
 DBA = ("dba_wang", "dba-pass")
@@ -101,6 +102,10 @@ roles:
     see: {{mobile: mask, id_card: mask, person_name: mask, bank_card: mask}}
     masked_predicates: allow
 users:
+  {DESK2[0]}:
+    role: service_desk
+    password: "{make_verifier(DESK2[1])}"
+    mysql_password: "{_native_hash(DESK2[1])}"
   {PROBER[0]}:
     role: prober
     password: "{make_verifier(PROBER[1])}"
@@ -2308,3 +2313,79 @@ def test_desk_update_order_by_a_masked_value_is_refused(served: dict[str, Any], 
             )
         finally:
             c.rollback()
+
+
+# ---------------------------------------------------------------------------------------------
+# 22. Result character sets the masker must read (the client_encoding class, for results)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "SET character_set_results = 'utf16'",
+        "SET SESSION character_set_results = utf32",
+        "SET character_set_results = ucs2",
+        "SET character_set_results = NULL",
+        "SET character_set_results = binary",
+        "SET character_set_results = gbk",
+        "SET character_set_connection = utf16",
+        "SET collation_connection = utf16_general_ci",
+    ],
+)
+def test_result_character_sets_stay_masked(served: dict[str, Any], truth: dict[str, Any], setup: str) -> None:
+    """character_set_results decides the encoding of the values the server sends: the masker and
+    the free-text detectors must read them in it, or refuse the result."""
+    got: list[Any] = []
+    with connect(served, use_unicode=False) as c:  # raw bytes: read below in every encoding
+        with contextlib.suppress(pymysql.err.MySQLError):
+            run(c, setup)
+        for sql in (
+            "SELECT phone, id_card, name FROM customers",
+            "SELECT notes, caller FROM call_records",
+            "SELECT CONCAT(phone, ''), UPPER(id_card) FROM customers",
+        ):
+            try:
+                got += run(c, sql)
+            except pymysql.err.MySQLError as e:
+                assert by_maskgate(e), e
+    views = [
+        [v.decode(enc, "replace") for v in r if isinstance(v, bytes)]
+        for enc in ("utf-8", "utf-16-be", "utf-32-be", "gbk")
+        for r in got
+    ]
+    assert not leaked(truth["secrets"], views)
+
+
+# ---------------------------------------------------------------------------------------------
+# 23. The lookup budget counts equalities in UPDATE too (v6, through the write door)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_desk_lookup_budget_counts_update_equalities(served: dict[str, Any], mariadb: Any) -> None:
+    """`UPDATE … WHERE id = 27 AND phone IN (10 candidates)` answers with the rows it matched
+    (CLIENT_FOUND_ROWS): a lookup like the SELECT's, and counted the same."""
+    real = direct(mariadb, "SELECT phone FROM customers WHERE id = 27")[0][0]
+    tested = 0
+    found = None
+    with connect(served, DESK2, client_flag=CLIENT.FOUND_ROWS) as c:
+        masked = run(c, "SELECT phone FROM customers WHERE id = 27")[0][0]
+        head, tail = masked[:3], masked[-4:]
+        candidates = [f"{head}{i:04d}{tail}" for i in range(10_000)]
+        try:
+            for k in range(0, len(candidates), 10):
+                batch = candidates[k : k + 10]
+                inlist = ",".join(f"'{x}'" for x in batch)
+                with c.cursor() as cur:
+                    hit = cur.execute(
+                        f"UPDATE customers SET email = email WHERE id = 27 AND phone IN ({inlist})"
+                    )
+                tested += len(batch)
+                if hit:
+                    found = next(x for x in batch if x == real)
+                    break
+        except pymysql.err.MySQLError as e:
+            assert by_maskgate(e), e
+        assert run(c, "SELECT 1") == [(1,)]
+    assert tested <= 300, f"{tested} candidates tested through UPDATE"
+    assert found is None or candidates.index(real) < 300
