@@ -2389,3 +2389,72 @@ def test_desk_lookup_budget_counts_update_equalities(served: dict[str, Any], mar
         assert run(c, "SELECT 1") == [(1,)]
     assert tested <= 300, f"{tested} candidates tested through UPDATE"
     assert found is None or candidates.index(real) < 300
+
+
+def _changed_by_writing(c: Any, cid: int, column: str, value: str) -> tuple[int, bytes]:
+    """Write `value` into the row's `column` and roll back: MySQL's OK packet counts the rows
+    changed (without CLIENT_FOUND_ROWS) and its info says "Rows matched: 1  Changed: n"."""
+    c.begin()
+    try:
+        with c.cursor() as cur:
+            affected = cur.execute(f"UPDATE customers SET {column} = '{value}' WHERE id = {cid}")
+        info = c._result.message if c._result else b""
+    finally:
+        c.rollback()
+    return affected, info
+
+
+CHANGED_LEAK = pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: MySQL counts the rows an UPDATE changed, not those it matched (PostgreSQL's "
+    "`UPDATE 1` has no such difference): `UPDATE customers SET phone = '<candidate>' WHERE id = 27` "
+    "answers 0 rows (and 'Changed: 0') exactly when the candidate is the stored number. No "
+    "condition on the masked column is written, so no lookup is spent: 10,000 rolled-back "
+    "statements read the four hidden digits (an id card's or bank card's hidden digits alike)",
+)
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pytest.param("phone", marks=CHANGED_LEAK),
+        pytest.param("id_card", marks=CHANGED_LEAK),
+        pytest.param("bank_card", marks=CHANGED_LEAK),
+    ],
+)
+def test_desk_changed_rows_count_is_no_equality_oracle(
+    served: dict[str, Any], mariadb: Any, column: str
+) -> None:
+    real = direct(mariadb, f"SELECT {column} FROM customers WHERE id = 27")[0][0]
+    wrong = real[:-1] + ("1" if real[-1] == "0" else "0")
+    with connect(served, DESK2) as c:
+        try:
+            right_answer = _changed_by_writing(c, 27, column, real)
+            wrong_answer = _changed_by_writing(c, 27, column, wrong)
+        except pymysql.err.MySQLError as e:
+            assert by_maskgate(e), e
+            return
+    assert direct(mariadb, f"SELECT {column} FROM customers WHERE id = 27")[0][0] == real
+    assert right_answer == wrong_answer, (
+        f"the right number answers {right_answer}, a wrong one {wrong_answer}"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="NO BACKSTOP: desk_li runs upstream as the service account with `SET ROLE crm_desk`; a "
+    "MariaDB role adds its privileges to the user's own (PostgreSQL's SET ROLE replaces them), and "
+    "maskgate_svc holds UPDATE on crm.*: crm_desk's column grant (phone, email, address) limits "
+    "nothing, and maskgate's policy (statements: [select, update]) has no column list, so the desk "
+    "rewrites id cards, bank cards and names",
+)
+@pytest.mark.parametrize("column", ["id_card", "bank_card", "name"])
+def test_desk_writes_only_what_crm_desk_may(served: dict[str, Any], column: str) -> None:
+    with connect(served, DESK) as c:
+        c.begin()
+        try:
+            with pytest.raises(pymysql.err.MySQLError) as exc:
+                run(c, f"UPDATE customers SET {column} = 'x' WHERE id = 27")
+        finally:
+            c.rollback()
+    assert by_maskgate(exc.value) or exc.value.args[0] in (1142, 1143), exc.value
