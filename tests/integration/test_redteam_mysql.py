@@ -76,7 +76,9 @@ pytestmark = pytest.mark.integration
 
 SVC_PW = "svc-secret-redteam-mysql"
 PROBER = ("prober_qian", "prober-pass")
-DESK2 = ("desk_zhou", "desk2-pass")  # a second service-desk agent: a lookup budget of its own
+DESK2 = ("desk_zhou", "desk2-pass")  # more service-desk agents: a lookup budget each
+DESK3 = ("desk_wu", "desk3-pass")
+DESK4 = ("desk_zheng", "desk4-pass")
 VENDOR = ("vendor_zhang", "vendor-pass")
 DESK = ("desk_li", "desk-pass")
 DBA = ("dba_wang", "dba-pass")
@@ -106,6 +108,14 @@ users:
     role: service_desk
     password: "{make_verifier(DESK2[1])}"
     mysql_password: "{_native_hash(DESK2[1])}"
+  {DESK3[0]}:
+    role: service_desk
+    password: "{make_verifier(DESK3[1])}"
+    mysql_password: "{_native_hash(DESK3[1])}"
+  {DESK4[0]}:
+    role: service_desk
+    password: "{make_verifier(DESK4[1])}"
+    mysql_password: "{_native_hash(DESK4[1])}"
   {PROBER[0]}:
     role: prober
     password: "{make_verifier(PROBER[1])}"
@@ -2458,3 +2468,63 @@ def test_desk_writes_only_what_crm_desk_may(served: dict[str, Any], column: str)
         finally:
             c.rollback()
     assert by_maskgate(exc.value) or exc.value.args[0] in (1142, 1143), exc.value
+
+
+# ---------------------------------------------------------------------------------------------
+# 24. The lookup budget and prepared statements: one PREPARE, many executions
+# ---------------------------------------------------------------------------------------------
+
+
+def test_desk_lookup_budget_counts_each_protocol_execution(served: dict[str, Any], mariadb: Any) -> None:
+    """COM_STMT_PREPARE of `… phone IN (?, …, ?)` once, COM_STMT_EXECUTE with new candidates each
+    time: every execution is a lookup of 10 values."""
+    mc = pytest.importorskip("mysql.connector")
+    real = direct(mariadb, "SELECT phone FROM customers WHERE id = 27")[0][0]
+    tested = 0
+    found = None
+    conn = connect_binary(served, DESK3)
+    try:
+        masked = run_binary(conn, "SELECT phone FROM customers WHERE id = 27")[0][0]
+        head, tail = masked[:3], masked[-4:]
+        candidates = [f"{head}{i:04d}{tail}" for i in range(10_000)]
+        cur = conn.cursor(prepared=True)
+        sql = "SELECT 1 FROM customers WHERE id = 27 AND phone IN (" + ", ".join(["?"] * 10) + ")"
+        try:
+            for k in range(0, len(candidates), 10):
+                batch = candidates[k : k + 10]
+                cur.execute(sql, tuple(batch))
+                hit = cur.fetchall()
+                tested += len(batch)
+                if hit:
+                    found = next(x for x in batch if x == real)
+                    break
+        except mc.Error as e:
+            assert by_maskgate(e), e
+    finally:
+        conn.close()
+    assert tested <= 300, f"{tested} candidates tested through one prepared statement"
+    assert found is None or candidates.index(real) < 300
+
+
+def test_desk_lookup_budget_counts_each_sql_level_execute(served: dict[str, Any], mariadb: Any) -> None:
+    real = direct(mariadb, "SELECT phone FROM customers WHERE id = 27")[0][0]
+    tested = 0
+    found = None
+    with connect(served, DESK4) as c:
+        masked = run(c, "SELECT phone FROM customers WHERE id = 27")[0][0]
+        head, tail = masked[:3], masked[-4:]
+        candidates = [f"{head}{i:04d}{tail}" for i in range(10_000)]
+        try:
+            run(c, "PREPARE look FROM 'SELECT 1 FROM customers WHERE id = 27 AND phone = ?'")
+            for cand in candidates:
+                run(c, f"SET @c = '{cand}'")
+                hit = run(c, "EXECUTE look USING @c")
+                tested += 1
+                if hit:
+                    found = cand
+                    break
+        except pymysql.err.MySQLError as e:
+            assert by_maskgate(e), e
+        assert run(c, "SELECT 1") == [(1,)]
+    assert tested <= 300, f"{tested} candidates tested through one SQL-level PREPARE"
+    assert found is None or candidates.index(real) < 300
