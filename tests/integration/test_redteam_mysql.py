@@ -14,6 +14,16 @@ value masked / one constant / never a full 11-digit mobile, 18-character id card
 or no write done. A test marked `xfail(strict=True, reason="LEAK: …")` is a leak confirmed
 against the real proxy today; remove the marker once the proxy is fixed.
 
+Confirmed today (strict xfails; the reasons say more):
+- `UPDATE … ORDER BY <masked column> LIMIT 1` (MySQL-only syntax) escapes masked_predicates:
+  a sort oracle for the desk on phone / id card / bank card (binary search: 14 statements).
+- An UPDATE's changed-rows count (OK packet, "Changed: n") tells whether the literal the desk
+  wrote equals the stored masked value, with no condition and no lookup spent.
+- The desk, upstream as the service account with crm_desk set (MariaDB roles add privileges),
+  writes columns crm_desk's column grant excludes (id_card, bank_card, name).
+- SHOW CREATE TABLE / SHOW COLUMNS / SHOW INDEX / SHOW TABLE STATUS / DESCRIBE of tables outside
+  the desk's `tables` are answered (metadata only: DDL, row count, Auto_increment, Update_time).
+
 PostgreSQL attack classes with no MySQL form (not tested here):
 - COPY in every shape (TO STDOUT, CSV digit delimiters, COPY of a writing query): MySQL has no
   COPY; its nearest forms, SELECT … INTO OUTFILE / DUMPFILE and LOAD DATA, are refused (below).
@@ -1398,6 +1408,7 @@ VARIABLE_LAUNDERING = [
     ("SELECT @p := notes FROM call_records LIMIT 1", f"SELECT {tr('@p')}"),
     ("SELECT @p := GROUP_CONCAT(phone) FROM customers", f"SELECT {tr('@p')}"),
     ("SELECT phone, id_card INTO @p, @q FROM customers LIMIT 1", "SELECT @p, @q"),
+    ("SELECT phone FROM customers LIMIT 1 INTO @p", "SELECT @p, REVERSE(@p)"),
     ("SET @p = (SELECT phone FROM customers LIMIT 1)", "SELECT @p LIKE CONCAT(LEFT(@p, 3), '%')"),
     ("SET @p = (SELECT phone FROM customers LIMIT 1)", "SELECT id FROM call_records WHERE caller = @p"),
 ]
