@@ -40,6 +40,9 @@ def embedded_mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embed
 # The password of the database role crm_vendor in the demo clusters (the demo policy's vendor
 # runs as it); tests/integration/harness.py gives it to maskgate.
 CRM_VENDOR_PASSWORD = "crm-vendor-secret"
+# The password of crm_desk's own MariaDB account: on MySQL every database role logs in as itself
+# (a MariaDB role taken with SET ROLE adds to the service account's rights, never limits them).
+CRM_DESK_PASSWORD = "crm-desk-secret"
 
 
 def start_crm(base: Path, service_password: str, customers: int, settings: str = "") -> EmbeddedPostgres:
@@ -81,7 +84,11 @@ def start_crm_mysql(
     db = EmbeddedMariaDB(base, options=options).start()
     try:
         db.sql("CREATE DATABASE IF NOT EXISTS crm CHARACTER SET utf8mb4")
-        db.sql(mysql_database_roles_sql("maskgate_svc", service_password, CRM_VENDOR_PASSWORD))
+        db.sql(
+            mysql_database_roles_sql(
+                "maskgate_svc", service_password, CRM_VENDOR_PASSWORD, desk_password=CRM_DESK_PASSWORD
+            )
+        )
         conn = db.connect("crm", autocommit=False)
         try:
             seed_mysql(conn, customers)

@@ -258,7 +258,11 @@ def _mysql_quote(value: str) -> str:
 
 
 def mysql_database_roles_statements(
-    service_account: str, service_password: str, vendor_password: str, database: str = "crm"
+    service_account: str,
+    service_password: str,
+    vendor_password: str,
+    database: str = "crm",
+    desk_password: str | None = None,
 ) -> tuple[str, ...]:
     """Server-wide, as root (idempotent): the service account, crm_vendor (a login user with its own
     password, which maskgate has in its config) and crm_desk (a role: no login; the service
@@ -270,29 +274,49 @@ def mysql_database_roles_statements(
     PROCESS, no SUPER, no SELECT on mysql.*, no GRANT OPTION. crm_vendor gets no PROCESS (the
     MariaDB counterpart of pg_read_all_stats): maskgate refuses information_schema.PROCESSLIST to
     restricted roles anyway (dialect facts: sensitive catalog tables), so it would only widen
-    what the account can do on its own."""
+    what the account can do on its own.
+
+    With `desk_password`, crm_desk is a login user of its own too, which maskgate logs in as: a
+    MariaDB role taken with SET ROLE ADDS its rights to the service account's (PostgreSQL's SET
+    ROLE replaces them), so only an account of its own makes the database refuse what crm_desk
+    may not do. Without it, crm_desk is a role (the bench's form)."""
     svc, vendor = _mysql_quote(service_account), _mysql_quote(VENDOR_ROLE)
     db = "`" + database.replace("`", "``") + "`"
+    desk: tuple[str, ...]
+    if desk_password is not None:
+        account, secret = _mysql_quote(DESK_ROLE), _mysql_quote(desk_password)
+        desk = (
+            f"DROP ROLE IF EXISTS {DESK_ROLE}",
+            f"CREATE USER IF NOT EXISTS {account}@'%' IDENTIFIED BY {secret}",
+            f"ALTER USER {account}@'%' IDENTIFIED BY {secret}",
+        )
+    else:
+        desk = (f"CREATE ROLE IF NOT EXISTS {DESK_ROLE}", f"GRANT {DESK_ROLE} TO {svc}@'%'")
     return (
         f"CREATE USER IF NOT EXISTS {svc}@'%' IDENTIFIED BY {_mysql_quote(service_password)}",
         f"ALTER USER {svc}@'%' IDENTIFIED BY {_mysql_quote(service_password)}",
         f"CREATE USER IF NOT EXISTS {vendor}@'%' IDENTIFIED BY {_mysql_quote(vendor_password)}",
         f"ALTER USER {vendor}@'%' IDENTIFIED BY {_mysql_quote(vendor_password)}",
-        f"CREATE ROLE IF NOT EXISTS {DESK_ROLE}",
+        *desk,
         f"GRANT SELECT, INSERT, UPDATE, DELETE ON {db}.* TO {svc}@'%'",
         # The schema loader must see what a statement may name: MySQL shows a view's definition
         # only with SHOW VIEW, and lists a routine only to an account with a right on it.
         # Without them a view would be read as an opaque table and a routine another account
         # may EXECUTE would not be known as user-defined (proxy/mysql/catalog.py).
         f"GRANT SHOW VIEW, EXECUTE ON {db}.* TO {svc}@'%'",
-        f"GRANT {DESK_ROLE} TO {svc}@'%'",
     )
 
 
 def mysql_database_roles_sql(
-    service_account: str, service_password: str, vendor_password: str, database: str = "crm"
+    service_account: str,
+    service_password: str,
+    vendor_password: str,
+    database: str = "crm",
+    desk_password: str | None = None,
 ) -> str:
-    stmts = mysql_database_roles_statements(service_account, service_password, vendor_password, database)
+    stmts = mysql_database_roles_statements(
+        service_account, service_password, vendor_password, database, desk_password
+    )
     return ";\n".join(stmts) + ";\n"
 
 

@@ -82,7 +82,11 @@ def prepare_mariadb(base: Path, customers: int, password: str, vendor_password: 
         return None
     db = embedded_mariadb.EmbeddedMariaDB(base / "mariadb").start()
     db.sql("CREATE DATABASE IF NOT EXISTS crm CHARACTER SET utf8mb4")
-    db.sql(mysql_database_roles_sql(SERVICE_ACCOUNT, password, vendor_password))
+    db.sql(
+        mysql_database_roles_sql(
+            SERVICE_ACCOUNT, password, vendor_password, desk_password=_secret(base, "crm_desk_password")
+        )
+    )
     conn = db.connect("crm", autocommit=False)
     try:
         seed_mysql(conn, customers)
@@ -131,8 +135,11 @@ def _mysql_section(mysql: tuple[int, int] | None, tls_lines: str) -> str:
         "mysql:\n"
         f"  listen: 127.0.0.1:{listen}\n"
         f"  upstream: mysql://{SERVICE_ACCOUNT}:${{MASKGATE_UPSTREAM_PASSWORD}}@127.0.0.1:{upstream}/crm\n"
+        "  # Every database role logs in as its own account here: a MariaDB role taken with SET\n"
+        "  # ROLE would add its rights to the service account's instead of limiting them.\n"
         "  database_roles:\n"
-        "    crm_vendor: ${CRM_VENDOR_PASSWORD}\n" + tls_lines
+        "    crm_vendor: ${CRM_VENDOR_PASSWORD}\n"
+        "    crm_desk: ${CRM_DESK_PASSWORD}\n" + tls_lines
     )
 
 
@@ -324,6 +331,7 @@ async def run(args: argparse.Namespace) -> int:
     cfg_path = write_config(base, pg.port, port, metrics_port, (cert, key), mysql)
     os.environ["MASKGATE_UPSTREAM_PASSWORD"] = password
     os.environ["CRM_VENDOR_PASSWORD"] = vendor_password
+    os.environ["CRM_DESK_PASSWORD"] = _secret(base, "crm_desk_password")
     config = load_config(cfg_path)
     app = App(config)
     await app.start()

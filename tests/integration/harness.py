@@ -19,7 +19,7 @@ from proxy.app import App
 from proxy.config import load_config
 from proxy.demo.embedded_mariadb import EmbeddedMariaDB
 from proxy.demo.embedded_pg import EmbeddedPostgres, free_port
-from tests.conftest import CRM_VENDOR_PASSWORD, start_crm
+from tests.conftest import CRM_DESK_PASSWORD, CRM_VENDOR_PASSWORD, start_crm
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_POLICY = REPO / "policies" / "examples" / "demo.yaml"
@@ -121,10 +121,10 @@ def serve_demo(
             f"mysql:\n  listen: 127.0.0.1:{myport}\n"
             f"  upstream: mysql://maskgate_svc:${{T_UPSTREAM}}@127.0.0.1:{mysql.port}/crm{mysql_params}\n"
             + tls_line
-            + '  database_roles: {crm_vendor: "${T_VENDOR}"}\n'
+            + '  database_roles: {crm_vendor: "${T_VENDOR}", crm_desk: "${T_DESK}"}\n'
         )
     (d / "maskgate.yaml").write_text(text)
-    env = {"T_UPSTREAM": service_password, "T_VENDOR": CRM_VENDOR_PASSWORD}
+    env = {"T_UPSTREAM": service_password, "T_VENDOR": CRM_VENDOR_PASSWORD, "T_DESK": CRM_DESK_PASSWORD}
     config = load_config(d / "maskgate.yaml", env=env)
     running = Running(App(config, registry=CollectorRegistry()))
     try:

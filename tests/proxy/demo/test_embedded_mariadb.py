@@ -11,7 +11,7 @@ import pytest
 
 from proxy.demo.data import DESK_ROLE, VENDOR_ROLE, _mysql_value
 from proxy.demo.embedded_mariadb import EmbeddedMariaDB
-from tests.conftest import CRM_VENDOR_PASSWORD, start_crm_mysql
+from tests.conftest import CRM_DESK_PASSWORD, CRM_VENDOR_PASSWORD, start_crm_mysql
 
 SERVICE_PASSWORD = "svc-secret"
 
@@ -105,18 +105,28 @@ def test_vendor_reads_but_cannot_write(crm: EmbeddedMariaDB) -> None:
         conn.close()  # type: ignore[attr-defined]
 
 
-def test_service_account_sets_desk_role(crm: EmbeddedMariaDB) -> None:
+def test_desk_logs_in_as_itself_with_only_its_rights(crm: EmbeddedMariaDB) -> None:
+    """crm_desk is an account of its own on MariaDB (a role taken with SET ROLE would add its
+    rights to the service account's): it reads customers and updates only phone, email and
+    address; the service account holds no role and no server-wide right."""
     import pymysql
 
-    conn = _tcp(crm, "maskgate_svc", SERVICE_PASSWORD)
+    conn = _tcp(crm, DESK_ROLE, CRM_DESK_PASSWORD)
     try:
         with conn.cursor() as cur:  # type: ignore[attr-defined]
-            cur.execute(f"SET ROLE {DESK_ROLE}")
-            cur.execute("SELECT CURRENT_ROLE()")
-            assert cur.fetchone() == (DESK_ROLE,)
             cur.execute("SELECT phone FROM customers WHERE id = 1")
             assert cur.fetchone()[0]
-            # Its own data rights, not server-wide ones.
+            cur.execute("UPDATE customers SET email = email WHERE id = 1")
+            with pytest.raises(pymysql.err.OperationalError) as e:
+                cur.execute("UPDATE customers SET id_card = id_card WHERE id = 1")
+            assert e.value.args[0] == 1143
+            with pytest.raises(pymysql.err.OperationalError):
+                cur.execute("SELECT * FROM audit_trail")
+    finally:
+        conn.close()  # type: ignore[attr-defined]
+    svc = _tcp(crm, "maskgate_svc", SERVICE_PASSWORD)
+    try:
+        with svc.cursor() as cur:  # type: ignore[attr-defined]
             with pytest.raises(pymysql.err.OperationalError):
                 cur.execute("SELECT user FROM mysql.user")
             with pytest.raises(pymysql.err.OperationalError):
@@ -124,8 +134,9 @@ def test_service_account_sets_desk_role(crm: EmbeddedMariaDB) -> None:
             cur.execute("SHOW GRANTS")
             grants = " ".join(g for (g,) in cur.fetchall())
             assert "FILE" not in grants and "PROCESS" not in grants and "SUPER" not in grants
+            assert DESK_ROLE not in grants
     finally:
-        conn.close()  # type: ignore[attr-defined]
+        svc.close()  # type: ignore[attr-defined]
 
 
 def test_seed_is_idempotent(crm: EmbeddedMariaDB) -> None:
@@ -136,5 +147,5 @@ def test_seed_is_idempotent(crm: EmbeddedMariaDB) -> None:
         assert seed_mysql(conn, 50) == 200
     finally:
         conn.close()
-    # Grants re-run: the service account still holds crm_desk.
-    assert crm.sql("SELECT role FROM mysql.roles_mapping WHERE user = 'maskgate_svc'") == [(DESK_ROLE,)]
+    # Grants re-run: crm_desk is still an account, not a role of the service account's.
+    assert crm.sql("SELECT role FROM mysql.roles_mapping WHERE user = 'maskgate_svc'") == []
