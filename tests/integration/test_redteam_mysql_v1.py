@@ -1,0 +1,179 @@
+"""Red team v1 of the MySQL listener: attacks by the demo's vendor and desk on maskgate in front
+of a real MariaDB.
+
+Each attack that works today is a test marked xfail(strict=True) that asserts the SAFE outcome
+(a refusal, error 1142, or a masked value both count as safe), so it fails now and will start
+passing, and must be unmarked, when the hole is closed. Unmarked tests are attacks that are
+stopped today; they guard against regressions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pymysql
+import pytest
+
+from tests.conftest import start_crm_mysql
+from tests.integration.harness import serve_demo
+
+pytestmark = pytest.mark.integration
+
+SERVICE_PASSWORD = "svc-redteam-mysql"
+VENDOR = ("vendor_zhang", "vendor-pass")
+DESK = ("desk_li", "desk-pass")
+DBA = ("dba_wang", "dba-pass")
+REFUSED = 1142
+FULL_MOBILE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
+FULL_ID_CARD = re.compile(r"(?<![0-9A-Za-z])\d{17}[\dXx](?![0-9A-Za-z])")
+HEX_RUN = re.compile(r"(?:[0-9A-Fa-f]{2}){8,}")
+
+
+@pytest.fixture(scope="module")
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    db = start_crm_mysql(tmp_path_factory.mktemp("redteam-mysql"), SERVICE_PASSWORD, 300)
+    try:
+        yield db
+    finally:
+        db.destroy()
+
+
+@pytest.fixture(scope="module")
+def served(mariadb: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with serve_demo(tmp_path_factory.mktemp("redteam-serve"), None, SERVICE_PASSWORD, mysql=mariadb) as s:
+        yield s
+
+
+def connect(served: dict[str, Any], who: tuple[str, str], **kw: Any) -> pymysql.connections.Connection:
+    return pymysql.connect(
+        host="127.0.0.1",
+        port=served["mysql_port"],
+        user=who[0],
+        password=who[1],
+        database=kw.pop("database", "crm"),
+        charset="utf8mb4",
+        autocommit=True,
+        **kw,
+    )
+
+
+def direct(served: dict[str, Any]) -> pymysql.connections.Connection:
+    """The test's own root connection to the private MariaDB: the truth to compare with."""
+    db = served["mysql"]
+    return db.connect("crm", autocommit=True)
+
+
+def run(cur: Any, sql: str) -> list[tuple[Any, ...]] | int:
+    """The rows of `sql`, or the error code when it is refused or fails."""
+    try:
+        cur.execute(sql)
+    except pymysql.err.MySQLError as e:
+        return int(e.args[0])
+    return list(cur.fetchall())
+
+
+def texts(rows: Any) -> str:
+    """Every value of `rows` as one text, hex runs decoded too (a value read as hex is as good as
+    the value itself)."""
+    out: list[str] = []
+    for row in rows if isinstance(rows, list) else []:
+        for v in row:
+            s = v.decode("utf-8", "replace") if isinstance(v, bytes | bytearray) else str(v)
+            out.append(s)
+            for h in HEX_RUN.findall(s):
+                out.append(bytes.fromhex(h).decode("utf-8", "replace"))
+    return "\n".join(out)
+
+
+def leaks_number(text: str) -> bool:
+    return bool(FULL_MOBILE.search(text) or FULL_ID_CARD.search(text))
+
+
+# ---------------------------------------------------------------- attacks that work today
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SHOW WARNINGS quotes the value CAST(HEX(phone) AS CHAR(1)) truncated: the detectors "
+    "that mask the Message column do not recognise a number written in hex",
+)
+def test_warning_quotes_hex_of_masked_column(served: dict[str, Any]) -> None:
+    with connect(served, VENDOR) as conn, conn.cursor() as cur:
+        first = run(
+            cur, "SELECT CAST(HEX(phone) AS CHAR(1)), CAST(HEX(id_card) AS CHAR(1)) FROM customers LIMIT 1"
+        )
+        if isinstance(first, int):
+            assert first == REFUSED
+            return
+        warnings = run(cur, "SHOW WARNINGS")
+    assert isinstance(warnings, list | int)
+    assert not leaks_number(texts(warnings)), warnings
+
+
+SMUGGLED_ANSI = (
+    # maskgate reads "…\" …" as one string (a backslash escapes the quote) in a query of the
+    # catalog alone, which needs no rewrite and goes as written; under ANSI_QUOTES the server reads
+    # "a\" as a name (no escapes in names) and runs the subqueries after it, the line comment
+    # hiding the rest.
+    'SELECT 1 AS "a\\", (SELECT group_concat(id, 0x3a, branch_id, 0x3a, hex(phone), 0x3a, '
+    'hex(id_card), 0x3a, hex(bank_card) SEPARATOR 0x0a) FROM customers) AS q -- " '
+    "FROM information_schema.tables LIMIT 1"
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="sql_mode given as a number (4 = ANSI_QUOTES) passes the lexical-settings rule, which "
+    "reads mode names only, and no backstop sees it; a catalog-only query is then sent as written "
+    "and the server runs SQL maskgate read as a string: every branch, bank cards, in hex",
+)
+def test_sql_mode_number_ansi_quotes_smuggles_sql(served: dict[str, Any]) -> None:
+    with connect(served, VENDOR) as conn, conn.cursor() as cur:
+        got = run(cur, "SET sql_mode = 4")
+        if isinstance(got, int):
+            assert got == REFUSED
+            return
+        try:
+            rows = run(cur, SMUGGLED_ANSI)
+        except pymysql.err.MySQLError:
+            return  # the session was closed: safe
+    assert not leaks_number(texts(rows)), str(rows)[:300]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="sql_mode as a number is not checked against the lexical flags: ANSI_QUOTES (4), "
+    "PIPES_AS_CONCAT (2), IGNORE_SPACE (8), ANSI (262144) are switched on by a restricted role",
+)
+def test_sql_mode_as_number_turns_on_lexical_flags(served: dict[str, Any]) -> None:
+    bad = {"ANSI_QUOTES", "PIPES_AS_CONCAT", "IGNORE_SPACE", "NO_BACKSLASH_ESCAPES", "ANSI"}
+    for value in ("4", "2", "8", "262144", "'4'"):
+        with connect(served, VENDOR) as conn, conn.cursor() as cur:
+            got = run(cur, f"SET sql_mode = {value}")
+            if isinstance(got, int):
+                continue  # refused, or the session closed
+            mode = run(cur, "SELECT @@sql_mode")
+            if isinstance(mode, int):
+                continue
+            assert not bad & set(str(mode[0][0]).split(",")), (value, mode)
+
+
+def test_sql_mode_number_no_backslash_escapes_closes_session(served: dict[str, Any]) -> None:
+    """NO_BACKSLASH_ESCAPES by number gets past the SET rule, but the server reports it in its
+    status and maskgate closes the session before the smuggled statement's rows are shown."""
+    smuggled = (
+        "SET sql_mode = 1048576; SELECT 'a\\', (SELECT hex(phone) FROM customers WHERE id = 1) AS p "
+        "-- ' FROM information_schema.tables LIMIT 1"
+    )
+    with connect(served, VENDOR, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS) as conn:
+        cur = conn.cursor()
+        try:
+            cur.execute(smuggled)
+            seen: list[Any] = list(cur.fetchall())
+            while cur.nextset():
+                seen += list(cur.fetchall())
+        except pymysql.err.MySQLError:
+            return
+    assert not leaks_number(texts(seen))
