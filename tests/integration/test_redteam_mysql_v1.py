@@ -564,3 +564,36 @@ def test_long_or_chain_does_not_stall_other_sessions(served: dict[str, Any]) -> 
         worker.join()
     assert latencies
     assert max(latencies) < 1.0, f"another session waited {max(latencies):.1f} s"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SET sql_mode = 1048576 (NO_BACKSLASH_ESCAPES by number) and a smuggled INSERT in the "
+    "same string: the status-flag backstop closes the session only after the server ran the "
+    "rest of the string, so the desk's write to a table it may not touch is done",
+)
+def test_desk_writes_before_the_backslash_backstop(served: dict[str, Any]) -> None:
+    marker = "redteam-v1-nbe"
+    smuggled = (
+        "SET sql_mode = 1048576; SELECT 'a\\'; INSERT INTO audit_trail (actor, action) VALUES "
+        f"(0x{marker.encode().hex()}, 0x70776e6564) -- ' FROM information_schema.tables LIMIT 1"
+    )
+    try:
+        with connect(served, DESK, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS) as conn:
+            cur = conn.cursor()
+            try:
+                cur.execute(smuggled)
+                while cur.nextset():
+                    pass
+            except pymysql.err.MySQLError:
+                pass
+        time.sleep(0.3)
+        (written,) = _truth(served, f"SELECT count(*) FROM audit_trail WHERE actor = '{marker}'")
+        assert written == 0
+    finally:
+        conn = direct(served)
+        try:
+            with conn.cursor() as c:
+                c.execute("DELETE FROM audit_trail WHERE actor = %s", (marker,))
+        finally:
+            conn.close()
