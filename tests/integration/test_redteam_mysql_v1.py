@@ -597,3 +597,16 @@ def test_desk_writes_before_the_backslash_backstop(served: dict[str, Any]) -> No
                 c.execute("DELETE FROM audit_trail WHERE actor = %s", (marker,))
         finally:
             conn.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="on MariaDB SET ROLE adds the role's rights to the service account's own (SELECT, "
+    "INSERT, UPDATE, DELETE on crm.*): the desk's database role is no backstop, an UPDATE of a "
+    "column crm_desk may not update (bank_card) is not refused by the database",
+)
+def test_desk_database_role_is_a_backstop(served: dict[str, Any]) -> None:
+    with connect(served, DESK) as conn, conn.cursor() as cur:
+        got = run(cur, "UPDATE customers SET bank_card = NULL WHERE id = -1")
+    # maskgate's refusal (1142) or the database's column-privilege error (1143) are both safe.
+    assert got in (REFUSED, 1143), got
