@@ -630,3 +630,38 @@ def test_one_person_cannot_take_every_upstream_connection(served: dict[str, Any]
     finally:
         for conn in held:
             conn.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="FOR UPDATE / LOCK IN SHARE MODE are refused to the read-only vendor, but SET SESSION "
+    "TRANSACTION ISOLATION LEVEL SERIALIZABLE is not: InnoDB then takes shared locks for every "
+    "plain SELECT of an open transaction, and the desk's UPDATE hangs (50 s, then fails)",
+)
+def test_read_only_vendor_cannot_block_the_desks_writes(served: dict[str, Any]) -> None:
+    first_id = _truth(served, "SELECT min(id) FROM customers WHERE branch_id = 12")[0]
+    vendor = connect(served, VENDOR)
+    done = threading.Event()
+    try:
+        cur = vendor.cursor()
+        for sql in (
+            "SET SESSION TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "SET autocommit = 0",
+            "BEGIN",
+            f"SELECT id FROM customers WHERE id = {first_id}",
+        ):
+            if isinstance(run(cur, sql), int):
+                return  # refused: nothing is locked
+
+        def desk_update() -> None:
+            with connect(served, DESK) as conn, conn.cursor() as c:
+                run(c, f"UPDATE customers SET email = email WHERE id = {first_id}")
+            done.set()
+
+        worker = threading.Thread(target=desk_update)
+        worker.start()
+        blocked = not done.wait(3)
+    finally:
+        vendor.close()  # its transaction ends: the desk's update goes on
+    worker.join(60)
+    assert not blocked, "the desk's UPDATE waited on the vendor's shared lock"
