@@ -682,3 +682,32 @@ def test_warning_quotes_masked_name(served: dict[str, Any]) -> None:
             return
         warnings = run(cur, "SHOW WARNINGS")
     assert name not in texts(warnings), warnings
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="SHOW TABLES WHERE <expression> is sent as written with its WHERE unanalysed: a "
+    "subquery there is a yes/no oracle on any column of any row (no row filter, no masked-"
+    "predicate rule, no lookup budget); a denied bank card of another branch comes out digit by digit",
+)
+def test_show_where_subquery_is_an_oracle(served: dict[str, Any]) -> None:
+    other_id, card = _truth(
+        served, "SELECT id, bank_card FROM customers WHERE branch_id <> 12 AND bank_card IS NOT NULL LIMIT 1"
+    )
+    with connect(served, VENDOR) as conn, conn.cursor() as cur:
+
+        def holds(condition: str) -> bool | None:
+            got = run(cur, f"SHOW TABLES WHERE (SELECT {condition} FROM customers WHERE id = {other_id})")
+            return None if isinstance(got, int) else bool(got)
+
+        found = ""
+        for pos in range(1, len(card) + 1):
+            lo, hi = 0, 9  # the digit at pos is in [lo, hi]
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                answer = holds(f"SUBSTR(bank_card, {pos}, 1) >= '{mid}'")
+                if answer is None:
+                    return  # refused: safe
+                lo, hi = (mid, hi) if answer else (lo, mid - 1)
+            found += str(lo)
+    assert found != card, "the whole bank card was read through SHOW … WHERE"
