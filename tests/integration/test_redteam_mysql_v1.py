@@ -737,3 +737,34 @@ def test_statement_name_case_folding_swaps_the_decision(served: dict[str, Any]) 
                 return
         rows = run(cur, "EXECUTE `σ`")
     assert not leaks_number(texts(rows)), rows
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="EXPLAIN EXTENDED / EXPLAIN PARTITIONS SELECT … are not analysed (plain EXPLAIN is): "
+    "any column, any branch, any condition; 'Impossible WHERE noticed after reading const "
+    "tables' answers a condition on a primary-key row, and a denied bank card comes out",
+)
+def test_explain_extended_is_an_unanalysed_oracle(served: dict[str, Any]) -> None:
+    other_id, card = _truth(
+        served, "SELECT id, bank_card FROM customers WHERE branch_id <> 12 AND bank_card IS NOT NULL LIMIT 1"
+    )
+    with connect(served, VENDOR) as conn, conn.cursor() as cur:
+
+        def holds(condition: str) -> bool | None:
+            got = run(cur, f"EXPLAIN EXTENDED SELECT id FROM customers WHERE id = {other_id} AND {condition}")
+            if isinstance(got, int):
+                return None
+            return "Impossible WHERE" not in texts(got)
+
+        found = ""
+        for pos in range(1, len(card) + 1):
+            lo, hi = 0, 9
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                answer = holds(f"SUBSTR(bank_card, {pos}, 1) >= '{mid}'")
+                if answer is None:
+                    return  # refused: safe
+                lo, hi = (mid, hi) if answer else (lo, mid - 1)
+            found += str(lo)
+    assert found != card, "the whole bank card was read through EXPLAIN EXTENDED"
