@@ -167,25 +167,6 @@ def test_sql_mode_as_number_turns_on_lexical_flags(served: dict[str, Any]) -> No
             assert not bad & set(str(mode[0][0]).split(",")), (value, mode)
 
 
-def test_sql_mode_number_no_backslash_escapes_closes_session(served: dict[str, Any]) -> None:
-    """NO_BACKSLASH_ESCAPES by number gets past the SET rule, but the server reports it in its
-    status and maskgate closes the session before the smuggled statement's rows are shown."""
-    smuggled = (
-        "SET sql_mode = 1048576; SELECT 'a\\', (SELECT hex(phone) FROM customers WHERE id = 1) AS p "
-        "-- ' FROM information_schema.tables LIMIT 1"
-    )
-    with connect(served, VENDOR, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS) as conn:
-        cur = conn.cursor()
-        try:
-            cur.execute(smuggled)
-            seen: list[Any] = list(cur.fetchall())
-            while cur.nextset():
-                seen += list(cur.fetchall())
-        except pymysql.err.MySQLError:
-            return
-    assert not leaks_number(texts(seen))
-
-
 def _truth(served: dict[str, Any], sql: str) -> tuple[Any, ...]:
     conn = direct(served)
     try:
@@ -396,144 +377,6 @@ def test_field_list_is_audited(served: dict[str, Any]) -> None:
         return  # refused: nothing served
     time.sleep(0.3)
     assert any("call_records" in sql for sql in _audit_sql(served, DESK[0]))
-
-
-# ---------------------------------------------------------------- attacks stopped today
-
-
-def test_cursor_fetch_stops_at_max_rows(served: dict[str, Any]) -> None:
-    raw = Raw(served, VENDOR)
-    try:
-        raw.send(b"\x16SELECT id FROM call_records")
-        head = raw.read()
-        assert head[:1] == b"\x00", head
-        sid, ncols, nparams = struct.unpack("<IHH", head[1:9])
-        for _ in range(nparams + (1 if nparams else 0) + ncols + (1 if ncols else 0)):
-            raw.read()
-        raw.send(b"\x17" + struct.pack("<IBI", sid, 1, 1))  # CURSOR_TYPE_READ_ONLY
-        head = raw.read()
-        for _ in range(head[0]):
-            raw.read()
-        assert raw.ends(raw.read())
-        total = 0
-        for _ in range(3):
-            raw.send(b"\x1c" + struct.pack("<II", sid, 500))
-            got = raw.until_end()
-            total += len(got) - 1
-            if got[-1][:1] == b"\xff":
-                break
-    finally:
-        raw.close()
-    assert total <= 200
-
-
-def test_protocol_doors_refused(served: dict[str, Any]) -> None:
-    """COM_CHANGE_USER to the DBA, COM_PROCESS_KILL, COM_PROCESS_INFO, COM_DEBUG, COM_SHUTDOWN and
-    the SQL spellings of KILL and SET ROLE are refused, and the session stays usable."""
-    raw = Raw(served, DESK)
-    try:
-        doors = [
-            b"\x11dba_wang\x00\x00crm\x00",
-            b"\x0c" + struct.pack("<I", 1),
-            b"\x0a",
-            b"\x0d",
-            b"\x08",
-            b"\x03KILL 1",
-            b"\x03KILL QUERY 1",
-            b"\x03SET ROLE NONE",
-            b"\x03SET DEFAULT ROLE NONE",
-        ]
-        for door in doors:
-            raw.send(door)
-            answer = raw.read()
-            assert answer[:1] == b"\xff", (door, answer)
-            assert int.from_bytes(answer[1:3], "little") == REFUSED, (door, answer)
-        raw.send(b"\x1f")  # COM_RESET_CONNECTION: the role is taken again
-        assert raw.read()[:1] == b"\x00"
-        rows = raw.query("SELECT CURRENT_ROLE()")
-        assert rows and b"crm_desk" in rows[0]
-    finally:
-        raw.close()
-
-
-def test_command_before_login_ends_closes(served: dict[str, Any]) -> None:
-    """A COM_QUERY sent right behind the handshake response (before maskgate took the desk's role)
-    ends the connection instead of running as the service account."""
-    sock = socket.create_connection(("127.0.0.1", served["mysql_port"]), timeout=10)
-    try:
-        head = sock.recv(4)
-        greeting = b""
-        while len(greeting) < int.from_bytes(head[:3], "little"):
-            greeting += sock.recv(4096)
-        pos = greeting.index(b"\x00", 1) + 5
-        nonce = greeting[pos : pos + 8]
-        pos += 9 + 2 + 1 + 2 + 2
-        auth_len = greeting[pos]
-        pos += 11
-        nonce += greeting[pos : pos + max(13, auth_len - 8) - 1]
-        s1 = hashlib.sha1(DESK[1].encode()).digest()
-        s3 = hashlib.sha1(nonce + hashlib.sha1(s1).digest()).digest()
-        auth = bytes(a ^ b for a, b in zip(s1, s3, strict=True))
-        caps = 0x200 | 0x8000 | 0x80000 | 0x8 | 0x10000 | 0x20000
-        resp = (
-            struct.pack("<IIB", caps, 1 << 24, 45)
-            + b"\x00" * 23
-            + DESK[0].encode()
-            + b"\x00"
-            + bytes([len(auth)])
-            + auth
-            + b"crm\x00mysql_native_password\x00"
-        )
-        sock.sendall(_frame(resp, head[3] + 1) + _frame(b"\x03SELECT CURRENT_ROLE(), CURRENT_USER()"))
-        data = b""
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        sock.close()
-    assert b"maskgate_svc" not in data
-
-
-def test_cte_named_like_its_table_still_filtered(served: dict[str, Any]) -> None:
-    """In MariaDB a non-recursive WITH query's own name inside its body is the base table."""
-    with connect(served, VENDOR) as conn, conn.cursor() as cur:
-        for sql in (
-            "WITH customers AS (SELECT id, branch_id FROM customers) "
-            "SELECT DISTINCT branch_id FROM customers",
-            "WITH x AS (SELECT id, branch_id FROM customers), customers AS (SELECT 1 AS id, 1 AS branch_id) "
-            "SELECT DISTINCT branch_id FROM x",
-            "SELECT DISTINCT c.branch_id FROM (customers c JOIN call_records r ON r.customer_id = c.id)",
-        ):
-            got = run(cur, sql)
-            assert got == REFUSED or got == [(12,)], (sql, got)
-
-
-def test_refused_side_doors(served: dict[str, Any]) -> None:
-    """Doors to classified values that are shut today."""
-    with connect(served, VENDOR) as conn, conn.cursor() as cur:
-        for sql in (
-            "SELECT @a := phone FROM customers LIMIT 1",
-            "SELECT phone INTO @b FROM customers LIMIT 1",
-            "SET @x = (SELECT phone FROM customers LIMIT 1)",
-            "PREPARE s FROM @q",
-            "EXECUTE IMMEDIATE 'SELECT phone FROM customers'",
-            "HANDLER customers OPEN",
-            "BEGIN NOT ATOMIC SELECT phone FROM customers; END",
-            "SELECT group_concat(phone) FROM customers",
-            "SELECT phone + 0 FROM customers LIMIT 1",
-            "SELECT id FROM customers ORDER BY 2",
-            "SHOW PROCESSLIST",
-            "SELECT info FROM information_schema.processlist",
-            "SELECT id, phone FROM customers ORDER BY 2 LIMIT 3",
-            "SET sql_mode = 'ANSI_QUOTES'",
-            "SET character_set_client = 28",
-        ):
-            assert run(cur, sql) == REFUSED, sql
 
 
 @pytest.mark.xfail(
@@ -789,3 +632,160 @@ def test_explain_extended_prints_a_materialised_row(served: dict[str, Any]) -> N
             return
         warnings = run(cur, "SHOW WARNINGS")
     assert not leaks_number(texts(warnings)), warnings
+
+
+# ---------------------------------------------------------------- attacks stopped today
+
+
+def test_cursor_fetch_stops_at_max_rows(served: dict[str, Any]) -> None:
+    raw = Raw(served, VENDOR)
+    try:
+        raw.send(b"\x16SELECT id FROM call_records")
+        head = raw.read()
+        assert head[:1] == b"\x00", head
+        sid, ncols, nparams = struct.unpack("<IHH", head[1:9])
+        for _ in range(nparams + (1 if nparams else 0) + ncols + (1 if ncols else 0)):
+            raw.read()
+        raw.send(b"\x17" + struct.pack("<IBI", sid, 1, 1))  # CURSOR_TYPE_READ_ONLY
+        head = raw.read()
+        for _ in range(head[0]):
+            raw.read()
+        assert raw.ends(raw.read())
+        total = 0
+        for _ in range(3):
+            raw.send(b"\x1c" + struct.pack("<II", sid, 500))
+            got = raw.until_end()
+            total += len(got) - 1
+            if got[-1][:1] == b"\xff":
+                break
+    finally:
+        raw.close()
+    assert total <= 200
+
+
+def test_protocol_doors_refused(served: dict[str, Any]) -> None:
+    """COM_CHANGE_USER to the DBA, COM_PROCESS_KILL, COM_PROCESS_INFO, COM_DEBUG, COM_SHUTDOWN and
+    the SQL spellings of KILL and SET ROLE are refused, and the session stays usable."""
+    raw = Raw(served, DESK)
+    try:
+        doors = [
+            b"\x11dba_wang\x00\x00crm\x00",
+            b"\x0c" + struct.pack("<I", 1),
+            b"\x0a",
+            b"\x0d",
+            b"\x08",
+            b"\x03KILL 1",
+            b"\x03KILL QUERY 1",
+            b"\x03SET ROLE NONE",
+            b"\x03SET DEFAULT ROLE NONE",
+        ]
+        for door in doors:
+            raw.send(door)
+            answer = raw.read()
+            assert answer[:1] == b"\xff", (door, answer)
+            assert int.from_bytes(answer[1:3], "little") == REFUSED, (door, answer)
+        raw.send(b"\x1f")  # COM_RESET_CONNECTION: the role is taken again
+        assert raw.read()[:1] == b"\x00"
+        rows = raw.query("SELECT CURRENT_ROLE()")
+        assert rows and b"crm_desk" in rows[0]
+    finally:
+        raw.close()
+
+
+def test_command_before_login_ends_closes(served: dict[str, Any]) -> None:
+    """A COM_QUERY sent right behind the handshake response (before maskgate took the desk's role)
+    ends the connection instead of running as the service account."""
+    sock = socket.create_connection(("127.0.0.1", served["mysql_port"]), timeout=10)
+    try:
+        head = sock.recv(4)
+        greeting = b""
+        while len(greeting) < int.from_bytes(head[:3], "little"):
+            greeting += sock.recv(4096)
+        pos = greeting.index(b"\x00", 1) + 5
+        nonce = greeting[pos : pos + 8]
+        pos += 9 + 2 + 1 + 2 + 2
+        auth_len = greeting[pos]
+        pos += 11
+        nonce += greeting[pos : pos + max(13, auth_len - 8) - 1]
+        s1 = hashlib.sha1(DESK[1].encode()).digest()
+        s3 = hashlib.sha1(nonce + hashlib.sha1(s1).digest()).digest()
+        auth = bytes(a ^ b for a, b in zip(s1, s3, strict=True))
+        caps = 0x200 | 0x8000 | 0x80000 | 0x8 | 0x10000 | 0x20000
+        resp = (
+            struct.pack("<IIB", caps, 1 << 24, 45)
+            + b"\x00" * 23
+            + DESK[0].encode()
+            + b"\x00"
+            + bytes([len(auth)])
+            + auth
+            + b"crm\x00mysql_native_password\x00"
+        )
+        sock.sendall(_frame(resp, head[3] + 1) + _frame(b"\x03SELECT CURRENT_ROLE(), CURRENT_USER()"))
+        data = b""
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        sock.close()
+    assert b"maskgate_svc" not in data
+
+
+def test_cte_named_like_its_table_still_filtered(served: dict[str, Any]) -> None:
+    """In MariaDB a non-recursive WITH query's own name inside its body is the base table."""
+    with connect(served, VENDOR) as conn, conn.cursor() as cur:
+        for sql in (
+            "WITH customers AS (SELECT id, branch_id FROM customers) "
+            "SELECT DISTINCT branch_id FROM customers",
+            "WITH x AS (SELECT id, branch_id FROM customers), customers AS (SELECT 1 AS id, 1 AS branch_id) "
+            "SELECT DISTINCT branch_id FROM x",
+            "SELECT DISTINCT c.branch_id FROM (customers c JOIN call_records r ON r.customer_id = c.id)",
+        ):
+            got = run(cur, sql)
+            assert got == REFUSED or got == [(12,)], (sql, got)
+
+
+def test_refused_side_doors(served: dict[str, Any]) -> None:
+    """Doors to classified values that are shut today."""
+    with connect(served, VENDOR) as conn, conn.cursor() as cur:
+        for sql in (
+            "SELECT @a := phone FROM customers LIMIT 1",
+            "SELECT phone INTO @b FROM customers LIMIT 1",
+            "SET @x = (SELECT phone FROM customers LIMIT 1)",
+            "PREPARE s FROM @q",
+            "EXECUTE IMMEDIATE 'SELECT phone FROM customers'",
+            "HANDLER customers OPEN",
+            "BEGIN NOT ATOMIC SELECT phone FROM customers; END",
+            "SELECT group_concat(phone) FROM customers",
+            "SELECT phone + 0 FROM customers LIMIT 1",
+            "SELECT id FROM customers ORDER BY 2",
+            "SHOW PROCESSLIST",
+            "SELECT info FROM information_schema.processlist",
+            "SELECT id, phone FROM customers ORDER BY 2 LIMIT 3",
+            "SET sql_mode = 'ANSI_QUOTES'",
+            "SET character_set_client = 28",
+        ):
+            assert run(cur, sql) == REFUSED, sql
+
+
+def test_sql_mode_number_no_backslash_escapes_closes_session(served: dict[str, Any]) -> None:
+    """NO_BACKSLASH_ESCAPES by number gets past the SET rule, but the server reports it in its
+    status and maskgate closes the session before the smuggled statement's rows are shown."""
+    smuggled = (
+        "SET sql_mode = 1048576; SELECT 'a\\', (SELECT hex(phone) FROM customers WHERE id = 1) AS p "
+        "-- ' FROM information_schema.tables LIMIT 1"
+    )
+    with connect(served, VENDOR, client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS) as conn:
+        cur = conn.cursor()
+        try:
+            cur.execute(smuggled)
+            seen: list[Any] = list(cur.fetchall())
+            while cur.nextset():
+                seen += list(cur.fetchall())
+        except pymysql.err.MySQLError:
+            return
+    assert not leaks_number(texts(seen))
