@@ -30,7 +30,9 @@ class LexicalRule:
 
     `kind` is `one_of` (the value is one word of `words`, compared in lower case), `no_flag_of`
     (a list of flags none of which is in `words`, compared in upper case, and none a variable
-    reference) or `encoding` (one client encoding of the dialect's allow-list)."""
+    reference), `only_flags_of` (a list of flags each of which is in `words`: an allow-list, so a
+    number, a new flag or a combination mode is refused) or `encoding` (one client encoding of
+    the dialect's allow-list)."""
 
     kind: str
     words: frozenset[str] = frozenset()
@@ -319,6 +321,10 @@ class DialectFacts:
             return not (len(words) == 1 and words[0].lower() in rule.words)
         if rule.kind == "no_flag_of":
             return any(w.upper().strip("'\"") in rule.words or w.startswith("@") for w in words)
+        if rule.kind == "only_flags_of":
+            # A number is a bit mask of flags (`SET sql_mode = 4` is ANSI_QUOTES): only named
+            # flags known to leave text read the default way pass.
+            return any(w.upper().strip("'\"") not in rule.words or w.startswith("@") for w in words)
         if rule.kind == "encoding":
             cleaned = "".join(ch for ch in value.lower() if ch.isalnum())
             return not (len(words) == 1 and cleaned in self.client_encodings)
@@ -861,6 +867,43 @@ _MYSQL_TOTAL = TOTAL_FUNCTIONS | frozenset(
     }
 )
 
+# The sql_mode flags that leave SQL text read as maskgate's parser reads it (MySQL 8 and MariaDB):
+# strictness, date checks, SHOW CREATE output, arithmetic and assignment details. Everything else
+# is refused for restricted roles: ANSI_QUOTES ("x" is a name), NO_BACKSLASH_ESCAPES ('\' is a
+# whole string), PIPES_AS_CONCAT (|| joins strings), HIGH_NOT_PRECEDENCE and IGNORE_SPACE (another
+# tree from the same words), the combination modes that include them (ANSI, DB2, MSSQL, ORACLE,
+# POSTGRESQL, MAXDB, MYSQL323, MYSQL40), numbers (a bit mask: 4 is ANSI_QUOTES) and names this list
+# does not know. DEFAULT is the server's own, checked when each session logs in.
+SAFE_SQL_MODES = frozenset(
+    {
+        "",
+        "DEFAULT",
+        "ALLOW_INVALID_DATES",
+        "EMPTY_STRING_IS_NULL",
+        "ERROR_FOR_DIVISION_BY_ZERO",
+        "NO_AUTO_CREATE_USER",
+        "NO_AUTO_VALUE_ON_ZERO",
+        "NO_DIR_IN_CREATE",
+        "NO_ENGINE_SUBSTITUTION",
+        "NO_FIELD_OPTIONS",
+        "NO_KEY_OPTIONS",
+        "NO_TABLE_OPTIONS",
+        "NO_UNSIGNED_SUBTRACTION",
+        "NO_ZERO_DATE",
+        "NO_ZERO_IN_DATE",
+        "ONLY_FULL_GROUP_BY",
+        "PAD_CHAR_TO_FULL_LENGTH",
+        "REAL_AS_FLOAT",
+        "SIMULTANEOUS_ASSIGNMENT",
+        "STRICT_ALL_TABLES",
+        "STRICT_TRANS_TABLES",
+        "TIME_ROUND_FRACTIONAL",
+        "TIME_TRUNCATE_FRACTIONAL",
+        "TRADITIONAL",
+    }
+)
+
+
 MYSQL = DialectFacts(
     name="mysql",
     expression_limits=False,
@@ -903,24 +946,7 @@ MYSQL = DialectFacts(
             # combination modes switch either on. PIPES_AS_CONCAT (|| is concatenation, not OR),
             # HIGH_NOT_PRECEDENCE (NOT a BETWEEN …) and IGNORE_SPACE (`count (x)`, built-in names
             # reserved) make the server build another tree from the same words than the one judged.
-            "sql_mode": LexicalRule(
-                "no_flag_of",
-                frozenset(
-                    {
-                        "ANSI",
-                        "ANSI_QUOTES",
-                        "NO_BACKSLASH_ESCAPES",
-                        "PIPES_AS_CONCAT",
-                        "HIGH_NOT_PRECEDENCE",
-                        "IGNORE_SPACE",
-                        "DB2",
-                        "MSSQL",
-                        "ORACLE",
-                        "POSTGRESQL",
-                        "MAXDB",
-                    }
-                ),
-            ),
+            "sql_mode": LexicalRule("only_flags_of", SAFE_SQL_MODES),
             "names": _ENCODING,
             "character_set_client": _ENCODING,
         }

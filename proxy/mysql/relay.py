@@ -35,7 +35,11 @@ log = logging.getLogger("maskgate.mysql")
 # The settings that change the character set the server reads statements in (the analysis
 # spells SET NAMES and SET CHARACTER SET as client_encoding).
 ENCODING_SETTINGS = frozenset({"client_encoding", "character_set_client"})
-TRUNCATED_WARNING = 1105  # the code of maskgate's own warning in SHOW WARNINGS
+TRUNCATED_WARNING = 1105
+# Commands a client may send ahead of the answer to the one in flight, in bytes and in number;
+# more closes the connection (a protocol violation), so no client makes the proxy hold memory.
+MAX_AHEAD_BYTES = 16 * 1024 * 1024
+MAX_AHEAD_COMMANDS = 10_000  # the code of maskgate's own warning in SHOW WARNINGS
 CHANGE_USER = Block(
     "statement_not_allowed",
     "COM_CHANGE_USER is not supported: connect again as the other person",
@@ -50,6 +54,22 @@ CHARSET_THEN_MORE = Block(
 LOCAL_INFILE = Block(
     "statement_not_allowed", "LOAD DATA LOCAL is not allowed: the proxy never sends a client's files"
 )
+
+
+WITHHELD_MESSAGE = b"maskgate: the message is withheld because an earlier statement read classified data"
+
+
+def _is_diagnostics(allow: Allow, ncols: int) -> bool:
+    """SHOW WARNINGS / SHOW ERRORS: the engine describes them as Level, Code, Message."""
+    names = [c.name.lower() for c in allow.columns]
+    return allow.kind == "show" and ncols == 3 and names == ["level", "code", "message"]
+
+
+def withheld_messages(cols: list[p.ColumnDefinition41]) -> RowPlan:
+    """Level and Code as they are, every Message one constant."""
+    return RowPlan(
+        [None, None, None], [None, None, WITHHELD_MESSAGE], False, [(c.type, c.flags) for c in cols]
+    )
 
 
 class Wait(Enum):
@@ -144,6 +164,7 @@ class Relay:
         self.assume_role = assume_role
         self.flight: InFlight | None = None
         self.waiting: deque[tuple[int, bytes]] = deque()  # commands sent before their turn
+        self.waiting_bytes = 0
         self.stmts: dict[int, Stmt] = {}
         # SQL-level PREPARE name FROM '…': a namespace of its own in MySQL (not the protocol's
         # numbered statements), with the decision of each body and the generation it was made in.
@@ -154,6 +175,8 @@ class Relay:
         self.warning: str | None = None
         self.quit = False
         self.login_encoding = ctx.encoding  # the handshake's character set
+        # The server's warnings may quote values a statement read (see _follow_diagnostics).
+        self.diagnostics_withheld = False
 
     @property
     def idle(self) -> bool:
@@ -167,6 +190,11 @@ class Relay:
 
     def client_packet(self, seq: int, payload: bytes) -> None:
         if self.flight is not None or self.waiting:
+            # Drivers pipeline a little (Connector/J's batches); a client that sends without
+            # reading would make the proxy hold whatever it sends.
+            self.waiting_bytes += len(payload)
+            if self.waiting_bytes > MAX_AHEAD_BYTES or len(self.waiting) >= MAX_AHEAD_COMMANDS:
+                raise ProtocolViolation("too many commands sent ahead of their answers")
             self.waiting.append((seq, payload))
             return
         self._command(seq, payload)
@@ -174,6 +202,7 @@ class Relay:
     def _next_command(self) -> None:
         while self.flight is None and self.waiting and not self.out.closed and not self.quit:
             seq, payload = self.waiting.popleft()
+            self.waiting_bytes -= len(payload)
             self._command(seq, payload)
 
     def _command(self, seq: int, payload: bytes) -> None:
@@ -713,7 +742,10 @@ class Relay:
         cursor = f.cursor and bool(eof.status & p.SERVER_STATUS_CURSOR_EXISTS) and f.stmt is not None
         if f.refused is None and self.restricted:
             try:
-                f.plan = build_plan(f.cols, self._part(f), self.gate, binary=f.binary)
+                if self.diagnostics_withheld and _is_diagnostics(self._part(f), len(f.cols)):
+                    f.plan = withheld_messages(f.cols, f.binary)
+                else:
+                    f.plan = build_plan(f.cols, self._part(f), self.gate, binary=f.binary)
             except Unmaskable as e:
                 f.refused = Block("unmaskable", f"the result was refused: {e}")
         else:
@@ -839,6 +871,8 @@ class Relay:
         self._finish(f, outcome="refused")
 
     def _finish(self, f: InFlight, outcome: str = "") -> None:
+        if f.allow is not None and f.sid is not None:
+            self._follow_diagnostics(f.allow)
         if f.sid is not None and f.allow is not None:
             self.tracker.record(
                 f.sql,
@@ -854,6 +888,18 @@ class Relay:
             )
             f.sid = None
         self._done()
+
+    def _follow_diagnostics(self, allow: Allow) -> None:
+        """The server keeps the warnings of the latest statement that used a table (or raised
+        any), and they quote values: `Truncated incorrect INTEGER value: '3133…'` from a CAST
+        of HEX(phone). After a statement that read classified data, the Message column of SHOW
+        WARNINGS / SHOW ERRORS is withheld until a statement reading tables without classified
+        data replaces them."""
+        parts = allow.parts()
+        if any(p_.classes for p_ in parts):
+            self.diagnostics_withheld = True
+        elif any(p_.tables for p_ in parts) and not any(_is_diagnostics(p_, len(p_.columns)) for p_ in parts):
+            self.diagnostics_withheld = False
 
     def _done(self) -> None:
         self.flight = None

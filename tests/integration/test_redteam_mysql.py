@@ -2272,14 +2272,6 @@ def _update_order_oracle(c: Any, target: int, other: int, candidate: str) -> boo
     return str(emails[target]).endswith(".")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: single-table `UPDATE … ORDER BY <masked column> LIMIT n` (MySQL-only syntax) is "
-    "not checked against masked_predicates: equality, which refuses ORDER BY on a masked value in "
-    "a SELECT; with a candidate phone written into another row, which row the UPDATE touches "
-    "(shown in the clear email column) is a comparison, and 14 binary-search steps give the "
-    "four hidden digits without spending a lookup",
-)
 def test_desk_update_order_by_limit_is_no_sort_oracle(served: dict[str, Any], mariadb: Any) -> None:
     real = direct(mariadb, "SELECT phone FROM customers WHERE id = 27")[0][0]
     found = None
@@ -2302,22 +2294,14 @@ def test_desk_update_order_by_limit_is_no_sort_oracle(served: dict[str, Any], ma
     assert found != real, f"the desk sorted its way to customer 27's mobile ({found})"
 
 
-UPDATE_ORDER_LEAK = pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: the ORDER BY of a single-table UPDATE is not checked for masked values "
-    "(masked_predicates: equality refuses it in a SELECT); which row `LIMIT 1` updates compares "
-    "two customers' masked values, or one with a candidate the desk wrote",
-)
-
-
 @pytest.mark.parametrize(
     "order",
     [
-        pytest.param("phone", marks=UPDATE_ORDER_LEAK),
-        pytest.param("id_card", marks=UPDATE_ORDER_LEAK),
-        pytest.param("bank_card", marks=UPDATE_ORDER_LEAK),
-        pytest.param("SUBSTRING(phone, 4, 1) DESC", marks=UPDATE_ORDER_LEAK),
-        pytest.param("REVERSE(id_card)", marks=UPDATE_ORDER_LEAK),
+        "phone",
+        "id_card",
+        "bank_card",
+        "SUBSTRING(phone, 4, 1) DESC",
+        "REVERSE(id_card)",
     ],
 )
 def test_desk_update_order_by_a_masked_value_is_refused(served: dict[str, Any], order: str) -> None:

@@ -101,11 +101,6 @@ def leaks_number(text: str) -> bool:
 # ---------------------------------------------------------------- attacks that work today
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SHOW WARNINGS quotes the value CAST(HEX(phone) AS CHAR(1)) truncated: the detectors "
-    "that mask the Message column do not recognise a number written in hex",
-)
 def test_warning_quotes_hex_of_masked_column(served: dict[str, Any]) -> None:
     with connect(served, VENDOR) as conn, conn.cursor() as cur:
         first = run(
@@ -130,12 +125,6 @@ SMUGGLED_ANSI = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sql_mode given as a number (4 = ANSI_QUOTES) passes the lexical-settings rule, which "
-    "reads mode names only, and no backstop sees it; a catalog-only query is then sent as written "
-    "and the server runs SQL maskgate read as a string: every branch, bank cards, in hex",
-)
 def test_sql_mode_number_ansi_quotes_smuggles_sql(served: dict[str, Any]) -> None:
     with connect(served, VENDOR) as conn, conn.cursor() as cur:
         got = run(cur, "SET sql_mode = 4")
@@ -149,11 +138,6 @@ def test_sql_mode_number_ansi_quotes_smuggles_sql(served: dict[str, Any]) -> Non
     assert not leaks_number(texts(rows)), str(rows)[:300]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sql_mode as a number is not checked against the lexical flags: ANSI_QUOTES (4), "
-    "PIPES_AS_CONCAT (2), IGNORE_SPACE (8), ANSI (262144) are switched on by a restricted role",
-)
 def test_sql_mode_as_number_turns_on_lexical_flags(served: dict[str, Any]) -> None:
     bad = {"ANSI_QUOTES", "PIPES_AS_CONCAT", "IGNORE_SPACE", "NO_BACKSLASH_ESCAPES", "ANSI"}
     for value in ("4", "2", "8", "262144", "'4'"):
@@ -177,12 +161,6 @@ def _truth(served: dict[str, Any], sql: str) -> tuple[Any, ...]:
         conn.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="two warnings quote the two halves of a number (CAST(SUBSTR(phone,1,6) AS CHAR(1)), "
-    "CAST(SUBSTR(phone,7) AS CHAR(1))): each half is too short for a detector, together they "
-    "are the whole mobile / ID card",
-)
 def test_warnings_quote_halves_of_masked_column(served: dict[str, Any]) -> None:
     first_id = _truth(served, "SELECT min(id) FROM customers WHERE branch_id = 12")[0]
     phone, id_card = _truth(served, f"SELECT phone, id_card FROM customers WHERE id = {first_id}")
@@ -201,12 +179,6 @@ def test_warnings_quote_halves_of_masked_column(served: dict[str, Any]) -> None:
     assert phone not in quoted and id_card not in quoted, warnings
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="EXPLAIN EXTENDED is sent without the row filter, and its Note 1003 (SHOW WARNINGS) "
-    "prints the query with the const row's values in place of its columns: names and addresses "
-    "of any branch's customer, read by primary key (detectors find numbers, not names)",
-)
 def test_explain_extended_note_prints_const_row(served: dict[str, Any]) -> None:
     other_id, name, address = _truth(
         served, "SELECT id, name, address FROM customers WHERE branch_id <> 12 ORDER BY id LIMIT 1"
@@ -260,12 +232,6 @@ def _frame(payload: bytes, seq: int = 0) -> bytes:
     return len(payload).to_bytes(3, "little") + bytes([seq]) + payload
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="commands sent while one runs wait in Relay.waiting, a deque with no bound, and the "
-    "client's reads are paused only when the upstream's write buffer fills: one vendor that "
-    "pipelines and never reads makes the proxy buffer without limit (memory of every session)",
-)
 def test_pipelined_flood_is_not_buffered_without_bound(served: dict[str, Any]) -> None:
     conn, sock = _raw_session(served, VENDOR)
     try:
@@ -490,11 +456,6 @@ def test_read_only_vendor_cannot_block_the_desks_writes(served: dict[str, Any]) 
     assert not blocked, "the desk's UPDATE waited on the vendor's shared lock"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SHOW WARNINGS after CAST(name AS CHAR(1)): the Message is masked by detectors only, "
-    "and no detector finds a person's name, so the vendor reads names it sees masked",
-)
 def test_warning_quotes_masked_name(served: dict[str, Any]) -> None:
     first_id = _truth(served, "SELECT min(id) FROM customers WHERE branch_id = 12")[0]
     (name,) = _truth(served, f"SELECT name FROM customers WHERE id = {first_id}")
@@ -507,12 +468,6 @@ def test_warning_quotes_masked_name(served: dict[str, Any]) -> None:
     assert name not in texts(warnings), warnings
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SHOW TABLES WHERE <expression> is sent as written with its WHERE unanalysed: a "
-    "subquery there is a yes/no oracle on any column of any row (no row filter, no masked-"
-    "predicate rule, no lookup budget); a denied bank card of another branch comes out digit by digit",
-)
 def test_show_where_subquery_is_an_oracle(served: dict[str, Any]) -> None:
     other_id, card = _truth(
         served, "SELECT id, bank_card FROM customers WHERE branch_id <> 12 AND bank_card IS NOT NULL LIMIT 1"
@@ -536,13 +491,6 @@ def test_show_where_subquery_is_an_oracle(served: dict[str, Any]) -> None:
     assert found != card, "the whole bank card was read through SHOW … WHERE"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SQL-level statement names: maskgate keys them by Python's str.lower(), the server "
-    "folds case its own way (σ and ς, μ and µ are one name to MariaDB, two to maskgate): the "
-    "second PREPARE replaces the first on the server while EXECUTE runs under the first's "
-    "decision, which masks nothing",
-)
 def test_statement_name_case_folding_swaps_the_decision(served: dict[str, Any]) -> None:
     with connect(served, VENDOR) as conn, conn.cursor() as cur:
         steps = (
@@ -559,12 +507,6 @@ def test_statement_name_case_folding_swaps_the_decision(served: dict[str, Any]) 
     assert not leaks_number(texts(rows)), rows
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="EXPLAIN EXTENDED / EXPLAIN PARTITIONS SELECT … are not analysed (plain EXPLAIN is): "
-    "any column, any branch, any condition; 'Impossible WHERE noticed after reading const "
-    "tables' answers a condition on a primary-key row, and a denied bank card comes out",
-)
 def test_explain_extended_is_an_unanalysed_oracle(served: dict[str, Any]) -> None:
     other_id, card = _truth(
         served, "SELECT id, bank_card FROM customers WHERE branch_id <> 12 AND bank_card IS NOT NULL LIMIT 1"
@@ -590,12 +532,6 @@ def test_explain_extended_is_an_unanalysed_oracle(served: dict[str, Any]) -> Non
     assert found != card, "the whole bank card was read through EXPLAIN EXTENDED"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="EXPLAIN EXTENDED (not analysed) of a one-row derived table: the server materialises it "
-    "while planning and Note 1003 prints its value; in hex the detectors miss it: any customer's "
-    "mobile, ID card and denied bank card, in clear, one statement each",
-)
 def test_explain_extended_prints_a_materialised_row(served: dict[str, Any]) -> None:
     other_id = _truth(served, "SELECT id FROM customers WHERE branch_id <> 12 ORDER BY id LIMIT 1")[0]
     with connect(served, VENDOR) as conn, conn.cursor() as cur:
