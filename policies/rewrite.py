@@ -72,6 +72,7 @@ def apply_row_filters(tree: exp.Expression, role: Role, analyzer: Analyzer) -> e
         for t in tree.find_all(exp.Table)
         if id(t) not in targets and source_position(t) and not t.meta.get(CTE_REF)
     ]
+    unqualified: list[tuple[str, str, str]] = []  # (catalog, db, name) of wrapped unaliased tables
     for node in reads:
         cond = _filter_for(role, analyzer, node)
         if cond is None:
@@ -85,9 +86,21 @@ def apply_row_filters(tree: exp.Expression, role: Role, analyzer: Analyzer) -> e
         inner = exp.Select(expressions=[exp.Star()]).from_(bare, copy=False).where(cond, copy=False)
         new_alias = alias.copy() if alias is not None else exp.TableAlias(this=exp.to_identifier(node.name))
         wrapped = exp.Subquery(this=inner, alias=new_alias)
+        if alias is None and node.args.get("db") is not None:
+            unqualified.append((node.text("catalog"), node.text("db"), node.name))
         node.replace(wrapped)
         if joins:
             wrapped.set("joins", joins)
+    # `crm.customers.phone` named the table the derived table replaced; the derived table is
+    # `customers` alone, so such references keep their column and table, not their schema.
+    if unqualified:
+        for col in tree.find_all(exp.Column):
+            if col.args.get("db") is None:
+                continue
+            key = (col.text("catalog"), col.text("db"), col.table)
+            if key in unqualified:
+                col.set("db", None)
+                col.set("catalog", None)
 
     # The statement's own UPDATE / DELETE and those in its WITH queries (MERGE's WHEN actions
     # have no target of their own: a MERGE into a filtered table is refused).

@@ -147,6 +147,8 @@ class DialectFacts:
     # EXECUTE of it (proxy/pg/relay.py `_resolve_executes`). Where it does not, EXECUTE is
     # refused for every role whose results are masked: its rows would pass with no masks.
     session_resolves_execute: bool = True
+    # The keyword a FROM may name instead of a table (MySQL's `FROM DUAL`), read as no table.
+    dummy_table: str | None = None
     # Bare words sqlglot reads as column names that are SQL values (PostgreSQL's `user`).
     keyword_values: frozenset[str] = frozenset()
     # Columns every table has that the schema does not list (PostgreSQL's ctid, xmin, …): they
@@ -1022,6 +1024,7 @@ MYSQL = DialectFacts(
     system_variable_prefixes=("@@", "session.", "local."),
     search_path_is_list=False,
     search_path_setting=None,
+    dummy_table="DUAL",
     identifier_bytes=None,
 )
 

@@ -190,9 +190,27 @@ def parse_statement(chunk: Chunk, facts: DialectFacts) -> Statement:
     """One statement's tree, with its identifiers folded as the server folds them."""
     parser = STATEMENT_PARSER_CLASSES.get(facts.sqlglot, StatementParser)(facts, chunk.sql, chunk.tokens)
     tree = normalize(parser.parse(), facts)
+    if facts.dummy_table is not None and isinstance(tree, exp.Expression):
+        _drop_dummy_tables(tree, facts.dummy_table)
     if facts.identifier_bytes is not None:
         _check_identifier_lengths(tree, facts.identifier_bytes)
     return tree
+
+
+def _drop_dummy_tables(tree: exp.Expression, name: str) -> None:
+    """`SELECT 1 FROM DUAL` reads no table (the server treats the unquoted keyword so); left in,
+    it would be qualified into `crm.DUAL`, which no server has."""
+    for sel in tree.find_all(exp.Select):
+        frm = sel.args.get("from_")
+        table = frm.this if frm is not None else None
+        if (
+            isinstance(table, exp.Table)
+            and not table.args.get("db")
+            and not table.this.quoted
+            and table.name.upper() == name
+            and not sel.args.get("joins")
+        ):
+            sel.set("from_", None)
 
 
 def _check_identifier_lengths(tree: Statement, limit: int) -> None:
