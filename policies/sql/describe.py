@@ -96,6 +96,15 @@ def _appended_to_itself(item: nodes.SetItem, facts: DialectFacts) -> str | None:
     return appended if appended.startswith(",") else None
 
 
+def _isolation_serializable(item: nodes.SetItem) -> bool:
+    """SET [SESSION] TRANSACTION ISOLATION LEVEL SERIALIZABLE, or the isolation variable set to
+    it (`tx_isolation`, `transaction_isolation`, any spelling of their value)."""
+    if item.kind != "transaction" and not item.name.endswith(("tx_isolation", "transaction_isolation")):
+        return False
+    text = " ".join(v.name for v in item.values) + " " + (item.computed.sql() if item.computed else "")
+    return "SERIALIZABLE" in text.upper() or item.computed is not None
+
+
 @dataclass(frozen=True, slots=True)
 class Flow:
     """A value written somewhere: `target` names where (for messages), `lineage` what it carries."""
@@ -419,6 +428,8 @@ class Describer:
             refusal = self._set_refusal(item)
             if refusal is not None and d.needs_all is None:
                 d.needs_all = refusal
+            if self.facts.serializable_locks and _isolation_serializable(item):
+                d.required = d.required | {"update"}
             change = self._setting_change(item)
             if change is None:
                 continue

@@ -149,6 +149,9 @@ class DialectFacts:
     session_resolves_execute: bool = True
     # The keyword a FROM may name instead of a table (MySQL's `FROM DUAL`), read as no table.
     dummy_table: str | None = None
+    # SERIALIZABLE makes every plain SELECT take shared locks (InnoDB): like FOR SHARE, it can
+    # hold up other people's writes, so choosing it needs the rights of a writer.
+    serializable_locks: bool = False
     # Bare words sqlglot reads as column names that are SQL values (PostgreSQL's `user`).
     keyword_values: frozenset[str] = frozenset()
     # Columns every table has that the schema does not list (PostgreSQL's ctid, xmin, …): they
@@ -1024,6 +1027,7 @@ MYSQL = DialectFacts(
     system_variable_prefixes=("@@", "session.", "local."),
     search_path_is_list=False,
     search_path_setting=None,
+    serializable_locks=True,
     dummy_table="DUAL",
     identifier_bytes=None,
 )

@@ -421,12 +421,6 @@ def test_one_person_cannot_take_every_upstream_connection(served: dict[str, Any]
             conn.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FOR UPDATE / LOCK IN SHARE MODE are refused to the read-only vendor, but SET SESSION "
-    "TRANSACTION ISOLATION LEVEL SERIALIZABLE is not: InnoDB then takes shared locks for every "
-    "plain SELECT of an open transaction, and the desk's UPDATE hangs (50 s, then fails)",
-)
 def test_read_only_vendor_cannot_block_the_desks_writes(served: dict[str, Any]) -> None:
     first_id = _truth(served, "SELECT min(id) FROM customers WHERE branch_id = 12")[0]
     vendor = connect(served, VENDOR)
