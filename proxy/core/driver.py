@@ -18,7 +18,7 @@ import logging
 import os
 import ssl
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, ClassVar, Protocol, Self
 
 from proxy.core.commands import (
@@ -441,6 +441,15 @@ class Connection(asyncio.Protocol, ABC):
                 lst.drained.set()
 
 
+def tls_context(tls: ssl.SSLContext | Mapping[str, str] | None) -> ssl.SSLContext | None:
+    """Server-side TLS from a context or a `{cert, key}` mapping (the config file's shape)."""
+    if tls is None or isinstance(tls, ssl.SSLContext):
+        return tls
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tls["cert"], tls["key"])
+    return ctx
+
+
 class Listener(ABC):
     """A protocol's listener: `await start()`, `await stop()`; `port` after start."""
 
@@ -456,18 +465,21 @@ class Listener(ABC):
         listen_host: str,
         listen_port: int,
         *,
-        tls: ssl.SSLContext | None,
+        tls: ssl.SSLContext | Mapping[str, str] | None,
         auth_timeout: float,
         idle_timeout: float | None,
         connect_timeout: float,
+        database_roles: Mapping[str, str] | None = None,
     ) -> None:
         self.gate = gate
         self.listen_host = listen_host
         self.port = listen_port
-        self.tls = tls
+        self.tls = tls_context(tls)
         self.auth_timeout = auth_timeout
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
+        # Passwords of the database roles sessions log in as (policy roles' `database_role`).
+        self.database_roles = tuple(sorted((database_roles or {}).items()))
         self.connections: set[Connection] = set()
         self.drained = asyncio.Event()
         self.drain_timeout = DRAIN_TIMEOUT

@@ -40,17 +40,15 @@ the detectors and never kept, logged or printed.
 
 from __future__ import annotations
 
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from policies.discovery import Finding, judge_column
 from policies.schema import Schema, Table
 from policies.sql.dialects import MYSQL
+from proxy.services.discovery import RESAMPLE_S as RESAMPLE_S  # the loader's, named here too
+from proxy.services.discovery import DiscoveringLoader, SampleRun, sample_tables
 
 SCHEMES = ("mysql", "mariadb")
 SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
@@ -251,14 +249,6 @@ def sampled_columns(table: Table) -> list[str]:
     return [c for c, ty in zip(table.columns, types, strict=False) if sampled_type(ty)]
 
 
-@dataclass(frozen=True, slots=True)
-class SampleRun:
-    findings: tuple[Finding, ...]
-    tables: int  # tables sampled
-    skipped: tuple[str, ...]  # tables not sampled (timeout, error, deadline), with the reason
-    sampled: tuple[tuple[str, str], ...] = ()  # (database, table) of the tables sampled, in order
-
-
 def _quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
@@ -281,15 +271,6 @@ def sample_sql(table: Table, columns: Sequence[str], rows: int, timeout_s: float
     return f"SELECT /*+ MAX_EXECUTION_TIME({max(1, int(timeout_s * 1000))}) */ {select}"
 
 
-def _tables(schema: Schema, order: Sequence[tuple[str, str]] | None) -> Iterator[tuple[Table, list[str]]]:
-    keys = sorted(schema.tables) if order is None else order
-    for key in keys:
-        t = schema.tables.get(key)
-        cols = sampled_columns(t) if t is not None else []
-        if t is not None and cols:
-            yield t, cols
-
-
 def sample(
     conn: Any,
     schema: Schema,
@@ -308,79 +289,36 @@ def sample(
     with conn.cursor() as cur:
         cur.execute("SELECT VERSION()")
         mariadb = "mariadb" in str(cur.fetchone()[0]).lower()
-    end = clock() + deadline_s
-    findings: list[Finding] = []
-    skipped: list[str] = []
-    done: list[tuple[str, str]] = []
-    for table, cols in _tables(schema, tables):
-        name = f"{table.schema}.{table.name}"
-        if clock() >= end:
-            skipped.append(f"{name}: deadline")
-            continue
-        timeout = max(0.001, min(table_timeout_s, end - clock()))
-        try:
-            with conn.cursor() as cur:
-                cur.execute("START TRANSACTION READ ONLY")
-                try:
-                    cur.execute(sample_sql(table, cols, rows, timeout, mariadb))
-                    data = list(cur.fetchall())
-                finally:
-                    cur.execute("ROLLBACK")
-        except pymysql.MySQLError as e:
-            skipped.append(f"{name}: {type(e).__name__}")
-            continue
-        done.append((table.schema, table.name))
-        for i, col in enumerate(cols):
-            f = judge_column(table.schema, table.name, col, (r[i] for r in data))
-            if f is not None:
-                findings.append(f)
-    return SampleRun(tuple(findings), len(done), tuple(skipped), tuple(done))
+
+    def read(table: Table, cols: list[str], time_left: Callable[[], float]) -> list[tuple[Any, ...]]:
+        timeout = max(0.001, time_left())
+        with conn.cursor() as cur:
+            cur.execute("START TRANSACTION READ ONLY")
+            try:
+                cur.execute(sample_sql(table, cols, rows, timeout, mariadb))
+                return list(cur.fetchall())
+            finally:
+                cur.execute("ROLLBACK")
+
+    return sample_tables(
+        schema,
+        read,
+        sampled_columns=sampled_columns,
+        errors=pymysql.MySQLError,
+        table_timeout_s=table_timeout_s,
+        deadline_s=deadline_s,
+        clock=clock,
+        tables=tables,
+    )
 
 
-# Discovery at schema load, bounded as the PostgreSQL loader's: tables never sampled (or whose
-# columns changed) first, then those sampled longest ago; findings stand until RESAMPLE_S old.
-DISCOVER_ROWS = 1000
-DISCOVER_DEADLINE_S = 10.0
-DISCOVER_TABLE_TIMEOUT_S = 2.0
-RESAMPLE_S = 3600.0
-
-
-@dataclass(frozen=True, slots=True)
-class _Sampled:
-    columns: tuple[str, ...]  # the columns read when the table was sampled
-    findings: tuple[Finding, ...]
-    at: float
-
-
-_Seen = dict[tuple[str, str], _Sampled]
-
-
-class SchemaLoader:
+class SchemaLoader(DiscoveringLoader):
     """Loads the schema an upstream's service account sees, named after the database asked for;
-    with `discover`, the columns a sample of their values shows to hold personal data too.
-    The same interface and sampling bookkeeping as proxy.pg.catalog.SchemaLoader. Blocking: the
-    guard calls it from worker threads."""
+    with `discover`, the columns a sample of their values shows to hold personal data too, with
+    the memory of samples proxy/services/discovery.py keeps (as the PostgreSQL loader). Blocking:
+    the guard calls it from worker threads."""
 
-    def __init__(
-        self,
-        dsn_for: Callable[[str], str],
-        *,
-        discover: bool = True,
-        rows: int = DISCOVER_ROWS,
-        deadline_s: float = DISCOVER_DEADLINE_S,
-        table_timeout_s: float = DISCOVER_TABLE_TIMEOUT_S,
-        clock: Callable[[], float] = time.monotonic,
-        connect_timeout_s: float = 10.0,
-    ) -> None:
-        self.dsn_for = dsn_for
-        self.connect_timeout_s = connect_timeout_s
-        self.discover = discover
-        self.rows = rows
-        self.deadline_s = deadline_s
-        self.table_timeout_s = table_timeout_s
-        self.clock = clock
-        self._seen: dict[str, _Seen] = {}
-        self._lock = threading.Lock()
+    sampled_columns = staticmethod(sampled_columns)
 
     def __call__(self, database: str) -> Schema:
         # Bounded: a server that accepts and says nothing must not hold the load forever.
@@ -389,54 +327,9 @@ class SchemaLoader:
             schema = load_schema(conn)
             if not self.discover:
                 return schema
-            with self._lock:
-                seen = dict(self._seen.get(database, {}))
-            now = self.clock()
-            run = sample(
-                conn,
-                schema,
-                rows=self.rows,
-                table_timeout_s=self.table_timeout_s,
-                deadline_s=self.deadline_s,
-                clock=self.clock,
-                tables=self._due(schema, seen, now),
-            )
+            return self.discovered(database, schema, lambda schema, **kw: sample(conn, schema, **kw))
         finally:
             conn.close()
-        if run.skipped:
-            shown = ", ".join(run.skipped[:5]) + (
-                f" and {len(run.skipped) - 5} more" if len(run.skipped) > 5 else ""
-            )
-            print(f"maskgate: discovery in database {database!r} did not sample {shown}", file=sys.stderr)
-        for key in run.sampled:
-            seen[key] = _Sampled(
-                tuple(sampled_columns(schema.tables[key])),
-                tuple(f for f in run.findings if (f.schema, f.table) == key),
-                now,
-            )
-        seen = {key: entry for key, entry in seen.items() if key in schema.tables}  # dropped tables
-        with self._lock:
-            self._seen[database] = seen
-        discovered = {}
-        for key, entry in seen.items():
-            columns = set(schema.tables[key].columns)
-            for f in entry.findings:
-                if f.column in columns:
-                    discovered[(f.schema, f.table, f.column)] = f.cls
-        return replace(schema, discovered=discovered)
-
-    def _due(self, schema: Schema, seen: _Seen, now: float) -> list[tuple[str, str]]:
-        new, stale = [], []
-        for key, table in sorted(schema.tables.items()):
-            columns = tuple(sampled_columns(table))
-            if not columns:
-                continue
-            entry = seen.get(key)
-            if entry is None or entry.columns != columns:
-                new.append(key)
-            elif now - entry.at >= RESAMPLE_S:
-                stale.append((entry.at, key))
-        return new + [key for _, key in sorted(stale)]
 
 
 def load_discovered(dsn: str) -> Schema:

@@ -477,6 +477,44 @@ def _login_head_bytes(caps: int, max_packet: int, charset: int) -> bytes:
     return _LOGIN_HEAD.pack(caps & 0xFFFFFFFF, max_packet, charset) + bytes(19) + _U32.pack(high)
 
 
+def _read_auth_response(buf: bytes, pos: int, secure: bool) -> tuple[bytes, int]:
+    """An auth response with a 1-byte length (CLIENT_SECURE_CONNECTION), else NUL-terminated:
+    the login packet's form without lenenc client data, and COM_CHANGE_USER's."""
+    if not secure:
+        return read_nul(buf, pos)
+    if pos >= len(buf):
+        raise PacketError("truncated auth response")
+    n = buf[pos]
+    if pos + 1 + n > len(buf):
+        raise PacketError("truncated auth response")
+    return buf[pos + 1 : pos + 1 + n], pos + 1 + n
+
+
+def _auth_response_bytes(auth: bytes, secure: bool) -> list[bytes]:
+    if secure:
+        if len(auth) > 0xFF:
+            raise PacketError("auth response too long for a 1-byte length")
+        return [bytes((len(auth),)), auth]
+    if b"\x00" in auth:
+        raise PacketError("a NUL-terminated auth response cannot hold NUL")
+    return [auth, b"\x00"]
+
+
+def _read_plugin_and_attrs(
+    buf: bytes, pos: int, caps: int
+) -> tuple[str | None, tuple[tuple[str, str], ...], int]:
+    """The optional end of a login and of COM_CHANGE_USER: the auth plugin's name, then the
+    connection attributes, each only under its capability and only if the packet goes on."""
+    plugin: str | None = None
+    attrs: tuple[tuple[str, str], ...] = ()
+    if caps & CLIENT_PLUGIN_AUTH and pos < len(buf):
+        p, pos = read_nul(buf, pos)
+        plugin = _dec(p)
+    if caps & CLIENT_CONNECT_ATTRS and pos < len(buf):
+        attrs, pos = _read_attrs(buf, pos)
+    return plugin, attrs, pos
+
+
 @dataclass(frozen=True, slots=True)
 class SSLRequest:
     """The 32-byte prefix of a login packet a client sends before its TLS handshake."""
@@ -520,29 +558,15 @@ class HandshakeResponse41:
         if not caps & CLIENT_PROTOCOL_41:
             raise PacketError("pre-4.1 login packets are not supported")
         user, pos = read_nul(buf, 32)
-        auth: bytes | None
         if caps & CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA:
             auth, pos = _read_lenenc_str(buf, pos)
-        elif caps & CLIENT_SECURE_CONNECTION:
-            if pos >= len(buf):
-                raise PacketError("truncated auth response")
-            n = buf[pos]
-            if pos + 1 + n > len(buf):
-                raise PacketError("truncated auth response")
-            auth, pos = buf[pos + 1 : pos + 1 + n], pos + 1 + n
         else:
-            auth, pos = read_nul(buf, pos)
+            auth, pos = _read_auth_response(buf, pos, bool(caps & CLIENT_SECURE_CONNECTION))
         database: str | None = None
-        plugin: str | None = None
-        attrs: tuple[tuple[str, str], ...] = ()
         if caps & CLIENT_CONNECT_WITH_DB and pos < len(buf):
             db, pos = read_nul(buf, pos)
             database = _dec(db)
-        if caps & CLIENT_PLUGIN_AUTH and pos < len(buf):
-            p, pos = read_nul(buf, pos)
-            plugin = _dec(p)
-        if caps & CLIENT_CONNECT_ATTRS and pos < len(buf):
-            attrs, pos = _read_attrs(buf, pos)
+        plugin, attrs, pos = _read_plugin_and_attrs(buf, pos, caps)
         _expect_end(buf, pos)
         return cls(caps, max_packet, charset, _dec(user), auth, database, plugin, attrs)
 
@@ -551,14 +575,8 @@ class HandshakeResponse41:
         out = [_login_head_bytes(caps, self.max_packet, self.charset), _enc(self.user), b"\x00"]
         if caps & CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA:
             out.append(lenenc_bytes(self.auth_response))
-        elif caps & CLIENT_SECURE_CONNECTION:
-            if len(self.auth_response) > 0xFF:
-                raise PacketError("auth response too long for a 1-byte length")
-            out += [bytes((len(self.auth_response),)), self.auth_response]
         else:
-            if b"\x00" in self.auth_response:
-                raise PacketError("a NUL-terminated auth response cannot hold NUL")
-            out += [self.auth_response, b"\x00"]
+            out += _auth_response_bytes(self.auth_response, bool(caps & CLIENT_SECURE_CONNECTION))
         # Optional trailing fields: one may be absent only when every later one is absent too.
         tail: list[bytes | None] = [
             _enc(self.database) + b"\x00" if self.database is not None else None,
@@ -1367,38 +1385,18 @@ class ComChangeUser:
     def parse(cls, payload: Buffer, capabilities: int) -> ComChangeUser:
         buf = _command(payload, COM_CHANGE_USER)
         user, pos = read_nul(buf, 1)
-        if capabilities & CLIENT_SECURE_CONNECTION:
-            if pos >= len(buf):
-                raise PacketError("truncated auth response")
-            n = buf[pos]
-            if pos + 1 + n > len(buf):
-                raise PacketError("truncated auth response")
-            auth, pos = buf[pos + 1 : pos + 1 + n], pos + 1 + n
-        else:
-            auth, pos = read_nul(buf, pos)
+        # No lenenc form here: COM_CHANGE_USER has only the 1-byte length or NUL termination.
+        auth, pos = _read_auth_response(buf, pos, bool(capabilities & CLIENT_SECURE_CONNECTION))
         db, pos = read_nul(buf, pos)
         (charset,) = _unpack(_U16, buf, pos)
         pos += 2
-        plugin: str | None = None
-        attrs: tuple[tuple[str, str], ...] = ()
-        if capabilities & CLIENT_PLUGIN_AUTH and pos < len(buf):
-            p, pos = read_nul(buf, pos)
-            plugin = _dec(p)
-        if capabilities & CLIENT_CONNECT_ATTRS and pos < len(buf):
-            attrs, pos = _read_attrs(buf, pos)
+        plugin, attrs, pos = _read_plugin_and_attrs(buf, pos, capabilities)
         _expect_end(buf, pos)
         return cls(_dec(user), auth, _dec(db), charset, plugin, attrs)
 
     def serialize(self, capabilities: int) -> bytes:
         out = [b"\x11", _enc(self.user), b"\x00"]
-        if capabilities & CLIENT_SECURE_CONNECTION:
-            if len(self.auth_response) > 0xFF:
-                raise PacketError("auth response too long for a 1-byte length")
-            out += [bytes((len(self.auth_response),)), self.auth_response]
-        else:
-            if b"\x00" in self.auth_response:
-                raise PacketError("a NUL-terminated auth response cannot hold NUL")
-            out += [self.auth_response, b"\x00"]
+        out += _auth_response_bytes(self.auth_response, bool(capabilities & CLIENT_SECURE_CONNECTION))
         out += [_enc(self.database), b"\x00", _U16.pack(self.charset)]
         plugin, attrs = self.auth_plugin, self.attrs
         if (plugin is not None and not capabilities & CLIENT_PLUGIN_AUTH) or (

@@ -22,7 +22,6 @@ from proxy.mysql import auth, errors
 from proxy.mysql.catalog import connect_args
 from proxy.mysql.context import DEFAULT_MAX_PACKET, ServerFacts, SessionConfig
 from proxy.mysql.session import MySqlSession
-from proxy.pg.server import tls_context
 from proxy.services.gate import Gate
 
 log = logging.getLogger("maskgate.mysql")
@@ -140,14 +139,14 @@ class MySqlProxyServer(Listener):
             gate,
             listen_host,
             listen_port,
-            tls=tls_context(tls),
+            tls=tls,
             auth_timeout=auth_timeout,
             idle_timeout=idle_timeout,
             connect_timeout=connect_timeout,
+            database_roles=database_roles,
         )
         self.upstream = Upstream.from_url(upstream_url)
         self.max_packet = max_packet
-        self.database_roles = tuple(sorted((database_roles or {}).items()))
         # What the greeting tells clients of the server; updated from every upstream greeting.
         self.server = ServerFacts()
         self.connection_ids = itertools.count(1)

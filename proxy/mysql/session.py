@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from enum import Enum, auto
 from typing import Any
 
 from proxy.core.commands import Command, Drain
@@ -32,7 +31,8 @@ from proxy.core.events import (
     UpstreamFailed,
     UpstreamTlsEstablished,
 )
-from proxy.core.machine import ProtocolViolation, Transitions
+from proxy.core.machine import ProtocolViolation
+from proxy.core.session import PHASES, ClosingHandlers, Phase, accepts
 from proxy.mysql import auth, errors
 from proxy.mysql import packets as p
 from proxy.mysql.context import MAX_PREAUTH_PACKET, Context, SessionConfig
@@ -45,39 +45,15 @@ log = logging.getLogger("maskgate.mysql")
 SSL_REQUEST_LENGTH = (32).to_bytes(3, "little")  # an SSLRequest's payload is 32 bytes
 
 
-class Phase(Enum):
-    __hash__ = object.__hash__
-
-    LOGIN = auto()
-    RELAY = auto()
-    # The client is gone while a statement still runs upstream: its answer is read (and shown
-    # to no one) so the statement's end is recorded; the session closes when it ends.
-    DRAINING = auto()
-    CLOSED = auto()
+_ACCEPTS = accepts(UpstreamConnected, TlsEstablished, UpstreamTlsEstablished)
 
 
-_PHASES = Transitions(
-    {
-        Phase.LOGIN: {Phase.RELAY, Phase.CLOSED},
-        Phase.RELAY: {Phase.DRAINING, Phase.CLOSED},
-        Phase.DRAINING: {Phase.CLOSED},
-    }
-)
-
-_ALWAYS: frozenset[type[Event]] = frozenset(
-    {ClientData, UpstreamData, UpstreamFailed, UpstreamClosed, ClientClosed}
-    | {AuthTimeout, IdleTimeout, Shutdown}
-)
-_ACCEPTS: dict[Phase, frozenset[type[Event]]] = {
-    Phase.LOGIN: _ALWAYS | {UpstreamConnected, TlsEstablished, DatabaseNotReady, UpstreamTlsEstablished},
-    Phase.RELAY: _ALWAYS,
-    Phase.DRAINING: _ALWAYS | {DrainTimeout},
-}
-
-
-class MySqlSession:
+class MySqlSession(ClosingHandlers):
     """One client connection. `handle(event)` returns the commands it leads to; the greeting
     (the protocol's first packet is the server's) is in the first call's answer."""
+
+    errors = errors  # the closing handlers' words
+    log = log
 
     def __init__(
         self,
@@ -118,10 +94,6 @@ class MySqlSession:
         return pending
 
     @property
-    def session_id(self) -> str:
-        return self.ctx.session_id
-
-    @property
     def relaying(self) -> bool:
         return self.phase is Phase.RELAY
 
@@ -153,7 +125,7 @@ class MySqlSession:
         if ctx.out.closed:
             if relay is not None:
                 relay.finish()
-            self.phase = _PHASES.move(self.phase, Phase.CLOSED)
+            self.phase = PHASES.move(self.phase, Phase.CLOSED)
         return ctx.out.flush()
 
     # ------------------------------------------------------------------ bytes
@@ -202,7 +174,7 @@ class MySqlSession:
                 self.login.upstream_packet(seq, payload)
                 if self.login.done and not self.ctx.out.closed:
                     self.relay = Relay(self.ctx, assume_role=self.login.assumed_role)
-                    self.phase = _PHASES.move(self.phase, Phase.RELAY)
+                    self.phase = PHASES.move(self.phase, Phase.RELAY)
         except (p.PacketError, ProtocolViolation) as e:
             self._upstream_violation(e)
 
@@ -233,10 +205,6 @@ class MySqlSession:
         else:
             self.ctx.upstream_failed(event.reason, detail=event.detail)
 
-    def _on_database_not_ready(self, event: DatabaseNotReady) -> None:
-        log.info("session %s: database %r not ready (schema not loaded)", self.session_id, event.database)
-        self.ctx.close("database not ready", errors.database_not_ready(event.database))
-
     def _on_upstream_closed(self, event: UpstreamClosed) -> None:
         if self.phase is Phase.DRAINING:
             self.ctx.close("upstream closed")
@@ -250,17 +218,9 @@ class MySqlSession:
             return
         if self.phase is Phase.RELAY and self.relay is not None and self.relay.executing:
             self.ctx.out.command(Drain())
-            self.phase = _PHASES.move(self.phase, Phase.DRAINING)
+            self.phase = PHASES.move(self.phase, Phase.DRAINING)
             return
         self.ctx.close("client closed")
-
-    def _on_auth_timeout(self, event: AuthTimeout) -> None:
-        if self.phase is Phase.LOGIN:
-            self.ctx.close("authentication timeout", errors.auth_timeout())
-
-    def _on_idle_timeout(self, event: IdleTimeout) -> None:
-        if self.phase is not Phase.DRAINING:
-            self.ctx.close("idle timeout", errors.idle_timeout())
 
     def _on_shutdown(self, event: Shutdown) -> None:
         if self.phase is Phase.DRAINING:
@@ -270,9 +230,6 @@ class MySqlSession:
             # stands), and what still runs upstream is read to its end for its audit record.
             self.ctx.send(errors.shutting_down().serialize())
             self.ctx.out.command(Drain())
-            self.phase = _PHASES.move(self.phase, Phase.DRAINING)
+            self.phase = PHASES.move(self.phase, Phase.DRAINING)
             return
         self.ctx.close("shutdown", errors.shutting_down())
-
-    def _on_drain_timeout(self, event: DrainTimeout) -> None:
-        self.ctx.close("drain timeout")

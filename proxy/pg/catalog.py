@@ -16,16 +16,13 @@ detectors fire on. `python -m proxy.pg.catalog DSN` prints policies/sql/postgres
 from __future__ import annotations
 
 import sys
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from policies.discovery import Finding
 from policies.schema import DatabaseRole, Schema, Table
 from policies.sql.dialects import POSTGRES
+from proxy.services.discovery import RESAMPLE_S as RESAMPLE_S  # the loader's, named here too
+from proxy.services.discovery import DiscoveringLoader
 
 from .sampling import sample, sampled_columns
 
@@ -165,54 +162,13 @@ def load_schema(conn_or_dsn: Any) -> Schema:
     return Schema(database, "postgres", tables, functions, volatility)
 
 
-# Discovery at schema load (`discover: true`): each load samples within these bounds, tables never
-# sampled (or whose columns changed) first, then those sampled longest ago. A table's findings
-# stand until it is sampled again, which happens once they are RESAMPLE_S old.
-DISCOVER_ROWS = 1000
-DISCOVER_DEADLINE_S = 10.0
-DISCOVER_TABLE_TIMEOUT_S = 2.0
-RESAMPLE_S = 3600.0
-
-
-@dataclass(frozen=True, slots=True)
-class _Sampled:
-    columns: tuple[str, ...]  # the columns read when the table was sampled
-    findings: tuple[Finding, ...]
-    at: float
-
-
-_Seen = dict[tuple[str, str], _Sampled]
-
-
-class SchemaLoader:
+class SchemaLoader(DiscoveringLoader):
     """Loads the schema of one upstream's databases (by name) for the guard; with `discover`, the
-    columns a sample of their values shows to hold personal data too (`Schema.discovered`).
+    columns a sample of their values shows to hold personal data too (`Schema.discovered`, with
+    the memory of samples proxy/services/discovery.py keeps). Blocking: the guard calls it from
+    worker threads."""
 
-    Sampling is bounded per load (DISCOVER_DEADLINE_S), so it remembers, per database, what each
-    table's last sample found and when: a load samples the tables it has not seen (or whose
-    columns changed) first, then those whose sample is older than RESAMPLE_S, and keeps the
-    findings of the tables it did not reach. Blocking: the guard calls it from worker threads."""
-
-    def __init__(
-        self,
-        dsn_for: Callable[[str], str],
-        *,
-        discover: bool = True,
-        rows: int = DISCOVER_ROWS,
-        deadline_s: float = DISCOVER_DEADLINE_S,
-        table_timeout_s: float = DISCOVER_TABLE_TIMEOUT_S,
-        clock: Callable[[], float] = time.monotonic,
-        connect_timeout_s: float = 10.0,
-    ) -> None:
-        self.dsn_for = dsn_for
-        self.connect_timeout_s = connect_timeout_s
-        self.discover = discover
-        self.rows = rows
-        self.deadline_s = deadline_s
-        self.table_timeout_s = table_timeout_s
-        self.clock = clock
-        self._seen: dict[str, _Seen] = {}
-        self._lock = threading.Lock()
+    sampled_columns = staticmethod(sampled_columns)
 
     def __call__(self, database: str) -> Schema:
         import psycopg
@@ -223,52 +179,8 @@ class SchemaLoader:
             schema = load_schema(conn)
             if not self.discover:
                 return schema
-            with self._lock:
-                seen = dict(self._seen.get(database, {}))
-            now = self.clock()
-            run = sample(
-                conn,
-                schema,
-                rows=self.rows,
-                table_timeout_s=self.table_timeout_s,
-                deadline_s=self.deadline_s,
-                clock=self.clock,
-                tables=self._due(schema, seen, now),
-            )
-        if run.skipped:
-            shown = ", ".join(run.skipped[:5]) + (
-                f" and {len(run.skipped) - 5} more" if len(run.skipped) > 5 else ""
-            )
-            print(f"maskgate: discovery in database {database!r} did not sample {shown}", file=sys.stderr)
-        for key in run.sampled:
-            seen[key] = _Sampled(
-                tuple(sampled_columns(schema.tables[key])),
-                tuple(f for f in run.findings if (f.schema, f.table) == key),
-                now,
-            )
-        seen = {key: entry for key, entry in seen.items() if key in schema.tables}  # dropped tables
-        with self._lock:
-            self._seen[database] = seen
-        discovered = {}
-        for key, entry in seen.items():
-            columns = set(schema.tables[key].columns)
-            for f in entry.findings:
-                if f.column in columns:
-                    discovered[(f.schema, f.table, f.column)] = f.cls
-        return replace(schema, discovered=discovered)
-
-    def _due(self, schema: Schema, seen: _Seen, now: float) -> list[tuple[str, str]]:
-        new, stale = [], []
-        for key, table in sorted(schema.tables.items()):
-            columns = tuple(sampled_columns(table))
-            if not columns:
-                continue
-            entry = seen.get(key)
-            if entry is None or entry.columns != columns:
-                new.append(key)
-            elif now - entry.at >= RESAMPLE_S:
-                stale.append((entry.at, key))
-        return new + [key for _, key in sorted(stale)]
+            # `sample` is looked up at call time: tests replace it.
+            return self.discovered(database, schema, lambda schema, **kw: sample(conn, schema, **kw))
 
 
 def load_database_roles(conn_or_dsn: Any, names: list[str]) -> dict[str, DatabaseRole]:

@@ -71,15 +71,6 @@ class Upstream:
         return ctx
 
 
-def tls_context(tls: ssl.SSLContext | dict[str, str] | None) -> ssl.SSLContext | None:
-    """Server-side TLS from a context or a `{cert, key}` mapping (the config file's shape)."""
-    if tls is None or isinstance(tls, ssl.SSLContext):
-        return tls
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(tls["cert"], tls["key"])
-    return ctx
-
-
 class _SslAnswer(asyncio.Protocol):
     """An upstream connection that may first have to read the one-byte SSLRequest reply."""
 
@@ -180,15 +171,14 @@ class PgProxyServer(Listener):
             gate,
             listen_host,
             listen_port,
-            tls=tls_context(tls),
+            tls=tls,
             auth_timeout=auth_timeout,
             idle_timeout=idle_timeout,
             connect_timeout=connect_timeout,
+            database_roles=database_roles,
         )
         self.upstream = Upstream.from_url(upstream_url)
         self.max_message = max_message
-        # Passwords of the database roles sessions log in as (policy roles' `database_role`).
-        self.database_roles = tuple(sorted((database_roles or {}).items()))
         self.cancel_keys: dict[tuple[int, bytes], tuple[int, bytes]] = {}
         self._upstream_ssl = self.upstream.ssl_context()
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from enum import Enum, auto
 from typing import Any
 
 from proxy.core.commands import Command, Drain
@@ -32,7 +31,8 @@ from proxy.core.events import (
     UpstreamData,
     UpstreamFailed,
 )
-from proxy.core.machine import ProtocolViolation, Transitions
+from proxy.core.machine import ProtocolViolation
+from proxy.core.session import PHASES, ClosingHandlers, Phase, accepts
 from proxy.pg import errors
 from proxy.pg import messages as m
 from proxy.pg.context import Context, SessionConfig
@@ -47,41 +47,16 @@ Frames = Iterator[tuple[bytes, int, int]]
 FrameHandler = Callable[[bytes, memoryview, Frames], None]
 
 
-class Phase(Enum):
-    __hash__ = object.__hash__  # looked up for every event: identity hash, not Enum's name hash
-
-    LOGIN = auto()  # the login layer has the connection
-    RELAY = auto()  # the client got its ReadyForQuery: the relay layer has it
-    # The client is gone (closed its socket, sent Terminate, or maskgate shuts down) while
-    # statements still run upstream: the relay reads how they end, for their audit records, and
-    # shows no one; the session closes when nothing is in flight (or at DrainTimeout).
-    DRAINING = auto()
-    CLOSED = auto()
+# The login layer checks its own sub-states: UpstreamConnected only while connecting,
+# TlsEstablished only in a handshake.
+_ACCEPTS = accepts(UpstreamConnected, TlsEstablished)
 
 
-_PHASES = Transitions(
-    {
-        Phase.LOGIN: {Phase.RELAY, Phase.CLOSED},
-        Phase.RELAY: {Phase.DRAINING, Phase.CLOSED},
-        Phase.DRAINING: {Phase.CLOSED},
-    }
-)
-
-_ALWAYS: frozenset[type[Event]] = frozenset(
-    {ClientData, UpstreamData, UpstreamFailed, UpstreamClosed, ClientClosed}
-    | {AuthTimeout, IdleTimeout, Shutdown}
-)
-# The events each phase accepts; another is a protocol violation. (The login layer checks its
-# own sub-states: UpstreamConnected only while connecting, TlsEstablished only in a handshake.)
-_ACCEPTS: dict[Phase, frozenset[type[Event]]] = {
-    Phase.LOGIN: _ALWAYS | {UpstreamConnected, TlsEstablished, DatabaseNotReady},
-    Phase.RELAY: _ALWAYS,
-    Phase.DRAINING: _ALWAYS | {DrainTimeout},
-}
-
-
-class PgSession:
+class PgSession(ClosingHandlers):
     """One client connection. `handle(event)` returns the commands it leads to."""
+
+    errors = errors  # the closing handlers' words
+    log = log
 
     def __init__(
         self,
@@ -119,10 +94,6 @@ class PgSession:
         }
 
     @property
-    def session_id(self) -> str:
-        return self.ctx.session_id
-
-    @property
     def relaying(self) -> bool:
         """Logged in and not closed: statements may be in flight."""
         return self.phase is Phase.RELAY
@@ -154,7 +125,7 @@ class PgSession:
         if ctx.out.closed:
             if relay is not None:
                 relay.finish()  # what never ended still gets its end record
-            self.phase = _PHASES.move(self.phase, Phase.CLOSED)
+            self.phase = PHASES.move(self.phase, Phase.CLOSED)
         return ctx.out.flush()
 
     def _drain(self, *, cancel: bool) -> None:
@@ -169,7 +140,7 @@ class PgSession:
             out.command(ForwardCancel(*self.login.cancel_key))
             out.upstream(m.Terminate().serialize())
         out.command(Drain())
-        self.phase = _PHASES.move(self.phase, Phase.DRAINING)
+        self.phase = PHASES.move(self.phase, Phase.DRAINING)
 
     # ------------------------------------------------------------------ bytes
 
@@ -204,7 +175,7 @@ class PgSession:
             # in the same read is the relay's.
             relay = self.relay = Relay(self.ctx)
             self._cf.max_message = self.ctx.cfg.max_message
-            self.phase = _PHASES.move(self.phase, Phase.RELAY)
+            self.phase = PHASES.move(self.phase, Phase.RELAY)
             self._client_frames = relay.client_frames
             self._upstream_frames = relay.upstream_frames
             relay.upstream_frames(buf, mv, frames)
@@ -222,11 +193,6 @@ class PgSession:
             self.ctx.close(f"upstream failed: {event.reason}")
         else:
             self.ctx.upstream_failed(event.reason, detail=event.detail, tell=True)
-
-    def _on_database_not_ready(self, event: DatabaseNotReady) -> None:
-        # Transient (57P03): the client retries, instead of being refused real tables as unknown.
-        log.info("session %s: database %r not ready (schema not loaded)", self.session_id, event.database)
-        self.ctx.close("database not ready", errors.database_not_ready(event.database))
 
     def _on_upstream_closed(self, event: UpstreamClosed) -> None:
         if self.phase is Phase.DRAINING:
@@ -246,14 +212,6 @@ class PgSession:
             return
         self.ctx.close("client closed")
 
-    def _on_auth_timeout(self, event: AuthTimeout) -> None:
-        if self.phase is Phase.LOGIN:
-            self.ctx.close("authentication timeout", errors.auth_timeout())
-
-    def _on_idle_timeout(self, event: IdleTimeout) -> None:
-        if self.phase is not Phase.DRAINING:
-            self.ctx.close("idle timeout", errors.idle_timeout())
-
     def _on_shutdown(self, event: Shutdown) -> None:
         if self.phase is Phase.DRAINING:
             return
@@ -264,6 +222,3 @@ class PgSession:
             self._drain(cancel=True)
             return
         self.ctx.close("shutdown", errors.shutting_down())
-
-    def _on_drain_timeout(self, event: DrainTimeout) -> None:
-        self.ctx.close("drain timeout")
