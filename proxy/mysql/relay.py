@@ -65,10 +65,10 @@ def _is_diagnostics(allow: Allow, ncols: int) -> bool:
     return allow.kind == "show" and ncols == 3 and names == ["level", "code", "message"]
 
 
-def withheld_messages(cols: list[p.ColumnDefinition41]) -> RowPlan:
+def withheld_messages(cols: list[p.ColumnDefinition41], binary: bool) -> RowPlan:
     """Level and Code as they are, every Message one constant."""
     return RowPlan(
-        [None, None, None], [None, None, WITHHELD_MESSAGE], False, [(c.type, c.flags) for c in cols]
+        [None, None, None], [None, None, WITHHELD_MESSAGE], binary, [(c.type, c.flags) for c in cols]
     )
 
 
