@@ -152,6 +152,9 @@ class DialectFacts:
     # SERIALIZABLE makes every plain SELECT take shared locks (InnoDB): like FOR SHARE, it can
     # hold up other people's writes, so choosing it needs the rights of a writer.
     serializable_locks: bool = False
+    # ORDER BY (1) / GROUP BY ((2)) name result columns by position, as ORDER BY 1 does (MariaDB
+    # strips the parentheses); PostgreSQL reads them as constants.
+    parenthesized_positions: bool = False
     # Bare words sqlglot reads as column names that are SQL values (PostgreSQL's `user`).
     keyword_values: frozenset[str] = frozenset()
     # Columns every table has that the schema does not list (PostgreSQL's ctid, xmin, …): they
@@ -1027,6 +1030,7 @@ MYSQL = DialectFacts(
     system_variable_prefixes=("@@", "session.", "local."),
     search_path_is_list=False,
     search_path_setting=None,
+    parenthesized_positions=True,
     serializable_locks=True,
     dummy_table="DUAL",
     identifier_bytes=None,

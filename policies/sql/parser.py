@@ -192,6 +192,8 @@ def parse_statement(chunk: Chunk, facts: DialectFacts) -> Statement:
     tree = normalize(parser.parse(), facts)
     if facts.dummy_table is not None and isinstance(tree, exp.Expression):
         _drop_dummy_tables(tree, facts.dummy_table)
+    if facts.parenthesized_positions and isinstance(tree, exp.Expression):
+        _positions_unwrapped(tree)
     if facts.identifier_bytes is not None:
         _check_identifier_lengths(tree, facts.identifier_bytes)
     return tree
@@ -211,6 +213,19 @@ def _drop_dummy_tables(tree: exp.Expression, name: str) -> None:
             and not sel.args.get("joins")
         ):
             sel.set("from_", None)
+
+
+def _positions_unwrapped(tree: exp.Expression) -> None:
+    """`ORDER BY (1)` sorts by the first result column on MariaDB, like `ORDER BY 1`: read as
+    the server reads it, or a sort by a masked column passes as a sort by a constant."""
+    for clause in (*tree.find_all(exp.Order), *tree.find_all(exp.Group)):
+        for item in list(clause.expressions):
+            target = item.this if isinstance(item, exp.Ordered) else item
+            inner = target
+            while isinstance(inner, exp.Paren):
+                inner = inner.this
+            if inner is not target and isinstance(inner, exp.Literal) and inner.is_int:
+                target.replace(inner.copy())
 
 
 def _check_identifier_lengths(tree: Statement, limit: int) -> None:

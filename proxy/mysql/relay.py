@@ -175,8 +175,6 @@ class Relay:
         self.warning: str | None = None
         self.quit = False
         self.login_encoding = ctx.encoding  # the handshake's character set
-        # The server's warnings may quote values a statement read (see _follow_diagnostics).
-        self.diagnostics_withheld = False
 
     @property
     def idle(self) -> bool:
@@ -742,7 +740,7 @@ class Relay:
         cursor = f.cursor and bool(eof.status & p.SERVER_STATUS_CURSOR_EXISTS) and f.stmt is not None
         if f.refused is None and self.restricted:
             try:
-                if self.diagnostics_withheld and _is_diagnostics(self._part(f), len(f.cols)):
+                if _is_diagnostics(self._part(f), len(f.cols)):
                     f.plan = withheld_messages(f.cols, f.binary)
                 else:
                     f.plan = build_plan(f.cols, self._part(f), self.gate, binary=f.binary)
@@ -871,8 +869,6 @@ class Relay:
         self._finish(f, outcome="refused")
 
     def _finish(self, f: InFlight, outcome: str = "") -> None:
-        if f.allow is not None and f.sid is not None:
-            self._follow_diagnostics(f.allow)
         if f.sid is not None and f.allow is not None:
             self.tracker.record(
                 f.sql,
@@ -888,18 +884,6 @@ class Relay:
             )
             f.sid = None
         self._done()
-
-    def _follow_diagnostics(self, allow: Allow) -> None:
-        """The server keeps the warnings of the latest statement that used a table (or raised
-        any), and they quote values: `Truncated incorrect INTEGER value: '3133…'` from a CAST
-        of HEX(phone). After a statement that read classified data, the Message column of SHOW
-        WARNINGS / SHOW ERRORS is withheld until a statement reading tables without classified
-        data replaces them."""
-        parts = allow.parts()
-        if any(p_.classes for p_ in parts):
-            self.diagnostics_withheld = True
-        elif any(p_.tables for p_ in parts) and not any(_is_diagnostics(p_, len(p_.columns)) for p_ in parts):
-            self.diagnostics_withheld = False
 
     def _done(self) -> None:
         self.flight = None
