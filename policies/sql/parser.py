@@ -217,13 +217,18 @@ def _drop_dummy_tables(tree: exp.Expression, name: str) -> None:
 
 def _positions_unwrapped(tree: exp.Expression) -> None:
     """`ORDER BY (1)` sorts by the first result column on MariaDB, like `ORDER BY 1`: read as
-    the server reads it, or a sort by a masked column passes as a sort by a constant."""
+    the server reads it, or a sort by a masked column passes as a sort by a constant. A
+    parameter there (`ORDER BY ?`) is refused: bound to an integer, it is a position too."""
     for clause in (*tree.find_all(exp.Order), *tree.find_all(exp.Group)):
         for item in list(clause.expressions):
             target = item.this if isinstance(item, exp.Ordered) else item
             inner = target
             while isinstance(inner, exp.Paren):
                 inner = inner.this
+            if isinstance(inner, exp.Placeholder | exp.Parameter):
+                # Bound to an integer at EXECUTE, MariaDB sorts by that result column: which
+                # column is sorted by is then the client's to choose after the decision.
+                raise Unparsable("a parameter in ORDER BY or GROUP BY is not understood")
             if inner is not target and isinstance(inner, exp.Literal) and inner.is_int:
                 target.replace(inner.copy())
 
