@@ -253,3 +253,54 @@ def test_show_warnings_after_a_classified_read_is_withheld(served: dict[str, Any
         assert isinstance(got, list), got
         assert not _warnings_leak(got), got
         assert run_all(c, "SELECT 1") == [(1,)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK (max_rows): SET max_error_count = 65535 is allowed and SHOW WARNINGS has no row "
+    "limit: one statement's warnings carry a record per row scanned (600 call_records as "
+    "'x<id>/<customer_id>/<duration>') past the vendor's max_rows of 200",
+)
+def test_warnings_carry_more_records_than_max_rows(served: dict[str, Any]) -> None:
+    with connect(served, VENDOR) as c:
+        run_all(c, "SET max_error_count = 65535")
+        got = run_all(
+            c,
+            "SELECT COUNT(*) FROM call_records "
+            "WHERE CAST(CONCAT('x', id, '/', customer_id, '/', duration_s) AS INT) = 0",
+        )
+        assert got != REFUSED
+        warnings = run_all(c, "SHOW WARNINGS")
+    assert warnings == REFUSED or len(warnings) <= 200, (
+        len(warnings) if isinstance(warnings, list) else warnings
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK (row filter): a primary-key lookup makes the row a const table, which MariaDB reads "
+    "and tests against the whole WHERE (the vendor's own condition before `branch_id = 12`): the "
+    "warning quotes created_at of a customer of another branch",
+)
+def test_const_row_of_another_branch_in_a_warning(served: dict[str, Any]) -> None:
+    other_id, created = direct(
+        served, "SELECT id, created_at FROM customers WHERE branch_id <> 12 ORDER BY id LIMIT 1"
+    )[0]
+    with connect(served, VENDOR) as c:
+        got = run_all(
+            c, f"SELECT id FROM customers WHERE id = {other_id} AND CAST(CONCAT('x', created_at) AS INT) = 0"
+        )
+        assert got in ([], REFUSED), got
+        warnings = run_all(c, "SHOW WARNINGS")
+    assert str(created)[:19] not in texts(warnings), warnings
+
+
+def test_row_filter_runs_before_the_vendors_condition_on_scans(served: dict[str, Any]) -> None:
+    """Stopped: on a scan (no const table) the branch filter is tested first, so the warnings
+    quote only branch 12's rows."""
+    others = {r[0] for r in direct(served, "SELECT id FROM customers WHERE branch_id <> 12")}
+    with connect(served, VENDOR) as c:
+        run_all(c, "SELECT id FROM customers WHERE CAST(CONCAT('x', id, '/', branch_id) AS INT) = 0")
+        warnings = run_all(c, "SHOW WARNINGS")
+    quoted = {int(m) for m in re.findall(r"'x(\d+)/", texts(warnings))}
+    assert not quoted & others, sorted(quoted & others)[:5]
