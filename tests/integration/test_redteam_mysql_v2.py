@@ -208,6 +208,25 @@ def test_show_warnings_in_the_same_string(served: dict[str, Any]) -> None:
 
 @pytest.mark.xfail(
     strict=True,
+    reason="LEAK: the same door with the notes (free_text) of a call that holds a bank card: the "
+    "vendor's DENIED bank card comes back whole as hex in the warning of the same string",
+)
+def test_denied_bank_card_from_notes_in_the_same_string(served: dict[str, Any]) -> None:
+    rows = direct(
+        served, "SELECT id, notes FROM call_records WHERE notes LIKE '%银行卡%' ORDER BY id LIMIT 1"
+    )
+    call_id, notes = rows[0]
+    card = re.search(r"\d{16,19}", notes)
+    assert card is not None
+    with connect(served, VENDOR) as c:
+        got = run_all(
+            c, f"SELECT CAST(HEX(notes) AS CHAR(1)) FROM call_records WHERE id = {call_id}; SHOW WARNINGS"
+        )
+    assert got == REFUSED or card.group() not in texts(got), got
+
+
+@pytest.mark.xfail(
+    strict=True,
     reason="LEAK: a harmless statement in between (SELECT 1) does not help: the third part of "
     "'<read>; SELECT 1; SHOW WARNINGS LIMIT 1' quotes HEX(phone) in clear",
 )
