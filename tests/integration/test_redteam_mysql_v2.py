@@ -360,3 +360,94 @@ def test_row_filter_runs_before_the_vendors_condition_on_scans(served: dict[str,
         warnings = run_all(c, "SHOW WARNINGS")
     quoted = {int(m) for m in re.findall(r"'x(\d+)/", texts(warnings))}
     assert not quoted & others, sorted(quoted & others)[:5]
+
+
+# ---------------------------------------------------------------- attempts that are stopped today
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # MariaDB's NATURAL JOIN matches names by case folding: İ (U+0130) folds to I, the Kelvin
+        # sign to K; maskgate's rendering lowercases them to other names, and it reads Kelvin as k.
+        "SELECT c.id FROM customers c NATURAL JOIN (SELECT '{id_card}' AS \u0130d_card) x",
+        "SELECT c.id FROM customers c NATURAL JOIN (SELECT '{id_card}' AS `\u0130D_CARD`) x",
+        "SELECT COUNT(*) FROM customers c NATURAL JOIN (SELECT '1' AS `ban\u212a_card`) x",
+        "SELECT c.id FROM customers c NATURAL JOIN (SELECT '{phone}' AS phone) x",
+        "SELECT c.id FROM customers c JOIN (SELECT '{phone}' AS phone) x USING (phone)",
+    ],
+)
+def test_natural_join_on_a_folded_name_is_no_equality_oracle(served: dict[str, Any], sql: str) -> None:
+    cid, phone, id_card = direct(
+        served, "SELECT id, phone, id_card FROM customers WHERE branch_id = 12 LIMIT 1"
+    )[0]
+    with connect(served, VENDOR) as c:
+        got = run_all(c, sql.format(phone=phone, id_card=id_card))
+    assert got == REFUSED or got != [(cid,)], got
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT j.v FROM customers c, JSON_TABLE(JSON_ARRAY(c.phone), '$[*]' COLUMNS(v BIGINT PATH '$')) j",
+        "SELECT j.v FROM customers c, "
+        "JSON_TABLE(CONCAT('[\"', c.phone, '\"]'), '$[*]' COLUMNS(v VARCHAR(20) PATH '$')) j",
+        "SELECT j.* FROM customers c "
+        "JOIN JSON_TABLE(CONCAT('[', c.id_card, ']'), '$[*]' COLUMNS(v BIGINT PATH '$')) j",
+        "PREPARE s FROM 'SELECT bank_' 'card FROM customers'; EXECUTE s",
+        "PREPARE s FROM 0x53454c4543542062616e6b5f636172642046524f4d20637573746f6d657273; EXECUTE s",
+        "PREPARE s FROM _binary'SELECT bank_card FROM customers'; EXECUTE s",
+        "GET DIAGNOSTICS CONDITION 1 @m = MESSAGE_TEXT",
+        "SELECT phone AS a, id FROM customers ORDER BY 1",
+        "SELECT SUBSTR(phone, 4, 1) AS y, id FROM customers ORDER BY (y)",
+        "SELECT SUBSTR(phone, 4, 1) AS id, id AS x FROM customers HAVING id + 0 > 4",
+        "SELECT phone AS p\u0125, id FROM customers ORDER BY ph",
+    ],
+)
+def test_stopped_reads(served: dict[str, Any], sql: str) -> None:
+    with connect(served, VENDOR) as c:
+        assert run_all(c, sql) == REFUSED
+        assert run_all(c, "SELECT 1") == [(1,)]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        b"SELECT 1 \x00; SELECT phone FROM customers",
+        b"SELECT 1 /* \x00 */, phone FROM customers",
+    ],
+)
+def test_nul_bytes_are_refused(served: dict[str, Any], sql: bytes) -> None:
+    """MariaDB stops reading a statement at a NUL outside a string; maskgate refuses them all."""
+    with connect(served, VENDOR) as c:
+        with pytest.raises(pymysql.err.MySQLError) as exc:
+            c.query(sql)
+        assert exc.value.args[0] == REFUSED
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 1;;SELECT phone FROM customers LIMIT 2",
+        "SELECT 1; /*! */ ; SELECT phone FROM customers LIMIT 2",
+        "SELECT 1 /*!99999 ; SELECT 2 */ ; SELECT phone FROM customers LIMIT 2",
+        "SELECT 1 /*!50000 ; SELECT 3 */ ; SELECT phone FROM customers LIMIT 2",
+        "SELECT 1; SELECT phone FROM customers LIMIT 2; ;",
+    ],
+)
+def test_empty_and_versioned_parts_keep_results_and_masks_in_step(served: dict[str, Any], sql: str) -> None:
+    """A part the server skips or adds would shift which part's masks apply to which result."""
+    with connect(served, VENDOR) as c:
+        got = run_all(c, sql)
+    assert not leaks_number(texts(got)), got
+
+
+def test_optimizer_trace_holds_no_full_number(served: dict[str, Any]) -> None:
+    """SET optimizer_trace is allowed; the trace of a const-table read of the branch holds the
+    query and the plan, not the row's values."""
+    with connect(served, VENDOR) as c:
+        run_all(c, "SET optimizer_trace = 'enabled=on'")
+        cid = direct(served, "SELECT id FROM customers WHERE branch_id = 12 LIMIT 1")[0][0]
+        run_all(c, f"SELECT c.id, c.phone, c.id_card FROM customers c WHERE c.id = {cid}")
+        trace = run_all(c, "SELECT TRACE FROM information_schema.OPTIMIZER_TRACE")
+    assert not leaks_number(texts(trace))
