@@ -344,6 +344,67 @@ def test_parenthesised_position_is_a_sort_oracle(served: dict[str, Any]) -> None
     assert recovered != phone, "the full mobile, read back through ORDER BY (1)"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: a placeholder bound to an integer in ORDER BY (`ORDER BY ?` with 1, through "
+    "COM_STMT_EXECUTE or EXECUTE … USING @p) is a column position to MariaDB and a parameter to "
+    "maskgate: the same sort oracle, full mobile in 11 executions",
+)
+def test_placeholder_position_is_a_sort_oracle(served: dict[str, Any]) -> None:
+    mc = pytest.importorskip("mysql.connector")
+    target, phone = direct(
+        served, "SELECT id, phone FROM customers WHERE branch_id = 12 ORDER BY id LIMIT 1"
+    )[0]
+    sentinels = " ".join(f"UNION ALL SELECT '{d}', -{d + 1}" for d in range(10))
+    conn = mc.connect(
+        host="127.0.0.1",
+        port=served["mysql_port"],
+        user=VENDOR[0],
+        password=VENDOR[1],
+        database="crm",
+        use_pure=True,
+        ssl_disabled=True,
+        autocommit=True,
+    )
+    recovered = ""
+    try:
+        for pos in range(1, len(phone) + 1):
+            cur = conn.cursor(prepared=True)
+            try:
+                cur.execute(
+                    f"SELECT SUBSTR(phone, {pos}, 1) AS a, id FROM customers WHERE id = {target} "
+                    f"{sentinels} ORDER BY ?, ?",
+                    (1, 2),
+                )
+                ids = [r[1] for r in cur.fetchall()]
+            except mc.Error as e:
+                assert e.errno == REFUSED
+                return
+            finally:
+                cur.close()
+            if target not in ids:
+                return
+            recovered += str(ids.index(target) - 1)
+    finally:
+        conn.close()
+    assert recovered != phone, "the full mobile, read back through ORDER BY ?"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: the SQL-level door of the same hole: EXECUTE … USING @p with @p = 1 returns the "
+    "branch sorted by phone",
+)
+def test_sql_level_placeholder_position_sorts_by_the_masked_column(served: dict[str, Any]) -> None:
+    truth = [r[0] for r in direct(served, "SELECT id FROM customers WHERE branch_id = 12 ORDER BY phone, id")]
+    with connect(served, VENDOR) as c:
+        got = run_all(
+            c,
+            "PREPARE s FROM 'SELECT phone, id FROM customers ORDER BY ?, 2'; SET @p = 1; EXECUTE s USING @p",
+        )
+    assert got == REFUSED or [r[1] for r in got if len(r) == 2] != truth
+
+
 @pytest.mark.parametrize("order", ["ORDER BY 1", "ORDER BY +1", "GROUP BY 1", "ORDER BY a"])
 def test_plain_positions_and_aliases_are_refused(served: dict[str, Any], order: str) -> None:
     """Stopped: the unparenthesised position, a signed one and the alias are seen as phone."""
