@@ -989,6 +989,8 @@ class _QueryWalk:
 
     def _collect_uses(self, scope: Scope) -> None:
         root = scope.expression
+        if isinstance(root, exp.SetOperation) and root.args.get("order") is not None:
+            self._set_operation_order_uses(scope)
         if _deduplicates(root):
             self._set_operation_uses(scope)
         elif isinstance(root, exp.Select) and _distinct_rows(root):
@@ -1067,6 +1069,43 @@ class _QueryWalk:
                 self.result.uses.append(
                     Use(role, mine.sources, partner, mine.opaque, node, self.a.facts.sqlglot, via=via)
                 )
+
+    def _set_operation_order_uses(self, scope: Scope) -> None:
+        """The ORDER BY of a set operation sorts its output columns, named by position or by
+        name (`… UNION ALL SELECT '5' ORDER BY 1`): the order the rows come back in compares the
+        values of the columns it names, a predicate on what they carry from either side."""
+        op = scope.expression
+        outs = self.outputs.get(id(scope))
+        if outs is None:
+            lin = self._opaque_scope(scope)
+            outs = [Lineage("", lin.sources, True, lin.opaque)]
+        names = [o.name.lower() for o in outs]
+        for ordered in op.args["order"].expressions:
+            key = ordered.this if isinstance(ordered, exp.Ordered) else ordered
+            while isinstance(key, exp.Paren):
+                key = key.this
+            picked: list[Lineage] = []
+            if isinstance(key, exp.Literal) and key.is_int:
+                k = int(key.name) - 1
+                picked = [outs[k]] if 0 <= k < len(outs) else list(outs)
+            else:
+                wanted = {c.name.lower() for c in key.find_all(exp.Column)}
+                picked = [o for o, n in zip(outs, names, strict=True) if n in wanted]
+                if wanted and not picked:
+                    picked = list(outs)  # a name this analysis does not see: every column
+            for lin in picked:
+                if lin.sources or lin.opaque:
+                    self.result.uses.append(
+                        Use(
+                            "predicate",
+                            lin.sources,
+                            frozenset(),
+                            lin.opaque,
+                            ordered,
+                            self.a.facts.sqlglot,
+                            via="ORDER BY",
+                        )
+                    )
 
     def _side_outputs(self, side: Scope) -> list[Lineage]:
         outs = self.outputs.get(id(side))
