@@ -155,6 +155,10 @@ class DialectFacts:
     # ORDER BY (1) / GROUP BY ((2)) name result columns by position, as ORDER BY 1 does (MariaDB
     # strips the parentheses); PostgreSQL reads them as constants.
     parenthesized_positions: bool = False
+    # `SELECT *` over a RIGHT JOIN … USING / NATURAL RIGHT JOIN lays out the right side's columns
+    # first (MySQL turns it into a LEFT JOIN with the sides swapped), not as the analysis expands
+    # `*`: masks applied by position would land on other columns.
+    right_join_star_differs: bool = False
     # Bare words sqlglot reads as column names that are SQL values (PostgreSQL's `user`).
     keyword_values: frozenset[str] = frozenset()
     # Columns every table has that the schema does not list (PostgreSQL's ctid, xmin, …): they
@@ -1030,6 +1034,7 @@ MYSQL = DialectFacts(
     system_variable_prefixes=("@@", "session.", "local."),
     search_path_is_list=False,
     search_path_setting=None,
+    right_join_star_differs=True,
     parenthesized_positions=True,
     serializable_locks=True,
     dummy_table="DUAL",

@@ -194,6 +194,8 @@ def parse_statement(chunk: Chunk, facts: DialectFacts) -> Statement:
         _drop_dummy_tables(tree, facts.dummy_table)
     if facts.parenthesized_positions and isinstance(tree, exp.Expression):
         _positions_unwrapped(tree)
+    if facts.right_join_star_differs and isinstance(tree, exp.Expression):
+        _no_star_over_right_using(tree)
     if facts.identifier_bytes is not None:
         _check_identifier_lengths(tree, facts.identifier_bytes)
     return tree
@@ -213,6 +215,22 @@ def _drop_dummy_tables(tree: exp.Expression, name: str) -> None:
             and not sel.args.get("joins")
         ):
             sel.set("from_", None)
+
+
+def _no_star_over_right_using(tree: exp.Expression) -> None:
+    """Refuse an unqualified `*` over a RIGHT JOIN with USING or NATURAL: MySQL puts the right
+    side's columns first there, so the analysis would mask the result by another layout."""
+    for sel in tree.find_all(exp.Select):
+        if not any(isinstance(p, exp.Star) for p in sel.expressions):
+            continue
+        joins = [j for j in sel.find_all(exp.Join) if j.parent_select is sel]
+        for j in joins:
+            if str(j.args.get("side") or "").upper() == "RIGHT" and (
+                j.args.get("using") or str(j.args.get("method") or "").upper() == "NATURAL"
+            ):
+                raise Unparsable(
+                    "SELECT * over a RIGHT JOIN with USING or NATURAL is not understood; list the columns"
+                )
 
 
 def _positions_unwrapped(tree: exp.Expression) -> None:
