@@ -197,3 +197,68 @@ def test_deep_nesting_does_not_stall_other_sessions(served: dict[str, Any], sql:
     assert not t.is_alive()
     assert time.monotonic() - started < 10
     assert result["got"] == REFUSED or isinstance(result["got"], list)
+
+
+# ---------------------------------------------------------------- attacks that work today
+def direct(served: dict[str, Any], sql: str) -> list[tuple[Any, ...]]:
+    """The rows of `sql` over the test's own root connection to the private MariaDB."""
+    conn = served["mysql"].connect("crm", autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def _pieces_rejoin(rows: Any, truth: dict[int, str]) -> bool:
+    """Whether some row's values, joined in order, hold a customer's full number in clear."""
+    for row in rows if isinstance(rows, list) else []:
+        joined = "".join(str(v) for v in row[1:])
+        if any(value in joined for value in truth.values()):
+            return True
+    return False
+
+
+# MariaDB lays out `SELECT *` over `y RIGHT JOIN x USING (id)` as id, then x's other columns,
+# then y's; maskgate's star expansion puts y's before x's, so x's masks land on y's columns.
+RIGHT_JOIN_HALVES = (
+    "SELECT * FROM (SELECT 'z' b, 'w' c, id FROM customers) y "
+    "{join} (SELECT SUBSTR({col}, 1, 6) a, SUBSTR({col}, 7) a2, id FROM customers) x {using} LIMIT 300"
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: full mobile and ID card in two unmasked halves: the star expansion of a RIGHT JOIN "
+    "… USING / NATURAL RIGHT JOIN orders the columns otherwise than MariaDB, so the masks by position "
+    "land on the left side's constants",
+)
+@pytest.mark.parametrize(
+    ("join", "using"),
+    [("RIGHT JOIN", "USING (id)"), ("NATURAL RIGHT JOIN", ""), ("RIGHT OUTER JOIN", "USING (id)")],
+)
+@pytest.mark.parametrize("col", ["phone", "id_card"])
+def test_right_join_using_star_moves_the_masks(
+    served: dict[str, Any], join: str, using: str, col: str
+) -> None:
+    truth = {r[0]: r[1] for r in direct(served, f"SELECT id, {col} FROM customers")}
+    with connect(served, VENDOR) as c:
+        got = run_all(c, RIGHT_JOIN_HALVES.format(join=join, using=using, col=col))
+    assert got == REFUSED or not _pieces_rejoin(got, truth), got
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: full ID card with a suffix (the detector needs a boundary) through the RIGHT JOIN "
+    "USING star misplacement",
+)
+def test_right_join_using_star_whole_id_card(served: dict[str, Any]) -> None:
+    truth = {r[0]: r[1] for r in direct(served, "SELECT id, id_card FROM customers")}
+    sql = (
+        "SELECT * FROM (SELECT 'z' b, id FROM customers) y "
+        "RIGHT JOIN (SELECT CONCAT(id_card, 'x') a, id FROM customers) x USING (id) LIMIT 300"
+    )
+    with connect(served, VENDOR) as c:
+        got = run_all(c, sql)
+    assert got == REFUSED or not _pieces_rejoin(got, truth), got
