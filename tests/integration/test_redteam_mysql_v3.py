@@ -336,3 +336,40 @@ def test_vendor_compound_and_variable_doors(served: dict[str, Any], sql: str) ->
     with connect(served, VENDOR) as c:
         assert run_all(c, sql) == REFUSED
         assert run_all(c, "SELECT 1") == [(1,)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="LEAK: the RIGHT JOIN star misplacement through COM_STMT_PREPARE/EXECUTE (binary rows): "
+    "full mobile in two halves",
+)
+def test_right_join_using_star_through_the_binary_protocol(served: dict[str, Any]) -> None:
+    truth = {r[1] for r in direct(served, "SELECT id, phone FROM customers")}
+    r = Raw(served, VENDOR)
+    try:
+        r.send(
+            b"\x16" + RIGHT_JOIN_HALVES.format(join="RIGHT JOIN", using="USING (id)", col="phone").encode()
+        )
+        head = r.read()
+        if head[:1] == b"\xff":
+            return  # refused: safe
+        sid = int.from_bytes(head[1:5], "little")
+        ncols = int.from_bytes(head[5:7], "little")
+        for _ in range(ncols + 1):
+            r.read()
+        rows = r.execute(sid)
+    finally:
+        r.close()
+    # Binary rows: header, NULL bitmap (1 byte for 5 columns), the BIGINT id, then the strings.
+    leaked = False
+    for row in rows:
+        if row[:1] != b"\x00" or len(row) < 11:
+            continue
+        rest = row[10:]
+        parts = []
+        while rest:
+            n = rest[0]
+            parts.append(rest[1 : 1 + n].decode("utf-8", "replace"))
+            rest = rest[1 + n :]
+        leaked = leaked or any(v in "".join(parts) for v in truth)
+    assert not leaked, rows[:4]
