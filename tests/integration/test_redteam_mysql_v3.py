@@ -1,13 +1,21 @@
 """Red team v3 of the MySQL listener: new attack classes by the demo's vendor and desk on
 maskgate in front of a real MariaDB (after test_redteam_mysql.py, _v1.py and _v2.py).
 
-This round found no attack that works: every test below is an attempt that is stopped today
-(a refusal, error 1142, or a masked value) and guards against a regression. Classes tried:
-column names that MariaDB folds by accent (utf8mb3_general_ci), casts to binary-protocol types
-(integers, doubles, decimals, dates, years) of masked columns, server functions that encode a
-value (CRC32, COLUMN_CREATE, JSON_OBJECT, COLLATE, CHARSET), MariaDB-only statements (CHECKSUM
-TABLE, HELP, SHOW ENGINE, SHOW EXPLAIN FOR, GET_LOCK), the desk's equality through a hex literal,
-and deep nesting that could stall the analyser for other sessions.
+Each attack that works today is a test marked xfail(strict=True) that asserts the SAFE outcome
+(a refusal, error 1142, or a masked value both count as safe). One class works: `SELECT *` over
+`… RIGHT JOIN … USING (…)` / `NATURAL RIGHT JOIN`. MariaDB lays the columns out as the common
+ones, then the RIGHT side's, then the left side's; maskgate's star expansion (sqlglot's qualify,
+policies/sql/analysis.py) keeps the left side first, so the masks, which apply by position, land
+on the wrong columns: full mobiles, ID cards (vendor) and bank cards (desk) come out in clear,
+text and binary protocol alike. The server's column definitions name each column's table and
+column; maskgate does not compare them with its own layout.
+
+Unmarked tests are attempts that are stopped today and guard against regressions: column names
+that MariaDB folds by accent (utf8mb3_general_ci), casts of masked columns to binary-protocol
+types, server functions that re-encode a value, MariaDB-only statements (CHECKSUM TABLE, HELP,
+SHOW ENGINE, SHOW EXPLAIN FOR, GET_LOCK), compound statements (IF/CASE/FOR/WHILE/REPEAT/LOOP),
+SET of a session variable from a subquery, the desk's equality through a hex literal, and deep
+nesting that could stall the analyser for other sessions.
 """
 
 from __future__ import annotations
