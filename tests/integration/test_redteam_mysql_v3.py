@@ -1,8 +1,9 @@
 """Red team v3 of the MySQL listener: new attack classes by the demo's vendor and desk on
 maskgate in front of a real MariaDB (after test_redteam_mysql.py, _v1.py and _v2.py).
 
-Each attack that works today is a test marked xfail(strict=True) that asserts the SAFE outcome
-(a refusal, error 1142, or a masked value both count as safe). One class works: `SELECT *` over
+Each test asserts the SAFE outcome (a refusal, error 1142, or a masked value both count as safe).
+One class worked when this round ran, and is refused since (policies/sql/parser.py
+`_no_star_over_right_using`): `SELECT *` over
 `… RIGHT JOIN … USING (…)` / `NATURAL RIGHT JOIN`. MariaDB lays the columns out as the common
 ones, then the RIGHT side's, then the left side's; maskgate's star expansion (sqlglot's qualify,
 policies/sql/analysis.py) keeps the left side first, so the masks, which apply by position, land
@@ -236,12 +237,6 @@ RIGHT_JOIN_HALVES = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: full mobile and ID card in two unmasked halves: the star expansion of a RIGHT JOIN "
-    "… USING / NATURAL RIGHT JOIN orders the columns otherwise than MariaDB, so the masks by position "
-    "land on the left side's constants",
-)
 @pytest.mark.parametrize(
     ("join", "using"),
     [("RIGHT JOIN", "USING (id)"), ("NATURAL RIGHT JOIN", ""), ("RIGHT OUTER JOIN", "USING (id)")],
@@ -256,11 +251,6 @@ def test_right_join_using_star_moves_the_masks(
     assert got == REFUSED or not _pieces_rejoin(got, truth), got
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: full ID card with a suffix (the detector needs a boundary) through the RIGHT JOIN "
-    "USING star misplacement",
-)
 def test_right_join_using_star_whole_id_card(served: dict[str, Any]) -> None:
     truth = {r[0]: r[1] for r in direct(served, "SELECT id, id_card FROM customers")}
     sql = (
@@ -272,11 +262,6 @@ def test_right_join_using_star_whole_id_card(served: dict[str, Any]) -> None:
     assert got == REFUSED or not _pieces_rejoin(got, truth), got
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: the desk reads full bank card numbers (masked for its role) through the RIGHT JOIN "
-    "USING star misplacement",
-)
 def test_desk_right_join_using_star_bank_card(served: dict[str, Any]) -> None:
     truth = {
         r[0]: r[1] for r in direct(served, "SELECT id, bank_card FROM customers WHERE bank_card IS NOT NULL")
@@ -295,10 +280,6 @@ def test_left_join_using_star_keeps_the_masks(served: dict[str, Any]) -> None:
             assert got == REFUSED or not _pieces_rejoin(got, truth), got
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: the same star misplacement with WITH queries: the desk reads full bank cards",
-)
 @pytest.mark.parametrize(
     "sql",
     [
@@ -346,11 +327,6 @@ def test_vendor_compound_and_variable_doors(served: dict[str, Any], sql: str) ->
         assert run_all(c, "SELECT 1") == [(1,)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LEAK: the RIGHT JOIN star misplacement through COM_STMT_PREPARE/EXECUTE (binary rows): "
-    "full mobile in two halves",
-)
 def test_right_join_using_star_through_the_binary_protocol(served: dict[str, Any]) -> None:
     truth = {r[1] for r in direct(served, "SELECT id, phone FROM customers")}
     r = Raw(served, VENDOR)
