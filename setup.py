@@ -1,0 +1,16 @@
+"""Native speedups, built by `pip install -e .` (metadata lives in pyproject.toml).
+
+Each extension is optional: where no C compiler is available the build goes on and maskgate
+runs on its pure-Python reference implementation (the one `MASKGATE_PURE=1` selects), which
+the property tests hold the native code equal to.
+"""
+
+from setuptools import Extension, setup
+
+_FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+
+EXTENSIONS = [
+    Extension("masking._native", ["masking/_native.c"], extra_compile_args=_FLAGS, optional=True),
+]
+
+setup(ext_modules=EXTENSIONS)
