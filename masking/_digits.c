@@ -23,7 +23,7 @@ typedef unsigned char u8;
 
 typedef struct {
     const u8 *b;
-    size_t n;
+    size_t lo, n; /* the segment the finders work on (see segments below); context reads before lo */
     int unsure;
     int have_today;
     long day_lo, day_hi; /* yyyymmdd of today - 2 and today + 2 (local time, as date.today()) */
@@ -45,9 +45,9 @@ static int digits_at(const scan_t *s, size_t p, size_t k) {
 }
 
 /* (?<![0-9A-Za-z]) and (?<![0-9+]) */
-static inline int lb_alnum_ok(const scan_t *s, size_t p) { return p == 0 || !isalnum_a(s->b[p - 1]); }
+static inline int lb_alnum_ok(const scan_t *s, size_t p) { return p == s->lo || !isalnum_a(s->b[p - 1]); }
 static inline int lb_digit_plus_ok(const scan_t *s, size_t p) {
-    return p == 0 || !(isd(s->b[p - 1]) || s->b[p - 1] == '+');
+    return p == s->lo || !(isd(s->b[p - 1]) || s->b[p - 1] == '+');
 }
 
 static void add(scan_t *s, size_t start, size_t end, int cls, double conf) {
@@ -131,37 +131,48 @@ static int day_re(const scan_t *s, size_t p) {
 
 /* ---- id_card: ID18_RE then ID15_RE, validate_id18 / validate_id15 ---- */
 
+/* The end of the alphanumeric token starting at p. ID, USCC, card and passport regexes open with
+ * (?<![0-9A-Za-z]) and close with (?![0-9A-Za-z]) (the grouped card form: at its last group), so
+ * they match only at a token start, and a failed start can skip the rest of its token, whose
+ * positions all fail the lookbehind. */
+static size_t token_end(const scan_t *s, size_t p) {
+    while (p < s->n && isalnum_a(s->b[p])) p++;
+    return p;
+}
+
 static void find_id_card(scan_t *s) {
     static const int w[17] = {7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2};
     static const char check[] = "10X98765432";
-    for (size_t p = 0; p + 18 <= s->n;) {
-        int c0 = s->b[p], y1 = at(s, p + 6), y2 = at(s, p + 7), last = at(s, p + 17);
-        if (!(lb_alnum_ok(s, p) && c0 >= '1' && c0 <= '9' && digits_at(s, p + 1, 5) &&
-              ((y1 == '1' && (y2 == '8' || y2 == '9')) || (y1 == '2' && y2 == '0')) && digits_at(s, p + 8, 2) &&
-              month_re(s, p + 10) && day_re(s, p + 12) && digits_at(s, p + 14, 3) &&
-              (isd(last) || last == 'X' || last == 'x') && !isalnum_a(at(s, p + 18)))) {
+    for (size_t p = s->lo; p < s->n;) {
+        if (!isalnum_a(s->b[p])) {
             p++;
             continue;
         }
-        int sum = 0;
-        for (int i = 0; i < 17; i++) sum += (s->b[p + i] - '0') * w[i];
-        int up = last == 'x' ? 'X' : last;
-        if (region_ok(num(s, p, 2)) && birth_ok(s, num(s, p + 6, 4), num(s, p + 10, 2), num(s, p + 12, 2)) &&
-            check[sum % 11] == up)
-            add(s, p, p + 18, MG_ID_CARD, 0.95);
-        p += 18;
-    }
-    for (size_t p = 0; p + 15 <= s->n;) {
+        size_t t = token_end(s, p);
         int c0 = s->b[p];
-        if (!(lb_alnum_ok(s, p) && c0 >= '1' && c0 <= '8' && digits_at(s, p + 1, 7) && month_re(s, p + 8) &&
-              day_re(s, p + 10) && digits_at(s, p + 12, 3) && !isalnum_a(at(s, p + 15)))) {
-            p++;
-            continue;
+        if (t - p == 18) { /* ID18_RE */
+            int y1 = s->b[p + 6], y2 = s->b[p + 7], last = s->b[p + 17];
+            if (c0 >= '1' && c0 <= '9' && digits_at(s, p + 1, 5) &&
+                ((y1 == '1' && (y2 == '8' || y2 == '9')) || (y1 == '2' && y2 == '0')) && digits_at(s, p + 8, 2) &&
+                month_re(s, p + 10) && day_re(s, p + 12) && digits_at(s, p + 14, 3) &&
+                (isd(last) || last == 'X' || last == 'x')) {
+                int sum = 0;
+                for (int i = 0; i < 17; i++) sum += (s->b[p + i] - '0') * w[i];
+                int up = last == 'x' ? 'X' : last;
+                if (region_ok(num(s, p, 2)) && check[sum % 11] == up &&
+                    birth_ok(s, num(s, p + 6, 4), num(s, p + 10, 2), num(s, p + 12, 2)))
+                    add(s, p, p + 18, MG_ID_CARD, 0.95);
+            }
+        } else if (t - p == 15) { /* ID15_RE */
+            if (c0 >= '1' && c0 <= '8' && digits_at(s, p + 1, 7) && month_re(s, p + 8) && day_re(s, p + 10) &&
+                digits_at(s, p + 12, 3)) {
+                /* No check digit: region and date pass for ~1.4 % of random 15-digit runs. */
+                if (region_ok(num(s, p, 2)) &&
+                    birth_ok(s, 1900 + num(s, p + 6, 2), num(s, p + 8, 2), num(s, p + 10, 2)))
+                    add(s, p, p + 15, MG_ID_CARD, 0.6);
+            }
         }
-        /* No check digit: region and date pass for ~1.4 % of random 15-digit runs. */
-        if (region_ok(num(s, p, 2)) && birth_ok(s, 1900 + num(s, p + 6, 2), num(s, p + 8, 2), num(s, p + 10, 2)))
-            add(s, p, p + 15, MG_ID_CARD, 0.6);
-        p += 15;
+        p = t;
     }
 }
 
@@ -239,10 +250,14 @@ static size_t bank_match(const scan_t *s, size_t p) {
 
 static void find_bank_card(scan_t *s) {
     static const char *const bins[] = {"427020", "427030", "530990", "955880", "621226", "622200", "601382", "603367"};
-    for (size_t p = 0; p < s->n;) {
-        size_t e = isd(s->b[p]) && lb_alnum_ok(s, p) ? bank_match(s, p) : 0;
-        if (!e) {
+    for (size_t p = s->lo; p < s->n;) {
+        if (!isalnum_a(s->b[p])) {
             p++;
+            continue;
+        }
+        size_t e = isd(s->b[p]) ? bank_match(s, p) : 0;
+        if (!e) {
+            p = token_end(s, p);
             continue;
         }
         char d[24];
@@ -341,9 +356,11 @@ static size_t mobile_match(const scan_t *s, size_t p, int *prefix5) {
 }
 
 static void find_mobile(scan_t *s) {
-    for (size_t p = 0; p < s->n;) {
-        int prefix5 = 0;
-        size_t e = lb_digit_plus_ok(s, p) ? mobile_match(s, p, &prefix5) : 0;
+    for (size_t p = s->lo; p < s->n;) {
+        int prefix5 = 0, c = s->b[p];
+        size_t e = (c == '1' || c == '(' || c == '+' || c == '0' || c == '8') && lb_digit_plus_ok(s, p)
+                       ? mobile_match(s, p, &prefix5)
+                       : 0;
         if (!e) {
             p++;
             continue;
@@ -357,40 +374,43 @@ static void find_mobile(scan_t *s) {
 /* ---- uscc: USCC_RE, GB 32100 check, GB 11714 check for all-digit codes ---- */
 
 static int uscc_value(int c) { /* index in USCC_CHARS, or -1 outside [0-9A-HJ-NP-RTUW-Y] */
-    static const char chars[] = "0123456789ABCDEFGHJKLMNPQRTUWXY";
-    if (c <= 0) return -1;
-    const char *f = strchr(chars, c);
-    return f ? (int)(f - chars) : -1;
+    static const signed char letters[26] = {10, 11, 12, 13, 14, 15, 16, 17, -1, 18, 19, 20, 21,
+                                            22, -1, 23, 24, 25, -1, 26, 27, -1, 28, 29, 30, -1};
+    if (isd(c)) return c - '0';
+    return c >= 'A' && c <= 'Z' ? letters[c - 'A'] : -1;
 }
 
 static void find_uscc(scan_t *s) {
     static const char chars[] = "0123456789ABCDEFGHJKLMNPQRTUWXY";
     static const int orgw[8] = {3, 7, 9, 10, 5, 8, 4, 2};
-    for (size_t p = 0; p + 18 <= s->n;) {
-        int c0 = s->b[p];
-        int ok = lb_alnum_ok(s, p) && ((c0 >= '1' && c0 <= '9') || c0 == 'A' || c0 == 'N' || c0 == 'Y') &&
-                 uscc_value(at(s, p + 1)) >= 0 && digits_at(s, p + 2, 6) && !isalnum_a(at(s, p + 18));
-        for (size_t i = 8; ok && i < 18; i++) ok = uscc_value(s->b[p + i]) >= 0;
-        if (!ok) {
+    for (size_t p = s->lo; p < s->n;) {
+        if (!isalnum_a(s->b[p])) {
             p++;
             continue;
         }
-        int sum = 0, w = 1, all_digits = 1;
-        for (size_t i = 0; i < 17; i++) {
-            sum += uscc_value(s->b[p + i]) * w;
-            w = w * 3 % 31;
-            all_digits &= isd(s->b[p + i]);
+        size_t t = token_end(s, p);
+        int c0 = s->b[p];
+        int ok = t - p == 18 && ((c0 >= '1' && c0 <= '9') || c0 == 'A' || c0 == 'N' || c0 == 'Y') &&
+                 uscc_value(s->b[p + 1]) >= 0 && digits_at(s, p + 2, 6);
+        for (size_t i = 8; ok && i < 18; i++) ok = uscc_value(s->b[p + i]) >= 0;
+        if (ok) {
+            int sum = 0, w = 1, all_digits = 1;
+            for (size_t i = 0; i < 17; i++) {
+                sum += uscc_value(s->b[p + i]) * w;
+                w = w * 3 % 31;
+                all_digits &= isd(s->b[p + i]);
+            }
+            int valid = chars[(31 - sum % 31) % 31] == s->b[p + 17];
+            if (valid && all_digits && isd(s->b[p + 17])) {
+                int o = 0;
+                for (int i = 0; i < 8; i++) o += (s->b[p + 8 + i] - '0') * orgw[i];
+                int c = 11 - o % 11;
+                int expect = c == 10 ? 'X' : c == 11 ? '0' : '0' + c;
+                valid = s->b[p + 16] == expect;
+            }
+            if (valid) add(s, p, p + 18, MG_USCC, 0.9);
         }
-        int valid = chars[(31 - sum % 31) % 31] == s->b[p + 17];
-        if (valid && all_digits && isd(s->b[p + 17])) {
-            int o = 0;
-            for (int i = 0; i < 8; i++) o += (s->b[p + 8 + i] - '0') * orgw[i];
-            int c = 11 - o % 11;
-            int expect = c == 10 ? 'X' : c == 11 ? '0' : '0' + c;
-            valid = s->b[p + 16] == expect;
-        }
-        if (valid) add(s, p, p + 18, MG_USCC, 0.9);
-        p += 18;
+        p = t;
     }
 }
 
@@ -468,9 +488,9 @@ static size_t landline_match(const scan_t *s, size_t p, int *freephone) {
 }
 
 static void find_landline(scan_t *s) {
-    for (size_t p = 0; p < s->n;) {
-        int freephone = 0;
-        size_t e = lb_digit_plus_ok(s, p) ? landline_match(s, p, &freephone) : 0;
+    for (size_t p = s->lo; p < s->n;) {
+        int freephone = 0, c = s->b[p];
+        size_t e = (c == '+' || c == '0' || c == '(') && lb_digit_plus_ok(s, p) ? landline_match(s, p, &freephone) : 0;
         if (!e) {
             p++;
             continue;
@@ -503,14 +523,13 @@ static int passport_token(const scan_t *s, size_t p, size_t len) {
 }
 
 static void find_passport(scan_t *s) {
-    for (size_t p = 0; p < s->n;) {
+    for (size_t p = s->lo; p < s->n;) {
         if (!isalnum_a(s->b[p])) {
             p++;
             continue;
         }
         /* here p starts a token: the previous byte is not alphanumeric */
-        size_t t = p;
-        while (t < s->n && isalnum_a(s->b[t])) t++;
+        size_t t = token_end(s, p);
         if (passport_token(s, p, t - p)) {
             int ctx = isd(s->b[p]) ? context(s, p, TAIWAN_WORDS, 0) : context(s, p, PASSPORT_WORDS, 1);
             if (ctx) add(s, p, t, MG_PASSPORT, 0.6);
@@ -524,7 +543,7 @@ static void find_passport(scan_t *s) {
 /* [0-9]{7}|[0-9]{2}[ \t()+-]{1,3}[0-9]{3,4}[ \t-][0-9]{4} anywhere */
 static int gate(const scan_t *s) {
     size_t run = 0;
-    for (size_t i = 0; i < s->n; i++) {
+    for (size_t i = s->lo; i < s->n; i++) {
         if (!isd(s->b[i])) {
             run = 0;
             continue;
@@ -548,7 +567,7 @@ static int gate(const scan_t *s) {
 int mg_fold_stable(unsigned cp) {
     /* Each of these is its own NFKC form, is no dash of normalize.DASHES and case-folds onto no
      * ASCII letter, so text made of them and ASCII is returned unchanged by normalize(). */
-    if (cp < 0x80) return 1;
+    if (cp < 0x80 || (cp >= 0x4E00 && cp <= 0x9FFF)) return 1;
     if (cp == 0xB7 || cp == 0x2018 || cp == 0x2019 || cp == 0x201C || cp == 0x201D) return 1;
     if ((cp >= 0x3001 && cp <= 0x3002) || (cp >= 0x3008 && cp <= 0x3011) || (cp >= 0x3014 && cp <= 0x3015)) return 1;
     if ((cp >= 0x3400 && cp <= 0x4DBF) || (cp >= 0x4E00 && cp <= 0x9FFF)) return 1;
@@ -641,20 +660,61 @@ static size_t resolve(mg_span *c, size_t n, mg_span *kept) {
     return nk;
 }
 
+/* Every character any of the six regexes (and the gate) can match: [0-9A-Za-z \t()+-]. A match
+ * lies inside one maximal run of them, and the character outside a run is "other" to every
+ * lookaround, exactly as the text's start and end are; so the finders run on each run that holds a
+ * digit (every match holds one) as if it were the whole text, which skips the CJK text around. */
+static unsigned char SEGMENT_CHARS[256]; /* filled on first use; racing fills write the same bytes */
+
+static inline int in_segment(u8 c) { return SEGMENT_CHARS[c]; }
+
+static void init_segment_chars(void) {
+    if (SEGMENT_CHARS['0']) return;
+    for (int c = 1; c < 256; c++)
+        SEGMENT_CHARS[c] = (u8)(isalnum_a(c) || c == ' ' || c == '\t' || c == '(' || c == ')' || c == '+' || c == '-');
+    SEGMENT_CHARS[0] = 0;
+}
+
+/* The next segment holding a digit at or after *pos: [*lo, *hi); 0 when there is none. */
+static int next_segment(const u8 *b, size_t n, size_t *pos, size_t *lo, size_t *hi) {
+    size_t p = *pos;
+    while (p < n) {
+        while (p < n && !in_segment(b[p])) p++;
+        size_t start = p;
+        int digit = 0;
+        while (p < n && in_segment(b[p])) digit |= isd(b[p++]);
+        if (digit) {
+            *lo = start;
+            *hi = *pos = p;
+            return 1;
+        }
+    }
+    *pos = p;
+    return 0;
+}
+
 int mg_find_digits_ex(const char *utf8, size_t len, unsigned classes, unsigned flags, mg_span *out, int cap) {
     mg_span local[32];
-    scan_t s = {(const u8 *)utf8, len, 0, 0, 0, 0, local, 0, sizeof local / sizeof *local, 0};
+    scan_t s = {(const u8 *)utf8, 0, len, 0, 0, 0, 0, local, 0, sizeof local / sizeof *local, 0};
     if (cap < 0 || (len && utf8 == NULL)) return -1;
     if (!input_ok(&s, flags & MG_NORMALIZED)) return -1;
     classes &= MG_ALL_DIGIT_CLASSES;
-    if (!classes || !gate(&s)) return 0;
-    /* the order of detectors._FINDERS */
-    if (classes & MG_ID_CARD) find_id_card(&s);
-    if (classes & MG_USCC) find_uscc(&s);
-    if (classes & MG_BANK_CARD) find_bank_card(&s);
-    if (classes & MG_MOBILE) find_mobile(&s);
-    if (classes & MG_LANDLINE) find_landline(&s);
-    if (classes & MG_PASSPORT) find_passport(&s);
+    if (!classes) return 0;
+    init_segment_chars();
+    size_t pos = 0;
+    int open = 0;
+    while (!open && next_segment(s.b, len, &pos, &s.lo, &s.n)) open = gate(&s);
+    if (!open) return 0;
+    pos = 0;
+    while (next_segment(s.b, len, &pos, &s.lo, &s.n)) {
+        /* detectors._FINDERS; the order of candidates is immaterial (resolve sorts on a total order) */
+        if (classes & MG_ID_CARD) find_id_card(&s);
+        if (classes & MG_USCC) find_uscc(&s);
+        if (classes & MG_BANK_CARD) find_bank_card(&s);
+        if (classes & MG_MOBILE) find_mobile(&s);
+        if (classes & MG_LANDLINE) find_landline(&s);
+        if (classes & MG_PASSPORT) find_passport(&s);
+    }
     int result = -1;
     if (!s.unsure) {
         mg_span kept_local[32];
