@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable
 from functools import lru_cache
 
 from masking.classes import DEFAULT_KEY, check_action, resolve_classes
-from masking.detectors import DETECTABLE, DIGIT_TRIGGERED, find_candidates
+from masking.detectors import DETECTABLE, DIGIT_TRIGGERED, find_candidates, find_in_text
 from masking.maskers import make_str_fn
-from masking.normalize import normalize, to_original
+from masking.normalize import to_original
 
 _ASCII_TRIGGER = {
     (True, True): re.compile(r"[0-9@]"),
@@ -65,10 +65,9 @@ def _build(wanted: frozenset[str], action: str, key: bytes) -> Callable[[str], s
         if text.isascii():
             if search is None or search(text) is None:
                 return text
-            norm, offsets = text, None
+            cands, offsets = find_candidates(text, wanted), None
         else:
-            norm, offsets = normalize(text)
-        cands = find_candidates(norm, wanted)
+            cands, offsets = find_in_text(text, wanted)
         if not cands:
             return text
         parts = []
