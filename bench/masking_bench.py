@@ -73,6 +73,31 @@ def clean_line(rng: random.Random) -> str:
     return f"trace {rng.getrandbits(64):016x} span ok latency_ms={rng.randrange(500)}"
 
 
+def _card_luhn_fail(rng: random.Random) -> str:
+    card = _card(rng)
+    return card[:-1] + str((int(card[-1]) + 1 + rng.randrange(9)) % 10)
+
+
+def _stamp(rng: random.Random) -> str:
+    return f"2024-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d} {rng.randrange(24):02d}:{rng.randrange(60):02d}:{rng.randrange(60):02d}"
+
+
+def digit_line(rng: random.Random) -> str:
+    """A short Chinese log or ticket line with one mobile, ID or card number and decoys to keep.
+
+    The decoys are what makes such text expensive: each line passes the 7-digit gate, so every digit
+    finder runs. Order numbers (18-20 digits from a date), timestamps, amounts and a card-like number
+    that fails Luhn next to 卡号 must all stay in the clear.
+    """
+    order = f"{rng.choice(['2023', '2024'])}{rng.randrange(1, 13):02d}{rng.randrange(10**12):012d}"
+    kind = rng.randrange(3)
+    if kind == 0:
+        return f"{_stamp(rng)} 客户手机{_mobile(rng)}，订单号{order}已发货，金额{rng.randrange(10**4)}.{rng.randrange(100):02d}元"
+    if kind == 1:
+        return f"{_stamp(rng)} 身份证号{_id18(rng)}核验通过，工单{rng.randrange(10**7, 10**8)}已关闭"
+    return f"{_stamp(rng)} 银行卡号{_card(rng)}绑定成功；原卡号{_card_luhn_fail(rng)}无效，流水{order}"
+
+
 def realistic_mix(rng: random.Random, n: int, pii_share: float = 0.1) -> list[str]:
     return [pii_line(rng) if rng.random() < pii_share else clean_line(rng) for _ in range(n)]
 

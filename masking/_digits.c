@@ -140,15 +140,11 @@ static size_t token_end(const scan_t *s, size_t p) {
     return p;
 }
 
-static void find_id_card(scan_t *s) {
+/* ID18_RE and ID15_RE on the token [p, t) */
+static void id_token(scan_t *s, size_t p, size_t t) {
     static const int w[17] = {7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2};
     static const char check[] = "10X98765432";
-    for (size_t p = s->lo; p < s->n;) {
-        if (!isalnum_a(s->b[p])) {
-            p++;
-            continue;
-        }
-        size_t t = token_end(s, p);
+    {
         int c0 = s->b[p];
         if (t - p == 18) { /* ID18_RE */
             int y1 = s->b[p + 6], y2 = s->b[p + 7], last = s->b[p + 17];
@@ -172,7 +168,6 @@ static void find_id_card(scan_t *s) {
                     add(s, p, p + 15, MG_ID_CARD, 0.6);
             }
         }
-        p = t;
     }
 }
 
@@ -248,18 +243,12 @@ static size_t bank_match(const scan_t *s, size_t p) {
     return bank_tail_ok(s, q) ? q : 0;
 }
 
-static void find_bank_card(scan_t *s) {
+/* BANK_RE at the token start p (a digit); the match end or 0 */
+static size_t bank_at(scan_t *s, size_t p) {
     static const char *const bins[] = {"427020", "427030", "530990", "955880", "621226", "622200", "601382", "603367"};
-    for (size_t p = s->lo; p < s->n;) {
-        if (!isalnum_a(s->b[p])) {
-            p++;
-            continue;
-        }
-        size_t e = isd(s->b[p]) ? bank_match(s, p) : 0;
-        if (!e) {
-            p = token_end(s, p);
-            continue;
-        }
+    {
+        size_t e = bank_match(s, p);
+        if (!e) return 0;
         char d[24];
         int nd = 0;
         for (size_t i = p; i < e && nd < 23; i++)
@@ -287,7 +276,7 @@ static void find_bank_card(scan_t *s) {
                 conf = 0.5;
             if (conf > 0) add(s, p, e, MG_BANK_CARD, conf);
         }
-        p = e;
+        return e;
     }
 }
 
@@ -355,20 +344,15 @@ static size_t mobile_match(const scan_t *s, size_t p, int *prefix5) {
     return mobile_nat(s, q, prefix5);
 }
 
-static void find_mobile(scan_t *s) {
-    for (size_t p = s->lo; p < s->n;) {
-        int prefix5 = 0, c = s->b[p];
-        size_t e = (c == '1' || c == '(' || c == '+' || c == '0' || c == '8') && lb_digit_plus_ok(s, p)
-                       ? mobile_match(s, p, &prefix5)
-                       : 0;
-        if (!e) {
-            p++;
-            continue;
-        }
+/* MOBILE_RE at p; the match end or 0 */
+static size_t mobile_at(scan_t *s, size_t p) {
+    int prefix5 = 0;
+    size_t e = lb_digit_plus_ok(s, p) ? mobile_match(s, p, &prefix5) : 0;
+    if (e) {
         int code = segment_code(prefix5);
         if (code) add(s, p, e, MG_MOBILE, code == 2 ? 0.5 : 0.85);
-        p = e;
     }
+    return e;
 }
 
 /* ---- uscc: USCC_RE, GB 32100 check, GB 11714 check for all-digit codes ---- */
@@ -380,15 +364,11 @@ static int uscc_value(int c) { /* index in USCC_CHARS, or -1 outside [0-9A-HJ-NP
     return c >= 'A' && c <= 'Z' ? letters[c - 'A'] : -1;
 }
 
-static void find_uscc(scan_t *s) {
+/* USCC_RE on the token [p, t) */
+static void uscc_token(scan_t *s, size_t p, size_t t) {
     static const char chars[] = "0123456789ABCDEFGHJKLMNPQRTUWXY";
     static const int orgw[8] = {3, 7, 9, 10, 5, 8, 4, 2};
-    for (size_t p = s->lo; p < s->n;) {
-        if (!isalnum_a(s->b[p])) {
-            p++;
-            continue;
-        }
-        size_t t = token_end(s, p);
+    {
         int c0 = s->b[p];
         int ok = t - p == 18 && ((c0 >= '1' && c0 <= '9') || c0 == 'A' || c0 == 'N' || c0 == 'Y') &&
                  uscc_value(s->b[p + 1]) >= 0 && digits_at(s, p + 2, 6);
@@ -410,7 +390,6 @@ static void find_uscc(scan_t *s) {
             }
             if (valid) add(s, p, p + 18, MG_USCC, 0.9);
         }
-        p = t;
     }
 }
 
@@ -487,17 +466,12 @@ static size_t landline_match(const scan_t *s, size_t p, int *freephone) {
     return e;
 }
 
-static void find_landline(scan_t *s) {
-    for (size_t p = s->lo; p < s->n;) {
-        int freephone = 0, c = s->b[p];
-        size_t e = (c == '+' || c == '0' || c == '(') && lb_digit_plus_ok(s, p) ? landline_match(s, p, &freephone) : 0;
-        if (!e) {
-            p++;
-            continue;
-        }
-        if (!freephone) add(s, p, e, MG_LANDLINE, 0.7);
-        p = e;
-    }
+/* LANDLINE_RE at p; the match end or 0 */
+static size_t landline_at(scan_t *s, size_t p) {
+    int freephone = 0;
+    size_t e = lb_digit_plus_ok(s, p) ? landline_match(s, p, &freephone) : 0;
+    if (e && !freephone) add(s, p, e, MG_LANDLINE, 0.7);
+    return e;
 }
 
 /* ---- passport: PASSPORT_RE and its context ---- */
@@ -522,19 +496,11 @@ static int passport_token(const scan_t *s, size_t p, size_t len) {
     return 0;
 }
 
-static void find_passport(scan_t *s) {
-    for (size_t p = s->lo; p < s->n;) {
-        if (!isalnum_a(s->b[p])) {
-            p++;
-            continue;
-        }
-        /* here p starts a token: the previous byte is not alphanumeric */
-        size_t t = token_end(s, p);
-        if (passport_token(s, p, t - p)) {
-            int ctx = isd(s->b[p]) ? context(s, p, TAIWAN_WORDS, 0) : context(s, p, PASSPORT_WORDS, 1);
-            if (ctx) add(s, p, t, MG_PASSPORT, 0.6);
-        }
-        p = t;
+/* PASSPORT_RE on the token [p, t) */
+static void passport_at_token(scan_t *s, size_t p, size_t t) {
+    if (passport_token(s, p, t - p)) {
+        int ctx = isd(s->b[p]) ? context(s, p, TAIWAN_WORDS, 0) : context(s, p, PASSPORT_WORDS, 1);
+        if (ctx) add(s, p, t, MG_PASSPORT, 0.6);
     }
 }
 
@@ -664,15 +630,9 @@ static size_t resolve(mg_span *c, size_t n, mg_span *kept) {
  * lies inside one maximal run of them, and the character outside a run is "other" to every
  * lookaround, exactly as the text's start and end are; so the finders run on each run that holds a
  * digit (every match holds one) as if it were the whole text, which skips the CJK text around. */
-static unsigned char SEGMENT_CHARS[256]; /* filled on first use; racing fills write the same bytes */
-
-static inline int in_segment(u8 c) { return SEGMENT_CHARS[c]; }
-
-static void init_segment_chars(void) {
-    if (SEGMENT_CHARS['0']) return;
-    for (int c = 1; c < 256; c++)
-        SEGMENT_CHARS[c] = (u8)(isalnum_a(c) || c == ' ' || c == '\t' || c == '(' || c == ')' || c == '+' || c == '-');
-    SEGMENT_CHARS[0] = 0;
+static inline int in_segment(u8 c) {
+    static const unsigned long long bits[2] = {0x3ff2b0100000200ULL, 0x7fffffe07fffffeULL};
+    return c < 128 && (bits[c >> 6] >> (c & 63) & 1);
 }
 
 /* The next segment holding a digit at or after *pos: [*lo, *hi); 0 when there is none. */
@@ -693,6 +653,33 @@ static int next_segment(const u8 *b, size_t n, size_t *pos, size_t *lo, size_t *
     return 0;
 }
 
+/* All requested finders over one segment in a single pass. Each keeps its own resume position,
+ * as each regex's finditer does: a match hides the positions it covers from its own regex only. */
+static void find_in_segment(scan_t *s, unsigned classes) {
+    size_t bank_next = s->lo, mobile_next = s->lo, landline_next = s->lo;
+    for (size_t p = s->lo; p < s->n; p++) {
+        int c = s->b[p];
+        if (isalnum_a(c) && lb_alnum_ok(s, p)) {
+            size_t t = token_end(s, p);
+            if (classes & MG_ID_CARD) id_token(s, p, t);
+            if (classes & MG_USCC) uscc_token(s, p, t);
+            if ((classes & MG_BANK_CARD) && p >= bank_next && isd(c)) {
+                size_t e = bank_at(s, p);
+                if (e) bank_next = e;
+            }
+            if (classes & MG_PASSPORT) passport_at_token(s, p, t);
+        }
+        if ((classes & MG_MOBILE) && p >= mobile_next && (c == '1' || c == '(' || c == '+' || c == '0' || c == '8')) {
+            size_t e = mobile_at(s, p);
+            if (e) mobile_next = e;
+        }
+        if ((classes & MG_LANDLINE) && p >= landline_next && (c == '+' || c == '0' || c == '(')) {
+            size_t e = landline_at(s, p);
+            if (e) landline_next = e;
+        }
+    }
+}
+
 int mg_find_digits_ex(const char *utf8, size_t len, unsigned classes, unsigned flags, mg_span *out, int cap) {
     mg_span local[32];
     scan_t s = {(const u8 *)utf8, 0, len, 0, 0, 0, 0, local, 0, sizeof local / sizeof *local, 0};
@@ -700,7 +687,6 @@ int mg_find_digits_ex(const char *utf8, size_t len, unsigned classes, unsigned f
     if (!input_ok(&s, flags & MG_NORMALIZED)) return -1;
     classes &= MG_ALL_DIGIT_CLASSES;
     if (!classes) return 0;
-    init_segment_chars();
     size_t pos = 0;
     int open = 0;
     while (!open && next_segment(s.b, len, &pos, &s.lo, &s.n)) open = gate(&s);
@@ -708,12 +694,7 @@ int mg_find_digits_ex(const char *utf8, size_t len, unsigned classes, unsigned f
     pos = 0;
     while (next_segment(s.b, len, &pos, &s.lo, &s.n)) {
         /* detectors._FINDERS; the order of candidates is immaterial (resolve sorts on a total order) */
-        if (classes & MG_ID_CARD) find_id_card(&s);
-        if (classes & MG_USCC) find_uscc(&s);
-        if (classes & MG_BANK_CARD) find_bank_card(&s);
-        if (classes & MG_MOBILE) find_mobile(&s);
-        if (classes & MG_LANDLINE) find_landline(&s);
-        if (classes & MG_PASSPORT) find_passport(&s);
+        find_in_segment(&s, classes);
     }
     int result = -1;
     if (!s.unsure) {
