@@ -85,11 +85,20 @@ static int days_in_month(int y, int m) {
 static int birth_ok(scan_t *s, int y, int m, int d) {
     if (y < 1800 || m < 1 || m > 12 || d < 1 || d > days_in_month(y, m)) return 0;
     if (!s->have_today) {
+        /* localtime_r costs more than a whole line's scan: the bounds are kept a minute per
+         * thread, which the two-day margin on either side of today more than covers. */
+        static _Thread_local time_t cached_at;
+        static _Thread_local long cached_lo = -1, cached_hi = -1;
         time_t now = time(NULL);
-        s->day_lo = ymd_of(now - 2 * 86400);
-        s->day_hi = ymd_of(now + 2 * 86400);
+        if (cached_lo < 0 || now < cached_at || now - cached_at > 60) {
+            cached_lo = ymd_of(now - 2 * 86400);
+            cached_hi = ymd_of(now + 2 * 86400);
+            cached_at = now;
+            if (now == (time_t)-1 || cached_hi < 0) cached_lo = -1;
+        }
+        s->day_lo = cached_lo;
+        s->day_hi = cached_hi;
         s->have_today = 1;
-        if (now == (time_t)-1 || s->day_lo < 0 || s->day_hi < 0) s->day_lo = -1;
     }
     if (s->day_lo < 0) {
         s->unsure = 1;
@@ -182,11 +191,17 @@ static size_t window_start(const scan_t *s, size_t start) {
     return lo;
 }
 
-/* Is `word` (ASCII words compared case-insensitively) inside b[lo, hi)? */
+/* Is `word` inside b[lo, hi)? ASCII letters of the text are lowered when `fold` (the words are
+ * lower case). Only character starts are tried: a UTF-8 word cannot match from the middle of a
+ * character. */
 static int has_word(const scan_t *s, size_t lo, size_t hi, const char *word, int fold) {
     size_t k = strlen(word);
+    const u8 w0 = (u8)word[0];
     for (size_t p = lo; p + k <= hi; p++) {
-        size_t i = 0;
+        int c0 = s->b[p];
+        if (fold && c0 >= 'A' && c0 <= 'Z') c0 += 32;
+        if (c0 != w0) continue;
+        size_t i = 1;
         for (; i < k; i++) {
             int c = s->b[p + i];
             if (fold && c >= 'A' && c <= 'Z') c += 32;
@@ -197,10 +212,14 @@ static int has_word(const scan_t *s, size_t lo, size_t hi, const char *word, int
     return 0;
 }
 
+/* Any of `words` in the 16 characters before start; the ASCII words case-insensitively when
+ * `fold`, and only looked for when the window holds a letter. */
 static int context(const scan_t *s, size_t start, const char *const *words, int fold) {
     size_t lo = window_start(s, start);
+    int letters = 0;
+    for (size_t p = lo; p < start && !letters; p++) letters = isalnum_a(s->b[p]) && !isd(s->b[p]);
     for (; *words; words++)
-        if (has_word(s, lo, start, *words, fold)) return 1;
+        if (((u8)**words >= 0x80 || letters) && has_word(s, lo, start, *words, fold && (u8)**words < 0x80)) return 1;
     return 0;
 }
 
@@ -374,10 +393,10 @@ static void uscc_token(scan_t *s, size_t p, size_t t) {
                  uscc_value(s->b[p + 1]) >= 0 && digits_at(s, p + 2, 6);
         for (size_t i = 8; ok && i < 18; i++) ok = uscc_value(s->b[p + i]) >= 0;
         if (ok) {
-            int sum = 0, w = 1, all_digits = 1;
+            static const int w[17] = {1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28}; /* 3^i % 31 */
+            int sum = 0, all_digits = 1;
             for (size_t i = 0; i < 17; i++) {
-                sum += uscc_value(s->b[p + i]) * w;
-                w = w * 3 % 31;
+                sum += uscc_value(s->b[p + i]) * w[i];
                 all_digits &= isd(s->b[p + i]);
             }
             int valid = chars[(31 - sum % 31) % 31] == s->b[p + 17];
@@ -687,15 +706,26 @@ int mg_find_digits_ex(const char *utf8, size_t len, unsigned classes, unsigned f
     if (!input_ok(&s, flags & MG_NORMALIZED)) return -1;
     classes &= MG_ALL_DIGIT_CLASSES;
     if (!classes) return 0;
-    size_t pos = 0;
+    /* The segments are found once: the first pass stops at the end, or at 64 segments and then
+     * the second pass finds them again. */
+    size_t seg[64][2], nseg = 0, pos = 0;
     int open = 0;
+    while (nseg < 64 && next_segment(s.b, len, &pos, &s.lo, &s.n)) {
+        seg[nseg][0] = s.lo;
+        seg[nseg++][1] = s.n;
+        open = open || gate(&s);
+    }
+    int more = nseg == 64;
     while (!open && next_segment(s.b, len, &pos, &s.lo, &s.n)) open = gate(&s);
     if (!open) return 0;
-    pos = 0;
-    while (next_segment(s.b, len, &pos, &s.lo, &s.n)) {
-        /* detectors._FINDERS; the order of candidates is immaterial (resolve sorts on a total order) */
+    /* detectors._FINDERS; the order of candidates is immaterial (resolve sorts on a total order) */
+    for (size_t i = 0; i < nseg; i++) {
+        s.lo = seg[i][0];
+        s.n = seg[i][1];
         find_in_segment(&s, classes);
     }
+    for (pos = nseg ? seg[nseg - 1][1] : 0; more && next_segment(s.b, len, &pos, &s.lo, &s.n);)
+        find_in_segment(&s, classes);
     int result = -1;
     if (!s.unsure) {
         mg_span kept_local[32];

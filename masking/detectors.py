@@ -337,6 +337,8 @@ def _find_person_name(norm: str, out: list[Candidate]) -> None:
         if len(name) >= 2 and (surname_length(name) or any(c in NAME_DOTS for c in name)):
             start = m.start("name")
             out.append((start, start + len(name), "person_name", 0.6))
+    if "先生" not in norm and "女士" not in norm and "小姐" not in norm:
+        return  # HONORIFIC_RE needs one of them; `in` is ten times cheaper than the regex's scan
     for m in HONORIFIC_RE.finditer(norm):
         run = m.group("run")
         # The longest tail of the run that starts with a surname: 联系张三先生 -> 张三.

@@ -35,15 +35,23 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+# Lines read from a regular file are masked in batches of about this many bytes and written with
+# one call: stdout may be unbuffered (PYTHONUNBUFFERED=1, common in containers), where a write per
+# line cost a system call per line, a quarter of the CPU of a scan.
+BATCH_BYTES = 1 << 16
+
+
 def _stream(masker: Any, src: BinaryIO, dst: BinaryIO) -> None:
-    # Flush after each line when reading from a pipe or tty so that a consumer sees output as
-    # soon as its input line arrives; regular files get the buffered fast path.
-    interactive = not _is_regular(src)
-    for raw in src:
-        line = raw.decode("utf-8", "surrogateescape")
-        dst.write(masker(line).encode("utf-8", "surrogateescape"))
-        if interactive:
+    if not _is_regular(src):
+        # A pipe or tty: flush after each line so that a consumer sees output as soon as its
+        # input line arrives.
+        for raw in src:
+            dst.write(masker(raw.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape"))
             dst.flush()
+        return
+    while lines := src.readlines(BATCH_BYTES):
+        masked = [masker(raw.decode("utf-8", "surrogateescape")) for raw in lines]
+        dst.write("".join(masked).encode("utf-8", "surrogateescape"))
 
 
 def _is_regular(f: BinaryIO) -> bool:
