@@ -191,46 +191,57 @@ static size_t window_start(const scan_t *s, size_t start) {
     return lo;
 }
 
-/* Is `word` inside b[lo, hi)? ASCII letters of the text are lowered when `fold` (the words are
- * lower case). Only character starts are tried: a UTF-8 word cannot match from the middle of a
- * character. */
-static int has_word(const scan_t *s, size_t lo, size_t hi, const char *word, int fold) {
-    size_t k = strlen(word);
-    const u8 w0 = (u8)word[0];
-    for (size_t p = lo; p + k <= hi; p++) {
-        int c0 = s->b[p];
-        if (fold && c0 >= 'A' && c0 <= 'Z') c0 += 32;
-        if (c0 != w0) continue;
-        size_t i = 1;
-        for (; i < k; i++) {
-            int c = s->b[p + i];
-            if (fold && c >= 'A' && c <= 'Z') c += 32;
-            if (c != (u8)word[i]) break;
-        }
-        if (i == k) return 1;
-    }
-    return 0;
-}
-
-/* Any of `words` in the 16 characters before start; the ASCII words case-insensitively when
- * `fold`, and only looked for when the window holds a letter. */
-static int context(const scan_t *s, size_t start, const char *const *words, int fold) {
-    size_t lo = window_start(s, start);
-    int letters = 0;
-    for (size_t p = lo; p < start && !letters; p++) letters = isalnum_a(s->b[p]) && !isd(s->b[p]);
-    for (; *words; words++)
-        if (((u8)**words >= 0x80 || letters) && has_word(s, lo, start, *words, fold && (u8)**words < 0x80)) return 1;
-    return 0;
-}
+typedef struct {
+    const char *w;
+    size_t len;
+} word_t;
+#define WORD(s) {s, sizeof s - 1}
 
 /* BANK_CONTEXT_RE (re.I: only its ASCII words have case; no character of normalised text
  * case-folds onto their letters c a r d t o u n), PASSPORT_CONTEXT_RE (re.I, ditto for
  * p a s o r t: the long s folds to 's' but NFKC has already turned it into one),
- * TAIWAN_PERMIT_CONTEXT_RE. */
-static const char *const BANK_WORDS[] = {"银行", "卡号", "账号", "帐号", "借记卡", "信用卡", "储蓄卡", "收款账户",
-                                         "账户", "帐户", "card", "acct", "account", NULL};
-static const char *const PASSPORT_WORDS[] = {"护照", "回乡证", "通行证", "台胞证", "港澳", "旅行证", "passport", NULL};
-static const char *const TAIWAN_WORDS[] = {"台胞证", "台湾居民", "台湾通行证", NULL};
+ * TAIWAN_PERMIT_CONTEXT_RE. Each list ends with an empty word. */
+static const word_t BANK_WORDS[] = {WORD("银行"), WORD("卡号"), WORD("账号"),     WORD("帐号"),  WORD("借记卡"),
+                                    WORD("信用卡"), WORD("储蓄卡"), WORD("收款账户"), WORD("账户"),  WORD("帐户"),
+                                    WORD("card"),   WORD("acct"),   WORD("account"),  {NULL, 0}};
+static const word_t PASSPORT_WORDS[] = {WORD("护照"),   WORD("回乡证"), WORD("通行证"),   WORD("台胞证"),
+                                        WORD("港澳"),   WORD("旅行证"), WORD("passport"), {NULL, 0}};
+static const word_t TAIWAN_WORDS[] = {WORD("台胞证"), WORD("台湾居民"), WORD("台湾通行证"), {NULL, 0}};
+
+/* Does an ASCII word (lower case) start at p, the text compared case-insensitively? */
+static int ascii_word_at(const scan_t *s, size_t p, size_t hi, const word_t *w) {
+    if (p + w->len > hi) return 0;
+    for (size_t i = 0; i < w->len; i++) {
+        int c = s->b[p + i];
+        if (c >= 'A' && c <= 'Z') c += 32;
+        if (c != (u8)w->w[i]) return 0;
+    }
+    return 1;
+}
+
+/* Any of `words` in the 16 characters before start (regex.search(norm, start - 16, start)).
+ * Words are tried at character starts only: a UTF-8 word cannot match from inside a character. */
+static int context(const scan_t *s, size_t start, const word_t *words) {
+    size_t lo = window_start(s, start);
+    for (size_t p = lo; p < start; p++) {
+        u8 c = s->b[p];
+        if ((c & 0xC0) == 0x80) continue;
+        if (c < 0x80) {
+            int lower = c >= 'A' && c <= 'Z' ? c + 32 : c;
+            if (lower < 'a' || lower > 'z') continue;
+            for (const word_t *w = words; w->w; w++)
+                if ((u8)w->w[0] == lower && ascii_word_at(s, p, start, w)) return 1;
+            continue;
+        }
+        if (p + 3 > start) break;
+        u8 c1 = s->b[p + 1], c2 = s->b[p + 2];
+        for (const word_t *w = words; w->w; w++)
+            if ((u8)w->w[0] == c && (u8)w->w[1] == c1 && (u8)w->w[2] == c2 && p + w->len <= start &&
+                memcmp(s->b + p + 3, w->w + 3, w->len - 3) == 0)
+                return 1;
+    }
+    return 0;
+}
 
 /* ---- bank_card: BANK_RE, Luhn, context or card-like prefix ---- */
 
@@ -287,7 +298,7 @@ static size_t bank_at(scan_t *s, size_t p) {
             int known = 0;
             for (size_t i = 0; i < sizeof bins / sizeof *bins; i++)
                 if (memcmp(d, bins[i], 6) == 0) known = 1;
-            if (context(s, p, BANK_WORDS, 1))
+            if (context(s, p, BANK_WORDS))
                 conf = 0.9;
             else if ((d[0] == '6' && d[1] == '2') || known)
                 conf = 0.7;
@@ -518,7 +529,7 @@ static int passport_token(const scan_t *s, size_t p, size_t len) {
 /* PASSPORT_RE on the token [p, t) */
 static void passport_at_token(scan_t *s, size_t p, size_t t) {
     if (passport_token(s, p, t - p)) {
-        int ctx = isd(s->b[p]) ? context(s, p, TAIWAN_WORDS, 0) : context(s, p, PASSPORT_WORDS, 1);
+        int ctx = context(s, p, isd(s->b[p]) ? TAIWAN_WORDS : PASSPORT_WORDS);
         if (ctx) add(s, p, t, MG_PASSPORT, 0.6);
     }
 }
@@ -675,10 +686,11 @@ static int next_segment(const u8 *b, size_t n, size_t *pos, size_t *lo, size_t *
 /* All requested finders over one segment in a single pass. Each keeps its own resume position,
  * as each regex's finditer does: a match hides the positions it covers from its own regex only. */
 static void find_in_segment(scan_t *s, unsigned classes) {
+    const unsigned token_classes = MG_ID_CARD | MG_USCC | MG_BANK_CARD | MG_PASSPORT;
     size_t bank_next = s->lo, mobile_next = s->lo, landline_next = s->lo;
-    for (size_t p = s->lo; p < s->n; p++) {
+    for (size_t p = s->lo; p < s->n;) {
         int c = s->b[p];
-        if (isalnum_a(c) && lb_alnum_ok(s, p)) {
+        if ((classes & token_classes) && isalnum_a(c) && lb_alnum_ok(s, p)) {
             size_t t = token_end(s, p);
             if (classes & MG_ID_CARD) id_token(s, p, t);
             if (classes & MG_USCC) uscc_token(s, p, t);
@@ -696,6 +708,11 @@ static void find_in_segment(scan_t *s, unsigned classes) {
             size_t e = landline_at(s, p);
             if (e) landline_next = e;
         }
+        /* The rest of a digit run starts nothing: every regex opens with a lookbehind refusing a
+         * digit before it, (?<![0-9+]) or (?<![0-9A-Za-z]). */
+        p++;
+        if (isd(c))
+            while (p < s->n && isd(s->b[p])) p++;
     }
 }
 

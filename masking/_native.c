@@ -21,30 +21,44 @@ static int bit_index(int cls) {
 }
 
 /* UTF-8 of `text` into buf (>= 4 bytes a character); -1 on a lone surrogate (surrogateescape
- * input), which the reference handles. Written here rather than PyUnicode_AsUTF8AndSize so that
- * the encoding is not cached on every scanned value for its lifetime. */
-static Py_ssize_t encode(PyObject *text, char *buf) {
-    int kind = PyUnicode_KIND(text);
+ * input), which the reference handles, or, when `stable` is set, on a character outside
+ * mg_fold_stable (the raw-text check of mg_find_digits, done here on code points, which spares
+ * the C core a decoding pass). Written here rather than PyUnicode_AsUTF8AndSize so that the
+ * encoding is not cached on every scanned value for its lifetime. */
+#define ENCODE_LOOP(T)                                                                                   \
+    do {                                                                                                 \
+        const T *d = (const T *)data;                                                                    \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                             \
+            Py_UCS4 c = d[i];                                                                            \
+            if (c < 0x80) {                                                                              \
+                buf[o++] = (char)c;                                                                      \
+                continue;                                                                                \
+            }                                                                                            \
+            if (stable && !mg_fold_stable(c)) return -1;                                                 \
+            if (c < 0x800) {                                                                             \
+                buf[o++] = (char)(0xC0 | c >> 6);                                                        \
+                buf[o++] = (char)(0x80 | (c & 0x3F));                                                    \
+            } else if (c < 0x10000) {                                                                    \
+                if (c >= 0xD800 && c <= 0xDFFF) return -1;                                               \
+                buf[o++] = (char)(0xE0 | c >> 12);                                                       \
+                buf[o++] = (char)(0x80 | (c >> 6 & 0x3F));                                               \
+                buf[o++] = (char)(0x80 | (c & 0x3F));                                                    \
+            } else {                                                                                     \
+                buf[o++] = (char)(0xF0 | c >> 18);                                                       \
+                buf[o++] = (char)(0x80 | (c >> 12 & 0x3F));                                              \
+                buf[o++] = (char)(0x80 | (c >> 6 & 0x3F));                                               \
+                buf[o++] = (char)(0x80 | (c & 0x3F));                                                    \
+            }                                                                                            \
+        }                                                                                                \
+    } while (0)
+
+static Py_ssize_t encode(PyObject *text, char *buf, int stable) {
     const void *data = PyUnicode_DATA(text);
     Py_ssize_t n = PyUnicode_GET_LENGTH(text), o = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_UCS4 c = PyUnicode_READ(kind, data, i);
-        if (c < 0x80) {
-            buf[o++] = (char)c;
-        } else if (c < 0x800) {
-            buf[o++] = (char)(0xC0 | c >> 6);
-            buf[o++] = (char)(0x80 | (c & 0x3F));
-        } else if (c < 0x10000) {
-            if (c >= 0xD800 && c <= 0xDFFF) return -1;
-            buf[o++] = (char)(0xE0 | c >> 12);
-            buf[o++] = (char)(0x80 | (c >> 6 & 0x3F));
-            buf[o++] = (char)(0x80 | (c & 0x3F));
-        } else {
-            buf[o++] = (char)(0xF0 | c >> 18);
-            buf[o++] = (char)(0x80 | (c >> 12 & 0x3F));
-            buf[o++] = (char)(0x80 | (c >> 6 & 0x3F));
-            buf[o++] = (char)(0x80 | (c & 0x3F));
-        }
+    switch (PyUnicode_KIND(text)) {
+    case PyUnicode_1BYTE_KIND: ENCODE_LOOP(Py_UCS1); break;
+    case PyUnicode_2BYTE_KIND: ENCODE_LOOP(Py_UCS2); break;
+    default: ENCODE_LOOP(Py_UCS4); break;
     }
     return o;
 }
@@ -73,7 +87,7 @@ static PyObject *find_digits(PyObject *self, PyObject *const *args, Py_ssize_t n
         if (n > PY_SSIZE_T_MAX / 4) return PyErr_NoMemory();
         buf = n * 4 <= (Py_ssize_t)sizeof stack_buf ? stack_buf : PyMem_Malloc(n * 4);
         if (buf == NULL) return PyErr_NoMemory();
-        len = encode(text, buf);
+        len = encode(text, buf, !normalized);
         utf8 = buf;
     }
 
@@ -87,9 +101,10 @@ static PyObject *find_digits(PyObject *self, PyObject *const *args, Py_ssize_t n
         PyErr_NoMemory();
         goto done;
     }
+    /* MG_NORMALIZED either way: valid UTF-8 by construction, and encode() has done the
+     * fold-stable check a raw text needs. */
     if (len >= 0 && cap <= INT_MAX)
-        found = mg_find_digits_ex(utf8, (size_t)len, (unsigned)classes, normalized ? MG_NORMALIZED : 0, spans,
-                                  (int)cap);
+        found = mg_find_digits_ex(utf8, (size_t)len, (unsigned)classes, MG_NORMALIZED, spans, (int)cap);
     if (found < 0) {
         result = Py_NewRef(Py_None);
         goto done;
@@ -110,13 +125,22 @@ static PyObject *find_digits(PyObject *self, PyObject *const *args, Py_ssize_t n
             at[j] = (Py_ssize_t)chr;
         }
         int k = bit_index(spans[i].cls);
-        PyObject *item = k < 0 ? NULL : Py_BuildValue("(nnOd)", at[0], at[1], class_names[k], spans[i].conf);
+        PyObject *item = k < 0 ? NULL : PyTuple_New(4);
+        if (item != NULL) {
+            PyList_SET_ITEM(result, i, item);
+            PyObject *a = PyLong_FromSsize_t(at[0]), *b = PyLong_FromSsize_t(at[1]);
+            PyObject *conf = PyFloat_FromDouble(spans[i].conf);
+            PyTuple_SET_ITEM(item, 0, a);
+            PyTuple_SET_ITEM(item, 1, b);
+            PyTuple_SET_ITEM(item, 2, Py_NewRef(class_names[k]));
+            PyTuple_SET_ITEM(item, 3, conf);
+            if (a == NULL || b == NULL || conf == NULL) item = NULL;
+        }
         if (item == NULL) {
             if (!PyErr_Occurred()) PyErr_SetString(PyExc_SystemError, "masking._native: bad class");
             Py_CLEAR(result);
             goto done;
         }
-        PyList_SET_ITEM(result, i, item);
     }
 done:
     if (spans != NULL && spans != stack_spans) PyMem_Free(spans);
