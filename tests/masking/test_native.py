@@ -90,9 +90,13 @@ def _grouped(value: str, sep: str) -> str:
 @st.composite
 def values(draw: st.DrawFn) -> str:
     value = draw(st.one_of(mobiles(), id18s(), id15s(), bank_cards(), usccs(), landlines(), passports()))
-    style = draw(st.sampled_from(["plain", "plain", "grouped", "mobile3-4-4", "fullwidth", "cut", "x"]))
+    style = draw(
+        st.sampled_from(["plain", "plain", "grouped", "grouped+tail", "mobile3-4-4", "fullwidth", "cut", "x"])
+    )
     if style == "grouped":
         value = _grouped(value, draw(st.sampled_from([" ", "-", "\t", "  "])))
+    elif style == "grouped+tail":  # 6222 0202 0011 2233445: the card regex's tail without a separator
+        value = _grouped(value[:16], draw(st.sampled_from([" ", "-"]))) + value[16:]
     elif style == "mobile3-4-4":
         sep = draw(st.sampled_from([" ", "-", "\t", "－"]))
         value = f"{value[:3]}{sep}{value[3:7]}{sep}{value[7:]}"
