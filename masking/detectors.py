@@ -448,8 +448,9 @@ def text_finder(wanted: frozenset[str]) -> Callable[[str], tuple[list[Candidate]
 
     def find(text: str) -> tuple[list[Candidate], list[int] | None]:
         found: list[Candidate] | None = find_digits(text, bits, False)
-        if found is None:
-            return find_in_text(text, wanted)
+        if found is None:  # normalising may change the text (or C is unsure): the long way
+            norm, offsets = normalize(text)
+            return find_candidates(norm, wanted), offsets
         return (_other_candidates(text, wanted, found) if others else found), None
 
     return find

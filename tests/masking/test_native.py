@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import datetime
 import re
+from unittest.mock import patch
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from masking import detect
+import masking.text
+from masking import CLASSES as CLASSES_ALL
+from masking import DEFAULT_KEY, detect
 from masking import detectors as d
 from masking.checksums import id18_check_char
 from masking.native import load
@@ -171,6 +174,16 @@ def test_detect_is_the_reference(text: str) -> None:
     assert [(s.start, s.end, s.cls, s.confidence) for s in got] == [
         (*d.to_original(offsets, a, b), c, conf) for a, b, c, conf in expected
     ]
+
+
+@PROFILE
+@given(TEXTS, st.sampled_from(["mask", "redact", "hash"]))
+def test_text_masker_is_the_reference(text: str, action: str) -> None:
+    wanted = frozenset(CLASSES_ALL)
+    fast = masking.text._build.__wrapped__(wanted, action, DEFAULT_KEY)(text)
+    with patch.object(d, "_native", None):
+        slow = masking.text._build.__wrapped__(wanted, action, DEFAULT_KEY)(text)
+    assert fast == slow
 
 
 def test_every_mobile_prefix_matches_the_segment_table() -> None:
