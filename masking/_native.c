@@ -148,6 +148,54 @@ done:
     return result;
 }
 
+/* The fold normalize.py gives c, when it is one character known here, else -1; *relevant is
+ * set when the fold is one a detector can see (these are what make normalize() fold at all). */
+static long simple_fold(Py_UCS4 c, int *relevant) {
+    if (c < 0x80) return (long)c;
+    int fullwidth = c >= 0xFF01 && c <= 0xFF5E; /* NFKC: the ASCII character 0xFEE0 below */
+    if (mg_fold_stable(c)) return fullwidth ? (long)(c - 0xFEE0) : (long)c;
+    if (fullwidth) { /* digits, letters and % ( ) + - . @ _ */
+        *relevant = 1;
+        return c == 0xFF0D ? '-' : (long)(c - 0xFEE0);
+    }
+    if (c == 0x3000) { /* ideographic space */
+        *relevant = 1;
+        return ' ';
+    }
+    if ((c >= 0x2010 && c <= 0x2015) || c == 0x2212 || c == 0x30FC) { /* normalize.DASHES */
+        *relevant = 1;
+        return '-';
+    }
+    return -1;
+}
+
+/* normalize(text)[0] when every character of text is one simple_fold knows (each folds to one
+ * character, so normalize's offsets are None), else None. */
+static PyObject *fold_simple(PyObject *self, PyObject *text) {
+    if (!PyUnicode_Check(text)) {
+        PyErr_SetString(PyExc_TypeError, "fold_simple(text: str)");
+        return NULL;
+    }
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int relevant = 0;
+    Py_UCS4 maxchar = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long f = simple_fold(PyUnicode_READ(kind, data, i), &relevant);
+        if (f < 0) Py_RETURN_NONE;
+        if ((Py_UCS4)f > maxchar) maxchar = (Py_UCS4)f;
+    }
+    if (!relevant) return Py_NewRef(text); /* needs_folding() is False: normalize returns text */
+    PyObject *out = PyUnicode_New(n, maxchar);
+    if (out == NULL) return NULL;
+    int okind = PyUnicode_KIND(out);
+    void *odata = PyUnicode_DATA(out);
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyUnicode_WRITE(okind, odata, i, (Py_UCS4)simple_fold(PyUnicode_READ(kind, data, i), &relevant));
+    return out;
+}
+
 static PyObject *fold_stable(PyObject *self, PyObject *arg) {
     unsigned long cp = PyLong_AsUnsignedLong(arg);
     if (cp == (unsigned long)-1 && PyErr_Occurred()) return NULL;
@@ -158,6 +206,7 @@ static PyMethodDef methods[] = {
     {"find_digits", (PyCFunction)(void (*)(void))find_digits, METH_FASTCALL,
      "find_digits(text, classes, normalized) -> [(start, end, class, confidence)] or None when unsure"},
     {"fold_stable", fold_stable, METH_O, "fold_stable(codepoint) -> True when normalisation cannot involve it"},
+    {"fold_simple", fold_simple, METH_O, "fold_simple(text) -> normalize(text)[0] with offsets None, or None"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "masking._native", NULL, -1, methods, NULL, NULL, NULL, NULL};

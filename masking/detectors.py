@@ -423,6 +423,16 @@ def find_candidates(norm: str, wanted: frozenset[str]) -> list[Candidate]:
     return _other_candidates(norm, wanted, out)
 
 
+def _normalize(text: str) -> tuple[str, list[int] | None]:
+    """normalize(), by C where it knows every character's fold (one character each, so no offset
+    map): ASCII, CJK, full-width forms, the ideographic space and the dashes."""
+    if _native is not None:
+        norm: str | None = _native.fold_simple(text)
+        if norm is not None:
+            return norm, None
+    return normalize(text)
+
+
 def find_in_text(text: str, wanted: frozenset[str]) -> tuple[list[Candidate], list[int] | None]:
     """find_candidates() on normalize(text), and normalize's offset map back to `text`.
 
@@ -433,7 +443,7 @@ def find_in_text(text: str, wanted: frozenset[str]) -> tuple[list[Candidate], li
         found: list[Candidate] | None = _native.find_digits(text, _native_bits(wanted), False)
         if found is not None:
             return _other_candidates(text, wanted, found), None
-    norm, offsets = normalize(text)
+    norm, offsets = _normalize(text)
     return find_candidates(norm, wanted), offsets
 
 
@@ -449,7 +459,7 @@ def text_finder(wanted: frozenset[str]) -> Callable[[str], tuple[list[Candidate]
     def find(text: str) -> tuple[list[Candidate], list[int] | None]:
         found: list[Candidate] | None = find_digits(text, bits, False)
         if found is None:  # normalising may change the text (or C is unsure): the long way
-            norm, offsets = normalize(text)
+            norm, offsets = _normalize(text)
             return find_candidates(norm, wanted), offsets
         return (_other_candidates(text, wanted, found) if others else found), None
 

@@ -203,6 +203,27 @@ def test_fold_stable_characters_are_left_alone_by_normalisation() -> None:
         assert re.fullmatch("[a-z]", ch, re.I) is None, hex(cp)
 
 
+@PROFILE
+@given(TEXTS)
+def test_simple_fold_is_normalize(text: str) -> None:
+    folded = native.fold_simple(text)
+    if folded is not None:
+        assert normalize(text) == (folded, None)
+
+
+def test_simple_fold_of_every_character_is_normalize() -> None:
+    known = 0
+    for cp in range(0x80, 0x10000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        for text in (chr(cp), chr(cp) + "１"):  # alone, and next to a fold that makes normalize() fold
+            folded = native.fold_simple(text)
+            if folded is not None:
+                known += 1
+                assert normalize(text) == (folded, None), hex(cp)
+    assert known > 2 * 20000  # the CJK ideographs at least
+
+
 def test_unstable_characters_make_raw_text_unsure() -> None:
     for ch in "\u3000１－—ー…（＋＠ａ\U0001d7ce\u00a0ſ\u212a":
         assert native.find_digits(f"手机13812345678{ch}", 1, False) is None, hex(ord(ch))
