@@ -10,7 +10,7 @@ from setuptools import Extension, setup
 _FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 
 EXTENSIONS = [
-    Extension("masking._native", ["masking/_native.c"], extra_compile_args=_FLAGS, optional=True),
+    Extension("masking._native", ["masking/_native.c", "masking/_digits.c"], depends=["masking/_digits.h"], extra_compile_args=_FLAGS, optional=True),
 ]
 
 setup(ext_modules=EXTENSIONS)

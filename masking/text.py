@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable
 from functools import lru_cache
 
 from masking.classes import DEFAULT_KEY, check_action, resolve_classes
-from masking.detectors import DETECTABLE, DIGIT_TRIGGERED, find_candidates
+from masking.detectors import DETECTABLE, DIGIT_TRIGGERED, find_candidates, text_finder
 from masking.maskers import make_str_fn
-from masking.normalize import normalize, to_original
+from masking.normalize import to_original
 
 _ASCII_TRIGGER = {
     (True, True): re.compile(r"[0-9@]"),
@@ -58,6 +58,7 @@ def _build(wanted: frozenset[str], action: str, key: bytes) -> Callable[[str], s
     # Names are found only next to CJK context words, so pure-ASCII text can skip them.
     trigger = _ASCII_TRIGGER.get((need_digits, need_at))
     search = trigger.search if trigger is not None else None
+    find = text_finder(wanted)
 
     def mask(text: str) -> str:
         if len(text) > MAX_SCANNED_CHARS:
@@ -65,16 +66,15 @@ def _build(wanted: frozenset[str], action: str, key: bytes) -> Callable[[str], s
         if text.isascii():
             if search is None or search(text) is None:
                 return text
-            norm, offsets = text, None
+            cands, offsets = find_candidates(text, wanted), None
         else:
-            norm, offsets = normalize(text)
-        cands = find_candidates(norm, wanted)
+            cands, offsets = find(text)
         if not cands:
             return text
         parts = []
         pos = 0
         for start, end, cls, _conf in cands:
-            s, e = to_original(offsets, start, end)
+            s, e = (start, end) if offsets is None else to_original(offsets, start, end)
             parts.append(text[pos:s])
             parts.append(replacers[cls](text[s:e]))
             pos = e

@@ -35,15 +35,37 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+# Lines are masked in batches of up to about this many bytes and written with one call: stdout may
+# be unbuffered (PYTHONUNBUFFERED=1, common in containers), where a write per line cost a system
+# call per line, a quarter of the CPU of a scan.
+BATCH_BYTES = 1 << 16
+
+
+def _mask_lines(masker: Any, lines: list[bytes]) -> bytes:
+    masked = [masker(raw.decode("utf-8", "surrogateescape")) for raw in lines]
+    return "".join(masked).encode("utf-8", "surrogateescape")
+
+
 def _stream(masker: Any, src: BinaryIO, dst: BinaryIO) -> None:
-    # Flush after each line when reading from a pipe or tty so that a consumer sees output as
-    # soon as its input line arrives; regular files get the buffered fast path.
-    interactive = not _is_regular(src)
-    for raw in src:
-        line = raw.decode("utf-8", "surrogateescape")
-        dst.write(masker(line).encode("utf-8", "surrogateescape"))
-        if interactive:
+    if _is_regular(src):
+        while lines := src.readlines(BATCH_BYTES):
+            dst.write(_mask_lines(masker, lines))
+        return
+    # A pipe or tty: a consumer must see each line's output as soon as the line has arrived, so
+    # every line already received is masked and flushed before the next read can block; what
+    # arrived together is written together (`cat big.log | maskgate scan` is not a write per line).
+    pending = b""
+    while chunk := src.read1(BATCH_BYTES):  # type: ignore[attr-defined]
+        data = pending + chunk
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            # Split at b"\n" only, as iterating a binary file does (not at \r or \x0b).
+            dst.write(_mask_lines(masker, [line + b"\n" for line in data[: cut - 1].split(b"\n")]))
             dst.flush()
+        pending = data[cut:]
+    if pending:
+        dst.write(_mask_lines(masker, [pending]))
+        dst.flush()
 
 
 def _is_regular(f: BinaryIO) -> bool:

@@ -182,3 +182,14 @@ def test_offsets_map_back_through_expanding_characters() -> None:
     text = "㈱客户电话１３８１２３４５６７８"
     [span] = detect(text)
     assert text[span.start : span.end] == span.text == "１３８１２３４５６７８"
+
+
+def test_colons_before_a_dotted_quad_are_punctuation() -> None:
+    # Hypothesis found this planted IPv4 reported as the IPv4-compatible IPv6 `::0.0.0.0`.
+    assert [(s.cls, s.text, s.start) for s in detect("（：：0.0.0.0", ["ip_address"])] == [
+        ("ip_address", "0.0.0.0", 3)
+    ]
+    assert [s.text for s in detect("地址::ffff:1.2.3.4 或 fe80::1.2.3.4", ["ip_address"])] == [
+        "::ffff:1.2.3.4",
+        "fe80::1.2.3.4",
+    ]
