@@ -144,6 +144,11 @@ class Context:
         data, self.cseq = p.frame(payload, self.cseq)
         self.out.client(data)
 
+    def send_all(self, payloads: list[bytes]) -> None:
+        """Packets to the client, numbered after the last one, as one chunk of the outbox."""
+        data, self.cseq = p.frame_all(payloads, self.cseq)
+        self.out.client(data)
+
     def close(self, reason: str, err: p.ERR | None = None) -> None:
         """Close the session, telling the client `err` last."""
         last = b""

@@ -25,7 +25,7 @@ from proxy.mysql import errors
 from proxy.mysql import packets as p
 from proxy.mysql.context import Context
 from proxy.mysql.login import quote_name
-from proxy.mysql.rowmask import RowPlan, build_plan
+from proxy.mysql.rowmask import PlanCache, RowPlan, parse_columns
 from proxy.mysql.types import charset_name_encoding
 from proxy.services.rows import Unmaskable
 from proxy.services.statement import AUDIT_FAILED, STALE, RowCount, part, withheld_message
@@ -61,8 +61,9 @@ WITHHELD_MESSAGE = b"maskgate: the message is withheld because an earlier statem
 
 def _is_diagnostics(allow: Allow, ncols: int) -> bool:
     """SHOW WARNINGS / SHOW ERRORS: the engine describes them as Level, Code, Message."""
-    names = [c.name.lower() for c in allow.columns]
-    return allow.kind == "show" and ncols == 3 and names == ["level", "code", "message"]
+    if allow.kind != "show" or ncols != 3:
+        return False
+    return [c.name.lower() for c in allow.columns] == ["level", "code", "message"]
 
 
 def withheld_messages(cols: list[p.ColumnDefinition41], binary: bool) -> RowPlan:
@@ -137,8 +138,9 @@ class InFlight:
     phase: Phase = Phase.HEAD
     index: int = 0  # the result (the part of a multi-statement string) being answered
     ncols: int = 0
-    cols: list[p.ColumnDefinition41] = field(default_factory=list)
-    held: list[bytes] = field(default_factory=list)  # result head packets awaiting the plan
+    # The result's head awaiting the plan: its column count, then the column definitions as
+    # they came (parsed only when the session's plan cache has not seen them).
+    held: list[bytes] = field(default_factory=list)
     plan: RowPlan | None = None
     count: RowCount = field(default_factory=lambda: RowCount(None))
     rows: int = 0
@@ -166,6 +168,7 @@ class Relay:
         self.waiting: deque[tuple[int, bytes]] = deque()  # commands sent before their turn
         self.waiting_bytes = 0
         self.stmts: dict[int, Stmt] = {}
+        self.plans = PlanCache(ctx.gate)
         # SQL-level PREPARE name FROM '…': a namespace of its own in MySQL (not the protocol's
         # numbered statements), with the decision of each body and the generation it was made in.
         self.sql_prepared: dict[str, tuple[Allow, int]] = {}
@@ -714,14 +717,12 @@ class Relay:
                 f.refused = LOCAL_INFILE
             else:
                 f.ncols = p.ColumnCount.parse(payload).count
-                f.cols = []
                 f.held = [payload]
                 f.phase = Phase.COLUMNS if f.ncols else Phase.COLUMNS_EOF
             return
         if ph is Phase.COLUMNS:
-            f.cols.append(p.ColumnDefinition41.parse(payload))
             f.held.append(payload)
-            if len(f.cols) >= f.ncols:
+            if len(f.held) > f.ncols:
                 f.phase = Phase.COLUMNS_EOF
             return
         if ph is Phase.COLUMNS_EOF:
@@ -738,25 +739,27 @@ class Relay:
         ctx = self.ctx
         f.phase = Phase.ROWS
         cursor = f.cursor and bool(eof.status & p.SERVER_STATUS_CURSOR_EXISTS) and f.stmt is not None
+        heads = f.held[1:]
         if f.refused is None and self.restricted:
+            allow = self._part(f)
             try:
-                if _is_diagnostics(self._part(f), len(f.cols)):
-                    f.plan = withheld_messages(f.cols, f.binary)
+                if _is_diagnostics(allow, len(heads)):
+                    f.plan = withheld_messages(parse_columns(heads), f.binary)
                 else:
-                    f.plan = build_plan(f.cols, self._part(f), self.gate, binary=f.binary)
+                    f.plan = self.plans.plan(heads, allow, f.binary, self.gate.generation)
             except Unmaskable as e:
                 f.refused = Block("unmaskable", f"the result was refused: {e}")
         else:
+            self.plans.plan(heads, None, f.binary, self.gate.generation)  # checked all the same
             f.plan = None
         if f.refused is not None:
             f.held = []
             if cursor:
                 self._finish_refused(f)  # no rows follow: they would come with COM_STMT_FETCH
             return
-        for h in f.held:
-            ctx.send(h)
+        f.held.append(eof_payload)
+        ctx.send_all(f.held)
         f.held = []
-        ctx.send(eof_payload)
         if cursor:
             # Rows come with COM_STMT_FETCH: the cursor keeps the plan and the row budget.
             assert f.stmt is not None
@@ -815,7 +818,7 @@ class Relay:
     def _next_result(self, f: InFlight) -> None:
         f.index += 1
         f.phase = Phase.HEAD
-        f.ncols, f.cols, f.plan = 0, [], None
+        f.ncols, f.held, f.plan = 0, [], None
         if f.allow is not None:
             f.count = RowCount(self._part(f).row_limit)
 
