@@ -292,9 +292,9 @@ class Relay:
             return None
 
     def _on_query(self, payload: bytes) -> None:
-        q = p.ComQuery.parse(payload)
+        raw = p.ComQuery.parse(payload).query
         started = self.ctx.clock()
-        sql, d, overhead = self._analysed(q.query, started)
+        sql, d, overhead = self._analysed(raw, started)
         if isinstance(d, Allow):
             d = self._resolve_executes(d)
         if isinstance(d, Block):
@@ -315,14 +315,21 @@ class Relay:
         if spent is not None:
             self._refuse(sql, spent, started=started, overhead=overhead)
             return
-        text = self._encoded(d.rewritten_sql or sql)
-        if text is None:
-            self._refuse(
-                sql,
-                Block("unparsable", "the statement cannot be sent in the connection's character set"),
-                started=started,
-            )
-            return
+        if d.rewritten_sql is None and self.ctx.encoding == "utf-8" and b"/*" not in raw:
+            # Sent as the client sent it: with no comment there was no executable comment to
+            # expand, so the decided text is these bytes decoded, and UTF-8 encodes it back to
+            # exactly them.
+            query = payload
+        else:
+            text = self._encoded(d.rewritten_sql or sql)
+            if text is None:
+                self._refuse(
+                    sql,
+                    Block("unparsable", "the statement cannot be sent in the connection's character set"),
+                    started=started,
+                )
+                return
+            query = p.ComQuery(text).serialize()
         sid = self.tracker.begin(sql, d)
         if sid is None:
             self._refuse(sql, AUDIT_FAILED, started=started, overhead=overhead)
@@ -330,12 +337,19 @@ class Relay:
         warn = self.warning is not None and sql.strip(" \t\r\n;").upper().split() == ["SHOW", "WARNINGS"]
         if not warn:
             self.warning = None
-        flight = InFlight(
-            Wait.RESULTS, sql=sql, allow=d, started=started, overhead=overhead, sid=sid, warn=warn
-        )
         # Each result of a multi-statement string has its own part's row limit.
-        flight.count = RowCount(part(d, 0).row_limit)
-        self._forward(p.ComQuery(text).serialize(), flight)
+        count = RowCount(part(d, 0).row_limit)
+        flight = InFlight(
+            Wait.RESULTS,
+            sql=sql,
+            allow=d,
+            started=started,
+            overhead=overhead,
+            sid=sid,
+            warn=warn,
+            count=count,
+        )
+        self._forward(query, flight)
 
     def _resolve_executes(self, d: Allow) -> Decision:
         """`d` with each SQL-level EXECUTE decided as the statement it runs: the decision kept
@@ -446,9 +460,16 @@ class Relay:
             return
         cursor = len(payload) > 5 and bool(payload[5] & p.CURSOR_TYPE_READ_ONLY)
         flight = InFlight(
-            Wait.RESULTS, sql=st.sql, allow=d, started=started, sid=sid, binary=True, stmt=st, cursor=cursor
+            Wait.RESULTS,
+            sql=st.sql,
+            allow=d,
+            started=started,
+            sid=sid,
+            binary=True,
+            stmt=st,
+            cursor=cursor,
+            count=RowCount(d.row_limit),
         )
-        flight.count = RowCount(d.row_limit)
         self._forward(payload, flight)
 
     def _on_fetch(self, payload: bytes) -> None:
@@ -563,6 +584,43 @@ class Relay:
             self._end_cursor(st)
 
     # ------------------------------------------------------------------ upstream -> client
+
+    def upstream_packets(self, packets: list[tuple[int, bytes]]) -> None:
+        """What the server sent in one read. A result's column definitions and its rows are
+        taken in runs, one client chunk per run; every other packet goes through
+        `upstream_packet` one at a time."""
+        out = self.out
+        i, n = 0, len(packets)
+        while i < n:
+            if out.closed:
+                return
+            f = self.flight
+            if f is not None and (f.wait is Wait.RESULTS or f.wait is Wait.FETCH):
+                ph = f.phase
+                if ph is Phase.COLUMNS and f.wait is Wait.RESULTS:
+                    run = packets[i : i + f.ncols + 1 - len(f.held)]
+                    f.held += [payload for _, payload in run]
+                    i += len(run)
+                    self.useq = (run[-1][0] + 1) & 0xFF
+                    if len(f.held) > f.ncols:
+                        f.phase = Phase.COLUMNS_EOF
+                    continue
+                if ph is Phase.ROWS or f.wait is Wait.FETCH:
+                    start = i
+                    while i < n:
+                        payload = packets[i][1]
+                        # An EOF (0xFE, under 9 bytes) or an ERR ends the rows: not a row.
+                        if payload and (payload[0] == 0xFF or (payload[0] == 0xFE and len(payload) < 9)):
+                            break
+                        i += 1
+                    if i > start:
+                        self.useq = (packets[i - 1][0] + 1) & 0xFF
+                        if f.refused is None or f.wait is Wait.FETCH:
+                            self._rows(f, [payload for _, payload in packets[start:i]])
+                        continue
+            seq, payload = packets[i]
+            self.upstream_packet(seq, payload)
+            i += 1
 
     def upstream_packet(self, seq: int, payload: bytes) -> None:
         f = self.flight
@@ -779,6 +837,28 @@ class Relay:
         )
         self.ctx.send(row.serialize())
         self.warning = None
+
+    def _rows(self, f: InFlight, payloads: list[bytes]) -> None:
+        """`_row` for a run of rows: counted against the limit, masked, sent as one chunk."""
+        count = f.count
+        limit = count.limit
+        if limit is not None and count.sent + len(payloads) > limit:
+            for payload in payloads:
+                self._row(f, payload)
+            return
+        count.sent += len(payloads)
+        f.rows += len(payloads)
+        plan = f.plan
+        if plan is not None:
+            apply = plan.apply
+            masked = 0
+            for j, payload in enumerate(payloads):
+                new, changed = apply(payload)
+                if new is not None:
+                    payloads[j] = new
+                    masked += changed
+            f.masked += masked
+        self.ctx.send_all(payloads)
 
     def _row(self, f: InFlight, payload: bytes) -> None:
         count = f.count

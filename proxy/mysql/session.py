@@ -165,12 +165,17 @@ class MySqlSession(ClosingHandlers):
 
     def _on_upstream_data(self, event: UpstreamData) -> None:
         try:
-            for seq, payload in self._uf.feed(event.data):
+            packets = self._uf.feed(event.data)
+            if self.relay is not None:
+                self.relay.upstream_packets(packets)
+                return
+            for k, (seq, payload) in enumerate(packets):
                 if self.ctx.out.closed:
                     return
                 if self.relay is not None:
-                    self.relay.upstream_packet(seq, payload)
-                    continue
+                    # The login ended within this read: the rest is the relay's.
+                    self.relay.upstream_packets(packets[k:])
+                    return
                 self.login.upstream_packet(seq, payload)
                 if self.login.done and not self.ctx.out.closed:
                     self.relay = Relay(self.ctx, assume_role=self.login.assumed_role)
