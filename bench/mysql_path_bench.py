@@ -15,7 +15,9 @@ import argparse
 import cProfile
 import pstats
 import random
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -241,17 +243,22 @@ def check(s: MySqlSession, exchange: tuple[bytes, bytes], i: int) -> None:
     assert phone not in data and id_card not in data and name not in data, "a value went through clear"
 
 
-def measure(mode: str, n: int, profile: int, rounds: int = 3) -> dict[str, float]:
+def measure(mode: str, n: int, profile: int, rounds: int = 3, pool: int = 0) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="mg-mypath-") as tmp:
         b = Bench(Path(tmp))
         try:
             rnd = random.Random(12)
-            ids = [rnd.randint(1, CUSTOMERS) for _ in range(n)]
+            if pool:
+                # The same setup work whatever n: instruction counts of two runs subtract.
+                everyone = rnd.sample(range(1, CUSTOMERS + 1), pool)
+                ids = everyone[:n]
+            else:
+                everyone = ids = [rnd.randint(1, CUSTOMERS) for _ in range(n)]
             if mode == "prepared":
                 b.prepare(1)
-                cache = {i: binary_exchange(i, 1) for i in set(ids)}
+                cache = {i: binary_exchange(i, 1) for i in set(everyone)}
             else:
-                cache = {i: text_exchange(i) for i in set(ids)}
+                cache = {i: text_exchange(i) for i in set(everyone)}
             exchanges = [cache[i] for i in ids]
             check(b.session, exchanges[0], ids[0])
             warm = exchanges[: min(500, n)]
@@ -277,16 +284,47 @@ def measure(mode: str, n: int, profile: int, rounds: int = 3) -> dict[str, float
     return {"cpu_us_per_tx": min(runs), "median_us_per_tx": statistics.median(runs), "transactions": n}
 
 
+def instructions(mode: str, low: int = 200, high: int = 1200) -> float:
+    """Instructions per transaction under callgrind: two runs of the same setup that replay
+    `low` and `high` transactions, subtracted (steady on a shared machine, unlike CPU time)."""
+    counts = []
+    for n in (low, high):
+        cmd = [
+            "valgrind",
+            "--tool=callgrind",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            "-m",
+            "bench.mysql_path_bench",
+            f"--mode={mode}",
+            f"-n={n}",
+            "--rounds=1",
+            f"--pool={high}",
+        ]
+        run = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        found = re.search(r"Collected : (\d+)", run.stderr)
+        if found is None:
+            raise RuntimeError(f"callgrind gave no count: {run.stderr[-500:]}")
+        counts.append(int(found.group(1)))
+    return (counts[1] - counts[0]) / (high - low)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("-n", type=int, default=20_000, help="transactions per mode")
     ap.add_argument("--mode", choices=("simple", "prepared", "both"), default="both")
     ap.add_argument("--profile", type=int, default=0, help="profile this many transactions first")
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds of n transactions")
+    ap.add_argument("--pool", type=int, default=0, help="build this many exchanges, replay the first n")
+    ap.add_argument("--callgrind", action="store_true", help="instructions per transaction (valgrind)")
     args = ap.parse_args(argv)
     modes = ("simple", "prepared") if args.mode == "both" else (args.mode,)
+    if args.callgrind:
+        for mode in modes:
+            print(f"mysql path {mode:8s}: {instructions(mode) / 1000:.0f}k instructions per transaction")
+        return 0
     for mode in modes:
-        r = measure(mode, args.n, args.profile, args.rounds)
+        r = measure(mode, args.n, args.profile, args.rounds, args.pool)
         print(
             f"mysql path {mode:8s}: {r['cpu_us_per_tx']:.1f} us CPU per transaction "
             f"(least of {args.rounds} rounds of {args.n}; median {r['median_us_per_tx']:.1f})"

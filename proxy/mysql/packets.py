@@ -321,8 +321,21 @@ class Framer:
         else:
             buf = data if isinstance(data, bytes) else bytes(data)
         out: list[tuple[int, bytes]] = []
+        append = out.append
         pos = 0
         end = len(buf)
+        limit = self.max_packet
+        if not self._chunks:
+            # The common case, whole packets under 16 MiB: no continuation to follow.
+            while end - pos >= 4:
+                length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+                stop = pos + 4 + length
+                if length == MAX_PAYLOAD or length > limit or stop > end:
+                    break  # the general loop below says why, or keeps the rest
+                append((buf[pos + 3], buf[pos + 4 : stop]))
+                pos = stop
+            if out:
+                self._last_seq = out[-1][0]
         while end - pos >= 4:
             length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
             seq = buf[pos + 3]
@@ -347,7 +360,7 @@ class Framer:
                 body = b"".join(self._chunks)
                 self._chunks.clear()
                 self._chunks_len = 0
-            out.append((seq, body))
+            append((seq, body))
         if pos < end:
             self._pending += memoryview(buf)[pos:]
         return out

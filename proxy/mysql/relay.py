@@ -756,7 +756,7 @@ class Relay:
         ph = f.phase
         if ph is Phase.ROWS:
             if p.is_eof(payload):
-                self._end_result(f, p.EOF.parse(payload))
+                self._end_result(f, p.EOF.parse(payload), payload)
             elif p.is_err(payload):
                 self._result_error(f, p.ERR.parse(payload))
             elif f.refused is None:
@@ -875,17 +875,16 @@ class Relay:
                 f.masked += changed
         self.ctx.send(payload)
 
-    def _end_result(self, f: InFlight, eof: p.EOF) -> None:
+    def _end_result(self, f: InFlight, eof: p.EOF, payload: bytes) -> None:
         if not self._check_status(eof.status):
             return
         more = bool(eof.status & p.SERVER_MORE_RESULTS_EXISTS)
         if f.refused is None:
-            warnings = eof.warnings
             if f.count.truncated:
                 f.truncated = True
                 self.warning = f"maskgate: result truncated to {f.count.limit} rows"
-                warnings = min(warnings + 1, 0xFFFF)
-            self.ctx.send(p.EOF(warnings, eof.status).serialize())
+                payload = p.EOF(min(eof.warnings + 1, 0xFFFF), eof.status).serialize()
+            self.ctx.send(payload)  # as it came (it parsed as an EOF) unless a warning is added
             if f.allow is not None and not f.binary:
                 self._succeeded(self._part(f))
         if more:

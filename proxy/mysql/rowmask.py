@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from policies.decision import Allow
+from policies.decision import Allow, ColumnMask
 from proxy.mysql import packets as p
 from proxy.mysql import types
 from proxy.services.gate import MaskerSource
@@ -135,11 +135,21 @@ class PlanCache:
     each time; its plan does not change with it. A hit also stands for the parse of the
     definitions, which are the bytes of definitions parsed before."""
 
-    __slots__ = ("_plans", "src")
+    __slots__ = ("_columns", "_plans", "_signature", "src")
 
     def __init__(self, src: MaskerSource) -> None:
         self.src = src
         self._plans: dict[tuple[object, ...], RowPlan | None] = {}
+        # The last decision's column masks and what of them a plan depends on: decisions of
+        # one statement shape share their masks, which are then not walked again.
+        self._columns: tuple[ColumnMask, ...] | None = None
+        self._signature: tuple[tuple[str | None, str, bool], ...] = ()
+
+    def _masks(self, columns: tuple[ColumnMask, ...]) -> tuple[tuple[str | None, str, bool], ...]:
+        if columns is not self._columns:
+            self._signature = tuple((c.cls, c.action, c.derived) for c in columns)
+            self._columns = columns
+        return self._signature
 
     def plan(
         self, heads: Sequence[bytes], allow: Allow | None, binary: bool, generation: int
@@ -150,7 +160,7 @@ class PlanCache:
         if allow is None:
             key: tuple[object, ...] = (binary, generation, None, heads)
         else:
-            key = (binary, generation, allow.columns, allow.detect, bool(allow.classes), heads)
+            key = (binary, generation, self._masks(allow.columns), allow.detect, bool(allow.classes), heads)
         try:
             return self._plans[key]
         except KeyError:
