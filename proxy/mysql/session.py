@@ -103,6 +103,7 @@ class MySqlSession(ClosingHandlers):
 
     def greeting(self) -> list[Command]:
         """The commands queued before any event: maskgate's greeting."""
+        self.ctx.flush_client()
         return self.ctx.out.flush()
 
     def handle(self, event: Event) -> list[Command]:
@@ -117,6 +118,7 @@ class MySqlSession(ClosingHandlers):
         except ProtocolViolation as e:
             log.info("session %s: protocol violation: %s", ctx.session_id, e)
             ctx.close(f"protocol violation: {e}", errors.protocol_violation())
+        ctx.flush_client()
         if gone:
             ctx.out.to_client.clear()
         relay = self.relay
