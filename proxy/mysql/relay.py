@@ -292,7 +292,7 @@ class Relay:
             return None
 
     def _on_query(self, payload: bytes) -> None:
-        raw = p.ComQuery.parse(payload).query
+        raw = payload[1:]  # COM_QUERY, as `_command` dispatched it: the rest is the text
         started = self.ctx.clock()
         sql, d, overhead = self._analysed(raw, started)
         if isinstance(d, Allow):
@@ -763,11 +763,12 @@ class Relay:
                 self._row(f, payload)
             return
         if ph is Phase.HEAD:
-            if p.is_err(payload):
+            first = payload[0] if payload else -1
+            if first == p.ERR_HEADER:
                 self._result_error(f, p.ERR.parse(payload))
-            elif p.is_ok(payload):
+            elif first == p.OK_HEADER:
                 self._result_ok(f, p.OK.parse(payload, self.ctx.caps))
-            elif p.is_local_infile(payload):
+            elif first == p.LOCAL_INFILE_HEADER:
                 # Never relayed: the server gets an empty file (it answers OK or ERR next) and
                 # the client a refusal.
                 data, self.useq = p.frame(b"", self.useq)

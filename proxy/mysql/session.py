@@ -136,7 +136,12 @@ class MySqlSession(ClosingHandlers):
         if self.phase is Phase.DRAINING:
             return
         data = event.data
-        if self.login.awaits_handshake and not self.login.tls and self.ctx.cfg.tls_available:
+        if (
+            self.relay is None
+            and self.login.awaits_handshake
+            and not self.login.tls
+            and self.ctx.cfg.tls_available
+        ):
             # A client asking for TLS sends its SSLRequest and its ClientHello back to back: the
             # request is split off here, whatever follows it belongs to the TLS layer.
             data = self._pre_tls + data
