@@ -264,15 +264,16 @@ def measure(mode: str, n: int, profile: int, rounds: int = 3, pool: int = 0) -> 
             warm = exchanges[: min(500, n)]
             replay(b.session, warm)
             if profile:
+                profiled = exchanges[:profile]
                 prof = cProfile.Profile()
                 prof.enable()
-                replay(b.session, exchanges[:profile])
+                replay(b.session, profiled)
                 prof.disable()
                 st = pstats.Stats(prof, stream=sys.stdout)
-                print(f"--- cProfile, {mode}, {profile} transactions (tottime order) ---")
+                print(f"--- cProfile, {mode}, {len(profiled)} transactions (tottime order) ---")
                 st.sort_stats("tottime").print_stats(25)
                 calls = sum(v[1] for v in st.stats.values())  # type: ignore[attr-defined]
-                print(f"function calls per transaction: {calls / profile:.0f}")
+                print(f"function calls per transaction: {calls / len(profiled):.0f}")
             runs = []
             for _ in range(rounds):
                 t0 = time.process_time()
