@@ -310,6 +310,28 @@ def instructions(mode: str, low: int = 200, high: int = 1200) -> float:
     return (counts[1] - counts[0]) / (high - low)
 
 
+def compare_pg(modes: tuple[str, ...], n: int, rounds: int) -> int:
+    """The same point lookups through the PostgreSQL session's replay, alternated with this one
+    (the machine is shared): issue 12 wants the MySQL side within 1.2 x of the PostgreSQL side."""
+    try:
+        from bench import pg_path_bench  # type: ignore[attr-defined]
+    except ImportError:
+        print("bench/pg_path_bench.py is not here: nothing to compare with", file=sys.stderr)
+        return 1
+    for mode in modes:
+        pg, my = [], []
+        for _ in range(rounds):
+            pg.append(pg_path_bench.run(mode, n)["cpu_us_per_tx"])
+            my.append(measure(mode, n, 0, 1)["cpu_us_per_tx"])
+        ratio = min(my) / min(pg)
+        verdict = "met" if ratio <= 1.2 else "not met"
+        print(
+            f"{mode:8s}: mysql {min(my):.1f} us, postgres {min(pg):.1f} us CPU per transaction "
+            f"(least of {rounds}): {ratio:.2f} x, target <= 1.2 x {verdict}"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("-n", type=int, default=20_000, help="transactions per mode")
@@ -318,8 +340,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds of n transactions")
     ap.add_argument("--pool", type=int, default=0, help="build this many exchanges, replay the first n")
     ap.add_argument("--callgrind", action="store_true", help="instructions per transaction (valgrind)")
+    ap.add_argument(
+        "--compare-pg",
+        action="store_true",
+        help="side by side with bench/pg_path_bench.py (issue 12: <= 1.2x)",
+    )
     args = ap.parse_args(argv)
     modes = ("simple", "prepared") if args.mode == "both" else (args.mode,)
+    if args.compare_pg:
+        return compare_pg(modes, args.n, args.rounds)
     if args.callgrind:
         for mode in modes:
             print(f"mysql path {mode:8s}: {instructions(mode) / 1000:.0f}k instructions per transaction")
