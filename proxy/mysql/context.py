@@ -97,6 +97,9 @@ class Context:
     """One session's shared state; each layer holds the same instance."""
 
     __slots__ = (
+        "_pending",
+        "_pending_next",
+        "_pending_seq",
         "caps",
         "cfg",
         "cseq",
@@ -126,6 +129,11 @@ class Context:
             clock=clock,
         )
         self.caps = 0  # negotiated with the client (and, the same, with the upstream)
+        # Packets to the client not framed yet: one run of sequence ids from `_pending_seq`,
+        # framed together when the event's commands are gathered (`flush_client`).
+        self._pending: list[bytes] = []
+        self._pending_seq = 0
+        self._pending_next = 0
         self.cseq = 0  # the sequence id of the next packet to the client
         self.encoding = "utf-8"  # the Python codec of character_set_client
         self.multi_statements = False
@@ -141,11 +149,45 @@ class Context:
 
     def send(self, payload: bytes) -> None:
         """One packet to the client, numbered after the last one."""
-        data, self.cseq = p.frame(payload, self.cseq)
-        self.out.client(data)
+        if self._pending and self.cseq != self._pending_next:
+            self.flush_client()  # the numbering was restarted (a new command): a new run
+        if len(payload) >= p.MAX_PAYLOAD:
+            self.flush_client()
+            data, self.cseq = p.frame(payload, self.cseq)
+            self.out.client(data)
+            return
+        pending = self._pending
+        if not pending:
+            self._pending_seq = self.cseq
+        pending.append(payload)
+        self.cseq = self._pending_next = (self.cseq + 1) & 0xFF
+
+    def send_all(self, payloads: list[bytes]) -> None:
+        """Packets to the client, numbered after the last one."""
+        if not payloads:
+            return
+        if max(map(len, payloads)) >= p.MAX_PAYLOAD:
+            for payload in payloads:
+                self.send(payload)
+            return
+        if self._pending and self.cseq != self._pending_next:
+            self.flush_client()
+        if not self._pending:
+            self._pending_seq = self.cseq
+        self._pending += payloads
+        self.cseq = self._pending_next = (self.cseq + len(payloads)) & 0xFF
+
+    def flush_client(self) -> None:
+        """Frame what was sent to the client since the last flush, into one chunk of the outbox:
+        the session calls it before its outbox is read or closed."""
+        if self._pending:
+            data, _ = p.frame_all(self._pending, self._pending_seq)
+            self._pending = []
+            self.out.client(data)
 
     def close(self, reason: str, err: p.ERR | None = None) -> None:
         """Close the session, telling the client `err` last."""
+        self.flush_client()
         last = b""
         if err is not None:
             last, self.cseq = p.frame(err.serialize(), self.cseq)

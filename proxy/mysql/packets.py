@@ -321,8 +321,21 @@ class Framer:
         else:
             buf = data if isinstance(data, bytes) else bytes(data)
         out: list[tuple[int, bytes]] = []
+        append = out.append
         pos = 0
         end = len(buf)
+        limit = self.max_packet
+        if not self._chunks:
+            # The common case, whole packets under 16 MiB: no continuation to follow.
+            while end - pos >= 4:
+                length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
+                stop = pos + 4 + length
+                if length == MAX_PAYLOAD or length > limit or stop > end:
+                    break  # the general loop below says why, or keeps the rest
+                append((buf[pos + 3], buf[pos + 4 : stop]))
+                pos = stop
+            if out:
+                self._last_seq = out[-1][0]
         while end - pos >= 4:
             length = buf[pos] | buf[pos + 1] << 8 | buf[pos + 2] << 16
             seq = buf[pos + 3]
@@ -347,10 +360,28 @@ class Framer:
                 body = b"".join(self._chunks)
                 self._chunks.clear()
                 self._chunks_len = 0
-            out.append((seq, body))
+            append((seq, body))
         if pos < end:
             self._pending += memoryview(buf)[pos:]
         return out
+
+
+def frame_all(payloads: Sequence[bytes], seq: int) -> tuple[bytes, int]:
+    """The wire bytes of consecutive packets from sequence id `seq`, and the next id: one
+    buffer, so the session hands its driver one write for them."""
+    out: list[bytes] = []
+    append = out.append
+    pack = _U32.pack
+    for payload in payloads:
+        n = len(payload)
+        if n < MAX_PAYLOAD:
+            append(pack(n | (seq & 0xFF) << 24))
+            append(payload)
+            seq = (seq + 1) & 0xFF
+        else:
+            data, seq = frame(payload, seq)
+            append(data)
+    return b"".join(out), seq
 
 
 def frame(payload: bytes, seq: int) -> tuple[bytes, int]:
@@ -939,7 +970,14 @@ class TextRow:
         return cls(tuple(None if s is None else buf[s[0] : s[1]] for s in text_row_spans(buf, ncols)))
 
     def serialize(self) -> bytes:
-        return b"".join(b"\xfb" if v is None else lenenc_bytes(v) for v in self.values)
+        return text_row_bytes(self.values)
+
+
+def text_row_bytes(values: Sequence[bytes | None]) -> bytes:
+    """A text-protocol row of `values` (None: NULL)."""
+    return b"".join(
+        b"\xfb" if v is None else (bytes((len(v),)) + v if len(v) < 0xFB else lenenc_bytes(v)) for v in values
+    )
 
 
 # How a binary-protocol value is laid out, by field type: > 0 a fixed width, LENENC a
@@ -1038,6 +1076,17 @@ def _bitmap(values: Sequence[bytes | None], shift: int, skip: Collection[int] = 
     return bytes(bits)
 
 
+def binary_row_bytes(values: Sequence[bytes | None], layout: tuple[int, ...]) -> bytes:
+    """A binary-protocol row of `values` for a layout from `binary_layout`."""
+    if len(layout) != len(values):
+        raise PacketError("row and column count differ")
+    out = [b"\x00", _bitmap(values, 2)]
+    for v, width in zip(values, layout, strict=True):
+        if v is not None:
+            out.append(_binary_value_bytes(v, width))
+    return b"".join(out)
+
+
 def binary_row_values(payload: Buffer, layout: tuple[int, ...]) -> tuple[bytes | None, ...]:
     """The values of a binary row, for a layout from `binary_layout` (the hot path: the session
     computes the layout once per result set, not once per row)."""
@@ -1068,14 +1117,7 @@ class BinaryRow:
         return cls(binary_row_values(buf, binary_layout(tuple(types))))
 
     def serialize(self, types: Sequence[tuple[int, int]]) -> bytes:
-        layout = binary_layout(tuple(types))
-        if len(layout) != len(self.values):
-            raise PacketError("row and column count differ")
-        out = [b"\x00", _bitmap(self.values, 2)]
-        for v, width in zip(self.values, layout, strict=True):
-            if v is not None:
-                out.append(_binary_value_bytes(v, width))
-        return b"".join(out)
+        return binary_row_bytes(self.values, binary_layout(tuple(types)))
 
 
 # ------------------------------------------------------------------ commands

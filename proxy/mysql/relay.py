@@ -25,7 +25,7 @@ from proxy.mysql import errors
 from proxy.mysql import packets as p
 from proxy.mysql.context import Context
 from proxy.mysql.login import quote_name
-from proxy.mysql.rowmask import RowPlan, build_plan
+from proxy.mysql.rowmask import PlanCache, RowPlan, parse_columns
 from proxy.mysql.types import charset_name_encoding
 from proxy.services.rows import Unmaskable
 from proxy.services.statement import AUDIT_FAILED, STALE, RowCount, part, withheld_message
@@ -61,8 +61,9 @@ WITHHELD_MESSAGE = b"maskgate: the message is withheld because an earlier statem
 
 def _is_diagnostics(allow: Allow, ncols: int) -> bool:
     """SHOW WARNINGS / SHOW ERRORS: the engine describes them as Level, Code, Message."""
-    names = [c.name.lower() for c in allow.columns]
-    return allow.kind == "show" and ncols == 3 and names == ["level", "code", "message"]
+    if allow.kind != "show" or ncols != 3:
+        return False
+    return [c.name.lower() for c in allow.columns] == ["level", "code", "message"]
 
 
 def withheld_messages(cols: list[p.ColumnDefinition41], binary: bool) -> RowPlan:
@@ -137,8 +138,9 @@ class InFlight:
     phase: Phase = Phase.HEAD
     index: int = 0  # the result (the part of a multi-statement string) being answered
     ncols: int = 0
-    cols: list[p.ColumnDefinition41] = field(default_factory=list)
-    held: list[bytes] = field(default_factory=list)  # result head packets awaiting the plan
+    # The result's head awaiting the plan: its column count, then the column definitions as
+    # they came (parsed only when the session's plan cache has not seen them).
+    held: list[bytes] = field(default_factory=list)
     plan: RowPlan | None = None
     count: RowCount = field(default_factory=lambda: RowCount(None))
     rows: int = 0
@@ -166,6 +168,7 @@ class Relay:
         self.waiting: deque[tuple[int, bytes]] = deque()  # commands sent before their turn
         self.waiting_bytes = 0
         self.stmts: dict[int, Stmt] = {}
+        self.plans = PlanCache(ctx.gate)
         # SQL-level PREPARE name FROM '…': a namespace of its own in MySQL (not the protocol's
         # numbered statements), with the decision of each body and the generation it was made in.
         self.sql_prepared: dict[str, tuple[Allow, int]] = {}
@@ -289,9 +292,9 @@ class Relay:
             return None
 
     def _on_query(self, payload: bytes) -> None:
-        q = p.ComQuery.parse(payload)
+        raw = payload[1:]  # COM_QUERY, as `_command` dispatched it: the rest is the text
         started = self.ctx.clock()
-        sql, d, overhead = self._analysed(q.query, started)
+        sql, d, overhead = self._analysed(raw, started)
         if isinstance(d, Allow):
             d = self._resolve_executes(d)
         if isinstance(d, Block):
@@ -312,14 +315,21 @@ class Relay:
         if spent is not None:
             self._refuse(sql, spent, started=started, overhead=overhead)
             return
-        text = self._encoded(d.rewritten_sql or sql)
-        if text is None:
-            self._refuse(
-                sql,
-                Block("unparsable", "the statement cannot be sent in the connection's character set"),
-                started=started,
-            )
-            return
+        if d.rewritten_sql is None and self.ctx.encoding == "utf-8" and b"/*" not in raw:
+            # Sent as the client sent it: with no comment there was no executable comment to
+            # expand, so the decided text is these bytes decoded, and UTF-8 encodes it back to
+            # exactly them.
+            query = payload
+        else:
+            text = self._encoded(d.rewritten_sql or sql)
+            if text is None:
+                self._refuse(
+                    sql,
+                    Block("unparsable", "the statement cannot be sent in the connection's character set"),
+                    started=started,
+                )
+                return
+            query = p.ComQuery(text).serialize()
         sid = self.tracker.begin(sql, d)
         if sid is None:
             self._refuse(sql, AUDIT_FAILED, started=started, overhead=overhead)
@@ -327,12 +337,19 @@ class Relay:
         warn = self.warning is not None and sql.strip(" \t\r\n;").upper().split() == ["SHOW", "WARNINGS"]
         if not warn:
             self.warning = None
-        flight = InFlight(
-            Wait.RESULTS, sql=sql, allow=d, started=started, overhead=overhead, sid=sid, warn=warn
-        )
         # Each result of a multi-statement string has its own part's row limit.
-        flight.count = RowCount(part(d, 0).row_limit)
-        self._forward(p.ComQuery(text).serialize(), flight)
+        count = RowCount(part(d, 0).row_limit)
+        flight = InFlight(
+            Wait.RESULTS,
+            sql=sql,
+            allow=d,
+            started=started,
+            overhead=overhead,
+            sid=sid,
+            warn=warn,
+            count=count,
+        )
+        self._forward(query, flight)
 
     def _resolve_executes(self, d: Allow) -> Decision:
         """`d` with each SQL-level EXECUTE decided as the statement it runs: the decision kept
@@ -443,9 +460,16 @@ class Relay:
             return
         cursor = len(payload) > 5 and bool(payload[5] & p.CURSOR_TYPE_READ_ONLY)
         flight = InFlight(
-            Wait.RESULTS, sql=st.sql, allow=d, started=started, sid=sid, binary=True, stmt=st, cursor=cursor
+            Wait.RESULTS,
+            sql=st.sql,
+            allow=d,
+            started=started,
+            sid=sid,
+            binary=True,
+            stmt=st,
+            cursor=cursor,
+            count=RowCount(d.row_limit),
         )
-        flight.count = RowCount(d.row_limit)
         self._forward(payload, flight)
 
     def _on_fetch(self, payload: bytes) -> None:
@@ -560,6 +584,43 @@ class Relay:
             self._end_cursor(st)
 
     # ------------------------------------------------------------------ upstream -> client
+
+    def upstream_packets(self, packets: list[tuple[int, bytes]]) -> None:
+        """What the server sent in one read. A result's column definitions and its rows are
+        taken in runs, one client chunk per run; every other packet goes through
+        `upstream_packet` one at a time."""
+        out = self.out
+        i, n = 0, len(packets)
+        while i < n:
+            if out.closed:
+                return
+            f = self.flight
+            if f is not None and (f.wait is Wait.RESULTS or f.wait is Wait.FETCH):
+                ph = f.phase
+                if ph is Phase.COLUMNS and f.wait is Wait.RESULTS:
+                    run = packets[i : i + f.ncols + 1 - len(f.held)]
+                    f.held += [payload for _, payload in run]
+                    i += len(run)
+                    self.useq = (run[-1][0] + 1) & 0xFF
+                    if len(f.held) > f.ncols:
+                        f.phase = Phase.COLUMNS_EOF
+                    continue
+                if ph is Phase.ROWS or f.wait is Wait.FETCH:
+                    start = i
+                    while i < n:
+                        payload = packets[i][1]
+                        # An EOF (0xFE, under 9 bytes) or an ERR ends the rows: not a row.
+                        if payload and (payload[0] == 0xFF or (payload[0] == 0xFE and len(payload) < 9)):
+                            break
+                        i += 1
+                    if i > start:
+                        self.useq = (packets[i - 1][0] + 1) & 0xFF
+                        if f.refused is None or f.wait is Wait.FETCH:
+                            self._rows(f, [payload for _, payload in packets[start:i]])
+                        continue
+            seq, payload = packets[i]
+            self.upstream_packet(seq, payload)
+            i += 1
 
     def upstream_packet(self, seq: int, payload: bytes) -> None:
         f = self.flight
@@ -695,18 +756,19 @@ class Relay:
         ph = f.phase
         if ph is Phase.ROWS:
             if p.is_eof(payload):
-                self._end_result(f, p.EOF.parse(payload))
+                self._end_result(f, p.EOF.parse(payload), payload)
             elif p.is_err(payload):
                 self._result_error(f, p.ERR.parse(payload))
             elif f.refused is None:
                 self._row(f, payload)
             return
         if ph is Phase.HEAD:
-            if p.is_err(payload):
+            first = payload[0] if payload else -1
+            if first == p.ERR_HEADER:
                 self._result_error(f, p.ERR.parse(payload))
-            elif p.is_ok(payload):
+            elif first == p.OK_HEADER:
                 self._result_ok(f, p.OK.parse(payload, self.ctx.caps))
-            elif p.is_local_infile(payload):
+            elif first == p.LOCAL_INFILE_HEADER:
                 # Never relayed: the server gets an empty file (it answers OK or ERR next) and
                 # the client a refusal.
                 data, self.useq = p.frame(b"", self.useq)
@@ -714,14 +776,12 @@ class Relay:
                 f.refused = LOCAL_INFILE
             else:
                 f.ncols = p.ColumnCount.parse(payload).count
-                f.cols = []
                 f.held = [payload]
                 f.phase = Phase.COLUMNS if f.ncols else Phase.COLUMNS_EOF
             return
         if ph is Phase.COLUMNS:
-            f.cols.append(p.ColumnDefinition41.parse(payload))
             f.held.append(payload)
-            if len(f.cols) >= f.ncols:
+            if len(f.held) > f.ncols:
                 f.phase = Phase.COLUMNS_EOF
             return
         if ph is Phase.COLUMNS_EOF:
@@ -738,25 +798,27 @@ class Relay:
         ctx = self.ctx
         f.phase = Phase.ROWS
         cursor = f.cursor and bool(eof.status & p.SERVER_STATUS_CURSOR_EXISTS) and f.stmt is not None
+        heads = f.held[1:]
         if f.refused is None and self.restricted:
+            allow = self._part(f)
             try:
-                if _is_diagnostics(self._part(f), len(f.cols)):
-                    f.plan = withheld_messages(f.cols, f.binary)
+                if _is_diagnostics(allow, len(heads)):
+                    f.plan = withheld_messages(parse_columns(heads), f.binary)
                 else:
-                    f.plan = build_plan(f.cols, self._part(f), self.gate, binary=f.binary)
+                    f.plan = self.plans.plan(heads, allow, f.binary, self.gate.generation)
             except Unmaskable as e:
                 f.refused = Block("unmaskable", f"the result was refused: {e}")
         else:
+            self.plans.plan(heads, None, f.binary, self.gate.generation)  # checked all the same
             f.plan = None
         if f.refused is not None:
             f.held = []
             if cursor:
                 self._finish_refused(f)  # no rows follow: they would come with COM_STMT_FETCH
             return
-        for h in f.held:
-            ctx.send(h)
+        f.held.append(eof_payload)
+        ctx.send_all(f.held)
         f.held = []
-        ctx.send(eof_payload)
         if cursor:
             # Rows come with COM_STMT_FETCH: the cursor keeps the plan and the row budget.
             assert f.stmt is not None
@@ -777,6 +839,28 @@ class Relay:
         self.ctx.send(row.serialize())
         self.warning = None
 
+    def _rows(self, f: InFlight, payloads: list[bytes]) -> None:
+        """`_row` for a run of rows: counted against the limit, masked, sent as one chunk."""
+        count = f.count
+        limit = count.limit
+        if limit is not None and count.sent + len(payloads) > limit:
+            for payload in payloads:
+                self._row(f, payload)
+            return
+        count.sent += len(payloads)
+        f.rows += len(payloads)
+        plan = f.plan
+        if plan is not None:
+            apply = plan.apply
+            masked = 0
+            for j, payload in enumerate(payloads):
+                new, changed = apply(payload)
+                if new is not None:
+                    payloads[j] = new
+                    masked += changed
+            f.masked += masked
+        self.ctx.send_all(payloads)
+
     def _row(self, f: InFlight, payload: bytes) -> None:
         count = f.count
         if count.limit is not None and count.sent >= count.limit:
@@ -792,17 +876,16 @@ class Relay:
                 f.masked += changed
         self.ctx.send(payload)
 
-    def _end_result(self, f: InFlight, eof: p.EOF) -> None:
+    def _end_result(self, f: InFlight, eof: p.EOF, payload: bytes) -> None:
         if not self._check_status(eof.status):
             return
         more = bool(eof.status & p.SERVER_MORE_RESULTS_EXISTS)
         if f.refused is None:
-            warnings = eof.warnings
             if f.count.truncated:
                 f.truncated = True
                 self.warning = f"maskgate: result truncated to {f.count.limit} rows"
-                warnings = min(warnings + 1, 0xFFFF)
-            self.ctx.send(p.EOF(warnings, eof.status).serialize())
+                payload = p.EOF(min(eof.warnings + 1, 0xFFFF), eof.status).serialize()
+            self.ctx.send(payload)  # as it came (it parsed as an EOF) unless a warning is added
             if f.allow is not None and not f.binary:
                 self._succeeded(self._part(f))
         if more:
@@ -815,7 +898,7 @@ class Relay:
     def _next_result(self, f: InFlight) -> None:
         f.index += 1
         f.phase = Phase.HEAD
-        f.ncols, f.cols, f.plan = 0, [], None
+        f.ncols, f.held, f.plan = 0, [], None
         if f.allow is not None:
             f.count = RowCount(self._part(f).row_limit)
 

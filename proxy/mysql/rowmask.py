@@ -1,20 +1,27 @@
 """Masking of MySQL result rows: text-protocol rows (COM_QUERY) and binary-protocol rows (prepared).
 
-Owns the plan for one result set, built once from its column definitions and the decision (what
-services/rows.py decides per column, with the codecs of mysql/types.py), and the splicing of
-masked values into each row packet. Knows nothing of sessions, sockets or policy: it is told
-which decision applies to which result.
+Owns the plan for one result set, built from its column definitions and the decision (what
+services/rows.py decides per column, with the codecs of mysql/types.py), the per-session cache of
+those plans keyed by what determines them, and the splicing of masked values into each row
+packet. Knows nothing of sessions, sockets or policy: it is told which decision applies to which
+result.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from policies.decision import Allow
+from policies.decision import Allow, ColumnMask
 from proxy.mysql import packets as p
 from proxy.mysql import types
 from proxy.services.gate import MaskerSource
 from proxy.services.rows import Op, Unmaskable, ValueFn, check_shape, column_action, null_value
+
+# A session's plan cache holds at most this many result shapes, and none whose column
+# definitions are larger than this: the keys are the definitions' bytes, and a client that makes
+# the server describe endless shapes must not make the proxy hold them.
+PLAN_CACHE_ENTRIES = 64
+PLAN_CACHE_HEAD_BYTES = 8192
 
 
 class RowPlan:
@@ -23,7 +30,7 @@ class RowPlan:
     `consts[i]` is the value every row of a concealed column becomes (NULL included); `fns[i]`
     the function over a value's bytes (None: passed untouched)."""
 
-    __slots__ = ("binary", "consts", "fns", "ncols", "types")
+    __slots__ = ("active", "binary", "consts", "fns", "layout", "ncols", "types")
 
     def __init__(
         self,
@@ -37,25 +44,30 @@ class RowPlan:
         self.ncols = len(fns)
         self.binary = binary
         self.types = tuple(col_types)
+        self.layout = p.binary_layout(self.types) if binary else ()
+        # Only these columns are looked at row by row: a cleared column is never copied.
+        self.active = tuple(i for i in range(self.ncols) if fns[i] is not None or consts[i] is not None)
 
     def apply(self, payload: bytes) -> tuple[bytes | None, int]:
         """The masked row (None when nothing changed) and the number of values changed."""
         if self.binary:
-            values = list(p.BinaryRow.parse(payload, self.types).values)
+            values = list(p.binary_row_values(payload, self.layout))
         else:
-            values = list(p.TextRow.parse(payload, self.ncols).values)
+            # The row is walked whole (its shape checked) before any value is looked at.
+            spans = p.text_row_spans(payload, self.ncols)
+            values = [None if s is None else payload[s[0] : s[1]] for s in spans]
         changed = 0
         fns, consts = self.fns, self.consts
-        for i, v in enumerate(values):
+        for i in self.active:
+            v = values[i]
             const = consts[i]
             if const is not None:
                 out: bytes | None = const
             else:
-                fn = fns[i]
-                if fn is None or v is None:
+                if v is None:
                     continue
                 try:
-                    out = fn(v)
+                    out = fns[i](v)  # type: ignore[misc]  # active: a function or a constant
                 except (ValueError, ArithmeticError) as e:
                     # Not a value of its declared type: fail closed, as for a malformed packet.
                     raise p.PacketError(f"column {i} value does not match its type") from e
@@ -65,8 +77,8 @@ class RowPlan:
         if not changed:
             return None, 0
         if self.binary:
-            return p.BinaryRow(tuple(values)).serialize(self.types), changed
-        return p.TextRow(tuple(values)).serialize(), changed
+            return p.binary_row_bytes(values, self.layout), changed
+        return p.text_row_bytes(values), changed
 
 
 def build_plan(
@@ -107,3 +119,56 @@ def build_plan(
     if all(f is None for f in fns) and all(c is None for c in consts):
         return None
     return RowPlan(fns, consts, binary, [(c.type, c.flags) for c in cols])
+
+
+def parse_columns(heads: Sequence[bytes]) -> list[p.ColumnDefinition41]:
+    """Each column definition parsed: each must be the definition it claims to be, since a row
+    relayed in its place would reach the client unmasked."""
+    return [p.ColumnDefinition41.parse(h) for h in heads]
+
+
+class PlanCache:
+    """The plans of one session, keyed by what determines a plan: the column definitions as the
+    server sent them (their bytes: type, character set, flags and names), the decision's column
+    masks, detector classes and whether it reads classified data, the row format and the policy
+    generation (a reload may give a class another masker). A simple query gets a new decision
+    each time; its plan does not change with it. A hit also stands for the parse of the
+    definitions, which are the bytes of definitions parsed before."""
+
+    __slots__ = ("_columns", "_plans", "_signature", "src")
+
+    def __init__(self, src: MaskerSource) -> None:
+        self.src = src
+        self._plans: dict[tuple[object, ...], RowPlan | None] = {}
+        # The last decision's column masks and what of them a plan depends on: decisions of
+        # one statement shape share their masks, which are then not walked again.
+        self._columns: tuple[ColumnMask, ...] | None = None
+        self._signature: tuple[tuple[str | None, str, bool], ...] = ()
+
+    def _masks(self, columns: tuple[ColumnMask, ...]) -> tuple[tuple[str | None, str, bool], ...]:
+        if columns is not self._columns:
+            self._signature = tuple((c.cls, c.action, c.derived) for c in columns)
+            self._columns = columns
+        return self._signature
+
+    def plan(
+        self, heads: Sequence[bytes], allow: Allow | None, binary: bool, generation: int
+    ) -> RowPlan | None:
+        """The plan for a result with the column definitions `heads` under `allow` (None: the
+        session masks nothing, the definitions are only checked). Raises Unmaskable, PacketError."""
+        heads = tuple(heads)
+        if allow is None:
+            key: tuple[object, ...] = (binary, generation, None, heads)
+        else:
+            key = (binary, generation, self._masks(allow.columns), allow.detect, bool(allow.classes), heads)
+        try:
+            return self._plans[key]
+        except KeyError:
+            pass
+        cols = parse_columns(heads)
+        plan = None if allow is None else build_plan(cols, allow, self.src, binary=binary)
+        if sum(map(len, heads)) <= PLAN_CACHE_HEAD_BYTES:
+            if len(self._plans) >= PLAN_CACHE_ENTRIES:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan

@@ -103,6 +103,7 @@ class MySqlSession(ClosingHandlers):
 
     def greeting(self) -> list[Command]:
         """The commands queued before any event: maskgate's greeting."""
+        self.ctx.flush_client()
         return self.ctx.out.flush()
 
     def handle(self, event: Event) -> list[Command]:
@@ -117,6 +118,7 @@ class MySqlSession(ClosingHandlers):
         except ProtocolViolation as e:
             log.info("session %s: protocol violation: %s", ctx.session_id, e)
             ctx.close(f"protocol violation: {e}", errors.protocol_violation())
+        ctx.flush_client()
         if gone:
             ctx.out.to_client.clear()
         relay = self.relay
@@ -134,7 +136,12 @@ class MySqlSession(ClosingHandlers):
         if self.phase is Phase.DRAINING:
             return
         data = event.data
-        if self.login.awaits_handshake and not self.login.tls and self.ctx.cfg.tls_available:
+        if (
+            self.relay is None
+            and self.login.awaits_handshake
+            and not self.login.tls
+            and self.ctx.cfg.tls_available
+        ):
             # A client asking for TLS sends its SSLRequest and its ClientHello back to back: the
             # request is split off here, whatever follows it belongs to the TLS layer.
             data = self._pre_tls + data
@@ -165,12 +172,17 @@ class MySqlSession(ClosingHandlers):
 
     def _on_upstream_data(self, event: UpstreamData) -> None:
         try:
-            for seq, payload in self._uf.feed(event.data):
+            packets = self._uf.feed(event.data)
+            if self.relay is not None:
+                self.relay.upstream_packets(packets)
+                return
+            for k, (seq, payload) in enumerate(packets):
                 if self.ctx.out.closed:
                     return
                 if self.relay is not None:
-                    self.relay.upstream_packet(seq, payload)
-                    continue
+                    # The login ended within this read: the rest is the relay's.
+                    self.relay.upstream_packets(packets[k:])
+                    return
                 self.login.upstream_packet(seq, payload)
                 if self.login.done and not self.ctx.out.closed:
                     self.relay = Relay(self.ctx, assume_role=self.login.assumed_role)

@@ -806,3 +806,39 @@ def test_mutated_packets_raise_only_packet_error(seed: bytes, data: st.DataObjec
 def test_every_truncation_raises_only_packet_error(seed: bytes) -> None:
     for n in range(len(seed)):
         _only_packet_error(seed[:n])
+
+
+@given(st.lists(st.binary(max_size=300), max_size=6), st.integers(0, 255))
+def test_frame_all_is_each_packet_framed_in_turn(payloads: list[bytes], seq: int) -> None:
+    want, next_seq = [], seq
+    for payload in payloads:
+        data, next_seq = p.frame(payload, next_seq)
+        want.append(data)
+    assert p.frame_all(payloads, seq) == (b"".join(want), next_seq)
+
+
+def test_frame_all_large_packet_takes_its_continuations() -> None:
+    big = b"x" * p.MAX_PAYLOAD
+    data, seq = p.frame_all([b"a", big, b"b"], 254)
+    assert seq == (254 + 1 + 2 + 1) & 0xFF
+    assert p.Framer(1 << 30).feed(data) == [(254, b"a"), (0, big), (1, b"b")]
+
+
+@given(st.lists(st.one_of(st.none(), st.binary(max_size=300)), max_size=6))
+def test_text_row_bytes_round_trips(values: list[bytes | None]) -> None:
+    data = p.text_row_bytes(values)
+    assert p.TextRow.parse(data, len(values)).values == tuple(values)
+    assert data == b"".join(b"\xfb" if v is None else p.lenenc_bytes(v) for v in values)
+
+
+@settings(deadline=None, max_examples=20)  # 16 MiB packets: few examples, no deadline
+@given(st.lists(st.binary(max_size=40), min_size=1, max_size=8), st.integers(0, 255), st.integers(0, 3))
+def test_framer_after_a_large_packet_still_splits_small_ones(
+    payloads: list[bytes], seq: int, at: int
+) -> None:
+    # A continuation (a 16 MiB packet) anywhere among small packets, fed at once.
+    at = min(at, len(payloads))
+    packets = [*payloads[:at], b"y" * p.MAX_PAYLOAD + b"z", *payloads[at:]]
+    data, _ = p.frame_all(packets, seq)
+    got = p.Framer(1 << 30).feed(data)
+    assert [payload for _, payload in got] == packets

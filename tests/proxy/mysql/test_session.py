@@ -1006,3 +1006,48 @@ def test_a_prepared_statement_is_decided_again_after_a_policy_reload() -> None:
     gate._decide = lambda principal, sql: Block("class_denied", "class mobile is not allowed")
     assert pb >> from_client(0, execute(1)) << to_client(1, refused("class mobile is not allowed"))
     assert gate.records[-1].event == "refused" and s.idle
+
+
+# ---------------------------------------------------------------------------------------------
+# The hot path's shortcuts (plan cache, runs of packets, a query forwarded as sent)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_row_in_place_of_a_known_definition_is_still_a_violation() -> None:
+    """A cached plan stands for definitions parsed before: other bytes are parsed again."""
+    s, _, pb = login()
+    sql = "SELECT phone FROM c"
+    for _ in range(2):
+        assert (
+            pb
+            >> from_client(0, q(sql))
+            << to_upstream(0, q(sql))
+            >> from_upstream(1, *result([text_row(SECRET)]))
+            << to_client(1, *result([text_row(MASKED)]))
+        )
+    s.handle(from_client(0, q(sql)))
+    out = s.handle(from_upstream(1, p.ColumnCount(1), text_row(SECRET), eof(), text_row(SECRET), eof()))
+    assert SECRET not in client_bytes(out)
+    assert any(isinstance(c, Close) for c in out)
+
+
+def test_rows_over_several_reads_keep_one_limit() -> None:
+    s, gate, _ = login()
+    s.handle(from_client(0, q("SELECT phone FROM c")))
+    data = from_upstream(1, *result([text_row(SECRET)] * 5)).data
+    cut = len(from_upstream(1, *result([text_row(SECRET)] * 2)).data) - 9  # two rows, no EOF
+    got = client_bytes(s.handle(UpstreamData(data[:cut]))) + client_bytes(s.handle(UpstreamData(data[cut:])))
+    want = to_client(1, *result([text_row(MASKED)] * 3, warnings=1)).data
+    assert got == want
+    assert gate.records[-1].rows == 3 and gate.records[-1].truncated
+
+
+def test_a_query_is_forwarded_as_sent_unless_the_server_reads_it_otherwise() -> None:
+    _, _, pb = login()
+    plain = p.ComQuery("SELECT phone FROM c WHERE name = '张三'".encode())
+    assert pb >> from_client(0, plain) << to_upstream(0, plain)
+    pb >> from_upstream(1, *result([])) << to_client(1, *result([]))
+    # An executable comment is sent expanded, as it was decided.
+    sql = "SELECT /*!50000 phone */ FROM c"
+    expanded = "SELECT   phone   FROM c"
+    assert pb >> from_client(0, q(sql)) << to_upstream(0, q(expanded))
