@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_digits.h"
+
 enum {
     OP_PASS = 0,
     OP_CONST = 1,   /* every value, NULL included, becomes arg */
@@ -21,7 +23,7 @@ enum {
     OP_MOBILE = 3,  /* 11 ASCII digits starting with 1: 3 kept, 4 hidden, 4 kept; else fn */
     OP_ID = 4,      /* 17 ASCII digits + digit/X/x: 3 kept, 11 hidden, 4 kept; else fn */
     OP_CARD = 5,    /* 16-19 ASCII digits: 6 kept, n-10 hidden, 4 kept; else fn */
-    OP_DETECT = 6,  /* fn only when the gate cannot prove the text masker returns it unchanged */
+    OP_DETECT = 6,  /* the text masker's own answer where sure (digit finders, gates), else fn */
     OP_NULL = 7,    /* every value becomes NULL (a NULL stays one) */
 };
 
@@ -30,6 +32,9 @@ enum {
 #define G_IP 2u
 #define G_EMAIL 4u
 #define G_NAME 8u
+/* Bits 8..15 of a DETECT gate: the MG_* digit classes (masking/_digits.h) the masker looks for. */
+#define G_MG_SHIFT 8
+#define MAX_SPANS 16
 
 #define MAX_SCANNED_BYTES (256 * 1024) /* masking/text.py MAX_SCANNED_CHARS: fewer bytes, fewer chars */
 
@@ -188,11 +193,13 @@ static int has_sub(const unsigned char *s, Py_ssize_t n, const char *w) {
     return 0;
 }
 
-/* 1 when the column's text masker (masking/text.py, detectors of `gate`) certainly returns the
- * value unchanged; 0 when unsure (the Python masker then runs). Sure only for valid UTF-8 made of
- * ASCII and CJK unified ideographs (U+3400-4DBF, U+4E00-9FFF), which normalisation leaves as they
- * are, so the detectors would see these very characters. */
-static int detect_clear(const unsigned char *s, Py_ssize_t n, unsigned gate) {
+/* The text masker's (masking/text.py, detectors of `gate`) answer for value s[:n]: 1 when it
+ * certainly returns the value unchanged, 2 when dst (n bytes) holds exactly its output, 0 when
+ * unsure (the Python masker then runs). Sure only for valid UTF-8 of characters normalisation
+ * leaves as they are (mg_fold_stable), so the detectors would see these very characters; the
+ * e-mail, IP and name finders only when their gates do not open; digit spans only when each is a
+ * bare mobile, ID or card number whose display mask (masking/maskers.py) is written here. */
+static int detect_native(const unsigned char *s, Py_ssize_t n, unsigned gate, char *dst) {
     if (n > MAX_SCANNED_BYTES) return 0; /* may be replaced whole */
     int ascii = 1, at = 0;
     Py_ssize_t dots = 0, colons = 0, dcolon = 0;
@@ -209,21 +216,56 @@ static int detect_clear(const unsigned char *s, Py_ssize_t n, unsigned gate) {
             continue;
         }
         ascii = 0;
-        if ((c & 0xF0) != 0xE0 || i + 2 >= n) return 0;
-        unsigned char c1 = s[i + 1], c2 = s[i + 2];
-        if ((c1 & 0xC0) != 0x80 || (c2 & 0xC0) != 0x80) return 0;
-        unsigned cp = ((unsigned)(c & 0x0F) << 12) | ((unsigned)(c1 & 0x3F) << 6) | (c2 & 0x3F);
-        if (!((cp >= 0x3400 && cp <= 0x4DBF) || (cp >= 0x4E00 && cp <= 0x9FFF))) return 0;
-        i += 3;
+        unsigned cp;
+        Py_ssize_t k;
+        if (c >= 0xC2 && c <= 0xDF) {
+            cp = c & 0x1F;
+            k = 1;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            cp = c & 0x0F;
+            k = 2;
+        } else {
+            return 0; /* 4-byte sequences are never fold-stable; the rest is invalid */
+        }
+        if (i + k >= n) return 0;
+        for (Py_ssize_t j = 1; j <= k; j++) {
+            if ((s[i + j] & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (s[i + j] & 0x3F);
+        }
+        if ((k == 2 && cp < 0x800) || (cp >= 0xD800 && cp <= 0xDFFF) || !mg_fold_stable(cp)) return 0;
+        i += k + 1;
     }
     if ((gate & G_EMAIL) && at) return 0;
     if ((gate & G_IP) && (dots >= 3 || dcolon || colons >= 7)) return 0;
-    if ((gate & G_DIGITS) && digit_gate(s, n)) return 0;
     if ((gate & G_NAME) && !ascii) {
-        for (size_t k = 0; k < sizeof NAME_WORDS / sizeof NAME_WORDS[0]; k++)
-            if (has_sub(s, n, NAME_WORDS[k])) return 0;
+        for (size_t w = 0; w < sizeof NAME_WORDS / sizeof NAME_WORDS[0]; w++)
+            if (has_sub(s, n, NAME_WORDS[w])) return 0;
     }
-    return 1;
+    if (!(gate & G_DIGITS)) return 1;
+    unsigned mg = (gate >> G_MG_SHIFT) & MG_ALL_DIGIT_CLASSES;
+    if (!mg) return digit_gate(s, n) ? 0 : 1;
+    mg_span spans[MAX_SPANS];
+    int k = mg_find_digits((const char *)s, (size_t)n, mg, spans, MAX_SPANS);
+    if (k < 0) return 0;
+    if (k == 0) return 1;
+    memcpy(dst, s, n);
+    for (int j = 0; j < k; j++) {
+        int op = spans[j].cls == MG_MOBILE ? OP_MOBILE : spans[j].cls == MG_ID_CARD ? OP_ID
+               : spans[j].cls == MG_BANK_CARD ? OP_CARD : -1;
+        size_t a = spans[j].start, e = spans[j].end;
+        if (op < 0 || e > (size_t)n || a >= e) return 0;
+        if (!native_mask(op, s + a, (Py_ssize_t)(e - a), dst + a)) return 0;
+    }
+    return 2;
+}
+
+/* detect_clear for the property tests: 1 when the value is left as it is. */
+static int detect_clear(const unsigned char *s, Py_ssize_t n, unsigned gate) {
+    char *dst = PyMem_Malloc(n ? n : 1);
+    if (!dst) return 0;
+    int r = detect_native(s, n, gate, dst);
+    PyMem_Free(dst);
+    return r == 1;
 }
 
 /* -------------------------------------------------------------- Plan */
@@ -454,8 +496,17 @@ static PyObject *plan_walk(Plan *self, PyObject *args) {
                     continue;
                 }
             } else if (op == OP_DETECT) {
-                if (detect_clear((const unsigned char *)v, ln, c->gate)) {
+                if (out_reserve(&o, 4 + ln) < 0) goto error;
+                int r = detect_native((const unsigned char *)v, ln, c->gate, o.p + o.len + 4);
+                if (r == 1) {
                     if (out_value(&o, v, ln) < 0) goto error;
+                    continue;
+                }
+                if (r == 2) {
+                    put_i32(o.p + o.len, ln);
+                    o.len += 4 + ln;
+                    row_changed++; /* a digit became '*' */
+                    hit[i] = 1;
                     continue;
                 }
             }
@@ -555,8 +606,29 @@ static PyTypeObject PlanType = {
     .tp_methods = plan_methods,
 };
 
+/* detect(value, gate) -> the text masker's output (bytes) where sure, else None; for tests. */
+static PyObject *py_detect(PyObject *mod, PyObject *args) {
+    Py_buffer v;
+    unsigned gate;
+    if (!PyArg_ParseTuple(args, "y*I", &v, &gate)) return NULL;
+    PyObject *res = PyBytes_FromStringAndSize(NULL, v.len);
+    if (!res) {
+        PyBuffer_Release(&v);
+        return NULL;
+    }
+    int r = detect_native(v.buf, v.len, gate, PyBytes_AS_STRING(res));
+    if (r == 1) memcpy(PyBytes_AS_STRING(res), v.buf, v.len);
+    PyBuffer_Release(&v);
+    if (r == 0) {
+        Py_DECREF(res);
+        Py_RETURN_NONE;
+    }
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"detect_clear", py_detect_clear, METH_VARARGS, "Is this text certainly left unchanged?"},
+    {"detect", py_detect, METH_VARARGS, "The text masker's output where sure, else None."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -585,5 +657,6 @@ PyMODINIT_FUNC PyInit__rowwalk(void) {
     PyModule_AddIntConstant(m, "G_IP", G_IP);
     PyModule_AddIntConstant(m, "G_EMAIL", G_EMAIL);
     PyModule_AddIntConstant(m, "G_NAME", G_NAME);
+    PyModule_AddIntConstant(m, "G_MG_SHIFT", G_MG_SHIFT);
     return m;
 }

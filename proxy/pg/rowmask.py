@@ -71,6 +71,8 @@ Tally = Callable[[int], None] | None
 # masking/maskers.py's first branch (11 digits, 17 digits + check character, 16-19 digits).
 _NATIVE_MASKS = {"mobile": "MOBILE", "id_card": "ID", "bank_card": "CARD"}
 _ALL_CLASSES = frozenset(CLASSES)
+# masking/_digits.h MG_* bits: the digit finders the walker runs itself.
+_MG_CLASSES = {"mobile": 1, "id_card": 2, "bank_card": 4, "uscc": 8, "landline": 16, "passport": 32}
 _NATIVE_KINDS = frozenset({ValueKind.TEXT, ValueKind.JSON, ValueKind.STRUCTURED, ValueKind.OTHER})
 
 
@@ -89,7 +91,7 @@ def _gate_bits(wanted: frozenset[str]) -> int | None:
     bits = 0
     for cls in wanted:
         if cls in DIGIT_CLASSES:
-            bits |= _walker.G_DIGITS
+            bits |= _walker.G_DIGITS | _MG_CLASSES[cls] << _walker.G_MG_SHIFT
         elif cls == "ip_address":
             bits |= _walker.G_IP
         elif cls == "email":
@@ -139,11 +141,15 @@ def native_op(
             return (getattr(w, _NATIVE_MASKS[act.cls]), 0, None, fn), tally
         return pyfn
     if act.op is Op.DETECT:
-        inner, _tally, _ = _unwrap(act.masker(src))
+        inner, tally, wrapped = _unwrap(act.masker(src))
         wanted = act.classes & _ALL_CLASSES
         bits = _gate_bits(wanted & DETECTABLE)
-        if bits is not None and inner is masking.make_text_masker(wanted, "mask", key=key):
-            return (w.DETECT, bits, None, fn), None
+        if (
+            bits is not None
+            and inner is masking.make_text_masker(wanted, "mask", key=key)
+            and (tally is not None or not wrapped)
+        ):
+            return (w.DETECT, bits, None, fn), tally
     return pyfn
 
 
