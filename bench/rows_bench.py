@@ -86,9 +86,9 @@ def upstream_reads(rows: int) -> list[bytes]:
     return [bytes(data[i : i + READ]) for i in range(0, len(data), READ)]
 
 
-def run(rows: int, profile: bool) -> None:
+def run(rows: int, profile: bool, unrestricted: bool = False) -> None:
     gate = BenchGate()
-    s, _, _ = login(gate)
+    s, _, _ = login(gate, unrestricted=unrestricted)
     s.handle(ClientData(m.Query(SQL).serialize()))
     reads = upstream_reads(rows)
     prof = cProfile.Profile() if profile else None
@@ -106,6 +106,7 @@ def run(rows: int, profile: bool) -> None:
         prof.disable()
     cpu = time.process_time() - t0
     walker = "reference (MASKGATE_PURE=1)" if PURE or rowmask._walker is None else "native walker"
+    walker += ", unrestricted" if unrestricted else ", masked"
     print(f"rows_bench: {rows} rows, {walker}: {cpu * 1e6 / rows:.2f} µs CPU per row")
     print(f"rows_bench: {out} bytes to the client, sha256 {digest.hexdigest()[:16]}")
     print(f"rows_bench: masked values counted: {gate.guard._masked_counts}")
@@ -117,8 +118,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--unrestricted", action="store_true", help="a role that sees every class clear")
     args = ap.parse_args()
-    run(args.rows, args.profile)
+    run(args.rows, args.profile, args.unrestricted)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from proxy.pg import messages as m
 from proxy.pg.context import Context
 from proxy.pg.cursors import Cursors
 from proxy.pg.expect import Answer, Expected, ExpectQueue, Sent
-from proxy.pg.rowmask import CopyPlan, RowPlan, plan_rows
+from proxy.pg.rowmask import PASS_THROUGH, CopyPlan, RowPlan, plan_rows
 from proxy.services.rows import Unmaskable
 from proxy.services.statement import AUDIT_FAILED, STALE, PlanCache, RowCount, part, withheld_message
 
@@ -936,11 +936,17 @@ class Relay:
                 if limit is not None and count.sent >= limit:
                     count.truncated = True
                     continue
-                if plan is not None and plan.native is not None:
+                walker = plan if plan is not None else PASS_THROUGH
+                if walker is not None and walker.native is not None:
                     # The run of DataRows from here, masked in one native call; a row it stops
                     # before (malformed, rejected) comes back through the reference path below.
-                    new, walked, rows, n = plan.walk(
-                        buf, start, len(buf), -1 if limit is None else limit - count.sent, ncols, max_len
+                    new, walked, rows, n = walker.walk(
+                        buf,
+                        start,
+                        len(buf),
+                        -1 if limit is None else limit - count.sent,
+                        ncols if restricted else -1,
+                        max_len,
                     )
                     if rows:
                         count.sent += rows

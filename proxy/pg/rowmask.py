@@ -293,6 +293,11 @@ class RowPlan:
         return b"".join(pieces), changed
 
 
+# The walker's plan for rows nothing is done to (an unrestricted session, a result without masks):
+# it only counts them, in one call per run instead of a Python step per row.
+PASS_THROUGH: RowPlan | None = RowPlan([]) if _walker is not None else None
+
+
 def plan_rows(
     fields: tuple[FieldDescription, ...],
     formats: tuple[int, ...] | None,

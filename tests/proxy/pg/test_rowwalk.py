@@ -296,3 +296,16 @@ def test_detect_gate_matches_the_digit_gate_regex() -> None:
         "12+-(3456-7890",
     ]:
         assert (not walker.detect_clear(s.encode(), walker.G_DIGITS)) == bool(_DIGIT_GATE_RE.search(s)), s
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), ncols=st.integers(0, 4))
+def test_the_pass_through_plan_only_counts(data: st.DataObject, ncols: int) -> None:
+    plan = rowmask.PASS_THROUGH
+    assert plan is not None
+    buf = b"".join(data.draw(st.lists(messages(ncols), max_size=8)))
+    check = data.draw(st.sampled_from((ncols, -1)))
+    want_out, want_pos, want_rows, _, _ = reference(plan, buf, 0, -1, check)
+    out, pos, rows, changed = plan.walk(buf, 0, len(buf), -1, check, MAX_LEN)
+    assert (out, pos, rows, changed) == (None, want_pos, want_rows, 0)
+    assert buf[:pos] == want_out
