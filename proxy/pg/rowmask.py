@@ -87,7 +87,8 @@ def _unwrap(vm: Callable[[Any], Any]) -> tuple[Callable[[Any], Any], Tally, bool
 def _gate_bits(wanted: frozenset[str]) -> int | None:
     """The walker's detector gate for the classes a text masker looks for; None for any class it
     does not know the gate of."""
-    assert _walker is not None
+    if _walker is None:
+        raise RuntimeError("the native row walker is not loaded")
     bits = 0
     for cls in wanted:
         if cls in DIGIT_CLASSES:
@@ -120,7 +121,8 @@ def native_op(
     RowPlan.apply calls.
     """
     w = _walker
-    assert w is not None
+    if w is None:
+        raise RuntimeError("the native row walker is not loaded")
     if fn is None:
         return (w.PASS, 0, None, None), None
     if isinstance(fn, bytes):
