@@ -193,6 +193,116 @@ static int has_sub(const unsigned char *s, Py_ssize_t n, const char *w) {
     return 0;
 }
 
+/* First characters of the surnames masking/names.py knows (SINGLE_SURNAMES, and the first
+ * character of each of COMPOUND_SURNAMES), sorted; set once by rowmask (set_name_starts). Empty:
+ * every name context is unsure. */
+static Py_UCS4 *name_starts;
+static Py_ssize_t n_name_starts;
+
+static int is_name_start(Py_UCS4 cp) {
+    Py_ssize_t lo = 0, hi = n_name_starts;
+    while (lo < hi) {
+        Py_ssize_t mid = (lo + hi) / 2;
+        if (name_starts[mid] == cp) return 1;
+        if (name_starts[mid] < cp) lo = mid + 1;
+        else hi = mid;
+    }
+    return 0;
+}
+
+/* The code point of the (valid, at most 3-byte: checked by the caller) UTF-8 character at s[i]. */
+static Py_UCS4 cp_at(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, Py_ssize_t *len) {
+    unsigned char c = s[i];
+    if (c < 0x80) {
+        *len = 1;
+        return c;
+    }
+    if (c < 0xE0) {
+        *len = 2;
+        return ((Py_UCS4)(c & 0x1F) << 6) | (s[i + 1] & 0x3F);
+    }
+    *len = 3;
+    return ((Py_UCS4)(c & 0x0F) << 12) | ((Py_UCS4)(s[i + 1] & 0x3F) << 6) | (s[i + 2] & 0x3F);
+}
+
+/* NAME_CONTEXT_RE's name class: CJK unified ideographs and NAME_DOTS ("·•・."). */
+static int name_class(Py_UCS4 cp, int *dot) {
+    *dot = cp == 0xB7 || cp == 0x2022 || cp == 0x30FB || cp == '.';
+    return *dot || (cp >= 0x3400 && cp <= 0x4DBF) || (cp >= 0x4E00 && cp <= 0x9FFF);
+}
+
+/* Could NAME_CONTEXT_RE's name group starting at s[q] give _find_person_name a candidate? The
+ * group is the longest run (2-12) of its class; the candidate is that run trimmed (_trim_name),
+ * which keeps its first character unless it holds a dot, and is kept only when surname_length
+ * finds a surname, which starts with that first character. So: no when the run is shorter than 2
+ * or its first character starts no surname and it holds no dot; else unsure (1). */
+static int name_possible_at(const unsigned char *s, Py_ssize_t n, Py_ssize_t q) {
+    Py_ssize_t count = 0, len;
+    Py_UCS4 first = 0;
+    int dot;
+    for (Py_ssize_t i = q; i < n && count < 12; i += len) {
+        Py_UCS4 cp = cp_at(s, n, i, &len);
+        if (!name_class(cp, &dot)) break;
+        if (dot) return 1;
+        if (count == 0) first = cp;
+        count++;
+    }
+    if (count < 2) return 0;
+    return is_name_start(first);
+}
+
+static inline int ctx_sep(const unsigned char *s, Py_ssize_t n, Py_ssize_t i, Py_ssize_t *len) {
+    if (i >= n) return 0;
+    if (s[i] == ' ' || s[i] == '\t' || s[i] == ':') {
+        *len = 1;
+        return 1;
+    }
+    if (i + 2 < n && s[i] == 0xEF && s[i + 1] == 0xBC && s[i + 2] == 0x9A) { /* ： */
+        *len = 3;
+        return 1;
+    }
+    return 0;
+}
+
+/* Every start the name group can have after a context word ending at q0, under
+ * `[ \t:：]*(?:为|是)?[ \t:：]*`: 1 when any of them could give a candidate. */
+static int name_possible_after(const unsigned char *s, Py_ssize_t n, Py_ssize_t q0) {
+    Py_ssize_t len, a = q0;
+    for (;;) {
+        if (name_possible_at(s, n, a)) return 1;
+        if (a + 2 < n && (memcmp(s + a, "为", 3) == 0 || memcmp(s + a, "是", 3) == 0)) {
+            Py_ssize_t b = a + 3;
+            for (;;) {
+                if (name_possible_at(s, n, b)) return 1;
+                if (!ctx_sep(s, n, b, &len)) break;
+                b += len;
+            }
+        }
+        if (!ctx_sep(s, n, a, &len)) break;
+        a += len;
+    }
+    return 0;
+}
+
+/* The ends of NAME_CONTEXT_RE's context words (客户姓名, 收款人姓名 and 开户名 end as 姓名 and 户名 do). */
+static const char *const CONTEXT_WORDS[] = {"姓名", "户名", "客户", "客户名称", "收款人", "付款人",
+                                            "联系人", "持卡人", "收件人", "患者", "本人"};
+
+/* 1 when _find_person_name could find a candidate in s (fold-stable text, so its own norm). */
+static int names_possible(const unsigned char *s, Py_ssize_t n) {
+    if (has_sub(s, n, "先生") || has_sub(s, n, "女士") || has_sub(s, n, "小姐")) return 1; /* HONORIFIC_RE */
+    if (n_name_starts == 0) return 1;
+    for (size_t w = 0; w < sizeof CONTEXT_WORDS / sizeof CONTEXT_WORDS[0]; w++) {
+        const char *word = CONTEXT_WORDS[w];
+        size_t wl = strlen(word);
+        for (Py_ssize_t p = 0; p + (Py_ssize_t)wl <= n; p++)
+            if (s[p] == (unsigned char)word[0] && memcmp(s + p, word, wl) == 0 &&
+                name_possible_after(s, n, p + (Py_ssize_t)wl))
+                return 1;
+    }
+    return 0;
+}
+
 /* The text masker's (masking/text.py, detectors of `gate`) answer for value s[:n]: 1 when it
  * certainly returns the value unchanged, 2 when dst (n bytes) holds exactly its output, 0 when
  * unsure (the Python masker then runs). Sure only for valid UTF-8 of characters normalisation
@@ -238,8 +348,10 @@ static int detect_native(const unsigned char *s, Py_ssize_t n, unsigned gate, ch
     if ((gate & G_EMAIL) && at) return 0;
     if ((gate & G_IP) && (dots >= 3 || dcolon || colons >= 7)) return 0;
     if ((gate & G_NAME) && !ascii) {
-        for (size_t w = 0; w < sizeof NAME_WORDS / sizeof NAME_WORDS[0]; w++)
-            if (has_sub(s, n, NAME_WORDS[w])) return 0;
+        int gate_open = 0;
+        for (size_t w = 0; w < sizeof NAME_WORDS / sizeof NAME_WORDS[0] && !gate_open; w++)
+            gate_open = has_sub(s, n, NAME_WORDS[w]);
+        if (gate_open && names_possible(s, n)) return 0;
     }
     if (!(gate & G_DIGITS)) return 1;
     unsigned mg = (gate >> G_MG_SHIFT) & MG_ALL_DIGIT_CLASSES;
@@ -626,7 +738,31 @@ static PyObject *py_detect(PyObject *mod, PyObject *args) {
     return res;
 }
 
+/* set_name_starts(str): the characters a known surname starts with (see is_name_start). */
+static PyObject *py_set_name_starts(PyObject *mod, PyObject *arg) {
+    if (!PyUnicode_Check(arg) || PyUnicode_READY(arg) < 0) {
+        PyErr_SetString(PyExc_TypeError, "a str of surname characters");
+        return NULL;
+    }
+    Py_ssize_t k = PyUnicode_GET_LENGTH(arg);
+    Py_UCS4 *cps = PyMem_Malloc((k ? k : 1) * sizeof(Py_UCS4));
+    if (!cps) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < k; i++) {
+        cps[i] = PyUnicode_READ_CHAR(arg, i);
+        if (i && cps[i] <= cps[i - 1]) {
+            PyMem_Free(cps);
+            PyErr_SetString(PyExc_ValueError, "surname characters must be sorted and distinct");
+            return NULL;
+        }
+    }
+    PyMem_Free(name_starts);
+    name_starts = cps;
+    n_name_starts = k;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"set_name_starts", py_set_name_starts, METH_O, "The characters a known surname starts with."},
     {"detect_clear", py_detect_clear, METH_VARARGS, "Is this text certainly left unchanged?"},
     {"detect", py_detect, METH_VARARGS, "The text masker's output where sure, else None."},
     {NULL, NULL, 0, NULL},

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import masking
-from masking.classes import CLASSES
+from masking.classes import CLASSES, FREE_TEXT
 from masking.detectors import DETECTABLE, DIGIT_CLASSES
+from masking.names import COMPOUND_SURNAMES, SINGLE_SURNAMES
 from masking.native import load
 from policies.decision import Allow, ColumnMask, CopyFraming
 from proxy.pg import types
@@ -33,6 +34,10 @@ from proxy.services.rows import (
 
 # The native row walker (proxy/pg/_rowwalk.c); None: RowPlan.apply row by row is all there is.
 _walker = load("proxy.pg._rowwalk")
+if _walker is not None:
+    # The name finder keeps a candidate only where a known surname starts it: the walker's gate
+    # needs their first characters (the table lives in masking/names.py).
+    _walker.set_name_starts("".join(sorted({s[0] for s in SINGLE_SURNAMES | COMPOUND_SURNAMES})))
 
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
@@ -141,6 +146,18 @@ def native_op(
         inner, tally, wrapped = _unwrap(act.masker(src))
         if inner is masking.make_masker(act.cls, "mask", key=key) and (tally is not None or not wrapped):
             return (getattr(w, _NATIVE_MASKS[act.cls]), 0, None, fn), tally
+        return pyfn
+    if act.op is Op.MASK and act.action == "mask" and act.cls == FREE_TEXT:
+        # A note column's masker is the text masker over every detectable class (masking/free_text.py)
+        # for the str it gets here: the same answer as DETECT over those classes.
+        inner, tally, wrapped = _unwrap(act.masker(src))
+        bits = _gate_bits(DETECTABLE)
+        if (
+            bits is not None
+            and inner is masking.make_masker(FREE_TEXT, "mask", key=key)
+            and (tally is not None or not wrapped)
+        ):
+            return (w.DETECT, bits, None, fn), tally
         return pyfn
     if act.op is Op.DETECT:
         inner, tally, wrapped = _unwrap(act.masker(src))

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 
 import masking
 from masking.classes import CLASSES
+from masking.detectors import DETECTABLE
 from policies import load_policy
 from policies.decision import Allow, ColumnMask
 from proxy.pg import messages as m
@@ -45,7 +46,9 @@ def guard() -> Guard:
 
 # text, varchar, bpchar, int8, int4, numeric, bytea, json, jsonb, date, text[], inet, an enum
 OIDS = (25, 1043, 1042, 20, 23, 1700, 17, 114, 3802, 1082, 1009, 869, 90001)
-MASK_CLASSES = ("mobile", "id_card", "bank_card", "email", "person_name", "address", None)
+MASK_CLASSES = ("mobile", "id_card", "bank_card", "email", "person_name", "address", "free_text", None)
+# Name contexts, surnames, their separators and dots: what the walker's name gate reasons about.
+NAMEY = "客户姓名称联系人收款本先生女士小张王李欧阳司马回拨电话已处理为是：: \t·.•・的"
 DETECT_CLASSES = ("mobile", "id_card", "bank_card", "email", "person_name", "ip_address", "uscc", "address")
 
 
@@ -84,6 +87,8 @@ TEXTS = st.one_of(
     cards(),
     st.text("0123456789", min_size=1, max_size=20),
     st.text("0123456789 -()+\t.:@abX客户姓名已处理电话", max_size=40),
+    st.text(NAMEY, max_size=16),
+    st.lists(st.one_of(mobiles(), st.text(NAMEY, max_size=6)), max_size=4).map("".join),
     st.builds(
         lambda a, b, c: f"{a} {b} {c}",
         st.sampled_from(("客户回拨电话", "联系人", "note")),
@@ -245,6 +250,8 @@ def test_a_gate_with_other_maskers_gets_its_functions_called() -> None:
 GATE_CLASSES = st.frozensets(st.sampled_from(sorted(CLASSES)), max_size=4)
 GATE_TEXT = st.one_of(
     st.text(st.sampled_from("0123456789 -\t()+.:@aX客户姓名已处理电话先生㐀，：。"), max_size=40),
+    st.text(NAMEY, max_size=16),
+    st.lists(st.one_of(mobiles(), id18s(), st.text(NAMEY, max_size=6)), max_size=4).map("".join),
     st.text(max_size=40),
     st.lists(
         st.one_of(
@@ -277,10 +284,15 @@ def test_detect_is_the_text_maskers_answer_where_sure(text: str, classes: frozen
 
 
 def test_detect_masks_bare_numbers_in_chinese_text() -> None:
-    bits = rowmask._gate_bits(frozenset({"mobile", "id_card", "bank_card"}))
-    assert bits is not None
-    got = walker.detect("客户回拨电话 13912345678 已处理".encode(), bits)
-    assert got == "客户回拨电话 139****5678 已处理".encode()
+    for classes in (frozenset({"mobile", "id_card", "bank_card"}), DETECTABLE):
+        bits = rowmask._gate_bits(classes)
+        assert bits is not None
+        got = walker.detect("客户回拨电话 13912345678 已处理".encode(), bits)
+        assert got == "客户回拨电话 139****5678 已处理".encode()
+    # A name after a context word is the Python finder's to mask.
+    assert walker.detect("客户张三 13912345678".encode(), rowmask._gate_bits(DETECTABLE)) is None
+    assert walker.detect("客户：王五".encode(), rowmask._gate_bits(DETECTABLE)) is None
+    assert walker.detect("联系人为李四".encode(), rowmask._gate_bits(DETECTABLE)) is None
 
 
 def test_detect_gate_matches_the_digit_gate_regex() -> None:
