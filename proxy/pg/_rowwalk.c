@@ -180,19 +180,6 @@ static int digit_gate(const unsigned char *s, Py_ssize_t n) {
     return 0;
 }
 
-/* masking/detectors.py _NAME_GATE_RE: context words next to which names are looked for. */
-static const char *const NAME_WORDS[] = {"姓名", "户名", "客户", "收款人", "付款人", "联系人", "持卡人",
-                                         "收件人", "患者", "本人", "先生", "女士", "小姐"};
-
-static int has_sub(const unsigned char *s, Py_ssize_t n, const char *w) {
-    size_t wl = strlen(w);
-    if ((size_t)n < wl) return 0;
-    const unsigned char *end = s + n - wl;
-    for (const unsigned char *p = s; p <= end; p++)
-        if (*p == (unsigned char)w[0] && memcmp(p, w, wl) == 0) return 1;
-    return 0;
-}
-
 /* First characters of the surnames masking/names.py knows (SINGLE_SURNAMES, and the first
  * character of each of COMPOUND_SURNAMES), sorted; set once by rowmask (set_name_starts). Empty:
  * every name context is unsure. */
@@ -288,17 +275,23 @@ static int name_possible_after(const unsigned char *s, Py_ssize_t n, Py_ssize_t 
 static const char *const CONTEXT_WORDS[] = {"姓名", "户名", "客户", "客户名称", "收款人", "付款人",
                                             "联系人", "持卡人", "收件人", "患者", "本人"};
 
-/* 1 when _find_person_name could find a candidate in s (fold-stable text, so its own norm). */
+/* 1 when _find_person_name could find a candidate in s (fold-stable text, so its own norm): an
+ * honorific (HONORIFIC_RE), or a context word after which a name is possible. One pass: every
+ * word is CJK, so only the lead bytes of 3-byte characters can start one. */
 static int names_possible(const unsigned char *s, Py_ssize_t n) {
-    if (has_sub(s, n, "先生") || has_sub(s, n, "女士") || has_sub(s, n, "小姐")) return 1; /* HONORIFIC_RE */
+    static const char *const HONORIFICS[] = {"先生", "女士", "小姐"};
     if (n_name_starts == 0) return 1;
-    for (size_t w = 0; w < sizeof CONTEXT_WORDS / sizeof CONTEXT_WORDS[0]; w++) {
-        const char *word = CONTEXT_WORDS[w];
-        size_t wl = strlen(word);
-        for (Py_ssize_t p = 0; p + (Py_ssize_t)wl <= n; p++)
-            if (s[p] == (unsigned char)word[0] && memcmp(s + p, word, wl) == 0 &&
+    for (Py_ssize_t p = 0; p + 6 <= n; p++) {
+        if (s[p] < 0xE0) continue;
+        for (size_t w = 0; w < sizeof HONORIFICS / sizeof HONORIFICS[0]; w++)
+            if (memcmp(s + p, HONORIFICS[w], 6) == 0) return 1;
+        for (size_t w = 0; w < sizeof CONTEXT_WORDS / sizeof CONTEXT_WORDS[0]; w++) {
+            const char *word = CONTEXT_WORDS[w];
+            size_t wl = strlen(word);
+            if (s[p] == (unsigned char)word[0] && p + (Py_ssize_t)wl <= n && memcmp(s + p, word, wl) == 0 &&
                 name_possible_after(s, n, p + (Py_ssize_t)wl))
                 return 1;
+        }
     }
     return 0;
 }
@@ -347,12 +340,9 @@ static int detect_native(const unsigned char *s, Py_ssize_t n, unsigned gate, ch
     }
     if ((gate & G_EMAIL) && at) return 0;
     if ((gate & G_IP) && (dots >= 3 || dcolon || colons >= 7)) return 0;
-    if ((gate & G_NAME) && !ascii) {
-        int gate_open = 0;
-        for (size_t w = 0; w < sizeof NAME_WORDS / sizeof NAME_WORDS[0] && !gate_open; w++)
-            gate_open = has_sub(s, n, NAME_WORDS[w]);
-        if (gate_open && names_possible(s, n)) return 0;
-    }
+    /* Every context word and honorific holds a word of the finder's gate (_NAME_GATE_RE), so
+     * when none can give a candidate, whether the gate opens does not matter. */
+    if ((gate & G_NAME) && !ascii && names_possible(s, n)) return 0;
     if (!(gate & G_DIGITS)) return 1;
     unsigned mg = (gate >> G_MG_SHIFT) & MG_ALL_DIGIT_CLASSES;
     if (!mg) return digit_gate(s, n) ? 0 : 1;
