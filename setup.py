@@ -11,6 +11,15 @@ _FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 
 EXTENSIONS = [
     Extension("masking._native", ["masking/_native.c", "masking/_digits.c"], depends=["masking/_digits.h"], extra_compile_args=_FLAGS, optional=True),
+    # The row walker runs the digit finders on detector-scanned columns without a Python call.
+    Extension(
+        "proxy.pg._rowwalk",
+        ["proxy/pg/_rowwalk.c", "masking/_digits.c"],
+        depends=["masking/_digits.h"],
+        include_dirs=["masking"],
+        extra_compile_args=_FLAGS,
+        optional=True,
+    ),
 ]
 
 setup(ext_modules=EXTENSIONS)

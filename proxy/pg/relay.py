@@ -28,7 +28,7 @@ from proxy.pg import messages as m
 from proxy.pg.context import Context
 from proxy.pg.cursors import Cursors
 from proxy.pg.expect import Answer, Expected, ExpectQueue, Sent
-from proxy.pg.rowmask import CopyPlan, RowPlan, plan_rows
+from proxy.pg.rowmask import PASS_THROUGH, CopyPlan, RowPlan, plan_rows
 from proxy.services.rows import Unmaskable
 from proxy.services.statement import AUDIT_FAILED, STALE, PlanCache, RowCount, part, withheld_message
 
@@ -894,7 +894,11 @@ class Relay:
         limit: int | None = None
         swallow = False
         ncols = -1
+        walked = 0  # the native walker consumed the messages before this offset
+        max_len = self.ctx.cfg.max_message
         for mtype, start, end in frames:
+            if start < walked:
+                continue
             if out.closed:
                 break
             if self.upstream_phase is UpstreamPhase.BATCH_REFUSED and mtype != b"Z":
@@ -932,6 +936,34 @@ class Relay:
                 if limit is not None and count.sent >= limit:
                     count.truncated = True
                     continue
+                walker = plan if plan is not None else PASS_THROUGH
+                if walker is not None and walker.native is not None:
+                    # The run of DataRows from here, masked in one native call; a row it stops
+                    # before (malformed, rejected) comes back through the reference path below.
+                    new, walked, rows, n = walker.walk(
+                        buf,
+                        start,
+                        len(buf),
+                        -1 if limit is None else limit - count.sent,
+                        ncols if restricted else -1,
+                        max_len,
+                    )
+                    if rows:
+                        count.sent += rows
+                        count.sent_call += rows
+                        count.masked += n
+                        if new is not None:
+                            if run_start >= 0:
+                                emit(mv[run_start:run_end])
+                                run_start = -1
+                            emit(new)
+                        elif run_start >= 0 and run_end == start:
+                            run_end = walked
+                        else:
+                            if run_start >= 0:
+                                emit(mv[run_start:run_end])
+                            run_start, run_end = start, walked
+                        continue
                 count.sent += 1
                 count.sent_call += 1
                 if plan is not None:

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import Any
 
+import masking
+from masking.classes import CLASSES, FREE_TEXT
+from masking.detectors import DETECTABLE, DIGIT_CLASSES
+from masking.names import COMPOUND_SURNAMES, SINGLE_SURNAMES
+from masking.native import load
 from policies.decision import Allow, ColumnMask, CopyFraming
 from proxy.pg import types
 from proxy.pg.messages import FieldDescription, MessageError
@@ -26,9 +32,18 @@ from proxy.services.rows import (
     null_value,
 )
 
+# The native row walker (proxy/pg/_rowwalk.c); None: RowPlan.apply row by row is all there is.
+_walker = load("proxy.pg._rowwalk")
+if _walker is not None:
+    # The name finder keeps a candidate only where a known surname starts it: the walker's gate
+    # needs their first characters (the table lives in masking/names.py).
+    _walker.set_name_starts("".join(sorted({s[0] for s in SINGLE_SURNAMES | COMPOUND_SURNAMES})))
+
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
 _HDR_D = struct.Struct("!ci")
+# What RowPlan.apply turns into MessageError when a column's function raises it.
+_VALUE_ERRORS = (ValueError, ArithmeticError, struct.error)
 
 
 def column_fn(
@@ -52,19 +67,167 @@ def column_fn(
     return types.value_fn(f.type_oid, act.masker(src), binary, enc)
 
 
+# A column's op for the native walker: (op, detector gate bits, constant, value function), and
+# the function that adds values a native mask changed to the masker's metrics (None: none needed).
+NativeOp = tuple[int, int, bytes | None, ValueFn | None]
+Tally = Callable[[int], None] | None
+
+# Column classes whose display rule the walker applies itself, to values of the exact shape of
+# masking/maskers.py's first branch (11 digits, 17 digits + check character, 16-19 digits).
+_NATIVE_MASKS = {"mobile": "MOBILE", "id_card": "ID", "bank_card": "CARD"}
+_ALL_CLASSES = frozenset(CLASSES)
+# masking/_digits.h MG_* bits: the digit finders the walker runs itself.
+_MG_CLASSES = {"mobile": 1, "id_card": 2, "bank_card": 4, "uscc": 8, "landline": 16, "passport": 32}
+_NATIVE_KINDS = frozenset({ValueKind.TEXT, ValueKind.JSON, ValueKind.STRUCTURED, ValueKind.OTHER})
+
+
+def _unwrap(vm: Callable[[Any], Any]) -> tuple[Callable[[Any], Any], Tally, bool]:
+    """(the masker inside the Gate's counting wrapper, the wrapper's tally, whether it is one)."""
+    inner = getattr(vm, "inner", None)
+    if inner is None:
+        return vm, None, False
+    return inner, getattr(vm, "tally", None), True
+
+
+def _gate_bits(wanted: frozenset[str]) -> int | None:
+    """The walker's detector gate for the classes a text masker looks for; None for any class it
+    does not know the gate of."""
+    if _walker is None:
+        raise RuntimeError("the native row walker is not loaded")
+    bits = 0
+    for cls in wanted:
+        if cls in DIGIT_CLASSES:
+            bits |= _walker.G_DIGITS | _MG_CLASSES[cls] << _walker.G_MG_SHIFT
+        elif cls == "ip_address":
+            bits |= _walker.G_IP
+        elif cls == "email":
+            bits |= _walker.G_EMAIL
+        elif cls == "person_name":
+            bits |= _walker.G_NAME
+        else:
+            return None
+    return bits
+
+
+def native_op(
+    f: FieldDescription,
+    fmt: int,
+    cm: ColumnMask | None,
+    detect: frozenset[str],
+    src: MaskerSource,
+    enc: str,
+    fn: ValueFn | bytes | None,
+) -> tuple[NativeOp, Tally]:
+    """The walker's op for one column whose function (column_fn) is `fn`.
+
+    A native mask or gate is used only when the column's masker is *the* reference masker of
+    masking/ (checked by identity, with the Gate's masking key): a Gate with other maskers gets
+    its own functions called for every value. Everything else is PYFN: the same ValueFn as
+    RowPlan.apply calls.
+    """
+    w = _walker
+    if w is None:
+        raise RuntimeError("the native row walker is not loaded")
+    if fn is None:
+        return (w.PASS, 0, None, None), None
+    if isinstance(fn, bytes):
+        return (w.CONST, 0, fn, None), None
+    if fn is null_value:
+        return (w.NULL, 0, None, None), None
+    pyfn = (w.PYFN, 0, None, fn), None
+    binary = fmt == 1
+    kind = types.value_kind(f.type_oid)
+    key = getattr(src, "masking_key", None)
+    # Only values decoded as UTF-8 text (types.value_fn's on_text) are what the walker reads.
+    if enc != "utf-8" or key is None or kind not in _NATIVE_KINDS or (binary and f.type_oid == types.JSONB):
+        return pyfn
+    act = column_action(kind, cm, detect, binary)
+    if act.op is Op.MASK and act.action == "mask" and act.cls in _NATIVE_MASKS:
+        inner, tally, wrapped = _unwrap(act.masker(src))
+        if inner is masking.make_masker(act.cls, "mask", key=key) and (tally is not None or not wrapped):
+            return (getattr(w, _NATIVE_MASKS[act.cls]), 0, None, fn), tally
+        return pyfn
+    if act.op is Op.MASK and act.action == "mask" and act.cls == FREE_TEXT:
+        # A note column's masker is the text masker over every detectable class (masking/free_text.py)
+        # for the str it gets here: the same answer as DETECT over those classes.
+        inner, tally, wrapped = _unwrap(act.masker(src))
+        bits = _gate_bits(DETECTABLE)
+        if (
+            bits is not None
+            and inner is masking.make_masker(FREE_TEXT, "mask", key=key)
+            and (tally is not None or not wrapped)
+        ):
+            return (w.DETECT, bits, None, fn), tally
+        return pyfn
+    if act.op is Op.DETECT:
+        inner, tally, wrapped = _unwrap(act.masker(src))
+        wanted = act.classes & _ALL_CLASSES
+        bits = _gate_bits(wanted & DETECTABLE)
+        if (
+            bits is not None
+            and inner is masking.make_text_masker(wanted, "mask", key=key)
+            and (tally is not None or not wrapped)
+        ):
+            return (w.DETECT, bits, None, fn), tally
+    return pyfn
+
+
 class RowPlan:
     """Per-column functions for one result; `apply` rewrites a DataRow body when needed.
 
     `consts` holds, per column, the bytes every value of a concealed column becomes (NULL
-    included), or None; a column with a constant has no function.
+    included), or None; a column with a constant has no function. `native`, when the walker is
+    built, is the same plan compiled for it (see `walk`).
     """
 
-    __slots__ = ("consts", "fns", "ncols")
+    __slots__ = ("consts", "fns", "native", "ncols", "tallies")
 
-    def __init__(self, fns: list[ValueFn | None], consts: list[bytes | None] | None = None) -> None:
+    def __init__(
+        self,
+        fns: list[ValueFn | None],
+        consts: list[bytes | None] | None = None,
+        ops: list[tuple[NativeOp, Tally]] | None = None,
+    ) -> None:
         self.fns = fns
         self.ncols = len(fns)
         self.consts = consts if consts is not None and any(c is not None for c in consts) else None
+        self.native: Any = None
+        self.tallies: tuple[Tally, ...] = ()
+        if _walker is not None:
+            if ops is None:  # no column information: every function is called as it is
+                cs = consts or [None] * len(fns)
+                ops = [
+                    ((_walker.PASS, 0, None, None), None)
+                    if fn is None and c is None
+                    else ((_walker.CONST, 0, c, None), None)
+                    if fn is None
+                    else ((_walker.PYFN, 0, None, fn), None)
+                    for fn, c in zip(fns, cs, strict=True)
+                ]
+            self.native = _walker.Plan([op for op, _ in ops], _VALUE_ERRORS)
+            if any(t is not None for _, t in ops):
+                self.tallies = tuple(t for _, t in ops)
+
+    def walk(
+        self, buf: bytes, start: int, end: int, max_rows: int, ncols: int, max_len: int
+    ) -> tuple[bytes | None, int, int, int]:
+        """Mask the run of DataRow messages starting at buf[start:end] with the native walker
+        (only when `native` is set).
+
+        Returns (the masked messages, or None when no value changed; the offset after the last
+        message walked; rows walked; values changed). Stops at the first message that is not a
+        DataRow, is incomplete or longer than `max_len`, has another column count than `ncols`
+        (-1: any), is malformed or has a value its function rejects (the caller's `apply` then
+        raises the error for it), or after `max_rows` rows (-1: no limit).
+        """
+        r = self.native.walk(buf, start, end, max_rows, ncols, max_len)
+        if self.tallies:
+            counts = self.native.take_counts()
+            if counts is not None:
+                for tally, n in zip(self.tallies, counts, strict=True):
+                    if n and tally is not None:
+                        tally(n)
+        return r  # type: ignore[no-any-return]
 
     def apply(self, buf: bytes, start: int, end: int) -> tuple[bytes | None, int]:
         """Mask the DataRow message at buf[start:end] (type byte included).
@@ -116,7 +279,7 @@ class RowPlan:
                 v = buf[vstart:vend]
                 try:
                     out = fn(v)
-                except (ValueError, ArithmeticError, struct.error) as e:
+                except _VALUE_ERRORS as e:
                     # Not a value of its declared type (b"abc" as int8): fail closed, as for any
                     # message that does not match its layout.
                     raise MessageError(f"column {i} value does not match its type") from e
@@ -149,6 +312,11 @@ class RowPlan:
         return b"".join(pieces), changed
 
 
+# The walker's plan for rows nothing is done to (an unrestricted session, a result without masks):
+# it only counts them, in one call per run instead of a Python step per row.
+PASS_THROUGH: RowPlan | None = RowPlan([]) if _walker is not None else None
+
+
 def plan_rows(
     fields: tuple[FieldDescription, ...],
     formats: tuple[int, ...] | None,
@@ -164,6 +332,7 @@ def plan_rows(
     check_shape(allow, len(fields))
     fns: list[ValueFn | None] = []
     consts: list[bytes | None] = []
+    ops: list[tuple[NativeOp, Tally]] | None = [] if _walker is not None else None
     for i, f in enumerate(fields):
         if formats is None:
             fmt = f.format
@@ -175,6 +344,8 @@ def plan_rows(
             fmt = formats[i] if i < len(formats) else 0
         cm = allow.columns[i] if i < len(allow.columns) else None
         fn = column_fn(f, fmt, cm, allow.detect, src, enc)
+        if ops is not None:
+            ops.append(native_op(f, fmt, cm, allow.detect, src, enc, fn))
         if isinstance(fn, bytes):
             fns.append(None)
             consts.append(fn)
@@ -183,7 +354,7 @@ def plan_rows(
             consts.append(None)
     if all(fn is None for fn in fns) and all(c is None for c in consts):
         return None
-    return RowPlan(fns, consts)
+    return RowPlan(fns, consts, ops)
 
 
 # ------------------------------------------------------------------ COPY TO STDOUT (text, CSV)

@@ -409,6 +409,13 @@ class Guard:
                 counts[label] = counts.get(label, 0) + 1
             return out
 
+        def tally(n: int) -> None:
+            counts[label] = counts.get(label, 0) + n
+
+        # A native row walker that applies `masker`'s display rule itself (proxy/pg/rowmask.py)
+        # recognises the masker by identity and reports the values it changed through `tally`.
+        counted.inner = masker  # type: ignore[attr-defined]
+        counted.tally = tally  # type: ignore[attr-defined]
         return counted
 
     def text_masker(self, classes: frozenset[str]) -> Callable[[str], str]:
