@@ -905,6 +905,8 @@ class Relay:
         emit = to_client.append
         restricted = self.restricted
         unpack_i16 = _I16.unpack_from
+        unqueued = self._unqueued
+        answers = self._answers
         run_start = run_end = -1
         res: Result | None = None  # the result a burst of DataRows belongs to
         plan: RowPlan | None = None
@@ -965,7 +967,13 @@ class Relay:
             else:
                 res = None
                 mark = len(to_client)
-                passthrough = self._on_message(mtype, mv[start + 5 : end])
+                # `_on_message`, inlined: once per message of every answer.
+                handler = unqueued.get(mtype)
+                if handler is not None:
+                    passthrough = handler(mv[start + 5 : end])
+                else:
+                    entry, finished = self.queue.answer(mtype)
+                    passthrough = answers[entry.sent](mtype, mv[start + 5 : end], entry, finished)
                 if run_start >= 0 and (len(to_client) > mark or out.closed):
                     # The handler answered in the server's place (or closed): earlier messages
                     # go first.
@@ -1031,8 +1039,9 @@ class Relay:
         self.cursors.ready(status)
         if status == b"I":
             self.portals.clear()  # protocol portals do not outlive their transaction
-        abort = self.upstream_phase in (UpstreamPhase.QUERY_REFUSED, UpstreamPhase.BATCH_REFUSED)
+        abort = False
         if self.upstream_phase is not UpstreamPhase.RELAY:
+            abort = self.upstream_phase in (UpstreamPhase.QUERY_REFUSED, UpstreamPhase.BATCH_REFUSED)
             self._move_upstream(UpstreamPhase.RELAY)
         if abort and status == b"T":
             # We told the client its statement failed; fail the upstream block too. The client's
@@ -1043,7 +1052,8 @@ class Relay:
             return False
         if sync.answer is Answer.HIDE:
             return False  # the end of a statement the proxy sent for itself
-        self._rename_back(status)
+        if self.ctx.rename is not None:
+            self._rename_back(status)
         return True
 
     def _rename_back(self, status: bytes) -> None:

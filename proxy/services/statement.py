@@ -145,7 +145,7 @@ class StatementTracker:
         budget (the role's `lookups_per_hour`), as it is about to run; the refusal when it is
         spent. Charged per run, not per decision: `phone = $1` executed 10,000 times with other
         parameters is 10,000 lookups."""
-        n = sum(p.lookups for p in allow.parts())
+        n = sum(p.lookups for p in allow.statements) if allow.statements else allow.lookups
         if not n or self.principal is None or self.gate.spend_lookups(self.principal, n):
             return None
         return Block(
