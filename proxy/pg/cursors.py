@@ -111,7 +111,7 @@ class Cursors:
         """ReadyForQuery: at `I` no transaction is open, so the one that ran (a simple Query's or
         an extended batch's implicit one, or a block) ended: cursors without HOLD went with it,
         WITH HOLD ones stay if it committed (no error since they were declared)."""
-        if status == b"I":
+        if status == b"I" and self.open:
             self._end(committed=True)
 
     def _end(self, *, committed: bool) -> None:

@@ -62,7 +62,9 @@ class Framer:
             self._pending.clear()
         else:
             buf = bytes(data) if not isinstance(data, bytes) else data
-        return buf, self._split(buf)
+        if self._startup:
+            return buf, self._split(buf)
+        return buf, self._split_typed(buf)
 
     def _needed(self) -> int:
         p = self._pending
@@ -76,6 +78,44 @@ class Framer:
         if length < 4 or length > limit:
             return 0  # let _split raise the framing error
         return length + (0 if self._startup else 1)
+
+    def _split_typed(self, buf: bytes) -> Iterator[tuple[bytes, int, int]]:
+        """`_split` for typed framing, all at once: a generator resumed per message was a tenth
+        of the session's work on a point lookup. Typed framing never turns back into startup
+        framing, so nothing the consumer does while iterating changes where messages end. Its
+        errors come where `_split` raises them, after the messages before the bad one; and the
+        tail is kept now, not when the consumer has read every message (a consumer that stops
+        early is closing the session)."""
+        frames: list[tuple[bytes, int, int]] = []
+        append = frames.append
+        pos = 0
+        end = len(buf)
+        unpack = _I32.unpack_from
+        limit = self.max_message
+        error: FramingError | None = None
+        while pos < end:
+            if buf[pos] == 0:
+                error = FramingError("untyped packet where a typed message belongs")
+                break
+            if end - pos < 5:
+                break
+            length = unpack(buf, pos + 1)[0]
+            if length < 4:
+                error = FramingError("invalid message length")
+                break
+            if length > limit:
+                error = FramingError(f"message too large ({length} bytes, limit {limit})")
+                break
+            stop = pos + 1 + length
+            if stop > end:
+                break
+            append((buf[pos : pos + 1], pos, stop))
+            pos = stop
+        if error is not None:
+            return _then_raise(frames, error)
+        if pos < end:
+            self._pending += memoryview(buf)[pos:]
+        return iter(frames)
 
     def _split(self, buf: bytes) -> Iterator[tuple[bytes, int, int]]:
         pos = 0
@@ -113,3 +153,10 @@ class Framer:
                 pos = stop
         if pos < end:
             self._pending += memoryview(buf)[pos:]
+
+
+def _then_raise(
+    frames: list[tuple[bytes, int, int]], error: FramingError
+) -> Iterator[tuple[bytes, int, int]]:
+    yield from frames
+    raise error

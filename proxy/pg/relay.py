@@ -248,6 +248,8 @@ class QueryRun:
 
 Item = Stmt | Portal | QueryRun
 X = TypeVar("X", Stmt, Portal, QueryRun)
+# The entry of a Sync: nothing of an entry is ever changed, so every Sync shares this one.
+SYNC: Expected[Item] = Expected(Sent.SYNC)
 
 
 def _payload(e: Expected[Item], kind: type[X]) -> X:
@@ -385,14 +387,23 @@ class Relay:
 
     def client_frames(self, buf: bytes, mv: memoryview, frames: Frames) -> None:
         out = self.out
+        client = self._client
+        relay = ClientPhase.RELAY
         for mtype, start, end in frames:
             if out.closed:
                 return
             if self.held is not None:
                 self.held.append(bytes(mv[start:end]))
                 continue
-            if self._client_message(mtype, mv[start + 5 : end], mv[start:end]):
-                return
+            if mtype == b"X" or self.client_phase is not relay:
+                if self._client_message(mtype, mv[start + 5 : end], mv[start:end]):
+                    return
+                continue
+            # The steady state, `_client_message` inlined: relaying, not a Terminate.
+            handler = client.get(mtype)
+            if handler is None:
+                raise ProtocolViolation(f"unexpected client message {mtype!r}")
+            handler(mv[start + 5 : end], mv[start:end])
 
     def _client_message(self, mtype: bytes, body: memoryview, raw: memoryview) -> bool:
         """Handle one client message; True when it was the last one (Terminate)."""
@@ -443,7 +454,7 @@ class Relay:
         self._copy_until_sync = False
         if self._parsed:
             self._audit_unexecuted()
-        self.queue.push(Expected(Sent.SYNC))
+        self.queue.push(SYNC)
         self.out.upstream(raw)
 
     def _audit_unexecuted(self) -> None:
@@ -459,35 +470,36 @@ class Relay:
         self._parsed.clear()
 
     def _on_query(self, body: memoryview, raw: memoryview) -> None:
-        q = m.Query.parse(body)
+        sql = m.query_sql(body)
         started = self.ctx.clock()
-        origin, overhead = self.tracker.decide(q.sql)
+        origin, overhead = self.tracker.decide(sql)
         d = self._resolve_executes(origin) if isinstance(origin, Allow) else origin
         if isinstance(d, Block):
-            self._refuse_simple(q.sql, d, started=started, overhead=overhead)
+            self._refuse_simple(sql, d, started=started, overhead=overhead)
             return
-        if self.restricted and len(d.parts()) > 1 and any(x.kind == "copy" for x in d.parts()):
+        if self.restricted and len(d.statements) > 1 and any(x.kind == "copy" for x in d.statements):
             # Its rows are masked as they stream and may be refused part-way, after the server
             # started it; the rest of the string would then run and commit while the client is
             # told the string failed. Alone, a refused COPY leaves nothing else behind.
-            self._refuse_simple(q.sql, COPY_ALONE, started=started, overhead=overhead)
+            self._refuse_simple(sql, COPY_ALONE, started=started, overhead=overhead)
             return
         if self._unknown_cursor(d):
-            self._refuse_simple(q.sql, _refused(d, FETCH_UNKNOWN), started=started, overhead=overhead)
+            self._refuse_simple(sql, _refused(d, FETCH_UNKNOWN), started=started, overhead=overhead)
             return
         spent = self.tracker.spend(d)
         if spent is not None:
-            self._refuse_simple(q.sql, spent, started=started, overhead=overhead)
+            self._refuse_simple(sql, spent, started=started, overhead=overhead)
             return
-        sid = self.tracker.begin(q.sql, d)
+        sid = self.tracker.begin(sql, d)
         if sid is None:  # audit_required, and its record could not be written: not forwarded
-            self._refuse_simple(q.sql, AUDIT_FAILED, started=started, overhead=overhead)
+            self._refuse_simple(sql, AUDIT_FAILED, started=started, overhead=overhead)
             return
         kept = origin if isinstance(origin, Allow) else None
-        run = QueryRun(q.sql, d, started, overhead, id=sid, generation=self.tracker.generation, origin=kept)
-        self._changes_names |= any(_changes_names(a) for a in d.parts())
+        run = QueryRun(sql, d, started, overhead, id=sid, generation=self.tracker.generation, origin=kept)
+        if d.prepared is not None or d.statements:
+            self._changes_names |= any(_changes_names(a) for a in d.parts())
         self.queue.push(Expected(Sent.QUERY, payload=run, paired=True))
-        self.queue.push(Expected(Sent.SYNC))
+        self.queue.push(SYNC)
         self.out.upstream(m.Query(d.rewritten_sql).serialize() if d.rewritten_sql else raw)
 
     def _on_function_call(self, body: memoryview, raw: memoryview) -> None:
@@ -506,7 +518,7 @@ class Relay:
             return
         run = QueryRun(sql, call, started, 0.0, id=sid)
         self.queue.push(Expected(Sent.FUNCTION_CALL, payload=run, paired=True))
-        self.queue.push(Expected(Sent.SYNC))
+        self.queue.push(SYNC)
         self.out.upstream(raw)
 
     def _refuse_simple(self, sql: str, block: Block, *, started: float, overhead: float = 0.0) -> None:
@@ -516,7 +528,7 @@ class Relay:
         self.tracker.record(sql, block, started=started, overhead=overhead)
         refusal = errors.insufficient_privilege(block.message)
         self.queue.push(Expected(Sent.QUERY, Answer.SIMULATE, simulated=refusal, paired=True))
-        self.queue.push(Expected(Sent.SYNC))
+        self.queue.push(SYNC)
         self.out.upstream(FAILING_QUERY)
 
     def _refuse_extended(self, sql: str, block: Block, *, started: float, overhead: float = 0.0) -> None:
@@ -643,6 +655,8 @@ class Relay:
         one string run in order, so a PREPARE or DEALLOCATE before an EXECUTE in the same string
         counts (had it failed, the server would not run the rest of the string). A restricted
         session refuses an EXECUTE of a name it knows no statement for."""
+        if d.prepared is None and not d.statements:
+            return d  # one statement that is no EXECUTE: nothing to resolve
         parts = d.parts()
         if not any(a.prepared is not None for a in parts):
             return d
@@ -727,26 +741,26 @@ class Relay:
             self.stmts = {n: st for n, st in self.stmts.items() if n == ""}
 
     def _completed_part(self, run: QueryRun, index: int, body: memoryview) -> None:
-        tag = m.CommandComplete.parse(body).tag
+        tag = m.command_tag(body)
         self._completed(run.allow, index, tag, run.sql, run.origin or run.allow, run.generation)
 
     def _on_bind(self, body: memoryview, raw: memoryview) -> None:
-        b = m.Bind.parse(body)
+        portal_name, statement, result_formats = m.bind_head(body)
         if self._copy_until_sync:
-            self._refuse_extended(f"<bind {b.statement}>", COPY_LAST, started=self.ctx.clock())
+            self._refuse_extended(f"<bind {statement}>", COPY_LAST, started=self.ctx.clock())
             return
-        if self.restricted and self._unsettled(b.statement):
-            self._refuse_extended(f"<bind {b.statement}>", UNSETTLED, started=self.ctx.clock())
+        if self.restricted and self._unsettled(statement):
+            self._refuse_extended(f"<bind {statement}>", UNSETTLED, started=self.ctx.clock())
             return
-        st = self._stmt(b.statement)
+        st = self._stmt(statement)
         if st is None:
             if self.restricted:
                 # The session's picture of the server's prepared statements (Parse and SQL-level
                 # PREPARE alike) has no statement of that name: no decision to bind it with.
                 block = Block("unparsable", "unknown prepared statement")
-                self._refuse_extended(f"<bind {b.statement}>", block, started=self.ctx.clock())
+                self._refuse_extended(f"<bind {statement}>", block, started=self.ctx.clock())
                 return
-            st = Stmt(b.statement, "", self._unknown)
+            st = Stmt(statement, "", self._unknown)
         elif st.generation != self.tracker.generation and st.sql and not self._redecide(st):
             return
         allow, executes = st.allow, None
@@ -764,22 +778,22 @@ class Relay:
                 allow = replace(
                     kept.allow, rewritten_sql=None, notes=(*kept.allow.notes, f"execute:{effect.name}")
                 )
-        portal = Portal(b.portal, st, b.result_formats, Result.of(allow), executes=executes)
-        self._portals_inflight[b.portal] = portal
-        if b.portal == "":
+        portal = Portal(portal_name, st, result_formats, Result.of(allow), executes=executes)
+        self._portals_inflight[portal_name] = portal
+        if portal_name == "":
             self.portals.pop("", None)
-        self.queue.push(Expected(Sent.BIND, payload=portal, name=b.portal))
+        self.queue.push(Expected(Sent.BIND, payload=portal, name=portal_name))
         self.out.upstream(raw)
 
     def _on_execute(self, body: memoryview, raw: memoryview) -> None:
-        e = m.Execute.parse(body)
-        p = self._portal(e.portal)
+        name = m.execute_portal(body)
+        p = self._portal(name)
         if p is None:
             if self.restricted:
                 block = Block("unparsable", "unknown portal")
-                self._refuse_extended(f"<execute {e.portal}>", block, started=self.ctx.clock())
+                self._refuse_extended(f"<execute {name}>", block, started=self.ctx.clock())
                 return
-            p = Portal(e.portal, Stmt("", "", self._unknown), (), Result.of(self._unknown))
+            p = Portal(name, Stmt("", "", self._unknown), (), Result.of(self._unknown))
         p.stmt.executed = True
         started = self.ctx.clock()
         if self._copy_until_sync:
@@ -824,10 +838,12 @@ class Relay:
             and not (p.describing or (p.stmt.describing and p.executes is None))
         ):
             self._describe_for(p)  # masking needs column types; text results wait for none
-        if self.restricted and any(x.kind == "copy" for x in p.allow.parts()):
+        allow = p.allow
+        if self.restricted and (allow.kind == "copy" or any(x.kind == "copy" for x in allow.statements)):
             self._copy_until_sync = True
         p.calls.append((sid, started))
-        self._changes_names |= _changes_names(p.stmt.allow)
+        if p.stmt.allow.prepared is not None:
+            self._changes_names |= _changes_names(p.stmt.allow)
         self.queue.push(Expected(Sent.EXECUTE, payload=p, name=p.name))
         self.out.upstream(raw)
 
@@ -835,7 +851,9 @@ class Relay:
         """A restricted FETCH of a cursor this session does not hold, with nothing in flight that
         could declare it: refused before it is sent (a FETCH sent behind statements still running
         is checked when its answer starts, `_rows_decision`)."""
-        if not self.restricted or any(e.sent in (Sent.QUERY, Sent.EXECUTE) for e in self.queue):
+        if not self.restricted or (d.cursor is None and not d.statements):
+            return False  # no FETCH in it
+        if any(e.sent in (Sent.QUERY, Sent.EXECUTE) for e in self.queue):
             return False
         return self.cursors.unknown_fetch(d) is not None
 
@@ -887,6 +905,8 @@ class Relay:
         emit = to_client.append
         restricted = self.restricted
         unpack_i16 = _I16.unpack_from
+        unqueued = self._unqueued
+        answers = self._answers
         run_start = run_end = -1
         res: Result | None = None  # the result a burst of DataRows belongs to
         plan: RowPlan | None = None
@@ -979,7 +999,13 @@ class Relay:
             else:
                 res = None
                 mark = len(to_client)
-                passthrough = self._on_message(mtype, mv[start + 5 : end])
+                # `_on_message`, inlined: once per message of every answer.
+                handler = unqueued.get(mtype)
+                if handler is not None:
+                    passthrough = handler(mv[start + 5 : end])
+                else:
+                    entry, finished = self.queue.answer(mtype)
+                    passthrough = answers[entry.sent](mtype, mv[start + 5 : end], entry, finished)
                 if run_start >= 0 and (len(to_client) > mark or out.closed):
                     # The handler answered in the server's place (or closed): earlier messages
                     # go first.
@@ -1032,7 +1058,7 @@ class Relay:
         return True
 
     def _on_ready(self, body: memoryview) -> bool:
-        status = m.ReadyForQuery.parse(body).status
+        status = m.ready_status(body)
         skipped, sync = self.queue.ready()
         for e in skipped:  # a Query or FunctionCall it finished, or what it skipped
             self._drop(e, ran=isinstance(e.payload, QueryRun))
@@ -1045,19 +1071,21 @@ class Relay:
         self.cursors.ready(status)
         if status == b"I":
             self.portals.clear()  # protocol portals do not outlive their transaction
-        abort = self.upstream_phase in (UpstreamPhase.QUERY_REFUSED, UpstreamPhase.BATCH_REFUSED)
+        abort = False
         if self.upstream_phase is not UpstreamPhase.RELAY:
+            abort = self.upstream_phase in (UpstreamPhase.QUERY_REFUSED, UpstreamPhase.BATCH_REFUSED)
             self._move_upstream(UpstreamPhase.RELAY)
         if abort and status == b"T":
             # We told the client its statement failed; fail the upstream block too. The client's
             # ReadyForQuery is the one that answers the stand-in's Sync.
-            self.queue.push_front(Expected(Sent.SYNC))
+            self.queue.push_front(SYNC)
             self.queue.push_front(Expected(Sent.QUERY, Answer.SIMULATE))
             self.out.upstream(FAILING_QUERY)
             return False
         if sync.answer is Answer.HIDE:
             return False  # the end of a statement the proxy sent for itself
-        self._rename_back(status)
+        if self.ctx.rename is not None:
+            self._rename_back(status)
         return True
 
     def _rename_back(self, status: bytes) -> None:
@@ -1293,14 +1321,16 @@ class Relay:
         truncated = count.truncated
         if mtype == b"s" and count.exhausted:
             truncated = True  # stop the client fetching more: the portal is finished for it
-        if mtype == b"C" or truncated:
-            self._completed_portal(p, m.CommandComplete.parse(body).tag if mtype == b"C" else None)
+        tag = m.command_tag(body) if mtype == b"C" else None
+        if tag is not None or truncated:
+            self._completed_portal(p, tag)
         self._end(p.sql, p.allow, sid, started, rows=rows, masked=masked, truncated=truncated)
         if truncated:
             if count.notice_once():
                 self.out.client(errors.truncated_notice(count.sent).serialize())
-            tag = m.CommandComplete.parse(body).tag if mtype == b"C" else "SELECT 0"
-            self.out.client(m.CommandComplete(_retag(tag, rows)).serialize())
+            self.out.client(
+                m.CommandComplete(_retag(tag if tag is not None else "SELECT 0", rows)).serialize()
+            )
             return False
         return True
 
@@ -1373,7 +1403,7 @@ class Relay:
                 run.truncated = True
                 # A FETCH's count is its cursor's: the notice says how many rows it gave in all.
                 self.out.client(errors.truncated_notice(res.rows.sent).serialize())
-                tag = _retag(m.CommandComplete.parse(body).tag, sent)
+                tag = _retag(m.command_tag(body), sent)
                 self.out.client(m.CommandComplete(tag).serialize())
                 return False
             return True

@@ -145,7 +145,7 @@ class StatementTracker:
         budget (the role's `lookups_per_hour`), as it is about to run; the refusal when it is
         spent. Charged per run, not per decision: `phone = $1` executed 10,000 times with other
         parameters is 10,000 lookups."""
-        n = sum(p.lookups for p in allow.parts())
+        n = sum(p.lookups for p in allow.statements) if allow.statements else allow.lookups
         if not n or self.principal is None or self.gate.spend_lookups(self.principal, n):
             return None
         return Block(
@@ -272,20 +272,32 @@ class RowCount:
         return first
 
 
-class PlanCache(Generic[D, F, T]):
-    """Masking plans per (result description, formats, decision, encoding), built once.
+_MISSING = object()
 
-    A repeated statement gets the same description and decision objects every time (the
-    protocol session caches parsed descriptions), so its plan is found by identity. Bounded:
-    cleared when full. The entry holds both objects, so their ids cannot be reused while it
-    exists. A build that raises is not cached.
+
+class PlanCache(Generic[D, F, T]):
+    """Masking plans per (result description, formats, what of the decision masks, encoding).
+
+    A plan is a function of the description, the result formats, the encoding and three fields
+    of the decision: its column masks, its detector classes, and its classes (a result of
+    another shape is refused when it reads any). Nothing else of the decision (its rewritten
+    SQL, fingerprint, tables, row limit) changes the plan, so it is keyed on those three, not
+    on the decision object: every simple query gets a new Allow (its literals differ) whose
+    masks are the ones of its shape. `tests/proxy/pg/test_relay.py` pins that `plan_rows` reads
+    no other field of the decision.
+
+    Looked up by identity first (a repeated statement brings the same description and the same
+    mask tuples, shared by the engine's decisions of one shape: no hashing of them), then by
+    value. Bounded: cleared when full. An entry holds the objects whose ids it is keyed on, so
+    those ids cannot be reused while it exists. A build that raises is not cached.
     """
 
-    __slots__ = ("_plans", "size")
+    __slots__ = ("_by_id", "_by_value", "size")
 
     def __init__(self, size: int = 64) -> None:
         self.size = size
-        self._plans: dict[tuple[int, F, int, str], tuple[D, Allow, T]] = {}
+        self._by_id: dict[tuple[int, F, int, int, int, str], tuple[D, object, object, object, T]] = {}
+        self._by_value: dict[tuple[D, F, object, object, object, str], T] = {}
 
     def get(
         self,
@@ -297,12 +309,25 @@ class PlanCache(Generic[D, F, T]):
     ) -> T:
         """The plan for these, from the cache or from `build(description, formats, allow,
         encoding)` (a function, not a closure made per call: this runs once per result)."""
-        key = (id(description), formats, id(allow), encoding)
-        hit = self._plans.get(key)
-        if hit is not None and hit[0] is description and hit[1] is allow:
-            return hit[2]
-        plan = build(description, formats, allow, encoding)
-        if len(self._plans) >= self.size:
-            self._plans.clear()
-        self._plans[key] = (description, allow, plan)
-        return plan
+        columns, detect, classes = allow.columns, allow.detect, allow.classes
+        key = (id(description), formats, id(columns), id(detect), id(classes), encoding)
+        hit = self._by_id.get(key)
+        if (
+            hit is not None
+            and hit[0] is description
+            and hit[1] is columns
+            and hit[2] is detect
+            and hit[3] is classes
+        ):
+            return hit[4]
+        vkey = (description, formats, columns, detect, classes, encoding)
+        plan = self._by_value.get(vkey, _MISSING)
+        if plan is _MISSING:
+            plan = build(description, formats, allow, encoding)
+            if len(self._by_value) >= self.size:
+                self._by_value.clear()
+            self._by_value[vkey] = plan
+        if len(self._by_id) >= self.size:
+            self._by_id.clear()
+        self._by_id[key] = (description, columns, detect, classes, plan)  # type: ignore[assignment]
+        return plan  # type: ignore[return-value]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.pg import messages as m
 from proxy.pg.framing import Framer, FramingError
@@ -106,3 +108,23 @@ def test_a_zero_type_byte_is_an_untyped_packet_refused_at_once() -> None:
     startup = m.StartupMessage(m.PROTOCOL_3_0, (("user", "a"),)).serialize()
     with pytest.raises(FramingError, match="untyped packet"):
         _collect(f, [m.Sync().serialize() + startup])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=12), max_size=6), st.integers(4, 40))
+def test_typed_split_all_at_once_is_the_generator(chunks: list[bytes], limit: int) -> None:
+    """Typed framing splits a buffer at once (`_split_typed`); the generator (`_split`) is the
+    reference: the same messages, then the same error, and the same tail kept."""
+    stream = b"".join(chunks)
+    for buf in (stream, STREAM + stream, STREAM[:-3]):
+        got, want = Framer(max_message=limit), Framer(max_message=limit)
+        out_got: list[object] = []
+        out_want: list[object] = []
+        for out, split in ((out_got, got._split_typed), (out_want, want._split)):
+            try:
+                out.extend(split(buf))
+            except FramingError as e:
+                out.append(str(e))
+        assert out_got == out_want
+        if not out_got or not isinstance(out_got[-1], str):
+            assert bytes(got._pending) == bytes(want._pending)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proxy.pg import messages as m
 
@@ -170,3 +172,70 @@ def test_malformed_datarow() -> None:
         m.DataRow.parse(b"\x00\x02\x00\x00\x00\x05ab")
     with pytest.raises(m.MessageError):
         m.DataRow.parse(b"\x00\x01\xff\xff\xff\xff\x00")
+
+
+# -- the hot path's readers agree with `parse` on any body ---------------------------------------
+
+_names = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=6)
+_binds = st.builds(
+    m.Bind,
+    _names,
+    _names,
+    st.lists(st.integers(-2, 2), max_size=3).map(tuple),
+    st.lists(st.one_of(st.none(), st.binary(max_size=5)), max_size=3).map(tuple),
+    st.lists(st.integers(-(2**15), 2**15 - 1), max_size=3).map(tuple),
+)
+
+
+@st.composite
+def _bodies(draw: st.DrawFn, valid: st.SearchStrategy[object]) -> bytes:
+    """A valid body, then maybe cut short, extended or with a byte changed; or any bytes."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=24))
+    body = draw(valid).serialize()[5:]  # type: ignore[attr-defined]
+    how = draw(st.sampled_from(("keep", "cut", "extend", "flip")))
+    if how == "cut" and body:
+        body = body[: draw(st.integers(0, len(body) - 1))]
+    elif how == "extend":
+        body += draw(st.binary(min_size=1, max_size=4))
+    elif how == "flip" and body:
+        i = draw(st.integers(0, len(body) - 1))
+        body = body[:i] + bytes([draw(st.sampled_from((0, 1, 0xFF, 0x80)))]) + body[i + 1 :]
+    return body
+
+
+def _same(fast, reference, body: bytes) -> None:  # type: ignore[no-untyped-def]
+    try:
+        expected = reference(body)
+    except m.MessageError as e:
+        with pytest.raises(m.MessageError) as got:
+            fast(memoryview(body))
+        assert str(got.value) == str(e)
+        return
+    assert fast(memoryview(body)) == expected
+    assert fast(body) == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(_bodies(_binds))
+def test_bind_head_is_bind_parse(body: bytes) -> None:
+    _same(m.bind_head, lambda b: (lambda x: (x.portal, x.statement, x.result_formats))(m.Bind.parse(b)), body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_bodies(st.builds(m.Execute, _names, st.integers(-(2**31), 2**31 - 1))))
+def test_execute_portal_is_execute_parse(body: bytes) -> None:
+    _same(m.execute_portal, lambda b: m.Execute.parse(b).portal, body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_bodies(st.builds(m.Query, _names)))
+def test_query_sql_and_command_tag_are_their_parse(body: bytes) -> None:
+    _same(m.query_sql, lambda b: m.Query.parse(b).sql, body)
+    _same(m.command_tag, lambda b: m.CommandComplete.parse(b).tag, body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_bodies(st.builds(m.ReadyForQuery, st.sampled_from((b"I", b"T", b"E", b"X")))))
+def test_ready_status_is_ready_for_query_parse(body: bytes) -> None:
+    _same(m.ready_status, lambda b: m.ReadyForQuery.parse(b).status, body)

@@ -588,3 +588,33 @@ def test_a_held_execute_is_released_when_its_describe_is_skipped() -> None:
     )
     relay = relay_of(s)
     assert relay.held is None and not relay.queue
+
+
+def test_the_row_plan_reads_only_what_the_plan_cache_is_keyed_on() -> None:
+    """The relay's plan cache (services/statement.py PlanCache) keys a plan on the decision's
+    column masks, detector classes and classes: plan_rows must read nothing else of it, or two
+    decisions with equal keys could be given one plan that is right for only one of them."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from proxy.pg.rowmask import plan_rows
+    from proxy.services.rows import Unmaskable
+
+    gate = FakeGate()
+    fields = (text_field("a"), text_field("b", 20), text_field("c", 1082), text_field("d", 3802, 1))
+    derived = ColumnMask(2, "c", "mobile", "redact", derived=True)
+    cases = [
+        (
+            (PHONE, ColumnMask(1, "b", "id_card", "mask"), derived, ColumnMask(3, "d", None, "clear")),
+            DETECT,
+            (),
+        ),
+        ((), DETECT, ()),
+        ((), frozenset(), ("mobile",)),  # another shape than decided: refused
+        ((PHONE,), frozenset(), ()),
+    ]
+    for columns, detect, classes in cases:
+        only = SimpleNamespace(columns=columns, detect=detect, classes=classes)
+        for formats in (None, (), (1,), (0, 1, 0, 1)):
+            with contextlib.suppress(Unmaskable):
+                plan_rows(fields, formats, only, gate)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from policies.decision import Allow, Block, Decision, SettingChange
+from policies.decision import Allow, Block, ColumnMask, Decision, SettingChange
 from proxy.services.gate import Principal, StatementRecord
 from proxy.services.statement import (
     EMPTY,
@@ -199,7 +199,7 @@ def test_row_budget_spans_calls_and_notices_once() -> None:
     assert c.notice_once() and not c.notice_once()
 
 
-def test_plan_cache_by_identity() -> None:
+def test_plan_cache_by_what_masks() -> None:
     cache: PlanCache[tuple[str, ...], tuple[int, ...] | None, str] = PlanCache(size=2)
     fields, allow = ("f",), Allow(kind="select")
     built: list[tuple[object, ...]] = []
@@ -210,10 +210,20 @@ def test_plan_cache_by_identity() -> None:
 
     assert cache.get(fields, None, allow, "utf-8", build) == "plan1"
     assert cache.get(fields, None, allow, "utf-8", build) == "plan1"
-    assert cache.get(fields, None, Allow(kind="select"), "utf-8", build) == "plan2"  # another decision
-    assert cache.get(fields, (1,), allow, "utf-8", build) == "plan3"  # full: cleared, then added
-    assert cache.get(fields, None, allow, "utf-8", build) == "plan4"
-    assert len(built) == 4 and built[2] == (fields, (1,), allow, "utf-8")
+    # Another decision with the same masks (every simple query's literals make a new Allow): the
+    # same plan, whatever else of it differs.
+    other = Allow(kind="select", rewritten_sql="x", fingerprint="f", row_limit=3, tables=("t",))
+    assert cache.get(("f",), None, other, "utf-8", build) == "plan1"
+    # Masks, detectors or classes that differ: a plan of their own.
+    masked = Allow(kind="select", columns=(ColumnMask(0, "f", "mobile", "mask"),))
+    assert cache.get(fields, None, masked, "utf-8", build) == "plan2"
+    assert (
+        cache.get(fields, None, Allow(kind="select", detect=frozenset({"mobile"})), "utf-8", build) == "plan3"
+    )
+    assert cache.get(fields, None, Allow(kind="select", classes=("mobile",)), "utf-8", build) == "plan4"
+    assert cache.get(fields, (1,), allow, "utf-8", build) == "plan5"  # other formats
+    assert cache.get(fields, None, allow, "gbk", build) == "plan6"  # another encoding
+    assert len(built) == 6 and built[4] == (fields, (1,), allow, "utf-8")
 
 
 def test_plan_cache_does_not_keep_a_failed_build() -> None:
