@@ -3,7 +3,10 @@
 Starts an embedded PostgreSQL, pgbouncer (Debian's package, if installed) and `maskgate serve`
 as a separate process (so its memory can be read), then runs each workload against the three
 targets in alternation (A B C A B C …) and reports medians and ratios. The machine is shared and
-noisy: the ratios of one run are the figures that count. Results: bench/results/bench.json.
+noisy: the ratios of one run are the figures that count, and of those the proxies' CPU time per
+transaction (utime+stime from /proc/PID/stat, every worker process included) is the steadiest.
+At the end it prints each target of issue 12 with its measured ratio and MET / NOT MET.
+Results: bench/results/bench.json.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.mysql_bench import cpu_seconds
+from bench.mysql_bench import tree_cpu_seconds
 from proxy.demo.embedded_pg import EmbeddedPostgres, bin_dir, free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent
@@ -127,25 +130,48 @@ class Targets:
         self.users["pgbouncer"] = (SVC, SVC_PW)
         return True
 
-    def start_maskgate(self) -> None:
+    def start_maskgate(self, name: str = "maskgate", workers: int = 1) -> None:
         port = free_port()
         (self.work / "policy.yaml").write_text(policy_yaml())
-        (self.work / "maskgate.yaml").write_text(
+        config = self.work / f"{name}.yaml"
+        config.write_text(
             "policy: policy.yaml\n"
-            "audit_log: audit.jsonl\n"
+            f"audit_log: audit-{name}.jsonl\n"
+            f"workers: {workers}\n"
             "postgres:\n"
             f"  listen: 127.0.0.1:{port}\n"
             f"  upstream: postgresql://{SVC}:${{BENCH_UPSTREAM}}@127.0.0.1:{self.pg.port}/crm\n"
         )
         env = dict(os.environ, BENCH_UPSTREAM=SVC_PW)
-        self.procs["maskgate"] = subprocess.Popen(
-            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(self.work / "maskgate.yaml")],
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)],
             env=env,
-            stderr=(self.work / "maskgate.log").open("wb"),
+            stderr=(self.work / f"{name}.log").open("wb"),
         )
-        wait_port("127.0.0.1", port, timeout=30)
-        self.ports["maskgate"] = port
-        self.users["maskgate"] = (USER, USER_PW)
+        wait_port("127.0.0.1", port, timeout=60)
+        if workers > 1:
+            # The port answers once the first worker listens; wait for all of them.
+            log = self.work / f"{name}.log"
+            deadline = time.monotonic() + 60
+            while "workers (pids" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        self.ports[name] = port
+        self.users[name] = (USER, USER_PW)
+
+    def stop_one(self, name: str) -> None:
+        p = self.procs.pop(name)
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(40)
+        except subprocess.TimeoutExpired:
+            p.kill()
+        self.ports.pop(name, None)
+
+    def cpu(self, name: str) -> float | None:
+        """CPU seconds the proxy has used so far (None for direct PostgreSQL): pgbouncer's one
+        process, maskgate's process and, with workers, every worker's."""
+        proc = self.procs.get(name)
+        return tree_cpu_seconds(proc.pid) if proc is not None else None
 
     def names(self) -> list[str]:
         return [n for n in ("direct", "pgbouncer", "maskgate") if n in self.ports]
@@ -210,7 +236,7 @@ def prepare(pg: EmbeddedPostgres, big_rows: int) -> None:
         conn.execute("ANALYZE big")
 
 
-def pgbench(t: Targets, name: str, mode: str, seconds: int, clients: int) -> tuple[float, int]:
+def pgbench(t: Targets, name: str, mode: str, seconds: float, clients: int) -> tuple[float, int]:
     """(TPS, transactions processed) of one pgbench run of point lookups."""
     script = t.work / "point.sql"
     script.write_text(POINT_SCRIPT)
@@ -225,7 +251,7 @@ def pgbench(t: Targets, name: str, mode: str, seconds: int, clients: int) -> tup
             "-j",
             "2",
             "-T",
-            str(seconds),
+            str(int(seconds)),
             "-M",
             mode,
         ],
@@ -245,13 +271,20 @@ def pgbench(t: Targets, name: str, mode: str, seconds: int, clients: int) -> tup
     raise RuntimeError(f"pgbench against {name} failed: {res.stderr.strip()[-500:]}")
 
 
-def point(t: Targets, name: str, mode: str, seconds: int, maskgate_cpu_us_per_tx: list[float]) -> float:
-    """pgbench's TPS; against maskgate also the proxy's CPU time (utime+stime) per transaction."""
-    pid = t.procs["maskgate"].pid if name == "maskgate" else None
-    before = cpu_seconds(pid) if pid else 0.0
-    tps, transactions = pgbench(t, name, mode, seconds, 4)
-    if pid and transactions:
-        maskgate_cpu_us_per_tx.append((cpu_seconds(pid) - before) / transactions * 1e6)
+def point(
+    t: Targets,
+    name: str,
+    mode: str,
+    seconds: float,
+    cpu_us_per_tx: dict[str, list[float]],
+    clients: int = 4,
+) -> float:
+    """pgbench's TPS; against a proxy also its CPU time (utime+stime) per transaction."""
+    before = t.cpu(name)
+    tps, transactions = pgbench(t, name, mode, seconds, clients)
+    after = t.cpu(name)
+    if before is not None and after is not None and transactions:
+        cpu_us_per_tx.setdefault(name, []).append((after - before) / transactions * 1e6)
     return tps
 
 
@@ -359,7 +392,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.rounds, args.seconds, args.big_rows, args.idle = 1, 2, 20_000, 50
     RESULTS.mkdir(exist_ok=True)
-    results: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "scram_iterations": SCRAM_ITERATIONS}
+    results: dict[str, Any] = {
+        "machine": {"cores": os.cpu_count()},
+        "scram_iterations": SCRAM_ITERATIONS,
+        "big_rows": args.big_rows,
+    }
     with tempfile.TemporaryDirectory(prefix="maskgate-bench-") as tmp:
         work = Path(tmp)
         pg = EmbeddedPostgres(work / "pg").start()
@@ -373,13 +410,15 @@ def main(argv: list[str] | None = None) -> int:
             med = statistics.median
             for mode in ("simple", "prepared"):
                 print(f"bench: workload 1, point lookups ({mode})…", flush=True)
-                cpu_per_tx: list[float] = []
+                cpu_per_tx: dict[str, list[float]] = {}
                 runs = alternate(
                     names, args.rounds, lambda n, m=mode, c=cpu_per_tx: point(t, n, m, args.seconds, c)
                 )
                 results[f"point_{mode}_tps"] = {n: round(med(v), 1) for n, v in runs.items()}
+                results[f"point_{mode}_cpu_us_per_tx"] = {n: round(med(v), 1) for n, v in cpu_per_tx.items()}
                 # The same figure as the MySQL side's (workload 5): the proxy's CPU per lookup.
-                results[f"point_{mode}_maskgate_cpu_us_per_tx"] = round(med(cpu_per_tx), 1)
+                if "maskgate" in cpu_per_tx:
+                    results[f"point_{mode}_maskgate_cpu_us_per_tx"] = round(med(cpu_per_tx["maskgate"]), 1)
             for reader, fn in (("psql", stream_psql), ("psycopg", stream_psycopg)):
                 print(f"bench: workload 2, streaming {args.big_rows} rows ({reader})…", flush=True)
                 rates: dict[str, list[float]] = {n: [] for n in names}
@@ -400,15 +439,66 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: {args.idle} idle connections…", flush=True)
             results["idle"] = idle_connections(t, args.idle)
             results["maskgate_peak_rss_mb"] = round(t.maskgate_rss()[1] / 2**20, 1)
+            print("bench: workload 6, point lookups with workers: 1 and workers: 2…", flush=True)
+            results["workers"] = workers_figures(t, args)
         finally:
             t.stop()
             pg.destroy()
     print("bench: workload 4, decision engine…", flush=True)
     results["decision"] = decision_figures()
     results["mysql"] = mysql_figures(args)
+    results["masking"] = masking_figures()
+    results["targets"] = targets(results)
     report(results)
     (RESULTS / "bench.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return 0
+
+
+WORKER_CLIENTS = 8  # two per core and per worker: the kernel's hash spreads them over the workers
+
+
+def workers_figures(t: Targets, args: argparse.Namespace) -> dict[str, Any]:
+    """Workload 6: the same point lookups through `workers: 1` (the maskgate of workloads 1-3)
+    and a second `maskgate serve` with `workers: 2`, alternating, with more clients so both
+    workers get some. CPU per transaction counts the supervisor and both workers."""
+    t.start_maskgate("maskgate-w2", workers=2)
+    out: dict[str, Any] = {"clients": WORKER_CLIENTS}
+    try:
+        for mode in ("simple", "prepared"):
+            # The workers' caches (decisions, row plans, audit texts) start cold, where those of
+            # the maskgate of workloads 1-3 are warm: one unmeasured run first.
+            pgbench(t, "maskgate-w2", mode, max(2, args.seconds // 2), WORKER_CLIENTS)
+            cpu: dict[str, list[float]] = {}
+            runs = alternate(
+                ["maskgate", "maskgate-w2"],
+                args.rounds,
+                lambda n, m=mode, c=cpu: point(t, n, m, args.seconds, c, WORKER_CLIENTS),
+            )
+            med = statistics.median
+            out[mode] = {
+                "tps": {"1": round(med(runs["maskgate"]), 1), "2": round(med(runs["maskgate-w2"]), 1)},
+                "cpu_us_per_tx": {
+                    "1": round(med(cpu["maskgate"]), 1),
+                    "2": round(med(cpu["maskgate-w2"]), 1),
+                },
+            }
+    finally:
+        t.stop_one("maskgate-w2")
+    return out
+
+
+def masking_figures() -> dict[str, Any] | None:
+    """bench/masking_bench.py's last results (`python -m bench.masking_bench`), if any; with
+    their age, since this run did not make them."""
+    path = RESULTS / "masking.json"
+    if not path.exists():
+        return None
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except ValueError:
+        return None
+    data["age_hours"] = round((time.time() - path.stat().st_mtime) / 3600, 1)
+    return data
 
 
 def decision_figures() -> dict[str, Any] | None:
@@ -436,6 +526,137 @@ def mysql_figures(args: argparse.Namespace) -> dict[str, Any] | None:
         return mysql_bench.run(Path(tmp), USER, USER_PW, policy_yaml(), args.rounds, args.seconds)
 
 
+ISSUE_LINES_PER_S = 200_000  # issue 12: `maskgate scan` and `mask_text` on digit-heavy short lines
+WORKERS_CPU_GROWTH = 1.1  # 2 workers may cost at most this much more CPU per lookup than 1
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of issue 12 with what this run measured: ratio, goal, met (None: not measured)."""
+    rows: list[dict[str, Any]] = []
+
+    def add(target: str, measured: str, ratio: float | None, goal: str, met: bool | None) -> None:
+        rows.append(
+            {
+                "target": target,
+                "measured": measured,
+                "ratio": None if ratio is None else round(ratio, 2),
+                "goal": goal,
+                "met": met,
+            }
+        )
+
+    for mode in ("simple", "prepared"):
+        tps = r.get(f"point_{mode}_tps", {})
+        q = _ratio(tps.get("maskgate"), tps.get("pgbouncer"))
+        add(
+            f"point lookups, {mode}: TPS maskgate / pgbouncer",
+            f"{tps.get('maskgate')} / {tps.get('pgbouncer')} TPS",
+            q,
+            ">= 0.75",
+            None if q is None else q >= 0.75,
+        )
+        cpu = r.get(f"point_{mode}_cpu_us_per_tx", {})
+        q = _ratio(cpu.get("maskgate"), cpu.get("pgbouncer"))
+        add(
+            f"point lookups, {mode}: proxy CPU/tx maskgate / pgbouncer",
+            f"{cpu.get('maskgate')} / {cpu.get('pgbouncer')} µs",
+            q,
+            "<= 1.5",
+            None if q is None else q <= 1.5,
+        )
+    for reader in ("psql", "psycopg"):
+        d = r.get(f"stream_{reader}_rows_per_s", {})
+        q = _ratio(d.get("maskgate"), d.get("direct"))
+        add(
+            f"stream {r.get('big_rows', 0):,} rows, {reader}: rows/s maskgate / direct",
+            f"{d.get('maskgate')} / {d.get('direct')} rows/s",
+            q,
+            ">= 0.5",
+            None if q is None else q >= 0.5,
+        )
+    rss = [r[k] for k in ("stream_psql_proxy_rss_mb_max", "stream_psycopg_proxy_rss_mb_max") if r.get(k)]
+    add(
+        "streaming: proxy RSS (largest sample)",
+        f"{max(rss)} MB" if rss else "n/a",
+        None,
+        "< 150 MB",
+        max(rss) < 150 if rss else None,
+    )
+    m = r.get("masking") or {}
+    figures = m.get("figures", {})
+    for name in m.get("targets", {}):
+        if name.endswith("lines_per_s") and name in figures:
+            add(
+                f"masking: {name} (masking.json, {m.get('age_hours')} h old)",
+                f"{figures[name]:,} lines/s",
+                figures[name] / ISSUE_LINES_PER_S,
+                f">= {ISSUE_LINES_PER_S:,}/s",
+                figures[name] >= ISSUE_LINES_PER_S,
+            )
+    if not m:
+        add("masking: mask_text and scan lines/s", "no bench/results/masking.json", None, "", None)
+    my = r.get("mysql") or {}
+    for mode in ("simple", "prepared"):
+        mine = my.get(f"point_{mode}", {}).get("maskgate", {}).get("maskgate_cpu_us_per_tx")
+        pg = r.get(f"point_{mode}_maskgate_cpu_us_per_tx")
+        q = _ratio(mine, pg)
+        add(
+            f"MySQL point lookups, {mode}: proxy CPU/tx MySQL / PostgreSQL",
+            f"{mine} / {pg} µs",
+            q,
+            "<= 1.2",
+            None if q is None else q <= 1.2,
+        )
+    w = r.get("workers") or {}
+    for mode in ("simple", "prepared"):
+        if mode not in w:
+            continue
+        tps, cpu = w[mode]["tps"], w[mode]["cpu_us_per_tx"]
+        add(
+            f"workers 2 / 1, {mode}: TPS ({w.get('clients')} clients; all on {r['machine']['cores']} cores)",
+            f"{tps['2']} / {tps['1']} TPS",
+            _ratio(tps["2"], tps["1"]),
+            "(shown)",
+            None,
+        )
+        q = _ratio(cpu["2"], cpu["1"])
+        add(
+            f"workers 2 / 1, {mode}: proxy CPU/tx (flat = scales with cores)",
+            f"{cpu['2']} / {cpu['1']} µs",
+            q,
+            f"<= {WORKERS_CPU_GROWTH}",
+            None if q is None else q <= WORKERS_CPU_GROWTH,
+        )
+    return rows
+
+
+def sixteen_cores(r: dict[str, Any]) -> str | None:
+    """What a 16-core host should expect, reasoned from this run's CPU per lookup: a worker is one
+    core, so a proxy with cores to itself carries cores / (CPU per lookup); on a host it shares
+    with PostgreSQL and the clients, their CPU per lookup (direct TPS on this machine's cores:
+    the clients and the server saturate it) adds to the proxy's."""
+    w = (r.get("workers") or {}).get("simple")
+    direct = r.get("point_simple_tps", {}).get("direct")
+    if not w or not w["cpu_us_per_tx"].get("2"):
+        return None
+    c2 = w["cpu_us_per_tx"]["2"]
+    line = (
+        f"16-core host: a worker spends {c2} µs of CPU per simple point lookup (2 workers here), so "
+        f"16 workers with 16 cores to themselves carry about {16e6 / c2:,.0f} TPS"
+    )
+    if direct:
+        other = r["machine"]["cores"] * 1e6 / direct
+        line += (
+            f"; on one 16-core host with PostgreSQL and the clients (≈ {other:.0f} µs/tx here) about "
+            f"{16e6 / (c2 + other):,.0f} TPS, against ≈ {16e6 / other:,.0f} direct"
+        )
+    return line + "."
+
+
 def report(r: dict[str, Any]) -> None:
     def ratio(d: dict[str, float], a: str, b: str) -> str:
         return f"{d[a] / d[b]:.2f}" if a in d and b in d and d[b] else "n/a"
@@ -445,8 +666,11 @@ def report(r: dict[str, Any]) -> None:
     for key, label in (
         ("point_simple_tps", "point lookups, simple (TPS)"),
         ("point_prepared_tps", "point lookups, prepared (TPS)"),
-        ("stream_psql_rows_per_s", "stream 1M masked rows, psql (rows/s)"),
-        ("stream_psycopg_rows_per_s", "stream 1M masked rows, psycopg (rows/s)"),
+        ("stream_psql_rows_per_s", f"stream {r.get('big_rows', 1_000_000):,} masked rows, psql (rows/s)"),
+        (
+            "stream_psycopg_rows_per_s",
+            f"stream {r.get('big_rows', 1_000_000):,} masked rows, psycopg (rows/s)",
+        ),
         ("churn_conn_per_s", "connect+auth+query+close (conn/s)"),
     ):
         d = r.get(key, {})
@@ -489,6 +713,23 @@ def report(r: dict[str, Any]) -> None:
     )
     if r.get("decision"):
         print(f"decision engine: {r['decision']}")
+    w = r.get("workers") or {}
+    for mode in ("simple", "prepared"):
+        if mode in w:
+            tps, cpu = w[mode]["tps"], w[mode]["cpu_us_per_tx"]
+            print(
+                f"workers ({mode}, {w.get('clients')} clients): 1 worker {tps['1']} TPS, {cpu['1']} µs/tx; "
+                f"2 workers {tps['2']} TPS, {cpu['2']} µs/tx"
+            )
+    if rows := r.get("targets"):
+        print("\n| issue 12 target | measured | ratio | goal | status |")
+        print("|---|---|---|---|---|")
+        for row in rows:
+            status = {True: "MET", False: "NOT MET", None: "n/a"}[row["met"]]
+            ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}"
+            print(f"| {row['target']} | {row['measured']} | {ratio} | {row['goal']} | {status} |")
+    if line := sixteen_cores(r):
+        print(f"\n{line}")
 
 
 if __name__ == "__main__":
