@@ -104,23 +104,48 @@ class Worker:
 
 
 def reserve_ports(config: Config) -> tuple[Config, list[socket.socket]]:
-    """Listeners on port 0 get one port for all workers: bound here with SO_REUSEPORT (and held,
-    not listening, so no other program takes it while a worker restarts)."""
+    """Hold each listener's port for the workers (raises OSError when it is taken).
+
+    SO_REUSEPORT lets any process of the same user share a port. A second maskgate started by
+    mistake on the same address would then take half of the connections, with its own policy:
+    so the port is first bound here without SO_REUSEPORT, which fails with "address in use" if
+    anything listens on it, as with one process. Then a socket with SO_REUSEPORT holds it (bound,
+    not listening: it gets no connections) so that no one else takes it while a worker restarts;
+    port 0 becomes the one port all workers use."""
     held: list[socket.socket] = []
 
-    def fix(listener: Listener | None) -> Listener | None:
-        if listener is None or listener.listen.port != 0:
-            return listener
-        family = socket.AF_INET6 if ":" in listener.listen.host else socket.AF_INET
+    def bind(host: str, port: int, reuse_port: bool) -> socket.socket:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         s = socket.socket(family, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        s.bind((listener.listen.host, 0))
+        try:
+            # As asyncio's create_server does: a port whose old connections are in TIME_WAIT is free.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind((host, port))
+        except OSError:
+            s.close()
+            raise
+        return s
+
+    def fix(listener: Listener | None) -> Listener | None:
+        if listener is None:
+            return listener
+        host, port = listener.listen.host, listener.listen.port
+        if port != 0:
+            bind(host, port, reuse_port=False).close()
+        s = bind(host, port, reuse_port=True)
         held.append(s)
         return dataclasses.replace(
             listener, listen=dataclasses.replace(listener.listen, port=s.getsockname()[1])
         )
 
-    config = dataclasses.replace(config, postgres=fix(config.postgres), mysql=fix(config.mysql))
+    try:
+        config = dataclasses.replace(config, postgres=fix(config.postgres), mysql=fix(config.mysql))
+    except OSError:
+        for s in held:
+            s.close()
+        raise
     return config, held
 
 
@@ -334,7 +359,11 @@ class Supervisor:
 
 def supervise(config: Config) -> int:
     """`maskgate serve` with `workers` above 1: returns its exit code."""
-    config, held = reserve_ports(config)
+    try:
+        config, held = reserve_ports(config)
+    except OSError as exc:
+        _say(str(exc))
+        return 1
     sup = Supervisor(config)
     sup.install_signal_handlers()
     try:

@@ -128,6 +128,35 @@ def test_two_workers_share_the_port_the_metrics_the_policy_and_the_audit_log(
             value(m, "maskgate_queries_total", protocol="postgres", role="vendor", decision="allow")
             >= queries + CONNECTIONS
         )
+
+        # A second maskgate on the same address is refused, as with one process: SO_REUSEPORT
+        # must not let it take half of the connections.
+        second = subprocess.run(
+            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(tmp_path / "maskgate.yaml")],
+            env=dict(os.environ, UP=SVC_PW, VENDOR_DB="x"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1 and "in use" in second.stderr, second.stderr
+
+        # SIGHUP reaches every worker: a policy without users, which the file watchers refuse,
+        # is applied by it everywhere.
+        text = policy.read_text()
+        policy.write_text(text[: text.index("\nusers:")] + "\nusers: {}\n")
+        assert wait_for(lambda: stderr.read_text().count("would remove every user") >= 2, 20)
+        proc.send_signal(signal.SIGHUP)
+
+        def refused_everywhere() -> bool:
+            for _ in range(CONNECTIONS):
+                try:
+                    vendor(port).close()
+                    return False
+                except psycopg.OperationalError:
+                    pass
+            return True
+
+        assert wait_for(refused_everywhere, 20)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
