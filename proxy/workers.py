@@ -59,11 +59,21 @@ def worker_main(config: Config, slot: int, metrics_socket: str, conn: Connection
     from .commands.serve import _event_loop_policy
 
     _event_loop_policy()
+    _name_process(f"maskgate-w{slot}")
     try:
         code = asyncio.run(_worker(config, Path(metrics_socket), conn))
     except KeyboardInterrupt:  # Ctrl-C before the handlers were installed
         code = 130
     sys.exit(code)
+
+
+def _name_process(name: str) -> None:
+    """The name `ps -o comm`, `top` and the kernel's OOM messages show (Linux; best effort):
+    every worker otherwise shows as `python`."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
 
 
 async def _worker(config: Config, metrics_socket: Path, conn: Connection) -> int:
