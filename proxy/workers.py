@@ -58,6 +58,9 @@ def worker_main(config: Config, slot: int, metrics_socket: str, conn: Connection
 
     from .commands.serve import _event_loop_policy
 
+    # Until App installs its handler, a SIGHUP (the terminal's, or one the supervisor sends)
+    # would kill a starting worker; the supervisor sends it again once the worker is ready.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _event_loop_policy()
     _name_process(f"maskgate-w{slot}")
     try:
@@ -111,6 +114,7 @@ class Worker:
     conn: Connection
     started: float
     ready: bool = False
+    hup: bool = False  # a SIGHUP arrived while it was starting: send it once it is ready
 
 
 def reserve_ports(config: Config) -> tuple[Config, list[socket.socket]]:
@@ -258,10 +262,22 @@ class Supervisor:
             sig = self._signals.pop(0)
             if sig == signal.SIGHUP:
                 for w in self.workers.values():
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(w.proc.pid, signal.SIGHUP)
+                    if w.ready:
+                        self._hup(w)
+                    else:
+                        w.hup = True
             else:
                 self.stopping = True
+
+    def _hup(self, w: Worker) -> None:
+        w.hup = False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(w.proc.pid, signal.SIGHUP)
+
+    def _became_ready(self, w: Worker) -> None:
+        w.ready = True
+        if w.hup:
+            self._hup(w)
 
     def _message(self, w: Worker) -> tuple[Any, ...] | None:
         try:
@@ -308,7 +324,7 @@ class Supervisor:
                 if w.conn.poll():
                     msg = self._message(w)
                     if msg is not None and msg[0] == "ready":
-                        w.ready = True
+                        self._became_ready(w)
                         continue
                     if msg is not None and msg[0] == "error":
                         # Every worker reads the same files: one's error is all of theirs.
@@ -340,7 +356,7 @@ class Supervisor:
                 if not w.ready and w.conn.poll():
                     msg = self._message(w)
                     if msg is not None and msg[0] == "ready":
-                        w.ready = True
+                        self._became_ready(w)
                         _say(f"worker {w.slot} (pid {w.proc.pid}) ready")
                     elif msg is not None and msg[0] == "error":
                         _say(f"worker {w.slot} could not start:")
