@@ -40,7 +40,7 @@ def run() -> dict[str, Any]:
             "point_prepared": {"maskgate": {"maskgate_cpu_us_per_tx": 100.0}},
         },
         "workers": {
-            "clients": 8,
+            "clients": {"1": 4, "2": 8},
             "simple": {"tps": {"1": 5000.0, "2": 7000.0}, "cpu_us_per_tx": {"1": 50.0, "2": 52.0}},
         },
     }
