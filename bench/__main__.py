@@ -477,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     results["mysql"] = mysql_figures(args)
     results["masking"] = masking_figures()
     results["targets"] = targets(results)
+    results["sixteen_cores"] = sixteen_cores(results)
     report(results)
     (RESULTS / "bench.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
     return 0
