@@ -202,6 +202,9 @@ class Supervisor:
         self.stopping = False
         self._signals: list[int] = []
         self._wake_r, self._wake_w = socket.socketpair()
+        # Signals only wake the loop (set_wakeup_fd writes a byte); reading them must not block.
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._metrics_server: Any = None
 
     def socket_path(self, slot: int) -> Path:
@@ -248,8 +251,6 @@ class Supervisor:
         self._signals.append(signum)
 
     def install_signal_handlers(self) -> None:
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
