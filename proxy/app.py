@@ -2,7 +2,8 @@
 
 Owns process lifetime: start-up order, the metrics endpoint, policy hot reload (file change and
 SIGHUP, which also reopens the audit file after rotation), the schema refresh timer and graceful
-shutdown on SIGTERM/SIGINT. Protocol logic lives
+shutdown on SIGTERM/SIGINT. With `workers: N` above 1, proxy/workers.py runs one `App` per worker
+process (listeners with SO_REUSEPORT, metrics on a private socket). Protocol logic lives
 in proxy/pg/ and proxy/mysql/ (and later proxy/http/); policy logic in policies/.
 """
 
@@ -13,9 +14,10 @@ import contextlib
 import signal
 import ssl
 import sys
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
 from policies import load_policy
 from policies.sql.text import without_comments
@@ -58,8 +60,20 @@ def schema_loaders(config: Config) -> tuple[dict[str, SchemaLoader], dict[str, s
 
 
 class App:
-    def __init__(self, config: Config, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        registry: CollectorRegistry | None = None,
+        reuse_port: bool = False,
+        metrics_socket: Path | None = None,
+    ) -> None:
+        """`reuse_port` and `metrics_socket` are a worker's (proxy/workers.py): its listeners share
+        their ports with the other workers, and its metrics go to the supervisor, which serves
+        the sum of all workers' on the configured endpoint, through a unix socket."""
         self.config = config
+        self.reuse_port = reuse_port
+        self.metrics_socket = metrics_socket
         self.metrics = Metrics(registry)
         self.audit: AuditLog | None = None
         self.guard: Guard | None = None
@@ -67,6 +81,7 @@ class App:
         self.servers: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics_server: Any = None
+        self._metrics_unix: asyncio.AbstractServer | None = None
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
@@ -93,7 +108,9 @@ class App:
         for upstream, database in defaults.items():
             await asyncio.to_thread(self.guard.load_schema, database, upstream)
         self.reloader = PolicyReloader(self.guard, cfg.policy, self.metrics)
-        if cfg.metrics is not None:
+        if self.metrics_socket is not None:
+            self._metrics_unix = await asyncio.start_unix_server(self._send_metrics, str(self.metrics_socket))
+        elif cfg.metrics is not None:
             self._metrics_server = start_http_server(
                 cfg.metrics.port, addr=cfg.metrics.host, registry=self.metrics.registry
             )
@@ -111,6 +128,7 @@ class App:
                 max_message=cfg.max_message_bytes,
                 database_roles=pg.database_roles,
             )
+            server.reuse_port = self.reuse_port
             await server.start()
             self.servers.append(server)
         my = cfg.mysql
@@ -128,11 +146,23 @@ class App:
                 max_packet=cfg.max_message_bytes,
                 database_roles=my.database_roles,
             )
+            mserver.reuse_port = self.reuse_port
             await mserver.start()
             self.servers.append(mserver)
         self._tasks.append(asyncio.create_task(self._watch_policy()))
         if cfg.schema_refresh_s > 0 and loaders:
             self._tasks.append(asyncio.create_task(self._refresh_schemas()))
+
+    async def _send_metrics(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One scrape by the supervisor: the exposition text, then close. Rendered off the loop:
+        sessions keep running while the registry is walked."""
+        try:
+            writer.write(await asyncio.to_thread(generate_latest, self.metrics.registry))
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
 
     async def _watch_policy(self) -> None:
         assert self.reloader is not None
@@ -177,6 +207,8 @@ class App:
                 await task
         for server in self.servers:
             await server.stop(grace)
+        if self._metrics_unix is not None:
+            self._metrics_unix.close()
         if self._metrics_server is not None:
             server, thread = self._metrics_server
             server.shutdown()

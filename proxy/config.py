@@ -89,7 +89,13 @@ class Config:
     # Sample column values when a schema loads; columns holding personal data that the policy
     # does not classify are then classified for restricted roles (docs/config.md).
     discover: bool = True
+    # Processes serving the listeners (SO_REUSEPORT when more than one): proxy/workers.py.
+    workers: int = 1
 
+
+# More processes than this is a typo, not a host: each holds the policy, its caches and an
+# upstream connection per session.
+MAX_WORKERS = 256
 
 _TOP_KEYS = {
     "policy",
@@ -106,6 +112,7 @@ _TOP_KEYS = {
     "auth_timeout_s",
     "max_message_bytes",
     "discover",
+    "workers",
 }
 _LISTENER_KEYS = {"listen", "upstream", "tls", "database_roles"}
 _ROLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
@@ -213,6 +220,20 @@ def _listener(raw: Any, name: str, base: Path) -> Listener:
     )
 
 
+def _workers(value: Any) -> int:
+    """A whole number of processes. `${WORKERS:-2}` arrives as text; 2.5 or `true` is a mistake,
+    not a number to round."""
+    if isinstance(value, (bool, float)):
+        raise ConfigError(f"workers: expected a whole number of processes, got {value!r}")
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"workers: expected a whole number of processes, got {value!r}") from None
+    if not 1 <= n <= MAX_WORKERS:
+        raise ConfigError(f"workers: expected 1 to {MAX_WORKERS}, got {n}")
+    return n
+
+
 def _database_roles(raw: Any, where: str) -> dict[str, str]:
     if raw is None:
         return {}
@@ -268,6 +289,7 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
             auth_timeout_s=float(raw.get("auth_timeout_s", 30.0)),
             max_message_bytes=int(raw.get("max_message_bytes", 64 * 1024 * 1024)),
             discover=_flag(raw.get("discover", True), "discover"),
+            workers=_workers(raw.get("workers", 1)),
         )
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc

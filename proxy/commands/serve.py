@@ -38,6 +38,10 @@ def run_serve(args: argparse.Namespace) -> int:
         return 2
     from policies import PolicyError
 
+    if config.workers > 1:
+        from proxy.workers import supervise
+
+        return supervise(config)
     _event_loop_policy()
     try:
         return asyncio.run(serve(config))

@@ -458,6 +458,10 @@ class Listener(ABC):
     # the host name its certificate must name (None: not checked).
     upstream_tls: ssl.SSLContext | None = None
     upstream_tls_hostname: str | None = None
+    # `workers: N` (proxy/workers.py): every worker listens on the same port and the kernel
+    # spreads connections among them. Off for one process, so a second maskgate on the same
+    # port still fails with "address in use".
+    reuse_port: bool = False
 
     def __init__(
         self,
@@ -501,7 +505,9 @@ class Listener(ABC):
 
     async def start(self) -> Self:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self.connection, self.listen_host, self.port)
+        self._server = await loop.create_server(
+            self.connection, self.listen_host, self.port, reuse_port=self.reuse_port or None
+        )
         sock = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         log.info(

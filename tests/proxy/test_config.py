@@ -132,3 +132,15 @@ def test_a_clients_database_name_cannot_change_where_the_service_account_connect
     info = psycopg.conninfo.conninfo_to_dict(dsn)
     assert (info["host"], info["port"], info["dbname"]) == ("10.0.0.5", "5433", database)
     assert set(info) == {"host", "port", "dbname", "user", "password"}
+
+
+def test_workers_defaults_to_one_and_reads_a_whole_number(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text("policy: p.yaml\n")
+    assert load_config(tmp_path / "m.yaml", env={}).workers == 1
+    (tmp_path / "m.yaml").write_text("policy: p.yaml\nworkers: ${WORKERS:-4}\n")
+    assert load_config(tmp_path / "m.yaml", env={}).workers == 4
+    assert load_config(tmp_path / "m.yaml", env={"WORKERS": "2"}).workers == 2
+    for bad in ("0", "-1", "2.5", "true", "many", "100000"):
+        (tmp_path / "m.yaml").write_text(f"policy: p.yaml\nworkers: {bad}\n")
+        with pytest.raises(ConfigError, match="workers: expected"):
+            load_config(tmp_path / "m.yaml", env={})
