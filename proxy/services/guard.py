@@ -41,6 +41,7 @@ AUDIT_DOWN = Block(
     "audit_unavailable", "the audit log cannot be written; statements are refused until it recovers"
 )
 ENGINE_FAILED = Block("unparsable", "the statement could not be analysed")
+_HIT, _MISS = ("hit",), ("miss",)  # decision_cache label tuples, built once
 SCHEMA_DOWN = Block("schema_unavailable", "the schema of this database is not loaded yet; try again shortly")
 
 # How long one schema load may take before sessions stop waiting for it, and the backoff between
@@ -360,8 +361,7 @@ class Guard:
         except Exception as exc:  # fail closed: an engine bug is a refusal, never a pass
             print(f"maskgate: decision failed: {exc!r}", file=sys.stderr)
             decision = _fingerprinted(state.engine_failed, sql, dialect)
-        m = self.metrics
-        m.child(m.decision_cache, "hit" if engine.cache_hits > hits else "miss").inc()
+        self.metrics.decision_cache.add(_HIT if engine.cache_hits > hits else _MISS)
         return decision
 
     @staticmethod
@@ -446,29 +446,31 @@ class Guard:
         return True
 
     def record(self, rec: StatementRecord) -> None:
+        # Plain dictionary increments (metrics.Tally / Buckets): this runs for every statement.
         m = self.metrics
-        c = m.child
         d = rec.decision
+        role = rec.role
         if isinstance(d, Block):
-            c(m.queries, rec.protocol, rec.role, "block").inc()
-            c(m.blocked, rec.protocol, rec.role, m.reason_label(d.reason)).inc()
+            m.queries.add((rec.protocol, role, "block"))
+            m.blocked.add((rec.protocol, role, m.reason_label(d.reason)))
         else:
-            c(m.queries, rec.protocol, rec.role, "error" if rec.error else "allow").inc()
+            m.queries.add((rec.protocol, role, "error" if rec.error else "allow"))
             if rec.rows:
-                c(m.rows_returned, rec.role).inc(rec.rows)
+                m.rows_returned.add((role,), rec.rows)
             if rec.truncated:
-                c(m.truncated, rec.role).inc()
-            lookups = sum(p.lookups for p in d.parts())
-            if lookups and rec.event != "start":
-                c(m.masked_lookups, rec.role).inc(lookups)
+                m.truncated.add((role,))
+            if rec.event != "start":
+                lookups = sum(p.lookups for p in d.parts())
+                if lookups:
+                    m.masked_lookups.add((role,), lookups)
         if self._masked_counts:
             # Copy and clear in place: the maskers' closures hold this very dict.
             counts = dict(self._masked_counts)
             self._masked_counts.clear()
             for cls, n in counts.items():
-                c(m.masked_values, cls).inc(n)
-        c(m.duration, "total").observe(rec.duration_s)
-        c(m.duration, "overhead").observe(rec.overhead_s)
+                m.masked_values.add((cls,), n)
+        m.duration.observe("total", rec.duration_s)
+        m.duration.observe("overhead", rec.overhead_s)
         if self.audit is not None:
             # Audit takes the revision the decision carries (engine and guard stamp theirs when
             # deciding); the one in force now only stands in for what no policy decided, the
