@@ -102,6 +102,10 @@ class Guard:
         self.metrics = metrics
         self.audit = audit
         self.audit_required = audit_required
+        if audit is not None and audit_required:
+            # Its start records are written before their statements run: sync them to disk too,
+            # in batches (AuditLog's note says what that survives).
+            audit.durable = True
         self.masking_key = masking_key or masking.DEFAULT_KEY
         # Per upstream: how to read a database's schema, and the database a session naming none uses.
         self._schema_loaders = dict(schema_loaders or {})
