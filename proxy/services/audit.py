@@ -415,7 +415,10 @@ class AuditLog:
         """One record as JSON. A record that cannot be rendered is still written, without its
         SQL: one odd statement must never cost the batch (or an attacker, his trace)."""
         try:
-            return self._lines.line(rec, revision, ts)
+            try:
+                return self._lines.line(rec, revision, ts)
+            except Exception:  # e.g. an unhashable field: the reference renders it uncached
+                return json.dumps(to_json(rec, revision, ts, self._texts), ensure_ascii=False)
         except Exception as exc:
             fallback = _who(rec, ts) | {
                 "sql": None,

@@ -21,9 +21,7 @@ _NUMBERS = st.one_of(
 )
 _STRING_BODIES = st.lists(
     st.one_of(
-        st.sampled_from(
-            list("ab 09'\"\\;-/*#$`%_") + ["''", "--", "/*", "*/", "\n", "\u3000", "张", "\U0001f600"]
-        ),
+        st.sampled_from([*"ab 09'\"\\;-/*#$`%_", "''", "--", "/*", "*/", "\n", "\u3000", "张", "\U0001f600"]),
         st.characters(),
     ),
     max_size=8,
@@ -62,7 +60,8 @@ _TEMPLATES = st.sampled_from(
         "SELECT abalance FROM pgbench_accounts WHERE aid = {v};",
         "SELECT id, name, phone, id_card FROM customers WHERE id = {v}",
         "UPDATE pgbench_accounts SET abalance = abalance + {v} WHERE aid = {w};",
-        "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ({v}, {w}, {v}, {w}, CURRENT_TIMESTAMP);",
+        "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) "
+        "VALUES ({v}, {w}, {v}, {w}, CURRENT_TIMESTAMP);",
         'SELECT "t"."id", "t"."name" FROM "customers" AS "t" WHERE "t"."name" = {v} LIMIT {w}',
         "SELECT `t`.`id` FROM `customers` `t` WHERE `t`.`phone` IN ({v}, {w}) ORDER BY 1",
         "SELECT * FROM t WHERE a BETWEEN {v} AND {w} OR b LIKE {v}",

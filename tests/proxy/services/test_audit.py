@@ -374,3 +374,13 @@ def test_a_durable_log_syncs_what_was_written_within_a_tick(
         assert len(synced) == n  # nothing new written: nothing synced
     finally:
         log.close()
+
+
+def test_a_record_the_cached_pieces_cannot_key_is_rendered_by_the_reference(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    odd = rec("SELECT 1", Allow(kind="select", tables=["public.t"]), "start")  # type: ignore[arg-type]
+    log.submit(odd, "r")
+    log.close()
+    (line,) = lines(path)
+    assert line["tables"] == ["public.t"] and line["sql"] == "SELECT 1"
