@@ -4,6 +4,8 @@ synchronous write-ahead of audit_required and what a failed write leaves behind.
 from __future__ import annotations
 
 import errno
+import hashlib
+import hmac
 import json
 import os
 import time
@@ -384,3 +386,10 @@ def test_a_record_the_cached_pieces_cannot_key_is_rendered_by_the_reference(tmp_
     log.close()
     (line,) = lines(path)
     assert line["tables"] == ["public.t"] and line["sql"] == "SELECT 1"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200), st.binary(max_size=300))
+def test_the_keyed_hash_is_hmac_sha256(key: bytes, raw: bytes) -> None:
+    texts = audit_module._Texts(key, None)
+    assert texts.keyed_hash(raw) == hmac.new(key, raw, hashlib.sha256).hexdigest()[:32]
