@@ -176,7 +176,8 @@ class _Texts:
         hit = self._fragments.get(k)
         if hit is None:
             text, length, digest = self.get(sql, dialect)
-            hit = _inner({"sql": text, "sql_length": length, "sql_hash": digest})
+            # By hand (json.dumps of the three costs as much as the keyed hash): every text is new.
+            hit = f'"sql": {_enc(text)}, "sql_length": {_val(length)}, "sql_hash": {_enc(digest)}'
             if len(self._fragments) >= self.MAX:
                 self._fragments.clear()
             self._fragments[k] = hit
