@@ -11,6 +11,7 @@ _FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 
 EXTENSIONS = [
     Extension("masking._native", ["masking/_native.c"], extra_compile_args=_FLAGS, optional=True),
+    Extension("policies.sql._shapes", ["policies/sql/_shapes.c"], extra_compile_args=_FLAGS, optional=True),
 ]
 
 setup(ext_modules=EXTENSIONS)

@@ -38,6 +38,7 @@ from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.tokens import Token, TokenType
 
+from masking import native
 from policies.sql.dialects import DialectFacts
 from policies.sql.parser import Unparsable, parse_one
 
@@ -199,6 +200,7 @@ def fingerprint(sql: str, dialect: str) -> str:
 # UNSURE and the tokenizer reads it. tests/policies/sql/test_fast_shape.py holds the two equal.
 
 UNSURE = object()
+_native = native.load("policies.sql._shapes")
 
 # Strings and quoted names, outside of which everything is checked character by character.
 _QUOTED = {
@@ -209,16 +211,43 @@ _QUOTED = {
 # Outside quotes: anything but names, digits, spacing and these operators, or a comment opener.
 _OUTSIDE_BAD = re.compile(r"[^A-Za-z0-9_ \t\r\n(),.;=<>*+\-/%:\[\]|!]|--|/\*")
 # A number token: digits not glued to a name before them (t1, 1a, 12abc are names or unsure).
-_NUMBER = re.compile(r"(?<![A-Za-z0-9_])[0-9]+(?:\.[0-9]+)?")
+# (The first digit before the look-behind: the regex engine then skips non-digits fast.)
+_NUMBER = re.compile(r"[0-9](?<![A-Za-z0-9_][0-9])[0-9]*(?:\.[0-9]+)?")
 # What may come right before a slot: the tokenizer starts a new token there, and no prefix
 # (E, N, X, B, U&, _charset, :, $, a dot) changes what the slot is.
 _BEFORE_SLOT = frozenset(" \t\r\n(,=<>+-*/%[|!")
 _GLUED_AFTER_NUMBER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.")
 
 
+_TT_STRING, _TT_NUMBER = TokenType.STRING, TokenType.NUMBER  # an Enum attribute costs ~1k instructions
+_SET_KEY, _SET_RAWS, _SET_TYPES, _SET_TEXT, _SET_SPANS = (
+    getattr(Shape, name).__set__ for name in ("key", "raws", "types", "text", "spans")
+)
+
+
 def fast_shape(sql: str, dialect: str) -> Shape | object | None:
-    """`shape_of(sql, dialect)` read with regexes, or UNSURE when the text is outside the subset
-    this scanner knows the tokenizer reads the same way. Never a different answer."""
+    """`shape_of(sql, dialect)` read by the native scanner (policies/sql/_shapes.c) or the
+    regexes below, or UNSURE when the text is outside the subset they know the tokenizer reads
+    the same way. Never a different answer."""
+    if _native is not None and dialect in _QUOTED:
+        found = _native.scan(sql, dialect == "mysql", _TT_STRING, _TT_NUMBER)
+        if found is None:
+            return UNSURE
+        if not found:
+            return None
+        # Shape(...) without its frozen __init__ (five object.__setattr__ calls cost twice the scan).
+        shape = object.__new__(Shape)
+        _SET_KEY(shape, found[0])
+        _SET_RAWS(shape, found[1])
+        _SET_TYPES(shape, found[2])
+        _SET_TEXT(shape, sql)
+        _SET_SPANS(shape, found[3])
+        return shape
+    return fast_shape_py(sql, dialect)
+
+
+def fast_shape_py(sql: str, dialect: str) -> Shape | object | None:
+    """The fast path in Python: the reference of the native scanner."""
     quoted = _QUOTED.get(dialect)
     if quoted is None:
         return UNSURE
@@ -236,9 +265,9 @@ def fast_shape(sql: str, dialect: str) -> Shape | object | None:
                 if at and sql[at - 1] not in _BEFORE_SLOT:
                     return UNSURE
                 key.append(sql[cut:at])
-                key.append(TokenType.STRING)
+                key.append(_TT_STRING)
                 raws.append(part)
-                types.append(TokenType.STRING)
+                types.append(_TT_STRING)
                 end = at + len(part)
                 spans.append((at, end))
                 cut = end
@@ -256,9 +285,9 @@ def fast_shape(sql: str, dialect: str) -> Shape | object | None:
             if end < len(sql) and sql[end] in _GLUED_AFTER_NUMBER:
                 return UNSURE
             key.append(sql[cut:start])
-            key.append(TokenType.NUMBER)
+            key.append(_TT_NUMBER)
             raws.append(m.group())
-            types.append(TokenType.NUMBER)
+            types.append(_TT_NUMBER)
             spans.append((start, end))
             cut = end
         at += len(part)

@@ -6,10 +6,14 @@ strings, backslashes, unicode, parameters, several statements) in both dialects.
 
 from __future__ import annotations
 
+from dataclasses import fields
+
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from policies.sql.shapes import UNSURE, fast_shape, shape_by_tokens, shape_of
+from policies.sql import shapes
+from policies.sql.shapes import UNSURE, Shape, fast_shape, fast_shape_py, shape_by_tokens, shape_of
 
 _NAMES = st.sampled_from(["id", "aid", "abalance", "t1", "c_2", "customers", "pgbench_accounts", "Name", "x"])
 _QUOTED_NAMES = st.sampled_from(
@@ -87,10 +91,21 @@ _STATEMENTS = st.one_of(_GRAMMAR, _SOUP, st.builds(lambda a, s, b: a + s + b, _G
 @example("SELECT 1;;", "postgres")
 @example("SELECT a FROM t WHERE b = 1;  ", "postgres")
 def test_the_fast_shape_is_the_tokenizers_or_unsure(sql: str, dialect: str) -> None:
-    fast = fast_shape(sql, dialect)
-    if fast is not UNSURE:
-        assert fast == shape_by_tokens(sql, dialect)
-    assert shape_of(sql, dialect) == shape_by_tokens(sql, dialect)
+    reference = shape_by_tokens(sql, dialect)
+    for fast in (fast_shape(sql, dialect), fast_shape_py(sql, dialect)):
+        if fast is not UNSURE:
+            assert fast == reference
+    assert shape_of(sql, dialect) == reference
+
+
+@pytest.mark.skipif(shapes._native is None, reason="native scanner not built (or MASKGATE_PURE=1)")
+@settings(max_examples=3000, deadline=None)
+@given(_STATEMENTS, st.sampled_from(["postgres", "mysql"]))
+def test_the_native_scanner_is_the_python_fast_path(sql: str, dialect: str) -> None:
+    # The same rules: the same answer, unsure included (but for more slots than it counts).
+    assert fast_shape(sql, dialect) == fast_shape_py(sql, dialect) or fast_shape(sql, dialect) is UNSURE
+    if fast_shape(sql, dialect) is UNSURE:
+        assert fast_shape_py(sql, dialect) is UNSURE
 
 
 def test_the_statements_of_pgbench_and_orms_take_the_fast_path() -> None:
@@ -103,3 +118,15 @@ def test_the_statements_of_pgbench_and_orms_take_the_fast_path() -> None:
         fast = fast_shape(sql, dialect)
         assert fast is not UNSURE and fast is not None, sql
         assert fast == shape_by_tokens(sql, dialect)
+
+
+def test_a_statement_with_more_slots_than_the_scanner_counts_is_read_by_the_tokenizer() -> None:
+    sql = "SELECT * FROM t WHERE id IN (" + ", ".join(str(i) for i in range(1500)) + ")"
+    assert shape_of(sql, "postgres") == shape_by_tokens(sql, "postgres")
+    assert fast_shape_py(sql, "postgres") == shape_by_tokens(sql, "postgres")
+
+
+def test_the_native_path_sets_every_field_of_a_shape() -> None:
+    assert [f.name for f in fields(Shape)] == ["key", "raws", "types", "text", "spans"]
+    sql = "SELECT a FROM t WHERE b = 'x' AND c = 2"
+    assert repr(fast_shape(sql, "postgres")) == repr(shape_by_tokens(sql, "postgres"))
