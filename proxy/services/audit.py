@@ -234,8 +234,9 @@ class _Lines:
         self.texts = texts
         self._who: dict[tuple[object, ...], str] = {}
         self._decisions: dict[tuple[object, ...], str] = {}
-        self._second = -1
-        self._second_text = ""
+        # (second, its date and time of day): one attribute, so a reader never pairs a second with
+        # another one's text.
+        self._second: tuple[int, str] = (-1, "")
 
     def ts(self, ts: float | None) -> str:
         """`datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")`, with the date and
@@ -250,10 +251,10 @@ class _Lines:
         if us >= 1_000_000:
             sec += 1
             us -= 1_000_000
-        if sec != self._second:
-            self._second_text = dt.datetime.fromtimestamp(sec, dt.UTC).isoformat()[:19]
-            self._second = sec
-        return f"{self._second_text}.{us // 1000:03d}+00:00"
+        second = self._second
+        if second[0] != sec:
+            second = self._second = (sec, dt.datetime.fromtimestamp(sec, dt.UTC).isoformat()[:19])
+        return f"{second[1]}.{us // 1000:03d}+00:00"
 
     def who(self, rec: StatementRecord) -> str:
         k = (rec.session, rec.user, rec.role, rec.client, rec.protocol, rec.database)
