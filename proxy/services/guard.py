@@ -72,6 +72,9 @@ class _PolicyState:
     policy: Any
     engines: dict[Where, Engine] = field(default_factory=dict)
     valid: dict[Principal, bool] = field(default_factory=dict)  # principals checked against it
+    # The same answers by id(principal), with the principal itself to keep that id from being
+    # reused: a Principal hashes all its fields in Python, on every statement.
+    valid_by_id: dict[int, tuple[Principal, bool]] = field(default_factory=dict)
     access_changed: Block = field(init=False)
     audit_down: Block = field(init=False)
     engine_failed: Block = field(init=False)
@@ -372,6 +375,9 @@ class Guard:
     def _still_valid(state: _PolicyState, principal: Principal) -> bool:
         """A reload may remove the user, move them to another role or change what the role may
         see; a session authenticated before it must not go on under its old rights."""
+        seen = state.valid_by_id.get(id(principal))
+        if seen is not None and seen[0] is principal:
+            return seen[1]
         ok = state.valid.get(principal)
         if ok is None:
             policy = state.policy
@@ -385,6 +391,9 @@ class Guard:
                 and (role.database_role if role is not None else None) == principal.database_role
             )
             state.valid[principal] = ok
+        if len(state.valid_by_id) >= 4096:  # one entry per session's principal: bounded
+            state.valid_by_id.clear()
+        state.valid_by_id[id(principal)] = (principal, ok)
         return ok
 
     def value_masker(self, cls: str | None, action: str) -> Callable[[Any], Any]:
@@ -464,7 +473,8 @@ class Guard:
             if rec.truncated:
                 m.truncated.add((role,))
             if rec.event != "start":
-                lookups = sum(p.lookups for p in d.parts())
+                # d.parts() without building a generator for the usual single statement.
+                lookups = sum(p.lookups for p in d.statements) if d.statements else d.lookups
                 if lookups:
                     m.masked_lookups.add((role,), lookups)
         if self._masked_counts:
