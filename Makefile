@@ -10,7 +10,7 @@ install: $(STAMP)
 
 # Re-run pip only when the dependency list or a native source changes; editable install keeps
 # Python changes live and rebuilds the C extensions in place.
-NATIVE_SOURCES := setup.py $(wildcard masking/*.[ch] proxy/*/*.[ch])
+NATIVE_SOURCES := setup.py $(wildcard masking/*.[ch] proxy/*/*.[ch] policies/*/*.[ch])
 $(STAMP): pyproject.toml $(NATIVE_SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

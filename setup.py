@@ -10,7 +10,13 @@ from setuptools import Extension, setup
 _FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"]
 
 EXTENSIONS = [
-    Extension("masking._native", ["masking/_native.c", "masking/_digits.c"], depends=["masking/_digits.h"], extra_compile_args=_FLAGS, optional=True),
+    Extension(
+        "masking._native",
+        ["masking/_native.c", "masking/_digits.c"],
+        depends=["masking/_digits.h"],
+        extra_compile_args=_FLAGS,
+        optional=True,
+    ),
     # The row walker runs the digit finders on detector-scanned columns without a Python call.
     Extension(
         "proxy.pg._rowwalk",
@@ -20,6 +26,8 @@ EXTENSIONS = [
         extra_compile_args=_FLAGS,
         optional=True,
     ),
+    # The decision cache's literal-folding shape key (policies/sql/shapes.py is the reference).
+    Extension("policies.sql._shapes", ["policies/sql/_shapes.c"], extra_compile_args=_FLAGS, optional=True),
 ]
 
 setup(ext_modules=EXTENSIONS)

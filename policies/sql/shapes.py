@@ -30,6 +30,7 @@ decision is the same too (policies/engine.py).
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.tokens import Token, TokenType
 
+from masking import native
 from policies.sql.dialects import DialectFacts
 from policies.sql.parser import Unparsable, parse_one
 
@@ -188,6 +190,113 @@ def fingerprint(sql: str, dialect: str) -> str:
     return hashlib.sha256(shape.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
+# --- the fast path of shape_of: a regex scanner over the common subset of SQL text ------------
+#
+# Most statements a client inlines its values into (pgbench -M simple, ORMs) use nothing but
+# words, plain '…' strings, decimal numbers, quoted names and a few operators. For those the
+# tokenizer's slots can be read with three precompiled regexes (a tenth of its cost); anything
+# else (comments, dollar quotes, E''/N''/X''/B''/U&'' strings, backslashes, `$`, `?`, `#`, `@`,
+# non-ASCII outside strings, exponents, numbers glued to names or dots, several statements) is
+# UNSURE and the tokenizer reads it. tests/policies/sql/test_fast_shape.py holds the two equal.
+
+UNSURE = object()
+_native = native.load("policies.sql._shapes")
+
+# Strings and quoted names, outside of which everything is checked character by character.
+_QUOTED = {
+    "postgres": re.compile(r"""('(?:[^'\\]|'')*'|"[^"\\]*")"""),
+    # MySQL reads "…" as a string (not handled here: the scanner leaves a stray `"`, UNSURE).
+    "mysql": re.compile(r"('(?:[^'\\]|'')*'|`[^`\\]*`)"),
+}
+# Outside quotes: anything but names, digits, spacing and these operators, or a comment opener.
+_OUTSIDE_BAD = re.compile(r"[^A-Za-z0-9_ \t\r\n(),.;=<>*+\-/%:\[\]|!]|--|/\*")
+# A number token: digits not glued to a name before them (t1, 1a, 12abc are names or unsure).
+# (The first digit before the look-behind: the regex engine then skips non-digits fast.)
+_NUMBER = re.compile(r"[0-9](?<![A-Za-z0-9_][0-9])[0-9]*(?:\.[0-9]+)?")
+# What may come right before a slot: the tokenizer starts a new token there, and no prefix
+# (E, N, X, B, U&, _charset, :, $, a dot) changes what the slot is.
+_BEFORE_SLOT = frozenset(" \t\r\n(,=<>+-*/%[|!")
+_GLUED_AFTER_NUMBER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.")
+
+
+_TT_STRING, _TT_NUMBER = TokenType.STRING, TokenType.NUMBER  # an Enum attribute costs ~1k instructions
+_SET_KEY, _SET_RAWS, _SET_TYPES, _SET_TEXT, _SET_SPANS = (
+    getattr(Shape, name).__set__ for name in ("key", "raws", "types", "text", "spans")
+)
+
+
+def fast_shape(sql: str, dialect: str) -> Shape | object | None:
+    """`shape_of(sql, dialect)` read by the native scanner (policies/sql/_shapes.c) or the
+    regexes below, or UNSURE when the text is outside the subset they know the tokenizer reads
+    the same way. Never a different answer."""
+    if _native is not None and dialect in _QUOTED:
+        found = _native.scan(sql, dialect == "mysql", _TT_STRING, _TT_NUMBER)
+        if found is None:
+            return UNSURE
+        if not found:
+            return None
+        # Shape(...) without its frozen __init__ (five object.__setattr__ calls cost twice the scan).
+        shape = object.__new__(Shape)
+        _SET_KEY(shape, found[0])
+        _SET_RAWS(shape, found[1])
+        _SET_TYPES(shape, found[2])
+        _SET_TEXT(shape, sql)
+        _SET_SPANS(shape, found[3])
+        return shape
+    return fast_shape_py(sql, dialect)
+
+
+def fast_shape_py(sql: str, dialect: str) -> Shape | object | None:
+    """The fast path in Python: the reference of the native scanner."""
+    quoted = _QUOTED.get(dialect)
+    if quoted is None:
+        return UNSURE
+    parts = quoted.split(sql)
+    key: list[object] = []
+    raws: list[str] = []
+    types: list[TokenType] = []
+    spans: list[tuple[int, int]] = []
+    at = 0  # offset of the current part in sql
+    cut = 0  # end of the last slot
+    last_outside = len(parts) - 1
+    for i, part in enumerate(parts):
+        if i % 2:  # a string or a quoted name
+            if part[0] == "'":
+                if at and sql[at - 1] not in _BEFORE_SLOT:
+                    return UNSURE
+                key.append(sql[cut:at])
+                key.append(_TT_STRING)
+                raws.append(part)
+                types.append(_TT_STRING)
+                end = at + len(part)
+                spans.append((at, end))
+                cut = end
+            at += len(part)
+            continue
+        if _OUTSIDE_BAD.search(part) is not None:
+            return UNSURE
+        # `;` only as the statement's last character (but for spacing): else several statements.
+        if ";" in part and (i != last_outside or part.count(";") != 1 or part.rstrip(" \t\r\n")[-1] != ";"):
+            return UNSURE
+        for m in _NUMBER.finditer(part):
+            start, end = at + m.start(), at + m.end()
+            if start and sql[start - 1] not in _BEFORE_SLOT:
+                return UNSURE
+            if end < len(sql) and sql[end] in _GLUED_AFTER_NUMBER:
+                return UNSURE
+            key.append(sql[cut:start])
+            key.append(_TT_NUMBER)
+            raws.append(m.group())
+            types.append(_TT_NUMBER)
+            spans.append((start, end))
+            cut = end
+        at += len(part)
+    if not raws:
+        return None
+    key.append(sql[cut:])
+    return Shape(tuple(key), tuple(raws), tuple(types), sql, tuple(spans))
+
+
 def shape_of(sql: str, dialect: str) -> Shape | None:
     """The shape of a one-statement string with at least one literal slot, or None.
 
@@ -198,6 +307,14 @@ def shape_of(sql: str, dialect: str) -> Shape | None:
     the full analysis would have refused (the server reads the ideographic space as part of a
     name); whatever the full path checks about the characters between tokens holds for every
     statement of a shape."""
+    fast = fast_shape(sql, dialect)
+    if fast is not UNSURE:
+        return fast  # type: ignore[return-value]
+    return shape_by_tokens(sql, dialect)
+
+
+def shape_by_tokens(sql: str, dialect: str) -> Shape | None:
+    """shape_of read with the dialect's tokenizer: the reference the fast path is held to."""
     try:
         tokens: list[Token] = _tokenizer(dialect).tokenize(sql)  # type: ignore[attr-defined]
     except Exception:  # the full path reports tokenizer errors

@@ -7,24 +7,38 @@ it is written, and no row value is ever recorded.
 A statement the proxy forwards gets two records with one id: `start`, submitted before the
 statement is forwarded (who, the decision, the statement without its comments, its tables and
 classes), and `end` (outcome, rows, duration, error, cancelled). A refused statement gets one,
-`refused`. With `audit_required` the `start` record is written and handed to the operating
-system (`write_now`) before the statement is forwarded, and a failed write refuses it; otherwise
-records are queued and a writer thread writes them in batches off the event loop.
+`refused`.
 
-The queued path is an append to a deque, with no lock and no wake-up: the writer thread wakes on
-a timer and formats a whole batch (waking it per statement cost two futex calls and a GIL
-hand-over per statement, which halved point-lookup throughput). Scrubbing is cached per SQL text,
-since clients repeat their statements. Fingerprints and policy revisions come with the decisions,
-and the statement text without comments from the function the process gives (policies/sql/text),
-so this module reads no SQL.
+Records are rendered when they are submitted, on the caller's thread, from pieces rendered once:
+who (per session), the decision part (fingerprint, kind, tables, classes, revision: per decision
+shape), the statement part (scrubbed SQL, length, keyed hash: per text) and the second of the
+timestamp; only the id, the milliseconds and an `end`'s counts are rendered per record, by hand,
+byte for byte what `json.dumps(to_json(...))` gives (`to_json` stays the reference, and
+tests/proxy/services/test_audit.py holds the two equal).
+
+With `audit_required` a `start` record is written before the statement is forwarded
+(`write_now`), together with every record queued since the last write: one write(2), O_APPEND,
+so several worker processes can share the file; a failed write refuses the statement. A batch
+timer (`interval`) then fdatasyncs what was written (`durable`). Durability: once `write_now`
+returned, its record survives a crash of the process (it is in the kernel's page cache); a power
+loss or kernel crash can lose what was written in the last `interval` (50 ms) before it, though
+those statements were forwarded. Without `audit_required` records are queued (an append to a
+deque, no lock, no wake-up) and the writer thread writes each tick's batch with one write(2): a
+process crash can lose up to `interval` of records, a failed write does not stop statements.
+
+Scrubbing is cached per SQL text, since clients repeat their statements (not per shape: the
+detectors read digits across a literal's edges and context words around it, so a shape's
+scrubbed text cannot be assembled from its literals' without reading the whole text again).
+Fingerprints and policy revisions come with the decisions, and the statement text without
+comments from the function the process gives (policies/sql/text), so this module reads no SQL.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import hashlib
-import hmac
 import json
 import os
 import sys
@@ -49,6 +63,34 @@ SQL_LIMIT = 4096
 
 # (sql, dialect) -> the statement without comments (injected: this module reads no SQL).
 StatementText = Callable[[str, str], str]
+
+# What json.dumps(..., ensure_ascii=False) writes for a str (the same C function).
+_enc: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
+_INF = float("inf")
+
+
+def _val(v: object) -> str:
+    """One JSON value as json.dumps writes it, for the per-record fields."""
+    if type(v) is str:
+        return _enc(v)
+    if v is None:
+        return "null"
+    if v is True:
+        return "true"
+    if v is False:
+        return "false"
+    if type(v) is int:
+        return int.__repr__(v)
+    if type(v) is float and -_INF < v < _INF:  # json writes NaN and Infinity its own way
+        return float.__repr__(v)
+    return json.dumps(v, ensure_ascii=False)
+
+
+def _inner(d: dict[str, Any]) -> str:
+    """The members of a JSON object without its braces: pieces rendered once, by json itself."""
+    return json.dumps(d, ensure_ascii=False)[1:-1]
 
 
 def fingerprint(sql: str) -> str:
@@ -97,7 +139,13 @@ class _Texts:
     def __init__(self, key: bytes, statement_text: StatementText | None) -> None:
         self.key = key
         self.statement_text = statement_text
+        # HMAC-SHA256 (RFC 2104) from its two padded-key states, copied per text: hmac.digest
+        # looks the digest up in OpenSSL on every call, which cost twice the hashing itself.
+        block = (hashlib.sha256(key).digest() if len(key) > 64 else key).ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
         self._cache: dict[tuple[str, str], tuple[str, int, str]] = {}
+        self._fragments: dict[tuple[str, str], str] = {}
 
     def get(self, sql: str, dialect: str) -> tuple[str, int, str]:
         k = (sql, dialect)
@@ -107,11 +155,32 @@ class _Texts:
             raw = sql.encode("utf-8", "surrogateescape")
             # Keyed (masking_key): a plain hash of a statement with a phone number in it could be
             # reversed by trying every number.
-            digest = hmac.new(self.key, raw, hashlib.sha256).hexdigest()[:32]
+            digest = self.keyed_hash(raw)
             hit = (scrub_sql(text), len(sql), digest)
             if len(self._cache) >= self.MAX:
                 self._cache.clear()
             self._cache[k] = hit
+        return hit
+
+    def keyed_hash(self, raw: bytes) -> str:
+        """hmac.new(key, raw, sha256).hexdigest()[:32]."""
+        inner = self._inner.copy()
+        inner.update(raw)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()[:32]
+
+    def fragment(self, sql: str, dialect: str) -> str:
+        """The record's `"sql": …, "sql_length": …, "sql_hash": …` members, rendered once per text."""
+        k = (sql, dialect)
+        hit = self._fragments.get(k)
+        if hit is None:
+            text, length, digest = self.get(sql, dialect)
+            # By hand (json.dumps of the three costs as much as the keyed hash): every text is new.
+            hit = f'"sql": {_enc(text)}, "sql_length": {_val(length)}, "sql_hash": {_enc(digest)}'
+            if len(self._fragments) >= self.MAX:
+                self._fragments.clear()
+            self._fragments[k] = hit
         return hit
 
 
@@ -151,6 +220,96 @@ def to_json(
     }
 
 
+_WHO_KEYS = ("session", "user", "role", "client", "protocol", "database")
+
+
+class _Lines:
+    """Renders records as JSON lines, byte for byte `json.dumps(to_json(...), ensure_ascii=False)`,
+    from pieces cached per session, per decision shape, per text and per second (see the module
+    note). The caches are bounded: each is cleared when full."""
+
+    MAX = 4096
+
+    def __init__(self, texts: _Texts) -> None:
+        self.texts = texts
+        self._who: dict[tuple[object, ...], str] = {}
+        self._decisions: dict[tuple[object, ...], str] = {}
+        # (second, its date and time of day): one attribute, so a reader never pairs a second with
+        # another one's text.
+        self._second: tuple[int, str] = (-1, "")
+
+    def ts(self, ts: float | None) -> str:
+        """`datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")`, with the date and
+        time of day rendered once per second: the same rounding (to the microsecond, half to even,
+        as datetime does) and truncation to milliseconds."""
+        if ts is None:
+            ts = time.time()
+        if not 0 <= ts < 2**53:
+            return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="milliseconds")
+        sec = int(ts)
+        us = round((ts - sec) * 1e6)
+        if us >= 1_000_000:
+            sec += 1
+            us -= 1_000_000
+        second = self._second
+        if second[0] != sec:
+            second = self._second = (sec, dt.datetime.fromtimestamp(sec, dt.UTC).isoformat()[:19])
+        return f"{second[1]}.{us // 1000:03d}+00:00"
+
+    def who(self, rec: StatementRecord) -> str:
+        k = (rec.session, rec.user, rec.role, rec.client, rec.protocol, rec.database)
+        hit = self._who.get(k)
+        if hit is None:
+            hit = _inner(dict(zip(_WHO_KEYS, k, strict=True)))
+            if len(self._who) >= self.MAX:
+                self._who.clear()
+            self._who[k] = hit
+        return hit
+
+    def decision(self, rec: StatementRecord, revision: str) -> str:
+        d = rec.decision
+        blocked = isinstance(d, Block)
+        k = (
+            blocked,
+            d.fingerprint or fingerprint(rec.sql),
+            d.reason if isinstance(d, Block) else None,
+            d.kind,
+            d.tables,
+            d.classes,
+            d.revision or revision,
+        )
+        hit = self._decisions.get(k)
+        if hit is None:
+            hit = _inner(
+                {
+                    "fingerprint": k[1],
+                    "decision": "block" if blocked else "allow",
+                    "reason": k[2],
+                    "kind": k[3],
+                    "tables": list(k[4]),
+                    "classes": list(k[5]),
+                    "policy_revision": k[6],
+                }
+            )
+            if len(self._decisions) >= self.MAX:
+                self._decisions.clear()
+            self._decisions[k] = hit
+        return hit
+
+    def line(self, rec: StatementRecord, revision: str, ts: float | None) -> str:
+        event = rec.event or ("refused" if isinstance(rec.decision, Block) else "end")
+        head = f'{{"ts": "{self.ts(ts)}", "event": {_enc(event)}, "id": {_val(rec.id)}, {self.who(rec)}'
+        if event == "end":
+            outcome = rec.outcome or ("error" if rec.error else "ok")
+            return (
+                f'{head}, "outcome": {_val(outcome)}, "error": {_val(rec.error)}, '
+                f'"cancelled": {_val(rec.cancelled)}, "rows": {_val(rec.rows)}, '
+                f'"masked": {_val(rec.masked)}, "truncated": {_val(rec.truncated)}, '
+                f'"duration_ms": {_val(round(rec.duration_s * 1000, 3))}}}'
+            )
+        return f"{head}, {self.texts.fragment(rec.sql, rec.dialect)}, {self.decision(rec, revision)}}}"
+
+
 class AuditLog:
     """Queue + writer thread, and the synchronous write-ahead of `audit_required`.
 
@@ -167,13 +326,19 @@ class AuditLog:
         interval: float = 0.05,
         key: bytes = b"",
         statement_text: StatementText | None = None,
+        durable: bool = False,
     ) -> None:
         self.path = path
         self.interval = interval
         self._on_failure = on_failure
         self._texts = _Texts(key or masking.DEFAULT_KEY, statement_text)
-        # deque.append/popleft are atomic under the GIL: no lock and no wake-up per record.
-        self._queue: deque[tuple[StatementRecord, str, float]] = deque()
+        self._lines = _Lines(self._texts)
+        # Rendered lines waiting for a write. deque.append/popleft are atomic under the GIL: no
+        # lock and no wake-up per record.
+        self._queue: deque[str] = deque()
+        # fdatasync each tick whatever was written since the last one (audit_required's choice).
+        self.durable = durable
+        self._unsynced = False
         self._closing = threading.Event()
         self._stream = stream  # a text stream given by the caller (tests), else the file below
         self._fd: int | None = None
@@ -237,22 +402,37 @@ class AuditLog:
 
     def submit(self, rec: StatementRecord, revision: str) -> None:
         if self._thread is not None:
-            self._queue.append((rec, revision, time.time()))
+            self._queue.append(self._line(rec, revision, time.time()))
 
     def write_now(self, rec: StatementRecord, revision: str) -> bool:
         """Write one record now, on the caller's thread, and hand it to the operating system
-        before returning (no fsync). False when it could not be written (it is then lost)."""
+        before returning (fsync follows within `interval` when `durable`). Records queued before
+        it go in the same write(2), ahead of it. False when it could not be written (it is then
+        lost; the queued ones stay queued for the writer thread)."""
         if self._thread is None:
             return False
-        line = self._line(rec, revision, time.time()) + "\n"
+        line = self._line(rec, revision, time.time())
+        q = self._queue
         with self._lock:
-            return self._write(line, 1)
+            batch = []
+            while q:
+                batch.append(q.popleft())
+            batch.append(line)
+            if self._write("\n".join(batch) + "\n", 1):
+                self.written += len(batch) - 1
+                return True
+            # Cut back whole (see _write): the queued records were not written either.
+            q.extendleft(reversed(batch[:-1]))
+            return False
 
     def _line(self, rec: StatementRecord, revision: str, ts: float) -> str:
         """One record as JSON. A record that cannot be rendered is still written, without its
         SQL: one odd statement must never cost the batch (or an attacker, his trace)."""
         try:
-            return json.dumps(to_json(rec, revision, ts, self._texts), ensure_ascii=False)
+            try:
+                return self._lines.line(rec, revision, ts)
+            except Exception:  # e.g. an unhashable field: the reference renders it uncached
+                return json.dumps(to_json(rec, revision, ts, self._texts), ensure_ascii=False)
         except Exception as exc:
             fallback = _who(rec, ts) | {
                 "sql": None,
@@ -269,13 +449,26 @@ class AuditLog:
             # One batch per tick: everything queued so far, one write.
             lines = []
             while q:
-                rec, revision, ts = q.popleft()
-                lines.append(self._line(rec, revision, ts))
+                lines.append(q.popleft())
             if lines:
                 with self._lock:
                     self._write("\n".join(lines) + "\n", len(lines))
+            if self.durable and self._unsynced:
+                self._sync()
             if stop and not q:
                 return
+
+    def _sync(self) -> None:
+        """fdatasync what was written (outside the lock: a write_now must not wait for the disk)."""
+        self._unsynced = False
+        fd = self._fd
+        if fd is None:
+            return
+        try:
+            os.fdatasync(fd)
+        except OSError as exc:  # closed by a reopen meanwhile, or the disk failed
+            if exc.errno != errno.EBADF:
+                print(f"maskgate: audit: fdatasync failed: {exc.strerror or exc}", file=sys.stderr)
 
     def _write(self, text: str, count: int) -> bool:
         """Write whole lines (the caller holds the lock). A write that fails part-way is cut
@@ -326,6 +519,7 @@ class AuditLog:
             return False
         self.written += count
         self.healthy = True
+        self._unsynced = True
         return True
 
     def close(self, timeout: float = 5.0) -> None:

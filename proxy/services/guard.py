@@ -41,6 +41,7 @@ AUDIT_DOWN = Block(
     "audit_unavailable", "the audit log cannot be written; statements are refused until it recovers"
 )
 ENGINE_FAILED = Block("unparsable", "the statement could not be analysed")
+_HIT, _MISS = ("hit",), ("miss",)  # decision_cache label tuples, built once
 SCHEMA_DOWN = Block("schema_unavailable", "the schema of this database is not loaded yet; try again shortly")
 
 # How long one schema load may take before sessions stop waiting for it, and the backoff between
@@ -71,6 +72,9 @@ class _PolicyState:
     policy: Any
     engines: dict[Where, Engine] = field(default_factory=dict)
     valid: dict[Principal, bool] = field(default_factory=dict)  # principals checked against it
+    # The same answers by id(principal), with the principal itself to keep that id from being
+    # reused: a Principal hashes all its fields in Python, on every statement.
+    valid_by_id: dict[int, tuple[Principal, bool]] = field(default_factory=dict)
     access_changed: Block = field(init=False)
     audit_down: Block = field(init=False)
     engine_failed: Block = field(init=False)
@@ -101,6 +105,10 @@ class Guard:
         self.metrics = metrics
         self.audit = audit
         self.audit_required = audit_required
+        if audit is not None and audit_required:
+            # Its start records are written before their statements run: sync them to disk too,
+            # in batches (AuditLog's note says what that survives).
+            audit.durable = True
         self.masking_key = masking_key or masking.DEFAULT_KEY
         # Per upstream: how to read a database's schema, and the database a session naming none uses.
         self._schema_loaders = dict(schema_loaders or {})
@@ -360,14 +368,16 @@ class Guard:
         except Exception as exc:  # fail closed: an engine bug is a refusal, never a pass
             print(f"maskgate: decision failed: {exc!r}", file=sys.stderr)
             decision = _fingerprinted(state.engine_failed, sql, dialect)
-        m = self.metrics
-        m.child(m.decision_cache, "hit" if engine.cache_hits > hits else "miss").inc()
+        self.metrics.decision_cache.add(_HIT if engine.cache_hits > hits else _MISS)
         return decision
 
     @staticmethod
     def _still_valid(state: _PolicyState, principal: Principal) -> bool:
         """A reload may remove the user, move them to another role or change what the role may
         see; a session authenticated before it must not go on under its old rights."""
+        seen = state.valid_by_id.get(id(principal))
+        if seen is not None and seen[0] is principal:
+            return seen[1]
         ok = state.valid.get(principal)
         if ok is None:
             policy = state.policy
@@ -381,6 +391,9 @@ class Guard:
                 and (role.database_role if role is not None else None) == principal.database_role
             )
             state.valid[principal] = ok
+        if len(state.valid_by_id) >= 4096:  # one entry per session's principal: bounded
+            state.valid_by_id.clear()
+        state.valid_by_id[id(principal)] = (principal, ok)
         return ok
 
     def value_masker(self, cls: str | None, action: str) -> Callable[[Any], Any]:
@@ -453,29 +466,32 @@ class Guard:
         return True
 
     def record(self, rec: StatementRecord) -> None:
+        # Plain dictionary increments (metrics.Tally / Buckets): this runs for every statement.
         m = self.metrics
-        c = m.child
         d = rec.decision
+        role = rec.role
         if isinstance(d, Block):
-            c(m.queries, rec.protocol, rec.role, "block").inc()
-            c(m.blocked, rec.protocol, rec.role, m.reason_label(d.reason)).inc()
+            m.queries.add((rec.protocol, role, "block"))
+            m.blocked.add((rec.protocol, role, m.reason_label(d.reason)))
         else:
-            c(m.queries, rec.protocol, rec.role, "error" if rec.error else "allow").inc()
+            m.queries.add((rec.protocol, role, "error" if rec.error else "allow"))
             if rec.rows:
-                c(m.rows_returned, rec.role).inc(rec.rows)
+                m.rows_returned.add((role,), rec.rows)
             if rec.truncated:
-                c(m.truncated, rec.role).inc()
-            lookups = sum(p.lookups for p in d.parts())
-            if lookups and rec.event != "start":
-                c(m.masked_lookups, rec.role).inc(lookups)
+                m.truncated.add((role,))
+            if rec.event != "start":
+                # d.parts() without building a generator for the usual single statement.
+                lookups = sum(p.lookups for p in d.statements) if d.statements else d.lookups
+                if lookups:
+                    m.masked_lookups.add((role,), lookups)
         if self._masked_counts:
             # Copy and clear in place: the maskers' closures hold this very dict.
             counts = dict(self._masked_counts)
             self._masked_counts.clear()
             for cls, n in counts.items():
-                c(m.masked_values, cls).inc(n)
-        c(m.duration, "total").observe(rec.duration_s)
-        c(m.duration, "overhead").observe(rec.overhead_s)
+                m.masked_values.add((cls,), n)
+        m.duration.observe("total", rec.duration_s)
+        m.duration.observe("overhead", rec.overhead_s)
         if self.audit is not None:
             # Audit takes the revision the decision carries (engine and guard stamp theirs when
             # deciding); the one in force now only stands in for what no policy decided, the

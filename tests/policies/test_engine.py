@@ -3,6 +3,7 @@ session effects and fail-closed analysis."""
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -12,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies import Allow, Block, Engine, Schema, load_policy
-from policies.decision import PreparedEffect
+from policies.decision import ColumnMask, PreparedEffect
+from policies.engine import _ALLOW_FIELDS, _Learned
 from policies.names import TableName
 from policies.schema import Table
 from policies.sql.analysis import Analyzer
@@ -250,3 +252,21 @@ def test_a_restricted_role_may_not_send_statements_too_long_to_analyse(engine: E
     d = e.decide("vendor", long_in, database="crm")
     assert isinstance(d, Block) and "longer than" in d.message
     assert isinstance(e.decide("dba", long_in, database="crm"), Allow)
+
+
+def test_a_learned_shape_builds_each_hits_decision_as_replace_would() -> None:
+    a = Allow(
+        kind="select",
+        columns=(ColumnMask(0, "phone", "mobile", "mask"),),
+        row_limit=200,
+        detect=frozenset({"mobile"}),
+        tables=("public.t",),
+        classes=("mobile",),
+        lookups=1,
+        notes=("n",),
+        revision="r",
+        fingerprint="f",
+    )
+    learned = _Learned(a, None, tuple(getattr(a, f) for f in _ALLOW_FIELDS))
+    assert [f.name for f in fields(Allow)] == list(_ALLOW_FIELDS)
+    assert learned.with_sql("SELECT 1") == replace(a, rewritten_sql="SELECT 1")

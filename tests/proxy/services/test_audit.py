@@ -4,11 +4,16 @@ synchronous write-ahead of audit_required and what a failed write leaves behind.
 from __future__ import annotations
 
 import errno
+import hashlib
+import hmac
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policies.decision import Allow, Block
 from policies.sql.text import without_comments
@@ -253,3 +258,138 @@ def test_a_batch_that_hits_a_full_disk_is_cut_back_and_every_record_counted(
     log.close()  # the writer thread writes its last batch
     assert path.stat().st_size == size
     assert metrics.registry.get_sample_value("maskgate_audit_write_failures_total") == 3
+
+
+# Records are rendered from cached pieces; `to_json` is the reference they are held to.
+_TEXT = st.text(
+    st.one_of(st.characters(), st.sampled_from(['"', "\\", "\n", "\x00", "\udc95", "张", "\u2028"]))
+)
+_DECISIONS = st.one_of(
+    st.builds(
+        Allow,
+        kind=st.sampled_from(["select", "update", "empty"]),
+        tables=st.lists(_TEXT, max_size=3).map(tuple),
+        classes=st.lists(st.sampled_from(["mobile", "id_card", "person_name"]), max_size=3).map(tuple),
+        revision=st.sampled_from(["", "made-it"]),
+        fingerprint=st.sampled_from(["", "0123456789abcdef"]),
+    ),
+    st.builds(
+        Block,
+        reason=st.sampled_from(["class_denied", "unparsable", "other"]),
+        message=_TEXT,
+        tables=st.lists(_TEXT, max_size=2).map(tuple),
+        revision=st.sampled_from(["", "made-it"]),
+        fingerprint=st.sampled_from(["", "fedcba9876543210"]),
+    ),
+)
+_TIMES = st.one_of(
+    st.floats(0, 4e9, allow_nan=False),
+    st.integers(0, 4 * 10**9).map(lambda s: s + 0.9995),
+    st.integers(0, 4 * 10**9).map(lambda s: s + 0.9999995),
+    st.integers(0, 4 * 10**9).map(float),
+    st.just(None),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    sql=st.one_of(_TEXT, st.sampled_from(["SELECT 1 -- c\nFROM t WHERE phone = '13812345678'", "SELECT 1"])),
+    decision=_DECISIONS,
+    event=st.sampled_from(["", "start", "end", "refused"]),
+    who=st.tuples(_TEXT, _TEXT, _TEXT),
+    rows=st.integers(0, 10**12),
+    duration=st.one_of(st.floats(0, 1e6, allow_nan=False), st.sampled_from([0.0012, 0.0000005, 1e-9])),
+    error=st.one_of(st.none(), _TEXT),
+    outcome=st.sampled_from(["", "cancelled", "prepared"]),
+    flags=st.tuples(st.booleans(), st.booleans()),
+    ts=_TIMES,
+)
+def test_a_rendered_line_is_json_dumps_of_the_reference_record(
+    sql: str,
+    decision: Allow | Block,
+    event: str,
+    who: tuple[str, str, str],
+    rows: int,
+    duration: float,
+    error: str | None,
+    outcome: str,
+    flags: tuple[bool, bool],
+    ts: float | None,
+) -> None:
+    r = rec(sql, decision, event, rows=rows, duration_s=duration, error=error, outcome=outcome)
+    r.session, r.user, r.client = who
+    r.truncated, r.cancelled = flags
+    texts = audit_module._Texts(b"k", without_comments)
+    lines_ = audit_module._Lines(texts)
+    for _ in range(2):  # rendered, then from the caches
+        got = lines_.line(r, "in-force", ts)
+        if ts is None:  # now: the same second at most a tick apart; compare the rest
+            got = got[got.index('"event"') :]
+            want = json.dumps(audit_module.to_json(r, "in-force", None, texts), ensure_ascii=False)
+            assert got == want[want.index('"event"') :]
+        else:
+            assert got == json.dumps(audit_module.to_json(r, "in-force", ts, texts), ensure_ascii=False)
+
+
+def test_write_now_takes_the_records_queued_before_it_in_the_same_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, interval=60)  # the writer thread would not get to them for a minute
+    writes: list[bytes] = []
+    real_write = os.write
+
+    def counted(fd: int, data: bytes) -> int:
+        writes.append(bytes(data))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(audit_module.os, "write", counted)
+    try:
+        log.submit(rec("SELECT 1", Allow(kind="select"), "end", id="s1-1"), "r")
+        log.submit(rec("SELECT 2", Block("class_denied", "no")), "r")
+        assert log.write_now(rec("SELECT 3", Allow(kind="select"), "start", id="s1-3"), "r")
+        assert [(r["event"], r["id"]) for r in lines(path)] == [
+            ("end", "s1-1"),
+            ("refused", "s1-1"),
+            ("start", "s1-3"),
+        ]
+        assert len(writes) == 1 and log.written == 3
+    finally:
+        log.close()
+
+
+def test_a_durable_log_syncs_what_was_written_within_a_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(audit_module.os, "fdatasync", synced.append)
+    log = AuditLog(tmp_path / "audit.jsonl", interval=0.01, durable=True)
+    try:
+        assert log.write_now(rec("SELECT 1", Allow(kind="select"), "start"), "r")
+        for _ in range(200):
+            if synced:
+                break
+            time.sleep(0.01)
+        assert synced
+        n = len(synced)
+        time.sleep(0.05)
+        assert len(synced) == n  # nothing new written: nothing synced
+    finally:
+        log.close()
+
+
+def test_a_record_the_cached_pieces_cannot_key_is_rendered_by_the_reference(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    odd = rec("SELECT 1", Allow(kind="select", tables=["public.t"]), "start")  # type: ignore[arg-type]
+    log.submit(odd, "r")
+    log.close()
+    (line,) = lines(path)
+    assert line["tables"] == ["public.t"] and line["sql"] == "SELECT 1"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200), st.binary(max_size=300))
+def test_the_keyed_hash_is_hmac_sha256(key: bytes, raw: bytes) -> None:
+    texts = audit_module._Texts(key, None)
+    assert texts.keyed_hash(raw) == hmac.new(key, raw, hashlib.sha256).hexdigest()[:32]
