@@ -23,8 +23,8 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check proxy policies masking tests bench
-	$(BIN)/ruff format --check proxy policies masking tests bench
+	$(BIN)/ruff check proxy policies masking tests bench setup.py
+	$(BIN)/ruff format --check proxy policies masking tests bench setup.py
 
 demo: install
 	$(BIN)/maskgate demo

@@ -93,6 +93,7 @@ class App:
             on_failure=self.metrics.audit_failures.inc,
             key=cfg.masking_key,
             statement_text=without_comments,
+            shared=cfg.workers > 1,
         )
         pg = cfg.postgres
         loaders, defaults = schema_loaders(cfg)

@@ -327,8 +327,12 @@ class AuditLog:
         key: bytes = b"",
         statement_text: StatementText | None = None,
         durable: bool = False,
+        shared: bool = False,
     ) -> None:
         self.path = path
+        # Other processes (workers) append to the same file: a failed write must never cut the
+        # file back, which could take their records with it.
+        self.shared = shared
         self.interval = interval
         self._on_failure = on_failure
         self._texts = _Texts(key or masking.DEFAULT_KEY, statement_text)
@@ -472,7 +476,8 @@ class AuditLog:
 
     def _write(self, text: str, count: int) -> bool:
         """Write whole lines (the caller holds the lock). A write that fails part-way is cut
-        back, so the file never holds half a record that the next write would run into."""
+        back, so the file never holds half a record that the next write would run into; in a
+        file shared with other workers it is ended with a newline instead (see `shared`)."""
         if self._stream is not None:
             try:
                 self._stream.write(text)
@@ -496,6 +501,7 @@ class AuditLog:
             return False
         data = memoryview(text.encode("utf-8", "backslashreplace"))
         size = -1
+        written = 0
         try:
             st = os.fstat(fd)
             if self._rotated(st):
@@ -509,9 +515,17 @@ class AuditLog:
                 st = os.fstat(fd)
             size = st.st_size
             while data:
-                data = data[os.write(fd, data) :]
+                n = os.write(fd, data)
+                written += n
+                data = data[n:]
         except OSError as exc:
-            if size >= 0:
+            if self.shared:
+                # Records of other workers may follow ours: end our half line instead, so the
+                # next record starts on a line of its own and readers skip only the broken one.
+                if written:
+                    with contextlib.suppress(OSError):
+                        os.write(fd, b"\n")
+            elif size >= 0:
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, size)
             for _ in range(count):

@@ -3,6 +3,7 @@ synchronous write-ahead of audit_required and what a failed write leaves behind.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import hmac
@@ -393,3 +394,35 @@ def test_a_record_the_cached_pieces_cannot_key_is_rendered_by_the_reference(tmp_
 def test_the_keyed_hash_is_hmac_sha256(key: bytes, raw: bytes) -> None:
     texts = audit_module._Texts(key, None)
     assert texts.keyed_hash(raw) == hmac.new(key, raw, hashlib.sha256).hexdigest()[:32]
+
+
+def test_a_shared_log_is_never_cut_back_on_a_failed_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `workers: N` every worker appends to one file: cutting it back to the size seen before
+    a failed write would delete records another worker appended meanwhile."""
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, interval=60, shared=True)
+    assert log.write_now(rec("SELECT 1", Allow(kind="select"), "start"), "r")
+    real_write = os.write
+
+    def disk_full(fd: int, data: bytes) -> int:
+        if len(data) > 10:
+            real_write(fd, bytes(data[:10]))
+            with open(path, "a") as other:  # another worker's record lands meanwhile
+                other.write('{"event": "other-worker"}\n')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(audit_module.os, "write", disk_full)
+    assert not log.write_now(rec("SELECT 2", Allow(kind="select"), "start"), "r")
+    monkeypatch.setattr(audit_module.os, "write", real_write)
+    assert log.write_now(rec("SELECT 3", Allow(kind="select"), "start"), "r")
+    log.close()
+    text = path.read_text()
+    assert '{"event": "other-worker"}' in text
+    # Only the broken line is lost to a reader: the records before and after it are whole lines.
+    whole = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            whole.append(json.loads(line))
+    assert [r.get("sql") for r in whole if "sql" in r] == ["SELECT 1", "SELECT 3"]
