@@ -188,9 +188,12 @@ def test_combining_marks_on_digits_do_not_hide_a_number(mark: str) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="leak (reference and native alike): decimal digits of other scripts (Arabic-Indic, "
-    "Devanagari ...) are not compatibility characters, NFKC keeps them and no [0-9] regex sees them",
+    "Devanagari ...) are not compatibility characters, NFKC keeps them and no [0-9] regex sees them; "
+    "parenthesised, full-stop and comma digits (⑴ ⒈ 🄁) fold to '(1)', '1.', '1,' and break the run",
 )
-@pytest.mark.parametrize("zero", [0x0660, 0x06F0, 0x0966, 0x09E6, 0x0E50])
+# chr(zero + d) is digit d: other scripts' zeros, then the bases of ⑴, ⒈ and 🄁 (which have no zero;
+# MOBILE has none either).
+@pytest.mark.parametrize("zero", [0x0660, 0x06F0, 0x0966, 0x09E6, 0x0E50, 0x2473, 0x2487, 0x1F101])
 def test_other_script_digits_are_masked(zero: int) -> None:
     number = "".join(chr(zero + int(c)) for c in MOBILE)
     masked = _same_as_reference(f"手机{number}")
