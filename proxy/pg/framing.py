@@ -66,11 +66,13 @@ class Framer:
             self.paused_at = -1
             self._paused = b""
         if self._pending:
-            self._pending += data
-            if len(self._pending) < self._needed():
+            if len(self._pending) + len(data) < self._needed():
                 # A large message arriving in chunks: do not copy the buffer on every chunk.
+                self._pending += data
                 return b"", iter(())
-            buf = bytes(self._pending)
+            # The held tail and the new read in one copy (appending the read to the tail and
+            # then copying that out was two, and most reads of a stream of rows have a tail).
+            buf = b"".join((self._pending, data))
             self._pending.clear()
         else:
             buf = bytes(data) if not isinstance(data, bytes) else data
