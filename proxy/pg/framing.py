@@ -18,6 +18,7 @@ MAX_STARTUP_PACKET = 10_000  # PostgreSQL's own limit for the untyped startup pa
 # Every message a client sends before it is authenticated (SASL, password, GSS) is small; a large
 # length header there is an attack on memory, refused before its body is read.
 MAX_PREAUTH_MESSAGE = 10_000
+PAUSE_MIN = 256  # see Framer.pause_min
 
 
 class FramingError(ValueError):
@@ -33,7 +34,7 @@ class Framer:
     including its header, the body starts at `start + header`.
     """
 
-    __slots__ = ("_paused", "_pending", "_startup", "max_message", "pause_rows", "paused_at")
+    __slots__ = ("_paused", "_pending", "_startup", "max_message", "pause_min", "pause_rows", "paused_at")
 
     def __init__(self, *, startup: bool = False, max_message: int = DEFAULT_MAX_MESSAGE) -> None:
         self._pending = bytearray()
@@ -42,8 +43,10 @@ class Framer:
         # With `pause_rows`, typed framing stops after the first DataRow of a run: a consumer
         # that masks the whole run natively then resumes past it (`resume`), so a buffer of rows
         # costs one Python step, not one per row. `paused_at` is where framing stopped (-1: it
-        # did not).
+        # did not). It does not pause with fewer than `pause_min` bytes left: framing the end of
+        # a point lookup's answer (CommandComplete, ReadyForQuery) costs less than a resume.
         self.pause_rows = False
+        self.pause_min = PAUSE_MIN
         self._paused = b""
         self.paused_at = -1
 
@@ -119,6 +122,7 @@ class Framer:
         unpack = _I32.unpack_from
         limit = self.max_message
         pause = self.pause_rows
+        pause_end = end - self.pause_min
         error: FramingError | None = None
         while pos < end:
             c = buf[pos]
@@ -140,7 +144,7 @@ class Framer:
             append((buf[pos : pos + 1], pos, stop))
             pos = stop
             if c == 68:  # DataRow
-                if pause and not in_rows and pos < end:
+                if pause and not in_rows and pos < end and pos <= pause_end:
                     self._paused = buf
                     self.paused_at = pos
                     return iter(frames)

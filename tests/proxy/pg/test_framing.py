@@ -174,10 +174,12 @@ def test_a_paused_framer_resumed_where_it_paused_gives_the_same_frames(
         want.append(str(e))
     paused = Framer(max_message=limit)
     paused.pause_rows = True
+    paused.pause_min = 0
     assert _paused_collect(paused, buf, skip_rows=False) == want
     assert bytes(paused._pending) == bytes(plain._pending)
     skipping = Framer(max_message=limit)
     skipping.pause_rows = True
+    skipping.pause_min = 0
     got = _paused_collect(skipping, buf, skip_rows=True)
     assert set(map(str, got)) <= set(map(str, want))
     assert [f for f in got if not isinstance(f, tuple) or f[0] != b"D"] == [
@@ -189,7 +191,7 @@ def test_a_paused_framer_resumed_where_it_paused_gives_the_same_frames(
 def test_a_pause_the_consumer_left_is_forgotten_at_the_next_buffer() -> None:
     """A consumer that closed mid-buffer leaves framing paused; the next feed starts afresh."""
     f = Framer()
-    f.pause_rows = True
+    f.pause_rows, f.pause_min = True, 0
     _, frames = f.feed(ROWS[0] + ROWS[1])
     assert [t for t, _, _ in frames] == [b"D"] and f.paused_at == len(ROWS[0])
     _, frames = f.feed(PIECES[3])

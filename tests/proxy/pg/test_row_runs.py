@@ -50,6 +50,7 @@ def _run(
     gate = FakeGate(decide)
     s, _, _ = login(gate, unrestricted=not restricted)
     s._uf.pause_rows = pause
+    s._uf.pause_min = 0
     s.handle(ClientData(m.Query("SELECT id, phone, note FROM t").serialize()))
     out = bytearray()
     last = 0
