@@ -28,6 +28,7 @@ from proxy.pg import messages as m
 from proxy.pg.context import Context
 from proxy.pg.cursors import Cursors
 from proxy.pg.expect import Answer, Expected, ExpectQueue, Sent
+from proxy.pg.framing import Framer
 from proxy.pg.rowmask import PASS_THROUGH, CopyPlan, RowPlan, plan_rows
 from proxy.services.rows import Unmaskable
 from proxy.services.statement import AUDIT_FAILED, STALE, PlanCache, RowCount, part, withheld_message
@@ -316,6 +317,9 @@ class Relay:
         # share one namespace with protocol portals (the server's pg_cursors lists both).
         self.cursors = Cursors()
         self._unknown = Allow(kind="unknown")
+        # The upstream framer, set by the session once the relay owns the stream: resumed past
+        # a run of rows masked in one native call (see `upstream_frames`).
+        self.upstream_framer: Framer | None = None
         # The client went away (or maskgate is shutting down) and what was running upstream was
         # cancelled: what did not complete is recorded as cancelled.
         self.cancel_sent = False
@@ -916,111 +920,118 @@ class Relay:
         ncols = -1
         walked = 0  # the native walker consumed the messages before this offset
         max_len = self.ctx.cfg.max_message
-        for mtype, start, end in frames:
-            if start < walked:
-                continue
-            if out.closed:
-                break
-            if self.upstream_phase is UpstreamPhase.BATCH_REFUSED and mtype != b"Z":
-                # The client was told this batch failed: process (to keep the queue and the
-                # statement maps right) but show nothing until ReadyForQuery.
-                if run_start >= 0:
-                    emit(mv[run_start:run_end])
-                    run_start = -1
-                if mtype != b"D":
-                    mark = len(to_client)
-                    self._on_message(mtype, mv[start + 5 : end])
-                    del to_client[mark:]
-                continue
-            if mtype == b"D":
-                if res is None:
-                    # First row of a burst: the result, its plan and limit hold for the burst.
-                    head = self.queue.head
-                    res = self._current_result(head)
+        framer = self.upstream_framer
+        while True:
+            for mtype, start, end in frames:
+                if start < walked:
+                    continue
+                if out.closed:
+                    break
+                if self.upstream_phase is UpstreamPhase.BATCH_REFUSED and mtype != b"Z":
+                    # The client was told this batch failed: process (to keep the queue and the
+                    # statement maps right) but show nothing until ReadyForQuery.
+                    if run_start >= 0:
+                        emit(mv[run_start:run_end])
+                        run_start = -1
+                    if mtype != b"D":
+                        mark = len(to_client)
+                        self._on_message(mtype, mv[start + 5 : end])
+                        del to_client[mark:]
+                    continue
+                if mtype == b"D":
                     if res is None:
-                        raise ProtocolViolation("DataRow outside a result")
-                    plan = None
-                    if restricted and res.phase is not ResultPhase.REFUSED:
-                        plan = self._plan(required(head, "result"), res)
-                    count = res.rows
-                    limit = count.limit
-                    swallow = res.phase is ResultPhase.REFUSED
-                    ncols = res.ncols
-                if swallow:
-                    continue
-                if restricted and (end - start < 7 or unpack_i16(buf, start + 5)[0] != ncols):
-                    # A column the description did not announce has no type, so no mask or
-                    # detector can be chosen for it: fail closed instead of passing it on.
-                    raise ProtocolViolation("DataRow does not match its RowDescription")
-                # RowCount.admit, inlined: a method call per row would cost a tenth of the loop.
-                if limit is not None and count.sent >= limit:
-                    count.truncated = True
-                    continue
-                walker = plan if plan is not None else PASS_THROUGH
-                if walker is not None and walker.native is not None:
-                    # The run of DataRows from here, masked in one native call; a row it stops
-                    # before (malformed, rejected) comes back through the reference path below.
-                    new, walked, rows, n = walker.walk(
-                        buf,
-                        start,
-                        len(buf),
-                        -1 if limit is None else limit - count.sent,
-                        ncols if restricted else -1,
-                        max_len,
-                    )
-                    if rows:
-                        count.sent += rows
-                        count.sent_call += rows
-                        count.masked += n
+                        # First row of a burst: the result, its plan and limit hold for the burst.
+                        head = self.queue.head
+                        res = self._current_result(head)
+                        if res is None:
+                            raise ProtocolViolation("DataRow outside a result")
+                        plan = None
+                        if restricted and res.phase is not ResultPhase.REFUSED:
+                            plan = self._plan(required(head, "result"), res)
+                        count = res.rows
+                        limit = count.limit
+                        swallow = res.phase is ResultPhase.REFUSED
+                        ncols = res.ncols
+                    if swallow:
+                        continue
+                    if restricted and (end - start < 7 or unpack_i16(buf, start + 5)[0] != ncols):
+                        # A column the description did not announce has no type, so no mask or
+                        # detector can be chosen for it: fail closed instead of passing it on.
+                        raise ProtocolViolation("DataRow does not match its RowDescription")
+                    # RowCount.admit, inlined: a method call per row would cost a tenth of the loop.
+                    if limit is not None and count.sent >= limit:
+                        count.truncated = True
+                        continue
+                    walker = plan if plan is not None else PASS_THROUGH
+                    if walker is not None and walker.native is not None:
+                        # The run of DataRows from here, masked in one native call; a row it stops
+                        # before (malformed, rejected) comes back through the reference path below.
+                        new, walked, rows, n = walker.walk(
+                            buf,
+                            start,
+                            len(buf),
+                            -1 if limit is None else limit - count.sent,
+                            ncols if restricted else -1,
+                            max_len,
+                        )
+                        if rows:
+                            count.sent += rows
+                            count.sent_call += rows
+                            count.masked += n
+                            if new is not None:
+                                if run_start >= 0:
+                                    emit(mv[run_start:run_end])
+                                    run_start = -1
+                                emit(new)
+                            elif run_start >= 0 and run_end == start:
+                                run_end = walked
+                            else:
+                                if run_start >= 0:
+                                    emit(mv[run_start:run_end])
+                                run_start, run_end = start, walked
+                            continue
+                    count.sent += 1
+                    count.sent_call += 1
+                    if plan is not None:
+                        new, n = plan.apply(buf, start, end)
                         if new is not None:
+                            count.masked += n
                             if run_start >= 0:
                                 emit(mv[run_start:run_end])
                                 run_start = -1
                             emit(new)
-                        elif run_start >= 0 and run_end == start:
-                            run_end = walked
-                        else:
-                            if run_start >= 0:
-                                emit(mv[run_start:run_end])
-                            run_start, run_end = start, walked
-                        continue
-                count.sent += 1
-                count.sent_call += 1
-                if plan is not None:
-                    new, n = plan.apply(buf, start, end)
-                    if new is not None:
-                        count.masked += n
+                            continue
+                    passthrough = True
+                else:
+                    res = None
+                    mark = len(to_client)
+                    # `_on_message`, inlined: once per message of every answer.
+                    handler = unqueued.get(mtype)
+                    if handler is not None:
+                        passthrough = handler(mv[start + 5 : end])
+                    else:
+                        entry, finished = self.queue.answer(mtype)
+                        passthrough = answers[entry.sent](mtype, mv[start + 5 : end], entry, finished)
+                    if run_start >= 0 and (len(to_client) > mark or out.closed):
+                        # The handler answered in the server's place (or closed): earlier messages
+                        # go first.
+                        to_client.insert(mark, mv[run_start:run_end])
+                        run_start = -1
+                if passthrough:
+                    if run_start >= 0 and run_end == start:
+                        run_end = end
+                    else:
                         if run_start >= 0:
                             emit(mv[run_start:run_end])
-                            run_start = -1
-                        emit(new)
-                        continue
-                passthrough = True
-            else:
-                res = None
-                mark = len(to_client)
-                # `_on_message`, inlined: once per message of every answer.
-                handler = unqueued.get(mtype)
-                if handler is not None:
-                    passthrough = handler(mv[start + 5 : end])
-                else:
-                    entry, finished = self.queue.answer(mtype)
-                    passthrough = answers[entry.sent](mtype, mv[start + 5 : end], entry, finished)
-                if run_start >= 0 and (len(to_client) > mark or out.closed):
-                    # The handler answered in the server's place (or closed): earlier messages
-                    # go first.
-                    to_client.insert(mark, mv[run_start:run_end])
+                        run_start, run_end = start, end
+                elif run_start >= 0:
+                    emit(mv[run_start:run_end])
                     run_start = -1
-            if passthrough:
-                if run_start >= 0 and run_end == start:
-                    run_end = end
-                else:
-                    if run_start >= 0:
-                        emit(mv[run_start:run_end])
-                    run_start, run_end = start, end
-            elif run_start >= 0:
-                emit(mv[run_start:run_end])
-                run_start = -1
+            # The framer paused after the first DataRow of a run (`Framer.pause_rows`): go on
+            # past the rows the walker already masked, not through them one frame at a time.
+            if out.closed or framer is None or framer.paused_at < 0:
+                break
+            frames = framer.resume(max(framer.paused_at, walked))
         if run_start >= 0 and not out.closed:
             emit(mv[run_start:run_end])
 

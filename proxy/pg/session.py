@@ -174,6 +174,8 @@ class PgSession(ClosingHandlers):
             # The login's last message was the upstream's ReadyForQuery: whatever came after it
             # in the same read is the relay's.
             relay = self.relay = Relay(self.ctx)
+            relay.upstream_framer = self._uf
+            self._uf.pause_rows = True  # only the relay resumes a paused framer
             self._cf.max_message = self.ctx.cfg.max_message
             self.phase = PHASES.move(self.phase, Phase.RELAY)
             self._client_frames = relay.client_frames

@@ -234,6 +234,9 @@ class _Lines:
         self.texts = texts
         self._who: dict[tuple[object, ...], str] = {}
         self._decisions: dict[tuple[object, ...], str] = {}
+        # An end record's outcome, error and cancelled members, which nearly every statement
+        # shares ("ok", null, false): one lookup instead of rendering three values.
+        self._ends: dict[tuple[object, ...], str] = {}
         # (second, its date and time of day): one attribute, so a reader never pairs a second with
         # another one's text.
         self._second: tuple[int, str] = (-1, "")
@@ -301,10 +304,25 @@ class _Lines:
         head = f'{{"ts": "{self.ts(ts)}", "event": {_enc(event)}, "id": {_val(rec.id)}, {self.who(rec)}'
         if event == "end":
             outcome = rec.outcome or ("error" if rec.error else "ok")
+            error, cancelled = rec.error, rec.cancelled
+            # Only exact types are keys: True == 1 == 1.0 must not share a rendering.
+            if type(cancelled) is bool and type(outcome) is str and (error is None or type(error) is str):
+                k = (outcome, error, cancelled)
+                status = self._ends.get(k)
+                if status is None:
+                    status = (
+                        f'"outcome": {_val(outcome)}, "error": {_val(error)}, "cancelled": {_val(cancelled)}'
+                    )
+                    if len(self._ends) >= self.MAX:
+                        self._ends.clear()
+                    self._ends[k] = status
+            else:
+                status = f'"outcome": {_val(outcome)}, "error": {_val(error)}, "cancelled": {_val(cancelled)}'
+            t = rec.truncated
+            truncated = "true" if t is True else "false" if t is False else _val(t)
             return (
-                f'{head}, "outcome": {_val(outcome)}, "error": {_val(rec.error)}, '
-                f'"cancelled": {_val(rec.cancelled)}, "rows": {_val(rec.rows)}, '
-                f'"masked": {_val(rec.masked)}, "truncated": {_val(rec.truncated)}, '
+                f'{head}, {status}, "rows": {_val(rec.rows)}, "masked": {_val(rec.masked)}, '
+                f'"truncated": {truncated}, '
                 f'"duration_ms": {_val(round(rec.duration_s * 1000, 3))}}}'
             )
         return f"{head}, {self.texts.fragment(rec.sql, rec.dialect)}, {self.decision(rec, revision)}}}"

@@ -128,3 +128,71 @@ def test_typed_split_all_at_once_is_the_generator(chunks: list[bytes], limit: in
         assert out_got == out_want
         if not out_got or not isinstance(out_got[-1], str):
             assert bytes(got._pending) == bytes(want._pending)
+
+
+def _paused_collect(framer: Framer, buf: bytes, skip_rows: bool) -> list[object]:
+    """Frames of `buf` from a framer with `pause_rows`, resumed where it paused, or (`skip_rows`)
+    past the run of DataRows it paused in, as the relay does after a native walk."""
+    out: list[object] = []
+    frames = framer._split_typed(buf)
+    try:
+        while True:
+            out.extend(frames)
+            if framer.paused_at < 0:
+                return out
+            pos = framer.paused_at
+            if skip_rows:
+                while pos + 5 <= len(buf) and buf[pos] == 68:
+                    stop = pos + 1 + int.from_bytes(buf[pos + 1 : pos + 5], "big", signed=True)
+                    if stop > len(buf) or stop <= pos + 4:
+                        break
+                    pos = stop
+            frames = framer.resume(pos)
+    except FramingError as e:
+        out.append(str(e))
+    return out
+
+
+ROWS = [m.DataRow((b"r%d" % i, None)).serialize() for i in range(3)]
+PIECES = [*ROWS, m.CommandComplete("SELECT 3").serialize(), m.ReadyForQuery(b"I").serialize()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=12), st.binary(max_size=8), st.integers(4, 40))
+def test_a_paused_framer_resumed_where_it_paused_gives_the_same_frames(
+    pieces: list[bytes], tail: bytes, limit: int
+) -> None:
+    """`pause_rows` only cuts the frame list after the first DataRow of a run: resumed where it
+    paused, the same messages, error and kept tail as without it; resumed past the run, the
+    same minus the rest of that run (the rows a native walk consumed)."""
+    buf = b"".join(pieces) + tail
+    plain = Framer(max_message=limit)
+    want: list[object] = []
+    try:
+        want.extend(plain._split_typed(buf))
+    except FramingError as e:
+        want.append(str(e))
+    paused = Framer(max_message=limit)
+    paused.pause_rows = True
+    paused.pause_min = 0
+    assert _paused_collect(paused, buf, skip_rows=False) == want
+    assert bytes(paused._pending) == bytes(plain._pending)
+    skipping = Framer(max_message=limit)
+    skipping.pause_rows = True
+    skipping.pause_min = 0
+    got = _paused_collect(skipping, buf, skip_rows=True)
+    assert set(map(str, got)) <= set(map(str, want))
+    assert [f for f in got if not isinstance(f, tuple) or f[0] != b"D"] == [
+        f for f in want if not isinstance(f, tuple) or f[0] != b"D"
+    ]
+    assert bytes(skipping._pending) == bytes(plain._pending)
+
+
+def test_a_pause_the_consumer_left_is_forgotten_at_the_next_buffer() -> None:
+    """A consumer that closed mid-buffer leaves framing paused; the next feed starts afresh."""
+    f = Framer()
+    f.pause_rows, f.pause_min = True, 0
+    _, frames = f.feed(ROWS[0] + ROWS[1])
+    assert [t for t, _, _ in frames] == [b"D"] and f.paused_at == len(ROWS[0])
+    _, frames = f.feed(PIECES[3])
+    assert f.paused_at == -1 and [t for t, _, _ in frames] == [b"C"]
