@@ -119,8 +119,14 @@ def column_action(
     (`ColumnMask.derived`) is CONSTANT: the protocol sends its type's constant for every value.
     """
     if column is None or column.action == "clear":
-        scannable = kind in _BINARY_IS_TEXT if binary else kind in _FREE_TEXT
-        return ColumnAction(Op.DETECT, classes=detect) if detect and scannable else CLEAR
+        if not detect or kind not in _FREE_TEXT:
+            return CLEAR
+        if binary and kind not in _BINARY_IS_TEXT:
+            # An array, composite, enum or domain in its binary form: its text is inside a
+            # structure the detectors cannot read, and passing it clear would pass a number
+            # the same value in text form has masked. Ask for text format instead.
+            return REFUSE
+        return ColumnAction(Op.DETECT, classes=detect)
     action = column.action
     if action == "null":
         return NULL

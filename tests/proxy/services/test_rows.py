@@ -34,8 +34,10 @@ TABLE = {
     K.NUMERIC: ("clear", "clear", "mask", "mask"),
     K.BYTES: ("clear", "clear", "mask", "mask"),
     K.SCALAR: ("clear", "clear", "null", "refuse"),
-    K.STRUCTURED: ("detect", "clear", "null", "refuse"),
-    K.OTHER: ("detect", "clear", "mask", "refuse"),
+    # Binary arrays, composites, enums, addresses: the detectors cannot read inside them, and
+    # passing them clear passed numbers their text form masks (red team, issue 12): refused.
+    K.STRUCTURED: ("detect", "refuse", "null", "refuse"),
+    K.OTHER: ("detect", "refuse", "mask", "refuse"),
 }
 
 
