@@ -558,6 +558,49 @@ static int gate(const scan_t *s) {
     return 0;
 }
 
+/* ---- wider groupings: the reference's only, so "unsure" ---- */
+
+static inline int group_sep(u8 c) { return c == ' ' || c == '\t' || c == '-' || c == '(' || c == ')'; }
+
+/* 1 when the text may hold a match of the wider groupings of detectors.py (_PHONE_SEP,
+ * _GROUP_SEP, the grouped ID forms) that the single-separator grammar this core implements would
+ * not make (or would make differently): on such text only the reference is sure. Every such match
+ * has, between two digits, a run of [ \t()-] that is
+ *   - two or more spaces and dashes (card groups, phone groups), or
+ *   - one holding a tab or bracket (phone groups only, _PHONE_SEP) after a run ending in the
+ *     national number's first group or first two (1xx, 1xx1234, with 86/0086 glued in front) or
+ *     after a middle group of 4, and before at least 4 digits; or
+ *   - one to three long between six digits and six digits (an ID in groups).
+ * Narrow on purpose: (010)2345-6789 and 010 2345 6789 keep the fast path. */
+static int wide_gap(const u8 *b, size_t n) {
+    size_t run = 0; /* digits ending at i */
+    for (size_t i = 0; i < n; i++) {
+        if (isd(b[i])) {
+            run++;
+            continue;
+        }
+        if (!run || !group_sep(b[i])) {
+            run = 0;
+            continue;
+        }
+        size_t j = i;
+        int phone_only = 0;
+        while (j < n && group_sep(b[j])) phone_only |= b[j] == '(' || b[j] == ')' || b[j] == '\t', j++;
+        size_t k = j - i, after = 0;
+        while (j + after < n && isd(b[j + after])) after++;
+        if (after) {
+            /* the national number's 1xx or 1xx1234 (with 86 or 0086 glued in front: 2 or 4 more) */
+            int mobile_group = ((run == 3 || run == 5 || run == 7) && b[i - 3] == '1') || run == 4 || run == 7 ||
+                               run == 9 || run == 11;
+            if (phone_only ? mobile_group && after >= 4 : k >= 2) return 1;
+            if (k <= 3 && run >= 6 && after >= 6) return 1;
+        }
+        run = 0;
+        i = j - 1;
+    }
+    return 0;
+}
+
 /* ---- input check ---- */
 
 int mg_fold_stable(unsigned cp) {
@@ -723,6 +766,7 @@ int mg_find_digits_ex(const char *utf8, size_t len, unsigned classes, unsigned f
     if (!input_ok(&s, flags & MG_NORMALIZED)) return -1;
     classes &= MG_ALL_DIGIT_CLASSES;
     if (!classes) return 0;
+    if (wide_gap(s.b, len)) return -1;
     /* The segments are found once: the first pass stops at the end, or at 64 segments and then
      * the second pass finds them again. */
     size_t seg[64][2], nseg = 0, pos = 0;
