@@ -766,18 +766,23 @@ int mg_find_digits_ex(const char *utf8, size_t len, unsigned classes, unsigned f
     if (!input_ok(&s, flags & MG_NORMALIZED)) return -1;
     classes &= MG_ALL_DIGIT_CLASSES;
     if (!classes) return 0;
-    if (wide_gap(s.b, len)) return -1;
     /* The segments are found once: the first pass stops at the end, or at 64 segments and then
      * the second pass finds them again. */
     size_t seg[64][2], nseg = 0, pos = 0;
     int open = 0;
+    /* A wider grouping (wide_gap) lies inside one segment, as all its characters are in_segment:
+     * checking each segment once costs nothing on text without digits. */
     while (nseg < 64 && next_segment(s.b, len, &pos, &s.lo, &s.n)) {
+        if (wide_gap(s.b + s.lo, s.n - s.lo)) return -1;
         seg[nseg][0] = s.lo;
         seg[nseg++][1] = s.n;
         open = open || gate(&s);
     }
     int more = nseg == 64;
-    while (!open && next_segment(s.b, len, &pos, &s.lo, &s.n)) open = gate(&s);
+    while (!open && next_segment(s.b, len, &pos, &s.lo, &s.n)) {
+        if (wide_gap(s.b + s.lo, s.n - s.lo)) return -1;
+        open = gate(&s);
+    }
     if (!open) return 0;
     /* detectors._FINDERS; the order of candidates is immaterial (resolve sorts on a total order) */
     for (size_t i = 0; i < nseg; i++) {
@@ -785,8 +790,13 @@ int mg_find_digits_ex(const char *utf8, size_t len, unsigned classes, unsigned f
         s.n = seg[i][1];
         find_in_segment(&s, classes);
     }
-    for (pos = nseg ? seg[nseg - 1][1] : 0; more && next_segment(s.b, len, &pos, &s.lo, &s.n);)
+    for (pos = nseg ? seg[nseg - 1][1] : 0; more && next_segment(s.b, len, &pos, &s.lo, &s.n);) {
+        if (wide_gap(s.b + s.lo, s.n - s.lo)) {
+            s.unsure = 1;
+            break;
+        }
         find_in_segment(&s, classes);
+    }
     int result = -1;
     if (!s.unsure) {
         mg_span kept_local[32];

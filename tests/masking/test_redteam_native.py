@@ -74,6 +74,18 @@ def test_gate_opened_only_after_the_64th_segment() -> None:
     assert MOBILE not in masked and CARD not in masked
 
 
+@pytest.mark.parametrize("before", [0, 3, 63, 64, 65, 70])
+def test_wider_grouping_in_any_segment(before: int) -> None:
+    # C checks each segment for a wider grouping (then it is unsure) in each of its three passes:
+    # before the 64th segment, after it until the gate opens, and after the gate opened.
+    grouped = f"手机 {MOBILE[:3]} - {MOBILE[3:7]} - {MOBILE[7:]}，"
+    for text in (
+        "编号12，" * before + grouped + "编号34，" * 5,
+        "编号12，" * before + f"卡号{CARD}，" + "编号34，" * 3 + grouped,
+    ):
+        assert MOBILE not in _visible_digits(_same_as_reference(text))
+
+
 @pytest.mark.parametrize("count", [31, 32, 33, 65, 200])
 def test_more_spans_than_the_stack_buffers(count: int) -> None:
     # 32 spans fit on the C stack (candidates and kept spans); non-ASCII also exercises the heap copy.
