@@ -94,3 +94,12 @@ def test_disguised_numbers_are_masked_on_both_paths(case: tuple[str, str]) -> No
 def _reference_detect(text: str) -> list[d.Span]:
     with patch.object(d, "_native", None):
         return d.detect_in(text, ALL)
+
+
+def test_display_rule_applies_through_invisible_characters_and_other_scripts() -> None:
+    # shapes.scan skips what the fold deletes and reads other scripts' digits, so the class's
+    # display rule (not the generic all-stars) hides the same digits it hides in plain ASCII.
+    assert FAST("手机138\u200b1234\u200b5678") == "手机138\u200b****\u200b5678"
+    assert FAST("手机١٣٨١٢٣٤٥٦٧٨") == "手机١٣٨****٥٦٧٨"
+    assert FAST("身份证 110101 19900307 1233") == "身份证 110*** ******** 1233"
+    assert FAST("手机 (138)1234-5678") == "手机 (138)****-5678"
