@@ -566,8 +566,9 @@ static inline int group_sep(u8 c) { return c == ' ' || c == '\t' || c == '-' || 
  * _GROUP_SEP, the grouped ID forms) that the single-separator grammar this core implements would
  * not make (or would make differently): on such text only the reference is sure. Every such match
  * has, between two digits, a run of [ \t()-] that is
- *   - two or more spaces and dashes (card groups, phone groups), or
- *   - one holding a tab or bracket (phone groups only, _PHONE_SEP) after a run ending in the
+ *   - two or more long without a bracket (card, phone, landline and ID groups), or three or
+ *     more with one (a landline's area code in brackets, then two or more separators), or
+ *   - one holding a bracket (mobile groups only, _PHONE_SEP) after a run ending in the
  *     national number's first group or first two (1xx, 1xx1234, with 86/0086 glued in front) or
  *     after a middle group of 4, and before at least 4 digits; or
  *   - one to three long between six digits and six digits (an ID in groups).
@@ -584,15 +585,15 @@ static int wide_gap(const u8 *b, size_t n) {
             continue;
         }
         size_t j = i;
-        int phone_only = 0;
-        while (j < n && group_sep(b[j])) phone_only |= b[j] == '(' || b[j] == ')' || b[j] == '\t', j++;
+        int bracket = 0;
+        while (j < n && group_sep(b[j])) bracket |= b[j] == '(' || b[j] == ')', j++;
         size_t k = j - i, after = 0;
         while (j + after < n && isd(b[j + after])) after++;
         if (after) {
             /* the national number's 1xx or 1xx1234 (with 86 or 0086 glued in front: 2 or 4 more) */
             int mobile_group = ((run == 3 || run == 5 || run == 7) && b[i - 3] == '1') || run == 4 || run == 7 ||
                                run == 9 || run == 11;
-            if (phone_only ? mobile_group && after >= 4 : k >= 2) return 1;
+            if (bracket ? (mobile_group && after >= 4) || k >= 3 : k >= 2) return 1;
             if (k <= 3 && run >= 6 && after >= 6) return 1;
         }
         run = 0;

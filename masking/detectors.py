@@ -124,13 +124,13 @@ LANDLINE_RE = re.compile(
     r"""
     (?<![0-9+])
     (?:
-        (?:\+|00)86[ \t-]?(?:\(0?\)[ \t]?)?(?P<ac1>10|2[0-9]|[3-9][0-9]{2})
+        (?:\+|00)86(?:[ \t-]?\(0?\)[ \t]?|SEP)?(?P<ac1>10|2[0-9]|[3-9][0-9]{2})
       | (?P<open>\()?(?P<ac2>0(?:10|2[0-9]|[3-9][0-9]{2}))(?(open)\))
     )
-    [ \t-]?
-    (?P<sub>[2-9][0-9]{2,3}[ \t-]?[0-9]{4})
+    (?(open)[ \t-]{0,3}|(?:SEP)?)
+    (?P<sub>[2-9][0-9]{2,3}(?:SEP)?[0-9]{4})
     (?![0-9])
-    """,
+    """.replace("SEP", _GROUP_SEP),
     re.X | _A,
 )
 # Freephone / shared-cost numbers are public service numbers, not anyone's phone.
@@ -204,7 +204,7 @@ CONTEXT_WINDOW = 16
 # every digit regex: the common case for log and message text, whose dates, times and short ids
 # fail this gate.
 _DIGIT_GATE_RE = re.compile(
-    r"[0-9]{7}|[0-9]{2}[ \t()+-]{1,3}[0-9]{3,4}[ \t()-]{1,3}[0-9]{4}|[0-9]{6}[ \t-]{1,3}[0-9]{6}", _A
+    r"[0-9]{7}|[0-9]{2}[ \t()+-]{1,4}[0-9]{3,4}[ \t()-]{1,3}[0-9]{4}|[0-9]{6}[ \t-]{1,3}[0-9]{6}", _A
 )
 _NAME_GATE_RE = re.compile(r"姓名|户名|客户|收款人|付款人|联系人|持卡人|收件人|患者|本人|先生|女士|小姐")
 DIGIT_CLASSES = frozenset({"mobile", "id_card", "bank_card", "uscc", "landline", "passport"})

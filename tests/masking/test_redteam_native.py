@@ -220,6 +220,9 @@ def test_compatibility_ideographs_in_context_words(text: str, number: str) -> No
         (f"手机 {MOBILE[:3]} - {MOBILE[3:7]} - {MOBILE[7:]}", MOBILE),
         (f"手机 ({MOBILE[:3]}){MOBILE[3:7]}-{MOBILE[7:]}", MOBILE),
         ("卡号 " + "  ".join(CARD[i : i + 4] for i in range(0, 19, 4)), CARD),
+        ("电话 010 - 2345 - 6789", "23456789"),
+        ("电话 (010) - 2345-6789", "23456789"),
+        ("电话 +86 - 10 - 2345  6789", "23456789"),
     ],
 )
 def test_customary_groupings_are_masked(text: str, number: str) -> None:
@@ -256,9 +259,9 @@ def test_non_str_values_fail_like_the_reference(value: object) -> None:
 
 # masking/_digits.c wide_gap(): the texts where C leaves the wider groupings to the reference.
 _WIDE_GAP_RE = re.compile(
-    r"[0-9][ -]{2,}[0-9]"
+    r"[0-9][ \t-]{2,}[0-9]|[0-9](?=[ \t-]*[()])[ \t()-]{3,}[0-9]"
     r"|(?<![0-9])(?:(?:[0-9]{2}){0,2}1[0-9]{2}|[0-9]{4}|[0-9]{7}|[0-9]{9}|[0-9]{11})"
-    r"(?=[ \t()-]*[\t()])[ \t()-]+[0-9]{4}"
+    r"(?=[ \t()-]*[()])[ \t()-]+[0-9]{4}"
     r"|[0-9]{6}[ \t()-]{1,3}[0-9]{6}"
 )
 
