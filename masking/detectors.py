@@ -1,8 +1,10 @@
 """Owns PII detection in free text: per-class finders with checksum validation and overlap resolution.
 
-Pipeline (PII.md §0): normalise (NFKC, dashes) with an offset map, run each requested finder on
-the normalised text, validate candidates (checksums, real dates, segment table), resolve overlaps by
-priority then length, and report spans in the caller's original text.
+Pipeline (PII.md §0): normalise (NFKC, dashes, invisible characters deleted, every script's digits
+as ASCII: masking/normalize.py) with an offset map, run each requested finder on the normalised
+text, validate candidates (checksums, real dates, segment table), resolve overlaps by priority then
+length, and report spans in the caller's original text. Digit groups may be separated by up to
+three spaces, tabs or dashes (and brackets for phones), as people write them.
 
 Bank-card policy: Luhn passes for 10 % of random 16-digit strings, so Luhn alone is not a hit.
 A run is reported when Luhn passes and either a context word (银行卡, 卡号, 账号 …) precedes it or
