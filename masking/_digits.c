@@ -558,6 +558,50 @@ static int gate(const scan_t *s) {
     return 0;
 }
 
+/* ---- wider groupings: the reference's only, so "unsure" ---- */
+
+static inline int group_sep(u8 c) { return c == ' ' || c == '\t' || c == '-' || c == '(' || c == ')'; }
+
+/* 1 when the text may hold a match of the wider groupings of detectors.py (_PHONE_SEP,
+ * _GROUP_SEP, the grouped ID forms) that the single-separator grammar this core implements would
+ * not make (or would make differently): on such text only the reference is sure. Every such match
+ * has, between two digits, a run of [ \t()-] that is
+ *   - two or more long without a bracket (card, phone, landline and ID groups), or three or
+ *     more with one (a landline's area code in brackets, then two or more separators), or
+ *   - one holding a bracket (mobile groups only, _PHONE_SEP) after a run ending in the
+ *     national number's first group or first two (1xx, 1xx1234, with 86/0086 glued in front) or
+ *     after a middle group of 4, and before at least 4 digits; or
+ *   - one to three long between six digits and six digits (an ID in groups).
+ * Narrow on purpose: (010)2345-6789 and 010 2345 6789 keep the fast path. */
+static int wide_gap(const u8 *b, size_t n) {
+    size_t run = 0; /* digits ending at i */
+    for (size_t i = 0; i < n; i++) {
+        if (isd(b[i])) {
+            run++;
+            continue;
+        }
+        if (!run || !group_sep(b[i])) {
+            run = 0;
+            continue;
+        }
+        size_t j = i;
+        int bracket = 0;
+        while (j < n && group_sep(b[j])) bracket |= b[j] == '(' || b[j] == ')', j++;
+        size_t k = j - i, after = 0;
+        while (j + after < n && isd(b[j + after])) after++;
+        if (after) {
+            /* the national number's 1xx or 1xx1234 (with 86 or 0086 glued in front: 2 or 4 more) */
+            int mobile_group = ((run == 3 || run == 5 || run == 7) && b[i - 3] == '1') || run == 4 || run == 7 ||
+                               run == 9 || run == 11;
+            if (bracket ? (mobile_group && after >= 4) || k >= 3 : k >= 2) return 1;
+            if (k <= 3 && run >= 6 && after >= 6) return 1;
+        }
+        run = 0;
+        i = j - 1;
+    }
+    return 0;
+}
+
 /* ---- input check ---- */
 
 int mg_fold_stable(unsigned cp) {
@@ -727,13 +771,19 @@ int mg_find_digits_ex(const char *utf8, size_t len, unsigned classes, unsigned f
      * the second pass finds them again. */
     size_t seg[64][2], nseg = 0, pos = 0;
     int open = 0;
+    /* A wider grouping (wide_gap) lies inside one segment, as all its characters are in_segment:
+     * checking each segment once costs nothing on text without digits. */
     while (nseg < 64 && next_segment(s.b, len, &pos, &s.lo, &s.n)) {
+        if (wide_gap(s.b + s.lo, s.n - s.lo)) return -1;
         seg[nseg][0] = s.lo;
         seg[nseg++][1] = s.n;
         open = open || gate(&s);
     }
     int more = nseg == 64;
-    while (!open && next_segment(s.b, len, &pos, &s.lo, &s.n)) open = gate(&s);
+    while (!open && next_segment(s.b, len, &pos, &s.lo, &s.n)) {
+        if (wide_gap(s.b + s.lo, s.n - s.lo)) return -1;
+        open = gate(&s);
+    }
     if (!open) return 0;
     /* detectors._FINDERS; the order of candidates is immaterial (resolve sorts on a total order) */
     for (size_t i = 0; i < nseg; i++) {
@@ -741,8 +791,13 @@ int mg_find_digits_ex(const char *utf8, size_t len, unsigned classes, unsigned f
         s.n = seg[i][1];
         find_in_segment(&s, classes);
     }
-    for (pos = nseg ? seg[nseg - 1][1] : 0; more && next_segment(s.b, len, &pos, &s.lo, &s.n);)
+    for (pos = nseg ? seg[nseg - 1][1] : 0; more && next_segment(s.b, len, &pos, &s.lo, &s.n);) {
+        if (wide_gap(s.b + s.lo, s.n - s.lo)) {
+            s.unsure = 1;
+            break;
+        }
         find_in_segment(&s, classes);
+    }
     int result = -1;
     if (!s.unsure) {
         mg_span kept_local[32];

@@ -26,7 +26,8 @@ enum { MG_MOBILE = 1, MG_ID_CARD = 2, MG_BANK_CARD = 4, MG_USCC = 8, MG_LANDLINE
  * overlap-resolved exactly as masking.detectors does among these classes, or -1 = unsure: the
  * caller must run the Python reference on this text. -1 is returned whenever normalisation
  * (NFKC, dash folding) could change the text: any byte sequence other than ASCII or a short list
- * of fold-stable characters (CJK ideographs, common CJK punctuation), invalid UTF-8, more than
+ * of fold-stable characters (CJK ideographs, common CJK punctuation), digit groups separated
+ * more widely than by one space, tab or dash (the reference's wider groupings), invalid UTF-8, more than
  * `cap` spans, or an ID birth date within two days of today. 0 without any work beyond one pass
  * when the text has no run of 7 digits and no grouped number (the common case). */
 int mg_find_digits(const char *utf8, size_t len, unsigned classes, mg_span *out, int cap);

@@ -1,8 +1,10 @@
 """Owns PII detection in free text: per-class finders with checksum validation and overlap resolution.
 
-Pipeline (PII.md §0): normalise (NFKC, dashes) with an offset map, run each requested finder on
-the normalised text, validate candidates (checksums, real dates, segment table), resolve overlaps by
-priority then length, and report spans in the caller's original text.
+Pipeline (PII.md §0): normalise (NFKC, dashes, invisible characters deleted, every script's digits
+as ASCII: masking/normalize.py) with an offset map, run each requested finder on the normalised
+text, validate candidates (checksums, real dates, segment table), resolve overlaps by priority then
+length, and report spans in the caller's original text. Digit groups may be separated by up to
+three spaces, tabs or dashes (and brackets for phones), as people write them.
 
 Bank-card policy: Luhn passes for 10 % of random 16-digit strings, so Luhn alone is not a hit.
 A run is reported when Luhn passes and either a context word (银行卡, 卡号, 账号 …) precedes it or
@@ -77,26 +79,38 @@ PRIORITY = {
 
 _A = re.ASCII
 
+# Separators between digit groups: up to three spaces, tabs, dashes or (for phones) brackets, as
+# people write them (138 - 1234 - 5678, (138)1234-5678, 6222  0202 ...). A number is no less a
+# number for wider gaps; the checksums, dates and segments still decide. masking/_digits.c keeps
+# the single-separator grammar and answers "unsure" for any text with a wider gap (mg_wide_gap).
+_PHONE_SEP = r"[ \t()-]{1,3}"
+_GROUP_SEP = r"[ \t-]{1,3}"
+_DATE18 = r"(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])"
+_DATE15 = r"[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])"
+
 MOBILE_RE = re.compile(
     r"""
     (?<![0-9+])
     (?:(?:\([ \t]*(?:\+|00)?86[ \t]*\)|(?:\+|00)?86)[ \t-]?)?   # optional country code
-    (?P<nat>1[3-9][0-9][ \t-]?[0-9]{4}[ \t-]?[0-9]{4})      # 11-digit national number
+    (?P<nat>1[3-9][0-9](?:SEP)?[0-9]{4}(?:SEP)?[0-9]{4})      # 11-digit national number
     (?![0-9])
-    """,
+    """.replace("SEP", _PHONE_SEP),
     re.X | _A,
 )
+# IDs also in their customary region-date-sequence groups (110101 19900307 1233).
 ID18_RE = re.compile(
-    r"(?<![0-9A-Za-z])[1-9][0-9]{5}(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])"
-    r"[0-9]{3}[0-9Xx](?![0-9A-Za-z])",
+    rf"(?<![0-9A-Za-z])(?:[1-9][0-9]{{5}}{_DATE18}[0-9]{{3}}[0-9Xx]"
+    rf"|[1-9][0-9]{{5}}{_GROUP_SEP}{_DATE18}{_GROUP_SEP}[0-9]{{3}}[0-9Xx])(?![0-9A-Za-z])",
     _A,
 )
 ID15_RE = re.compile(
-    r"(?<![0-9A-Za-z])[1-8][0-9]{7}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}(?![0-9A-Za-z])", _A
+    rf"(?<![0-9A-Za-z])(?:[1-8][0-9]{{5}}{_DATE15}[0-9]{{3}}"
+    rf"|[1-8][0-9]{{5}}{_GROUP_SEP}{_DATE15}{_GROUP_SEP}[0-9]{{3}})(?![0-9A-Za-z])",
+    _A,
 )
 BANK_RE = re.compile(
-    r"(?<![0-9A-Za-z])(?:[0-9]{16,19}|[0-9]{4}(?:[ -][0-9]{4}){3}(?:[ -]?[0-9]{1,3})?(?![ -][0-9]))"
-    r"(?![0-9A-Za-z])",
+    r"(?<![0-9A-Za-z])(?:[0-9]{16,19}|[0-9]{4}(?:[ -]{1,3}[0-9]{4}){3}(?:[ -]{0,3}[0-9]{1,3})?"
+    r"(?![ -]{1,3}[0-9]))(?![0-9A-Za-z])",
     _A,
 )
 BANK_CONTEXT_RE = re.compile(
@@ -112,13 +126,13 @@ LANDLINE_RE = re.compile(
     r"""
     (?<![0-9+])
     (?:
-        (?:\+|00)86[ \t-]?(?:\(0?\)[ \t]?)?(?P<ac1>10|2[0-9]|[3-9][0-9]{2})
+        (?:\+|00)86(?:[ \t-]?\(0?\)[ \t]?|SEP)?(?P<ac1>10|2[0-9]|[3-9][0-9]{2})
       | (?P<open>\()?(?P<ac2>0(?:10|2[0-9]|[3-9][0-9]{2}))(?(open)\))
     )
-    [ \t-]?
-    (?P<sub>[2-9][0-9]{2,3}[ \t-]?[0-9]{4})
+    (?(open)[ \t-]{0,3}|(?:SEP)?)
+    (?P<sub>[2-9][0-9]{2,3}(?:SEP)?[0-9]{4})
     (?![0-9])
-    """,
+    """.replace("SEP", _GROUP_SEP),
     re.X | _A,
 )
 # Freephone / shared-cost numbers are public service numbers, not anyone's phone.
@@ -187,10 +201,13 @@ _NOT_NAMES = (
 )
 CONTEXT_WINDOW = 16
 
-# Every digit class contains seven consecutive digits (USCC positions 2-8, passports, IDs, cards)
-# or a grouped number such as 138 1234 5678. Text without either skips every digit regex: the
-# common case for log and message text, whose dates, times and short ids fail this gate.
-_DIGIT_GATE_RE = re.compile(r"[0-9]{7}|[0-9]{2}[ \t()+-]{1,3}[0-9]{3,4}[ \t-][0-9]{4}", _A)
+# Every digit class contains seven consecutive digits (USCC positions 2-8, passports, IDs, cards),
+# a grouped number such as 138 1234 5678, or an ID in 6-6-3 groups. Text without any of them skips
+# every digit regex: the common case for log and message text, whose dates, times and short ids
+# fail this gate.
+_DIGIT_GATE_RE = re.compile(
+    r"[0-9]{7}|[0-9]{2}[ \t()+-]{1,4}[0-9]{3,4}[ \t()-]{1,3}[0-9]{4}|[0-9]{6}[ \t-]{1,3}[0-9]{6}", _A
+)
 _NAME_GATE_RE = re.compile(r"姓名|户名|客户|收款人|付款人|联系人|持卡人|收件人|患者|本人|先生|女士|小姐")
 DIGIT_CLASSES = frozenset({"mobile", "id_card", "bank_card", "uscc", "landline", "passport"})
 # Classes whose every span contains an ASCII digit (in normalised text): ASCII text without a digit
@@ -202,10 +219,12 @@ DETECTABLE = DIGIT_TRIGGERED | {"email", "person_name"}
 Candidate = tuple[int, int, str, float]  # start, end (normalised text), class, confidence
 
 
+_NOT_DIGITS = str.maketrans("", "", " \t-()")
+
+
 def _find_mobile(norm: str, out: list[Candidate]) -> None:
     for m in MOBILE_RE.finditer(norm):
-        nat = m.group("nat")
-        digits = nat.replace(" ", "").replace("-", "").replace("\t", "")
+        digits = m.group("nat").translate(_NOT_DIGITS)
         if is_cn_mobile(digits):
             seg = mobile_prefix_info(digits)
             out.append((m.start(), m.end(), "mobile", 0.5 if seg is not None and seg.low_score else 0.85))
@@ -213,17 +232,17 @@ def _find_mobile(norm: str, out: list[Candidate]) -> None:
 
 def _find_id_card(norm: str, out: list[Candidate]) -> None:
     for m in ID18_RE.finditer(norm):
-        if validate_id18(m.group()):
+        if validate_id18(m.group().translate(_NOT_DIGITS)):
             out.append((m.start(), m.end(), "id_card", 0.95))
     for m in ID15_RE.finditer(norm):
-        if validate_id15(m.group()):
+        if validate_id15(m.group().translate(_NOT_DIGITS)):
             # No check digit: region and date pass for ~1.4 % of random 15-digit runs.
             out.append((m.start(), m.end(), "id_card", 0.6))
 
 
 def _find_bank_card(norm: str, out: list[Candidate]) -> None:
     for m in BANK_RE.finditer(norm):
-        digits = m.group().replace(" ", "").replace("-", "")
+        digits = m.group().translate(_NOT_DIGITS)
         if not 16 <= len(digits) <= 19 or not luhn_valid(digits):
             continue
         start = m.start()

@@ -24,6 +24,8 @@ def scan(s: str, significant: frozenset[str], separators: frozenset[str]) -> tup
     chars: list[str] = []
     for i, c in enumerate(s):
         f = c if c.isascii() else fold_char(c)
+        if not f:
+            continue  # invisible (ZWSP, a combining mark): the display rule still applies around it
         if f in significant:
             positions.append(i)
             chars.append(f)

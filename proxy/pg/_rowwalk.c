@@ -149,8 +149,12 @@ static int native_mask(int op, const unsigned char *v, Py_ssize_t n, char *dst) 
 
 static inline int is_d(unsigned char c) { return c >= '0' && c <= '9'; }
 
+static inline int gate_sep(unsigned char c, int plus, int bracket) {
+    return c == ' ' || c == '\t' || c == '-' || (plus && c == '+') || (bracket && (c == '(' || c == ')'));
+}
+
 /* Does masking/detectors.py _DIGIT_GATE_RE
- *   [0-9]{7}|[0-9]{2}[ \t()+-]{1,3}[0-9]{3,4}[ \t-][0-9]{4}
+ *   [0-9]{7}|[0-9]{2}[ \t()+-]{1,4}[0-9]{3,4}[ \t()-]{1,3}[0-9]{4}|[0-9]{6}[ \t-]{1,3}[0-9]{6}
  * match anywhere in s? Bytes >= 0x80 (UTF-8 of non-ASCII characters) match no class of it. */
 static int digit_gate(const unsigned char *s, Py_ssize_t n) {
     Py_ssize_t run = 0;
@@ -163,19 +167,15 @@ static int digit_gate(const unsigned char *s, Py_ssize_t n) {
     }
     for (Py_ssize_t i = 0; i + 2 <= n; i++) {
         if (!is_d(s[i]) || !is_d(s[i + 1])) continue;
-        for (Py_ssize_t a = 1; a <= 3; a++) {
-            Py_ssize_t p = i + 2 + a;
-            if (p > n) break;
-            unsigned char c = s[p - 1];
-            if (!(c == ' ' || c == '\t' || c == '(' || c == ')' || c == '+' || c == '-')) break;
-            for (Py_ssize_t b = 3; b <= 4; b++) {
-                Py_ssize_t q = p + b; /* the separator's index */
-                if (q + 5 > n) break;
-                if (!all_digits(s + p, b)) break;
-                unsigned char sep = s[q];
-                if ((sep == ' ' || sep == '\t' || sep == '-') && all_digits(s + q + 1, 4)) return 1;
-            }
+        for (Py_ssize_t a = 1; a <= 4 && i + 2 + a <= n && gate_sep(s[i + 1 + a], 1, 1); a++) {
+            Py_ssize_t p = i + 2 + a; /* the first digit after the separators */
+            for (Py_ssize_t b = 3; b <= 4 && p + b <= n && all_digits(s + p, b); b++)
+                for (Py_ssize_t c = 1; c <= 3 && p + b + c + 4 <= n && gate_sep(s[p + b + c - 1], 0, 1); c++)
+                    if (all_digits(s + p + b + c, 4)) return 1;
         }
+        if (i + 6 <= n && all_digits(s + i, 6))
+            for (Py_ssize_t c = 1; c <= 3 && i + 6 + c + 6 <= n && gate_sep(s[i + 5 + c], 0, 0); c++)
+                if (all_digits(s + i + 6 + c, 6)) return 1;
     }
     return 0;
 }

@@ -5,8 +5,9 @@ same answer, and the planted number is masked) stay as cheap regression tests: t
 the random property tests of test_native.py rarely build (more than 64 segments, more than 32
 spans, birth dates next to today, context windows ending inside multi-byte text, binary input).
 Findings that still leak are marked xfail(strict=True) with the reason; each asserts the SAFE
-behaviour. The leaks found so far are in the reference itself (native agrees with it), so they
-fail the same way with MASKGATE_PURE=1.
+behaviour. The leaks found in the reference itself (invisible characters, marks, other scripts'
+digits, compatibility ideographs, wider groupings) are fixed at their cause (normalize.py's fold,
+the separators of detectors.py) and their tests are regression tests now, on both paths.
 """
 
 from __future__ import annotations
@@ -71,6 +72,18 @@ def test_gate_opened_only_after_the_64th_segment() -> None:
     text = "编号12，" * 70 + f"手机{MOBILE}，" + "编号34，" * 10 + f"卡号{CARD}"
     masked = _same_as_reference(text)
     assert MOBILE not in masked and CARD not in masked
+
+
+@pytest.mark.parametrize("before", [0, 3, 63, 64, 65, 70])
+def test_wider_grouping_in_any_segment(before: int) -> None:
+    # C checks each segment for a wider grouping (then it is unsure) in each of its three passes:
+    # before the 64th segment, after it until the gate opens, and after the gate opened.
+    grouped = f"手机 {MOBILE[:3]} - {MOBILE[3:7]} - {MOBILE[7:]}，"
+    for text in (
+        "编号12，" * before + grouped + "编号34，" * 5,
+        "编号12，" * before + f"卡号{CARD}，" + "编号34，" * 3 + grouped,
+    ):
+        assert MOBILE not in _visible_digits(_same_as_reference(text))
 
 
 @pytest.mark.parametrize("count", [31, 32, 33, 65, 200])
@@ -155,14 +168,9 @@ def test_scan_of_binary_input_is_the_reference(tmp_path: Path) -> None:
     assert MOBILE.encode() not in outputs[0] and ID18.encode() not in outputs[0]
 
 
-# ---- findings: the number still reaches the reader --------------------------------------------
+# ---- findings fixed in the reference: numbers hidden from a [0-9] regex but not from a reader ----
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="leak (reference and native alike): invisible format characters (Cf: ZWSP, ZWJ, WJ, BOM, "
-    "soft hyphen) survive NFKC and split the digit run, so the number is shown in full",
-)
 @pytest.mark.parametrize("hidden", ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad"])
 def test_invisible_characters_inside_a_number_do_not_hide_it(hidden: str) -> None:
     for text, number in (
@@ -174,11 +182,6 @@ def test_invisible_characters_inside_a_number_do_not_hide_it(hidden: str) -> Non
         assert number not in _visible_digits(masked), repr(masked)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="leak (reference and native alike): a combining mark or variation selector after a digit "
-    "is kept by per-character NFKC and breaks the digit run; the digits stay readable",
-)
 @pytest.mark.parametrize("mark", ["\u0301", "\u0332", "\ufe0f", "\u20e3"])
 def test_combining_marks_on_digits_do_not_hide_a_number(mark: str) -> None:
     text = "手机" + "".join(c + mark for c in MOBILE)
@@ -186,12 +189,6 @@ def test_combining_marks_on_digits_do_not_hide_a_number(mark: str) -> None:
     assert MOBILE not in _visible_digits(masked), repr(masked)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="leak (reference and native alike): decimal digits of other scripts (Arabic-Indic, "
-    "Devanagari ...) are not compatibility characters, NFKC keeps them and no [0-9] regex sees them; "
-    "parenthesised, full-stop and comma digits (⑴ ⒈ 🄁) fold to '(1)', '1.', '1,' and break the run",
-)
 # chr(zero + d) is digit d: other scripts' zeros, then the bases of ⑴, ⒈ and 🄁 (which have no zero;
 # MOBILE has none either).
 @pytest.mark.parametrize("zero", [0x0660, 0x06F0, 0x0966, 0x09E6, 0x0E50, 0x2473, 0x2487, 0x1F101])
@@ -201,12 +198,6 @@ def test_other_script_digits_are_masked(zero: int) -> None:
     assert MOBILE not in _visible_digits(masked), repr(masked)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="leak (reference and native alike): a CJK compatibility ideograph in a context word "
-    "(旅\\uF983, 行 as \\uFA08) folds under NFKC but normalize() folds only when a detector-relevant "
-    "character is present, so 旅行证 / 银行 are not seen and a passport or weak-prefix card stays clear",
-)
 @pytest.mark.parametrize(
     "text, number",
     [
@@ -221,12 +212,6 @@ def test_compatibility_ideographs_in_context_words(text: str, number: str) -> No
     assert number not in _visible_digits(_same_as_reference(text))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="leak (reference and native alike): ID numbers written in their customary 6-8-4 groups "
-    "and phone or card groups with wider separators match no regex, though each carries its checksum "
-    "or segment and is unambiguous",
-)
 @pytest.mark.parametrize(
     "text, number",
     [
@@ -235,10 +220,20 @@ def test_compatibility_ideographs_in_context_words(text: str, number: str) -> No
         (f"手机 {MOBILE[:3]} - {MOBILE[3:7]} - {MOBILE[7:]}", MOBILE),
         (f"手机 ({MOBILE[:3]}){MOBILE[3:7]}-{MOBILE[7:]}", MOBILE),
         ("卡号 " + "  ".join(CARD[i : i + 4] for i in range(0, 19, 4)), CARD),
+        ("电话 010 - 2345 - 6789", "23456789"),
+        ("电话 (010) - 2345-6789", "23456789"),
+        ("电话 +86 - 10 - 2345  6789", "23456789"),
     ],
 )
 def test_customary_groupings_are_masked(text: str, number: str) -> None:
     assert number not in _visible_digits(_same_as_reference(text))
+
+
+@pytest.mark.parametrize("hidden", ["\u200b", "\u2060", "\u00ad", "\ufe0f"])
+def test_invisible_characters_inside_a_context_word(hidden: str) -> None:
+    # 6011... is no strong card prefix: only the context word 卡号 masks it.
+    assert "6011000990139424" not in _visible_digits(_same_as_reference(f"卡{hidden}号：6011000990139424"))
+    assert "12345678" not in _visible_digits(_same_as_reference(f"护{hidden}照：E12345678"))
 
 
 @pytest.mark.xfail(
@@ -260,6 +255,15 @@ def test_non_str_values_fail_like_the_reference(value: object) -> None:
     with patch.object(d, "_native", None):
         reference_error = error(lambda: d.detect(value))  # type: ignore[arg-type]
     assert native_error is reference_error
+
+
+# masking/_digits.c wide_gap(): the texts where C leaves the wider groupings to the reference.
+_WIDE_GAP_RE = re.compile(
+    r"[0-9][ \t-]{2,}[0-9]|[0-9](?=[ \t-]*[()])[ \t()-]{3,}[0-9]"
+    r"|(?<![0-9])(?:(?:[0-9]{2}){0,2}1[0-9]{2}|[0-9]{4}|[0-9]{7}|[0-9]{9}|[0-9]{11})"
+    r"(?=[ \t()-]*[()])[ \t()-]+[0-9]{4}"
+    r"|[0-9]{6}[ \t()-]{1,3}[0-9]{6}"
+)
 
 
 @pytest.mark.skipif(d._native is None, reason="masking._native not built or MASKGATE_PURE=1")
@@ -297,4 +301,19 @@ def test_phone_prefix_grammar_exhaustively() -> None:
                 if d._DIGIT_GATE_RE.search(text):
                     for _cls, finder in d._FINDERS:
                         finder(text, expected)
-                assert d._native.find_digits(text, bits, True) == d._resolve(expected), repr(text)
+                got = d._native.find_digits(text, bits, True)
+                if got is None:  # a wider grouping: the reference's alone (mg_wide_gap)
+                    assert _WIDE_GAP_RE.search(text), repr(text)
+                    continue
+                assert got == d._resolve(expected), repr(text)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="leak (reference and native alike): a separator after every single digit (1 3 8 1 2 ...) "
+    "matches no group grammar; accepting it needs a spread-digit form per class and its own decoy "
+    "study (lists of single digits), left for a later round",
+)
+@pytest.mark.parametrize("sep", [" ", "-", " - "])
+def test_a_separator_after_every_digit(sep: str) -> None:
+    assert MOBILE not in _visible_digits(_same_as_reference("手机 " + sep.join(MOBILE)))

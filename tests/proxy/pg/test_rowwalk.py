@@ -306,6 +306,12 @@ def test_detect_gate_matches_the_digit_gate_regex() -> None:
         "123456",
         "12 ( ) 345 6789",
         "12+-(3456-7890",
+        "138 - 1234 - 5678",
+        "10) - 2345-6789",
+        "12 345  6789",
+        "110101 900307 123",
+        "110101  900307",
+        "11010 900307",
     ]:
         assert (not walker.detect_clear(s.encode(), walker.G_DIGITS)) == bool(_DIGIT_GATE_RE.search(s)), s
 
