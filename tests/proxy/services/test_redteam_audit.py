@@ -126,3 +126,38 @@ def test_a_phone_number_as_the_user_name_is_masked() -> None:
     got, want = _line(_rec("SELECT 1", user=PHONE))
     assert got == want
     assert PHONE not in got
+
+
+def _cut_before_last_char(number: str) -> str:
+    """A statement whose SQL_LIMIT cut falls just before `number`'s last (check) character."""
+    head = "SELECT 1 FROM customers WHERE c = '"
+    pad = " " * (audit_module.SQL_LIMIT - len(head) - (len(number) - 1))
+    return f"{head}{pad}{number}'"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the SQL is cut to SQL_LIMIT before it is scrubbed: 17 digits of an id card are left, "
+    "and its check character follows from them (ISO 7064 MOD 11-2)",
+)
+def test_an_id_card_cut_before_its_check_character_is_masked() -> None:
+    got, want = _line(_rec(_cut_before_last_char("11010519491231002X")))
+    assert got == want
+    assert "11010519491231002" not in json.loads(got)["sql"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the SQL is cut to SQL_LIMIT before it is scrubbed: a bank card without its Luhn digit "
+    "is left in clear, and the Luhn digit follows from the others",
+)
+def test_a_bank_card_cut_before_its_luhn_digit_is_masked() -> None:
+    got, want = _line(_rec(_cut_before_last_char("6222021234567894")))
+    assert got == want
+    assert "622202123456789" not in json.loads(got)["sql"]
+
+
+def test_a_whole_id_card_and_bank_card_are_masked() -> None:
+    for number in ("11010519491231002X", "6222021234567894"):
+        got, _ = _line(_rec(f"SELECT 1 FROM customers WHERE c = '{number}'"))
+        assert number not in json.loads(got)["sql"]
