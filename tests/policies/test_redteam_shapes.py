@@ -205,3 +205,16 @@ def test_a_control_character_in_a_mysql_string_is_rendered_as_a_fresh_rewrite(ch
     got = warm.decide("vendor", sql, dialect="mysql", database="crm")
     assert warm.shape_hits == 1
     assert got == cold.decide("vendor", sql, dialect="mysql", database="crm")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the decision caches key search_path=None (the server's default path) and an empty path "
+    "(SET search_path = '') both as (): a decision made for one is reused for the other, "
+    "`public.customers` where a fresh one names `customers` unresolved",
+)
+def test_an_empty_search_path_does_not_share_the_default_paths_cache_entry() -> None:
+    warm, cold = _engines()
+    sql = "SELECT phone FROM customers WHERE id = 1"
+    warm.decide("vendor", sql, search_path=None)
+    assert warm.decide("vendor", sql, search_path=[]) == cold.decide("vendor", sql, search_path=[])
