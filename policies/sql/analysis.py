@@ -161,6 +161,12 @@ def _is_literal(node: exp.Expression) -> bool:
     return isinstance(node, _LITERALS)
 
 
+def _is_number(node: exp.Expression) -> bool:
+    while isinstance(node, exp.Paren | exp.Neg | exp.Cast):
+        node = node.this
+    return isinstance(node, exp.Literal) and not node.is_string
+
+
 def _bare(node: exp.Expression) -> exp.Expression:
     while isinstance(node, exp.Paren):
         node = node.this
@@ -1202,6 +1208,8 @@ class _QueryWalk:
                 other = node.expression if node.this is child else node.this
                 other = _bare(other)
                 if _is_literal(other):
+                    if facts.numbers_compare_loosely and _is_number(other):
+                        return "predicate", none, None
                     return "eq_literal", none, None
                 if isinstance(other, exp.Column):
                     olin = self._resolve_column(other, scope)
@@ -1217,6 +1225,8 @@ class _QueryWalk:
                         return "eq_column", outs[0].sources, None
                     return "predicate", none, None
                 if all(_is_literal(e) for e in node.expressions):
+                    if facts.numbers_compare_loosely and any(_is_number(e) for e in node.expressions):
+                        return "predicate", none, None
                     return "eq_literal", none, None
                 return "predicate", none, None
             if isinstance(node, exp.In) and direct and child is node.args.get("query") and not lin.derived:

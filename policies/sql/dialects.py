@@ -159,6 +159,9 @@ class DialectFacts:
     # first (MySQL turns it into a LEFT JOIN with the sides swapped), not as the analysis expands
     # `*`: masks applied by position would land on other columns.
     right_join_star_differs: bool = False
+    # `text_column = 138` compares as DOUBLE (MySQL): a number is no exact value of a string
+    # column but a prefix test (`'138-…'` and `'138 …'` both convert to 138), so it is a predicate.
+    numbers_compare_loosely: bool = False
     # Bare words sqlglot reads as column names that are SQL values (PostgreSQL's `user`).
     keyword_values: frozenset[str] = frozenset()
     # Columns every table has that the schema does not list (PostgreSQL's ctid, xmin, …): they
@@ -1035,6 +1038,7 @@ MYSQL = DialectFacts(
     search_path_is_list=False,
     search_path_setting=None,
     right_join_star_differs=True,
+    numbers_compare_loosely=True,
     parenthesized_positions=True,
     serializable_locks=True,
     dummy_table="DUAL",

@@ -60,6 +60,8 @@ _scrub = masking.make_text_masker(None, "mask")
 # The `sql` of a record holds at most this many characters of the statement without comments;
 # `sql_length` and `sql_hash` describe the whole statement as received.
 SQL_LIMIT = 4096
+# Longer than any number the detectors know, with its separators and context word.
+_CUT_MARGIN = 256
 
 # (sql, dialect) -> the statement without comments (injected: this module reads no SQL).
 StatementText = Callable[[str, str], str]
@@ -93,20 +95,33 @@ def _inner(d: dict[str, Any]) -> str:
     return json.dumps(d, ensure_ascii=False)[1:-1]
 
 
+def _utf8(text: str) -> bytes:
+    """Bytes to hash: undecodable client bytes (surrogate escapes) as they came; any other lone
+    surrogate, which no wire decoding makes, encoded all the same rather than failing the record."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
 def fingerprint(sql: str) -> str:
     """An id for the text of a record no engine decided (a fast-path call, an unknown portal):
     case and spacing folded. Decisions carry their own fingerprint, read in their dialect with
     every literal taken out, so this module needs no SQL knowledge."""
     shape = " ".join(sql.split()).lower()
     # SQL sent in another client encoding arrives with undecodable bytes as surrogates.
-    return hashlib.sha256(shape.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return hashlib.sha256(_utf8(shape)).hexdigest()[:16]
 
 
 def scrub_sql(sql: str, limit: int = SQL_LIMIT) -> str:
-    """The SQL text with every detected identifier masked, cut to `limit` characters."""
-    if len(sql) > limit:
-        sql = sql[:limit] + "…"
-    return _scrub(sql)
+    """The SQL text with every detected identifier masked, cut to `limit` characters.
+
+    Scrubbed before it is cut, over a margin past the cut: a number the cut would split is no
+    longer a number the detectors know (17 digits of an ID, a card without its Luhn digit), yet
+    its missing digit is computable from the rest."""
+    if len(sql) <= limit:
+        return _scrub(sql)
+    return _scrub(sql[: limit + _CUT_MARGIN])[:limit] + "…"
 
 
 def _who(rec: StatementRecord, ts: float | None) -> dict[str, Any]:
@@ -152,7 +167,7 @@ class _Texts:
         hit = self._cache.get(k)
         if hit is None:
             text = self.statement_text(sql, dialect) if self.statement_text and dialect else sql
-            raw = sql.encode("utf-8", "surrogateescape")
+            raw = _utf8(sql)
             # Keyed (masking_key): a plain hash of a statement with a phone number in it could be
             # reversed by trying every number.
             digest = self.keyed_hash(raw)

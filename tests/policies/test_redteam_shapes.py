@@ -170,12 +170,6 @@ def test_a_trained_shape_decides_a_third_literal_as_a_fresh_engine(
 MYSQL_SCHEMA = Path(__file__).resolve().parent / "data" / "demo_schema_mysql.json"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MySQL compares a string column with a number as DOUBLE: `phone = 138` matches every "
-    "'138-…'/'138 …' value (a prefix test), `id_card = <17 digits>` the id card ending in X, and "
-    "one 18-digit number ~16 id cards; equality mode allows it as an exact lookup",
-)
 def test_the_desks_equality_with_a_number_on_a_masked_text_column_is_refused_in_mysql() -> None:
     policy = load_policy([EXAMPLES / "demo.yaml", Path(__file__).resolve().parent / "data" / "writers.yaml"])
     engine = Engine(policy, Schema.load(MYSQL_SCHEMA))
