@@ -326,6 +326,11 @@ _IPV4_COMPATIBLE_RE = re.compile(rf"::(?:{_OCTET}\.){{3}}{_OCTET}", _A)
 def _is_ipv6(cand: str) -> bool:
     if cand.count(":") < 2 or not any(c.isdigit() for c in cand):
         return False
+    # In running text `::` followed by one group (（：：010-…, 电话::10) is punctuation before a
+    # number as often as an address, and masking it as one made masking a masked text change it
+    # again: an address in text needs two groups (::1 and ::10 carry nobody's identity anyway).
+    if sum(1 for g in cand.split(":") if g) < 2:
+        return False
     try:
         ipaddress.IPv6Address(cand)
     except ValueError:

@@ -256,3 +256,13 @@ def test_a_masked_ipv6_is_not_detected_again_from_its_visible_groups(text: str) 
     # `::2001:db8` is itself a valid address: the masked `::2001:db8::*` must not be re-masked.
     once = mask_text(text, ["ip_address"])
     assert once != text and mask_text(once, ["ip_address"]) == once
+
+
+@pytest.mark.parametrize("text", ["（：：010-20000000", "电话::10 号", "::1"])
+def test_colons_before_one_group_are_no_address_in_text(text: str) -> None:
+    """`::` and one group is punctuation before a number as often as an address: reporting it made
+    masking a masked landline (（：：010-****0000) change it again (hypothesis, issue 12)."""
+    assert [s for s in detect(text) if s.cls == "ip_address"] == []
+    masker = make_text_masker(None, "mask")
+    once = masker(text)
+    assert masker(once) == once
