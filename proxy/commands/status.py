@@ -85,9 +85,9 @@ def render(doc: dict[str, Any]) -> str:
 
 
 def _environment(path: str) -> dict[str, str]:
-    """The environment, with every `${VAR}` the config needs and the shell lacks set empty: status
-    needs only the metrics address, and an operator asking for it should not need the upstream
-    password in their shell. Variables with a `:-default` keep their default."""
+    """The environment, with every `${VAR}` the config needs and the shell lacks set to a stand-in:
+    status needs only the metrics address, and an operator asking for it should not need the
+    upstream password in their shell. Variables with a `:-default` keep their default."""
     import os
     from pathlib import Path
 
@@ -100,7 +100,7 @@ def _environment(path: str) -> dict[str, str]:
         return env  # load_config reports it
     for m in _VAR.finditer(text):
         if m.group(2) is None:
-            env.setdefault(m.group(1), "")
+            env.setdefault(m.group(1), "unset")  # non-empty: password keys refuse ""
     return env
 
 
