@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from policies.passwords import scram_verifier
-from proxy.http.auth import AuthSettings, Authenticator, Denied, token_digest
+from proxy.http.auth import Authenticator, AuthSettings, Denied, token_digest
 from proxy.services.gate import SCRAM_SHA_256, Principal
 
 VERIFIER = scram_verifier("s3cret", iterations=64)
