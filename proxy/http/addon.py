@@ -20,14 +20,13 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from email.message import Message
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
 from mitmproxy import ctx, exceptions, http
 
 from policies.decision import Allow, Block, Decision
 
-from ..config import HttpListener
 from ..services.gate import Principal, StatementRecord
 from . import bodies
 from .auth import Authenticator, AuthSettings, Denied
