@@ -31,6 +31,9 @@ from ..services.gate import Principal, StatementRecord
 from . import bodies
 from .auth import Authenticator, AuthSettings, Denied
 
+if TYPE_CHECKING:
+    from ..config import HttpListener
+
 KEY = "maskgate"
 PROTOCOL = "http"
 JSON = {"content-type": "application/json; charset=utf-8", "cache-control": "no-store"}
