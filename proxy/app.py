@@ -4,7 +4,7 @@ Owns process lifetime: start-up order, the metrics endpoint, policy hot reload (
 SIGHUP, which also reopens the audit file after rotation), the schema refresh timer and graceful
 shutdown on SIGTERM/SIGINT. With `workers: N` above 1, proxy/workers.py runs one `App` per worker
 process (listeners with SO_REUSEPORT, metrics on a private socket). Protocol logic lives
-in proxy/pg/ and proxy/mysql/ (and later proxy/http/); policy logic in policies/.
+in proxy/pg/, proxy/mysql/ and proxy/http/; policy logic in policies/.
 """
 
 from __future__ import annotations
@@ -68,12 +68,16 @@ class App:
         registry: CollectorRegistry | None = None,
         reuse_port: bool = False,
         metrics_socket: Path | None = None,
+        serve_http: bool = True,
     ) -> None:
         """`reuse_port` and `metrics_socket` are a worker's (proxy/workers.py): its listeners share
         their ports with the other workers, and its metrics go to the supervisor, which serves
         the sum of all workers' on the configured endpoint, through a unix socket."""
         self.config = config
         self.reuse_port = reuse_port
+        # The HTTP side binds its own socket (mitmproxy), without SO_REUSEPORT: with workers, one
+        # worker serves it (proxy/workers.py).
+        self.serve_http = serve_http
         self.metrics_socket = metrics_socket
         self.metrics = Metrics(registry)
         self.audit: AuditLog | None = None
@@ -82,11 +86,21 @@ class App:
         self.servers: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics_server: operator.OperatorServer | None = None
-        self._serving = False  # listeners up: /readyz may say ready
+        # start() is opening the listeners: /readyz says not ready meanwhile. (A mitmdump running
+        # the HTTP addon calls start_services() only; mitmproxy owns its listener.)
+        self._listeners_pending = False
         self._metrics_unix: asyncio.AbstractServer | None = None
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
+        self._listeners_pending = True
+        await self.start_services()
+        await self.start_listeners()
+        self._listeners_pending = False
+
+    async def start_services(self) -> None:
+        """Policy, audit, guard, schemas, hot reload and metrics: everything but the listeners
+        (a mitmdump that loads the HTTP addon runs only these)."""
         cfg = self.config
         # An invalid policy at start-up is fatal: there is no last good policy to fall back on.
         policy = await asyncio.to_thread(load_policy, cfg.policy)
@@ -97,7 +111,6 @@ class App:
             statement_text=without_comments,
             shared=cfg.workers > 1,
         )
-        pg = cfg.postgres
         loaders, defaults = schema_loaders(cfg)
         self.guard = Guard(
             policy,
@@ -118,6 +131,13 @@ class App:
             self._metrics_server = operator.OperatorServer(
                 self._operator_endpoints(), cfg.metrics.host, cfg.metrics.port
             )
+        self._tasks.append(asyncio.create_task(self._watch_policy()))
+        if cfg.schema_refresh_s > 0 and loaders:
+            self._tasks.append(asyncio.create_task(self._refresh_schemas()))
+
+    async def start_listeners(self) -> None:
+        cfg = self.config
+        pg = cfg.postgres
         if pg is not None:
             from .pg.server import PgProxyServer
 
@@ -153,10 +173,12 @@ class App:
             mserver.reuse_port = self.reuse_port
             await mserver.start()
             self.servers.append(mserver)
-        self._tasks.append(asyncio.create_task(self._watch_policy()))
-        self._serving = True
-        if cfg.schema_refresh_s > 0 and loaders:
-            self._tasks.append(asyncio.create_task(self._refresh_schemas()))
+        if cfg.http is not None and self.serve_http:
+            from .http.server import HttpProxyServer  # mitmproxy only for configs with an HTTP side
+
+            hserver = HttpProxyServer(self.guard, cfg.http)
+            await hserver.start()
+            self.servers.append(hserver)
 
     def _operator_endpoints(self) -> operator.OperatorEndpoints:
         """/metrics, /healthz, /readyz and /status of this process (proxy/operator.py)."""
@@ -165,7 +187,9 @@ class App:
         def not_ready() -> list[str]:
             if self._stopped.is_set():
                 return ["stopping"]  # a load balancer sends new clients elsewhere while we drain
-            return [] if self._serving and self.guard is not None else ["starting: listeners not up yet"]
+            if self.guard is None:
+                return ["starting: policy not loaded yet"]
+            return ["starting: listeners not up yet"] if self._listeners_pending else []
 
         def listening() -> dict[str, str]:
             # The bound ports (a configured port 0 is known only once listening).
@@ -252,6 +276,8 @@ class App:
             out["postgres"] = str(self.config.postgres.listen)
         if self.config.mysql is not None:
             out["mysql"] = str(self.config.mysql.listen)
+        if self.config.http is not None and self.serve_http:
+            out["http"] = str(self.config.http.listen)
         return out
 
 

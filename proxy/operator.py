@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -52,8 +53,24 @@ def upstream_targets(config: Config) -> dict[str, tuple[str, int]]:
     out = {}
     for name in UPSTREAM_SECTIONS:
         listener = getattr(config, name, None)
+        if listener is None:
+            continue
+        up = listener.upstream
+        if isinstance(up, str):  # the HTTP side's base URL
+            u = urlsplit(up)
+            out[name] = (u.hostname or "127.0.0.1", u.port or (443 if u.scheme == "https" else 80))
+        else:
+            out[name] = (up.host, up.port)
+    return out
+
+
+def config_listeners(config: Config) -> dict[str, str]:
+    """The client-facing address of each configured listener, by config section."""
+    out = {}
+    for name in UPSTREAM_SECTIONS:
+        listener = getattr(config, name, None)
         if listener is not None:
-            out[name] = (listener.upstream.host, listener.upstream.port)
+            out[name] = str(listener.listen)
     return out
 
 

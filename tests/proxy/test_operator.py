@@ -7,20 +7,24 @@ import socket
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from proxy.config import load_config
 from proxy.operator import (
     OperatorEndpoints,
     OperatorServer,
     UpstreamHealth,
     UpstreamProbe,
+    config_listeners,
     not_ready_reasons,
     readiness,
     sessions_by_role,
     status_document,
+    upstream_targets,
 )
 from proxy.services.metrics import Metrics
 
@@ -199,3 +203,24 @@ def test_readyz_is_503_with_reasons_while_an_upstream_is_down() -> None:
         assert status["ready"] is False and status["upstreams"]["postgres"]["reachable"] is False
     finally:
         server.close()
+
+
+def test_upstream_targets_and_listeners_come_from_every_configured_side(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text("version: 1\n")
+    (tmp_path / "maskgate.yaml").write_text(
+        "policy: policy.yaml\n"
+        "postgres: {listen: '127.0.0.1:6432', upstream: 'postgresql://svc:pw@db.internal/crm'}\n"
+        "mysql: {listen: '127.0.0.1:6033', upstream: 'mysql://svc:pw@10.0.0.9:3307/crm'}\n"
+        "http: {listen: '127.0.0.1:8080', upstream: 'https://api.internal'}\n"
+    )
+    cfg = load_config(tmp_path / "maskgate.yaml")
+    assert upstream_targets(cfg) == {
+        "postgres": ("db.internal", 5432),
+        "mysql": ("10.0.0.9", 3307),
+        "http": ("api.internal", 443),
+    }
+    assert config_listeners(cfg) == {
+        "postgres": "127.0.0.1:6432",
+        "mysql": "127.0.0.1:6033",
+        "http": "127.0.0.1:8080",
+    }
