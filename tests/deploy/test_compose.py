@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from policies import load_policy
@@ -97,3 +98,25 @@ def test_the_seed_files_create_what_the_demo_policy_needs() -> None:
     my_init = (DEPLOY / "compose" / "mariadb-init.sql").read_text()
     assert data.MYSQL_SCHEMA_SQL in my_init and data.MYSQL_GRANTS_SQL in my_init
     assert "INSERT INTO customers VALUES" in pg_init and "INSERT INTO customers VALUES" in my_init
+
+
+def test_the_postgres_seed_runs_and_gives_the_accounts_their_rights(tmp_path: Path) -> None:
+    """What the postgres image's entrypoint does with it: psql as the superuser in `crm`."""
+    import psycopg
+
+    from proxy.demo.embedded_pg import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(tmp_path / "pg").start()
+    try:
+        pg.psql("CREATE DATABASE crm")
+        pg.psql((DEPLOY / "compose" / "postgres-init.sql").read_text(), "crm")
+        with psycopg.connect(pg.dsn("maskgate_svc", "maskgate-trial", "crm")) as c:
+            assert c.execute("SELECT count(*) FROM customers").fetchone() == (200,)
+        with psycopg.connect(pg.dsn("crm_vendor", "crm-vendor-trial", "crm")) as c:
+            # The database backs the vendor's row filter with row-level security.
+            branches = c.execute("SELECT DISTINCT branch_id FROM customers").fetchall()
+            assert branches == [(12,)]
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute("SELECT * FROM audit_trail")
+    finally:
+        pg.destroy()
