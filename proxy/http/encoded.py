@@ -20,10 +20,11 @@ _TOKEN_RE = re.compile(
     r"&#[0-9]{1,8};?|&#[xX][0-9a-fA-F]{1,6};?|%[0-9a-fA-F]{2}"
     r"|\\u\{[0-9a-fA-F]{1,6}\}|\\u[0-9a-fA-F]{4}|\\x[0-9a-fA-F]{2}|\+"
 )
-# Characters a run of digits may hold in plain form (what detectors accept between digit groups).
-_PLAIN = frozenset("0123456789 \t()-")
+# Characters a run of digits may hold in plain form: digits, what detectors accept between digit
+# groups, and an ID card's check character.
+_PLAIN = frozenset("0123456789 \t()-Xx")
 # What a decoded character must fold to (or to nothing) to be written out decoded.
-_SAFE = frozenset("0123456789 \t()+-")
+_SAFE = frozenset("0123456789 \t()+-Xx")
 # Stands in the shadow text for a token that is left encoded: no detector reads it as part of a number.
 _HOLE = "\ue000"
 
