@@ -39,7 +39,7 @@ import masking
 from proxy.services.gate import MaskerSource
 from proxy.services.rows import mask_decimal_text
 
-from .encoded import maybe_encoded, unhide
+from .encoded import MAX_TAG, maybe_encoded, unhide
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,9 @@ MAX_DEPTH = 256
 # Text is scanned in pieces of about this size, cut where no detected span can straddle the cut
 # (the text masker replaces a value longer than 256 KiB whole).
 CHUNK = 64 * 1024
-_CUTS = ("\n", ">", "<", '"', ",", "{", "}")
+# Characters no encoded token holds (not `;`, which ends `&#49;`, nor braces: `\\u{31}`); a tag may hold
+# them, so cuts are checked to be outside tags (`<` and `>` are part of a run: encoded.py).
+_CUTS = ("\n", '"', ",")
 # Characters carried over from the previous piece as context (context words before a card or
 # passport, a surname before a name) and not emitted twice.
 _CONTEXT = 24
@@ -381,29 +383,31 @@ class _Walker:
         return -masked if v < 0 else masked
 
     def scan_float(self, v: float) -> float:
+        """A float's digits as a reader sees them, leading zeros and a trailing `.0` aside: its
+        value (13812345678.0), its mantissa (1.3812345678e+20) or across the point (1381234.5678)."""
         tm = self.tm
         if tm is None or v != v or v in (float("inf"), float("-inf")):
             return v
         neg = v < 0
         r = repr(-v if neg else v)
-        text = _positional(-v if neg else v)
-        out = tm(text)
-        if out is not text and out != text:
-            self._hit(text)
-            z = _zeroed(out, text)
-            masked = float(z) if z is not None else 0.0
-            return -masked if neg else masked
-        if "e" in r:
-            # 1.3812345678e+20 spells the digits out in its mantissa, whatever its value.
-            mant, _, exp = r.partition("e")
-            digits = mant.replace(".", "")
-            out = tm(digits)
-            if out is not digits and out != digits:
-                self._hit(digits)
-                z = _zeroed(out, digits) or "0"
-                masked = float(f"{z[0]}.{z[1:] or '0'}e{exp}")
-                return -masked if neg else masked
-        return v
+        mant, e, exp = r.partition("e")
+        body = mant[:-2] if mant.endswith(".0") else mant
+        at = [i for i, c in enumerate(body) if c in _DIGIT]
+        while at and body[at[0]] == "0":
+            at.pop(0)
+        if len(at) < 7:  # see _SHORTEST
+            return v
+        digits = "".join(body[i] for i in at)
+        out = tm(digits)
+        if out is digits or out == digits:
+            return v
+        self._hit(digits)
+        z = _zeroed(out, digits) or "0" * len(digits)
+        chars = list(mant)
+        for i, d in zip(at, z, strict=True):
+            chars[i] = d
+        masked = float("".join(chars) + e + exp)
+        return -masked if neg else masked
 
     # -- CSV ---------------------------------------------------------------------------------
 
@@ -484,22 +488,39 @@ class _ExcelSemicolon(csv.excel):
 
 def _pieces(text: str) -> list[str]:
     """`text` cut into pieces of about CHUNK characters, each cut just after a character no
-    detected span (or encoded run) contains; a stretch without one stays whole (and a piece
-    longer than the text masker scans is masked whole by it: fail closed)."""
+    detected span and no encoded run contains (a newline by preference), and never inside
+    something that may be a markup tag (tags join the digits around them: encoded.py). A stretch
+    without such a place stays whole (and a piece longer than the text masker scans is masked
+    whole by it: fail closed)."""
     pieces = []
     i, n = 0, len(text)
     while n - i > CHUNK:
-        cut = text.rfind("\n", i, i + CHUNK)
-        if cut < i:
-            cut = max(text.rfind(c, i, i + CHUNK) for c in _CUTS)
-        if cut < i:
-            later = [j for j in (text.find(c, i + CHUNK) for c in _CUTS) if j >= 0]
+        cut = _cut(text, i, i + CHUNK, ("\n",)) or _cut(text, i, i + CHUNK, _CUTS)
+        if cut is None:
+            later = [j for j in (text.find(c, i + CHUNK) for c in _CUTS) if j >= 0 and _outside_tag(text, j)]
             cut = min(later) if later else n - 1
         pieces.append(text[i : cut + 1])
         i = cut + 1
     if i < n:
         pieces.append(text[i:])
     return pieces
+
+
+def _cut(text: str, lo: int, hi: int, chars: tuple[str, ...]) -> int | None:
+    """The last position in [lo, hi) of one of `chars` outside any possible tag (a few tries)."""
+    for _ in range(64):
+        at = max(text.rfind(c, lo, hi) for c in chars)
+        if at < lo:
+            return None
+        if _outside_tag(text, at):
+            return at
+        hi = at
+    return None
+
+
+def _outside_tag(text: str, at: int) -> bool:
+    lo = max(0, at - MAX_TAG - 2)
+    return text.rfind("<", lo, at + 1) <= text.rfind(">", lo, at + 1)
 
 
 def _positional(v: float) -> str:

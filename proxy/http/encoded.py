@@ -1,24 +1,32 @@
-"""Owns numbers hidden behind character references and escapes (`&#49;`, `&#x31;`, `%31`, `\\u0031`,
-`+` for a space): finds them and masks them in place. Must not know body formats, policies or I/O.
+"""Owns numbers hidden behind character references, escapes and markup (`&#49;`, `&#x31;`, `%31`,
+`\\u0031`, `&ZeroWidthSpace;`, `138<em>1234</em>5678`): finds them and masks them in place. Must not
+know body formats, policies or I/O.
 
 A browser, URL decoder or JavaScript engine turns `&#49;&#51;&#56;...` back into digits, so a detector
 that reads only the raw text would pass a number the person then sees in full. Each run of such
 tokens and plain digits/separators is decoded into a shadow text for the detectors; when the shadow
-holds a number, the run is replaced by its masked, decoded form. Only tokens that decode to digits,
-separators or invisible characters are decoded into the output: anything else (`%3C`, `&#60;`) keeps
-its encoded form, so masking never turns an escaped `<` into markup.
+holds a number, the characters the detectors masked are written out masked and every other token
+keeps its original form. Only tokens that decode to digits, separators or invisible characters
+enter the shadow: anything else (`%3C`, `&#60;`) is a hole that no number spans, and is never
+written out decoded, so masking never turns an escaped `<` into markup.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from html.entities import html5
 
 from masking.normalize import fold_char
 
+# Tokens a client decodes: numeric and named character references (any number of leading zeros),
+# percent-encoded bytes, JavaScript escapes, `+` (a space in form encoding) and markup tags, which
+# render as nothing between two digits (`138<em>1234</em>5678`, a search hit highlighted).
+MAX_TAG = 256
 _TOKEN_RE = re.compile(
-    r"&#[0-9]{1,8};?|&#[xX][0-9a-fA-F]{1,6};?|%[0-9a-fA-F]{2}"
-    r"|\\u\{[0-9a-fA-F]{1,6}\}|\\u[0-9a-fA-F]{4}|\\x[0-9a-fA-F]{2}|\+"
+    r"&#0*[0-9]{1,7};?|&#[xX]0*[0-9a-fA-F]{1,6};?|&[A-Za-z][A-Za-z0-9]{1,31};?|%[0-9a-fA-F]{2}"
+    r"|\\u\{0*[0-9a-fA-F]{1,6}\}|\\u[0-9a-fA-F]{4}|\\x[0-9a-fA-F]{2}|\+"
+    r"|<(?:/?[A-Za-z][^<>]{0,MAX}|!--[^<>]{0,MAX}?--)>".replace("MAX", str(MAX_TAG))
 )
 # Characters a run of digits may hold in plain form: digits, what detectors accept between digit
 # groups, and an ID card's check character.
@@ -31,7 +39,7 @@ _HOLE = "\ue000"
 
 def maybe_encoded(text: str) -> bool:
     """Cheap gate: could `text` hold a token at all?"""
-    return "%" in text or "&#" in text or "\\" in text or "+" in text
+    return "%" in text or "&" in text or "\\" in text or "+" in text or "<" in text
 
 
 def unhide(text: str, mask: Callable[[str], str]) -> str:
@@ -75,24 +83,33 @@ def unhide(text: str, mask: Callable[[str], str]) -> str:
 
 def _mask_run(run: str, mask: Callable[[str], str]) -> str:
     items = _decode_run(run)
-    shadow = []
-    kept: list[str] = []  # tokens left encoded, in order
-    for orig, ch in items:
-        if ch is not None and all(c in _SAFE for c in fold_char(ch)):
-            shadow.append(" " if orig == "+" else ch)
+    pieces: list[str] = []  # per item, what the shadow holds for it
+    for orig, dec in items:
+        if dec is not None and all(c in _SAFE for ch in dec for c in fold_char(ch)):
+            pieces.append(" " if orig == "+" else dec)
         else:
-            shadow.append(_HOLE)
-            kept.append(orig)
-    decoded = "".join(shadow)
-    if not any(c.isdigit() for c in decoded):
+            pieces.append(_HOLE)
+    shadow = "".join(pieces)
+    if not any(c.isdigit() for c in shadow):
         return run
-    masked = mask(decoded)
-    if masked is decoded or masked == decoded:
+    masked = mask(shadow)
+    if masked is shadow or masked == shadow:
         return run
+    if len(masked) == len(shadow):
+        # Display masking keeps lengths: every item keeps its original form (its encoding, a
+        # tag) unless a character of it was masked, which is then written out masked.
+        out = []
+        at = 0
+        for (orig, _), piece in zip(items, pieces, strict=True):
+            new = masked[at : at + len(piece)]
+            at += len(piece)
+            out.append(orig if new == piece else new)
+        return "".join(out)
+    # Another length (a masker that does not keep it): the masked shadow with the holes put back;
+    # zero-width items (tags) are dropped, nothing hidden is written out decoded.
+    kept = [orig for (orig, _), piece in zip(items, pieces, strict=True) if piece == _HOLE]
     parts = masked.split(_HOLE)
     if len(parts) != len(kept) + 1:
-        # The masker rewrote a hole (it never should): drop the encoded neighbours rather than
-        # guess where they went; nothing hidden is written out decoded.
         return masked.replace(_HOLE, "")
     out = [parts[0]]
     for tok, part in zip(kept, parts[1:], strict=True):
@@ -173,11 +190,17 @@ def _decode_run(run: str) -> list[tuple[str, str | None]]:
 
 
 def _decode_token(tok: str) -> str | None:
-    if tok == "+":
+    c = tok[0]
+    if c == "+":
         return "+"  # a space in form encoding: the shadow reads it as one
+    if c == "<":
+        return ""  # a tag renders as nothing between two characters
     if tok.startswith("&#"):
         body = tok[2:].rstrip(";")
-        cp = int(body[1:], 16) if body[:1] in "xX" else int(body)
+        cp = int(body[1:], 16) if body[0] in "xX" else int(body)
+    elif c == "&":
+        name = tok[1:]
+        return html5.get(name if name.endswith(";") else name + ";") or html5.get(name)
     elif tok.startswith("\\u{"):
         cp = int(tok[3:-1], 16)
     else:  # \uHHHH, \xHH

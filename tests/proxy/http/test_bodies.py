@@ -230,6 +230,8 @@ def test_unclassified_values_numbers_and_keys_go_through_the_detectors() -> None
         "f": float(MOBILE),
         "big": int(CARD),
         "e": 1.3812345678e20,
+        "point": 1381234.5678,
+        "small_f": 0.13812345678,
         MOBILE: {"k": 1},
         "small": 123,
         "id": 1234567,
@@ -239,10 +241,11 @@ def test_unclassified_values_numbers_and_keys_go_through_the_detectors() -> None
     assert out["n"] == 13800005678 and out["neg"] == -13800005678
     assert out["f"] == 13800005678.0
     assert out["big"] == 6222020000000005679
-    assert "13812345678" not in repr(out["e"]).replace(".", "")
+    for k in ("e", "point", "small_f"):
+        assert MOBILE not in repr(out[k]).replace(".", ""), k
     assert out["138****5678"] == {"k": 1}
     assert out["small"] == 123 and out["id"] == 1234567
-    assert res.masked == 8
+    assert res.masked == 10
     assert {"mobile", "id_card", "bank_card"} <= res.classes
 
 
@@ -422,13 +425,18 @@ HIDDEN = [
     "&#49;&#51;&#56;%20&#49;&#50;&#51;&#52;%20&#53;&#54;&#55;&#56;",
     "138+1234+5678",
     "1&#8203;3812345678",
+    "&#0000000049;&#x00033;" + MOBILE[2:],
+    "138<em>1234</em>5678",
+    '<b class="hit">138</b><i>1234</i><!-- x -->5678',
+    "138&ZeroWidthSpace;1234&nbsp;5678",
+    "138&hyphen;1234&minus;5678",
 ]
 
 
 def _reader_digits(text: str) -> str:
     """What a reader of the decoded text sees as digits, in order: entities, %-encoding (with + as a
     space) and \\u, \\u{}, \\x escapes decoded, surrogate pairs joined, every script's digits read."""
-    t = html.unescape(text)
+    t = html.unescape(re.sub(r"<[^<>]*>", "", text))
     t = urllib.parse.unquote(t.replace("+", " "))
     t = re.sub(r"\\u\{([0-9a-fA-F]+)\}|\\u([0-9a-fA-F]{4})|\\x([0-9a-fA-F]{2})", _unescape, t)
     t = t.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
@@ -443,18 +451,26 @@ def _unescape(m: re.Match[str]) -> str:
 def test_numbers_hidden_by_encodings_are_masked(hidden: str) -> None:
     assert MOBILE in _reader_digits(hidden)  # the test's own premise
     for kind, wrap in (("text", "<p>tel: {}</p>"), ("json", '{{"q": "{}"}}'), ("csv", "a,b\n1,{}\n")):
-        body = wrap.format(hidden.replace("\\", "\\\\") if kind == "json" else hidden)
+        body = wrap.format(json.dumps(hidden)[1:-1] if kind == "json" else hidden)
         out = run(kind, body).body.decode()
         if kind == "json":
             out = json.loads(out)["q"]
         assert MOBILE not in _reader_digits(out), (kind, out)
 
 
+def test_encoded_digits_stay_encoded_unless_masked_and_tags_stay() -> None:
+    hidden = "".join(f"&#{ord(c)};" for c in MOBILE)
+    assert run("text", hidden).body.decode() == "&#49;&#51;&#56;****&#53;&#54;&#55;&#56;"
+    assert run("text", "<td>138<em>1234</em>5678</td>").body.decode() == "<td>138<em>****</em>5678</td>"
+    out = run("json", json.dumps({"hl": f"客户 138<em>{MOBILE[3:7]}</em>{MOBILE[7:]}"})).body
+    assert json.loads(out) == {"hl": "客户 138<em>****</em>5678"}
+
+
 def test_escaped_markup_stays_escaped_next_to_a_masked_number() -> None:
     hidden = "".join(f"&#{ord(c)};" for c in MOBILE)
     out = run("text", f"&#60;script&#62;{hidden}&#60;/script&#62; %3C{hidden}").body.decode()
     assert "<" not in out and "&#60;script&#62;" in out and "%3C" in out
-    assert out.count("138****5678") == 2
+    assert out.count("****") == 2 and MOBILE not in _reader_digits(out)
 
 
 def test_plain_percent_and_entities_are_left_alone() -> None:
@@ -473,6 +489,13 @@ def test_long_text_is_scanned_in_pieces_without_missing_a_number() -> None:
     assert MOBILE not in out and CARD not in out
     assert len(out) == len(body)
     assert out.count("138****5678") == 2
+
+
+def test_long_text_is_never_cut_inside_a_tag() -> None:
+    tag = '<em data-x="' + "," * 40 + '">'
+    body = "x" * (CHUNK - 20) + "138" + tag + "1234</em>5678" + ",y" * 40_000
+    out = run("text", body).body.decode()
+    assert MOBILE not in _reader_digits(out)
 
 
 def test_a_huge_text_without_any_cut_is_hidden_whole() -> None:
@@ -657,6 +680,7 @@ def test_body_masking_imports_no_protocol_io_or_sql() -> None:
 
     allowed = {
         "masking",
+        "html.entities",
         "proxy.services.gate",
         "proxy.services.rows",
         "proxy.http.encoded",
