@@ -33,6 +33,15 @@ _TOKEN_RE = re.compile(
 _PLAIN = frozenset("0123456789 \t()-Xx")
 # What a decoded character must fold to (or to nothing) to be written out decoded.
 _SAFE = frozenset("0123456789 \t()+-Xx")
+_TAG_NAME_RE = re.compile(r"</?([A-Za-z][A-Za-z0-9]*)")
+# Tags that render inline, as nothing between the characters around them.
+_INLINE = frozenset(
+    {
+        *("a", "abbr", "b", "bdi", "bdo", "cite", "code", "data", "del", "dfn", "em", "font", "i"),
+        *("ins", "kbd", "mark", "q", "s", "samp", "small", "span", "strong", "sub", "sup", "time"),
+        *("tt", "u", "var", "wbr"),
+    }
+)
 # Stands in the shadow text for a token that is left encoded: no detector reads it as part of a number.
 _HOLE = "\ue000"
 
@@ -194,7 +203,10 @@ def _decode_token(tok: str) -> str | None:
     if c == "+":
         return "+"  # a space in form encoding: the shadow reads it as one
     if c == "<":
-        return ""  # a tag renders as nothing between two characters
+        # An inline tag renders as nothing between two characters, any other (a table cell, a
+        # line break) as a gap: a reader still reads 138 1234 5678 across three cells.
+        m = _TAG_NAME_RE.match(tok)
+        return "" if m is None or m.group(1).lower() in _INLINE else " "
     if tok.startswith("&#"):
         body = tok[2:].rstrip(";")
         cp = int(body[1:], 16) if body[0] in "xX" else int(body)
