@@ -416,7 +416,7 @@ class _Walker:
         bom = text.startswith("\ufeff")
         if bom:
             text = text[1:]  # else the first header name would not be classified
-        first = text.split("\n", 1)[0]
+        first = text[: text.find("\n")] if "\n" in text else text
         dialect: type[csv.Dialect] = csv.excel
         if "," not in first and "\t" in first:
             dialect = csv.excel_tab
