@@ -4,8 +4,8 @@ UTF-8 bytes out. Pure: must not touch sockets, mitmproxy, headers, policy files 
 What a person may see is decided elsewhere (policies/http.py fills a `BodyPlan`); this module
 applies it to one buffered body, fail closed: a body that cannot be read as its type raises
 `BodyError` (the caller answers 502 and never passes it on), and every body is re-serialised from
-what was scanned, so bytes the scan did not read (a duplicate JSON key's first value, a malformed
-CSV tail) never reach the client.
+what was scanned, so bytes the scan did not read (a duplicate JSON key's first value, text after a
+parser stopped) never reach the client.
 
 - JSON: a value at a classified path is masked type-preserving by its class (strings by the class
   display rule, integers with hidden digits zeroed, floats as decimals with the fraction zeroed;
@@ -16,8 +16,12 @@ CSV tail) never reach the client.
 - NDJSON / JSON text sequences: each record is a JSON document; `max_rows` bounds the records.
 - CSV: header names are classified like flat names; classified columns masked, detectors on
   every other cell (header and ragged cells too); rows past `max_rows` cut.
-- Text: the detectors over the whole text, plus numbers hidden behind character references,
-  percent-encoding and escapes (encoded.py).
+- Text: the detectors over the whole text, in pieces cut where no number can straddle the cut.
+
+Every text value the detectors read (JSON strings and keys, CSV cells, text) is also read the way
+a client decodes it: numbers hidden behind character references, percent-encoding, escapes or
+inline markup are masked in place (encoded.py). A classified value gets its class's masker only,
+as a classified SQL column does.
 
 Output is always UTF-8 (`MaskedBody.content_type_charset`): the caller sets the response's
 charset parameter to it on every masked text type.
