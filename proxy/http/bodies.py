@@ -16,7 +16,9 @@ parser stopped) never reach the client.
 - NDJSON / JSON text sequences: each record is a JSON document; `max_rows` bounds the records.
 - CSV: header names are classified like flat names; classified columns masked, detectors on
   every other cell (header and ragged cells too); rows past `max_rows` cut.
-- Text: the detectors over the whole text, in pieces cut where no number can straddle the cut.
+- Text: the detectors over the whole text, in pieces cut where no number can straddle the cut. A
+  text that is a JSON object or array (an API that labels JSON text/plain, or not at all) is
+  masked as JSON.
 
 Every text value the detectors read (JSON strings and keys, CSV cells, text) is also read the way
 a client decodes it: numbers hidden behind character references, percent-encoding, escapes or
@@ -141,7 +143,7 @@ def mask_body(kind: str, raw: bytes, charset: str | None, plan: BodyPlan, src: M
         elif kind == "csv":
             body, items = w.csv_body(raw, charset)
         elif kind in ("text", "empty"):  # a body under "empty" is still scanned, never passed
-            body, items = w.text_body(raw, charset), 0
+            body, items = w.text_body(raw, charset)
         elif kind == "binary":
             raise BodyError("binary bodies are not masked")
         else:
@@ -283,7 +285,9 @@ class _Walker:
     # -- JSON --------------------------------------------------------------------------------
 
     def json_body(self, raw: bytes, charset: str | None) -> tuple[bytes, int]:
-        doc = json.loads(_json_source(raw, charset))
+        return self.json_doc(json.loads(_json_source(raw, charset)))
+
+    def json_doc(self, doc: Any) -> tuple[bytes, int]:
         out = self.node(doc, (), None)
         if type(out) is list:
             items = len(out)
@@ -467,10 +471,15 @@ class _Walker:
 
     # -- text --------------------------------------------------------------------------------
 
-    def text_body(self, raw: bytes, charset: str | None) -> bytes:
+    def text_body(self, raw: bytes, charset: str | None) -> tuple[bytes, int]:
         text = _decode(raw, charset)
+        doc = _json_or_none(text)
+        if doc is not None:
+            # JSON served as text/plain (or with no type): its classified fields are masked as
+            # fields, since a name or an address has no detector to catch it as text.
+            return self.json_doc(doc)
         if len(text) <= CHUNK:
-            return self.scan(text).encode("utf-8")
+            return self.scan(text).encode("utf-8"), 0
         out: list[str] = []
         context = ""
         for piece in _pieces(text):
@@ -483,7 +492,7 @@ class _Walker:
                 masked = self.scan(piece)
             out.append(masked)
             context = masked[-_CONTEXT:]
-        return "".join(out).encode("utf-8")
+        return "".join(out).encode("utf-8"), 0
 
 
 class _ExcelSemicolon(csv.excel):
@@ -550,6 +559,18 @@ def _json_source(raw: bytes, charset: str | None) -> bytes | str:
         return raw
     text = _decode(raw, charset)
     return text[1:] if text.startswith("\ufeff") else text
+
+
+def _json_or_none(text: str) -> Any:
+    """The JSON object or array `text` holds, or None when it is not one."""
+    start = text.lstrip(" \t\r\n\ufeff")[:1]
+    if start not in ("{", "["):
+        return None
+    try:
+        doc = json.loads(text.lstrip("\ufeff"))
+    except (ValueError, RecursionError):
+        return None
+    return doc if type(doc) in (dict, list) else None
 
 
 def _dump(doc: Any) -> str:

@@ -398,6 +398,15 @@ def test_malformed_csv_is_an_error() -> None:
 # -------------------------------------------------------------------------------------- text
 
 
+def test_json_served_as_text_is_masked_as_json() -> None:
+    doc = {"data": [{"owner": "张三丰", "mobile": MOBILE}] * 3}
+    res = run("text", json.dumps(doc, ensure_ascii=False, indent=2), plan(max_rows=2))
+    assert json.loads(res.body) == {"data": [{"owner": "张*丰", "mobile": "138****5678"}] * 2}
+    assert res.items == 2 and res.truncated == 1
+    # Text that only looks like JSON stays text.
+    assert run("text", "[not json] " + MOBILE).body.decode() == "[not json] 138****5678"
+
+
 def test_text_detectors_and_charsets() -> None:
     res = run("text", f"客户手机 {MOBILE}，身份证 {ID18}".encode("gb18030"), charset="gb18030")
     assert res.body.decode() == "客户手机 138****5678，身份证 110***********002X"
