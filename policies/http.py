@@ -37,6 +37,9 @@ _SORT_PARAM = re.compile(r"^[$_]?(sort|order)(_?by)?$", re.IGNORECASE)
 # Flat names carry structure in several conventions: `filter[mobile]`, `contact.phone`,
 # Django's `contact__phone__startswith`. Any piece naming a class classifies the name.
 _NAME_PIECES = re.compile(r"\[|\]|\.|__")
+# Request bodies nested deeper are refused: no API's filter is, and classifying every key path
+# of a deeper body costs its depth squared.
+MAX_BODY_DEPTH = 64
 
 
 def normalise_path(path: str) -> str | None:
@@ -161,12 +164,18 @@ def _name_classes(api: Api, name: str) -> set[str]:
     return {cls for piece in pieces if (cls := api.name_class(piece)) is not None}
 
 
+class _TooDeep(Exception):
+    pass
+
+
 def _leaves(body: object) -> Iterator[tuple[tuple[str | int, ...], object]]:
-    """Every scalar of a parsed JSON body (or form fields) with its key path; iterative, so a
-    deeply nested body cannot exhaust the stack."""
+    """Every scalar of a parsed JSON body (or form fields) with its key path; iterative, and
+    refusing bodies nested deeper than MAX_BODY_DEPTH (raises _TooDeep)."""
     stack: list[tuple[tuple[str | int, ...], object]] = [((), body)]
     while stack:
         path, value = stack.pop()
+        if len(path) > MAX_BODY_DEPTH and isinstance(value, dict | list | tuple):
+            raise _TooDeep
         if isinstance(value, dict):
             stack.extend(((*path, str(k)), v) for k, v in value.items())
         elif isinstance(value, list | tuple):
@@ -251,7 +260,11 @@ def decide_request(
                         if role.action_for(cls) != "clear":
                             sorted_by.append((f"query parameter `{name}`", cls))
         if body is not None:
-            for key_path, _ in _leaves(body):
+            try:
+                leaves = list(_leaves(body))
+            except _TooDeep:
+                return block("unparsable", f"request body nested deeper than {MAX_BODY_DEPTH} levels")
+            for key_path, _ in leaves:
                 classes = {c for c in [fields.field_class(key_path)] if c is not None}
                 keys = [k for k in key_path if isinstance(k, str)]
                 if keys:
