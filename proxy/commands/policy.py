@@ -128,9 +128,13 @@ def cmd_check(args: argparse.Namespace) -> int:
             return 1
     for w in warnings:
         print(f"warning: {w}")
+    apis = ""
+    if policy.apis:
+        fields = sum(len(a.fields) for a in policy.apis.values())
+        apis = f", {len(policy.apis)} api{'s' if len(policy.apis) > 1 else ''} ({fields} field patterns)"
     print(
         f"ok: revision {policy.revision}, {len(policy.roles)} roles, {len(policy.users)} users, "
-        f"{len(policy.columns)} classified column patterns"
+        f"{len(policy.columns)} classified column patterns{apis}"
     )
     return 0
 
