@@ -14,6 +14,7 @@ so the route was decided on exactly the path the upstream receives.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from urllib.parse import parse_qsl, quote
@@ -49,8 +50,9 @@ def normalise_path(path: str) -> str | None:
     starting with `/`, a query or fragment mark, raw backslashes, spaces or control characters,
     an invalid `%` escape, an encoded `/`, `\\`, NUL or control character, bytes that are not
     UTF-8, a `..` climbing above the root, a segment like `..;x` (which Java servers read as
-    `..`), or escapes still left after the decoding (a double-encoded path, which servers that
-    decode twice would read as something else).
+    `..`), Unicode compatibility forms of `/`, `\\` or dot segments (`．．`, which servers that
+    fold Unicode read as `..`), or escapes still left after the decoding (a double-encoded
+    path, which servers that decode twice would read as something else).
 
     >>> normalise_path("/api//clients/./%31/../2/")
     '/api/clients/2/'
@@ -88,7 +90,7 @@ def normalise_path(path: str) -> str | None:
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if _ESCAPE_LEFT.search(decoded):
+    if _ESCAPE_LEFT.search(decoded) or _compat_separators(decoded):
         return None
     parts = decoded.split("/")[1:]
     out: list[str] = []
@@ -105,6 +107,17 @@ def normalise_path(path: str) -> str | None:
         out.append(part)
     trailing = bool(out) and parts[-1] in ("", ".", "..")
     return "/" + "/".join(out) + ("/" if trailing else "")
+
+
+def _compat_separators(decoded: str) -> bool:
+    """Whether Unicode compatibility forms spell a separator or dot segment (`．．`, `／`, `＼`):
+    servers that fold them (IIS, some frameworks) would read a path no route was matched on."""
+    folded = unicodedata.normalize("NFKC", decoded)
+    if folded == decoded:
+        return False
+    if folded.count("/") != decoded.count("/") or "\\" in folded:
+        return True
+    return any(part.split(";", 1)[0] in (".", "..") for part in folded.split("/"))
 
 
 def forward_path(path: str) -> str | None:

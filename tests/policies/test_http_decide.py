@@ -112,6 +112,10 @@ def test_normalise_path(raw: str, normal: str) -> None:
         "/api/clients/%252F",
         "/api/clients/..;/admin",  # Tomcat reads `..;` as `..`
         "/api/clients/.;x/admin",
+        "/api/clients/%EF%BC%8E%EF%BC%8E/admin",  # fullwidth `．．`, which IIS folds to `..`
+        "/api/clients/．．/admin",
+        "/api/clients%EF%BC%8Fadmin",  # fullwidth solidus
+        "/api/clients/%EF%BC%BCadmin",  # fullwidth reverse solidus
     ],
 )
 def test_paths_no_route_may_match(raw: str) -> None:
