@@ -175,6 +175,11 @@ async def attachment(request: web.Request) -> web.Response:
     )
 
 
+async def header_name(request: web.Request) -> web.Response:
+    """A per-record header whose name is built from the record's key."""
+    return web.Response(text="{}", content_type="application/json", headers={f"X-Seen-{MOBILES[0]}": "1"})
+
+
 async def latin1_gzip(request: web.Request) -> web.Response:
     """A stored compressed export served with a single-byte text charset and no Content-Encoding."""
     body = gzip.compress(json.dumps({"data": CLIENTS[:5]}).encode())
@@ -225,7 +230,14 @@ async def search(request: web.Request) -> web.Response:
         prefix = q["$filter"].split("'")[1]
     if "q" in q and q["q"].startswith("mobile:"):
         prefix = q["q"][len("mobile:") :].rstrip("*")
-    text = await request.text()
+    if request.content_type.startswith("multipart/"):
+        # request.post() reads POST bodies only; an API reading a search form on GET streams it.
+        async for part in await request.multipart():
+            if getattr(part, "name", None) == "mobile":
+                prefix = await part.text()  # type: ignore[union-attr]
+        text = ""
+    else:
+        text = await request.text()
     if text:
         body = json.loads(text, object_pairs_hook=_first_wins)
         prefix = (body.get("filter") or {}).get("mobile", prefix)
@@ -253,6 +265,7 @@ def red_app() -> web.Application:
     r.add_get("/api/dial", dial)
     r.add_get("/api/reason", reason)
     r.add_get("/api/attachment", attachment)
+    r.add_get("/api/header-name", header_name)
     r.add_get("/api/latin1-gzip", latin1_gzip)
     r.add_get("/api/double-gzip", double_gzip)
     r.add_get("/api/multipart", multipart)
@@ -541,6 +554,12 @@ def test_content_type_parameters_are_masked(served: dict[str, Any]) -> None:
     assert MOBILES[0] not in r.headers["content-type"]
 
 
+@pytest.mark.xfail(strict=True, reason="only response header values are scanned, never their names")
+def test_response_header_names_are_masked(served: dict[str, Any]) -> None:
+    r = get(served, "/api/header-name")
+    assert MOBILES[0] not in " ".join(r.headers.keys())
+
+
 # ====================================================================================== max_rows
 
 
@@ -686,6 +705,13 @@ def test_unicode_escaped_key_in_raw_body_is_refused(served: dict[str, Any]) -> N
 def test_form_body_predicates_are_refused(served: dict[str, Any]) -> None:
     r = get(served, "/api/clients/search", data={"mobile": "138"})
     assert r.status_code == 403
+    r = get(
+        served,
+        "/api/clients/search",
+        content=b"a=1&mob%69le=138",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 403
 
 
 @pytest.mark.xfail(
@@ -710,6 +736,16 @@ def test_json_body_under_another_content_type_is_checked(served: dict[str, Any],
     reason="duplicate JSON keys: maskgate checks the last value, the raw body goes upstream and "
     "a first-wins parser filters on mobile",
 )
+@pytest.mark.xfail(
+    strict=True,
+    reason="multipart request bodies are not read for predicates (a documented limit), yet a GET "
+    "route admits them and the API reads the form field",
+)
+def test_multipart_body_predicates_are_refused(served: dict[str, Any]) -> None:
+    r = get(served, "/api/clients/search", files={"mobile": (None, "1381")})
+    assert r.status_code in (400, 403), r.text
+
+
 def test_duplicate_json_keys_cannot_hide_a_predicate(served: dict[str, Any]) -> None:
     body = b'{"filter": {"mobile": "1381"}, "filter": {}}'
     r = get(served, "/api/clients/search", content=body, headers={"content-type": "application/json"})
@@ -795,6 +831,16 @@ def test_routing_override_headers_do_not_reach_the_api(served: dict[str, Any], h
     value = "DELETE" if "Method" in header else "/admin/users"
     r = get(served, "/api/echo", headers={header: value})
     assert r.status_code == 403 or header.lower() not in r.json()["headers"], r.text
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a `_method=DELETE` query parameter (Express/Laravel method override) is forwarded on a "
+    "GET the role may send",
+)
+def test_method_override_parameter_does_not_reach_the_api(served: dict[str, Any]) -> None:
+    r = get(served, "/api/echo?_method=DELETE")
+    assert r.status_code == 403 or "_method" not in dict(r.json()["query"]), r.text
 
 
 def test_upgrades_and_connect_are_refused(served: dict[str, Any]) -> None:
@@ -899,6 +945,32 @@ def test_a_deeply_nested_request_body_does_not_stall_others(served: dict[str, An
     attack.join(120)
     assert r.status_code == 200
     assert waited < 1.5, f"a normal request waited {waited:.1f}s behind a {len(body)}-byte body"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bodies are masked on the event loop: a 190 KB `1+1+…` body an error page echoes costs "
+    "~2 s of unhide() per request, and three at once stall everyone",
+)
+def test_reflected_bodies_do_not_stall_others(served: dict[str, Any]) -> None:
+    body = b"1+" * 95_000
+    attacks = [
+        threading.Thread(
+            target=lambda: get(served, "/api/echo", content=body, headers={"content-type": "text/plain"}),
+            daemon=True,
+        )
+        for _ in range(3)
+    ]
+    for t in attacks:
+        t.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    r = get(served, "/api/clients/1")
+    waited = time.monotonic() - t0
+    for t in attacks:
+        t.join(60)
+    assert r.status_code == 200
+    assert waited < 1.5, f"a normal request waited {waited:.1f}s behind three echoed bodies"
 
 
 def test_a_compressed_request_body_is_bounded_when_decoded(served: dict[str, Any]) -> None:
