@@ -17,7 +17,7 @@ import re
 import unicodedata
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, unquote
 
 from policies.decide import MAX_LOOKUP_VALUES
 from policies.decision import Allow, Block, Decision
@@ -173,8 +173,24 @@ def binary_allowed(role: Role, method: str, path: str) -> bool:
 
 
 def _name_classes(api: Api, name: str) -> set[str]:
-    pieces = {name, *_NAME_PIECES.split(name)} - {""}
+    # Escapes left after the one decoding (`%256Dobile` arrives as `%6Dobile`) are decoded
+    # again: an API that decodes twice reads `mobile`.
+    forms = {name}
+    for _ in range(3):
+        again = unquote(name)
+        if again == name:
+            break
+        forms.add(again)
+        name = again
+    pieces = {piece for form in forms for piece in (form, *_NAME_PIECES.split(form))} - {""}
     return {cls for piece in pieces if (cls := api.name_class(piece)) is not None}
+
+
+def _values_in(value: object) -> int:
+    """How many values one parameter or body value compares with: each item of a comma list."""
+    if isinstance(value, str):
+        return max(1, sum(1 for item in value.split(",") if item.strip()))
+    return 1
 
 
 class _TooDeep(Exception):
@@ -265,7 +281,7 @@ def decide_request(
         for name, value in query:
             for cls in _name_classes(fields, name):
                 if role.action_for(cls) != "clear":
-                    count = max(1, sum(1 for item in value.split(",") if item.strip()))
+                    count = _values_in(value)
                     hidden.append((f"query parameter `{name}`", cls, count))
             if _SORT_PARAM.match(name):
                 for field in _sort_fields(value):
@@ -277,7 +293,7 @@ def decide_request(
                 leaves = list(_leaves(body))
             except _TooDeep:
                 return block("unparsable", f"request body nested deeper than {MAX_BODY_DEPTH} levels")
-            for key_path, _ in leaves:
+            for key_path, leaf in leaves:
                 classes = {c for c in [fields.field_class(key_path)] if c is not None}
                 keys = [k for k in key_path if isinstance(k, str)]
                 if keys:
@@ -285,7 +301,7 @@ def decide_request(
                 for cls in classes:
                     if role.action_for(cls) != "clear":
                         shown = ".".join(str(k) for k in key_path) or "(body)"
-                        hidden.append((f"body field `{shown}`", cls, 1))
+                        hidden.append((f"body field `{shown}`", cls, _values_in(leaf)))
     for what, cls, _ in [*hidden, *((w, c, 0) for w, c in sorted_by)]:
         if role.action_for(cls) == "deny":
             return block("class_denied", f"class {cls} ({what}) is denied for this role", [cls])

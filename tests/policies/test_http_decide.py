@@ -379,6 +379,8 @@ def test_hours_come_first() -> None:
         "/api/clients?name=%E5%BC%A0",
         "/api/clients?sort=-mobile",
         "/api/clients?orderBy=name%20desc",
+        "/api/clients?%256Dobile=138",  # arrives as `%6Dobile`: an API decoding twice reads mobile
+        "/api/clients?%25256Dobile=138",
     ],
 )
 def test_masked_predicates_deny(target: str) -> None:
@@ -428,6 +430,11 @@ def test_request_bodies_are_predicates() -> None:
     assert isinstance(d, Block) and d.reason == "masked_predicate"
     d = decide(VENDOR, "GET", "/api/clients", {"mobile": "138"})
     assert isinstance(d, Block) and d.reason == "masked_predicate" and "body field `mobile`" in d.message
+    d = decide(role, "POST", "/api/search", {"filter": {"mobile": "1,2,3"}})
+    assert isinstance(d, Allow) and d.lookups == 3  # a comma list in a body counts each item
+    many = ",".join(str(i) for i in range(MAX_LOOKUP_VALUES + 1))
+    d = decide(role, "POST", "/api/search", {"filter": {"mobile": many}})
+    assert isinstance(d, Block) and d.reason == "masked_predicate"
     # Form fields: a dict of names (with lists for repeated ones).
     d = decide(role, "POST", "/api/search", {"mobile": ["1", "2"], "x": "y"})
     assert isinstance(d, Allow) and d.lookups == 2
