@@ -22,6 +22,8 @@ REASONS = (
     "row_budget",
     # HTTP: the method and path match none of the role's `routes` (or a download it may not take).
     "route_denied",
+    # HTTP: a request maskgate cannot read (invalid JSON or form body, bad content encoding).
+    "bad_request",
     # Not a policy verdict: `audit_required: true` and the audit log cannot be written.
     "audit_unavailable",
     # Nor this: the database's schema could not be loaded (its sessions are refused at connect).

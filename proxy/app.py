@@ -4,7 +4,7 @@ Owns process lifetime: start-up order, the metrics endpoint, policy hot reload (
 SIGHUP, which also reopens the audit file after rotation), the schema refresh timer and graceful
 shutdown on SIGTERM/SIGINT. With `workers: N` above 1, proxy/workers.py runs one `App` per worker
 process (listeners with SO_REUSEPORT, metrics on a private socket). Protocol logic lives
-in proxy/pg/ and proxy/mysql/ (and later proxy/http/); policy logic in policies/.
+in proxy/pg/, proxy/mysql/ and proxy/http/; policy logic in policies/.
 """
 
 from __future__ import annotations
@@ -67,12 +67,16 @@ class App:
         registry: CollectorRegistry | None = None,
         reuse_port: bool = False,
         metrics_socket: Path | None = None,
+        serve_http: bool = True,
     ) -> None:
         """`reuse_port` and `metrics_socket` are a worker's (proxy/workers.py): its listeners share
         their ports with the other workers, and its metrics go to the supervisor, which serves
         the sum of all workers' on the configured endpoint, through a unix socket."""
         self.config = config
         self.reuse_port = reuse_port
+        # The HTTP side binds its own socket (mitmproxy), without SO_REUSEPORT: with workers, one
+        # worker serves it (proxy/workers.py).
+        self.serve_http = serve_http
         self.metrics_socket = metrics_socket
         self.metrics = Metrics(registry)
         self.audit: AuditLog | None = None
@@ -85,6 +89,12 @@ class App:
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
+        await self.start_services()
+        await self.start_listeners()
+
+    async def start_services(self) -> None:
+        """Policy, audit, guard, schemas, hot reload and metrics: everything but the listeners
+        (a mitmdump that loads the HTTP addon runs only these)."""
         cfg = self.config
         # An invalid policy at start-up is fatal: there is no last good policy to fall back on.
         policy = await asyncio.to_thread(load_policy, cfg.policy)
@@ -95,7 +105,6 @@ class App:
             statement_text=without_comments,
             shared=cfg.workers > 1,
         )
-        pg = cfg.postgres
         loaders, defaults = schema_loaders(cfg)
         self.guard = Guard(
             policy,
@@ -115,6 +124,13 @@ class App:
             self._metrics_server = start_http_server(
                 cfg.metrics.port, addr=cfg.metrics.host, registry=self.metrics.registry
             )
+        self._tasks.append(asyncio.create_task(self._watch_policy()))
+        if cfg.schema_refresh_s > 0 and loaders:
+            self._tasks.append(asyncio.create_task(self._refresh_schemas()))
+
+    async def start_listeners(self) -> None:
+        cfg = self.config
+        pg = cfg.postgres
         if pg is not None:
             from .pg.server import PgProxyServer
 
@@ -150,9 +166,12 @@ class App:
             mserver.reuse_port = self.reuse_port
             await mserver.start()
             self.servers.append(mserver)
-        self._tasks.append(asyncio.create_task(self._watch_policy()))
-        if cfg.schema_refresh_s > 0 and loaders:
-            self._tasks.append(asyncio.create_task(self._refresh_schemas()))
+        if cfg.http is not None and self.serve_http:
+            from .http.server import HttpProxyServer  # mitmproxy only for configs with an HTTP side
+
+            hserver = HttpProxyServer(self.guard, cfg.http)
+            await hserver.start()
+            self.servers.append(hserver)
 
     async def _send_metrics(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One scrape by the supervisor: the exposition text, then close. Rendered off the loop:
@@ -224,6 +243,8 @@ class App:
             out["postgres"] = str(self.config.postgres.listen)
         if self.config.mysql is not None:
             out["mysql"] = str(self.config.mysql.listen)
+        if self.config.http is not None and self.serve_http:
+            out["http"] = str(self.config.http.listen)
         return out
 
 

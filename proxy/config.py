@@ -70,6 +70,33 @@ class Listener:
     database_roles: dict[str, str] = field(default_factory=dict)
 
 
+# Bodies are masked whole (a value split across two chunks would escape the mask), so each is
+# held in memory once: a larger one is refused, not streamed.
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class HttpListener:
+    """The HTTP side (proxy/http/): a reverse proxy in front of one internal API."""
+
+    listen: Endpoint
+    upstream: str  # base URL of the API: http(s)://host:port
+    tls: TLSFiles | None = None
+    # The policy's `apis` entry whose `fields` classify this API's JSON and CSV (None: the only
+    # entry when the policy has exactly one; detectors run either way).
+    api: str | None = None
+    # An authenticating gateway in front may name the person in this header; it is believed only
+    # from these networks (a header any client can set is no identity).
+    trusted_header: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # Headers added to every forwarded request: the API's own service credential, which no
+    # person knows (their maskgate credentials are never forwarded).
+    upstream_headers: dict[str, str] = field(default_factory=dict)
+    # A private CA bundle for an https upstream (None: the system's trust store).
+    upstream_ca: Path | None = None
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path
@@ -79,7 +106,7 @@ class Config:
     metrics: Endpoint | None = None
     postgres: Listener | None = None
     mysql: Listener | None = None
-    http: Listener | None = None
+    http: HttpListener | None = None
     masking_key: bytes = b""
     timezone: str = "Asia/Shanghai"
     schema_refresh_s: float = 300.0
@@ -115,6 +142,18 @@ _TOP_KEYS = {
     "workers",
 }
 _LISTENER_KEYS = {"listen", "upstream", "tls", "database_roles"}
+_HTTP_KEYS = {
+    "listen",
+    "upstream",
+    "tls",
+    "api",
+    "trusted_header",
+    "trusted_proxies",
+    "max_body_bytes",
+    "upstream_headers",
+    "upstream_ca",
+}
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _ROLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _DEFAULT_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "http": 80, "https": 443}
 
@@ -206,17 +245,72 @@ def _listener(raw: Any, name: str, base: Path) -> Listener:
     for key in ("listen", "upstream"):
         if key not in raw:
             raise ConfigError(f"{name}: missing `{key}`")
-    tls = None
-    if raw.get("tls") is not None:
-        t = raw["tls"]
-        if not isinstance(t, dict) or set(t) != {"cert", "key"}:
-            raise ConfigError(f"{name}.tls: expected {{cert: FILE, key: FILE}}")
-        tls = TLSFiles(base / t["cert"], base / t["key"])
+    tls = _tls(raw.get("tls"), name, base)
     return Listener(
         parse_endpoint(raw["listen"], f"{name}.listen"),
         parse_upstream(raw["upstream"], f"{name}.upstream"),
         tls,
         _database_roles(raw.get("database_roles"), f"{name}.database_roles"),
+    )
+
+
+def _tls(raw: Any, name: str, base: Path) -> TLSFiles | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) != {"cert", "key"}:
+        raise ConfigError(f"{name}.tls: expected {{cert: FILE, key: FILE}}")
+    return TLSFiles(base / raw["cert"], base / raw["key"])
+
+
+def _http(raw: Any, base: Path) -> HttpListener:
+    import ipaddress
+
+    if not isinstance(raw, dict):
+        raise ConfigError("http: expected a mapping")
+    unknown = set(raw) - _HTTP_KEYS
+    if unknown:
+        raise ConfigError(f"http: unknown key(s) {sorted(unknown)}")
+    for key in ("listen", "upstream"):
+        if key not in raw:
+            raise ConfigError(f"http: missing `{key}`")
+    up = raw["upstream"]
+    u = urlsplit(up) if isinstance(up, str) else None
+    if u is None or u.scheme not in ("http", "https") or not u.hostname or u.path not in ("", "/") or u.query:
+        raise ConfigError(f"http.upstream: expected http(s)://host[:port], got {up!r}")
+    header = raw.get("trusted_header")
+    if header is not None and (not isinstance(header, str) or not _HEADER_NAME.match(header)):
+        raise ConfigError(f"http.trusted_header: not a header name: {header!r}")
+    proxies = raw.get("trusted_proxies") or []
+    if not isinstance(proxies, list):
+        raise ConfigError("http.trusted_proxies: expected a list of networks (CIDR)")
+    for net in proxies:
+        try:
+            ipaddress.ip_network(str(net), strict=False)
+        except ValueError:
+            raise ConfigError(f"http.trusted_proxies: not a network: {net!r}") from None
+    if header is not None and not proxies:
+        raise ConfigError("http.trusted_header needs trusted_proxies: the networks the gateway is in")
+    headers = raw.get("upstream_headers") or {}
+    if not isinstance(headers, dict) or not all(
+        isinstance(k, str) and _HEADER_NAME.match(k) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise ConfigError("http.upstream_headers: expected a mapping of header name to text")
+    size = raw.get("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+    if isinstance(size, bool) or not str(size).strip().isdigit() or int(str(size)) < 1:
+        raise ConfigError(f"http.max_body_bytes: expected a positive number of bytes, got {size!r}")
+    api = raw.get("api")
+    if api is not None and not isinstance(api, str):
+        raise ConfigError("http.api: expected the name of an `apis` entry of the policy")
+    return HttpListener(
+        listen=parse_endpoint(raw["listen"], "http.listen"),
+        upstream=f"{u.scheme}://{u.netloc}",
+        tls=_tls(raw.get("tls"), "http", base),
+        api=api,
+        trusted_header=header,
+        trusted_proxies=tuple(str(p) for p in proxies),
+        max_body_bytes=int(str(size)),
+        upstream_headers=dict(headers),
+        upstream_ca=base / str(raw["upstream_ca"]) if raw.get("upstream_ca") else None,
     )
 
 
@@ -281,7 +375,7 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
             metrics=parse_endpoint(raw["metrics"], "metrics") if raw.get("metrics") else None,
             postgres=_listener(raw["postgres"], "postgres", base) if raw.get("postgres") else None,
             mysql=_listener(raw["mysql"], "mysql", base) if raw.get("mysql") else None,
-            http=_listener(raw["http"], "http", base) if raw.get("http") else None,
+            http=_http(raw["http"], base) if raw.get("http") else None,
             masking_key=str(key).encode(),
             timezone=str(raw.get("timezone", "Asia/Shanghai")),
             schema_refresh_s=float(raw.get("schema_refresh_s", 300.0)),

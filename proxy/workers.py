@@ -64,7 +64,7 @@ def worker_main(config: Config, slot: int, metrics_socket: str, conn: Connection
     _event_loop_policy()
     _name_process(f"maskgate-w{slot}")
     try:
-        code = asyncio.run(_worker(config, Path(metrics_socket), conn))
+        code = asyncio.run(_worker(config, Path(metrics_socket), conn, slot))
     except KeyboardInterrupt:  # Ctrl-C before the handlers were installed
         code = 130
     sys.exit(code)
@@ -79,14 +79,15 @@ def _name_process(name: str) -> None:
         ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
 
 
-async def _worker(config: Config, metrics_socket: Path, conn: Connection) -> int:
+async def _worker(config: Config, metrics_socket: Path, conn: Connection, slot: int = 0) -> int:
     import asyncio
 
     from policies import PolicyError
 
     from .app import App
 
-    app = App(config, reuse_port=True, metrics_socket=metrics_socket)
+    # mitmproxy binds without SO_REUSEPORT: the first worker serves the HTTP side alone.
+    app = App(config, reuse_port=True, metrics_socket=metrics_socket, serve_http=slot == 0)
     try:
         await app.start()
     except PolicyError as exc:

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
@@ -59,6 +59,22 @@ SchemaLoader = Callable[[str], Schema]
 Where = tuple[str, str]
 
 
+def _no_class(_key: object) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class HttpRules:
+    """The policy's view of one person's HTTP responses: the class of a JSON path and of a flat
+    name (query parameter, CSV header), the role's action per class, and whether a route lets
+    them download a binary body."""
+
+    field_class: Callable[[tuple[str | int, ...]], str | None]
+    name_class: Callable[[str], str | None]
+    action_for: Callable[[str], str]
+    binary_ok: Callable[[str, str], bool]
+
+
 def is_unrestricted(policy: Policy, role: Role | None) -> bool:
     """A role that may run anything, sees every classified column clear and scans nothing:
     its results can skip masking entirely (decisions and audit still apply)."""
@@ -75,6 +91,8 @@ class _PolicyState:
     # The same answers by id(principal), with the principal itself to keep that id from being
     # reused: a Principal hashes all its fields in Python, on every statement.
     valid_by_id: dict[int, tuple[Principal, bool]] = field(default_factory=dict)
+    # Bearer token digest -> user name, built on first use.
+    tokens: dict[str, str] | None = None
     access_changed: Block = field(init=False)
     audit_down: Block = field(init=False)
     engine_failed: Block = field(init=False)
@@ -334,6 +352,68 @@ class Guard:
                 for kind, secret in ((SCRAM_SHA_256, u.password), (MYSQL_NATIVE_PASSWORD, u.mysql_password))
                 if secret
             ),
+        )
+
+    def lookup_token(self, digest: str) -> Principal | None:
+        """The principal whose bearer token hashes to `digest` (hex SHA-256), or None."""
+        state = self._state
+        index = state.tokens
+        if index is None:
+            index = state.tokens = {
+                t: name for name, u in state.policy.users.items() for t in getattr(u, "tokens", ())
+            }
+        user = index.get(digest.lower())
+        return self.lookup(user) if user is not None else None
+
+    def decide_request(
+        self,
+        principal: Principal,
+        method: str,
+        path: str,
+        query: Sequence[tuple[str, str]],
+        body: object | None,
+        api: str | None,
+    ) -> Decision:
+        """The decision for one HTTP request (policies/http.py), fail-closed like `decide`."""
+        state = self._state
+        what = f"{method} {path}"
+        if self.audit_required and self.audit is not None and not self.audit.healthy:
+            return replace(state.audit_down, kind="http")
+        role = state.policy.roles.get(principal.role)
+        user = state.policy.users.get(principal.user)
+        if role is None or user is None or user.role != principal.role:
+            return replace(state.access_changed, kind="http")
+        try:
+            from policies.http import decide_request
+
+            return decide_request(state.policy, role, self.api_name(api), method, path, query, body)
+        except Exception as exc:  # an engine bug is a refusal, never a pass
+            print(f"maskgate: HTTP decision failed for {what[:200]!r}: {exc!r}", file=sys.stderr)
+            return replace(state.engine_failed, kind="http", message="the request could not be analysed")
+
+    def api_name(self, api: str | None) -> str | None:
+        """The policy's `apis` entry an HTTP listener uses: the one named, else the only one."""
+        apis = getattr(self._state.policy, "apis", None) or {}
+        if api is not None:
+            return api
+        return next(iter(apis)) if len(apis) == 1 else None
+
+    def http_rules(self, principal: Principal, api: str | None) -> HttpRules | None:
+        """What body masking needs of the policy for this person and API (None: the role is gone)."""
+        policy = self._state.policy
+        role = policy.roles.get(principal.role)
+        if role is None:
+            return None
+        entry = (getattr(policy, "apis", None) or {}).get(self.api_name(api) or "")
+        if entry is None:
+            return HttpRules(_no_class, _no_class, role.action_for, binary_ok=lambda m, p: False)
+        from policies.http import binary_allowed
+
+        return HttpRules(
+            entry.field_class,
+            entry.name_class,
+            role.action_for,
+            binary_ok=lambda method, path: binary_allowed(role, method, path),
         )
 
     def decide(
