@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_response import ContentCoding
 
 DEFAULT_LIMIT = 20
 # Large enough that the vendor's max_rows (200) visibly cuts a list, small enough that one
@@ -401,8 +402,11 @@ async def compress(request: web.Request, handler: Any) -> web.StreamResponse:
     """gzip/deflate every response the client accepts compressed, so compressed bodies are what
     maskgate has to decode, mask and re-encode (as in front of most real APIs)."""
     resp = await handler(request)
-    if isinstance(resp, web.Response) and request.headers.get("Accept-Encoding"):
-        resp.enable_compression()
+    accepted = request.headers.get("Accept-Encoding", "").lower()
+    if isinstance(resp, web.Response) and accepted:
+        # gzip first when offered, as nginx and most API gateways do (aiohttp alone would pick
+        # deflate from curl's and httpx's "gzip, deflate").
+        resp.enable_compression(ContentCoding.gzip if "gzip" in accepted else None)
     return resp
 
 

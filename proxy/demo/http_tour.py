@@ -111,11 +111,13 @@ def tour(
         say(_indent(f"HTTP {r.status_code}\n{_pretty(r)}"))
         say("")
 
+    gz = {"Accept-Encoding": "gzip"}
     r = call(
         vendor,
         "/api/clients?limit=3",
         "a list, gzip-compressed by the API: decoded, masked, compressed again",
         "--compressed",
+        headers=gz,
     )
     raw_encoding = r.headers.get("content-encoding", "none")
     if r.status_code == 200:
@@ -132,6 +134,17 @@ def tour(
         "-H",
         "Accept: text/csv",
         headers={"Accept": "text/csv"},
+    )
+    say(_indent(f"HTTP {r.status_code}, {r.headers.get('content-type', '')}\n{r.text.strip()}"))
+    say("")
+
+    r = call(
+        vendor,
+        "/api/calls?limit=3",
+        "call records as NDJSON: the detectors mask the numbers agents typed into the notes",
+        "-H",
+        "Accept: application/x-ndjson",
+        headers={"Accept": "application/x-ndjson"},
     )
     say(_indent(f"HTTP {r.status_code}, {r.headers.get('content-type', '')}\n{r.text.strip()}"))
     say("")
@@ -169,7 +182,9 @@ def tour(
             text = c.get(f"http://127.0.0.1:{metrics_port}/metrics").text
         say(
             "\n".join(
-                "  " + ln for ln in text.splitlines() if 'protocol="http"' in ln and not ln.startswith("#")
+                "  " + ln
+                for ln in text.splitlines()
+                if 'protocol="http"' in ln and not ln.startswith("#") and "_created{" not in ln
             )
         )
     return "\n".join(out)
