@@ -469,6 +469,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--pool", type=int, default=4, help="database connections")
     args = ap.parse_args(argv)
+    try:
+        import uvloop
+    except ImportError:  # the same event loop maskgate serve uses, where it is installed
+        pass
+    else:
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     web.run_app(make_app(args.dsn, args.pool), host=args.host, port=args.port, access_log=None)
     return 0
 
