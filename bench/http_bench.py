@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from proxy.demo.embedded_pg import EmbeddedPostgres, free_port, wait_port
+from proxy.demo.embedded_pg import EmbeddedPostgres, free_port
 
 SVC, SVC_PW = "maskgate_svc", "bench-http-svc-pass"
 VENDOR_DB_PW = "bench-http-vendor-pass"  # crm_vendor is created as in the demo; unused here
@@ -200,6 +200,22 @@ async def _drive(
     return RunResult(len(latencies), elapsed, tuple(latencies), errors)
 
 
+def _wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path, timeout: float = 60) -> None:
+    """Until `proc` listens on `port`; a process that exits first is an error naming its log's
+    last lines (rather than a minute of connection refusals)."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+            state = f"exited with {proc.returncode}" if proc.returncode is not None else "is not listening"
+            raise RuntimeError(f"{proc.args[2:4]} {state}: {tail}")
+        time.sleep(0.1)
+
+
 class HttpTargets:
     """The CRM API (direct) and maskgate in front of it, over a private PostgreSQL."""
 
@@ -232,7 +248,7 @@ class HttpTargets:
             stdout=subprocess.DEVNULL,
             stderr=(self.work / "api.log").open("wb"),
         )
-        wait_port("127.0.0.1", port, timeout=60)
+        _wait_listening(self.procs["api"], port, self.work / "api.log")
         self.urls["direct"] = f"http://127.0.0.1:{port}{PATH}"
 
     def start_maskgate(self) -> None:
@@ -260,7 +276,7 @@ class HttpTargets:
             [sys.executable, "-m", "proxy.cli", "serve", "--config", str(config)],
             stderr=(self.work / "maskgate-http.log").open("wb"),
         )
-        wait_port("127.0.0.1", port, timeout=60)
+        _wait_listening(self.procs["maskgate"], port, self.work / "maskgate-http.log")
         scheme = "http" if self.bearer else "https"
         self.urls["maskgate"] = f"{scheme}://127.0.0.1:{port}{PATH}"
 

@@ -114,3 +114,17 @@ def test_bench_policy_gives_the_vendor_the_list_route(tmp_path: Path) -> None:
     role = policy.roles[policy.users[http_bench.USER].role]
     assert any(r.matches("GET", "/api/clients") for r in role.routes)
     assert "crm-api" in policy.apis
+
+
+def test_a_server_that_dies_at_start_is_reported_with_its_log(tmp_path: Path) -> None:
+    import subprocess
+
+    from proxy.demo.embedded_pg import free_port
+
+    log = tmp_path / "server.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys; sys.stderr.write('no policy here'); sys.exit(3)"], stderr=err
+        )
+    with pytest.raises(RuntimeError, match="exited with 3: no policy here"):
+        http_bench._wait_listening(proc, free_port(), log, timeout=30)
