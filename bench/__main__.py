@@ -5,7 +5,9 @@ as a separate process (so its memory can be read), then runs each workload again
 targets in alternation (A B C A B C …) and reports medians and ratios. The machine is shared and
 noisy: the ratios of one run are the figures that count, and of those the proxies' CPU time per
 transaction (utime+stime from /proc/PID/stat, every worker process included) is the steadiest.
-At the end it prints each target of issue 12 with its measured ratio and MET / NOT MET.
+Workload 5 (MySQL, bench/mysql_bench.py) and workload 7 (HTTP: a 50-item JSON list through
+maskgate's HTTP side against the demo CRM API directly, bench/http_bench.py) bring servers of
+their own. At the end it prints each target of issue 12 with its measured ratio and MET / NOT MET.
 Results: bench/results/bench.json.
 """
 

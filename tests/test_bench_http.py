@@ -128,3 +128,27 @@ def test_a_server_that_dies_at_start_is_reported_with_its_log(tmp_path: Path) ->
         )
     with pytest.raises(RuntimeError, match="exited with 3: no policy here"):
         http_bench._wait_listening(proc, free_port(), log, timeout=30)
+
+
+def test_make_bench_runs_the_workload_with_its_own_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from bench.__main__ import http_figures
+
+    seen: list[tuple[object, ...]] = []
+
+    def fake_run(work: Path, rounds: int, seconds: float, *, bearer: bool) -> dict[str, object]:
+        seen.append((rounds, seconds, bearer, work.is_dir()))
+        return {"direct": {"rps": 1.0}}
+
+    monkeypatch.setattr(http_bench, "run", fake_run)
+    args = argparse.Namespace(skip_http=False, http_bearer=True, rounds=3, seconds=8)
+    assert http_figures(args) == {"direct": {"rps": 1.0}}
+    assert seen == [(3, 4, True, True)]
+    assert http_figures(argparse.Namespace(skip_http=True)) is None
+
+    def broken(*a: object, **k: object) -> dict[str, object]:
+        raise RuntimeError("maskgate exited with 1")
+
+    monkeypatch.setattr(http_bench, "run", broken)
+    assert http_figures(args) == {"error": "maskgate exited with 1"}
