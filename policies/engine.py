@@ -297,12 +297,7 @@ class Engine:
     # --- internals ----------------------------------------------------------------------------
 
     def _now(self, now: datetime | None) -> datetime:
-        tz = self.policy.timezone
-        if now is None:
-            return datetime.now(tz) if tz else datetime.now().astimezone()
-        if now.tzinfo is None:
-            return now.replace(tzinfo=tz) if tz else now.astimezone()
-        return now.astimezone(tz) if tz else now
+        return self.policy.moment(now)
 
     def _analyzer(
         self, facts: DialectFacts, search_path: tuple[str, ...] | None, database: str | None

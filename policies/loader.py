@@ -1,9 +1,9 @@
 """Reading policy YAML into a compiled `Policy`, with every error located as file:line:col.
 
 Owns: YAML parsing with position marks, validation of every key and value, merging a directory
-of files, compiling row filters (parsed once here so a bad one is a load error) and the revision
-hash. A file with any error is not applied at all: `load_policy` either returns a whole Policy
-or raises PolicyError listing every problem found.
+of files, compiling row filters (parsed once here so a bad one is a load error), HTTP routes and
+API field patterns, and the revision hash. A file with any error is not applied at all:
+`load_policy` either returns a whole Policy or raises PolicyError listing every problem found.
 """
 
 from __future__ import annotations
@@ -27,12 +27,16 @@ from policies.model import (
     DAY_NAMES,
     DEFAULT_LOOKUPS_PER_HOUR,
     DEFAULT_MAX_ROWS,
+    HTTP_METHODS,
     PREDICATE_MODES,
     STATEMENT_KINDS,
+    Api,
     ColumnRule,
+    FieldRule,
     HoursWindow,
     Policy,
     Role,
+    Route,
     RowFilter,
     User,
 )
@@ -103,7 +107,8 @@ MarkedLoader.add_constructor("tag:yaml.org,2002:seq", MarkedLoader.construct_seq
 
 # --- validation --------------------------------------------------------------------------------
 
-TOP_KEYS = ("version", "timezone", "classes", "columns", "roles", "users")
+TOP_KEYS = ("version", "timezone", "classes", "columns", "apis", "roles", "users")
+API_KEYS = ("fields", "description")
 ROLE_KEYS = (
     "statements",
     "tables",
@@ -116,9 +121,10 @@ ROLE_KEYS = (
     "functions",
     "database_role",
     "lookups_per_hour",
+    "routes",
     "description",
 )
-USER_KEYS = ("role", "password", "mysql_password", "description")
+USER_KEYS = ("role", "password", "mysql_password", "tokens", "description")
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$-]*$")
 # A PostgreSQL role name as pg_roles stores it; maskgate quotes it when it names it upstream.
 DATABASE_ROLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
@@ -126,6 +132,13 @@ PATTERN_PART_RE = re.compile(r"^[A-Za-z0-9_$*?\[\]!-]+$")
 SCRAM_RE = re.compile(r"^SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)$")
 # MySQL's mysql_native_password hash as PASSWORD('x') prints it: "*" + hex(SHA1(SHA1(password))).
 HEX40_RE = re.compile(r"^[0-9A-Fa-f]{40}$")
+# A bearer token's hash as `maskgate token` prints it.
+TOKEN_RE = re.compile(r"^sha256:([0-9A-Fa-f]{64})$")
+# What a route's path may not hold: it is written decoded, without a query, as the upstream
+# reads paths (policies/http.py normalises requests to the same form).
+ROUTE_PATH_BAD = re.compile(r"[%?#\\\s\x00-\x1f\x7f]")
+# One step of a field pattern: a key glob, then any number of `[]` (list elements).
+FIELD_STEP_RE = re.compile(r"^(?P<key>.*?)(?P<lists>(?:\[\])*)$")
 HOURS_RE = re.compile(
     r"^\s*(?P<days>[A-Za-z,\- ]+?)\s+(?P<start>\d{1,2}:\d{2})\s*-\s*(?P<end>\d{1,2}:\d{2})\s*$"
 )
@@ -230,6 +243,87 @@ def _parse_hours(text: str) -> HoursWindow | str:
     if end == start:
         return f"empty hours window `{text}`"
     return HoursWindow(frozenset(days), start, end, text.strip())
+
+
+def _glob_segment_error(part: str) -> str | None:
+    """Why `part` is not a usable glob of one name (a path segment, a JSON key), or None."""
+    if "**" in part and part != "**":
+        return f"`**` must be a whole segment, not part of `{part}`"
+    depth = 0
+    for ch in part:
+        if ch == "[":
+            if depth:
+                return f"unbalanced `[` in `{part}`"
+            depth = 1
+        elif ch == "]" and depth:
+            depth = 0
+        elif ch == "]":
+            return f"unbalanced `]` in `{part}`"
+    if depth:
+        return f"unbalanced `[` in `{part}`"
+    if "[]" in part:
+        return f"empty character class `[]` in `{part}`"
+    return None
+
+
+def parse_route(text: str) -> Route | str:
+    """A role's route (`GET /api/clients/**`, `GET /api/reports/** binary`, `* /api/ping`), or
+    the reason it is not one."""
+    parts = text.split()
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "binary"):
+        return (
+            f"bad route `{text}`: expected `METHOD /path` with an optional ` binary`, "
+            "e.g. `GET /api/clients/**`"
+        )
+    raw_method, path = parts[0], parts[1]
+    method = raw_method.upper()
+    if method != "*" and method not in HTTP_METHODS:
+        return (
+            f"bad method `{raw_method}` in route `{text}`: use one of {', '.join(HTTP_METHODS)} or `*`"
+            + _hint(method, HTTP_METHODS)
+        )
+    if not path.startswith("/"):
+        return f"bad path `{path}` in route `{text}`: a path starts with `/`"
+    if bad := ROUTE_PATH_BAD.search(path):
+        return (
+            f"bad path `{path}` in route `{text}`: `{bad.group()!s}` is not allowed (write the path "
+            "decoded, without query, `%` escapes or backslashes)"
+        )
+    segments = path[1:].split("/")
+    if segments and segments[-1] == "":
+        segments.pop()  # a trailing slash names the same resource (policies.model.path_segments)
+    for segment in segments:
+        if segment == "":
+            return f"bad path `{path}` in route `{text}`: empty segment (`//`)"
+        if segment in (".", ".."):
+            return f"bad path `{path}` in route `{text}`: `{segment}` segments are not allowed"
+        if err := _glob_segment_error(segment):
+            return f"bad path `{path}` in route `{text}`: {err}"
+    return Route(method, tuple(segments), len(parts) == 3, " ".join(parts))
+
+
+def parse_field_pattern(text: str) -> tuple[str, ...] | str:
+    """An API field pattern (`**.mobile`, `data[].contact.phone`, `[].idNo`) as FieldRule
+    tokens, or the reason it is not one."""
+    if not text or text != text.strip():
+        return f"bad field pattern `{text}`: empty or surrounded by spaces"
+    tokens: list[str] = []
+    for step in text.split("."):
+        m = FIELD_STEP_RE.match(step)
+        assert m is not None  # the expression matches every string
+        key, lists = m["key"], len(m["lists"]) // 2
+        if not key and not lists:
+            return f"bad field pattern `{text}`: empty step (two dots, or a leading or trailing dot)"
+        if key == "**" and lists:
+            return f"bad field pattern `{text}`: `**` already covers list elements; write `**` alone"
+        if any(ch.isspace() for ch in key):
+            return f"bad field pattern `{text}`: spaces in `{key}`"
+        if key and (err := _glob_segment_error(key)):
+            return f"bad field pattern `{text}`: {err}"
+        if key:
+            tokens.append(key)
+        tokens.extend(["[]"] * lists)
+    return tuple(tokens)
 
 
 def parse_row_filter(sql: str) -> exp.Expression:
@@ -346,6 +440,26 @@ def _compile(c: _Collector, files: list[_FileData]) -> Policy:
                         custom_classes.add(name)
     known_classes = BUILTIN_CLASSES | custom_classes
 
+    # APIs: JSON field classification for the HTTP side.
+    apis: dict[str, Api] = {}
+    for f in files:
+        section = f.data.get("apis")
+        if section is None:
+            continue
+        if not isinstance(section, dict):
+            c.add(f.path, _vm(f.data, "apis"), "`apis` must map an API name to its `fields`")
+            continue
+        for name, body in section.items():
+            if not isinstance(name, str) or not NAME_RE.match(name):
+                c.add(f.path, _km(section, name), f"bad api name `{name}`")
+                continue
+            if name in apis:
+                c.add(f.path, _km(section, name), f"api `{name}` is defined twice")
+                continue
+            api = _compile_api(c, f.path, name, body, _vm(section, name), known_classes)
+            if api is not None:
+                apis[name] = api
+
     # Columns.
     rules: list[ColumnRule] = []
     seen_columns: dict[str, str] = {}
@@ -397,6 +511,7 @@ def _compile(c: _Collector, files: list[_FileData]) -> Policy:
 
     # Users.
     users: dict[str, User] = {}
+    token_owner: dict[str, str] = {}
     for f in files:
         us = f.data.get("users")
         if us is None:
@@ -437,12 +552,37 @@ def _compile(c: _Collector, files: list[_FileData]) -> Policy:
                 mysql_pw = _mysql_password(c, f.path, body, name)
                 if mysql_pw is None:
                     continue
-            users[name] = User(name, role, pw, mysql_pw)
+            tokens: list[str] = []
+            if "tokens" in body:
+                before = len(c.errors)
+                for token, m in _string_list(c, f.path, body, "tokens", 'hashes like "sha256:<64 hex>"'):
+                    found = TOKEN_RE.match(token)
+                    if not found:
+                        c.add(
+                            f.path,
+                            m,
+                            f'user `{name}`: a token must be "sha256:" and 64 hex digits (run '
+                            "`maskgate token USER`; the policy holds only the hash)",
+                        )
+                        continue
+                    digest = found[1].lower()
+                    if digest in token_owner:
+                        # One token naming two people (or one twice) is a copy-paste slip that
+                        # would make a login ambiguous.
+                        c.add(
+                            f.path, m, f"user `{name}`: token already given to user `{token_owner[digest]}`"
+                        )
+                        continue
+                    token_owner[digest] = name
+                    tokens.append(digest)
+                if len(c.errors) > before:
+                    continue
+            users[name] = User(name, role, pw, mysql_pw, tuple(tokens))
 
     if c.errors:
         raise PolicyError(c.errors)
     tz = ZoneInfo(tz_name) if tz_name else None
-    revision = _revision(rules, roles, users, custom_classes, tz_name)
+    revision = _revision(rules, roles, users, custom_classes, tz_name, apis)
     return Policy(
         columns=tuple(rules),
         roles=roles,
@@ -452,6 +592,7 @@ def _compile(c: _Collector, files: list[_FileData]) -> Policy:
         timezone=tz,
         timezone_name=tz_name,
         sources=tuple(f.path for f in files),
+        apis=apis,
     )
 
 
@@ -469,6 +610,45 @@ def _string_list(c: _Collector, path: str, body: MarkedDict, key: str, what: str
         else:
             out.append((item, _im(value, i)))
     return out
+
+
+def _compile_api(
+    c: _Collector, path: str, name: str, body: Any, mark: Any, known_classes: frozenset[str]
+) -> Api | None:
+    if not isinstance(body, dict) or "fields" not in body:
+        c.add(path, mark, f"api `{name}` must be a mapping with `fields` (JSON path pattern -> class)")
+        return None
+    before = len(c.errors)
+    _check_keys(c, path, body, API_KEYS, f"api `{name}`")
+    fields = body["fields"]
+    if not isinstance(fields, dict):
+        c.add(path, _vm(body, "fields"), f"api `{name}`: `fields` must map JSON path patterns to classes")
+        return None
+    rules: list[FieldRule] = []
+    seen: dict[tuple[str, ...], str] = {}
+    for pat, cls in fields.items():
+        parsed = parse_field_pattern(pat) if isinstance(pat, str) else f"bad field pattern `{pat}`"
+        if isinstance(parsed, str):
+            c.add(path, _km(fields, pat), parsed)
+            continue
+        if not isinstance(cls, str) or cls not in known_classes:
+            c.add(
+                path,
+                _vm(fields, pat),
+                f"unknown class `{cls}`{_hint(cls, sorted(known_classes))}; "
+                "declare custom classes under `classes:`",
+            )
+            continue
+        # Keys match case-insensitively, so `**.Mobile` repeats `**.mobile`.
+        key = tuple(t.lower() for t in parsed)
+        if key in seen:
+            c.add(path, _km(fields, pat), f"field pattern `{pat}` repeats `{seen[key]}` in api `{name}`")
+            continue
+        seen[key] = str(pat)
+        rules.append(FieldRule(parsed, str(pat), cls))
+    if len(c.errors) > before:
+        return None
+    return Api(name, tuple(rules))
 
 
 def _compile_role(
@@ -612,6 +792,21 @@ def _compile_role(
         else:
             database_role = v
 
+    routes: list[Route] = []
+    if "routes" in body:
+        seen_routes: dict[tuple[str, tuple[str, ...]], str] = {}
+        for text, m in _string_list(c, path, body, "routes", "routes like `GET /api/clients/**`"):
+            route = parse_route(text)
+            if isinstance(route, str):
+                c.add(path, m, route)
+                continue
+            key = (route.method, route.pattern)
+            if key in seen_routes:
+                c.add(path, m, f"route `{text}` repeats `{seen_routes[key]}` in role `{name}`")
+                continue
+            seen_routes[key] = text
+            routes.append(route)
+
     if len(c.errors) > before:
         return None
     return Role(
@@ -628,6 +823,7 @@ def _compile_role(
         hours=tuple(hours),
         functions=frozenset(functions),
         database_role=database_role,
+        routes=tuple(routes),
     )
 
 
@@ -637,6 +833,7 @@ def _revision(
     users: dict[str, User],
     classes: set[str],
     tz: str | None,
+    apis: dict[str, Api] | None = None,
 ) -> str:
     """Hash of the compiled content: formatting, comments and key order do not change it."""
     doc = {
@@ -656,15 +853,28 @@ def _revision(
                 "hours": sorted(w.text for w in r.hours),
                 "functions": sorted(r.functions),
             }
-            # Only when set, so that policies without it keep their revision.
+            # Only when set, so that policies without them keep their revision.
             | ({"database_role": r.database_role} if r.database_role else {})
+            | (
+                {"routes": sorted([rt.method, "/".join(rt.pattern), rt.binary] for rt in r.routes)}
+                if r.routes
+                else {}
+            )
             for name, r in sorted(roles.items())
         },
         # mysql_password only when set, so that policies without it keep their revision.
         "users": {
-            n: [u.role, u.password, *([u.mysql_password] if u.mysql_password else [])]
+            n: [
+                u.role,
+                u.password,
+                *([u.mysql_password] if u.mysql_password else []),
+                *([{"tokens": sorted(u.tokens)}] if u.tokens else []),
+            ]
             for n, u in sorted(users.items())
         },
     }
+    if apis:
+        # Field order matters (the first matching rule wins), so it is kept as written.
+        doc["apis"] = {n: [[list(r.pattern), r.cls] for r in a.fields] for n, a in sorted(apis.items())}
     blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

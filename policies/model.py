@@ -1,15 +1,20 @@
-"""The compiled, immutable policy: roles, users, column classes and their revision.
+"""The compiled, immutable policy: roles, users, column and API field classes, their revision.
 
 Owns: the value types a loaded policy is made of and the small pure questions asked of them
-(which class a column carries, what a role does with a class, whether now is inside a role's
-hours). Must not read files (policies/loader.py does) nor look at SQL text.
+(which class a column or JSON field carries, what a role does with a class, whether now is
+inside a role's hours, whether an HTTP route pattern matches a normalised path). Must not read
+files (policies/loader.py does), look at SQL text, or normalise raw request paths
+(policies/http.py does: a Route only ever sees a path already read the way the upstream reads it).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, tzinfo
+from fnmatch import fnmatchcase, translate
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -29,6 +34,171 @@ DEFAULT_ACTION = "mask"  # DESIGN.md §3: classes a role does not name are maske
 # Output actions from least to most destructive; a column mixing classes takes the strongest.
 ACTION_STRENGTH = {"clear": 0, "mask": 1, "hash": 2, "fake": 3, "redact": 4, "null": 5, "deny": 6}
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# The methods a route may name (`*`: any method, including ones not listed here).
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# Bounded caches of field classes per API: a body's key paths repeat across items and requests.
+FIELD_CACHE_SIZE = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One entry of a role's `routes`: a method and a path glob it may call.
+
+    `pattern` holds the path's segments: `*` matches exactly one segment (other glob characters
+    of fnmatch may be used inside a segment, e.g. `v*`), `**` any number of segments, zero
+    included, so `/api/clients/**` matches `/api/clients` itself as well as everything below it.
+    Matching is case-sensitive, as the upstream server reads its paths. `binary`: downloads of
+    binary content types (spreadsheets, PDF, octet streams) are allowed on this route.
+    """
+
+    method: str  # upper case, or "*"
+    pattern: tuple[str, ...]
+    binary: bool
+    text: str
+
+    def matches(self, method: str, path: str) -> bool:
+        """Whether this route admits `method` on `path`, a path as policies.http.normalise_path
+        returns it (decoded once, dot segments resolved, no query). A GET route also admits
+        HEAD, which returns the same headers and no body."""
+        if self.method != "*":
+            m = method.upper()
+            if m != self.method and not (m == "HEAD" and self.method == "GET"):
+                return False
+        if not path.startswith("/") or "\\" in path or "\x00" in path:
+            return False
+        return segments_match(self.pattern, path_segments(path))
+
+
+def path_segments(path: str) -> tuple[str, ...]:
+    """The segments of a normalised path; a trailing slash names the same resource for routing
+    (`/api/clients/` is matched as `/api/clients`; the upstream still receives it as sent)."""
+    return tuple(part for part in path.split("/") if part)
+
+
+def segments_match(pattern: tuple[str, ...], segments: tuple[str, ...]) -> bool:
+    """Glob match of path segments: `**` any number of segments, anything else one segment."""
+    return _segments_match(pattern, segments, 0, 0)
+
+
+def _segments_match(pattern: tuple[str, ...], segments: tuple[str, ...], i: int, j: int) -> bool:
+    while i < len(pattern):
+        part = pattern[i]
+        if part == "**":
+            # Consecutive `**` are one; then try every split point (patterns are short).
+            while i < len(pattern) and pattern[i] == "**":
+                i += 1
+            if i == len(pattern):
+                return True
+            return any(_segments_match(pattern, segments, i, k) for k in range(j, len(segments) + 1))
+        if j >= len(segments) or not fnmatchcase(segments[j], part):
+            return False
+        i += 1
+        j += 1
+    return j == len(segments)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRule:
+    """One entry of an API's `fields`: a JSON path pattern and the class of what it names.
+
+    `pattern` holds one token per step: a key glob (matched case-insensitively: APIs mix
+    `mobile` and `Mobile`, and a wider match only masks more), `[]` for any list index, or `**`
+    for any number of steps (keys and indexes, zero included). `data[].contact.phone` is
+    ("data", "[]", "contact", "phone")."""
+
+    pattern: tuple[str, ...]
+    text: str
+    cls: str
+
+
+@lru_cache(maxsize=4096)
+def _key_glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(translate(pattern.lower()), re.DOTALL)
+
+
+def _step_matches(token: str, step: str | int) -> bool:
+    if token == "[]":
+        return isinstance(step, int) and not isinstance(step, bool)
+    if not isinstance(step, str):
+        return False
+    return _key_glob(token).match(step.lower()) is not None
+
+
+def field_pattern_matches(pattern: tuple[str, ...], path: tuple[str | int, ...]) -> bool:
+    """Whether `pattern` (FieldRule.pattern) names exactly the value at `path`."""
+    return _field_match(pattern, path, 0, 0)
+
+
+def _field_match(pattern: tuple[str, ...], path: tuple[str | int, ...], i: int, j: int) -> bool:
+    while i < len(pattern):
+        token = pattern[i]
+        if token == "**":
+            while i < len(pattern) and pattern[i] == "**":
+                i += 1
+            if i == len(pattern):
+                return True
+            return any(_field_match(pattern, path, i, k) for k in range(j, len(path) + 1))
+        if j >= len(path) or not _step_matches(token, path[j]):
+            return False
+        i += 1
+        j += 1
+    return j == len(path)
+
+
+@dataclass(frozen=True)
+class Api:
+    """An HTTP API's field classification (`apis: NAME: fields:`), in file order."""
+
+    name: str
+    fields: tuple[FieldRule, ...]
+    _field_cache: dict[tuple[str | int, ...], str | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    _name_cache: dict[str, str | None] = field(default_factory=dict, compare=False, repr=False)
+
+    def field_class(self, path: tuple[str | int, ...]) -> str | None:
+        """The class of the JSON value at `path` (dict keys as str, list indexes as int).
+
+        The first rule in file order that names the value or any container of it wins: a rule
+        naming an object or a list classifies everything inside it, so `**.contact: address`
+        still masks `contact.lines[0]`."""
+        try:
+            return self._field_cache[path]
+        except (KeyError, TypeError):
+            pass
+        found: str | None = None
+        for rule in self.fields:
+            if any(field_pattern_matches(rule.pattern, path[:n]) for n in range(len(path), -1, -1)):
+                found = rule.cls
+                break
+        if len(self._field_cache) > FIELD_CACHE_SIZE:
+            self._field_cache.clear()
+        self._field_cache[path] = found
+        return found
+
+    def name_class(self, name: str) -> str | None:
+        """The class of a flat name (query parameter, CSV header, form field): flat names are
+        classified by their last key, so `data[].contact.phone` classifies a `phone` column and
+        `**.mobile` a `mobile` parameter. First matching rule in file order wins."""
+        try:
+            return self._name_cache[name]
+        except KeyError:
+            pass
+        found: str | None = None
+        for rule in self.fields:
+            keys = [t for t in rule.pattern if t != "[]"]
+            last = keys[-1] if keys else "**"
+            if last == "**" or _step_matches(last, name):
+                found = rule.cls
+                break
+        if len(self._name_cache) > FIELD_CACHE_SIZE:
+            self._name_cache.clear()
+        self._name_cache[name] = found
+        return found
+
+    @property
+    def classes(self) -> frozenset[str]:
+        return frozenset(rule.cls for rule in self.fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +250,8 @@ class Role:
     # Values a person of this role may compare masked classes with per hour (`equality` mode);
     # None: no budget. The mask shows most digits, so lookups can brute-force the rest.
     lookups_per_hour: int | None = DEFAULT_LOOKUPS_PER_HOUR
+    # HTTP: the methods and paths this role may call (none: every HTTP request is refused).
+    routes: tuple[Route, ...] = ()
 
     @property
     def unrestricted_statements(self) -> bool:
@@ -113,6 +285,9 @@ class User:
     # MySQL's "*" + 40 upper-case hex digits (SHA1(SHA1(password))), for mysql_native_password
     # logins; None: this user cannot log in with that plugin.
     mysql_password: str | None = None
+    # Lower-case hex SHA-256 digests of the user's HTTP bearer tokens (`maskgate token`); the
+    # policy never holds a token itself.
+    tokens: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +310,7 @@ class Policy:
     timezone: tzinfo | None = None
     timezone_name: str | None = None
     sources: tuple[str, ...] = ()
+    apis: Mapping[str, Api] = field(default_factory=dict)
     _class_cache: dict[tuple[ColumnName, str | None], str | None] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -142,6 +318,17 @@ class Policy:
     def __post_init__(self) -> None:
         object.__setattr__(self, "roles", MappingProxyType(dict(self.roles)))
         object.__setattr__(self, "users", MappingProxyType(dict(self.users)))
+        object.__setattr__(self, "apis", MappingProxyType(dict(self.apis)))
+
+    def moment(self, now: datetime | None = None) -> datetime:
+        """`now` (default: the current time) in the policy's timezone, for `hours` windows; a
+        naive `now` is read as that timezone's wall clock."""
+        tz = self.timezone
+        if now is None:
+            return datetime.now(tz) if tz else datetime.now().astimezone()
+        if now.tzinfo is None:
+            return now.replace(tzinfo=tz) if tz else now.astimezone()
+        return now.astimezone(tz) if tz else now
 
     def classify(self, column: ColumnName, default_schema: str | None) -> str | None:
         """The class of `column`: exact patterns win over globs, then the first glob in file order."""
@@ -167,6 +354,14 @@ class Policy:
         if role is None or not role.unrestricted_statements or role.detect:
             return False
         return all(role.action_for(rule.cls) == "clear" for rule in self.columns)
+
+    def http_unrestricted(self, role: Role | None) -> bool:
+        """`unrestricted` (which is about SQL) and, over HTTP, every class an API's fields name
+        is clear too: responses to this role need no masking. A role that sees a field class
+        masked is restricted for HTTP even when it reads every column clear."""
+        if role is None or not self.unrestricted(role):
+            return False
+        return all(role.action_for(rule.cls) == "clear" for api in self.apis.values() for rule in api.fields)
 
     def nothing_masked(self, role: Role | None) -> bool:
         """Whether nothing at all stands between `role` and the data: unrestricted (above), no

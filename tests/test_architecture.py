@@ -101,6 +101,8 @@ def test_policies_know_no_protocol_and_no_io_loop() -> None:
 def test_protocol_packages_hold_wire_code_only() -> None:
     # SQL is read by policies/; a protocol session asks the gate.
     assert _violations("proxy.pg", ("sqlglot", "yaml", "prometheus_client")) == []
+    # The HTTP side asks the gate too; mitmproxy is its only I/O, and only through hooks.
+    assert _violations("proxy.http", ("sqlglot", "yaml", "prometheus_client", "socket")) == []
 
 
 def test_shared_services_know_no_protocol_and_no_sql() -> None:

@@ -20,17 +20,19 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from email.message import Message
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
 from mitmproxy import ctx, exceptions, http
 
 from policies.decision import Allow, Block, Decision
 
-from ..config import HttpListener
 from ..services.gate import Principal, StatementRecord
 from . import bodies
 from .auth import Authenticator, AuthSettings, Denied
+
+if TYPE_CHECKING:
+    from ..config import HttpListener
 
 KEY = "maskgate"
 PROTOCOL = "http"
@@ -230,19 +232,30 @@ class MaskGate:
                 raise RequestRefused(
                     403, _refusal("route_denied", "protocol upgrades and tunnels are not allowed")
                 )
-            from policies.http import normalise_path
+            from policies.http import forward_path, normalise_path
 
             raw_path, _, raw_query = req.path.partition("?")
-            norm = normalise_path(raw_path)
-            if norm is None:
+            # The route is decided on exactly the path the API receives: normalised, re-encoded.
+            fwd = forward_path(raw_path)
+            if fwd is None:
                 raise RequestRefused(403, _refusal("route_denied", "the request path is not valid"))
             # Decoded once, as the API will read it; forwarded re-encoded from what was decided,
             # so the API cannot read a parameter maskgate did not see.
-            query = parse_qsl(raw_query, keep_blank_values=True, errors="strict") if raw_query else []
-            ex.path = norm
+            try:
+                query = (
+                    parse_qsl(raw_query, keep_blank_values=True, errors="strict", max_num_fields=1000)
+                    if raw_query
+                    else []
+                )
+            except (UnicodeDecodeError, ValueError):
+                raise RequestRefused(400, _refusal("bad_request", "the query string is not valid")) from None
+            ex.path = fwd
             ex.extra["query"] = query
-            ex.what = f"{req.method} {norm}" + ("?" + "&".join(f"{k}={v}" for k, v in query) if query else "")
-            req.path = norm + ("?" + urlencode(query) if query else "")
+            shown = normalise_path(fwd) or fwd
+            ex.what = f"{req.method} {shown}" + (
+                "?" + "&".join(f"{k}={v}" for k, v in query) if query else ""
+            )
+            req.path = fwd + ("?" + urlencode(query) if query else "")
         query = ex.extra["query"]
         d = gate.decide_request(principal, req.method.upper(), ex.path, query, body, self.settings.api)
         if isinstance(d, Block):

@@ -11,10 +11,12 @@ import asyncio
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..config import HttpListener
 from .addon import MaskGate
+
+if TYPE_CHECKING:
+    from ..config import HttpListener
 
 
 class HttpProxyServer:

@@ -1,0 +1,557 @@
+"""Owns masking of HTTP bodies by media type (JSON, NDJSON, CSV, text): bytes and a plan in, masked
+UTF-8 bytes out. Pure: must not touch sockets, mitmproxy, headers, policy files or sqlglot.
+
+What a person may see is decided elsewhere (policies/http.py fills a `BodyPlan`); this module
+applies it to one buffered body, fail closed: a body that cannot be read as its type raises
+`BodyError` (the caller answers 502 and never passes it on), and every body is re-serialised from
+what was scanned, so bytes the scan did not read (a duplicate JSON key's first value, a malformed
+CSV tail) never reach the client.
+
+- JSON: a value at a classified path is masked type-preserving by its class (strings by the class
+  display rule, integers with hidden digits zeroed, floats as decimals with the fraction zeroed;
+  booleans and nulls stay), `deny` becomes null; a classified object or array passes its class
+  down to every leaf without a class of its own. Everything else goes through the detectors:
+  strings, the decimal text of numbers (a hit keeps the number a number, its hidden digits
+  zeroed) and object keys. Every array longer than `max_rows` is cut.
+- NDJSON / JSON text sequences: each record is a JSON document; `max_rows` bounds the records.
+- CSV: header names are classified like flat names; classified columns masked, detectors on
+  every other cell (header and ragged cells too); rows past `max_rows` cut.
+- Text: the detectors over the whole text, plus numbers hidden behind character references,
+  percent-encoding and escapes (encoded.py).
+
+Output is always UTF-8 (`MaskedBody.content_type_charset`): the caller sets the response's
+charset parameter to it on every masked text type.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import masking
+from proxy.services.gate import MaskerSource
+from proxy.services.rows import mask_decimal_text
+
+from .encoded import MAX_TAG, maybe_encoded, unhide
+
+
+@dataclass(frozen=True)
+class BodyPlan:
+    """What one response's body goes through, from the decision and the policy's api."""
+
+    field_class: Callable[[tuple[str | int, ...]], str | None]  # Api.field_class (or lambda p: None)
+    name_class: Callable[[str], str | None]  # Api.name_class
+    action_for: Callable[[str], str]  # Role.action_for
+    detect: frozenset[str]  # classes detectors scan for
+    max_rows: int | None
+
+
+@dataclass(frozen=True)
+class MaskedBody:
+    body: bytes  # UTF-8
+    masked: int  # values changed
+    items: int  # rows/items returned (longest top-level list / ndjson records / csv rows; 0 for text)
+    truncated: int  # number of items cut away in total (0: nothing cut)
+    classes: frozenset[str]  # classes that were masked
+    # The charset of `body`: always UTF-8, whatever the upstream used; the caller puts it in the
+    # Content-Type of text types so the client decodes what was scanned.
+    content_type_charset: str = "utf-8"
+
+
+class BodyError(Exception):
+    """The body cannot be read as its type: the caller answers 502, never passes it."""
+
+
+KINDS = ("json", "ndjson", "csv", "text", "binary", "empty")
+
+_NDJSON = frozenset(
+    {
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/jsonl",
+        "application/x-jsonl",
+        "application/jsonlines",
+        "application/x-jsonlines",
+        "application/json-seq",
+    }
+)
+_TEXT = frozenset(
+    {
+        "application/xml",
+        "application/javascript",
+        "application/x-javascript",
+        "application/ecmascript",
+        "application/x-www-form-urlencoded",
+        "application/yaml",
+        "application/x-yaml",
+    }
+)
+
+
+def kind_of(content_type: str | None) -> str:
+    """How a body of this Content-Type is masked: json | ndjson | csv | text | binary.
+
+    Parameters (charset, boundary) do not change the kind. No content type at all is "text" (the
+    caller decodes it as UTF-8, which fails closed on anything else); "empty" is never returned
+    here, since emptiness is the body's, not the header's (mask_body passes empty bodies as they are).
+    Types that cannot be scanned as text (octet-stream, PDF, spreadsheets, archives, images,
+    audio, video, multipart, msgpack, protobuf, anything unknown) are "binary".
+    """
+    if content_type is None:
+        return "text"
+    mime = content_type.split(";", 1)[0].strip().lower()
+    if not mime:
+        return "text"
+    if mime in ("application/json", "text/json") or mime.endswith("+json"):
+        return "json"
+    if mime in _NDJSON:
+        return "ndjson"
+    if mime in ("text/csv", "application/csv"):
+        return "csv"
+    if mime.startswith("text/") or mime in _TEXT:
+        return "text"
+    if mime.endswith("+xml") and not mime.startswith("image/"):
+        return "text"  # atom, rss, soap; an SVG is an image like any other
+    return "binary"
+
+
+def mask_body(kind: str, raw: bytes, charset: str | None, plan: BodyPlan, src: MaskerSource) -> MaskedBody:
+    """Mask one whole body of `kind` (kind_of's answer) read in `charset` (the Content-Type's
+    parameter, None when absent). Raises BodyError for a body that cannot be read as its kind,
+    for "binary" (never masked: the caller refuses or passes it by route) and unknown kinds."""
+    if not raw:
+        return MaskedBody(raw, 0, 0, 0, frozenset())
+    w = _Walker(plan, src)
+    try:
+        if kind == "json":
+            body, items = w.json_body(raw, charset)
+        elif kind == "ndjson":
+            body, items = w.ndjson_body(raw, charset)
+        elif kind == "csv":
+            body, items = w.csv_body(raw, charset)
+        elif kind in ("text", "empty"):  # a body under "empty" is still scanned, never passed
+            body, items = w.text_body(raw, charset), 0
+        elif kind == "binary":
+            raise BodyError("binary bodies are not masked")
+        else:
+            raise BodyError(f"unknown body kind {kind!r}")
+    except (ValueError, RecursionError, csv.Error, LookupError) as exc:
+        # JSONDecodeError, UnicodeError and int-size errors are ValueErrors; nothing of the
+        # exception text (it may quote the body) goes further than this message.
+        raise BodyError(f"the {kind} body cannot be read: {type(exc).__name__}") from None
+    return MaskedBody(body, w.masked, items, w.truncated, frozenset(w.classes))
+
+
+# ---------------------------------------------------------------------------------------- walker
+
+_MISSING: Any = object()
+# Deeper documents are refused, not walked: a fixed bound instead of whatever recursion is left.
+MAX_DEPTH = 256
+# Text is scanned in pieces of about this size, cut where no detected span can straddle the cut
+# (the text masker replaces a value longer than 256 KiB whole).
+CHUNK = 64 * 1024
+# Characters no encoded token holds (not `;`, which ends `&#49;`, nor braces: `\\u{31}`); a tag may hold
+# them, so cuts are checked to be outside tags (`<` and `>` are part of a run: encoded.py).
+_CUTS = ("\n", '"', ",")
+# Characters carried over from the previous piece as context (context words before a card or
+# passport, a surname before a name) and not emitted twice.
+_CONTEXT = 24
+_STARS_RE = re.compile(r"\*+")
+# Every class a detector finds holds at least seven digits in a row or in groups (masking's digit
+# gate): a smaller integer is not scanned.
+_SHORTEST = 10**6
+_CLEAN_MAX_CHARS = 64
+_CLEAN_MAX = 8192
+_DIGIT = "0123456789"
+
+
+def _zeroed(masked: str, like: str) -> str | None:
+    """`masked` (a number's text through the detectors) read back as a number's text: digits stay,
+    every other character where `like` had a digit becomes 0. None when the lengths differ."""
+    if len(masked) != len(like):
+        return None
+    return "".join(
+        m if m in _DIGIT else ("0" if o in _DIGIT else o) for m, o in zip(masked, like, strict=True)
+    )
+
+
+class _Walker:
+    """The state of masking one body: counters, the classes seen and per-body caches."""
+
+    def __init__(self, plan: BodyPlan, src: MaskerSource) -> None:
+        self.plan = plan
+        self.src = src
+        self.tm: Callable[[str], str] | None = src.text_masker(plan.detect) if plan.detect else None
+        self.masked = 0
+        self.truncated = 0
+        self.classes: set[str] = set()
+        self._detectable = plan.detect & frozenset(masking.CLASSES)
+        # List indexes appear as 0: field patterns name keys, `[]` and `**`, never one index, so
+        # every element of a list is classified alike and is looked up once per body.
+        self._paths: dict[tuple[str | int, ...], str | None] = {}
+        self._acts: dict[str, tuple[str, Callable[[Any], Any] | None]] = {}
+        # Short texts (keys, enums, dates) that scanned clean: lists repeat them item after item.
+        self._clean: set[str] = set()
+        # Naming the classes of detector hits costs a second scan: a few per body say enough.
+        self._namings = 16
+
+    # -- shared ------------------------------------------------------------------------------
+
+    def _class_at(self, path: tuple[str | int, ...]) -> str | None:
+        c = self._paths.get(path, _MISSING)
+        if c is _MISSING:
+            c = self._paths[path] = self.plan.field_class(path)
+        return c  # type: ignore[no-any-return]
+
+    def _act(self, cls: str) -> tuple[str, Callable[[Any], Any] | None]:
+        """(action, masker) for a class; masker None for clear and deny."""
+        a = self._acts.get(cls)
+        if a is None:
+            action = self.plan.action_for(cls)
+            vm = None if action in ("clear", "deny") else self.src.value_masker(cls, action)
+            a = self._acts[cls] = (action, vm)
+        return a
+
+    def scan(self, s: str) -> str:
+        """The detectors over one text value (and over what its escapes hide)."""
+        tm = self.tm
+        if tm is None or s in self._clean:
+            return s
+        out = tm(s)
+        if maybe_encoded(out):
+            out = unhide(out, tm)
+        if out is not s and out != s:
+            self.masked += max(1, len(_STARS_RE.findall(out)) - len(_STARS_RE.findall(s)))
+            self._name_classes(s)
+        elif len(s) <= _CLEAN_MAX_CHARS and len(self._clean) < _CLEAN_MAX:
+            self._clean.add(s)
+        return out
+
+    def _hit(self, text: str) -> None:
+        self.masked += 1
+        self._name_classes(text)
+
+    def _name_classes(self, text: str) -> None:
+        """Which classes the detectors found: the guard's counting masker reports only
+        "detected", so the classes are read once more, on hits only, until all are known."""
+        if self._namings <= 0 or self._detectable <= self.classes:
+            return
+        self._namings -= 1
+        found = {sp.cls for sp in masking.detect(text, self._detectable)} if len(text) <= 4096 else set()
+        self.classes |= found or self._detectable
+
+    def classified(self, v: Any, cls: str, action: str, vm: Callable[[Any], Any] | None) -> Any:
+        """A value of a classified field or column, masked by its class, keeping its type."""
+        t = type(v)
+        if v is None or (t is bool and action != "deny"):
+            return v
+        if action == "deny":
+            out = None
+        elif t is float:
+            out = None if action == "null" else self._classified_float(v, vm)  # type: ignore[arg-type]
+        elif t is str or t is int:
+            out = vm(v)  # type: ignore[misc]
+        else:  # not reached with JSON values; never passed unmasked
+            out = None
+        if out is not v and (type(out) is not t or out != v):
+            self.masked += 1
+            self.classes.add(cls)
+        return out
+
+    @staticmethod
+    def _classified_float(v: float, vm: Callable[[Any], Any]) -> float:
+        if v != v or v in (float("inf"), float("-inf")):
+            return v  # no digits to hide
+
+        def as_int(i: int) -> int:
+            out = vm(i)
+            return 0 if out is None else int(out)
+
+        return float(mask_decimal_text(_positional(v), as_int))
+
+    # -- JSON --------------------------------------------------------------------------------
+
+    def json_body(self, raw: bytes, charset: str | None) -> tuple[bytes, int]:
+        doc = json.loads(_json_source(raw, charset))
+        out = self.node(doc, (), None)
+        if type(out) is list:
+            items = len(out)
+        elif type(out) is dict:
+            items = max((len(v) for v in out.values() if type(v) is list), default=1)
+        else:
+            items = 1
+        return _dump(out).encode("utf-8"), items
+
+    def ndjson_body(self, raw: bytes, charset: str | None) -> tuple[bytes, int]:
+        text = _decode(raw, charset)
+        if text.startswith("\ufeff"):
+            text = text[1:]
+        # JSON text sequences (RFC 7464) start each record with RS; neither RS nor a newline can
+        # occur inside a JSON document, so both end a record.
+        seq = "\x1e" in text
+        records = text.replace("\x1e", "\n").split("\n")
+        limit = self.plan.max_rows
+        out: list[str] = []
+        for rec in records:
+            if not rec.strip():
+                continue
+            if limit is not None and len(out) >= limit:
+                self.truncated += 1
+                continue
+            out.append(_dump(self.node(json.loads(rec), (), None)))
+        lead = "\x1e" if seq else ""
+        body = "".join(lead + r + "\n" for r in out)
+        return body.encode("utf-8"), len(out)
+
+    def node(self, v: Any, path: tuple[str | int, ...], cls: str | None) -> Any:
+        """One JSON value at `path` (indexes as 0) whose effective class is `cls`."""
+        t = type(v)
+        if t is dict:
+            return self.obj(v, path, cls)
+        if t is list:
+            return self.arr(v, path, cls)
+        if cls is not None:
+            action, vm = self._act(cls)
+            if action != "clear":
+                return self.classified(v, cls, action, vm)
+        if t is str:
+            return self.scan(v)
+        if t is int:
+            return self.scan_int(v)
+        if t is float:
+            return self.scan_float(v)
+        return v  # bool, None
+
+    def obj(self, d: dict[str, Any], path: tuple[str | int, ...], inherited: str | None) -> dict[str, Any]:
+        if len(path) >= MAX_DEPTH:
+            raise BodyError("the document is nested too deeply")
+        out: dict[str, Any] = {}
+        paths = self._paths
+        clean = self._clean
+        scan = self.scan
+        for k, v in d.items():
+            p = (*path, k)
+            own = paths.get(p, _MISSING)
+            if own is _MISSING:
+                own = paths[p] = self.plan.field_class(p)
+            cls = own if own is not None else inherited
+            # The common leaf, an unclassified string, without the dispatch (the per-item hot path).
+            v2 = scan(v) if cls is None and type(v) is str else self.node(v, p, cls)
+            k2 = k if k in clean else scan(k)
+            if k2 in out:
+                # Two keys that mask alike (or a masked key meeting a clear one): keep both.
+                n = 2
+                while f"{k2}#{n}" in out:
+                    n += 1
+                k2 = f"{k2}#{n}"
+            out[k2] = v2
+        return out
+
+    def arr(self, a: list[Any], path: tuple[str | int, ...], inherited: str | None) -> list[Any]:
+        if len(path) >= MAX_DEPTH:
+            raise BodyError("the document is nested too deeply")
+        limit = self.plan.max_rows
+        if limit is not None and len(a) > limit:
+            self.truncated += len(a) - limit
+            a = a[:limit]
+        p = (*path, 0)
+        own = self._class_at(p)
+        cls = own if own is not None else inherited
+        node = self.node
+        return [node(v, p, cls) for v in a]
+
+    def scan_int(self, v: int) -> int:
+        tm = self.tm
+        if tm is None:
+            return v
+        if -_SHORTEST < v < _SHORTEST:
+            return v
+        digits = str(-v if v < 0 else v)
+        out = tm(digits)
+        if out is digits or out == digits:
+            return v
+        self._hit(digits)
+        z = _zeroed(out, digits)
+        masked = int(z) if z is not None else 0
+        return -masked if v < 0 else masked
+
+    def scan_float(self, v: float) -> float:
+        """A float's digits as a reader sees them, leading zeros and a trailing `.0` aside: its
+        value (13812345678.0), its mantissa (1.3812345678e+20) or across the point (1381234.5678)."""
+        tm = self.tm
+        if tm is None or v != v or v in (float("inf"), float("-inf")):
+            return v
+        neg = v < 0
+        r = repr(-v if neg else v)
+        mant, e, exp = r.partition("e")
+        body = mant[:-2] if mant.endswith(".0") else mant
+        at = [i for i, c in enumerate(body) if c in _DIGIT]
+        while at and body[at[0]] == "0":
+            at.pop(0)
+        if len(at) < 7:  # see _SHORTEST
+            return v
+        digits = "".join(body[i] for i in at)
+        out = tm(digits)
+        if out is digits or out == digits:
+            return v
+        self._hit(digits)
+        z = _zeroed(out, digits) or "0" * len(digits)
+        chars = list(mant)
+        for i, d in zip(at, z, strict=True):
+            chars[i] = d
+        masked = float("".join(chars) + e + exp)
+        return -masked if neg else masked
+
+    # -- CSV ---------------------------------------------------------------------------------
+
+    def csv_body(self, raw: bytes, charset: str | None) -> tuple[bytes, int]:
+        text = _decode(raw, charset)
+        bom = text.startswith("\ufeff")
+        if bom:
+            text = text[1:]  # else the first header name would not be classified
+        first = text.split("\n", 1)[0]
+        dialect: type[csv.Dialect] = csv.excel
+        if "," not in first and "\t" in first:
+            dialect = csv.excel_tab
+        elif "," not in first and ";" in first:
+            dialect = _ExcelSemicolon
+        crlf = first.endswith("\r") or "\n" not in text
+        term = "\r\n" if crlf else "\n"
+        reader = csv.reader(io.StringIO(text, newline=""), dialect, strict=True)
+        buf = io.StringIO(newline="")
+        writer = csv.writer(buf, dialect, lineterminator=term)
+        limit = self.plan.max_rows
+        cols: list[tuple[str, str, Callable[[Any], Any] | None] | None] | None = None
+        rows = 0
+        for row in reader:
+            if cols is None:
+                cols = [self._column(h) for h in row]
+                writer.writerow([self.scan(h) for h in row])
+                continue
+            if limit is not None and rows >= limit:
+                self.truncated += 1
+                continue
+            rows += 1
+            out = []
+            for i, cell in enumerate(row):
+                col = cols[i] if i < len(cols) else None
+                if col is None:
+                    out.append(self.scan(cell))
+                else:
+                    v = self.classified(cell, *col)
+                    out.append("" if v is None else str(v))
+            writer.writerow(out)
+        body = buf.getvalue()
+        if not text.endswith(("\n", "\r")) and body.endswith(term):
+            body = body[: -len(term)]
+        return (("\ufeff" if bom else "") + body).encode("utf-8"), rows
+
+    def _column(self, name: str) -> tuple[str, str, Callable[[Any], Any] | None] | None:
+        """(class, action, masker) of a classified column the role does not see clear, else None."""
+        cls = self.plan.name_class(name.strip())
+        if cls is None:
+            return None
+        action, vm = self._act(cls)
+        return None if action == "clear" else (cls, action, vm)
+
+    # -- text --------------------------------------------------------------------------------
+
+    def text_body(self, raw: bytes, charset: str | None) -> bytes:
+        text = _decode(raw, charset)
+        if len(text) <= CHUNK:
+            return self.scan(text).encode("utf-8")
+        out: list[str] = []
+        context = ""
+        for piece in _pieces(text):
+            if context:
+                masked = self.scan(context + piece)
+                # The context was masked already; when its masked form comes back unchanged the
+                # rest is this piece, else the piece is scanned without it.
+                masked = masked[len(context) :] if masked.startswith(context) else self.scan(piece)
+            else:
+                masked = self.scan(piece)
+            out.append(masked)
+            context = masked[-_CONTEXT:]
+        return "".join(out).encode("utf-8")
+
+
+class _ExcelSemicolon(csv.excel):
+    delimiter = ";"
+
+
+def _pieces(text: str) -> list[str]:
+    """`text` cut into pieces of about CHUNK characters, each cut just after a character no
+    detected span and no encoded run contains (a newline by preference), and never inside
+    something that may be a markup tag (tags join the digits around them: encoded.py). A stretch
+    without such a place stays whole (and a piece longer than the text masker scans is masked
+    whole by it: fail closed)."""
+    pieces = []
+    i, n = 0, len(text)
+    while n - i > CHUNK:
+        cut = _cut(text, i, i + CHUNK, ("\n",)) or _cut(text, i, i + CHUNK, _CUTS)
+        if cut is None:
+            later = [j for j in (text.find(c, i + CHUNK) for c in _CUTS) if j >= 0 and _outside_tag(text, j)]
+            cut = min(later) if later else n - 1
+        pieces.append(text[i : cut + 1])
+        i = cut + 1
+    if i < n:
+        pieces.append(text[i:])
+    return pieces
+
+
+def _cut(text: str, lo: int, hi: int, chars: tuple[str, ...]) -> int | None:
+    """The last position in [lo, hi) of one of `chars` outside any possible tag (a few tries)."""
+    for _ in range(64):
+        at = max(text.rfind(c, lo, hi) for c in chars)
+        if at < lo:
+            return None
+        if _outside_tag(text, at):
+            return at
+        hi = at
+    return None
+
+
+def _outside_tag(text: str, at: int) -> bool:
+    lo = max(0, at - MAX_TAG - 2)
+    return text.rfind("<", lo, at + 1) <= text.rfind(">", lo, at + 1)
+
+
+def _positional(v: float) -> str:
+    """A non-negative finite float's decimal text without an exponent (what a reader's number is)."""
+    r = repr(v)
+    return format(Decimal(r), "f") if "e" in r else r
+
+
+def _codec(charset: str) -> str:
+    name = charset.strip().strip("\"'")
+    return codecs.lookup(name).name  # LookupError for an unknown charset: BodyError
+
+
+def _decode(raw: bytes, charset: str | None) -> str:
+    """Bytes as text in the declared charset (UTF-8 when none); strict: undecodable is an error."""
+    return raw.decode(_codec(charset) if charset else "utf-8")
+
+
+def _json_source(raw: bytes, charset: str | None) -> bytes | str:
+    """What json.loads reads: the bytes themselves for the UTF encodings RFC 8259 allows (it detects
+    UTF-8/16/32 and a BOM), text decoded in any other declared charset."""
+    if charset is None or _codec(charset).startswith(("utf-8", "utf-16", "utf-32")):
+        return raw
+    text = _decode(raw, charset)
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def _dump(doc: Any) -> str:
+    s = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (from a \ud800 escape) only fits escaped
+        s = json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
+    return s

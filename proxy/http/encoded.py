@@ -1,0 +1,208 @@
+"""Owns numbers hidden behind character references, escapes and markup (`&#49;`, `&#x31;`, `%31`,
+`\\u0031`, `&ZeroWidthSpace;`, `138<em>1234</em>5678`): finds them and masks them in place. Must not
+know body formats, policies or I/O.
+
+A browser, URL decoder or JavaScript engine turns `&#49;&#51;&#56;...` back into digits, so a detector
+that reads only the raw text would pass a number the person then sees in full. Each run of such
+tokens and plain digits/separators is decoded into a shadow text for the detectors; when the shadow
+holds a number, the characters the detectors masked are written out masked and every other token
+keeps its original form. Only tokens that decode to digits, separators or invisible characters
+enter the shadow: anything else (`%3C`, `&#60;`) is a hole that no number spans, and is never
+written out decoded, so masking never turns an escaped `<` into markup.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from html.entities import html5
+
+from masking.normalize import fold_char
+
+# Tokens a client decodes: numeric and named character references (any number of leading zeros),
+# percent-encoded bytes, JavaScript escapes, `+` (a space in form encoding) and markup tags, which
+# render as nothing between two digits (`138<em>1234</em>5678`, a search hit highlighted).
+MAX_TAG = 256
+_TOKEN_RE = re.compile(
+    r"&#0*[0-9]{1,7};?|&#[xX]0*[0-9a-fA-F]{1,6};?|&[A-Za-z][A-Za-z0-9]{1,31};?|%[0-9a-fA-F]{2}"
+    r"|\\u\{0*[0-9a-fA-F]{1,6}\}|\\u[0-9a-fA-F]{4}|\\x[0-9a-fA-F]{2}|\+"
+    r"|<(?:/?[A-Za-z][^<>]{0,MAX}|!--[^<>]{0,MAX}?--)>".replace("MAX", str(MAX_TAG))
+)
+# Characters a run of digits may hold in plain form: digits, what detectors accept between digit
+# groups, and an ID card's check character.
+_PLAIN = frozenset("0123456789 \t()-Xx")
+# What a decoded character must fold to (or to nothing) to be written out decoded.
+_SAFE = frozenset("0123456789 \t()+-Xx")
+# Stands in the shadow text for a token that is left encoded: no detector reads it as part of a number.
+_HOLE = "\ue000"
+
+
+def maybe_encoded(text: str) -> bool:
+    """Cheap gate: could `text` hold a token at all?"""
+    return "%" in text or "&" in text or "\\" in text or "+" in text or "<" in text
+
+
+def unhide(text: str, mask: Callable[[str], str]) -> str:
+    """`text` with every run of encoded digits that decodes to a detected number masked (by `mask`,
+    the detectors' text masker); the same object when nothing was found."""
+    out: list[str] = []
+    pos = 0  # text[:pos] is decided (copied to `out`)
+    n = len(text)
+    changed = False
+    while True:
+        m = _TOKEN_RE.search(text, pos)
+        if m is None:
+            break
+        start = m.start()
+        while start > pos and text[start - 1] in _PLAIN:
+            start -= 1
+        end = m.end()
+        while end < n:
+            if text[end] in _PLAIN:
+                end += 1
+                continue
+            nxt = _TOKEN_RE.match(text, end)
+            if nxt is None:
+                break
+            end = nxt.end()
+        run = text[start:end]
+        masked = _mask_run(run, mask)
+        if masked is not run:
+            out.append(text[pos:start])
+            out.append(masked)
+            pos = end
+            changed = True
+        else:
+            out.append(text[pos:end])
+            pos = end
+    if not changed:
+        return text
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _mask_run(run: str, mask: Callable[[str], str]) -> str:
+    items = _decode_run(run)
+    pieces: list[str] = []  # per item, what the shadow holds for it
+    for orig, dec in items:
+        if dec is not None and all(c in _SAFE for ch in dec for c in fold_char(ch)):
+            pieces.append(" " if orig == "+" else dec)
+        else:
+            pieces.append(_HOLE)
+    shadow = "".join(pieces)
+    if not any(c.isdigit() for c in shadow):
+        return run
+    masked = mask(shadow)
+    if masked is shadow or masked == shadow:
+        return run
+    if len(masked) == len(shadow):
+        # Display masking keeps lengths: every item keeps its original form (its encoding, a
+        # tag) unless a character of it was masked, which is then written out masked.
+        out = []
+        at = 0
+        for (orig, _), piece in zip(items, pieces, strict=True):
+            new = masked[at : at + len(piece)]
+            at += len(piece)
+            out.append(orig if new == piece else new)
+        return "".join(out)
+    # Another length (a masker that does not keep it): the masked shadow with the holes put back;
+    # zero-width items (tags) are dropped, nothing hidden is written out decoded.
+    kept = [orig for (orig, _), piece in zip(items, pieces, strict=True) if piece == _HOLE]
+    parts = masked.split(_HOLE)
+    if len(parts) != len(kept) + 1:
+        return masked.replace(_HOLE, "")
+    out = [parts[0]]
+    for tok, part in zip(kept, parts[1:], strict=True):
+        out.append(tok)
+        out.append(part)
+    return "".join(out)
+
+
+def _decode_run(run: str) -> list[tuple[str, str | None]]:
+    """(original text, decoded character or None) per character or token of a run. Consecutive
+    `%HH` bytes are read as UTF-8 (`%EF%BC%91` is a full-width 1) and `\\uD835\\uDFCF` surrogate
+    pairs as one character (a mathematical digit), as decoders do."""
+    items: list[tuple[str, str | None]] = []
+    pct: list[tuple[str, int]] = []
+
+    def flush() -> None:
+        i = 0
+        while i < len(pct):
+            b = pct[i][1]
+            size = (
+                1
+                if b < 0x80
+                else 2
+                if 0xC0 <= b < 0xE0
+                else 3
+                if 0xE0 <= b < 0xF0
+                else 4
+                if 0xF0 <= b < 0xF8
+                else 0
+            )
+            if size and i + size <= len(pct):
+                try:
+                    ch = bytes(p[1] for p in pct[i : i + size]).decode("utf-8")
+                except UnicodeDecodeError:
+                    ch = None
+                if ch is not None:
+                    items.append(("".join(p[0] for p in pct[i : i + size]), ch))
+                    i += size
+                    continue
+            items.append((pct[i][0], None))
+            i += 1
+        pct.clear()
+
+    i = 0
+    while i < len(run):
+        c = run[i]
+        if c in _PLAIN:
+            flush()
+            items.append((c, c))
+            i += 1
+            continue
+        m = _TOKEN_RE.match(run, i)
+        assert m is not None  # a run holds plain characters and tokens only
+        tok = m.group()
+        i = m.end()
+        if tok[0] == "%":
+            pct.append((tok, int(tok[1:], 16)))
+            continue
+        flush()
+        items.append((tok, _decode_token(tok)))
+    flush()
+    # Join surrogate pairs written as two \u escapes.
+    joined: list[tuple[str, str | None]] = []
+    for orig, ch in items:
+        if (
+            ch is not None
+            and "\udc00" <= ch <= "\udfff"
+            and joined
+            and joined[-1][1] is not None
+            and "\ud800" <= joined[-1][1] <= "\udbff"  # type: ignore[operator]
+        ):
+            prev_orig, hi = joined.pop()
+            pair = chr(0x10000 + ((ord(hi) - 0xD800) << 10) + (ord(ch) - 0xDC00))  # type: ignore[arg-type]
+            joined.append((prev_orig + orig, pair))
+        else:
+            joined.append((orig, ch))
+    return joined
+
+
+def _decode_token(tok: str) -> str | None:
+    c = tok[0]
+    if c == "+":
+        return "+"  # a space in form encoding: the shadow reads it as one
+    if c == "<":
+        return ""  # a tag renders as nothing between two characters
+    if tok.startswith("&#"):
+        body = tok[2:].rstrip(";")
+        cp = int(body[1:], 16) if body[0] in "xX" else int(body)
+    elif c == "&":
+        name = tok[1:]
+        return html5.get(name if name.endswith(";") else name + ";") or html5.get(name)
+    elif tok.startswith("\\u{"):
+        cp = int(tok[3:-1], 16)
+    else:  # \uHHHH, \xHH
+        cp = int(tok[2:], 16)
+    return chr(cp) if cp <= 0x10FFFF else None
