@@ -427,7 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.seconds <= 0 or args.concurrency < 1:
         ap.error("--rounds, --seconds and --concurrency must be positive")
-    with tempfile.TemporaryDirectory(prefix="maskgate-bench-http-") as tmp:
+    # With --json, stdout holds the figures alone: progress goes to stderr.
+    progress = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    with tempfile.TemporaryDirectory(prefix="maskgate-bench-http-") as tmp, progress:
         figures = run(Path(tmp), args.rounds, args.seconds, args.concurrency, args.bearer)
     if args.json:
         print(json.dumps(figures, indent=2, ensure_ascii=False))
