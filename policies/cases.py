@@ -14,6 +14,16 @@ YAML:
         masked: {phone: mask}    # result column name -> action (optional)
         rewritten: "SELECT …"    # exact rewritten SQL, or null for "unchanged" (optional)
         dialect: postgres        # optional
+      - name: vendor may not search clients by mobile (HTTP)
+        user: vendor_zhang
+        request: GET /api/clients?mobile=13812345678   # METHOD /path?query, as sent
+        body: {"filter": {"idNo": "x"}}                # optional parsed JSON body or form fields
+        api: crm-api             # optional: default the policy's only api
+        expect: block
+        reason: masked_predicate
+
+`lookups` (values compared with masked classes) and `classes` (sorted) may be expected of
+either kind of case.
 
 Zero cases is a failure: an empty test run proves nothing.
 """
@@ -29,6 +39,7 @@ import yaml
 
 from policies.decision import Allow, Decision
 from policies.engine import Engine
+from policies.http import decide_request, split_target
 from policies.loader import MarkedLoader, PolicyError, load_policy
 from policies.model import Policy
 from policies.schema import Schema
@@ -46,6 +57,11 @@ CASE_KEYS = {
     "search_path",
     "database",
     "row_limit",
+    "request",
+    "body",
+    "api",
+    "lookups",
+    "classes",
 }
 
 
@@ -98,7 +114,31 @@ def check_case(case: dict[str, Any], decision: Decision) -> list[str]:
             problems.append(f"rewritten SQL: expected {want!r}, got {decision.rewritten_sql!r}")
     if "row_limit" in case and case["row_limit"] != decision.row_limit:
         problems.append(f"row limit: expected {case['row_limit']}, got {decision.row_limit}")
+    if "lookups" in case and case["lookups"] != decision.lookups:
+        problems.append(f"lookups: expected {case['lookups']}, got {decision.lookups}")
+    if "classes" in case and sorted(case["classes"] or []) != list(decision.classes):
+        problems.append(f"classes: expected {sorted(case['classes'] or [])}, got {list(decision.classes)}")
     return problems
+
+
+def default_api(policy: Policy) -> str | None:
+    """The API an HTTP case or `explain --http` means when it names none: the policy's only one."""
+    return next(iter(policy.apis)) if len(policy.apis) == 1 else None
+
+
+def decide_http_case(policy: Policy, role: str, case: dict[str, Any]) -> Decision | str:
+    """The decision for a case with `request: METHOD /path?query`, or what is wrong with it."""
+    method, _, target = str(case["request"]).strip().partition(" ")
+    target = target.strip()
+    if not method or not target.startswith("/"):
+        return f"`request` must be `METHOD /path?query`, got {case['request']!r}"
+    if role not in policy.roles:
+        return f"unknown role {role!r}"
+    api = case.get("api", default_api(policy))
+    if api is not None and api not in policy.apis:
+        return f"unknown api {api!r} (the policy has {sorted(policy.apis)})"
+    path, query = split_target(target)
+    return decide_request(policy, policy.roles[role], api, method, path, query, case.get("body"))
 
 
 def _role_for(policy: Policy, case: dict[str, Any]) -> str | None:
@@ -156,10 +196,13 @@ def run_suite(
         marks = getattr(cases, "item_marks", None)
         where = f"{path}:{marks[i].line + 1}" if marks else f"{path}#{i + 1}"
         name = (
-            str(case.get("name") or case.get("sql", ""))[:80] if isinstance(case, dict) else f"case {i + 1}"
+            str(case.get("name") or case.get("sql") or case.get("request", ""))[:80]
+            if isinstance(case, dict)
+            else f"case {i + 1}"
         )
-        if not isinstance(case, dict) or "sql" not in case:
-            result.results.append(CaseResult(name, False, ["a case needs `sql` and `user`"], where))
+        if not isinstance(case, dict) or ("sql" in case) == ("request" in case):
+            problem = "a case needs `user` and one of `sql` or `request`"
+            result.results.append(CaseResult(name, False, [problem], where))
             continue
         unknown = set(case) - CASE_KEYS
         if unknown:
@@ -168,6 +211,14 @@ def run_suite(
         role = _role_for(policy, case)
         if role is None:
             result.results.append(CaseResult(name, False, [f"unknown user {case.get('user')!r}"], where))
+            continue
+        if "request" in case:
+            http = decide_http_case(policy, role, case)
+            if isinstance(http, str):
+                result.results.append(CaseResult(name, False, [http], where))
+                continue
+            problems = check_case(case, http)
+            result.results.append(CaseResult(name, not problems, problems, where))
             continue
         sp = case.get("search_path")
         decision = engine.decide(

@@ -14,6 +14,7 @@ so the route was decided on exactly the path the upstream receives.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from urllib.parse import parse_qsl, quote
@@ -37,6 +38,9 @@ _SORT_PARAM = re.compile(r"^[$_]?(sort|order)(_?by)?$", re.IGNORECASE)
 # Flat names carry structure in several conventions: `filter[mobile]`, `contact.phone`,
 # Django's `contact__phone__startswith`. Any piece naming a class classifies the name.
 _NAME_PIECES = re.compile(r"\[|\]|\.|__")
+# Request bodies nested deeper are refused: no API's filter is, and classifying every key path
+# of a deeper body costs its depth squared.
+MAX_BODY_DEPTH = 64
 
 
 def normalise_path(path: str) -> str | None:
@@ -46,8 +50,9 @@ def normalise_path(path: str) -> str | None:
     starting with `/`, a query or fragment mark, raw backslashes, spaces or control characters,
     an invalid `%` escape, an encoded `/`, `\\`, NUL or control character, bytes that are not
     UTF-8, a `..` climbing above the root, a segment like `..;x` (which Java servers read as
-    `..`), or escapes still left after the decoding (a double-encoded path, which servers that
-    decode twice would read as something else).
+    `..`), Unicode compatibility forms of `/`, `\\` or dot segments (`．．`, which servers that
+    fold Unicode read as `..`), or escapes still left after the decoding (a double-encoded
+    path, which servers that decode twice would read as something else).
 
     >>> normalise_path("/api//clients/./%31/../2/")
     '/api/clients/2/'
@@ -85,7 +90,7 @@ def normalise_path(path: str) -> str | None:
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-    if _ESCAPE_LEFT.search(decoded):
+    if _ESCAPE_LEFT.search(decoded) or _compat_separators(decoded):
         return None
     parts = decoded.split("/")[1:]
     out: list[str] = []
@@ -102,6 +107,17 @@ def normalise_path(path: str) -> str | None:
         out.append(part)
     trailing = bool(out) and parts[-1] in ("", ".", "..")
     return "/" + "/".join(out) + ("/" if trailing else "")
+
+
+def _compat_separators(decoded: str) -> bool:
+    """Whether Unicode compatibility forms spell a separator or dot segment (`．．`, `／`, `＼`):
+    servers that fold them (IIS, some frameworks) would read a path no route was matched on."""
+    folded = unicodedata.normalize("NFKC", decoded)
+    if folded == decoded:
+        return False
+    if folded.count("/") != decoded.count("/") or "\\" in folded:
+        return True
+    return any(part.split(";", 1)[0] in (".", "..") for part in folded.split("/"))
 
 
 def forward_path(path: str) -> str | None:
@@ -161,12 +177,18 @@ def _name_classes(api: Api, name: str) -> set[str]:
     return {cls for piece in pieces if (cls := api.name_class(piece)) is not None}
 
 
+class _TooDeep(Exception):
+    pass
+
+
 def _leaves(body: object) -> Iterator[tuple[tuple[str | int, ...], object]]:
-    """Every scalar of a parsed JSON body (or form fields) with its key path; iterative, so a
-    deeply nested body cannot exhaust the stack."""
+    """Every scalar of a parsed JSON body (or form fields) with its key path; iterative, and
+    refusing bodies nested deeper than MAX_BODY_DEPTH (raises _TooDeep)."""
     stack: list[tuple[tuple[str | int, ...], object]] = [((), body)]
     while stack:
         path, value = stack.pop()
+        if len(path) > MAX_BODY_DEPTH and isinstance(value, dict | list | tuple):
+            raise _TooDeep
         if isinstance(value, dict):
             stack.extend(((*path, str(k)), v) for k, v in value.items())
         elif isinstance(value, list | tuple):
@@ -251,7 +273,11 @@ def decide_request(
                         if role.action_for(cls) != "clear":
                             sorted_by.append((f"query parameter `{name}`", cls))
         if body is not None:
-            for key_path, _ in _leaves(body):
+            try:
+                leaves = list(_leaves(body))
+            except _TooDeep:
+                return block("unparsable", f"request body nested deeper than {MAX_BODY_DEPTH} levels")
+            for key_path, _ in leaves:
                 classes = {c for c in [fields.field_class(key_path)] if c is not None}
                 keys = [k for k in key_path if isinstance(k, str)]
                 if keys:

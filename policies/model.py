@@ -10,7 +10,7 @@ files (policies/loader.py does), look at SQL text, or normalise raw request path
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, tzinfo
 from fnmatch import fnmatchcase, translate
@@ -38,6 +38,7 @@ DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # Bounded caches of field classes per API: a body's key paths repeat across items and requests.
 FIELD_CACHE_SIZE = 100_000
+MAX_CACHED_DEPTH = 32  # deeper paths are rare; their long keys would only bloat the cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,24 +78,52 @@ def path_segments(path: str) -> tuple[str, ...]:
 
 def segments_match(pattern: tuple[str, ...], segments: tuple[str, ...]) -> bool:
     """Glob match of path segments: `**` any number of segments, anything else one segment."""
-    return _segments_match(pattern, segments, 0, 0)
+    return glob_steps(pattern, segments, _segment_matches)
 
 
-def _segments_match(pattern: tuple[str, ...], segments: tuple[str, ...], i: int, j: int) -> bool:
-    while i < len(pattern):
-        part = pattern[i]
-        if part == "**":
-            # Consecutive `**` are one; then try every split point (patterns are short).
-            while i < len(pattern) and pattern[i] == "**":
+def _segment_matches(token: str, segment: str | int) -> bool:
+    return isinstance(segment, str) and fnmatchcase(segment, token)
+
+
+def glob_steps(
+    pattern: tuple[str, ...],
+    steps: tuple[Any, ...],
+    one: Callable[[str, Any], bool],
+    prefix: bool = False,
+) -> bool:
+    """Whether `steps` (or, with `prefix`, any prefix of them) match `pattern`, where `**`
+    matches any number of steps and every other token one step for which `one(token, step)`.
+
+    Walked as a set of pattern positions, one step at a time: linear in the steps whatever the
+    number of `**` (a request may send thousands of segments or nested lists)."""
+    end = len(pattern)
+
+    def closure(positions: set[int]) -> set[int]:
+        out = set()
+        for i in positions:
+            out.add(i)
+            while i < end and pattern[i] == "**":
                 i += 1
-            if i == len(pattern):
-                return True
-            return any(_segments_match(pattern, segments, i, k) for k in range(j, len(segments) + 1))
-        if j >= len(segments) or not fnmatchcase(segments[j], part):
+                out.add(i)
+        return out
+
+    states = closure({0})
+    for step in steps:
+        if prefix and end in states:
+            return True
+        moved = set()
+        for i in states:
+            if i == end:
+                continue
+            token = pattern[i]
+            if token == "**":
+                moved.add(i)
+            elif one(token, step):
+                moved.add(i + 1)
+        if not moved:
             return False
-        i += 1
-        j += 1
-    return j == len(segments)
+        states = closure(moved)
+    return end in states
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,25 +153,12 @@ def _step_matches(token: str, step: str | int) -> bool:
     return _key_glob(token).match(step.lower()) is not None
 
 
-def field_pattern_matches(pattern: tuple[str, ...], path: tuple[str | int, ...]) -> bool:
-    """Whether `pattern` (FieldRule.pattern) names exactly the value at `path`."""
-    return _field_match(pattern, path, 0, 0)
-
-
-def _field_match(pattern: tuple[str, ...], path: tuple[str | int, ...], i: int, j: int) -> bool:
-    while i < len(pattern):
-        token = pattern[i]
-        if token == "**":
-            while i < len(pattern) and pattern[i] == "**":
-                i += 1
-            if i == len(pattern):
-                return True
-            return any(_field_match(pattern, path, i, k) for k in range(j, len(path) + 1))
-        if j >= len(path) or not _step_matches(token, path[j]):
-            return False
-        i += 1
-        j += 1
-    return j == len(path)
+def field_pattern_matches(
+    pattern: tuple[str, ...], path: tuple[str | int, ...], prefix: bool = False
+) -> bool:
+    """Whether `pattern` (FieldRule.pattern) names the value at `path` (with `prefix`: or one of
+    the objects or lists holding it)."""
+    return glob_steps(pattern, path, _step_matches, prefix)
 
 
 @dataclass(frozen=True)
@@ -168,12 +184,13 @@ class Api:
             pass
         found: str | None = None
         for rule in self.fields:
-            if any(field_pattern_matches(rule.pattern, path[:n]) for n in range(len(path), -1, -1)):
+            if field_pattern_matches(rule.pattern, path, prefix=True):
                 found = rule.cls
                 break
-        if len(self._field_cache) > FIELD_CACHE_SIZE:
-            self._field_cache.clear()
-        self._field_cache[path] = found
+        if len(path) <= MAX_CACHED_DEPTH:
+            if len(self._field_cache) > FIELD_CACHE_SIZE:
+                self._field_cache.clear()
+            self._field_cache[path] = found
         return found
 
     def name_class(self, name: str) -> str | None:

@@ -1,7 +1,8 @@
-"""PostgreSQL SCRAM-SHA-256 verifiers for the `users:` section (`maskgate passwd`).
+"""PostgreSQL SCRAM-SHA-256 verifiers and bearer token digests for the `users:` section.
 
-Owns only verifier creation and checking, with hashlib/hmac (RFC 5802/7677 as PostgreSQL
-stores them). Authentication exchanges on the wire belong to proxy/.
+Owns only verifier and token creation and checking (`maskgate passwd`, `maskgate token`), with
+hashlib/hmac/secrets (RFC 5802/7677 as PostgreSQL stores them). Authentication exchanges on the
+wire belong to proxy/.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import base64
 import hashlib
 import hmac
 import os
+import secrets
+from collections.abc import Iterable
 
 ITERATIONS = 4096
 
@@ -36,3 +39,26 @@ def verify_password(password: str, verifier: str) -> bool:
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(expected, verifier)
+
+
+TOKEN_PREFIX = "mgt_"
+
+
+def new_token() -> str:
+    """A fresh bearer token: 256 random bits, prefixed so that secret scanners can spot one."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str:
+    """The lower-case hex SHA-256 of a bearer token, as `User.tokens` holds it (a token is
+    random, so one unsalted hash suffices: there is nothing to guess from it)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def token_matches(token: str, digests: Iterable[str]) -> bool:
+    """Whether `token` is one of `digests`, comparing every one in constant time."""
+    mine = token_digest(token)
+    found = False
+    for digest in digests:
+        found |= hmac.compare_digest(mine, digest)
+    return found

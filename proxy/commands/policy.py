@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from policies import Engine, PolicyError, Schema, load_policy
-from policies.cases import run_suite
+from policies.cases import decide_http_case, run_suite
 from policies.checks import row_filter_errors
-from policies.decision import Block, Decision
+from policies.decision import Allow, Block, Decision
+from policies.http import binary_allowed, forward_path, split_target
 from policies.names import ColumnName, TableName, column_matches, has_glob
 from policies.passwords import scram_verifier
 from policies.schema import DatabaseRole
@@ -35,7 +36,9 @@ def register(subparsers: Any) -> None:
     )
     p.set_defaults(func=cmd_check)
 
-    p = subparsers.add_parser("explain", help="show the decision for one SQL string")
+    p = subparsers.add_parser(
+        "explain", help="show the decision for one SQL string (or, with --http, one HTTP request)"
+    )
     p.add_argument("--policy", required=True)
     p.add_argument("--user", required=True)
     p.add_argument("--schema")
@@ -43,7 +46,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dialect", choices=["postgres", "mysql"])
     p.add_argument("--database")
     p.add_argument("--format", default="json", choices=["json", "table"])
-    p.add_argument("sql")
+    p.add_argument(
+        "--http",
+        action="store_true",
+        help='the argument is an HTTP request line, "METHOD /path?query", for the policy\'s api',
+    )
+    p.add_argument("--api", help="with --http: the policy's api (default: its only one)")
+    p.add_argument("--body", help="with --http: the request body as JSON")
+    p.add_argument("sql", metavar="SQL|REQUEST")
     p.set_defaults(func=cmd_explain)
 
     p = subparsers.add_parser("test", help="run DBA policy test cases")
@@ -118,9 +128,13 @@ def cmd_check(args: argparse.Namespace) -> int:
             return 1
     for w in warnings:
         print(f"warning: {w}")
+    apis = ""
+    if policy.apis:
+        fields = sum(len(a.fields) for a in policy.apis.values())
+        apis = f", {len(policy.apis)} api{'s' if len(policy.apis) > 1 else ''} ({fields} field patterns)"
     print(
         f"ok: revision {policy.revision}, {len(policy.roles)} roles, {len(policy.users)} users, "
-        f"{len(policy.columns)} classified column patterns"
+        f"{len(policy.columns)} classified column patterns{apis}"
     )
     return 0
 
@@ -311,6 +325,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if role is None:
         print(f"unknown user {args.user}", file=sys.stderr)
         return 1
+    if args.http:
+        return _explain_http(policy, role, args)
     try:
         schema = load_schema(args.schema)
     except Exception as e:
@@ -327,6 +343,35 @@ def cmd_explain(args: argparse.Namespace) -> int:
         sys.stdout.write(decision_table(decision, discovered))
     else:
         print(json.dumps(decision_json(decision, discovered), indent=2, ensure_ascii=False))
+    return 0
+
+
+def _explain_http(policy: Any, role: str, args: argparse.Namespace) -> int:
+    case: dict[str, Any] = {"request": args.sql}
+    if args.api:
+        case["api"] = args.api
+    if args.body is not None:
+        try:
+            case["body"] = json.loads(args.body)
+        except ValueError as e:
+            print(f"--body is not JSON: {e}", file=sys.stderr)
+            return 1
+    decision = decide_http_case(policy, role, case)
+    if isinstance(decision, str):
+        print(decision, file=sys.stderr)
+        return 1
+    method, _, target = args.sql.strip().partition(" ")
+    path, _ = split_target(target.strip())
+    if args.format == "table":
+        sys.stdout.write(decision_table(decision))
+        return 0
+    doc = decision_json(decision)
+    doc["fingerprint"] = decision.fingerprint
+    doc["lookups"] = decision.lookups if isinstance(decision, Allow) else 0
+    # What the upstream would receive, and whether binary downloads are allowed there.
+    doc["forwarded_path"] = forward_path(path) if decision.allowed else None
+    doc["binary"] = binary_allowed(policy.roles[role], method, path)
+    print(json.dumps(doc, indent=2, ensure_ascii=False))
     return 0
 
 

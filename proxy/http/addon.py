@@ -165,6 +165,45 @@ class MaskGate:
             await self.app.stop()
             self.app = None
 
+    # ------------------------------------------------------------------ hooks, fail-closed
+    #
+    # mitmproxy logs an exception raised by an addon and carries on with the flow as it is: a
+    # request would go upstream unchecked, a response reach the client unmasked. Every hook that
+    # decides or masks therefore answers the flow itself when anything goes wrong.
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        try:
+            self._requestheaders(flow)
+        except Exception as exc:
+            self._internal_error(flow, "request headers", exc)
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        try:
+            self._request(flow)
+        except Exception as exc:
+            self._internal_error(flow, "request", exc)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        try:
+            self._response(flow)
+        except Exception as exc:
+            self._internal_error(flow, "response", exc)
+
+    def _internal_error(self, flow: http.HTTPFlow, stage: str, exc: Exception) -> None:
+        print(f"maskgate: HTTP {stage} failed: {exc!r}", file=sys.stderr)
+        flow.response = _json_error(502, "the request could not be handled")
+        ex = flow.metadata.get(KEY)
+        if not isinstance(ex, Exchange):
+            return
+        ex.answered = True
+        if ex.done or ex.principal is None or self.gate is None:
+            return
+        block = _refusal("unparsable", "the request could not be handled")
+        try:
+            self._finish(flow, ex, block, outcome="error", error="internal")
+        except Exception as again:  # the record itself failed: say so, the client has its 502
+            print(f"maskgate: HTTP record failed: {again!r}", file=sys.stderr)
+
     # ------------------------------------------------------------------ connections
 
     def client_connected(self, client: Any) -> None:
@@ -177,7 +216,7 @@ class MaskGate:
 
     # ------------------------------------------------------------------ request
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def _requestheaders(self, flow: http.HTTPFlow) -> None:
         ex = Exchange(started=time.perf_counter())
         flow.metadata[KEY] = ex
         gate = self.gate
@@ -204,7 +243,7 @@ class MaskGate:
         except RequestRefused as r:
             self._refuse(flow, ex, r)
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def _request(self, flow: http.HTTPFlow) -> None:
         ex = flow.metadata.get(KEY)
         if not isinstance(ex, Exchange):
             # Not seen by requestheaders (another addon answered?): nothing unvetted goes upstream.
@@ -333,7 +372,7 @@ class MaskGate:
         if flow.response is not None:
             flow.response.stream = False
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    def _response(self, flow: http.HTTPFlow) -> None:
         ex = flow.metadata.get(KEY)
         resp = flow.response
         if resp is None:

@@ -4,8 +4,8 @@ UTF-8 bytes out. Pure: must not touch sockets, mitmproxy, headers, policy files 
 What a person may see is decided elsewhere (policies/http.py fills a `BodyPlan`); this module
 applies it to one buffered body, fail closed: a body that cannot be read as its type raises
 `BodyError` (the caller answers 502 and never passes it on), and every body is re-serialised from
-what was scanned, so bytes the scan did not read (a duplicate JSON key's first value, a malformed
-CSV tail) never reach the client.
+what was scanned, so bytes the scan did not read (a duplicate JSON key's first value, text after a
+parser stopped) never reach the client.
 
 - JSON: a value at a classified path is masked type-preserving by its class (strings by the class
   display rule, integers with hidden digits zeroed, floats as decimals with the fraction zeroed;
@@ -16,8 +16,14 @@ CSV tail) never reach the client.
 - NDJSON / JSON text sequences: each record is a JSON document; `max_rows` bounds the records.
 - CSV: header names are classified like flat names; classified columns masked, detectors on
   every other cell (header and ragged cells too); rows past `max_rows` cut.
-- Text: the detectors over the whole text, plus numbers hidden behind character references,
-  percent-encoding and escapes (encoded.py).
+- Text: the detectors over the whole text, in pieces cut where no number can straddle the cut. A
+  text that is a JSON object or array (an API that labels JSON text/plain, or not at all) is
+  masked as JSON.
+
+Every text value the detectors read (JSON strings and keys, CSV cells, text) is also read the way
+a client decodes it: numbers hidden behind character references, percent-encoding, escapes or
+inline markup are masked in place (encoded.py). A classified value gets its class's masker only,
+as a classified SQL column does.
 
 Output is always UTF-8 (`MaskedBody.content_type_charset`): the caller sets the response's
 charset parameter to it on every masked text type.
@@ -137,7 +143,7 @@ def mask_body(kind: str, raw: bytes, charset: str | None, plan: BodyPlan, src: M
         elif kind == "csv":
             body, items = w.csv_body(raw, charset)
         elif kind in ("text", "empty"):  # a body under "empty" is still scanned, never passed
-            body, items = w.text_body(raw, charset), 0
+            body, items = w.text_body(raw, charset)
         elif kind == "binary":
             raise BodyError("binary bodies are not masked")
         else:
@@ -279,7 +285,9 @@ class _Walker:
     # -- JSON --------------------------------------------------------------------------------
 
     def json_body(self, raw: bytes, charset: str | None) -> tuple[bytes, int]:
-        doc = json.loads(_json_source(raw, charset))
+        return self.json_doc(json.loads(_json_source(raw, charset)))
+
+    def json_doc(self, doc: Any) -> tuple[bytes, int]:
         out = self.node(doc, (), None)
         if type(out) is list:
             items = len(out)
@@ -416,7 +424,7 @@ class _Walker:
         bom = text.startswith("\ufeff")
         if bom:
             text = text[1:]  # else the first header name would not be classified
-        first = text.split("\n", 1)[0]
+        first = text[: text.find("\n")] if "\n" in text else text
         dialect: type[csv.Dialect] = csv.excel
         if "," not in first and "\t" in first:
             dialect = csv.excel_tab
@@ -463,10 +471,15 @@ class _Walker:
 
     # -- text --------------------------------------------------------------------------------
 
-    def text_body(self, raw: bytes, charset: str | None) -> bytes:
+    def text_body(self, raw: bytes, charset: str | None) -> tuple[bytes, int]:
         text = _decode(raw, charset)
+        doc = _json_or_none(text)
+        if doc is not None:
+            # JSON served as text/plain (or with no type): its classified fields are masked as
+            # fields, since a name or an address has no detector to catch it as text.
+            return self.json_doc(doc)
         if len(text) <= CHUNK:
-            return self.scan(text).encode("utf-8")
+            return self.scan(text).encode("utf-8"), 0
         out: list[str] = []
         context = ""
         for piece in _pieces(text):
@@ -479,7 +492,7 @@ class _Walker:
                 masked = self.scan(piece)
             out.append(masked)
             context = masked[-_CONTEXT:]
-        return "".join(out).encode("utf-8")
+        return "".join(out).encode("utf-8"), 0
 
 
 class _ExcelSemicolon(csv.excel):
@@ -546,6 +559,18 @@ def _json_source(raw: bytes, charset: str | None) -> bytes | str:
         return raw
     text = _decode(raw, charset)
     return text[1:] if text.startswith("\ufeff") else text
+
+
+def _json_or_none(text: str) -> Any:
+    """The JSON object or array `text` holds, or None when it is not one."""
+    start = text.lstrip(" \t\r\n\ufeff")[:1]
+    if start not in ("{", "["):
+        return None
+    try:
+        doc = json.loads(text.lstrip("\ufeff"))
+    except (ValueError, RecursionError):
+        return None
+    return doc if type(doc) in (dict, list) else None
 
 
 def _dump(doc: Any) -> str:

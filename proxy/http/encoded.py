@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import lru_cache
 from html.entities import html5
 
 from masking.normalize import fold_char
@@ -33,6 +34,20 @@ _TOKEN_RE = re.compile(
 _PLAIN = frozenset("0123456789 \t()-Xx")
 # What a decoded character must fold to (or to nothing) to be written out decoded.
 _SAFE = frozenset("0123456789 \t()+-Xx")
+_TAG_NAME_RE = re.compile(r"</?([A-Za-z][A-Za-z0-9]*)")
+# Tags that render inline, as nothing between the characters around them.
+_INLINE = frozenset(
+    {
+        *("a", "abbr", "b", "bdi", "bdo", "cite", "code", "data", "del", "dfn", "em", "font", "i"),
+        *("ins", "kbd", "mark", "q", "s", "samp", "small", "span", "strong", "sub", "sup", "time"),
+        *("tt", "u", "var", "wbr"),
+    }
+)
+# A stretch of plain characters (one item) or one token.
+_ITEM_RE = re.compile(f"(?P<plain>[{re.escape(''.join(sorted(_PLAIN)))}]+)|(?P<tok>{_TOKEN_RE.pattern})")
+# A digit, or a named reference (`&sup1;` is a superscript one, NFKC a digit): what any encoding of
+# a digit contains.
+_DIGITISH_RE = re.compile(r"[0-9]|&[A-Za-z]")
 # Stands in the shadow text for a token that is left encoded: no detector reads it as part of a number.
 _HOLE = "\ue000"
 
@@ -82,13 +97,15 @@ def unhide(text: str, mask: Callable[[str], str]) -> str:
 
 
 def _mask_run(run: str, mask: Callable[[str], str]) -> str:
+    if _DIGITISH_RE.search(run) is None:
+        return run  # only tags, `+` or spaces: no digit to hide (every digit's encoding holds one)
     items = _decode_run(run)
     pieces: list[str] = []  # per item, what the shadow holds for it
     for orig, dec in items:
-        if dec is not None and all(c in _SAFE for ch in dec for c in fold_char(ch)):
-            pieces.append(" " if orig == "+" else dec)
-        else:
+        if dec is None or not _safe(dec):
             pieces.append(_HOLE)
+        else:
+            pieces.append(" " if orig == "+" else dec)
     shadow = "".join(pieces)
     if not any(c.isdigit() for c in shadow):
         return run
@@ -155,16 +172,19 @@ def _decode_run(run: str) -> list[tuple[str, str | None]]:
 
     i = 0
     while i < len(run):
-        c = run[i]
-        if c in _PLAIN:
+        m = _ITEM_RE.match(run, i)
+        if m is None:  # not reached: a run holds plain stretches and tokens only
             flush()
-            items.append((c, c))
+            items.append((run[i], None))
             i += 1
             continue
-        m = _TOKEN_RE.match(run, i)
-        assert m is not None  # a run holds plain characters and tokens only
-        tok = m.group()
         i = m.end()
+        if m.lastgroup == "plain":
+            flush()
+            stretch = m.group()
+            items.append((stretch, stretch))
+            continue
+        tok = m.group()
         if tok[0] == "%":
             pct.append((tok, int(tok[1:], 16)))
             continue
@@ -189,12 +209,22 @@ def _decode_run(run: str) -> list[tuple[str, str | None]]:
     return joined
 
 
+@lru_cache(maxsize=1024)
+def _safe(decoded: str) -> bool:
+    """Whether a decoded token may enter the shadow (and the output): it folds to digits,
+    separators, an ID's X, or to nothing."""
+    return all(c in _SAFE for ch in decoded for c in fold_char(ch))
+
+
 def _decode_token(tok: str) -> str | None:
     c = tok[0]
     if c == "+":
         return "+"  # a space in form encoding: the shadow reads it as one
     if c == "<":
-        return ""  # a tag renders as nothing between two characters
+        # An inline tag renders as nothing between two characters, any other (a table cell, a
+        # line break) as a gap: a reader still reads 138 1234 5678 across three cells.
+        m = _TAG_NAME_RE.match(tok)
+        return "" if m is None or m.group(1).lower() in _INLINE else " "
     if tok.startswith("&#"):
         body = tok[2:].rstrip(";")
         cp = int(body[1:], 16) if body[0] in "xX" else int(body)

@@ -265,3 +265,20 @@ def test_upgrade_is_refused(gate: Recording) -> None:
         f = flow("/api/x", upgrade="websocket", connection="Upgrade")
         addon.requestheaders(f)
     assert f.response.status_code == 403
+
+
+@pytest.mark.parametrize("stage", ["decide_request", "http_rules"])
+def test_a_failure_inside_maskgate_never_passes_the_flow(
+    gate: Recording, stage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mitmproxy carries on with a flow whose addon raised: maskgate must answer it itself."""
+
+    def boom(*a: Any, **kw: Any) -> Any:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(gate, stage, boom)
+    addon = MaskGate(gate, SETTINGS)
+    with taddons.context(addon):
+        f = run(addon, flow("/api/x"), json.dumps({"mobile": MOBILE}).encode())
+    assert f.response.status_code == 502
+    assert MOBILE not in f.response.text

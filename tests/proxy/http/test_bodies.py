@@ -398,6 +398,15 @@ def test_malformed_csv_is_an_error() -> None:
 # -------------------------------------------------------------------------------------- text
 
 
+def test_json_served_as_text_is_masked_as_json() -> None:
+    doc = {"data": [{"owner": "张三丰", "mobile": MOBILE}] * 3}
+    res = run("text", json.dumps(doc, ensure_ascii=False, indent=2), plan(max_rows=2))
+    assert json.loads(res.body) == {"data": [{"owner": "张*丰", "mobile": "138****5678"}] * 2}
+    assert res.items == 2 and res.truncated == 1
+    # Text that only looks like JSON stays text.
+    assert run("text", "[not json] " + MOBILE).body.decode() == "[not json] 138****5678"
+
+
 def test_text_detectors_and_charsets() -> None:
     res = run("text", f"客户手机 {MOBILE}，身份证 {ID18}".encode("gb18030"), charset="gb18030")
     assert res.body.decode() == "客户手机 138****5678，身份证 110***********002X"
@@ -428,6 +437,7 @@ HIDDEN = [
     "&#0000000049;&#x00033;" + MOBILE[2:],
     "138<em>1234</em>5678",
     '<b class="hit">138</b><i>1234</i><!-- x -->5678',
+    "<td>138</td><td>1234</td><td>5678</td>",
     "138&ZeroWidthSpace;1234&nbsp;5678",
     "138&hyphen;1234&minus;5678",
 ]
@@ -489,6 +499,13 @@ def test_long_text_is_scanned_in_pieces_without_missing_a_number() -> None:
     assert MOBILE not in out and CARD not in out
     assert len(out) == len(body)
     assert out.count("138****5678") == 2
+
+
+def test_context_words_carry_over_a_cut() -> None:
+    weak = "1800001234567897"  # Luhn-valid, no card prefix: a card only after a context word
+    body = "x" * (CHUNK - 10) + "卡号," + weak + ",y" * 40_000
+    out = run("text", body).body.decode()
+    assert weak not in out and len(out) == len(body)
 
 
 def test_long_text_is_never_cut_inside_a_tag() -> None:
@@ -701,6 +718,7 @@ def test_body_masking_imports_no_protocol_io_or_sql() -> None:
 _STDLIB = {
     "__future__",
     "codecs",
+    "functools",
     "csv",
     "io",
     "json",
@@ -710,3 +728,29 @@ _STDLIB = {
     "decimal",
     "typing",
 }
+
+
+@PROFILE
+@given(
+    st.lists(
+        st.lists(st.tuples(_NUMBERS, _FILLER, st.sampled_from(["", '"', "\n", ","])), max_size=4), max_size=6
+    ),
+    st.sampled_from([",", "\t", ";"]),
+)
+def test_csv_numbers_never_come_out_whole(rows: list[list[tuple[str, str, str]]], sep: str) -> None:
+    header = sep.join(["mobile", "note", "x", "y"])
+    cells = [[f"{f}{q} {n} {q}{f}" for n, f, q in row] for row in rows]
+    buf = io.StringIO(newline="")
+    dialect = {"\t": csv.excel_tab}.get(sep, csv.excel)
+    w = csv.writer(buf, dialect, delimiter=sep)
+    for row in cells:
+        w.writerow(row)
+    res = run("csv", header + "\r\n" + buf.getvalue(), plan(max_rows=3))
+    out = res.body.decode()
+    digits = _readable_digits(out)
+    runs = [r.replace(" ", "").replace("-", "") for r in digits]
+    for row in rows[:3]:
+        for n, _, _ in row:
+            if masking.mask_text(n).replace("*", "0") != n:
+                assert not any(n in r for r in runs), (n, out)
+    assert res.items == min(3, len(rows))
