@@ -5,7 +5,9 @@ as a separate process (so its memory can be read), then runs each workload again
 targets in alternation (A B C A B C …) and reports medians and ratios. The machine is shared and
 noisy: the ratios of one run are the figures that count, and of those the proxies' CPU time per
 transaction (utime+stime from /proc/PID/stat, every worker process included) is the steadiest.
-At the end it prints each target of issue 12 with its measured ratio and MET / NOT MET.
+Workload 5 (MySQL, bench/mysql_bench.py) and workload 7 (HTTP: a 50-item JSON list through
+maskgate's HTTP side against the demo CRM API directly, bench/http_bench.py) bring servers of
+their own. At the end it prints each target of issue 12 with its measured ratio and MET / NOT MET.
 Results: bench/results/bench.json.
 """
 
@@ -410,6 +412,12 @@ def main(argv: list[str] | None = None) -> int:
         help="`workers` of the maskgate of workloads 1-3 (workload 6 compares 1 and 2 anyway)",
     )
     ap.add_argument("--skip-mysql", action="store_true", help="leave out workload 5 (MySQL)")
+    ap.add_argument("--skip-http", action="store_true", help="leave out workload 7 (HTTP)")
+    ap.add_argument(
+        "--http-bearer",
+        action="store_true",
+        help="workload 7 with a bearer token over plain HTTP instead of Basic over TLS",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.seconds, args.big_rows, args.idle = 1, 2, 20_000, 50
@@ -475,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     print("bench: workload 4, decision engine…", flush=True)
     results["decision"] = decision_figures()
     results["mysql"] = mysql_figures(args)
+    results["http"] = http_figures(args)
     results["masking"] = masking_figures(run=not args.quick)
     results["targets"] = targets(results)
     results["sixteen_cores"] = sixteen_cores(results)
@@ -574,6 +583,24 @@ def mysql_figures(args: argparse.Namespace) -> dict[str, Any] | None:
         return mysql_bench.run(Path(tmp), USER, USER_PW, policy_yaml(), args.rounds, args.seconds)
 
 
+def http_figures(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Workload 7: a 50-item JSON list through maskgate's HTTP side against the CRM API directly
+    (bench/http_bench.py); direct only while the HTTP side is not installed."""
+    from bench import http_bench
+
+    if args.skip_http:
+        print("bench: workload 7 (HTTP) skipped: --skip-http", flush=True)
+        return None
+    seconds = max(2, args.seconds // 2)
+    with tempfile.TemporaryDirectory(prefix="maskgate-bench-http-") as tmp:
+        try:
+            return http_bench.run(Path(tmp), args.rounds, seconds, bearer=args.http_bearer)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+            # The other workloads' figures still count: report this one as failed.
+            print(f"bench: workload 7 failed: {e}", file=sys.stderr, flush=True)
+            return {"error": str(e)[:300]}
+
+
 ISSUE_LINES_PER_S = 200_000  # issue 12: `maskgate scan` and `mask_text` on digit-heavy short lines
 WORKERS_CPU_GROWTH = 1.1  # 2 workers may cost at most this much more CPU per lookup than 1
 
@@ -663,6 +690,17 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             "<= 1.2",
             None if q is None else q <= 1.2,
         )
+    h = r.get("http") or {}
+    if h.get("direct"):
+        q = h.get("ratio_rps")
+        add(
+            f"HTTP {h.get('items')}-item JSON list ({h.get('auth')}): req/s maskgate / direct",
+            f"{(h.get('maskgate') or {}).get('rps', h.get('maskgate_unavailable', 'n/a'))} / "
+            f"{h['direct']['rps']} req/s",
+            q,
+            "(shown)",
+            None,
+        )
     w = r.get("workers") or {}
     for mode in ("simple", "prepared"):
         if mode not in w:
@@ -716,6 +754,8 @@ def sixteen_cores(r: dict[str, Any]) -> str | None:
 
 
 def report(r: dict[str, Any]) -> None:
+    from bench import http_bench
+
     def ratio(d: dict[str, float], a: str, b: str) -> str:
         return f"{d[a] / d[b]:.2f}" if a in d and b in d and d[b] else "n/a"
 
@@ -748,6 +788,9 @@ def report(r: dict[str, Any]) -> None:
                 f"| {label} | {d.get('direct', '-')} | - | {d.get('maskgate', '-')} "
                 f"| n/a | {ratio(d, 'maskgate', 'direct')} |"
             )
+    http = r.get("http") or {}
+    if row := http_bench.table_row(http):
+        print(row)
     cpu = [
         f"PostgreSQL {mode} {r[f'point_{mode}_maskgate_cpu_us_per_tx']} µs"
         for mode in ("simple", "prepared")
@@ -769,6 +812,8 @@ def report(r: dict[str, Any]) -> None:
         f"psycopg {r.get('stream_psycopg_proxy_rss_mb_max')} MB; idle: {r.get('idle')}; "
         f"SCRAM iterations: {r['scram_iterations']}"
     )
+    for line in http_bench.detail_lines(http):
+        print(line)
     if r.get("decision"):
         print(f"decision engine: {r['decision']}")
     w = r.get("workers") or {}

@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from . import http_tour
 from .certs import demo_certificate
 from .embedded_pg import EmbeddedPostgres, bin_dir, free_port
 
@@ -102,7 +103,10 @@ def write_config(
     metrics_port: int,
     tls: tuple[Path, Path] | None = None,
     mysql: tuple[int, int] | None = None,
+    http: tuple[int, int] | None = None,
 ) -> Path:
+    """The demo's maskgate.yaml; `mysql` and `http` are (listen port, upstream port) of the sides
+    the demo runs (the HTTP side needs `tls`: Basic credentials never cross plain HTTP)."""
     path = base / "maskgate.yaml"
     tls_lines = (
         "  # A self-signed certificate the demo made for localhost (clients: sslmode=require).\n"
@@ -121,7 +125,10 @@ def write_config(
         "  # vendor's statements run as crm_vendor (logged in with its password); desk's as\n"
         "  # crm_desk, taken with SET ROLE (no password here).\n"
         "  database_roles:\n"
-        "    crm_vendor: ${CRM_VENDOR_PASSWORD}\n" + tls_lines + _mysql_section(mysql, tls_lines)
+        "    crm_vendor: ${CRM_VENDOR_PASSWORD}\n"
+        + tls_lines
+        + _mysql_section(mysql, tls_lines)
+        + (http_tour.config_section(http[0], http[1], tls) if http and tls else "")
     )
     return path
 
@@ -328,13 +335,29 @@ async def run(args: argparse.Namespace) -> int:
     mysql_port = 3307 if _port_free(3307) else free_port()
     cert, key, made = await asyncio.to_thread(demo_certificate, base / "tls")
     mysql = (mysql_port, mariadb.port) if mariadb is not None else None
-    cfg_path = write_config(base, pg.port, port, metrics_port, (cert, key), mysql)
+    # The HTTP side: the CRM API over the same database, started before the proxy in front of it.
+    api = None
+    http_port = 8443 if _port_free(8443) else free_port()
+    why_not = await asyncio.to_thread(http_tour.unavailable, DEMO_POLICY)
+    if why_not is None:
+        from .crm_api import start as start_api
+
+        api = await start_api(pg.dsn(SERVICE_ACCOUNT, password, "crm"))
+    else:
+        print(f"maskgate demo: no HTTP side: {why_not}")
+    http = (http_port, api.port) if api is not None else None
+    cfg_path = write_config(base, pg.port, port, metrics_port, (cert, key), mysql, http)
     os.environ["MASKGATE_UPSTREAM_PASSWORD"] = password
     os.environ["CRM_VENDOR_PASSWORD"] = vendor_password
     os.environ["CRM_DESK_PASSWORD"] = _secret(base, "crm_desk_password")
     config = load_config(cfg_path)
     app = App(config)
-    await app.start()
+    try:
+        await app.start()
+    except BaseException:
+        if api is not None:
+            await api.stop()
+        raise
     print(
         f"maskgate demo: proxy on 127.0.0.1:{port} (TLS with the self-signed {cert}, "
         f"{'made now' if made else 'reused'}), database on 127.0.0.1:{pg.port} "
@@ -344,6 +367,9 @@ async def run(args: argparse.Namespace) -> int:
         print(await asyncio.to_thread(tour, port, metrics_port))
         if mariadb is not None:
             print(await asyncio.to_thread(mysql_tour, mysql_port))
+        if api is not None:
+            section = 7 if mariadb is not None else 6
+            print(await asyncio.to_thread(http_tour.tour, http_port, cert, USERS, section, metrics_port))
         psql = bin_dir() / "psql"
         print("\n== Try it yourself ==")
         for who, (user, pw) in USERS.items():
@@ -355,6 +381,11 @@ async def run(args: argparse.Namespace) -> int:
         if mariadb is not None and client:
             for who, (user, pw) in USERS.items():
                 print(f"  {client} -h127.0.0.1 -P{mysql_port} -u{user} -p{pw} crm    # {who}, through MySQL")
+        if api is not None:
+            for who in ("dba", "vendor"):
+                url = f"https://127.0.0.1:{http_port}/api/clients/{http_tour.CLIENT}"
+                print(f"  {http_tour.curl(url, USERS[who], cert)}    # {who}, through HTTP")
+            print(f"  curl -s {api.url}/api/clients/{http_tour.CLIENT}    # the CRM API itself, unmasked")
         print(f"  curl -s http://127.0.0.1:{metrics_port}/metrics | grep ^maskgate_")
         print(f"  tail -f {base / 'audit.jsonl'}")
         if args.no_wait:
@@ -364,6 +395,8 @@ async def run(args: argparse.Namespace) -> int:
         await app.wait()
     finally:
         await app.stop()
+        if api is not None:
+            await api.stop()
         pg.stop()
         if mariadb is not None:
             mariadb.stop()
