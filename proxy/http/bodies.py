@@ -45,7 +45,7 @@ import masking
 from proxy.services.gate import MaskerSource
 from proxy.services.rows import mask_decimal_text
 
-from .encoded import MAX_TAG, maybe_encoded, unhide, unhide_blobs
+from .encoded import MAX_TAG, maybe_encoded, unhide, unhide_blobs, unhide_joined
 
 
 @dataclass(frozen=True)
@@ -242,6 +242,7 @@ class _Walker:
         out = tm(s)
         if maybe_encoded(out):
             out = unhide(out, tm)
+        out = unhide_joined(out, tm)
         out = unhide_blobs(out, tm)
         if out is not s and out != s:
             self.masked += max(1, len(_STARS_RE.findall(out)) - len(_STARS_RE.findall(s)))

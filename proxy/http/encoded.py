@@ -332,3 +332,43 @@ def _mask_bytes(raw: bytes, mask: Callable[[str], str]) -> bytes | None:
     if masked is text or masked == text:
         return None
     return masked.encode(codec, errors="replace")
+
+
+# ---------------------------------------------------------------------- digits joined unusually
+#
+# Digit groups joined by characters the detectors do not read between groups (`138.1234.5678`,
+# `138_1234_5678`, `138/1234/5678`, a line break) or written one digit per space (`1 3 8 1 …`): a
+# reader joins them at a glance. The detectors (shared with SQL, not changed here) read the digits
+# alone; the masked digits are written back in place, the joining characters stay.
+_JOINED_RE = re.compile(
+    r"(?<![0-9])[0-9]+(?:(?:[._/]|\r?\n)[0-9]+)+(?![0-9])|(?<![0-9])[0-9](?: [0-9]){6,}(?![0-9])"
+)
+_DIGITS = frozenset("0123456789")
+
+
+def unhide_joined(text: str, mask: Callable[[str], str]) -> str:
+    """`text` with every run of digit groups joined by `.`, `_`, `/`, line breaks, or single
+    spaces between single digits, whose digits hold a detected number, masked in place; the same
+    object when nothing was found."""
+    out: list[str] = []
+    pos = 0
+    for m in _JOINED_RE.finditer(text):
+        run = m.group()
+        digits = "".join(c for c in run if c in _DIGITS)
+        if len(digits) < 7:  # every detected class has seven digits or more
+            continue
+        masked = mask(digits)
+        if masked is digits or masked == digits:
+            continue
+        if len(masked) == len(digits):
+            chars = iter(masked)
+            new = "".join(next(chars) if c in _DIGITS else c for c in run)
+        else:
+            new = masked
+        out.append(text[pos : m.start()])
+        out.append(new)
+        pos = m.end()
+    if not out:
+        return text
+    out.append(text[pos:])
+    return "".join(out)

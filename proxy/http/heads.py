@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from http import HTTPStatus
 
-from .encoded import maybe_encoded, unhide, unhide_blobs
+from .encoded import maybe_encoded, unhide, unhide_blobs, unhide_joined
 
 # Headers whose values are structure, not data (scanning them costs time and finds nothing).
 # Content-Type is not among them: its parameters (a legacy `name=`) are free text.
@@ -29,7 +29,7 @@ def text_scanner(tm: Callable[[str], str]) -> Callable[[str], str]:
         out = tm(s)
         if maybe_encoded(out):
             out = unhide(out, tm)
-        return unhide_blobs(out, tm)
+        return unhide_blobs(unhide_joined(out, tm), tm)
 
     return scan
 

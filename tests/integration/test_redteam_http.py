@@ -515,11 +515,6 @@ def test_numbers_written_as_readers_write_them_are_masked(served: dict[str, Any]
     assert MOBILES[0][3:7] not in r.text, (form, r.text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="detectors read no digit groups joined by `.`, `_`, `/` or newlines, nor one digit per "
-    "space: a free-text note passes the number whole",
-)
 @pytest.mark.parametrize("form", ["dots", "underscores", "slashes", "spaced", "lines"])
 def test_numbers_with_unread_separators_are_masked(served: dict[str, Any], form: str) -> None:
     r = get(served, f"/api/notes/{form}")

@@ -76,3 +76,12 @@ def test_a_long_run_of_digits_and_plus_is_linear() -> None:
     t0 = time.perf_counter()
     encoded.unhide("1+" * 95_000, TM)
     assert time.perf_counter() - t0 < 1.0
+
+
+def test_digit_groups_joined_unusually_are_masked_in_place() -> None:
+    for joined in ("138.1234.5678", "138_1234_5678", "138/1234/5678", "138\n1234\n5678", " ".join(MOBILE)):
+        out = encoded.unhide_joined(f"call {joined} now", TM)
+        assert MOBILE not in "".join(c for c in out if c.isdigit()), out
+        assert out.startswith("call 1") and out.endswith("now") and "*" in out
+    for plain in ("2024/01/15", "v1.2.3", "1 2 3", "12.50"):
+        assert encoded.unhide_joined(plain, TM) is plain
