@@ -3,8 +3,9 @@ whole buffered response.
 
 Owns the mitmproxy hooks and what one request carries between them (`Exchange`). Who a caller is
 comes from proxy/http/auth.py, decisions from the Gate (policies/http.py behind it), body masking
-from proxy/http/bodies.py; audit and metrics go through the Gate as for SQL, with
-`protocol="http"`. `maskgate serve` runs it in reverse-proxy mode (proxy/http/server.py); a stock
+from proxy/http/bodies.py (in a worker thread for large bodies), head masking from heads.py;
+audit and metrics go through the Gate as for SQL, with `protocol="http"`. `maskgate serve` runs it
+in reverse-proxy mode (proxy/http/server.py); a stock
 `mitmdump -s proxy/http/mitmdump.py --set maskgate_config=FILE` loads the same class, which then
 builds its own services from the config file. Must not open sockets itself.
 

@@ -12,17 +12,22 @@ parser stopped) never reach the client.
   booleans and nulls stay), `deny` becomes null; a classified object or array passes its class
   down to every leaf without a class of its own. Everything else goes through the detectors:
   strings, the decimal text of numbers (a hit keeps the number a number, its hidden digits
-  zeroed) and object keys. Every array longer than `max_rows` is cut.
+  zeroed) and object keys. Every array longer than `max_rows` is cut, and the body's records
+  (`_Walker.obj`: objects carrying a classified or detected value) are bounded by it in total,
+  in document order: a map keyed by id or groups of groups hold no more than a list would.
 - NDJSON / JSON text sequences: each record is a JSON document; `max_rows` bounds the records.
 - CSV: header names are classified like flat names; classified columns masked, detectors on
   every other cell (header and ragged cells too); rows past `max_rows` cut.
 - Text: the detectors over the whole text, in pieces cut where no number can straddle the cut. A
   text that is a JSON object or array (an API that labels JSON text/plain, or not at all) is
-  masked as JSON.
+  masked as JSON. Its records (lines, or rows of markup: `_units`) are bounded by `max_rows`.
+- Text, CSV and NDJSON whose decoded text holds control characters are bytes under a text label
+  (a gzip file read as Latin-1): `BinaryBody`, which the caller treats as a binary type.
 
 Every text value the detectors read (JSON strings and keys, CSV cells, text) is also read the way
 a client decodes it: numbers hidden behind character references, percent-encoding, escapes or
-inline markup are masked in place (encoded.py). A classified value gets its class's masker only,
+inline markup, in base64/hex tokens, or behind unusual digit separators are masked in place
+(encoded.py). A classified value gets its class's masker only,
 as a classified SQL column does.
 
 Output is always UTF-8 (`MaskedBody.content_type_charset`): the caller sets the response's
@@ -63,7 +68,7 @@ class BodyPlan:
 class MaskedBody:
     body: bytes  # UTF-8
     masked: int  # values changed
-    items: int  # rows/items returned (longest top-level list / ndjson records / csv rows; 0 for text)
+    items: int  # records returned (else the longest top-level list / ndjson lines / csv rows)
     truncated: int  # number of items cut away in total (0: nothing cut)
     classes: frozenset[str]  # classes that were masked
     # The charset of `body`: always UTF-8, whatever the upstream used; the caller puts it in the

@@ -1,6 +1,7 @@
 """Owns numbers hidden behind character references, escapes and markup (`&#49;`, `&#x31;`, `%31`,
-`\\u0031`, `&ZeroWidthSpace;`, `138<em>1234</em>5678`): finds them and masks them in place. Must not
-know body formats, policies or I/O.
+`\\u0031`, `&ZeroWidthSpace;`, `138<em>1234</em>5678`), inside base64/hex tokens (`unhide_blobs`)
+and behind separators the detectors do not read (`138.1234.5678`, `unhide_joined`): finds them and
+masks them in place. Must not know body formats, headers, policies or I/O.
 
 A browser, URL decoder or JavaScript engine turns `&#49;&#51;&#56;...` back into digits, so a detector
 that reads only the raw text would pass a number the person then sees in full. Each run of such
