@@ -3,8 +3,9 @@ whole buffered response.
 
 Owns the mitmproxy hooks and what one request carries between them (`Exchange`). Who a caller is
 comes from proxy/http/auth.py, decisions from the Gate (policies/http.py behind it), body masking
-from proxy/http/bodies.py; audit and metrics go through the Gate as for SQL, with
-`protocol="http"`. `maskgate serve` runs it in reverse-proxy mode (proxy/http/server.py); a stock
+from proxy/http/bodies.py (in a worker thread for large bodies), head masking from heads.py;
+audit and metrics go through the Gate as for SQL, with `protocol="http"`. `maskgate serve` runs it
+in reverse-proxy mode (proxy/http/server.py); a stock
 `mitmdump -s proxy/http/mitmdump.py --set maskgate_config=FILE` loads the same class, which then
 builds its own services from the config file. Must not open sockets itself.
 
@@ -15,6 +16,7 @@ maskgate wrote itself, and every request ends in one audit record.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -28,7 +30,7 @@ from mitmproxy import ctx, exceptions, http
 from policies.decision import Allow, Block, Decision
 
 from ..services.gate import Principal, StatementRecord
-from . import bodies
+from . import bodies, heads
 from .auth import Authenticator, AuthSettings, Denied
 
 if TYPE_CHECKING:
@@ -45,8 +47,10 @@ _STRIP_REQUEST = ("authorization", "proxy-authorization", "range", "if-range")
 # Response headers that describe the unmasked body (a digest of it, byte ranges of it) or would
 # let it be fetched in pieces; the masked body gets its own length from mitmproxy.
 _STRIP_RESPONSE = ("content-md5", "digest", "repr-digest", "content-digest", "accept-ranges", "content-range")
-# Response headers whose values are structure, not data (scanning them costs time, finds nothing).
-_STRUCTURAL = frozenset({"content-type", "content-length", "content-encoding", "transfer-encoding", "date"})
+# Bodies larger than this are masked in a worker thread, so that one large body does not hold up
+# every other exchange on mitmproxy's event loop; smaller ones are masked in place (a thread hop
+# costs more than they do).
+THREAD_BYTES = 64 * 1024
 _CHALLENGE = 'Basic realm="maskgate", charset="UTF-8", Bearer realm="maskgate"'
 
 
@@ -83,6 +87,11 @@ def _refusal(reason: str, message: str, revision: str = "", fingerprint: str = "
 def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> http.Response:
     body = json.dumps({"error": f"maskgate: {message}"}, ensure_ascii=False).encode()
     return http.Response.make(status, body, {**JSON, **(headers or {})})
+
+
+def _header_bytes(s: str) -> bytes:
+    # mitmproxy's own str <-> bytes mapping of header fields, so bytes it read come back unchanged.
+    return s.encode("utf-8", "surrogateescape")
 
 
 def _charset(content_type: str | None) -> str | None:
@@ -183,9 +192,9 @@ class MaskGate:
         except Exception as exc:
             self._internal_error(flow, "request", exc)
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    async def response(self, flow: http.HTTPFlow) -> None:
         try:
-            self._response(flow)
+            await self._response(flow)
         except Exception as exc:
             self._internal_error(flow, "response", exc)
 
@@ -372,7 +381,7 @@ class MaskGate:
         if flow.response is not None:
             flow.response.stream = False
 
-    def _response(self, flow: http.HTTPFlow) -> None:
+    async def _response(self, flow: http.HTTPFlow) -> None:
         ex = flow.metadata.get(KEY)
         resp = flow.response
         if resp is None:
@@ -391,7 +400,7 @@ class MaskGate:
         truncated = False
         outcome, error = "ok", None
         try:
-            rows, masked, truncated = self._mask(flow, ex, d)
+            rows, masked, truncated = await self._mask(flow, ex, d)
             if resp.status_code >= 400:
                 outcome, error = "error", str(resp.status_code)
         except RequestRefused as r:
@@ -402,7 +411,7 @@ class MaskGate:
         ex.overhead += time.perf_counter() - t0
         self._finish(flow, ex, d, rows=rows, masked=masked, truncated=truncated, outcome=outcome, error=error)
 
-    def _mask(self, flow: http.HTTPFlow, ex: Exchange, d: Allow) -> tuple[int, int, bool]:
+    async def _mask(self, flow: http.HTTPFlow, ex: Exchange, d: Allow) -> tuple[int, int, bool]:
         gate, resp, principal = self.gate, flow.response, ex.principal
         assert gate is not None and resp is not None and principal is not None and self.settings is not None
         resp.trailers = None
@@ -431,16 +440,18 @@ class MaskGate:
             ) from None
         if not raw:
             return 0, masked, False
+        binary = RequestRefused(
+            403,
+            _refusal(
+                "route_denied",
+                f"downloads of {(ctype or 'this type').split(';')[0][:60]} are not allowed for your role",
+            ),
+        )
+        binary_ok = rules.binary_ok(flow.request.method.upper(), ex.path)
         if kind == "binary":
-            if rules.binary_ok(flow.request.method.upper(), ex.path):
+            if binary_ok:
                 return 0, masked, False
-            raise RequestRefused(
-                403,
-                _refusal(
-                    "route_denied",
-                    f"downloads of {(ctype or 'this type').split(';')[0][:60]} are not allowed for your role",
-                ),
-            )
+            raise binary
         if kind == "empty":
             kind = "text"
         plan = bodies.BodyPlan(
@@ -451,7 +462,15 @@ class MaskGate:
             max_rows=d.row_limit,
         )
         try:
-            out = bodies.mask_body(kind, raw, _charset(ctype), plan, gate)
+            if len(raw) > THREAD_BYTES:
+                out = await asyncio.to_thread(bodies.mask_body, kind, raw, _charset(ctype), plan, gate)
+            else:
+                out = bodies.mask_body(kind, raw, _charset(ctype), plan, gate)
+        except bodies.BinaryBody:
+            # Bytes under a text label (a gzip file as Latin-1): the binary rule, whatever the label.
+            if binary_ok:
+                return 0, masked, False
+            raise binary from None
         except bodies.BodyError:
             raise RequestRefused(
                 502, _refusal("bad_upstream", f"the API's {kind} response could not be read")
@@ -466,19 +485,16 @@ class MaskGate:
         return out.items, masked + out.masked, out.truncated > 0
 
     def _mask_headers(self, resp: http.Response, d: Allow) -> int:
+        """The response head masked (heads.py): reason phrase, header names and values."""
+        # The reason phrase is free text an API may fill with a record: the standard one replaces it.
+        resp.reason = heads.standard_reason(resp.status_code)
         if not d.detect:
             return 0
         assert self.gate is not None
-        scan = self.gate.text_masker(d.detect)
-        changed = 0
-        for name, value in list(resp.headers.items(multi=True)):
-            if name.lower() in _STRUCTURAL:
-                continue
-            new = scan(value)
-            if new != value:
-                changed += 1
-                values = [scan(v) for v in resp.headers.get_all(name)]
-                resp.headers.set_all(name, values)
+        scan = heads.text_scanner(self.gate.text_masker(d.detect))
+        fields, changed = heads.mask_headers(list(resp.headers.items(multi=True)), scan)
+        if changed:
+            resp.headers = http.Headers([(_header_bytes(n), _header_bytes(v)) for n, v in fields])
         return changed
 
     def error(self, flow: http.HTTPFlow) -> None:

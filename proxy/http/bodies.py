@@ -12,17 +12,22 @@ parser stopped) never reach the client.
   booleans and nulls stay), `deny` becomes null; a classified object or array passes its class
   down to every leaf without a class of its own. Everything else goes through the detectors:
   strings, the decimal text of numbers (a hit keeps the number a number, its hidden digits
-  zeroed) and object keys. Every array longer than `max_rows` is cut.
+  zeroed) and object keys. Every array longer than `max_rows` is cut, and the body's records
+  (`_Walker.obj`: objects carrying a classified or detected value) are bounded by it in total,
+  in document order: a map keyed by id or groups of groups hold no more than a list would.
 - NDJSON / JSON text sequences: each record is a JSON document; `max_rows` bounds the records.
 - CSV: header names are classified like flat names; classified columns masked, detectors on
   every other cell (header and ragged cells too); rows past `max_rows` cut.
 - Text: the detectors over the whole text, in pieces cut where no number can straddle the cut. A
   text that is a JSON object or array (an API that labels JSON text/plain, or not at all) is
-  masked as JSON.
+  masked as JSON. Its records (lines, or rows of markup: `_units`) are bounded by `max_rows`.
+- Text, CSV and NDJSON whose decoded text holds control characters are bytes under a text label
+  (a gzip file read as Latin-1): `BinaryBody`, which the caller treats as a binary type.
 
 Every text value the detectors read (JSON strings and keys, CSV cells, text) is also read the way
 a client decodes it: numbers hidden behind character references, percent-encoding, escapes or
-inline markup are masked in place (encoded.py). A classified value gets its class's masker only,
+inline markup, in base64/hex tokens, or behind unusual digit separators are masked in place
+(encoded.py). A classified value gets its class's masker only,
 as a classified SQL column does.
 
 Output is always UTF-8 (`MaskedBody.content_type_charset`): the caller sets the response's
@@ -45,7 +50,7 @@ import masking
 from proxy.services.gate import MaskerSource
 from proxy.services.rows import mask_decimal_text
 
-from .encoded import MAX_TAG, maybe_encoded, unhide
+from .encoded import MAX_TAG, maybe_encoded, unhide, unhide_blobs, unhide_joined
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ class BodyPlan:
 class MaskedBody:
     body: bytes  # UTF-8
     masked: int  # values changed
-    items: int  # rows/items returned (longest top-level list / ndjson records / csv rows; 0 for text)
+    items: int  # records returned (else the longest top-level list / ndjson lines / csv rows)
     truncated: int  # number of items cut away in total (0: nothing cut)
     classes: frozenset[str]  # classes that were masked
     # The charset of `body`: always UTF-8, whatever the upstream used; the caller puts it in the
@@ -73,6 +78,12 @@ class MaskedBody:
 
 class BodyError(Exception):
     """The body cannot be read as its type: the caller answers 502, never passes it."""
+
+
+class BinaryBody(BodyError):
+    """A body labelled text whose decoded text holds control characters: bytes, whatever the label
+    says. The caller applies the binary rule (403 unless the route allows binary); a caller that
+    knows only BodyError still fails closed."""
 
 
 KINDS = ("json", "ndjson", "csv", "text", "binary", "empty")
@@ -158,6 +169,8 @@ def mask_body(kind: str, raw: bytes, charset: str | None, plan: BodyPlan, src: M
 # ---------------------------------------------------------------------------------------- walker
 
 _MISSING: Any = object()
+# A record past max_rows: its container (array, map, NDJSON line) leaves it out.
+_DROP: Any = object()
 # Deeper documents are refused, not walked: a fixed bound instead of whatever recursion is left.
 MAX_DEPTH = 256
 # Text is scanned in pieces of about this size, cut where no detected span can straddle the cut
@@ -197,6 +210,7 @@ class _Walker:
         self.tm: Callable[[str], str] | None = src.text_masker(plan.detect) if plan.detect else None
         self.masked = 0
         self.truncated = 0
+        self.records = 0  # records (objects, lines, rows carrying a classified or detected value) kept
         self.classes: set[str] = set()
         self._detectable = plan.detect & frozenset(masking.CLASSES)
         # List indexes appear as 0: field patterns name keys, `[]` and `**`, never one index, so
@@ -233,6 +247,8 @@ class _Walker:
         out = tm(s)
         if maybe_encoded(out):
             out = unhide(out, tm)
+        out = unhide_joined(out, tm)
+        out = unhide_blobs(out, tm)
         if out is not s and out != s:
             self.masked += max(1, len(_STARS_RE.findall(out)) - len(_STARS_RE.findall(s)))
             self._name_classes(s)
@@ -289,7 +305,12 @@ class _Walker:
 
     def json_doc(self, doc: Any) -> tuple[bytes, int]:
         out = self.node(doc, (), None)
-        if type(out) is list:
+        if out is _DROP:  # only with max_rows 0
+            self.truncated += 1
+            out = None
+        if self.records:
+            items = self.records
+        elif type(out) is list:
             items = len(out)
         elif type(out) is dict:
             items = max((len(v) for v in out.values() if type(v) is list), default=1)
@@ -299,6 +320,7 @@ class _Walker:
 
     def ndjson_body(self, raw: bytes, charset: str | None) -> tuple[bytes, int]:
         text = _decode(raw, charset)
+        _refuse_binary(text, "\x1e")
         if text.startswith("\ufeff"):
             text = text[1:]
         # JSON text sequences (RFC 7464) start each record with RS; neither RS nor a newline can
@@ -313,16 +335,22 @@ class _Walker:
             if limit is not None and len(out) >= limit:
                 self.truncated += 1
                 continue
-            out.append(_dump(self.node(json.loads(rec), (), None)))
+            doc = self.node(json.loads(rec), (), None)
+            if doc is _DROP:
+                self.truncated += 1
+                continue
+            out.append(_dump(doc))
         lead = "\x1e" if seq else ""
         body = "".join(lead + r + "\n" for r in out)
         return body.encode("utf-8"), len(out)
 
-    def node(self, v: Any, path: tuple[str | int, ...], cls: str | None) -> Any:
-        """One JSON value at `path` (indexes as 0) whose effective class is `cls`."""
+    def node(self, v: Any, path: tuple[str | int, ...], cls: str | None, part: bool = False) -> Any:
+        """One JSON value at `path` (indexes as 0) whose effective class is `cls`; `part`: an object
+        that belongs to the record holding it (not a record of its own). `_DROP` for a record past
+        `max_rows`: the container leaves it out."""
         t = type(v)
         if t is dict:
-            return self.obj(v, path, cls)
+            return self.obj(v, path, cls, part)
         if t is list:
             return self.arr(v, path, cls)
         if cls is not None:
@@ -337,29 +365,67 @@ class _Walker:
             return self.scan_float(v)
         return v  # bool, None
 
-    def obj(self, d: dict[str, Any], path: tuple[str | int, ...], inherited: str | None) -> dict[str, Any]:
+    def obj(
+        self, d: dict[str, Any], path: tuple[str | int, ...], inherited: str | None, part: bool = False
+    ) -> Any:
+        """An object, masked; `_DROP` when it is a record past `max_rows`.
+
+        An object is a record when one of its own values (a scalar, or a list of scalars) is
+        classified or was changed by the detectors. Records count towards `max_rows` in document
+        order, wherever they are: array elements, map entries (a map keyed by id), groups of
+        groups. A record's own sub-objects (`contact: {phone}`) are parts of it and do not count
+        again; collections inside it (arrays, maps that are not records themselves) do. An entry
+        whose key the detectors changed (a map keyed by mobile number) is a record on its own.
+        Scalars are masked first, so that a record past the limit costs no walk of its children."""
         if len(path) >= MAX_DEPTH:
             raise BodyError("the document is nested too deeply")
-        out: dict[str, Any] = {}
         paths = self._paths
         clean = self._clean
         scan = self.scan
+        carries = False
+        entries: list[tuple[str, str, tuple[str | int, ...], str | None, Any, bool]] = []
         for k, v in d.items():
             p = (*path, k)
             own = paths.get(p, _MISSING)
             if own is _MISSING:
                 own = paths[p] = self.plan.field_class(p)
             cls = own if own is not None else inherited
-            # The common leaf, an unclassified string, without the dispatch (the per-item hot path).
-            v2 = scan(v) if cls is None and type(v) is str else self.node(v, p, cls)
             k2 = k if k in clean else scan(k)
+            t = type(v)
+            if t is dict or (t is list and any(type(x) is dict or type(x) is list for x in v)):
+                entries.append((k, k2, p, cls, v, True))  # walked once this object is counted
+                continue
+            # The common leaf, an unclassified string, without the dispatch (the per-item hot path).
+            v2 = scan(v) if cls is None and t is str else self.node(v, p, cls)
+            if not carries and v is not None and (cls is not None or (v2 is not v and v2 != v)):
+                carries = True
+            entries.append((k, k2, p, cls, v2, False))
+        limit = self.plan.max_rows
+        if carries and not part:
+            if limit is not None and self.records >= limit:
+                return _DROP
+            self.records += 1
+        out: dict[str, Any] = {}
+        for k, k2, p, cls, v, pending in entries:
+            entry_part = carries  # a record's own sub-objects are parts of it
+            if k2 != k:
+                if limit is not None and self.records >= limit:
+                    self.truncated += 1
+                    continue
+                self.records += 1
+                entry_part = True
+            if pending:
+                v = self.node(v, p, cls, entry_part)
+                if v is _DROP:
+                    self.truncated += 1
+                    continue
             if k2 in out:
                 # Two keys that mask alike (or a masked key meeting a clear one): keep both.
                 n = 2
                 while f"{k2}#{n}" in out:
                     n += 1
                 k2 = f"{k2}#{n}"
-            out[k2] = v2
+            out[k2] = v
         return out
 
     def arr(self, a: list[Any], path: tuple[str | int, ...], inherited: str | None) -> list[Any]:
@@ -373,7 +439,14 @@ class _Walker:
         own = self._class_at(p)
         cls = own if own is not None else inherited
         node = self.node
-        return [node(v, p, cls) for v in a]
+        out = []
+        for v in a:
+            v2 = node(v, p, cls)  # elements are members of a collection, never parts
+            if v2 is _DROP:
+                self.truncated += 1
+                continue
+            out.append(v2)
+        return out
 
     def scan_int(self, v: int) -> int:
         tm = self.tm
@@ -421,6 +494,7 @@ class _Walker:
 
     def csv_body(self, raw: bytes, charset: str | None) -> tuple[bytes, int]:
         text = _decode(raw, charset)
+        _refuse_binary(text)
         bom = text.startswith("\ufeff")
         if bom:
             text = text[1:]  # else the first header name would not be classified
@@ -473,26 +547,103 @@ class _Walker:
 
     def text_body(self, raw: bytes, charset: str | None) -> tuple[bytes, int]:
         text = _decode(raw, charset)
+        _refuse_binary(text)
         doc = _json_or_none(text)
         if doc is not None:
             # JSON served as text/plain (or with no type): its classified fields are masked as
             # fields, since a name or an address has no detector to catch it as text.
             return self.json_doc(doc)
         if len(text) <= CHUNK:
-            return self.scan(text).encode("utf-8"), 0
-        out: list[str] = []
-        context = ""
-        for piece in _pieces(text):
-            if context:
-                masked = self.scan(context + piece)
-                # The context was masked already; when its masked form comes back unchanged the
-                # rest is this piece, else the piece is scanned without it.
-                masked = masked[len(context) :] if masked.startswith(context) else self.scan(piece)
-            else:
-                masked = self.scan(piece)
-            out.append(masked)
-            context = masked[-_CONTEXT:]
-        return "".join(out).encode("utf-8"), 0
+            masked = self.scan(text)
+        else:
+            out: list[str] = []
+            context = ""
+            for piece in _pieces(text):
+                if context:
+                    m = self.scan(context + piece)
+                    # The context was masked already; when its masked form comes back unchanged the
+                    # rest is this piece, else the piece is scanned without it.
+                    m = m[len(context) :] if m.startswith(context) else self.scan(piece)
+                else:
+                    m = self.scan(piece)
+                out.append(m)
+                context = m[-_CONTEXT:]
+            masked = "".join(out)
+        return self._bound_units(text, masked).encode("utf-8"), self.records
+
+    def _bound_units(self, text: str, masked: str) -> str:
+        """`masked` with the records past `max_rows` left out. A text's records are its units
+        (lines; in markup, elements that close a row: `_units`) that the detectors changed."""
+        limit = self.plan.max_rows
+        if masked is text or limit is None:
+            return masked
+        before, after = _units(text), _units(masked)
+        if len(before) == len(after):
+            hits = [a != b for a, b in zip(after, before, strict=True)]
+        else:
+            # A masker that changes lengths dropped a tag the units are cut at: every unit that
+            # still holds a digit counts (fail closed: more cut, never less).
+            hits = [any(c.isdigit() for c in a) for a in after]
+        kept: list[str] = []
+        for unit, hit in zip(after, hits, strict=True):
+            if hit:
+                if self.records >= limit:
+                    self.truncated += 1
+                    continue
+                self.records += 1
+            kept.append(unit)
+        return "".join(kept)
+
+
+def _units(text: str) -> list[str]:
+    """`text` cut into the units that make one record each: lines, or in markup (a text that
+    starts with `<`) elements ended by a row or block closing tag (`</tr>`, `</li>`, `<br>`) or by
+    a closing tag right after another (`</mobile></client>`: the end of an element of elements)."""
+    markup = text.lstrip(" \t\r\n\ufeff").startswith("<")
+    ends: list[int] = []
+    if not markup:
+        ends = [m.end() for m in _LINE_END_RE.finditer(text)]
+    else:
+        prev = -1  # where the previous closing tag ended
+        for m in _CLOSE_RE.finditer(text):
+            name = (m.group(1) or "").lower()
+            if m.group(1) is None or name in _BLOCKS or (prev >= 0 and not text[prev : m.start()].strip()):
+                ends.append(m.end())
+            if m.group(1) is not None:
+                prev = m.end()
+    units = []
+    at = 0
+    for e in ends:
+        units.append(text[at:e])
+        at = e
+    if at < len(text):
+        units.append(text[at:])
+    return units
+
+
+_LINE_END_RE = re.compile(r"\r\n|\n|\r")
+_CLOSE_RE = re.compile(r"</([A-Za-z][\w:.-]*)\s*>|<br\s*/?>", re.IGNORECASE)
+# HTML elements whose end ends a row of text.
+_BLOCKS = frozenset(
+    {"tr", "li", "p", "div", "dd", "dt", "option", "article", "section", "pre", "h1", "h2", "h3", "h4"}
+    | {"h5", "h6", "blockquote", "address", "figure", "details", "summary", "caption"}
+)
+# Control characters no text holds (other than tab, line feed, form feed, carriage return): a body
+# with one is bytes under a text label (a gzip file read as Latin-1 decodes byte for byte).
+_BINARY_RE = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f]")
+# C1 controls and replacement characters: a few occur in mislabelled text, many only in bytes.
+_C1_RE = re.compile("[\x80-\x9f\ufffd]")
+
+
+def _refuse_binary(text: str, allowed: str = "") -> None:
+    """Raise BinaryBody when decoded text holds what only bytes hold (`allowed`: controls the
+    format itself uses, RS in JSON text sequences)."""
+    for m in _BINARY_RE.finditer(text):
+        if m.group() not in allowed:
+            raise BinaryBody("the text holds control characters")
+    c1 = len(_C1_RE.findall(text))
+    if c1 >= 4 and c1 * 20 > len(text):
+        raise BinaryBody("the text holds control characters")
 
 
 class _ExcelSemicolon(csv.excel):

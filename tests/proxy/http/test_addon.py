@@ -3,6 +3,7 @@ what reaches the API, what reaches the client, and the records, without a socket
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import json
@@ -111,7 +112,7 @@ def run(
         )
         f.response.set_content(body or b"")
         addon.responseheaders(f)
-    addon.response(f)
+    asyncio.run(addon.response(f))
     return f
 
 
@@ -175,7 +176,7 @@ def test_gzip_is_decoded_masked_and_encoded_again(gate: Recording) -> None:
         )
         f.response.raw_content = gzip.compress(json.dumps({"mobile": MOBILE}).encode())
         addon.responseheaders(f)
-        addon.response(f)
+        asyncio.run(addon.response(f))
     assert f.response.headers["content-encoding"] == "gzip"
     assert MOBILE.encode() not in gzip.decompress(f.response.raw_content)
 
@@ -201,7 +202,7 @@ def test_unreadable_or_binary_bodies_never_pass(
         f.response = tutils.tresp(content=b"", headers=headers)
         f.response.raw_content = body
         addon.responseheaders(f)
-        addon.response(f)
+        asyncio.run(addon.response(f))
     assert f.response.status_code == status
     assert MOBILE.encode() not in (f.response.raw_content or b"")
     assert gate.records[-1].event == "end"

@@ -3,8 +3,10 @@ property tests that a planted number never comes out whole, however the request 
 
 from __future__ import annotations
 
+import base64
 import csv
 import fnmatch
+import gzip
 import html
 import io
 import json
@@ -19,7 +21,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import masking
-from proxy.http.bodies import CHUNK, MAX_DEPTH, BodyError, BodyPlan, MaskedBody, kind_of, mask_body
+from proxy.http.bodies import (
+    CHUNK,
+    MAX_DEPTH,
+    BinaryBody,
+    BodyError,
+    BodyPlan,
+    MaskedBody,
+    kind_of,
+    mask_body,
+)
 from tests.masking.strategies import FULLWIDTH, bank_cards, id18s, mobiles
 
 KEY = b"k" * 32
@@ -263,6 +274,89 @@ def test_max_rows_bounds_every_list_anywhere() -> None:
     assert res.items == 2
     out, res = jrun(list(range(10)), plan(max_rows=3))
     assert out == [0, 1, 2] and res.items == 3 and res.truncated == 7
+
+
+def _client(i: int) -> dict[str, Any]:
+    return {"id": i, "mobile": MOBILE, "contact": {"mobile": MOBILE, "email": "a@b.c"}}
+
+
+def test_max_rows_bounds_records_in_maps_and_groups_not_only_arrays() -> None:
+    # A map keyed by id: entries past max_rows leave the map.
+    out, res = jrun({"clients": {str(i): _client(i) for i in range(5)}}, plan(max_rows=2))
+    assert list(out["clients"]) == ["0", "1"] and res.truncated == 3 and res.items == 2
+    # Groups of lists: the records of the whole body, in document order.
+    groups = {"branches": [{"branch": b, "clients": [_client(i) for i in range(2)]} for b in range(3)]}
+    out, res = jrun(groups, plan(max_rows=3))
+    assert [len(g["clients"]) for g in out["branches"]] == [2, 1, 0] and res.truncated == 3
+    # A record's own sub-object is part of it; a collection inside it is not.
+    out, res = jrun([{"mobile": MOBILE, "calls": [{"mobile": MOBILE}] * 3}] * 2, plan(max_rows=3))
+    # (one call and the second element cut)
+    assert out == [{"mobile": "138****5678", "calls": [{"mobile": "138****5678"}] * 2}] and res.truncated == 2
+    # A map keyed by a detected number: each entry is a record.
+    out, res = jrun({"by_mobile": {MOBILE: 1, "13912345670": 2, "15012345671": 3}}, plan(max_rows=2))
+    assert len(out["by_mobile"]) == 2 and res.truncated == 1
+    # Objects without a classified or detected value are not records.
+    out, res = jrun({"a": {"x": {"n": 1}, "y": {"n": 2}, "z": {"n": 3}}}, plan(max_rows=1))
+    assert len(out["a"]) == 3 and res.truncated == 0
+
+
+def test_text_records_are_lines_or_markup_rows() -> None:
+    lines = "".join(f"client {i} {MOBILE}\nno number here\n" for i in range(4))
+    res = run("text", lines, plan(max_rows=2))
+    assert res.body.decode().count("138****5678") == 2 and res.body.decode().count("no number") == 4
+    assert res.truncated == 2
+    table = "<table>" + "".join(f"<tr><td>{i}</td><td>{MOBILE}</td></tr>" for i in range(5)) + "</table>"
+    res = run("text", table, plan(max_rows=2))
+    assert (
+        res.body.decode()
+        == "<table><tr><td>0</td><td>138****5678</td></tr><tr><td>1</td><td>138****5678</td></tr></table>"
+    )
+    xml = "<cs>" + "".join(f"<c><id>{i}</id><m>{MOBILE}</m></c>" for i in range(5)) + "</cs>"
+    res = run("text", xml, plan(max_rows=3))
+    assert res.body.decode().count("<c>") == 3 and res.body.decode().endswith("</c></cs>")
+
+
+@pytest.mark.parametrize("kind", ["text", "csv", "ndjson"])
+def test_text_that_holds_control_characters_is_binary(kind: str) -> None:
+    packed = gzip.compress(json.dumps({"mobile": MOBILE}).encode())
+    with pytest.raises(BinaryBody):
+        run(kind, packed, charset="iso-8859-1")
+    with pytest.raises(BinaryBody):
+        run(kind, "a\x00b")
+    with pytest.raises(BinaryBody):
+        run(kind, "\x85\x86\x87\x88 text", charset="iso-8859-1")
+    assert run(kind, "a\tb\fc\r\n" if kind != "ndjson" else "{}\r\n").body
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda b: b.hex(),
+        lambda b: b.hex().upper(),
+        lambda b: base64.b64encode(b).decode(),
+        lambda b: base64.urlsafe_b64encode(b).decode().rstrip("="),
+    ],
+)
+def test_numbers_in_base64_or_hex_tokens_are_masked_and_stay_decodable(
+    encode: Callable[[bytes], str],
+) -> None:
+    payload = json.dumps({"mobile": MOBILE, "after": 7}).encode()
+    tok = encode(payload)
+    out, res = jrun({"next": tok, "memo": f"call {encode(MOBILE.encode())} now"})
+    assert out["next"] != tok and res.masked >= 2
+    for s in (out["next"], out["memo"].split()[1]):
+        try:
+            raw = bytes.fromhex(s)
+        except ValueError:
+            raw = base64.urlsafe_b64decode(s.replace("+", "-").replace("/", "_") + "=" * (-len(s) % 4))
+        assert MOBILE.encode() not in raw and b"138****5678" in raw
+    # Words and ids of the same alphabet that decode to no number stay as they are.
+    doc = {
+        "a": "internationalization",
+        "b": "0123456789abcdef",
+        "c": base64.b64encode(b"hello world").decode(),
+    }
+    assert jrun(doc)[0] == doc
 
 
 def test_serialisation_is_compact_ordered_exact_and_unicode() -> None:
@@ -703,7 +797,7 @@ def test_body_masking_imports_no_protocol_io_or_sql() -> None:
         "proxy.http.encoded",
         "masking.normalize",
     }
-    for name in ("bodies", "encoded"):
+    for name in ("bodies", "encoded", "heads"):
         path = Path(__file__).parents[3] / "proxy" / "http" / f"{name}.py"
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in tree.body:
@@ -717,6 +811,9 @@ def test_body_masking_imports_no_protocol_io_or_sql() -> None:
 
 _STDLIB = {
     "__future__",
+    "base64",
+    "binascii",
+    "http",
     "codecs",
     "functools",
     "csv",
