@@ -20,7 +20,8 @@ from masking.native import load
 from policies.decision import Allow, ColumnMask, CopyFraming
 from proxy.pg import types
 from proxy.pg.messages import FieldDescription, MessageError
-from proxy.services.gate import MaskerSource
+from proxy.services.disclosure import Reader, int_reader, observing_fn, text_reader
+from proxy.services.gate import Disclosed, MaskerSource
 from proxy.services.rows import (
     ColumnAction,
     Op,
@@ -180,14 +181,18 @@ class RowPlan:
     built, is the same plan compiled for it (see `walk`).
     """
 
-    __slots__ = ("consts", "fns", "native", "ncols", "tallies")
+    __slots__ = ("consts", "fns", "native", "ncols", "seen", "tallies")
 
     def __init__(
         self,
         fns: list[ValueFn | None],
         consts: list[bytes | None] | None = None,
         ops: list[tuple[NativeOp, Tally]] | None = None,
+        seen: list[Disclosed] | None = None,
     ) -> None:
+        # The values its observing columns noted since the row path last drained it (None: the
+        # plan observes nothing).
+        self.seen = seen
         self.fns = fns
         self.ncols = len(fns)
         self.consts = consts if consts is not None and any(c is not None for c in consts) else None
@@ -317,19 +322,37 @@ class RowPlan:
 PASS_THROUGH: RowPlan | None = RowPlan([]) if _walker is not None else None
 
 
+# What a plan observes: per output column, (class, source column) or None (services/disclosure.py
+# `observed`); None for a plan that observes nothing.
+Observed = tuple[tuple[str, str] | None, ...]
+
+
+def _reader(f: FieldDescription, fmt: int, enc: str) -> Reader:
+    if fmt == 1 and types.value_kind(f.type_oid) is ValueKind.INT:
+        return int_reader("big")
+    return text_reader(enc)
+
+
 def plan_rows(
     fields: tuple[FieldDescription, ...],
     formats: tuple[int, ...] | None,
     allow: Allow,
     src: MaskerSource,
     enc: str = "utf-8",
+    observe: Observed | None = None,
+    *,
+    mask: bool = True,
 ) -> RowPlan | None:
     """Build the plan for a result, or None when no column needs work. Raises Unmaskable.
 
     `formats` are the result format codes from Bind (none: all text; one: applies to all;
-    else per column); None means use the RowDescription's own format codes.
+    else per column); None means use the RowDescription's own format codes. `observe` names the
+    columns whose values are noted for the Gate's observers (RowPlan.seen); an observed column
+    is a Python step of the walker. `mask` False (an unrestricted session) only observes.
     """
-    check_shape(allow, len(fields))
+    if mask:
+        check_shape(allow, len(fields))
+    seen: list[Disclosed] | None = [] if observe and any(o is not None for o in observe) else None
     fns: list[ValueFn | None] = []
     consts: list[bytes | None] = []
     ops: list[tuple[NativeOp, Tally]] | None = [] if _walker is not None else None
@@ -343,8 +366,15 @@ def plan_rows(
         else:
             fmt = formats[i] if i < len(formats) else 0
         cm = allow.columns[i] if i < len(allow.columns) else None
-        fn = column_fn(f, fmt, cm, allow.detect, src, enc)
-        if ops is not None:
+        fn = column_fn(f, fmt, cm, allow.detect, src, enc) if mask else None
+        obs = observe[i] if seen is not None and observe is not None and i < len(observe) else None
+        if obs is not None and (fn is None or (not isinstance(fn, bytes) and fn is not null_value)):
+            # Values that reach the client (clear, masked or scanned) are noted; a NULLed or
+            # concealed column discloses nothing.
+            fn = observing_fn(fn, obs[0], obs[1], _reader(f, fmt, enc), seen)  # type: ignore[arg-type]
+            if ops is not None:
+                ops.append(((_walker.PYFN, 0, None, fn), None))  # type: ignore[union-attr]
+        elif ops is not None:
             ops.append(native_op(f, fmt, cm, allow.detect, src, enc, fn))
         if isinstance(fn, bytes):
             fns.append(None)
@@ -354,7 +384,7 @@ def plan_rows(
             consts.append(None)
     if all(fn is None for fn in fns) and all(c is None for c in consts):
         return None
-    return RowPlan(fns, consts, ops)
+    return RowPlan(fns, consts, ops, seen)
 
 
 # ------------------------------------------------------------------ COPY TO STDOUT (text, CSV)

@@ -1,0 +1,200 @@
+"""Who received which value: the keyed hash of a disclosed value, what a result column discloses,
+and the thread that hands disclosures to their keepers (ledger, canaries).
+
+Owns `value_key` (the one keyed hash every observer and `maskgate trace` share), `fold`, the
+choice of which result columns are observed (`observed`), the per-column observing step row
+plans splice in (`observing_fn`) and `Disclosures`, the observer that moves batches off the event
+loop. Must not import a protocol package, store anything or log a value: the values it sees leave
+it only as HMACs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import queue
+import sys
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from policies.decision import ColumnMask
+from policies.names import ColumnName, TableName, column_matches, split_pattern
+
+from .gate import Disclosed, Principal
+
+CUSTOMER_KEY = "customer_key"  # the class the customer key column's values are disclosed under
+
+# Separators people and systems put inside numbers (138-1234-5678, 6222 0000 …): not part of
+# the value. Dashes of every script are folded to "-" by NFKC plus this table.
+_DROP = frozenset(" \t\r\n-‐‑‒–—―−－ー()（）+")
+
+
+def fold(value: str) -> str:
+    """The normal form a value is hashed in, so that one number written two ways is one value:
+    full-width and other scripts' digits become ASCII, separators go, letters are upper-case (the
+    X of an ID card), and a mobile number's country code +86 is dropped.
+
+    The class does not take part: a number found by a detector in free text and the same number
+    in a phone column must hash alike, or `maskgate trace` would have to guess where it was seen.
+    """
+    if value.isascii():
+        s = value
+    else:
+        s = "".join(str(unicodedata.digit(c)) if unicodedata.digit(c, None) is not None else c for c in value)
+        s = unicodedata.normalize("NFKC", s)
+    s = "".join(c for c in s if c not in _DROP).upper()
+    if len(s) == 13 and s.startswith("86") and s.isdigit() and s[2] == "1":
+        s = s[2:]  # 86 13812345678: the same mobile as 13812345678
+    return s
+
+
+def value_key(masking_key: bytes, cls: str, value: str) -> bytes:
+    """HMAC-SHA256 under the config's masking key of the folded value: the same on every replica
+    that shares the key, and useless to anyone without it. `cls` is accepted for the callers'
+    clarity and future classes with their own fold; today every class folds alike (see fold)."""
+    del cls
+    return hmac.new(masking_key, fold(value).encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+
+
+def _source_name(source: str, database: str, default_schema: str | None) -> ColumnName | None:
+    parts = source.split(".")
+    if len(parts) < 3:
+        return None
+    return ColumnName(TableName(database or None, ".".join(parts[:-2]), parts[-2]), parts[-1])
+
+
+def observed(
+    cm: ColumnMask | None, customer_key: str | None, database: str, default_schema: str | None
+) -> tuple[str, str] | None:
+    """(class, source column) of the values a result column discloses, or None when it discloses
+    none: an unclassified column that is not the customer key, or one computed from its source
+    (`length(phone)` tells nothing a trace could match)."""
+    if cm is None or cm.derived or len(cm.sources) > 1:
+        return None
+    source = cm.sources[0] if cm.sources else ""
+    if cm.cls:
+        return cm.cls, source
+    if customer_key and source:
+        name = _source_name(source, database, default_schema)
+        if name is not None and column_matches(split_pattern(customer_key), name, default_schema):
+            return CUSTOMER_KEY, source
+    return None
+
+
+# How an observing step reads a wire value as text: the decoded text, or an integer's digits.
+Reader = Callable[[bytes], str]
+
+
+def text_reader(enc: str) -> Reader:
+    return lambda raw: raw.decode(enc, "surrogateescape")
+
+
+def int_reader(byteorder: str) -> Reader:
+    """Binary integers: big-endian on PostgreSQL's wire, little-endian on MySQL's."""
+    return lambda raw: str(int.from_bytes(raw, byteorder, signed=True))  # type: ignore[arg-type]
+
+
+def observing_fn(
+    fn: Callable[[bytes], bytes | None] | None,
+    cls: str,
+    column: str,
+    read: Reader,
+    sink: list[Disclosed],
+) -> Callable[[bytes], bytes | None]:
+    """`fn` (None: pass the value) that also notes each value in `sink`, with whether it reached
+    the client unchanged (in clear). The row path drains `sink` once per run of rows."""
+    append = sink.append
+
+    def observe(raw: bytes) -> bytes | None:
+        out = raw if fn is None else fn(raw)
+        append(Disclosed(cls, column, read(raw), out is raw or out == raw))
+        return out
+
+    return observe
+
+
+# ------------------------------------------------------------------ off the event loop
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One batch of disclosures with their keys: what the keepers get, on the worker thread."""
+
+    user: str
+    role: str
+    statement_id: str
+    ts: float  # when it was disclosed (time.time())
+    keys: tuple[tuple[str, bytes, bool], ...]  # (class, value key, clear)
+
+
+Keeper = Callable[[Batch], None]
+
+
+class Disclosures:
+    """The Gate's observer for keepers that need value keys: batches are queued as they come
+    (on the event loop, no hashing there), keyed and handed to every keeper on one thread.
+
+    A full queue drops the batch and counts it (`dropped`): the proxy must not stall on its own
+    bookkeeping, and the drop is visible in the log and the metric.
+    """
+
+    def __init__(
+        self,
+        masking_key: bytes,
+        keepers: Sequence[Keeper],
+        *,
+        max_batches: int = 10000,
+        on_drop: Callable[[int], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.masking_key = masking_key
+        self.keepers = list(keepers)
+        self.dropped = 0
+        self._on_drop = on_drop
+        self._clock = clock
+        self._q: queue.Queue[Any] = queue.Queue(max_batches)
+        self._thread = threading.Thread(target=self._run, name="maskgate-disclosures", daemon=True)
+        self._thread.start()
+
+    def __call__(self, principal: Principal, statement_id: str, values: Sequence[Disclosed]) -> None:
+        try:
+            self._q.put_nowait((principal.user, principal.role, statement_id, self._clock(), tuple(values)))
+        except queue.Full:
+            self.dropped += 1
+            if self._on_drop is not None:
+                self._on_drop(len(values))
+
+    def _run(self) -> None:
+        key = self.masking_key
+        while True:
+            item = self._q.get()
+            if item is None:
+                self._q.task_done()
+                return
+            user, role, sid, ts, values = item
+            try:
+                batch = Batch(
+                    user,
+                    role,
+                    sid,
+                    ts,
+                    tuple((d.cls, value_key(key, d.cls, d.value), d.clear) for d in values),
+                )
+                for keeper in self.keepers:
+                    keeper(batch)
+            except Exception as exc:  # a keeper's bug must not end the thread: later batches still count
+                print(f"maskgate: disclosure keeper failed: {exc!r}", file=sys.stderr)
+            finally:
+                self._q.task_done()
+
+    def drain(self) -> None:
+        """Wait until every batch queued so far went to the keepers (tests, shutdown)."""
+        self._q.join()
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join(timeout=10)
