@@ -11,8 +11,9 @@ Files: `<ledger_dir>/ledger-YYYYMMDD-<host>-<pid>.seg`, so replicas and workers 
 directory never write the same file; a reader merges them all (Bloom filters OR together).
 A file is the magic `MGLEDG1\\n`, then records: `>II` (payload length, CRC-32 of payload) and
 the payload: a JSON header line, `\\n`, then the zlib-compressed filter bits. Record kinds:
-- `day`: {user, day, m, k}: the bits set in that person's day filter since the last flush (a
-  delta: the reader ORs them; a day filter is never rewritten).
+- `day`: {user, day, clear, m, k}: the bits set in that person's day filter since the last
+  flush (a delta: the reader ORs them; a day filter is never rewritten). Values received masked
+  (`ledger_masked: true`) go to a filter of their own (clear false).
 - `stmt`: {user, day, sid, m, k, n}: a statement's own filter over the n distinct keys it
   disclosed since the last flush, sized for STATEMENT_FP. `trace` names a statement only when
   the person's day filter matched, so its false-positive rate multiplies the day filter's.
@@ -153,7 +154,7 @@ class Ledger:
         self.interval = interval
         self._clock = clock
         self._on_values = on_values
-        self._days: dict[tuple[str, str], _Day] = {}
+        self._days: dict[tuple[str, str, bool], _Day] = {}
         self._stmts: dict[str, _Stmt] = {}
         self._lock = threading.Lock()  # between the disclosure thread and the flush thread
         self._tag = f"{socket.gethostname().replace('-', '_')}-{os.getpid()}"
@@ -169,15 +170,16 @@ class Ledger:
     def keep(self, batch: Batch) -> None:
         """Record the keys a person received (in clear; masked too with `masked`)."""
         day = day_of(batch.ts)
-        keys = [key for _cls, key, clear in batch.keys if clear or self.masked]
+        keys = [(key, clear) for _cls, key, clear in batch.keys if clear or self.masked]
         if not keys:
             return
         with self._lock:
-            entry = self._days.get((batch.user, day))
-            if entry is None:
-                entry = self._days[(batch.user, day)] = _Day(Bloom(self.m, self.k), bytearray(self.m // 8))
-            bits, delta, m, k = entry.bloom.bits, entry.delta, self.m, self.k
-            for key in keys:
+            m, k = self.m, self.k
+            for key, clear in keys:
+                entry = self._days.get((batch.user, day, clear))
+                if entry is None:
+                    entry = self._days[(batch.user, day, clear)] = _Day(Bloom(m, k), bytearray(m // 8))
+                bits, delta = entry.bloom.bits, entry.delta
                 # Bloom.add inlined (this runs per value): a bit not set yet goes to the delta too.
                 h1 = int.from_bytes(key[:8], "big")
                 h2 = int.from_bytes(key[8:16], "big") | 1
@@ -192,7 +194,7 @@ class Ledger:
                 st = self._stmts.get(batch.statement_id)
                 if st is None:
                     st = self._stmts[batch.statement_id] = _Stmt(batch.user, day)
-                st.keys.update(keys)
+                st.keys.update(key for key, _clear in keys)
             self.values += len(keys)
         if self._on_values is not None:
             self._on_values(len(keys))
@@ -217,18 +219,14 @@ class Ledger:
         today = day_of(self._clock())
         out: dict[str, list[bytes]] = {}
         with self._lock:
-            for (user, day), entry in list(self._days.items()):
+            for (user, day, clear), entry in list(self._days.items()):
                 if entry.dirty:
-                    out.setdefault(day, []).append(
-                        _record(
-                            {"t": "day", "user": user, "day": day, "m": self.m, "k": self.k},
-                            bytes(entry.delta),
-                        )
-                    )
+                    header = {"t": "day", "user": user, "day": day, "clear": clear, "m": self.m, "k": self.k}
+                    out.setdefault(day, []).append(_record(header, bytes(entry.delta)))
                     entry.delta = bytearray(self.m // 8)
                     entry.dirty = False
                 if day != today:
-                    del self._days[(user, day)]  # yesterday's is complete on disk
+                    del self._days[(user, day, clear)]  # yesterday's is complete on disk
             stmts, self._stmts = self._stmts, {}
         for sid, st in stmts.items():
             m, k = bloom_size(len(st.keys), STATEMENT_FP)
@@ -293,7 +291,8 @@ def prune(directory: Path, retention_days: int, now: float) -> list[Path]:
 class Contents:
     """Every filter of a ledger directory (from `since` on), merged across files."""
 
-    days: dict[tuple[str, str], Bloom] = field(default_factory=dict)  # (user, day)
+    # (user, day, clear): one filter per size met (a config change mid-day starts another)
+    days: dict[tuple[str, str, bool], list[Bloom]] = field(default_factory=dict)
     # (user, day) -> [(sid, filter)]
     statements: dict[tuple[str, str], list[tuple[str, Bloom]]] = field(default_factory=dict)
     corrupt: int = 0  # records skipped: CRC mismatch or unreadable
@@ -349,17 +348,12 @@ def read(directory: Path, since: str = "") -> Contents:
                     continue
                 where = (str(head["user"]), str(head["day"]))
                 if head.get("t") == "day":
-                    bloom = out.days.get(where)
-                    if bloom is None or bloom.m != m or bloom.k != k:
-                        # A resized filter (a config change mid-day) is kept apart under the same
-                        # day only if none is there; else the first size wins and the other is
-                        # read separately below.
-                        if bloom is None:
-                            out.days[where] = Bloom(m, k, bytearray(bits))
-                            continue
-                        out.days[(where[0], where[1] + f"/{m}")] = Bloom(m, k, bytearray(bits))
-                        continue
-                    bloom.merge(bits)
+                    blooms = out.days.setdefault((where[0], where[1], bool(head.get("clear", True))), [])
+                    same = next((b for b in blooms if b.m == m and b.k == k), None)
+                    if same is None:
+                        blooms.append(Bloom(m, k, bytearray(bits)))
+                    else:
+                        same.merge(bits)
                 elif head.get("t") == "stmt":
                     out.statements.setdefault(where, []).append(
                         (str(head["sid"]), Bloom(m, k, bytearray(bits)))
@@ -375,20 +369,23 @@ def read(directory: Path, since: str = "") -> Contents:
 class Hit:
     user: str
     day: str
-    fp_rate: float  # of the day filter that matched
+    clear: bool  # from the filter of values received in clear (else of masked ones)
+    fp_rate: float  # of the day filter that matched: the chance this hit is false
     statements: tuple[str, ...]
 
 
 def lookup(contents: Contents, key: bytes) -> list[Hit]:
     """Every (person, day) whose filter holds `key`, with the statements whose filters do too."""
     hits = []
-    for (user, day), bloom in sorted(contents.days.items()):
-        if key in bloom:
-            day = day.split("/")[0]
-            sids = tuple(sorted({sid for sid, sb in contents.statements.get((user, day), ()) if key in sb}))
-            hits.append(Hit(user, day, bloom.fp_rate(), sids))
+    for (user, day, clear), blooms in sorted(contents.days.items()):
+        for bloom in blooms:
+            if key in bloom:
+                stmts = contents.statements.get((user, day), ())
+                sids = tuple(sorted({sid for sid, sb in stmts if key in sb}))
+                hits.append(Hit(user, day, clear, bloom.fp_rate(), sids))
+                break
     return hits
 
 
-def people_days(contents: Contents) -> Iterable[tuple[str, str]]:
-    return contents.days.keys()
+def filters(contents: Contents) -> Iterable[Bloom]:
+    return (b for blooms in contents.days.values() for b in blooms)
