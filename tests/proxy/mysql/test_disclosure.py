@@ -22,13 +22,14 @@ from tests.proxy.mysql.transcripts import (
 )
 
 COLS = (column(b"phone"), column(b"id", 3))
+ACTION = {True: "clear", False: "mask"}
 
 
 def decision(pr: Principal, sql: str) -> Decision:
     return Allow(
         kind="select",
         columns=(
-            ColumnMask(0, "phone", "mobile", "clear" if pr.unrestricted else "mask", sources=("crm.c.phone",)),
+            ColumnMask(0, "phone", "mobile", ACTION[pr.unrestricted], sources=("crm.c.phone",)),
             ColumnMask(1, "id", None, "clear", sources=("crm.c.id",)),
         ),
         classes=("mobile",),
@@ -40,7 +41,7 @@ def test_classified_values_and_customer_keys_are_noted(unrestricted: bool) -> No
     gate = FakeGate(decision)
     gate.observing = True
     gate.customer_key_column = "crm.c.id"
-    s, gate, pb = login(gate, unrestricted=unrestricted)
+    _s, gate, pb = login(gate, unrestricted=unrestricted)
     shown = SECRET if unrestricted else MASKED
     assert (
         pb
