@@ -46,8 +46,8 @@ def _since(text: str, now: dt.datetime) -> str:
 
 
 def audit_records(path: Path | None, ids: set[str]) -> dict[str, dict[str, Any]]:
-    """The audit record of each statement id (its end record, else its start or refusal), from
-    the audit log and its rotated siblings (audit.jsonl.1, …)."""
+    """The audit records of each statement id merged into one, from the audit log and its
+    rotated siblings (audit.jsonl.1, …)."""
     out: dict[str, dict[str, Any]] = {}
     if path is None or not ids:
         return out
@@ -65,8 +65,15 @@ def audit_records(path: Path | None, ids: set[str]) -> dict[str, dict[str, Any]]
             except ValueError:
                 continue
             sid = rec.get("id")
-            if sid in ids and rec.get("event") != "canary" and (sid not in out or rec.get("event") == "end"):
-                out[sid] = rec
+            if sid not in ids or rec.get("event") == "canary":
+                continue
+            # A start record carries the statement (fingerprint, tables), its end what came of
+            # it (rows, outcome): merged, the start's time kept.
+            merged = out.setdefault(sid, {})
+            ended = rec.get("event") == "end"
+            for k, v in rec.items():
+                if v is not None and (k not in merged or (ended and k != "ts")):
+                    merged[k] = v
     return out
 
 
