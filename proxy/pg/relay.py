@@ -996,6 +996,8 @@ class Relay:
                             count.sent += rows
                             count.sent_call += rows
                             count.masked += n
+                            if noted is not None:
+                                noted.note(buf, start, walked)
                             if new is not None:
                                 if run_start >= 0:
                                     emit(mv[run_start:run_end])
@@ -1012,6 +1014,8 @@ class Relay:
                     count.sent_call += 1
                     if plan is not None:
                         new, n = plan.apply(buf, start, end)
+                        if noted is not None:
+                            noted.note(buf, start, end)
                         if new is not None:
                             count.masked += n
                             if run_start >= 0:

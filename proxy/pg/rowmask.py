@@ -20,7 +20,7 @@ from masking.native import load
 from policies.decision import Allow, ColumnMask, CopyFraming
 from proxy.pg import types
 from proxy.pg.messages import FieldDescription, MessageError
-from proxy.services.disclosure import Reader, int_reader, observing_fn, text_reader
+from proxy.services.disclosure import Reader, int_reader, text_reader
 from proxy.services.gate import Disclosed, MaskerSource
 from proxy.services.rows import (
     ColumnAction,
@@ -181,18 +181,22 @@ class RowPlan:
     built, is the same plan compiled for it (see `walk`).
     """
 
-    __slots__ = ("consts", "fns", "native", "ncols", "seen", "tallies")
+    __slots__ = ("consts", "fns", "native", "ncols", "observe", "observe_upto", "seen", "tallies")
 
     def __init__(
         self,
         fns: list[ValueFn | None],
         consts: list[bytes | None] | None = None,
         ops: list[tuple[NativeOp, Tally]] | None = None,
-        seen: list[Disclosed] | None = None,
+        observe: dict[int, tuple[str, str, bool, Reader]] | None = None,
     ) -> None:
-        # The values its observing columns noted since the row path last drained it (None: the
-        # plan observes nothing).
-        self.seen = seen
+        # Observed columns: index -> (class, source column, sent in clear, how to read a value).
+        # Their values are read from the rows as they came (`note`), so masking itself, native
+        # or not, is the same with or without observers.
+        self.observe = observe or None
+        self.observe_upto = max(observe) + 1 if observe else 0
+        # The values noted since the row path last drained them (None: the plan observes nothing).
+        self.seen: list[Disclosed] | None = [] if observe else None
         self.fns = fns
         self.ncols = len(fns)
         self.consts = consts if consts is not None and any(c is not None for c in consts) else None
@@ -233,6 +237,31 @@ class RowPlan:
                     if n and tally is not None:
                         tally(n)
         return r  # type: ignore[no-any-return]
+
+    def note(self, buf: bytes, start: int, end: int) -> None:
+        """Note the observed columns' values of the DataRow messages at buf[start:end] (whole,
+        well-formed messages: rows the walker or `apply` already went through)."""
+        obs = self.observe
+        seen = self.seen
+        if obs is None or seen is None:
+            return
+        append = seen.append
+        i32 = _I32.unpack_from
+        upto = self.observe_upto
+        pos = start
+        while pos < end:
+            mend = pos + 1 + i32(buf, pos + 1)[0]
+            p = pos + 7
+            n = min(upto, _I16.unpack_from(buf, pos + 5)[0])
+            for i in range(n):
+                ln = i32(buf, p)[0]
+                p += 4
+                o = obs.get(i)
+                if o is not None and ln >= 0:
+                    append(Disclosed(o[0], o[1], o[3](buf[p : p + ln]), o[2]))
+                if ln > 0:
+                    p += ln
+            pos = mend
 
     def apply(self, buf: bytes, start: int, end: int) -> tuple[bytes | None, int]:
         """Mask the DataRow message at buf[start:end] (type byte included).
@@ -347,12 +376,12 @@ def plan_rows(
 
     `formats` are the result format codes from Bind (none: all text; one: applies to all;
     else per column); None means use the RowDescription's own format codes. `observe` names the
-    columns whose values are noted for the Gate's observers (RowPlan.seen); an observed column
-    is a Python step of the walker. `mask` False (an unrestricted session) only observes.
+    columns whose values are noted for the Gate's observers (RowPlan.note); `mask` False (an
+    unrestricted session) only observes.
     """
     if mask:
         check_shape(allow, len(fields))
-    seen: list[Disclosed] | None = [] if observe and any(o is not None for o in observe) else None
+    noted: dict[int, tuple[str, str, bool, Reader]] = {}
     fns: list[ValueFn | None] = []
     consts: list[bytes | None] = []
     ops: list[tuple[NativeOp, Tally]] | None = [] if _walker is not None else None
@@ -367,14 +396,13 @@ def plan_rows(
             fmt = formats[i] if i < len(formats) else 0
         cm = allow.columns[i] if i < len(allow.columns) else None
         fn = column_fn(f, fmt, cm, allow.detect, src, enc) if mask else None
-        obs = observe[i] if seen is not None and observe is not None and i < len(observe) else None
-        if obs is not None and (fn is None or (not isinstance(fn, bytes) and fn is not null_value)):
+        obs = observe[i] if observe is not None and i < len(observe) else None
+        if obs is not None and not isinstance(fn, bytes) and fn is not null_value:
             # Values that reach the client (clear, masked or scanned) are noted; a NULLed or
-            # concealed column discloses nothing.
-            fn = observing_fn(fn, obs[0], obs[1], _reader(f, fmt, enc), seen)  # type: ignore[arg-type]
-            if ops is not None:
-                ops.append(((_walker.PYFN, 0, None, fn), None))  # type: ignore[union-attr]
-        elif ops is not None:
+            # concealed column discloses nothing. In clear: what the decision sends clear.
+            clear = not mask or cm is None or cm.action == "clear"
+            noted[i] = (obs[0], obs[1], clear, _reader(f, fmt, enc))
+        if ops is not None:
             ops.append(native_op(f, fmt, cm, allow.detect, src, enc, fn))
         if isinstance(fn, bytes):
             fns.append(None)
@@ -382,9 +410,9 @@ def plan_rows(
         else:
             fns.append(fn)
             consts.append(None)
-    if all(fn is None for fn in fns) and all(c is None for c in consts):
+    if all(fn is None for fn in fns) and all(c is None for c in consts) and not noted:
         return None
-    return RowPlan(fns, consts, ops, seen)
+    return RowPlan(fns, consts, ops, noted)
 
 
 # ------------------------------------------------------------------ COPY TO STDOUT (text, CSV)

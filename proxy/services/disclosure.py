@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from masking.classes import FREE_TEXT
 from policies.decision import ColumnMask
 from policies.names import ColumnName, TableName, column_matches, split_pattern
 
@@ -31,6 +32,7 @@ CUSTOMER_KEY = "customer_key"  # the class the customer key column's values are 
 # Separators people and systems put inside numbers (138-1234-5678, 6222 0000 …): not part of
 # the value. Dashes of every script are folded to "-" by NFKC plus this table.
 _DROP = frozenset(" \t\r\n-‐‑‒–—―−－ー()（）+")
+_DROP_TABLE = {ord(c): None for c in _DROP}
 
 
 def fold(value: str) -> str:
@@ -41,12 +43,17 @@ def fold(value: str) -> str:
     The class does not take part: a number found by a detector in free text and the same number
     in a phone column must hash alike, or `maskgate trace` would have to guess where it was seen.
     """
+    if value.isdigit() and value.isascii():
+        # The common case (a number column): nothing to fold but a country code.
+        if len(value) == 13 and value.startswith("861"):
+            return value[2:]
+        return value
     if value.isascii():
         s = value
     else:
         s = "".join(str(unicodedata.digit(c)) if unicodedata.digit(c, None) is not None else c for c in value)
         s = unicodedata.normalize("NFKC", s)
-    s = "".join(c for c in s if c not in _DROP).upper()
+    s = s.translate(_DROP_TABLE).upper()
     if len(s) == 13 and s.startswith("86") and s.isdigit() and s[2] == "1":
         s = s[2:]  # 86 13812345678: the same mobile as 13812345678
     return s
@@ -58,6 +65,24 @@ def value_key(masking_key: bytes, cls: str, value: str) -> bytes:
     clarity and future classes with their own fold; today every class folds alike (see fold)."""
     del cls
     return hmac.new(masking_key, fold(value).encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+
+
+def keyer(masking_key: bytes) -> Callable[[str], bytes]:
+    """`value_key` under one key, for many values: HMAC (RFC 2104) from its two padded-key
+    states, copied per value (hmac.new looks the digest up and pads the key on every call,
+    which costs several times the hashing)."""
+    block = (hashlib.sha256(masking_key).digest() if len(masking_key) > 64 else masking_key).ljust(64, b"\0")
+    inner0 = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+    outer0 = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def key(value: str) -> bytes:
+        inner = inner0.copy()
+        inner.update(fold(value).encode("utf-8", "surrogatepass"))
+        outer = outer0.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    return key
 
 
 def _source_name(source: str, database: str, default_schema: str | None) -> ColumnName | None:
@@ -72,10 +97,14 @@ def observed(
 ) -> tuple[str, str] | None:
     """(class, source column) of the values a result column discloses, or None when it discloses
     none: an unclassified column that is not the customer key, or one computed from its source
-    (`length(phone)` tells nothing a trace could match)."""
+    (`length(phone)` tells nothing a trace could match), or a free-text note."""
     if cm is None or cm.derived or len(cm.sources) > 1:
         return None
     source = cm.sources[0] if cm.sources else ""
+    if cm.cls == FREE_TEXT:
+        # A note is no value a trace could be asked about; the numbers inside it would be
+        # (detector findings), which the row paths do not report yet.
+        return None
     if cm.cls:
         return cm.cls, source
     if customer_key and source:
@@ -169,7 +198,7 @@ class Disclosures:
                 self._on_drop(len(values))
 
     def _run(self) -> None:
-        key = self.masking_key
+        key = keyer(self.masking_key)
         while True:
             item = self._q.get()
             if item is None:
@@ -177,13 +206,7 @@ class Disclosures:
                 return
             user, role, sid, ts, values = item
             try:
-                batch = Batch(
-                    user,
-                    role,
-                    sid,
-                    ts,
-                    tuple((d.cls, value_key(key, d.cls, d.value), d.clear) for d in values),
-                )
+                batch = Batch(user, role, sid, ts, tuple((d.cls, key(d.value), d.clear) for d in values))
                 for keeper in self.keepers:
                     keeper(batch)
             except Exception as exc:  # a keeper's bug must not end the thread: later batches still count

@@ -1,7 +1,7 @@
 """The disclosure ledger: which person received which value on which day, without the values.
 
 Owns the ledger's storage: per person and UTC day a Bloom filter of the value keys (HMACs,
-services/disclosure.py) they received, and per statement a small Bloom filter of its own, kept
+services/disclosure.py) they received, and per statement an index of its keys' prefixes, kept
 in `ledger_dir` as append-only segment files (one per process and day, every record with a
 CRC-32), written by one thread; retention by whole day files; and the reading side `maskgate
 trace` uses. Must not see a value in clear or touch the event loop: it gets keys, on the
@@ -14,8 +14,10 @@ the payload: a JSON header line, `\\n`, then the zlib-compressed filter bits. Re
 - `day`: {user, day, clear, m, k}: the bits set in that person's day filter since the last
   flush (a delta: the reader ORs them; a day filter is never rewritten). Values received masked
   (`ledger_masked: true`) go to a filter of their own (clear false).
-- `stmt`: {user, day, sid, m, k, n}: a statement's own filter over the n distinct keys it
-  disclosed since the last flush, sized for STATEMENT_FP. `trace` names a statement only when
+- `stmt`: {user, day, sid, n}: the statement index: the sorted first 4 bytes of the n distinct
+  keys a statement disclosed since the last flush (4 bytes a value, chance n/2^32 that another
+  value matches; cheaper to build than a second Bloom filter, which would cost k hash
+  positions per value for 2 bytes saved). `trace` names a statement only when
   the person's day filter matched, so its false-positive rate multiplies the day filter's.
 A record whose CRC fails is skipped and counted; a torn last record (a crash mid-write) ends
 the reading of that file.
@@ -43,8 +45,7 @@ from .disclosure import Batch
 MAGIC = b"MGLEDG1\n"
 _REC = struct.Struct(">II")
 MAX_RECORD = 64 << 20  # a longer length field is corruption, not a record
-STATEMENT_FP = 1e-3  # per-statement filters: small, and only consulted after a day filter matched
-STATEMENT_MAX_BITS = 1 << 20  # 128 KiB per statement record at most; past it the rate rises (reported)
+PREFIX = 4  # bytes of a key kept in the statement index
 DEFAULT_EXPECTED = 20000  # distinct values per person-day a filter is sized for
 DEFAULT_FP = 1e-4
 DEFAULT_RETENTION_DAYS = 180
@@ -108,8 +109,9 @@ def day_of(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y%m%d")
 
 
-def _record(header: dict[str, Any], bits: bytes) -> bytes:
-    payload = json.dumps(header, separators=(",", ":")).encode() + b"\n" + zlib.compress(bits, 6)
+def _record(header: dict[str, Any], bits: bytes, level: int = 6) -> bytes:
+    # Level 0 for key prefixes: random bytes do not compress.
+    payload = json.dumps(header, separators=(",", ":")).encode() + b"\n" + zlib.compress(bits, level)
     return _REC.pack(len(payload), zlib.crc32(payload)) + payload
 
 
@@ -194,7 +196,7 @@ class Ledger:
                 st = self._stmts.get(batch.statement_id)
                 if st is None:
                     st = self._stmts[batch.statement_id] = _Stmt(batch.user, day)
-                st.keys.update(key for key, _clear in keys)
+                st.keys.update(key[:PREFIX] for key, _clear in keys)
             self.values += len(keys)
         if self._on_values is not None:
             self._on_values(len(keys))
@@ -229,21 +231,8 @@ class Ledger:
                     del self._days[(user, day, clear)]  # yesterday's is complete on disk
             stmts, self._stmts = self._stmts, {}
         for sid, st in stmts.items():
-            m, k = bloom_size(len(st.keys), STATEMENT_FP)
-            m = min(m, STATEMENT_MAX_BITS)
-            bloom = Bloom(m, k)
-            for key in st.keys:
-                bloom.add(key)
-            header = {
-                "t": "stmt",
-                "user": st.user,
-                "day": st.day,
-                "sid": sid,
-                "m": m,
-                "k": k,
-                "n": len(st.keys),
-            }
-            out.setdefault(st.day, []).append(_record(header, bytes(bloom.bits)))
+            header = {"t": "stmt", "user": st.user, "day": st.day, "sid": sid, "n": len(st.keys)}
+            out.setdefault(st.day, []).append(_record(header, b"".join(sorted(st.keys)), level=0))
         written = 0
         for day, records in out.items():
             path = self.directory / f"ledger-{day}-{self._tag}.seg"
@@ -293,8 +282,8 @@ class Contents:
 
     # (user, day, clear): one filter per size met (a config change mid-day starts another)
     days: dict[tuple[str, str, bool], list[Bloom]] = field(default_factory=dict)
-    # (user, day) -> [(sid, filter)]
-    statements: dict[tuple[str, str], list[tuple[str, Bloom]]] = field(default_factory=dict)
+    # (user, day) -> [(sid, key prefixes)]
+    statements: dict[tuple[str, str], list[tuple[str, set[bytes]]]] = field(default_factory=dict)
     corrupt: int = 0  # records skipped: CRC mismatch or unreadable
     torn: int = 0  # files whose last record was cut short
     files: int = 0
@@ -342,11 +331,15 @@ def read(directory: Path, since: str = "") -> Contents:
                     out.corrupt += 1
                     continue
                 head, bits = rec
+                where = (str(head["user"]), str(head["day"]))
+                if head.get("t") == "stmt":
+                    prefixes = {bits[i : i + PREFIX] for i in range(0, len(bits), PREFIX)}
+                    out.statements.setdefault(where, []).append((str(head["sid"]), prefixes))
+                    continue
                 m, k = int(head["m"]), int(head["k"])
                 if len(bits) != m // 8:
                     out.corrupt += 1
                     continue
-                where = (str(head["user"]), str(head["day"]))
                 if head.get("t") == "day":
                     blooms = out.days.setdefault((where[0], where[1], bool(head.get("clear", True))), [])
                     same = next((b for b in blooms if b.m == m and b.k == k), None)
@@ -354,10 +347,6 @@ def read(directory: Path, since: str = "") -> Contents:
                         blooms.append(Bloom(m, k, bytearray(bits)))
                     else:
                         same.merge(bits)
-                elif head.get("t") == "stmt":
-                    out.statements.setdefault(where, []).append(
-                        (str(head["sid"]), Bloom(m, k, bytearray(bits)))
-                    )
         except EOFError:
             out.torn += 1
         except OSError:
@@ -381,7 +370,7 @@ def lookup(contents: Contents, key: bytes) -> list[Hit]:
         for bloom in blooms:
             if key in bloom:
                 stmts = contents.statements.get((user, day), ())
-                sids = tuple(sorted({sid for sid, sb in stmts if key in sb}))
+                sids = tuple(sorted({sid for sid, prefixes in stmts if key[:PREFIX] in prefixes}))
                 hits.append(Hit(user, day, clear, bloom.fp_rate(), sids))
                 break
     return hits
