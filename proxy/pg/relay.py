@@ -30,7 +30,7 @@ from proxy.pg.cursors import Cursors
 from proxy.pg.expect import Answer, Expected, ExpectQueue, Sent
 from proxy.pg.framing import Framer
 from proxy.pg.rowmask import PASS_THROUGH, CopyPlan, RowPlan, plan_rows
-from proxy.services.disclosure import observed
+from proxy.services.disclosure import Noted, observed
 from proxy.services.rows import Unmaskable
 from proxy.services.statement import AUDIT_FAILED, STALE, PlanCache, RowCount, part, withheld_message
 
@@ -1065,11 +1065,11 @@ class Relay:
     def _disclose(self, plan: RowPlan, statement_id: str) -> None:
         """Hand the values `plan`'s observing columns noted to the Gate, in one batch."""
         seen = plan.seen
-        if seen:
+        if seen and plan.observe is not None:
+            plan.seen = []  # the batch is handed over whole
             principal = self.tracker.principal
             if principal is not None:
-                self.gate.disclose(principal, statement_id, tuple(seen))
-            seen.clear()
+                self.gate.disclose(principal, statement_id, Noted(plan.observe, seen))
 
     @staticmethod
     def _statement_id(head: Expected[Item] | None) -> str:

@@ -21,7 +21,7 @@ from policies.decision import Allow, ColumnMask, CopyFraming
 from proxy.pg import types
 from proxy.pg.messages import FieldDescription, MessageError
 from proxy.services.disclosure import Reader, int_reader, text_reader
-from proxy.services.gate import Disclosed, MaskerSource
+from proxy.services.gate import MaskerSource
 from proxy.services.rows import (
     ColumnAction,
     Op,
@@ -181,7 +181,7 @@ class RowPlan:
     built, is the same plan compiled for it (see `walk`).
     """
 
-    __slots__ = ("consts", "fns", "native", "ncols", "observe", "observe_upto", "seen", "tallies")
+    __slots__ = ("consts", "fns", "native", "ncols", "observe", "observe_mask", "seen", "tallies")
 
     def __init__(
         self,
@@ -194,9 +194,11 @@ class RowPlan:
         # Their values are read from the rows as they came (`note`), so masking itself, native
         # or not, is the same with or without observers.
         self.observe = observe or None
-        self.observe_upto = max(observe) + 1 if observe else 0
-        # The values noted since the row path last drained them (None: the plan observes nothing).
-        self.seen: list[Disclosed] | None = [] if observe else None
+        # Per column up to the last observed one: 1 when observed (the walker's `column_values`).
+        self.observe_mask = bytes(int(i in observe) for i in range(max(observe) + 1)) if observe else b""
+        # (column, value as it came) noted since the row path last drained them (None: the plan
+        # observes nothing). Disclosed values are built from them off the event loop (Noted).
+        self.seen: list[tuple[int, bytes]] | None = [] if observe else None
         self.fns = fns
         self.ncols = len(fns)
         self.consts = consts if consts is not None and any(c is not None for c in consts) else None
@@ -241,24 +243,25 @@ class RowPlan:
     def note(self, buf: bytes, start: int, end: int) -> None:
         """Note the observed columns' values of the DataRow messages at buf[start:end] (whole,
         well-formed messages: rows the walker or `apply` already went through)."""
-        obs = self.observe
         seen = self.seen
-        if obs is None or seen is None:
+        if seen is None:
+            return
+        if _walker is not None:
+            seen += _walker.column_values(buf, start, end, self.observe_mask)
             return
         append = seen.append
         i32 = _I32.unpack_from
-        upto = self.observe_upto
+        wanted = self.observe_mask
+        upto = len(wanted)
         pos = start
         while pos < end:
             mend = pos + 1 + i32(buf, pos + 1)[0]
             p = pos + 7
-            n = min(upto, _I16.unpack_from(buf, pos + 5)[0])
-            for i in range(n):
+            for i in range(min(upto, _I16.unpack_from(buf, pos + 5)[0])):
                 ln = i32(buf, p)[0]
                 p += 4
-                o = obs.get(i)
-                if o is not None and ln >= 0:
-                    append(Disclosed(o[0], o[1], o[3](buf[p : p + ln]), o[2]))
+                if wanted[i] and ln >= 0:
+                    append((i, buf[p : p + ln]))
                 if ln > 0:
                     p += ln
             pos = mend

@@ -17,9 +17,9 @@ import sys
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from masking.classes import FREE_TEXT
 from policies.decision import ColumnMask
@@ -146,6 +146,49 @@ def observing_fn(
     return observe
 
 
+class Noted(Sequence[Disclosed]):
+    """The Disclosed values of one batch, built when read: the row path hands over the values
+    as they came, with the columns they belong to, so that decoding them and building records
+    happens on the thread of whoever reads them (Disclosures: its own), not on the event loop."""
+
+    __slots__ = ("_columns", "_raw")
+
+    def __init__(
+        self, columns: Mapping[int, tuple[str, str, bool, Reader]], raw: list[tuple[int, bytes]]
+    ) -> None:
+        self._columns = columns
+        self._raw = raw
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def _one(self, item: tuple[int, bytes]) -> Disclosed:
+        cls, column, clear, read = self._columns[item[0]]
+        return Disclosed(cls, column, read(item[1]), clear)
+
+    @overload
+    def __getitem__(self, i: int) -> Disclosed: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Disclosed]: ...
+    def __getitem__(self, i: int | slice) -> Disclosed | Sequence[Disclosed]:
+        if isinstance(i, slice):
+            return [self._one(x) for x in self._raw[i]]
+        return self._one(self._raw[i])
+
+    def __iter__(self) -> Iterator[Disclosed]:
+        one = self._one
+        return (one(x) for x in self._raw)
+
+    def keyed(self, key: Callable[[bytes, Reader], bytes]) -> tuple[tuple[str, bytes, bool], ...]:
+        """(class, key, clear) of every value, without building Disclosed records."""
+        cols = self._columns
+        out = []
+        for i, raw in self._raw:
+            cls, _column, clear, read = cols[i]
+            out.append((cls, key(raw, read), clear))
+        return tuple(out)
+
+
 # ------------------------------------------------------------------ off the event loop
 
 
@@ -161,6 +204,7 @@ class Batch:
 
 
 Keeper = Callable[[Batch], None]
+KEY_CACHE = 65536  # values whose keys the disclosure thread remembers
 
 
 class Disclosures:
@@ -191,14 +235,38 @@ class Disclosures:
 
     def __call__(self, principal: Principal, statement_id: str, values: Sequence[Disclosed]) -> None:
         try:
-            self._q.put_nowait((principal.user, principal.role, statement_id, self._clock(), tuple(values)))
+            # Not copied: a caller hands its batch over (the row paths build a new one each time).
+            self._q.put_nowait((principal.user, principal.role, statement_id, self._clock(), values))
         except queue.Full:
             self.dropped += 1
             if self._on_drop is not None:
                 self._on_drop(len(values))
 
     def _run(self) -> None:
-        key = keyer(self.masking_key)
+        hmac_of = keyer(self.masking_key)
+        # People read the same customers again and again: a value keyed once is not keyed again
+        # (bounded: cleared when full). Only this thread touches it.
+        cache: dict[str, bytes] = {}
+
+        def key(value: str) -> bytes:
+            k = cache.get(value)
+            if k is None:
+                if len(cache) >= KEY_CACHE:
+                    cache.clear()
+                k = cache[value] = hmac_of(value)
+            return k
+
+        # Values as they came off the wire, keyed by their bytes and reader: a hit skips decoding.
+        raw_cache: dict[tuple[bytes, Reader], bytes] = {}
+
+        def raw_key(raw: bytes, read: Reader) -> bytes:
+            k = raw_cache.get((raw, read))
+            if k is None:
+                if len(raw_cache) >= KEY_CACHE:
+                    raw_cache.clear()
+                k = raw_cache[(raw, read)] = key(read(raw))
+            return k
+
         while True:
             item = self._q.get()
             if item is None:
@@ -206,7 +274,10 @@ class Disclosures:
                 return
             user, role, sid, ts, values = item
             try:
-                batch = Batch(user, role, sid, ts, tuple((d.cls, key(d.value), d.clear) for d in values))
+                if isinstance(values, Noted):
+                    batch = Batch(user, role, sid, ts, values.keyed(raw_key))
+                else:
+                    batch = Batch(user, role, sid, ts, tuple((d.cls, key(d.value), d.clear) for d in values))
                 for keeper in self.keepers:
                     keeper(batch)
             except Exception as exc:  # a keeper's bug must not end the thread: later batches still count

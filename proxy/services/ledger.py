@@ -40,7 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from masking.native import load
+
 from .disclosure import Batch
+
+# The native insertion (proxy/services/_bloom.c); None: add_keys below is all there is.
+_native = load("proxy.services._bloom")
 
 MAGIC = b"MGLEDG1\n"
 _REC = struct.Struct(">II")
@@ -66,6 +71,28 @@ def positions(key: bytes, m: int, k: int) -> list[int]:
     h1 = int.from_bytes(key[:8], "big")
     h2 = int.from_bytes(key[8:16], "big") | 1
     return [(h1 + i * h2) % m for i in range(k)]
+
+
+def add_keys(bits: bytearray, delta: bytearray, keys: bytes, width: int, m: int, k: int) -> int:
+    """Set the bits of the `width`-byte keys concatenated in `keys` in `bits` and in `delta`;
+    how many keys set a bit not set before. The reference of _bloom.c's `add`."""
+    changed = 0
+    for j in range(0, len(keys), width):
+        h1 = int.from_bytes(keys[j : j + 8], "big")
+        h2 = int.from_bytes(keys[j + 8 : j + 16], "big") | 1
+        new = False
+        for i in range(k):
+            pos = (h1 + i * h2) % m
+            byte, bit = pos >> 3, 1 << (pos & 7)
+            if not bits[byte] & bit:
+                bits[byte] |= bit
+                delta[byte] |= bit
+                new = True
+        changed += new
+    return changed
+
+
+_add = _native.add if _native is not None else add_keys
 
 
 class Bloom:
@@ -177,21 +204,16 @@ class Ledger:
             return
         with self._lock:
             m, k = self.m, self.k
-            for key, clear in keys:
+            for clear in (True, False):
+                group = b"".join(key for key, c in keys if c is clear)
+                if not group:
+                    continue
                 entry = self._days.get((batch.user, day, clear))
                 if entry is None:
                     entry = self._days[(batch.user, day, clear)] = _Day(Bloom(m, k), bytearray(m // 8))
-                bits, delta = entry.bloom.bits, entry.delta
-                # Bloom.add inlined (this runs per value): a bit not set yet goes to the delta too.
-                h1 = int.from_bytes(key[:8], "big")
-                h2 = int.from_bytes(key[8:16], "big") | 1
-                for i in range(k):
-                    pos = (h1 + i * h2) % m
-                    byte, bit = pos >> 3, 1 << (pos & 7)
-                    if not bits[byte] & bit:
-                        bits[byte] |= bit
-                        delta[byte] |= bit
-                        entry.dirty = True
+                # Bits not set yet go to the delta too (what the next flush appends).
+                if _add(entry.bloom.bits, entry.delta, group, 32, m, k):
+                    entry.dirty = True
             if batch.statement_id:
                 st = self._stmts.get(batch.statement_id)
                 if st is None:

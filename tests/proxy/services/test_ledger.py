@@ -139,3 +139,17 @@ def test_the_flush_thread_writes_without_being_asked(tmp_path: Path) -> None:
         time.sleep(0.02)
     lg.close()
     assert ledger.lookup(ledger.read(tmp_path), key("13800000001"))
+
+
+@given(st.lists(st.binary(min_size=32, max_size=32), max_size=40), st.integers(64, 5000), st.integers(1, 16))
+def test_the_native_insertion_sets_the_bits_the_reference_sets(keys: list[bytes], m: int, k: int) -> None:
+    if ledger._native is None:
+        return  # MASKGATE_PURE=1 or no compiler: the reference is all there is
+    m = (m + 7) // 8 * 8
+    a, da, b, db = (bytearray(m // 8) for _ in range(4))
+    joined = b"".join(keys)
+    half = joined[: len(joined) // 64 * 32]
+    ledger.add_keys(a, da, half, 32, m, k)  # some bits already set
+    ledger._native.add(b, db, half, 32, m, k)
+    assert ledger._native.add(b, db, joined, 32, m, k) == ledger.add_keys(a, da, joined, 32, m, k)
+    assert (a, da) == (b, db)
