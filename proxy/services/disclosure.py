@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, overload
 
 from masking.classes import FREE_TEXT
+from masking.native import load
 from policies.decision import ColumnMask
 from policies.names import ColumnName, TableName, column_matches, split_pattern
 
@@ -118,8 +119,16 @@ def observed(
 Reader = Callable[[bytes], str]
 
 
+_TEXT_READERS: dict[str, Reader] = {}
+
+
 def text_reader(enc: str) -> Reader:
-    return lambda raw: raw.decode(enc, "surrogateescape")
+    """Values in their text form (one reader per encoding: `keyed` recognises them, since ASCII
+    digits are the same bytes in every client encoding PostgreSQL and MySQL speak)."""
+    read = _TEXT_READERS.get(enc)
+    if read is None:
+        read = _TEXT_READERS[enc] = lambda raw: raw.decode(enc, "surrogateescape")
+    return read
 
 
 def int_reader(byteorder: str) -> Reader:
@@ -179,13 +188,23 @@ class Noted(Sequence[Disclosed]):
         one = self._one
         return (one(x) for x in self._raw)
 
-    def keyed(self, key: Callable[[bytes, Reader], bytes]) -> tuple[tuple[str, bytes, bool], ...]:
-        """(class, key, clear) of every value, without building Disclosed records."""
+    def keyed(
+        self, key: Callable[[bytes, Reader], bytes], bulk: Callable[[list[bytes]], list[bytes | None]] | None
+    ) -> tuple[tuple[str, bytes, bool], ...]:
+        """(class, key, clear) of every value, without building Disclosed records. `bulk` keys
+        the values of text columns that are plain ASCII digits in one native call (None for the
+        others, and for every value of a binary column), `key` the rest."""
         cols = self._columns
+        raws = self._raw
+        fast: list[bytes | None] | None = None
+        if bulk is not None:
+            text = {i for i, c in cols.items() if c[3] in _TEXT_READERS.values()}
+            fast = bulk([raw if i in text else b"" for i, raw in raws])
         out = []
-        for i, raw in self._raw:
+        for n, (i, raw) in enumerate(raws):
             cls, _column, clear, read = cols[i]
-            out.append((cls, key(raw, read), clear))
+            k = fast[n] if fast is not None else None
+            out.append((cls, key(raw, read) if k is None else k, clear))
         return tuple(out)
 
 
@@ -256,6 +275,10 @@ class Disclosures:
                 k = cache[value] = hmac_of(value)
             return k
 
+        native = load("proxy.services._bloom")
+        masking_key = self.masking_key
+        bulk = None if native is None else lambda values: native.keys(masking_key, values)  # type: ignore[no-any-return]
+
         # Values as they came off the wire, keyed by their bytes and reader: a hit skips decoding.
         raw_cache: dict[tuple[bytes, Reader], bytes] = {}
 
@@ -275,7 +298,7 @@ class Disclosures:
             user, role, sid, ts, values = item
             try:
                 if isinstance(values, Noted):
-                    batch = Batch(user, role, sid, ts, values.keyed(raw_key))
+                    batch = Batch(user, role, sid, ts, values.keyed(raw_key, bulk))
                 else:
                     batch = Batch(user, role, sid, ts, tuple((d.cls, key(d.value), d.clear) for d in values))
                 for keeper in self.keepers:

@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
+from masking.native import load
 from policies.decision import ColumnMask
-from proxy.services.disclosure import Batch, Disclosures, fold, observed, value_key
+from proxy.services.disclosure import (
+    Batch,
+    Disclosures,
+    Noted,
+    fold,
+    int_reader,
+    observed,
+    text_reader,
+    value_key,
+)
 from proxy.services.gate import Disclosed, Principal
 
 
@@ -60,3 +73,37 @@ def test_a_full_queue_drops_and_counts() -> None:
     d.drain()
     d.close()
     assert d.dropped >= 3 and dropped
+
+
+@given(
+    st.binary(max_size=70),
+    st.lists(st.one_of(st.from_regex(r"\A[0-9]{1,45}\Z"), st.text(max_size=15)), max_size=20),
+)
+def test_native_keys_are_value_keys(masking_key: bytes, values: list[str]) -> None:
+    native = load("proxy.services._bloom")
+    if native is None:
+        return  # MASKGATE_PURE=1
+    raw = [v.encode("utf-8", "surrogatepass") for v in values]
+    for v, k in zip(values, native.keys(masking_key, raw), strict=True):
+        assert k is None or k == value_key(masking_key, "", v)
+        if v.isascii() and v.isdigit() and len(v) <= 40:
+            assert k is not None
+
+
+def test_batches_of_noted_rows_are_keyed_natively_and_in_python_alike() -> None:
+    read = text_reader("utf-8")
+    cols = {
+        0: ("mobile", "c", True, read),
+        1: ("id_card", "d", False, read),
+        2: ("mobile", "e", True, int_reader("big")),
+    }
+    noted = Noted(
+        cols, [(0, b"13812345678"), (1, b"11010519491231002x"), (2, (13812345678).to_bytes(8, "big"))]
+    )
+    got: list[Batch] = []
+    d = Disclosures(b"k", [got.append])
+    d(Principal("li", "dba"), "t-1", noted)
+    d.drain()
+    d.close()
+    assert got[0].keys == tuple((x.cls, value_key(b"k", x.cls, x.value), x.clear) for x in noted)
+    assert [x.value for x in noted] == ["13812345678", "11010519491231002x", "13812345678"]
