@@ -8,6 +8,7 @@ sockets or policy: it is told which action applies to which output position.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -246,6 +247,12 @@ class RowPlan:
         seen = self.seen
         if seen is None:
             return
+        # Rows that do not frame are the masking path's to refuse (it has parsed them already);
+        # observation itself never fails a result.
+        with contextlib.suppress(ValueError, IndexError, struct.error):
+            self._note(seen, buf, start, end)
+
+    def _note(self, seen: list[tuple[int, bytes]], buf: bytes, start: int, end: int) -> None:
         if _walker is not None:
             seen += _walker.column_values(buf, start, end, self.observe_mask)
             return
