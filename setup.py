@@ -28,6 +28,8 @@ EXTENSIONS = [
     ),
     # The decision cache's literal-folding shape key (policies/sql/shapes.py is the reference).
     Extension("policies.sql._shapes", ["policies/sql/_shapes.c"], extra_compile_args=_FLAGS, optional=True),
+    # The disclosure ledger's Bloom filter insertion (proxy/services/ledger.py add_keys is the reference).
+    Extension("proxy.services._bloom", ["proxy/services/_bloom.c"], extra_compile_args=_FLAGS, optional=True),
 ]
 
 setup(ext_modules=EXTENSIONS)

@@ -9,6 +9,11 @@ arrive in 64 KiB reads, as from a socket. The maskers are the real Guard's (demo
 decision is canned. Prints the CPU time (time.process_time) per row, which a shared machine
 measures more steadily than throughput; run it once normally and once with MASKGATE_PURE=1 to
 compare the native row walker with the reference.
+
+With `--ledger`, the same rows with the disclosure ledger on (proxy/services/ledger.py, masked
+values recorded too: `ledger_masked: true`, the costlier setting, so that every phone and ID
+number is a ledger value): the CPU per row then includes the disclosure and ledger threads
+(process time counts every thread), and it prints the ledger's bytes per million values.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import cProfile
 import hashlib
 import pstats
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -88,8 +94,18 @@ def upstream_reads(rows: int) -> list[bytes]:
     return [bytes(data[i : i + READ]) for i in range(0, len(data), READ)]
 
 
-def run(rows: int, profile: bool, unrestricted: bool = False) -> None:
+def run(rows: int, profile: bool, unrestricted: bool = False, ledger: bool = False) -> dict[str, float]:
     gate = BenchGate()
+    keep: Any = None
+    if ledger:
+        from proxy.services.disclosure import Disclosures
+        from proxy.services.ledger import Ledger
+
+        tmp = tempfile.TemporaryDirectory(prefix="mg-ledger-bench-")
+        keep = Ledger(Path(tmp.name), masked=True, interval=3600)
+        disclosures = Disclosures(gate.masking_key, [keep.keep])
+        gate.observing = True
+        gate.disclose = disclosures  # type: ignore[method-assign]
     s, _, _ = login(gate, unrestricted=unrestricted)
     s.handle(ClientData(m.Query(SQL).serialize()))
     reads = upstream_reads(rows)
@@ -104,16 +120,30 @@ def run(rows: int, profile: bool, unrestricted: bool = False) -> None:
             if isinstance(cmd, SendClient):
                 out += len(cmd.data)
                 digest.update(cmd.data)
+    if keep is not None:
+        disclosures.drain()
+        keep.flush()
     if prof:
         prof.disable()
     cpu = time.process_time() - t0
     walker = "reference (MASKGATE_PURE=1)" if PURE or rowmask._walker is None else "native walker"
     walker += ", unrestricted" if unrestricted else ", masked"
+    walker += ", ledger on" if ledger else ""
     print(f"rows_bench: {rows} rows, {walker}: {cpu * 1e6 / rows:.2f} µs CPU per row")
+    result = {"us_per_row": cpu * 1e6 / rows}
+    if keep is not None:
+        per_million = keep.bytes_written / max(1, keep.values) * 1e6
+        size = f"{keep.values} values, {keep.bytes_written} bytes"
+        print(f"rows_bench: ledger: {size}: {per_million:,.0f} bytes per million values")
+        result["bytes_per_million_values"] = per_million
+        keep.close()
+        disclosures.close()
+        tmp.cleanup()
     print(f"rows_bench: {out} bytes to the client, sha256 {digest.hexdigest()[:16]}")
     print(f"rows_bench: masked values counted: {gate.guard._masked_counts}")
     if prof:
         pstats.Stats(prof).sort_stats("tottime").print_stats(12)
+    return result
 
 
 def main() -> None:
@@ -121,8 +151,17 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--unrestricted", action="store_true", help="a role that sees every class clear")
+    ap.add_argument(
+        "--ledger", action="store_true", help="also run with the disclosure ledger on, and compare"
+    )
     args = ap.parse_args()
-    run(args.rows, args.profile, args.unrestricted)
+    off = run(args.rows, args.profile, args.unrestricted)
+    if args.ledger:
+        on = run(args.rows, args.profile, args.unrestricted, ledger=True)
+        print(
+            f"rows_bench: ledger on costs {on['us_per_row'] - off['us_per_row']:.2f} µs CPU per row "
+            f"({off['us_per_row'] / on['us_per_row']:.0%} of the rows/s without it)"
+        )
 
 
 if __name__ == "__main__":

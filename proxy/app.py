@@ -26,8 +26,11 @@ from . import operator
 from .config import Config, Listener
 from .pg import catalog
 from .reload import PolicyReloader
+from .services import canaries
 from .services.audit import AuditLog
+from .services.disclosure import Batch, Disclosures
 from .services.guard import Guard, SchemaLoader
+from .services.ledger import Ledger
 from .services.metrics import Metrics
 
 
@@ -83,6 +86,9 @@ class App:
         self.audit: AuditLog | None = None
         self.guard: Guard | None = None
         self.reloader: PolicyReloader | None = None
+        self.canaries: canaries.Canaries | None = None
+        self.ledger: Ledger | None = None
+        self.disclosures: Disclosures | None = None
         self.servers: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics_server: operator.OperatorServer | None = None
@@ -121,9 +127,10 @@ class App:
             masking_key=cfg.masking_key,
             audit_required=cfg.audit_required,
         )
+        self.arm_disclosures()
         for upstream, database in defaults.items():
             await asyncio.to_thread(self.guard.load_schema, database, upstream)
-        self.reloader = PolicyReloader(self.guard, cfg.policy, self.metrics)
+        self.reloader = PolicyReloader(self.guard, cfg.policy, self.metrics, on_reload=self.arm_disclosures)
         self.metrics.sessions.source = lambda: operator.sessions_by_role(self.servers)
         if self.metrics_socket is not None:
             self._metrics_unix = await asyncio.start_unix_server(self._send_metrics, str(self.metrics_socket))
@@ -134,6 +141,61 @@ class App:
         self._tasks.append(asyncio.create_task(self._watch_policy()))
         if cfg.schema_refresh_s > 0 and loaders:
             self._tasks.append(asyncio.create_task(self._refresh_schemas()))
+
+    def arm_disclosures(self) -> None:
+        """Start watching disclosures when a ledger is configured or canaries are planted (at
+        start, and at a reload that finds canaries): the row paths leave their fast paths only
+        then. Canaries are read again on every reload."""
+        cfg = self.config
+        guard = self.guard
+        assert guard is not None
+        path = canaries.canary_file(cfg.policy)
+        if self.canaries is not None:
+            self.canaries.reload(path)
+            return
+        try:
+            planted = canaries.load(path)
+        except ValueError as exc:
+            print(f"maskgate: canaries not loaded: {exc}", file=sys.stderr)
+            planted = {}
+        if cfg.ledger_dir is None and not planted:
+            return
+        keepers = []
+        self.canaries = canaries.Canaries(planted, self._canary_read)
+        keepers.append(self.canaries.keep)
+        if cfg.ledger_dir is not None:
+            self.ledger = Ledger(
+                cfg.ledger_dir,
+                expected=cfg.ledger_expected_values,
+                fp_rate=cfg.ledger_fp_rate,
+                masked=cfg.ledger_masked,
+                retention_days=cfg.ledger_retention_days,
+                on_values=self.metrics.ledger_values.inc,
+            )
+            keepers.append(self.ledger.keep)
+        self.disclosures = Disclosures(
+            guard.masking_key, keepers, on_drop=self.metrics.disclosures_dropped.inc
+        )
+        guard.add_observer(self.disclosures)
+
+    def _canary_read(self, batch: Batch, hits: list[canaries.Canary]) -> None:
+        """A statement gave someone a canary: flag it in the audit log (no value) and count it."""
+        self.metrics.canary_reads.labels(role=batch.role).inc()
+        if self.audit is not None:
+            self.audit.submit_event(
+                "canary",
+                batch.statement_id,
+                batch.user,
+                batch.role,
+                classes=sorted({c.cls for c in hits}),
+                tables=sorted({c.table for c in hits if c.table}),
+                values=len(hits),
+            )
+        print(
+            f"maskgate: CANARY read by {batch.user} (role {batch.role}), statement {batch.statement_id}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     async def start_listeners(self) -> None:
         cfg = self.config
@@ -266,6 +328,10 @@ class App:
             self._metrics_unix.close()
         if self._metrics_server is not None:
             self._metrics_server.close()
+        if self.disclosures is not None:
+            await asyncio.to_thread(self.disclosures.drain)
+        if self.ledger is not None:
+            await asyncio.to_thread(self.ledger.close)  # its last flush
         if self.audit is not None:
             await asyncio.to_thread(self.audit.close)
 

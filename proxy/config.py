@@ -118,6 +118,13 @@ class Config:
     discover: bool = True
     # Processes serving the listeners (SO_REUSEPORT when more than one): proxy/workers.py.
     workers: int = 1
+    # The disclosure ledger (proxy/services/ledger.py; None: off): who received which value in
+    # clear (masked ones too with ledger_masked), per person and day, kept ledger_retention_days.
+    ledger_dir: Path | None = None
+    ledger_masked: bool = False
+    ledger_retention_days: int = 180
+    ledger_expected_values: int = 20000  # distinct values per person-day a day filter is sized for
+    ledger_fp_rate: float = 1e-4  # its false-positive rate at that many values
 
 
 # More processes than this is a typo, not a host: each holds the policy, its caches and an
@@ -140,6 +147,11 @@ _TOP_KEYS = {
     "max_message_bytes",
     "discover",
     "workers",
+    "ledger_dir",
+    "ledger_masked",
+    "ledger_retention_days",
+    "ledger_expected_values",
+    "ledger_fp_rate",
 }
 _LISTENER_KEYS = {"listen", "upstream", "tls", "database_roles"}
 _HTTP_KEYS = {
@@ -345,6 +357,27 @@ def _database_roles(raw: Any, where: str) -> dict[str, str]:
     return out
 
 
+def _ledger(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The ledger's keys, checked: a ledger sized by a typo would be useless or huge."""
+    out: dict[str, Any] = {}
+    if raw.get("ledger_dir"):
+        out["ledger_dir"] = base / str(raw["ledger_dir"])
+    out["ledger_masked"] = _flag(raw.get("ledger_masked", False), "ledger_masked")
+    days = raw.get("ledger_retention_days", 180)
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise ConfigError(f"ledger_retention_days: expected a whole number of days >= 1, got {days!r}")
+    out["ledger_retention_days"] = days
+    n = raw.get("ledger_expected_values", 20000)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 100_000_000:
+        raise ConfigError(f"ledger_expected_values: expected a whole number from 1 to 100000000, got {n!r}")
+    out["ledger_expected_values"] = n
+    p = raw.get("ledger_fp_rate", 1e-4)
+    if isinstance(p, bool) or not isinstance(p, int | float) or not 0 < p < 0.5:
+        raise ConfigError(f"ledger_fp_rate: expected a rate between 0 and 0.5, got {p!r}")
+    out["ledger_fp_rate"] = float(p)
+    return out
+
+
 def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
     path = Path(path)
     try:
@@ -384,6 +417,7 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
             max_message_bytes=int(raw.get("max_message_bytes", 64 * 1024 * 1024)),
             discover=_flag(raw.get("discover", True), "discover"),
             workers=_workers(raw.get("workers", 1)),
+            **_ledger(raw, base),
         )
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc

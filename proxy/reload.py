@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,18 @@ def _empties(old: Any, new: Any) -> str | None:
 
 
 class PolicyReloader:
-    def __init__(self, guard: Guard, path: Path, metrics: Metrics, *, settle: float = 0.5) -> None:
+    def __init__(
+        self,
+        guard: Guard,
+        path: Path,
+        metrics: Metrics,
+        *,
+        settle: float = 0.5,
+        on_reload: Callable[[], None] | None = None,
+    ) -> None:
+        # Called on every reload attempt, before the policy is read: files kept beside the
+        # policy (canaries.json) are read again even when the policy itself did not change.
+        self.on_reload = on_reload
         self.guard = guard
         self.path = path
         self.metrics = metrics
@@ -60,6 +72,11 @@ class PolicyReloader:
     def reload_now(self, *, force: bool = False) -> bool:
         """Load, validate and swap. Returns whether a new policy is in force. Without `force`
         (file-watch reloads), a policy that removes every user or every role is refused."""
+        if self.on_reload is not None:
+            try:
+                self.on_reload()
+            except Exception as exc:  # what lives beside the policy must not stop its reload
+                print(f"maskgate: reload of policy companions failed: {exc}", file=sys.stderr, flush=True)
         try:
             policy = load_policy(self.path)
         except PolicyError as exc:

@@ -26,7 +26,12 @@ def extension_names() -> list[str]:
 
 
 def test_setup_declares_the_extensions() -> None:
-    assert set(extension_names()) == {"masking._native", "proxy.pg._rowwalk", "policies.sql._shapes"}
+    assert set(extension_names()) == {
+        "masking._native",
+        "proxy.pg._rowwalk",
+        "policies.sql._shapes",
+        "proxy.services._bloom",
+    }
 
 
 @pytest.mark.skipif(native.PURE, reason="MASKGATE_PURE=1 runs the reference on purpose")

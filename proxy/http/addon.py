@@ -415,7 +415,14 @@ class MaskGate:
         gate, resp, principal = self.gate, flow.response, ex.principal
         assert gate is not None and resp is not None and principal is not None and self.settings is not None
         resp.trailers = None
-        if not d.detect and d.row_limit is None and not d.classes and principal.unrestricted:
+        observing = getattr(gate, "observing", False)
+        if (
+            not d.detect
+            and d.row_limit is None
+            and not d.classes
+            and principal.unrestricted
+            and not observing
+        ):
             return 0, 0, False
         rules = gate.http_rules(principal, self.settings.api)
         if rules is None:
@@ -460,6 +467,7 @@ class MaskGate:
             action_for=rules.action_for,
             detect=d.detect,
             max_rows=d.row_limit,
+            seen=[] if observing else None,
         )
         try:
             if len(raw) > THREAD_BYTES:
@@ -475,6 +483,9 @@ class MaskGate:
             raise RequestRefused(
                 502, _refusal("bad_upstream", f"the API's {kind} response could not be read")
             ) from None
+        if plan.seen:
+            # One batch per response, with the id its audit records carry.
+            gate.disclose(principal, flow.id[:16], plan.seen)
         charset = getattr(out, "content_type_charset", None)
         if charset and ctype and (_charset(ctype) or "").lower() != charset.lower():
             base = ctype.split(";", 1)[0].strip()

@@ -47,7 +47,7 @@ from decimal import Decimal
 from typing import Any
 
 import masking
-from proxy.services.gate import MaskerSource
+from proxy.services.gate import Disclosed, MaskerSource
 from proxy.services.rows import mask_decimal_text
 
 from .encoded import MAX_TAG, maybe_encoded, unhide, unhide_blobs, unhide_joined
@@ -62,6 +62,9 @@ class BodyPlan:
     action_for: Callable[[str], str]  # Role.action_for
     detect: frozenset[str]  # classes detectors scan for
     max_rows: int | None
+    # Where the values of classified fields and columns the person receives are noted for the
+    # Gate's observers (ledger, canaries); None: nothing is noted.
+    seen: list[Disclosed] | None = None
 
 
 @dataclass(frozen=True)
@@ -355,6 +358,9 @@ class _Walker:
             return self.arr(v, path, cls)
         if cls is not None:
             action, vm = self._act(cls)
+            seen = self.plan.seen
+            if seen is not None and (t is str or t is int) and action not in ("deny", "null"):
+                seen.append(Disclosed(cls, "", str(v), action == "clear"))
             if action != "clear":
                 return self.classified(v, cls, action, vm)
         if t is str:
@@ -511,16 +517,27 @@ class _Walker:
         writer = csv.writer(buf, dialect, lineterminator=term)
         limit = self.plan.max_rows
         cols: list[tuple[str, str, Callable[[Any], Any] | None] | None] | None = None
+        seen = self.plan.seen
+        noted: list[tuple[int, str, bool]] = []  # observed columns: (index, class, sent clear)
         rows = 0
         for row in reader:
             if cols is None:
                 cols = [self._column(h) for h in row]
+                if seen is not None:
+                    for i, h in enumerate(row):
+                        cls = self.plan.name_class(h.strip())
+                        action = self._act(cls)[0] if cls is not None else "clear"
+                        if cls is not None and action not in ("deny", "null"):
+                            noted.append((i, cls, cols[i] is None))
                 writer.writerow([self.scan(h) for h in row])
                 continue
             if limit is not None and rows >= limit:
                 self.truncated += 1
                 continue
             rows += 1
+            for i, cls, clear in noted:
+                if i < len(row) and row[i]:
+                    seen.append(Disclosed(cls, "", row[i], clear))  # type: ignore[union-attr]
             out = []
             for i, cell in enumerate(row):
                 col = cols[i] if i < len(cols) else None

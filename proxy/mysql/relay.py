@@ -27,6 +27,7 @@ from proxy.mysql.context import Context
 from proxy.mysql.login import quote_name
 from proxy.mysql.rowmask import PlanCache, RowPlan, parse_columns
 from proxy.mysql.types import charset_name_encoding
+from proxy.services.disclosure import observed
 from proxy.services.rows import Unmaskable
 from proxy.services.statement import AUDIT_FAILED, STALE, RowCount, part, withheld_message
 
@@ -805,9 +806,21 @@ class Relay:
                 if _is_diagnostics(allow, len(heads)):
                     f.plan = withheld_messages(parse_columns(heads), f.binary)
                 else:
-                    f.plan = self.plans.plan(heads, allow, f.binary, self.gate.generation)
+                    observe = self._observed(allow) if self.gate.observing else None
+                    f.plan = self.plans.plan(heads, allow, f.binary, self.gate.generation, observe)
             except Unmaskable as e:
                 f.refused = Block("unmaskable", f"the result was refused: {e}")
+        elif f.refused is None and self.gate.observing and f.allow is not None:
+            # Unrestricted: nothing is masked, its classified columns are only noted. Columns
+            # that do not match the decision are passed unobserved (never refused for it).
+            allow = self._part(f)
+            if len(allow.columns) == len(heads):
+                f.plan = self.plans.plan(
+                    heads, allow, f.binary, self.gate.generation, self._observed(allow), mask=False
+                )
+            else:
+                self.plans.plan(heads, None, f.binary, self.gate.generation)
+                f.plan = None
         else:
             self.plans.plan(heads, None, f.binary, self.gate.generation)  # checked all the same
             f.plan = None
@@ -859,7 +872,24 @@ class Relay:
                     payloads[j] = new
                     masked += changed
             f.masked += masked
+            if plan.seen:
+                self._disclose(plan, f.sid)
         self.ctx.send_all(payloads)
+
+    def _observed(self, allow: Allow) -> tuple[tuple[str, str] | None, ...]:
+        key = self.gate.customer_key()
+        database = self.tracker.database
+        # On MySQL a database is a schema: sources are database.table.column.
+        return tuple(observed(cm, key, database, database) for cm in allow.columns)
+
+    def _disclose(self, plan: RowPlan, sid: str | None) -> None:
+        """Hand the values `plan`'s observing columns noted to the Gate, in one batch."""
+        seen = plan.seen
+        if seen:
+            principal = self.tracker.principal
+            if principal is not None:
+                self.gate.disclose(principal, sid or "", tuple(seen))
+            seen.clear()
 
     def _row(self, f: InFlight, payload: bytes) -> None:
         count = f.count
@@ -877,6 +907,8 @@ class Relay:
         self.ctx.send(payload)
 
     def _end_result(self, f: InFlight, eof: p.EOF, payload: bytes) -> None:
+        if f.plan is not None and f.plan.seen:
+            self._disclose(f.plan, f.sid)  # rows sent one by one (`_row`): one batch at the end
         if not self._check_status(eof.status):
             return
         more = bool(eof.status & p.SERVER_MORE_RESULTS_EXISTS)

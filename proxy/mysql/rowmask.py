@@ -14,8 +14,12 @@ from collections.abc import Sequence
 from policies.decision import Allow, ColumnMask
 from proxy.mysql import packets as p
 from proxy.mysql import types
-from proxy.services.gate import MaskerSource
-from proxy.services.rows import Op, Unmaskable, ValueFn, check_shape, column_action, null_value
+from proxy.services.disclosure import int_reader, observing_fn, text_reader
+from proxy.services.gate import Disclosed, MaskerSource
+from proxy.services.rows import Op, Unmaskable, ValueFn, ValueKind, check_shape, column_action, null_value
+
+# What a plan observes: per column, (class, source column) or None (services/disclosure.py).
+Observed = tuple[tuple[str, str] | None, ...]
 
 # A session's plan cache holds at most this many result shapes, and none whose column
 # definitions are larger than this: the keys are the definitions' bytes, and a client that makes
@@ -30,7 +34,7 @@ class RowPlan:
     `consts[i]` is the value every row of a concealed column becomes (NULL included); `fns[i]`
     the function over a value's bytes (None: passed untouched)."""
 
-    __slots__ = ("active", "binary", "consts", "fns", "layout", "ncols", "types")
+    __slots__ = ("active", "binary", "consts", "fns", "layout", "ncols", "seen", "types")
 
     def __init__(
         self,
@@ -38,7 +42,10 @@ class RowPlan:
         consts: list[bytes | None],
         binary: bool,
         col_types: Sequence[tuple[int, int]],
+        seen: list[Disclosed] | None = None,
     ) -> None:
+        # Values its observing columns noted since the relay last drained it (None: observes nothing).
+        self.seen = seen
         self.fns = fns
         self.consts = consts
         self.ncols = len(fns)
@@ -82,18 +89,32 @@ class RowPlan:
 
 
 def build_plan(
-    cols: Sequence[p.ColumnDefinition41], allow: Allow, src: MaskerSource, *, binary: bool
+    cols: Sequence[p.ColumnDefinition41],
+    allow: Allow,
+    src: MaskerSource,
+    *,
+    binary: bool,
+    observe: Observed | None = None,
+    mask: bool = True,
 ) -> RowPlan | None:
     """The plan for a result with these columns under `allow`; None when no value can change.
-    Raises Unmaskable when a column cannot be masked (the result is then refused)."""
-    check_shape(allow, len(cols))
+    Raises Unmaskable when a column cannot be masked (the result is then refused). `observe`
+    names the columns whose values are noted for the Gate's observers; `mask` False (an
+    unrestricted session) only observes."""
+    if mask:
+        check_shape(allow, len(cols))
+    seen: list[Disclosed] | None = [] if observe and any(o is not None for o in observe) else None
     fns: list[ValueFn | None] = []
     consts: list[bytes | None] = []
     detect = allow.detect
     for i, c in enumerate(cols):
         cm = allow.columns[i] if i < len(allow.columns) else None
         kind = types.value_kind(c.type, c.charset, c.flags)
-        act = column_action(kind, cm, detect, binary)
+        act = (
+            column_action(kind, cm, detect, binary)
+            if mask
+            else column_action(kind, None, frozenset(), binary)
+        )
         name = c.name.decode("utf-8", "replace")
         fn: ValueFn | None = None
         const: bytes | None = None
@@ -114,11 +135,17 @@ def build_plan(
                 fn = types.binary_value_fn(c.type, c.charset, c.flags, masker, enc)
             else:
                 fn = types.text_value_fn(c.type, c.charset, c.flags, masker, enc)
+        obs = observe[i] if seen is not None and observe is not None and i < len(observe) else None
+        if obs is not None and const is None and fn is not null_value:
+            # Values that reach the client (clear, masked or scanned) are noted.
+            enc = types.charset_encoding(c.charset) or "utf-8"
+            read = int_reader("little") if binary and kind is ValueKind.INT else text_reader(enc)
+            fn = observing_fn(fn, obs[0], obs[1], read, seen)  # type: ignore[arg-type]
         fns.append(fn)
         consts.append(const)
     if all(f is None for f in fns) and all(c is None for c in consts):
         return None
-    return RowPlan(fns, consts, binary, [(c.type, c.flags) for c in cols])
+    return RowPlan(fns, consts, binary, [(c.type, c.flags) for c in cols], seen)
 
 
 def parse_columns(heads: Sequence[bytes]) -> list[p.ColumnDefinition41]:
@@ -152,21 +179,36 @@ class PlanCache:
         return self._signature
 
     def plan(
-        self, heads: Sequence[bytes], allow: Allow | None, binary: bool, generation: int
+        self,
+        heads: Sequence[bytes],
+        allow: Allow | None,
+        binary: bool,
+        generation: int,
+        observe: Observed | None = None,
+        *,
+        mask: bool = True,
     ) -> RowPlan | None:
         """The plan for a result with the column definitions `heads` under `allow` (None: the
-        session masks nothing, the definitions are only checked). Raises Unmaskable, PacketError."""
+        session masks nothing, the definitions are only checked). `observe` and `mask` as for
+        build_plan. Raises Unmaskable, PacketError."""
         heads = tuple(heads)
         if allow is None:
             key: tuple[object, ...] = (binary, generation, None, heads)
-        else:
+        elif observe is None:
             key = (binary, generation, self._masks(allow.columns), allow.detect, bool(allow.classes), heads)
+        else:
+            masks = self._masks(allow.columns) if mask else None
+            key = (binary, generation, masks, allow.detect, bool(allow.classes), heads, observe)
         try:
             return self._plans[key]
         except KeyError:
             pass
         cols = parse_columns(heads)
-        plan = None if allow is None else build_plan(cols, allow, self.src, binary=binary)
+        plan = (
+            None
+            if allow is None
+            else build_plan(cols, allow, self.src, binary=binary, observe=observe, mask=mask)
+        )
         if sum(map(len, heads)) <= PLAN_CACHE_HEAD_BYTES:
             if len(self._plans) >= PLAN_CACHE_ENTRIES:
                 self._plans.clear()

@@ -751,7 +751,56 @@ static PyObject *py_set_name_starts(PyObject *mod, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* column_values(buf, start, end, wanted: bytes) -> list
+ * For the whole, well-formed DataRow messages in buf[start:end] (rows the walker or the reference
+ * already went through), the values of the columns i with wanted[i] != 0, row by row, as
+ * (i, bytes) pairs; NULLs are left out. RowPlan.note's reference loop in proxy/pg/rowmask.py
+ * gives the same list. Raises ValueError on a message that does not frame. */
+static PyObject *py_column_values(PyObject *mod, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t start, end;
+    const unsigned char *wanted;
+    Py_ssize_t nwanted;
+    if (!PyArg_ParseTuple(args, "y*nny#", &view, &start, &end, &wanted, &nwanted)) return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) goto fail;
+    const unsigned char *b = (const unsigned char *)view.buf;
+    if (start < 0 || end > view.len || start > end) goto bad;
+    Py_ssize_t pos = start;
+    while (pos < end) {
+        if (end - pos < 7 || b[pos] != 'D') goto bad;
+        Py_ssize_t mend = pos + 1 + (Py_ssize_t)get_i32(b + pos + 1);
+        if (mend > end || mend < pos + 7) goto bad;
+        int ncols = (b[pos + 5] << 8) | b[pos + 6];
+        Py_ssize_t p = pos + 7;
+        for (int i = 0; i < ncols && i < nwanted; i++) {
+            if (p + 4 > mend) goto bad;
+            int32_t ln = get_i32(b + p);
+            p += 4;
+            if (ln > 0 && p + ln > mend) goto bad;
+            if (wanted[i] && ln >= 0) {
+                PyObject *pair = Py_BuildValue("(iy#)", i, (const char *)(b + p), (Py_ssize_t)ln);
+                if (pair == NULL) goto fail;
+                int rc = PyList_Append(out, pair);
+                Py_DECREF(pair);
+                if (rc < 0) goto fail;
+            }
+            if (ln > 0) p += ln;
+        }
+        pos = mend;
+    }
+    PyBuffer_Release(&view);
+    return out;
+bad:
+    PyErr_SetString(PyExc_ValueError, "not a run of DataRow messages");
+fail:
+    Py_XDECREF(out);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"column_values", py_column_values, METH_VARARGS, "The wanted columns' values of a run of DataRows."},
     {"set_name_starts", py_set_name_starts, METH_O, "The characters a known surname starts with."},
     {"detect_clear", py_detect_clear, METH_VARARGS, "Is this text certainly left unchanged?"},
     {"detect", py_detect, METH_VARARGS, "The text masker's output where sure, else None."},

@@ -30,6 +30,7 @@ from proxy.pg.cursors import Cursors
 from proxy.pg.expect import Answer, Expected, ExpectQueue, Sent
 from proxy.pg.framing import Framer
 from proxy.pg.rowmask import PASS_THROUGH, CopyPlan, RowPlan, plan_rows
+from proxy.services.disclosure import Noted, observed
 from proxy.services.rows import Unmaskable
 from proxy.services.statement import AUDIT_FAILED, STALE, PlanCache, RowCount, part, withheld_message
 
@@ -337,6 +338,11 @@ class Relay:
         # one and build the masking plan for the pair once (both bounded, cleared when full).
         self._rd_cache: dict[bytes, tuple[m.FieldDescription, ...]] = {}
         self._plans: PlanCache[Fields, tuple[int, ...] | None, RowPlan | None] = PlanCache(_CACHE_MAX)
+        # Plans that also note disclosed values, while the Gate has observers (kept apart: the
+        # same description and masks get an observing plan only then).
+        self._observing_plans: PlanCache[Fields, tuple[int, ...] | None, RowPlan | None] = PlanCache(
+            _CACHE_MAX
+        )
         self._client: dict[bytes, Callable[[memoryview, memoryview], None]] = {
             b"Q": self._on_query,
             b"P": self._on_parse,
@@ -921,6 +927,11 @@ class Relay:
         walked = 0  # the native walker consumed the messages before this offset
         max_len = self.ctx.cfg.max_message
         framer = self.upstream_framer
+        # Disclosures: the plan whose observing columns noted values in this burst, and the
+        # statement they belong to; handed to the Gate once per burst (never per value).
+        observing = self.gate.observing
+        noted: RowPlan | None = None
+        noted_id = ""
         while True:
             for mtype, start, end in frames:
                 if start < walked:
@@ -948,6 +959,13 @@ class Relay:
                         plan = None
                         if restricted and res.phase is not ResultPhase.REFUSED:
                             plan = self._plan(required(head, "result"), res)
+                        elif observing and res.phase is not ResultPhase.REFUSED:
+                            plan = self._observing_plan(required(head, "result"), res)
+                        if observing and plan is not None and plan.seen is not None:
+                            if noted is not None:
+                                self._disclose(noted, noted_id)
+                            noted, noted_id = plan, self._statement_id(head)
+                            plan.seen.clear()  # a run a masker stopped part-way is not this statement's
                         count = res.rows
                         limit = count.limit
                         swallow = res.phase is ResultPhase.REFUSED
@@ -978,6 +996,8 @@ class Relay:
                             count.sent += rows
                             count.sent_call += rows
                             count.masked += n
+                            if noted is not None:
+                                noted.note(buf, start, walked)
                             if new is not None:
                                 if run_start >= 0:
                                     emit(mv[run_start:run_end])
@@ -994,6 +1014,8 @@ class Relay:
                     count.sent_call += 1
                     if plan is not None:
                         new, n = plan.apply(buf, start, end)
+                        if noted is not None:
+                            noted.note(buf, start, end)
                         if new is not None:
                             count.masked += n
                             if run_start >= 0:
@@ -1004,6 +1026,9 @@ class Relay:
                     passthrough = True
                 else:
                     res = None
+                    if noted is not None:
+                        self._disclose(noted, noted_id)
+                        noted = None
                     mark = len(to_client)
                     # `_on_message`, inlined: once per message of every answer.
                     handler = unqueued.get(mtype)
@@ -1032,8 +1057,29 @@ class Relay:
             if out.closed or framer is None or framer.paused_at < 0:
                 break
             frames = framer.resume(max(framer.paused_at, walked))
+        if noted is not None:
+            self._disclose(noted, noted_id)
         if run_start >= 0 and not out.closed:
             emit(mv[run_start:run_end])
+
+    def _disclose(self, plan: RowPlan, statement_id: str) -> None:
+        """Hand the values `plan`'s observing columns noted to the Gate, in one batch."""
+        seen = plan.seen
+        if seen and plan.observe is not None:
+            plan.seen = []  # the batch is handed over whole
+            principal = self.tracker.principal
+            if principal is not None:
+                self.gate.disclose(principal, statement_id, Noted(plan.observe, seen))
+
+    @staticmethod
+    def _statement_id(head: Expected[Item] | None) -> str:
+        """The audit statement id of the result at the head of the queue."""
+        p = head.payload if head is not None else None
+        if isinstance(p, QueryRun):
+            return p.id
+        if isinstance(p, Portal) and p.calls:
+            return p.calls[0][0]
+        return ""
 
     def _on_message(self, mtype: bytes, body: memoryview) -> bool:
         """Handle one non-DataRow message; True to pass its raw bytes on to the client."""
@@ -1377,6 +1423,8 @@ class Relay:
             res = run.result = self._part_result(run)
             res.planned = True
             if not self.restricted:
+                if self.gate.observing:
+                    res.plan = self._observe_only(self._fields(body), None, res.allow)
                 return True
             fields = self._fields(body)
             res.ncols = len(fields)
@@ -1510,6 +1558,38 @@ class Relay:
             self._refuse_result(res, why)
         return res.plan
 
+    def _observing_plan(self, head: Expected[Item], res: Result) -> RowPlan | None:
+        """An unrestricted session's plan while the Gate observes: nothing is masked, only its
+        classified columns are noted. A result whose columns are unknown is passed unobserved:
+        observation never refuses what the role may read."""
+        if res.planned:
+            return res.plan
+        res.planned = True
+        p = head.payload
+        if head.sent is Sent.EXECUTE and isinstance(p, Portal):
+            fields = p.fields if p.fields is not None else self._stmt_fields(p)
+            formats = None if p.fields is not None else p.formats
+            if fields is not None:
+                res.plan = self._observe_only(fields, formats, res.allow)
+        return res.plan
+
+    def _observe_only(
+        self, fields: tuple[m.FieldDescription, ...], formats: tuple[int, ...] | None, allow: Allow
+    ) -> RowPlan | None:
+        if len(allow.columns) != len(fields):
+            return None  # which value is which column is not known: nothing to attribute
+        return self._observing_plans.get(fields, formats, allow, self.ctx.encoding, self._build_observe_only)
+
+    def _build_observe_only(
+        self, fields: tuple[m.FieldDescription, ...], formats: tuple[int, ...] | None, allow: Allow, enc: str
+    ) -> RowPlan | None:
+        return plan_rows(fields, formats, allow, self.gate, enc, self._observed(allow), mask=False)
+
+    def _observed(self, allow: Allow) -> tuple[tuple[str, str] | None, ...]:
+        key = self.gate.customer_key()
+        database = self.tracker.database
+        return tuple(observed(cm, key, database, "public") for cm in allow.columns)
+
     def _plan_portal(self, p: Portal) -> str | None:
         """Build the masking plan of `p`'s result; the reason it cannot be masked, or None."""
         res = p.result
@@ -1578,7 +1658,14 @@ class Relay:
         self, fields: tuple[m.FieldDescription, ...], formats: tuple[int, ...] | None, allow: Allow
     ) -> RowPlan | None:
         """plan_rows, cached per (fields, formats, decision, encoding); raises Unmaskable."""
+        if self.gate.observing:
+            return self._observing_plans.get(fields, formats, allow, self.ctx.encoding, self._build_observing)
         return self._plans.get(fields, formats, allow, self.ctx.encoding, self._build_plan)
+
+    def _build_observing(
+        self, fields: tuple[m.FieldDescription, ...], formats: tuple[int, ...] | None, allow: Allow, enc: str
+    ) -> RowPlan | None:
+        return plan_rows(fields, formats, allow, self.gate, enc, self._observed(allow))
 
     def _build_plan(
         self, fields: tuple[m.FieldDescription, ...], formats: tuple[int, ...] | None, allow: Allow, enc: str

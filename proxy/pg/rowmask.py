@@ -8,6 +8,7 @@ sockets or policy: it is told which action applies to which output position.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,7 @@ from masking.native import load
 from policies.decision import Allow, ColumnMask, CopyFraming
 from proxy.pg import types
 from proxy.pg.messages import FieldDescription, MessageError
+from proxy.services.disclosure import Reader, int_reader, text_reader
 from proxy.services.gate import MaskerSource
 from proxy.services.rows import (
     ColumnAction,
@@ -180,14 +182,24 @@ class RowPlan:
     built, is the same plan compiled for it (see `walk`).
     """
 
-    __slots__ = ("consts", "fns", "native", "ncols", "tallies")
+    __slots__ = ("consts", "fns", "native", "ncols", "observe", "observe_mask", "seen", "tallies")
 
     def __init__(
         self,
         fns: list[ValueFn | None],
         consts: list[bytes | None] | None = None,
         ops: list[tuple[NativeOp, Tally]] | None = None,
+        observe: dict[int, tuple[str, str, bool, Reader]] | None = None,
     ) -> None:
+        # Observed columns: index -> (class, source column, sent in clear, how to read a value).
+        # Their values are read from the rows as they came (`note`), so masking itself, native
+        # or not, is the same with or without observers.
+        self.observe = observe or None
+        # Per column up to the last observed one: 1 when observed (the walker's `column_values`).
+        self.observe_mask = bytes(int(i in observe) for i in range(max(observe) + 1)) if observe else b""
+        # (column, value as it came) noted since the row path last drained them (None: the plan
+        # observes nothing). Disclosed values are built from them off the event loop (Noted).
+        self.seen: list[tuple[int, bytes]] | None = [] if observe else None
         self.fns = fns
         self.ncols = len(fns)
         self.consts = consts if consts is not None and any(c is not None for c in consts) else None
@@ -228,6 +240,38 @@ class RowPlan:
                     if n and tally is not None:
                         tally(n)
         return r  # type: ignore[no-any-return]
+
+    def note(self, buf: bytes, start: int, end: int) -> None:
+        """Note the observed columns' values of the DataRow messages at buf[start:end] (whole,
+        well-formed messages: rows the walker or `apply` already went through)."""
+        seen = self.seen
+        if seen is None:
+            return
+        # Rows that do not frame are the masking path's to refuse (it has parsed them already);
+        # observation itself never fails a result.
+        with contextlib.suppress(ValueError, IndexError, struct.error):
+            self._note(seen, buf, start, end)
+
+    def _note(self, seen: list[tuple[int, bytes]], buf: bytes, start: int, end: int) -> None:
+        if _walker is not None:
+            seen += _walker.column_values(buf, start, end, self.observe_mask)
+            return
+        append = seen.append
+        i32 = _I32.unpack_from
+        wanted = self.observe_mask
+        upto = len(wanted)
+        pos = start
+        while pos < end:
+            mend = pos + 1 + i32(buf, pos + 1)[0]
+            p = pos + 7
+            for i in range(min(upto, _I16.unpack_from(buf, pos + 5)[0])):
+                ln = i32(buf, p)[0]
+                p += 4
+                if wanted[i] and ln >= 0:
+                    append((i, buf[p : p + ln]))
+                if ln > 0:
+                    p += ln
+            pos = mend
 
     def apply(self, buf: bytes, start: int, end: int) -> tuple[bytes | None, int]:
         """Mask the DataRow message at buf[start:end] (type byte included).
@@ -317,19 +361,37 @@ class RowPlan:
 PASS_THROUGH: RowPlan | None = RowPlan([]) if _walker is not None else None
 
 
+# What a plan observes: per output column, (class, source column) or None (services/disclosure.py
+# `observed`); None for a plan that observes nothing.
+Observed = tuple[tuple[str, str] | None, ...]
+
+
+def _reader(f: FieldDescription, fmt: int, enc: str) -> Reader:
+    if fmt == 1 and types.value_kind(f.type_oid) is ValueKind.INT:
+        return int_reader("big")
+    return text_reader(enc)
+
+
 def plan_rows(
     fields: tuple[FieldDescription, ...],
     formats: tuple[int, ...] | None,
     allow: Allow,
     src: MaskerSource,
     enc: str = "utf-8",
+    observe: Observed | None = None,
+    *,
+    mask: bool = True,
 ) -> RowPlan | None:
     """Build the plan for a result, or None when no column needs work. Raises Unmaskable.
 
     `formats` are the result format codes from Bind (none: all text; one: applies to all;
-    else per column); None means use the RowDescription's own format codes.
+    else per column); None means use the RowDescription's own format codes. `observe` names the
+    columns whose values are noted for the Gate's observers (RowPlan.note); `mask` False (an
+    unrestricted session) only observes.
     """
-    check_shape(allow, len(fields))
+    if mask:
+        check_shape(allow, len(fields))
+    noted: dict[int, tuple[str, str, bool, Reader]] = {}
     fns: list[ValueFn | None] = []
     consts: list[bytes | None] = []
     ops: list[tuple[NativeOp, Tally]] | None = [] if _walker is not None else None
@@ -343,7 +405,13 @@ def plan_rows(
         else:
             fmt = formats[i] if i < len(formats) else 0
         cm = allow.columns[i] if i < len(allow.columns) else None
-        fn = column_fn(f, fmt, cm, allow.detect, src, enc)
+        fn = column_fn(f, fmt, cm, allow.detect, src, enc) if mask else None
+        obs = observe[i] if observe is not None and i < len(observe) else None
+        if obs is not None and not isinstance(fn, bytes) and fn is not null_value:
+            # Values that reach the client (clear, masked or scanned) are noted; a NULLed or
+            # concealed column discloses nothing. In clear: what the decision sends clear.
+            clear = not mask or cm is None or cm.action == "clear"
+            noted[i] = (obs[0], obs[1], clear, _reader(f, fmt, enc))
         if ops is not None:
             ops.append(native_op(f, fmt, cm, allow.detect, src, enc, fn))
         if isinstance(fn, bytes):
@@ -352,9 +420,9 @@ def plan_rows(
         else:
             fns.append(fn)
             consts.append(None)
-    if all(fn is None for fn in fns) and all(c is None for c in consts):
+    if all(fn is None for fn in fns) and all(c is None for c in consts) and not noted:
         return None
-    return RowPlan(fns, consts, ops)
+    return RowPlan(fns, consts, ops, noted)
 
 
 # ------------------------------------------------------------------ COPY TO STDOUT (text, CSV)

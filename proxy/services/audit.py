@@ -441,6 +441,14 @@ class AuditLog:
         if self._thread is not None:
             self._queue.append(self._line(rec, revision, time.time()))
 
+    def submit_event(self, event: str, statement_id: str, user: str, role: str, **extra: Any) -> None:
+        """A record that is not a statement's (e.g. `canary`): who, when, which statement, and
+        `extra` fields the caller vouches hold no values. Safe from any thread."""
+        if self._thread is not None:
+            ts = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+            rec = {"ts": ts, "event": event, "id": statement_id, "user": user, "role": role, **extra}
+            self._queue.append(json.dumps(rec, ensure_ascii=False, default=str))
+
     def write_now(self, rec: StatementRecord, revision: str) -> bool:
         """Write one record now, on the caller's thread, and hand it to the operating system
         before returning (fsync follows within `interval` when `durable`). Records queued before

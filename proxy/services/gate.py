@@ -8,10 +8,10 @@ reports what happened. Must not import a protocol package; `services/guard.py` i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from policies.decision import Decision
 
@@ -74,6 +74,24 @@ class StatementRecord:
     cancelled: bool = False  # maskgate asked the database to cancel it
 
 
+class Disclosed(NamedTuple):
+    """One value a person received, for the observers of disclosures (ledger, canaries, budgets).
+
+    Never logged or stored as it is: observers keep only its keyed hash (services/disclosure.py).
+    A NamedTuple, not a frozen dataclass: one is built per value on the event loop, and a frozen
+    dataclass's __init__ costs some twenty times a tuple's. Fields read the same.
+    """
+
+    cls: str  # its data class; "customer_key" for the policy's customer key column
+    column: str  # "schema.table.column" it came from, "" when found by a detector
+    value: str  # the value as received upstream (before masking), as text
+    clear: bool  # it reached the person in clear
+
+
+# Told of every batch of values a person received: (principal, statement id, values).
+Observer = Callable[["Principal", str, Sequence[Disclosed]], None]
+
+
 class MaskerSource(Protocol):
     """What row masking needs from the Gate: per-column value maskers and text detectors."""
 
@@ -97,6 +115,9 @@ class Gate(MaskerSource, Protocol):
     masking_key: bytes
     # Bumped on every policy reload: decisions carried by prepared statements are made again.
     generation: int
+    # True when someone watches disclosures (ledger, canaries, budgets): row paths then call
+    # `disclose` once per batch of rows. False keeps them on their fast paths, untouched.
+    observing: bool
 
     def lookup(self, user: str) -> Principal | None:
         """The principal for a user name, or None (unknown users get the same error as bad passwords)."""
@@ -116,6 +137,15 @@ class Gate(MaskerSource, Protocol):
     def spend_lookups(self, principal: Principal, n: int) -> bool:
         """Charge `n` lookups of masked values to the person's hourly budget (their role's
         `lookups_per_hour`); False when that would exceed it (the statement is then refused)."""
+        ...
+
+    def customer_key(self) -> str | None:
+        """The policy's `customer_key` ("db.table.column"), whose values are disclosed too."""
+        ...
+
+    def disclose(self, principal: Principal, statement_id: str, values: Sequence[Disclosed]) -> None:
+        """The classified values (and customer keys) one batch of rows of a statement gave a
+        person. Called only when `observing`; must not block (observers queue their work)."""
         ...
 
     def begin(self, rec: StatementRecord) -> bool:

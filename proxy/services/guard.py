@@ -27,7 +27,7 @@ from policies.discovery import pending
 from policies.sql.shapes import fingerprint
 
 from .audit import AuditLog
-from .gate import MYSQL_NATIVE_PASSWORD, SCRAM_SHA_256, Principal, StatementRecord
+from .gate import MYSQL_NATIVE_PASSWORD, SCRAM_SHA_256, Disclosed, Observer, Principal, StatementRecord
 from .metrics import Metrics
 
 _DETECTABLE = frozenset(masking.CLASSES)
@@ -151,6 +151,10 @@ class Guard:
         self._count_lock = threading.Lock()  # not `_lock`: a reload must not wait for a schema load
         self._state = _PolicyState(policy)
         self.generation = 0
+        # Watchers of disclosures (ledger, canaries, budgets). `observing` is what row paths read
+        # to leave their fast paths: True from the first observer on.
+        self._observers: list[Observer] = []
+        self.observing = False
         metrics.set_policy_revision(policy.revision)
 
     # -- policy and schema ---------------------------------------------------------------------
@@ -520,6 +524,24 @@ class Guard:
                 masking.make_text_masker(detectable, "mask", key=self.masking_key), "detected"
             )
         return m
+
+    def add_observer(self, fn: Observer) -> None:
+        """Tell `fn` of every batch of disclosed values from now on. It runs on the event loop:
+        it must only queue work (services/disclosure.py's Disclosures does)."""
+        self._observers.append(fn)
+        self.observing = True
+
+    def customer_key(self) -> str | None:
+        # Budgets' policy key; read loosely until every policy model carries it.
+        key = getattr(self._state.policy, "customer_key", None)
+        return str(key) if key else None
+
+    def disclose(self, principal: Principal, statement_id: str, values: Sequence[Disclosed]) -> None:
+        for fn in self._observers:
+            try:
+                fn(principal, statement_id, values)
+            except Exception as exc:  # an observer's bug must not take the session down
+                print(f"maskgate: disclosure observer failed: {exc!r}", file=sys.stderr)
 
     def begin(self, rec: StatementRecord) -> bool:
         audit = self.audit

@@ -256,6 +256,22 @@ class Metrics:
             ["class"],
             registry=r,
         )
+        # Disclosures (issue 15), counted on the disclosure thread: prometheus counters, which
+        # lock, rather than Tallies, which the event loop owns.
+        self.canary_reads = Counter(
+            "maskgate_canary_reads",
+            "Statements whose rows gave a person a planted canary value (clear or masked)",
+            ["role"],
+            registry=r,
+        )
+        self.ledger_values = Counter(
+            "maskgate_ledger_values", "Values recorded in the disclosure ledger", registry=r
+        )
+        self.disclosures_dropped = Counter(
+            "maskgate_disclosures_dropped",
+            "Disclosed values not recorded because the disclosure queue was full",
+            registry=r,
+        )
         self._revision: str | None = None
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 

@@ -144,3 +144,34 @@ def test_workers_defaults_to_one_and_reads_a_whole_number(tmp_path: Path) -> Non
         (tmp_path / "m.yaml").write_text(f"policy: p.yaml\nworkers: {bad}\n")
         with pytest.raises(ConfigError, match="workers: expected"):
             load_config(tmp_path / "m.yaml", env={})
+
+
+def test_ledger_keys(tmp_path: Path) -> None:
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text("policy: p.yaml\n")
+    c = load_config(cfg)
+    assert (c.ledger_dir, c.ledger_masked, c.ledger_retention_days) == (None, False, 180)
+    assert (c.ledger_expected_values, c.ledger_fp_rate) == (20000, 1e-4)
+    cfg.write_text(
+        "policy: p.yaml\nledger_dir: var/ledger\nledger_masked: true\nledger_retention_days: 30\n"
+        "ledger_expected_values: 5000\nledger_fp_rate: 0.001\n"
+    )
+    c = load_config(cfg)
+    assert c.ledger_dir == tmp_path / "var" / "ledger" and c.ledger_masked
+    assert (c.ledger_retention_days, c.ledger_expected_values, c.ledger_fp_rate) == (30, 5000, 0.001)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "ledger_retention_days: 0",
+        "ledger_expected_values: many",
+        "ledger_fp_rate: 0.9",
+        "ledger_masked: perhaps",
+    ],
+)
+def test_bad_ledger_keys_are_refused(tmp_path: Path, line: str) -> None:
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text(f"policy: p.yaml\n{line}\n")
+    with pytest.raises(ConfigError, match=line.split(":")[0]):
+        load_config(cfg)

@@ -283,3 +283,21 @@ def test_a_failure_inside_maskgate_never_passes_the_flow(
         f = run(addon, flow("/api/x"), json.dumps({"mobile": MOBILE}).encode())
     assert f.response.status_code == 502
     assert MOBILE not in f.response.text
+
+
+def test_observed_responses_are_disclosed_once_with_their_record_id(gate: Recording) -> None:
+    seen: list[tuple[str, str, list[tuple[str, str, bool]]]] = []
+    gate.add_observer(
+        lambda p, sid, values: seen.append((p.user, sid, [(d.cls, d.value, d.clear) for d in values]))
+    )
+    addon = MaskGate(gate, SETTINGS)
+    with taddons.context(addon):
+        f = run(addon, flow("/anything", who="wang"), json.dumps({"mobile": MOBILE}).encode())
+        g = run(addon, flow("/api/x"), json.dumps([{"mobile": MOBILE, "idNo": ID18}]).encode())
+    assert json.loads(f.response.content) == {"mobile": MOBILE}  # unrestricted: unchanged
+    assert MOBILE not in g.response.text
+    assert seen == [
+        ("wang", f.id[:16], [("mobile", MOBILE, True)]),
+        ("zhang", g.id[:16], [("mobile", MOBILE, False), ("id_card", ID18, False)]),
+    ]
+    assert {r.id for r in gate.records} == {f.id[:16], g.id[:16]}

@@ -851,3 +851,23 @@ def test_csv_numbers_never_come_out_whole(rows: list[list[tuple[str, str, str]]]
             if masking.mask_text(n).replace("*", "0") != n:
                 assert not any(n in r for r in runs), (n, out)
     assert res.items == min(3, len(rows))
+
+
+# ------------------------------------------------------------------------------- disclosures
+
+
+def test_classified_fields_and_columns_are_noted_when_observed() -> None:
+    from dataclasses import replace
+
+    from proxy.services.gate import Disclosed
+
+    p = replace(plan(see={"email": "clear", "bank_card": "deny"}), seen=[])
+    doc = {"data": [{"mobile": "13812345678", "public": "a@b.cn", "bankAcct": "6222020200112233445"}]}
+    jrun(doc, p)
+    assert p.seen == [Disclosed("mobile", "", "13812345678", False), Disclosed("email", "", "a@b.cn", True)]
+    p = replace(plan(see={"email": "clear"}), seen=[])
+    run("csv", "mobile,public,note\n13812345678,a@b.cn,x\n", p)
+    assert p.seen == [Disclosed("mobile", "", "13812345678", False), Disclosed("email", "", "a@b.cn", True)]
+    p = plan()
+    jrun(doc, p)
+    assert p.seen is None

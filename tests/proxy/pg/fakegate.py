@@ -13,7 +13,7 @@ from typing import Any
 
 from policies.decision import Allow, Block, Decision
 from proxy.pg.auth import make_verifier
-from proxy.services.gate import SCRAM_SHA_256, Principal, StatementRecord
+from proxy.services.gate import SCRAM_SHA_256, Disclosed, Principal, StatementRecord
 
 MOBILE = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
 ID_CARD = re.compile(r"(?<!\d)\d{17}[\dXx](?!\d)")
@@ -63,6 +63,8 @@ def text_masker(classes: frozenset[str]) -> Callable[[str], str]:
 class FakeGate:
     masking_key = b"k" * 32
     generation = 0
+    observing = False  # True: row paths note disclosures into `disclosed`
+    customer_key_column: str | None = None
 
     def __init__(self, decide: Callable[[Principal, str], Decision] | None = None) -> None:
         self.users: dict[str, Principal] = {}
@@ -117,6 +119,19 @@ class FakeGate:
 
     def spend_lookups(self, principal: Principal, n: int) -> bool:
         return True
+
+    def customer_key(self) -> str | None:
+        return self.customer_key_column
+
+    def disclose(self, principal: Principal, statement_id: str, values: Any) -> None:
+        self.disclosed.append((principal.user, statement_id, tuple(values)))
+
+    @property
+    def disclosed(self) -> list[tuple[str, str, tuple[Disclosed, ...]]]:
+        d = self.__dict__.get("_disclosed")
+        if d is None:
+            d = self.__dict__["_disclosed"] = []
+        return d  # type: ignore[no-any-return]
 
     def begin(self, rec: StatementRecord) -> bool:
         if self.audit_ok:

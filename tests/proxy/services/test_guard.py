@@ -438,3 +438,22 @@ def test_lookups_of_masked_values_are_budgeted_per_person_and_hour(monkeypatch: 
     assert g.spend_lookups(vendor, 10)  # per person
     now[0] += 3601
     assert g.spend_lookups(desk, 300)  # an hour later the window has moved on
+
+
+def test_observers_get_each_batch_and_a_failing_one_harms_no_other() -> None:
+    from proxy.services.gate import Disclosed
+
+    g = Guard(load_policy(DEMO), metrics=Metrics(CollectorRegistry()))
+    assert g.observing is False and g.customer_key() is None
+    got: list[tuple[str, str, int]] = []
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("observer bug")
+
+    g.add_observer(broken)
+    g.add_observer(lambda p, sid, values: got.append((p.user, sid, len(values))))
+    assert g.observing is True
+    principal = g.lookup("dba_wang")
+    assert principal is not None
+    g.disclose(principal, "t-1", [Disclosed("mobile", "public.customers.phone", "13812345678", True)])
+    assert got == [("dba_wang", "t-1", 1)]

@@ -1,0 +1,196 @@
+"""`maskgate canary plant --schema DSN --table crm.customers --count 20`: plant canary customers.
+
+Owns argument parsing and the inserts: rows whose classified columns hold format- and
+checksum-valid numbers from reserved ranges (proxy/services/canaries.py), through the DBA's own
+connection (the DSN), every other NOT NULL column without a default filled by its type. The
+numbers' keys (never the numbers) go to `canaries.json` beside the policy; a running maskgate
+reads them at its next reload. The numbers are printed once, for the operator's records (the
+complaints team matches scam calls against them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import masking
+from policies import PolicyError, load_policy
+from policies.names import ColumnName, TableName
+from proxy.config import ConfigError, load_config
+from proxy.services import canaries
+from proxy.services.disclosure import value_key
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("canary", help="plant canary customers whose reading is flagged")
+    sub = p.add_subparsers(dest="canary_command", metavar="ACTION")
+    plant = sub.add_parser("plant", help="insert canary rows and record their keys beside the policy")
+    plant.add_argument("--schema", required=True, help="PostgreSQL DSN of the DBA's connection")
+    plant.add_argument("--table", required=True, help="table to insert into: db.table or schema.table")
+    plant.add_argument("--count", type=int, default=20)
+    plant.add_argument("--config", help="maskgate config: its masking_key and policy (recommended)")
+    plant.add_argument("--policy-dir", help="where canaries.json goes (default: beside the config's policy)")
+    plant.add_argument("--mobile-prefix", default=canaries.DEFAULT_MOBILE_PREFIX)
+    plant.add_argument(
+        "--id-prefix", default=canaries.DEFAULT_ID_PREFIX, help="region + birth date, 14 digits"
+    )
+    plant.add_argument("--card-bin", default=canaries.DEFAULT_CARD_BIN)
+    plant.set_defaults(func=cmd_plant)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+_COLUMNS = """
+SELECT column_name, data_type, is_nullable = 'NO', column_default IS NOT NULL OR is_identity = 'YES'
+FROM information_schema.columns WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position
+"""
+
+
+def _filler(data_type: str, n: int) -> object | None:
+    """A harmless value for an unclassified NOT NULL column, or None when none is known."""
+    t = data_type.lower()
+    if t in ("text", "character varying", "character", "citext"):
+        return f"canary-{n}"
+    if t in ("integer", "bigint", "smallint", "numeric"):
+        return 900_000 + secrets.randbelow(99_999) if t != "smallint" else 9_000 + secrets.randbelow(999)
+    if t == "boolean":
+        return False
+    if t.startswith("timestamp") or t == "date":
+        return "now"
+    if t == "uuid":
+        import uuid
+
+        return str(uuid.uuid4())
+    if t in ("json", "jsonb"):
+        return "{}"
+    return None
+
+
+def cmd_plant(args: argparse.Namespace) -> int:
+    import psycopg
+    from psycopg import sql
+
+    key = masking.DEFAULT_KEY
+    policy_path: Path | None = None
+    if args.config:
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        key = cfg.masking_key or masking.DEFAULT_KEY
+        policy_path = cfg.policy
+    elif not args.policy_dir:
+        print(
+            "maskgate canary plant: give --config (for its masking key and policy) or --policy-dir",
+            file=sys.stderr,
+        )
+        return 2
+    else:
+        print(
+            "# no --config: keys use the default masking key (match a config without masking_key)",
+            file=sys.stderr,
+        )
+    target = (
+        Path(args.policy_dir) / canaries.FILE_NAME if args.policy_dir else canaries.canary_file(policy_path)
+    )  # type: ignore[arg-type]
+    policy = None
+    if policy_path is not None:
+        try:
+            policy = load_policy(policy_path)
+        except PolicyError as e:
+            for err in e.errors:
+                print(err, file=sys.stderr)
+            return 1
+    if args.count < 1 or args.count > 10000:
+        print("--count: 1 to 10000", file=sys.stderr)
+        return 2
+    gens = {
+        "mobile": lambda: canaries.mobile(args.mobile_prefix),
+        "id_card": lambda: canaries.id_card(args.id_prefix),
+        "bank_card": lambda: canaries.bank_card(args.card_bin),
+    }
+    planted: list[canaries.Canary] = []
+    shown: list[dict[str, str]] = []
+    try:
+        with psycopg.connect(args.schema) as conn:
+            database = conn.info.dbname
+            parts = args.table.split(".")
+            if len(parts) == 1:
+                schema, table = "public", parts[0]
+            elif parts[0] == database:
+                schema, table = "public", parts[-1]
+            else:
+                schema, table = parts[-2], parts[-1]
+            cols = conn.execute(
+                _COLUMNS,
+                (schema, table),
+            ).fetchall()
+            if not cols:
+                print(f"no table {schema}.{table} in {database}", file=sys.stderr)
+                return 1
+            tname = TableName(database, schema, table)
+            for n in range(args.count):
+                names: list[str] = []
+                values: list[object] = []
+                row: dict[str, str] = {}
+                for name, data_type, required, has_default in cols:
+                    cls = policy.classify(ColumnName(tname, name), "public") if policy is not None else None
+                    if cls is None:
+                        cls = {
+                            "phone": "mobile",
+                            "mobile": "mobile",
+                            "id_card": "id_card",
+                            "bank_card": "bank_card",
+                        }.get(name.lower())
+                    value: object | None = None
+                    if cls in gens:
+                        value = gens[cls]()
+                        row[name] = str(value)
+                        planted.append(
+                            canaries.Canary(
+                                cls, value_key(key, cls, str(value)), f"{schema}.{table}", canaries.today()
+                            )
+                        )
+                    elif cls == "person_name":
+                        value = "金丝雀测试"
+                    elif cls == "email":
+                        value = f"canary-{secrets.token_hex(4)}@example.invalid"
+                    elif required and not has_default:
+                        value = _filler(data_type, n)
+                        if value is None:
+                            print(f"cannot fill NOT NULL column {name} ({data_type})", file=sys.stderr)
+                            return 1
+                    if value is not None:
+                        names.append(name)
+                        values.append(value)
+                conn.execute(
+                    sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                        sql.Identifier(schema, table),
+                        sql.SQL(", ").join(map(sql.Identifier, names)),
+                        sql.SQL(", ").join(sql.Placeholder() * len(names)),
+                    ),
+                    values,
+                )
+                shown.append(row)
+            if not planted:
+                print(
+                    f"{schema}.{table} has no mobile, id_card or bank_card column to plant in",
+                    file=sys.stderr,
+                )
+                conn.rollback()
+                return 1
+            canaries.save(target, planted)  # before commit: rows without their keys would go unnoticed
+    except psycopg.Error as e:
+        print(f"cannot plant: {str(e).strip()}", file=sys.stderr)
+        return 1
+    for row in shown:
+        print("  ".join(f"{k}={v}" for k, v in row.items()))
+    print(
+        f"# planted {len(shown)} canary rows in {args.table}; {len(planted)} keys in {target}",
+        file=sys.stderr,
+    )
+    print("# keep this list private: it is the only copy of the numbers", file=sys.stderr)
+    return 0

@@ -1,0 +1,109 @@
+"""value_key, fold, which columns disclose, and the thread that keys batches."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from masking.native import load
+from policies.decision import ColumnMask
+from proxy.services.disclosure import (
+    Batch,
+    Disclosures,
+    Noted,
+    fold,
+    int_reader,
+    observed,
+    text_reader,
+    value_key,
+)
+from proxy.services.gate import Disclosed, Principal
+
+
+def test_one_number_written_many_ways_is_one_key() -> None:
+    k = b"k" * 32
+    same = {
+        value_key(k, "mobile", v)
+        for v in (
+            "13812345678",
+            "138-1234-5678",
+            "138 1234 5678",
+            "１３８１２３４５６７８",
+            "+86 138 1234 5678",
+        )
+    }
+    assert len(same) == 1
+    assert fold("11010519491231002x") == "11010519491231002X"
+    assert value_key(k, "mobile", "13812345678") != value_key(b"other", "mobile", "13812345678")
+
+
+def test_observed_columns() -> None:
+    phone = ColumnMask(0, "phone", "mobile", "mask", sources=("public.customers.phone",))
+    ident = ColumnMask(1, "id", None, "clear", sources=("public.customers.id",))
+    derived = ColumnMask(2, "l", "mobile", "redact", sources=("public.customers.phone",), derived=True)
+    assert observed(phone, None, "crm", "public") == ("mobile", "public.customers.phone")
+    assert observed(ident, "crm.customers.id", "crm", "public") == ("customer_key", "public.customers.id")
+    assert observed(ident, "public.customers.id", "crm", "public") == ("customer_key", "public.customers.id")
+    assert observed(ident, "crm.accounts.id", "crm", "public") is None
+    assert observed(ident, None, "crm", "public") is None
+    assert observed(derived, None, "crm", "public") is None
+
+
+def test_batches_are_keyed_off_the_calling_thread_and_reach_every_keeper() -> None:
+    got: list[Batch] = []
+    d = Disclosures(b"k" * 32, [got.append], clock=lambda: 5.0)
+    d(Principal("li", "dba"), "t-1", [Disclosed("mobile", "c", "13812345678", True)])
+    d.drain()
+    d.close()
+    (b,) = got
+    assert (b.user, b.role, b.statement_id, b.ts) == ("li", "dba", "t-1", 5.0)
+    assert b.keys == (("mobile", value_key(b"k" * 32, "mobile", "13812345678"), True),)
+
+
+def test_a_full_queue_drops_and_counts() -> None:
+    import threading
+
+    gate = threading.Event()
+    dropped: list[int] = []
+    d = Disclosures(b"k", [lambda b: gate.wait(5)], max_batches=1, on_drop=dropped.append)
+    p = Principal("li", "dba")
+    for _ in range(5):
+        d(p, "s", [Disclosed("mobile", "", "1", True)])
+    gate.set()
+    d.drain()
+    d.close()
+    assert d.dropped >= 3 and dropped
+
+
+@given(
+    st.binary(max_size=70),
+    st.lists(st.one_of(st.from_regex(r"\A[0-9]{1,45}\Z"), st.text(max_size=15)), max_size=20),
+)
+def test_native_keys_are_value_keys(masking_key: bytes, values: list[str]) -> None:
+    native = load("proxy.services._bloom")
+    if native is None:
+        return  # MASKGATE_PURE=1
+    raw = [v.encode("utf-8", "surrogatepass") for v in values]
+    for v, k in zip(values, native.keys(masking_key, raw), strict=True):
+        assert k is None or k == value_key(masking_key, "", v)
+        if v.isascii() and v.isdigit() and len(v) <= 40:
+            assert k is not None
+
+
+def test_batches_of_noted_rows_are_keyed_natively_and_in_python_alike() -> None:
+    read = text_reader("utf-8")
+    cols = {
+        0: ("mobile", "c", True, read),
+        1: ("id_card", "d", False, read),
+        2: ("mobile", "e", True, int_reader("big")),
+    }
+    noted = Noted(
+        cols, [(0, b"13812345678"), (1, b"11010519491231002x"), (2, (13812345678).to_bytes(8, "big"))]
+    )
+    got: list[Batch] = []
+    d = Disclosures(b"k", [got.append])
+    d(Principal("li", "dba"), "t-1", noted)
+    d.drain()
+    d.close()
+    assert got[0].keys == tuple((x.cls, value_key(b"k", x.cls, x.value), x.clear) for x in noted)
+    assert [x.value for x in noted] == ["13812345678", "11010519491231002x", "13812345678"]
