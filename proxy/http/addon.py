@@ -296,11 +296,14 @@ class MaskGate:
         t0 = time.perf_counter()
         try:
             req = flow.request
+            limit = self.settings.max_body_bytes if self.settings else 0
             try:
-                raw = (req.get_content(strict=True) or b"") if req.raw_content else b""
-            except ValueError:
+                raw = reqbody.decode(req.raw_content or b"", req.headers.get("content-encoding"), limit)
+            except reqbody.BodyRefused as exc:
+                raise RequestRefused(400, _refusal("bad_request", str(exc))) from None
+            except reqbody.BodyTooLarge:
                 raise RequestRefused(
-                    400, _refusal("bad_request", "the request body's content encoding is invalid")
+                    413, _refusal("bad_request", "the request body is larger than maskgate accepts")
                 ) from None
             ctype = req.headers.get("content-type")
             if len(raw) > THREAD_BODY_BYTES:
