@@ -246,14 +246,15 @@ def decide_request(
             # A reload that dropped the API the config names: refuse rather than mask nothing.
             return block("route_denied", f"api `{api}` is not in the policy")
 
-    scan = Scanner(fields, role)
+    written = frozenset(rule.cls for rule in policy.columns) | (fields.classes if fields else frozenset())
+    scan = Scanner(fields, role, written)
     try:
         scan.path(normal)
         scan.pairs("query parameter", query, m)
         if isinstance(body, FormBody):
             scan.pairs("form field", body.pairs, m)
         elif isinstance(body, TextBody):
-            scan.text(body.text)
+            scan.text(body.text, body.readable)
         elif body is not None:
             if method_override(body, m):
                 raise MethodOverride("a body field asks for another method")

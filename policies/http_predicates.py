@@ -74,9 +74,12 @@ class FormBody:
 
 @dataclass(frozen=True, slots=True)
 class TextBody:
-    """Any other request body (multipart, XML, plain text), decoded: scanned as one text."""
+    """Any other request body (multipart, XML, plain text), decoded: scanned as one text.
+    `readable` is False for bytes that are not UTF-8 and hold NULs (UTF-16 text, binary data),
+    whose numbers a text scan cannot see: refused for roles whose predicates matter."""
 
     text: str
+    readable: bool = True
 
 
 class JsonObject(dict):  # type: ignore[type-arg]
@@ -237,18 +240,25 @@ class _Fields:
 
 class Scanner:
     """Scans one request's parts for predicates of `role` on the classes of `api` (None: no field
-    classification, numbers are still detected)."""
+    classification, numbers are still detected). Numbers are looked for in the classes the
+    policy writes (`written`: its columns' and fields' classes) and the role's `detect`, those
+    the role does not see clear."""
 
-    def __init__(self, api: Api | None, role: Role) -> None:
+    def __init__(self, api: Api | None, role: Role, written: frozenset[str] = frozenset()) -> None:
         self.api = api
         self.role = role
         self.found = Findings()
-        self.detect = frozenset(c for c in _VALUE_CLASSES if role.action_for(c) != "clear")
+        wanted = (written | role.detect) & _VALUE_CLASSES
+        self.detect = frozenset(c for c in wanted if role.action_for(c) != "clear")
         self.fields = _Fields(api) if api is not None else None
         self._names: dict[str, set[str]] = {}
         self._keys: dict[str, tuple[set[str], dict[str, int], bool]] = {}
 
     # ---------------------------------------------------------------- pieces
+
+    def _anything_masked(self) -> bool:
+        classes = set(self.api.classes) if self.api is not None else set()
+        return bool(self.detect) or any(self.role.action_for(c) != "clear" for c in classes)
 
     def _masked(self, classes: Iterable[str]) -> set[str]:
         return {c for c in classes if self.role.action_for(c) != "clear"}
@@ -346,8 +356,10 @@ class Scanner:
         classes = named | self.word_classes(value)
         self._add(what, classes, self.numbers(value), items(value), sorting)
 
-    def text(self, text: str) -> None:
+    def text(self, text: str, readable: bool = True) -> None:
         """A body read as one text (multipart, XML, plain text): its words and numbers."""
+        if not readable and self.role.masked_predicates != "allow" and self._anything_masked():
+            raise Unreadable("the request body is neither JSON, a form nor text maskgate can read")
         self._add("the request body", self.word_classes(text), self.numbers(text), items(text), False)
 
     def json(

@@ -329,7 +329,7 @@ class MaskGate:
         body = None
         if raw:
             try:
-                body = reqbody.read(raw, ctype, restricted=not principal.unrestricted)
+                body = reqbody.read(raw, ctype)
             except reqbody.BodyRefused as exc:
                 raise RequestRefused(400, _refusal("bad_request", str(exc))) from None
         d = gate.decide_request(

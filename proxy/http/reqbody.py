@@ -85,10 +85,11 @@ def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
-def read(raw: bytes, content_type: str | None, *, restricted: bool) -> RequestBody | None:
+def read(raw: bytes, content_type: str | None) -> RequestBody | None:
     """`raw` (never empty) read for the decision. A body that is neither JSON, a form nor UTF-8
-    text is read as latin-1 text; for a `restricted` role (one whose predicates matter) a body
-    with NUL bytes is refused instead: UTF-16 text or binary data hides numbers from a text scan."""
+    text is read as latin-1 text, marked unreadable when it holds NUL bytes (UTF-16 text or
+    binary data hide numbers from a text scan): the decision refuses it for roles whose
+    predicates matter."""
     base = (content_type or "").split(";", 1)[0].strip().lower()
     if base == FORM:
         try:
@@ -106,9 +107,7 @@ def read(raw: bytes, content_type: str | None, *, restricted: bool) -> RequestBo
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        if restricted and b"\x00" in raw:
-            raise BodyRefused("the request body is neither JSON, a form nor text maskgate can read") from None
-        text = raw.decode("latin-1")
+        return RequestBody(TextBody(raw.decode("latin-1"), readable=b"\x00" not in raw))
     return RequestBody(TextBody(text))
 
 

@@ -613,3 +613,12 @@ def test_property_a_classified_word_anywhere_in_a_value_is_a_predicate(ws: list[
     d = decide(VENDOR, "GET", "/api/clients?" + "q=" + quote(value))
     named = any(w.lower() in ("mobile", "phone", "name") for w in ws)
     assert (isinstance(d, Block) and d.reason == "masked_predicate") is named, (value, d)
+
+
+def test_unreadable_text_bodies_are_refused_where_predicates_matter() -> None:
+    body = TextBody("\x00\xff", readable=False)
+    d = decide(VENDOR, "GET", "/api/clients", body)
+    assert isinstance(d, Block) and d.reason == "bad_request"
+    assert isinstance(decide(DBA, "POST", "/api/clients", body), Allow)
+    role = Role("r", masked_predicates="allow", routes=(route("* /**"),))
+    assert isinstance(decide(role, "POST", "/x", body), Allow)
