@@ -1,9 +1,9 @@
 """HTTP decisions: which requests a role may send to an API, with the path read as the upstream reads it.
 
 Owns: normalising a request path the way a typical upstream server (aiohttp, Starlette, nginx)
-reads it, matching it against the role's routes, classifying query parameters and request bodies
-as predicates, and the Allow/Block of one request. Pure: no sockets, no mitmproxy, no policy
-files, no body masking (proxy/http/bodies.py masks responses).
+reads it, matching it against the role's routes, and the Allow/Block of one request (the
+predicates in its parameters and body come from policies/http_predicates.py). Pure: no
+sockets, no mitmproxy, no policy files, no body masking (proxy/http/bodies.py masks responses).
 
 Paths. Every function here takes the request's path as sent on the wire (percent-encoded,
 without the query), or `forward_path`'s output, which normalises to the same thing; never a path
@@ -15,13 +15,37 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import parse_qsl, quote
 
 from policies.decide import MAX_LOOKUP_VALUES
 from policies.decision import Allow, Block, Decision
+from policies.http_predicates import (
+    MAX_BODY_DEPTH,
+    FormBody,
+    JsonObject,
+    MethodOverride,
+    Scanner,
+    TextBody,
+    Unreadable,
+    method_override,
+)
 from policies.model import Api, Policy, Role
+
+__all__ = [
+    "MAX_BODY_DEPTH",
+    "FormBody",
+    "JsonObject",
+    "TextBody",
+    "binary_allowed",
+    "decide_request",
+    "detect_classes",
+    "fingerprint",
+    "forward_path",
+    "normalise_path",
+    "split_target",
+]
 
 # Characters a path keeps unescaped when forwarded: RFC 3986 pchar without `%` (a literal `%`
 # goes as %25, so the upstream's one decoding gives back exactly the path routes were matched on).
@@ -32,15 +56,6 @@ _HEX = "0123456789abcdefABCDEF"
 _FORBIDDEN_BYTES = frozenset([0x2F, 0x5C, 0x7F, *range(0x20)])
 _ESCAPE_LEFT = re.compile(r"%[0-9A-Fa-f]{2}")
 _METHOD_RE = re.compile(r"^[A-Za-z]{1,20}$")
-# Query parameters that sort a list by the field their value names (`sort=-mobile`,
-# `orderBy=mobile desc`): ordering by a masked field reveals it bit by bit, like ORDER BY.
-_SORT_PARAM = re.compile(r"^[$_]?(sort|order)(_?by)?$", re.IGNORECASE)
-# Flat names carry structure in several conventions: `filter[mobile]`, `contact.phone`,
-# Django's `contact__phone__startswith`. Any piece naming a class classifies the name.
-_NAME_PIECES = re.compile(r"\[|\]|\.|__")
-# Request bodies nested deeper are refused: no API's filter is, and classifying every key path
-# of a deeper body costs its depth squared.
-MAX_BODY_DEPTH = 64
 
 
 def normalise_path(path: str) -> str | None:
@@ -172,54 +187,6 @@ def binary_allowed(role: Role, method: str, path: str) -> bool:
     return any(route.binary and route.matches(method, normal) for route in role.routes)
 
 
-def _name_classes(api: Api, name: str) -> set[str]:
-    # Escapes left after the one decoding (`%256Dobile` arrives as `%6Dobile`) are decoded
-    # again: an API that decodes twice reads `mobile`.
-    forms = {name}
-    for _ in range(3):
-        again = unquote(name)
-        if again == name:
-            break
-        forms.add(again)
-        name = again
-    pieces = {piece for form in forms for piece in (form, *_NAME_PIECES.split(form))} - {""}
-    return {cls for piece in pieces if (cls := api.name_class(piece)) is not None}
-
-
-def _values_in(value: object) -> int:
-    """How many values one parameter or body value compares with: each item of a comma list."""
-    if isinstance(value, str):
-        return max(1, sum(1 for item in value.split(",") if item.strip()))
-    return 1
-
-
-class _TooDeep(Exception):
-    pass
-
-
-def _leaves(body: object) -> Iterator[tuple[tuple[str | int, ...], object]]:
-    """Every scalar of a parsed JSON body (or form fields) with its key path; iterative, and
-    refusing bodies nested deeper than MAX_BODY_DEPTH (raises _TooDeep)."""
-    stack: list[tuple[tuple[str | int, ...], object]] = [((), body)]
-    while stack:
-        path, value = stack.pop()
-        if len(path) > MAX_BODY_DEPTH and isinstance(value, dict | list | tuple):
-            raise _TooDeep
-        if isinstance(value, dict):
-            stack.extend(((*path, str(k)), v) for k, v in value.items())
-        elif isinstance(value, list | tuple):
-            stack.extend(((*path, i), v) for i, v in enumerate(value))
-        else:
-            yield path, value
-
-
-def _sort_fields(value: str) -> Iterator[str]:
-    for item in re.split(r"[,\s]+", value):
-        name = re.split(r"[:\s]", item.lstrip("+-"), maxsplit=1)[0]
-        if name:
-            yield name
-
-
 def decide_request(
     policy: Policy,
     role: Role,
@@ -233,12 +200,16 @@ def decide_request(
     """The decision for one HTTP request of `role` to the API named `api` (its `fields` in the
     policy classify names; None: nothing is classified).
 
-    In order: `hours` (outside_hours); the route (route_denied); then predicates: every query
-    parameter and every scalar of the request body (parsed JSON or form fields) whose class the
-    role does not see clear. A `deny` class there is class_denied, as in SQL; otherwise the
-    role's `masked_predicates` decides: `deny` refuses (masked_predicate), `equality` allows
-    up to MAX_LOOKUP_VALUES values (a comma list counts each of its items) and refuses sorting by
-    a classified field, `allow` allows."""
+    In order: `hours` (outside_hours); the route (route_denied); a parameter or top-level body
+    field claiming another method (`_method=DELETE`: route_denied); then predicates, found by
+    policies/http_predicates.py in the path, every query parameter, and the body (a parsed JSON
+    document, `FormBody` pairs or a `TextBody`): classified names anywhere in a name or value,
+    and classified values the detectors find. A body nested deeper than MAX_BODY_DEPTH, or a
+    parameter name with an escape left after decoding, is bad_request. A `deny` class in a
+    predicate is class_denied, as in SQL; otherwise the role's `masked_predicates` decides:
+    `deny` refuses (masked_predicate), `equality` allows up to MAX_LOOKUP_VALUES values (each
+    value counts as many as its comma, pipe or space separated items) and refuses sorting or
+    grouping by a classified field, `allow` allows."""
     m = method.upper() if _METHOD_RE.match(method or "") else method
     print_ = fingerprint(method, path)
 
@@ -275,33 +246,24 @@ def decide_request(
             # A reload that dropped the API the config names: refuse rather than mask nothing.
             return block("route_denied", f"api `{api}` is not in the policy")
 
-    hidden: list[tuple[str, str, int]] = []  # (what, class, values) of classified predicates
-    sorted_by: list[tuple[str, str]] = []
-    if fields is not None:
-        for name, value in query:
-            for cls in _name_classes(fields, name):
-                if role.action_for(cls) != "clear":
-                    count = _values_in(value)
-                    hidden.append((f"query parameter `{name}`", cls, count))
-            if _SORT_PARAM.match(name):
-                for field in _sort_fields(value):
-                    for cls in _name_classes(fields, field):
-                        if role.action_for(cls) != "clear":
-                            sorted_by.append((f"query parameter `{name}`", cls))
-        if body is not None:
-            try:
-                leaves = list(_leaves(body))
-            except _TooDeep:
-                return block("unparsable", f"request body nested deeper than {MAX_BODY_DEPTH} levels")
-            for key_path, leaf in leaves:
-                classes = {c for c in [fields.field_class(key_path)] if c is not None}
-                keys = [k for k in key_path if isinstance(k, str)]
-                if keys:
-                    classes |= _name_classes(fields, keys[-1])
-                for cls in classes:
-                    if role.action_for(cls) != "clear":
-                        shown = ".".join(str(k) for k in key_path) or "(body)"
-                        hidden.append((f"body field `{shown}`", cls, _values_in(leaf)))
+    written = frozenset(rule.cls for rule in policy.columns) | (fields.classes if fields else frozenset())
+    scan = Scanner(fields, role, written)
+    try:
+        scan.path(normal)
+        scan.pairs("query parameter", query, m)
+        if isinstance(body, FormBody):
+            scan.pairs("form field", body.pairs, m)
+        elif isinstance(body, TextBody):
+            scan.text(body.text, body.readable)
+        elif body is not None:
+            if method_override(body, m):
+                raise MethodOverride("a body field asks for another method")
+            scan.json(body, "the request body")
+    except Unreadable as exc:
+        return block("bad_request", str(exc))
+    except MethodOverride as exc:
+        return block("route_denied", f"{exc} than {m}; send the request with the method the role may use")
+    hidden, sorted_by = scan.found.hidden, scan.found.sorted_by
     for what, cls, _ in [*hidden, *((w, c, 0) for w, c in sorted_by)]:
         if role.action_for(cls) == "deny":
             return block("class_denied", f"class {cls} ({what}) is denied for this role", [cls])

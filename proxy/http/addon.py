@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -30,8 +31,8 @@ from mitmproxy import ctx, exceptions, http
 from policies.decision import Allow, Block, Decision
 
 from ..services.gate import Principal, StatementRecord
-from . import bodies, heads
-from .auth import Authenticator, AuthSettings, Denied
+from . import bodies, heads, reqbody
+from .auth import Authenticator, AuthSettings, Denied, PasswordCheck
 
 if TYPE_CHECKING:
     from ..config import HttpListener
@@ -44,6 +45,38 @@ DECODABLE = ("gzip", "deflate", "br", "zstd", "identity")
 # Request headers that carry maskgate's credential or steer what part of a body the caller gets:
 # a byte range of a body is masked as a fragment, and a number cut in two no longer looks like one.
 _STRIP_REQUEST = ("authorization", "proxy-authorization", "range", "if-range")
+# Request headers through which a client would steer the API past the route maskgate decided:
+# front-end rewrites (Symfony/IIS/Express read X-Original-URL as the path), method overrides,
+# and claims of where the request came from, which APIs use for links and allow-lists. maskgate
+# is the front end here: the API hears these only from `upstream_headers`.
+_STRIP_ROUTING = frozenset(
+    {
+        "x-original-url",
+        "x-original-uri",
+        "x-rewrite-url",
+        "x-override-url",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-method",
+        "x-http-destinationurl",
+        "x-middleware-subrequest",
+        "forwarded",
+        "x-real-ip",
+        "x-client-ip",
+        "true-client-ip",
+        "x-cluster-client-ip",
+        "x-host",
+        "x-remote-user",
+        "remote-user",
+        "x-authenticated-user",
+        "x-webauth-user",
+    }
+)
+_STRIP_ROUTING_PREFIX = re.compile(r"^x-(forwarded|original|rewrite|override|envoy-original|auth-request)-")
+# Request bodies up to this size are read and decided on the event loop; larger ones in a
+# worker thread, so that one big body does not hold up every other client.
+THREAD_BODY_BYTES = 16 * 1024
 # Response headers that describe the unmasked body (a digest of it, byte ranges of it) or would
 # let it be fetched in pieces; the masked body gets its own length from mitmproxy.
 _STRIP_RESPONSE = ("content-md5", "digest", "repr-digest", "content-digest", "accept-ranges", "content-range")
@@ -51,6 +84,7 @@ _STRIP_RESPONSE = ("content-md5", "digest", "repr-digest", "content-digest", "ac
 # every other exchange on mitmproxy's event loop; smaller ones are masked in place (a thread hop
 # costs more than they do).
 THREAD_BYTES = 64 * 1024
+_STATUS = {"audit_unavailable": 503, "bad_request": 400}
 _CHALLENGE = 'Basic realm="maskgate", charset="UTF-8", Bearer realm="maskgate"'
 
 
@@ -180,15 +214,20 @@ class MaskGate:
     # request would go upstream unchecked, a response reach the client unmasked. Every hook that
     # decides or masks therefore answers the flow itself when anything goes wrong.
 
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    #
+    # The request hooks are coroutines, which mitmproxy awaits: the PBKDF2 of a Basic password the
+    # cache does not know, and reading and deciding a large request body, run in a worker thread
+    # instead of on the loop every client shares.
+
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
         try:
-            self._requestheaders(flow)
+            await self._requestheaders(flow)
         except Exception as exc:
             self._internal_error(flow, "request headers", exc)
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
         try:
-            self._request(flow)
+            await self._request(flow)
         except Exception as exc:
             self._internal_error(flow, "request", exc)
 
@@ -225,7 +264,7 @@ class MaskGate:
 
     # ------------------------------------------------------------------ request
 
-    def _requestheaders(self, flow: http.HTTPFlow) -> None:
+    async def _requestheaders(self, flow: http.HTTPFlow) -> None:
         ex = Exchange(started=time.perf_counter())
         flow.metadata[KEY] = ex
         gate = self.gate
@@ -235,12 +274,14 @@ class MaskGate:
             return
         req = flow.request
         header = self.settings.trusted_header
-        who = self.auth.authenticate(
+        who = self.auth.begin(
             req.headers.get("authorization"),
             req.headers.get(header) if header else None,
             flow.client_conn.peername[0] if flow.client_conn.peername else "",
             bool(flow.client_conn.tls_established),
         )
+        if isinstance(who, PasswordCheck):
+            who = await asyncio.to_thread(who.run)
         if isinstance(who, Denied):
             gate.auth_failed(PROTOCOL)
             ex.answered = ex.done = True
@@ -252,7 +293,7 @@ class MaskGate:
         except RequestRefused as r:
             self._refuse(flow, ex, r)
 
-    def _request(self, flow: http.HTTPFlow) -> None:
+    async def _request(self, flow: http.HTTPFlow) -> None:
         ex = flow.metadata.get(KEY)
         if not isinstance(ex, Exchange):
             # Not seen by requestheaders (another addon answered?): nothing unvetted goes upstream.
@@ -262,16 +303,51 @@ class MaskGate:
             return
         t0 = time.perf_counter()
         try:
-            body = self._request_body(flow)
-            self._admit(flow, ex, body, early=False)
+            req = flow.request
+            limit = self.settings.max_body_bytes if self.settings else 0
+            try:
+                raw = reqbody.decode(req.raw_content or b"", req.headers.get("content-encoding"), limit)
+            except reqbody.BodyRefused as exc:
+                raise RequestRefused(400, _refusal("bad_request", str(exc))) from None
+            except reqbody.BodyTooLarge:
+                raise RequestRefused(
+                    413, _refusal("bad_request", "the request body is larger than maskgate accepts")
+                ) from None
+            ctype = req.headers.get("content-type")
+            if len(raw) > THREAD_BODY_BYTES:
+                body, d = await asyncio.to_thread(self._read_and_decide, ex, req.method.upper(), raw, ctype)
+            else:
+                body, d = self._read_and_decide(ex, req.method.upper(), raw, ctype)
+            if body is not None and body.forward is not None and body.forward != raw:
+                # The API reads exactly what was decided on (Content-Length follows).
+                req.set_content(body.forward)
+            self._admit(flow, ex, d, early=False)
         except RequestRefused as r:
             self._refuse(flow, ex, r)
         finally:
             ex.overhead += time.perf_counter() - t0
 
-    def _admit(self, flow: http.HTTPFlow, ex: Exchange, body: object | None, *, early: bool) -> None:
-        """Decide the request (on its headers first, then with its body) and rewrite what goes
-        upstream to exactly what was decided."""
+    def _read_and_decide(
+        self, ex: Exchange, method: str, raw: bytes, ctype: str | None
+    ) -> tuple[reqbody.RequestBody | None, Decision]:
+        """The body read for the decision, and the decision on it. CPU only, touches no flow:
+        run in a worker thread for large bodies."""
+        gate, principal = self.gate, ex.principal
+        assert gate is not None and principal is not None and self.settings is not None
+        body = None
+        if raw:
+            try:
+                body = reqbody.read(raw, ctype)
+            except reqbody.BodyRefused as exc:
+                raise RequestRefused(400, _refusal("bad_request", str(exc))) from None
+        d = gate.decide_request(
+            principal, method, ex.path, ex.extra["query"], body.decided if body else None, self.settings.api
+        )
+        return body, d
+
+    def _admit(self, flow: http.HTTPFlow, ex: Exchange, decided: Decision | None, *, early: bool) -> None:
+        """Decide the request on its headers (`early`), or act on the decision made with its body,
+        and rewrite what goes upstream to exactly what was decided."""
         gate, req, principal = self.gate, flow.request, ex.principal
         assert gate is not None and principal is not None and self.settings is not None
         if early:
@@ -304,10 +380,13 @@ class MaskGate:
                 "?" + "&".join(f"{k}={v}" for k, v in query) if query else ""
             )
             req.path = fwd + ("?" + urlencode(query) if query else "")
-        query = ex.extra["query"]
-        d = gate.decide_request(principal, req.method.upper(), ex.path, query, body, self.settings.api)
+        d = decided
+        if d is None:
+            d = gate.decide_request(
+                principal, req.method.upper(), ex.path, ex.extra["query"], None, self.settings.api
+            )
         if isinstance(d, Block):
-            raise RequestRefused(503 if d.reason == "audit_unavailable" else 403, d)
+            raise RequestRefused(_STATUS.get(d.reason, 403), d)
         ex.decision = d
         if early:
             self._rewrite_headers(flow, d)
@@ -332,6 +411,9 @@ class MaskGate:
         headers = flow.request.headers
         for name in _STRIP_REQUEST:
             headers.pop(name, None)
+        for name in {n.lower() for n in headers}:
+            if name in _STRIP_ROUTING or _STRIP_ROUTING_PREFIX.match(name):
+                headers.pop(name, None)
         if self.settings and self.settings.trusted_header:
             headers.pop(self.settings.trusted_header, None)
         accept = headers.get("accept-encoding")
@@ -347,32 +429,6 @@ class MaskGate:
                 headers.pop("accept-encoding")
         for name, value in (self.settings.upstream_headers if self.settings else {}).items():
             headers[name] = value
-
-    def _request_body(self, flow: http.HTTPFlow) -> object | None:
-        """The request body as data the policy can read for predicates: JSON, or form fields."""
-        req = flow.request
-        if not req.raw_content:
-            return None
-        ctype = (req.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
-        try:
-            raw = req.get_content(strict=True) or b""
-        except ValueError:
-            raise RequestRefused(
-                400, _refusal("bad_request", "the request body's content encoding is invalid")
-            ) from None
-        if ctype == "application/json" or ctype.endswith("+json"):
-            try:
-                return json.loads(raw)
-            except (ValueError, RecursionError):
-                raise RequestRefused(
-                    400, _refusal("bad_request", "the request body is not valid JSON")
-                ) from None
-        if ctype == "application/x-www-form-urlencoded":
-            try:
-                return dict(parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict"))
-            except (UnicodeDecodeError, ValueError):
-                raise RequestRefused(400, _refusal("bad_request", "the form body is not valid")) from None
-        return None
 
     # ------------------------------------------------------------------ response
 

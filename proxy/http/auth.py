@@ -1,8 +1,10 @@
 """Who is calling: HTTP Basic (over TLS), bearer tokens and a trusted gateway's identity header.
 
 Owns only turning a request's credentials into a `Principal` of the policy, through the Gate, and
-the cache that keeps Basic's PBKDF2 off every request. Knows no mitmproxy type: the addon hands it
-header values, the peer address and whether the connection is TLS. Must not touch sockets.
+the cache that keeps Basic's PBKDF2 off every request (a check the cache cannot answer is handed
+back as a `PasswordCheck`, for the caller to run off its event loop). Knows no mitmproxy type:
+the addon hands it header values, the peer address and whether the connection is TLS. Must not
+touch sockets.
 """
 
 from __future__ import annotations
@@ -78,6 +80,15 @@ class Authenticator:
     def authenticate(
         self, authorization: str | None, identity: str | None, peer: str, tls: bool
     ) -> Principal | Denied:
+        """`begin`, with a pending password check run here (callers off an event loop)."""
+        who = self.begin(authorization, identity, peer, tls)
+        return who.run() if isinstance(who, PasswordCheck) else who
+
+    def begin(
+        self, authorization: str | None, identity: str | None, peer: str, tls: bool
+    ) -> Principal | Denied | PasswordCheck:
+        """Who is calling, or a `PasswordCheck` still to run when a Basic password is not in the
+        cache: its PBKDF2 takes milliseconds, which an event loop should spend in a thread."""
         gate = self.gate
         header = self.settings.trusted_header
         if header is not None and identity is not None:
@@ -109,22 +120,39 @@ class Authenticator:
             verifier = principal.credential(SCRAM_SHA_256) if principal is not None else None
             if principal is None or verifier is None:
                 return Denied("unknown user or no password")
-            if self._check(user, password, verifier):
+            key = self._cache_key(user, password, verifier)
+            if key in self._verified:
                 return principal
-            return Denied("wrong password")
+            return PasswordCheck(self, principal, password, verifier, key)
         return Denied(f"unsupported authorization scheme {scheme[:20]!r}")
 
-    def _check(self, user: str, password: str, verifier: str) -> bool:
+    def _cache_key(self, user: str, password: str, verifier: str) -> bytes:
         mac = hmac.new(self._key, digestmod=hashlib.sha256)
         for part in (user, password, verifier):
             raw = part.encode("utf-8", "surrogatepass")
             mac.update(len(raw).to_bytes(4, "big") + raw)
-        key = mac.digest()
-        if key in self._verified:
-            return True
-        if not verify_password(password, verifier):
-            return False
+        return mac.digest()
+
+    def _remember(self, key: bytes) -> None:
+        # Set operations are atomic under the GIL: checks running in threads may add concurrently.
         if len(self._verified) >= _CACHE_MAX:
             self._verified.clear()
         self._verified.add(key)
-        return True
+
+
+@dataclass(frozen=True)
+class PasswordCheck:
+    """A Basic password still to be checked against its SCRAM verifier (a PBKDF2 of 4096
+    rounds). `run` is CPU only and thread-safe: the addon runs it in a worker thread."""
+
+    auth: Authenticator
+    principal: Principal
+    password: str
+    verifier: str
+    key: bytes
+
+    def run(self) -> Principal | Denied:
+        if not verify_password(self.password, self.verifier):
+            return Denied("wrong password")
+        self.auth._remember(self.key)
+        return self.principal

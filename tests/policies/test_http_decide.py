@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import pytest
 from hypothesis import given
@@ -15,6 +15,9 @@ from policies.decide import MAX_LOOKUP_VALUES
 from policies.decision import Allow, Block
 from policies.http import (
     MAX_BODY_DEPTH,
+    FormBody,
+    JsonObject,
+    TextBody,
     binary_allowed,
     decide_request,
     detect_classes,
@@ -450,7 +453,7 @@ def test_deeply_nested_bodies_are_refused_quickly() -> None:
     for _ in range(50_000):
         body = [body]
     d = decide(role, "POST", "/x", body)
-    assert isinstance(d, Block) and d.reason == "unparsable"
+    assert isinstance(d, Block) and d.reason == "bad_request"
 
 
 def test_matching_is_linear_in_the_path() -> None:
@@ -474,3 +477,155 @@ def test_split_target() -> None:
         "/api/clients",
         [("mobile", "138 "), ("a", ""), ("b", "")],
     )
+
+
+# --- the value scan: predicates inside values, full numbers as values ---------------------------
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        '/api/clients?filter={"mobile":{"prefix":"1381"}}',
+        '/api/clients?filter={"\\u006dobile":"1381"}',  # JSON escapes are read as JSON
+        "/api/clients?$filter=startswith(mobile,'1381')",
+        "/api/clients?q=mobile:1381*",
+        "/api/clients?where=contact.phone%20like%20'138%25'",
+        "/api/clients?f=mobileStartsWith",
+        "/api/clients?f=%EF%BD%8D%EF%BD%8F%EF%BD%82%EF%BD%89%EF%BD%8C%EF%BD%85",  # full-width
+        "/api/clients?search=13812345678",
+        "/api/clients?search=%2531%2533%2538%2531%2532%2533%2534%2535%2536%2537%2538",  # twice
+        "/api/clients?f=%256Dobile",
+        "/api/clients/by-mobile/13812345678",
+    ],
+)
+def test_predicates_inside_values_are_masked_predicates(target: str) -> None:
+    d = decide(VENDOR, "GET", target)
+    assert isinstance(d, Block) and d.reason == "masked_predicate", (target, d)
+    assert "13812345678" not in d.message
+
+
+@pytest.mark.parametrize(
+    "query", ["ordering=mobile", "sort_field=-mobile", "group_by=mobile", "sort[mobile]=asc", "sortBy=phone"]
+)
+def test_sort_and_group_aliases_are_sorting(query: str) -> None:
+    for role in (VENDOR, DESK):
+        d = decide(role, "GET", f"/api/clients?{query}")
+        assert isinstance(d, Block) and d.reason == "masked_predicate", (query, role.name, d)
+
+
+def test_sorting_inside_a_json_body() -> None:
+    d = decide(DESK, "GET", "/api/clients", {"orderBy": [{"mobile": "asc"}]})
+    assert isinstance(d, Block) and d.reason == "masked_predicate" and "sorts" in d.message
+
+
+def test_equality_counts_each_value_of_a_list() -> None:
+    many = ",".join(["13812345678"] * (MAX_LOOKUP_VALUES + 1))
+    for body in ({"filter": {"mobile": many}}, {"q": many}, {"mobile": "1|2|3|4|5|6|7|8|9|10|11"}):
+        d = decide(DESK, "POST", "/api/clients", body)
+        assert isinstance(d, Block) and d.reason in ("masked_predicate", "route_denied"), (body, d)
+    role = Role("r", masked_predicates="equality", routes=(route("* /**"),))
+    d = decide(role, "POST", "/x", {"filter": {"mobile": "138 139 137"}})
+    assert isinstance(d, Allow) and d.lookups == 3
+    d = decide(role, "GET", "/x?search=13812345678")
+    assert isinstance(d, Allow) and d.lookups == 1
+    d = decide(role, "POST", "/x", {"note": "call 13812345678 or 13912345678"})
+    assert isinstance(d, Allow) and d.lookups == 2
+    many = ",".join(["13812345678"] * (MAX_LOOKUP_VALUES + 1))
+    d = decide(role, "POST", "/x", {"filter": {"mobile": many}})
+    assert isinstance(d, Block) and d.reason == "masked_predicate"
+
+
+def test_form_and_text_bodies_are_scanned() -> None:
+    role = Role("r", masked_predicates="equality", routes=(route("* /**"),))
+    d = decide(role, "POST", "/x", FormBody((("a", "1"), ("mobile", "138"), ("mobile", "139"))))
+    assert isinstance(d, Allow) and d.lookups == 2  # every duplicate pair is checked
+    d = decide(VENDOR, "GET", "/api/clients", FormBody((("q", "mobile:138*"),)))
+    assert isinstance(d, Block) and d.reason == "masked_predicate"
+    text = '--b\r\nContent-Disposition: form-data; name="mobile"\r\n\r\n1381\r\n--b--\r\n'
+    d = decide(VENDOR, "GET", "/api/clients", TextBody(text))
+    assert isinstance(d, Block) and d.reason == "masked_predicate"
+    d = decide(VENDOR, "GET", "/api/clients", TextBody("<q><id>4</id></q>"))
+    assert isinstance(d, Allow)
+
+
+def test_shadowed_duplicate_json_keys_are_checked() -> None:
+    import json
+
+    doc = json.loads('{"filter": {"mobile": "1381"}, "filter": {}}', object_pairs_hook=JsonObject.from_pairs)
+    assert doc == {"filter": {}}  # what is forwarded
+    d = decide(VENDOR, "GET", "/api/clients", doc)
+    assert isinstance(d, Block) and d.reason == "masked_predicate"
+
+
+def test_json_keys_and_numbers_are_scanned() -> None:
+    for body in ({"13812345678": True}, {"q": 13812345678}, {"q": 13812345678.0}, {"q": "mobile"}):
+        d = decide(VENDOR, "GET", "/api/clients", body)
+        assert isinstance(d, Block) and d.reason == "masked_predicate", body
+
+
+def test_method_override_parameters_are_refused() -> None:
+    for target, body in (
+        ("/api/clients?_method=DELETE", None),
+        ("/api/clients?X-HTTP-Method-Override=put", None),
+        ("/api/clients", FormBody((("_method", "DELETE"),))),
+        ("/api/clients", {"_method": "PATCH"}),
+    ):
+        d = decide(VENDOR, "GET", target, body)
+        assert isinstance(d, Block) and d.reason == "route_denied", (target, body, d)
+    d = decide(VENDOR, "GET", "/api/clients?_method=get")
+    assert isinstance(d, Allow)
+
+
+def test_query_names_with_escapes_left_are_bad_requests() -> None:
+    d = decide(VENDOR, "GET", "/api/clients?%256Dobile=1")
+    assert isinstance(d, Block) and d.reason == "bad_request"
+
+
+def test_json_inside_values_counts_towards_the_depth_bound() -> None:
+    inner = "[" * (MAX_BODY_DEPTH + 1) + "]" * (MAX_BODY_DEPTH + 1)
+    d = decide(VENDOR, "GET", "/api/clients", {"q": inner})
+    assert isinstance(d, Block) and d.reason == "bad_request"
+
+
+def test_ordinary_values_pass() -> None:
+    for target in (
+        "/api/clients?page=2&branch=12&sort=id&order=desc&q=zhang&since=2024-01-31",
+        "/api/clients/4/calls?fields=id,started&limit=20",
+    ):
+        d = decide(VENDOR, "GET", target)
+        assert isinstance(d, Allow), (target, d)
+    d = decide(VENDOR, "GET", "/api/clients", {"page": 2, "q": "open tickets", "ids": [1, 2, 3]})
+    assert isinstance(d, Allow), d
+
+
+def test_the_body_walk_is_linear() -> None:
+    import time
+
+    role = Role("r", masked_predicates="equality", routes=(route("* /**"),))
+    body: object = [{"a": i, "b": "x y"} for i in range(20_000)]
+    for _ in range(MAX_BODY_DEPTH - 2):
+        body = [body]
+    t0 = time.perf_counter()
+    d = decide(role, "POST", "/x", body)
+    assert isinstance(d, Allow)
+    assert time.perf_counter() - t0 < 10
+
+
+_WORDS = st.sampled_from(["id", "page", "desc", "x", "mobile", "Mobile", "phone", "name", "1381", "a.b"])
+
+
+@given(st.lists(_WORDS, min_size=1, max_size=6), st.sampled_from([",", " ", "|", ".", ":", "(", "[", '"']))
+def test_property_a_classified_word_anywhere_in_a_value_is_a_predicate(ws: list[str], sep: str) -> None:
+    value = sep.join(ws)
+    d = decide(VENDOR, "GET", "/api/clients?" + "q=" + quote(value))
+    named = any(w.lower() in ("mobile", "phone", "name") for w in ws)
+    assert (isinstance(d, Block) and d.reason == "masked_predicate") is named, (value, d)
+
+
+def test_unreadable_text_bodies_are_refused_where_predicates_matter() -> None:
+    body = TextBody("\x00\xff", readable=False)
+    d = decide(VENDOR, "GET", "/api/clients", body)
+    assert isinstance(d, Block) and d.reason == "bad_request"
+    assert isinstance(decide(DBA, "POST", "/api/clients", body), Allow)
+    role = Role("r", masked_predicates="allow", routes=(route("* /**"),))
+    assert isinstance(decide(role, "POST", "/x", body), Allow)

@@ -103,8 +103,8 @@ def flow(path: str, *, who: str | None = "zhang", method: str = "GET", **headers
 def run(
     addon: MaskGate, f: Any, body: bytes | None = None, ctype: str = "application/json", **rh: str
 ) -> Any:
-    addon.requestheaders(f)
-    addon.request(f)
+    asyncio.run(addon.requestheaders(f))
+    asyncio.run(addon.request(f))
     if f.response is None:
         f.response = tutils.tresp(
             content=b"",
@@ -139,7 +139,7 @@ def test_route_denied_answers_without_forwarding(gate: Recording) -> None:
     addon = MaskGate(gate, SETTINGS)
     with taddons.context(addon):
         f = flow("/admin/users")
-        addon.requestheaders(f)
+        asyncio.run(addon.requestheaders(f))
     assert f.response is not None and f.response.status_code == 403
     assert json.loads(f.response.content)["error"].startswith("maskgate: ")
     assert gate.records[-1].decision.reason == "route_denied"
@@ -149,10 +149,10 @@ def test_unauthenticated_is_401_and_counted(gate: Recording) -> None:
     addon = MaskGate(gate, SETTINGS)
     with taddons.context(addon):
         f = flow("/api/clients", who=None)
-        addon.requestheaders(f)
+        asyncio.run(addon.requestheaders(f))
         assert f.response.status_code == 401 and "Basic" in f.response.headers["www-authenticate"]
         f = flow("/api/clients", who="nobody")
-        addon.requestheaders(f)
+        asyncio.run(addon.requestheaders(f))
         assert f.response.status_code == 401
     assert gate.metrics.registry.get_sample_value("maskgate_auth_failures_total", {"protocol": "http"}) == 2
 
@@ -169,8 +169,8 @@ def test_gzip_is_decoded_masked_and_encoded_again(gate: Recording) -> None:
     addon = MaskGate(gate, SETTINGS)
     with taddons.context(addon):
         f = flow("/api/x")
-        addon.requestheaders(f)
-        addon.request(f)
+        asyncio.run(addon.requestheaders(f))
+        asyncio.run(addon.request(f))
         f.response = tutils.tresp(
             content=b"", headers=[(b"content-type", b"application/json"), (b"content-encoding", b"gzip")]
         )
@@ -196,8 +196,8 @@ def test_unreadable_or_binary_bodies_never_pass(
     addon = MaskGate(gate, SETTINGS)
     with taddons.context(addon):
         f = flow("/api/x")
-        addon.requestheaders(f)
-        addon.request(f)
+        asyncio.run(addon.requestheaders(f))
+        asyncio.run(addon.request(f))
         headers = [(b"content-type", ctype.encode())] + ([(b"content-encoding", enc.encode())] if enc else [])
         f.response = tutils.tresp(content=b"", headers=headers)
         f.response.raw_content = body
@@ -247,7 +247,7 @@ def test_masked_predicate_in_query(gate: Recording) -> None:
     addon = MaskGate(gate, SETTINGS)
     with taddons.context(addon):
         f = flow(f"/api/clients?mobile={MOBILE}")
-        addon.requestheaders(f)
+        asyncio.run(addon.requestheaders(f))
     assert f.response.status_code == 403
     assert gate.records[-1].decision.reason == "masked_predicate"
     assert MOBILE not in gate.records[-1].decision.message
@@ -264,7 +264,7 @@ def test_upgrade_is_refused(gate: Recording) -> None:
     addon = MaskGate(gate, SETTINGS)
     with taddons.context(addon):
         f = flow("/api/x", upgrade="websocket", connection="Upgrade")
-        addon.requestheaders(f)
+        asyncio.run(addon.requestheaders(f))
     assert f.response.status_code == 403
 
 
