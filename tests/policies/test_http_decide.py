@@ -382,13 +382,16 @@ def test_hours_come_first() -> None:
         "/api/clients?name=%E5%BC%A0",
         "/api/clients?sort=-mobile",
         "/api/clients?orderBy=name%20desc",
-        "/api/clients?%256Dobile=138",  # arrives as `%6Dobile`: an API decoding twice reads mobile
+        # Arrives as `%6Dobile`: an API decoding twice reads mobile. A name with an escape left is
+        # refused outright, as paths are (bad_request), whatever it would spell.
+        "/api/clients?%256Dobile=138",
         "/api/clients?%25256Dobile=138",
     ],
 )
 def test_masked_predicates_deny(target: str) -> None:
     d = decide(VENDOR, "GET", target)
-    assert isinstance(d, Block) and d.reason == "masked_predicate", d
+    expected = "bad_request" if "%25" in target else "masked_predicate"
+    assert isinstance(d, Block) and d.reason == expected, d
     assert "138" not in d.message and "张" not in d.message  # values never reach a message
 
 
