@@ -116,7 +116,8 @@ def test_budgets_and_customer_key_are_part_of_the_revision(tmp_path: Path) -> No
     # Key order and spelling of the mapping do not change it.
     a = _write(
         tmp_path,
-        "version: 1\nroles:\n  r:\n    budgets:\n      rows_per_hour: 11\n      distinct_customers_per_day: 3\n",
+        "version: 1\nroles:\n  r:\n    budgets:\n"
+        "      rows_per_hour: 11\n      distinct_customers_per_day: 3\n",
         "x.yaml",
     )
     assert load_policy(a).revision == load_policy(tmp_path / "3.yaml").revision
