@@ -14,11 +14,14 @@ import contextlib
 import signal
 import ssl
 import sys
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
+import masking
 from policies import load_policy
 from policies.sql.text import without_comments
 
@@ -26,6 +29,7 @@ from .config import Config, Listener
 from .pg import catalog
 from .reload import PolicyReloader
 from .services.audit import AuditLog
+from .services.budgets import Budgets
 from .services.guard import Guard, SchemaLoader
 from .services.metrics import Metrics
 
@@ -81,6 +85,7 @@ class App:
         self.metrics = Metrics(registry)
         self.audit: AuditLog | None = None
         self.guard: Guard | None = None
+        self.budgets: Budgets | None = None
         self.reloader: PolicyReloader | None = None
         self.servers: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -106,6 +111,7 @@ class App:
             shared=cfg.workers > 1,
         )
         loaders, defaults = schema_loaders(cfg)
+        self.budgets = self._budgets()
         self.guard = Guard(
             policy,
             metrics=self.metrics,
@@ -114,6 +120,7 @@ class App:
             default_databases=defaults,
             masking_key=cfg.masking_key,
             audit_required=cfg.audit_required,
+            budgets=self.budgets,
         )
         for upstream, database in defaults.items():
             await asyncio.to_thread(self.guard.load_schema, database, upstream)
@@ -127,6 +134,19 @@ class App:
         self._tasks.append(asyncio.create_task(self._watch_policy()))
         if cfg.schema_refresh_s > 0 and loaders:
             self._tasks.append(asyncio.create_task(self._refresh_schemas()))
+
+    def _budgets(self) -> Budgets:
+        """The per-person budget counts, kept even when no role has budgets yet: a reload may
+        add some, and a role without them costs one dictionary lookup per statement."""
+        cfg = self.config
+        budgets = Budgets(
+            masking_key=cfg.masking_key or masking.DEFAULT_KEY,
+            redis_url=cfg.redis,
+            metrics=self.metrics,
+            timezone=_zone(cfg.timezone),
+        )
+        budgets.start()
+        return budgets
 
     async def start_listeners(self) -> None:
         cfg = self.config
@@ -235,6 +255,8 @@ class App:
             thread.join(2)
         if self.audit is not None:
             await asyncio.to_thread(self.audit.close)
+        if self.budgets is not None:
+            await asyncio.to_thread(self.budgets.close)
 
     @property
     def listen_addresses(self) -> dict[str, str]:
@@ -246,6 +268,13 @@ class App:
         if self.config.http is not None and self.serve_http:
             out["http"] = str(self.config.http.listen)
         return out
+
+
+def _zone(name: str) -> tzinfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None  # days then start at midnight local time; the config's other uses report it
 
 
 async def serve(config: Config) -> int:

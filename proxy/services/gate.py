@@ -13,7 +13,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from policies.decision import Decision
+from policies.decision import Allow, Block, Decision
 
 # Credential kinds, one per way a client proves who it is. A protocol asks for the kind its
 # handshake can check; a user without one cannot log in over that protocol.
@@ -116,6 +116,12 @@ class Gate(MaskerSource, Protocol):
     def spend_lookups(self, principal: Principal, n: int) -> bool:
         """Charge `n` lookups of masked values to the person's hourly budget (their role's
         `lookups_per_hour`); False when that would exceed it (the statement is then refused)."""
+        ...
+
+    def over_budget(self, principal: Principal, allow: Allow) -> Block | None:
+        """The refusal (reason `row_budget`) of a statement about to run, decided earlier, whose
+        person has since used up a budget of their role (`budgets`); None to let it run. Asked
+        at every run, as `spend_lookups` is: a prepared statement's decision is made once."""
         ...
 
     def begin(self, rec: StatementRecord) -> bool:

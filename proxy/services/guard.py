@@ -22,11 +22,12 @@ from typing import Any
 
 import masking
 from policies import Engine, Policy, Role, Schema
-from policies.decision import Block, Decision
+from policies.decision import Allow, Block, Decision
 from policies.discovery import pending
 from policies.sql.shapes import fingerprint
 
 from .audit import AuditLog
+from .budgets import Budgets
 from .gate import MYSQL_NATIVE_PASSWORD, SCRAM_SHA_256, Principal, StatementRecord
 from .metrics import Metrics
 
@@ -119,6 +120,7 @@ class Guard:
         audit_required: bool = False,
         schema_timeout_s: float = SCHEMA_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
+        budgets: Budgets | None = None,
     ) -> None:
         self.metrics = metrics
         self.audit = audit
@@ -152,6 +154,15 @@ class Guard:
         self._state = _PolicyState(policy)
         self.generation = 0
         metrics.set_policy_revision(policy.revision)
+        # Per-person budgets of the roles that have them (None: no role's budget is counted).
+        self.budgets = budgets
+        if budgets is not None:
+            metrics.budget_usage.source = lambda: budgets.usage(self._state.policy)
+            # Distinct customers are counted from the values people receive (the row paths'
+            # observation hook), reduced under the policy in force when they arrive.
+            add_observer = getattr(self, "add_observer", None)
+            if add_observer is not None:
+                add_observer(budgets.observer(lambda: self._state.policy))
 
     # -- policy and schema ---------------------------------------------------------------------
 
@@ -386,10 +397,13 @@ class Guard:
         try:
             from policies.http import decide_request
 
-            return decide_request(state.policy, role, self.api_name(api), method, path, query, body)
+            decision = decide_request(state.policy, role, self.api_name(api), method, path, query, body)
         except Exception as exc:  # an engine bug is a refusal, never a pass
             print(f"maskgate: HTTP decision failed for {what[:200]!r}: {exc!r}", file=sys.stderr)
             return replace(state.engine_failed, kind="http", message="the request could not be analysed")
+        if self.budgets is not None and isinstance(decision, Allow):
+            return self.budgets.refusal(state.policy, principal, decision) or decision
+        return decision
 
     def api_name(self, api: str | None) -> str | None:
         """The policy's `apis` entry an HTTP listener uses: the one named, else the only one."""
@@ -449,7 +463,15 @@ class Guard:
             print(f"maskgate: decision failed: {exc!r}", file=sys.stderr)
             decision = _fingerprinted(state.engine_failed, sql, dialect)
         self.metrics.decision_cache.add(_HIT if engine.cache_hits > hits else _MISS)
+        if self.budgets is not None and isinstance(decision, Allow):
+            # After the engine, never cached with its decision: the counts change, the SQL does not.
+            return self.budgets.refusal(state.policy, principal, decision) or decision
         return decision
+
+    def over_budget(self, principal: Principal, allow: Allow) -> Block | None:
+        if self.budgets is None:
+            return None
+        return self.budgets.refusal(self._state.policy, principal, allow)
 
     @staticmethod
     def _still_valid(state: _PolicyState, principal: Principal) -> bool:
@@ -572,6 +594,8 @@ class Guard:
                 m.masked_values.add((cls,), n)
         m.duration.observe("total", rec.duration_s)
         m.duration.observe("overhead", rec.overhead_s)
+        if self.budgets is not None:
+            self.budgets.record(self._state.policy, rec)
         if self.audit is not None:
             # Audit takes the revision the decision carries (engine and guard stamp theirs when
             # deciding); the one in force now only stands in for what no policy decided, the

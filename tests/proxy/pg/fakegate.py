@@ -118,6 +118,9 @@ class FakeGate:
     def spend_lookups(self, principal: Principal, n: int) -> bool:
         return True
 
+    def over_budget(self, principal: Principal, allow: Allow) -> Block | None:
+        return None
+
     def begin(self, rec: StatementRecord) -> bool:
         if self.audit_ok:
             self.begun.append(rec)
