@@ -12,8 +12,10 @@ import psycopg
 import pytest
 
 from proxy.demo.embedded_pg import EmbeddedPostgres
+from proxy.mysql.auth import native_hash
 from proxy.pg.auth import make_verifier
 from proxy.services.budgets import Budgets, user_hash
+from tests.conftest import start_crm_mysql
 from tests.integration.harness import connect_proxy, crm_database, serve_demo
 from tests.integration.redis_server import RedisServer
 
@@ -36,6 +38,7 @@ users:
   {ANALYST[0]}:
     role: analyst
     password: "{make_verifier(ANALYST[1])}"
+    mysql_password: "{native_hash(ANALYST[1])}"
   {COLLEAGUE[0]}:
     role: analyst
     password: "{make_verifier(COLLEAGUE[1])}"
@@ -130,3 +133,65 @@ def test_two_replicas_share_one_budget_through_redis(
         assert sample(two, "maskgate_budget_store_up") == 0.0
         assert sample(two, "maskgate_budget_store_errors_total") >= 1
         assert isinstance(read(two, "SELECT id FROM customers LIMIT 1"), str)
+
+
+def test_rows_read_over_postgresql_refuse_the_person_over_mysql(
+    crm: EmbeddedPostgres, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """One person, two replicas, two protocols: the budget is the person's, not the wire's."""
+    import pymysql
+
+    mariadb = start_crm_mysql(tmp_path_factory.mktemp("mysql-budgets"), SVC_PW, 100)
+    config = f"redis: {redis_server.url}\n"
+    try:
+        with (
+            serve_demo(
+                tmp_path_factory.mktemp("pg"), crm, SVC_PW, extra_policy=EXTRA_POLICY, config_lines=config
+            ) as pg_side,
+            serve_demo(
+                tmp_path_factory.mktemp("my"),
+                None,
+                SVC_PW,
+                mysql=mariadb,
+                extra_policy=EXTRA_POLICY,
+                config_lines=config,
+            ) as my_side,
+        ):
+
+            def mysql_read() -> int | str:
+                conn = pymysql.connect(
+                    host="127.0.0.1",
+                    port=my_side["mysql_port"],
+                    user=ANALYST[0],
+                    password=ANALYST[1],
+                    database="crm",
+                    charset="utf8mb4",
+                )
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT id, phone FROM customers ORDER BY id LIMIT 5")
+                        return len(cur.fetchall())
+                except pymysql.err.OperationalError as e:
+                    return str(e.args[1])
+                finally:
+                    conn.close()
+
+            assert mysql_read() == 5  # 5 of 30 through MySQL on one replica
+            assert read(pg_side, "SELECT id FROM customers ORDER BY id LIMIT 20") == 20
+            assert read(pg_side, "SELECT id FROM customers ORDER BY id LIMIT 5") == 5  # 30
+            # Counting alone, the MySQL replica would admit five more reads of 5 rows.
+            deadline = time.monotonic() + 10
+            admitted, outcome = 0, mysql_read()
+            while not isinstance(outcome, str) and time.monotonic() < deadline:
+                admitted += 1
+                time.sleep(0.2)
+                outcome = mysql_read()
+            assert isinstance(outcome, str) and "30 rows per hour" in outcome
+            assert admitted <= 1
+            blocked = my_side["app"].metrics.registry.get_sample_value(
+                "maskgate_blocked_queries_total",
+                {"protocol": "mysql", "role": "analyst", "reason": "row_budget"},
+            )
+            assert blocked and blocked >= 1
+    finally:
+        mariadb.destroy()
