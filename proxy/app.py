@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, generate_latest
 
 import masking
 from policies import load_policy
 from policies.sql.text import without_comments
 
+from . import operator
 from .config import Config, Listener
 from .pg import catalog
 from .reload import PolicyReloader
@@ -89,13 +90,18 @@ class App:
         self.reloader: PolicyReloader | None = None
         self.servers: list[Any] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._metrics_server: Any = None
+        self._metrics_server: operator.OperatorServer | None = None
+        # start() is opening the listeners: /readyz says not ready meanwhile. (A mitmdump running
+        # the HTTP addon calls start_services() only; mitmproxy owns its listener.)
+        self._listeners_pending = False
         self._metrics_unix: asyncio.AbstractServer | None = None
         self._stopped = asyncio.Event()
 
     async def start(self) -> None:
+        self._listeners_pending = True
         await self.start_services()
         await self.start_listeners()
+        self._listeners_pending = False
 
     async def start_services(self) -> None:
         """Policy, audit, guard, schemas, hot reload and metrics: everything but the listeners
@@ -125,11 +131,12 @@ class App:
         for upstream, database in defaults.items():
             await asyncio.to_thread(self.guard.load_schema, database, upstream)
         self.reloader = PolicyReloader(self.guard, cfg.policy, self.metrics)
+        self.metrics.sessions.source = lambda: operator.sessions_by_role(self.servers)
         if self.metrics_socket is not None:
             self._metrics_unix = await asyncio.start_unix_server(self._send_metrics, str(self.metrics_socket))
         elif cfg.metrics is not None:
-            self._metrics_server = start_http_server(
-                cfg.metrics.port, addr=cfg.metrics.host, registry=self.metrics.registry
+            self._metrics_server = operator.OperatorServer(
+                self._operator_endpoints(), cfg.metrics.host, cfg.metrics.port
             )
         self._tasks.append(asyncio.create_task(self._watch_policy()))
         if cfg.schema_refresh_s > 0 and loaders:
@@ -193,6 +200,34 @@ class App:
             await hserver.start()
             self.servers.append(hserver)
 
+    def _operator_endpoints(self) -> operator.OperatorEndpoints:
+        """/metrics, /healthz, /readyz and /status of this process (proxy/operator.py)."""
+        cfg = self.config
+
+        def not_ready() -> list[str]:
+            if self._stopped.is_set():
+                return ["stopping"]  # a load balancer sends new clients elsewhere while we drain
+            if self.guard is None:
+                return ["starting: policy not loaded yet"]
+            return ["starting: listeners not up yet"] if self._listeners_pending else []
+
+        def listening() -> dict[str, str]:
+            # The bound ports (a configured port 0 is known only once listening).
+            bound = {}
+            for s in list(self.servers):
+                host, port = getattr(s, "listen_host", None), getattr(s, "port", None)
+                if host is not None and port:
+                    bound[getattr(s, "protocol", "?")] = f"{host}:{port}"
+            return {**self.listen_addresses, **bound}
+
+        return operator.OperatorEndpoints(
+            self.metrics.registry,
+            probe=operator.UpstreamProbe(operator.upstream_targets(cfg)),
+            not_ready=not_ready,
+            listeners=listening,
+            metrics_address=str(cfg.metrics),
+        )
+
     async def _send_metrics(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One scrape by the supervisor: the exposition text, then close. Rendered off the loop:
         sessions keep running while the registry is walked."""
@@ -250,9 +285,7 @@ class App:
         if self._metrics_unix is not None:
             self._metrics_unix.close()
         if self._metrics_server is not None:
-            server, thread = self._metrics_server
-            server.shutdown()
-            thread.join(2)
+            self._metrics_server.close()
         if self.audit is not None:
             await asyncio.to_thread(self.audit.close)
         if self.budgets is not None:

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Module names under proxy.commands; a family whose module is missing is simply not offered.
-COMMAND_MODULES = ("scan", "policy", "discover", "serve")
+COMMAND_MODULES = ("scan", "policy", "discover", "serve", "status")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

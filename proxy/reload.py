@@ -9,11 +9,18 @@ stopped changing (same size and mtime over `settle` seconds), and a file-watch r
 remove every user or every role is refused; the operator applies such a policy deliberately with
 SIGHUP after `maskgate check`. Replacing the file atomically (write a temporary file, then rename
 it over the policy) avoids half-written reads altogether.
+
+A Kubernetes ConfigMap volume is replaced that way, one level up: the kubelet writes the new
+files into a fresh hidden directory, points the `..data` symlink at it with a rename, and removes
+the old directory; `policy.yaml` itself is a symlink through `..data` that never changes. No
+event then names the policy path, so a change counts when what the path resolves to (its real
+path, size and mtime) differs from what it was, whatever the event named.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -87,7 +94,7 @@ class PolicyReloader:
                 st = f.stat()
             except OSError:
                 continue
-            out.append((str(f), st.st_size, st.st_mtime_ns))
+            out.append((os.path.realpath(f), st.st_size, st.st_mtime_ns))
         return tuple(out)
 
     async def settled(self) -> None:
@@ -105,7 +112,10 @@ class PolicyReloader:
         from watchfiles import awatch
 
         target = self.path if self.path.is_dir() else self.path.parent
+        seen = self._fingerprint()
         async for changes in awatch(target, debounce=300, step=100):
-            if self.path.is_dir() or any(Path(p).resolve() == self.path.resolve() for _, p in changes):
+            named = any(Path(p).resolve() == self.path.resolve() for _, p in changes)
+            if self.path.is_dir() or named or self._fingerprint() != seen:
                 await self.settled()
                 await self.reload()
+            seen = self._fingerprint()

@@ -238,15 +238,36 @@ class Supervisor:
     def start_metrics(self) -> None:
         if self.config.metrics is None:
             return
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import CollectorRegistry
 
+        from . import operator
         from .exposition import WorkerExpositions
 
         registry = CollectorRegistry(auto_describe=False)
         registry.register(WorkerExpositions(self.sources))  # type: ignore[arg-type]
-        self._metrics_server = start_http_server(
-            self.config.metrics.port, addr=self.config.metrics.host, registry=registry
+        endpoints = operator.OperatorEndpoints(
+            registry,
+            probe=operator.UpstreamProbe(operator.upstream_targets(self.config)),
+            not_ready=self.not_ready,
+            listeners=lambda: operator.config_listeners(self.config),
+            metrics_address=str(self.config.metrics),
+            extra=lambda: {"workers": {"configured": self.config.workers, "ready": self.ready_count()}},
         )
+        self._metrics_server = operator.OperatorServer(
+            endpoints, self.config.metrics.host, self.config.metrics.port
+        )
+
+    def ready_count(self) -> int:
+        return sum(1 for w in list(self.workers.values()) if w.ready)
+
+    def not_ready(self) -> list[str]:
+        """For /readyz: one ready worker is enough to take clients. The kernel hands new
+        connections only to listening sockets, and a worker listens once its policy is loaded."""
+        if self.stopping:
+            return ["stopping"]
+        if self.ready_count() == 0:
+            return [f"no worker ready yet (of {self.config.workers})"]
+        return []
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signals.append(signum)
@@ -379,9 +400,7 @@ class Supervisor:
                 w.proc.kill()
                 w.proc.join(5)
         if self._metrics_server is not None:
-            server, thread = self._metrics_server
-            server.shutdown()
-            thread.join(2)
+            self._metrics_server.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

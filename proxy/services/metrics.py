@@ -201,6 +201,28 @@ class Computed:
         yield m
 
 
+class SessionCount:
+    """`maskgate_sessions{protocol,role}`: authenticated sessions, counted when scraped by
+    `source()` (the app walks its listeners' connections, proxy/operator.py), so logins and
+    logouts cost nothing. Roles are bounded by the policy; users are never a label."""
+
+    def __init__(self, name: str, documentation: str, registry: Any) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.source: Callable[[], Mapping[tuple[str, str], int]] = dict
+        if registry is not None:
+            registry.register(self)
+
+    def describe(self) -> list[Metric]:
+        return [Metric(self.name, self.documentation, "gauge")]
+
+    def collect(self) -> Iterator[Metric]:
+        m = Metric(self.name, self.documentation, "gauge")
+        for (protocol, role), n in sorted(self.source().items()):
+            m.add_sample(self.name, {"protocol": protocol, "role": role}, float(n))
+        yield m
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = registry if registry is not None else REGISTRY
@@ -233,6 +255,7 @@ class Metrics:
             r,
         )
         self.decision_cache = Tally("maskgate_decision_cache", "Decision cache lookups", ("result",), r)
+        self.sessions = SessionCount("maskgate_sessions", "Authenticated client sessions, by role", r)
         self.connections = Gauge("maskgate_connections", "Open client connections", ["protocol"], registry=r)
         self.auth_failures = Counter(
             "maskgate_auth_failures", "Failed client authentications", ["protocol"], registry=r

@@ -104,6 +104,11 @@ def test_two_workers_share_the_port_the_metrics_the_policy_and_the_audit_log(
             m = scrape(mport)
             assert value(m, "maskgate_connections", protocol="postgres") == CONNECTIONS
             assert value(m, "maskgate_rows_returned_total", role="vendor") >= 200 * CONNECTIONS
+            # The supervisor's /status sums the workers' sessions by role; /readyz says ready.
+            st = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{mport}/status", timeout=10).read())
+            assert st["ready"] and st["workers"] == {"configured": 2, "ready": 2}, st
+            assert st["sessions"] == [{"protocol": "postgres", "role": "vendor", "sessions": CONNECTIONS}]
+            assert urllib.request.urlopen(f"http://127.0.0.1:{mport}/readyz", timeout=10).status == 200
         finally:
             for c in conns:
                 c.close()

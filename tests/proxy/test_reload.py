@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shutil
+import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -65,3 +68,55 @@ def test_reload_waits_until_the_file_stops_changing(tmp_path: Path) -> None:
         return finished
 
     assert asyncio.run(scenario())  # not read before the last write had settled
+
+
+def configmap_volume(root: Path, text: str) -> None:
+    """A directory laid out as the kubelet lays out a ConfigMap volume (its AtomicWriter): the
+    files in a timestamped hidden directory, `..data` a symlink to it, each key a symlink through
+    `..data`. Called again, it swaps in new contents the way an update does."""
+    root.mkdir(exist_ok=True)
+    old = os.readlink(root / "..data") if (root / "..data").is_symlink() else None
+    fresh = root / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{time.monotonic_ns()}"
+    fresh.mkdir()
+    (fresh / "policy.yaml").write_text(text, encoding="utf-8")
+    (root / "..data_tmp").symlink_to(fresh.name)
+    os.rename(root / "..data_tmp", root / "..data")  # the one atomic step
+    if not (root / "policy.yaml").is_symlink():
+        (root / "policy.yaml").symlink_to("..data/policy.yaml")
+    if old is not None:
+        shutil.rmtree(root / old)
+
+
+def _watch_configmap(tmp_path: Path, *, directory: bool) -> None:
+    vol = tmp_path / "policy"
+    configmap_volume(vol, DEMO.read_text(encoding="utf-8"))
+    path = vol if directory else vol / "policy.yaml"
+    metrics = Metrics(CollectorRegistry())
+    guard = Guard(load_policy(path), metrics=metrics)
+    r = PolicyReloader(guard, path, metrics, settle=0.05)
+
+    async def scenario() -> int | None:
+        task = asyncio.create_task(r.watch())
+        await asyncio.sleep(0.5)  # the watcher is set up
+        # Same length as before: only what the symlinks resolve to tells the change apart.
+        configmap_volume(vol, DEMO.read_text(encoding="utf-8").replace("max_rows: 200", "max_rows: 201"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and r.guard.policy.roles["vendor"].max_rows == 200:
+            await asyncio.sleep(0.05)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return r.guard.policy.roles["vendor"].max_rows
+
+    assert asyncio.run(scenario()) == 201
+    assert metrics.registry.get_sample_value("maskgate_policy_reloads_total", {"result": "success"}) == 1
+
+
+def test_a_configmap_update_of_the_policy_file_is_picked_up(tmp_path: Path) -> None:
+    """`policy: /etc/maskgate/policy/policy.yaml` from a ConfigMap volume: the update is a rename
+    of `..data`, and no event names policy.yaml itself."""
+    _watch_configmap(tmp_path, directory=False)
+
+
+def test_a_configmap_update_of_a_policy_directory_is_picked_up(tmp_path: Path) -> None:
+    _watch_configmap(tmp_path, directory=True)
