@@ -47,7 +47,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from masking.normalize import normalize
 from policies.decision import Allow, Block
@@ -111,6 +111,12 @@ def reads_data(allow: Allow) -> bool:
     return any(t.split(".")[-2].lower() not in _CATALOG_SCHEMAS if "." in t else True for t in allow.tables)
 
 
+def observes(policy: Policy) -> bool:
+    """Whether the budgets need the values people receive under `policy` (a role counts
+    distinct customers): only then must the row paths report them (the guard's `observing`)."""
+    return any(r.budgets is not None and r.budgets.distinct_customers_per_day for r in policy.roles.values())
+
+
 def crossed(limits: RoleBudgets, rows: int, customers: int) -> str | None:
     """The first budget the counts have used up (its name), or None. A budget of N is used up
     at N: the statement that reached it ran, the next ones are refused."""
@@ -119,6 +125,17 @@ def crossed(limits: RoleBudgets, rows: int, customers: int) -> str | None:
     if limits.distinct_customers_per_day is not None and customers >= limits.distinct_customers_per_day:
         return "distinct_customers_per_day"
     return None
+
+
+class _Total(NamedTuple):
+    """What one Redis reply is the total of: a person's rows (window: the hour) or customers
+    (window: the day), and how many of them this batch sent (no longer unflushed once it is in)."""
+
+    kind: str
+    role: str
+    user: str
+    window: int | str
+    sent: int
 
 
 @dataclass(slots=True)
@@ -395,7 +412,8 @@ class Budgets:
         now: float,
     ) -> None:
         """One pipeline to Redis: add this batch's counts, read back every total it touched."""
-        ops: list[tuple[str, tuple[str, str], Any]] = []  # what each reply answers
+        # Per reply, in order: the total it carries, or None for replies nobody reads (EXPIRE).
+        totals: list[_Total | None] = []
         try:
             if now < self._down_until:
                 raise ConnectionError("waiting before retrying the shared budget store")
@@ -404,56 +422,38 @@ class Budgets:
                 k = self.key(role, user, f"rows-h{hour}")
                 pipe.incrby(k, n)
                 pipe.expire(k, ROWS_TTL_S)
-                ops += [("rows", (role, user), (hour, n)), ("", ("", ""), None)]
+                totals += [_Total("rows", role, user, hour, n), None]
             for (role, user, day), keys in fresh.items():
                 k = self.key(role, user, f"customers-d{day}")
                 pipe.pfadd(k, *keys)
                 pipe.expire(k, CUSTOMERS_TTL_S)
                 pipe.pfcount(k)
-                ops += [
-                    ("", ("", ""), None),
-                    ("", ("", ""), None),
-                    ("customers", (role, user), (day, len(keys))),
-                ]
+                totals += [None, None, _Total("customers", role, user, day, len(keys))]
             for role, user, hour, day in refresh:
                 pipe.get(self.key(role, user, f"rows-h{hour}"))
                 pipe.pfcount(self.key(role, user, f"customers-d{day}"))
-                ops += [("rows", (role, user), (hour, 0)), ("customers", (role, user), (day, 0))]
+                totals += [_Total("rows", role, user, hour, 0), _Total("customers", role, user, day, 0)]
             replies = pipe.execute()
         except Exception as exc:  # any failure of the store: count locally, say so
-            self._failed(rows, fresh, refresh, exc, now)
+            self._failed(refresh, exc, now)
             return
         self._recovered()
         with self._lock:
-            for (kind, who, arg), reply in zip(ops, replies, strict=True):
-                if not kind:
+            for t, reply in zip(totals, replies, strict=True):
+                if t is None:
                     continue
-                p = self._person(*who, now)
-                total = int(reply or 0)
-                if kind == "rows":
-                    hour, n = arg
-                    if p.hour == hour:
-                        p.rows_unflushed = max(0, p.rows_unflushed - n)
-                        p.rows_shared = total
-                else:
-                    day, n = arg
-                    if p.day == day:
-                        p.customers_unflushed = max(0, p.customers_unflushed - n)
-                        p.customers_shared = total
+                p = self._person(t.role, t.user, now)
+                if t.kind == "rows" and p.hour == t.window:
+                    p.rows_unflushed = max(0, p.rows_unflushed - t.sent)
+                    p.rows_shared = int(reply or 0)
+                elif t.kind == "customers" and p.day == t.window:
+                    p.customers_unflushed = max(0, p.customers_unflushed - t.sent)
+                    p.customers_shared = int(reply or 0)
+                p.refreshed = now
             for role, user, _, _ in refresh:
-                p = self._person(role, user, now)
-                p.refreshing, p.refreshed = False, now
-            for role, user, _ in list(rows) + list(fresh):
-                self._people[(role, user)].refreshed = now
+                self._person(role, user, now).refreshing = False
 
-    def _failed(
-        self,
-        rows: dict[tuple[str, str, int], int],
-        fresh: dict[tuple[str, str, str], list[bytes]],
-        refresh: set[tuple[str, str, int, str]],
-        exc: Exception,
-        now: float,
-    ) -> None:
+    def _failed(self, refresh: set[tuple[str, str, int, str]], exc: Exception, now: float) -> None:
         """Redis did not answer: what this batch added is counted by this process only, on top
         of the person's last shared totals, and the store is left alone for `retry_s`."""
         waiting = now < self._down_until

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from policies import Policy, load_policy
 from policies.decision import Allow, Block
-from proxy.services.budgets import Budgets, crossed, reads_data, user_hash, value_key
+from proxy.services.budgets import Budgets, crossed, observes, reads_data, user_hash, value_key
 from proxy.services.gate import Principal, StatementRecord
 from proxy.services.guard import Guard
 from proxy.services.metrics import Metrics
@@ -154,6 +154,12 @@ def test_what_the_budget_applies_to() -> None:
     assert not reads_data(Allow(kind="transaction"))
     assert not reads_data(Allow(kind="set"))
     assert not reads_data(Allow(kind="select", tables=("pg_catalog.pg_class", "information_schema.tables")))
+
+
+def test_values_are_observed_only_for_a_distinct_customers_budget(tmp_path: Path) -> None:
+    assert observes(policy(tmp_path))
+    assert not observes(policy(tmp_path, customers=None))
+    assert not observes(load_policy(DEMO))
 
 
 def test_shared_keys_name_the_person_by_a_hash() -> None:
