@@ -23,6 +23,7 @@ from sqlglot import exp
 
 from policies.model import (
     ACTIONS,
+    BUDGET_NAMES,
     BUILTIN_CLASSES,
     DAY_NAMES,
     DEFAULT_LOOKUPS_PER_HOUR,
@@ -36,6 +37,7 @@ from policies.model import (
     HoursWindow,
     Policy,
     Role,
+    RoleBudgets,
     Route,
     RowFilter,
     User,
@@ -107,7 +109,7 @@ MarkedLoader.add_constructor("tag:yaml.org,2002:seq", MarkedLoader.construct_seq
 
 # --- validation --------------------------------------------------------------------------------
 
-TOP_KEYS = ("version", "timezone", "classes", "columns", "apis", "roles", "users")
+TOP_KEYS = ("version", "timezone", "classes", "columns", "apis", "roles", "users", "customer_key")
 API_KEYS = ("fields", "description")
 ROLE_KEYS = (
     "statements",
@@ -122,6 +124,7 @@ ROLE_KEYS = (
     "database_role",
     "lookups_per_hour",
     "routes",
+    "budgets",
     "description",
 )
 USER_KEYS = ("role", "password", "mysql_password", "tokens", "description")
@@ -439,6 +442,7 @@ def _compile(c: _Collector, files: list[_FileData]) -> Policy:
                     else:
                         custom_classes.add(name)
     known_classes = BUILTIN_CLASSES | custom_classes
+    customer_key = _customer_key(c, files)
 
     # APIs: JSON field classification for the HTTP side.
     apis: dict[str, Api] = {}
@@ -582,7 +586,7 @@ def _compile(c: _Collector, files: list[_FileData]) -> Policy:
     if c.errors:
         raise PolicyError(c.errors)
     tz = ZoneInfo(tz_name) if tz_name else None
-    revision = _revision(rules, roles, users, custom_classes, tz_name, apis)
+    revision = _revision(rules, roles, users, custom_classes, tz_name, apis, customer_key)
     return Policy(
         columns=tuple(rules),
         roles=roles,
@@ -593,7 +597,63 @@ def _compile(c: _Collector, files: list[_FileData]) -> Policy:
         timezone_name=tz_name,
         sources=tuple(f.path for f in files),
         apis=apis,
+        customer_key=customer_key,
     )
+
+
+def _customer_key(c: _Collector, files: list[_FileData]) -> str | None:
+    """The top-level `customer_key`: one column, named without globs (one customer is one value
+    of one column), given once across the merged files."""
+    found: tuple[str, str] | None = None  # (key, file it came from)
+    for f in files:
+        if "customer_key" not in f.data:
+            continue
+        value = f.data["customer_key"]
+        mark = _vm(f.data, "customer_key")
+        if not isinstance(value, str) or (err := _pattern_ok(value, 3, 4)):
+            c.add(
+                f.path,
+                mark,
+                err
+                if isinstance(value, str)
+                else "`customer_key` must name one column: database.table.column",
+            )
+            continue
+        if has_glob(value):
+            c.add(f.path, mark, f"`customer_key` must name one column, without globs: `{value}`")
+            continue
+        if found is not None and found[0].lower() != value.lower():
+            c.add(f.path, mark, f"`customer_key` `{value}` conflicts with `{found[0]}` in {found[1]}")
+            continue
+        found = found or (value, f.path)
+    return found[0] if found else None
+
+
+def _budgets(c: _Collector, path: str, body: MarkedDict) -> RoleBudgets | None:
+    """A role's `budgets` mapping, or None after recording why it is not one."""
+    raw = body["budgets"]
+    if not isinstance(raw, dict) or not raw:
+        c.add(
+            path,
+            _vm(body, "budgets"),
+            "`budgets` must map a budget (rows_per_hour, distinct_customers_per_day) to a "
+            "positive whole number",
+        )
+        return None
+    before = len(c.errors)
+    _check_keys(c, path, raw, BUDGET_NAMES, "`budgets`")
+    limits: dict[str, int] = {}
+    for name in BUDGET_NAMES:
+        if name not in raw:
+            continue
+        v = raw[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            c.add(path, _vm(raw, name), f"`{name}` must be a positive whole number, got `{v}`")
+            continue
+        limits[name] = v
+    if len(c.errors) > before:
+        return None
+    return RoleBudgets(**limits)
 
 
 def _string_list(c: _Collector, path: str, body: MarkedDict, key: str, what: str) -> list[tuple[str, Any]]:
@@ -807,6 +867,10 @@ def _compile_role(
             seen_routes[key] = text
             routes.append(route)
 
+    budgets: RoleBudgets | None = None
+    if "budgets" in body:
+        budgets = _budgets(c, path, body)
+
     if len(c.errors) > before:
         return None
     return Role(
@@ -824,6 +888,7 @@ def _compile_role(
         functions=frozenset(functions),
         database_role=database_role,
         routes=tuple(routes),
+        budgets=budgets,
     )
 
 
@@ -834,6 +899,7 @@ def _revision(
     classes: set[str],
     tz: str | None,
     apis: dict[str, Api] | None = None,
+    customer_key: str | None = None,
 ) -> str:
     """Hash of the compiled content: formatting, comments and key order do not change it."""
     doc = {
@@ -860,6 +926,7 @@ def _revision(
                 if r.routes
                 else {}
             )
+            | ({"budgets": dict(r.budgets.items())} if r.budgets else {})
             for name, r in sorted(roles.items())
         },
         # mysql_password only when set, so that policies without it keep their revision.
@@ -876,5 +943,7 @@ def _revision(
     if apis:
         # Field order matters (the first matching rule wins), so it is kept as written.
         doc["apis"] = {n: [[list(r.pattern), r.cls] for r in a.fields] for n, a in sorted(apis.items())}
+    if customer_key:
+        doc["customer_key"] = customer_key.lower()
     blob = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

@@ -19,7 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 import masking
-from policies.names import ColumnName, TableName, column_matches, table_matches
+from policies.names import ColumnName, TableName, column_matches, split_pattern, table_matches
 
 ACTIONS = ("clear", "mask", "hash", "fake", "redact", "deny")
 STATEMENT_KINDS = ("select", "insert", "update", "delete", "ddl", "dcl", "admin", "all")
@@ -249,6 +249,27 @@ class HoursWindow:
         return t < self.end and (moment.weekday() - 1) % 7 in self.days
 
 
+# What a role's `budgets` may bound (policies/loader.py validates against it).
+BUDGET_NAMES = ("rows_per_hour", "distinct_customers_per_day")
+
+
+@dataclass(frozen=True, slots=True)
+class RoleBudgets:
+    """A role's `budgets`: how much one person of the role may read, over every replica.
+
+    A person who has used one up is refused (reason `row_budget`) until its window has passed:
+    `rows_per_hour` counts the rows sent to them in the current clock hour, and
+    `distinct_customers_per_day` the customers whose values reached them today (by the policy's
+    `customer_key`, or by every classified value when it names none). None: no such budget."""
+
+    rows_per_hour: int | None = None
+    distinct_customers_per_day: int | None = None
+
+    def items(self) -> tuple[tuple[str, int], ...]:
+        """(budget name, limit) of each budget set, in BUDGET_NAMES order."""
+        return tuple((name, limit) for name in BUDGET_NAMES if (limit := getattr(self, name)) is not None)
+
+
 @dataclass(frozen=True, slots=True)
 class Role:
     name: str
@@ -269,6 +290,8 @@ class Role:
     lookups_per_hour: int | None = DEFAULT_LOOKUPS_PER_HOUR
     # HTTP: the methods and paths this role may call (none: every HTTP request is refused).
     routes: tuple[Route, ...] = ()
+    # Per-person reading budgets shared by every replica (proxy/services/budgets.py); None: none.
+    budgets: RoleBudgets | None = None
 
     @property
     def unrestricted_statements(self) -> bool:
@@ -328,6 +351,9 @@ class Policy:
     timezone_name: str | None = None
     sources: tuple[str, ...] = ()
     apis: Mapping[str, Api] = field(default_factory=dict)
+    # `customer_key`: the column whose value is one customer for `distinct_customers_per_day`
+    # budgets, as written ("crm.customers.id"); None: every classified value counts as one.
+    customer_key: str | None = None
     _class_cache: dict[tuple[ColumnName, str | None], str | None] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -363,6 +389,11 @@ class Policy:
             self._class_cache.clear()
         self._class_cache[key] = found
         return found
+
+    def is_customer_key(self, column: ColumnName, default_schema: str | None) -> bool:
+        """Whether `column` is the policy's `customer_key`, matched as column classes are."""
+        key = self.customer_key
+        return key is not None and column_matches(split_pattern(key), column, default_schema)
 
     def unrestricted(self, role: Role | None) -> bool:
         """Whether `role` may run anything, sees every class the policy writes clear and scans

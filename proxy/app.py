@@ -14,11 +14,14 @@ import contextlib
 import signal
 import ssl
 import sys
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+import masking
 from policies import load_policy
 from policies.sql.text import without_comments
 
@@ -28,6 +31,7 @@ from .pg import catalog
 from .reload import PolicyReloader
 from .services import canaries
 from .services.audit import AuditLog
+from .services.budgets import Budgets
 from .services.disclosure import Batch, Disclosures
 from .services.guard import Guard, SchemaLoader
 from .services.ledger import Ledger
@@ -85,6 +89,7 @@ class App:
         self.metrics = Metrics(registry)
         self.audit: AuditLog | None = None
         self.guard: Guard | None = None
+        self.budgets: Budgets | None = None
         self.reloader: PolicyReloader | None = None
         self.canaries: canaries.Canaries | None = None
         self.ledger: Ledger | None = None
@@ -118,6 +123,7 @@ class App:
             shared=cfg.workers > 1,
         )
         loaders, defaults = schema_loaders(cfg)
+        self.budgets = self._budgets()
         self.guard = Guard(
             policy,
             metrics=self.metrics,
@@ -126,6 +132,7 @@ class App:
             default_databases=defaults,
             masking_key=cfg.masking_key,
             audit_required=cfg.audit_required,
+            budgets=self.budgets,
         )
         self.arm_disclosures()
         for upstream, database in defaults.items():
@@ -196,6 +203,19 @@ class App:
             file=sys.stderr,
             flush=True,
         )
+
+    def _budgets(self) -> Budgets:
+        """The per-person budget counts, kept even when no role has budgets yet: a reload may
+        add some, and a role without them costs one dictionary lookup per statement."""
+        cfg = self.config
+        budgets = Budgets(
+            masking_key=cfg.masking_key or masking.DEFAULT_KEY,
+            redis_url=cfg.redis,
+            metrics=self.metrics,
+            timezone=_zone(cfg.timezone),
+        )
+        budgets.start()
+        return budgets
 
     async def start_listeners(self) -> None:
         cfg = self.config
@@ -334,6 +354,8 @@ class App:
             await asyncio.to_thread(self.ledger.close)  # its last flush
         if self.audit is not None:
             await asyncio.to_thread(self.audit.close)
+        if self.budgets is not None:
+            await asyncio.to_thread(self.budgets.close)
 
     @property
     def listen_addresses(self) -> dict[str, str]:
@@ -345,6 +367,13 @@ class App:
         if self.config.http is not None and self.serve_http:
             out["http"] = str(self.config.http.listen)
         return out
+
+
+def _zone(name: str) -> tzinfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None  # days then start at midnight local time; the config's other uses report it
 
 
 async def serve(config: Config) -> int:

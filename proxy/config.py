@@ -125,6 +125,9 @@ class Config:
     ledger_retention_days: int = 180
     ledger_expected_values: int = 20000  # distinct values per person-day a day filter is sized for
     ledger_fp_rate: float = 1e-4  # its false-positive rate at that many values
+    # The Redis server every replica shares per-person budgets through (redis://host:port/db);
+    # None: each process counts its people alone (proxy/services/budgets.py).
+    redis: str | None = None
 
 
 # More processes than this is a typo, not a host: each holds the policy, its caches and an
@@ -152,6 +155,7 @@ _TOP_KEYS = {
     "ledger_retention_days",
     "ledger_expected_values",
     "ledger_fp_rate",
+    "redis",
 }
 _LISTENER_KEYS = {"listen", "upstream", "tls", "database_roles"}
 _HTTP_KEYS = {
@@ -199,7 +203,7 @@ def _expand_tree(node: Any, env: dict[str, str] | None, key: str = "") -> Any:
     if isinstance(node, list):
         return [_expand_tree(v, env, key) for v in node]
     if isinstance(node, str):
-        return expand_env(node, env, url=key == "upstream")
+        return expand_env(node, env, url=key in ("upstream", "redis"))
     return node
 
 
@@ -326,6 +330,24 @@ def _http(raw: Any, base: Path) -> HttpListener:
     )
 
 
+def _redis(value: Any) -> str | None:
+    """`redis: redis://[:password@]host[:port][/db]` (or rediss:// for TLS), checked here so
+    that a typo stops start-up instead of silently leaving each replica to count alone."""
+    if value is None or value == "":
+        return None
+    u = urlsplit(value) if isinstance(value, str) else None
+    if u is None or u.scheme not in ("redis", "rediss") or not u.hostname:
+        raise ConfigError(f"redis: expected redis://host:port/db, got {value!r}")
+    try:
+        u.port  # noqa: B018 - parsing it is the check
+        db = u.path.strip("/")
+        if db and (not db.isdigit() or u.path.count("/") > 1):
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"redis: bad port or database number in {value!r}") from None
+    return value
+
+
 def _workers(value: Any) -> int:
     """A whole number of processes. `${WORKERS:-2}` arrives as text; 2.5 or `true` is a mistake,
     not a number to round."""
@@ -418,6 +440,7 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
             discover=_flag(raw.get("discover", True), "discover"),
             workers=_workers(raw.get("workers", 1)),
             **_ledger(raw, base),
+            redis=_redis(raw.get("redis")),
         )
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from exc

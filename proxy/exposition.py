@@ -29,8 +29,10 @@ SampleKey = tuple[str, tuple[tuple[str, str], ...]]
 # (slot, pid, fetch): one live worker and how to read its exposition
 WorkerSource = tuple[int, int, Callable[[], str]]
 
-_MIN = ("process_start_time_seconds",)
-_MAX = ("process_max_fds",)
+# The budget store is up only while every worker reaches it; a role's budget use is the most any
+# worker knows of (with Redis they all read the same totals).
+_MIN = ("process_start_time_seconds", "maskgate_budget_store_up")
+_MAX = ("process_max_fds", "maskgate_budget_usage_ratio")
 # Types whose samples only grow within one process: what a retired worker counted stays counted.
 _MONOTONIC = frozenset({"counter", "histogram", "summary"})
 

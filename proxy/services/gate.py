@@ -13,7 +13,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from policies.decision import Decision
+from policies.decision import Allow, Block, Decision
 
 # Credential kinds, one per way a client proves who it is. A protocol asks for the kind its
 # handshake can check; a user without one cannot log in over that protocol.
@@ -146,6 +146,11 @@ class Gate(MaskerSource, Protocol):
     def disclose(self, principal: Principal, statement_id: str, values: Sequence[Disclosed]) -> None:
         """The classified values (and customer keys) one batch of rows of a statement gave a
         person. Called only when `observing`; must not block (observers queue their work)."""
+
+    def over_budget(self, principal: Principal, allow: Allow) -> Block | None:
+        """The refusal (reason `row_budget`) of a statement about to run, decided earlier, whose
+        person has since used up a budget of their role (`budgets`); None to let it run. Asked
+        at every run, as `spend_lookups` is: a prepared statement's decision is made once."""
         ...
 
     def begin(self, rec: StatementRecord) -> bool:

@@ -22,11 +22,12 @@ from typing import Any
 
 import masking
 from policies import Engine, Policy, Role, Schema
-from policies.decision import Block, Decision
+from policies.decision import Allow, Block, Decision
 from policies.discovery import pending
 from policies.sql.shapes import fingerprint
 
 from .audit import AuditLog
+from .budgets import Budgets
 from .gate import MYSQL_NATIVE_PASSWORD, SCRAM_SHA_256, Disclosed, Observer, Principal, StatementRecord
 from .metrics import Metrics
 
@@ -119,6 +120,7 @@ class Guard:
         audit_required: bool = False,
         schema_timeout_s: float = SCHEMA_TIMEOUT_S,
         clock: Callable[[], float] = time.monotonic,
+        budgets: Budgets | None = None,
     ) -> None:
         self.metrics = metrics
         self.audit = audit
@@ -156,6 +158,16 @@ class Guard:
         self._observers: list[Observer] = []
         self.observing = False
         metrics.set_policy_revision(policy.revision)
+        # Per-person budgets of the roles that have them (None: no role's budget is counted).
+        self.budgets = budgets
+        # Distinct customers are counted from the values people receive (the row paths'
+        # observation hook), reduced under the policy in force when they arrive; only while some
+        # role of that policy has such a budget, so that the fast paths stay fast otherwise.
+        self._budget_observer: Observer | None = None
+        if budgets is not None:
+            metrics.budget_usage.source = lambda: budgets.usage(self._state.policy)
+            self._budget_observer = budgets.observer(lambda: self._state.policy)
+        self._watch()
 
     # -- policy and schema ---------------------------------------------------------------------
 
@@ -169,6 +181,7 @@ class Guard:
         self.generation += 1
         self.metrics.set_policy_revision(policy.revision)
         self._count_discovered()  # columns the new policy names are no longer pending
+        self._watch()
 
     def _where(self, database: str, upstream: str) -> Where:
         return (upstream, database or self._default_databases.get(upstream, ""))
@@ -390,10 +403,13 @@ class Guard:
         try:
             from policies.http import decide_request
 
-            return decide_request(state.policy, role, self.api_name(api), method, path, query, body)
+            decision = decide_request(state.policy, role, self.api_name(api), method, path, query, body)
         except Exception as exc:  # an engine bug is a refusal, never a pass
             print(f"maskgate: HTTP decision failed for {what[:200]!r}: {exc!r}", file=sys.stderr)
             return replace(state.engine_failed, kind="http", message="the request could not be analysed")
+        if self.budgets is not None and isinstance(decision, Allow):
+            return self.budgets.refusal(state.policy, principal, decision) or decision
+        return decision
 
     def api_name(self, api: str | None) -> str | None:
         """The policy's `apis` entry an HTTP listener uses: the one named, else the only one."""
@@ -453,7 +469,15 @@ class Guard:
             print(f"maskgate: decision failed: {exc!r}", file=sys.stderr)
             decision = _fingerprinted(state.engine_failed, sql, dialect)
         self.metrics.decision_cache.add(_HIT if engine.cache_hits > hits else _MISS)
+        if self.budgets is not None and isinstance(decision, Allow):
+            # After the engine, never cached with its decision: the counts change, the SQL does not.
+            return self.budgets.refusal(state.policy, principal, decision) or decision
         return decision
+
+    def over_budget(self, principal: Principal, allow: Allow) -> Block | None:
+        if self.budgets is None:
+            return None
+        return self.budgets.refusal(self._state.policy, principal, allow)
 
     @staticmethod
     def _still_valid(state: _PolicyState, principal: Principal) -> bool:
@@ -529,7 +553,16 @@ class Guard:
         """Tell `fn` of every batch of disclosed values from now on. It runs on the event loop:
         it must only queue work (services/disclosure.py's Disclosures does)."""
         self._observers.append(fn)
-        self.observing = True
+        self._watch()
+
+    def _watch(self) -> None:
+        """`observing`: an observer is registered, or the policy in force has a role counting
+        distinct customers (recomputed on every policy swap)."""
+        from .budgets import observes
+
+        counting = self._budget_observer is not None and observes(self._state.policy)
+        self._observers_now = [*self._observers, *([self._budget_observer] if counting else [])]
+        self.observing = bool(self._observers_now)
 
     def customer_key(self) -> str | None:
         # Budgets' policy key; read loosely until every policy model carries it.
@@ -537,7 +570,7 @@ class Guard:
         return str(key) if key else None
 
     def disclose(self, principal: Principal, statement_id: str, values: Sequence[Disclosed]) -> None:
-        for fn in self._observers:
+        for fn in self._observers_now:
             try:
                 fn(principal, statement_id, values)
             except Exception as exc:  # an observer's bug must not take the session down
@@ -594,6 +627,8 @@ class Guard:
                 m.masked_values.add((cls,), n)
         m.duration.observe("total", rec.duration_s)
         m.duration.observe("overhead", rec.overhead_s)
+        if self.budgets is not None:
+            self.budgets.record(self._state.policy, rec)
         if self.audit is not None:
             # Audit takes the revision the decision carries (engine and guard stamp theirs when
             # deciding); the one in force now only stands in for what no policy decided, the

@@ -178,6 +178,29 @@ class _BucketsChild:
         self.buckets.observe(self.label, amount)
 
 
+class Computed:
+    """A labelled gauge computed when scraped: `source()` returns {labels: value}. For values
+    that are cheaper to work out on demand than to keep current (budget usage per role)."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...], registry: Any) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = labelnames
+        self.source: Callable[[], Mapping[tuple[str, ...], float]] | None = None
+        if registry is not None:
+            registry.register(self)
+
+    def describe(self) -> list[Metric]:
+        return [Metric(self.name, self.documentation, "gauge")]
+
+    def collect(self) -> Iterator[Metric]:
+        m = Metric(self.name, self.documentation, "gauge")
+        source = self.source
+        for key, value in sorted((source() if source is not None else {}).items()):
+            m.add_sample(self.name, dict(zip(self.labelnames, key, strict=True)), float(value))
+        yield m
+
+
 class SessionCount:
     """`maskgate_sessions{protocol,role}`: authenticated sessions, counted when scraped by
     `source()` (the app walks its listeners' connections, proxy/operator.py), so logins and
@@ -270,6 +293,33 @@ class Metrics:
         self.disclosures_dropped = Counter(
             "maskgate_disclosures_dropped",
             "Disclosed values not recorded because the disclosure queue was full",
+            registry=r,
+        )
+        # Per-person budgets (proxy/services/budgets.py). Labelled by role and budget name, never
+        # by the person: the audit log says who (reason row_budget).
+        self.budget_refusals = Counter(
+            "maskgate_budget_refusals",
+            "Statements refused because their person had used up a budget of their role",
+            ["role", "budget"],
+            registry=r,
+        )
+        self.budget_usage = Computed(
+            "maskgate_budget_usage_ratio",
+            "Per role and budget, the largest share of it one person has used in the current window "
+            "(1 or more: crossed; every replica's reads when a Redis store is configured)",
+            ("role", "budget"),
+            r,
+        )
+        # Exported only when a store is configured: no series, no alert, for a lone replica.
+        self.budget_store_up = Computed(
+            "maskgate_budget_store_up",
+            "1 while the shared budget store (Redis) answers; 0 while each replica counts alone",
+            (),
+            r,
+        )
+        self.budget_store_errors = Counter(
+            "maskgate_budget_store_errors",
+            "Failed round trips to the shared budget store (counting went on in the replica)",
             registry=r,
         )
         self._revision: str | None = None

@@ -143,10 +143,16 @@ class StatementTracker:
     def spend(self, allow: Allow) -> Block | None:
         """Charge the values `allow` compares masked classes with to this person's hourly lookup
         budget (the role's `lookups_per_hour`), as it is about to run; the refusal when it is
-        spent. Charged per run, not per decision: `phone = $1` executed 10,000 times with other
-        parameters is 10,000 lookups."""
+        spent, or when the person has used up a reading budget of their role (`budgets`).
+        Checked per run, not per decision: `phone = $1` executed 10,000 times with other
+        parameters is 10,000 lookups, and a prepared statement must stop when the budget does."""
+        if self.principal is None:
+            return None
+        over = self.gate.over_budget(self.principal, allow)
+        if over is not None:
+            return over  # refused before its lookups are charged
         n = sum(p.lookups for p in allow.statements) if allow.statements else allow.lookups
-        if not n or self.principal is None or self.gate.spend_lookups(self.principal, n):
+        if not n or self.gate.spend_lookups(self.principal, n):
             return None
         return Block(
             "masked_predicate",

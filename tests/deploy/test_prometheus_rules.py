@@ -60,5 +60,7 @@ def test_every_alert_has_a_unit_test() -> None:
         "MaskgateDown",
         "MaskgateOverheadHigh",
         "MaskgateDecisionCacheMissRate",
+        "MaskgateBudgetCrossed",
+        "MaskgateBudgetStoreDown",
     ):
         assert name in alerts

@@ -213,6 +213,50 @@ def test_prometheus_scrapes_maskgate_and_the_refusal_burst_alert_fires(
             mg.kill()
 
 
+def test_the_budget_alerts_fire(upstream: EmbeddedPostgres, tmp_path: Path) -> None:
+    """A vendor reads their 10 rows per hour and is refused: MaskgateBudgetCrossed fires for the
+    role and budget. The `redis` URL names a port nothing listens on: MaskgateBudgetStoreDown
+    fires, and the budget still holds (each replica counts alone)."""
+    mport = free_port()
+    (tmp_path / "mg").mkdir()
+    policy = (REPO / "policies/examples/demo.yaml").read_text()
+    policy = policy.replace("    max_rows: 200\n", "    max_rows: 200\n    budgets: {rows_per_hour: 10}\n", 1)
+    extra = f"metrics: 127.0.0.1:{mport}\nredis: redis://127.0.0.1:{free_port()}/0\n"
+    s = start(tmp_path / "mg", upstream, extra=extra, policy_text=policy)
+    prom: subprocess.Popen[bytes] | None = None
+    try:
+        prom, pport = start_prometheus(tmp_path, mport)
+        c = vendor(s["port"])
+        assert len(c.execute("SELECT id FROM call_records LIMIT 10").fetchall()) == 10
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="10 rows per hour"):
+            c.execute("SELECT id FROM call_records LIMIT 1")
+        c.close()
+
+        def firing(name: str) -> list[dict[str, Any]]:
+            alerts = api(pport, "alerts")["alerts"]
+            return [a for a in alerts if a["labels"]["alertname"] == name and a["state"] == "firing"]
+
+        crossed = poll(lambda: firing("MaskgateBudgetCrossed"), 60)
+        assert crossed, api(pport, "alerts")
+        assert crossed[0]["labels"]["role"] == "vendor"
+        assert crossed[0]["labels"]["budget"] == "rows_per_hour"
+        down = poll(lambda: firing("MaskgateBudgetStoreDown"), 60)
+        assert down, api(pport, "alerts")
+        assert "counted by this replica alone" in s["stderr"].read_text()
+    finally:
+        if prom is not None:
+            prom.terminate()
+            try:
+                prom.wait(20)
+            except subprocess.TimeoutExpired:
+                prom.kill()
+        s["proc"].send_signal(signal.SIGTERM)
+        try:
+            s["proc"].wait(20)
+        except subprocess.TimeoutExpired:
+            s["proc"].kill()
+
+
 def test_readyz_is_503_while_the_upstream_is_down(upstream: EmbeddedPostgres, tmp_path: Path) -> None:
     mport = free_port()
     s = start(tmp_path, upstream, extra=f"metrics: 127.0.0.1:{mport}\n")

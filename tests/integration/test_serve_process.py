@@ -33,10 +33,16 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostg
 
 
 def start(
-    tmp: Path, pg: EmbeddedPostgres, *, audit_log: str = "audit.jsonl", extra: str = ""
+    tmp: Path,
+    pg: EmbeddedPostgres,
+    *,
+    audit_log: str = "audit.jsonl",
+    extra: str = "",
+    policy_text: str | None = None,
 ) -> dict[str, Any]:
+    """`maskgate serve` as a process; `policy_text` replaces the demo policy."""
     policy = tmp / "policy.yaml"
-    policy.write_text((REPO / "policies/examples/demo.yaml").read_text())
+    policy.write_text(policy_text or (REPO / "policies/examples/demo.yaml").read_text())
     port = free_port()
     (tmp / "maskgate.yaml").write_text(
         f"policy: policy.yaml\naudit_log: {audit_log}\n{extra}"

@@ -175,3 +175,20 @@ def test_bad_ledger_keys_are_refused(tmp_path: Path, line: str) -> None:
     cfg.write_text(f"policy: p.yaml\n{line}\n")
     with pytest.raises(ConfigError, match=line.split(":")[0]):
         load_config(cfg)
+
+
+def test_redis_names_the_shared_budget_store(tmp_path: Path) -> None:
+    (tmp_path / "m.yaml").write_text("policy: p.yaml\n")
+    assert load_config(tmp_path / "m.yaml", env={}).redis is None
+    (tmp_path / "m.yaml").write_text("policy: p.yaml\nredis: redis://:${REDIS_PASSWORD}@10.0.0.7:6380/2\n")
+    # An expanded password is percent-encoded: a `@` or `/` in it cannot move the host.
+    url = load_config(tmp_path / "m.yaml", env={"REDIS_PASSWORD": "p@ss/1"}).redis
+    assert url == "redis://:p%40ss%2F1@10.0.0.7:6380/2"
+    import redis
+
+    kw = redis.connection.parse_url(url)
+    assert (kw["host"], kw["port"], kw["db"], kw["password"]) == ("10.0.0.7", 6380, 2, "p@ss/1")
+    for bad in ("http://10.0.0.7:6379", "10.0.0.7:6379", "redis://", "redis://h:port/0", "redis://h:6379/x"):
+        (tmp_path / "m.yaml").write_text(f"policy: p.yaml\nredis: '{bad}'\n")
+        with pytest.raises(ConfigError, match="redis: "):
+            load_config(tmp_path / "m.yaml", env={})

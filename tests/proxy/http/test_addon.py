@@ -301,3 +301,25 @@ def test_observed_responses_are_disclosed_once_with_their_record_id(gate: Record
         ("zhang", g.id[:16], [("mobile", MOBILE, False), ("id_card", ID18, False)]),
     ]
     assert {r.id for r in gate.records} == {f.id[:16], g.id[:16]}
+
+
+def test_a_person_over_their_row_budget_is_refused_before_forwarding(tmp_path: Path) -> None:
+    from proxy.services.budgets import Budgets
+
+    p = tmp_path / "policy.yaml"
+    text = POLICY.replace("    max_rows: 2\n", "    max_rows: 2\n    budgets: {rows_per_hour: 3}\n", 1)
+    p.write_text(text % {"pw": scram_verifier("pw", iterations=64), "token": token_digest(TOKEN)})
+    budgets = Budgets(masking_key=b"k")
+    g = Recording(load_policy(p), metrics=Metrics(CollectorRegistry()), masking_key=b"k", budgets=budgets)
+    addon = MaskGate(g, SETTINGS)
+    doc = json.dumps({"data": [{"mobile": MOBILE}] * 5}).encode()
+    with taddons.context(addon):
+        assert run(addon, flow("/api/clients"), doc).response.status_code == 200  # 2 rows
+        assert run(addon, flow("/api/clients"), doc).response.status_code == 200  # 4: used up
+        f = flow("/api/clients")
+        addon.requestheaders(f)
+        addon.request(f)
+    assert f.response is not None and f.response.status_code == 403
+    assert "3 rows per hour" in json.loads(f.response.content)["error"]
+    assert g.records[-1].decision.reason == "row_budget"
+    assert budgets.counts("vendor", "zhang") == (4, 0)

@@ -133,6 +133,9 @@ class FakeGate:
             d = self.__dict__["_disclosed"] = []
         return d  # type: ignore[no-any-return]
 
+    def over_budget(self, principal: Principal, allow: Allow) -> Block | None:
+        return None
+
     def begin(self, rec: StatementRecord) -> bool:
         if self.audit_ok:
             self.begun.append(rec)

@@ -48,6 +48,15 @@ class Gate:
     def text_masker(self, classes: frozenset[str]) -> Callable[[str], str]:
         return lambda s: f"{sorted(classes)}:{s}"
 
+    over: Block | None = None  # what `over_budget` answers
+
+    def over_budget(self, principal: Principal, allow: Allow) -> Block | None:
+        return self.over
+
+    def spend_lookups(self, principal: Principal, n: int) -> bool:
+        self.spent = getattr(self, "spent", 0) + n
+        return True
+
 
 def tracker(
     gate: Gate, principal: Principal | None = ALICE, now: list[float] | None = None
@@ -236,3 +245,13 @@ def test_plan_cache_does_not_keep_a_failed_build() -> None:
     with pytest.raises(ValueError):
         cache.get((), None, allow, "utf-8", fail)
     assert cache.get((), None, allow, "utf-8", lambda *args: "ok") == "ok"
+
+
+def test_spend_refuses_a_person_over_budget_at_every_run_before_charging_lookups() -> None:
+    gate = Gate()
+    t = tracker(gate)
+    allow = Allow(kind="select", tables=("public.customers",), lookups=2)
+    assert t.spend(allow) is None and gate.spent == 2
+    gate.over = Block("row_budget", "spent")
+    assert t.spend(allow) == Block("row_budget", "spent")
+    assert gate.spent == 2  # a refused run charges no lookups
