@@ -317,8 +317,8 @@ def test_a_person_over_their_row_budget_is_refused_before_forwarding(tmp_path: P
         assert run(addon, flow("/api/clients"), doc).response.status_code == 200  # 2 rows
         assert run(addon, flow("/api/clients"), doc).response.status_code == 200  # 4: used up
         f = flow("/api/clients")
-        addon.requestheaders(f)
-        addon.request(f)
+        asyncio.run(addon.requestheaders(f))
+        asyncio.run(addon.request(f))
     assert f.response is not None and f.response.status_code == 403
     assert "3 rows per hour" in json.loads(f.response.content)["error"]
     assert g.records[-1].decision.reason == "row_budget"

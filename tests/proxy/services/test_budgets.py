@@ -416,17 +416,15 @@ def test_guard_refuses_sql_and_http_and_prepared_runs(tmp_path: Path) -> None:
     assert isinstance(decide("SELECT name FROM customers"), Allow)
 
 
-def test_the_guard_registers_the_budgets_observer_with_the_observation_hook(tmp_path: Path) -> None:
+def test_the_guard_observes_for_budgets_only_while_a_role_counts_customers(tmp_path: Path) -> None:
     p, clock = policy(tmp_path), Clock()
-    registered: list[Any] = []
-
-    class Observed(Guard):
-        def add_observer(self, fn: Any) -> None:  # what the observation hook provides
-            registered.append(fn)
-
     b = budgets(clock)
-    Observed(p, metrics=Metrics(CollectorRegistry()), budgets=b)
-    assert len(registered) == 1
-    registered[0](ZHANG, "s-1", ids("1", "2", "3"))
+    g = Guard(p, metrics=Metrics(CollectorRegistry()), budgets=b)
+    assert g.observing == observes(p)
+    g.disclose(ZHANG, "s-1", ids("1", "2", "3"))
     b.pump()
-    assert b.counts("vendor", "vendor_zhang") == (0, 3)
+    assert observes(p) and b.counts("vendor", "vendor_zhang") == (0, 3)
+    # A policy without a distinct-customers budget leaves the row paths' fast paths alone.
+    (tmp_path / "rows-only").mkdir()
+    g.swap_policy(policy(tmp_path / "rows-only", customers=None))
+    assert not g.observing
