@@ -38,7 +38,6 @@ down are not added to the shared totals afterwards; reconnection is retried ever
 from __future__ import annotations
 
 import hashlib
-import hmac
 import math
 import queue
 import sys
@@ -49,10 +48,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any, NamedTuple, Protocol
 
-from masking.normalize import normalize
 from policies.decision import Allow, Block
 from policies.model import Policy, RoleBudgets
 
+from .disclosure import value_key
 from .gate import Principal, StatementRecord
 from .metrics import Metrics
 
@@ -67,7 +66,6 @@ MAX_BATCH = 2000  # queue items handled in one Redis pipeline
 # Schemas whose rows are the database describing itself (GUI tools read them constantly): they
 # say nothing about customers, and counting them would spend a person's budget on metadata.
 _CATALOG_SCHEMAS = frozenset({"pg_catalog", "information_schema", "mysql", "performance_schema", "sys"})
-_SEPARATORS = str.maketrans("", "", " \t-")
 
 CUSTOMER_KEY_CLASS = "customer_key"  # the class the row paths disclose customer-key values as
 
@@ -87,14 +85,6 @@ class Disclosed(Protocol):
     column: str
     value: str
     clear: bool
-
-
-def value_key(masking_key: bytes, cls: str, value: str) -> bytes:
-    """A keyed hash of the normalised value: equal for the spellings of one number (full-width
-    digits, spaces, dashes, a lower-case ID check letter), never the value itself. The same
-    function as the disclosure ledger's, so the two agree on what one value is."""
-    folded = normalize(value)[0].translate(_SEPARATORS).upper()
-    return hmac.new(masking_key, folded.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
 
 
 def user_hash(user: str) -> str:
