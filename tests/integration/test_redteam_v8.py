@@ -1,0 +1,178 @@
+"""Red team v8: an insider with a clear role (the DBA) reading customers' numbers without
+showing up in the disclosure ledger / `maskgate trace`, and the ledger and audit never holding
+a number themselves.
+
+Each attack reads ONE customer's phone (its own id, so that attacks do not vouch for each other)
+in a form the DBA can turn back into the number, then asks `maskgate trace` who received it.
+A finding is an xfail(strict) test that fails today; attacks that hold are plain tests.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from proxy.cli import main
+from proxy.demo.embedded_pg import EmbeddedPostgres
+from tests.conftest import CRM_DESK_PASSWORD, CRM_VENDOR_PASSWORD
+from tests.integration.harness import connect_proxy, crm_database, serve_demo
+
+SVC_PW = "svc-secret-red8"
+DBA = ("dba_wang", "dba-pass")
+
+
+@pytest.fixture(scope="module")
+def crm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    with crm_database(tmp_path_factory, "pg-red8", SVC_PW, 40) as pg:
+        yield pg
+
+
+@pytest.fixture(scope="module")
+def served(crm: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with serve_demo(tmp_path_factory.mktemp("red8"), crm, SVC_PW, config_lines="ledger_dir: ledger\n") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def phones(crm: EmbeddedPostgres) -> dict[int, str]:
+    """The true numbers, read straight from the database (not through the proxy)."""
+    import psycopg
+
+    with psycopg.connect(crm.dsn("maskgate_svc", SVC_PW, "crm")) as conn:
+        return {i: p for i, p in conn.execute("SELECT id, phone FROM customers")}
+
+
+@pytest.fixture(autouse=True)
+def env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("T_UPSTREAM", SVC_PW)
+    monkeypatch.setenv("T_VENDOR", CRM_VENDOR_PASSWORD)
+    monkeypatch.setenv("T_DESK", CRM_DESK_PASSWORD)
+
+
+def settle(served: dict[str, Any]) -> None:
+    app = served["app"]
+    app.disclosures.drain()
+    app.ledger.flush()
+    deadline = time.monotonic() + 5
+    while app.audit._queue and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)
+
+
+def traced(served: dict[str, Any], capsys: pytest.CaptureFixture[str], number: str) -> list[str]:
+    """Who `maskgate trace` says received `number`."""
+    settle(served)
+    capsys.readouterr()
+    assert main(["trace", "--config", str(served["dir"] / "maskgate.yaml"), "--json", number]) == 0
+    out = json.loads(capsys.readouterr().out)
+    return [p["user"] for p in out["numbers"][0]["people"]]
+
+
+def dba(served: dict[str, Any], sql: str, **kw: Any) -> list[tuple[Any, ...]]:
+    with connect_proxy(served, DBA, **kw) as conn:
+        return conn.execute(sql).fetchall()  # type: ignore[no-any-return]
+
+
+# ------------------------------------------------------------------ what holds
+
+
+def test_plain_select_is_traced(served: dict[str, Any], phones: dict[int, str], capsys: Any) -> None:
+    rows = dba(served, "SELECT phone FROM customers WHERE id = 1")
+    assert rows == [(phones[1],)]
+    assert traced(served, capsys, phones[1]) == ["dba_wang"]
+
+
+def test_nobody_traced_for_an_unread_number(
+    served: dict[str, Any], phones: dict[int, str], capsys: Any
+) -> None:
+    assert traced(served, capsys, phones[40]) == []
+
+
+@pytest.mark.xfail(
+    strict=True, reason="rows FETCHed from a server-side cursor reach the DBA in clear, unledgered"
+)
+def test_server_side_cursor_is_traced(served: dict[str, Any], phones: dict[int, str], capsys: Any) -> None:
+    with connect_proxy(served, DBA) as conn, conn.cursor(name="red8") as cur:
+        cur.execute("SELECT phone FROM customers WHERE id = 2")
+        assert cur.fetchall() == [(phones[2],)]
+    assert traced(served, capsys, phones[2]) == ["dba_wang"]
+
+
+def test_binary_format_is_traced(served: dict[str, Any], phones: dict[int, str], capsys: Any) -> None:
+    with connect_proxy(served, DBA) as conn, conn.cursor(binary=True) as cur:
+        cur.execute("SELECT phone FROM customers WHERE id = %s", (3,))
+        assert cur.fetchall() == [(phones[3],)]
+    assert traced(served, capsys, phones[3]) == ["dba_wang"]
+
+
+@pytest.mark.xfail(
+    strict=True, reason="COPY (SELECT phone ...) TO STDOUT reaches the DBA in clear, unledgered"
+)
+def test_copy_to_stdout_is_traced(served: dict[str, Any], phones: dict[int, str], capsys: Any) -> None:
+    with (
+        connect_proxy(served, DBA) as conn,
+        conn.cursor() as cur,
+        cur.copy("COPY (SELECT phone FROM customers WHERE id = 4) TO STDOUT") as copy,
+    ):
+        data = b"".join(bytes(b) for b in copy)
+    assert phones[4].encode() in data
+    assert traced(served, capsys, phones[4]) == ["dba_wang"]
+
+
+# ------------------------------------------------------------------ findings: transformed values
+
+
+@pytest.mark.xfail(strict=True, reason="phone || '' is derived: sent in clear, never reaches the ledger")
+def test_concatenated_phone_is_traced(served: dict[str, Any], phones: dict[int, str], capsys: Any) -> None:
+    assert dba(served, "SELECT phone || '' FROM customers WHERE id = 5") == [(phones[5],)]
+    assert traced(served, capsys, phones[5]) == ["dba_wang"]
+
+
+@pytest.mark.xfail(strict=True, reason="a cast of the phone column is invisible to the ledger")
+def test_cast_phone_is_traced(served: dict[str, Any], phones: dict[int, str], capsys: Any) -> None:
+    assert dba(served, "SELECT phone::varchar(20) AS p FROM customers WHERE id = 6") == [(phones[6],)]
+    assert traced(served, capsys, phones[6]) == ["dba_wang"]
+
+
+@pytest.mark.xfail(
+    strict=True, reason="string_agg(phone) hands over many numbers in one derived cell, unledgered"
+)
+def test_string_agg_is_traced(served: dict[str, Any], phones: dict[int, str], capsys: Any) -> None:
+    (row,) = dba(served, "SELECT string_agg(phone, ',') FROM customers WHERE id IN (7, 8)")
+    assert phones[7] in row[0] and phones[8] in row[0]
+    assert traced(served, capsys, phones[7]) == ["dba_wang"]
+
+
+@pytest.mark.xfail(strict=True, reason="row_to_json(c) carries the phone in a derived JSON cell, unledgered")
+def test_row_to_json_is_traced(served: dict[str, Any], phones: dict[int, str], capsys: Any) -> None:
+    (row,) = dba(served, "SELECT row_to_json(c)::text FROM customers c WHERE id = 9")
+    assert phones[9] in row[0]
+    assert traced(served, capsys, phones[9]) == ["dba_wang"]
+
+
+@pytest.mark.xfail(strict=True, reason="reverse(phone) is reversible by the reader but never ledgered")
+def test_reversed_phone_is_traced(served: dict[str, Any], phones: dict[int, str], capsys: Any) -> None:
+    assert dba(served, "SELECT reverse(phone) FROM customers WHERE id = 10") == [(phones[10][::-1],)]
+    assert traced(served, capsys, phones[10]) == ["dba_wang"]
+
+
+@pytest.mark.xfail(
+    strict=True, reason="numbers inside free text (call notes) reach the DBA in clear, unledgered"
+)
+def test_number_in_free_text_is_traced(served: dict[str, Any], crm: EmbeddedPostgres, capsys: Any) -> None:
+    import psycopg
+
+    number = "13700001111"
+    with psycopg.connect(crm.dsn("maskgate_svc", SVC_PW, "crm"), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO call_records (id, customer_id, caller, callee, started_at, duration_s, notes)"
+            " VALUES (990001, 11, 'x', 'y', now(), 1, %s)",
+            (f"customer asked to be called back on {number}",),
+        )
+    (row,) = dba(served, "SELECT notes FROM call_records WHERE id = 990001")
+    assert number in row[0]
+    assert traced(served, capsys, number) == ["dba_wang"]
