@@ -258,9 +258,6 @@ def test_budget_aggregates_gathering_rows_are_refused(budgeted: dict[str, Any]) 
             as_analyst(budgeted, BUDGET_USERS[3], sql)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="ARRAY(subquery) gathers 40 customers into one row past max_rows and budget"
-)
 def test_budget_array_subquery_is_bounded(budgeted: dict[str, Any]) -> None:
     try:
         (row,) = as_analyst(
