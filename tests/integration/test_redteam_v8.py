@@ -266,3 +266,44 @@ def test_budget_array_subquery_is_bounded(budgeted: dict[str, Any]) -> None:
     except psycopg.errors.InsufficientPrivilege:
         return
     assert len(row[0].split(",")) <= 20
+
+
+# ------------------------------------------------------------------ errors, audit and ledger hold no number
+
+VENDOR = ("vendor_zhang", "vendor-pass")
+
+
+def test_vendor_cast_error_does_not_echo_a_number(served: dict[str, Any], phones: dict[int, str]) -> None:
+    """PostgreSQL names the value it could not convert: the vendor must not get it in the error."""
+    for sql in (
+        "SELECT phone::int FROM customers WHERE id = 12",
+        "SELECT phone::date FROM customers WHERE id = 12",
+        "SELECT phone::numeric::smallint FROM customers WHERE id = 12",
+        "SELECT to_date(phone, 'YYYYMMDD') FROM customers WHERE id = 12",
+    ):
+        with connect_proxy(served, VENDOR) as conn:
+            try:
+                rows = conn.execute(sql).fetchall()
+            except psycopg.Error as e:
+                text = f"{e} {e.diag.message_detail} {e.diag.message_hint} {e.diag.context}"
+                assert phones[12] not in text, sql
+                assert phones[12][3:] not in text, sql
+            else:
+                assert phones[12] not in repr(rows), sql
+
+
+def test_audit_and_ledger_hold_no_number(served: dict[str, Any], phones: dict[int, str]) -> None:
+    """A DBA's literal in a predicate, errors echoing a value: none of it lands in the logs."""
+    number = phones[13]
+    with connect_proxy(served, DBA) as conn:
+        assert conn.execute(f"SELECT id FROM customers WHERE phone = '{number}'").fetchall() == [(13,)]
+    with connect_proxy(served, DBA) as conn, pytest.raises(psycopg.Error):
+        conn.execute("SELECT phone::int FROM customers WHERE id = 13").fetchall()
+    with connect_proxy(served, DBA) as conn, pytest.raises(psycopg.Error):
+        conn.execute(f"SELECT '{number}'::int").fetchall()
+    settle(served)
+    audit = (served["dir"] / "audit.jsonl").read_bytes()
+    ledger = b"".join(p.read_bytes() for p in (served["dir"] / "ledger").glob("*"))
+    for n in phones.values():
+        assert n.encode() not in audit
+        assert n.encode() not in ledger
