@@ -419,3 +419,93 @@ def test_http_numbers_outside_classified_fields_are_traced(
 ) -> None:
     assert "13812345678" in http_get(http_served, user, path)
     assert user in traced(http_served, capsys, "13812345678")
+
+
+# ------------------------------------------------------------------ canaries
+
+
+@pytest.fixture(scope="module")
+def canary(served: dict[str, Any], crm: EmbeddedPostgres) -> dict[str, str]:
+    """One canary customer planted through the CLI and armed: its printed columns (id, phone...)."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert (
+            main(
+                [
+                    "canary",
+                    "plant",
+                    "--schema",
+                    crm.dsn("maskgate_svc", SVC_PW, "crm"),
+                    "--table",
+                    "crm.customers",
+                    "--count",
+                    "1",
+                    "--policy-dir",
+                    str(served["policy"].parent),
+                ]
+            )
+            == 0
+        )
+    served["app"].reloader.reload_now(force=True)
+    planted = dict(kv.split("=", 1) for kv in out.getvalue().split("\n")[0].split("  "))
+    with psycopg.connect(crm.dsn("maskgate_svc", SVC_PW, "crm")) as conn:
+        (row,) = conn.execute("SELECT id FROM customers WHERE phone = %s", (planted["phone"],)).fetchall()
+    return {**planted, "id": str(row[0])}
+
+
+def canary_reads(served: dict[str, Any]) -> float:
+    settle(served)
+    value = served["app"].metrics.registry.get_sample_value("maskgate_canary_reads_total", {"role": "dba"})
+    return value or 0.0
+
+
+def test_canary_read_plainly_is_flagged(served: dict[str, Any], canary: dict[str, str]) -> None:
+    before = canary_reads(served)
+    assert dba(served, f"SELECT phone FROM customers WHERE id = {canary['id']}") == [(canary["phone"],)]
+    assert canary_reads(served) > before
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        pytest.param(
+            "SELECT phone || '' FROM customers WHERE id = {id}",
+            marks=pytest.mark.xfail(
+                strict=True, reason="a canary phone read through phone||'' trips nothing"
+            ),
+        ),
+        pytest.param(
+            "SELECT row_to_json(c)::text FROM customers c WHERE id = {id}",
+            marks=pytest.mark.xfail(strict=True, reason="a canary row read as row_to_json trips nothing"),
+        ),
+        pytest.param(
+            "SELECT id, name, email, address FROM customers WHERE id = {id}",
+            marks=pytest.mark.xfail(
+                strict=True, reason="reading a canary row without its numbers trips nothing"
+            ),
+        ),
+    ],
+)
+def test_canary_read_in_other_forms_is_flagged(
+    served: dict[str, Any], canary: dict[str, str], sql: str
+) -> None:
+    before = canary_reads(served)
+    (row,) = dba(served, sql.format(id=canary["id"]))
+    assert row
+    assert canary_reads(served) > before
+
+
+@pytest.mark.xfail(strict=True, reason="COPY of a canary row to STDOUT trips nothing")
+def test_canary_read_by_copy_is_flagged(served: dict[str, Any], canary: dict[str, str]) -> None:
+    before = canary_reads(served)
+    with (
+        connect_proxy(served, DBA) as conn,
+        conn.cursor() as cur,
+        cur.copy(f"COPY (SELECT phone FROM customers WHERE id = {canary['id']}) TO STDOUT") as copy,
+    ):
+        data = b"".join(bytes(b) for b in copy)
+    assert canary["phone"].encode() in data
+    assert canary_reads(served) > before
