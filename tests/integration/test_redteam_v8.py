@@ -334,8 +334,14 @@ roles:
   staff:
     routes: ["GET /api/**"]
     see: {mobile: clear, id_card: clear, bank_card: clear, person_name: clear}
+  metered:
+    routes: ["GET /api/**"]
+    max_rows: 50
+    see: {mobile: mask, id_card: mask, bank_card: mask, person_name: mask}
+    budgets: {rows_per_hour: 10}
 users:
 """
+HTTP_METERED = ["metered_json", "metered_csv", "metered_ndjson", "metered_html"]
 
 
 @pytest.fixture(scope="module")
@@ -352,6 +358,9 @@ def http_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     up = RedUpstream(red_app())
     d = tmp_path_factory.mktemp("red8-http")
     users = "".join(f'  {u}: {{role: staff, password: "{scram_verifier(u + "-pw")}"}}\n' for u in HTTP_STAFF)
+    users += "".join(
+        f'  {u}: {{role: metered, password: "{scram_verifier(u + "-pw")}"}}\n' for u in HTTP_METERED
+    )
     (d / "policy.yaml").write_text(HTTP_POLICY + users)
     port = free_port()
     tls = self_signed_cert(d)  # Basic credentials are taken over TLS only
@@ -509,3 +518,32 @@ def test_canary_read_by_copy_is_flagged(served: dict[str, Any], canary: dict[str
         data = b"".join(bytes(b) for b in copy)
     assert canary["phone"].encode() in data
     assert canary_reads(served) > before
+
+
+def http_status_soon(served: dict[str, Any], user: str, path: str, status: int) -> bool:
+    """Whether `path` answers `status` within 3 s (budgets are counted off the event loop)."""
+    import httpx
+
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        r = httpx.get(served["url"] + path, auth=(user, user + "-pw"), timeout=30, verify=False)
+        if r.status_code == status:
+            assert "rows" in r.text, r.text  # refused for the budget, not for anything else
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.parametrize(
+    ("user", "path"),
+    [
+        ("metered_json", "/api/clients?limit=30"),
+        ("metered_ndjson", "/api/clients.ndjson"),
+        ("metered_csv", "/api/clients.csv"),
+        ("metered_html", "/api/export/clients.html"),
+    ],
+)
+def test_http_rows_count_against_rows_per_hour(http_served: dict[str, Any], user: str, path: str) -> None:
+    http_get(http_served, user, "/api/clients/1")  # not refused before
+    http_get(http_served, user, path)
+    assert http_status_soon(http_served, user, "/api/clients/1", 403)
