@@ -183,7 +183,7 @@ def test_number_in_free_text_is_traced(served: dict[str, Any], crm: EmbeddedPost
 # ------------------------------------------------------------------ budgets (one replica, no Redis)
 
 CUSTOMERS_PER_DAY = 5
-BUDGET_USERS = ["red8_b1", "red8_b2", "red8_b3", "red8_b4", "red8_b5", "red8_b6"]
+BUDGET_USERS = [f"red8_b{i}" for i in range(1, 10)]
 BUDGET_POLICY = f"""version: 1
 customer_key: crm.customers.id
 roles:
@@ -246,6 +246,34 @@ def test_budget_counts_a_cast_key(budgeted: dict[str, Any]) -> None:
     rows = as_analyst(budgeted, BUDGET_USERS[2], "SELECT id::text, phone FROM customers ORDER BY id LIMIT 20")
     assert len(rows) == 20
     assert refused_soon(budgeted, BUDGET_USERS[2])
+
+
+def test_budget_counts_customers_fetched_from_a_server_side_cursor(budgeted: dict[str, Any]) -> None:
+    user = BUDGET_USERS[5]
+    with connect_proxy(budgeted, (user, user + "-pw")) as conn, conn.cursor(name="red8b") as cur:
+        cur.execute("SELECT id, phone FROM customers ORDER BY id LIMIT 20")
+        assert len(cur.fetchall()) == 20
+    assert refused_soon(budgeted, user)
+
+
+def test_budget_counts_customers_of_prepared_statements(budgeted: dict[str, Any]) -> None:
+    user = BUDGET_USERS[6]
+    with connect_proxy(budgeted, (user, user + "-pw")) as conn:
+        try:
+            for i in range(1, 8):
+                conn.execute("SELECT id, phone FROM customers WHERE id = %s", (i,), prepare=True).fetchall()
+        except psycopg.errors.InsufficientPrivilege as e:
+            assert "customers per day" in str(e)
+            return
+    assert refused_soon(budgeted, user)
+
+
+def test_budget_counts_customers_in_binary_format(budgeted: dict[str, Any]) -> None:
+    user = BUDGET_USERS[7]
+    with connect_proxy(budgeted, (user, user + "-pw")) as conn, conn.cursor(binary=True) as cur:
+        cur.execute("SELECT id, phone FROM customers WHERE id < %s ORDER BY id", (12,))
+        assert len(cur.fetchall()) == 11
+    assert refused_soon(budgeted, user)
 
 
 def test_budget_aggregates_gathering_rows_are_refused(budgeted: dict[str, Any]) -> None:
