@@ -362,6 +362,11 @@ roles:
   staff:
     routes: ["GET /api/**"]
     see: {mobile: clear, id_card: clear, bank_card: clear, person_name: clear}
+  vendor:
+    routes: ["GET /api/**"]
+    max_rows: 20
+    see: {mobile: mask, id_card: mask, bank_card: deny, person_name: mask}
+    masked_predicates: deny
   metered:
     routes: ["GET /api/**"]
     max_rows: 50
@@ -370,6 +375,42 @@ roles:
 users:
 """
 HTTP_METERED = ["metered_json", "metered_csv", "metered_ndjson", "metered_html"]
+
+
+M0 = "13812345678"
+ID0 = "11010519491231002X"
+V8_BODIES: dict[str, tuple[str, bytes]] = {
+    # A number as an object key (lookups keyed by mobile), not as a value.
+    "keyed": ("application/json", json.dumps({"byMobile": {M0: {"id": 1}}}).encode()),
+    "keyed-escaped": (
+        "application/json",
+        b'{"byMobile": {"\\u0031\\u0033\\u0038' + M0[3:].encode() + b'": 1}}',
+    ),
+    "jsonp": ("application/javascript", f'cb({{"mobile": "{M0}"}})'.encode()),
+    "xssi": ("application/json", b")]}',\n" + json.dumps({"data": [{"mobile": M0}]}).encode()),
+    "bom": ("application/json", "\ufeff".encode() + json.dumps({"mobile": M0}).encode()),
+    "problem": ("application/problem+json", json.dumps({"detail": f"client {M0} not found"}).encode()),
+    "hal": ("application/hal+json", json.dumps({"_embedded": {"c": [{"mobile": M0}]}}).encode()),
+    "sse": ("text/event-stream", f'data: {{"mobile": "{M0}"}}\n\n'.encode()),
+    "yaml": ("application/yaml", f"mobile: {M0}\nidNo: {ID0}\n".encode()),
+    "form": ("application/x-www-form-urlencoded", f"mobile={M0}&idNo={ID0}".encode()),
+    "js-object": ("application/json", json.dumps({"mobile": M0}).encode().replace(b'"mobile"', b"mobile")),
+    "markdown": ("text/markdown", f"| id | mobile |\n|---|---|\n| 1 | {M0} |\n".encode()),
+    "protobuf": ("application/x-protobuf", b"\x0a\x0b" + M0.encode()),
+    "graphql": (
+        "application/graphql-response+json",
+        json.dumps({"data": {"client": {"mobile": M0}}}).encode(),
+    ),
+}
+
+
+def _fixed(ctype: str, body: bytes) -> Any:
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=body, headers={"Content-Type": ctype})
+
+    return handler
 
 
 @pytest.fixture(scope="module")
@@ -383,9 +424,13 @@ def http_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     from tests.integration.harness import Running, self_signed_cert
     from tests.integration.test_redteam_http import RedUpstream, red_app
 
-    up = RedUpstream(red_app())
+    app = red_app()
+    for name, (ctype, body) in V8_BODIES.items():
+        app.router.add_get(f"/api/v8/{name}", _fixed(ctype, body))
+    up = RedUpstream(app)
     d = tmp_path_factory.mktemp("red8-http")
     users = "".join(f'  {u}: {{role: staff, password: "{scram_verifier(u + "-pw")}"}}\n' for u in HTTP_STAFF)
+    users += f'  vendor_v8: {{role: vendor, password: "{scram_verifier("vendor_v8-pw")}"}}\n'
     users += "".join(
         f'  {u}: {{role: metered, password: "{scram_verifier(u + "-pw")}"}}\n' for u in HTTP_METERED
     )
@@ -647,3 +692,16 @@ def test_mysql_multi_statement_is_traced(my_served: dict[str, Any], capsys: Any)
     got = my_dba(my_served, "SELECT 1; SELECT phone FROM customers WHERE id = 3")
     assert got[-1] == [(number,)]
     assert traced(my_served, capsys, number) == ["dba_wang"]
+
+
+@pytest.mark.parametrize("name", sorted(V8_BODIES))
+def test_http_vendor_gets_no_full_number_from_odd_bodies(http_served: dict[str, Any], name: str) -> None:
+    import httpx
+
+    r = httpx.get(
+        http_served["url"] + f"/api/v8/{name}", auth=("vendor_v8", "vendor_v8-pw"), timeout=30, verify=False
+    )
+    assert r.status_code not in (401, 407), r.text  # the attack ran as the vendor
+    seen = r.text + " ".join(f"{k}: {v}" for k, v in r.headers.items())
+    assert M0 not in seen and ID0 not in seen, (r.status_code, seen[:300])
+    assert M0 not in seen.translate({ord(c): None for c in " -_.\\u"}), (r.status_code, seen[:300])
