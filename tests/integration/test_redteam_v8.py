@@ -747,3 +747,93 @@ def test_trace_folds_how_a_complaint_writes_the_number(written: str) -> None:
     from proxy.services.disclosure import value_key
 
     assert value_key(b"k", "mobile", written) == value_key(b"k", "mobile", M0)
+
+
+def test_http_numbers_in_requests_stay_out_of_audit_ledger_and_metrics(http_served: dict[str, Any]) -> None:
+    """Numbers a caller puts in the path, query, headers or body of a request (their own input,
+    refused or not) are no reason for the audit log, the ledger or a metric label to hold them."""
+    import httpx
+    from prometheus_client import generate_latest
+
+    with httpx.Client(verify=False, timeout=30) as c:
+        for who in (("vendor_v8", "vendor_v8-pw"), ("staff_json", "staff_json-pw")):
+            c.get(http_served["url"] + f"/api/clients/{M0}", auth=who)
+            c.get(http_served["url"] + f"/api/v8/keyed?q={M0}&{M0}=1", auth=who)
+            c.get(
+                http_served["url"] + f"/api/{M0}/x", auth=who, headers={"X-Trace": M0, "Referer": f"/c/{M0}"}
+            )
+            c.post(http_served["url"] + "/api/clients/search", auth=who, json={"mobile": M0, M0: 1})
+            c.get(http_served["url"] + f"/api/v8/keyed#{M0}", auth=(M0, M0))
+    app = http_served["app"]
+    app.disclosures.drain()
+    app.ledger.flush()
+    time.sleep(0.5)
+    audit = (http_served["dir"] / "audit.jsonl").read_text()
+    ledger = b"".join(p.read_bytes() for p in (http_served["dir"] / "ledger").glob("*"))
+    metrics = generate_latest(app.metrics.registry).decode()
+    for text in (audit, metrics, ledger.decode("latin-1")):
+        assert M0 not in text and M0[3:] not in text
+
+
+# ------------------------------------------------------------------ no masking_key: the public key
+
+
+@pytest.mark.xfail(
+    strict=True, reason="no masking_key: audit sql_hash is keyed with the public DEFAULT_KEY, reversible"
+)
+def test_audit_sql_hash_does_not_give_back_the_number(served: dict[str, Any], phones: dict[int, str]) -> None:
+    """The demo config names no masking_key. The audit's `sql` shows 159****1234, and `sql_hash`
+    is an HMAC of the statement as received: under a key everyone knows, 10^4 guesses name it."""
+    import hashlib
+    import hmac
+
+    from masking import DEFAULT_KEY
+
+    number = phones[15]
+    with connect_proxy(served, DBA) as conn:
+        conn.execute(f"SELECT id FROM customers WHERE phone = '{number}'").fetchall()
+    settle(served)
+    recs = [json.loads(line) for line in (served["dir"] / "audit.jsonl").read_text().splitlines()]
+    (rec,) = [r for r in recs if r.get("sql", "").startswith("SELECT id FROM customers WHERE phone = '")]
+    assert number not in rec["sql"]
+    shown = rec["sql"].split("'")[1]
+    found = None
+    for middle in range(10000):
+        guess = shown[:3] + f"{middle:04d}" + shown[7:]
+        sql = f"SELECT id FROM customers WHERE phone = '{guess}'"
+        if hmac.new(DEFAULT_KEY, sql.encode(), hashlib.sha256).hexdigest()[:32] == rec["sql_hash"]:
+            found = guess
+            break
+    assert found is None, "the audit log gave back the full number"
+
+
+@pytest.mark.xfail(
+    strict=True, reason="a ledger is kept under the public DEFAULT_KEY when masking_key is unset"
+)
+def test_ledger_without_a_masking_key_refuses_to_start(tmp_path: Any, crm: EmbeddedPostgres) -> None:
+    """The ledger's HMACs are only as secret as their key: under the development key anyone who
+    reads ledger_dir can test every mobile number against a person's filter. Fail closed."""
+    import shutil
+
+    from prometheus_client import CollectorRegistry
+
+    from proxy.app import App
+    from proxy.config import load_config
+    from proxy.demo.embedded_pg import free_port
+    from tests.integration.harness import DEMO_POLICY, Running
+
+    (tmp_path / "policy").mkdir()
+    shutil.copy(DEMO_POLICY, tmp_path / "policy" / "policy.yaml")
+    port = free_port()
+    (tmp_path / "maskgate.yaml").write_text(
+        "policy: policy\naudit_log: audit.jsonl\nledger_dir: ledger\n"
+        f"postgres:\n  listen: 127.0.0.1:{port}\n"
+        f"  upstream: postgresql://maskgate_svc:{SVC_PW}@127.0.0.1:{crm.port}/crm?sslmode=disable\n"
+    )
+    try:
+        running = Running(App(load_config(tmp_path / "maskgate.yaml", env={}), registry=CollectorRegistry()))
+    except Exception as e:  # refused at load or at start: what we want, for the right reason
+        assert "masking_key" in str(e)
+        return
+    running.stop()
+    pytest.fail("maskgate started a ledger keyed with the public development key")
