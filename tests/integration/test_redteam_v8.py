@@ -884,3 +884,16 @@ def test_dba_routes_around_the_ledger(
             conn.execute(sql)
         assert conn.execute(ROUTES[cid][-1]).fetchall() == [(phones[cid],)]
     assert traced(served, capsys, phones[cid]) == ["dba_wang"]
+
+
+@pytest.mark.xfail(strict=True, reason="customers read by COPY ... TO STDOUT do not count against the budget")
+def test_budget_counts_customers_copied_out(budgeted: dict[str, Any]) -> None:
+    user = BUDGET_USERS[8]
+    with connect_proxy(budgeted, (user, user + "-pw")) as conn, conn.cursor() as cur:
+        try:
+            with cur.copy("COPY (SELECT id, phone FROM customers ORDER BY id LIMIT 20) TO STDOUT") as copy:
+                data = b"".join(bytes(b) for b in copy)
+        except psycopg.errors.InsufficientPrivilege:
+            return  # COPY is not this role's: refused, nothing to count
+    assert data.count(b"\n") == 20 and data.count(b"****") == 20  # masked, as the role says
+    assert refused_soon(budgeted, user)
