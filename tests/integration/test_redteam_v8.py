@@ -401,6 +401,14 @@ V8_BODIES: dict[str, tuple[str, bytes]] = {
     "protobuf": ("application/x-protobuf", b"\x0a\x0b" + M0.encode()),
     "mobile-int": ("application/json", json.dumps({"mobile": int(M0)}).encode()),
     "conflict": ("application/json", json.dumps({"error": "duplicate", "existing": {"mobile": M0}}).encode()),
+    "embedded": (
+        "application/json",
+        json.dumps({"payload": json.dumps([{"id": i, "mobile": M0} for i in range(50)])}).encode(),
+    ),
+    "nested-arrays": (
+        "application/json",
+        json.dumps([[{"id": i, "mobile": M0}] for i in range(50)]).encode(),
+    ),
     "graphql": (
         "application/graphql-response+json",
         json.dumps({"data": {"client": {"mobile": M0}}}).encode(),
@@ -897,3 +905,24 @@ def test_budget_counts_customers_copied_out(budgeted: dict[str, Any]) -> None:
             return  # COPY is not this role's: refused, nothing to count
     assert data.count(b"\n") == 20 and data.count(b"****") == 20  # masked, as the role says
     assert refused_soon(budgeted, user)
+
+
+@pytest.mark.parametrize(
+    ("path", "count"),
+    [
+        ("/api/clients.ndjson", lambda t: t.count('"id"')),
+        ("/api/clients.csv", lambda t: len(t.strip().splitlines()) - 1),
+        ("/api/v8/nested-arrays", lambda t: t.count('"id"')),
+        pytest.param(
+            "/api/v8/embedded",
+            lambda t: t.count('\\"id\\"'),
+            marks=pytest.mark.xfail(strict=True, reason="a JSON array inside a JSON string escapes max_rows"),
+        ),
+    ],
+)
+def test_http_vendor_gets_at_most_max_rows(http_served: dict[str, Any], path: str, count: Any) -> None:
+    import httpx
+
+    r = httpx.get(http_served["url"] + path, auth=("vendor_v8", "vendor_v8-pw"), timeout=30, verify=False)
+    assert r.status_code == 200, r.text
+    assert 0 < count(r.text) <= 20, r.text[:300]
