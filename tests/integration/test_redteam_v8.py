@@ -1,9 +1,13 @@
-"""Red team v8: an insider with a clear role (the DBA) reading customers' numbers without
-showing up in the disclosure ledger / `maskgate trace`, and the ledger and audit never holding
-a number themselves.
+"""Red team v8 (issue 15 and the HTTP side after its fixes): getting numbers without being seen.
 
-Each attack reads ONE customer's phone (its own id, so that attacks do not vouch for each other)
-in a form the DBA can turn back into the number, then asks `maskgate trace` who received it.
+- An insider with a clear role (the DBA) reads one customer's phone (its own id, so attacks do
+  not vouch for each other) through PostgreSQL, MySQL or HTTP in a form they can turn back into
+  the number, then `maskgate trace` is asked who received it; the same for a planted canary.
+- A budgeted analyst reads many customers past `distinct_customers_per_day`; metered HTTP
+  callers past `rows_per_hour`.
+- A vendor (restricted HTTP role) tries odd bodies for a full number or more than max_rows.
+- The audit log, the ledger and metrics must never hold (or give back) a number.
+
 A finding is an xfail(strict) test that fails today; attacks that hold are plain tests.
 """
 
