@@ -930,3 +930,30 @@ def test_http_vendor_gets_at_most_max_rows(http_served: dict[str, Any], path: st
     r = httpx.get(http_served["url"] + path, auth=("vendor_v8", "vendor_v8-pw"), timeout=30, verify=False)
     assert r.status_code == 200, r.text
     assert 0 < count(r.text) <= 20, r.text[:300]
+
+
+def test_mysql_binary_protocol_is_traced(my_served: dict[str, Any], capsys: Any) -> None:
+    """Server-side prepared statements: rows in MySQL's binary protocol (COM_STMT_EXECUTE)."""
+    import mysql.connector
+
+    number = my_served["phones"][4]
+    conn = mysql.connector.connect(
+        host="127.0.0.1",
+        port=my_served["mysql_port"],
+        user=DBA[0],
+        password=DBA[1],
+        database="crm",
+        ssl_disabled=True,
+        use_pure=True,
+    )
+    try:
+        cur = conn.cursor(prepared=True)
+        cur.execute("SELECT phone FROM customers WHERE id = %s", (4,))
+        got = [
+            tuple(v.decode() if isinstance(v, bytes | bytearray) else v for v in r) for r in cur.fetchall()
+        ]
+        assert got == [(number,)]
+        cur.close()
+    finally:
+        conn.close()
+    assert traced(my_served, capsys, number) == ["dba_wang"]
