@@ -957,3 +957,21 @@ def test_mysql_binary_protocol_is_traced(my_served: dict[str, Any], capsys: Any)
     finally:
         conn.close()
     assert traced(my_served, capsys, number) == ["dba_wang"]
+
+
+def test_two_replicas_sharing_a_ledger_dir_are_both_traced(
+    crm: EmbeddedPostgres, phones: dict[int, str], tmp_path_factory: pytest.TempPathFactory, capsys: Any
+) -> None:
+    """Two replicas (one host, one process here: the same segment file name) append to one
+    ledger directory; trace through either's config names both reads."""
+    shared = tmp_path_factory.mktemp("red8-shared-ledger")
+    lines = f"ledger_dir: {shared}\nmasking_key: red8-shared-key\n"
+    with (
+        serve_demo(tmp_path_factory.mktemp("red8-r1"), crm, SVC_PW, config_lines=lines) as one,
+        serve_demo(tmp_path_factory.mktemp("red8-r2"), crm, SVC_PW, config_lines=lines) as two,
+    ):
+        dba(one, "SELECT phone FROM customers WHERE id = 24")
+        dba(two, "SELECT phone FROM customers WHERE id = 25")
+        settle(one)
+        assert traced(two, capsys, phones[24]) == ["dba_wang"]
+        assert traced(one, capsys, phones[25]) == ["dba_wang"]
