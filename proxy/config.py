@@ -383,6 +383,10 @@ def _ledger(raw: dict[str, Any], base: Path) -> dict[str, Any]:
     """The ledger's keys, checked: a ledger sized by a typo would be useless or huge."""
     out: dict[str, Any] = {}
     if raw.get("ledger_dir"):
+        if not raw.get("masking_key"):
+            # The ledger's HMACs are as secret as their key: under the public development key,
+            # anyone who reads ledger_dir could test every mobile number against a person's day.
+            raise ConfigError("ledger_dir needs a masking_key (the ledger's values are keyed hashes)")
         out["ledger_dir"] = base / str(raw["ledger_dir"])
     out["ledger_masked"] = _flag(raw.get("ledger_masked", False), "ledger_masked")
     days = raw.get("ledger_retention_days", 180)

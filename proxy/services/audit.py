@@ -368,7 +368,10 @@ class AuditLog:
         self.shared = shared
         self.interval = interval
         self._on_failure = on_failure
-        self._texts = _Texts(key or masking.DEFAULT_KEY, statement_text)
+        # Without a configured key, a key of this process alone: the development key is public,
+        # and a statement's keyed hash under it gives back a masked number in 10^4 guesses. The
+        # hashes then compare only within one process's records (set masking_key for more).
+        self._texts = _Texts(key or os.urandom(32), statement_text)
         self._lines = _Lines(self._texts)
         # Rendered lines waiting for a write. deque.append/popleft are atomic under the GIL: no
         # lock and no wake-up per record.

@@ -35,7 +35,12 @@ def crm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
 
 @pytest.fixture(scope="module")
 def served(crm: EmbeddedPostgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    with serve_demo(tmp_path_factory.mktemp("ledger"), crm, SVC_PW, config_lines="ledger_dir: ledger\n") as s:
+    with serve_demo(
+        tmp_path_factory.mktemp("ledger"),
+        crm,
+        SVC_PW,
+        config_lines="ledger_dir: ledger\nmasking_key: ledger-test-key\n",
+    ) as s:
         yield s
 
 
@@ -83,6 +88,8 @@ def test_trace_names_only_the_person_who_received_a_planted_number_in_clear(
                 "2",
                 "--policy-dir",
                 str(policy_dir),
+                "--config",
+                str(_canary_config(served)),
             ]
         )
         == 0
@@ -129,3 +136,11 @@ def test_trace_names_only_the_person_who_received_a_planted_number_in_clear(
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{served['metrics']}/metrics").read().decode()
     assert 'maskgate_canary_reads_total{role="dba"}' in metrics
     assert "maskgate_ledger_values_total" in metrics
+
+
+def _canary_config(served: dict[str, Any]) -> Path:
+    """A config naming the served policy and its masking key, for `maskgate canary plant` (the
+    served config's upstream comes from variables only the harness sets)."""
+    path = Path(served["dir"]) / "canary.yaml"
+    path.write_text(f"policy: {served['policy']}\nmasking_key: ledger-test-key\n")
+    return path

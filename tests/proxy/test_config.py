@@ -153,7 +153,8 @@ def test_ledger_keys(tmp_path: Path) -> None:
     assert (c.ledger_dir, c.ledger_masked, c.ledger_retention_days) == (None, False, 180)
     assert (c.ledger_expected_values, c.ledger_fp_rate) == (20000, 1e-4)
     cfg.write_text(
-        "policy: p.yaml\nledger_dir: var/ledger\nledger_masked: true\nledger_retention_days: 30\n"
+        "policy: p.yaml\nmasking_key: k\nledger_dir: var/ledger\nledger_masked: true\n"
+        "ledger_retention_days: 30\n"
         "ledger_expected_values: 5000\nledger_fp_rate: 0.001\n"
     )
     c = load_config(cfg)

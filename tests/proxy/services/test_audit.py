@@ -426,3 +426,20 @@ def test_a_shared_log_is_never_cut_back_on_a_failed_write(
         with contextlib.suppress(ValueError):
             whole.append(json.loads(line))
     assert [r.get("sql") for r in whole if "sql" in r] == ["SELECT 1", "SELECT 3"]
+
+
+def test_without_a_key_the_sql_hash_is_not_under_the_public_key(tmp_path: Path) -> None:
+    """The development key is public: a statement's hash under it would give back a masked
+    number in 10^4 guesses. Without a configured key, each process keys its own."""
+    import hashlib
+    import hmac
+
+    from masking import DEFAULT_KEY
+    from proxy.services.audit import _Texts
+
+    log = AuditLog(tmp_path / "a.jsonl", key=b"")
+    sql = "SELECT 1 FROM customers WHERE phone = '13812345678'"
+    digest = log._texts.get(sql, "")[2]
+    assert digest != hmac.new(DEFAULT_KEY, sql.encode(), hashlib.sha256).hexdigest()[:32]
+    assert _Texts(b"k", None).get(sql, "")[2] == hmac.new(b"k", sql.encode(), hashlib.sha256).hexdigest()[:32]
+    log.close()
