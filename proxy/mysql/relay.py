@@ -27,7 +27,7 @@ from proxy.mysql.context import Context
 from proxy.mysql.login import quote_name
 from proxy.mysql.rowmask import PlanCache, RowPlan, parse_columns
 from proxy.mysql.types import charset_name_encoding
-from proxy.services.disclosure import observed
+from proxy.services.disclosure import SCAN, observed
 from proxy.services.rows import Unmaskable
 from proxy.services.statement import AUDIT_FAILED, STALE, RowCount, part, withheld_message
 
@@ -806,7 +806,7 @@ class Relay:
                 if _is_diagnostics(allow, len(heads)):
                     f.plan = withheld_messages(parse_columns(heads), f.binary)
                 else:
-                    observe = self._observed(allow) if self.gate.observing else None
+                    observe = self._observed(allow, len(heads)) if self.gate.observing else None
                     f.plan = self.plans.plan(heads, allow, f.binary, self.gate.generation, observe)
             except Unmaskable as e:
                 f.refused = Block("unmaskable", f"the result was refused: {e}")
@@ -814,13 +814,9 @@ class Relay:
             # Unrestricted: nothing is masked, its classified columns are only noted. Columns
             # that do not match the decision are passed unobserved (never refused for it).
             allow = self._part(f)
-            if len(allow.columns) == len(heads):
-                f.plan = self.plans.plan(
-                    heads, allow, f.binary, self.gate.generation, self._observed(allow), mask=False
-                )
-            else:
-                self.plans.plan(heads, None, f.binary, self.gate.generation)
-                f.plan = None
+            f.plan = self.plans.plan(
+                heads, allow, f.binary, self.gate.generation, self._observed(allow, len(heads)), mask=False
+            )
         else:
             self.plans.plan(heads, None, f.binary, self.gate.generation)  # checked all the same
             f.plan = None
@@ -876,7 +872,11 @@ class Relay:
                 self._disclose(plan, f.sid)
         self.ctx.send_all(payloads)
 
-    def _observed(self, allow: Allow) -> tuple[tuple[str, str] | None, ...]:
+    def _observed(self, allow: Allow, ncols: int) -> tuple[tuple[str, str], ...]:
+        """What each of a result's `ncols` columns discloses. Columns the decision does not
+        describe are read for what they hold."""
+        if len(allow.columns) != ncols:
+            return ((SCAN, ""),) * ncols
         key = self.gate.customer_key()
         database = self.tracker.database
         # On MySQL a database is a schema: sources are database.table.column.

@@ -14,9 +14,26 @@ from collections.abc import Sequence
 from policies.decision import Allow, ColumnMask
 from proxy.mysql import packets as p
 from proxy.mysql import types
-from proxy.services.disclosure import int_reader, observing_fn, text_reader
+from proxy.services.disclosure import SCAN, float_reader, int_reader, observing_fn, text_reader
 from proxy.services.gate import Disclosed, MaskerSource
 from proxy.services.rows import Op, Unmaskable, ValueFn, ValueKind, check_shape, column_action, null_value
+
+# Binary-protocol floats (phone + 0.0 is a number too); dates and times never hold one.
+_BINARY_FLOATS = {types.MYSQL_TYPE_FLOAT: float_reader("<f"), types.MYSQL_TYPE_DOUBLE: float_reader("<d")}
+_UNSCANNED = frozenset(
+    {
+        types.MYSQL_TYPE_TIMESTAMP,
+        types.MYSQL_TYPE_DATE,
+        types.MYSQL_TYPE_TIME,
+        types.MYSQL_TYPE_DATETIME,
+        types.MYSQL_TYPE_YEAR,
+        types.MYSQL_TYPE_NEWDATE,
+        types.MYSQL_TYPE_TIMESTAMP2,
+        types.MYSQL_TYPE_DATETIME2,
+        types.MYSQL_TYPE_TIME2,
+        types.MYSQL_TYPE_NULL,
+    }
+)
 
 # What a plan observes: per column, (class, source column) or None (services/disclosure.py).
 Observed = tuple[tuple[str, str] | None, ...]
@@ -136,11 +153,21 @@ def build_plan(
             else:
                 fn = types.text_value_fn(c.type, c.charset, c.flags, masker, enc)
         obs = observe[i] if seen is not None and observe is not None and i < len(observe) else None
+        if obs is not None and obs[0] == SCAN and c.type in _UNSCANNED:
+            obs = None
         if obs is not None and const is None and fn is not null_value:
-            # Values that reach the client (clear, masked or scanned) are noted.
+            # Values that reach the client (clear, masked or scanned) are noted. A SCAN column's
+            # numbers reached the client in clear when no masker touched the value.
             enc = types.charset_encoding(c.charset) or "utf-8"
-            read = int_reader("little") if binary and kind is ValueKind.INT else text_reader(enc)
-            fn = observing_fn(fn, obs[0], obs[1], read, seen)  # type: ignore[arg-type]
+            read = (
+                int_reader("little")
+                if binary and kind is ValueKind.INT
+                else _BINARY_FLOATS[c.type]
+                if binary and c.type in _BINARY_FLOATS
+                else text_reader(enc)
+            )
+            clear = (fn is None) if obs[0] == SCAN else None
+            fn = observing_fn(fn, obs[0], obs[1], read, seen, clear)  # type: ignore[arg-type]
         fns.append(fn)
         consts.append(const)
     if all(f is None for f in fns) and all(c is None for c in consts):

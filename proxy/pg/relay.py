@@ -30,7 +30,7 @@ from proxy.pg.cursors import Cursors
 from proxy.pg.expect import Answer, Expected, ExpectQueue, Sent
 from proxy.pg.framing import Framer
 from proxy.pg.rowmask import PASS_THROUGH, CopyPlan, RowPlan, plan_rows
-from proxy.services.disclosure import Noted, observed
+from proxy.services.disclosure import SCAN, Noted, observed
 from proxy.services.rows import Unmaskable
 from proxy.services.statement import AUDIT_FAILED, STALE, PlanCache, RowCount, part, withheld_message
 
@@ -1576,16 +1576,19 @@ class Relay:
     def _observe_only(
         self, fields: tuple[m.FieldDescription, ...], formats: tuple[int, ...] | None, allow: Allow
     ) -> RowPlan | None:
-        if len(allow.columns) != len(fields):
-            return None  # which value is which column is not known: nothing to attribute
         return self._observing_plans.get(fields, formats, allow, self.ctx.encoding, self._build_observe_only)
 
     def _build_observe_only(
         self, fields: tuple[m.FieldDescription, ...], formats: tuple[int, ...] | None, allow: Allow, enc: str
     ) -> RowPlan | None:
-        return plan_rows(fields, formats, allow, self.gate, enc, self._observed(allow), mask=False)
+        observe = self._observed(allow, len(fields))
+        return plan_rows(fields, formats, allow, self.gate, enc, observe, mask=False)
 
-    def _observed(self, allow: Allow) -> tuple[tuple[str, str] | None, ...]:
+    def _observed(self, allow: Allow, ncols: int) -> tuple[tuple[str, str], ...]:
+        """What each of a result's `ncols` columns discloses. Columns the decision does not
+        describe (a FETCH's, a server-side function's) are read for what they hold."""
+        if len(allow.columns) != ncols:
+            return ((SCAN, ""),) * ncols
         key = self.gate.customer_key()
         database = self.tracker.database
         return tuple(observed(cm, key, database, "public") for cm in allow.columns)
@@ -1665,7 +1668,7 @@ class Relay:
     def _build_observing(
         self, fields: tuple[m.FieldDescription, ...], formats: tuple[int, ...] | None, allow: Allow, enc: str
     ) -> RowPlan | None:
-        return plan_rows(fields, formats, allow, self.gate, enc, self._observed(allow))
+        return plan_rows(fields, formats, allow, self.gate, enc, self._observed(allow, len(fields)))
 
     def _build_plan(
         self, fields: tuple[m.FieldDescription, ...], formats: tuple[int, ...] | None, allow: Allow, enc: str

@@ -21,7 +21,7 @@ from masking.native import load
 from policies.decision import Allow, ColumnMask, CopyFraming
 from proxy.pg import types
 from proxy.pg.messages import FieldDescription, MessageError
-from proxy.services.disclosure import Reader, int_reader, text_reader
+from proxy.services.disclosure import SCAN, Reader, float_reader, int_reader, text_reader
 from proxy.services.gate import MaskerSource
 from proxy.services.rows import (
     ColumnAction,
@@ -369,7 +369,33 @@ Observed = tuple[tuple[str, str] | None, ...]
 def _reader(f: FieldDescription, fmt: int, enc: str) -> Reader:
     if fmt == 1 and types.value_kind(f.type_oid) is ValueKind.INT:
         return int_reader("big")
+    if fmt == 1 and f.type_oid in _BINARY_READERS:
+        return _BINARY_READERS[f.type_oid]
     return text_reader(enc)
+
+
+def _numeric(raw: bytes) -> str:
+    """A binary NUMERIC as its digits (PostgreSQL's base-10000 form): phone::numeric is a number."""
+    n, weight, sign, scale = struct.unpack_from("!hhHh", raw)
+    if sign == 0xC000:
+        return "NaN"
+    groups = struct.unpack_from(f"!{n}h", raw, 8)
+    whole = "".join(f"{g:04d}" for g in groups[: weight + 1]).lstrip("0") or "0"
+    whole += "0000" * max(0, weight + 1 - n)
+    frac = "".join(f"{g:04d}" for g in groups[weight + 1 :])[:scale]
+    return ("-" if sign == 0x4000 else "") + whole + ("." + frac if frac else "")
+
+
+_BINARY_READERS: dict[int, Reader] = {
+    types.FLOAT4: float_reader("!f"),
+    types.FLOAT8: float_reader("!d"),
+    types.NUMERIC: _numeric,
+}
+# Types whose values never hold a number a trace is asked about: not scanned (SCAN).
+_UNSCANNED = frozenset(
+    {types.BOOL, types.DATE, types.TIME, types.TIMETZ, types.TIMESTAMP, types.TIMESTAMPTZ}
+    | {types.INTERVAL, types.UUID}
+)
 
 
 def plan_rows(
@@ -407,10 +433,13 @@ def plan_rows(
         cm = allow.columns[i] if i < len(allow.columns) else None
         fn = column_fn(f, fmt, cm, allow.detect, src, enc) if mask else None
         obs = observe[i] if observe is not None and i < len(observe) else None
+        if obs is not None and obs[0] == SCAN and f.type_oid in _UNSCANNED:
+            obs = None
         if obs is not None and not isinstance(fn, bytes) and fn is not null_value:
             # Values that reach the client (clear, masked or scanned) are noted; a NULLed or
-            # concealed column discloses nothing. In clear: what the decision sends clear.
-            clear = not mask or cm is None or cm.action == "clear"
+            # concealed column discloses nothing. In clear: what the decision sends clear; for
+            # a SCAN column, a value no masker touches (what a masker left is not known here).
+            clear = fn is None if obs[0] == SCAN else (not mask or cm is None or cm.action == "clear")
             noted[i] = (obs[0], obs[1], clear, _reader(f, fmt, enc))
         if ops is not None:
             ops.append(native_op(f, fmt, cm, allow.detect, src, enc, fn))

@@ -51,7 +51,7 @@ from typing import Any, NamedTuple, Protocol
 from policies.decision import Allow, Block
 from policies.model import Policy, RoleBudgets
 
-from .disclosure import value_key
+from .disclosure import expand, value_key
 from .gate import Principal, StatementRecord
 from .metrics import Metrics
 
@@ -76,6 +76,19 @@ _MESSAGES = {
         "try again tomorrow"
     ),
 }
+
+
+def _customers(masking_key: bytes, values: Iterable[tuple[str, str]]) -> set[bytes]:
+    """The customers one batch of disclosed values names, as key prefixes: its customer keys,
+    or else the distinct values of the class it holds most of (a row of name and phone is one
+    customer, not two; a mobile's reversed and forward forms are one value, keyed folded)."""
+    by_class: dict[str, set[bytes]] = {}
+    for cls, v in values:
+        for c, found in expand(cls, v):
+            by_class.setdefault(c, set()).add(value_key(masking_key, c, found)[:16])
+    if CUSTOMER_KEY_CLASS in by_class:
+        return by_class[CUSTOMER_KEY_CLASS]
+    return max(by_class.values(), key=len, default=set())
 
 
 class Disclosed(Protocol):
@@ -337,8 +350,14 @@ class Budgets:
             limits = role.budgets if role is not None else None
             if limits is None or limits.distinct_customers_per_day is None:
                 return
-            keyed = p.customer_key is not None
-            picked = [(v.cls, v.value) for v in values if (v.cls == CUSTOMER_KEY_CLASS) == keyed and v.value]
+            # By the customer key when the result holds it; else by what the rows disclose (a
+            # SCAN value's numbers are found on the worker): a result without the key column
+            # still names its customers.
+            picked = (
+                [(v.cls, v.value) for v in values if v.cls == CUSTOMER_KEY_CLASS and v.value]
+                if p.customer_key is not None
+                else []
+            ) or [(v.cls, v.value) for v in values if v.cls != CUSTOMER_KEY_CLASS and v.value]
             if picked:
                 self.observe(principal.role, principal.user, picked, limits.distinct_customers_per_day)
 
@@ -367,7 +386,7 @@ class Budgets:
                 refresh.add(item[1:])
             elif kind == "values":
                 _, role, user, day, limit, values = item
-                keys = {value_key(self.masking_key, cls, v)[:16] for cls, v in values}
+                keys = _customers(self.masking_key, values)
                 with self._lock:
                     p = self._person(role, user, now)
                     if p.day != day:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import queue
+import struct
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, overload
 
 from masking.classes import FREE_TEXT
+from masking.detectors import detect_in
 from masking.native import load
 from policies.decision import ColumnMask
 from policies.names import ColumnName, TableName, column_matches, split_pattern
@@ -29,6 +31,16 @@ from policies.names import ColumnName, TableName, column_matches, split_pattern
 from .gate import Disclosed, Principal
 
 CUSTOMER_KEY = "customer_key"  # the class the customer key column's values are disclosed under
+# The class of a value noted for what it holds, not for where it came from: a computed column
+# (phone || '', a cast, string_agg, row_to_json), free text, a column of a temp table, view or
+# function, a body of an HTTP answer. The detectors name the numbers inside it (`found_in`) on
+# the disclosure thread. Lineage cannot follow every way SQL moves a value; the content can be
+# read whatever way it took.
+SCAN = "*"
+# The classes a trace is asked about: numbers a scam caller or fraudster uses.
+SCAN_CLASSES = frozenset({"mobile", "id_card", "bank_card", "landline"})
+_SHORTEST = 7  # a landline's subscriber number: no shorter value holds one
+_REVERSED_UPTO = 64  # reverse(phone) and the like: short values are read backwards too
 
 # Separators people and systems put inside numbers (138-1234-5678, 6222 0000 …): not part of
 # the value. Dashes of every script are folded to "-" by NFKC plus this table.
@@ -46,18 +58,24 @@ def fold(value: str) -> str:
     """
     if value.isdigit() and value.isascii():
         # The common case (a number column): nothing to fold but a country code.
-        if len(value) == 13 and value.startswith("861"):
-            return value[2:]
-        return value
+        return _national(value)
     if value.isascii():
         s = value
     else:
         s = "".join(str(unicodedata.digit(c)) if unicodedata.digit(c, None) is not None else c for c in value)
         s = unicodedata.normalize("NFKC", s)
     s = s.translate(_DROP_TABLE).upper()
-    if len(s) == 13 and s.startswith("86") and s.isdigit() and s[2] == "1":
-        s = s[2:]  # 86 13812345678: the same mobile as 13812345678
-    return s
+    return _national(s) if s.isdigit() else s
+
+
+def _national(digits: str) -> str:
+    """A mobile without its country code: 86 13812345678 and 0086 13812345678 (the
+    international prefix a caller ID shows) are 13812345678."""
+    if len(digits) == 13 and digits.startswith("861"):
+        return digits[2:]
+    if len(digits) == 15 and digits.startswith("00861"):
+        return digits[4:]
+    return digits
 
 
 def value_key(masking_key: bytes, cls: str, value: str) -> bytes:
@@ -86,6 +104,24 @@ def keyer(masking_key: bytes) -> Callable[[str], bytes]:
     return key
 
 
+def found_in(text: str) -> list[tuple[str, str]]:
+    """(class, value) of each number of SCAN_CLASSES the detectors find in `text`, a value a
+    person received. A short value is read backwards too (reverse(phone) gives the number to
+    anyone who reads it backwards); its findings are the numbers read forwards."""
+    if len(text) < _SHORTEST:
+        return []
+    out = [(s.cls, s.text) for s in detect_in(text, SCAN_CLASSES)]
+    if len(text) <= _REVERSED_UPTO:
+        back = text[::-1]
+        out += [(s.cls, s.text) for s in detect_in(back, SCAN_CLASSES)]
+    return out
+
+
+def expand(cls: str, value: str) -> list[tuple[str, str]]:
+    """The (class, value) pairs a noted value stands for: itself, or what a SCAN value holds."""
+    return found_in(value) if cls == SCAN else [(cls, value)]
+
+
 def _source_name(source: str, database: str, default_schema: str | None) -> ColumnName | None:
     parts = source.split(".")
     if len(parts) < 3:
@@ -95,24 +131,22 @@ def _source_name(source: str, database: str, default_schema: str | None) -> Colu
 
 def observed(
     cm: ColumnMask | None, customer_key: str | None, database: str, default_schema: str | None
-) -> tuple[str, str] | None:
-    """(class, source column) of the values a result column discloses, or None when it discloses
-    none: an unclassified column that is not the customer key, or one computed from its source
-    (`length(phone)` tells nothing a trace could match), or a free-text note."""
-    if cm is None or cm.derived or len(cm.sources) > 1:
-        return None
-    source = cm.sources[0] if cm.sources else ""
-    if cm.cls == FREE_TEXT:
-        # A note is no value a trace could be asked about; the numbers inside it would be
-        # (detector findings), which the row paths do not report yet.
-        return None
-    if cm.cls:
+) -> tuple[str, str]:
+    """(class, source column) of the values a result column discloses: its class when it is a
+    classified column passed as it is, CUSTOMER_KEY for the customer key (also through a cast
+    or any computation of the key alone: counting one customer too many is the safe side of a
+    budget), else SCAN: whatever else it is (computed, free text, unknown lineage), the numbers
+    it holds are what it discloses."""
+    if cm is None:
+        return SCAN, ""
+    source = cm.sources[0] if len(cm.sources) == 1 else ""
+    if cm.cls and cm.cls != FREE_TEXT and not cm.derived and len(cm.sources) <= 1:
         return cm.cls, source
-    if customer_key and source:
+    if customer_key and source and not cm.cls:
         name = _source_name(source, database, default_schema)
         if name is not None and column_matches(split_pattern(customer_key), name, default_schema):
             return CUSTOMER_KEY, source
-    return None
+    return SCAN, source
 
 
 # How an observing step reads a wire value as text: the decoded text, or an integer's digits.
@@ -136,20 +170,33 @@ def int_reader(byteorder: str) -> Reader:
     return lambda raw: str(int.from_bytes(raw, byteorder, signed=True))  # type: ignore[arg-type]
 
 
+def float_reader(layout: str) -> Reader:
+    """Binary floats (`struct` layout): an integral one as its digits, phone::float8 is a number."""
+    unpack = struct.Struct(layout).unpack
+
+    def read(raw: bytes) -> str:
+        x = unpack(raw)[0]
+        return str(int(x)) if x == x and abs(x) < 1e19 and x == int(x) else repr(x)
+
+    return read
+
+
 def observing_fn(
     fn: Callable[[bytes], bytes | None] | None,
     cls: str,
     column: str,
     read: Reader,
     sink: list[Disclosed],
+    clear: bool | None = None,
 ) -> Callable[[bytes], bytes | None]:
     """`fn` (None: pass the value) that also notes each value in `sink`, with whether it reached
-    the client unchanged (in clear). The row path drains `sink` once per run of rows."""
+    the client in clear: `clear`, or (None) whether it reached the client unchanged. The row
+    path drains `sink` once per run of rows."""
     append = sink.append
 
     def observe(raw: bytes) -> bytes | None:
         out = raw if fn is None else fn(raw)
-        append(Disclosed(cls, column, read(raw), out is raw or out == raw))
+        append(Disclosed(cls, column, read(raw), (out is raw or out == raw) if clear is None else clear))
         return out
 
     return observe
@@ -189,20 +236,27 @@ class Noted(Sequence[Disclosed]):
         return (one(x) for x in self._raw)
 
     def keyed(
-        self, key: Callable[[bytes, Reader], bytes], bulk: Callable[[list[bytes]], list[bytes | None]] | None
+        self,
+        key: Callable[[bytes, Reader], bytes],
+        bulk: Callable[[list[bytes]], list[bytes | None]] | None,
+        scan: Callable[[bytes, Reader], Sequence[tuple[str, bytes]]],
     ) -> tuple[tuple[str, bytes, bool], ...]:
         """(class, key, clear) of every value, without building Disclosed records. `bulk` keys
         the values of text columns that are plain ASCII digits in one native call (None for the
-        others, and for every value of a binary column), `key` the rest."""
+        others, and for every value of a binary column), `key` the rest; `scan` gives the
+        (class, key) of each number a SCAN column's value holds."""
         cols = self._columns
         raws = self._raw
         fast: list[bytes | None] | None = None
         if bulk is not None:
-            text = {i for i, c in cols.items() if c[3] in _TEXT_READERS.values()}
+            text = {i for i, c in cols.items() if c[3] in _TEXT_READERS.values() and c[0] != SCAN}
             fast = bulk([raw if i in text else b"" for i, raw in raws])
         out = []
         for n, (i, raw) in enumerate(raws):
             cls, _column, clear, read = cols[i]
+            if cls == SCAN:
+                out += [(c, k, clear) for c, k in scan(raw, read)]
+                continue
             k = fast[n] if fast is not None else None
             out.append((cls, key(raw, read) if k is None else k, clear))
         return tuple(out)
@@ -224,6 +278,7 @@ class Batch:
 
 Keeper = Callable[[Batch], None]
 KEY_CACHE = 65536  # values whose keys the disclosure thread remembers
+_SCAN_CACHED = 256  # longer SCAN values (documents, bodies) are read each time, not remembered
 
 
 class Disclosures:
@@ -290,6 +345,19 @@ class Disclosures:
                 k = raw_cache[(raw, read)] = key(read(raw))
             return k
 
+        # What SCAN values held, by their bytes: a result repeats its notes and labels.
+        scan_cache: dict[tuple[bytes, Reader], tuple[tuple[str, bytes], ...]] = {}
+
+        def raw_scan(raw: bytes, read: Reader) -> tuple[tuple[str, bytes], ...]:
+            found = scan_cache.get((raw, read))
+            if found is None:
+                if len(scan_cache) >= KEY_CACHE:
+                    scan_cache.clear()
+                found = tuple((c, key(v)) for c, v in found_in(read(raw))) if len(raw) >= _SHORTEST else ()
+                if len(raw) <= _SCAN_CACHED:
+                    scan_cache[(raw, read)] = found
+            return found
+
         while True:
             item = self._q.get()
             if item is None:
@@ -298,11 +366,13 @@ class Disclosures:
             user, role, sid, ts, values = item
             try:
                 if isinstance(values, Noted):
-                    batch = Batch(user, role, sid, ts, values.keyed(raw_key, bulk))
+                    keys = values.keyed(raw_key, bulk, raw_scan)
                 else:
-                    batch = Batch(user, role, sid, ts, tuple((d.cls, key(d.value), d.clear) for d in values))
-                for keeper in self.keepers:
-                    keeper(batch)
+                    keys = tuple((c, key(v), d.clear) for d in values for c, v in expand(d.cls, d.value))
+                if keys:
+                    batch = Batch(user, role, sid, ts, keys)
+                    for keeper in self.keepers:
+                        keeper(batch)
             except Exception as exc:  # a keeper's bug must not end the thread: later batches still count
                 print(f"maskgate: disclosure keeper failed: {exc!r}", file=sys.stderr)
             finally:

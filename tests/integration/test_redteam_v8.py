@@ -104,9 +104,6 @@ def test_nobody_traced_for_an_unread_number(
     assert traced(served, capsys, phones[40]) == []
 
 
-@pytest.mark.xfail(
-    strict=True, reason="rows FETCHed from a server-side cursor reach the DBA in clear, unledgered"
-)
 def test_server_side_cursor_is_traced(served: dict[str, Any], phones: dict[int, str], capsys: Any) -> None:
     with connect_proxy(served, DBA) as conn, conn.cursor(name="red8") as cur:
         cur.execute("SELECT phone FROM customers WHERE id = 2")
@@ -138,43 +135,33 @@ def test_copy_to_stdout_is_traced(served: dict[str, Any], phones: dict[int, str]
 # ------------------------------------------------------------------ findings: transformed values
 
 
-@pytest.mark.xfail(strict=True, reason="phone || '' is derived: sent in clear, never reaches the ledger")
 def test_concatenated_phone_is_traced(served: dict[str, Any], phones: dict[int, str], capsys: Any) -> None:
     assert dba(served, "SELECT phone || '' FROM customers WHERE id = 5") == [(phones[5],)]
     assert traced(served, capsys, phones[5]) == ["dba_wang"]
 
 
-@pytest.mark.xfail(strict=True, reason="a cast of the phone column is invisible to the ledger")
 def test_cast_phone_is_traced(served: dict[str, Any], phones: dict[int, str], capsys: Any) -> None:
     assert dba(served, "SELECT phone::varchar(20) AS p FROM customers WHERE id = 6") == [(phones[6],)]
     assert traced(served, capsys, phones[6]) == ["dba_wang"]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="string_agg(phone) hands over many numbers in one derived cell, unledgered"
-)
 def test_string_agg_is_traced(served: dict[str, Any], phones: dict[int, str], capsys: Any) -> None:
     (row,) = dba(served, "SELECT string_agg(phone, ',') FROM customers WHERE id IN (7, 8)")
     assert phones[7] in row[0] and phones[8] in row[0]
     assert traced(served, capsys, phones[7]) == ["dba_wang"]
 
 
-@pytest.mark.xfail(strict=True, reason="row_to_json(c) carries the phone in a derived JSON cell, unledgered")
 def test_row_to_json_is_traced(served: dict[str, Any], phones: dict[int, str], capsys: Any) -> None:
     (row,) = dba(served, "SELECT row_to_json(c)::text FROM customers c WHERE id = 9")
     assert phones[9] in row[0]
     assert traced(served, capsys, phones[9]) == ["dba_wang"]
 
 
-@pytest.mark.xfail(strict=True, reason="reverse(phone) is reversible by the reader but never ledgered")
 def test_reversed_phone_is_traced(served: dict[str, Any], phones: dict[int, str], capsys: Any) -> None:
     assert dba(served, "SELECT reverse(phone) FROM customers WHERE id = 10") == [(phones[10][::-1],)]
     assert traced(served, capsys, phones[10]) == ["dba_wang"]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="numbers inside free text (call notes) reach the DBA in clear, unledgered"
-)
 def test_number_in_free_text_is_traced(served: dict[str, Any], crm: EmbeddedPostgres, capsys: Any) -> None:
     import psycopg
 
@@ -242,16 +229,12 @@ def test_budget_counts_customers_read_by_key(budgeted: dict[str, Any]) -> None:
     assert refused_soon(budgeted, BUDGET_USERS[0])
 
 
-@pytest.mark.xfail(
-    strict=True, reason="with customer_key set, rows without the key column count no customers"
-)
 def test_budget_counts_customers_read_without_their_key(budgeted: dict[str, Any]) -> None:
     rows = as_analyst(budgeted, BUDGET_USERS[1], "SELECT name, phone FROM customers ORDER BY id LIMIT 20")
     assert len(rows) == 20
     assert refused_soon(budgeted, BUDGET_USERS[1])
 
 
-@pytest.mark.xfail(strict=True, reason="the key column through a cast (id::text) is derived and not counted")
 def test_budget_counts_a_cast_key(budgeted: dict[str, Any]) -> None:
     rows = as_analyst(budgeted, BUDGET_USERS[2], "SELECT id::text, phone FROM customers ORDER BY id LIMIT 20")
     assert len(rows) == 20
@@ -577,16 +560,8 @@ def test_canary_read_plainly_is_flagged(served: dict[str, Any], canary: dict[str
 @pytest.mark.parametrize(
     "sql",
     [
-        pytest.param(
-            "SELECT phone || '' FROM customers WHERE id = {id}",
-            marks=pytest.mark.xfail(
-                strict=True, reason="a canary phone read through phone||'' trips nothing"
-            ),
-        ),
-        pytest.param(
-            "SELECT row_to_json(c)::text FROM customers c WHERE id = {id}",
-            marks=pytest.mark.xfail(strict=True, reason="a canary row read as row_to_json trips nothing"),
-        ),
+        "SELECT phone || '' FROM customers WHERE id = {id}",
+        "SELECT row_to_json(c)::text FROM customers c WHERE id = {id}",
         pytest.param(
             "SELECT id, name, email, address FROM customers WHERE id = {id}",
             marks=pytest.mark.xfail(
@@ -708,7 +683,6 @@ def test_mysql_plain_select_is_traced(my_served: dict[str, Any], capsys: Any) ->
     assert traced(my_served, capsys, number) == ["dba_wang"]
 
 
-@pytest.mark.xfail(strict=True, reason="over MySQL, CONCAT(phone) reaches the DBA in clear, unledgered")
 def test_mysql_concat_is_traced(my_served: dict[str, Any], capsys: Any) -> None:
     number = my_served["phones"][2]
     assert my_dba(my_served, "SELECT CONCAT(phone, '') FROM customers WHERE id = 2") == [[(number,)]]
@@ -755,12 +729,7 @@ def test_http_classified_field_in_an_error_body_is_traced(http_served: dict[str,
 @pytest.mark.parametrize(
     "written",
     [
-        pytest.param(
-            "0086 138 1234 5678",
-            marks=pytest.mark.xfail(
-                strict=True, reason="fold keeps the 0086 international prefix: trace misses it"
-            ),
-        ),
+        "0086 138 1234 5678",
         "+86-138-1234-5678",
         "(+86) 138 1234 5678",
         "86 13812345678",
@@ -877,22 +846,11 @@ ROUTES = {
     22: ["SELECT COALESCE(phone, phone) FROM customers WHERE id = 22"],
     23: ["WITH c AS (SELECT phone FROM customers WHERE id = 23) SELECT phone FROM c"],
 }
-HOLDS = {17, 21, 23}
-WHY = {
-    16: "a UNION ALL with a second source column makes the phone unledgered",
-    18: "a phone copied into a temp table is read back unledgered",
-    19: "a phone read through a temp view is unledgered",
-    20: "a phone returned by a SQL function is unledgered",
-    22: "COALESCE(phone, phone) is derived and unledgered",
-}
 
 
 @pytest.mark.parametrize(
     "cid",
-    [
-        c if c in HOLDS else pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=WHY[c]))
-        for c in sorted(ROUTES)
-    ],
+    [c for c in sorted(ROUTES)],
 )
 def test_dba_routes_around_the_ledger(
     served: dict[str, Any], phones: dict[int, str], capsys: Any, cid: int

@@ -57,7 +57,9 @@ def test_a_restricted_person_is_noted_with_masked_values_and_customer_keys_in_on
         Disclosed("mobile", "public.customers.phone", "13800138000", False),
         Disclosed("customer_key", "public.customers.id", "0", True),
     )
-    assert len(values) == 6  # the unclassified note is not noted
+    # The unclassified note is read for the numbers it holds (on the disclosure thread).
+    assert values[2] == Disclosed("*", "public.customers.note", "hello", True)
+    assert len(values) == 9
 
 
 def test_an_unrestricted_person_is_noted_in_clear_and_gets_the_same_bytes() -> None:

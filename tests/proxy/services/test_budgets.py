@@ -240,7 +240,18 @@ def test_without_a_customer_key_every_classified_value_is_one(tmp_path: Path) ->
         ],
     )
     b.pump()
-    assert b.counts("vendor", "vendor_zhang") == (0, 2)
+    # One row's phone and ID card are one customer: a batch counts the class it holds most of.
+    assert b.counts("vendor", "vendor_zhang") == (0, 1)
+    observe(
+        ZHANG,
+        "s-2",
+        [
+            Disclosed("mobile", "public.customers.phone", "13800000002", False),
+            Disclosed("*", "", "call 13800000003 or 13800000004", True),  # numbers in a note
+        ],
+    )
+    b.pump()
+    assert b.counts("vendor", "vendor_zhang") == (0, 4)
 
 
 def test_a_process_keeps_no_more_customers_than_it_needs_to_refuse(tmp_path: Path) -> None:

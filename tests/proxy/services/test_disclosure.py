@@ -8,10 +8,13 @@ from hypothesis import strategies as st
 from masking.native import load
 from policies.decision import ColumnMask
 from proxy.services.disclosure import (
+    SCAN,
     Batch,
     Disclosures,
     Noted,
+    expand,
     fold,
+    found_in,
     int_reader,
     observed,
     text_reader,
@@ -44,9 +47,52 @@ def test_observed_columns() -> None:
     assert observed(phone, None, "crm", "public") == ("mobile", "public.customers.phone")
     assert observed(ident, "crm.customers.id", "crm", "public") == ("customer_key", "public.customers.id")
     assert observed(ident, "public.customers.id", "crm", "public") == ("customer_key", "public.customers.id")
-    assert observed(ident, "crm.accounts.id", "crm", "public") is None
-    assert observed(ident, None, "crm", "public") is None
-    assert observed(derived, None, "crm", "public") is None
+    # Anything else is read for the numbers it holds: lineage cannot follow every way SQL
+    # moves a value (a cast, a concatenation, a temp table), the detectors read what arrived.
+    assert observed(ident, "crm.accounts.id", "crm", "public") == (SCAN, "public.customers.id")
+    assert observed(ident, None, "crm", "public") == (SCAN, "public.customers.id")
+    assert observed(derived, None, "crm", "public") == (SCAN, "public.customers.phone")
+    assert observed(None, None, "crm", "public") == (SCAN, "")
+    # The key through a cast (id::text) still names the customer.
+    cast = ColumnMask(3, "id", None, "clear", sources=("public.customers.id",), derived=True)
+    assert observed(cast, "crm.customers.id", "crm", "public") == ("customer_key", "public.customers.id")
+
+
+def test_numbers_are_found_in_what_a_person_received() -> None:
+    assert found_in("call back on 138-1234-5678 please") == [("mobile", "138-1234-5678")]
+    assert found_in("87654321831") == [("mobile", "13812345678")]  # reverse(phone)
+    assert found_in('{"id": 9, "phone": "13812345678"}') == [("mobile", "13812345678")]
+    assert found_in("12345") == []
+    assert expand("mobile", "13812345678") == [("mobile", "13812345678")]
+    assert expand(SCAN, "x 13812345678") == [("mobile", "13812345678")]
+
+
+def test_scanned_values_are_keyed_by_the_numbers_they_hold() -> None:
+    got: list[Batch] = []
+    k = b"k" * 32
+    d = Disclosures(k, [got.append], clock=lambda: 5.0)
+    p = Principal("li", "dba")
+    d(p, "t-1", [Disclosed(SCAN, "", "note: 13812345678 and 13900001111", True)])
+    d(p, "t-2", [Disclosed(SCAN, "", "nothing here", True)])  # no keys: no batch
+    cols = {0: (SCAN, "", True, text_reader("utf-8")), 1: ("mobile", "c", True, text_reader("utf-8"))}
+    d(p, "t-3", Noted(cols, [(0, b"87654321831"), (1, b"13700001111"), (0, b"42")]))
+    d.drain()
+    d.close()
+    assert [b.statement_id for b in got] == ["t-1", "t-3"]
+    assert {key for _c, key, _clear in got[0].keys} == {
+        value_key(k, "mobile", "13812345678"),
+        value_key(k, "mobile", "13900001111"),
+    }
+    assert got[1].keys == (
+        ("mobile", value_key(k, "mobile", "13812345678"), True),
+        ("mobile", value_key(k, "mobile", "13700001111"), True),
+    )
+
+
+def test_the_international_prefix_folds_away() -> None:
+    k = b"k"
+    assert value_key(k, "mobile", "0086 138 1234 5678") == value_key(k, "mobile", "13812345678")
+    assert value_key(k, "mobile", "008613812345678") == value_key(k, "mobile", "13812345678")
 
 
 def test_batches_are_keyed_off_the_calling_thread_and_reach_every_keeper() -> None:
