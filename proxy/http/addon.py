@@ -539,6 +539,17 @@ class MaskGate:
             raise RequestRefused(
                 502, _refusal("bad_upstream", f"the API's {kind} response could not be read")
             ) from None
+        if plan.seen is not None:
+            # What the person receives is read for numbers too: a number in a free-text field,
+            # an HTML cell or a header is theirs as much as one in a classified field (the
+            # fields' own notes above say which were masked).
+            head = "\n".join(v for _n, v in resp.headers.items(multi=True))
+            charset = getattr(out, "content_type_charset", None) or _charset(ctype)
+            if len(out.body) > THREAD_BYTES:
+                found = await asyncio.to_thread(bodies.numbers_in, out.body, charset, head)
+            else:
+                found = bodies.numbers_in(out.body, charset, head)
+            plan.seen.extend(found)
         if plan.seen:
             # One batch per response, with the id its audit records carry.
             gate.disclose(principal, flow.id[:16], plan.seen)

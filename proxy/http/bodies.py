@@ -47,10 +47,12 @@ from decimal import Decimal
 from typing import Any
 
 import masking
+from proxy.services.disclosure import found_in
 from proxy.services.gate import Disclosed, MaskerSource
 from proxy.services.rows import mask_decimal_text
 
 from .encoded import MAX_TAG, maybe_encoded, unhide, unhide_blobs, unhide_joined
+from .heads import text_scanner
 
 
 @dataclass(frozen=True)
@@ -748,3 +750,23 @@ def _dump(doc: Any) -> str:
     except UnicodeEncodeError:  # a lone surrogate (from a \ud800 escape) only fits escaped
         s = json.dumps(doc, ensure_ascii=True, separators=(",", ":"))
     return s
+
+
+def numbers_in(body: bytes, charset: str | None, head: str = "") -> list[Disclosed]:
+    """The numbers a body (and head) as sent holds, read as a client would read them (through
+    references, escapes, markup and blobs: heads.text_scanner), each once, for the observers."""
+    try:
+        text = body.decode(charset or "utf-8", "replace")
+    except LookupError:
+        text = body.decode("utf-8", "replace")
+    found: dict[tuple[str, str], None] = {}
+
+    def record(s: str) -> str:
+        found.update(dict.fromkeys(found_in(s)))
+        return s
+
+    scan = text_scanner(record)
+    scan(text)
+    if head:
+        scan(head)
+    return [Disclosed(cls, "", value, True) for cls, value in found]

@@ -482,23 +482,9 @@ def test_http_classified_fields_in_clear_are_traced(
 @pytest.mark.parametrize(
     ("user", "path"),
     [
-        pytest.param(
-            "staff_note",
-            "/api/notes/plain",
-            marks=pytest.mark.xfail(strict=True, reason="a number in a free-text JSON string is unledgered"),
-        ),
-        pytest.param(
-            "staff_html",
-            "/api/export/clients.html",
-            marks=pytest.mark.xfail(strict=True, reason="numbers in an HTML body are unledgered"),
-        ),
-        pytest.param(
-            "staff_num",
-            "/api/notes/number",
-            marks=pytest.mark.xfail(
-                strict=True, reason="a mobile sent as a JSON number in a free field is unledgered"
-            ),
-        ),
+        ("staff_note", "/api/notes/plain"),  # a number in a free-text JSON string
+        ("staff_html", "/api/export/clients.html"),  # numbers in an HTML body
+        ("staff_num", "/api/notes/number"),  # a mobile sent as a JSON number in a free field
     ],
 )
 def test_http_numbers_outside_classified_fields_are_traced(

@@ -871,3 +871,23 @@ def test_classified_fields_and_columns_are_noted_when_observed() -> None:
     p = plan()
     jrun(doc, p)
     assert p.seen is None
+
+
+def test_numbers_in_reads_what_a_client_reads() -> None:
+    """The observers get the numbers of a body as sent, however it is written: references,
+    markup, base64, a JSON number, a header."""
+    from proxy.http.bodies import numbers_in
+
+    got = numbers_in(
+        b'<td>&#49;38 1234 5678</td>{"n": 13912345670, "b": "MTM3MDAwMDExMTE="}',
+        None,
+        "Location: /c/13500001111",
+    )
+    assert {d.value.replace(" ", "") for d in got if d.cls == "mobile"} == {
+        "13812345678",
+        "13912345670",
+        "13700001111",
+        "13500001111",
+    }
+    assert all(d.clear and d.column == "" for d in got)
+    assert numbers_in(b"no numbers here", "utf-8") == []
