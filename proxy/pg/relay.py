@@ -36,6 +36,8 @@ from proxy.services.statement import AUDIT_FAILED, STALE, PlanCache, RowCount, p
 
 # COPY rows are masked as they stream and may be refused part-way, after the server started the
 # COPY: nothing else of the same string or batch may be left to run and commit behind it.
+# COPY rows' disclosures go to the Gate in batches of this many values (and at CopyDone).
+_COPY_BATCH = 4096
 COPY_ALONE = Block(
     "statement_not_allowed", "COPY must be sent on its own for this role (its rows are masked as they stream)"
 )
@@ -1062,6 +1064,14 @@ class Relay:
         if run_start >= 0 and not out.closed:
             emit(mv[run_start:run_end])
 
+    def _disclose_copy(self, plan: CopyPlan, e: Expected[Item]) -> None:
+        """Hand the values a COPY's rows disclosed so far to the Gate, in one batch."""
+        seen = plan.seen
+        principal = self.tracker.principal
+        if seen and principal is not None:
+            plan.seen = []
+            self.gate.disclose(principal, self._statement_id(e), seen)
+
     def _disclose(self, plan: RowPlan, statement_id: str) -> None:
         """Hand the values `plan`'s observing columns noted to the Gate, in one batch."""
         seen = plan.seen
@@ -1356,7 +1366,7 @@ class Relay:
     def _on_execute_answer(self, mtype: bytes, body: memoryview, e: Expected[Item], finished: bool) -> bool:
         p = _payload(e, Portal)
         if not finished:
-            return self._on_copy(mtype, body, p.result)
+            return self._on_copy(mtype, body, p.result, e)
         res = p.result
         count = res.rows
         rows, masked = count.end_call()
@@ -1468,21 +1478,29 @@ class Relay:
             return True
         if run.result is None:  # COPY TO STDOUT
             run.result = self._part_result(run)
-        return self._on_copy(mtype, body, run.result)
+        return self._on_copy(mtype, body, run.result, e)
 
-    def _on_copy(self, mtype: bytes, body: memoryview, res: Result) -> bool:
+    def _on_copy(self, mtype: bytes, body: memoryview, res: Result, e: Expected[Item]) -> bool:
         if mtype == b"G":
             return True  # COPY FROM STDIN: the client now sends data
         if mtype in (b"H", b"W"):
             cr = m.CopyOutResponse.parse(body)
+            ncols = len(cr.column_formats)
+            observe = self._observed(res.allow, ncols) if self.gate.observing else None
             if not self.restricted:
-                res.start_copy(None)
+                # Nothing is masked; while disclosures are observed, the rows are read for them
+                # (a binary COPY's bytes as they come: whatever text they hold).
+                res.start_copy(
+                    CopyPlan(ncols, res.allow, self.gate, self.ctx.encoding, observe, mask=False)
+                    if observe is not None
+                    else None
+                )
                 return True
             if cr.format != 0 or mtype == b"W":
                 res.refuse(errors.insufficient_privilege("binary COPY is not allowed for this role"))
                 return False
             try:
-                plan = CopyPlan(len(cr.column_formats), res.allow, self.gate, self.ctx.encoding)
+                plan = CopyPlan(ncols, res.allow, self.gate, self.ctx.encoding, observe)
             except Unmaskable as exc:
                 res.refuse(errors.insufficient_privilege(str(exc)))
                 return False
@@ -1491,6 +1509,8 @@ class Relay:
         if res.phase is ResultPhase.REFUSED:
             return False
         if mtype == b"c":
+            if res.copy is not None:
+                self._disclose_copy(res.copy, e)
             return True
         if res.copy_header and res.phase is ResultPhase.COPY_OUT:
             # The column names the statement gave (a header the engine read from its options):
@@ -1513,6 +1533,8 @@ class Relay:
         except Unmaskable:
             res.refuse(errors.insufficient_privilege("COPY row format cannot be masked"))
             return False
+        if res.copy.seen is not None and len(res.copy.seen) >= _COPY_BATCH:
+            self._disclose_copy(res.copy, e)
         if n:
             res.rows.masked += n
             self.out.client(m.frame(b"d", data))

@@ -22,7 +22,7 @@ from policies.decision import Allow, ColumnMask, CopyFraming
 from proxy.pg import types
 from proxy.pg.messages import FieldDescription, MessageError
 from proxy.services.disclosure import SCAN, Reader, float_reader, int_reader, text_reader
-from proxy.services.gate import MaskerSource
+from proxy.services.gate import Disclosed, MaskerSource
 from proxy.services.rows import (
     ColumnAction,
     Op,
@@ -567,7 +567,7 @@ def _copy_fn(act: ColumnAction, src: MaskerSource) -> Callable[[str], str | None
     if act.op is Op.CLEAR:
         return None
     if act.op is Op.NULL:
-        return lambda _s: None
+        return _null
     if act.op is Op.REFUSE:
         raise Unmaskable("COPY row")
     if act.op is Op.CONSTANT:
@@ -576,6 +576,10 @@ def _copy_fn(act: ColumnAction, src: MaskerSource) -> Callable[[str], str | None
 
 
 _CONCEALED = types.CONCEALED_TEXT.decode()
+
+
+def _null(_s: str | None) -> None:
+    return None
 
 
 def _concealed(_s: str | None) -> str:
@@ -593,17 +597,42 @@ class CopyPlan:
     whatever a masker returns stays one field.
     """
 
-    def __init__(self, ncols: int, allow: Allow, src: MaskerSource, enc: str = "utf-8") -> None:
-        check_shape(allow, ncols)
+    def __init__(
+        self,
+        ncols: int,
+        allow: Allow,
+        src: MaskerSource,
+        enc: str = "utf-8",
+        observe: Observed | None = None,
+        *,
+        mask: bool = True,
+    ) -> None:
+        if mask:
+            check_shape(allow, ncols)
         self.ncols = ncols
         self.framing = allow.copy or CopyFraming()
-        if self.framing.format not in ("text", "csv"):
+        if mask and self.framing.format not in ("text", "csv"):
             raise Unmaskable("COPY format")
         columns = [allow.columns[i] if i < len(allow.columns) else None for i in range(ncols)]
         self.enc = enc
         self.header = self.framing.header  # the first row is the column names
         # COPY announces no column types: every column is read as text of an OTHER type.
-        self.fns = [_copy_fn(column_action(ValueKind.OTHER, cm, allow.detect, False), src) for cm in columns]
+        self.fns: list[Callable[[str], str | None] | None] = (
+            [_copy_fn(column_action(ValueKind.OTHER, cm, allow.detect, False), src) for cm in columns]
+            if mask
+            else [None] * ncols
+        )
+        self.mask = mask
+        # Observed columns, as RowPlan's: index -> (class, source column, sent in clear); their
+        # values as they came are noted in `seen` (Disclosed), drained by the relay per message.
+        self.observe: dict[int, tuple[str, str, bool]] = {}
+        for i, obs in enumerate(observe or ()):
+            fn = self.fns[i] if i < ncols else None
+            if i < ncols and fn is not _concealed and fn is not _null:
+                cm = columns[i]
+                clear = fn is None if obs[0] == SCAN else (not mask or cm is None or cm.action == "clear")
+                self.observe[i] = (obs[0], obs[1], clear)
+        self.seen: list[Disclosed] | None = [] if self.observe else None
 
     def apply(self, data: bytes) -> tuple[bytes, int]:
         line = data.decode(self.enc, "surrogateescape")
@@ -613,16 +642,55 @@ class CopyPlan:
             # The column names the statement gave, not values read from a table.
             self.header = False
             return data, 0
+        if not self.mask:
+            self._note_line(body)
+            return data, 0
         if self.framing.format == "csv":
-            out, changed = self._csv(body)
-        else:
-            fields = _split_text(body, self.framing.delimiter)
+            fields = split_csv(body, self.framing)
             if len(fields) != self.ncols:
                 raise Unmaskable("COPY row")
-            out, changed = self._text(fields)
+            if self.seen is not None:
+                self._note([None if not q and raw == self.framing.null else v for raw, v, q in fields])
+            out, changed = self._csv(fields)
+        else:
+            cells = _split_text(body, self.framing.delimiter)
+            if len(cells) != self.ncols:
+                raise Unmaskable("COPY row")
+            if self.seen is not None:
+                self._note([None if raw == "\\N" else _copy_unescape(raw) for raw in cells])
+            out, changed = self._text(cells)
         if not changed:
             return data, 0
         return (self.framing.delimiter.join(out) + nl).encode(self.enc, "surrogateescape"), changed
+
+    def _note(self, values: list[str | None]) -> None:
+        seen = self.seen
+        assert seen is not None
+        for i, (cls, column, clear) in self.observe.items():
+            v = values[i]
+            if v:
+                seen.append(Disclosed(cls, column, v, clear))
+
+    def _note_line(self, body: str) -> None:
+        """An unrestricted session's row: its columns when the row splits as the statement
+        said, else the whole line read for the numbers it holds (observation never refuses)."""
+        if self.seen is None:
+            return
+        try:
+            if self.framing.format == "csv":
+                fields = split_csv(body, self.framing)
+                values = [None if not q and raw == self.framing.null else v for raw, v, q in fields]
+            elif self.framing.format == "text":
+                cells = _split_text(body, self.framing.delimiter)
+                values = [None if raw == "\\N" else _copy_unescape(raw) for raw in cells]
+            else:
+                values = []
+        except (Unmaskable, ValueError):
+            values = []
+        if len(values) == self.ncols:
+            self._note(values)
+        else:
+            self.seen.append(Disclosed(SCAN, "", body, True))
 
     def _text(self, fields: list[str]) -> tuple[list[str], int]:
         out = []
@@ -645,10 +713,7 @@ class CopyPlan:
             out.append(null if m is None else _copy_escape(str(m), self.framing.delimiter))
         return out, changed
 
-    def _csv(self, body: str) -> tuple[list[str], int]:
-        fields = split_csv(body, self.framing)
-        if len(fields) != self.ncols:
-            raise Unmaskable("COPY row")
+    def _csv(self, fields: list[tuple[str, str, bool]]) -> tuple[list[str], int]:
         out = []
         changed = 0
         null = self.framing.null

@@ -153,3 +153,31 @@ def test_a_null_string_equal_to_a_value_is_no_oracle(fmt: str) -> None:
     line = server_text(["1", PHONE], fr) if fmt == "text" else server_csv(["1", PHONE], fr)
     out, n = plan.apply(line.encode())
     assert n == 1 and PHONE not in out.decode()
+
+
+def test_copy_rows_are_noted_for_the_observers() -> None:
+    """While disclosures are observed, a COPY's values are noted as a row's are: classified
+    columns by class (masked here: not clear), the rest read for the numbers they hold."""
+    from proxy.services.gate import Disclosed
+
+    fr = CopyFraming(format="csv", delimiter=",", null="")
+    plan = CopyPlan(3, _allow(fr, 3, 1), GATE, observe=(("*", ""), ("mobile", "t.c1"), ("*", "")))
+    out, _ = plan.apply(b'"call 13912345670",13812345678,\n')
+    assert b"13812345678" not in out
+    assert plan.seen == [
+        Disclosed("*", "", "call 13912345670", False),  # the role's detectors mask it
+        Disclosed("mobile", "t.c1", "13812345678", False),
+    ]
+
+
+@given(st.lists(st.text(alphabet='ab1\t\\\n,"', max_size=6), min_size=1, max_size=4))
+@settings(max_examples=100, deadline=None)
+def test_an_unrestricted_copy_is_noted_and_never_refused(values: list[str]) -> None:
+    """Observation of an unrestricted session's COPY never refuses: a row that does not split
+    as the statement said is read whole."""
+    allow = Allow(kind="copy", columns=(), copy=CopyFraming())
+    plan = CopyPlan(2, allow, GATE, observe=(("*", ""), ("*", "")), mask=False)
+    line = "\t".join(values).encode() + b"\n"
+    out, n = plan.apply(line)
+    assert (out, n) == (line, 0)
+    assert plan.seen is not None
