@@ -28,6 +28,7 @@ from proxy.mysql.login import quote_name
 from proxy.mysql.rowmask import PlanCache, RowPlan, parse_columns
 from proxy.mysql.types import charset_name_encoding
 from proxy.services.disclosure import SCAN, observed
+from proxy.services.gate import Disclosed
 from proxy.services.rows import Unmaskable
 from proxy.services.statement import AUDIT_FAILED, STALE, RowCount, part, withheld_message
 
@@ -977,6 +978,9 @@ class Relay:
                 if masker is not None:
                     err = p.ERR(err.code, err.sqlstate, masker(err.message))
         self.ctx.send(err.serialize())
+        if self.gate.observing and err.message and self.tracker.principal is not None:
+            # SIGNAL … SET MESSAGE_TEXT = a number: what the client reads is read for numbers.
+            self.gate.disclose(self.tracker.principal, f.sid or "", [Disclosed(SCAN, "", err.message, True)])
 
     def _finish_refused(self, f: InFlight) -> None:
         block = f.refused or Block("unmaskable", "the result was refused")

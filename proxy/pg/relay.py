@@ -31,6 +31,7 @@ from proxy.pg.expect import Answer, Expected, ExpectQueue, Sent
 from proxy.pg.framing import Framer
 from proxy.pg.rowmask import PASS_THROUGH, CopyPlan, RowPlan, plan_rows
 from proxy.services.disclosure import SCAN, Noted, observed
+from proxy.services.gate import Disclosed
 from proxy.services.rows import Unmaskable
 from proxy.services.statement import AUDIT_FAILED, STALE, PlanCache, RowCount, part, withheld_message
 
@@ -1102,13 +1103,17 @@ class Relay:
     # -- messages that answer no request
 
     def _on_parameter(self, body: memoryview) -> bool:
-        self.ctx.track_parameter(m.ParameterStatus.parse(body))
+        ps = m.ParameterStatus.parse(body)
+        self.ctx.track_parameter(ps)
+        self._observe_text(ps.value)  # set_config('application_name', phone, …) shows it here
         return True
 
     def _on_notice(self, body: memoryview) -> bool:
         if self.upstream_phase is not UpstreamPhase.RELAY:
             return False  # it belongs to an answer the client does not see
-        masked = self._mask_fields(m.NoticeResponse.parse(body), self._in_flight())
+        notice = m.NoticeResponse.parse(body)
+        masked = self._mask_fields(notice, self._in_flight())
+        self._observe_text(*(v for _c, v in (masked or notice).fields))
         if masked is not None:
             self.out.client(masked.serialize())
             return False
@@ -1116,12 +1121,14 @@ class Relay:
 
     def _on_notification(self, body: memoryview) -> bool:
         tm = self.tracker.text_masker(self._in_flight()) if self.restricted else None
-        if tm is not None:
-            n = m.NotificationResponse.parse(body)
-            payload = tm(n.payload)
-            if payload is not n.payload:
-                self.out.client(m.NotificationResponse(n.pid, n.channel, payload).serialize())
-                return False
+        if tm is None and not self.gate.observing:
+            return True
+        n = m.NotificationResponse.parse(body)
+        payload = n.payload if tm is None else tm(n.payload)
+        self._observe_text(n.channel, payload)
+        if payload is not n.payload:
+            self.out.client(m.NotificationResponse(n.pid, n.channel, payload).serialize())
+            return False
         return True
 
     def _on_ready(self, body: memoryview) -> bool:
@@ -1361,6 +1368,10 @@ class Relay:
         return e.answer is Answer.FORWARD
 
     def _on_function_result(self, mtype: bytes, body: memoryview, e: Expected[Item], finished: bool) -> bool:
+        if mtype == b"V" and self.gate.observing:
+            value = m.FunctionCallResponse.parse(body).value
+            if value:
+                self._observe_text(value.decode(self.ctx.encoding, "surrogateescape"))
         return True
 
     def _on_execute_answer(self, mtype: bytes, body: memoryview, e: Expected[Item], finished: bool) -> bool:
@@ -1707,6 +1718,20 @@ class Relay:
     def _forward_error(self, err: m.ErrorResponse, in_flight: Allow | None) -> None:
         masked = self._mask_fields(err, in_flight)
         self.out.client((masked or err).serialize())
+        self._observe_text(*(v for _c, v in (masked or err).fields))
+
+    def _observe_text(self, *texts: str) -> None:
+        """While disclosures are observed, text the client receives outside rows (an error or
+        notice a function raised with a number in it, a NOTIFY payload, a setting the server
+        reports, a fast-path function's result) is read for the numbers it holds. What is read
+        is what is sent: a number in it reached the client in clear."""
+        if not self.gate.observing:
+            return
+        principal = self.tracker.principal
+        text = "\n".join(t for t in texts if t)
+        if principal is not None and text:
+            sid = self._statement_id(self.queue.head)
+            self.gate.disclose(principal, sid, [Disclosed(SCAN, "", text, True)])
 
     def _mask_fields(
         self, msg: m.ErrorResponse | m.NoticeResponse, in_flight: Allow | None

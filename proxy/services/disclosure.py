@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import queue
+import re
 import struct
 import sys
 import threading
@@ -40,7 +41,9 @@ SCAN = "*"
 # The classes a trace is asked about: numbers a scam caller or fraudster uses.
 SCAN_CLASSES = frozenset({"mobile", "id_card", "bank_card", "landline"})
 _SHORTEST = 7  # a landline's subscriber number: no shorter value holds one
-_REVERSED_UPTO = 64  # reverse(phone) and the like: short values are read backwards too
+# Runs of digits (and the separators and ID check character numbers are written with), read
+# backwards too: reverse(phone), or a reversed note, gives the number to anyone who reads it so.
+_DIGIT_RUN = re.compile(r"[0-9Xx][0-9 \t()\-]{5,}[0-9Xx]")
 
 # Separators people and systems put inside numbers (138-1234-5678, 6222 0000 …): not part of
 # the value. Dashes of every script are folded to "-" by NFKC plus this table.
@@ -106,14 +109,13 @@ def keyer(masking_key: bytes) -> Callable[[str], bytes]:
 
 def found_in(text: str) -> list[tuple[str, str]]:
     """(class, value) of each number of SCAN_CLASSES the detectors find in `text`, a value a
-    person received. A short value is read backwards too (reverse(phone) gives the number to
-    anyone who reads it backwards); its findings are the numbers read forwards."""
+    person received. Its runs of digits are read backwards too (reverse(phone) gives the number
+    to anyone who reads it backwards); their findings are the numbers read forwards."""
     if len(text) < _SHORTEST:
         return []
     out = [(s.cls, s.text) for s in detect_in(text, SCAN_CLASSES)]
-    if len(text) <= _REVERSED_UPTO:
-        back = text[::-1]
-        out += [(s.cls, s.text) for s in detect_in(back, SCAN_CLASSES)]
+    for run in _DIGIT_RUN.findall(text):
+        out += [(s.cls, s.text) for s in detect_in(run[::-1], SCAN_CLASSES)]
     return out
 
 

@@ -928,3 +928,36 @@ def _canary_config(served: dict[str, Any]) -> Path:
     path = Path(served["dir"]) / "canary.yaml"
     path.write_text(f"policy: {served['policy']}\nmasking_key: ledger-test-key\n")
     return path
+
+
+# ------------------------------------------------------------------ doors outside rows
+
+DOORS = {
+    # id: statements; the number reaches the client outside any row
+    26: ["DO $$BEGIN RAISE NOTICE 'n %', (SELECT phone FROM customers WHERE id = 26); END$$"],
+    27: [
+        "DO $$BEGIN RAISE WARNING USING MESSAGE = (SELECT reverse(phone) FROM customers WHERE id = 27); END$$"
+    ],
+    28: ["DO $$BEGIN RAISE EXCEPTION 'e %', (SELECT phone FROM customers WHERE id = 28); END$$"],
+    29: ["LISTEN red8", "SELECT count(pg_notify('red8', phone)) FROM customers WHERE id = 29"],
+}
+
+
+@pytest.mark.parametrize("cid", sorted(DOORS))
+def test_numbers_outside_rows_are_traced(
+    served: dict[str, Any], phones: dict[int, str], capsys: Any, cid: int
+) -> None:
+    """A notice, an error, a reported setting or a notification carries the number: what the
+    client receives is what the ledger reads."""
+    got: list[str] = []
+    with connect_proxy(served, DBA, autocommit=True) as conn:
+        conn.add_notice_handler(lambda d: got.append(d.message_primary or ""))
+        for sql in DOORS[cid]:
+            try:
+                conn.execute(sql)
+            except psycopg.Error as e:
+                got.append(str(e))
+        got.append(conn.info.parameter_status("application_name") or "")
+        got += [n.payload for n in conn.notifies(timeout=0.5, stop_after=1)]
+    assert any(phones[cid] in g or phones[cid][::-1] in g for g in got), got
+    assert traced(served, capsys, phones[cid]) == ["dba_wang"]
