@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any, overload
 
 from masking.classes import FREE_TEXT
-from masking.detectors import detect_in
+from masking.detectors import text_finder
 from masking.native import load
+from masking.normalize import to_original
 from policies.decision import ColumnMask
 from policies.names import ColumnName, TableName, column_matches, split_pattern
 
@@ -44,6 +45,8 @@ _SHORTEST = 7  # a landline's subscriber number: no shorter value holds one
 # Runs of digits (and the separators and ID check character numbers are written with), read
 # backwards too: reverse(phone), or a reversed note, gives the number to anyone who reads it so.
 _DIGIT_RUN = re.compile(r"[0-9Xx][0-9 \t()\-]{5,}[0-9Xx]")
+_find = text_finder(SCAN_CLASSES)
+_find_reversed = text_finder(frozenset({"mobile", "id_card"}))
 
 # Separators people and systems put inside numbers (138-1234-5678, 6222 0000 …): not part of
 # the value. Dashes of every script are folded to "-" by NFKC plus this table.
@@ -110,12 +113,24 @@ def keyer(masking_key: bytes) -> Callable[[str], bytes]:
 def found_in(text: str) -> list[tuple[str, str]]:
     """(class, value) of each number of SCAN_CLASSES the detectors find in `text`, a value a
     person received. Its runs of digits are read backwards too (reverse(phone) gives the number
-    to anyone who reads it backwards); their findings are the numbers read forwards."""
+    to anyone who reads it backwards) for the classes whose checks make a reversed hit rare;
+    their findings are the numbers read forwards."""
     if len(text) < _SHORTEST:
         return []
-    out = [(s.cls, s.text) for s in detect_in(text, SCAN_CLASSES)]
-    for run in _DIGIT_RUN.findall(text):
-        out += [(s.cls, s.text) for s in detect_in(run[::-1], SCAN_CLASSES)]
+    runs = _DIGIT_RUN.findall(text)
+    if not runs and text.isascii():
+        return []  # no run of digits a number could be written in (other scripts' digits fold)
+    found, offsets = _find(text)
+    out = []
+    for start, end, cls, _conf in found:
+        s, e = to_original(offsets, start, end)
+        out.append((cls, text[s:e]))
+    for run in runs:
+        back = run[::-1]
+        found, offsets = _find_reversed(back)
+        for start, end, cls, _conf in found:
+            s, e = to_original(offsets, start, end)
+            out.append((cls, back[s:e]))
     return out
 
 
@@ -347,6 +362,14 @@ class Disclosures:
                 k = raw_cache[(raw, read)] = key(read(raw))
             return k
 
+        def zip_keys(pairs: list[tuple[str, str]]) -> Iterator[tuple[str, bytes]]:
+            """(class, key) of found values: folded, and keyed natively where they are digits."""
+            if not pairs:
+                return iter(())
+            folded = [fold(v) for _c, v in pairs]
+            fast = bulk([f.encode() if f.isascii() else b"" for f in folded]) if bulk is not None else None
+            return ((c, (fast[n] if fast else None) or key(folded[n])) for n, (c, _v) in enumerate(pairs))
+
         # What SCAN values held, by their bytes: a result repeats its notes and labels.
         scan_cache: dict[tuple[bytes, Reader], tuple[tuple[str, bytes], ...]] = {}
 
@@ -355,7 +378,7 @@ class Disclosures:
             if found is None:
                 if len(scan_cache) >= KEY_CACHE:
                     scan_cache.clear()
-                found = tuple((c, key(v)) for c, v in found_in(read(raw))) if len(raw) >= _SHORTEST else ()
+                found = tuple(zip_keys(found_in(read(raw)))) if len(raw) >= _SHORTEST else ()
                 if len(raw) <= _SCAN_CACHED:
                     scan_cache[(raw, read)] = found
             return found
