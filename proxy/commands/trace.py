@@ -20,7 +20,7 @@ from typing import Any
 import masking
 from proxy.config import ConfigError, load_config
 from proxy.services import ledger
-from proxy.services.disclosure import fold, value_key
+from proxy.services.disclosure import SCAN_CLASSES, fold, found_in, value_key
 
 
 def register(subparsers: Any) -> None:
@@ -77,6 +77,45 @@ def audit_records(path: Path | None, ids: set[str]) -> dict[str, dict[str, Any]]
     return out
 
 
+COMPUTED_LISTED = 20  # the last statements listed per person-day among computed reads (all are counted)
+
+
+def computed_reads(path: Path | None, since: str) -> dict[str, dict[str, dict[str, list[dict[str, Any]]]]]:
+    """Statements that returned a class in clear in a computed form (the audit's `computed`),
+    since the day `since` (YYYYMMDD): class -> user -> day -> statements. The ledger matches
+    such values only while they read as a number (reverse(phone) does, phone::bigint + 1 does
+    not), so these are the people who may have had a number without the ledger knowing."""
+    out: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
+    if path is None:
+        return out
+    first = f"{since[:4]}-{since[4:6]}-{since[6:]}"
+    for f in sorted(path.parent.glob(path.name + "*")):
+        try:
+            lines = f.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if '"computed": ["' not in line:
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            day = str(rec.get("ts", ""))[:10]
+            if rec.get("event") != "start" or rec.get("decision") != "allow" or day < first:
+                continue
+            for cls in rec.get("computed") or ():
+                listed = out.setdefault(cls, {}).setdefault(str(rec.get("user")), {}).setdefault(day, [])
+                listed.append(_statement(str(rec.get("id")), rec))
+    return out
+
+
+def _classes_of(number: str) -> set[str]:
+    """The classes a number given to trace may be (what the detectors read it as; any class a
+    trace knows when they read nothing)."""
+    return {c for c, _v in found_in(number)} or set(SCAN_CLASSES)
+
+
 def _statement(sid: str, rec: dict[str, Any] | None) -> dict[str, Any]:
     if rec is None:
         return {"id": sid}
@@ -105,6 +144,7 @@ def trace(
         for h in hits:
             ids.update(h.statements)
     records = audit_records(audit, ids)
+    computed = computed_reads(audit, since)
     for n, hits in per_number:
         people: dict[str, list[dict[str, Any]]] = {}
         for h in hits:
@@ -116,7 +156,28 @@ def trace(
                     "statements": [_statement(s, records.get(s)) for s in h.statements],
                 }
             )
-        found.append({"number": n, "people": [{"user": u, "days": d} for u, d in sorted(people.items())]})
+        maybe: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for cls in sorted(_classes_of(n)):
+            for user, days in computed.get(cls, {}).items():
+                for day, stmts in days.items():
+                    maybe.setdefault(user, {}).setdefault(day, []).extend(stmts)
+        found.append(
+            {
+                "number": n,
+                "people": [{"user": u, "days": d} for u, d in sorted(people.items())],
+                # Not matched by value: people who received the number's class in a computed form.
+                "computed": [
+                    {
+                        "user": u,
+                        "days": [
+                            {"day": day, "count": len(st), "statements": st[-COMPUTED_LISTED:]}
+                            for day, st in sorted(days.items())
+                        ],
+                    }
+                    for u, days in sorted(maybe.items())
+                ],
+            }
+        )
     fp = [b.fp_rate() for b in ledger.filters(contents)]
     return {
         "since": f"{since[:4]}-{since[4:6]}-{since[6:]}",
@@ -193,6 +254,13 @@ def _print(result: dict[str, Any], ranked: bool) -> None:
                     tables = ",".join(s.get("tables") or [])
                     when, fpr = s.get("ts") or "", s.get("fingerprint") or "?"
                     w(f"    statement {s['id']}  {when}  {tables}  fingerprint {fpr}\n")
+        if entry["computed"]:
+            w("  not matched by value: received this class in clear in a computed form (review these):\n")
+            for person in entry["computed"]:
+                for d in person["days"]:
+                    w(f"  {person['user']}  {d['day']}  {d['count']} statements\n")
+                    for s in d["statements"]:
+                        w(f"    statement {s['id']}  {s.get('ts') or ''}  {s.get('sql') or ''}\n")
     w(
         f"# {result['filters']} person-day filters read; a person-day answers falsely with probability "
         f"at most {result['max_false_positive_rate']:.1e}\n"

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import masking
-from policies.decision import Block
+from policies.decision import Block, Decision
 
 from .gate import StatementRecord
 
@@ -230,9 +230,28 @@ def to_json(
         "kind": d.kind,
         "tables": list(d.tables),
         "classes": list(d.classes),
+        "computed": list(computed_classes(d)),
         # The revision that made the decision, which a reload may have replaced since.
         "policy_revision": d.revision or revision,
     }
+
+
+def computed_classes(d: Decision) -> tuple[str, ...]:
+    """The classes a statement returns in clear in a computed form (reverse(phone), phone::bigint
+    + 1, substr pieces): values the disclosure ledger can match only when they still read as a
+    number, so `maskgate trace` lists such statements beside what the ledger matched."""
+    if isinstance(d, Block):
+        return ()
+    return tuple(
+        sorted(
+            {
+                cm.cls
+                for part in d.parts()
+                for cm in part.columns
+                if cm.cls and cm.action == "clear" and (cm.derived or len(cm.sources) > 1)
+            }
+        )
+    )
 
 
 _WHO_KEYS = ("session", "user", "role", "client", "protocol", "database")
@@ -295,6 +314,7 @@ class _Lines:
             d.tables,
             d.classes,
             d.revision or revision,
+            computed_classes(d),
         )
         hit = self._decisions.get(k)
         if hit is None:
@@ -306,6 +326,7 @@ class _Lines:
                     "kind": k[3],
                     "tables": list(k[4]),
                     "classes": list(k[5]),
+                    "computed": list(k[7]),
                     "policy_revision": k[6],
                 }
             )

@@ -961,3 +961,20 @@ def test_numbers_outside_rows_are_traced(
         got += [n.payload for n in conn.notifies(timeout=0.5, stop_after=1)]
     assert any(phones[cid] in g or phones[cid][::-1] in g for g in got), got
     assert traced(served, capsys, phones[cid]) == ["dba_wang"]
+
+
+def test_numbers_in_forms_no_detector_reads_are_listed_as_computed_reads(
+    served: dict[str, Any], phones: dict[int, str], capsys: Any
+) -> None:
+    """phone::bigint + 1 reads as no number: the ledger cannot match it, and trace says who
+    received mobiles in such forms (the audit's `computed`) beside what it matched."""
+    ((v,),) = dba(served, "SELECT phone::bigint + 1 FROM customers WHERE id = 30")
+    assert str(v - 1) == phones[30]
+    settle(served)
+    capsys.readouterr()
+    assert main(["trace", "--config", str(served["dir"] / "maskgate.yaml"), "--json", phones[30]]) == 0
+    entry = json.loads(capsys.readouterr().out)["numbers"][0]
+    assert entry["people"] == []  # nothing to match by value
+    (person,) = [p for p in entry["computed"] if p["user"] == "dba_wang"]
+    sqls = [s["sql"] for d in person["days"] for s in d["statements"]]
+    assert "SELECT phone::bigint + 1 FROM customers WHERE id = 30" in sqls
