@@ -74,3 +74,41 @@ def test_no_ledger_or_no_numbers_is_an_error(tmp_path: Path) -> None:
     assert main(["trace", "--config", str(tmp_path / "m.yaml"), "1"]) == 1
     assert main(["trace", "--config", str(setup(tmp_path))]) == 2
     assert main(["trace", "--config", str(setup(tmp_path)), "1", "--since", "soon"]) == 2
+
+
+def test_computed_reads_of_the_numbers_class_are_listed_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A statement that returned mobiles in clear in a computed form is listed for a mobile,
+    not for an ID card, and not when it is older than --since."""
+    import datetime as dt
+
+    from policies.decision import Allow, Block, ColumnMask
+    from proxy.services.audit import computed_classes
+
+    cfg = setup(tmp_path)
+    today = dt.date.today().isoformat()
+    with (tmp_path / "audit.jsonl").open("a") as f:
+        for rid, ts, computed in (("c-1", today, ["mobile"]), ("c-2", "2001-01-01", ["mobile"])):
+            rec = {"event": "start", "id": rid, "ts": f"{ts}T10:00:00.000+00:00", "user": "zhao"}
+            f.write(
+                json.dumps(
+                    rec | {"decision": "allow", "sql": "SELECT phone::bigint + 1", "computed": computed}
+                )
+            )
+            f.write("\n")
+    assert main(["trace", "--config", str(cfg), "--json", "13800000009", "11010519491231002X"]) == 0
+    mobile, id_card = json.loads(capsys.readouterr().out)["numbers"]
+    assert mobile["people"] == [] and [p["user"] for p in mobile["computed"]] == ["zhao"]
+    assert [s["id"] for s in mobile["computed"][0]["days"][0]["statements"]] == ["c-1"]
+    assert id_card["computed"] == []
+    assert main(["trace", "--config", str(cfg), "13800000009"]) == 0
+    assert "computed form" in capsys.readouterr().out
+
+    cols = (
+        ColumnMask(0, "p", "mobile", "clear", ("public.c.phone",), derived=True),
+        ColumnMask(1, "q", "id_card", "mask", ("public.c.id_card",), derived=True),  # masked: not clear
+        ColumnMask(2, "r", "bank_card", "clear", ("public.c.card",)),  # as it is: the ledger matches it
+    )
+    assert computed_classes(Allow(kind="select", columns=cols)) == ("mobile",)
+    assert computed_classes(Block("statement_not_allowed", "no")) == ()
