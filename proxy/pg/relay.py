@@ -30,7 +30,7 @@ from proxy.pg.cursors import Cursors
 from proxy.pg.expect import Answer, Expected, ExpectQueue, Sent
 from proxy.pg.framing import Framer
 from proxy.pg.rowmask import PASS_THROUGH, CopyPlan, RowPlan, plan_rows
-from proxy.services.disclosure import SCAN, Noted, observed
+from proxy.services.disclosure import SCAN, Noted, may_hold_number, observed
 from proxy.services.gate import Disclosed
 from proxy.services.rows import Unmaskable
 from proxy.services.statement import AUDIT_FAILED, STALE, PlanCache, RowCount, part, withheld_message
@@ -1688,6 +1688,12 @@ class Relay:
             if len(self._rd_cache) >= _CACHE_MAX:
                 self._rd_cache.clear()
             fields = self._rd_cache[key] = m.RowDescription.parse(key).fields
+            if self.gate.observing:
+                # Column names reach the client too, and a DO block can name a temp table's
+                # column after a phone (read once per description and session: the cache).
+                names = [f.name for f in fields]
+                if may_hold_number("".join(names)):
+                    self._observe_text(*names)
         return fields
 
     def _plan_rows(

@@ -134,6 +134,12 @@ def found_in(text: str) -> list[tuple[str, str]]:
     return out
 
 
+def may_hold_number(text: str) -> bool:
+    """Whether `text` may hold a number found_in finds (cheap: a run of digits, or characters
+    other scripts' digits fold from). False means it holds none."""
+    return len(text) >= _SHORTEST and (not text.isascii() or _DIGIT_RUN.search(text) is not None)
+
+
 def expand(cls: str, value: str) -> list[tuple[str, str]]:
     """The (class, value) pairs a noted value stands for: itself, or what a SCAN value holds."""
     return found_in(value) if cls == SCAN else [(cls, value)]

@@ -940,6 +940,11 @@ DOORS = {
     ],
     28: ["DO $$BEGIN RAISE EXCEPTION 'e %', (SELECT phone FROM customers WHERE id = 28); END$$"],
     29: ["LISTEN red8", "SELECT count(pg_notify('red8', phone)) FROM customers WHERE id = 29"],
+    31: [
+        "DO $$BEGIN EXECUTE format('CREATE TEMP TABLE red8_n (%I int)',"
+        " (SELECT phone FROM customers WHERE id = 31)); END$$",
+        "SELECT * FROM red8_n",
+    ],
 }
 
 
@@ -947,14 +952,15 @@ DOORS = {
 def test_numbers_outside_rows_are_traced(
     served: dict[str, Any], phones: dict[int, str], capsys: Any, cid: int
 ) -> None:
-    """A notice, an error, a reported setting or a notification carries the number: what the
-    client receives is what the ledger reads."""
+    """A notice, an error, a notification or a column name carries the number: what the client
+    receives is what the ledger reads."""
     got: list[str] = []
     with connect_proxy(served, DBA, autocommit=True) as conn:
         conn.add_notice_handler(lambda d: got.append(d.message_primary or ""))
         for sql in DOORS[cid]:
             try:
-                conn.execute(sql)
+                cur = conn.execute(sql)
+                got += [c.name for c in cur.description or ()]  # a column named after the number
             except psycopg.Error as e:
                 got.append(str(e))
         got.append(conn.info.parameter_status("application_name") or "")
