@@ -27,7 +27,7 @@ from proxy.mysql.context import Context
 from proxy.mysql.login import quote_name
 from proxy.mysql.rowmask import PlanCache, RowPlan, parse_columns
 from proxy.mysql.types import charset_name_encoding
-from proxy.services.disclosure import SCAN, observed
+from proxy.services.disclosure import SCAN, may_hold_number, observed
 from proxy.services.gate import Disclosed
 from proxy.services.rows import Unmaskable
 from proxy.services.statement import AUDIT_FAILED, STALE, RowCount, part, withheld_message
@@ -801,6 +801,8 @@ class Relay:
         f.phase = Phase.ROWS
         cursor = f.cursor and bool(eof.status & p.SERVER_STATUS_CURSOR_EXISTS) and f.stmt is not None
         heads = f.held[1:]
+        if f.refused is None and self.gate.observing:
+            self._observe_names(f, heads)
         if f.refused is None and self.restricted:
             allow = self._part(f)
             try:
@@ -882,6 +884,18 @@ class Relay:
         database = self.tracker.database
         # On MySQL a database is a schema: sources are database.table.column.
         return tuple(observed(cm, key, database, database) for cm in allow.columns)
+
+    def _observe_names(self, f: InFlight, heads: list[bytes]) -> None:
+        """Column names reach the client too (a prepared CREATE TEMPORARY TABLE can name a column
+        after a phone): read for numbers while disclosures are observed."""
+        principal = self.tracker.principal
+        try:
+            names = [c.name.decode("utf-8", "replace") for c in parse_columns(heads)]
+        except (p.PacketError, ValueError, IndexError):
+            return  # the masking path refuses what does not parse
+        text = "\n".join(names)
+        if principal is not None and may_hold_number(text):
+            self.gate.disclose(principal, f.sid or "", [Disclosed(SCAN, "", text, True)])
 
     def _disclose(self, plan: RowPlan, sid: str | None) -> None:
         """Hand the values `plan`'s observing columns noted to the Gate, in one batch."""

@@ -984,3 +984,37 @@ def test_numbers_in_forms_no_detector_reads_are_listed_as_computed_reads(
     (person,) = [p for p in entry["computed"] if p["user"] == "dba_wang"]
     sqls = [s["sql"] for d in person["days"] for s in d["statements"]]
     assert "SELECT phone::bigint + 1 FROM customers WHERE id = 30" in sqls
+
+
+MY_DOORS = {
+    # id: statements over MySQL; the number reaches the client outside any row value
+    5: ["SELECT EXTRACTVALUE(1, CONCAT(0x5c, (SELECT phone FROM customers WHERE id = 5)))"],
+    6: [
+        "SET @s = CONCAT('SELECT 1 AS `', (SELECT phone FROM customers WHERE id = 6), '`')",
+        "PREPARE red8_s FROM @s",
+        "EXECUTE red8_s",
+    ],
+}
+
+
+@pytest.mark.parametrize("cid", sorted(MY_DOORS))
+def test_mysql_numbers_outside_rows_are_traced(my_served: dict[str, Any], capsys: Any, cid: int) -> None:
+    """An error message or a column name carries the number over MySQL."""
+    from tests.integration.test_redteam_mysql_v2 import connect
+
+    number = my_served["phones"][cid]
+    got: list[str] = []
+    conn = connect(my_served, DBA)
+    try:
+        with conn.cursor() as cur:
+            for sql in MY_DOORS[cid]:
+                try:
+                    cur.execute(sql)
+                    got += [d[0] for d in cur.description or ()]
+                    cur.fetchall()
+                except Exception as e:  # the driver's error class: the message is what counts
+                    got.append(str(e))
+    finally:
+        conn.close()
+    assert any(number in g for g in got), got
+    assert traced(my_served, capsys, number) == ["dba_wang"]
