@@ -47,12 +47,10 @@ from decimal import Decimal
 from typing import Any
 
 import masking
+from masking.encoded import MAX_TAG, maybe_encoded, unhide, unhide_blobs, unhide_joined
 from proxy.services.disclosure import found_in
 from proxy.services.gate import Disclosed, MaskerSource
 from proxy.services.rows import mask_decimal_text
-
-from .encoded import MAX_TAG, maybe_encoded, unhide, unhide_blobs, unhide_joined
-from .heads import text_scanner
 
 
 @dataclass(frozen=True)
@@ -759,14 +757,7 @@ def numbers_in(body: bytes, charset: str | None, head: str = "") -> list[Disclos
         text = body.decode(charset or "utf-8", "replace")
     except LookupError:
         text = body.decode("utf-8", "replace")
-    found: dict[tuple[str, str], None] = {}
-
-    def record(s: str) -> str:
-        found.update(dict.fromkeys(found_in(s)))
-        return s
-
-    scan = text_scanner(record)
-    scan(text)
+    found = dict.fromkeys(found_in(text))
     if head:
-        scan(head)
+        found.update(dict.fromkeys(found_in(head)))
     return [Disclosed(cls, "", value, True) for cls, value in found]

@@ -15,23 +15,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from http import HTTPStatus
 
-from .encoded import maybe_encoded, unhide, unhide_blobs, unhide_joined
+from masking.encoded import scanner
 
 # Headers whose values are structure, not data (scanning them costs time and finds nothing).
 # Content-Type is not among them: its parameters (a legacy `name=`) are free text.
 STRUCTURAL = frozenset({"content-length", "content-encoding", "transfer-encoding", "date"})
 
 
-def text_scanner(tm: Callable[[str], str]) -> Callable[[str], str]:
-    """The detectors' text masker `tm`, extended to what encodings hide (as bodies read text)."""
-
-    def scan(s: str) -> str:
-        out = tm(s)
-        if maybe_encoded(out):
-            out = unhide(out, tm)
-        return unhide_blobs(unhide_joined(out, tm), tm)
-
-    return scan
+# The detectors' text masker extended to what encodings hide (as bodies read text).
+text_scanner = scanner
 
 
 def standard_reason(status: int) -> str:

@@ -25,6 +25,7 @@ from typing import Any, overload
 
 from masking.classes import FREE_TEXT
 from masking.detectors import text_finder
+from masking.encoded import scanner
 from masking.native import load
 from masking.normalize import to_original
 from policies.decision import ColumnMask
@@ -46,6 +47,8 @@ _SHORTEST = 7  # a landline's subscriber number: no shorter value holds one
 # backwards too: reverse(phone), or a reversed note, gives the number to anyone who reads it so.
 _DIGIT_RUN = re.compile(r"[0-9Xx][0-9 \t()\-]{5,}[0-9Xx]")
 _find = text_finder(SCAN_CLASSES)
+# A token masking/encoded.py may decode into digits: base64 or hex of 7 digits or more.
+_BLOB = re.compile(r"[A-Za-z0-9+/=_-]{12,}")
 _find_reversed = text_finder(frozenset({"mobile", "id_card"}))
 
 # Separators people and systems put inside numbers (138-1234-5678, 6222 0000 …): not part of
@@ -112,26 +115,33 @@ def keyer(masking_key: bytes) -> Callable[[str], bytes]:
 
 def found_in(text: str) -> list[tuple[str, str]]:
     """(class, value) of each number of SCAN_CLASSES the detectors find in `text`, a value a
-    person received. Its runs of digits are read backwards too (reverse(phone) gives the number
-    to anyone who reads it backwards) for the classes whose checks make a reversed hit rare;
-    their findings are the numbers read forwards."""
+    person received, read as a reader reads it: through character references, escapes, markup,
+    base64 and hex (`encode(phone::bytea, 'base64')`, a bytea's `\\x3133…`) and separators
+    (masking/encoded.py). Its runs of digits are read backwards too (reverse(phone) gives the
+    number to anyone who reads it backwards) for the classes whose checks make a reversed hit
+    rare; their findings are the numbers read forwards."""
     if len(text) < _SHORTEST:
         return []
     runs = _DIGIT_RUN.findall(text)
-    if not runs and text.isascii():
-        return []  # no run of digits a number could be written in (other scripts' digits fold)
-    found, offsets = _find(text)
-    out = []
-    for start, end, cls, _conf in found:
-        s, e = to_original(offsets, start, end)
-        out.append((cls, text[s:e]))
+    if not runs and text.isascii() and not _BLOB.search(text):
+        return []  # no run of digits a number could be written in, and no blob to decode
+    out: list[tuple[str, str]] = []
+
+    def record(piece: str) -> str:
+        found, offsets = _find(piece)
+        for start, end, cls, _conf in found:
+            s, e = to_original(offsets, start, end)
+            out.append((cls, piece[s:e]))
+        return piece
+
+    scanner(record)(text)
     for run in runs:
         back = run[::-1]
         found, offsets = _find_reversed(back)
         for start, end, cls, _conf in found:
             s, e = to_original(offsets, start, end)
             out.append((cls, back[s:e]))
-    return out
+    return list(dict.fromkeys(out))
 
 
 def may_hold_number(text: str) -> bool:

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import masking
-from proxy.http import encoded
+from masking import encoded
 from proxy.http.heads import mask_headers, standard_reason, text_scanner
 
 MOBILE = "13812345678"

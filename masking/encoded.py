@@ -373,3 +373,16 @@ def unhide_joined(text: str, mask: Callable[[str], str]) -> str:
         return text
     out.append(text[pos:])
     return "".join(out)
+
+
+def scanner(tm: Callable[[str], str]) -> Callable[[str], str]:
+    """The detectors' text masker `tm`, extended to what encodings hide: `tm` also sees (and
+    masks in place) the numbers behind references, escapes, markup, blobs and separators."""
+
+    def scan(s: str) -> str:
+        out = tm(s)
+        if maybe_encoded(out):
+            out = unhide(out, tm)
+        return unhide_blobs(unhide_joined(out, tm), tm)
+
+    return scan
