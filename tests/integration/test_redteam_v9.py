@@ -315,6 +315,68 @@ def test_dba_whole_table_in_one_error_is_traced(
     assert traced(served, capsys, numbers[27][0]) == ["dba_wang"]
 
 
+@pytest.mark.xfail(strict=True, reason="the answer of a fast-path FunctionCall reaches the DBA unobserved")
+def test_dba_fast_path_function_call_is_traced(
+    served: dict[str, Any], numbers: dict[int, Any], capsys: Any
+) -> None:
+    """The `F` message calls a function by OID; a temporary SQL function returns the phone whole."""
+    from proxy.pg import messages as m
+    from tests.integration.test_redteam import rows
+    from tests.integration.test_redteam_v3 import wire_as
+
+    w = wire_as(served, DBA)
+    try:
+        w.query(
+            "CREATE FUNCTION pg_temp.red9f() RETURNS text"
+            " AS 'SELECT phone FROM customers WHERE id = 36' LANGUAGE sql"
+        )
+        oid = int(rows(w.query("SELECT 'pg_temp.red9f()'::regprocedure::oid"))[0][0] or b"0")
+        w.s.sendall(m.FunctionCall(oid, (), (), 0).serialize())
+        answer = b""
+        while True:
+            t, body = w._recv()
+            answer += bytes(body) if t == b"V" else b""
+            if t == b"Z":
+                break
+    finally:
+        w.close()
+    assert numbers[36][0].encode() in answer
+    assert traced(served, capsys, numbers[36][0]) == ["dba_wang"]
+
+
+@pytest.mark.xfail(
+    strict=True, reason="a record or array of numbers in binary format is scanned as text: unledgered"
+)
+@pytest.mark.parametrize(
+    ("cid", "sql"),
+    [
+        (37, "SELECT ROW(phone::numeric, 1) FROM customers WHERE id = %s"),
+        (38, "SELECT ARRAY[phone::bigint] FROM customers WHERE id = %s"),
+    ],
+)
+def test_dba_binary_composites_are_traced(
+    served: dict[str, Any], numbers: dict[int, Any], capsys: Any, cid: int, sql: str
+) -> None:
+    with connect_proxy(served, DBA) as conn, conn.cursor(binary=True) as cur:
+        cur.execute(sql, (cid,))
+        assert numbers[cid][0] in repr(cur.fetchall())  # psycopg decodes it: the number, whole
+    assert traced(served, capsys, numbers[cid][0]) == ["dba_wang"]
+
+
+def test_dba_returning_and_binary_numeric_are_traced(
+    served: dict[str, Any], numbers: dict[int, Any], capsys: Any
+) -> None:
+    with connect_proxy(served, DBA, autocommit=True) as conn:
+        assert conn.execute("UPDATE customers SET name = name WHERE id = 39 RETURNING phone").fetchall() == [
+            (numbers[39][0],)
+        ]
+        with conn.cursor(binary=True) as cur:
+            cur.execute("SELECT phone::numeric FROM customers WHERE id = %s", (40,))
+            assert str(cur.fetchall()[0][0]) == numbers[40][0]
+    assert traced(served, capsys, numbers[39][0]) == ["dba_wang"]
+    assert traced(served, capsys, numbers[40][0]) == ["dba_wang"]
+
+
 # ------------------------------------------------------------------ what a complaints team pastes
 
 M0 = "13812345678"
@@ -376,6 +438,18 @@ def test_canary_in_an_array_is_flagged(served: dict[str, Any], canary: dict[str,
     got = dba_session(served, [f"SELECT ARRAY[phone, id_card] FROM customers WHERE id = {canary['id']}"])
     assert canary["phone"] in got.text()
     assert canary_reads(served) > before
+
+
+def test_canary_read_masked_is_flagged(served: dict[str, Any], canary: dict[str, str]) -> None:
+    """The service desk sees it masked: still a canary read."""
+    settle(served)
+    reg = served["app"].metrics.registry
+    before = reg.get_sample_value("maskgate_canary_reads_total", {"role": "service_desk"}) or 0.0
+    with connect_proxy(served, ("desk_li", "desk-pass")) as conn:
+        (row,) = conn.execute(f"SELECT phone FROM customers WHERE id = {canary['id']}").fetchall()
+    assert "*" in row[0]
+    settle(served)
+    assert (reg.get_sample_value("maskgate_canary_reads_total", {"role": "service_desk"}) or 0.0) > before
 
 
 @pytest.mark.xfail(
