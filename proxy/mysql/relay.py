@@ -880,7 +880,8 @@ class Relay:
         key = self.gate.customer_key()
         database = self.tracker.database
         # On MySQL a database is a schema: sources are database.table.column.
-        return tuple(observed(cm, key, database, database) for cm in allow.columns)
+        rows = self.gate.row_keys()
+        return tuple(observed(cm, key, database, database, rows) for cm in allow.columns)
 
     def _disclose(self, plan: RowPlan, sid: str | None) -> None:
         """Hand the values `plan`'s observing columns noted to the Gate, in one batch."""
