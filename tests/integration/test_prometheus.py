@@ -113,6 +113,11 @@ def start_prometheus(tmp: Path, metrics_port: int) -> tuple[subprocess.Popen[byt
     except OSError:
         proc.kill()
         raise AssertionError((tmp / "prometheus.log").read_text()) from None
+    # The port opens before the storage is ready: until then the API answers 503, and a test
+    # that asks at once (one short read, then its alerts) would fail on it.
+    if not poll(lambda: get(port, "/-/ready")[0] == 200, 30):
+        proc.kill()
+        raise AssertionError((tmp / "prometheus.log").read_text())
     return proc, port
 
 
