@@ -159,6 +159,7 @@ class App:
         path = canaries.canary_file(cfg.policy)
         if self.canaries is not None:
             self.canaries.reload(path)
+            guard.set_row_keys(canaries.key_columns(self.canaries.keys))
             return
         try:
             planted = canaries.load(path)
@@ -167,6 +168,7 @@ class App:
             planted = {}
         if cfg.ledger_dir is None and not planted:
             return
+        guard.set_row_keys(canaries.key_columns(planted))
         keepers = []
         self.canaries = canaries.Canaries(planted, self._canary_read)
         keepers.append(self.canaries.keep)

@@ -3,9 +3,12 @@
 Owns argument parsing and the inserts: rows whose classified columns hold format- and
 checksum-valid numbers from reserved ranges (proxy/services/canaries.py), through the DBA's own
 connection (the DSN), every other NOT NULL column without a default filled by its type. The
-numbers' keys (never the numbers) go to `canaries.json` beside the policy; a running maskgate
-reads them at its next reload. The numbers are printed once, for the operator's records (the
-complaints team matches scam calls against them).
+numbers' keys (never the numbers) go to `canaries.json` beside the policy, with the keys of each
+row's key value (the policy's `customer_key` when it is a column of the table, else the table's
+primary key, read back with RETURNING) and of its made-up e-mail: a canary is a customer, and a
+read of its row without the numbers discloses it as well. A running maskgate reads them at its
+next reload. The numbers are printed once, for the operator's records (the complaints team
+matches scam calls against them).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from policies import PolicyError, load_policy
 from policies.names import ColumnName, TableName
 from proxy.config import ConfigError, load_config
 from proxy.services import canaries
-from proxy.services.disclosure import value_key
+from proxy.services.disclosure import CUSTOMER_KEY, ROW_KEY, value_key
 
 
 def register(subparsers: Any) -> None:
@@ -66,6 +69,30 @@ def _filler(data_type: str, n: int) -> object | None:
     if t in ("json", "jsonb"):
         return "{}"
     return None
+
+
+_PRIMARY_KEY = """
+SELECT a.attname FROM pg_index i
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+WHERE i.indrelid = %s::regclass AND i.indisprimary
+"""
+
+
+def _key_column(
+    conn: Any, policy: Any, tname: TableName, schema: str, table: str, columns: list[str]
+) -> tuple[str, str] | None:
+    """(class, column) of the value that names a planted row's customer: the policy's
+    `customer_key` when it is a column of this table, else the table's primary key when it is
+    one column (CUSTOMER_KEY, ROW_KEY). None when the table has neither."""
+    if policy is not None:
+        for name in columns:
+            if policy.is_customer_key(ColumnName(tname, name), "public"):
+                return CUSTOMER_KEY, name
+    from psycopg import sql
+
+    qualified = sql.Identifier(schema, table).as_string(conn)
+    pk = [r[0] for r in conn.execute(_PRIMARY_KEY, (qualified,)).fetchall()]
+    return (ROW_KEY, pk[0]) if len(pk) == 1 else None
 
 
 def cmd_plant(args: argparse.Namespace) -> int:
@@ -132,6 +159,14 @@ def cmd_plant(args: argparse.Namespace) -> int:
                 print(f"no table {schema}.{table} in {database}", file=sys.stderr)
                 return 1
             tname = TableName(database, schema, table)
+            keyed = _key_column(conn, policy, tname, schema, table, [c[0] for c in cols])
+            if keyed is None:
+                print(
+                    f"# {schema}.{table} has no customer_key column and no one-column primary key: "
+                    "only reads of the canaries' numbers and e-mails are flagged",
+                    file=sys.stderr,
+                )
+            numbers = 0
             for n in range(args.count):
                 names: list[str] = []
                 values: list[object] = []
@@ -148,12 +183,7 @@ def cmd_plant(args: argparse.Namespace) -> int:
                     value: object | None = None
                     if cls in gens:
                         value = gens[cls]()
-                        row[name] = str(value)
-                        planted.append(
-                            canaries.Canary(
-                                cls, value_key(key, cls, str(value)), f"{schema}.{table}", canaries.today()
-                            )
-                        )
+                        numbers += 1
                     elif cls == "person_name":
                         value = "金丝雀测试"
                     elif cls == "email":
@@ -163,19 +193,41 @@ def cmd_plant(args: argparse.Namespace) -> int:
                         if value is None:
                             print(f"cannot fill NOT NULL column {name} ({data_type})", file=sys.stderr)
                             return 1
+                    if cls is not None and (cls in gens or cls == "email"):
+                        row[name] = str(value)
+                        planted.append(
+                            canaries.Canary(
+                                cls, value_key(key, cls, str(value)), f"{schema}.{table}", canaries.today()
+                            )
+                        )
                     if value is not None:
                         names.append(name)
                         values.append(value)
-                conn.execute(
-                    sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-                        sql.Identifier(schema, table),
-                        sql.SQL(", ").join(map(sql.Identifier, names)),
-                        sql.SQL(", ").join(sql.Placeholder() * len(names)),
-                    ),
-                    values,
+                insert = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+                    sql.Identifier(schema, table),
+                    sql.SQL(", ").join(map(sql.Identifier, names)),
+                    sql.SQL(", ").join(sql.Placeholder() * len(names)),
                 )
+                if keyed is None:
+                    conn.execute(insert, values)
+                else:
+                    # The key is often a serial: only the database knows it, after the insert.
+                    kcls, kcol = keyed
+                    returning = sql.SQL(" RETURNING {}::text").format(sql.Identifier(kcol))
+                    (kval,) = conn.execute(insert + returning, values).fetchone() or (None,)
+                    if kval is not None:
+                        row = {kcol: kval, **row}
+                        planted.append(
+                            canaries.Canary(
+                                kcls,
+                                value_key(key, kcls, kval),
+                                f"{schema}.{table}",
+                                canaries.today(),
+                                f"{database}.{schema}.{table}.{kcol}",
+                            )
+                        )
                 shown.append(row)
-            if not planted:
+            if not numbers:
                 print(
                     f"{schema}.{table} has no mobile, id_card or bank_card column to plant in",
                     file=sys.stderr,

@@ -883,7 +883,8 @@ class Relay:
         key = self.gate.customer_key()
         database = self.tracker.database
         # On MySQL a database is a schema: sources are database.table.column.
-        return tuple(observed(cm, key, database, database) for cm in allow.columns)
+        rows = self.gate.row_keys()
+        return tuple(observed(cm, key, database, database, rows) for cm in allow.columns)
 
     def _observe_names(self, f: InFlight, heads: list[bytes]) -> None:
         """Column names reach the client too (a prepared CREATE TEMPORARY TABLE can name a column

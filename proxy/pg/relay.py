@@ -1624,7 +1624,8 @@ class Relay:
             return ((SCAN, ""),) * ncols
         key = self.gate.customer_key()
         database = self.tracker.database
-        return tuple(observed(cm, key, database, "public") for cm in allow.columns)
+        rows = self.gate.row_keys()
+        return tuple(observed(cm, key, database, "public", rows) for cm in allow.columns)
 
     def _plan_portal(self, p: Portal) -> str | None:
         """Build the masking plan of `p`'s result; the reason it cannot be masked, or None."""

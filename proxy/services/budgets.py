@@ -51,7 +51,7 @@ from typing import Any, NamedTuple, Protocol
 from policies.decision import Allow, Block
 from policies.model import Policy, RoleBudgets
 
-from .disclosure import expand, value_key
+from .disclosure import KEY_CLASSES, expand, value_key
 from .gate import Principal, StatementRecord
 from .metrics import Metrics
 
@@ -352,12 +352,12 @@ class Budgets:
                 return
             # By the customer key when the result holds it; else by what the rows disclose (a
             # SCAN value's numbers are found on the worker): a result without the key column
-            # still names its customers.
+            # still names its customers. A canary table's key column (ROW_KEY) names none.
             picked = (
                 [(v.cls, v.value) for v in values if v.cls == CUSTOMER_KEY_CLASS and v.value]
                 if p.customer_key is not None
                 else []
-            ) or [(v.cls, v.value) for v in values if v.cls != CUSTOMER_KEY_CLASS and v.value]
+            ) or [(v.cls, v.value) for v in values if v.cls not in KEY_CLASSES and v.value]
             if picked:
                 self.observe(principal.role, principal.user, picked, limits.distinct_customers_per_day)
 

@@ -6,6 +6,11 @@ operator controls, and the keeper that flags a disclosure of one (an audit event
 `maskgate_canary_reads_total{role}`). Must not touch a database (the CLI plants) or the event
 loop (its keeper runs on the disclosure thread).
 
+A canary is a planted customer, not only its numbers: the file also holds the key of each
+row's key value (the policy's `customer_key`, else the table's primary key; `column` names the
+column, which the row paths then note) and of the e-mail plant made up, so that reading the row
+without its numbers trips it too.
+
 The file is JSON, not YAML: a policy directory's *.yaml files are all read as policy.
 """
 
@@ -23,7 +28,7 @@ from typing import Any
 
 from masking.checksums import id18_check_char, luhn_check_digit
 
-from .disclosure import Batch
+from .disclosure import KEY_CLASSES, Batch
 
 FILE_NAME = "canaries.json"
 
@@ -69,6 +74,9 @@ class Canary:
     key: bytes  # value_key of the planted value
     table: str
     planted: str  # ISO date
+    # The key column ("db.schema.table.column") of a canary of a KEY_CLASSES class: the row
+    # paths note it. Empty for values of classified columns, and in files written before it.
+    column: str = ""
 
 
 def load(path: Path) -> dict[bytes, Canary]:
@@ -83,7 +91,13 @@ def load(path: Path) -> dict[bytes, Canary]:
     for i, c in enumerate(raw.get("canaries", []) if isinstance(raw, dict) else ()):
         try:
             key = bytes.fromhex(c["key"])
-            out[key] = Canary(str(c["class"]), key, str(c.get("table", "")), str(c.get("planted", "")))
+            out[key] = Canary(
+                str(c["class"]),
+                key,
+                str(c.get("table", "")),
+                str(c.get("planted", "")),
+                str(c.get("column", "")),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: canary {i}: {exc}") from exc
     return out
@@ -95,6 +109,7 @@ def save(path: Path, canaries: list[Canary]) -> None:
     known = {c.key for c in existing}
     rows: list[dict[str, Any]] = [
         {"class": c.cls, "key": c.key.hex(), "table": c.table, "planted": c.planted}
+        | ({"column": c.column} if c.column else {})
         for c in existing + [c for c in canaries if c.key not in known]
     ]
     tmp = path.with_suffix(".json.tmp")
@@ -104,6 +119,11 @@ def save(path: Path, canaries: list[Canary]) -> None:
 
 def today() -> str:
     return dt.date.today().isoformat()
+
+
+def key_columns(keys: dict[bytes, Canary]) -> tuple[str, ...]:
+    """The key columns the row paths must note for these canaries to be matched (Gate.row_keys)."""
+    return tuple(sorted({c.column for c in keys.values() if c.cls in KEY_CLASSES and c.column}))
 
 
 class Canaries:
@@ -119,7 +139,14 @@ class Canaries:
         keys = self.keys
         if not keys:
             return
-        hits = [keys[k] for _cls, k, _clear in batch.keys if k in keys]
+        hits = []
+        for cls, k, _clear in batch.keys:
+            c = keys.get(k)
+            # A key value is a short number that any other column may hold as well ("41"): it
+            # is a canary only where it was noted as a key. Numbers and e-mails are canaries
+            # wherever they turn up (a phone found in free text is the planted phone).
+            if c is not None and (cls in KEY_CLASSES or c.cls not in KEY_CLASSES):
+                hits.append(c)
         if hits:
             self._on_read(batch, hits)
 

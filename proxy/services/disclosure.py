@@ -34,6 +34,11 @@ from policies.names import ColumnName, TableName, column_matches, split_pattern
 from .gate import Disclosed, Principal
 
 CUSTOMER_KEY = "customer_key"  # the class the customer key column's values are disclosed under
+# The class of a canary table's key column when it is not the policy's customer key: noted for
+# the canaries alone (a canary is a planted customer, and reading its row without its numbers
+# still discloses it). Budgets do not count these values and the ledger does not keep them.
+ROW_KEY = "row_key"
+KEY_CLASSES = frozenset({CUSTOMER_KEY, ROW_KEY})
 # The class of a value noted for what it holds, not for where it came from: a computed column
 # (phone || '', a cast, string_agg, row_to_json), free text, a column of a temp table, view or
 # function, a body of an HTTP answer. The detectors name the numbers inside it (`found_in`) on
@@ -163,22 +168,30 @@ def _source_name(source: str, database: str, default_schema: str | None) -> Colu
 
 
 def observed(
-    cm: ColumnMask | None, customer_key: str | None, database: str, default_schema: str | None
+    cm: ColumnMask | None,
+    customer_key: str | None,
+    database: str,
+    default_schema: str | None,
+    row_keys: Sequence[str] = (),
 ) -> tuple[str, str]:
     """(class, source column) of the values a result column discloses: its class when it is a
     classified column passed as it is, CUSTOMER_KEY for the customer key (also through a cast
     or any computation of the key alone: counting one customer too many is the safe side of a
-    budget), else SCAN: whatever else it is (computed, free text, unknown lineage), the numbers
-    it holds are what it discloses."""
+    budget), ROW_KEY for a key column canaries were planted under (`row_keys`, patterns as
+    `customer_key`), else SCAN: whatever else it is (computed, free text, unknown lineage), the
+    numbers it holds are what it discloses."""
     if cm is None:
         return SCAN, ""
     source = cm.sources[0] if len(cm.sources) == 1 else ""
     if cm.cls and cm.cls != FREE_TEXT and not cm.derived and len(cm.sources) <= 1:
         return cm.cls, source
-    if customer_key and source and not cm.cls:
+    if (customer_key or row_keys) and source and not cm.cls:
         name = _source_name(source, database, default_schema)
-        if name is not None and column_matches(split_pattern(customer_key), name, default_schema):
-            return CUSTOMER_KEY, source
+        if name is not None:
+            if customer_key and column_matches(split_pattern(customer_key), name, default_schema):
+                return CUSTOMER_KEY, source
+            if any(column_matches(split_pattern(k), name, default_schema) for k in row_keys):
+                return ROW_KEY, source
     return SCAN, source
 
 

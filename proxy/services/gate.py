@@ -143,6 +143,11 @@ class Gate(MaskerSource, Protocol):
         """The policy's `customer_key` ("db.table.column"), whose values are disclosed too."""
         ...
 
+    def row_keys(self) -> tuple[str, ...]:
+        """Key columns canaries were planted under that are not the policy's customer key
+        ("db.schema.table.column"): their values are disclosed too, as ROW_KEY."""
+        ...
+
     def disclose(self, principal: Principal, statement_id: str, values: Sequence[Disclosed]) -> None:
         """The classified values (and customer keys) one batch of rows of a statement gave a
         person. Called only when `observing`; must not block (observers queue their work)."""

@@ -157,6 +157,7 @@ class Guard:
         # to leave their fast paths: True from the first observer on.
         self._observers: list[Observer] = []
         self.observing = False
+        self._row_keys: tuple[str, ...] = ()  # canary key columns (set_row_keys)
         metrics.set_policy_revision(policy.revision)
         # Per-person budgets of the roles that have them (None: no role's budget is counted).
         self.budgets = budgets
@@ -568,6 +569,19 @@ class Guard:
         # Budgets' policy key; read loosely until every policy model carries it.
         key = getattr(self._state.policy, "customer_key", None)
         return str(key) if key else None
+
+    def row_keys(self) -> tuple[str, ...]:
+        return self._row_keys
+
+    def set_row_keys(self, columns: tuple[str, ...]) -> None:
+        """Note `columns` (canary key columns) from now on. Row plans are cached by the
+        decision's column masks, which a change here leaves alone: the policy state is
+        renewed so that every plan is built again, now with these columns observed."""
+        if columns == self._row_keys:
+            return
+        self._row_keys = columns
+        self._state = _PolicyState(self._state.policy)
+        self.generation += 1
 
     def disclose(self, principal: Principal, statement_id: str, values: Sequence[Disclosed]) -> None:
         for fn in self._observers_now:

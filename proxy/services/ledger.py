@@ -42,7 +42,7 @@ from typing import Any
 
 from masking.native import load
 
-from .disclosure import Batch
+from .disclosure import ROW_KEY, Batch
 
 # The native insertion (proxy/services/_bloom.c); None: add_keys below is all there is.
 _native = load("proxy.services._bloom")
@@ -197,9 +197,12 @@ class Ledger:
     # -- the disclosure thread
 
     def keep(self, batch: Batch) -> None:
-        """Record the keys a person received (in clear; masked too with `masked`)."""
+        """Record the keys a person received (in clear; masked too with `masked`). Not the
+        values of canary key columns (ROW_KEY): they are noted for the canaries alone, and
+        would fill the person's filters with every row id they read. The policy's customer key
+        is kept: `maskgate trace 41` answers who looked up customer 41."""
         day = day_of(batch.ts)
-        keys = [(key, clear) for _cls, key, clear in batch.keys if clear or self.masked]
+        keys = [(key, clear) for cls, key, clear in batch.keys if (clear or self.masked) and cls != ROW_KEY]
         if not keys:
             return
         with self._lock:

@@ -1,8 +1,8 @@
 """maskgate watched by a real Prometheus: `maskgate serve` and Prometheus (Debian's package) as
 separate processes on free ports; refused and masked statements through psycopg; the counters
-read back through Prometheus's HTTP API and the refusal-burst alert of
-deploy/prometheus/maskgate.rules.yml firing. Also the operator endpoints and `maskgate status`
-against the real process."""
+read back through Prometheus's HTTP API and the refusal-burst, budget and canary alerts of
+deploy/prometheus/maskgate.rules.yml and maskgate-disclosure.rules.yml firing. Also the
+operator endpoints and `maskgate status` against the real process."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from tests.integration.test_serve_process import SVC_PW, start
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "prometheus" / "maskgate.rules.yml"
+DISCLOSURE_RULES = REPO / "deploy" / "prometheus" / "maskgate-disclosure.rules.yml"
 PROMETHEUS_MISSING = "prometheus not installed (apt-get install prometheus)"
 BURST = 25  # refusals driven; the rule fires above 20 within its window
 
@@ -42,8 +43,9 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostg
         pg.destroy()
 
 
-def test_rules_copy_only_shortens_durations(tmp_path: Path) -> None:
-    original = RULES.read_text()
+@pytest.mark.parametrize("rules", [RULES, DISCLOSURE_RULES], ids=lambda p: p.name)
+def test_rules_copy_only_shortens_durations(rules: Path) -> None:
+    original = rules.read_text()
     short = fast_rules(original)
     assert short != original
     strip = re.compile(r"\[\d+[smh]\]|for: \d+[smh]")
@@ -84,10 +86,11 @@ def start_prometheus(tmp: Path, metrics_port: int) -> tuple[subprocess.Popen[byt
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip(PROMETHEUS_MISSING)
-    (tmp / "maskgate.rules.yml").write_text(fast_rules(RULES.read_text()))
+    for rules in (RULES, DISCLOSURE_RULES):
+        (tmp / rules.name).write_text(fast_rules(rules.read_text()))
     (tmp / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "rule_files: [maskgate.rules.yml]\n"
+        f"rule_files: [{RULES.name}, {DISCLOSURE_RULES.name}]\n"
         "scrape_configs:\n"
         "  - job_name: maskgate\n"
         f"    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n"
@@ -110,6 +113,11 @@ def start_prometheus(tmp: Path, metrics_port: int) -> tuple[subprocess.Popen[byt
     except OSError:
         proc.kill()
         raise AssertionError((tmp / "prometheus.log").read_text()) from None
+    # The port opens before the storage is ready: until then the API answers 503, and a test
+    # that asks at once (one short read, then its alerts) would fail on it.
+    if not poll(lambda: get(port, "/-/ready")[0] == 200, 30):
+        proc.kill()
+        raise AssertionError((tmp / "prometheus.log").read_text())
     return proc, port
 
 
@@ -243,6 +251,80 @@ def test_the_budget_alerts_fire(upstream: EmbeddedPostgres, tmp_path: Path) -> N
         down = poll(lambda: firing("MaskgateBudgetStoreDown"), 60)
         assert down, api(pport, "alerts")
         assert "counted by this replica alone" in s["stderr"].read_text()
+    finally:
+        if prom is not None:
+            prom.terminate()
+            try:
+                prom.wait(20)
+            except subprocess.TimeoutExpired:
+                prom.kill()
+        s["proc"].send_signal(signal.SIGTERM)
+        try:
+            s["proc"].wait(20)
+        except subprocess.TimeoutExpired:
+            s["proc"].kill()
+
+
+def test_the_canary_alert_fires(upstream: EmbeddedPostgres, tmp_path: Path) -> None:
+    """A canary customer planted with `maskgate canary plant` beside the served policy, then
+    read through the proxy by the DBA (a clear role) without its numbers: MaskgateCanaryRead
+    fires for role dba. The role's counter series is born with that read."""
+    import contextlib
+    import io
+
+    mport = free_port()
+    mg = tmp_path / "mg"
+    mg.mkdir()
+    # The policy `start` serves, written first so that plant reads its classes; the keys are
+    # made under the masking key the served config names.
+    (mg / "policy.yaml").write_text((REPO / "policies/examples/demo.yaml").read_text())
+    (mg / "plant.yaml").write_text("policy: policy.yaml\nmasking_key: canary-alert-key\n")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(
+            [
+                "canary",
+                "plant",
+                "--schema",
+                upstream.dsn("maskgate_svc", SVC_PW, "crm"),
+                "--table",
+                "crm.customers",
+                "--count",
+                "1",
+                "--config",
+                str(mg / "plant.yaml"),
+            ]
+        )
+    assert code == 0
+    planted = dict(kv.split("=", 1) for kv in out.getvalue().split("\n")[0].split("  "))
+    assert (mg / "canaries.json").exists()
+    s = start(mg, upstream, extra=f"metrics: 127.0.0.1:{mport}\nmasking_key: canary-alert-key\n")
+    prom: subprocess.Popen[bytes] | None = None
+    try:
+        prom, pport = start_prometheus(tmp_path, mport)
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=s["port"],
+            user="dba_wang",
+            password="dba-pass",
+            dbname="crm",
+            sslmode="disable",
+        ) as c:
+            rows = c.execute(f"SELECT id, address FROM customers WHERE id = {int(planted['id'])}").fetchall()
+        assert len(rows) == 1
+
+        def firing() -> list[dict[str, Any]]:
+            alerts = api(pport, "alerts")["alerts"]
+            return [
+                a
+                for a in alerts
+                if a["labels"]["alertname"] == "MaskgateCanaryRead" and a["state"] == "firing"
+            ]
+
+        fired = poll(firing, 60)
+        assert fired, (api(pport, "alerts"), s["stderr"].read_text())
+        assert fired[0]["labels"]["role"] == "dba"
+        assert fired[0]["labels"]["severity"] == "critical"
     finally:
         if prom is not None:
             prom.terminate()

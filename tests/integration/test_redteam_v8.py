@@ -545,12 +545,10 @@ def test_canary_read_plainly_is_flagged(served: dict[str, Any], canary: dict[str
     [
         "SELECT phone || '' FROM customers WHERE id = {id}",
         "SELECT row_to_json(c)::text FROM customers c WHERE id = {id}",
-        pytest.param(
-            "SELECT id, name, email, address FROM customers WHERE id = {id}",
-            marks=pytest.mark.xfail(
-                strict=True, reason="reading a canary row without its numbers trips nothing"
-            ),
-        ),
+        # Without its numbers: the row's e-mail and its key are the planted customer's too.
+        "SELECT id, name, email, address FROM customers WHERE id = {id}",
+        "SELECT id, address FROM customers WHERE id = {id}",  # the key alone (a row key here)
+        "SELECT email FROM customers WHERE id = {id}",
     ],
 )
 def test_canary_read_in_other_forms_is_flagged(

@@ -65,6 +65,7 @@ class FakeGate:
     generation = 0
     observing = False  # True: row paths note disclosures into `disclosed`
     customer_key_column: str | None = None
+    row_key_columns: tuple[str, ...] = ()
 
     def __init__(self, decide: Callable[[Principal, str], Decision] | None = None) -> None:
         self.users: dict[str, Principal] = {}
@@ -122,6 +123,9 @@ class FakeGate:
 
     def customer_key(self) -> str | None:
         return self.customer_key_column
+
+    def row_keys(self) -> tuple[str, ...]:
+        return self.row_key_columns
 
     def disclose(self, principal: Principal, statement_id: str, values: Any) -> None:
         self.disclosed.append((principal.user, statement_id, tuple(values)))

@@ -254,6 +254,16 @@ def test_without_a_customer_key_every_classified_value_is_one(tmp_path: Path) ->
     assert b.counts("vendor", "vendor_zhang") == (0, 4)
 
 
+def test_canary_row_keys_name_no_customer(tmp_path: Path) -> None:
+    p, clock = policy(tmp_path, key=False), Clock()
+    b = budgets(clock)
+    observe = b.observer(lambda: p)
+    # The key column of a table canaries were planted in is noted for them alone.
+    observe(ZHANG, "s-1", [Disclosed("row_key", "public.customers.id", str(i), True) for i in range(5)])
+    b.pump()
+    assert b.counts("vendor", "vendor_zhang") == (0, 0)
+
+
 def test_a_process_keeps_no_more_customers_than_it_needs_to_refuse(tmp_path: Path) -> None:
     p, clock = policy(tmp_path), Clock()
     b = budgets(clock)

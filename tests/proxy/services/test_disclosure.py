@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from masking.native import load
 from policies.decision import ColumnMask
 from proxy.services.disclosure import (
+    ROW_KEY,
     SCAN,
     Batch,
     Disclosures,
@@ -56,6 +57,21 @@ def test_observed_columns() -> None:
     # The key through a cast (id::text) still names the customer.
     cast = ColumnMask(3, "id", None, "clear", sources=("public.customers.id",), derived=True)
     assert observed(cast, "crm.customers.id", "crm", "public") == ("customer_key", "public.customers.id")
+
+
+def test_canary_key_columns_are_observed_as_row_keys() -> None:
+    ident = ColumnMask(1, "id", None, "clear", sources=("public.customers.id",))
+    other = ColumnMask(2, "id", None, "clear", sources=("public.accounts.id",))
+    rows = ("crm.public.customers.id",)
+    assert observed(ident, None, "crm", "public", rows) == (ROW_KEY, "public.customers.id")
+    assert observed(other, None, "crm", "public", rows) == (SCAN, "public.accounts.id")
+    # The policy's customer key wins: budgets count it, and the canary keeper takes both.
+    assert observed(ident, "crm.customers.id", "crm", "public", rows) == (
+        "customer_key",
+        "public.customers.id",
+    )
+    # Another database's table of the same name is not the canaries'.
+    assert observed(ident, None, "sales", "public", rows) == (SCAN, "public.customers.id")
 
 
 def test_numbers_are_found_in_what_a_person_received() -> None:

@@ -457,3 +457,15 @@ def test_observers_get_each_batch_and_a_failing_one_harms_no_other() -> None:
     assert principal is not None
     g.disclose(principal, "t-1", [Disclosed("mobile", "public.customers.phone", "13812345678", True)])
     assert got == [("dba_wang", "t-1", 1)]
+
+
+def test_new_canary_key_columns_renew_the_plans() -> None:
+    g = guard()
+    dba = g.lookup("dba_wang")
+    assert g.row_keys() == ()
+    g.set_row_keys(("crm.public.customers.id",))
+    # A new generation and state: row plans cached by the old decisions' masks are built anew.
+    assert g.generation == 1 and g.row_keys() == ("crm.public.customers.id",)
+    g.set_row_keys(("crm.public.customers.id",))
+    assert g.generation == 1  # unchanged: every reload sets them, most change nothing
+    assert isinstance(decide(g, dba), Allow)  # the same policy decides on

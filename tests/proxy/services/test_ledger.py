@@ -80,6 +80,17 @@ def test_masked_values_are_kept_only_when_asked_and_apart(tmp_path: Path) -> Non
     assert not hit.clear
 
 
+def test_canary_row_keys_are_not_kept_but_customer_keys_are(tmp_path: Path) -> None:
+    row_key, customer = value_key(KEY, "row_key", "41"), value_key(KEY, "customer_key", "42")
+    write(
+        tmp_path,
+        Batch("li", "dba", "t-1", DAY, (("row_key", row_key, True), ("customer_key", customer, True))),
+    )
+    contents = ledger.read(tmp_path)
+    assert ledger.lookup(contents, row_key) == []
+    assert [h.user for h in ledger.lookup(contents, customer)] == ["li"]
+
+
 def test_flushes_append_deltas_that_the_reader_merges_across_processes(tmp_path: Path) -> None:
     lg = Ledger(tmp_path, expected=1000, interval=3600, clock=lambda: DAY)
     lg.keep(batch("li", ["13800000001"]))
