@@ -367,11 +367,114 @@ Observed = tuple[tuple[str, str] | None, ...]
 
 
 def _reader(f: FieldDescription, fmt: int, enc: str) -> Reader:
-    if fmt == 1 and types.value_kind(f.type_oid) is ValueKind.INT:
+    """How an observed column's values are read as text: as a client decodes them (a binary
+    integer, float or numeric by its value, a bytea by its bytes, an array or record by its
+    elements), so that the detectors read what the person can."""
+    if fmt == 0:
+        return _bytea_text(enc) if f.type_oid == types.BYTEA else text_reader(enc)
+    if types.value_kind(f.type_oid) is ValueKind.INT:
         return int_reader("big")
-    if fmt == 1 and f.type_oid in _BINARY_READERS:
+    if f.type_oid in _BINARY_READERS:
         return _BINARY_READERS[f.type_oid]
+    if f.type_oid in types.ARRAYS or types.value_kind(f.type_oid) is ValueKind.OTHER:
+        return _structured(enc)
     return text_reader(enc)
+
+
+_BYTEA_READERS: dict[str, Reader] = {}
+
+
+def _bytea_text(enc: str) -> Reader:
+    """A bytea in text format (`\\x3133…`, PostgreSQL's hex output) as the text its bytes hold."""
+    read = _BYTEA_READERS.get(enc)
+    if read is None:
+
+        def read(raw: bytes) -> str:
+            if raw[:2] == b"\\x":
+                with contextlib.suppress(ValueError):
+                    raw = bytes.fromhex(raw[2:].decode("ascii"))
+            return raw.decode(enc, "surrogateescape")
+
+        _BYTEA_READERS[enc] = read
+    return read
+
+
+_STRUCTURED_READERS: dict[str, Reader] = {}
+
+
+def _structured(enc: str) -> Reader:
+    """A binary array or record (a composite, ROW(...)) as its elements' text, one a line: each
+    element read by its own type's reader. A value that does not parse as either is read as
+    text."""
+    read = _STRUCTURED_READERS.get(enc)
+    if read is None:
+
+        def read(raw: bytes) -> str:
+            out: list[str] = []
+            try:
+                _elements(raw, enc, out, 0)
+            except (struct.error, ValueError, IndexError, RecursionError):
+                return raw.decode(enc, "surrogateescape")
+            return "\n".join(out)
+
+        _STRUCTURED_READERS[enc] = read
+    return read
+
+
+def _element(oid: int, raw: bytes, enc: str, out: list[str], depth: int) -> None:
+    if types.value_kind(oid) is ValueKind.INT:
+        out.append(int_reader("big")(raw))
+    elif oid in _BINARY_READERS:
+        out.append(_BINARY_READERS[oid](raw))
+    elif oid in types.ARRAYS or oid == _RECORD or types.value_kind(oid) is ValueKind.OTHER:
+        try:
+            _elements(raw, enc, out, depth + 1)
+        except (struct.error, ValueError, IndexError):
+            out.append(raw.decode(enc, "surrogateescape"))
+    else:
+        out.append(raw.decode(enc, "surrogateescape"))
+
+
+def _elements(raw: bytes, enc: str, out: list[str], depth: int) -> None:
+    """Parse `raw` as a binary array (array_send) or record (record_send), appending each
+    element's text; raises when it is neither."""
+    if depth > 8:
+        raise ValueError("nested too deep")
+    ndim, _flags, elem = struct.unpack_from("!iiI", raw) if len(raw) >= 12 else (-1, 0, 0)
+    if 0 <= ndim <= 6 and _flags in (0, 1) and len(raw) >= 12 + 8 * ndim:
+        # An array: ndim, has-nulls, element type, (size, lower bound) per dimension, elements.
+        count = 1
+        for d in range(ndim):
+            count *= struct.unpack_from("!i", raw, 12 + 8 * d)[0]
+        pos = 12 + 8 * ndim
+        items: list[tuple[int, bytes]] = []
+        for _ in range(count if ndim else 0):
+            (n,) = struct.unpack_from("!i", raw, pos)
+            pos += 4
+            if n >= 0:
+                items.append((elem, raw[pos : pos + n]))
+                pos += n
+        if pos == len(raw):
+            for oid, value in items:
+                _element(oid, value, enc, out, depth)
+            return
+    # A record: column count, then (type, length, value) per column.
+    (ncols,) = struct.unpack_from("!i", raw)
+    pos = 4
+    items = []
+    for _ in range(ncols):
+        oid, n = struct.unpack_from("!Ii", raw, pos)
+        pos += 8
+        if n >= 0:
+            items.append((oid, raw[pos : pos + n]))
+            pos += n
+    if ncols < 0 or pos != len(raw):
+        raise ValueError("not an array or record")
+    for oid, value in items:
+        _element(oid, value, enc, out, depth)
+
+
+_RECORD = 2249
 
 
 def _numeric(raw: bytes) -> str:

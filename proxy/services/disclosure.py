@@ -25,7 +25,7 @@ from typing import Any, overload
 
 from masking.classes import FREE_TEXT
 from masking.detectors import text_finder
-from masking.encoded import scanner
+from masking.encoded import maybe_encoded, unhide, unhide_blobs, unhide_joined
 from masking.native import load
 from masking.normalize import to_original
 from policies.decision import ColumnMask
@@ -52,9 +52,16 @@ _SHORTEST = 7  # a landline's subscriber number: no shorter value holds one
 # backwards too: reverse(phone), or a reversed note, gives the number to anyone who reads it so.
 _DIGIT_RUN = re.compile(r"[0-9Xx][0-9 \t()\-]{5,}[0-9Xx]")
 _find = text_finder(SCAN_CLASSES)
+_find_strict = text_finder(frozenset({"mobile", "id_card"}))
+_JOINED_GATE = re.compile(r"[0-9](?:[._/]|\r?\n)[0-9]|[0-9] [0-9] [0-9]")
+_LONG_DIGITS = re.compile(r"(?<![0-9])[0-9]{12,14}(?![0-9])")
+_DIGITS_ALONE_UPTO = 64
+_ANY_DIGIT = re.compile(r"\d")  # a decimal digit of any script
+_NOT_DIGIT = re.compile(r"[^\dXx]")
+_CJK_NUMERAL = re.compile("[〇零一壹二贰两三叁四肆五伍六陆七柒八捌九玖]")
+_NUMERALS = str.maketrans("〇零一壹二贰两三叁四肆五伍六陆七柒八捌九玖", "001122233445566778899")
 # A token masking/encoded.py may decode into digits: base64 or hex of 7 digits or more.
 _BLOB = re.compile(r"[A-Za-z0-9+/=_-]{12,}")
-_find_reversed = text_finder(frozenset({"mobile", "id_card"}))
 
 # Separators people and systems put inside numbers (138-1234-5678, 6222 0000 …): not part of
 # the value. Dashes of every script are folded to "-" by NFKC plus this table.
@@ -118,18 +125,27 @@ def keyer(masking_key: bytes) -> Callable[[str], bytes]:
     return key
 
 
-def found_in(text: str) -> list[tuple[str, str]]:
+def found_in(text: str, deep: bool = True) -> list[tuple[str, str]]:
     """(class, value) of each number of SCAN_CLASSES the detectors find in `text`, a value a
-    person received, read as a reader reads it: through character references, escapes, markup,
-    base64 and hex (`encode(phone::bytea, 'base64')`, a bytea's `\\x3133…`) and separators
-    (masking/encoded.py). Its runs of digits are read backwards too (reverse(phone) gives the
-    number to anyone who reads it backwards) for the classes whose checks make a reversed hit
-    rare; their findings are the numbers read forwards."""
+    person received, read as its reader can read it:
+
+    - as written, and through character references, escapes, markup, base64 and hex tokens and
+      digit groups joined by `.`, `_` or `/` (masking/encoded.py);
+    - its runs of digits backwards (reverse(phone));
+    - a short value by its digits alone, other scripts' numerals included (`{1,3,8,…}`,
+      `138.1234.5678`, 一三八…), and a run of 12 to 14 digits by each 11 in it (`phone || '0'`),
+      for the classes whose checks make a chance hit rare (mobiles, ID cards).
+
+    The findings are the numbers read forwards, each once. `deep` False reads the text as
+    written only: what a masked value's masker read (its reader gets the rest masked)."""
     if len(text) < _SHORTEST:
         return []
-    runs = _DIGIT_RUN.findall(text)
-    if not runs and text.isascii() and not _BLOB.search(text):
-        return []  # no run of digits a number could be written in, and no blob to decode
+    digit = _ANY_DIGIT.search(text) is not None
+    numerals = not text.isascii() and _CJK_NUMERAL.search(text) is not None
+    blob = _BLOB.search(text) is not None
+    encoded = maybe_encoded(text)
+    if not (digit or numerals or blob or encoded) or not (digit or deep):
+        return []  # nothing a number could be written in
     out: list[tuple[str, str]] = []
 
     def record(piece: str) -> str:
@@ -139,14 +155,50 @@ def found_in(text: str) -> list[tuple[str, str]]:
             out.append((cls, piece[s:e]))
         return piece
 
-    scanner(record)(text)
-    for run in runs:
-        back = run[::-1]
-        found, offsets = _find_reversed(back)
-        for start, end, cls, _conf in found:
-            s, e = to_original(offsets, start, end)
-            out.append((cls, back[s:e]))
-    return list(dict.fromkeys(out))
+    if digit:
+        record(text)
+        if not deep:
+            return _once(out)
+        if _JOINED_GATE.search(text):
+            unhide_joined(text, record)
+        for run in _DIGIT_RUN.findall(text):
+            _strict_in(run[::-1], out)
+        for run in _LONG_DIGITS.findall(text):
+            for i in range(len(run) - 10):
+                _strict_in(run[i : i + 11], out)
+    if encoded:
+        unhide(text, record)
+    if blob:
+        unhide_blobs(text, record)
+    if (digit or numerals) and len(text) <= _DIGITS_ALONE_UPTO:
+        digits = _NOT_DIGIT.sub("", text.translate(_NUMERALS) if numerals else text)
+        if not digits.isascii():
+            digits = "".join(_digit(c) for c in digits)
+        if 11 <= len(digits) <= 18:
+            _strict_in(digits, out)
+    return _once(out)
+
+
+def _once(found: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Each number once (the first spelling of it): passes find one number in several forms."""
+    seen: dict[tuple[str, str], tuple[str, str]] = {}
+    for cls, v in found:
+        seen.setdefault((cls, fold(v)), (cls, v))
+    return list(seen.values())
+
+
+def _digit(c: str) -> str:
+    """A decimal digit of any script as its ASCII digit, an ID card's X as X, else nothing."""
+    if c.isdecimal():
+        return str(unicodedata.decimal(c))
+    return "X" if c in "Xx" else ""
+
+
+def _strict_in(text: str, out: list[tuple[str, str]]) -> None:
+    found, offsets = _find_strict(text)
+    for start, end, cls, _conf in found:
+        s, e = to_original(offsets, start, end)
+        out.append((cls, text[s:e]))
 
 
 def may_hold_number(text: str) -> bool:
@@ -155,9 +207,10 @@ def may_hold_number(text: str) -> bool:
     return len(text) >= _SHORTEST and (not text.isascii() or _DIGIT_RUN.search(text) is not None)
 
 
-def expand(cls: str, value: str) -> list[tuple[str, str]]:
-    """The (class, value) pairs a noted value stands for: itself, or what a SCAN value holds."""
-    return found_in(value) if cls == SCAN else [(cls, value)]
+def expand(cls: str, value: str, clear: bool = True) -> list[tuple[str, str]]:
+    """The (class, value) pairs a noted value stands for: itself, or what a SCAN value holds
+    (read deeply when it reached its reader in clear)."""
+    return found_in(value, clear) if cls == SCAN else [(cls, value)]
 
 
 def _source_name(source: str, database: str, default_schema: str | None) -> ColumnName | None:
@@ -285,7 +338,7 @@ class Noted(Sequence[Disclosed]):
         self,
         key: Callable[[bytes, Reader], bytes],
         bulk: Callable[[list[bytes]], list[bytes | None]] | None,
-        scan: Callable[[bytes, Reader], Sequence[tuple[str, bytes]]],
+        scan: Callable[[bytes, Reader, bool], Sequence[tuple[str, bytes]]],
     ) -> tuple[tuple[str, bytes, bool], ...]:
         """(class, key, clear) of every value, without building Disclosed records. `bulk` keys
         the values of text columns that are plain ASCII digits in one native call (None for the
@@ -301,7 +354,7 @@ class Noted(Sequence[Disclosed]):
         for n, (i, raw) in enumerate(raws):
             cls, _column, clear, read = cols[i]
             if cls == SCAN:
-                out += [(c, k, clear) for c, k in scan(raw, read)]
+                out += [(c, k, clear) for c, k in scan(raw, read, clear)]
                 continue
             k = fast[n] if fast is not None else None
             out.append((cls, key(raw, read) if k is None else k, clear))
@@ -400,16 +453,16 @@ class Disclosures:
             return ((c, (fast[n] if fast else None) or key(folded[n])) for n, (c, _v) in enumerate(pairs))
 
         # What SCAN values held, by their bytes: a result repeats its notes and labels.
-        scan_cache: dict[tuple[bytes, Reader], tuple[tuple[str, bytes], ...]] = {}
+        scan_cache: dict[tuple[bytes, Reader, bool], tuple[tuple[str, bytes], ...]] = {}
 
-        def raw_scan(raw: bytes, read: Reader) -> tuple[tuple[str, bytes], ...]:
-            found = scan_cache.get((raw, read))
+        def raw_scan(raw: bytes, read: Reader, clear: bool) -> tuple[tuple[str, bytes], ...]:
+            found = scan_cache.get((raw, read, clear))
             if found is None:
                 if len(scan_cache) >= KEY_CACHE:
                     scan_cache.clear()
-                found = tuple(zip_keys(found_in(read(raw)))) if len(raw) >= _SHORTEST else ()
+                found = tuple(zip_keys(found_in(read(raw), clear))) if len(raw) >= _SHORTEST else ()
                 if len(raw) <= _SCAN_CACHED:
-                    scan_cache[(raw, read)] = found
+                    scan_cache[(raw, read, clear)] = found
             return found
 
         while True:
@@ -422,7 +475,9 @@ class Disclosures:
                 if isinstance(values, Noted):
                     keys = values.keyed(raw_key, bulk, raw_scan)
                 else:
-                    keys = tuple((c, key(v), d.clear) for d in values for c, v in expand(d.cls, d.value))
+                    keys = tuple(
+                        (c, key(v), d.clear) for d in values for c, v in expand(d.cls, d.value, d.clear)
+                    )
                 if keys:
                     batch = Batch(user, role, sid, ts, keys)
                     for keeper in self.keepers:

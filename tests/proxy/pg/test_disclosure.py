@@ -103,3 +103,19 @@ def test_the_native_column_reader_agrees_with_the_reference(
         == reference.seen
         == [(i, v) for r in rows for i, v in enumerate(r) if i in wanted and v is not None]
     )
+
+
+def test_binary_arrays_records_and_bytea_are_read_as_their_client_reads_them() -> None:
+    import struct
+
+    from proxy.pg.rowmask import _bytea_text, _structured
+
+    read = _structured("utf-8")
+    array = struct.pack("!iiIii", 1, 0, 20, 1, 1) + struct.pack("!iq", 8, 13812345678)
+    record = struct.pack("!i", 2) + struct.pack("!Iiq", 20, 8, 13812345678) + struct.pack("!Iii", 23, 4, 1)
+    nested = struct.pack("!i", 1) + struct.pack("!Ii", 1016, len(array)) + array  # ROW(ARRAY[...])
+    assert read(array) == "13812345678"
+    assert read(record) == "13812345678\n1"
+    assert read(nested) == "13812345678"
+    assert read(b"not binary 13812345678") == "not binary 13812345678"
+    assert _bytea_text("utf-8")(b"\\x3133383132333435363738") == "13812345678"

@@ -172,3 +172,41 @@ def test_batches_of_noted_rows_are_keyed_natively_and_in_python_alike() -> None:
     d.close()
     assert got[0].keys == tuple((x.cls, value_key(b"k", x.cls, x.value), x.clear) for x in noted)
     assert [x.value for x in noted] == ["13812345678", "11010519491231002x", "13812345678"]
+
+
+_MOBILES = st.builds(
+    lambda p, rest: p + rest,
+    st.sampled_from(["138", "139", "150", "186", "199", "177"]),
+    st.from_regex(r"\A[0-9]{8}\Z"),
+)
+_FORMS = {
+    "plain": lambda n: f"call {n} now",
+    "reversed": lambda n: f"note {n[::-1]} x",
+    "base64": lambda n: __import__("base64").b64encode(n.encode()).decode(),
+    "hex": lambda n: n.encode().hex(),
+    "entities": lambda n: "".join(f"&#{ord(c)};" for c in n),
+    "dotted": lambda n: f"{n[:3]}.{n[3:7]}.{n[7:]}",
+    "array": lambda n: "{" + ",".join(n) + "}",
+    "numerals": lambda n: n.translate(str.maketrans("0123456789", "〇一二三四五六七八九")),
+    "padded": lambda n: n + "0",
+    "prefixed": lambda n: "00" + n,
+    "full-width": lambda n: n.translate(str.maketrans("0123456789", "０１２３４５６７８９")),
+}
+
+
+@given(_MOBILES, st.sampled_from(sorted(_FORMS)))
+def test_a_number_is_found_in_every_form_its_reader_can_read_back(number: str, form: str) -> None:
+    from masking.segments import is_cn_mobile
+
+    if not is_cn_mobile(number):
+        return
+    found = {fold(v) for c, v in found_in(_FORMS[form](number)) if c == "mobile"}
+    assert number in found, (form, _FORMS[form](number))
+
+
+def test_masked_values_are_read_as_written_only() -> None:
+    """A masked value's reader got what its masker left: read as written (a number hidden in a
+    form the masker did not read is no clear disclosure, and reading deeply costs)."""
+    assert found_in("note 87654321831 x", deep=False) == []
+    assert found_in("call 13812345678", deep=False) == [("mobile", "13812345678")]
+    assert found_in("MTM4MTIzNDU2Nzg=", deep=False) == []
