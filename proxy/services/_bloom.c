@@ -124,7 +124,7 @@ static void sha_final(Sha *s, const unsigned char *msg, size_t n, uint64_t total
 
 /* keys(masking_key: bytes, values: list[bytes]) -> list[bytes | None]
  * HMAC-SHA256 of each value that is 1 to 40 ASCII digits (fold's fast path: a 13-digit value
- * starting 861 loses its 86, a 15-digit one starting 00861 its 0086); None for any other value (the caller keys it in Python). */
+ * as disclosure.py `_national` folds it); None for any other value (the caller keys it in Python). */
 static PyObject *keys(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2 || !PyBytes_Check(args[0]) || !PyList_Check(args[1])) {
         PyErr_SetString(PyExc_TypeError, "keys(masking_key: bytes, values: list[bytes])");
@@ -166,12 +166,17 @@ static PyObject *keys(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
             int digits = len >= 1 && len <= 40;
             for (Py_ssize_t i = 0; digits && i < len; i++) digits = p[i] >= '0' && p[i] <= '9';
             if (digits) {
-                if (len == 13 && p[0] == '8' && p[1] == '6' && p[2] == '1') {
+                /* disclosure.py `_national`: country code, international prefix, trunk 0. */
+                if ((len == 13 && memcmp(p, "861", 3) == 0) || (len == 14 && memcmp(p, "8601", 4) == 0)) {
                     p += 2;
                     len -= 2;
-                } else if (len == 15 && p[0] == '0' && p[1] == '0' && p[2] == '8' && p[3] == '6' && p[4] == '1') {
-                    p += 4; /* 0086: the international prefix a caller ID shows */
+                } else if ((len == 15 && memcmp(p, "00861", 5) == 0) || (len == 16 && memcmp(p, "008601", 6) == 0)) {
+                    p += 4;
                     len -= 4;
+                }
+                if (len == 12 && p[0] == '0' && p[1] == '1' && p[2] >= '3' && p[2] <= '9') {
+                    p += 1;
+                    len -= 1;
                 }
                 Sha s = inner0;
                 sha_final(&s, p, (size_t)len, 64 + (uint64_t)len, tmp);

@@ -65,7 +65,10 @@ _BLOB = re.compile(r"[A-Za-z0-9+/=_-]{12,}")
 
 # Separators people and systems put inside numbers (138-1234-5678, 6222 0000 …): not part of
 # the value. Dashes of every script are folded to "-" by NFKC plus this table.
-_DROP = frozenset(" \t\r\n-‐‑‒–—―−－ー()（）+")
+_DROP = frozenset(" \t\r\n-‐‑‒–—―−－ー()（）+") | frozenset(
+    # Invisible marks a phone's UI puts round a number it copies (bidi, zero-width).
+    "\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2060\u2066\u2067\u2068\u2069\ufeff"
+)
 _DROP_TABLE = {ord(c): None for c in _DROP}
 
 
@@ -86,16 +89,27 @@ def fold(value: str) -> str:
         s = "".join(str(unicodedata.digit(c)) if unicodedata.digit(c, None) is not None else c for c in value)
         s = unicodedata.normalize("NFKC", s)
     s = s.translate(_DROP_TABLE).upper()
-    return _national(s) if s.isdigit() else s
+    # A number as people paste it: a tel: link, groups joined by dots.
+    t = s.removeprefix("TEL:").replace(".", "")
+    if t.isdigit():
+        return _national(t)
+    if t[:-1].isdigit() and t.endswith("X") and len(t) in (15, 18):
+        return t  # an ID card
+    return s
 
 
 def _national(digits: str) -> str:
-    """A mobile without its country code: 86 13812345678 and 0086 13812345678 (the
-    international prefix a caller ID shows) are 13812345678."""
-    if len(digits) == 13 and digits.startswith("861"):
-        return digits[2:]
-    if len(digits) == 15 and digits.startswith("00861"):
-        return digits[4:]
+    """A mobile without its country code and trunk prefix: 86 13812345678, 0086 13812345678
+    (the international prefix a caller ID shows), 013812345678 (a mobile of another city as a
+    landline shows it) and +86 (0) 138… are 13812345678. proxy/services/_bloom.c `keys` folds
+    ASCII digits alike."""
+    n = len(digits)
+    if (n == 13 and digits.startswith("861")) or (n == 14 and digits.startswith("8601")):
+        digits = digits[2:]
+    elif (n == 15 and digits.startswith("00861")) or (n == 16 and digits.startswith("008601")):
+        digits = digits[4:]
+    if len(digits) == 12 and digits.startswith("01") and digits[2] in "3456789":
+        digits = digits[1:]
     return digits
 
 
