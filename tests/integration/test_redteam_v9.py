@@ -206,12 +206,21 @@ TRANSFORMS: dict[int, tuple[str, Any]] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a clear role's computed column is traced only when the detectors find the number in its "
-    "text: any reversible transform that breaks the digit run (an extra digit, bytea, base64, hex, a "
-    "digit cipher, dots, reverse padded past 64 chars, two columns, one digit a row) is unledgered",
-)
+# Forms that still read as the number (by its digits, backwards, decoded): matched by value.
+# The others no longer hold it (+1, a cipher, hex of the integer, halves in two columns, a digit
+# a row): no value to match, so trace names the people who received mobiles computed that way.
+MATCHED_BY_VALUE = {1, 2, 5, 6, 7, 10, 12, 13}
+
+
+def computed_readers(served: dict[str, Any], capsys: Any, number: str) -> list[str]:
+    """Who trace lists as having received the number's class in a computed form."""
+    settle(served)
+    capsys.readouterr()
+    assert main(["trace", "--config", str(served["dir"] / "maskgate.yaml"), "--json", number]) == 0
+    out = json.loads(capsys.readouterr().out)
+    return [p["user"] for p in out["numbers"][0]["computed"]]
+
+
 @pytest.mark.parametrize("cid", sorted(TRANSFORMS))
 def test_dba_transformed_phone_is_traced(
     served: dict[str, Any], numbers: dict[int, Any], capsys: Any, cid: int
@@ -219,10 +228,12 @@ def test_dba_transformed_phone_is_traced(
     sql, undo = TRANSFORMS[cid]
     got = dba_session(served, [sql.format(id=cid)])
     assert readable(got, numbers[cid][0], undo), got.text()  # the attack worked: the number is out
-    assert traced(served, capsys, numbers[cid][0]) == ["dba_wang"]
+    if cid in MATCHED_BY_VALUE:
+        assert traced(served, capsys, numbers[cid][0]) == ["dba_wang"]
+    else:
+        assert "dba_wang" in computed_readers(served, capsys, numbers[cid][0])
 
 
-@pytest.mark.xfail(strict=True, reason="an ID card or bank card with one character added is unledgered")
 @pytest.mark.parametrize(
     ("cid", "col", "sql"),
     [
@@ -236,7 +247,10 @@ def test_dba_transformed_cards_are_traced(
     cid = next(i for i in range(cid, 80) if numbers[i][col])  # a customer who has one
     got = dba_session(served, [sql.format(id=cid)])
     assert numbers[cid][col] in got.text()
-    assert traced(served, capsys, numbers[cid][col]) == ["dba_wang"]
+    if col == 1:  # 'A' || id_card: the ID card still reads as one
+        assert traced(served, capsys, numbers[cid][col]) == ["dba_wang"]
+    else:  # a card's digits plus one: no card by its check digit, a computed read
+        assert "dba_wang" in computed_readers(served, capsys, numbers[cid][col])
 
 
 # Forms that keep the digits together: the content scan finds them (holds).
@@ -291,10 +305,6 @@ CHANNELS: dict[int, list[str]] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="errors, RAISE notices, NOTIFY payloads and ParameterStatus reach a clear role unobserved",
-)
 @pytest.mark.parametrize("cid", sorted(CHANNELS))
 def test_dba_number_outside_the_rows_is_traced(
     served: dict[str, Any], numbers: dict[int, Any], capsys: Any, cid: int
@@ -304,7 +314,6 @@ def test_dba_number_outside_the_rows_is_traced(
     assert traced(served, capsys, numbers[cid][0]) == ["dba_wang"]
 
 
-@pytest.mark.xfail(strict=True, reason="one cast error gives the whole table's phones, unledgered")
 def test_dba_whole_table_in_one_error_is_traced(
     served: dict[str, Any], numbers: dict[int, Any], capsys: Any
 ) -> None:
@@ -315,7 +324,6 @@ def test_dba_whole_table_in_one_error_is_traced(
     assert traced(served, capsys, numbers[27][0]) == ["dba_wang"]
 
 
-@pytest.mark.xfail(strict=True, reason="the answer of a fast-path FunctionCall reaches the DBA unobserved")
 def test_dba_fast_path_function_call_is_traced(
     served: dict[str, Any], numbers: dict[int, Any], capsys: Any
 ) -> None:
@@ -344,9 +352,6 @@ def test_dba_fast_path_function_call_is_traced(
     assert traced(served, capsys, numbers[36][0]) == ["dba_wang"]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a record or array of numbers in binary format is scanned as text: unledgered"
-)
 @pytest.mark.parametrize(
     ("cid", "sql"),
     [
@@ -382,7 +387,6 @@ def test_dba_returning_and_binary_numeric_are_traced(
 M0 = "13812345678"
 
 
-@pytest.mark.xfail(strict=True, reason="trace does not fold forms a caller ID or a phone's copy gives")
 @pytest.mark.parametrize(
     "written",
     [
@@ -473,7 +477,6 @@ def test_dump_skipping_marked_rows_still_trips_a_canary(
     assert canary_reads(served) > before
 
 
-@pytest.mark.xfail(strict=True, reason="a canary read as bytea, or in an error message, trips nothing")
 @pytest.mark.parametrize(
     "sql",
     [
@@ -518,7 +521,6 @@ def test_agent_budget_counts_numbers_without_the_key(served: dict[str, Any]) -> 
     assert refused_soon(served, AGENTS[0])
 
 
-@pytest.mark.xfail(strict=True, reason="numbers read as bytea count no customer against the budget")
 def test_agent_budget_counts_numbers_read_as_bytea(served: dict[str, Any], numbers: dict[int, Any]) -> None:
     with as_agent(served, AGENTS[1]) as conn:
         rows = conn.execute(
@@ -674,10 +676,6 @@ def test_mysql_kept_digits_are_traced(my_served: dict[str, Any], capsys: Any, ci
     assert traced(my_served, capsys, number) == ["dba_wang"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="MySQL: HEX(phone), and SIGNAL of a variable holding it (an error), reach the DBA unledgered",
-)
 @pytest.mark.parametrize(
     ("cid", "sql", "undo"),
     [
