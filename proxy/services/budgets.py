@@ -120,6 +120,19 @@ def observes(policy: Policy) -> bool:
     return any(r.budgets is not None and r.budgets.distinct_customers_per_day for r in policy.roles.values())
 
 
+# How long a running statement's reservation is held without its end being recorded.
+RESERVE_TTL_S = 60.0
+_UNBOUNDED = 1 << 30  # what a statement without max_rows may send: all that is left
+
+
+def reservation(allow: Allow) -> int:
+    """What a statement may still send while it runs: the rows its parts may return (each
+    part's max_rows; a part without one, everything), counted against rows and customers."""
+    return sum(
+        (p.row_limit if p.row_limit is not None else _UNBOUNDED) for p in allow.parts() if reads_data(p)
+    )
+
+
 def crossed(limits: RoleBudgets, rows: int, customers: int) -> str | None:
     """The first budget the counts have used up (its name), or None. A budget of N is used up
     at N: the statement that reached it ran, the next ones are refused."""
@@ -160,6 +173,14 @@ class _Person:
     customers_unflushed: int = 0
     refreshed: float = -math.inf
     refreshing: bool = False
+    # Statements running now, not counted yet: the rows they may still send (their max_rows,
+    # released when they end) and the rows they sent whose customers the worker has not counted
+    # yet (settled by the worker, after those values). Statements sent together (a pipeline, a
+    # multi-statement string, another session) are admitted against these, not against counts
+    # that lag behind them.
+    reserved: int = 0
+    reserved_at: float = -math.inf
+    pending: int = 0
 
     @property
     def rows(self) -> int:
@@ -287,7 +308,7 @@ class Budgets:
             p = self._person(role, user, self.clock())
             return p.rows, p.customers
 
-    def crossed(self, role: str, user: str, limits: RoleBudgets) -> str | None:
+    def crossed(self, role: str, user: str, limits: RoleBudgets, extra: int = 0) -> str | None:
         """The budget of `limits` the person has used up, from the counts known now; asks for
         fresh shared totals in the background when they are older than `refresh_s`."""
         now = self.clock()
@@ -296,17 +317,36 @@ class Budgets:
             if self.shared and not p.refreshing and now - p.refreshed >= self.refresh_s:
                 p.refreshing = True
                 self._queue.put(("refresh", role, user, p.hour, p.day))
-            rows, customers = p.rows, p.customers
+            if now - p.reserved_at > RESERVE_TTL_S:
+                p.reserved = 0
+            running = p.reserved + extra
+            rows, customers = p.rows + running, p.customers + running + p.pending
         return crossed(limits, rows, customers)
 
-    def refusal(self, policy: Policy, principal: Principal, allow: Allow) -> Block | None:
-        """The refusal of a statement about to run whose person has used up a budget of their
-        role (reason `row_budget`), or None."""
+    def refusal(
+        self, policy: Policy, principal: Principal, allow: Allow, *, reserve: bool = False
+    ) -> Block | None:
+        """The refusal of a statement whose person has used up a budget of their role (reason
+        `row_budget`), or None. The statements of the person still running count with what
+        they may still send. `reserve`: the statement is about to run, and is counted so too
+        until it ends (`record`)."""
         role = policy.roles.get(principal.role)
         limits = role.budgets if role is not None else None
         if limits is None or not reads_data(allow):
             return None
-        name = self.crossed(principal.role, principal.user, limits)
+        # Several statements in one string run together: all but one of them must fit in what
+        # is left (one statement reaching the budget runs in full, as always).
+        parts = [reservation(p) for p in allow.parts()]
+        extra = sum(parts) - max(parts, default=0) if reserve else 0
+        name = self.crossed(principal.role, principal.user, limits, extra)
+        if name is None and reserve:
+            now = self.clock()
+            with self._lock:
+                p = self._person(principal.role, principal.user, now)
+                if now - p.reserved_at > RESERVE_TTL_S:
+                    p.reserved = 0  # a statement whose end was never recorded holds nothing forever
+                p.reserved += reservation(allow)
+                p.reserved_at = now
         if name is None:
             return None
         if self.metrics is not None:
@@ -322,15 +362,23 @@ class Budgets:
         )
 
     def record(self, policy: Policy, rec: StatementRecord) -> None:
-        """Count the rows of a statement (or of one call of it) that ended."""
-        if not rec.rows or rec.event == "start" or isinstance(rec.decision, Block):
+        """Count the rows of a statement (or of one call of it) that ended, and release what it
+        held while it ran."""
+        if rec.event == "start" or isinstance(rec.decision, Block):
             return
         role = policy.roles.get(rec.role)
-        if role is None or role.budgets is None or role.budgets.rows_per_hour is None:
+        if role is None or role.budgets is None or not reads_data(rec.decision):
             return
-        if not reads_data(rec.decision):
-            return
-        self.count_rows(rec.role, rec.user, rec.rows)
+        with self._lock:
+            p = self._person(rec.role, rec.user, self.clock())
+            p.reserved = max(0, p.reserved - reservation(rec.decision))
+            if rec.rows and role.budgets.distinct_customers_per_day is not None:
+                # Its customers are counted on the worker, after the values it disclosed (queued
+                # before this record): until then its rows stand in for them.
+                p.pending += rec.rows
+                self._queue.put(("settle", rec.role, rec.user, rec.rows))
+        if rec.rows and role.budgets.rows_per_hour is not None:
+            self.count_rows(rec.role, rec.user, rec.rows)
 
     def count_rows(self, role: str, user: str, n: int) -> None:
         with self._lock:
@@ -384,6 +432,11 @@ class Budgets:
                 rows[(role, user, hour)] = rows.get((role, user, hour), 0) + n
             elif kind == "refresh":
                 refresh.add(item[1:])
+            elif kind == "settle":
+                _, role, user, n = item
+                with self._lock:
+                    p = self._person(role, user, now)
+                    p.pending = max(0, p.pending - n)
             elif kind == "values":
                 _, role, user, day, limit, values = item
                 keys = _customers(self.masking_key, values)

@@ -478,7 +478,7 @@ class Guard:
     def over_budget(self, principal: Principal, allow: Allow) -> Block | None:
         if self.budgets is None:
             return None
-        return self.budgets.refusal(self._state.policy, principal, allow)
+        return self.budgets.refusal(self._state.policy, principal, allow, reserve=True)
 
     @staticmethod
     def _still_valid(state: _PolicyState, principal: Principal) -> bool:

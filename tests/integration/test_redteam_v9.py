@@ -569,11 +569,6 @@ def _one_query_string(conn: psycopg.Connection[Any], ids: range) -> int:
     return rows
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="statements sent together are all admitted before the first one's customers are counted: "
-    "a pipeline or one multi-statement Query reads any number of customers past the day's budget",
-)
 @pytest.mark.parametrize(("user", "how"), [(AGENTS[3], _pipelined), (AGENTS[4], _one_query_string)])
 def test_agent_budget_bounds_statements_sent_together(served: dict[str, Any], user: str, how: Any) -> None:
     with as_agent(served, user) as conn:

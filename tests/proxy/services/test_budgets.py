@@ -178,9 +178,11 @@ def test_rows_per_hour(tmp_path: Path) -> None:
     b.record(p, end(ZHANG, 6, event="start"))  # a write-ahead record has no rows yet: not counted
     b.record(p, end(ZHANG, 50, Block("table_denied", "no")))
     b.record(p, end(ZHANG, 50, Allow(kind="select", tables=("pg_catalog.pg_class",))))
+    b.pump()  # the rows stand in for their customers until the worker counted their values
     assert b.counts("vendor", "vendor_zhang") == (6, 0)
     assert b.refusal(p, ZHANG, READ) is None
     b.record(p, end(ZHANG, 4))
+    b.pump()
     refused = b.refusal(p, ZHANG, replace_fingerprint(READ))
     assert isinstance(refused, Block) and refused.reason == "row_budget"
     assert (
@@ -430,6 +432,7 @@ def test_guard_refuses_sql_and_http_and_prepared_runs(tmp_path: Path) -> None:
     # No store configured: no store series (and no alert about it).
     assert r.get_sample_value("maskgate_budget_store_up") is None
     # A reload that lifts the budget applies at once.
+    b.pump()
     (tmp_path / "lifted").mkdir()
     lifted = policy(tmp_path / "lifted", rows=None)
     g.swap_policy(lifted)
@@ -449,3 +452,29 @@ def test_the_guard_observes_for_budgets_only_while_a_role_counts_customers(tmp_p
     (tmp_path / "rows-only").mkdir()
     g.swap_policy(policy(tmp_path / "rows-only", customers=None))
     assert not g.observing
+
+
+def test_statements_running_together_hold_what_they_may_send(tmp_path: Path) -> None:
+    """A pipeline, a multi-statement string or a second session: statements admitted before the
+    first one's customers are counted hold their max_rows of the budget until they end, so the
+    next ones are refused instead of all running past it."""
+    from dataclasses import replace
+
+    p, clock = policy(tmp_path), Clock()
+    b = budgets(clock)
+    capped = replace(READ, row_limit=20)
+    assert b.refusal(p, ZHANG, capped, reserve=True) is None  # the first runs, holding 20
+    refused = b.refusal(p, ZHANG, capped, reserve=True)  # sent before the first ended
+    assert isinstance(refused, Block) and refused.reason == "row_budget"
+    b.record(p, end(ZHANG, 1, capped))  # the first ended with one row: it holds that row
+    assert b.refusal(p, ZHANG, capped) is None  # 1 of 3 customers: the next may run
+    b.pump()
+    assert b.refusal(p, ZHANG, capped) is None
+    # One string of many statements: all but one must fit in what is left.
+    many = replace(READ, statements=(capped,) * 40)
+    assert isinstance(b.refusal(p, ZHANG, many, reserve=True), Block)
+    # A reservation whose statement never ended is not held forever.
+    assert b.refusal(p, ZHANG, capped, reserve=True) is None
+    assert isinstance(b.refusal(p, ZHANG, capped, reserve=True), Block)
+    clock.t += 61
+    assert b.refusal(p, ZHANG, capped, reserve=True) is None
