@@ -55,7 +55,7 @@ def _filler(data_type: str, n: int) -> object | None:
     """A harmless value for an unclassified NOT NULL column, or None when none is known."""
     t = data_type.lower()
     if t in ("text", "character varying", "character", "citext"):
-        return f"canary-{n}"
+        return secrets.token_hex(4)
     if t in ("integer", "bigint", "smallint", "numeric"):
         return 900_000 + secrets.randbelow(99_999) if t != "smallint" else 9_000 + secrets.randbelow(999)
     if t == "boolean":
@@ -69,6 +69,32 @@ def _filler(data_type: str, n: int) -> object | None:
     if t in ("json", "jsonb"):
         return "{}"
     return None
+
+
+# Columns of a one-column unique index or primary key: never copied from another row.
+_UNIQUE = """
+SELECT a.attname FROM pg_index i
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indnatts = 1
+"""
+
+
+def _faker() -> Any:
+    from faker import Faker
+
+    return Faker("zh_CN")
+
+
+def _template(conn: Any, sql: Any, schema: str, table: str) -> dict[str, object]:
+    """A random existing row of the table (its plain columns are what a canary copies), or {}
+    for an empty table."""
+    cur = conn.execute(
+        sql.SQL("SELECT * FROM {} ORDER BY random() LIMIT 1").format(sql.Identifier(schema, table))
+    )
+    row = cur.fetchone()
+    if row is None or cur.description is None:
+        return {}
+    return {d.name: v for d, v in zip(cur.description, row, strict=True) if v is not None}
 
 
 _PRIMARY_KEY = """
@@ -167,10 +193,17 @@ def cmd_plant(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
             numbers = 0
+            unique = {r[0] for r in conn.execute(_UNIQUE, (f"{schema}.{table}",)).fetchall()}
+            fake = _faker()
             for n in range(args.count):
                 names: list[str] = []
                 values: list[object] = []
                 row: dict[str, str] = {}
+                # A canary must look like any customer, or a dump that skips the odd rows takes
+                # everyone else and trips nothing: its plain columns are a real row's, its name,
+                # e-mail and address ordinary ones (only its numbers come from the reserved
+                # ranges, which the operator keeps to themselves).
+                template = _template(conn, sql, schema, table)
                 for name, data_type, required, has_default in cols:
                     cls = policy.classify(ColumnName(tname, name), "public") if policy is not None else None
                     if cls is None:
@@ -185,9 +218,13 @@ def cmd_plant(args: argparse.Namespace) -> int:
                         value = gens[cls]()
                         numbers += 1
                     elif cls == "person_name":
-                        value = "金丝雀测试"
+                        value = fake.name()
                     elif cls == "email":
-                        value = f"canary-{secrets.token_hex(4)}@example.invalid"
+                        value = f"{fake.user_name()}{secrets.randbelow(1000)}@{fake.free_email_domain()}"
+                    elif cls == "address":
+                        value = fake.address().replace("\n", " ")
+                    elif cls is None and name in template and name not in unique and not has_default:
+                        value = template[name]
                     elif required and not has_default:
                         value = _filler(data_type, n)
                         if value is None:
