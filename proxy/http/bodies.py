@@ -327,7 +327,8 @@ class _Walker:
         if text.startswith("\ufeff"):
             text = text[1:]
         # JSON text sequences (RFC 7464) start each record with RS; neither RS nor a newline can
-        # occur inside a JSON document, so both end a record.
+        # occur inside a JSON document, so both end a record. A line is a record, and the records
+        # inside it (a line's array, or a document held in one of its strings) share the budget.
         seq = "\x1e" in text
         records = text.replace("\x1e", "\n").split("\n")
         limit = self.plan.max_rows
@@ -345,7 +346,7 @@ class _Walker:
             out.append(_dump(doc))
         lead = "\x1e" if seq else ""
         body = "".join(lead + r + "\n" for r in out)
-        return body.encode("utf-8"), len(out)
+        return body.encode("utf-8"), max(len(out), self.records)
 
     def node(self, v: Any, path: tuple[str | int, ...], cls: str | None, part: bool = False) -> Any:
         """One JSON value at `path` (indexes as 0) whose effective class is `cls`; `part`: an object
@@ -356,6 +357,12 @@ class _Walker:
             return self.obj(v, path, cls, part)
         if t is list:
             return self.arr(v, path, cls)
+        if t is _Doc:
+            return self.embedded(v, path, cls, part)
+        if t is str and _starts_doc(v):
+            doc = _embedded(v)
+            if doc is not None:
+                return self.embedded(doc, path, cls, part)
         if cls is not None:
             action, vm = self._act(cls)
             seen = self.plan.seen
@@ -398,9 +405,22 @@ class _Walker:
             cls = own if own is not None else inherited
             k2 = k if k in clean else scan(k)
             t = type(v)
-            if t is dict or (t is list and any(type(x) is dict or type(x) is list for x in v)):
+            if t is dict or (t is list and _nested(v)):
                 entries.append((k, k2, p, cls, v, True))  # walked once this object is counted
                 continue
+            if t is str and _starts_doc(v):
+                doc = _embedded(v)
+                if doc is not None:  # a document in a string: walked as if it stood there
+                    if type(doc.doc) is dict or _nested(doc.doc):
+                        entries.append((k, k2, p, cls, doc, True))
+                        continue
+                    # A list of scalars is the object's own value, as it would be written inline.
+                    before = self.masked
+                    v2 = self.embedded(doc, p, cls, False)
+                    if not carries and (cls is not None or self.masked != before):
+                        carries = True
+                    entries.append((k, k2, p, cls, v2, False))
+                    continue
             # The common leaf, an unclassified string, without the dispatch (the per-item hot path).
             v2 = scan(v) if cls is None and t is str else self.node(v, p, cls)
             if not carries and v is not None and (cls is not None or (v2 is not v and v2 != v)):
@@ -433,6 +453,20 @@ class _Walker:
                 k2 = f"{k2}#{n}"
             out[k2] = v
         return out
+
+    def embedded(self, doc: _Doc, path: tuple[str | int, ...], cls: str | None, part: bool) -> Any:
+        """A JSON document held in a string (`{"payload": "[{\\"mobile\\": …}]"}`), walked where the
+        string stands, as if it were written there: its paths continue the string's, its class is
+        the string's, its records count against the same `max_rows` as the body's own. The string
+        is re-serialised from what was walked (compact), or `_DROP` when the document itself is a
+        record past the limit."""
+        out = self.node(doc.doc, path, cls, part)
+        if out is _DROP:
+            return out
+        text = _dump(out)
+        for _ in range(doc.wraps):  # encoded as often as it was (`"\"[…]\""`)
+            text = _dump(text)
+        return text
 
     def arr(self, a: list[Any], path: tuple[str | int, ...], inherited: str | None) -> list[Any]:
         if len(path) >= MAX_DEPTH:
@@ -519,10 +553,11 @@ class _Walker:
         cols: list[tuple[str, str, Callable[[Any], Any] | None] | None] | None = None
         seen = self.plan.seen
         noted: list[tuple[int, str, bool]] = []  # observed columns: (index, class, sent clear)
-        rows = 0
+        names: list[str] = []
         for row in reader:
             if cols is None:
                 cols = [self._column(h) for h in row]
+                names = [h.strip() for h in row]
                 if seen is not None:
                     for i, h in enumerate(row):
                         cls = self.plan.name_class(h.strip())
@@ -531,17 +566,23 @@ class _Walker:
                             noted.append((i, cls, cols[i] is None))
                 writer.writerow([self.scan(h) for h in row])
                 continue
-            if limit is not None and rows >= limit:
+            # A row is a record; records in documents its cells hold count against the same budget.
+            if limit is not None and self.records >= limit:
                 self.truncated += 1
                 continue
-            rows += 1
+            self.records += 1
             for i, cls, clear in noted:
                 if i < len(row) and row[i]:
                     seen.append(Disclosed(cls, "", row[i], clear))  # type: ignore[union-attr]
             out = []
             for i, cell in enumerate(row):
                 col = cols[i] if i < len(cols) else None
-                if col is None:
+                doc = _embedded(cell) if _starts_doc(cell) else None
+                if doc is not None:
+                    name = names[i] if i < len(names) else ""
+                    # Walked as the row's own part (the row is counted already), by its column's class.
+                    out.append(self.embedded(doc, (name,), self.plan.name_class(name), True))
+                elif col is None:
                     out.append(self.scan(cell))
                 else:
                     v = self.classified(cell, *col)
@@ -550,7 +591,7 @@ class _Walker:
         body = buf.getvalue()
         if not text.endswith(("\n", "\r")) and body.endswith(term):
             body = body[: -len(term)]
-        return (("\ufeff" if bom else "") + body).encode("utf-8"), rows
+        return (("\ufeff" if bom else "") + body).encode("utf-8"), self.records
 
     def _column(self, name: str) -> tuple[str, str, Callable[[Any], Any] | None] | None:
         """(class, action, masker) of a classified column the role does not see clear, else None."""
@@ -610,6 +651,64 @@ class _Walker:
                 self.records += 1
             kept.append(unit)
         return "".join(kept)
+
+
+class _Doc:
+    """A JSON object or array parsed out of a string, waiting to be walked where the string stood;
+    `wraps`: how many times more it was encoded as a JSON string (doubly-encoded JSON)."""
+
+    __slots__ = ("doc", "wraps")
+
+    def __init__(self, doc: Any, wraps: int = 0) -> None:
+        self.doc = doc
+        self.wraps = wraps
+
+
+_WS = " \t\r\n\ufeff"
+
+
+_STARTS = ("{", "[", '"')
+
+
+def _starts_doc(s: str) -> bool:
+    """Cheap gate: could `s` be a JSON object or array, or a JSON string holding one?"""
+    c = s[:1]
+    if c in _STARTS:
+        return True
+    return bool(c) and c in _WS and s.lstrip(_WS)[:1] in _STARTS
+
+
+def _embedded(s: str) -> _Doc | None:
+    """The JSON object or array a string holds whole (what a client's `JSON.parse` gives), also
+    when it is encoded as a JSON string once more or several times; else None. Each encoding
+    doubles the escapes, so the levels are few. A document nested too deeply to parse raises
+    RecursionError: the body is refused, since its records could not be counted."""
+    wraps = -1
+    doc: Any = s
+    while type(doc) is str and _starts_doc(doc):
+        try:
+            doc = json.loads(doc.strip(_WS))
+        except ValueError:
+            return None
+        wraps += 1
+    return _Doc(doc, wraps) if type(doc) is dict or type(doc) is list else None
+
+
+def _nested(a: list[Any]) -> bool:
+    """Whether a list holds containers (or strings holding JSON documents, which it then holds as
+    `_Doc`s, so that each is parsed once): its elements may be records, counted in document order
+    once the object holding the list is."""
+    nested = False
+    for i, x in enumerate(a):
+        t = type(x)
+        if t is dict or t is list or t is _Doc:
+            nested = True
+        elif t is str and _starts_doc(x):
+            doc = _embedded(x)
+            if doc is not None:
+                a[i] = doc  # the walker's own parsed copy of the body
+                nested = True
+    return nested
 
 
 def _units(text: str) -> list[str]:
