@@ -611,31 +611,53 @@ class _Walker:
             # JSON served as text/plain (or with no type): its classified fields are masked as
             # fields, since a name or an address has no detector to catch it as text.
             return self.json_doc(doc)
-        if len(text) <= CHUNK:
-            masked = self.scan(text)
-        else:
-            out: list[str] = []
-            context = ""
-            for piece in _pieces(text):
-                if context:
-                    m = self.scan(context + piece)
-                    # The context was masked already; when its masked form comes back unchanged the
-                    # rest is this piece, else the piece is scanned without it.
-                    m = m[len(context) :] if m.startswith(context) else self.scan(piece)
+        markup = _is_markup(text)
+        out: list[str] = []
+        for part, doc in _segments(text):
+            if doc is None:
+                out.append(self._bound_units(part, self._scan_text(part), markup))
+                continue
+            # A JSON document inside the text (an event stream's `data:` line, a page's script
+            # state, JSONP, a log line): walked as a body of its own, its records on the same budget.
+            records, masked = self.records, self.masked
+            v = self.node(doc, (), None)
+            if v is not _DROP and self.records == records and self.masked != masked:
+                # Changed but no record of its own (a list of numbers): one, as a line would be.
+                limit = self.plan.max_rows
+                if limit is not None and self.records >= limit:
+                    v = _DROP
                 else:
-                    m = self.scan(piece)
-                out.append(m)
-                context = m[-_CONTEXT:]
-            masked = "".join(out)
-        return self._bound_units(text, masked).encode("utf-8"), self.records
+                    self.records += 1
+            if v is _DROP:
+                self.truncated += 1
+                continue
+            out.append(_dump(v))
+        return "".join(out).encode("utf-8"), self.records
 
-    def _bound_units(self, text: str, masked: str) -> str:
+    def _scan_text(self, text: str) -> str:
+        if len(text) <= CHUNK:
+            return self.scan(text)
+        out: list[str] = []
+        context = ""
+        for piece in _pieces(text):
+            if context:
+                m = self.scan(context + piece)
+                # The context was masked already; when its masked form comes back unchanged the
+                # rest is this piece, else the piece is scanned without it.
+                m = m[len(context) :] if m.startswith(context) else self.scan(piece)
+            else:
+                m = self.scan(piece)
+            out.append(m)
+            context = m[-_CONTEXT:]
+        return "".join(out)
+
+    def _bound_units(self, text: str, masked: str, markup: bool) -> str:
         """`masked` with the records past `max_rows` left out. A text's records are its units
         (lines; in markup, elements that close a row: `_units`) that the detectors changed."""
         limit = self.plan.max_rows
         if masked is text or limit is None:
             return masked
-        before, after = _units(text), _units(masked)
+        before, after = _units(text, markup), _units(masked, markup)
         if len(before) == len(after):
             hits = [a != b for a, b in zip(after, before, strict=True)]
         else:
@@ -711,11 +733,89 @@ def _nested(a: list[Any]) -> bool:
     return nested
 
 
-def _units(text: str) -> list[str]:
+def _is_markup(text: str) -> bool:
+    return text.lstrip(" \t\r\n\ufeff").startswith("<")
+
+
+# Where a JSON document may start inside a text: an object with a key, or an array of objects,
+# arrays or strings. A bare `{` or `[` is prose, code or markup far more often.
+_DOC_START_RE = re.compile(r'\{\s*"|\[\s*[{\["]')
+# Failed attempts to read a document may cost this many characters per character of text (plus a
+# fixed allowance), each at least _FAILED_READ_MIN; a text that costs more is refused rather than
+# read in quadratic time.
+_FAILED_READ_FACTOR = 4
+_FAILED_READ_FIXED = 64 * 1024
+_FAILED_READ_MIN = 32
+# A document is read in a window of the text that grows while the decoder stops at its end: the
+# decoder's error costs as much as the text before it, so it never reads the whole rest of a long
+# text from each place that merely looks like a start.
+_WINDOW = 256
+# Errors of a decoder stopped by the window's end rather than by the text: it ended inside a string
+# (an unterminated string is reported where the string starts) or within an escape of the end.
+_WINDOW_SLACK = 12
+
+
+def _segments(text: str) -> list[tuple[str, Any]]:
+    """`text` cut into (text, None) stretches and (source, document) JSON objects and arrays it
+    holds, in order. Left to right, each place that may start a document is read with the JSON
+    decoder; a document found is skipped whole (the documents inside it are its own). Raises
+    RecursionError (the body is refused) for a document too deep to read, and BodyError for a
+    text whose failed reads cost too much to go on: the documents after it could not be found."""
+    m = _DOC_START_RE.search(text)
+    if m is None:
+        return [(text, None)]
+    out: list[tuple[str, Any]] = []
+    budget = _FAILED_READ_FACTOR * len(text) + _FAILED_READ_FIXED
+    at = 0  # text[:at] is in `out`
+    while m is not None:
+        start = m.start()
+        found, cost = _read_doc(text, start)
+        if found is None:
+            budget -= max(_FAILED_READ_MIN, cost)
+            if budget < 0:
+                raise BodyError("the text holds too many unreadable documents")
+            m = _DOC_START_RE.search(text, start + 1)
+            continue
+        doc, end = found
+        if start > at:
+            out.append((text[at:start], None))
+        out.append((text[start:end], doc))
+        at = end
+        m = _DOC_START_RE.search(text, end)
+    if at < len(text):
+        out.append((text[at:], None))
+    return out
+
+
+def _read_doc(text: str, start: int) -> tuple[tuple[Any, int] | None, int]:
+    """((document, end) or None, characters read) for the JSON document at `start`."""
+    n = len(text)
+    size = _WINDOW
+    cost = 0
+    while True:
+        stop = min(n, start + size)
+        piece = text[start:stop]
+        try:
+            doc, end = _DECODER.raw_decode(piece)
+        except json.JSONDecodeError as e:
+            if stop < n and (e.pos >= len(piece) - _WINDOW_SLACK or e.msg.startswith("Unterminated")):
+                cost += len(piece)
+                size *= 4
+                continue
+            return None, cost + e.pos
+        return (doc, start + end), cost
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _units(text: str, markup: bool | None = None) -> list[str]:
     """`text` cut into the units that make one record each: lines, or in markup (a text that
-    starts with `<`) elements ended by a row or block closing tag (`</tr>`, `</li>`, `<br>`) or by
-    a closing tag right after another (`</mobile></client>`: the end of an element of elements)."""
-    markup = text.lstrip(" \t\r\n\ufeff").startswith("<")
+    starts with `<`, or a part of one: `markup`) elements ended by a row or block closing tag
+    (`</tr>`, `</li>`, `<br>`) or by a closing tag right after another (`</mobile></client>`: the
+    end of an element of elements)."""
+    if markup is None:
+        markup = _is_markup(text)
     ends: list[int] = []
     if not markup:
         ends = [m.end() for m in _LINE_END_RE.finditer(text)]
