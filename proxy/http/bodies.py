@@ -45,6 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote, unquote_plus
 
 import masking
 from proxy.services.gate import Disclosed, MaskerSource
@@ -466,7 +467,7 @@ class _Walker:
         text = _dump(out)
         for _ in range(doc.wraps):  # encoded as often as it was (`"\"[…]\""`)
             text = _dump(text)
-        return text
+        return quote(text, safe="") if doc.form else text  # %20, read as a space by every decoder
 
     def arr(self, a: list[Any], path: tuple[str | int, ...], inherited: str | None) -> list[Any]:
         if len(path) >= MAX_DEPTH:
@@ -620,7 +621,7 @@ class _Walker:
             # A JSON document inside the text (an event stream's `data:` line, a page's script
             # state, JSONP, a log line): walked as a body of its own, its records on the same budget.
             records, masked = self.records, self.masked
-            v = self.node(doc, (), None)
+            v = self.embedded(doc, (), None, False)
             if v is not _DROP and self.records == records and self.masked != masked:
                 # Changed but no record of its own (a list of numbers): one, as a line would be.
                 limit = self.plan.max_rows
@@ -631,7 +632,7 @@ class _Walker:
             if v is _DROP:
                 self.truncated += 1
                 continue
-            out.append(_dump(v))
+            out.append(v)
         return "".join(out).encode("utf-8"), self.records
 
     def _scan_text(self, text: str) -> str:
@@ -677,13 +678,15 @@ class _Walker:
 
 class _Doc:
     """A JSON object or array parsed out of a string, waiting to be walked where the string stood;
-    `wraps`: how many times more it was encoded as a JSON string (doubly-encoded JSON)."""
+    `wraps`: how many times more it was encoded as a JSON string (doubly-encoded JSON); `form`:
+    percent-encoded as a form or query value (`state=%7B%22mobile%22…`)."""
 
-    __slots__ = ("doc", "wraps")
+    __slots__ = ("doc", "form", "wraps")
 
-    def __init__(self, doc: Any, wraps: int = 0) -> None:
+    def __init__(self, doc: Any, wraps: int = 0, form: bool = False) -> None:
         self.doc = doc
         self.wraps = wraps
+        self.form = form
 
 
 _WS = " \t\r\n\ufeff"
@@ -693,11 +696,20 @@ _STARTS = ("{", "[", '"')
 
 
 def _starts_doc(s: str) -> bool:
-    """Cheap gate: could `s` be a JSON object or array, or a JSON string holding one?"""
+    """Cheap gate: could `s` be a JSON object or array, a JSON string holding one, or one
+    percent-encoded?"""
     c = s[:1]
     if c in _STARTS:
         return True
-    return bool(c) and c in _WS and s.lstrip(_WS)[:1] in _STARTS
+    if c == "%":
+        return s[1:3] in _PCT_STARTS
+    if not c or c not in _WS:
+        return False
+    t = s.lstrip(_WS)
+    return t[:1] in _STARTS or (t[:1] == "%" and t[1:3] in _PCT_STARTS)
+
+
+_PCT_STARTS = frozenset({"7B", "7b", "5B", "5b"})
 
 
 def _embedded(s: str) -> _Doc | None:
@@ -705,6 +717,16 @@ def _embedded(s: str) -> _Doc | None:
     when it is encoded as a JSON string once more or several times; else None. Each encoding
     doubles the escapes, so the levels are few. A document nested too deeply to parse raises
     RecursionError: the body is refused, since its records could not be counted."""
+    t = s.strip(_WS)
+    if t[:1] == "%":
+        # A form or query value: what a client's decodeURIComponent or form parser reads.
+        try:
+            inner = _embedded(unquote_plus(t, errors="strict"))
+        except UnicodeDecodeError:
+            return None
+        if inner is None or inner.form:
+            return None
+        return _Doc(inner.doc, inner.wraps, form=True)
     wraps = -1
     doc: Any = s
     while type(doc) is str and _starts_doc(doc):
@@ -739,7 +761,9 @@ def _is_markup(text: str) -> bool:
 
 # Where a JSON document may start inside a text: an object with a key, or an array of objects,
 # arrays or strings. A bare `{` or `[` is prose, code or markup far more often.
-_DOC_START_RE = re.compile(r'\{\s*"|\[\s*[{\["]')
+_DOC_START_RE = re.compile(r'\{\s*"|\[\s*[{\["]|(?P<pct>(?<![^\s&=?;"(,])%(?:7[Bb]|5[Bb]))')
+# A form or query value (what encodeURIComponent and form encoders leave unescaped).
+_PCT_VALUE_RE = re.compile(r"[A-Za-z0-9%._~!*()+-]+")
 # Failed attempts to read a document may cost this many characters per character of text (plus a
 # fixed allowance), each at least _FAILED_READ_MIN; a text that costs more is refused rather than
 # read in quadratic time.
@@ -755,26 +779,36 @@ _WINDOW = 256
 _WINDOW_SLACK = 12
 
 
-def _segments(text: str) -> list[tuple[str, Any]]:
+def _segments(text: str) -> list[tuple[str, _Doc | None]]:
     """`text` cut into (text, None) stretches and (source, document) JSON objects and arrays it
-    holds, in order. Left to right, each place that may start a document is read with the JSON
-    decoder; a document found is skipped whole (the documents inside it are its own). Raises
+    holds, in order, also as whole percent-encoded form or query values. Left to right, each place
+    that may start a document is read with the JSON decoder; a document found is skipped whole
+    (the documents inside it are its own). Raises
     RecursionError (the body is refused) for a document too deep to read, and BodyError for a
     text whose failed reads cost too much to go on: the documents after it could not be found."""
     m = _DOC_START_RE.search(text)
     if m is None:
         return [(text, None)]
-    out: list[tuple[str, Any]] = []
+    out: list[tuple[str, _Doc | None]] = []
     budget = _FAILED_READ_FACTOR * len(text) + _FAILED_READ_FIXED
     at = 0  # text[:at] is in `out`
     while m is not None:
         start = m.start()
-        found, cost = _read_doc(text, start)
+        found: tuple[_Doc, int] | None
+        if m.group("pct") is not None:
+            # A value is whole or nothing: a failed one is passed over, not read again inside.
+            end = _PCT_VALUE_RE.match(text, start).end()  # type: ignore[union-attr]
+            pct = _embedded(text[start:end])
+            found, cost, resume = (None, end - start, end) if pct is None else ((pct, end), 0, end)
+        else:
+            read, cost = _read_doc(text, start)
+            found = None if read is None else (_Doc(read[0]), read[1])
+            resume = start + 1
         if found is None:
             budget -= max(_FAILED_READ_MIN, cost)
             if budget < 0:
                 raise BodyError("the text holds too many unreadable documents")
-            m = _DOC_START_RE.search(text, start + 1)
+            m = _DOC_START_RE.search(text, resume)
             continue
         doc, end = found
         if start > at:
