@@ -464,7 +464,9 @@ class _Walker:
         out = self.node(doc.doc, path, cls, part)
         if out is _DROP:
             return out
-        text = _dump(out)
+        # Escaped as a page's script state is (`<\/script>` decodes to `</script>`): written back
+        # into markup, a script or an attribute, it never becomes markup or ends a string there.
+        text = _dump(out).translate(_IN_TEXT)
         for _ in range(doc.wraps):  # encoded as often as it was (`"\"[…]\""`)
             text = _dump(text)
         return quote(text, safe="") if doc.form else text  # %20, read as a space by every decoder
@@ -692,6 +694,8 @@ class _Doc:
 _WS = " \t\r\n\ufeff"
 
 
+# Characters only JSON strings hold, that end or start something in markup or JavaScript.
+_IN_TEXT = str.maketrans({c: f"\\u{ord(c):04x}" for c in "<>&'\u2028\u2029"})
 _STARTS = ("{", "[", '"')
 
 

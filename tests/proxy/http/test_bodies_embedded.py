@@ -212,3 +212,13 @@ def test_records_in_values_never_exceed_max_rows(n: int, max_rows: int, shape: s
     assert text.count("5678") <= max_rows and MOBILE not in text
     if n <= max_rows and shape != "csv":  # (a CSV row counts as well as the records in it)
         assert text.count("5678") == n
+
+
+def test_a_document_written_back_never_turns_escaped_characters_into_markup() -> None:
+    page = '<script>var s = {"n": "<\\/script><b onclick=\'x\'>&amp;"};</script><p>end</p>'
+    res = run("text", page, plan(max_rows=3))
+    out = res.body.decode()
+    assert out.count("</script>") == 1 and "<b" not in out and "'" not in out
+    assert json.loads(out[len("<script>var s = ") : -len(";</script><p>end</p>")]) == {
+        "n": "</script><b onclick='x'>&amp;"
+    }
