@@ -467,9 +467,10 @@ class _Walker:
         # Escaped as a page's script state is (`<\/script>` decodes to `</script>`): written back
         # into markup, a script or an attribute, it never becomes markup or ends a string there.
         text = _dump(out).translate(_IN_TEXT)
-        for _ in range(doc.wraps):  # encoded as often as it was (`"\"[…]\""`)
-            text = _dump(text)
-        return quote(text, safe="") if doc.form else text  # %20, read as a space by every decoder
+        for layer in doc.layers:  # encoded again as it was, innermost first
+            # (quote's %20 is read as a space by form parsers and decodeURIComponent alike)
+            text = _dump(text) if layer == "json" else quote(text, safe="")
+        return text
 
     def arr(self, a: list[Any], path: tuple[str | int, ...], inherited: str | None) -> list[Any]:
         if len(path) >= MAX_DEPTH:
@@ -679,24 +680,26 @@ class _Walker:
 
 
 class _Doc:
-    """A JSON object or array parsed out of a string, waiting to be walked where the string stood;
-    `wraps`: how many times more it was encoded as a JSON string (doubly-encoded JSON); `form`:
-    percent-encoded as a form or query value (`state=%7B%22mobile%22…`)."""
+    """A JSON object or array parsed out of a string, waiting to be walked where the string stood.
+    `layers`: the encodings the string wrapped it in, innermost first: "json" (a JSON string holding
+    the document's text: doubly-encoded JSON) or "pct" (percent-encoded: a form or query value)."""
 
-    __slots__ = ("doc", "form", "wraps")
+    __slots__ = ("doc", "layers")
 
-    def __init__(self, doc: Any, wraps: int = 0, form: bool = False) -> None:
+    def __init__(self, doc: Any, layers: tuple[str, ...] = ()) -> None:
         self.doc = doc
-        self.wraps = wraps
-        self.form = form
+        self.layers = layers
 
 
 _WS = " \t\r\n\ufeff"
-
-
+_STARTS = ("{", "[", '"')
+# After `%`: `{` or `[` percent-encoded, or `%` itself (percent-encoded twice).
+_PCT_STARTS = frozenset({"7B", "7b", "5B", "5b", "25"})
+# More encodings around one document than any API writes: refused (each percent-decoding may
+# shorten a string by two characters only, so unbounded decoding would cost quadratic time).
+MAX_LAYERS = 8
 # Characters only JSON strings hold, that end or start something in markup or JavaScript.
 _IN_TEXT = str.maketrans({c: f"\\u{ord(c):04x}" for c in "<>&'\u2028\u2029"})
-_STARTS = ("{", "[", '"')
 
 
 def _starts_doc(s: str) -> bool:
@@ -713,33 +716,25 @@ def _starts_doc(s: str) -> bool:
     return t[:1] in _STARTS or (t[:1] == "%" and t[1:3] in _PCT_STARTS)
 
 
-_PCT_STARTS = frozenset({"7B", "7b", "5B", "5b"})
-
-
-def _embedded(s: str) -> _Doc | None:
+def _embedded(s: str, depth: int = 0) -> _Doc | None:
     """The JSON object or array a string holds whole (what a client's `JSON.parse` gives), also
-    when it is encoded as a JSON string once more or several times; else None. Each encoding
-    doubles the escapes, so the levels are few. A document nested too deeply to parse raises
-    RecursionError: the body is refused, since its records could not be counted."""
+    inside JSON strings and percent-encoding around it; else None. A document nested too deeply
+    to parse raises RecursionError, one under more than MAX_LAYERS encodings BodyError: the body
+    is refused, since its records could not be counted."""
+    if depth > MAX_LAYERS:
+        raise BodyError("a value is encoded too many times")
     t = s.strip(_WS)
-    if t[:1] == "%":
-        # A form or query value: what a client's decodeURIComponent or form parser reads.
-        try:
-            inner = _embedded(unquote_plus(t, errors="strict"))
-        except UnicodeDecodeError:
-            return None
-        if inner is None or inner.form:
-            return None
-        return _Doc(inner.doc, inner.wraps, form=True)
-    wraps = -1
-    doc: Any = s
-    while type(doc) is str and _starts_doc(doc):
-        try:
-            doc = json.loads(doc.strip(_WS))
-        except ValueError:
-            return None
-        wraps += 1
-    return _Doc(doc, wraps) if type(doc) is dict or type(doc) is list else None
+    layer = "pct" if t[:1] == "%" else "json"
+    try:
+        doc = unquote_plus(t, errors="strict") if layer == "pct" else json.loads(t)
+    except ValueError:  # UnicodeDecodeError too
+        return None
+    if type(doc) is dict or type(doc) is list:
+        return _Doc(doc)
+    if type(doc) is not str or not _starts_doc(doc):
+        return None
+    inner = _embedded(doc, depth + 1)
+    return None if inner is None else _Doc(inner.doc, (*inner.layers, layer))
 
 
 def _nested(a: list[Any]) -> bool:
@@ -760,12 +755,12 @@ def _nested(a: list[Any]) -> bool:
 
 
 def _is_markup(text: str) -> bool:
-    return text.lstrip(" \t\r\n\ufeff").startswith("<")
+    return text.lstrip(_WS).startswith("<")
 
 
 # Where a JSON document may start inside a text: an object with a key, or an array of objects,
 # arrays or strings. A bare `{` or `[` is prose, code or markup far more often.
-_DOC_START_RE = re.compile(r'\{\s*"|\[\s*[{\["]|(?P<pct>(?<![^\s&=?;"(,])%(?:7[Bb]|5[Bb]))')
+_DOC_START_RE = re.compile(r'\{\s*"|\[\s*[{\["]|(?P<pct>(?<![^\s&=?;"(,])%(?:7[Bb]|5[Bb]|25))')
 # A form or query value (what encodeURIComponent and form encoders leave unescaped).
 _PCT_VALUE_RE = re.compile(r"[A-Za-z0-9%._~!*()+-]+")
 # Failed attempts to read a document may cost this many characters per character of text (plus a
@@ -781,15 +776,16 @@ _WINDOW = 256
 # Errors of a decoder stopped by the window's end rather than by the text: it ended inside a string
 # (an unterminated string is reported where the string starts) or within an escape of the end.
 _WINDOW_SLACK = 12
+_DECODER = json.JSONDecoder()
 
 
 def _segments(text: str) -> list[tuple[str, _Doc | None]]:
     """`text` cut into (text, None) stretches and (source, document) JSON objects and arrays it
     holds, in order, also as whole percent-encoded form or query values. Left to right, each place
     that may start a document is read with the JSON decoder; a document found is skipped whole
-    (the documents inside it are its own). Raises
-    RecursionError (the body is refused) for a document too deep to read, and BodyError for a
-    text whose failed reads cost too much to go on: the documents after it could not be found."""
+    (the documents inside it are its own). Raises RecursionError (the body is refused) for a
+    document too deep to read, and BodyError for a text whose failed reads cost too much to go on:
+    the documents after it could not be found."""
     m = _DOC_START_RE.search(text)
     if m is None:
         return [(text, None)]
@@ -842,9 +838,6 @@ def _read_doc(text: str, start: int) -> tuple[tuple[Any, int] | None, int]:
                 continue
             return None, cost + e.pos
         return (doc, start + end), cost
-
-
-_DECODER = json.JSONDecoder()
 
 
 def _units(text: str, markup: bool | None = None) -> list[str]:

@@ -222,3 +222,21 @@ def test_a_document_written_back_never_turns_escaped_characters_into_markup() ->
     assert json.loads(out[len("<script>var s = ") : -len(";</script><p>end</p>")]) == {
         "n": "</script><b onclick='x'>&amp;"
     }
+
+
+def test_encodings_around_a_document_are_undone_and_redone_in_order() -> None:
+    # A JSON string holding a percent-encoded document, and a percent-encoded one twice.
+    held = json.dumps(urllib.parse.quote(json.dumps(_recs(5))))
+    out, _ = jrun(
+        {"p": held, "q": urllib.parse.quote(urllib.parse.quote(json.dumps(_recs(5))))}, plan(max_rows=3)
+    )
+    assert len(json.loads(urllib.parse.unquote(json.loads(out["p"])))) == 3
+    assert json.loads(urllib.parse.unquote(urllib.parse.unquote(out["q"]))) == []  # the budget is spent
+
+
+def test_a_value_under_more_encodings_than_any_api_writes_is_refused() -> None:
+    value = json.dumps(_recs(2))
+    for _ in range(12):
+        value = urllib.parse.quote(value)
+    with pytest.raises(BodyError):
+        jrun({"p": value}, plan(max_rows=3))
