@@ -36,6 +36,8 @@ charset parameter to it on every masked text type.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import codecs
 import csv
 import io
@@ -468,8 +470,7 @@ class _Walker:
         # into markup, a script or an attribute, it never becomes markup or ends a string there.
         text = _dump(out).translate(_IN_TEXT)
         for layer in doc.layers:  # encoded again as it was, innermost first
-            # (quote's %20 is read as a space by form parsers and decodeURIComponent alike)
-            text = _dump(text) if layer == "json" else quote(text, safe="")
+            text = _encode_layer(text, layer)
         return text
 
     def arr(self, a: list[Any], path: tuple[str | int, ...], inherited: str | None) -> list[Any]:
@@ -682,7 +683,8 @@ class _Walker:
 class _Doc:
     """A JSON object or array parsed out of a string, waiting to be walked where the string stood.
     `layers`: the encodings the string wrapped it in, innermost first: "json" (a JSON string holding
-    the document's text: doubly-encoded JSON) or "pct" (percent-encoded: a form or query value)."""
+    the document's text: doubly-encoded JSON), "pct" (percent-encoded: a form or query value), or
+    base64 (an opaque cursor or token): "b64" or "b64url", with "=" when it was padded."""
 
     __slots__ = ("doc", "layers")
 
@@ -695,6 +697,9 @@ _WS = " \t\r\n\ufeff"
 _STARTS = ("{", "[", '"')
 # After `%`: `{` or `[` percent-encoded, or `%` itself (percent-encoded twice).
 _PCT_STARTS = frozenset({"7B", "7b", "5B", "5b", "25"})
+# Base64 of `{"`, `[{`, `["`, `[[`: a cursor or token that is a document.
+_B64_STARTS = frozenset({"eyJ", "W3s", "WyJ", "W1s"})
+_B64_RE = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
 # More encodings around one document than any API writes: refused (each percent-decoding may
 # shorten a string by two characters only, so unbounded decoding would cost quadratic time).
 MAX_LAYERS = 8
@@ -710,10 +715,12 @@ def _starts_doc(s: str) -> bool:
         return True
     if c == "%":
         return s[1:3] in _PCT_STARTS
+    if s[:3] in _B64_STARTS:
+        return True
     if not c or c not in _WS:
         return False
     t = s.lstrip(_WS)
-    return t[:1] in _STARTS or (t[:1] == "%" and t[1:3] in _PCT_STARTS)
+    return t[:1] in _STARTS or (t[:1] == "%" and t[1:3] in _PCT_STARTS) or t[:3] in _B64_STARTS
 
 
 def _embedded(s: str, depth: int = 0) -> _Doc | None:
@@ -724,10 +731,18 @@ def _embedded(s: str, depth: int = 0) -> _Doc | None:
     if depth > MAX_LAYERS:
         raise BodyError("a value is encoded too many times")
     t = s.strip(_WS)
-    layer = "pct" if t[:1] == "%" else "json"
+    layer = "pct" if t[:1] == "%" else "json" if t[:1] in _STARTS else _b64_layer(t)
     try:
-        doc = unquote_plus(t, errors="strict") if layer == "pct" else json.loads(t)
-    except ValueError:  # UnicodeDecodeError too
+        if layer == "json":
+            doc = json.loads(t)
+        elif layer == "pct":
+            doc = unquote_plus(t, errors="strict")
+        elif layer:
+            std = t.rstrip("=").replace("-", "+").replace("_", "/")
+            doc = base64.b64decode(std + "=" * (-len(std) % 4), validate=True).decode("utf-8")
+        else:
+            return None
+    except (ValueError, binascii.Error):  # UnicodeDecodeError too
         return None
     if type(doc) is dict or type(doc) is list:
         return _Doc(doc)
@@ -735,6 +750,27 @@ def _embedded(s: str, depth: int = 0) -> _Doc | None:
         return None
     inner = _embedded(doc, depth + 1)
     return None if inner is None else _Doc(inner.doc, (*inner.layers, layer))
+
+
+def _b64_layer(t: str) -> str:
+    """The base64 layer a token is ("b64", "b64url", "=" appended when padded), or "" when it is
+    not one token of one alphabet."""
+    if _B64_RE.fullmatch(t) is None:
+        return ""
+    url = "-" in t or "_" in t
+    if url and ("+" in t or "/" in t):
+        return ""
+    return ("b64url" if url else "b64") + ("=" if t.endswith("=") else "")
+
+
+def _encode_layer(text: str, layer: str) -> str:
+    if layer == "json":
+        return _dump(text)
+    if layer == "pct":
+        return quote(text, safe="")  # %20: a space to form parsers and decodeURIComponent alike
+    raw = text.encode("utf-8")
+    out = (base64.urlsafe_b64encode(raw) if layer.startswith("b64url") else base64.b64encode(raw)).decode()
+    return out if layer.endswith("=") else out.rstrip("=")
 
 
 def _nested(a: list[Any]) -> bool:
@@ -760,7 +796,10 @@ def _is_markup(text: str) -> bool:
 
 # Where a JSON document may start inside a text: an object with a key, or an array of objects,
 # arrays or strings. A bare `{` or `[` is prose, code or markup far more often.
-_DOC_START_RE = re.compile(r'\{\s*"|\[\s*[{\["]|(?P<pct>(?<![^\s&=?;"(,])%(?:7[Bb]|5[Bb]|25))')
+_DOC_START_RE = re.compile(
+    r'\{\s*"|\[\s*[{\["]|(?P<pct>(?<![^\s&=?;"(,])%(?:7[Bb]|5[Bb]|25))'
+    r"|(?P<b64>(?<![A-Za-z0-9+/_=-])(?:eyJ|W3s|WyJ|W1s)[A-Za-z0-9+/_-]*={0,2})(?![A-Za-z0-9+/_=-])"
+)
 # A form or query value (what encodeURIComponent and form encoders leave unescaped).
 _PCT_VALUE_RE = re.compile(r"[A-Za-z0-9%._~!*()+-]+")
 # Failed attempts to read a document may cost this many characters per character of text (plus a
@@ -795,11 +834,11 @@ def _segments(text: str) -> list[tuple[str, _Doc | None]]:
     while m is not None:
         start = m.start()
         found: tuple[_Doc, int] | None
-        if m.group("pct") is not None:
+        if m.group("pct") is not None or m.group("b64") is not None:
             # A value is whole or nothing: a failed one is passed over, not read again inside.
-            end = _PCT_VALUE_RE.match(text, start).end()  # type: ignore[union-attr]
-            pct = _embedded(text[start:end])
-            found, cost, resume = (None, end - start, end) if pct is None else ((pct, end), 0, end)
+            end = m.end() if m.group("b64") else _PCT_VALUE_RE.match(text, start).end()  # type: ignore[union-attr]
+            held = _embedded(text[start:end])
+            found, cost, resume = (None, end - start, end) if held is None else ((held, end), 0, end)
         else:
             read, cost = _read_doc(text, start)
             found = None if read is None else (_Doc(read[0]), read[1])

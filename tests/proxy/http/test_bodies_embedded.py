@@ -3,6 +3,7 @@ as JSON where they stand, and their records bounded by the same body-wide `max_r
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.parse
 from typing import Any
@@ -193,6 +194,8 @@ def _wrap(shape: str, recs: list[dict[str, Any]]) -> tuple[str, str]:
         return "csv", "id,p\n" + "".join(f'{r["id"]},"{cell}"\n' for r in recs[:half])
     if shape == "sse":
         return "text", "".join(f"data: {json.dumps(r)}\n\n" for r in recs)
+    if shape == "cursor":
+        return "json", json.dumps({"next": base64.urlsafe_b64encode(json.dumps(recs).encode()).decode()})
     if shape == "form":
         return "text", "a=1&p=" + urllib.parse.quote_plus(json.dumps(recs))
     return "text", f"<script>var s = {json.dumps({'c': recs})};</script>"
@@ -202,13 +205,18 @@ def _wrap(shape: str, recs: list[dict[str, Any]]) -> tuple[str, str]:
 @given(
     st.integers(0, 40),
     st.integers(1, 8),
-    st.sampled_from(["json", "json-twice", "json-mixed", "json-pct", "ndjson", "csv", "sse", "form", "html"]),
+    st.sampled_from(
+        ["json", "json-twice", "json-mixed", "json-pct", "cursor", "ndjson", "csv", "sse", "form", "html"]
+    ),
 )
 def test_records_in_values_never_exceed_max_rows(n: int, max_rows: int, shape: str) -> None:
     kind, body = _wrap(shape, _recs(n))
     res = mask_body(kind, body.encode(), None, plan(max_rows=max_rows), SRC)
     text = res.body.decode()
-    # Digits are never escaped, by JSON or by percent-encoding: each shown record leaves one 5678.
+    if shape == "cursor":
+        text = _unb64(json.loads(text)["next"]).decode()
+    # Digits are never escaped by JSON or percent-encoding (a cursor is decoded above): each
+    # shown record leaves one 5678.
     assert text.count("5678") <= max_rows and MOBILE not in text
     if n <= max_rows and shape != "csv":  # (a CSV row counts as well as the records in it)
         assert text.count("5678") == n
@@ -240,3 +248,21 @@ def test_a_value_under_more_encodings_than_any_api_writes_is_refused() -> None:
         value = urllib.parse.quote(value)
     with pytest.raises(BodyError):
         jrun({"p": value}, plan(max_rows=3))
+
+
+@pytest.mark.parametrize("encode", [base64.b64encode, base64.urlsafe_b64encode])
+def test_a_base64_cursor_holding_records_is_bounded_and_stays_a_cursor(encode: Any) -> None:
+    cursor = encode(json.dumps(_recs(6)).encode() + b" ").decode()
+    assert cursor.endswith("=")
+    out, res = jrun({"cursor": cursor, "unpadded": cursor.rstrip("=")}, plan(max_rows=4))
+    got = json.loads(_unb64(out["cursor"]))
+    assert got == [{"id": i, "mobile": SHOWN} for i in range(4)] and res.truncated == 2 + 6
+    assert len(out["cursor"]) % 4 == 0 and not out["unpadded"].endswith("=")  # padded as it was
+    res = run("text", f"next: {cursor}\n", plan(max_rows=2))
+    token = res.body.decode()[len("next: ") : -1]
+    assert len(json.loads(_unb64(token))) == 2
+
+
+def _unb64(token: str) -> bytes:
+    std = token.rstrip("=").replace("-", "+").replace("_", "/")
+    return base64.b64decode(std + "=" * (-len(std) % 4))
