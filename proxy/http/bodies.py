@@ -362,7 +362,7 @@ class _Walker:
             return self.arr(v, path, cls)
         if t is _Doc:
             return self.embedded(v, path, cls, part)
-        if t is str and _starts_doc(v):
+        if t is str and v[:1] in _FIRST and _starts_doc(v):
             doc = _embedded(v)
             if doc is not None:
                 return self.embedded(doc, path, cls, part)
@@ -411,7 +411,7 @@ class _Walker:
             if t is dict or (t is list and _nested(v)):
                 entries.append((k, k2, p, cls, v, True))  # walked once this object is counted
                 continue
-            if t is str and _starts_doc(v):
+            if t is str and v[:1] in _FIRST and _starts_doc(v):
                 doc = _embedded(v)
                 if doc is not None:  # a document in a string: walked as if it stood there
                     if type(doc.doc) is dict or _nested(doc.doc):
@@ -707,6 +707,10 @@ MAX_LAYERS = 8
 _IN_TEXT = str.maketrans({c: f"\\u{ord(c):04x}" for c in "<>&'\u2028\u2029"})
 
 
+# The first characters of every string _starts_doc accepts (a set lookup before the call: the hot path).
+_FIRST = frozenset('{["%eW' + _WS)
+
+
 def _starts_doc(s: str) -> bool:
     """Cheap gate: could `s` be a JSON object or array, a JSON string holding one, or one
     percent-encoded?"""
@@ -732,6 +736,8 @@ def _embedded(s: str, depth: int = 0) -> _Doc | None:
         raise BodyError("a value is encoded too many times")
     t = s.strip(_WS)
     layer = "pct" if t[:1] == "%" else "json" if t[:1] in _STARTS else _b64_layer(t)
+    if layer == "json" and not _json_shaped(t):
+        return None
     try:
         if layer == "json":
             doc = json.loads(t)
@@ -750,6 +756,22 @@ def _embedded(s: str, depth: int = 0) -> _Doc | None:
         return None
     inner = _embedded(doc, depth + 1)
     return None if inner is None else _Doc(inner.doc, (*inner.layers, layer))
+
+
+def _json_shaped(t: str) -> bool:
+    """Cheap refusal of most text that starts like JSON without being it (`[INFO] …`, `[x]`,
+    `"quoted" text`), before the decoder's error (which costs a line count) is paid."""
+    first, last = t[:1], t[-1:]
+    if first == '"':
+        return last == '"' and len(t) > 1
+    if first == "{":
+        return last == "}" and t[1:].lstrip(_WS)[:1] in ('"', "}")
+    return last == "]" and t[1:].lstrip(_WS)[:1] in _ARRAY_NEXT
+
+
+# What may follow `[` in a JSON array: a value (string, object, array, number, true/false/null,
+# Python's NaN and Infinity) or `]`.
+_ARRAY_NEXT = frozenset('"{[]-0123456789tfnNI')
 
 
 def _b64_layer(t: str) -> str:
@@ -782,7 +804,7 @@ def _nested(a: list[Any]) -> bool:
         t = type(x)
         if t is dict or t is list or t is _Doc:
             nested = True
-        elif t is str and _starts_doc(x):
+        elif t is str and x[:1] in _FIRST and _starts_doc(x):
             doc = _embedded(x)
             if doc is not None:
                 a[i] = doc  # the walker's own parsed copy of the body
