@@ -21,6 +21,13 @@ parser stopped) never reach the client.
 - Text: the detectors over the whole text, in pieces cut where no number can straddle the cut. A
   text that is a JSON object or array (an API that labels JSON text/plain, or not at all) is
   masked as JSON. Its records (lines, or rows of markup: `_units`) are bounded by `max_rows`.
+- Documents inside values: a JSON string, a CSV cell or a percent-encoded or base64 value that
+  holds a whole JSON object or array (under up to MAX_LAYERS encodings: JSON encoded twice, a
+  form value, a cursor), and a JSON document inside a text (`_segments`: an event stream's data,
+  a page's script state, JSONP), is walked where it stands as if it were written there: classified
+  by the path through it, its records on the same body-wide `max_rows`, written back compact in
+  the same encodings. One that cannot be read to count its records (nested or encoded too
+  deeply, a text whose failed reads cost too much) refuses the body.
 - Text, CSV and NDJSON whose decoded text holds control characters are bytes under a text label
   (a gzip file read as Latin-1): `BinaryBody`, which the caller treats as a binary type.
 
