@@ -476,6 +476,12 @@ class _Walker:
         # Escaped as a page's script state is (`<\/script>` decodes to `</script>`): written back
         # into markup, a script or an attribute, it never becomes markup or ends a string there.
         text = _dump(out).translate(_IN_TEXT)
+        # The detectors read the document's text too, as they read the whole string before: a key
+        # is the context word some classes need (`"passport":"E12345678"`), and values read alone
+        # lose it.
+        scanned = self._scan_text(text)
+        if scanned is not text and scanned != text:
+            text = _as_json(scanned)
         for layer in doc.layers:  # encoded again as it was, innermost first
             text = _encode_layer(text, layer)
         return text
@@ -763,6 +769,27 @@ def _embedded(s: str, depth: int = 0) -> _Doc | None:
         return None
     inner = _embedded(doc, depth + 1)
     return None if inner is None else _Doc(inner.doc, (*inner.layers, layer))
+
+
+def _as_json(masked: str) -> str:
+    """A document's text after the text detectors, still JSON where it can be: a number they
+    masked (`130****0000`, its hidden digits were zeros, or one found by a key's context) has its
+    hidden digits zeroed, as masked numbers are. Else the masked text as it is: no longer JSON,
+    but nothing of it shows (a value too long to scan is hidden whole, as the string was)."""
+    for candidate in (masked, _STARS_OUTSIDE_STRINGS_RE.sub(_zero_stars, masked)):
+        try:
+            json.loads(candidate)
+        except ValueError:
+            continue
+        return candidate
+    return masked
+
+
+_STARS_OUTSIDE_STRINGS_RE = re.compile(r'("(?:[^"\\]|\\.)*")|\*')
+
+
+def _zero_stars(m: re.Match[str]) -> str:
+    return m.group(1) or "0"
 
 
 def _json_shaped(t: str) -> bool:

@@ -9,11 +9,12 @@ import urllib.parse
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import masking
 from proxy.http.bodies import BodyError, mask_body
-from tests.proxy.http.test_bodies import MOBILE, SRC, jrun, plan, run
+from tests.proxy.http.test_bodies import MOBILE, SRC, _all_text, _readable_digits, jrun, plan, planted, run
 
 SHOWN = "138****5678"
 
@@ -266,3 +267,28 @@ def test_a_base64_cursor_holding_records_is_bounded_and_stays_a_cursor(encode: A
 def _unb64(token: str) -> bytes:
     std = token.rstrip("=").replace("-", "+").replace("_", "/")
     return base64.b64decode(std + "=" * (-len(std) % 4))
+
+
+def test_keys_of_a_held_document_are_still_context_for_the_detectors() -> None:
+    # A passport number is found by a context word before it; inside a document the word is a key.
+    out, _ = jrun({"p": json.dumps({"passport": "E12345678"})}, plan())
+    assert "E12345678" not in out["p"] and json.loads(out["p"])["passport"].startswith("E")
+    res = run("text", 'data: {"passport": "E12345678"}\n', plan())
+    assert "E12345678" not in res.body.decode()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(planted(), st.sampled_from([None, 1, 3]))
+def test_planted_numbers_in_a_held_document_never_come_out_whole(
+    case: tuple[Any, list[str]], max_rows: int | None
+) -> None:
+    doc, numbers = case
+    p = plan(max_rows=max_rows, see={"email": "clear"})
+    res = mask_body("json", json.dumps({"held": json.dumps(doc)}).encode(), None, p, SRC)
+    held = json.loads(res.body)["held"]
+    inner = json.loads(held) if isinstance(doc, dict | list) else held  # still a document
+    runs = [r.replace(" ", "").replace("-", "") for r in _readable_digits(_all_text(inner))]
+    for n in numbers:
+        if masking.mask_text(n).replace("*", "0") == n:
+            continue  # its hidden digits were zeros: a masked integer looks the same
+        assert not any(n in r for r in runs), (n, res.body)
