@@ -726,7 +726,7 @@ _FIRST = frozenset('{["%eW' + _WS)
 
 def _starts_doc(s: str) -> bool:
     """Cheap gate: could `s` be a JSON object or array, a JSON string holding one, or one
-    percent-encoded?"""
+    percent-encoded or in base64?"""
     c = s[:1]
     if c in _STARTS:
         return True
@@ -742,9 +742,9 @@ def _starts_doc(s: str) -> bool:
 
 def _embedded(s: str, depth: int = 0) -> _Doc | None:
     """The JSON object or array a string holds whole (what a client's `JSON.parse` gives), also
-    inside JSON strings and percent-encoding around it; else None. A document nested too deeply
-    to parse raises RecursionError, one under more than MAX_LAYERS encodings BodyError: the body
-    is refused, since its records could not be counted."""
+    inside JSON strings, percent-encoding and base64 around it (`_Doc.layers`); else None. A
+    document nested too deeply to parse raises RecursionError, one under more than MAX_LAYERS
+    encodings BodyError: the body is refused, since its records could not be counted."""
     if depth > MAX_LAYERS:
         raise BodyError("a value is encoded too many times")
     t = s.strip(_WS)
