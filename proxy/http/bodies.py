@@ -21,6 +21,13 @@ parser stopped) never reach the client.
 - Text: the detectors over the whole text, in pieces cut where no number can straddle the cut. A
   text that is a JSON object or array (an API that labels JSON text/plain, or not at all) is
   masked as JSON. Its records (lines, or rows of markup: `_units`) are bounded by `max_rows`.
+- Documents inside values: a JSON string, a CSV cell or a percent-encoded or base64 value that
+  holds a whole JSON object or array (under up to MAX_LAYERS encodings: JSON encoded twice, a
+  form value, a cursor), and a JSON document inside a text (`_segments`: an event stream's data,
+  a page's script state, JSONP), is walked where it stands as if it were written there: classified
+  by the path through it, its records on the same body-wide `max_rows`, written back compact in
+  the same encodings. One that cannot be read to count its records (nested or encoded too
+  deeply, a text whose failed reads cost too much) refuses the body.
 - Text, CSV and NDJSON whose decoded text holds control characters are bytes under a text label
   (a gzip file read as Latin-1): `BinaryBody`, which the caller treats as a binary type.
 
@@ -36,6 +43,8 @@ charset parameter to it on every masked text type.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import codecs
 import csv
 import io
@@ -45,6 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote, unquote_plus
 
 import masking
 from masking.encoded import MAX_TAG, maybe_encoded, unhide, unhide_blobs, unhide_joined
@@ -327,7 +337,8 @@ class _Walker:
         if text.startswith("\ufeff"):
             text = text[1:]
         # JSON text sequences (RFC 7464) start each record with RS; neither RS nor a newline can
-        # occur inside a JSON document, so both end a record.
+        # occur inside a JSON document, so both end a record. A line is a record, and the records
+        # inside it (a line's array, or a document held in one of its strings) share the budget.
         seq = "\x1e" in text
         records = text.replace("\x1e", "\n").split("\n")
         limit = self.plan.max_rows
@@ -345,7 +356,7 @@ class _Walker:
             out.append(_dump(doc))
         lead = "\x1e" if seq else ""
         body = "".join(lead + r + "\n" for r in out)
-        return body.encode("utf-8"), len(out)
+        return body.encode("utf-8"), max(len(out), self.records)
 
     def node(self, v: Any, path: tuple[str | int, ...], cls: str | None, part: bool = False) -> Any:
         """One JSON value at `path` (indexes as 0) whose effective class is `cls`; `part`: an object
@@ -356,6 +367,12 @@ class _Walker:
             return self.obj(v, path, cls, part)
         if t is list:
             return self.arr(v, path, cls)
+        if t is _Doc:
+            return self.embedded(v, path, cls, part)
+        if t is str and v[:1] in _FIRST and _starts_doc(v):
+            doc = _embedded(v)
+            if doc is not None:
+                return self.embedded(doc, path, cls, part)
         if cls is not None:
             action, vm = self._act(cls)
             seen = self.plan.seen
@@ -398,9 +415,22 @@ class _Walker:
             cls = own if own is not None else inherited
             k2 = k if k in clean else scan(k)
             t = type(v)
-            if t is dict or (t is list and any(type(x) is dict or type(x) is list for x in v)):
+            if t is dict or (t is list and _nested(v)):
                 entries.append((k, k2, p, cls, v, True))  # walked once this object is counted
                 continue
+            if t is str and v[:1] in _FIRST and _starts_doc(v):
+                doc = _embedded(v)
+                if doc is not None:  # a document in a string: walked as if it stood there
+                    if type(doc.doc) is dict or _nested(doc.doc):
+                        entries.append((k, k2, p, cls, doc, True))
+                        continue
+                    # A list of scalars is the object's own value, as it would be written inline.
+                    before = self.masked
+                    v2 = self.embedded(doc, p, cls, False)
+                    if not carries and (cls is not None or self.masked != before):
+                        carries = True
+                    entries.append((k, k2, p, cls, v2, False))
+                    continue
             # The common leaf, an unclassified string, without the dispatch (the per-item hot path).
             v2 = scan(v) if cls is None and t is str else self.node(v, p, cls)
             if not carries and v is not None and (cls is not None or (v2 is not v and v2 != v)):
@@ -433,6 +463,28 @@ class _Walker:
                 k2 = f"{k2}#{n}"
             out[k2] = v
         return out
+
+    def embedded(self, doc: _Doc, path: tuple[str | int, ...], cls: str | None, part: bool) -> Any:
+        """A JSON document held in a string (`{"payload": "[{\\"mobile\\": …}]"}`), walked where the
+        string stands, as if it were written there: its paths continue the string's, its class is
+        the string's, its records count against the same `max_rows` as the body's own. The string
+        is re-serialised from what was walked (compact), or `_DROP` when the document itself is a
+        record past the limit."""
+        out = self.node(doc.doc, path, cls, part)
+        if out is _DROP:
+            return out
+        # Escaped as a page's script state is (`<\/script>` decodes to `</script>`): written back
+        # into markup, a script or an attribute, it never becomes markup or ends a string there.
+        text = _dump(out).translate(_IN_TEXT)
+        # The detectors read the document's text too, as they read the whole string before: a key
+        # is the context word some classes need (`"passport":"E12345678"`), and values read alone
+        # lose it.
+        scanned = self._scan_text(text)
+        if scanned is not text and scanned != text:
+            text = _as_json(scanned)
+        for layer in doc.layers:  # encoded again as it was, innermost first
+            text = _encode_layer(text, layer)
+        return text
 
     def arr(self, a: list[Any], path: tuple[str | int, ...], inherited: str | None) -> list[Any]:
         if len(path) >= MAX_DEPTH:
@@ -519,10 +571,11 @@ class _Walker:
         cols: list[tuple[str, str, Callable[[Any], Any] | None] | None] | None = None
         seen = self.plan.seen
         noted: list[tuple[int, str, bool]] = []  # observed columns: (index, class, sent clear)
-        rows = 0
+        names: list[str] = []
         for row in reader:
             if cols is None:
                 cols = [self._column(h) for h in row]
+                names = [h.strip() for h in row]
                 if seen is not None:
                     for i, h in enumerate(row):
                         cls = self.plan.name_class(h.strip())
@@ -531,17 +584,23 @@ class _Walker:
                             noted.append((i, cls, cols[i] is None))
                 writer.writerow([self.scan(h) for h in row])
                 continue
-            if limit is not None and rows >= limit:
+            # A row is a record; records in documents its cells hold count against the same budget.
+            if limit is not None and self.records >= limit:
                 self.truncated += 1
                 continue
-            rows += 1
+            self.records += 1
             for i, cls, clear in noted:
                 if i < len(row) and row[i]:
                     seen.append(Disclosed(cls, "", row[i], clear))  # type: ignore[union-attr]
             out = []
             for i, cell in enumerate(row):
                 col = cols[i] if i < len(cols) else None
-                if col is None:
+                doc = _embedded(cell) if _starts_doc(cell) else None
+                if doc is not None:
+                    name = names[i] if i < len(names) else ""
+                    # Walked as the row's own part (the row is counted already), by its column's class.
+                    out.append(self.embedded(doc, (name,), self.plan.name_class(name), True))
+                elif col is None:
                     out.append(self.scan(cell))
                 else:
                     v = self.classified(cell, *col)
@@ -550,7 +609,7 @@ class _Walker:
         body = buf.getvalue()
         if not text.endswith(("\n", "\r")) and body.endswith(term):
             body = body[: -len(term)]
-        return (("\ufeff" if bom else "") + body).encode("utf-8"), rows
+        return (("\ufeff" if bom else "") + body).encode("utf-8"), self.records
 
     def _column(self, name: str) -> tuple[str, str, Callable[[Any], Any] | None] | None:
         """(class, action, masker) of a classified column the role does not see clear, else None."""
@@ -570,31 +629,53 @@ class _Walker:
             # JSON served as text/plain (or with no type): its classified fields are masked as
             # fields, since a name or an address has no detector to catch it as text.
             return self.json_doc(doc)
-        if len(text) <= CHUNK:
-            masked = self.scan(text)
-        else:
-            out: list[str] = []
-            context = ""
-            for piece in _pieces(text):
-                if context:
-                    m = self.scan(context + piece)
-                    # The context was masked already; when its masked form comes back unchanged the
-                    # rest is this piece, else the piece is scanned without it.
-                    m = m[len(context) :] if m.startswith(context) else self.scan(piece)
+        markup = _is_markup(text)
+        out: list[str] = []
+        for part, doc in _segments(text):
+            if doc is None:
+                out.append(self._bound_units(part, self._scan_text(part), markup))
+                continue
+            # A JSON document inside the text (an event stream's `data:` line, a page's script
+            # state, JSONP, a log line): walked as a body of its own, its records on the same budget.
+            records, masked = self.records, self.masked
+            v = self.embedded(doc, (), None, False)
+            if v is not _DROP and self.records == records and self.masked != masked:
+                # Changed but no record of its own (a list of numbers): one, as a line would be.
+                limit = self.plan.max_rows
+                if limit is not None and self.records >= limit:
+                    v = _DROP
                 else:
-                    m = self.scan(piece)
-                out.append(m)
-                context = m[-_CONTEXT:]
-            masked = "".join(out)
-        return self._bound_units(text, masked).encode("utf-8"), self.records
+                    self.records += 1
+            if v is _DROP:
+                self.truncated += 1
+                continue
+            out.append(v)
+        return "".join(out).encode("utf-8"), self.records
 
-    def _bound_units(self, text: str, masked: str) -> str:
+    def _scan_text(self, text: str) -> str:
+        if len(text) <= CHUNK:
+            return self.scan(text)
+        out: list[str] = []
+        context = ""
+        for piece in _pieces(text):
+            if context:
+                m = self.scan(context + piece)
+                # The context was masked already; when its masked form comes back unchanged the
+                # rest is this piece, else the piece is scanned without it.
+                m = m[len(context) :] if m.startswith(context) else self.scan(piece)
+            else:
+                m = self.scan(piece)
+            out.append(m)
+            context = m[-_CONTEXT:]
+        return "".join(out)
+
+    def _bound_units(self, text: str, masked: str, markup: bool) -> str:
         """`masked` with the records past `max_rows` left out. A text's records are its units
         (lines; in markup, elements that close a row: `_units`) that the detectors changed."""
         limit = self.plan.max_rows
         if masked is text or limit is None:
             return masked
-        before, after = _units(text), _units(masked)
+        before, after = _units(text, markup), _units(masked, markup)
         if len(before) == len(after):
             hits = [a != b for a, b in zip(after, before, strict=True)]
         else:
@@ -612,11 +693,255 @@ class _Walker:
         return "".join(kept)
 
 
-def _units(text: str) -> list[str]:
+class _Doc:
+    """A JSON object or array parsed out of a string, waiting to be walked where the string stood.
+    `layers`: the encodings the string wrapped it in, innermost first: "json" (a JSON string holding
+    the document's text: doubly-encoded JSON), "pct" (percent-encoded: a form or query value), or
+    base64 (an opaque cursor or token): "b64" or "b64url", with "=" when it was padded."""
+
+    __slots__ = ("doc", "layers")
+
+    def __init__(self, doc: Any, layers: tuple[str, ...] = ()) -> None:
+        self.doc = doc
+        self.layers = layers
+
+
+_WS = " \t\r\n\ufeff"
+_STARTS = ("{", "[", '"')
+# After `%`: `{` or `[` percent-encoded, or `%` itself (percent-encoded twice).
+_PCT_STARTS = frozenset({"7B", "7b", "5B", "5b", "25"})
+# Base64 of `{"`, `[{`, `["`, `[[`: a cursor or token that is a document.
+_B64_STARTS = frozenset({"eyJ", "W3s", "WyJ", "W1s"})
+_B64_RE = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
+# More encodings around one document than any API writes: refused (each percent-decoding may
+# shorten a string by two characters only, so unbounded decoding would cost quadratic time).
+MAX_LAYERS = 8
+# Characters only JSON strings hold, that end or start something in markup or JavaScript.
+_IN_TEXT = str.maketrans({c: f"\\u{ord(c):04x}" for c in "<>&'\u2028\u2029"})
+
+
+# The first characters of every string _starts_doc accepts (a set lookup before the call: the hot path).
+_FIRST = frozenset('{["%eW' + _WS)
+
+
+def _starts_doc(s: str) -> bool:
+    """Cheap gate: could `s` be a JSON object or array, a JSON string holding one, or one
+    percent-encoded or in base64?"""
+    c = s[:1]
+    if c in _STARTS:
+        return True
+    if c == "%":
+        return s[1:3] in _PCT_STARTS
+    if s[:3] in _B64_STARTS:
+        return True
+    if not c or c not in _WS:
+        return False
+    t = s.lstrip(_WS)
+    return t[:1] in _STARTS or (t[:1] == "%" and t[1:3] in _PCT_STARTS) or t[:3] in _B64_STARTS
+
+
+def _embedded(s: str, depth: int = 0) -> _Doc | None:
+    """The JSON object or array a string holds whole (what a client's `JSON.parse` gives), also
+    inside JSON strings, percent-encoding and base64 around it (`_Doc.layers`); else None. A
+    document nested too deeply to parse raises RecursionError, one under more than MAX_LAYERS
+    encodings BodyError: the body is refused, since its records could not be counted."""
+    if depth > MAX_LAYERS:
+        raise BodyError("a value is encoded too many times")
+    t = s.strip(_WS)
+    layer = "pct" if t[:1] == "%" else "json" if t[:1] in _STARTS else _b64_layer(t)
+    if layer == "json" and not _json_shaped(t):
+        return None
+    try:
+        if layer == "json":
+            doc = json.loads(t)
+        elif layer == "pct":
+            doc = unquote_plus(t, errors="strict")
+        elif layer:
+            std = t.rstrip("=").replace("-", "+").replace("_", "/")
+            doc = base64.b64decode(std + "=" * (-len(std) % 4), validate=True).decode("utf-8")
+        else:
+            return None
+    except (ValueError, binascii.Error):  # UnicodeDecodeError too
+        return None
+    if type(doc) is dict or type(doc) is list:
+        return _Doc(doc)
+    if type(doc) is not str or not _starts_doc(doc):
+        return None
+    inner = _embedded(doc, depth + 1)
+    return None if inner is None else _Doc(inner.doc, (*inner.layers, layer))
+
+
+def _as_json(masked: str) -> str:
+    """A document's text after the text detectors, still JSON where it can be: a number they
+    masked (`130****0000`, its hidden digits were zeros, or one found by a key's context) has its
+    hidden digits zeroed, as masked numbers are. Else the masked text as it is: no longer JSON,
+    but nothing of it shows (a value too long to scan is hidden whole, as the string was)."""
+    for candidate in (masked, _STARS_OUTSIDE_STRINGS_RE.sub(_zero_stars, masked)):
+        try:
+            json.loads(candidate)
+        except ValueError:
+            continue
+        return candidate
+    return masked
+
+
+_STARS_OUTSIDE_STRINGS_RE = re.compile(r'("(?:[^"\\]|\\.)*")|\*')
+
+
+def _zero_stars(m: re.Match[str]) -> str:
+    return m.group(1) or "0"
+
+
+def _json_shaped(t: str) -> bool:
+    """Cheap refusal of most text that starts like JSON without being it (`[INFO] …`, `[x]`,
+    `"quoted" text`), before the decoder's error (which costs a line count) is paid."""
+    first, last = t[:1], t[-1:]
+    if first == '"':
+        return last == '"' and len(t) > 1
+    if first == "{":
+        return last == "}" and t[1:].lstrip(_WS)[:1] in ('"', "}")
+    return last == "]" and t[1:].lstrip(_WS)[:1] in _ARRAY_NEXT
+
+
+# What may follow `[` in a JSON array: a value (string, object, array, number, true/false/null,
+# Python's NaN and Infinity) or `]`.
+_ARRAY_NEXT = frozenset('"{[]-0123456789tfnNI')
+
+
+def _b64_layer(t: str) -> str:
+    """The base64 layer a token is ("b64", "b64url", "=" appended when padded), or "" when it is
+    not one token of one alphabet."""
+    if _B64_RE.fullmatch(t) is None:
+        return ""
+    url = "-" in t or "_" in t
+    if url and ("+" in t or "/" in t):
+        return ""
+    return ("b64url" if url else "b64") + ("=" if t.endswith("=") else "")
+
+
+def _encode_layer(text: str, layer: str) -> str:
+    if layer == "json":
+        return _dump(text)
+    if layer == "pct":
+        return quote(text, safe="")  # %20: a space to form parsers and decodeURIComponent alike
+    raw = text.encode("utf-8")
+    out = (base64.urlsafe_b64encode(raw) if layer.startswith("b64url") else base64.b64encode(raw)).decode()
+    return out if layer.endswith("=") else out.rstrip("=")
+
+
+def _nested(a: list[Any]) -> bool:
+    """Whether a list holds containers (or strings holding JSON documents, which it then holds as
+    `_Doc`s, so that each is parsed once): its elements may be records, counted in document order
+    once the object holding the list is."""
+    nested = False
+    for i, x in enumerate(a):
+        t = type(x)
+        if t is dict or t is list or t is _Doc:
+            nested = True
+        elif t is str and x[:1] in _FIRST and _starts_doc(x):
+            doc = _embedded(x)
+            if doc is not None:
+                a[i] = doc  # the walker's own parsed copy of the body
+                nested = True
+    return nested
+
+
+def _is_markup(text: str) -> bool:
+    return text.lstrip(_WS).startswith("<")
+
+
+# Where a JSON document may start inside a text: an object with a key, or an array of objects,
+# arrays or strings. A bare `{` or `[` is prose, code or markup far more often.
+_DOC_START_RE = re.compile(
+    r'\{\s*"|\[\s*[{\["]|(?P<pct>(?<![^\s&=?;"(,])%(?:7[Bb]|5[Bb]|25))'
+    r"|(?P<b64>(?<![A-Za-z0-9+/_=-])(?:eyJ|W3s|WyJ|W1s)[A-Za-z0-9+/_-]*={0,2})(?![A-Za-z0-9+/_=-])"
+)
+# A form or query value (what encodeURIComponent and form encoders leave unescaped).
+_PCT_VALUE_RE = re.compile(r"[A-Za-z0-9%._~!*()+-]+")
+# Failed attempts to read a document may cost this many characters per character of text (plus a
+# fixed allowance), each at least _FAILED_READ_MIN; a text that costs more is refused rather than
+# read in quadratic time.
+_FAILED_READ_FACTOR = 4
+_FAILED_READ_FIXED = 64 * 1024
+_FAILED_READ_MIN = 32
+# A document is read in a window of the text that grows while the decoder stops at its end: the
+# decoder's error costs as much as the text before it, so it never reads the whole rest of a long
+# text from each place that merely looks like a start.
+_WINDOW = 256
+# Errors of a decoder stopped by the window's end rather than by the text: it ended inside a string
+# (an unterminated string is reported where the string starts) or within an escape of the end.
+_WINDOW_SLACK = 12
+_DECODER = json.JSONDecoder()
+
+
+def _segments(text: str) -> list[tuple[str, _Doc | None]]:
+    """`text` cut into (text, None) stretches and (source, document) JSON objects and arrays it
+    holds, in order, also as whole percent-encoded form or query values. Left to right, each place
+    that may start a document is read with the JSON decoder; a document found is skipped whole
+    (the documents inside it are its own). Raises RecursionError (the body is refused) for a
+    document too deep to read, and BodyError for a text whose failed reads cost too much to go on:
+    the documents after it could not be found."""
+    m = _DOC_START_RE.search(text)
+    if m is None:
+        return [(text, None)]
+    out: list[tuple[str, _Doc | None]] = []
+    budget = _FAILED_READ_FACTOR * len(text) + _FAILED_READ_FIXED
+    at = 0  # text[:at] is in `out`
+    while m is not None:
+        start = m.start()
+        found: tuple[_Doc, int] | None
+        if m.group("pct") is not None or m.group("b64") is not None:
+            # A value is whole or nothing: a failed one is passed over, not read again inside.
+            end = m.end() if m.group("b64") else _PCT_VALUE_RE.match(text, start).end()  # type: ignore[union-attr]
+            held = _embedded(text[start:end])
+            found, cost, resume = (None, end - start, end) if held is None else ((held, end), 0, end)
+        else:
+            read, cost = _read_doc(text, start)
+            found = None if read is None else (_Doc(read[0]), read[1])
+            resume = start + 1
+        if found is None:
+            budget -= max(_FAILED_READ_MIN, cost)
+            if budget < 0:
+                raise BodyError("the text holds too many unreadable documents")
+            m = _DOC_START_RE.search(text, resume)
+            continue
+        doc, end = found
+        if start > at:
+            out.append((text[at:start], None))
+        out.append((text[start:end], doc))
+        at = end
+        m = _DOC_START_RE.search(text, end)
+    if at < len(text):
+        out.append((text[at:], None))
+    return out
+
+
+def _read_doc(text: str, start: int) -> tuple[tuple[Any, int] | None, int]:
+    """((document, end) or None, characters read) for the JSON document at `start`."""
+    n = len(text)
+    size = _WINDOW
+    cost = 0
+    while True:
+        stop = min(n, start + size)
+        piece = text[start:stop]
+        try:
+            doc, end = _DECODER.raw_decode(piece)
+        except json.JSONDecodeError as e:
+            if stop < n and (e.pos >= len(piece) - _WINDOW_SLACK or e.msg.startswith("Unterminated")):
+                cost += len(piece)
+                size *= 4
+                continue
+            return None, cost + e.pos
+        return (doc, start + end), cost
+
+
+def _units(text: str, markup: bool | None = None) -> list[str]:
     """`text` cut into the units that make one record each: lines, or in markup (a text that
-    starts with `<`) elements ended by a row or block closing tag (`</tr>`, `</li>`, `<br>`) or by
-    a closing tag right after another (`</mobile></client>`: the end of an element of elements)."""
-    markup = text.lstrip(" \t\r\n\ufeff").startswith("<")
+    starts with `<`, or a part of one: `markup`) elements ended by a row or block closing tag
+    (`</tr>`, `</li>`, `<br>`) or by a closing tag right after another (`</mobile></client>`: the
+    end of an element of elements)."""
+    if markup is None:
+        markup = _is_markup(text)
     ends: list[int] = []
     if not markup:
         ends = [m.end() for m in _LINE_END_RE.finditer(text)]

@@ -188,6 +188,14 @@ def test_gzip_is_decoded_masked_and_encoded_again(gate: Recording) -> None:
         (b"not gzip 13812345678", "application/json", "gzip", 502),
         (b"13812345678", "application/json", "compress", 502),
         (b"%PDF 13812345678", "application/pdf", None, 403),
+        # A document held in a value, too deep to count its records.
+        (
+            json.dumps({"p": "[" * 3000 + '"13812345678"' + "]" * 3000}).encode(),
+            "application/json",
+            None,
+            502,
+        ),
+        (b'data: {"a": ' + b"[" * 3000 + b"13812345678" + b"]" * 3000 + b"}", "text/event-stream", None, 502),
     ],
 )
 def test_unreadable_or_binary_bodies_never_pass(

@@ -830,6 +830,7 @@ _STDLIB = {
     "dataclasses",
     "decimal",
     "typing",
+    "urllib.parse",  # percent-encoding only: pure string functions
 }
 
 
