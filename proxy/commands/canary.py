@@ -71,11 +71,11 @@ def _filler(data_type: str, n: int) -> object | None:
     return None
 
 
-# Columns of a one-column unique index or primary key: never copied from another row.
+# Columns of any unique index or primary key: never copied from another row.
 _UNIQUE = """
 SELECT a.attname FROM pg_index i
 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indnatts = 1
+WHERE i.indrelid = %s::regclass AND i.indisunique
 """
 
 

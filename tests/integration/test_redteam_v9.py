@@ -456,11 +456,6 @@ def test_canary_read_masked_is_flagged(served: dict[str, Any], canary: dict[str,
     assert (reg.get_sample_value("maskgate_canary_reads_total", {"role": "service_desk"}) or 0.0) > before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a canary is marked: name 金丝雀测试 ('canary test'), e-mail canary-…@example.invalid, a "
-    "branch that does not exist; a dump that skips such rows takes every real customer and trips nothing",
-)
 def test_dump_skipping_marked_rows_still_trips_a_canary(
     served: dict[str, Any], canary: dict[str, str], numbers: dict[int, Any]
 ) -> None:

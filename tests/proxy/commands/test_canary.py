@@ -98,3 +98,26 @@ def test_a_table_without_a_one_column_key_plants_its_numbers_only(
     assert len(lines) == 2 and all(line.startswith("phone=") for line in lines)
     planted = json.loads((tmp_path / canaries.FILE_NAME).read_text())["canaries"]
     assert [c["class"] for c in planted] == ["mobile", "mobile"]
+
+
+def test_a_canary_row_looks_like_any_customer(
+    tmp_path: Path, database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dump that skips odd-looking rows must not be able to skip the canaries: their plain
+    columns are a real row's and their name and e-mail ordinary ones."""
+    with psycopg.connect(database) as conn:
+        conn.execute(
+            "INSERT INTO customers (name, phone, email, branch_id)"
+            " VALUES ('王芳', '13912345670', 'wf@qq.com', 7)"
+        )
+    lines = plant(tmp_path, database, "public.customers", capsys, key=True)
+    phones = [dict(kv.split("=", 1) for kv in line.split("  "))["phone"] for line in lines]
+    with psycopg.connect(database) as conn:
+        rows = conn.execute(
+            "SELECT name, email, branch_id FROM customers WHERE phone = ANY(%s)", (phones,)
+        ).fetchall()
+    assert len(rows) == 2
+    for name, email, branch in rows:
+        assert branch == 7  # copied from the real row
+        assert "canary" not in f"{name}{email}".lower() and "金丝雀" not in name
+        assert not email.endswith(".invalid")
