@@ -32,6 +32,11 @@ _UNSCANNED = frozenset(
         types.MYSQL_TYPE_DATETIME2,
         types.MYSQL_TYPE_TIME2,
         types.MYSQL_TYPE_NULL,
+        # Integers too narrow for a number of 11 digits or more (a BIGINT is read).
+        types.MYSQL_TYPE_TINY,
+        types.MYSQL_TYPE_SHORT,
+        types.MYSQL_TYPE_INT24,
+        types.MYSQL_TYPE_LONG,
     }
 )
 

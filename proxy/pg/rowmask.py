@@ -498,6 +498,8 @@ _BINARY_READERS: dict[int, Reader] = {
 _UNSCANNED = frozenset(
     {types.BOOL, types.DATE, types.TIME, types.TIMETZ, types.TIMESTAMP, types.TIMESTAMPTZ}
     | {types.INTERVAL, types.UUID}
+    # Integers too narrow for a number of 11 digits or more (a bigint is read).
+    | {types.INT2, types.INT4, types.OID}
 )
 
 

@@ -154,11 +154,14 @@ def found_in(text: str, deep: bool = True) -> list[tuple[str, str]]:
     written only: what a masked value's masker read (its reader gets the rest masked)."""
     if len(text) < _SHORTEST:
         return []
+    if not deep:
+        found, offsets = _find(text)
+        return [(cls, text[slice(*to_original(offsets, a, b))]) for a, b, cls, _conf in found]
     digit = _ANY_DIGIT.search(text) is not None
     numerals = not text.isascii() and _CJK_NUMERAL.search(text) is not None
     blob = _BLOB.search(text) is not None
     encoded = maybe_encoded(text)
-    if not (digit or numerals or blob or encoded) or not (digit or deep):
+    if not (digit or numerals or blob or encoded):
         return []  # nothing a number could be written in
     out: list[tuple[str, str]] = []
 
@@ -171,8 +174,6 @@ def found_in(text: str, deep: bool = True) -> list[tuple[str, str]]:
 
     if digit:
         record(text)
-        if not deep:
-            return _once(out)
         if _JOINED_GATE.search(text):
             unhide_joined(text, record)
         for run in _DIGIT_RUN.findall(text):
@@ -195,6 +196,8 @@ def found_in(text: str, deep: bool = True) -> list[tuple[str, str]]:
 
 def _once(found: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Each number once (the first spelling of it): passes find one number in several forms."""
+    if len(found) < 2:
+        return found
     seen: dict[tuple[str, str], tuple[str, str]] = {}
     for cls, v in found:
         seen.setdefault((cls, fold(v)), (cls, v))
@@ -470,11 +473,13 @@ class Disclosures:
         scan_cache: dict[tuple[bytes, Reader, bool], tuple[tuple[str, bytes], ...]] = {}
 
         def raw_scan(raw: bytes, read: Reader, clear: bool) -> tuple[tuple[str, bytes], ...]:
+            if len(raw) < _SHORTEST and read in _TEXT_READERS.values():
+                return ()  # too short to hold a number as text
             found = scan_cache.get((raw, read, clear))
             if found is None:
                 if len(scan_cache) >= KEY_CACHE:
                     scan_cache.clear()
-                found = tuple(zip_keys(found_in(read(raw), clear))) if len(raw) >= _SHORTEST else ()
+                found = tuple(zip_keys(found_in(read(raw), clear)))
                 if len(raw) <= _SCAN_CACHED:
                     scan_cache[(raw, read, clear)] = found
             return found
