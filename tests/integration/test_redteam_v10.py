@@ -50,7 +50,7 @@ KEY_LINES = f"ledger_dir: ledger\nmasking_key: {KEY}\n"
 
 # People whose role (the demo's `dba`) sees numbers in clear: one per attack, so that one
 # attack's computed reads do not name the person of another in trace's "computed" list.
-DBAS = [f"red10_d{i}" for i in range(1, 25)]
+DBAS = [f"red10_d{i}" for i in range(1, 31)]
 CUSTOMERS_PER_DAY = 5
 MAX_ROWS = 20
 AGENTS = [f"red10_a{i}" for i in range(1, 10)]
@@ -540,3 +540,52 @@ def test_trace_reads_audit_files_rotated_as_shipped(
     assert main(["trace", "--config", str(tmp_path / "maskgate.yaml"), "--json", numbers[25][0]]) == 0
     entry = json.loads(capsys.readouterr().out)["numbers"][0]
     assert user in {p["user"] for p in entry["computed"]}
+
+
+def test_audit_keeps_no_error_text(served: dict[str, Any], numbers: dict[int, Any]) -> None:
+    """The database's error names the value backwards; the audit keeps its SQLSTATE only."""
+    number = numbers[71][0]
+    got = session(served, DBAS[19], ["SELECT (reverse(phone) || 'x')::int FROM customers WHERE id = 71"])
+    assert number[::-1] in got.error
+    settle(served)
+    assert number[::-1] not in (served["dir"] / "audit.jsonl").read_text()
+
+
+# Reads that give the reader no number: not reads of one in a computed form.
+NO_NUMBER = {
+    24: "SELECT length(phone) FROM customers WHERE id = 72",
+    25: "SELECT count(DISTINCT phone) FROM customers",
+    26: "SELECT phone IS NULL FROM customers WHERE id = 72",
+}
+
+
+@pytest.mark.parametrize(
+    "n",
+    [
+        pytest.param(
+            n,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="a clear read of a value computed from a mobile is a computed read even when "
+                "it gives no number (length, IS NULL): trace lists its reader for every mobile",
+            ),
+        )
+        if n != 25  # an aggregate's count: not a computed read (holds)
+        else n
+        for n in sorted(NO_NUMBER)
+    ],
+)
+def test_trace_names_no_one_for_reads_that_give_no_number(
+    served: dict[str, Any], numbers: dict[int, Any], capsys: Any, n: int
+) -> None:
+    session(served, DBAS[n], [NO_NUMBER[n]])
+    assert DBAS[n] not in named(served, capsys, numbers[73][0])
+
+
+def test_trace_names_the_reader_of_a_hash(
+    served: dict[str, Any], numbers: dict[int, Any], capsys: Any
+) -> None:
+    """md5 of an 11-digit mobile is undone by trying the numbers: a computed read."""
+    user = DBAS[27]
+    session(served, user, ["SELECT md5(phone) FROM customers WHERE id = 74"])
+    assert user in named(served, capsys, numbers[74][0])
