@@ -19,6 +19,9 @@ What this pass found:
 - canaries trip on values only: a whole-table dump in hex trips nothing; canary numbers come from
   fixed default ranges (1700000…, ID cards born 1800-01-01, ids from 900000) a dump can skip.
 - the audit keeps a number written backwards in a literal.
+- trace's "computed" list also names, for every mobile, whoever read length(phone) or
+  phone IS NULL in clear: reads that give no number.
+- HTTP: a binary download (a route marked `binary`) is not observed at all.
 
 Each attack reads its own customer and, where trace's class-wide "computed" list is asked, runs
 as its own person (a user of the demo's `dba` role), so that no attack vouches for another. A
@@ -589,3 +592,81 @@ def test_trace_names_the_reader_of_a_hash(
     user = DBAS[27]
     session(served, user, ["SELECT md5(phone) FROM customers WHERE id = 74"])
     assert user in named(served, capsys, numbers[74][0])
+
+
+# ------------------------------------------------------------------ HTTP
+
+M_HTTP = "13912345670"
+HTTP_POLICY = f"""
+version: 1
+apis:
+  crm-api:
+    fields:
+      "**.mobile": mobile
+      "**.idNo": id_card
+roles:
+  reports:
+    routes: ["GET /api/**", "GET /api/reports/** binary"]
+    see: {{mobile: clear, id_card: clear, bank_card: clear, person_name: clear}}
+users:
+  staff_bin: {{role: reports, password: "{make_verifier("staff_bin-pw")}"}}
+  staff_text: {{role: reports, password: "{make_verifier("staff_text-pw")}"}}
+"""
+REPORT = b"%PDF-1.4\n1 0 obj << >> stream\nBT (client 1  " + M_HTTP.encode() + b") Tj ET\nendstream\n%%EOF\n"
+
+
+@pytest.fixture(scope="module")
+def http_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from prometheus_client import CollectorRegistry
+
+    from proxy.app import App
+    from proxy.config import load_config
+    from proxy.demo.embedded_pg import free_port
+    from tests.integration.harness import Running, self_signed_cert
+    from tests.integration.test_redteam_http import RedUpstream, red_app
+    from tests.integration.test_redteam_v8 import _fixed
+
+    app = red_app()
+    app.router.add_get("/api/reports/r10.pdf", _fixed("application/pdf", REPORT))
+    app.router.add_get("/api/reports/r10.txt", _fixed("text/plain", REPORT))
+    up = RedUpstream(app)
+    d = tmp_path_factory.mktemp("red10-http")
+    (d / "policy.yaml").write_text(HTTP_POLICY)
+    port = free_port()
+    tls = self_signed_cert(d)  # Basic credentials are taken over TLS only
+    (d / "maskgate.yaml").write_text(
+        f"policy: policy.yaml\naudit_log: audit.jsonl\n{KEY_LINES}"
+        f"http:\n  listen: 127.0.0.1:{port}\n  upstream: {up.url}\n  api: crm-api\n"
+        f"  tls: {{cert: {tls['cert']}, key: {tls['key']}}}\n"
+    )
+    running = Running(App(load_config(d / "maskgate.yaml"), registry=CollectorRegistry()))
+    try:
+        yield {"url": f"https://127.0.0.1:{port}", "dir": d, "app": running.app}
+    finally:
+        running.stop()
+        up.stop()
+
+
+@pytest.mark.parametrize(
+    ("user", "path"),
+    [
+        ("staff_text", "/api/reports/r10.txt"),  # the same report as text: scanned (holds)
+        pytest.param(
+            "staff_bin",
+            "/api/reports/r10.pdf",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="a download a `binary` route allows (PDF, spreadsheet, octet stream) is passed "
+                "unread: no ledger entry, no canary, no customer counted, for a role that sees numbers "
+                "in clear",
+            ),
+        ),
+    ],
+)
+def test_http_download_is_traced(http_served: dict[str, Any], capsys: Any, user: str, path: str) -> None:
+    import httpx
+
+    r = httpx.get(http_served["url"] + path, auth=(user, user + "-pw"), timeout=30, verify=False)
+    assert r.status_code == 200, r.text
+    assert M_HTTP.encode() in r.content
+    assert user in named(http_served, capsys, M_HTTP)
