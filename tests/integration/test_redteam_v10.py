@@ -22,6 +22,8 @@ What this pass found:
 - trace's "computed" list also names, for every mobile, whoever read length(phone) or
   phone IS NULL in clear: reads that give no number.
 - HTTP: a binary download (a route marked `binary`) is not observed at all.
+- catalog reads have no row limit: pg_stats gives a budgeted role a column's histogram (up to
+  100 customers' phones) in one row.
 
 Each attack reads its own customer and, where trace's class-wide "computed" list is asked, runs
 as its own person (a user of the demo's `dba` role), so that no attack vouches for another. A
@@ -318,6 +320,41 @@ def test_dba_rows_sent_before_an_error_are_traced(
     assert "22012" in err
     assert bytes(got[0][0] or b"").decode() == numbers[14][0]
     assert user in named(served, capsys, numbers[14][0])
+
+
+HISTOGRAM = "SELECT histogram_bounds::text FROM pg_stats WHERE tablename = 'customers' AND attname = 'phone'"
+
+
+@pytest.fixture(scope="module")
+def analyzed(crm: EmbeddedPostgres) -> None:
+    """Statistics as autovacuum leaves them on any table that has been written to."""
+    with psycopg.connect(crm.dsn("maskgate_svc", SVC_PW, "crm"), autocommit=True) as conn:
+        conn.execute("ANALYZE customers")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="catalog reads have no row limit and are not refused at a budget: pg_stats' "
+    "histogram_bounds gives a clear role the phones of up to 100 customers (the statistics target) "
+    "per column in one row, past max_rows and the day's budget",
+)
+def test_agent_reads_no_more_than_max_rows_from_statistics(
+    served: dict[str, Any], numbers: dict[int, Any], analyzed: None
+) -> None:
+    user = AGENTS[4]
+    with connect_proxy(served, (user, user + "-pw"), autocommit=True) as conn:
+        got = str(conn.execute(HISTOGRAM).fetchall())
+    # The documented overshoot: the statement that reaches the budget runs, up to max_rows.
+    assert sum(n[0] in got for n in numbers.values()) <= CUSTOMERS_PER_DAY - 1 + MAX_ROWS
+
+
+def test_dba_reading_statistics_is_traced(
+    served: dict[str, Any], numbers: dict[int, Any], capsys: Any, analyzed: None
+) -> None:
+    user = DBAS[28]
+    got = str(session(served, user, [HISTOGRAM]).rows)
+    number = next(n[0] for i, n in sorted(numbers.items()) if n[0] in got and i > 74)
+    assert user in named(served, capsys, number)
 
 
 # ------------------------------------------------------------------ canaries
