@@ -30,6 +30,7 @@ from mitmproxy import ctx, exceptions, http
 
 from policies.decision import Allow, Block, Decision
 
+from ..services.disclosure import fold
 from ..services.gate import Principal, StatementRecord
 from . import bodies, heads, reqbody
 from .auth import Authenticator, AuthSettings, Denied, PasswordCheck
@@ -549,7 +550,9 @@ class MaskGate:
                 found = await asyncio.to_thread(bodies.numbers_in, out.body, charset, head)
             else:
                 found = bodies.numbers_in(out.body, charset, head)
-            plan.seen.extend(found)
+            # A classified field already noted in clear is not noted twice.
+            clear = {(d.cls, fold(d.value)) for d in plan.seen if d.clear}
+            plan.seen.extend(d for d in found if (d.cls, fold(d.value)) not in clear)
         if plan.seen:
             # One batch per response, with the id its audit records carry.
             gate.disclose(principal, flow.id[:16], plan.seen)
