@@ -51,7 +51,7 @@ from typing import Any, NamedTuple, Protocol
 from policies.decision import Allow, Block
 from policies.model import Policy, RoleBudgets
 
-from .disclosure import KEY_CLASSES, expand, value_key
+from .disclosure import ROW_KEY, expand, value_key
 from .gate import Principal, StatementRecord
 from .metrics import Metrics
 
@@ -79,15 +79,16 @@ _MESSAGES = {
 
 
 def _customers(masking_key: bytes, values: Iterable[tuple[str, str]]) -> set[bytes]:
-    """The customers one batch of disclosed values names, as key prefixes: its customer keys,
-    or else the distinct values of the class it holds most of (a row of name and phone is one
-    customer, not two; a mobile's reversed and forward forms are one value, keyed folded)."""
+    """The customers one batch of disclosed values names, as key prefixes: the distinct values
+    of the class it holds most of, the customer key included (a row of id, name and phone is
+    one customer, not three; a mobile's reversed and forward forms are one value, keyed
+    folded)."""
     by_class: dict[str, set[bytes]] = {}
     for cls, v in values:
         for c, found in expand(cls, v):
             by_class.setdefault(c, set()).add(value_key(masking_key, c, found)[:16])
-    if CUSTOMER_KEY_CLASS in by_class:
-        return by_class[CUSTOMER_KEY_CLASS]
+    # The key names the customers of rows that hold it, but a row may hold other customers'
+    # numbers beside it (a join, `id * 0`): the class with the most distinct values counts.
     return max(by_class.values(), key=len, default=set())
 
 
@@ -398,14 +399,10 @@ class Budgets:
             limits = role.budgets if role is not None else None
             if limits is None or limits.distinct_customers_per_day is None:
                 return
-            # By the customer key when the result holds it; else by what the rows disclose (a
-            # SCAN value's numbers are found on the worker): a result without the key column
-            # still names its customers. A canary table's key column (ROW_KEY) names none.
-            picked = (
-                [(v.cls, v.value) for v in values if v.cls == CUSTOMER_KEY_CLASS and v.value]
-                if p.customer_key is not None
-                else []
-            ) or [(v.cls, v.value) for v in values if v.cls not in KEY_CLASSES and v.value]
+            # Every value but a canary table's key column (ROW_KEY, which names no customer):
+            # the worker counts the class the batch holds most of, the customer key included (a
+            # SCAN value's numbers are found there).
+            picked = [(v.cls, v.value) for v in values if v.value and v.cls != ROW_KEY]
             if picked:
                 self.observe(principal.role, principal.user, picked, limits.distinct_customers_per_day)
 

@@ -208,8 +208,8 @@ def test_distinct_customers_per_day_by_the_customer_key(tmp_path: Path) -> None:
     p, clock = policy(tmp_path), Clock()
     b = budgets(clock)
     observe = b.observer(lambda: p)
-    phones = [Disclosed("mobile", "public.customers.phone", f"1380000000{i}", True) for i in range(5)]
-    observe(ZHANG, "s-1", ids("1001", "1002", "1001") + phones)  # phones do not name customers here
+    phones = [Disclosed("mobile", "public.customers.phone", f"1380000000{i}", True) for i in (1, 2, 1)]
+    observe(ZHANG, "s-1", ids("1001", "1002", "1001") + phones)  # two customers by key and by phone
     b.pump()
     assert b.counts("vendor", "vendor_zhang") == (0, 2)
     assert b.refusal(p, ZHANG, READ) is None
@@ -478,3 +478,15 @@ def test_statements_running_together_hold_what_they_may_send(tmp_path: Path) -> 
     assert isinstance(b.refusal(p, ZHANG, capped, reserve=True), Block)
     clock.t += 61
     assert b.refusal(p, ZHANG, capped, reserve=True) is None
+
+
+def test_a_batch_counts_the_class_it_holds_most_of_the_key_included(tmp_path: Path) -> None:
+    """One customer's id beside other customers' phones (a join, `id * 0`) names every phone's
+    customer: the key does not hide them."""
+    p, clock = policy(tmp_path), Clock()
+    b = budgets(clock)
+    phones = [Disclosed("mobile", "public.customers.phone", f"1380000000{i}", True) for i in range(5)]
+    b.observer(lambda: p)(ZHANG, "s-1", ids("0", "0", "0", "0", "0") + phones)
+    b.pump()
+    assert b.counts("vendor", "vendor_zhang")[1] > 3  # (kept up to the budget + 1)
+    assert b.refusal(p, ZHANG, READ) is not None
