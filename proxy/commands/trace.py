@@ -54,8 +54,8 @@ def audit_records(path: Path | None, ids: set[str]) -> dict[str, dict[str, Any]]
     files = sorted(path.parent.glob(path.name + "*"))
     for f in files:
         try:
-            lines = f.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
+            lines = _lines(f)
+        except (OSError, EOFError):  # unreadable, or a gzip cut short
             continue
         for line in lines:
             if '"id"' not in line:
@@ -77,6 +77,16 @@ def audit_records(path: Path | None, ids: set[str]) -> dict[str, dict[str, Any]]
     return out
 
 
+def _lines(f: Path) -> list[str]:
+    """The lines of an audit file, rotated ones gzipped by logrotate (`compress`) included."""
+    raw = f.read_bytes()
+    if f.suffix == ".gz" or raw[:2] == b"\x1f\x8b":
+        import gzip
+
+        raw = gzip.decompress(raw)
+    return raw.decode("utf-8", errors="replace").splitlines()
+
+
 COMPUTED_LISTED = 20  # the last statements listed per person-day among computed reads (all are counted)
 
 
@@ -91,8 +101,8 @@ def computed_reads(path: Path | None, since: str) -> dict[str, dict[str, dict[st
     first = f"{since[:4]}-{since[4:6]}-{since[6:]}"
     for f in sorted(path.parent.glob(path.name + "*")):
         try:
-            lines = f.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
+            lines = _lines(f)
+        except (OSError, EOFError):  # unreadable, or a gzip cut short
             continue
         for line in lines:
             if '"computed": ["' not in line:

@@ -236,22 +236,32 @@ def to_json(
     }
 
 
+# Statements that put what they read somewhere the analysis of later statements cannot follow:
+# a table, view, function, variable, setting, prepared statement or cursor.
+_MOVING_KINDS = frozenset(
+    {"insert", "update", "merge", "ddl", "session", "prepare", "do", "call", "cursor", "copy"}
+)
+
+
 def computed_classes(d: Decision) -> tuple[str, ...]:
     """The classes a statement returns in clear in a computed form (reverse(phone), phone::bigint
-    + 1, substr pieces): values the disclosure ledger can match only when they still read as a
-    number, so `maskgate trace` lists such statements beside what the ledger matched."""
+    + 1, substr pieces), or moves where later statements' lineage cannot follow them (CREATE
+    TEMP TABLE … AS SELECT phone, SET @v = …, a cursor): values the disclosure ledger can match
+    only when they still read as a number, so `maskgate trace` lists such statements beside
+    what the ledger matched."""
     if isinstance(d, Block):
         return ()
-    return tuple(
-        sorted(
-            {
-                cm.cls
-                for part in d.parts()
-                for cm in part.columns
-                if cm.cls and cm.action == "clear" and (cm.derived or len(cm.sources) > 1)
-            }
-        )
-    )
+    found = {
+        cm.cls
+        for part in d.parts()
+        for cm in part.columns
+        if cm.cls and cm.action == "clear" and (cm.derived or len(cm.sources) > 1)
+    }
+    for part in d.parts():
+        if part.kind in _MOVING_KINDS or (part.kind == "select" and not part.columns):
+            # (A select without result columns that reads classes put them somewhere: INTO @v.)
+            found.update(part.classes)
+    return tuple(sorted(found))
 
 
 _WHO_KEYS = ("session", "user", "role", "client", "protocol", "database")
