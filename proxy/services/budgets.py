@@ -106,11 +106,30 @@ def user_hash(user: str) -> str:
     return hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
+# Catalog relations that hold samples of the data itself (most common values, histograms):
+# one row of them can hold a hundred customers' numbers, past any row limit or budget.
+_STATISTICS = frozenset(
+    {
+        "pg_catalog.pg_stats",
+        "pg_catalog.pg_statistic",
+        "pg_catalog.pg_stats_ext",
+        "pg_catalog.pg_stats_ext_exprs",
+        "pg_catalog.pg_statistic_ext_data",
+        "mysql.column_stats",
+        "information_schema.column_statistics",
+    }
+)
+
+
+def reads_statistics(allow: Allow) -> bool:
+    return any(".".join(t.lower().split(".")[-2:]) in _STATISTICS for t in allow.tables)
+
+
 def reads_data(allow: Allow) -> bool:
     """Whether the budget applies to a statement: it reads a table that is not the catalog (an
     HTTP request always reads the API's data). Session statements (SET, BEGIN, COMMIT) and
     catalog reads stay allowed, so a person over budget can still end their transaction."""
-    if allow.kind == "http":
+    if allow.kind == "http" or reads_statistics(allow):
         return True
     return any(t.split(".")[-2].lower() not in _CATALOG_SCHEMAS if "." in t else True for t in allow.tables)
 
@@ -335,6 +354,17 @@ class Budgets:
         limits = role.budgets if role is not None else None
         if limits is None or not reads_data(allow):
             return None
+        if reads_statistics(allow):
+            return Block(
+                "row_budget",
+                "column statistics hold samples of the data beyond any row limit: not for a role "
+                "with reading budgets",
+                allow.tables,
+                allow.classes,
+                allow.kind,
+                allow.revision,
+                allow.fingerprint,
+            )
         # Several statements in one string run together: all but one of them must fit in what
         # is left (one statement reaching the budget runs in full, as always).
         parts = [reservation(p) for p in allow.parts()]

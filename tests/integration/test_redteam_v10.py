@@ -317,18 +317,16 @@ def analyzed(crm: EmbeddedPostgres) -> None:
         conn.execute("ANALYZE customers")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="catalog reads have no row limit and are not refused at a budget: pg_stats' "
-    "histogram_bounds gives a clear role the phones of up to 100 customers (the statistics target) "
-    "per column in one row, past max_rows and the day's budget",
-)
 def test_agent_reads_no_more_than_max_rows_from_statistics(
     served: dict[str, Any], numbers: dict[int, Any], analyzed: None
 ) -> None:
     user = AGENTS[4]
     with connect_proxy(served, (user, user + "-pw"), autocommit=True) as conn:
-        got = str(conn.execute(HISTOGRAM).fetchall())
+        try:
+            got = str(conn.execute(HISTOGRAM).fetchall())
+        except psycopg.errors.InsufficientPrivilege as e:
+            assert "column statistics" in str(e)  # refused: samples of the data past any limit
+            got = ""
     # The documented overshoot: the statement that reaches the budget runs, up to max_rows.
     assert sum(n[0] in got for n in numbers.values()) <= CUSTOMERS_PER_DAY - 1 + MAX_ROWS
 

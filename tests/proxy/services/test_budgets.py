@@ -490,3 +490,15 @@ def test_a_batch_counts_the_class_it_holds_most_of_the_key_included(tmp_path: Pa
     b.pump()
     assert b.counts("vendor", "vendor_zhang")[1] > 3  # (kept up to the budget + 1)
     assert b.refusal(p, ZHANG, READ) is not None
+
+
+def test_column_statistics_are_not_for_a_role_with_budgets(tmp_path: Path) -> None:
+    """pg_stats' histogram holds a hundred customers' numbers in one row: past max_rows and any
+    budget, so a budgeted role does not read statistics at all (other catalog reads stay)."""
+    p, clock = policy(tmp_path), Clock()
+    b = budgets(clock)
+    stats = Allow(kind="select", tables=("pg_catalog.pg_stats",))
+    refused = b.refusal(p, ZHANG, stats)
+    assert isinstance(refused, Block) and "column statistics" in refused.message
+    assert b.refusal(p, ZHANG, Allow(kind="select", tables=("pg_catalog.pg_class",))) is None
+    assert b.refusal(p, LI, stats) is None  # a role without budgets
