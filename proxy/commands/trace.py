@@ -20,6 +20,7 @@ from typing import Any
 import masking
 from proxy.config import ConfigError, load_config
 from proxy.services import ledger
+from proxy.services.audit import ANY_CLASS
 from proxy.services.disclosure import SCAN_CLASSES, fold, found_in, value_key
 
 
@@ -167,7 +168,7 @@ def trace(
                 }
             )
         maybe: dict[str, dict[str, list[dict[str, Any]]]] = {}
-        for cls in sorted(_classes_of(n)):
+        for cls in [*sorted(_classes_of(n)), ANY_CLASS]:
             for user, days in computed.get(cls, {}).items():
                 for day, stmts in days.items():
                     maybe.setdefault(user, {}).setdefault(day, []).extend(stmts)

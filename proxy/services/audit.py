@@ -251,17 +251,30 @@ def computed_classes(d: Decision) -> tuple[str, ...]:
     what the ledger matched."""
     if isinstance(d, Block):
         return ()
-    found = {
-        cm.cls
-        for part in d.parts()
-        for cm in part.columns
-        if cm.cls and cm.action == "clear" and (cm.derived or len(cm.sources) > 1)
-    }
+    found: set[str] = set()
     for part in d.parts():
+        for cm in part.columns:
+            if cm.cls and cm.action == "clear" and (cm.derived or len(cm.sources) > 1):
+                # One class names a value computed from many columns (to_jsonb(c), row(c.*)):
+                # any class the statement reads may be in it.
+                found.update(part.classes if len(cm.sources) > 1 else (cm.cls,))
         if part.kind in _MOVING_KINDS or (part.kind == "select" and not part.columns):
             # (A select without result columns that reads classes put them somewhere: INTO @v.)
             found.update(part.classes)
+        if (
+            part.kind in _OPAQUE_KINDS
+            or (part.kind == "prepare" and part.prepared is None)  # PREPARE s FROM @v: unseen SQL
+            or (part.kind == "select" and not part.columns and not part.classes and part.tables)
+        ):
+            # What it reads and returns is not known (a statement only an unrestricted role may
+            # send unanalysed, a procedural block, a query whose result could not be described):
+            # any class.
+            found.add(ANY_CLASS)
     return tuple(sorted(found))
+
+
+ANY_CLASS = "*"  # `computed` of a statement whose result's lineage is unknown
+_OPAQUE_KINDS = frozenset({"unparsed", "do", "call"})
 
 
 _WHO_KEYS = ("session", "user", "role", "client", "protocol", "database")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,3 +113,32 @@ def test_computed_reads_of_the_numbers_class_are_listed_apart(
     )
     assert computed_classes(Allow(kind="select", columns=cols)) == ("mobile",)
     assert computed_classes(Block("statement_not_allowed", "no")) == ()
+
+
+def test_statements_that_hide_lineage_are_computed_reads() -> None:
+    """Moving classified values where later statements' lineage cannot follow them, a value
+    computed from a whole row, and statements whose result is not known are computed reads."""
+    from policies.decision import Allow, ColumnMask
+    from proxy.services.audit import ANY_CLASS, computed_classes
+
+    moved = Allow(kind="ddl", tables=("public.customers",), classes=("mobile",))  # CREATE TEMP TABLE AS
+    assert computed_classes(moved) == ("mobile",)
+    into = Allow(kind="select", tables=("public.customers",), classes=("mobile",))  # SELECT … INTO @v
+    assert computed_classes(into) == ("mobile",)
+    row = ColumnMask(0, "j", "address", "clear", ("public.c.address", "public.c.phone"), derived=True)
+    whole = Allow(kind="select", columns=(row,), classes=("address", "mobile"))  # to_jsonb(c)
+    assert computed_classes(whole) == ("address", "mobile")
+    assert computed_classes(Allow(kind="unparsed")) == (ANY_CLASS,)
+    assert computed_classes(Allow(kind="prepare")) == (ANY_CLASS,)  # PREPARE s FROM @v
+    literal = Allow(kind="select", columns=(ColumnMask(0, "p", "mobile", "clear", ("public.c.phone",)),))
+    assert computed_classes(replace_prepared(literal)) == ()  # PREPARE s FROM 'SELECT phone …'
+    plain = Allow(kind="select", columns=(ColumnMask(0, "id", None, "clear", ("public.c.id",)),))
+    assert computed_classes(plain) == ()
+
+
+def replace_prepared(allow: Any) -> Any:
+    from dataclasses import replace
+
+    from policies.decision import PreparedEffect
+
+    return replace(allow, prepared=PreparedEffect(action="prepare", name="s"))
