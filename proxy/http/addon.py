@@ -514,6 +514,7 @@ class MaskGate:
         binary_ok = rules.binary_ok(flow.request.method.upper(), ex.path)
         if kind == "binary":
             if binary_ok:
+                await self._observe_download(flow, principal, raw, observing)
                 return 0, masked, False
             raise binary
         if kind == "empty":
@@ -534,6 +535,7 @@ class MaskGate:
         except bodies.BinaryBody:
             # Bytes under a text label (a gzip file as Latin-1): the binary rule, whatever the label.
             if binary_ok:
+                await self._observe_download(flow, principal, raw, observing)
                 return 0, masked, False
             raise binary from None
         except bodies.BodyError:
@@ -564,6 +566,21 @@ class MaskGate:
         if out.truncated:
             resp.headers["x-maskgate-truncated"] = str(d.row_limit)
         return out.items, masked + out.masked, out.truncated > 0
+
+    async def _observe_download(
+        self, flow: http.HTTPFlow, principal: Principal, raw: bytes, observing: bool
+    ) -> None:
+        """A download a route allows passes as it is; while disclosures are observed, its bytes
+        are read for numbers as text (a PDF's or octet stream's uncompressed text; compressed
+        streams hold none that can be read without decoding the format)."""
+        if not observing or self.gate is None:
+            return
+        if len(raw) > THREAD_BYTES:
+            found = await asyncio.to_thread(bodies.numbers_in, raw, "latin-1")
+        else:
+            found = bodies.numbers_in(raw, "latin-1")
+        if found:
+            self.gate.disclose(principal, flow.id[:16], found)
 
     def _mask_headers(self, resp: http.Response, d: Allow) -> int:
         """The response head masked (heads.py): reason phrase, header names and values."""

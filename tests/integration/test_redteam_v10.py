@@ -669,16 +669,7 @@ def http_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     ("user", "path"),
     [
         ("staff_text", "/api/reports/r10.txt"),  # the same report as text: scanned (holds)
-        pytest.param(
-            "staff_bin",
-            "/api/reports/r10.pdf",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="a download a `binary` route allows (PDF, spreadsheet, octet stream) is passed "
-                "unread: no ledger entry, no canary, no customer counted, for a role that sees numbers "
-                "in clear",
-            ),
-        ),
+        ("staff_bin", "/api/reports/r10.pdf"),  # a download's bytes are read as text too
     ],
 )
 def test_http_download_is_traced(http_served: dict[str, Any], capsys: Any, user: str, path: str) -> None:
