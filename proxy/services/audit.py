@@ -41,6 +41,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -52,10 +53,29 @@ from typing import Any, TextIO
 import masking
 from policies.decision import Block, Decision
 
+from .disclosure import found_in
 from .gate import StatementRecord
 
 # Every class: an auditor reading the log is not entitled to any customer identifier.
-_scrub = masking.make_text_masker(None, "mask")
+_detect_scrub = masking.make_text_masker(None, "mask")
+# A run of digits a number could be written in backwards (reverse('87654321831') searches for
+# 13812345678): masked too, whatever the detectors read forwards.
+_BACKWARDS = re.compile(r"(?<![0-9])[0-9Xx][0-9]{10,18}(?![0-9])")
+
+
+def _scrub(text: str) -> str:
+    out = _detect_scrub(text)
+    if not _BACKWARDS.search(out):
+        return out
+
+    def backwards(m: re.Match[str]) -> str:
+        run = m.group()
+        if any(c in ("mobile", "id_card", "bank_card") for c, _v in found_in(run[::-1], deep=False)):
+            return run[:2] + "*" * (len(run) - 4) + run[-2:]
+        return run
+
+    return _BACKWARDS.sub(backwards, out)
+
 
 # The `sql` of a record holds at most this many characters of the statement without comments;
 # `sql_length` and `sql_hash` describe the whole statement as received.

@@ -443,3 +443,12 @@ def test_without_a_key_the_sql_hash_is_not_under_the_public_key(tmp_path: Path) 
     assert digest != hmac.new(DEFAULT_KEY, sql.encode(), hashlib.sha256).hexdigest()[:32]
     assert _Texts(b"k", None).get(sql, "")[2] == hmac.new(b"k", sql.encode(), hashlib.sha256).hexdigest()[:32]
     log.close()
+
+
+def test_a_number_written_backwards_is_scrubbed_too() -> None:
+    """reverse('87654321831') searches for 13812345678: the audit keeps neither."""
+    from proxy.services.audit import scrub_sql
+
+    out = scrub_sql("SELECT id FROM customers WHERE phone = reverse('87654321831')")
+    assert "87654321831" not in out and "13812345678" not in out
+    assert scrub_sql("SELECT 12345678901234") == "SELECT 12345678901234"  # no number either way
