@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,22 +52,9 @@ def audit_records(path: Path | None, ids: set[str]) -> dict[str, dict[str, Any]]
     out: dict[str, dict[str, Any]] = {}
     if path is None or not ids:
         return out
-    files = sorted(path.parent.glob(path.name + "*"))
-    for f in files:
-        try:
-            lines = _lines(f)
-        except (OSError, EOFError):  # unreadable, or a gzip cut short
-            continue
-        for line in lines:
-            if '"id"' not in line:
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            sid = rec.get("id")
-            if sid not in ids or rec.get("event") == "canary":
-                continue
+    for rec in _records(path, '"id"'):
+        sid = rec.get("id")
+        if sid in ids and rec.get("event") != "canary":
             # A start record carries the statement (fingerprint, tables), its end what came of
             # it (rows, outcome): merged, the start's time kept.
             merged = out.setdefault(sid, {})
@@ -76,6 +63,24 @@ def audit_records(path: Path | None, ids: set[str]) -> dict[str, dict[str, Any]]
                 if v is not None and (k not in merged or (ended and k != "ts")):
                     merged[k] = v
     return out
+
+
+def _records(path: Path, marker: str) -> Iterator[dict[str, Any]]:
+    """The records of the audit log and its rotated siblings (audit.jsonl.1, .2.gz, …) whose
+    line holds `marker` (a cheap test before parsing); unreadable files and lines are skipped."""
+    for f in sorted(path.parent.glob(path.name + "*")):
+        try:
+            lines = _lines(f)
+        except (OSError, EOFError):  # unreadable, or a gzip cut short
+            continue
+        for line in lines:
+            if marker in line:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict):
+                    yield rec
 
 
 def _lines(f: Path) -> list[str]:
@@ -100,24 +105,13 @@ def computed_reads(path: Path | None, since: str) -> dict[str, dict[str, dict[st
     if path is None:
         return out
     first = f"{since[:4]}-{since[4:6]}-{since[6:]}"
-    for f in sorted(path.parent.glob(path.name + "*")):
-        try:
-            lines = _lines(f)
-        except (OSError, EOFError):  # unreadable, or a gzip cut short
+    for rec in _records(path, '"computed": ["'):
+        day = str(rec.get("ts", ""))[:10]
+        if rec.get("event") != "start" or rec.get("decision") != "allow" or day < first:
             continue
-        for line in lines:
-            if '"computed": ["' not in line:
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            day = str(rec.get("ts", ""))[:10]
-            if rec.get("event") != "start" or rec.get("decision") != "allow" or day < first:
-                continue
-            for cls in rec.get("computed") or ():
-                listed = out.setdefault(cls, {}).setdefault(str(rec.get("user")), {}).setdefault(day, [])
-                listed.append(_statement(str(rec.get("id")), rec))
+        for cls in rec.get("computed") or ():
+            listed = out.setdefault(cls, {}).setdefault(str(rec.get("user")), {}).setdefault(day, [])
+            listed.append(_statement(str(rec.get("id")), rec))
     return out
 
 
