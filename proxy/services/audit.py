@@ -284,6 +284,8 @@ def computed_classes(d: Decision) -> tuple[str, ...]:
         if (
             part.kind in _OPAQUE_KINDS
             or (part.kind == "prepare" and part.prepared is None)  # PREPARE s FROM @v: unseen SQL
+            # DDL on no table: a function or procedure, whose body the analysis does not read.
+            or (part.kind == "ddl" and not part.tables)
             or (part.kind == "select" and not part.columns and not part.classes and part.tables)
         ):
             # What it reads and returns is not known (a statement only an unrestricted role may

@@ -216,10 +216,10 @@ FORMS: dict[int, tuple[list[str], Any]] = {
 # Lineage lost on the way (temp table or view, pg_temp function, to_jsonb, jsonb_each_text,
 # regexp_split_to_table, row(c.*)::text): the value is a SCAN column, its content reads as no
 # number, and no class is `computed`.
-# A pg_temp SQL function's body is not analysed where it is created: its caller gets a value of
-# unknown lineage. (A temp table or view's creation, a whole-row value, a table function and
-# a statement only an unrestricted role may send unanalysed are computed reads.)
-LINEAGE_LOST = {3}
+# Each is a computed read: a temp table or view's creation, a function's creation (its body is
+# not analysed), a whole-row value, a table function, a statement only an unrestricted role may
+# send unanalysed.
+LINEAGE_LOST: set[int] = set()
 
 
 @pytest.mark.parametrize(

@@ -130,6 +130,8 @@ def test_statements_that_hide_lineage_are_computed_reads() -> None:
     assert computed_classes(whole) == ("address", "mobile")
     assert computed_classes(Allow(kind="unparsed")) == (ANY_CLASS,)
     assert computed_classes(Allow(kind="prepare")) == (ANY_CLASS,)  # PREPARE s FROM @v
+    assert computed_classes(Allow(kind="ddl")) == (ANY_CLASS,)  # CREATE FUNCTION: body unread
+    assert computed_classes(Allow(kind="ddl", tables=("public.x",))) == ()  # CREATE TABLE x (a int)
     literal = Allow(kind="select", columns=(ColumnMask(0, "p", "mobile", "clear", ("public.c.phone",)),))
     assert computed_classes(replace_prepared(literal)) == ()  # PREPARE s FROM 'SELECT phone …'
     plain = Allow(kind="select", columns=(ColumnMask(0, "id", None, "clear", ("public.c.id",)),))
