@@ -172,12 +172,15 @@ def found_in(text: str, deep: bool = True) -> list[tuple[str, str]]:
             out.append((cls, piece[s:e]))
         return piece
 
+    forward: set[str] = set()
     if digit:
         record(text)
+        forward = {v for _c, v in out}
         if _JOINED_GATE.search(text):
             unhide_joined(text, record)
         for run in _DIGIT_RUN.findall(text):
-            _strict_in(run[::-1], out)
+            if run.strip() not in forward:  # a number read forwards is no other one backwards
+                _strict_in(run[::-1], out)
         for run in _LONG_DIGITS.findall(text):
             for i in range(len(run) - 10):
                 _strict_in(run[i : i + 11], out)
@@ -185,7 +188,9 @@ def found_in(text: str, deep: bool = True) -> list[tuple[str, str]]:
         unhide(text, record)
     if blob:
         unhide_blobs(text, record)
-    if (digit or numerals) and len(text) <= _DIGITS_ALONE_UPTO:
+    # A short value's digits alone hold at most 18 digits: no second number beside one read
+    # forwards already.
+    if (digit or numerals) and len(text) <= _DIGITS_ALONE_UPTO and not forward:
         digits = _NOT_DIGIT.sub("", text.translate(_NUMERALS) if numerals else text)
         if not digits.isascii():
             digits = "".join(_digit(c) for c in digits)
