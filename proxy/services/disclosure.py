@@ -399,7 +399,6 @@ class Batch:
 
 Keeper = Callable[[Batch], None]
 KEY_CACHE = 65536  # values whose keys the disclosure thread remembers
-_SCAN_CACHED = 256  # longer SCAN values (documents, bodies) are read each time, not remembered
 
 
 class Disclosures:
@@ -474,20 +473,15 @@ class Disclosures:
             fast = bulk([f.encode() if f.isascii() else b"" for f in folded]) if bulk is not None else None
             return ((c, (fast[n] if fast else None) or key(folded[n])) for n, (c, _v) in enumerate(pairs))
 
-        # What SCAN values held, by their bytes: a result repeats its notes and labels.
-        scan_cache: dict[tuple[bytes, Reader, bool], tuple[tuple[str, bytes], ...]] = {}
+        text_readers = set(_TEXT_READERS.values())
 
         def raw_scan(raw: bytes, read: Reader, clear: bool) -> tuple[tuple[str, bytes], ...]:
-            if len(raw) < _SHORTEST and read in _TEXT_READERS.values():
+            # Not cached: the values read for their content are mostly each other's strangers
+            # (notes, computed cells), and one without digits costs less than a lookup would.
+            if len(raw) < _SHORTEST and read in text_readers:
                 return ()  # too short to hold a number as text
-            found = scan_cache.get((raw, read, clear))
-            if found is None:
-                if len(scan_cache) >= KEY_CACHE:
-                    scan_cache.clear()
-                found = tuple(zip_keys(found_in(read(raw), clear)))
-                if len(raw) <= _SCAN_CACHED:
-                    scan_cache[(raw, read, clear)] = found
-            return found
+            found = found_in(read(raw), clear)
+            return tuple(zip_keys(found)) if found else ()
 
         while True:
             item = self._q.get()
