@@ -30,6 +30,7 @@ another. A finding is an xfail(strict) test that fails today; attacks that hold 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -362,3 +363,42 @@ def test_dba_number_moved_past_lineage_is_named(
 def test_agent_may_not_run_sql_in_a_string(served: dict[str, Any], sql: str) -> None:
     got = session(served, AGENTS[5], [sql])
     assert not got.rows and "maskgate" in got.error, got.text()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "WITH pg_namespace AS (SELECT id, phone FROM customers WHERE id = 72) SELECT * FROM pg_namespace",
+        "SELECT c.id, c.phone FROM pg_catalog.pg_am a, customers c WHERE c.id = 73 LIMIT 1",
+        "SELECT (SELECT phone FROM customers WHERE id = 74)",
+        "SELECT phone FROM customers WHERE id = 75 UNION ALL SELECT amname::text FROM pg_am",
+        "DECLARE k CURSOR FOR SELECT id, phone FROM customers WHERE id > 75",
+    ],
+)
+def test_agent_over_budget_reads_no_table_dressed_as_a_catalog(served: dict[str, Any], sql: str) -> None:
+    user = AGENTS[6]
+    session(served, user, ["SELECT id, phone FROM customers WHERE id BETWEEN 61 AND 70"])
+    assert refused_soon(served, user)
+    got = session(served, user, ["BEGIN", sql, "FETCH 3 FROM k"] if "CURSOR" in sql else [sql])
+    assert not got.rows and "customers per day" in got.error, got.text()
+
+
+def test_agent_pipeline_reads_past_the_budget_by_one_statement_at_most(
+    served: dict[str, Any], numbers: dict[int, Any]
+) -> None:
+    user = AGENTS[4]
+    phones: set[str] = set()
+    with connect_proxy(served, (user, user + "-pw"), autocommit=True) as conn:
+        cursors = []
+        # The refusal of a later statement surfaces when the pipeline syncs; the rows of the
+        # statements that ran are still on their cursors.
+        with contextlib.suppress(psycopg.Error), conn.pipeline():
+            for lo in (1, 21, 41, 61):
+                cur = conn.cursor()
+                cur.execute(f"SELECT phone FROM customers WHERE id BETWEEN {lo} AND {lo + 19}")
+                cursors.append(cur)
+        for cur in cursors:
+            with contextlib.suppress(psycopg.Error):
+                phones |= {p for (p,) in cur.fetchall()}
+    got = len(phones & {n[0] for n in numbers.values()})
+    assert 0 < got <= CUSTOMERS_PER_DAY - 1 + MAX_ROWS
