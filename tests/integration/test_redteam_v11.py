@@ -22,7 +22,9 @@ What this pass found:
 What held: a circled-digit or padded cipher, a notice from a DO block, an error's text and a
 column renamed inside a transaction are all named by trace; to_hex(phone::bigint) counts against
 the budget; aggregates gathering many rows are refused to a role with max_rows; ts_stat and
-ts_rewrite are refused to restricted roles.
+ts_rewrite are refused to restricted roles; an agent over budget is refused a table read dressed
+as a catalog (a CTE named pg_namespace, a join or UNION with pg_am, a cursor), and a pipeline
+reads past the budget by one statement's max_rows at most.
 
 Each attack reads its own customer and runs as its own person, so that no attack vouches for
 another. A finding is an xfail(strict) test that fails today; attacks that hold are plain tests.
