@@ -286,11 +286,9 @@ def computed_classes(d: Decision) -> tuple[str, ...]:
             or (part.kind == "prepare" and part.prepared is None)  # PREPARE s FROM @v: unseen SQL
             # DDL on no table: a function or procedure, whose body the analysis does not read.
             or (part.kind == "ddl" and not part.tables)
-            or (part.kind == "select" and not part.columns and not part.classes and part.tables)
         ):
             # What it reads and returns is not known (a statement only an unrestricted role may
-            # send unanalysed, a procedural block, a query whose result could not be described):
-            # any class.
+            # send unanalysed, a procedural block): any class.
             found.add(ANY_CLASS)
     return tuple(sorted(found))
 

@@ -51,6 +51,7 @@ from typing import Any, NamedTuple, Protocol
 from policies.decision import Allow, Block
 from policies.model import Policy, RoleBudgets
 
+from .audit import computed_classes
 from .disclosure import ROW_KEY, expand, value_key
 from .gate import Principal, StatementRecord
 from .metrics import Metrics
@@ -68,6 +69,7 @@ MAX_BATCH = 2000  # queue items handled in one Redis pipeline
 _CATALOG_SCHEMAS = frozenset({"pg_catalog", "information_schema", "mysql", "performance_schema", "sys"})
 
 CUSTOMER_KEY_CLASS = "customer_key"  # the class the row paths disclose customer-key values as
+COMPUTED_ROW = "computed_row"  # a row of values computed from classified columns: one customer
 
 _MESSAGES = {
     "rows_per_hour": "this person has read the {limit} rows per hour their role allows; try again next hour",
@@ -400,10 +402,17 @@ class Budgets:
         role = policy.roles.get(rec.role)
         if role is None or role.budgets is None or not reads_data(rec.decision):
             return
+        limit = role.budgets.distinct_customers_per_day
+        if rec.rows and limit is not None and computed_classes(rec.decision):
+            # Values computed from classified columns (a digit cipher, length(phone)) name no
+            # customer the detectors can read: each row is one customer. Queued before the
+            # settle below, so its pending rows give way to these counts.
+            rows = [(COMPUTED_ROW, f"{rec.id}/{i}") for i in range(min(rec.rows, limit + 1))]
+            self.observe(rec.role, rec.user, rows, limit)
         with self._lock:
             p = self._person(rec.role, rec.user, self.clock())
             p.reserved = max(0, p.reserved - reservation(rec.decision))
-            if rec.rows and role.budgets.distinct_customers_per_day is not None:
+            if rec.rows and limit is not None:
                 # Its customers are counted on the worker, after the values it disclosed (queued
                 # before this record): until then its rows stand in for them.
                 p.pending += rec.rows

@@ -502,3 +502,24 @@ def test_column_statistics_are_not_for_a_role_with_budgets(tmp_path: Path) -> No
     assert isinstance(refused, Block) and "column statistics" in refused.message
     assert b.refusal(p, ZHANG, Allow(kind="select", tables=("pg_catalog.pg_class",))) is None
     assert b.refusal(p, LI, stats) is None  # a role without budgets
+
+
+def test_rows_of_values_computed_from_classified_columns_count_as_customers(tmp_path: Path) -> None:
+    """A digit cipher of each phone reads as no number: the statement's rows count instead."""
+    from dataclasses import replace
+
+    from policies.decision import ColumnMask
+
+    p, clock = policy(tmp_path), Clock()
+    b = budgets(clock)
+    cipher = ColumnMask(0, "t", "mobile", "clear", ("public.customers.phone",), derived=True)
+    computed = replace(READ, columns=(cipher,))
+    b.record(p, end(ZHANG, 2, computed))
+    b.pump()
+    assert b.counts("vendor", "vendor_zhang")[1] == 2
+    b.record(p, end(ZHANG, 2, READ))  # plain reads: counted by what they disclose (nothing here)
+    b.pump()
+    assert b.counts("vendor", "vendor_zhang")[1] == 2
+    b.record(p, end(ZHANG, 5, computed))
+    b.pump()
+    assert b.refusal(p, ZHANG, READ) is not None
