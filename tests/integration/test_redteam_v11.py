@@ -13,9 +13,9 @@ What this pass found:
   class, and trace names nobody. ID cards alike.
 - the same read lets a budgeted agent take a customer per statement: eleven (position, digit)
   rows hold neither the customer key nor a number, and count no customer.
-- a computed column whose lineage is kept (a digit cipher, circled digits) counts, without the
+- a computed column whose lineage is kept (a digit cipher, circled digits) counted, without the
   key, only the numbers its content reads as: none. trace names the DBA for such a column; the
-  budget does not count it.
+  budget did not count it (fixed: each row of a computed read counts as a customer).
 - SQL in a string the DBA may send (ts_stat, ts_rewrite; query_to_xml is the same door, the test
   server has no XML): its inner reads have no lineage and the statement is no computed read.
 
