@@ -786,11 +786,13 @@ class Judge:
         lookups = 0
         if self.role.masked_predicates == "equality":
             lookups = sum(u.candidates for u in uses if u.role == "eq_literal" and self._non_clear(u.columns))
+        probed = {cls for u in uses if u.role == "predicate" for c in u.columns if (cls := self.cls(c))}
         return Allow(
             kind=d.kind,
             columns=columns,
             row_limit=row_limit,
             lookups=lookups,
+            probed=tuple(sorted(probed)),
             detect=self.role.detect,
             tables=tuple(sorted(str(t) for t in tables)),
             classes=tuple(sorted(classes)),

@@ -146,6 +146,10 @@ class Allow:
     # How many values it compares masked classes with (`masked_predicates: equality`), which a
     # multi-statement string adds up (policies/decide.py MAX_LOOKUP_VALUES).
     lookups: int = 0
+    # Classes its conditions compute over (`substr(phone, p, 1) = d`, LIKE, ranges; not `phone =
+    # a value`): a statement can infer a value this way without returning it (the audit's
+    # `computed`, for roles that see the class in clear).
+    probed: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default=())
     # A multi-statement string: one Allow per statement, in order (each with its own columns and
     # row limit); `rewritten_sql` above is then the whole rewritten string. Empty for one statement.

@@ -278,6 +278,9 @@ def computed_classes(d: Decision) -> tuple[str, ...]:
                 # One class names a value computed from many columns (to_jsonb(c), row(c.*)):
                 # any class the statement reads may be in it.
                 found.update(part.classes if len(cm.sources) > 1 else (cm.cls,))
+        # Conditions that compute over a class (substr(phone, p, 1) = d joined with a series)
+        # infer its values without returning them.
+        found.update(part.probed)
         if part.kind in _MOVING_KINDS or (part.kind == "select" and not part.columns):
             # (A select without result columns that reads classes put them somewhere: INTO @v.)
             found.update(part.classes)

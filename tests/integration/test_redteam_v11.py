@@ -13,6 +13,8 @@ What this pass found:
   class, and trace names nobody. ID cards alike.
 - the same read lets a budgeted agent take a customer per statement: eleven (position, digit)
   rows hold neither the customer key nor a number, and count no customer.
+  (Both fixed: the analysis reports the classes a statement's conditions compute over, the
+  audit lists them as `computed`, and each row of a computed read counts as a customer.)
 - a computed column whose lineage is kept (a digit cipher, circled digits) counted, without the
   key, only the numbers its content reads as: none. trace names the DBA for such a column; the
   budget did not count it (fixed: each row of a computed read counts as a customer).
@@ -159,12 +161,6 @@ PREDICATE_FORMS: dict[int, tuple[str, Any, int]] = {
 }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`computed` comes from result columns' lineage only: a number read through a predicate "
-    "(substr(phone, p, 1) = d::text joined with generate_series) returns unclassified positions and "
-    "digits, short or as letters; the content scan finds no number and trace names nobody",
-)
 @pytest.mark.parametrize("cid", sorted(PREDICATE_FORMS))
 def test_dba_number_read_through_a_predicate_is_named(
     served: dict[str, Any], numbers: dict[int, Any], capsys: Any, cid: int
@@ -181,12 +177,6 @@ def test_dba_number_read_through_a_predicate_is_named(
 # ------------------------------------------------------------------ budgets
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="budgets count the customer key, else the numbers the detectors find: a customer's mobile "
-    "read through a predicate comes back as eleven (position, digit) rows holding neither, and "
-    "counts no customer: an agent takes a customer per statement past distinct_customers_per_day",
-)
 def test_agent_budget_counts_customers_read_through_a_predicate(
     served: dict[str, Any], numbers: dict[int, Any]
 ) -> None:
@@ -198,7 +188,8 @@ def test_agent_budget_counts_customers_read_through_a_predicate(
             served, user, ["SELECT p, d " + ORACLE.format(col="phone", where=f"c.id = {cid}") + " ORDER BY p"]
         )
         got[cid] = "".join(str(d) for _p, d in r.rows)
-    assert got == {i: numbers[i][0] for i in ids}
+    # Each row of a computed read counts as a customer: the reads stop within the budget.
+    assert sum(got[i] == numbers[i][0] for i in ids) < CUSTOMERS_PER_DAY
     assert refused_soon(served, user)
 
 
