@@ -375,14 +375,41 @@ def unhide_joined(text: str, mask: Callable[[str], str]) -> str:
     return "".join(out)
 
 
+_GLUED_RE = re.compile(r"(?<![0-9])[0-9]{12,16}(?![0-9])")
+
+
+def unhide_glued(text: str, mask: Callable[[str], str]) -> str:
+    """`text` with every run of 12 to 16 digits that holds a number glued to other digits
+    (`00` before a phone, the hex digits of an escape a client decodes, `%2522` + a phone) masked
+    in place: the detectors read a whole run, and a run one digit too long is no number to them,
+    while its reader sees the number in it. The same object when nothing was found."""
+    out: list[str] = []
+    pos = 0
+    for m in _GLUED_RE.finditer(text):
+        run = m.group()
+        for i in range(len(run) - 10):
+            window = run[i : i + 11]
+            masked = mask(window)
+            if masked != window and len(masked) == len(window):
+                out.append(text[pos : m.start()])
+                out.append(run[:i] + masked + run[i + 11 :])
+                pos = m.end()
+                break
+    if not out:
+        return text
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def scanner(tm: Callable[[str], str]) -> Callable[[str], str]:
     """The detectors' text masker `tm`, extended to what encodings hide: `tm` also sees (and
-    masks in place) the numbers behind references, escapes, markup, blobs and separators."""
+    masks in place) the numbers behind references, escapes, markup, blobs and separators, and
+    numbers glued to other digits."""
 
     def scan(s: str) -> str:
         out = tm(s)
         if maybe_encoded(out):
             out = unhide(out, tm)
-        return unhide_blobs(unhide_joined(out, tm), tm)
+        return unhide_glued(unhide_blobs(unhide_joined(out, tm), tm), tm)
 
     return scan

@@ -57,7 +57,7 @@ from typing import Any
 from urllib.parse import quote, unquote_plus
 
 import masking
-from masking.encoded import MAX_TAG, maybe_encoded, unhide, unhide_blobs, unhide_joined
+from masking.encoded import MAX_TAG, maybe_encoded, unhide, unhide_blobs, unhide_glued, unhide_joined
 from proxy.services.disclosure import found_in
 from proxy.services.gate import Disclosed, MaskerSource
 from proxy.services.rows import mask_decimal_text
@@ -262,6 +262,7 @@ class _Walker:
             out = unhide(out, tm)
         out = unhide_joined(out, tm)
         out = unhide_blobs(out, tm)
+        out = unhide_glued(out, tm)
         if out is not s and out != s:
             self.masked += max(1, len(_STARS_RE.findall(out)) - len(_STARS_RE.findall(s)))
             self._name_classes(s)
@@ -513,7 +514,7 @@ class _Walker:
         if -_SHORTEST < v < _SHORTEST:
             return v
         digits = str(-v if v < 0 else v)
-        out = tm(digits)
+        out = unhide_glued(tm(digits), tm)  # a phone with digits glued on is a number too
         if out is digits or out == digits:
             return v
         self._hit(digits)

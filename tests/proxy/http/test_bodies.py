@@ -898,3 +898,11 @@ def test_numbers_in_reads_what_a_client_reads() -> None:
     }
     assert all(d.clear and d.column == "" for d in got)
     assert numbers_in(b"no numbers here", "utf-8") == []
+
+
+def test_a_mobile_glued_to_other_digits_in_a_json_string_is_masked() -> None:
+    """`"00" + phone` in a free field, or a doubly escaped character before it."""
+    doc, _ = jrun({"note": "call 0013812345678", "q": "a%252213812345678", "n": 2213812345678})
+    assert "13812345678" not in json.dumps(doc)
+    text = run("text", "ref 0013812345678 and 13812345678001").body.decode()
+    assert "13812345678" not in text

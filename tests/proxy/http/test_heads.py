@@ -85,3 +85,24 @@ def test_digit_groups_joined_unusually_are_masked_in_place() -> None:
         assert out.startswith("call 1") and out.endswith("now") and "*" in out
     for plain in ("2024/01/15", "v1.2.3", "1 2 3", "12.50"):
         assert encoded.unhide_joined(plain, TM) is plain
+
+
+@given(
+    st.sampled_from(["138", "139", "150", "186", "199"]),
+    st.from_regex(r"\A[0-9]{8}\Z"),
+    st.from_regex(r"\A[0-9]{1,5}\Z"),
+    st.booleans(),
+)
+def test_a_mobile_glued_to_other_digits_is_masked(prefix: str, rest: str, glue: str, before: bool) -> None:
+    """`00` + a phone, or the hex digits of a doubly-escaped character before it (`%2522…`):
+    the reader sees the number inside a run the detectors read as too long."""
+    import masking
+    from masking.encoded import scanner
+    from masking.segments import is_cn_mobile
+
+    number = prefix + rest
+    if not is_cn_mobile(number):
+        return
+    text = f"x {glue}{number} y" if before else f"x {number}{glue} y"
+    out = scanner(masking.make_text_masker(None, "mask"))(text)
+    assert number not in out, out
