@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import threading
 from collections.abc import Iterator
@@ -165,4 +166,16 @@ def connect_proxy(served: dict[str, Any], who: tuple[str, str], **kw: Any) -> ps
         dbname="crm",
         sslmode="disable",
         **kw,
+    )
+
+
+# Audit fields that are random or keyed hex (ids, hashes, revisions): an 11-digit run inside one
+# is chance, not a number the log holds (a keyed hash changes with every process's key).
+_HEX_FIELDS = frozenset({"id", "session", "sql_hash", "fingerprint", "policy_revision"})
+
+
+def audit_values(records: list[dict[str, Any]]) -> str:
+    """The audit records' text without their hex ids and hashes: what must hold no number."""
+    return json.dumps(
+        [{k: v for k, v in r.items() if k not in _HEX_FIELDS} for r in records], ensure_ascii=False
     )
